@@ -1,0 +1,56 @@
+"""The sans-IO rule, enforced: ``shared/`` imports no I/O module and reads no clock,
+and the agent and the controller never import each other."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FORBIDDEN_IN_SHARED = {
+    "asyncio",
+    "socket",
+    "sqlite3",
+    "sqlite_utils",
+    "threading",
+    "subprocess",
+    "time",
+    "random",
+    "paho",
+    "aiohttp",
+    "zeroconf",
+    "psutil",
+    "selectors",
+    "multiprocessing",
+}
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.extend((node.lineno, alias.name) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append((node.lineno, node.module))
+    return found
+
+
+def test_shared_is_pure() -> None:
+    offenders = [
+        f"{path.relative_to(ROOT)}:{line} imports {name}"
+        for path in sorted((ROOT / "shared").rglob("*.py"))
+        for line, name in _imports(path)
+        if name.split(".")[0] in FORBIDDEN_IN_SHARED
+    ]
+    assert offenders == []
+
+
+def test_agent_and_controller_meet_only_through_shared() -> None:
+    offenders = []
+    for package, other in (("edge_agent", "cloud"), ("cloud", "edge_agent")):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            for line, name in _imports(path):
+                if name.split(".")[0] == other:
+                    offenders.append(f"{path.relative_to(ROOT)}:{line} imports {name}")
+    assert offenders == []

@@ -1,0 +1,106 @@
+"""The closed vocabularies of DESIGN §3, §5, §6 and §7, as string enums.
+
+They live in one small module because every layer speaks them: the codec
+validates them, the CRDT stores them, the placement and consistency policies
+branch on them, the API prints them. Values are the lowercase wire spellings.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+__all__ = [
+    "Connectivity",
+    "Level",
+    "LinkState",
+    "PlacementMode",
+    "TaskStatus",
+    "Tier",
+]
+
+
+class Tier(StrEnum):
+    """Where a node sits, nearest the data first. ``rank`` orders them device → cloud."""
+
+    DEVICE = "device"
+    EDGE = "edge"
+    REGIONAL = "regional"
+    CLOUD = "cloud"
+
+    @property
+    def rank(self) -> int:
+        return _TIER_RANK[self]
+
+
+_TIER_RANK = {Tier.DEVICE: 0, Tier.EDGE: 1, Tier.REGIONAL: 2, Tier.CLOUD: 3}
+
+
+class Level(StrEnum):
+    """Consistency level of a task (DESIGN §5). ``strength``: eventual 0 < causal 1 < strong 2."""
+
+    EVENTUAL = "eventual"
+    CAUSAL = "causal"
+    STRONG = "strong"
+
+    @property
+    def strength(self) -> int:
+        return _LEVEL_STRENGTH[self]
+
+    @classmethod
+    def from_strength(cls, strength: int) -> Level:
+        return _LEVELS_BY_STRENGTH[max(0, min(strength, len(_LEVELS_BY_STRENGTH) - 1))]
+
+    def weaker(self) -> Level:
+        """One step down (eventual stays eventual)."""
+        return Level.from_strength(self.strength - 1)
+
+    def stronger(self) -> Level:
+        """One step up (strong stays strong)."""
+        return Level.from_strength(self.strength + 1)
+
+
+_LEVEL_STRENGTH = {Level.EVENTUAL: 0, Level.CAUSAL: 1, Level.STRONG: 2}
+_LEVELS_BY_STRENGTH = (Level.EVENTUAL, Level.CAUSAL, Level.STRONG)
+
+
+class LinkState(StrEnum):
+    """A node's link as the controller sees it: ``partitioned`` suspected, ``failed`` confirmed."""
+
+    HEALTHY = "healthy"
+    DEGRADED = "degraded"
+    CRITICAL = "critical"
+    PARTITIONED = "partitioned"
+    FAILED = "failed"
+
+
+class Connectivity(StrEnum):
+    """The uplink as the agent sees it, from the age of the last controller ack (DESIGN §7)."""
+
+    CONNECTED = "connected"
+    DEGRADED = "degraded"
+    INTERMITTENT = "intermittent"
+    DISCONNECTED = "disconnected"
+
+
+class TaskStatus(StrEnum):
+    """A task's visible status, always *derived* from its CRDT record, never stored."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED)
+
+
+class PlacementMode(StrEnum):
+    """Placement modes of DESIGN §6."""
+
+    CLOUD_ONLY = "cloud_only"
+    EDGE_ONLY = "edge_only"
+    HYBRID_STATIC = "hybrid_static"
+    HYBRID_DYNAMIC = "hybrid_dynamic"
+    ADAPTIVE = "adaptive"

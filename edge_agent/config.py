@@ -1,0 +1,291 @@
+"""The agent's TOML configuration: one frozen dataclass per section, defaults filled.
+
+The testbed generates these files, so the keys are a contract (docs/agent.md lists them);
+unknown keys are rejected rather than ignored, because a misspelt ``lease_margin_s`` silently
+falling back to a default is the kind of mistake that only shows under a partition.
+``EXAMPLE_CONFIG`` is what ``edge-agent init`` writes; a test parses it, so it cannot rot.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from shared.errors import Problem, ValidationError
+from shared.ids import check_node_id
+from shared.vocab import Tier
+
+__all__ = [
+    "EXAMPLE_CONFIG",
+    "AgentConfig",
+    "ApiConfig",
+    "AutonomyConfig",
+    "BrokerConfig",
+    "DiscoveryConfig",
+    "ExecutorConfig",
+    "NodeConfig",
+    "load_config",
+    "parse_config",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    id: str = ""
+    tier: str = "edge"
+    labels: dict[str, str] = field(default_factory=dict)
+    state_dir: str = "/var/lib/edge-agent"
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerConfig:
+    """Where the MQTT broker is. An empty ``host`` means: find it with zeroconf."""
+
+    host: str = ""
+    port: int = 1883
+    username: str = ""
+    password: str = ""
+    tls: bool = False
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    keepalive_s: int = 10
+    reconnect_min_s: float = 1.0
+    reconnect_max_s: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class ApiConfig:
+    host: str = "127.0.0.1"
+    port: int = 8787  # 0 = ephemeral; the bound port is written to agent.ready.json
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoveryConfig:
+    enabled: bool = True
+    interfaces: list[str] = field(default_factory=lambda: ["127.0.0.1"])
+    browse_timeout_s: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class AutonomyConfig:
+    """Timing of the sync loop. ``period_s`` is T of DESIGN §7."""
+
+    period_s: float = 15.0
+    heartbeat_s: float = 0.0  # 0 = period_s / 6, so a healthy link stays below T/4
+    telemetry_s: float = 5.0
+    lease_margin_s: float = 0.5  # drift margin subtracted from every lease deadline
+    batch_max: int = 64
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutorConfig:
+    max_concurrent: int = 4
+    run_as: str = "nobody"  # used only when the agent runs as root
+    kill_grace_s: float = 5.0
+    shutdown_grace_s: float = 10.0
+    output_tail_bytes: int = 4096
+    min_free_memory_mb: float = 64.0  # below this, queued low-priority work is shed
+    max_cpu_percent: float = 95.0
+    callables: dict[str, str] = field(default_factory=dict)  # name -> "module:function"
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    node: NodeConfig = field(default_factory=NodeConfig)
+    broker: BrokerConfig = field(default_factory=BrokerConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
+    discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
+    autonomy: AutonomyConfig = field(default_factory=AutonomyConfig)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    log_level: str = "info"
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.node.state_dir)
+
+    @property
+    def heartbeat_s(self) -> float:
+        return self.autonomy.heartbeat_s or self.autonomy.period_s / 6
+
+
+_SECTIONS: dict[str, type] = {
+    "node": NodeConfig,
+    "broker": BrokerConfig,
+    "api": ApiConfig,
+    "discovery": DiscoveryConfig,
+    "autonomy": AutonomyConfig,
+    "executor": ExecutorConfig,
+}
+
+
+def _check_type(value: object, default: object) -> str | None:
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else "must be true or false"
+    if isinstance(default, float):
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        return None if ok else "must be a number"
+    if isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        return None if ok else "must be an integer"
+    if isinstance(default, str):
+        return None if isinstance(value, str) else "must be a string"
+    if isinstance(default, list):
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        return None if ok else "must be a list of strings"
+    if isinstance(default, dict):
+        ok = isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+        return None if ok else "must be a table of strings"
+    return None
+
+
+def _section(name: str, cls: type, data: object, problems: list[Problem]) -> Any:
+    if not isinstance(data, Mapping):
+        problems.append(Problem(name, "must be a table"))
+        return cls()
+    defaults = cls()
+    known = {f.name for f in fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in known:
+            problems.append(Problem(f"{name}.{key}", "unknown key"))
+            continue
+        why = _check_type(value, getattr(defaults, key))
+        if why:
+            problems.append(Problem(f"{name}.{key}", why))
+            continue
+        values[key] = float(value) if isinstance(getattr(defaults, key), float) else value
+    return cls(**values)
+
+
+def parse_config(data: Mapping[str, Any], *, env: Mapping[str, str] | None = None) -> AgentConfig:
+    """Build the config from parsed TOML, listing every problem at once.
+
+    ``broker.password`` may come from ``EDGE_AGENT_BROKER_PASSWORD`` so that it need not sit
+    in a world-readable file.
+    """
+    problems: list[Problem] = []
+    sections: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "log_level":
+            continue
+        cls = _SECTIONS.get(key)
+        if cls is None:
+            problems.append(Problem(key, "unknown section"))
+            continue
+        sections[key] = _section(key, cls, value, problems)
+    log_level = data.get("log_level", "info")
+    if log_level not in ("debug", "info", "warning", "error"):
+        problems.append(Problem("log_level", "must be debug, info, warning or error"))
+        log_level = "info"
+    cfg = AgentConfig(**sections, log_level=log_level)
+    env = os.environ if env is None else env
+    if not cfg.broker.password and env.get("EDGE_AGENT_BROKER_PASSWORD"):
+        broker = {f.name: getattr(cfg.broker, f.name) for f in fields(BrokerConfig)}
+        broker["password"] = env["EDGE_AGENT_BROKER_PASSWORD"]
+        cfg = AgentConfig(**{**sections, "broker": BrokerConfig(**broker)}, log_level=log_level)
+    problems.extend(_semantic_problems(cfg))
+    if problems:
+        raise ValidationError(problems, what="agent config")
+    return cfg
+
+
+def _semantic_problems(cfg: AgentConfig) -> list[Problem]:
+    problems = []
+    why = check_node_id(cfg.node.id)
+    if why:
+        problems.append(Problem("node.id", why))
+    if cfg.node.tier not in {t.value for t in Tier}:
+        problems.append(Problem("node.tier", f"must be one of {', '.join(t.value for t in Tier)}"))
+    if not cfg.node.state_dir:
+        problems.append(Problem("node.state_dir", "must not be empty"))
+    if not 0 <= cfg.broker.port <= 65535:
+        problems.append(Problem("broker.port", "must be 0..65535"))
+    if not 0 <= cfg.api.port <= 65535:
+        problems.append(Problem("api.port", "must be 0..65535"))
+    if cfg.api.host not in ("127.0.0.1", "::1", "localhost"):
+        problems.append(Problem("api.host", "the local API listens on loopback only"))
+    if cfg.broker.reconnect_min_s <= 0 or cfg.broker.reconnect_max_s < cfg.broker.reconnect_min_s:
+        problems.append(Problem("broker.reconnect_min_s", "need 0 < reconnect_min_s <= max"))
+    if not cfg.broker.host and not cfg.discovery.enabled:
+        problems.append(Problem("broker.host", "empty host needs discovery.enabled = true"))
+    if cfg.autonomy.period_s <= 0:
+        problems.append(Problem("autonomy.period_s", "must be positive"))
+    if cfg.autonomy.batch_max < 1:
+        problems.append(Problem("autonomy.batch_max", "must be at least 1"))
+    if cfg.executor.max_concurrent < 1:
+        problems.append(Problem("executor.max_concurrent", "must be at least 1"))
+    for name, target in cfg.executor.callables.items():
+        module, _, func = target.partition(":")
+        if not module or not func:
+            problems.append(Problem(f"executor.callables.{name}", "must be 'module:function'"))
+    return problems
+
+
+def load_config(path: str | Path) -> AgentConfig:
+    """Read and validate a TOML file; a TOML syntax error is reported as one problem."""
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValidationError([Problem("", f"not valid TOML: {exc}")], what="agent config") from exc
+    return parse_config(data)
+
+
+EXAMPLE_CONFIG = """\
+# edge-agent configuration (TOML). Every key is optional except node.id; the values
+# shown are the defaults. Reference: docs/agent.md.
+
+log_level = "info"                # debug | info | warning | error
+
+[node]
+id = "edge-1"                     # letters, digits, . _ - ; also the broker username
+tier = "edge"                     # device | edge | regional | cloud
+state_dir = "/var/lib/edge-agent" # journal.sqlite, runs/, agent.ready.json
+[node.labels]
+site = "plant-a"
+
+[broker]
+host = "127.0.0.1"                # empty = find it with zeroconf (_mqtt._tcp.local.)
+port = 1883
+username = ""                     # per-agent credentials: username = node id
+password = ""                     # or set EDGE_AGENT_BROKER_PASSWORD
+tls = false
+ca_file = ""                      # CA bundle; with cert_file/key_file: mutual TLS
+cert_file = ""
+key_file = ""
+keepalive_s = 10
+reconnect_min_s = 1.0             # jittered exponential reconnect, min → max
+reconnect_max_s = 60.0
+
+[api]
+host = "127.0.0.1"                # loopback only
+port = 8787                       # 0 = ephemeral (see agent.ready.json)
+
+[discovery]
+enabled = true                    # advertise _continuum-agent._tcp.local.; browse for a broker
+interfaces = ["127.0.0.1"]
+browse_timeout_s = 5.0
+
+[autonomy]
+period_s = 15.0                   # T: connectivity grades at T/4, T/2, T of ack age
+heartbeat_s = 0.0                 # 0 = period_s / 6
+telemetry_s = 5.0
+lease_margin_s = 0.5              # drift margin subtracted from strong-task lease deadlines
+batch_max = 64                    # CRDT deltas per `up` message
+
+[executor]
+max_concurrent = 4
+run_as = "nobody"                 # tasks run as this user when the agent runs as root
+kill_grace_s = 5.0                # SIGTERM → SIGKILL on timeout, cancel or fencing
+shutdown_grace_s = 10.0           # SIGTERM of the agent: running tasks may finish this long
+output_tail_bytes = 4096          # stdout/stderr tails kept per attempt
+min_free_memory_mb = 64.0         # below: admit nothing, shed lowest-priority queued work
+max_cpu_percent = 95.0
+[executor.callables]              # allow-list of Python callables tasks may name
+# checksum = "mypkg.jobs:checksum"
+"""

@@ -1,0 +1,228 @@
+"""The agent's durable journal: SQLite in WAL mode, written through sqlite-utils.
+
+Every state change is committed here *before* the agent acts on it or sends it (DESIGN §7), so a
+``kill -9`` at any instant loses nothing: the restarted agent re-reads its records, re-sends its
+outbox and sweeps the attempts it had started. One thread (the agent's core loop) writes; other
+processes (the testbed, ``sqlite3`` on a device) may read concurrently thanks to WAL.
+
+Tables (documented for the testbed in docs/agent.md; columns only ever get added):
+
+- ``records(task_id PK, record, status, epoch, node, level, updated_ms)`` — the CRDT record of
+  every task this agent has seen (``record`` is ``TaskRecord.to_dict()`` as JSON).
+- ``outbox(seq PK AUTOINCREMENT, task_id, delta, created_ms)`` — deltas not yet acknowledged;
+  a row is deleted only by a cumulative ack covering its ``seq``. AUTOINCREMENT: sequence numbers
+  never go back, even after the table empties.
+- ``seen(msg_id PK, at_ms)`` — ids of processed ``down`` messages (deduplication).
+- ``events(id PK AUTOINCREMENT, at_ms, mono, hlc, kind, task_id, data)`` — append-only log.
+- ``queue(task_id PK, epoch, level, priority, deadline_ms, enqueued_ms, not_before_ms,
+  failures, source, lease_s)`` — work waiting for a start (or for a retry).
+- ``processes(attempt PK, task_id, epoch, level, watchdog_pid, pgid, started_ms)`` — attempts
+  running now; swept on restart.
+- ``meta(key PK, value)`` — small agent state (last HLC, counters).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+__all__ = ["Journal", "JournalError"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    task_id TEXT PRIMARY KEY, record TEXT NOT NULL, status TEXT NOT NULL,
+    epoch INTEGER, node TEXT, level TEXT, updated_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, task_id TEXT NOT NULL,
+    delta TEXT NOT NULL, created_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS seen (msg_id TEXT PRIMARY KEY, at_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, at_ms INTEGER NOT NULL, mono REAL NOT NULL,
+    hlc TEXT, kind TEXT NOT NULL, task_id TEXT, data TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS events_task ON events(task_id);
+CREATE TABLE IF NOT EXISTS queue (
+    task_id TEXT PRIMARY KEY, epoch INTEGER NOT NULL, level TEXT NOT NULL,
+    priority INTEGER NOT NULL, deadline_ms INTEGER, enqueued_ms INTEGER NOT NULL,
+    not_before_ms INTEGER NOT NULL, failures INTEGER NOT NULL, source TEXT NOT NULL,
+    lease_s REAL);
+CREATE TABLE IF NOT EXISTS processes (
+    attempt TEXT PRIMARY KEY, task_id TEXT NOT NULL, epoch INTEGER NOT NULL,
+    level TEXT NOT NULL, watchdog_pid INTEGER NOT NULL, pgid INTEGER,
+    started_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+_SEEN_KEEP = 20_000
+
+
+class JournalError(RuntimeError):
+    """A write failed (disk full, I/O error). Nothing committed before it is lost; the agent
+    stops admitting work until writes succeed again."""
+
+
+class Journal:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self.db = sqlite_utils.Database(conn)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")  # a power cut must not undo an ack
+        self.db.execute("PRAGMA busy_timeout=5000")
+        self.db.conn.executescript(_SCHEMA)
+        self._depth = 0
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Journal]:
+        """All writes inside commit together or not at all; failures become JournalError."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield self
+            finally:
+                self._depth -= 1
+            return
+        self._depth = 1
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self.db.conn.in_transaction:
+                self.db.conn.rollback()
+            raise JournalError(f"journal write failed: {exc}") from exc
+        finally:
+            self._depth = 0
+
+    def _replace(self, table: str, row: dict[str, Any]) -> None:
+        # Plain INSERT OR REPLACE: sqlite-utils' upsert introspects the schema on every call,
+        # which costs more than the write itself on the dispatch path.
+        cols = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        self.db.execute(
+            f"INSERT OR REPLACE INTO {table} ({cols}) VALUES ({marks})", list(row.values())
+        )
+
+    # records -------------------------------------------------------------------------
+    def put_record(
+        self,
+        task_id: str,
+        record: dict[str, Any],
+        *,
+        status: str,
+        epoch: int | None,
+        node: str | None,
+        level: str | None,
+        now_ms: int,
+    ) -> None:
+        self._replace(
+            "records",
+            {
+                "task_id": task_id,
+                "record": json.dumps(record, separators=(",", ":"), sort_keys=True),
+                "status": status,
+                "epoch": epoch,
+                "node": node,
+                "level": level,
+                "updated_ms": now_ms,
+            },
+        )
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        for row in self.db["records"].rows:
+            yield json.loads(row["record"])
+
+    # outbox --------------------------------------------------------------------------
+    def add_outbox(self, task_id: str, delta: dict[str, Any], *, now_ms: int) -> int:
+        cur = self.db.execute(
+            "INSERT INTO outbox (task_id, delta, created_ms) VALUES (?, ?, ?)",
+            [task_id, json.dumps(delta, separators=(",", ":"), sort_keys=True), now_ms],
+        )
+        return int(cur.lastrowid or 0)
+
+    def outbox_batch(self, after_seq: int, limit: int) -> list[tuple[int, dict[str, Any]]]:
+        rows = self.db.execute(
+            "SELECT seq, delta FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", [after_seq, limit]
+        ).fetchall()
+        return [(int(seq), json.loads(delta)) for seq, delta in rows]
+
+    def ack(self, up_to_seq: int) -> int:
+        """Delete rows covered by a cumulative ack; returns how many went."""
+        return self.db.execute("DELETE FROM outbox WHERE seq <= ?", [up_to_seq]).rowcount
+
+    def outbox_depth(self) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+
+    # deduplication -------------------------------------------------------------------
+    def seen(self, msg_id: str) -> bool:
+        return (
+            self.db.execute("SELECT 1 FROM seen WHERE msg_id = ?", [msg_id]).fetchone() is not None
+        )
+
+    def mark_seen(self, msg_id: str, *, now_ms: int) -> None:
+        self.db.execute(
+            "INSERT OR IGNORE INTO seen (msg_id, at_ms) VALUES (?, ?)", [msg_id, now_ms]
+        )
+
+    def prune_seen(self) -> None:
+        self.db.execute(
+            "DELETE FROM seen WHERE msg_id IN (SELECT msg_id FROM seen ORDER BY at_ms DESC "
+            "LIMIT -1 OFFSET ?)",
+            [_SEEN_KEEP],
+        )
+
+    # events --------------------------------------------------------------------------
+    def event(
+        self,
+        kind: str,
+        *,
+        task_id: str | None,
+        data: dict[str, Any],
+        now_ms: int,
+        mono: float,
+        hlc: str | None,
+    ) -> None:
+        self.db.execute(
+            "INSERT INTO events (at_ms, mono, hlc, kind, task_id, data) VALUES (?, ?, ?, ?, ?, ?)",
+            [now_ms, mono, hlc, kind, task_id, json.dumps(data, separators=(",", ":"))],
+        )
+
+    # queue ---------------------------------------------------------------------------
+    def put_queued(self, row: dict[str, Any]) -> None:
+        self._replace("queue", row)
+
+    def remove_queued(self, task_id: str) -> None:
+        self.db.execute("DELETE FROM queue WHERE task_id = ?", [task_id])
+
+    def queued(self) -> list[dict[str, Any]]:
+        return list(self.db["queue"].rows)
+
+    # processes -----------------------------------------------------------------------
+    def put_process(self, row: dict[str, Any]) -> None:
+        self._replace("processes", row)
+
+    def remove_process(self, attempt: str) -> None:
+        self.db.execute("DELETE FROM processes WHERE attempt = ?", [attempt])
+
+    def processes(self) -> list[dict[str, Any]]:
+        return list(self.db["processes"].rows)
+
+    # meta ----------------------------------------------------------------------------
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+        return row[0] if row else default
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", [key, value])

@@ -1,0 +1,143 @@
+"""MQTT shell of the controller (paho-mqtt 2.x, callback API VERSION2).
+
+Paho runs its network loop in its own thread; every received message is
+handed to the asyncio loop as ``(topic, payload)`` through
+``call_soon_threadsafe`` and nothing else happens in paho's thread, so all
+controller state is touched by one thread only.
+
+The session is persistent (MQTT 5 ``clean_start=False`` with a session expiry,
+or MQTT 3.1.1 ``clean_session=False``) under a stable client id: while the
+controller is down, the broker queues the agents' QoS 1 ``up`` messages for
+it. Commands on ``down`` are QoS 1 and, under MQTT 5, carry a message expiry
+so a node that comes back after a long partition does not run stale orders
+(the CRDT state it receives by anti-entropy is never stale).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import threading
+from collections.abc import Callable
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from shared.protocol import subscription, topic
+
+from .config import BrokerConfig
+
+__all__ = ["MqttTransport"]
+
+log = logging.getLogger(__name__)
+
+SUBSCRIBED_KINDS = ("hello", "presence", "telemetry", "up")
+
+
+class MqttTransport:
+    def __init__(
+        self,
+        cfg: BrokerConfig,
+        *,
+        client_id: str,
+        loop: asyncio.AbstractEventLoop,
+        on_message: Callable[[str, bytes], None],
+        on_connected: Callable[[bool], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self._loop = loop
+        self._on_message = on_message
+        self._on_connected = on_connected
+        self._v5 = cfg.protocol == "5"
+        self.connected = threading.Event()
+        if self._v5:
+            client = mqtt.Client(
+                CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
+            )
+        else:
+            client = mqtt.Client(
+                CallbackAPIVersion.VERSION2,
+                client_id=client_id,
+                protocol=mqtt.MQTTv311,
+                clean_session=False,
+            )
+        if cfg.username:
+            client.username_pw_set(cfg.username, cfg.password or None)
+        if cfg.tls:
+            client.tls_set(
+                ca_certs=cfg.ca_file or None,
+                certfile=cfg.cert_file or None,
+                keyfile=cfg.key_file or None,
+                cert_reqs=ssl.CERT_REQUIRED,
+            )
+        client.max_inflight_messages_set(1000)
+        client.reconnect_delay_set(min_delay=1, max_delay=10)
+        client.on_connect = self._handle_connect
+        client.on_disconnect = self._handle_disconnect
+        client.on_message = self._handle_message
+        self.client = client
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect in the background; paho reconnects on its own after a loss."""
+        kwargs: dict[str, object] = {}
+        if self._v5:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = self.cfg.session_expiry_s
+            kwargs = {"clean_start": False, "properties": props}
+        self.client.connect_async(self.cfg.host, self.cfg.port, self.cfg.keepalive_s, **kwargs)
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    # -- paho callbacks (paho's thread) ---------------------------------------
+
+    def _handle_connect(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        flags: mqtt.ConnectFlags,
+        reason_code: object,
+        properties: object,
+    ) -> None:
+        if getattr(reason_code, "is_failure", False):
+            log.warning("broker refused connection: %s", reason_code)
+            return
+        client.subscribe([(subscription(kind), 1) for kind in SUBSCRIBED_KINDS])
+        self.connected.set()
+        log.info("connected to broker %s:%s", self.cfg.host, self.cfg.port)
+        if self._on_connected is not None:
+            self._loop.call_soon_threadsafe(self._on_connected, True)
+
+    def _handle_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        flags: object,
+        reason_code: object,
+        properties: object,
+    ) -> None:
+        self.connected.clear()
+        log.warning("disconnected from broker: %s", reason_code)
+        if self._on_connected is not None:
+            self._loop.call_soon_threadsafe(self._on_connected, False)
+
+    def _handle_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        with contextlib.suppress(RuntimeError):  # loop closed during shutdown
+            self._loop.call_soon_threadsafe(self._on_message, msg.topic, msg.payload)
+
+    # -- publishing (any thread) ----------------------------------------------
+
+    def send_down(self, node_id: str, payload: bytes) -> None:
+        """QoS 1 on the node's ``down``; paho queues it while the broker is away."""
+        props = None
+        if self._v5 and self.cfg.command_expiry_s > 0:
+            props = Properties(PacketTypes.PUBLISH)
+            props.MessageExpiryInterval = self.cfg.command_expiry_s
+        self.client.publish(topic(node_id, "down"), payload, qos=1, properties=props)

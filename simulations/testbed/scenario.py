@@ -1,0 +1,509 @@
+"""Testbed scenario files (TOML, ``kind = "testbed"``): topology, workload, timeline.
+
+A scenario is parsed into frozen dataclasses and validated in one pass: a bad
+file raises one :class:`shared.errors.ValidationError` listing **every** problem
+with its path (``timeline[2].op``, ``workload.mix[0].sleep_ms``), so an author
+fixes it in one round trip. Node names are ``agent-1 … agent-N``; the timeline
+names nodes through selectors (``"all"``, ``"half"``, ``"one"``, ``"random:K"``,
+``"tier:edge"``, ``"agent-2"`` or a list of names) so a scenario still means
+something when ``--agents`` changes N. Turning a scenario into concrete steps
+and submissions is :mod:`simulations.testbed.plan`'s job.
+
+Example::
+
+    kind = "testbed"
+    name = "partition-basic"
+    description = "One agent cut for 15 s while work arrives"
+    duration_s = 30
+
+    [topology]
+    agents = 3
+    [[topology.groups]]
+    tier = "edge"
+    labels = { site = "a" }
+
+    [workload]
+    rate_per_s = 2
+    [[workload.mix]]
+    level = "causal"
+    sleep_ms = [100, 400]
+
+    [[timeline]]
+    at = 8
+    op = "partition"
+    nodes = "agent-1"
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shared.errors import Problem, ValidationError
+from shared.vocab import Level, Tier
+
+__all__ = [
+    "OPS",
+    "AgentGroup",
+    "Burst",
+    "RandomNemesis",
+    "Scenario",
+    "Step",
+    "TaskMix",
+    "Topology",
+    "WorkflowGen",
+    "Workload",
+    "load_scenario",
+    "parse_scenario",
+    "scenario_dir",
+]
+
+# op → {param: (type, required)}; every op except controller ones takes ``nodes``.
+OPS: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
+    "partition": {"direction": (str, False)},
+    "heal": {},
+    "delay": {"ms": ((int, float), True), "jitter_ms": ((int, float), False)},
+    "throttle": {"bytes_per_s": ((int, float), True)},
+    "flap": {"down_s": ((int, float), True), "up_s": ((int, float), True)},
+    "reset": {},
+    "kill": {},
+    "restart": {},
+    "controller-restart": {"hard": (bool, False)},
+    "controller-cut": {"direction": (str, False)},
+    "controller-heal": {},
+}
+CONTROLLER_OPS = frozenset({"controller-restart", "controller-cut", "controller-heal"})
+DIRECTIONS = ("both", "up", "down")
+WORKLOAD_LEVELS = ("strong", "causal", "eventual", "adaptive")
+RANDOM_OPS = ("partition", "partition-up", "partition-down", "flap", "delay", "kill", "reset")
+
+
+@dataclass(frozen=True, slots=True)
+class AgentGroup:
+    """A template for agents; agents are dealt to groups in turn (or by ``count``)."""
+
+    tier: str = "edge"
+    labels: Mapping[str, str] = field(default_factory=dict)
+    cpus: float = 2.0
+    memory_mb: int = 1024
+    count: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    agents: int = 3
+    groups: tuple[AgentGroup, ...] = (AgentGroup(),)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskMix:
+    level: str = "causal"
+    weight: float = 1.0
+    sleep_ms: tuple[int, int] = (100, 300)
+    fail_rate: float = 0.0  # share of tasks whose command exits 1
+    idempotent: bool = False
+    priority: int = 50
+    max_disconnect_s: float | None = None
+    min: str | None = None  # adaptive bounds
+    max: str | None = None
+    max_attempts: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Burst:
+    at: float
+    count: int
+    level: str | None = None  # restrict the burst to mixes of this level
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowGen:
+    """``count`` workflows at ``at`` (then every ``every_s``): a layered DAG of
+    ``depth`` layers of ``width`` tasks, each depending on every task of the layer above."""
+
+    at: float = 0.0
+    count: int = 1
+    every_s: float = 0.0
+    width: int = 2
+    depth: int = 2
+    level: str = "causal"
+    sleep_ms: tuple[int, int] = (100, 200)
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    rate_per_s: float = 1.0
+    start_s: float = 0.0
+    stop_s: float | None = None  # default: the scenario's duration
+    mix: tuple[TaskMix, ...] = (TaskMix(),)
+    bursts: tuple[Burst, ...] = ()
+    workflows: tuple[WorkflowGen, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    at: float
+    op: str
+    nodes: str | tuple[str, ...] = "all"
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RandomNemesis:
+    """A seeded random fault schedule (Jepsen's nemesis generator): one fault at a
+    time, on random nodes, each lasting 1..``max_fault_s`` and then healed."""
+
+    start_s: float = 5.0
+    stop_s: float | None = None
+    interval_s: float = 5.0
+    max_fault_s: float = 8.0
+    ops: tuple[str, ...] = RANDOM_OPS
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    name: str
+    description: str = ""
+    duration_s: float = 30.0
+    seed: int = 0
+    settle_s: float = 60.0  # max wait for quiescence after the final heal
+    topology: Topology = Topology()
+    workload: Workload = Workload()
+    timeline: tuple[Step, ...] = ()
+    nemesis: RandomNemesis | None = None
+    controller: Mapping[str, Any] = field(default_factory=dict)  # merged into its config
+    agent: Mapping[str, Any] = field(default_factory=dict)  # merged into every agent's config
+    path: str | None = None
+
+
+def scenario_dir() -> Path:
+    """The shipped scenarios (``simulations/scenarios/``)."""
+    return Path(__file__).resolve().parent.parent / "scenarios"
+
+
+class _Reader:
+    """Collects problems while reading typed fields out of nested tables."""
+
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+
+    def bad(self, path: str, message: str) -> None:
+        self.problems.append(Problem(path, message))
+
+    def table(self, data: Mapping[str, Any], key: str, path: str) -> Mapping[str, Any]:
+        value = data.get(key, {})
+        if not isinstance(value, Mapping):
+            self.bad(path, f"must be a table, not {type(value).__name__}")
+            return {}
+        return value
+
+    def tables(self, data: Mapping[str, Any], key: str, path: str) -> list[Mapping[str, Any]]:
+        value = data.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, Mapping) for v in value):
+            self.bad(path, "must be an array of tables ([[...]])")
+            return []
+        return value
+
+    def unknown(self, data: Mapping[str, Any], allowed: set[str], path: str) -> None:
+        for key in sorted(set(data) - allowed):
+            self.bad(f"{path}.{key}" if path else key, "unknown field")
+
+    def num(
+        self,
+        data: Mapping[str, Any],
+        key: str,
+        path: str,
+        default: float | None,
+        *,
+        lo: float | None = 0.0,
+        hi: float | None = None,
+        integer: bool = False,
+    ) -> Any:
+        value = data.get(key, default)
+        if value is None:
+            return None
+        kinds: tuple[type, ...] = (int,) if integer else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            self.bad(path, f"must be {'an integer' if integer else 'a number'}")
+            return default
+        if lo is not None and value < lo:
+            self.bad(path, f"must be ≥ {lo}")
+        if hi is not None and value > hi:
+            self.bad(path, f"must be ≤ {hi}")
+        return value
+
+    def choice(
+        self, data: Mapping[str, Any], key: str, path: str, default: str | None, options: Any
+    ) -> Any:
+        value = data.get(key, default)
+        if value is not None and value not in options:
+            self.bad(path, f"must be one of {', '.join(map(str, options))}; got {value!r}")
+            return default
+        return value
+
+    def range_ms(
+        self, data: Mapping[str, Any], key: str, path: str, default: tuple[int, int]
+    ) -> Any:
+        value = data.get(key, list(default))
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = [value, value]
+        ok = (
+            isinstance(value, list)
+            and len(value) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
+            and value[0] <= value[1]
+        )
+        if not ok:
+            self.bad(path, "must be an integer ≥ 0 or [lo, hi] with 0 ≤ lo ≤ hi")
+            return default
+        return (value[0], value[1])
+
+
+def _selector_problem(sel: Any) -> str | None:
+    if isinstance(sel, list):
+        if not sel or not all(isinstance(s, str) and s.startswith("agent-") for s in sel):
+            return "a list of node names must hold names like 'agent-2'"
+        return None
+    if not isinstance(sel, str):
+        return "must be a selector string or a list of node names"
+    if sel in ("all", "half", "one", "others"):
+        return None
+    if sel.startswith("random:"):
+        return None if sel[7:].isdigit() and int(sel[7:]) > 0 else "random:K needs K ≥ 1"
+    if sel.startswith("tier:"):
+        return None if sel[5:] in [t.value for t in Tier] else f"unknown tier in {sel!r}"
+    if sel.startswith("agent-") and sel[6:].isdigit() and int(sel[6:]) >= 1:
+        return None
+    return f"unknown selector {sel!r} (all, half, one, others, random:K, tier:T, agent-N)"
+
+
+def _level_names() -> list[str]:
+    return [lv.value for lv in Level]
+
+
+def _parse_mix(r: _Reader, m: Mapping[str, Any], path: str) -> TaskMix:
+    r.unknown(m, set(TaskMix.__slots__), path)  # type: ignore[attr-defined]
+    level = r.choice(m, "level", f"{path}.level", "causal", WORKLOAD_LEVELS)
+    lo = r.choice(m, "min", f"{path}.min", None, _level_names())
+    hi = r.choice(m, "max", f"{path}.max", None, _level_names())
+    if level == "adaptive":
+        lo, hi = lo or "eventual", hi or "strong"
+        if Level(lo).strength > Level(hi).strength:
+            r.bad(f"{path}.min", f"min {lo!r} is stronger than max {hi!r}")
+    elif lo is not None or hi is not None:
+        r.bad(path, "min/max apply only to level = 'adaptive'")
+    return TaskMix(
+        level=level,
+        weight=r.num(m, "weight", f"{path}.weight", 1.0),
+        sleep_ms=r.range_ms(m, "sleep_ms", f"{path}.sleep_ms", (100, 300)),
+        fail_rate=r.num(m, "fail_rate", f"{path}.fail_rate", 0.0, hi=1.0),
+        idempotent=bool(m.get("idempotent", False)),
+        priority=r.num(m, "priority", f"{path}.priority", 50, hi=100, integer=True),
+        max_disconnect_s=r.num(m, "max_disconnect_s", f"{path}.max_disconnect_s", None),
+        min=lo,
+        max=hi,
+        max_attempts=r.num(m, "max_attempts", f"{path}.max_attempts", 3, lo=1, integer=True),
+    )
+
+
+def _parse_step(r: _Reader, s: Mapping[str, Any], path: str) -> Step | None:
+    op = s.get("op")
+    if op not in OPS:
+        r.bad(f"{path}.op", f"must be one of {', '.join(OPS)}; got {op!r}")
+        return None
+    params_spec = OPS[op]
+    allowed = {"at", "op", *params_spec} | (set() if op in CONTROLLER_OPS else {"nodes"})
+    r.unknown(s, allowed, path)
+    at = r.num(s, "at", f"{path}.at", None)
+    if at is None:
+        r.bad(f"{path}.at", "is required")
+        at = 0.0
+    params: dict[str, Any] = {}
+    for key, (kind, required) in params_spec.items():
+        if key not in s:
+            if required:
+                r.bad(f"{path}.{key}", f"is required for op {op!r}")
+            continue
+        value = s[key]
+        if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
+            r.bad(f"{path}.{key}", f"has the wrong type ({type(value).__name__})")
+            continue
+        if key == "direction" and value not in DIRECTIONS:
+            r.bad(f"{path}.{key}", f"must be one of {', '.join(DIRECTIONS)}")
+        elif kind is not bool and kind is not str and value < 0:
+            r.bad(f"{path}.{key}", "must be ≥ 0")
+        params[key] = value
+    nodes: str | tuple[str, ...] = "all"
+    if op not in CONTROLLER_OPS:
+        raw = s.get("nodes", "all")
+        problem = _selector_problem(raw)
+        if problem:
+            r.bad(f"{path}.nodes", problem)
+        nodes = tuple(raw) if isinstance(raw, list) else raw
+    return Step(at=float(at), op=op, nodes=nodes, params=params)
+
+
+def parse_scenario(data: Mapping[str, Any], *, source: str | None = None) -> Scenario:
+    """Validate a parsed TOML document; raise one ValidationError with every problem."""
+    r = _Reader()
+    r.unknown(
+        data,
+        {
+            "kind", "name", "description", "duration_s", "seed", "settle_s", "topology",
+            "workload", "timeline", "nemesis", "controller", "agent",
+        },
+        "",
+    )  # fmt: skip
+    if data.get("kind") != "testbed":
+        r.bad("kind", f"must be 'testbed' for the testbed; got {data.get('kind')!r}")
+    name = data.get("name")
+    if not isinstance(name, str) or not name:
+        r.bad("name", "is required (a non-empty string)")
+        name = "?"
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        r.bad("description", "must be a string")
+        description = ""
+    duration = r.num(data, "duration_s", "duration_s", 30.0, lo=1.0)
+    seed = r.num(data, "seed", "seed", 0, integer=True)
+    settle = r.num(data, "settle_s", "settle_s", 60.0, lo=1.0)
+
+    topo = r.table(data, "topology", "topology")
+    r.unknown(topo, {"agents", "groups"}, "topology")
+    groups = []
+    for i, g in enumerate(r.tables(topo, "groups", "topology.groups")):
+        p = f"topology.groups[{i}]"
+        r.unknown(g, {"tier", "labels", "cpus", "memory_mb", "count"}, p)
+        labels = g.get("labels", {})
+        if not isinstance(labels, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
+        ):
+            r.bad(f"{p}.labels", "must be a table of string → string")
+            labels = {}
+        groups.append(
+            AgentGroup(
+                tier=r.choice(g, "tier", f"{p}.tier", "edge", [t.value for t in Tier]),
+                labels=dict(labels),
+                cpus=r.num(g, "cpus", f"{p}.cpus", 2.0, lo=0.1),
+                memory_mb=r.num(g, "memory_mb", f"{p}.memory_mb", 1024, lo=16, integer=True),
+                count=r.num(g, "count", f"{p}.count", None, lo=1, integer=True),
+            )
+        )
+    topology = Topology(
+        agents=r.num(topo, "agents", "topology.agents", 3, lo=1, hi=500, integer=True),
+        groups=tuple(groups) or (AgentGroup(),),
+    )
+
+    wl = r.table(data, "workload", "workload")
+    r.unknown(wl, {"rate_per_s", "start_s", "stop_s", "mix", "bursts", "workflows"}, "workload")
+    mixes = tuple(
+        _parse_mix(r, m, f"workload.mix[{i}]")
+        for i, m in enumerate(r.tables(wl, "mix", "workload.mix"))
+    )
+    if mixes and sum(m.weight for m in mixes) <= 0:
+        r.bad("workload.mix", "weights must not all be 0")
+    bursts = []
+    for i, b in enumerate(r.tables(wl, "bursts", "workload.bursts")):
+        p = f"workload.bursts[{i}]"
+        r.unknown(b, {"at", "count", "level"}, p)
+        level = r.choice(b, "level", f"{p}.level", None, WORKLOAD_LEVELS)
+        if level is not None and level not in {m.level for m in mixes or (TaskMix(),)}:
+            r.bad(f"{p}.level", f"no workload.mix entry has level {level!r}")
+        bursts.append(
+            Burst(
+                at=r.num(b, "at", f"{p}.at", 0.0),
+                count=r.num(b, "count", f"{p}.count", 1, lo=1, integer=True),
+                level=level,
+            )
+        )
+    workflows = []
+    for i, w in enumerate(r.tables(wl, "workflows", "workload.workflows")):
+        p = f"workload.workflows[{i}]"
+        r.unknown(w, set(WorkflowGen.__slots__), p)  # type: ignore[attr-defined]
+        workflows.append(
+            WorkflowGen(
+                at=r.num(w, "at", f"{p}.at", 0.0),
+                count=r.num(w, "count", f"{p}.count", 1, lo=1, integer=True),
+                every_s=r.num(w, "every_s", f"{p}.every_s", 0.0),
+                width=r.num(w, "width", f"{p}.width", 2, lo=1, hi=20, integer=True),
+                depth=r.num(w, "depth", f"{p}.depth", 2, lo=1, hi=20, integer=True),
+                level=r.choice(
+                    w, "level", f"{p}.level", "causal", ("strong", "causal", "eventual")
+                ),
+                sleep_ms=r.range_ms(w, "sleep_ms", f"{p}.sleep_ms", (100, 200)),
+            )
+        )
+    stop = r.num(wl, "stop_s", "workload.stop_s", None)
+    workload = Workload(
+        rate_per_s=r.num(wl, "rate_per_s", "workload.rate_per_s", 1.0, hi=1000.0),
+        start_s=r.num(wl, "start_s", "workload.start_s", 0.0),
+        stop_s=stop,
+        mix=mixes or (TaskMix(),),
+        bursts=tuple(bursts),
+        workflows=tuple(workflows),
+    )
+
+    timeline = []
+    for i, s in enumerate(r.tables(data, "timeline", "timeline")):
+        step = _parse_step(r, s, f"timeline[{i}]")
+        if step is not None:
+            if step.at > duration:
+                r.bad(f"timeline[{i}].at", f"is after the scenario's duration_s ({duration})")
+            timeline.append(step)
+
+    nemesis = None
+    if "nemesis" in data:
+        nm = r.table(data, "nemesis", "nemesis")
+        r.unknown(nm, {"kind", "start_s", "stop_s", "interval_s", "max_fault_s", "ops"}, "nemesis")
+        if nm.get("kind", "random") != "random":
+            r.bad("nemesis.kind", "only 'random' is supported")
+        ops = nm.get("ops", list(RANDOM_OPS))
+        if not isinstance(ops, list) or not ops or any(o not in RANDOM_OPS for o in ops):
+            r.bad("nemesis.ops", f"must be a non-empty list of {', '.join(RANDOM_OPS)}")
+            ops = list(RANDOM_OPS)
+        nemesis = RandomNemesis(
+            start_s=r.num(nm, "start_s", "nemesis.start_s", 5.0),
+            stop_s=r.num(nm, "stop_s", "nemesis.stop_s", None),
+            interval_s=r.num(nm, "interval_s", "nemesis.interval_s", 5.0, lo=0.1),
+            max_fault_s=r.num(nm, "max_fault_s", "nemesis.max_fault_s", 8.0, lo=1.0),
+            ops=tuple(ops),
+        )
+    controller = r.table(data, "controller", "controller")
+    agent = r.table(data, "agent", "agent")
+    if r.problems:
+        raise ValidationError(r.problems, what=f"scenario {source or name}")
+    return Scenario(
+        name=name,
+        description=description,
+        duration_s=float(duration),
+        seed=int(seed),
+        settle_s=float(settle),
+        topology=topology,
+        workload=workload,
+        timeline=tuple(sorted(timeline, key=lambda s: s.at)),
+        nemesis=nemesis,
+        controller=dict(controller),
+        agent=dict(agent),
+        path=source,
+    )
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read and validate a scenario file; a bare name finds a shipped scenario."""
+    p = Path(path)
+    if not p.exists() and not p.suffix:
+        p = scenario_dir() / f"{path}.toml"
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValidationError(
+            [Problem("", f"no such scenario file: {path}")], what="scenario"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValidationError(
+            [Problem("", f"not valid TOML: {exc}")], what=f"scenario {p}"
+        ) from exc
+    return parse_scenario(data, source=str(p))

@@ -1,0 +1,123 @@
+"""The zero-install broker: amqtt (pure Python, MQTT 3.1.1) in its own process,
+behind the same ``start / stop(kill=) / restart / host / port`` interface as
+:class:`simulations.testbed.broker.MosquittoBroker`.
+
+Used only where Mosquitto is not installed (the demo on a bare machine). Two
+amqtt facts shape it (anchors C3): it speaks MQTT 3.1.1 only, so the controller
+must be configured for 3.1.1; and it queues messages for offline persistent
+sessions only when the session is *not anonymous*, so anonymous access is off
+and every client connects with a username (the node id). amqtt's anonymous-auth
+plugin in that mode accepts any username without checking a password: this is
+a loopback test broker, not a production one. Sessions live in memory, so a
+``restart()`` loses queued messages (Mosquitto's persistence keeps them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .broker import BrokerError, free_port, wait_for_port
+
+__all__ = ["EmbeddedBroker", "main"]
+
+
+@dataclass
+class EmbeddedBroker:
+    workdir: Path
+    host: str = "127.0.0.1"
+    port: int = 0
+    users: dict[str, str] | None = None  # accepted for interface parity; not checked
+    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+
+    kind = "embedded"
+    mqtt_protocol = "3.1.1"
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self, timeout_s: float = 15.0) -> EmbeddedBroker:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if not self.port:
+            self.port = free_port(self.host)
+        log = open(self.workdir / "amqtt.log", "ab")  # noqa: SIM115 - handed to the child
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", __name__, "--host", self.host, "--port", str(self.port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        if not wait_for_port(self.host, self.port, timeout_s):
+            self.stop(kill=True)
+            tail = (self.workdir / "amqtt.log").read_text(errors="replace")[-2000:]
+            raise BrokerError(f"amqtt did not open {self.host}:{self.port}: {tail}")
+        return self
+
+    def stop(self, *, kill: bool = False, timeout_s: float = 5.0) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def restart(self, timeout_s: float = 15.0) -> None:
+        self.stop()
+        self.start(timeout_s)
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _config(host: str, port: int) -> dict[str, object]:
+    return {
+        "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}", "max_connections": 0}},
+        "plugins": {
+            "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": False},
+        },
+    }
+
+
+async def _serve(host: str, port: int) -> None:
+    from amqtt.broker import Broker
+
+    broker = Broker(_config(host, port))
+    await broker.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    with contextlib.suppress(Exception):
+        await broker.shutdown()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Embedded amqtt broker for the testbed")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args(argv)
+    asyncio.run(_serve(args.host, args.port))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -15,9 +15,10 @@ Tables (documented for the testbed in docs/agent.md; columns only ever get added
 - ``seen(msg_id PK, at_ms)`` — ids of processed ``down`` messages (deduplication).
 - ``events(id PK AUTOINCREMENT, at_ms, mono, hlc, kind, task_id, data)`` — append-only log.
 - ``queue(task_id PK, epoch, level, priority, deadline_ms, enqueued_ms, not_before_ms,
-  failures, source, lease_s)`` — work waiting for a start (or for a retry).
-- ``processes(attempt PK, task_id, epoch, level, watchdog_pid, pgid, started_ms)`` — attempts
-  running now; swept on restart.
+  failures, source, lease_s, inputs)`` — work waiting for a start (or for a retry).
+- ``processes(attempt PK, task_id, epoch, level, watchdog_pid, pgid, started_ms, deadline,
+  failures, source)`` — attempts running now (``deadline``: lease fence, ``CLOCK_MONOTONIC``
+  seconds); swept on restart.
 - ``meta(key PK, value)`` — small agent state (last HLC, counters).
 """
 
@@ -50,11 +51,12 @@ CREATE TABLE IF NOT EXISTS queue (
     task_id TEXT PRIMARY KEY, epoch INTEGER NOT NULL, level TEXT NOT NULL,
     priority INTEGER NOT NULL, deadline_ms INTEGER, enqueued_ms INTEGER NOT NULL,
     not_before_ms INTEGER NOT NULL, failures INTEGER NOT NULL, source TEXT NOT NULL,
-    lease_s REAL);
+    lease_s REAL, inputs TEXT NOT NULL DEFAULT '{}');
 CREATE TABLE IF NOT EXISTS processes (
     attempt TEXT PRIMARY KEY, task_id TEXT NOT NULL, epoch INTEGER NOT NULL,
     level TEXT NOT NULL, watchdog_pid INTEGER NOT NULL, pgid INTEGER,
-    started_ms INTEGER NOT NULL);
+    started_ms INTEGER NOT NULL, deadline REAL, failures INTEGER NOT NULL DEFAULT 0,
+    source TEXT NOT NULL DEFAULT 'placed');
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 

@@ -1,0 +1,148 @@
+"""``edge-agent``: ``init`` writes an example config, ``run`` runs the daemon, ``status`` asks a
+running agent through its local API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from edge_agent import __version__
+from edge_agent.config import EXAMPLE_CONFIG, load_config
+from shared.errors import ValidationError
+
+__all__ = ["main"]
+
+_DESCRIPTION = """\
+Continuum edge agent: runs the tasks the controller places on this device, keeps running
+them when the uplink is gone (journal in SQLite, sync over MQTT when it returns), and accepts
+local work on a loopback HTTP API.
+
+  edge-agent init --path agent.toml     write a commented example config
+  edge-agent run --config agent.toml    run in the foreground (SIGTERM: drain and exit 0)
+  edge-agent status --config agent.toml show connectivity, queue, running tasks, outbox
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edge-agent",
+        description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"edge-agent {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    init = sub.add_parser(
+        "init",
+        help="write a commented example config",
+        description="Write a commented example configuration (every key with its default).",
+    )
+    init.add_argument("--path", default="agent.toml", help="where to write (default: agent.toml)")
+    init.add_argument("--force", action="store_true", help="overwrite an existing file")
+
+    run = sub.add_parser(
+        "run",
+        help="run the agent in the foreground",
+        description="Run the agent. Logs go to stderr, as JSON lines when not on a terminal. "
+        "SIGTERM/SIGINT: stop taking work, let running tasks finish for "
+        "executor.shutdown_grace_s, persist, exit 0. Writes <state_dir>/agent.ready.json "
+        '({"pid", "api_port", "node_id"}) once listening.',
+    )
+    run.add_argument("--config", required=True, help="path of the TOML config")
+
+    status = sub.add_parser(
+        "status",
+        help="show a running agent's state",
+        description="Ask the running agent (local API, port from the config or from "
+        "agent.ready.json) for connectivity, autonomy level, queue, running tasks, outbox depth "
+        "and last sync.",
+    )
+    status.add_argument("--config", default="agent.toml", help="path of the TOML config")
+    status.add_argument("--port", type=int, help="local API port (overrides the config)")
+    status.add_argument("--json", action="store_true", help="print the raw JSON")
+    return parser
+
+
+def _init(path: str, force: bool) -> int:
+    target = Path(path)
+    if target.exists() and not force:
+        print(f"{target} exists; use --force to overwrite", file=sys.stderr)
+        return 1
+    target.write_text(EXAMPLE_CONFIG, encoding="utf-8")
+    print(f"wrote {target}; edit node.id and broker.host, then: edge-agent run --config {target}")
+    return 0
+
+
+def _run(config_path: str) -> int:
+    # The agent never needs numpy/pandas; sqlite-utils imports them when present (~25 MB).
+    for heavy in ("numpy", "pandas"):
+        sys.modules.setdefault(heavy, None)  # type: ignore[arg-type]
+    cfg = load_config(config_path)
+    from edge_agent.logs import setup_logging
+
+    setup_logging(cfg.log_level)
+    from edge_agent.agent import Agent
+
+    agent = Agent(cfg)
+    signal.signal(signal.SIGTERM, lambda *_: agent.request_stop())
+    signal.signal(signal.SIGINT, lambda *_: agent.request_stop())
+    return agent.run()
+
+
+def _status(config_path: str, port: int | None, raw: bool) -> int:
+    host = "127.0.0.1"
+    if port is None:
+        cfg = load_config(config_path)
+        host, port = cfg.api.host, cfg.api.port
+        ready = cfg.state_dir / "agent.ready.json"
+        if ready.exists():
+            port = int(json.loads(ready.read_text(encoding="utf-8"))["api_port"])
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/v1/status", timeout=5) as resp:
+            status = json.loads(resp.read())
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"no agent answering on {host}:{port}: {exc}", file=sys.stderr)
+        return 1
+    if raw:
+        print(json.dumps(status, indent=2))
+        return 0
+    last = status["last_sync_ms"]
+    print(f"node          {status['node_id']} ({status['tier']}), pid {status['pid']}")
+    print(f"connectivity  {status['connectivity']} (link {'up' if status['link_up'] else 'down'})")
+    print(f"autonomy      {status['autonomy']}")
+    print(f"outbox        {status['outbox_depth']} unacknowledged")
+    print(f"last sync     {'never' if last is None else f'{last} ms since epoch'}")
+    print(f"queue         {len(status['queue'])}")
+    for item in status["queue"]:
+        print(f"  {item['task_id']}  priority {item['priority']}  {item['level']}")
+    print(f"running       {len(status['running'])}")
+    for item in status["running"]:
+        print(f"  {item['task_id']}  attempt {item['attempt']}  {item['level']}")
+    if status["admission_stopped"]:
+        print(f"ADMISSION STOPPED: {status['admission_stopped']}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "init":
+            return _init(args.path, args.force)
+        if args.command == "run":
+            return _run(args.config)
+        return _status(args.config, args.port, args.json)
+    except ValidationError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    except FileNotFoundError as exc:
+        print(f"edge-agent: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

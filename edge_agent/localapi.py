@@ -1,0 +1,68 @@
+"""Routes of the local HTTP API (run on the agent's core thread, see ``api.py``).
+
+``POST /v1/tasks`` (a task spec as JSON; runs locally as causal/eventual, syncs later),
+``GET /v1/tasks``, ``GET /v1/tasks/{id}``, ``GET /v1/status``, ``GET /metrics`` (Prometheus text).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+from shared.crdt import visible_status
+
+if TYPE_CHECKING:
+    from edge_agent.agent import Agent
+
+__all__ = ["route"]
+
+
+def route(agent: Agent, method: str, path: str, body: bytes) -> tuple[int, object]:
+    path = path.split("?", 1)[0].rstrip("/") or "/"
+    if path == "/v1/status" and method == "GET":
+        return 200, agent.status()
+    if path == "/v1/tasks" and method == "POST":
+        try:
+            data = json.loads(body or b"null")
+        except ValueError as exc:
+            return 400, {"error": "bad_json", "message": str(exc)}
+        if isinstance(data, dict) and isinstance(data.get("task"), dict):
+            data = data["task"]
+        return agent.submit_local(data)
+    if path == "/v1/tasks" and method == "GET":
+        return 200, {
+            "tasks": [
+                {"id": rec.task_id, "status": str(visible_status(rec))}
+                for rec in agent.replica.records()
+            ]
+        }
+    if path.startswith("/v1/tasks/") and method == "GET":
+        rec = agent.replica.get(path.removeprefix("/v1/tasks/"))
+        if rec is None:
+            return 404, {"error": "not_found"}
+        return 200, {"id": rec.task_id, "status": str(visible_status(rec)), "record": rec.to_dict()}
+    if path == "/metrics" and method == "GET":
+        return 200, _metrics(agent)
+    return 404, {"error": "not_found", "path": path}
+
+
+def _metrics(agent: Agent) -> str:
+    status = agent.status()
+    lines = [
+        "# TYPE edge_agent_queue_length gauge",
+        f"edge_agent_queue_length {len(status['queue'])}",
+        "# TYPE edge_agent_running gauge",
+        f"edge_agent_running {len(status['running'])}",
+        "# TYPE edge_agent_outbox_depth gauge",
+        f"edge_agent_outbox_depth {status['outbox_depth']}",
+        "# TYPE edge_agent_link_up gauge",
+        f"edge_agent_link_up {int(status['link_up'])}",
+        "# TYPE edge_agent_reconnects_total counter",
+        f"edge_agent_reconnects_total {status['reconnects']}",
+        "# TYPE edge_agent_events_total counter",
+    ]
+    lines += [
+        f'edge_agent_events_total{{kind="{name}"}} {value}'
+        for name, value in sorted(status["counters"].items())
+    ]
+    return "\n".join(lines) + "\n"

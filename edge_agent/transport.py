@@ -1,0 +1,156 @@
+"""MQTT transport: one paho-mqtt 2.x client driven by our own network thread.
+
+We drive ``client.loop()`` ourselves instead of paho's ``loop_start()`` because paho's built-in
+reconnect backs off without jitter: after a broker restart every agent of a fleet would come
+back in lock-step. Here the delay comes from ``shared.model.backoff_delay`` (exponential,
+capped, jittered; the shared policy, not a copy of it) between ``reconnect_min_s`` and
+``reconnect_max_s``.
+
+The session is persistent (``clean_session=False``, a stable client id): the broker keeps our
+``down`` subscription and queues QoS 1 messages while we are away. paho keeps in-flight QoS 1
+messages only in memory, so the agent's durable outbox, not paho, is what guarantees delivery.
+Callbacks (``on_message``, ``on_link``) run on the network thread and must only hand off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import ssl
+import threading
+from collections.abc import Callable
+
+import paho.mqtt.client as mqtt
+
+from edge_agent.config import BrokerConfig
+from shared.model import RetryPolicy, backoff_delay
+
+__all__ = ["Transport"]
+
+log = logging.getLogger("edge_agent.transport")
+_JITTER = 0.5
+
+
+class Transport:
+    def __init__(
+        self,
+        cfg: BrokerConfig,
+        *,
+        client_id: str,
+        subscriptions: list[str],
+        on_message: Callable[[str, bytes], None],
+        on_link: Callable[[bool], None],
+        will: Callable[[], tuple[str, bytes]],
+        resolve: Callable[[], tuple[str, int] | None],
+        rng: random.Random,
+    ) -> None:
+        self.cfg = cfg
+        self._subscriptions = subscriptions
+        self._on_message = on_message
+        self._on_link = on_link
+        self._will = will
+        self._resolve = resolve
+        self._rng = rng
+        self._stop = threading.Event()
+        self.connected = False
+        self.reconnects = 0
+        self._policy = RetryPolicy(
+            max_attempts=1,
+            backoff_s=cfg.reconnect_min_s,
+            multiplier=2.0,
+            backoff_max_s=cfg.reconnect_max_s / (1 + _JITTER),
+            jitter=_JITTER,
+        )
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            clean_session=False,
+            protocol=mqtt.MQTTv311,
+        )
+        client.max_inflight_messages_set(100)
+        if cfg.username:
+            client.username_pw_set(cfg.username, cfg.password or None)
+        if cfg.tls:
+            client.tls_set(
+                ca_certs=cfg.ca_file or None,
+                certfile=cfg.cert_file or None,
+                keyfile=cfg.key_file or None,
+                cert_reqs=ssl.CERT_REQUIRED,
+            )
+        client.on_connect = self._connected
+        client.on_disconnect = self._disconnected
+        client.on_message = self._message
+        self._client = client
+        self._thread = threading.Thread(target=self._run, name="mqtt", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> bool:
+        """Queue a message; ``False`` when not connected (the caller keeps it in its outbox)."""
+        if not self.connected:
+            return False
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        return info.rc == mqtt.MQTT_ERR_SUCCESS
+
+    def stop(self, last: tuple[str, bytes] | None = None) -> None:
+        """Publish ``last`` (the retained offline presence) if connected, then disconnect."""
+        if last is not None and self.connected:
+            info = self._client.publish(last[0], last[1], qos=1, retain=True)
+            self._stop.set()
+            with contextlib.suppress(RuntimeError, ValueError):
+                info.wait_for_publish(timeout=2.0)
+        self._stop.set()
+        self._client.disconnect()
+        self._thread.join(timeout=5.0)
+
+    # network thread ------------------------------------------------------------------
+    def _run(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            target = self._resolve()
+            if target is not None:
+                topic, payload = self._will()
+                self._client.will_set(topic, payload, qos=1, retain=True)
+                try:
+                    self._client.connect(target[0], target[1], keepalive=self.cfg.keepalive_s)
+                except (OSError, ValueError, ssl.SSLError) as exc:
+                    log.info("broker unreachable", extra={"fields": {"error": str(exc)}})
+                else:
+                    while not self._stop.is_set():
+                        rc = self._client.loop(timeout=0.2)
+                        if rc != mqtt.MQTT_ERR_SUCCESS:
+                            break
+                        if self.connected:
+                            failures = 0
+                    if self._stop.is_set():
+                        # let a clean DISCONNECT go out
+                        self._client.loop(timeout=0.2)
+                    self._set_link(False)
+            if self._stop.is_set():
+                break
+            failures += 1
+            self._stop.wait(backoff_delay(self._policy, failures, self._rng))
+
+    def _set_link(self, up: bool) -> None:
+        if up != self.connected:
+            self.connected = up
+            self._on_link(up)
+
+    def _connected(
+        self, client: mqtt.Client, userdata: object, flags: object, reason, props
+    ) -> None:  # type: ignore[no-untyped-def]
+        if reason.is_failure:
+            log.warning("broker refused connection", extra={"fields": {"reason": str(reason)}})
+            return
+        for sub in self._subscriptions:
+            client.subscribe(sub, qos=1)
+        self.reconnects += 1
+        self._set_link(True)
+
+    def _disconnected(self, client, userdata, flags, reason, props) -> None:  # type: ignore[no-untyped-def]
+        self._set_link(False)
+
+    def _message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        self._on_message(msg.topic, msg.payload)

@@ -1,0 +1,192 @@
+"""Adaptive consistency level of one task (DESIGN §5), as a small sample-driven machine.
+
+The controller samples each adaptive task periodically with a *target* level computed
+from its node's link state and the system health (``target_level``). The machine
+moves the task's level toward the target with asymmetric damping:
+
+- **downgrade at once after two consecutive bad samples** (target below the level),
+  to the strongest level both samples allow — one bad sample alone is noise;
+- **upgrade only after a dwell** (default 60 s) during which every sample was good
+  (target above the level), to the weakest level those samples allow; a neutral or
+  bad sample restarts the dwell, and each upgrade needs a fresh dwell;
+- the level never leaves the task's ``[min, max]``; a fixed-level task never changes.
+
+The seed's health-driven strategy had no hysteresis and no minimum time in a state,
+so it flapped; this is the fix. Every change is a ``LevelChanged`` with its reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from shared.health import SystemHealth, clamp_level, default_level
+from shared.vocab import Level, LinkState
+
+__all__ = [
+    "AdaptationPolicy",
+    "AdaptiveLevel",
+    "LevelChanged",
+    "LevelTarget",
+    "level_bounds",
+    "target_level",
+]
+
+#: A node's link state read on the system-health ladder: a link is graded like a
+#: one-node system, and a partitioned or failed node is an emergency for its tasks.
+_LINK_AS_HEALTH = {
+    LinkState.HEALTHY: SystemHealth.HEALTHY,
+    LinkState.DEGRADED: SystemHealth.DEGRADED,
+    LinkState.CRITICAL: SystemHealth.CRITICAL,
+    LinkState.PARTITIONED: SystemHealth.EMERGENCY,
+    LinkState.FAILED: SystemHealth.EMERGENCY,
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AdaptationPolicy:
+    """Damping of level changes: ``bad_samples`` to go down, ``dwell_s`` of good ones to go up."""
+
+    bad_samples: int = 2
+    dwell_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.bad_samples < 1 or self.dwell_s < 0:
+            raise ValueError("bad_samples must be ≥ 1 and dwell_s ≥ 0")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LevelTarget:
+    """The level the measurements call for, and why (becomes the change's reason)."""
+
+    level: Level
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LevelChanged:
+    """An adaptive task's level moved from ``old`` to ``new`` at ``at``."""
+
+    task_id: str
+    old: Level
+    new: Level
+    at: float
+    reason: str
+
+    @property
+    def downgrade(self) -> bool:
+        return self.new.strength < self.old.strength
+
+
+def target_level(lo: Level, hi: Level, *, link: LinkState, system: SystemHealth) -> LevelTarget:
+    """The weaker of what the node's link and the whole system allow, within ``[lo, hi]``."""
+    by_link = default_level(_LINK_AS_HEALTH[link], lo=lo, hi=hi)
+    by_system = default_level(system, lo=lo, hi=hi)
+    level = by_link if by_link.strength <= by_system.strength else by_system
+    return LevelTarget(level=level, reason=f"link {link}, system {system}")
+
+
+def level_bounds(spec: Mapping[str, Any]) -> tuple[Level, Level, bool]:
+    """``(min, max, fixed)`` from a canonical spec dict's ``consistency`` (CONTRACTS §1).
+
+    A fixed task (``level`` other than ``"adaptive"``, or ``min == max``) has
+    ``min == max ==`` its level. Raises ``ValueError`` on an unknown level name or
+    inverted bounds (canonical specs are validated upstream; this is a caller bug).
+    """
+    consistency = spec["consistency"]
+    if consistency["level"] != "adaptive":
+        level = Level(consistency["level"])
+        return level, level, True
+    lo, hi = Level(consistency["min"]), Level(consistency["max"])
+    if lo.strength > hi.strength:
+        raise ValueError(f"consistency bounds inverted: min {lo} > max {hi}")
+    return lo, hi, lo is hi
+
+
+class AdaptiveLevel:
+    """The consistency level of one task under adaptation (see module doc).
+
+    ``level`` starts at ``initial`` (default: the strongest allowed) clamped into
+    the bounds. After a controller restart pass the stored level as ``initial``;
+    the dwell simply starts over, which errs on the side of not upgrading.
+    """
+
+    def __init__(
+        self,
+        task_id: str,
+        *,
+        lo: Level,
+        hi: Level,
+        fixed: bool = False,
+        initial: Level | None = None,
+        policy: AdaptationPolicy | None = None,
+    ) -> None:
+        if lo.strength > hi.strength:
+            raise ValueError(f"bounds inverted: min {lo} > max {hi}")
+        self.task_id = task_id
+        self.lo, self.hi = lo, hi
+        self.fixed = fixed or lo is hi
+        self.policy = policy or AdaptationPolicy()
+        self.level = clamp_level(initial if initial is not None else hi, lo=lo, hi=hi)
+        self._bad_run = 0
+        self._bad_ceiling = Level.EVENTUAL
+        self._good_since: float | None = None
+        self._good_floor = Level.STRONG
+
+    @classmethod
+    def from_spec(
+        cls,
+        spec: Mapping[str, Any],
+        *,
+        initial: Level | None = None,
+        policy: AdaptationPolicy | None = None,
+    ) -> AdaptiveLevel:
+        """Build from a canonical spec dict (``id`` and ``consistency`` are read)."""
+        lo, hi, fixed = level_bounds(spec)
+        return cls(spec["id"], lo=lo, hi=hi, fixed=fixed, initial=initial, policy=policy)
+
+    def observe(self, target: LevelTarget, now: float) -> LevelChanged | None:
+        """Take one sample; return the change it causes, if any."""
+        if self.fixed:
+            return None
+        want = clamp_level(target.level, lo=self.lo, hi=self.hi)
+        if want.strength < self.level.strength:
+            self._reset_good()
+            self._bad_ceiling = want if self._bad_run == 0 else _stronger(self._bad_ceiling, want)
+            self._bad_run += 1
+            if self._bad_run >= self.policy.bad_samples:
+                reason = f"downgrade after {self._bad_run} bad samples: {target.reason}"
+                return self._move(self._bad_ceiling, now, reason)
+            return None
+        self._bad_run = 0
+        if want.strength == self.level.strength:
+            self._reset_good()
+            return None
+        if self._good_since is None:
+            self._good_since, self._good_floor = now, want
+        else:
+            self._good_floor = _weaker(self._good_floor, want)
+        held = now - self._good_since
+        if held >= self.policy.dwell_s:
+            reason = f"upgrade after {held:g} s of good samples: {target.reason}"
+            return self._move(self._good_floor, now, reason)
+        return None
+
+    def _reset_good(self) -> None:
+        self._good_since = None
+        self._good_floor = Level.STRONG
+
+    def _move(self, new: Level, now: float, reason: str) -> LevelChanged:
+        old, self.level = self.level, new
+        self._bad_run = 0
+        self._reset_good()
+        return LevelChanged(task_id=self.task_id, old=old, new=new, at=now, reason=reason)
+
+
+def _stronger(a: Level, b: Level) -> Level:
+    return a if a.strength >= b.strength else b
+
+
+def _weaker(a: Level, b: Level) -> Level:
+    return a if a.strength <= b.strength else b

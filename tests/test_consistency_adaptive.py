@@ -1,0 +1,170 @@
+"""Adaptive level machine: bounds, two-bad-sample downgrades, dwell before upgrades."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shared.consistency import (
+    AdaptationPolicy,
+    AdaptiveLevel,
+    LevelTarget,
+    level_bounds,
+    target_level,
+)
+from shared.health import SystemHealth
+from shared.vocab import Level, LinkState
+
+E, C, S = Level.EVENTUAL, Level.CAUSAL, Level.STRONG
+
+
+def t(level: Level) -> LevelTarget:
+    return LevelTarget(level=level, reason="test")
+
+
+def spec(level: str, lo: str = "causal", hi: str = "causal") -> dict[str, object]:
+    return {"id": "t-1", "consistency": {"level": level, "min": lo, "max": hi}}
+
+
+def test_bounds_from_spec() -> None:
+    assert level_bounds(spec("strong", "strong", "strong")) == (S, S, True)
+    assert level_bounds(spec("adaptive", "eventual", "strong")) == (E, S, False)
+    assert level_bounds(spec("adaptive", "causal", "causal")) == (C, C, True)
+    with pytest.raises(ValueError):
+        level_bounds(spec("adaptive", "strong", "eventual"))
+    with pytest.raises(ValueError):
+        level_bounds(spec("linearizable"))
+
+
+def test_starts_at_strongest_allowed_or_initial() -> None:
+    assert AdaptiveLevel.from_spec(spec("adaptive", "eventual", "strong")).level is S
+    assert AdaptiveLevel("t", lo=E, hi=C, initial=S).level is C
+
+
+def test_one_bad_sample_is_noise_two_downgrade_at_once() -> None:
+    m = AdaptiveLevel("t", lo=E, hi=S)
+    assert m.observe(t(C), 0.0) is None
+    assert m.observe(t(S), 1.0) is None  # streak broken
+    assert m.observe(t(C), 2.0) is None
+    change = m.observe(t(E), 3.0)
+    assert change is not None and change.downgrade
+    assert (change.old, change.new, change.at) == (S, C, 3.0)  # strongest both samples allow
+    assert "2 bad samples" in change.reason and change.task_id == "t"
+
+
+def test_upgrade_waits_for_dwell_edge() -> None:
+    m = AdaptiveLevel("t", lo=E, hi=S, initial=E)
+    assert m.observe(t(S), 0.0) is None
+    assert m.observe(t(S), 59.99) is None
+    change = m.observe(t(S), 60.0)
+    assert change is not None and (change.old, change.new) == (E, S)
+    assert not change.downgrade
+
+
+def test_upgrade_goes_to_weakest_good_target_and_needs_fresh_dwell() -> None:
+    m = AdaptiveLevel("t", lo=E, hi=S, initial=E)
+    m.observe(t(S), 0.0)
+    m.observe(t(C), 30.0)
+    change = m.observe(t(S), 60.0)
+    assert change is not None and change.new is C
+    assert m.observe(t(S), 61.0) is None
+    assert m.observe(t(S), 120.0) is None  # dwell restarts at 61
+    change = m.observe(t(S), 121.0)
+    assert change is not None and change.new is S
+
+
+def test_neutral_or_bad_sample_restarts_dwell() -> None:
+    m = AdaptiveLevel("t", lo=E, hi=S, initial=C)
+    m.observe(t(S), 0.0)
+    m.observe(t(C), 50.0)  # neutral
+    assert m.observe(t(S), 60.0) is None
+    assert m.observe(t(S), 119.0) is None
+    assert m.observe(t(S), 120.0) is not None
+
+
+def test_fixed_never_changes() -> None:
+    m = AdaptiveLevel.from_spec(spec("strong", "strong", "strong"))
+    for i in range(10):
+        assert m.observe(t(E), float(i)) is None
+    assert m.level is S
+
+
+def test_targets_are_clamped() -> None:
+    m = AdaptiveLevel("t", lo=C, hi=S)
+    m.observe(t(E), 0.0)
+    change = m.observe(t(E), 1.0)
+    assert change is not None and change.new is C
+
+
+def test_policy_knobs() -> None:
+    m = AdaptiveLevel("t", lo=E, hi=S, policy=AdaptationPolicy(bad_samples=3, dwell_s=5.0))
+    m.observe(t(E), 0.0)
+    assert m.observe(t(E), 1.0) is None
+    assert m.observe(t(E), 2.0) is not None
+    with pytest.raises(ValueError):
+        AdaptationPolicy(bad_samples=0)
+
+
+@pytest.mark.parametrize(
+    ("link", "system", "expected"),
+    [
+        (LinkState.HEALTHY, SystemHealth.HEALTHY, S),
+        (LinkState.DEGRADED, SystemHealth.HEALTHY, C),
+        (LinkState.HEALTHY, SystemHealth.DEGRADED, C),
+        (LinkState.CRITICAL, SystemHealth.HEALTHY, C),
+        (LinkState.PARTITIONED, SystemHealth.HEALTHY, E),
+        (LinkState.FAILED, SystemHealth.HEALTHY, E),
+        (LinkState.HEALTHY, SystemHealth.EMERGENCY, E),
+    ],
+)
+def test_target_is_weaker_of_link_and_system(
+    link: LinkState, system: SystemHealth, expected: Level
+) -> None:
+    target = target_level(E, S, link=link, system=system)
+    assert target.level is expected
+    assert str(link) in target.reason and str(system) in target.reason
+
+
+levels = st.sampled_from(list(Level))
+samples = st.lists(st.tuples(st.floats(0, 40), levels), max_size=60)
+
+
+@settings(max_examples=150)
+@given(levels, levels, st.booleans(), samples)
+def test_laws(a: Level, b: Level, fixed: bool, seq: list[tuple[float, Level]]) -> None:
+    lo, hi = sorted((a, b), key=lambda x: x.strength)
+    dwell = 60.0
+    m = AdaptiveLevel("t", lo=lo, hi=hi, fixed=fixed)
+    now = 0.0
+    history: list[tuple[float, Level, Level]] = []  # (time, level before, clamped target)
+    last_change: float | None = None
+    for dt, target in seq:
+        now += dt
+        before = m.level
+        want = Level.from_strength(max(lo.strength, min(target.strength, hi.strength)))
+        history.append((now, before, want))
+        change = m.observe(t(target), now)
+        assert lo.strength <= m.level.strength <= hi.strength  # always within bounds
+        if change is None:
+            assert m.level is before
+            continue
+        assert not m.fixed and lo is not hi  # fixed tasks never change
+        assert change.old is before and change.new is m.level and change.new is not before
+        if change.downgrade:
+            # the two latest samples were both bad against the level then in force
+            assert len(history) >= 2
+            (_, lvl1, w1), (_, lvl2, w2) = history[-2], history[-1]
+            assert lvl1 is before and lvl2 is before
+            assert w1.strength < before.strength and w2.strength < before.strength
+        else:
+            # no upgrade within a dwell of the previous change (no flapping)
+            assert last_change is None or now - last_change >= dwell
+            # all samples of the last dwell were good and allow the new level
+            window = [h for h in history if h[0] >= now - dwell]
+            earlier = [h for h in history if h[0] < now - dwell]
+            covered = any(h[0] <= now - dwell for h in window)
+            run = window if covered or not earlier else [*window, earlier[-1]]
+            assert any(h[0] <= now - dwell for h in run)
+            assert all(h[1] is before and h[2].strength >= change.new.strength for h in run)
+        last_change = now

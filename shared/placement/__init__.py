@@ -1,0 +1,65 @@
+"""Placement: which node runs a task (DESIGN §6), Nomad-style.
+
+Feasibility filters (``FILTERS``, each dropping nodes with a reason from
+``REASONS``; exhaustion of free resources counted apart) -> score terms as numpy
+columns over all nodes (``TERMS``, weighted by ``Weights``) -> selection with ties
+spread by a seed from the task id and epoch. Every ``Decision`` carries an
+``Explanation``. ``place`` places one task, ``place_batch`` many at once with the
+same answers; ``place_reference`` is the per-node Python loop both are checked
+against. Re-placement triggers for the adaptive mode are pure functions.
+
+Needs numpy: the controller and the simulator import it, an edge agent never does.
+"""
+
+from shared.placement._demand import TaskDemand
+from shared.placement._explain import TOP_CANDIDATES, Candidate, Decision, Explanation
+from shared.placement._filters import DIMENSIONS, FILTERS, REASONS
+from shared.placement._pipeline import DEFAULT_MODE, DEFAULT_WEIGHTS, place
+from shared.placement._reference import place_reference
+from shared.placement._scoring import MODE_TIERS, TERMS, Weights, ewma, update_success
+from shared.placement._select import tie_seed
+from shared.placement._table import NodeTable, NodeView, node_hash
+from shared.placement._triggers import (
+    TRIGGERS,
+    Trigger,
+    failure_rate,
+    latency_violated,
+    link_degraded,
+    overload,
+    slowdown,
+    task_triggers,
+    update_failure_rate,
+)
+
+__all__ = [
+    "DEFAULT_MODE",
+    "DEFAULT_WEIGHTS",
+    "DIMENSIONS",
+    "FILTERS",
+    "MODE_TIERS",
+    "REASONS",
+    "TERMS",
+    "TOP_CANDIDATES",
+    "TRIGGERS",
+    "Candidate",
+    "Decision",
+    "Explanation",
+    "NodeTable",
+    "NodeView",
+    "TaskDemand",
+    "Trigger",
+    "Weights",
+    "ewma",
+    "failure_rate",
+    "latency_violated",
+    "link_degraded",
+    "node_hash",
+    "overload",
+    "place",
+    "place_reference",
+    "slowdown",
+    "task_triggers",
+    "tie_seed",
+    "update_failure_rate",
+    "update_success",
+]

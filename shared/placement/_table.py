@@ -1,0 +1,269 @@
+"""What placement knows about the nodes: one ``NodeView`` per node, and the columnar
+``NodeTable`` the pipeline scores.
+
+The table is built once (``from_views``) and then kept: the controller or the
+simulator moves free resources and running counts in place as tasks are placed
+(``allocate``) and finish (``release``), and refreshes telemetry columns with
+``update``. Scoring every feasible node at once with numpy is what makes one
+decision cost microseconds instead of a Python loop over thousands of nodes.
+
+Rows are kept sorted by node id, so the same set of views gives the same table
+whatever order they arrived in; decisions are then reproducible from the views
+alone. Ties between equal nodes are *not* broken by row order but by a hash of the
+node id (``node_hash``), so they spread across equal nodes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from shared.vocab import LinkState, Tier
+
+__all__ = ["LINK_CODES", "TIERS", "NodeTable", "NodeView", "node_hash"]
+
+#: Tiers in column order: ``table.tier`` holds ``Tier.rank`` (device 0 … cloud 3).
+TIERS: tuple[Tier, ...] = tuple(sorted(Tier, key=lambda t: t.rank))
+#: ``table.link`` holds these codes, in order of severity.
+LINK_CODES: dict[LinkState, int] = {
+    LinkState.HEALTHY: 0,
+    LinkState.DEGRADED: 1,
+    LinkState.CRITICAL: 2,
+    LinkState.PARTITIONED: 3,
+    LinkState.FAILED: 4,
+}
+_LINK_BY_CODE = {code: state for state, code in LINK_CODES.items()}
+
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+
+
+def node_hash(node_id: str) -> int:
+    """A stable 32-bit hash of a node id (blake2b), used to spread ties."""
+    return int.from_bytes(hashlib.blake2b(node_id.encode(), digest_size=4).digest(), "big")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeView:
+    """One node as the scheduler sees it: registry facts plus the latest telemetry.
+
+    Units: CPUs in cores, memory and disk in MB, ``load`` a utilisation in [0, 1],
+    ``rtt_ms`` the controller-measured round trip (the latency-bound filter compares
+    against it), ``bandwidth_mbps`` the measured uplink, ``partition_rate_per_h`` the
+    link monitor's partitions per hour, ``battery_pct`` ``None`` on mains power.
+    ``cpu_free``/``memory_free_mb``/``disk_free_mb`` default to the full capacity;
+    disk defaults to unlimited (a node that reports no disk is not disk-checked).
+    ``data_sources`` names the data sets the node holds (a task whose
+    ``data_source`` is the node's id or one of these needs no transfer).
+    """
+
+    node_id: str
+    tier: Tier
+    labels: Mapping[str, str] = field(default_factory=dict)
+    cpus: float = 1.0
+    memory_mb: float = 1024.0
+    disk_mb: float = math.inf
+    cpu_free: float | None = None
+    memory_free_mb: float | None = None
+    disk_free_mb: float | None = None
+    running: int = 0
+    load: float = 0.0
+    success_ewma: float = 1.0
+    rtt_ms: float = 0.0
+    bandwidth_mbps: float = 100.0
+    link_state: LinkState = LinkState.HEALTHY
+    draining: bool = False
+    battery_pct: float | None = None
+    partition_rate_per_h: float = 0.0
+    data_sources: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tier", Tier(self.tier))
+        object.__setattr__(self, "link_state", LinkState(self.link_state))
+        object.__setattr__(self, "labels", dict(self.labels))
+        object.__setattr__(self, "data_sources", frozenset(self.data_sources))
+        if self.cpu_free is None:
+            object.__setattr__(self, "cpu_free", float(self.cpus))
+        if self.memory_free_mb is None:
+            object.__setattr__(self, "memory_free_mb", float(self.memory_mb))
+        if self.disk_free_mb is None:
+            object.__setattr__(self, "disk_free_mb", float(self.disk_mb))
+
+
+# Telemetry columns ``update`` may set: NodeView field name -> table column.
+_UPDATABLE = {
+    "cpu_free": "cpu_free",
+    "memory_free_mb": "memory_free",
+    "disk_free_mb": "disk_free",
+    "running": "running",
+    "load": "load",
+    "success_ewma": "success",
+    "rtt_ms": "rtt_ms",
+    "bandwidth_mbps": "bandwidth",
+    "link_state": "link",
+    "draining": "draining",
+    "battery_pct": "battery",
+    "partition_rate_per_h": "partition_rate",
+}
+
+
+class NodeTable:
+    """Columnar numpy form of a set of ``NodeView`` s (one row per node, sorted by id).
+
+    Columns (all length ``n``): ``tier`` (int8 tier rank), ``cpus``, ``memory``,
+    ``disk``, ``cpu_free``, ``memory_free``, ``disk_free``, ``running`` (float, for
+    arithmetic), ``load``, ``success``, ``rtt_ms``, ``bandwidth``, ``link`` (int8,
+    ``LINK_CODES``), ``draining`` (bool), ``battery`` (NaN on mains),
+    ``partition_rate``, ``hash`` (uint32 ``node_hash``). Label and data-source
+    lookups are answered as cached boolean masks.
+    """
+
+    def __init__(self, views: Iterable[NodeView]) -> None:
+        rows = sorted(views, key=lambda v: v.node_id)
+        ids = [v.node_id for v in rows]
+        if len(set(ids)) != len(ids):
+            raise ValueError("duplicate node ids in placement table")
+        self.ids: list[str] = ids
+        self.index: dict[str, int] = {nid: i for i, nid in enumerate(ids)}
+        self._labels: list[dict[str, str]] = [dict(v.labels) for v in rows]
+        self._sources: list[frozenset[str]] = [v.data_sources for v in rows]
+
+        def col(values: Iterable[float]) -> FloatArray:
+            return np.fromiter(values, dtype=np.float64, count=len(rows))
+
+        self.tier = np.fromiter((v.tier.rank for v in rows), dtype=np.int8, count=len(rows))
+        self.cpus = col(v.cpus for v in rows)
+        self.memory = col(v.memory_mb for v in rows)
+        self.disk = col(v.disk_mb for v in rows)
+        self.cpu_free = col(v.cpu_free for v in rows)  # type: ignore[misc]
+        self.memory_free = col(v.memory_free_mb for v in rows)  # type: ignore[misc]
+        self.disk_free = col(v.disk_free_mb for v in rows)  # type: ignore[misc]
+        self.running = col(v.running for v in rows)
+        self.load = col(v.load for v in rows)
+        self.success = col(v.success_ewma for v in rows)
+        self.rtt_ms = col(v.rtt_ms for v in rows)
+        self.bandwidth = col(v.bandwidth_mbps for v in rows)
+        self.link = np.fromiter((LINK_CODES[v.link_state] for v in rows), np.int8, len(rows))
+        self.draining = np.fromiter((v.draining for v in rows), dtype=np.bool_, count=len(rows))
+        self.battery = col(math.nan if v.battery_pct is None else v.battery_pct for v in rows)
+        self.partition_rate = col(v.partition_rate_per_h for v in rows)
+        self.hash = np.fromiter((node_hash(i) for i in ids), dtype=np.uint32, count=len(rows))
+        self._label_masks: dict[tuple[str, str], BoolArray] = {}
+        self._source_masks: dict[str, BoolArray] = {}
+
+    @classmethod
+    def from_views(cls, views: Iterable[NodeView]) -> NodeTable:
+        return cls(views)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    # -- lookups ---------------------------------------------------------------
+    def label_mask(self, key: str, value: str) -> BoolArray:
+        """Nodes whose label ``key`` equals ``value`` (cached; labels change only by upsert)."""
+        mask = self._label_masks.get((key, value))
+        if mask is None:
+            mask = np.fromiter(
+                (lab.get(key) == value for lab in self._labels), dtype=np.bool_, count=len(self)
+            )
+            self._label_masks[(key, value)] = mask
+        return mask
+
+    def source_mask(self, source: str) -> BoolArray:
+        """Nodes that *are* the data source (by node id) or hold it (``data_sources``)."""
+        mask = self._source_masks.get(source)
+        if mask is None:
+            mask = np.fromiter(
+                (
+                    nid == source or source in src
+                    for nid, src in zip(self.ids, self._sources, strict=True)
+                ),
+                dtype=np.bool_,
+                count=len(self),
+            )
+            self._source_masks[source] = mask
+        return mask
+
+    def labels_of(self, i: int) -> Mapping[str, str]:
+        return self._labels[i]
+
+    def sources_of(self, i: int) -> frozenset[str]:
+        return self._sources[i]
+
+    def view(self, node_id: str) -> NodeView:
+        """The row as a ``NodeView`` again (free resources and telemetry as they are now)."""
+        i = self.index[node_id]
+        battery = float(self.battery[i])
+        return NodeView(
+            node_id=node_id,
+            tier=TIERS[int(self.tier[i])],
+            labels=self._labels[i],
+            cpus=float(self.cpus[i]),
+            memory_mb=float(self.memory[i]),
+            disk_mb=float(self.disk[i]),
+            cpu_free=float(self.cpu_free[i]),
+            memory_free_mb=float(self.memory_free[i]),
+            disk_free_mb=float(self.disk_free[i]),
+            running=int(self.running[i]),
+            load=float(self.load[i]),
+            success_ewma=float(self.success[i]),
+            rtt_ms=float(self.rtt_ms[i]),
+            bandwidth_mbps=float(self.bandwidth[i]),
+            link_state=_LINK_BY_CODE[int(self.link[i])],
+            draining=bool(self.draining[i]),
+            battery_pct=None if math.isnan(battery) else battery,
+            partition_rate_per_h=float(self.partition_rate[i]),
+            data_sources=self._sources[i],
+        )
+
+    def views(self) -> list[NodeView]:
+        return [self.view(nid) for nid in self.ids]
+
+    # -- in-place updates ------------------------------------------------------
+    def allocate(self, node: int | str, cpu: float, memory_mb: float, disk_mb: float = 0.0) -> None:
+        """A task was placed on ``node``: take its resources, count it as running."""
+        i = self.index[node] if isinstance(node, str) else node
+        self.cpu_free[i] -= cpu
+        self.memory_free[i] -= memory_mb
+        self.disk_free[i] -= disk_mb
+        self.running[i] += 1
+
+    def release(self, node: int | str, cpu: float, memory_mb: float, disk_mb: float = 0.0) -> None:
+        """A task on ``node`` ended: give its resources back (never above capacity)."""
+        i = self.index[node] if isinstance(node, str) else node
+        self.cpu_free[i] = min(self.cpu_free[i] + cpu, self.cpus[i])
+        self.memory_free[i] = min(self.memory_free[i] + memory_mb, self.memory[i])
+        self.disk_free[i] = min(self.disk_free[i] + disk_mb, self.disk[i])
+        self.running[i] = max(self.running[i] - 1.0, 0.0)
+
+    def update(self, node_id: str, **values: object) -> None:
+        """Refresh telemetry columns of one node, by ``NodeView`` field name
+        (``load=0.4, link_state="degraded", battery_pct=None`` …). Tier, labels,
+        capacity and data sources change only through ``upsert``."""
+        i = self.index[node_id]
+        for name, value in values.items():
+            attr = _UPDATABLE.get(name)
+            if attr is None:
+                raise ValueError(f"placement table cannot update {name!r} in place; use upsert")
+            column = getattr(self, attr)
+            if name == "link_state":
+                column[i] = LINK_CODES[LinkState(str(value))]
+            elif name == "battery_pct":
+                column[i] = math.nan if value is None else float(value)  # type: ignore[arg-type]
+            else:
+                column[i] = value
+
+    def upsert(self, view: NodeView) -> NodeTable:
+        """A new or re-registered node: returns the rebuilt table (rare, O(n))."""
+        views = {v.node_id: v for v in self.views()}
+        views[view.node_id] = view
+        return NodeTable(views.values())
+
+    def remove(self, node_id: str) -> NodeTable:
+        """Drop a node for good: returns the rebuilt table (rare, O(n))."""
+        return NodeTable(v for v in self.views() if v.node_id != node_id)

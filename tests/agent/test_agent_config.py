@@ -1,0 +1,67 @@
+"""Config parsing: defaults, every problem listed, the ``init`` example stays valid."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from edge_agent.cli import main
+from edge_agent.config import EXAMPLE_CONFIG, load_config, parse_config
+from shared.errors import ValidationError
+
+
+def test_example_config_parses_and_matches_defaults() -> None:
+    cfg = parse_config(tomllib.loads(EXAMPLE_CONFIG), env={})
+    assert cfg.node.id == "edge-1"
+    assert cfg.broker.reconnect_min_s == 1.0 and cfg.broker.reconnect_max_s == 60.0
+    assert cfg.heartbeat_s == pytest.approx(cfg.autonomy.period_s / 6)
+
+
+def test_every_problem_is_listed_with_its_path() -> None:
+    data = {
+        "node": {"id": "bad/id", "tier": "moon", "colour": "red"},
+        "broker": {"port": "x"},
+        "api": {"host": "0.0.0.0"},
+        "executor": {"callables": {"f": "nocolon"}},
+        "bogus": {},
+    }
+    with pytest.raises(ValidationError) as err:
+        parse_config(data, env={})
+    paths = {p.path for p in err.value.problems}
+    assert {
+        "node.id",
+        "node.tier",
+        "node.colour",
+        "broker.port",
+        "api.host",
+        "executor.callables.f",
+        "bogus",
+    } <= paths
+
+
+def test_password_from_environment() -> None:
+    cfg = parse_config({"node": {"id": "n1"}}, env={"EDGE_AGENT_BROKER_PASSWORD": "s3cret"})
+    assert cfg.broker.password == "s3cret"
+
+
+def test_init_writes_loadable_file_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    target = tmp_path / "agent.toml"
+    assert main(["init", "--path", str(target)]) == 0
+    assert load_config(target).node.tier == "edge"
+    assert main(["init", "--path", str(target)]) == 1
+
+
+def test_bad_toml_is_one_problem(tmp_path: Path) -> None:
+    target = tmp_path / "agent.toml"
+    target.write_text("[node\n")
+    with pytest.raises(ValidationError, match="not valid TOML"):
+        load_config(target)
+
+
+def test_help_mentions_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "init" in out and "run" in out and "status" in out

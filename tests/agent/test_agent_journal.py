@@ -1,0 +1,68 @@
+"""Journal: atomic transactions, outbox sequence never goes back, ack is cumulative."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from edge_agent.journal import Journal, JournalError
+
+
+def test_outbox_seq_monotone_after_emptying(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "j.sqlite")
+    with j.transaction():
+        a = j.add_outbox("t1", {"x": 1}, now_ms=1)
+        b = j.add_outbox("t1", {"x": 2}, now_ms=2)
+    assert b > a
+    with j.transaction():
+        assert j.ack(b) == 2
+    with j.transaction():
+        c = j.add_outbox("t2", {"x": 3}, now_ms=3)
+    assert c > b
+    assert j.outbox_batch(0, 10) == [(c, {"x": 3})]
+
+
+def test_cumulative_ack_deletes_only_covered_rows(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "j.sqlite")
+    with j.transaction():
+        seqs = [j.add_outbox("t", {"i": i}, now_ms=i) for i in range(5)]
+    with j.transaction():
+        j.ack(seqs[2])
+    assert [s for s, _ in j.outbox_batch(0, 10)] == seqs[3:]
+    assert j.outbox_depth() == 2
+
+
+def test_failed_transaction_leaves_nothing(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "j.sqlite")
+    with pytest.raises(RuntimeError), j.transaction():
+        j.add_outbox("t", {}, now_ms=1)
+        j.mark_seen("m1", now_ms=1)
+        raise RuntimeError("crash between writes")
+    assert j.outbox_depth() == 0 and not j.seen("m1")
+
+
+def test_sqlite_failure_becomes_journal_error(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "j.sqlite")
+    with pytest.raises(JournalError), j.transaction():
+        j.db.execute("INSERT INTO nonexistent VALUES (1)")
+
+
+def test_wal_mode_and_concurrent_reader(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    j = Journal(path)
+    with j.transaction():
+        j.event("hello", task_id=None, data={"a": 1}, now_ms=1, mono=0.5, hlc=None)
+    reader = sqlite3.connect(path)
+    assert reader.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert reader.execute("SELECT kind FROM events").fetchall() == [("hello",)]
+
+
+def test_seen_prune_keeps_recent(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "j.sqlite")
+    with j.transaction():
+        for i in range(10):
+            j.mark_seen(f"m{i}", now_ms=i)
+        j.prune_seen()
+    assert j.seen("m9")

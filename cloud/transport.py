@@ -134,10 +134,11 @@ class MqttTransport:
 
     # -- publishing (any thread) ----------------------------------------------
 
-    def send_down(self, node_id: str, payload: bytes) -> None:
-        """QoS 1 on the node's ``down``; paho queues it while the broker is away."""
+    def send_down(self, node_id: str, payload: bytes, *, qos: int = 1) -> None:
+        """QoS 1 on the node's ``down`` (paho queues it while the broker is away);
+        QoS 0 for probes (pings), which must not be queued for an absent node."""
         props = None
         if self._v5 and self.cfg.command_expiry_s > 0:
             props = Properties(PacketTypes.PUBLISH)
             props.MessageExpiryInterval = self.cfg.command_expiry_s
-        self.client.publish(topic(node_id, "down"), payload, qos=1, properties=props)
+        self.client.publish(topic(node_id, "down"), payload, qos=qos, properties=props)

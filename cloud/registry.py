@@ -1,0 +1,227 @@
+"""The node registry: what the controller knows of each node, and its link health.
+
+One :class:`NodeEntry` per node, fed by hello, presence, telemetry, pongs and
+any message heard; link grading and failure detection are
+``shared.health.LinkMonitor``'s (never re-implemented here). A node that comes
+back keeps its entry, monitor and history: it is reconciled, not registered
+from scratch.
+
+Resource accounting for placement is the controller's own (capacity minus what
+it has placed and not seen finish), so a burst of placements between two
+telemetry reports cannot overfill a node.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.health import (
+    LinkMonitor,
+    LinkPolicy,
+    LinkStateChanged,
+    SystemHealth,
+    percentile,
+    system_health,
+)
+from shared.vocab import LinkState
+
+__all__ = ["NodeEntry", "Registry"]
+
+_AVAILABLE = (LinkState.HEALTHY, LinkState.DEGRADED, LinkState.CRITICAL)
+# Sent pings kept until answered or declared lost.
+_MAX_PENDING_PINGS = 10_000
+
+
+@dataclass
+class NodeEntry:
+    node_id: str
+    monitor: LinkMonitor
+    tier: str = "edge"
+    labels: dict[str, str] = field(default_factory=dict)
+    capacity: dict[str, Any] = field(default_factory=dict)
+    agent_version: str = ""
+    api_port: int | None = None
+    draining: bool = False
+    presence: str = "unknown"
+    telemetry: dict[str, Any] = field(default_factory=dict)
+    registered: bool = False  # a hello was received (else known only from the store)
+    first_seen_ms: int = 0
+    last_seen_ms: int = 0
+    success_ewma: float = 1.0
+    last_ping: float = float("-inf")
+    # Controller-side accounting of work placed here and not yet terminal.
+    reserved: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    @property
+    def link_state(self) -> LinkState:
+        return self.monitor.state
+
+    @property
+    def cpus(self) -> float:
+        return float(self.capacity.get("cpus") or 0.0)
+
+    @property
+    def memory_mb(self) -> float:
+        return float(self.capacity.get("memory_mb") or 0.0)
+
+    def record_outcome(self, succeeded: bool) -> None:
+        """Success-rate EWMA (0.9 old / 0.1 new), a placement score term."""
+        self.success_ewma = 0.9 * self.success_ewma + 0.1 * (1.0 if succeeded else 0.0)
+
+    def to_row(self) -> dict[str, Any]:
+        """Columns of the ``nodes`` table."""
+        return {
+            "tier": self.tier,
+            "labels": self.labels,
+            "capacity": self.capacity,
+            "agent_version": self.agent_version,
+            "api_port": self.api_port,
+            "draining": int(self.draining),
+            "link_state": self.link_state.value,
+            "presence": self.presence,
+            "first_seen_ms": self.first_seen_ms,
+            "last_seen_ms": self.last_seen_ms,
+            "telemetry": self.telemetry,
+        }
+
+    def to_dict(self, now: float) -> dict[str, Any]:
+        stats = self.monitor.stats(now)
+        cpu_used = sum(c for c, _ in self.reserved.values())
+        mem_used = sum(m for _, m in self.reserved.values())
+        return {
+            "node_id": self.node_id,
+            "tier": self.tier,
+            "labels": self.labels,
+            "capacity": self.capacity,
+            "agent_version": self.agent_version,
+            "api_port": self.api_port,
+            "draining": self.draining,
+            "presence": self.presence,
+            "registered": self.registered,
+            "link_state": stats.state.value,
+            "link_reason": stats.reason,
+            "rtt_p50_ms": stats.rtt_p50_ms,
+            "rtt_p99_ms": stats.rtt_p99_ms,
+            "rtt_samples": stats.rtt_samples,
+            "loss_rate": stats.loss_rate,
+            "silent_for_s": stats.silent_for_s,
+            "partition_lengths_s": list(stats.partition_lengths_s),
+            "partition_rate_per_h": stats.partition_rate_per_h,
+            "success_ewma": self.success_ewma,
+            "running": len(self.reserved),
+            "cpu_reserved": cpu_used,
+            "memory_reserved_mb": mem_used,
+            "first_seen_ms": self.first_seen_ms,
+            "last_seen_ms": self.last_seen_ms,
+            "telemetry": self.telemetry,
+        }
+
+
+class Registry:
+    def __init__(self, policy: LinkPolicy) -> None:
+        self.policy = policy
+        self.nodes: dict[str, NodeEntry] = {}
+        self._pending_pings: dict[str, tuple[str, float]] = {}
+        self._ping_ids = itertools.count(1)
+
+    def get(self, node_id: str) -> NodeEntry | None:
+        return self.nodes.get(node_id)
+
+    def ensure(self, node_id: str, now: float, wall_ms: int) -> NodeEntry:
+        entry = self.nodes.get(node_id)
+        if entry is None:
+            entry = NodeEntry(
+                node_id=node_id,
+                monitor=LinkMonitor(node_id, now=now, policy=self.policy),
+                first_seen_ms=wall_ms,
+                last_seen_ms=wall_ms,
+            )
+            self.nodes[node_id] = entry
+        return entry
+
+    def restore(self, rows: Iterable[Mapping[str, Any]], now: float) -> None:
+        """Rebuild entries from the store after a restart. Each node counts as heard
+        at ``now``: silence is measured from our restart, so a controller restart
+        never makes every node look partitioned at once."""
+        for row in rows:
+            entry = self.ensure(row["node_id"], now, row.get("first_seen_ms") or 0)
+            entry.tier = row.get("tier") or "edge"
+            entry.labels = dict(row.get("labels") or {})
+            entry.capacity = dict(row.get("capacity") or {})
+            entry.agent_version = row.get("agent_version") or ""
+            entry.api_port = row.get("api_port")
+            entry.draining = bool(row.get("draining"))
+            entry.telemetry = dict(row.get("telemetry") or {})
+            entry.last_seen_ms = row.get("last_seen_ms") or 0
+            entry.registered = True
+
+    # -- pings ------------------------------------------------------------------
+
+    def due_pings(self, now: float) -> list[tuple[str, str]]:
+        """``(node_id, ping_id)`` for every reachable node whose ping is due.
+
+        Nodes suspected or confirmed down are not pinged: silence is already
+        counted by the monitor, and a ping queued for them would come back as a
+        meaningless round trip after the partition.
+        """
+        out = []
+        for entry in self.nodes.values():
+            if entry.link_state in (LinkState.PARTITIONED, LinkState.FAILED):
+                continue
+            if now - entry.last_ping < self.policy.heartbeat_interval_s:
+                continue
+            if len(self._pending_pings) >= _MAX_PENDING_PINGS:
+                break
+            ping_id = f"p{next(self._ping_ids)}"
+            entry.last_ping = now
+            self._pending_pings[ping_id] = (entry.node_id, now)
+            out.append((entry.node_id, ping_id))
+        return out
+
+    def pong(self, node_id: str, ping_id: str, now: float) -> LinkStateChanged | None:
+        sent = self._pending_pings.get(ping_id)
+        entry = self.nodes.get(node_id)
+        if sent is None or sent[0] != node_id or entry is None:
+            return None  # unknown, late (already counted lost) or forged
+        del self._pending_pings[ping_id]
+        return entry.monitor.rtt((now - sent[1]) * 1000.0, now)
+
+    def expire_pings(self, now: float) -> list[LinkStateChanged]:
+        """Pings unanswered after the suspicion timeout count as lost probes,
+        unless the node is already suspected (then it is silence, not loss)."""
+        timeout = self.policy.suspect_after_s
+        changes = []
+        for ping_id, (node_id, sent) in list(self._pending_pings.items()):
+            if now - sent < timeout:
+                continue
+            del self._pending_pings[ping_id]
+            entry = self.nodes.get(node_id)
+            if entry is None or entry.link_state in (LinkState.PARTITIONED, LinkState.FAILED):
+                continue
+            change = entry.monitor.lost(now)
+            if change is not None:
+                changes.append(change)
+        return changes
+
+    # -- system -------------------------------------------------------------------
+
+    def poll(self, now: float) -> list[LinkStateChanged]:
+        return [c for e in self.nodes.values() if (c := e.monitor.poll(now)) is not None]
+
+    def system_health(self, now: float) -> tuple[SystemHealth, dict[str, Any]]:
+        """DESIGN §5 table over the registered nodes (shared.health decides)."""
+        total = len(self.nodes)
+        available = 0
+        p99s: list[float] = []
+        for entry in self.nodes.values():
+            stats = entry.monitor.stats(now)
+            if stats.state in _AVAILABLE:
+                available += 1
+            if stats.rtt_p99_ms is not None:
+                p99s.append(stats.rtt_p99_ms)
+        p99 = percentile(sorted(p99s), 0.99) if p99s else None
+        health = system_health(available, total, p99)
+        return health, {"available": available, "total": total, "p99_rtt_ms": p99}

@@ -1,0 +1,157 @@
+"""The controller process: asyncio loop, MQTT transport, REST API, control loop.
+
+Three tasks share one loop and therefore one thread of controller state:
+
+- *ingest*: drains the queue of received MQTT messages in batches of up to
+  ``ingest.batch_max`` and merges each batch in one transaction;
+- *tick*: the control loop (pings, link grading, adaptive levels, re-placement,
+  pending work) every ``controller.tick_s``;
+- the aiohttp server.
+
+Once the API listens, ``controller.ready.json`` (``pid``, ``api_port``, ``api_url``)
+is written atomically in the state directory for supervisors (the testbed).
+SIGTERM/SIGINT stop accepting, finish the batch in hand and close the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+from pathlib import Path
+
+from aiohttp import web
+
+from .api import build_app
+from .config import ControllerConfig
+from .metrics import ControllerMetrics
+from .service import Controller
+from .store import Store
+from .transport import MqttTransport
+
+__all__ = ["ControllerProcess", "run_forever"]
+
+log = logging.getLogger(__name__)
+
+
+def _write_atomic(path: Path, data: dict[str, object]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data), encoding="utf-8")
+    tmp.replace(path)
+
+
+class ControllerProcess:
+    def __init__(self, cfg: ControllerConfig) -> None:
+        self.cfg = cfg
+        self.queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+        self.stopping = asyncio.Event()
+        self.api_port: int | None = None
+
+    async def run(self) -> None:
+        cfg = self.cfg
+        loop = asyncio.get_running_loop()
+        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            cfg.ready_path.unlink()
+        store = Store(cfg.db_path, synchronous=cfg.ingest.synchronous)
+        transport = MqttTransport(
+            cfg.broker,
+            client_id=cfg.client_id,
+            loop=loop,
+            on_message=lambda t, p: self.queue.put_nowait((t, p)),
+            on_connected=self._on_connected,
+        )
+        self.controller = controller = Controller(
+            cfg, store, ControllerMetrics(), send=self._sender(transport)
+        )
+        app = build_app(controller, token=cfg.api_token(), max_body_bytes=cfg.api.max_body_bytes)
+        runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, cfg.api.host, cfg.api.port)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.api_port = sockets[0].getsockname()[1] if sockets else cfg.api.port
+        transport.start()
+        tasks = [
+            asyncio.create_task(self._ingest_loop(), name="ingest"),
+            asyncio.create_task(self._tick_loop(), name="tick"),
+        ]
+        _write_atomic(
+            cfg.ready_path,
+            {
+                "pid": os.getpid(),
+                "api_port": self.api_port,
+                "api_url": f"http://{cfg.api.host}:{self.api_port}",
+            },
+        )
+        log.info("controller listening", extra={"api_port": self.api_port})
+        try:
+            await self.stopping.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            transport.stop()
+            await runner.cleanup()
+            store.close()
+            with contextlib.suppress(FileNotFoundError):
+                cfg.ready_path.unlink()
+            log.info("controller stopped")
+
+    def _sender(self, transport: MqttTransport):  # type: ignore[no-untyped-def]
+        def send(node_id: str, payload: bytes, qos: int) -> None:
+            transport.send_down(node_id, payload, qos=qos)
+
+        return send
+
+    def _on_connected(self, connected: bool) -> None:
+        self.controller.broker_connected = connected
+
+    async def _ingest_loop(self) -> None:
+        batch_max = self.cfg.ingest.batch_max
+        while True:
+            first = await self.queue.get()
+            batch = [first]
+            while len(batch) < batch_max:
+                try:
+                    batch.append(self.queue.get_nowait())
+                except asyncio.QueueEmpty:
+                    break
+            try:
+                self.controller.ingest(batch)
+            except Exception:
+                # Never die on input: the batch's transaction rolled back, the
+                # agents still hold the deltas in their outboxes and resend.
+                log.exception("ingest batch of %d failed; retrying one by one", len(batch))
+                for item in batch:
+                    try:
+                        self.controller.ingest([item])
+                    except Exception:
+                        log.exception("dropping message on %s", item[0])
+            await asyncio.sleep(0)
+
+    async def _tick_loop(self) -> None:
+        while True:
+            try:
+                self.controller.tick()
+            except Exception:
+                log.exception("tick failed")
+            await asyncio.sleep(self.cfg.controller.tick_s)
+
+
+def run_forever(cfg: ControllerConfig) -> int:
+    async def main() -> None:
+        proc = ControllerProcess(cfg)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, proc.stopping.set)
+        await proc.run()
+
+    asyncio.run(main())
+    return 0

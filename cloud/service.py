@@ -1,0 +1,1249 @@
+"""The controller's logic: registry, placement, consistency, leases, reconciliation.
+
+:class:`Controller` is driven by three kinds of input, all on one thread (the
+asyncio loop of ``cloud.server``): batches of MQTT messages (:meth:`ingest`),
+the periodic tick (:meth:`tick`) and API calls. Each input is handled inside
+one store transaction; messages to nodes are queued meanwhile and published
+only after the commit (:meth:`flush`), so an acknowledgement or a placement is
+never sent for state that a crash could still lose.
+
+Every decision is a ``shared`` policy: placement (``shared.placement``), link
+grading (``shared.health``), adaptive levels and re-placement rules and lease
+arithmetic (``shared.consistency``), the task record lattice (``shared.crdt``).
+This module wires them to the store and the wire; it decides nothing itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.protocol import (
+    Ack,
+    Cancel,
+    Deltas,
+    Envelope,
+    LeaseGrant,
+    LevelChange,
+    Ping,
+    Place,
+    decode_from,
+    encode,
+    parse_topic,
+)
+
+from shared.clocks import HybridClock, Timestamp
+from shared.consistency import (
+    AdaptationPolicy,
+    AdaptiveLevel,
+    LeaseBook,
+    LeasePolicy,
+    level_bounds,
+    replacement_allowed,
+    target_level,
+)
+from shared.crdt import (
+    AttemptStatus,
+    TaskRecord,
+    content_hash,
+    merge,
+    new_record,
+    place,
+    request_cancel,
+    set_status,
+    visible_status,
+)
+from shared.errors import (
+    ClockSkewError,
+    Problem,
+    RemoteProtocolError,
+    SpecConflictError,
+    ValidationError,
+)
+from shared.health import LinkPolicy, LinkStateChanged
+from shared.model import TaskSpec, WorkflowSpec, parse_task_spec, parse_workflow
+from shared.placement import NodeTable, NodeView, TaskDemand
+from shared.placement import place as place_task
+from shared.vocab import Level, LinkState, PlacementMode, TaskStatus, Tier
+
+from .api import NotFound
+from .config import ControllerConfig
+from .metrics import ControllerMetrics
+from .registry import NodeEntry, Registry
+from .store import LeaseRow, Store, TaskRow
+
+__all__ = ["Controller"]
+
+log = logging.getLogger(__name__)
+
+_DOWN = (LinkState.PARTITIONED, LinkState.FAILED)
+_ACTIVE = (TaskStatus.PENDING, TaskStatus.RUNNING)
+_HISTORY_KINDS = ("level_change",)
+
+
+@dataclass
+class TaskMeta:
+    """Controller-side facts about a task that are not part of the replicated record."""
+
+    submitted_ms: int
+    level: Level | None = None  # level in force (placement level, or adapted since)
+    adaptive: AdaptiveLevel | None = None
+    explanation: dict[str, Any] | None = None
+    blocked_reason: str | None = None  # why it is not placed (reported once)
+    flagged: set[frozenset[tuple[str, int]]] = field(default_factory=set)
+
+
+@dataclass
+class Outgoing:
+    node_id: str
+    env: Envelope
+    qos: int = 1
+
+
+class Controller:
+    """See the module docstring. ``mono`` and ``wall_ms`` are injectable clocks."""
+
+    def __init__(
+        self,
+        cfg: ControllerConfig,
+        store: Store,
+        metrics: ControllerMetrics,
+        *,
+        send: Callable[[str, bytes, int], None],
+        mono: Callable[[], float] = time.monotonic,
+        wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+    ) -> None:
+        self.cfg = cfg
+        self.node_id = cfg.controller.node_id
+        self.store = store
+        self.metrics = metrics
+        self._send = send
+        self.mono = mono
+        self.wall_ms = wall_ms
+        self.clock = HybridClock(self.node_id)
+        self.registry = Registry(
+            LinkPolicy(
+                heartbeat_interval_s=cfg.health.heartbeat_interval_s,
+                suspect_missed=cfg.health.suspect_missed,
+                confirm_after_s=cfg.health.confirm_after_s,
+                window_s=cfg.health.window_s,
+            )
+        )
+        self.adaptation = AdaptationPolicy(dwell_s=cfg.consistency.upgrade_dwell_s)
+        c = cfg.consistency
+        self.lease_policy = LeasePolicy(
+            duration_s=c.lease_s,
+            min_duration_s=min(LeasePolicy().min_duration_s, c.lease_s),
+            max_duration_s=max(c.max_lease_s, c.lease_s),
+            controller_margin_s=c.lease_margin_s,
+        )
+        self.mode = PlacementMode(cfg.placement.mode)
+        self.records: dict[str, TaskRecord] = {}
+        self.meta: dict[str, TaskMeta] = {}
+        self.leases = LeaseBook(self.lease_policy)
+        self.acked: dict[str, int] = {}
+        self.unplaced: set[str] = set()
+        self.on_node: dict[str, set[str]] = defaultdict(set)  # node → active tasks placed there
+        self.dependents: dict[str, set[str]] = defaultdict(set)
+        self.broker_connected = False
+        self._out: list[Outgoing] = []
+        self._events: list[dict[str, Any]] = []
+        self._dirty: set[str] = set()
+        self._dirty_nodes: set[str] = set()
+        self._acked_dirty: set[str] = set()
+        self._events_changed = asyncio.Event()
+        self._load()
+
+    # ------------------------------------------------------------------ startup
+
+    def _load(self) -> None:
+        """Rebuild memory from the store: records, levels, leases, acks, nodes."""
+        now = self.mono()
+        for row in self.store.all_tasks():
+            rec = TaskRecord.from_dict(row.record)
+            self.records[row.task_id] = rec
+            meta = TaskMeta(submitted_ms=row.submitted_ms, explanation=row.explanation)
+            meta.level = Level(row.level) if row.level else None
+            if rec.spec is not None:
+                lo, hi, fixed = level_bounds(rec.spec)
+                if not fixed:
+                    meta.adaptive = AdaptiveLevel.from_spec(
+                        rec.spec, initial=meta.level, policy=self.adaptation
+                    )
+                for dep in rec.spec.get("depends_on") or ():
+                    self.dependents[dep].add(row.task_id)
+            self.meta[row.task_id] = meta
+            self._index(row.task_id)
+        # Our monotonic clock did not survive the restart: every stored lease is
+        # honoured as if granted now (later than the truth, hence safe).
+        self.leases = LeaseBook.restore(
+            [
+                {
+                    "task_id": r.task_id,
+                    "epoch": r.epoch,
+                    "node": r.node_id,
+                    "duration_s": r.duration_s,
+                    "granted_wall_ms": r.granted_ms,
+                }
+                for r in self.store.leases()
+            ],
+            now=now,
+            policy=self.lease_policy,
+        )
+        self.acked = self.store.acked_seqs()
+        self.registry.restore(self.store.nodes(), now)
+        for task_id, rec in self.records.items():
+            self._sync_reservation(task_id, rec)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _hlc(self) -> Timestamp:
+        return self.clock.now(self.wall_ms())
+
+    def _event(
+        self,
+        kind: str,
+        reason: str,
+        *,
+        task_id: str | None = None,
+        node_id: str | None = None,
+        epoch: int | None = None,
+        **data: Any,
+    ) -> None:
+        self._events.append(
+            {
+                "ts_ms": self.wall_ms(),
+                "kind": kind,
+                "reason": reason,
+                "task_id": task_id,
+                "node_id": node_id,
+                "epoch": epoch,
+                "data": data,
+            }
+        )
+
+    def _envelope(self, type_: str, body: Any) -> Envelope:
+        return Envelope(
+            type=type_,
+            id=uuid.uuid4().hex[:16],
+            sender=self.node_id,
+            hlc=self._hlc().encode(),
+            body=body,
+        )
+
+    def _queue(self, node_id: str, type_: str, body: Any, *, qos: int = 1) -> None:
+        self._out.append(Outgoing(node_id, self._envelope(type_, body), qos))
+
+    def _apply(self, delta: TaskRecord) -> TaskRecord:
+        """Join a delta into our copy (raises ``SpecConflictError``)."""
+        old = self.records.get(delta.task_id)
+        new = delta if old is None else merge(old, delta)
+        if new is not old:
+            self.records[delta.task_id] = new
+            self._dirty.add(delta.task_id)
+        return new
+
+    def _index(self, task_id: str) -> None:
+        """Keep ``unplaced`` and ``on_node`` in step with the record."""
+        rec = self.records[task_id]
+        status = visible_status(rec)
+        for tasks in self.on_node.values():
+            tasks.discard(task_id)
+        self.unplaced.discard(task_id)
+        if status not in _ACTIVE or rec.spec is None:
+            return
+        if rec.placement is not None:
+            self.on_node[rec.placement.node].add(task_id)
+        elif not rec.attempts:
+            # No placement and no attempt: ours to place. A task an agent started
+            # on its own (local submission) is left where it runs.
+            self.unplaced.add(task_id)
+
+    def _sync_reservation(self, task_id: str, rec: TaskRecord) -> None:
+        for entry in self.registry.nodes.values():
+            entry.reserved.pop(task_id, None)
+        if rec.placement is None or rec.spec is None or visible_status(rec) not in _ACTIVE:
+            return
+        entry = self.registry.get(rec.placement.node)
+        if entry is not None:
+            res = rec.spec.get("resources") or {}
+            entry.reserved[task_id] = (float(res.get("cpu", 0)), float(res.get("memory_mb", 0)))
+
+    def _row(self, task_id: str) -> TaskRow:
+        rec = self.records[task_id]
+        meta = self.meta[task_id]
+        spec = rec.spec or {}
+        return TaskRow(
+            task_id=task_id,
+            record=rec.to_dict(),
+            status=visible_status(rec).value,
+            node=rec.placement.node if rec.placement else None,
+            epoch=rec.placement.epoch if rec.placement else 0,
+            level=meta.level.value if meta.level else None,
+            workflow=spec.get("workflow"),
+            priority=int(spec.get("priority", 50)),
+            content_hash=content_hash(rec),
+            submitted_ms=meta.submitted_ms,
+            updated_ms=self.wall_ms(),
+            explanation=meta.explanation,
+        )
+
+    def _persist(self) -> None:
+        """Write what this input changed (inside the caller's transaction)."""
+        if self._dirty:
+            self.store.put_tasks([self._row(t) for t in sorted(self._dirty)])
+            self._dirty.clear()
+        for node_id in sorted(self._dirty_nodes):
+            entry = self.registry.get(node_id)
+            if entry is not None:
+                self.store.upsert_node(node_id, **entry.to_row())
+        self._dirty_nodes.clear()
+        if self._acked_dirty:
+            self.store.set_acked_seqs({n: self.acked[n] for n in self._acked_dirty})
+            self._acked_dirty.clear()
+        if self._events:
+            self.store.append_events(self._events)
+            self._events.clear()
+            self._events_changed.set()
+            self._events_changed = asyncio.Event()
+
+    def flush(self) -> None:
+        """Publish what the committed input queued (call after the commit)."""
+        out, self._out = self._out, []
+        for item in out:
+            try:
+                self._send(item.node_id, encode(item.env), item.qos)
+            except Exception:  # a full paho queue or a closed client: the state is safe
+                log.exception("publish to %s failed", item.node_id)
+
+    def _commit(self, work: Callable[[], None]) -> None:
+        with self.store.transaction():
+            work()
+            self._persist()
+        self.flush()
+
+    # ------------------------------------------------------------------ ingest
+
+    def ingest(self, messages: Iterable[tuple[str, bytes]]) -> None:
+        """Merge and persist one batch of MQTT messages in one transaction, then
+        send the acknowledgements and replies it produced."""
+        started = time.perf_counter()
+        now = self.mono()
+
+        def work() -> None:
+            changed: dict[str, TaskRecord | None] = {}
+            acked_nodes: set[str] = set()
+            for topic, payload in messages:
+                self._handle(topic, payload, now, changed, acked_nodes)
+            for task_id, before in changed.items():
+                self._after_change(task_id, before, now)
+            self._schedule(now)
+            for node_id in sorted(acked_nodes):
+                self._queue(
+                    node_id, "ack", Ack(up_to_seq=self.acked.get(node_id), heartbeat_id=None)
+                )
+
+        self._commit(work)
+        self.metrics.merge_seconds.observe(time.perf_counter() - started)
+
+    def _reject(self, reason: str, detail: str, topic: str) -> None:
+        self.metrics.rejected.labels(reason=reason).inc()
+        log.warning("rejected message on %s: %s (%s)", topic, detail, reason)
+
+    def _handle(
+        self,
+        topic: str,
+        payload: bytes,
+        now: float,
+        changed: dict[str, TaskRecord | None],
+        acked_nodes: set[str],
+    ) -> None:
+        try:
+            node_id, _ = parse_topic(topic)
+            env = decode_from(topic, payload)
+        except RemoteProtocolError as exc:
+            self._reject(exc.reason, str(exc), topic)
+            return
+        try:
+            self.clock.receive(Timestamp.decode(env.hlc), self.wall_ms())
+        except ClockSkewError as exc:
+            self._reject("clock_skew", str(exc), topic)
+            return
+        except ValueError as exc:
+            self._reject("invalid", f"bad hlc: {exc}", topic)
+            return
+        self.metrics.messages.labels(type=env.type).inc()
+        entry = self.registry.ensure(node_id, now, self.wall_ms())
+        entry.last_seen_ms = self.wall_ms()
+        self._link_changes([entry.monitor.heard(now)], now)
+        handler = getattr(self, f"_on_{env.type}", None)
+        if handler is None:
+            self._reject("unexpected_type", env.type, topic)
+            return
+        handler(entry, env, now, changed, acked_nodes)
+
+    def _on_hello(self, entry: NodeEntry, env: Envelope, now: float, *_: Any) -> None:
+        body = env.body
+        known = entry.registered
+        entry.registered = True
+        entry.tier = str(body.tier)
+        entry.labels = dict(body.labels)
+        cap = body.capacity
+        entry.capacity = {
+            "cpus": cap.cpus,
+            "memory_mb": cap.memory_mb,
+            "disk_mb": cap.disk_mb,
+            "battery_pct": cap.battery_pct,
+        }
+        entry.agent_version = body.agent_version
+        entry.api_port = body.api_port
+        entry.presence = "online"
+        self._dirty_nodes.add(entry.node_id)
+        if known:
+            self._event("node_reconciled", "hello from a known node", node_id=entry.node_id)
+        else:
+            self._event("node_registered", "first hello", node_id=entry.node_id, tier=entry.tier)
+        self._reconcile(entry.node_id)
+
+    def _on_presence(self, entry: NodeEntry, env: Envelope, now: float, *_: Any) -> None:
+        status = env.body.status
+        if status == entry.presence:
+            return
+        entry.presence = status
+        self._dirty_nodes.add(entry.node_id)
+        if status == "offline":
+            self._link_changes([entry.monitor.disconnected(now)], now)
+        else:
+            self._link_changes([entry.monitor.reconnected(now)], now)
+
+    def _on_telemetry(self, entry: NodeEntry, env: Envelope, now: float, *_: Any) -> None:
+        body = env.body
+        entry.telemetry = (
+            {k: v for k, v in vars(body).items() if isinstance(v, int | float | str | None)}
+            if hasattr(body, "__dict__")
+            else _as_dict(body)
+        )
+        self._dirty_nodes.add(entry.node_id)
+
+    def _on_pong(self, entry: NodeEntry, env: Envelope, now: float, *_: Any) -> None:
+        self._link_changes([self.registry.pong(entry.node_id, env.body.ping_id, now)], now)
+
+    def _on_heartbeat(self, entry: NodeEntry, env: Envelope, now: float, *_: Any) -> None:
+        self._queue(
+            entry.node_id, "ack", Ack(up_to_seq=self.acked.get(entry.node_id), heartbeat_id=env.id)
+        )
+
+    def _on_deltas(
+        self,
+        entry: NodeEntry,
+        env: Envelope,
+        now: float,
+        changed: dict[str, TaskRecord | None],
+        acked_nodes: set[str],
+    ) -> None:
+        for delta in env.body.records:
+            self._merge_remote(entry.node_id, delta, changed)
+        if env.seq is not None:
+            self._advance_ack(entry.node_id, env.seq)
+            acked_nodes.add(entry.node_id)
+
+    def _merge_remote(
+        self, node_id: str, delta: TaskRecord, changed: dict[str, TaskRecord | None]
+    ) -> None:
+        before = self.records.get(delta.task_id)
+        if before is None and delta.spec is None:
+            # A delta for a task we never saw, without its spec: keep it (the join
+            # is order-free); the spec arrives with the creation delta.
+            pass
+        try:
+            after = self._apply(delta)
+        except SpecConflictError as exc:
+            self.metrics.conflicts.inc()
+            self._event("conflict", f"spec conflict: {exc}", task_id=delta.task_id, node_id=node_id)
+            return
+        if after is not before and delta.task_id not in changed:
+            changed[delta.task_id] = before
+
+    def _advance_ack(self, node_id: str, seq: int) -> None:
+        """Cumulative ack: everything up to ``seq`` is merged and (once this
+        transaction commits) durable. Deltas are joins, so a redelivery below the
+        mark is harmless; the mark never goes back."""
+        if seq > self.acked.get(node_id, 0):
+            self.acked[node_id] = seq
+            self._acked_dirty.add(node_id)
+
+    def _on_lease_request(self, entry: NodeEntry, env: Envelope, now: float, *_: Any) -> None:
+        """Grant, renew or refuse (fencing by epoch: ``shared.consistency.LeaseBook``)."""
+        req = env.body
+        node_id = entry.node_id
+        rec = self.records.get(req.task_id)
+        if rec is None or rec.placement is None:
+            decision_reason: str | None = "unknown_task"
+        elif rec.cancel_requested or visible_status(rec).terminal:
+            decision_reason = "cancelled" if rec.cancel_requested else "terminal"
+        else:
+            decision_reason = None
+        if decision_reason is not None or rec is None or rec.placement is None:
+            granted, reason, duration = False, decision_reason or "unknown_task", 0.0
+        else:
+            decision = self.leases.request(
+                task_id=req.task_id,
+                node=node_id,
+                epoch=req.epoch,
+                duration_s=req.duration_s,
+                now=now,
+                placed_epoch=rec.placement.epoch,
+                placed_node=rec.placement.node,
+                wall_ms=self.wall_ms(),
+            )
+            granted, reason, duration = decision.granted, decision.reason, decision.duration_s
+            if decision.lease is not None:
+                lease = decision.lease
+                self.store.put_lease(
+                    LeaseRow(
+                        task_id=lease.task_id,
+                        epoch=lease.epoch,
+                        node_id=lease.node,
+                        duration_s=lease.duration_s,
+                        granted_ms=self.wall_ms(),
+                        deadline_ms=self.wall_ms() + int((lease.replace_after - now) * 1000) + 1,
+                    )
+                )
+        self.metrics.leases.labels(granted=str(granted).lower()).inc()
+        self._event(
+            "lease_grant" if granted else "lease_denied",
+            reason,
+            task_id=req.task_id,
+            node_id=node_id,
+            epoch=req.epoch,
+            duration_s=duration,
+        )
+        self._queue(
+            node_id,
+            "lease_grant",
+            LeaseGrant(
+                task_id=req.task_id,
+                epoch=req.epoch,
+                duration_s=duration,
+                granted=granted,
+                reason=reason,
+            ),
+        )
+
+    def _on_digest(self, entry: NodeEntry, env: Envelope, now: float, *_: Any) -> None:
+        """Anti-entropy: send the node what its digest shows it lacks, then our
+        digest of its tasks so it sends what we lack."""
+        node_id = entry.node_id
+        relevant = self._relevant(node_id, env.body)
+        missing = missing_for(relevant, env.body)
+        if missing:
+            self._queue(node_id, "deltas", Deltas(records=tuple(missing)))
+        self._queue(node_id, "digest", digest_of(relevant))
+
+    # ------------------------------------------------------------------ reactions
+
+    def _after_change(self, task_id: str, before: TaskRecord | None, now: float) -> None:
+        rec = self.records[task_id]
+        if task_id not in self.meta:
+            self.meta[task_id] = TaskMeta(submitted_ms=self.wall_ms())
+            if rec.spec is not None:
+                self._event("task_adopted", "record first seen from a node", task_id=task_id)
+        meta = self.meta[task_id]
+        if rec.spec is not None and (before is None or before.spec is None):
+            self._register_spec(task_id, rec.spec, meta)
+        old_status = visible_status(before) if before is not None else None
+        new_status = visible_status(rec)
+        if new_status != old_status:
+            self._event(
+                f"task_{new_status.value}",
+                f"status {old_status} -> {new_status}",
+                task_id=task_id,
+                epoch=rec.placement.epoch if rec.placement else None,
+            )
+        self._record_outcomes(before, rec)
+        self._check_conflict(task_id, rec, meta)
+        self._index(task_id)
+        self._sync_reservation(task_id, rec)
+        if new_status.terminal and rec.placement is not None:
+            if self.leases.release(task_id, rec.placement.epoch) is not None:
+                self.store.delete_lease(task_id)
+
+    def _register_spec(self, task_id: str, spec: dict[str, Any], meta: TaskMeta) -> None:
+        lo, hi, fixed = level_bounds(spec)
+        if not fixed:
+            meta.adaptive = AdaptiveLevel.from_spec(
+                spec, initial=meta.level, policy=self.adaptation
+            )
+        for dep in spec.get("depends_on") or ():
+            self.dependents[dep].add(task_id)
+
+    def _record_outcomes(self, before: TaskRecord | None, rec: TaskRecord) -> None:
+        for dot, attempt in rec.attempts.items():
+            old = before.attempts.get(dot) if before is not None else None
+            if old is not None and old.status == attempt.status:
+                continue
+            if attempt.status in (AttemptStatus.SUCCEEDED, AttemptStatus.FAILED):
+                entry = self.registry.get(attempt.node)
+                if entry is not None:
+                    entry.record_outcome(attempt.status == AttemptStatus.SUCCEEDED)
+
+    def _check_conflict(self, task_id: str, rec: TaskRecord, meta: TaskMeta) -> None:
+        """Two attempts running at once on different nodes, for a task whose level
+        forbids it, is a conflict: flagged once per pair (DESIGN §5)."""
+        if meta.level is Level.EVENTUAL:
+            return
+        running = [(d, a) for d, a in rec.attempts.items() if a.status == AttemptStatus.STARTED]
+        for i, (d1, a1) in enumerate(running):
+            for d2, a2 in running[i + 1 :]:
+                pair = frozenset((d1, d2))
+                if a1.node == a2.node or pair in meta.flagged:
+                    continue
+                meta.flagged.add(pair)
+                self.metrics.conflicts.inc()
+                self._event(
+                    "conflict",
+                    f"two attempts running at once at level {meta.level}",
+                    task_id=task_id,
+                    attempts=[f"{d1[0]}:{d1[1]}", f"{d2[0]}:{d2[1]}"],
+                    nodes=[a1.node, a2.node],
+                )
+
+    def _link_changes(self, changes: Iterable[LinkStateChanged | None], now: float) -> None:
+        for change in changes:
+            if change is None:
+                continue
+            self._dirty_nodes.add(change.node_id)
+            self._event(
+                "link_state",
+                change.reason,
+                node_id=change.node_id,
+                old=change.old.value,
+                new=change.new.value,
+            )
+            if change.old in _DOWN and change.new not in _DOWN:
+                self._event(
+                    "node_reconnected", "heard again after a partition", node_id=change.node_id
+                )
+                self._reconcile(change.node_id)
+
+    def _reconcile(self, node_id: str) -> None:
+        """A node (re)appeared: re-send what it may have missed (placements of the
+        current epoch it has not acted on, cancels) and start anti-entropy."""
+        for task_id in sorted(self.on_node.get(node_id, ())):
+            rec = self.records[task_id]
+            assert rec.placement is not None
+            started_here = any(
+                a.node == node_id and a.epoch == rec.placement.epoch for a in rec.attempts.values()
+            )
+            if rec.cancel_requested:
+                self._queue(
+                    node_id,
+                    "cancel",
+                    Cancel(task_id=task_id, epoch=rec.placement.epoch, reason="cancel requested"),
+                )
+            elif not started_here:
+                self._send_place(task_id)
+        relevant = self._relevant(node_id, None)
+        if relevant:
+            self._queue(node_id, "digest", digest_of(relevant))
+
+    def _relevant(self, node_id: str, remote: Any) -> dict[str, TaskRecord]:
+        """The records a node should hold: placed on it, attempted by it, or named
+        in its digest."""
+        names: set[str] = set(self.on_node.get(node_id, ()))
+        if remote is not None:
+            names.update(digest_task_ids(remote))
+        out: dict[str, TaskRecord] = {}
+        for task_id in names:
+            rec = self.records.get(task_id)
+            if rec is not None:
+                out[task_id] = rec
+        return out
+
+    # ------------------------------------------------------------------ placement
+
+    def _node_views(self, now: float) -> list[NodeView]:
+        views = []
+        for entry in self.registry.nodes.values():
+            if not entry.registered:
+                continue
+            stats = entry.monitor.stats(now)
+            cpu_used = sum(c for c, _ in entry.reserved.values())
+            mem_used = sum(m for _, m in entry.reserved.values())
+            tel = entry.telemetry
+            try:
+                tier = Tier(entry.tier)
+            except ValueError:
+                continue
+            views.append(
+                NodeView(
+                    node_id=entry.node_id,
+                    tier=tier,
+                    labels=entry.labels,
+                    cpus=max(entry.cpus, 0.0),
+                    memory_mb=max(entry.memory_mb, 0.0),
+                    cpu_free=max(entry.cpus - cpu_used, 0.0),
+                    memory_free_mb=max(entry.memory_mb - mem_used, 0.0),
+                    running=len(entry.reserved),
+                    load=float(tel.get("load_1m") or tel.get("cpu_pct", 0.0) / 100.0 or 0.0),
+                    success_ewma=entry.success_ewma,
+                    rtt_ms=stats.rtt_p50_ms or 0.0,
+                    link_state=stats.state,
+                    draining=entry.draining,
+                    battery_pct=entry.capacity.get("battery_pct"),
+                    partition_rate_per_h=stats.partition_rate_per_h,
+                )
+            )
+        return views
+
+    def _schedule(self, now: float) -> None:
+        """Place every task that is ready: unplaced, and (in a workflow) whose
+        dependencies all succeeded. Higher priority first, then older."""
+        if not self.unplaced:
+            return
+        ready: list[tuple[int, int, str]] = []
+        for task_id in list(self.unplaced):
+            rec = self.records[task_id]
+            spec = rec.spec
+            assert spec is not None
+            deps = spec.get("depends_on") or ()
+            dep_status = [
+                visible_status(self.records[d]) if d in self.records else None for d in deps
+            ]
+            if any(s in (TaskStatus.FAILED, TaskStatus.CANCELLED) for s in dep_status):
+                self._apply(request_cancel(rec, writer=self.node_id, hlc=self._hlc()))
+                self._event(
+                    "task_cancelled", "a dependency failed or was cancelled", task_id=task_id
+                )
+                self._index(task_id)
+                continue
+            if all(s is TaskStatus.SUCCEEDED for s in dep_status):
+                ready.append(
+                    (-int(spec.get("priority", 50)), self.meta[task_id].submitted_ms, task_id)
+                )
+        if not ready:
+            return
+        table = NodeTable.from_views(self._node_views(now))
+        for _, _, task_id in sorted(ready):
+            self._place(task_id, now, table, trigger=None)
+
+    def _place(
+        self,
+        task_id: str,
+        now: float,
+        table: NodeTable,
+        *,
+        trigger: str | None,
+        exclude: Iterable[str] = (),
+    ) -> bool:
+        rec = self.records[task_id]
+        meta = self.meta[task_id]
+        spec = rec.spec
+        assert spec is not None
+        started = time.perf_counter()
+        lo, hi, fixed = level_bounds(spec)
+        health, _ = self.registry.system_health(now)
+        # Place at the level the system allows now; the node's own link is then
+        # judged by the adaptive manager.
+        system_level = target_level(lo, hi, link=LinkState.HEALTHY, system=health).level
+        level = lo if fixed else system_level
+        demand = TaskDemand.from_spec(spec, level=level, exclude=exclude)
+        mode = PlacementMode(spec["placement"].get("mode") or self.mode)
+        seed = hash(
+            (self.cfg.placement.seed, task_id, (rec.placement.epoch if rec.placement else 0))
+        )
+        decision = place_task(
+            table,
+            demand,
+            mode=mode,
+            weights=dict(self.cfg.placement.weights),
+            seed=seed & 0x7FFFFFFF,
+        )
+        self.metrics.placement_seconds.observe(time.perf_counter() - started)
+        explanation = decision.explanation.to_dict()
+        if decision.node_id is None:
+            self.metrics.placements.labels(outcome="infeasible").inc()
+            reason = f"no feasible node: {explanation.get('filtered') or explanation}"
+            if meta.blocked_reason != reason:
+                meta.blocked_reason = reason
+                meta.explanation = explanation
+                self._dirty.add(task_id)
+                self._event(
+                    "placement_blocked",
+                    reason,
+                    task_id=task_id,
+                    trigger=trigger,
+                    explanation=explanation,
+                )
+            return False
+        meta.blocked_reason = None
+        node_id = decision.node_id
+        if not fixed:
+            entry = self.registry.get(node_id)
+            link = entry.link_state if entry else LinkState.HEALTHY
+            level = target_level(lo, hi, link=link, system=health).level
+            meta.adaptive = AdaptiveLevel.from_spec(spec, initial=level, policy=self.adaptation)
+        epoch = (rec.placement.epoch if rec.placement else 0) + 1
+        lease_s = self.cfg.consistency.lease_s if level is Level.STRONG else None
+        old_node = rec.placement.node if rec.placement else None
+        self._apply(
+            place(
+                rec,
+                epoch=epoch,
+                node=node_id,
+                level=level.value,
+                lease_s=lease_s,
+                writer=self.node_id,
+                hlc=self._hlc(),
+            )
+        )
+        meta.level = level
+        meta.explanation = explanation
+        self._dirty.add(task_id)
+        res = spec.get("resources") or {}
+        table.allocate(node_id, float(res.get("cpu", 0)), float(res.get("memory_mb", 0)))
+        self._index(task_id)
+        self._sync_reservation(task_id, self.records[task_id])
+        if trigger is None:
+            self.metrics.placements.labels(outcome="placed").inc()
+            self._event(
+                "placed",
+                f"best of {explanation.get('evaluated')} candidates",
+                task_id=task_id,
+                node_id=node_id,
+                epoch=epoch,
+                level=level.value,
+                explanation=explanation,
+            )
+        else:
+            self.metrics.replacements.labels(trigger=trigger.split(":")[0]).inc()
+            self._event(
+                "replaced",
+                trigger,
+                task_id=task_id,
+                node_id=node_id,
+                epoch=epoch,
+                level=level.value,
+                old_node=old_node,
+                explanation=explanation,
+            )
+        self._send_place(task_id)
+        return True
+
+    def _send_place(self, task_id: str) -> None:
+        rec = self.records[task_id]
+        assert rec.placement is not None and rec.spec is not None
+        self._queue(
+            rec.placement.node,
+            "place",
+            Place(
+                task_id=task_id,
+                epoch=rec.placement.epoch,
+                spec=rec.spec,
+                level=(self.meta[task_id].level or Level(rec.placement.level)).value,
+                lease_s=rec.placement.lease_s,
+                inputs=self._inputs(rec.spec),
+            ),
+        )
+
+    def _inputs(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """JSON results of the dependencies (their succeeded attempt's result)."""
+        out: dict[str, Any] = {}
+        for dep in spec.get("depends_on") or ():
+            rec = self.records.get(dep)
+            if rec is None:
+                continue
+            for attempt in rec.attempts.values():
+                if attempt.status == AttemptStatus.SUCCEEDED:
+                    out[dep] = attempt.result
+                    break
+        return out
+
+    # ------------------------------------------------------------------ tick
+
+    def tick(self) -> None:
+        """Periodic work: pings, link grading, levels, re-placement, pending work."""
+        now = self.mono()
+        self._commit(lambda: self._tick(now))
+
+    def _tick(self, now: float) -> None:
+        for node_id, ping_id in self.registry.due_pings(now):
+            env = self._envelope("ping", Ping())
+            env = _with_id(env, ping_id)
+            self._out.append(Outgoing(node_id, env, qos=0))
+        self._link_changes(self.registry.expire_pings(now), now)
+        self._link_changes(self.registry.poll(now), now)
+        self._adapt_levels(now)
+        self._replace_on_partition(now)
+        self._schedule(now)
+
+    def _adapt_levels(self, now: float) -> None:
+        health, _ = self.registry.system_health(now)
+        for node_id, tasks in self.on_node.items():
+            entry = self.registry.get(node_id)
+            link = entry.link_state if entry is not None else LinkState.FAILED
+            for task_id in sorted(tasks):
+                meta = self.meta[task_id]
+                adaptive = meta.adaptive
+                if adaptive is None or adaptive.fixed:
+                    continue
+                change = adaptive.observe(
+                    target_level(adaptive.lo, adaptive.hi, link=link, system=health), now
+                )
+                if change is None:
+                    continue
+                meta.level = change.new
+                self._dirty.add(task_id)
+                direction = "down" if change.downgrade else "up"
+                self.metrics.level_changes.labels(direction=direction).inc()
+                rec = self.records[task_id]
+                epoch = rec.placement.epoch if rec.placement else 0
+                self._event(
+                    "level_change",
+                    change.reason,
+                    task_id=task_id,
+                    node_id=node_id,
+                    epoch=epoch,
+                    **{"from": change.old.value, "to": change.new.value},
+                )
+                self._queue(
+                    node_id,
+                    "level_change",
+                    LevelChange(
+                        task_id=task_id, epoch=epoch, level=change.new.value, reason=change.reason
+                    ),
+                )
+
+    def _replace_on_partition(self, now: float) -> None:
+        """DESIGN §5: strong after its lease deadline plus the margin, causal after
+        its ``max_disconnect_s``, eventual at once (hedged: the old attempt runs on)."""
+        table: NodeTable | None = None
+        for node_id, tasks in list(self.on_node.items()):
+            entry = self.registry.get(node_id)
+            if entry is None or entry.link_state not in _DOWN or not tasks:
+                continue
+            out_for = entry.monitor.out_of_contact_for(now)
+            for task_id in sorted(tasks):
+                rec = self.records[task_id]
+                meta = self.meta[task_id]
+                assert rec.placement is not None and rec.spec is not None
+                # The level the agent was told at placement: it cannot hear a
+                # downgrade while partitioned (shared.consistency decides).
+                level = Level(rec.placement.level)
+                decision = replacement_allowed(
+                    level,
+                    now=now,
+                    lease=self.leases.get(task_id),
+                    out_of_contact_s=out_for,
+                    max_disconnect_s=float(rec.spec.get("max_disconnect_s", 300.0)),
+                )
+                if not decision.allowed:
+                    continue
+                if table is None:
+                    table = NodeTable.from_views(self._node_views(now))
+                trigger = (
+                    f"{entry.link_state.value}: {level.value} task on {node_id}, {decision.reason}"
+                )
+                old_epoch = rec.placement.epoch
+                if not self._place(task_id, now, table, trigger=trigger, exclude=(node_id,)):
+                    continue
+                if level is not Level.EVENTUAL:
+                    self._fence_old(task_id, node_id, old_epoch)
+
+    def _fence_old(self, task_id: str, node_id: str, old_epoch: int) -> None:
+        """The old node's attempts are presumed lost (its own report, if it comes,
+        outranks this inference) and it is told to cancel when it returns."""
+        rec = self.records[task_id]
+        for dot, attempt in rec.attempts.items():
+            if attempt.node == node_id and not attempt.status.terminal:
+                self._apply(
+                    set_status(
+                        rec,
+                        dot,
+                        AttemptStatus.LOST,
+                        writer=self.node_id,
+                        hlc=self._hlc(),
+                        reason="node partitioned; re-placed",
+                    )
+                )
+                rec = self.records[task_id]
+        self._queue(node_id, "cancel", Cancel(task_id=task_id, epoch=old_epoch, reason="replaced"))
+        self._index(task_id)
+        self._sync_reservation(task_id, self.records[task_id])
+
+    # ------------------------------------------------------------------ API
+
+    def _validated_task(self, data: dict[str, Any]) -> TaskSpec:
+        data = dict(data)
+        data.setdefault("id", f"t-{uuid.uuid4().hex[:12]}")
+        return parse_task_spec(data)
+
+    def _create(self, spec_dict: dict[str, Any], submitted_ms: int) -> tuple[str, bool]:
+        task_id = spec_dict["id"]
+        existing = self.records.get(task_id)
+        if existing is not None and existing.spec is not None:
+            if existing.spec != spec_dict:
+                raise SpecConflictError(task_id, content_hash(existing), "submitted")
+            return task_id, False
+        delta = new_record(task_id, spec_dict, writer=self.node_id, hlc=self._hlc())
+        self._apply(delta)
+        meta = self.meta.setdefault(task_id, TaskMeta(submitted_ms=submitted_ms))
+        self._register_spec(task_id, spec_dict, meta)
+        self._index(task_id)
+        self._event("submitted", "via API", task_id=task_id, workflow=spec_dict.get("workflow"))
+        return task_id, True
+
+    def submit_task(self, data: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        if "tasks" in data:
+            raise ValidationError(
+                [Problem("tasks", "a workflow: POST it to /api/v1/workflows")], what="task spec"
+            )
+        spec = self._validated_task(data)
+        now = self.mono()
+        created = False
+
+        def work() -> None:
+            nonlocal created
+            _, created = self._create(spec.to_dict(), self.wall_ms())
+            self._schedule(now)
+
+        self._commit(work)
+        return self.get_task(spec.id), created
+
+    def submit_workflow(self, data: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        data = dict(data)
+        data.setdefault("id", f"w-{uuid.uuid4().hex[:12]}")
+        wf: WorkflowSpec = parse_workflow(data)
+        now = self.mono()
+        created_any = False
+
+        def work() -> None:
+            nonlocal created_any
+            existing = self.store.get_workflow(wf.id)
+            if existing is not None and existing["spec"] != wf.to_dict():
+                raise SpecConflictError(wf.id, "stored", "submitted")
+            ts = self.wall_ms()
+            for task_id in wf.topological_order():
+                _, created = self._create(wf.task(task_id).to_dict(), ts)
+                created_any = created_any or created
+            if existing is None:
+                self.store.put_workflow(wf.id, wf.name, wf.to_dict(), ts)
+                self._event("workflow_submitted", f"{len(wf.tasks)} tasks", workflow=wf.id)
+            self._schedule(now)
+
+        self._commit(work)
+        return self.get_workflow(wf.id), created_any
+
+    def _task_summary(self, row: TaskRow) -> dict[str, Any]:
+        return {
+            "task_id": row.task_id,
+            "status": row.status,
+            "node": row.node,
+            "epoch": row.epoch,
+            "level": row.level,
+            "workflow": row.workflow,
+            "priority": row.priority,
+            "content_hash": row.content_hash,
+            "submitted_ms": row.submitted_ms,
+            "updated_ms": row.updated_ms,
+        }
+
+    def list_tasks(self, **filters: Any) -> dict[str, Any]:
+        rows = self.store.list_tasks(**filters)
+        limit = filters.get("limit", 100)
+        return {
+            "tasks": [self._task_summary(r) for r in rows],
+            "next": rows[-1].task_id if len(rows) == limit else None,
+        }
+
+    def get_task(self, task_id: str) -> dict[str, Any]:
+        row = self.store.get_task(task_id)
+        if row is None:
+            raise NotFound("task", task_id)
+        rec = row.record
+        spec = rec.get("spec") or {}
+        history = [
+            e.to_dict() for e in self.store.events(task_id=task_id, kind="level_change", limit=1000)
+        ]
+        consistency = spec.get("consistency") or {}
+        lease = self.leases.get(task_id)
+        now = self.mono()
+        remaining = 0.0 if lease is None else max(0.0, lease.replace_after - now)
+        return {
+            **self._task_summary(row),
+            "record": rec,
+            "spec": spec,
+            "attempts": _attempts_of(rec),
+            "version_vector": rec.get("context"),
+            "cancel_requested": rec.get("cancel_requested", False),
+            "explanation": row.explanation,
+            "blocked_reason": self.meta[task_id].blocked_reason if task_id in self.meta else None,
+            "lease": None
+            if lease is None
+            else {
+                "epoch": lease.epoch,
+                "node_id": lease.node,
+                "duration_s": lease.duration_s,
+                "live": lease.live(now),
+                "replace_after_s": remaining,
+                "deadline_ms": self.wall_ms() + int(remaining * 1000),
+            },
+            "consistency": {
+                "mode": "adaptive" if consistency.get("level") == "adaptive" else "fixed",
+                "min": consistency.get("min"),
+                "max": consistency.get("max"),
+                "level": row.level,
+                "history": history,
+            },
+            "events": [e.to_dict() for e in self.store.events(task_id=task_id, limit=200)],
+        }
+
+    def cancel_task(self, task_id: str, reason: str) -> dict[str, Any]:
+        if task_id not in self.records:
+            raise NotFound("task", task_id)
+
+        def work() -> None:
+            rec = self.records[task_id]
+            if not rec.cancel_requested:
+                rec = self._apply(request_cancel(rec, writer=self.node_id, hlc=self._hlc()))
+                self._event("cancel_requested", reason, task_id=task_id)
+            if rec.placement is not None:
+                self._queue(
+                    rec.placement.node,
+                    "cancel",
+                    Cancel(task_id=task_id, epoch=rec.placement.epoch, reason=reason),
+                )
+            self._index(task_id)
+            self._sync_reservation(task_id, rec)
+
+        self._commit(work)
+        return self.get_task(task_id)
+
+    def list_workflows(self, *, after: str | None, limit: int) -> dict[str, Any]:
+        rows = self.store.list_workflows(after=after, limit=limit)
+        return {
+            "workflows": [
+                {
+                    "workflow_id": r["workflow_id"],
+                    "name": r["name"],
+                    "submitted_ms": r["submitted_ms"],
+                    "tasks": len(r["spec"].get("tasks", [])),
+                }
+                for r in rows
+            ],
+            "next": rows[-1]["workflow_id"] if len(rows) == limit else None,
+        }
+
+    def get_workflow(self, workflow_id: str) -> dict[str, Any]:
+        row = self.store.get_workflow(workflow_id)
+        if row is None:
+            raise NotFound("workflow", workflow_id)
+        tasks = []
+        for spec in row["spec"].get("tasks", []):
+            task = self.store.get_task(spec["id"])
+            if task is not None:
+                tasks.append({**self._task_summary(task), "depends_on": spec.get("depends_on", [])})
+        statuses = {t["status"] for t in tasks}
+        if statuses <= {"succeeded"}:
+            status = "succeeded"
+        elif statuses & {"failed", "cancelled"}:
+            status = "failed" if "failed" in statuses else "cancelled"
+        else:
+            status = "running" if "running" in statuses or "succeeded" in statuses else "pending"
+        return {
+            "workflow_id": workflow_id,
+            "name": row["name"],
+            "status": status,
+            "submitted_ms": row["submitted_ms"],
+            "spec": row["spec"],
+            "tasks": tasks,
+        }
+
+    def list_nodes(self) -> dict[str, Any]:
+        now = self.mono()
+        health, detail = self.registry.system_health(now)
+        return {
+            "nodes": [e.to_dict(now) for _, e in sorted(self.registry.nodes.items())],
+            "system_health": {"state": health.value, **detail},
+        }
+
+    def get_node(self, node_id: str) -> dict[str, Any]:
+        entry = self.registry.get(node_id)
+        if entry is None:
+            raise NotFound("node", node_id)
+        return {**entry.to_dict(self.mono()), "tasks": sorted(self.on_node.get(node_id, ()))}
+
+    def set_draining(self, node_id: str, draining: bool) -> dict[str, Any]:
+        entry = self.registry.get(node_id)
+        if entry is None:
+            raise NotFound("node", node_id)
+
+        def work() -> None:
+            if entry.draining != draining:
+                entry.draining = draining
+                self._dirty_nodes.add(node_id)
+                self._event("drain" if draining else "undrain", "operator", node_id=node_id)
+
+        self._commit(work)
+        return self.get_node(node_id)
+
+    def list_events(self, **filters: Any) -> dict[str, Any]:
+        events = self.store.events(**filters)
+        return {
+            "events": [e.to_dict() for e in events],
+            "next": events[-1].seq if events else filters.get("after", 0),
+        }
+
+    async def wait_for_events(self, after: int, timeout_s: float) -> None:
+        waiter = self._events_changed
+        if self.store.events(after=after, limit=1):
+            return
+        try:
+            await asyncio.wait_for(waiter.wait(), timeout_s)
+        except TimeoutError:
+            pass
+
+    def is_ready(self) -> tuple[bool, dict[str, Any]]:
+        return self.broker_connected, {"broker_connected": self.broker_connected}
+
+    def metrics_text(self) -> bytes:
+        return self.metrics.render(self._refresh_gauges)
+
+    def _refresh_gauges(self, m: ControllerMetrics) -> None:
+        now = self.mono()
+        m.nodes.clear()
+        counts: dict[str, int] = defaultdict(int)
+        for entry in self.registry.nodes.values():
+            counts[entry.monitor.stats(now).state.value] += 1
+        for state in LinkState:
+            m.nodes.labels(link_state=state.value).set(counts.get(state.value, 0))
+        m.tasks.clear()
+        for status, level, n in self.store.count_tasks_by("status", "level"):
+            m.tasks.labels(status=status, level=level or "none").set(n)
+
+
+def _with_id(env: Envelope, ident: str) -> Envelope:
+    from dataclasses import replace
+
+    return replace(env, id=ident)
+
+
+def _as_dict(body: Any) -> dict[str, Any]:
+    from dataclasses import asdict, is_dataclass
+
+    if is_dataclass(body):
+        return {k: v for k, v in asdict(body).items() if isinstance(v, int | float | str | None)}
+    return {}
+
+
+def _attempts_of(rec: dict[str, Any]) -> list[dict[str, Any]]:
+    attempts = rec.get("attempts") or []
+    if isinstance(attempts, dict):
+        attempts = list(attempts.values())
+    return list(attempts)

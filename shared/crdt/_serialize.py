@@ -1,0 +1,248 @@
+"""Canonical dict form of task records, and its validating parser.
+
+The dict form is the wire and storage form: absent and default fields are
+omitted (a status-change delta stays a small fraction of a full record), attempt
+dots become ``"writer:counter"`` keys, statuses their lowercase names.
+``canonical_bytes`` is its sorted-key compact JSON, ``content_hash`` that
+hashed, so replicas holding the same state report the same hash.
+
+``record_from_dict`` is reached by network data (through the protocol
+decoder): it checks every field, collects every problem with its path, and
+raises only :class:`~shared.errors.ValidationError`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from types import MappingProxyType
+from typing import Any
+
+from shared.clocks import Timestamp, VersionVector
+from shared.crdt._canonical import MAX_INT, canonical_json, json_problems, sha256_hex
+from shared.crdt._task_record import (
+    MAX_REASON_LEN,
+    Attempt,
+    AttemptStatus,
+    Dot,
+    Placement,
+    TaskRecord,
+)
+from shared.errors import Problem, ValidationError
+from shared.ids import check_node_id, check_task_id
+from shared.vocab import Level
+
+__all__ = ["MAX_ATTEMPTS_PER_RECORD", "canonical_bytes", "content_hash", "record_from_dict"]
+
+#: Bound on attempts accepted from untrusted input.
+MAX_ATTEMPTS_PER_RECORD = 1_000
+
+_STATUS_BY_NAME = {status.name.lower(): status for status in AttemptStatus}
+_STATUS_NAME = {status: name for name, status in _STATUS_BY_NAME.items()}
+_LEVELS = frozenset(str(level) for level in Level)
+_COUNTER = re.compile(r"[1-9][0-9]{0,17}")
+
+
+def record_to_dict(rec: TaskRecord) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": rec.task_id, "context": rec.context.to_dict()}
+    if rec.spec is not None:
+        out["spec"] = rec.spec
+    placement = rec.placement
+    if placement is not None:
+        p: dict[str, Any] = {
+            "epoch": placement.epoch,
+            "node": placement.node,
+            "level": placement.level,
+            "hlc": placement.hlc,
+        }
+        if placement.lease_s is not None:
+            p["lease_s"] = placement.lease_s
+        out["placement"] = p
+    if rec.attempts:
+        out["attempts"] = {
+            f"{writer}:{counter}": _attempt_to_dict(writer, attempt)
+            for (writer, counter), attempt in rec.attempts.items()
+        }
+    if rec.cancel_requested:
+        out["cancel"] = True
+    return out
+
+
+def _attempt_to_dict(writer: str, attempt: Attempt) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "epoch": attempt.epoch,
+        "status": _STATUS_NAME[attempt.status],
+        "hlc": attempt.hlc,
+    }
+    if attempt.node != writer:
+        out["node"] = attempt.node
+    for key in ("exit_code", "result", "reason", "started_hlc"):
+        value = getattr(attempt, key)
+        if value is not None:
+            out[key] = value
+    return out
+
+
+def canonical_bytes(rec: TaskRecord) -> bytes:
+    """Sorted-key compact JSON of ``rec.to_dict()`` (ASCII)."""
+    return canonical_json(record_to_dict(rec)).encode("ascii")
+
+
+def content_hash(rec: TaskRecord) -> str:
+    """Hex SHA-256 of :func:`canonical_bytes`: equal states, equal hashes."""
+    return sha256_hex(canonical_json(record_to_dict(rec)))
+
+
+# ---------------------------------------------------------------- parsing
+
+
+def record_from_dict(data: object) -> TaskRecord:
+    problems: list[Problem] = []
+    if not isinstance(data, dict):
+        raise ValidationError(
+            [Problem("", f"must be an object, not {type(data).__name__}")], what="task record"
+        )
+    task_id = data.get("id")
+    why = check_task_id(task_id)
+    if why is not None:
+        problems.append(Problem("id", f"task id {why}"))
+
+    context = VersionVector()
+    try:
+        context = VersionVector.from_dict(data.get("context", {}), path="context")
+    except ValidationError as exc:
+        problems.extend(exc.problems)
+
+    spec = data.get("spec")
+    if spec is not None:
+        if not isinstance(spec, dict):
+            problems.append(Problem("spec", "must be an object or null"))
+        else:
+            problems.extend(json_problems(spec, "spec"))
+            if spec.get("id") != task_id:
+                problems.append(Problem("spec.id", "must equal the record's id"))
+
+    placement = _parse_placement(data.get("placement"), problems)
+    attempts = _parse_attempts(data.get("attempts", {}), context, problems)
+
+    cancel = data.get("cancel", False)
+    if not isinstance(cancel, bool):
+        problems.append(Problem("cancel", "must be a boolean"))
+
+    if problems:
+        raise ValidationError(problems, what="task record")
+    assert isinstance(task_id, str)
+    return TaskRecord(task_id, spec, placement, attempts, cancel, context)
+
+
+def _int_problem(value: object, minimum: int) -> str | None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        return "must be an integer"
+    if not minimum <= value <= MAX_INT:
+        return f"must be between {minimum} and {MAX_INT}"
+    return None
+
+
+def _hlc_problem(value: object) -> str | None:
+    try:
+        Timestamp.decode(value)  # type: ignore[arg-type]
+    except ValueError:
+        return "must be an encoded HLC timestamp"
+    return None
+
+
+def _parse_placement(data: object, problems: list[Problem]) -> Placement | None:
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        problems.append(Problem("placement", "must be an object or null"))
+        return None
+    before = len(problems)
+    epoch, node, level = data.get("epoch"), data.get("node"), data.get("level")
+    lease_s, hlc = data.get("lease_s"), data.get("hlc")
+    if (why := _int_problem(epoch, 0)) is not None:
+        problems.append(Problem("placement.epoch", why))
+    if (why := check_node_id(node)) is not None:
+        problems.append(Problem("placement.node", f"node id {why}"))
+    if not isinstance(level, str) or level not in _LEVELS:
+        problems.append(Problem("placement.level", f"must be one of {sorted(_LEVELS)}"))
+    if lease_s is not None and (
+        not isinstance(lease_s, int | float)
+        or isinstance(lease_s, bool)
+        or not math.isfinite(lease_s)
+        or lease_s < 0
+    ):
+        problems.append(Problem("placement.lease_s", "must be a finite number >= 0 or null"))
+    if (why := _hlc_problem(hlc)) is not None:
+        problems.append(Problem("placement.hlc", why))
+    if len(problems) > before:
+        return None
+    return Placement(epoch, node, level, None if lease_s is None else float(lease_s), hlc)  # type: ignore[arg-type]
+
+
+def _parse_attempts(
+    data: object, context: VersionVector, problems: list[Problem]
+) -> MappingProxyType[Dot, Attempt]:
+    if not isinstance(data, dict):
+        problems.append(Problem("attempts", "must be an object"))
+        return MappingProxyType({})
+    if len(data) > MAX_ATTEMPTS_PER_RECORD:
+        problems.append(Problem("attempts", f"at most {MAX_ATTEMPTS_PER_RECORD} attempts"))
+        return MappingProxyType({})
+    attempts: dict[Dot, Attempt] = {}
+    for key, value in data.items():
+        path = f"attempts.{str(key)[:80]}"
+        writer, _, counter_text = str(key).partition(":")
+        if check_node_id(writer) is not None or not _COUNTER.fullmatch(counter_text):
+            problems.append(Problem(path, "key must be '<writer node id>:<counter >= 1>'"))
+            continue
+        counter = int(counter_text)
+        if counter > context.get(writer):
+            problems.append(Problem(path, "dot is not covered by the record's context"))
+        attempt = _parse_attempt(value, writer, counter, path, problems)
+        if attempt is not None:
+            attempts[(writer, counter)] = attempt
+    return MappingProxyType(attempts)
+
+
+def _parse_attempt(
+    data: object, writer: str, counter: int, path: str, problems: list[Problem]
+) -> Attempt | None:
+    if not isinstance(data, dict):
+        problems.append(Problem(path, "must be an object"))
+        return None
+    before = len(problems)
+    node = data.get("node", writer)
+    epoch, status, hlc = data.get("epoch"), data.get("status"), data.get("hlc")
+    exit_code, result = data.get("exit_code"), data.get("result")
+    reason, started = data.get("reason"), data.get("started_hlc")
+    if (why := check_node_id(node)) is not None:
+        problems.append(Problem(f"{path}.node", f"node id {why}"))
+    if (why := _int_problem(epoch, 0)) is not None:
+        problems.append(Problem(f"{path}.epoch", why))
+    if not isinstance(status, str) or status not in _STATUS_BY_NAME:
+        problems.append(Problem(f"{path}.status", f"must be one of {list(_STATUS_BY_NAME)}"))
+    if (why := _hlc_problem(hlc)) is not None:
+        problems.append(Problem(f"{path}.hlc", why))
+    if exit_code is not None and (why := _int_problem(exit_code, -MAX_INT)) is not None:
+        problems.append(Problem(f"{path}.exit_code", why))
+    problems.extend(json_problems(result, f"{path}.result"))
+    if reason is not None and (not isinstance(reason, str) or len(reason) > MAX_REASON_LEN):
+        problems.append(
+            Problem(f"{path}.reason", f"must be a string of at most {MAX_REASON_LEN} chars")
+        )
+    if started is not None and (why := _hlc_problem(started)) is not None:
+        problems.append(Problem(f"{path}.started_hlc", why))
+    if len(problems) > before:
+        return None
+    return Attempt(
+        node,  # type: ignore[arg-type]
+        counter,
+        epoch,  # type: ignore[arg-type]
+        _STATUS_BY_NAME[status],  # type: ignore[index]
+        hlc,  # type: ignore[arg-type]
+        exit_code,
+        result,
+        reason,
+        started,
+    )

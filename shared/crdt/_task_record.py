@@ -1,0 +1,408 @@
+"""The replicated task record: a product of small join-semilattices (DESIGN §4).
+
+``merge`` is the join, field by field:
+
+- ``spec``: immutable; ``None`` (not carried, as in most deltas) is bottom. Two
+  different specs under one id raise :class:`~shared.errors.SpecConflictError`.
+- ``placement``: register ordered by ``epoch`` (only the controller issues
+  epochs). Equal epochs with different contents still join deterministically by
+  ``(HLC, node, canonical JSON)``, so the order is total and the join commutes.
+- ``attempts``: map dot → attempt; keys only grow. Per dot the attempt with the
+  higher :class:`AttemptStatus` wins *as a whole* (result, exit code, reason and
+  timestamps travel with the status). Equal status, different contents: the later
+  HLC wins, then canonical JSON, again a total order.
+- ``cancel_requested``: or.
+- ``context``: version vector of the writer events folded in (entry-wise max).
+
+Mutators never modify a record: they return a **delta**, a record holding only
+what changed plus the writer's next context entry, to be applied with ``merge``
+locally and shipped to peers. A writer must apply each delta before making the
+next one: the next dot counter comes from its own context entry.
+
+Records are tuples (``NamedTuple``) with read-only attempt maps; merge returns an
+operand itself whenever the join equals it, which keeps the hot path (a status
+delta into a full record, a duplicate full record) allocation-light and lets the
+replica detect "nothing changed" by identity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import IntEnum
+from types import MappingProxyType
+from typing import Any, NamedTuple
+
+from shared.clocks import Timestamp, VersionVector
+from shared.crdt._canonical import canonical_json, json_problems, sha256_hex
+from shared.errors import Problem, SpecConflictError, ValidationError
+from shared.ids import check_node_id, check_task_id
+from shared.vocab import Level, TaskStatus
+
+__all__ = [
+    "DEFAULT_MAX_ATTEMPTS",
+    "MAX_REASON_LEN",
+    "Attempt",
+    "AttemptStatus",
+    "Dot",
+    "Placement",
+    "TaskRecord",
+    "max_attempts",
+    "merge",
+    "new_record",
+    "place",
+    "request_cancel",
+    "set_status",
+    "start_attempt",
+    "visible_status",
+]
+
+#: Retry budget assumed while the spec is unknown (a delta arrived before it).
+DEFAULT_MAX_ATTEMPTS = 3
+#: Longest free-text ``reason`` an attempt carries.
+MAX_REASON_LEN = 1_000
+
+
+class AttemptStatus(IntEnum):
+    """Attempt status; an attempt only moves up. A node's own report (failed,
+    succeeded) beats the controller's inference (lost, cancelled); success wins."""
+
+    PLACED = 0
+    STARTED = 1
+    LOST = 2
+    CANCELLED = 3
+    FAILED = 4
+    SUCCEEDED = 5
+
+    @property
+    def terminal(self) -> bool:
+        return self >= AttemptStatus.LOST
+
+
+#: An attempt's identity: (writer node, that writer's context counter at creation).
+Dot = tuple[str, int]
+
+
+class Placement(NamedTuple):
+    """Where the task should run under ``epoch``; ``hlc`` stamps the decision."""
+
+    epoch: int
+    node: str
+    level: str
+    lease_s: float | None
+    hlc: str
+
+
+class Attempt(NamedTuple):
+    """One attempt to run the task. ``node`` runs it (usually the dot's writer);
+    ``counter`` is the dot's counter; ``hlc`` stamps the latest status change."""
+
+    node: str
+    counter: int
+    epoch: int
+    status: AttemptStatus
+    hlc: str
+    exit_code: int | None = None
+    result: Any = None
+    reason: str | None = None
+    started_hlc: str | None = None
+
+    @property
+    def ended_hlc(self) -> str | None:
+        """When the attempt became terminal: the stamp of its terminal status."""
+        return self.hlc if self.status >= AttemptStatus.LOST else None
+
+
+_NO_ATTEMPTS: Mapping[Dot, Attempt] = MappingProxyType({})
+_EMPTY_VV = VersionVector()
+
+
+class TaskRecord(NamedTuple):
+    """A task's replicated state, or a delta of it (see the module docstring)."""
+
+    task_id: str
+    spec: dict[str, Any] | None = None
+    placement: Placement | None = None
+    attempts: Mapping[Dot, Attempt] = _NO_ATTEMPTS
+    cancel_requested: bool = False
+    context: VersionVector = _EMPTY_VV
+
+    def merge(self, other: TaskRecord) -> TaskRecord:
+        return merge(self, other)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Canonical JSON-able form (absent/default fields omitted)."""
+        from shared.crdt._serialize import record_to_dict
+
+        return record_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: object) -> TaskRecord:
+        """Parse untrusted input; raise :class:`~shared.errors.ValidationError`
+        listing every problem (never ``KeyError``/``TypeError``)."""
+        from shared.crdt._serialize import record_from_dict
+
+        return record_from_dict(data)
+
+
+# ---------------------------------------------------------------- the join
+
+
+def _attempt_beats(x: Attempt, y: Attempt) -> bool:
+    """``x`` strictly above ``y`` in the per-dot attempt order."""
+    if x.status != y.status:
+        return x.status > y.status
+    if x == y:
+        return False
+    return (Timestamp.decode(x.hlc), canonical_json(x)) > (
+        Timestamp.decode(y.hlc),
+        canonical_json(y),
+    )
+
+
+def _placement_beats(x: Placement, y: Placement) -> bool:
+    if x.epoch != y.epoch:
+        return x.epoch > y.epoch
+    if x == y:
+        return False
+    return (Timestamp.decode(x.hlc), x.node, canonical_json(x)) > (
+        Timestamp.decode(y.hlc),
+        y.node,
+        canonical_json(y),
+    )
+
+
+def merge(a: TaskRecord, b: TaskRecord) -> TaskRecord:
+    """Join two records (or deltas) of one task. Commutative, associative,
+    idempotent; returns ``a`` (or ``b``) itself when the join equals it."""
+    if a is b:
+        return a
+    if a.task_id != b.task_id:
+        raise ValueError(f"cannot merge records of {a.task_id!r} and {b.task_id!r}")
+
+    spec_a, spec = a.spec, b.spec
+    if spec is None or spec is spec_a:
+        spec = spec_a
+    elif spec_a is not None:
+        if spec_a != spec:
+            raise SpecConflictError(
+                a.task_id, sha256_hex(canonical_json(spec_a)), sha256_hex(canonical_json(spec))
+            )
+        spec = spec_a
+
+    placement_a, placement = a.placement, b.placement
+    if (
+        placement is None
+        or placement is placement_a
+        or (placement_a is not None and not _placement_beats(placement, placement_a))
+    ):
+        placement = placement_a
+
+    attempts_a, attempts_b = a.attempts, b.attempts
+    if not attempts_b or attempts_a is attempts_b:
+        attempts = attempts_a
+    elif not attempts_a:
+        attempts = attempts_b
+    else:
+        # Walk the smaller map, copy the larger one only if something changes.
+        small, large = attempts_b, attempts_a
+        if len(small) > len(large):
+            small, large = large, small
+        changed: dict[Dot, Attempt] | None = None
+        for dot, theirs in small.items():
+            ours = large.get(dot)
+            if ours is None or (ours is not theirs and _attempt_beats(theirs, ours)):
+                if changed is None:
+                    changed = dict(large)
+                changed[dot] = theirs
+        if changed is None:
+            attempts = large
+        elif len(changed) == len(attempts_a) and _same_attempts(changed, attempts_a):
+            attempts = attempts_a
+        elif len(changed) == len(attempts_b) and _same_attempts(changed, attempts_b):
+            attempts = attempts_b
+        else:
+            attempts = MappingProxyType(changed)
+
+    cancel = a.cancel_requested or b.cancel_requested
+    context = a.context.merge(b.context)
+
+    if (
+        spec is spec_a
+        and placement is placement_a
+        and attempts is attempts_a
+        and cancel == a.cancel_requested
+        and context is a.context
+    ):
+        return a
+    if (
+        spec is b.spec
+        and placement is b.placement
+        and attempts is attempts_b
+        and cancel == b.cancel_requested
+        and context is b.context
+    ):
+        return b
+    return TaskRecord(a.task_id, spec, placement, attempts, cancel, context)
+
+
+def _same_attempts(merged: dict[Dot, Attempt], attempts: Mapping[Dot, Attempt]) -> bool:
+    return all(attempts.get(dot) is attempt for dot, attempt in merged.items())
+
+
+# ---------------------------------------------------------------- mutators
+
+
+def _next_event(rec: TaskRecord | None, writer: str) -> tuple[int, VersionVector]:
+    """The writer's next counter on this record and the delta's context."""
+    if check_node_id(writer) is not None:
+        raise ValueError(f"invalid writer node id {writer!r}")
+    counter = (0 if rec is None else rec.context.get(writer)) + 1
+    return counter, VersionVector({writer: counter})
+
+
+def new_record(task_id: str, spec: dict[str, Any], *, writer: str, hlc: Timestamp) -> TaskRecord:
+    """The creation delta: the only delta that carries the spec. ``hlc`` is
+    accepted for a uniform mutator signature; the spec itself is unstamped."""
+    why = check_task_id(task_id)
+    if why is not None:
+        raise ValueError(f"task id {why}")
+    if not isinstance(spec, dict) or spec.get("id", task_id) != task_id:
+        raise ValueError(f"spec of {task_id!r} must be a dict whose 'id' is the task id")
+    _, context = _next_event(None, writer)
+    return TaskRecord(task_id, spec, None, _NO_ATTEMPTS, False, context)
+
+
+def place(
+    rec: TaskRecord,
+    *,
+    epoch: int,
+    node: str,
+    level: str,
+    lease_s: float | None,
+    writer: str,
+    hlc: Timestamp,
+) -> TaskRecord:
+    """Delta placing the task on ``node`` under ``epoch`` (controller only)."""
+    if check_node_id(node) is not None:
+        raise ValueError(f"invalid node id {node!r}")
+    _, context = _next_event(rec, writer)
+    lease = None if lease_s is None else float(lease_s)
+    placement = Placement(int(epoch), node, str(Level(level)), lease, hlc.encode())
+    return TaskRecord(rec.task_id, None, placement, _NO_ATTEMPTS, False, context)
+
+
+def start_attempt(
+    rec: TaskRecord,
+    *,
+    node: str,
+    epoch: int,
+    writer: str,
+    hlc: Timestamp,
+    status: AttemptStatus = AttemptStatus.STARTED,
+) -> tuple[Dot, TaskRecord]:
+    """A new attempt (status ``PLACED`` or ``STARTED``) under a fresh dot
+    ``(writer, counter)``; returns the dot and the delta."""
+    if status not in (AttemptStatus.PLACED, AttemptStatus.STARTED):
+        raise ValueError(f"a new attempt is placed or started, not {status!r}")
+    if check_node_id(node) is not None:
+        raise ValueError(f"invalid node id {node!r}")
+    counter, context = _next_event(rec, writer)
+    stamp = hlc.encode()
+    attempt = Attempt(
+        node,
+        counter,
+        int(epoch),
+        AttemptStatus(status),
+        stamp,
+        started_hlc=stamp if status == AttemptStatus.STARTED else None,
+    )
+    dot = (writer, counter)
+    return dot, TaskRecord(
+        rec.task_id, None, None, MappingProxyType({dot: attempt}), False, context
+    )
+
+
+def set_status(
+    rec: TaskRecord,
+    dot: Dot,
+    status: AttemptStatus,
+    *,
+    writer: str,
+    hlc: Timestamp,
+    exit_code: int | None = None,
+    result: Any = None,
+    reason: str | None = None,
+) -> TaskRecord:
+    """Delta moving attempt ``dot`` to ``status`` with its outcome. A status not
+    above the current one yields a delta that loses the join (harmless)."""
+    current = rec.attempts.get(dot)
+    if current is None:
+        raise KeyError(f"task {rec.task_id!r} has no attempt {dot!r}")
+    status = AttemptStatus(status)
+    problems = json_problems(result, "result")
+    if reason is not None and (not isinstance(reason, str) or len(reason) > MAX_REASON_LEN):
+        problems.append(Problem("reason", f"must be a string of at most {MAX_REASON_LEN} chars"))
+    if exit_code is not None and (not isinstance(exit_code, int) or isinstance(exit_code, bool)):
+        problems.append(Problem("exit_code", "must be an integer"))
+    if problems:
+        raise ValidationError(problems, what=f"outcome of attempt {dot!r}")
+    _, context = _next_event(rec, writer)
+    if dot[0] != writer:
+        # Keep every dot covered by the delta's own context, as in full records.
+        context = context.merge(VersionVector({dot[0]: dot[1]}))
+    stamp = hlc.encode()
+    started = current.started_hlc
+    if started is None and status >= AttemptStatus.STARTED:
+        started = stamp
+    attempt = current._replace(
+        status=status,
+        hlc=stamp,
+        exit_code=exit_code,
+        result=result,
+        reason=reason,
+        started_hlc=started,
+    )
+    return TaskRecord(rec.task_id, None, None, MappingProxyType({dot: attempt}), False, context)
+
+
+def request_cancel(rec: TaskRecord, *, writer: str, hlc: Timestamp) -> TaskRecord:
+    """Delta raising the cancel flag (``hlc`` accepted for a uniform signature;
+    the flag carries no time, it only ever becomes true)."""
+    _, context = _next_event(rec, writer)
+    return TaskRecord(rec.task_id, None, None, _NO_ATTEMPTS, True, context)
+
+
+# ---------------------------------------------------------------- derived
+
+
+def max_attempts(spec: Mapping[str, Any] | None) -> int:
+    """The retry budget from ``spec["retry"]["max_attempts"]``, or the default
+    while the spec is unknown or does not say."""
+    retry = spec.get("retry") if spec is not None else None
+    value = retry.get("max_attempts") if isinstance(retry, dict) else None
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    return DEFAULT_MAX_ATTEMPTS
+
+
+def visible_status(rec: TaskRecord) -> TaskStatus:
+    """Derived status (DESIGN §4): succeeded if any attempt succeeded; cancelled
+    if cancel was requested; running if an attempt is started and not terminal;
+    failed once failed/lost attempts spend the retry budget; pending otherwise."""
+    running = False
+    spent = 0
+    for attempt in rec.attempts.values():
+        status = attempt.status
+        if status == AttemptStatus.SUCCEEDED:
+            return TaskStatus.SUCCEEDED
+        if status == AttemptStatus.STARTED:
+            running = True
+        elif status in (AttemptStatus.FAILED, AttemptStatus.LOST):
+            spent += 1
+    if rec.cancel_requested:
+        return TaskStatus.CANCELLED
+    if running:
+        return TaskStatus.RUNNING
+    if spent >= max_attempts(rec.spec):
+        return TaskStatus.FAILED
+    return TaskStatus.PENDING

@@ -1,0 +1,68 @@
+"""Task and workflow model: validation of user input into frozen specs.
+
+A spec is validated once, at the edge of the system (CLI, REST API, local agent
+API), into a :class:`TaskSpec` or :class:`WorkflowSpec`; everything downstream
+trusts its canonical dict (``to_dict()``, CONTRACTS §1). Bad input raises one
+:class:`~shared.errors.ValidationError` listing every problem with its path.
+:class:`Fields` is the validating reader the parsers use; config files and wire
+bodies use it too.
+"""
+
+from shared.model._fields import REQUIRED, Fields, join_path
+from shared.model._retry import UniformSource, backoff_delay, base_delay
+from shared.model._submission import MAX_SUBMISSION_BYTES, load_submission, parse_submission
+from shared.model._task import (
+    ADAPTIVE,
+    MAX_ARG_LEN,
+    MAX_ARGS_BYTES,
+    MAX_ARGV_ITEMS,
+    MAX_DEPENDS_ON,
+    MAX_ENV_ENTRIES,
+    MAX_ENV_VALUE_LEN,
+    MAX_LABEL_VALUE_LEN,
+    MAX_LABELS,
+    MAX_NAME_LEN,
+    RESERVED_ENV,
+    ConsistencySpec,
+    PlacementConstraints,
+    Resources,
+    RetryPolicy,
+    TaskSpec,
+    check_label_key,
+    parse_task_spec,
+)
+from shared.model._workflow import MAX_WORKFLOW_TASKS, WorkflowSpec, find_cycles, parse_workflow
+
+__all__ = [
+    "ADAPTIVE",
+    "MAX_ARGS_BYTES",
+    "MAX_ARGV_ITEMS",
+    "MAX_ARG_LEN",
+    "MAX_DEPENDS_ON",
+    "MAX_ENV_ENTRIES",
+    "MAX_ENV_VALUE_LEN",
+    "MAX_LABELS",
+    "MAX_LABEL_VALUE_LEN",
+    "MAX_NAME_LEN",
+    "MAX_SUBMISSION_BYTES",
+    "MAX_WORKFLOW_TASKS",
+    "REQUIRED",
+    "RESERVED_ENV",
+    "ConsistencySpec",
+    "Fields",
+    "PlacementConstraints",
+    "Resources",
+    "RetryPolicy",
+    "TaskSpec",
+    "UniformSource",
+    "WorkflowSpec",
+    "backoff_delay",
+    "base_delay",
+    "check_label_key",
+    "find_cycles",
+    "join_path",
+    "load_submission",
+    "parse_submission",
+    "parse_task_spec",
+    "parse_workflow",
+]

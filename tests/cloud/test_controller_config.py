@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cloud.cli import main as controller_main
+from cloud.config import load_config, parse_config, render_default_config
+from shared.errors import ValidationError
+
+
+def test_default_config_round_trips(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(render_default_config(token="tok"))
+    cfg = load_config(path)
+    assert cfg.api_token() == "tok"
+    assert cfg.state_dir == tmp_path / "controller-state"
+    assert cfg.health.suspect_missed == 3
+
+
+def test_every_problem_is_listed_with_its_path() -> None:
+    with pytest.raises(ValidationError) as err:
+        parse_config(
+            {
+                "api": {"port": "eighty", "bogus": 1},
+                "broker": {"protocol": "4"},
+                "placement": {"mode": "random"},
+                "nope": {},
+            }
+        )
+    paths = {p.path for p in err.value.problems}
+    assert {"api.port", "api.bogus", "broker.protocol", "placement.mode", "nope", "api.token"} <= paths
+
+
+def test_token_file_is_relative_to_the_config(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text("secret\n")
+    path = tmp_path / "c.toml"
+    path.write_text('[api]\ntoken_file = "token"\n')
+    assert load_config(path).api_token() == "secret"
+
+
+def test_init_writes_a_loadable_config_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    path = tmp_path / "controller.toml"
+    assert controller_main(["init", "--path", str(path)]) == 0
+    assert load_config(path).api_token()
+    assert controller_main(["init", "--path", str(path)]) == 1

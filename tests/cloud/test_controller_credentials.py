@@ -1,0 +1,72 @@
+"""Enrolment: the password entry works against a real broker, with and without the tool."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from cloud.cli import main as controller_main
+from cloud.credentials import add_credentials
+from simulations.testbed.broker import MosquittoBroker
+
+
+def _can_connect(port: int, user: str, password: str) -> bool:
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"t-{user}")
+    client.username_pw_set(user, password)
+    try:
+        client.connect("127.0.0.1", port)
+    except OSError:
+        return False
+    result: list[bool] = []
+    client.on_connect = lambda _c, _u, _f, rc, _p: result.append(not rc.is_failure)
+    client.loop_start()
+    try:
+        for _ in range(200):
+            if result:
+                return result[0]
+            import time
+
+            time.sleep(0.05)
+        return False
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+@pytest.mark.broker
+@pytest.mark.parametrize("use_tool", [True, False])
+def test_generated_entry_authenticates(tmp_path: Path, use_tool: bool) -> None:
+    passwd = tmp_path / "passwd"
+    pw = add_credentials(passwd, "edge-1", use_tool=use_tool)
+    add_credentials(passwd, "edge-2", "fixed", use_tool=use_tool)
+    broker = MosquittoBroker(workdir=tmp_path / "b", extra_config=[f"password_file {passwd}",
+                                                                  "allow_anonymous false"])
+    broker.start()
+    try:
+        assert _can_connect(broker.port, "edge-1", pw)
+        assert _can_connect(broker.port, "edge-2", "fixed")
+        assert not _can_connect(broker.port, "edge-1", "wrong")
+    finally:
+        broker.stop()
+
+
+def test_invalid_node_id_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        add_credentials(tmp_path / "passwd", "a/b")
+
+
+def test_cli_prints_an_agent_snippet(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    passwd = tmp_path / "passwd"
+    rc = controller_main(["credentials", "add", "edge-7", "--password-file", str(passwd),
+                          "--broker-host", "mqtt.example", "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    snippet = tomllib.loads(out["agent_config"])
+    assert snippet["node"]["id"] == "edge-7"
+    assert snippet["broker"] == {"host": "mqtt.example", "port": 1883, "username": "edge-7",
+                                 "password": out["password"], "tls": False}
+    assert passwd.read_text().startswith("edge-7:")

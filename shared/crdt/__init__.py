@@ -2,8 +2,12 @@
 
 See ``docs/crdt.md`` for the lattice, the digest design and why. Mutators
 return deltas; ``merge`` is the join; ``visible_status`` is derived, never stored.
+``record_digest``/``digest``/``missing`` are the pure anti-entropy functions;
+``Replica`` holds one node's records with a delta buffer per peer.
 """
 
+from shared.crdt._digest import digest, missing, record_digest
+from shared.crdt._replica import Batch, Replica
 from shared.crdt._serialize import canonical_bytes, content_hash
 from shared.crdt._task_record import (
     DEFAULT_MAX_ATTEMPTS,
@@ -26,15 +30,20 @@ __all__ = [
     "DEFAULT_MAX_ATTEMPTS",
     "Attempt",
     "AttemptStatus",
+    "Batch",
     "Dot",
     "Placement",
+    "Replica",
     "TaskRecord",
     "canonical_bytes",
     "content_hash",
+    "digest",
     "max_attempts",
     "merge",
+    "missing",
     "new_record",
     "place",
+    "record_digest",
     "request_cancel",
     "set_status",
     "start_attempt",

@@ -2,7 +2,9 @@
 
 The dict form is the wire and storage form: absent and default fields are
 omitted (a status-change delta stays a small fraction of a full record), attempt
-dots become ``"writer:counter"`` keys, statuses their lowercase names.
+dots become ``"writer:counter"`` keys, statuses their lowercase names, the
+causal context is ``context`` (the version vector) plus ``dots`` (the sorted
+``"writer:counter"`` events beyond a gap).
 ``canonical_bytes`` is its sorted-key compact JSON, ``content_hash`` that
 hashed, so replicas holding the same state report the same hash.
 
@@ -27,15 +29,24 @@ from shared.crdt._task_record import (
     Dot,
     Placement,
     TaskRecord,
+    compact,
 )
 from shared.errors import Problem, ValidationError
 from shared.ids import check_node_id, check_task_id
 from shared.vocab import Level
 
-__all__ = ["MAX_ATTEMPTS_PER_RECORD", "canonical_bytes", "content_hash", "record_from_dict"]
+__all__ = [
+    "MAX_ATTEMPTS_PER_RECORD",
+    "MAX_DOTS_PER_RECORD",
+    "canonical_bytes",
+    "content_hash",
+    "record_from_dict",
+]
 
 #: Bound on attempts accepted from untrusted input.
 MAX_ATTEMPTS_PER_RECORD = 1_000
+#: Bound on context dots (events beyond a gap) accepted from untrusted input.
+MAX_DOTS_PER_RECORD = 4_096
 
 _STATUS_BY_NAME = {status.name.lower(): status for status in AttemptStatus}
 _STATUS_NAME = {status: name for name, status in _STATUS_BY_NAME.items()}
@@ -44,7 +55,11 @@ _COUNTER = re.compile(r"[1-9][0-9]{0,17}")
 
 
 def record_to_dict(rec: TaskRecord) -> dict[str, Any]:
-    out: dict[str, Any] = {"id": rec.task_id, "context": rec.context.to_dict()}
+    out: dict[str, Any] = {"id": rec.task_id}
+    if rec.context:
+        out["context"] = rec.context.to_dict()
+    if rec.dots:
+        out["dots"] = [f"{writer}:{counter}" for writer, counter in sorted(rec.dots)]
     if rec.spec is not None:
         out["spec"] = rec.spec
     placement = rec.placement
@@ -112,6 +127,7 @@ def record_from_dict(data: object) -> TaskRecord:
         context = VersionVector.from_dict(data.get("context", {}), path="context")
     except ValidationError as exc:
         problems.extend(exc.problems)
+    dots = _parse_dots(data.get("dots", []), problems)
 
     spec = data.get("spec")
     if spec is not None:
@@ -123,7 +139,7 @@ def record_from_dict(data: object) -> TaskRecord:
                 problems.append(Problem("spec.id", "must equal the record's id"))
 
     placement = _parse_placement(data.get("placement"), problems)
-    attempts = _parse_attempts(data.get("attempts", {}), context, problems)
+    attempts = _parse_attempts(data.get("attempts", {}), problems)
 
     cancel = data.get("cancel", False)
     if not isinstance(cancel, bool):
@@ -132,7 +148,34 @@ def record_from_dict(data: object) -> TaskRecord:
     if problems:
         raise ValidationError(problems, what="task record")
     assert isinstance(task_id, str)
-    return TaskRecord(task_id, spec, placement, attempts, cancel, context)
+    context, compact_dots = compact(context, dots)
+    return TaskRecord(task_id, spec, placement, attempts, cancel, context, compact_dots)
+
+
+def _parse_dot(text: object) -> Dot | None:
+    if not isinstance(text, str):
+        return None
+    writer, _, counter = text.partition(":")
+    if check_node_id(writer) is not None or not _COUNTER.fullmatch(counter):
+        return None
+    return writer, int(counter)
+
+
+def _parse_dots(data: object, problems: list[Problem]) -> frozenset[Dot]:
+    if not isinstance(data, list):
+        problems.append(Problem("dots", "must be a list"))
+        return frozenset()
+    if len(data) > MAX_DOTS_PER_RECORD:
+        problems.append(Problem("dots", f"at most {MAX_DOTS_PER_RECORD} dots"))
+        return frozenset()
+    dots: set[Dot] = set()
+    for i, item in enumerate(data):
+        dot = _parse_dot(item)
+        if dot is None:
+            problems.append(Problem(f"dots[{i}]", "must be '<writer node id>:<counter >= 1>'"))
+        else:
+            dots.add(dot)
+    return frozenset(dots)
 
 
 def _int_problem(value: object, minimum: int) -> str | None:
@@ -180,9 +223,7 @@ def _parse_placement(data: object, problems: list[Problem]) -> Placement | None:
     return Placement(epoch, node, level, None if lease_s is None else float(lease_s), hlc)  # type: ignore[arg-type]
 
 
-def _parse_attempts(
-    data: object, context: VersionVector, problems: list[Problem]
-) -> MappingProxyType[Dot, Attempt]:
+def _parse_attempts(data: object, problems: list[Problem]) -> MappingProxyType[Dot, Attempt]:
     if not isinstance(data, dict):
         problems.append(Problem("attempts", "must be an object"))
         return MappingProxyType({})
@@ -192,13 +233,11 @@ def _parse_attempts(
     attempts: dict[Dot, Attempt] = {}
     for key, value in data.items():
         path = f"attempts.{str(key)[:80]}"
-        writer, _, counter_text = str(key).partition(":")
-        if check_node_id(writer) is not None or not _COUNTER.fullmatch(counter_text):
+        dot = _parse_dot(key)
+        if dot is None:
             problems.append(Problem(path, "key must be '<writer node id>:<counter >= 1>'"))
             continue
-        counter = int(counter_text)
-        if counter > context.get(writer):
-            problems.append(Problem(path, "dot is not covered by the record's context"))
+        writer, counter = dot
         attempt = _parse_attempt(value, writer, counter, path, problems)
         if attempt is not None:
             attempts[(writer, counter)] = attempt

@@ -12,12 +12,24 @@
   timestamps travel with the status). Equal status, different contents: the later
   HLC wins, then canonical JSON, again a total order.
 - ``cancel_requested``: or.
-- ``context``: version vector of the writer events folded in (entry-wise max).
+- causal context ``context`` + ``dots``: the exact set of writer events
+  ``(writer, counter)`` folded in. ``context`` is the contiguous prefix per
+  writer (a version vector), ``dots`` the events beyond a gap (a delta that
+  arrived before its predecessors). Join is set union, kept compact (a dot that
+  closes a gap moves into the vector), so one event set has one representation.
 
 Mutators never modify a record: they return a **delta**, a record holding only
-what changed plus the writer's next context entry, to be applied with ``merge``
-locally and shipped to peers. A writer must apply each delta before making the
-next one: the next dot counter comes from its own context entry.
+what changed plus exactly one new event of its writer, to be applied with
+``merge`` locally and shipped to peers. A writer must apply each delta before
+making the next one: the next counter comes from its own events in the record.
+
+Because every record is the join of the deltas whose events its context names,
+and a delta names only its own event, the context is *exact*: two records with
+the same context are equal, and a record whose context contains another's is
+above it. Anti-entropy digests rely on that (``shared.crdt._digest``). A
+delta's event is never implied by a later one of the same writer (that is why
+gaps are kept as dots instead of being rounded up into the vector: drops and
+reordering would otherwise make a replica claim events it never saw).
 
 Records are tuples (``NamedTuple``) with read-only attempt maps; merge returns an
 operand itself whenever the join equals it, which keeps the hot path (a status
@@ -46,6 +58,9 @@ __all__ = [
     "Dot",
     "Placement",
     "TaskRecord",
+    "compact",
+    "covers",
+    "join_context",
     "max_attempts",
     "merge",
     "new_record",
@@ -114,6 +129,7 @@ class Attempt(NamedTuple):
 
 _NO_ATTEMPTS: Mapping[Dot, Attempt] = MappingProxyType({})
 _EMPTY_VV = VersionVector()
+_NO_DOTS: frozenset[Dot] = frozenset()
 
 
 class TaskRecord(NamedTuple):
@@ -125,6 +141,7 @@ class TaskRecord(NamedTuple):
     attempts: Mapping[Dot, Attempt] = _NO_ATTEMPTS
     cancel_requested: bool = False
     context: VersionVector = _EMPTY_VV
+    dots: frozenset[Dot] = _NO_DOTS
 
     def merge(self, other: TaskRecord) -> TaskRecord:
         return merge(self, other)
@@ -224,7 +241,7 @@ def merge(a: TaskRecord, b: TaskRecord) -> TaskRecord:
             attempts = MappingProxyType(changed)
 
     cancel = a.cancel_requested or b.cancel_requested
-    context = a.context.merge(b.context)
+    context, dots = join_context(a.context, a.dots, b.context, b.dots)
 
     if (
         spec is spec_a
@@ -232,6 +249,7 @@ def merge(a: TaskRecord, b: TaskRecord) -> TaskRecord:
         and attempts is attempts_a
         and cancel == a.cancel_requested
         and context is a.context
+        and dots is a.dots
     ):
         return a
     if (
@@ -240,24 +258,90 @@ def merge(a: TaskRecord, b: TaskRecord) -> TaskRecord:
         and attempts is attempts_b
         and cancel == b.cancel_requested
         and context is b.context
+        and dots is b.dots
     ):
         return b
-    return TaskRecord(a.task_id, spec, placement, attempts, cancel, context)
+    return TaskRecord(a.task_id, spec, placement, attempts, cancel, context, dots)
 
 
 def _same_attempts(merged: dict[Dot, Attempt], attempts: Mapping[Dot, Attempt]) -> bool:
     return all(attempts.get(dot) is attempt for dot, attempt in merged.items())
 
 
+# ---------------------------------------------------------------- causal context
+
+
+def join_context(
+    va: VersionVector, da: frozenset[Dot], vb: VersionVector, db: frozenset[Dot]
+) -> tuple[VersionVector, frozenset[Dot]]:
+    """Union of two compact event sets, compact again. Returns an operand's own
+    objects when the union equals it (identity is how ``merge`` sees no change)."""
+    vv = va.merge(vb)
+    if not da and not db:
+        return vv, _NO_DOTS
+    if db is da or not db:
+        dots = da
+    elif not da:
+        dots = db
+    else:
+        dots = da | db
+    return compact(vv, dots, (da, db))
+
+
+def compact(
+    vv: VersionVector, dots: frozenset[Dot], reuse: tuple[frozenset[Dot], ...] = ()
+) -> tuple[VersionVector, frozenset[Dot]]:
+    """Canonical form of the event set ``vv + dots``: drop dots the vector
+    covers, move dots that extend a writer's prefix into the vector."""
+    if not dots:
+        return vv, _NO_DOTS
+    rest = {dot for dot in dots if dot[1] > vv.get(dot[0])}
+    advance: dict[str, int] = {}
+    for writer, counter in sorted(rest):
+        if counter == advance.get(writer, vv.get(writer)) + 1:
+            advance[writer] = counter
+            rest.discard((writer, counter))
+    if advance:
+        vv = vv.merge(VersionVector(advance))
+    if not rest:
+        return vv, _NO_DOTS
+    for candidate in (*reuse, dots):
+        if len(candidate) == len(rest) and candidate == rest:
+            return vv, candidate
+    return vv, frozenset(rest)
+
+
+def _contains(vv: VersionVector, dots: frozenset[Dot], event: Dot) -> bool:
+    return event[1] <= vv.get(event[0]) or event in dots
+
+
+def covers(va: VersionVector, da: frozenset[Dot], vb: VersionVector, db: frozenset[Dot]) -> bool:
+    """Whether the compact event set ``(va, da)`` contains every event of ``(vb, db)``.
+
+    In compact form a writer's contiguous prefix is exactly its vector entry, so
+    containment needs ``va >= vb`` entry-wise and each of ``db`` inside ``(va, da)``.
+    """
+    return va.dominates(vb) and all(_contains(va, da, dot) for dot in db)
+
+
 # ---------------------------------------------------------------- mutators
 
 
-def _next_event(rec: TaskRecord | None, writer: str) -> tuple[int, VersionVector]:
-    """The writer's next counter on this record and the delta's context."""
+def _next_event(rec: TaskRecord | None, writer: str) -> tuple[int, VersionVector, frozenset[Dot]]:
+    """The writer's next counter on this record and the delta's compact context
+    (that one event: in the vector when it is the writer's first, else a dot)."""
     if check_node_id(writer) is not None:
         raise ValueError(f"invalid writer node id {writer!r}")
-    counter = (0 if rec is None else rec.context.get(writer)) + 1
-    return counter, VersionVector({writer: counter})
+    last = 0
+    if rec is not None:
+        last = rec.context.get(writer)
+        for dot_writer, counter in rec.dots:
+            if dot_writer == writer and counter > last:
+                last = counter
+    counter = last + 1
+    if counter == 1:
+        return counter, VersionVector({writer: 1}), _NO_DOTS
+    return counter, _EMPTY_VV, frozenset({(writer, counter)})
 
 
 def new_record(task_id: str, spec: dict[str, Any], *, writer: str, hlc: Timestamp) -> TaskRecord:
@@ -268,8 +352,8 @@ def new_record(task_id: str, spec: dict[str, Any], *, writer: str, hlc: Timestam
         raise ValueError(f"task id {why}")
     if not isinstance(spec, dict) or spec.get("id", task_id) != task_id:
         raise ValueError(f"spec of {task_id!r} must be a dict whose 'id' is the task id")
-    _, context = _next_event(None, writer)
-    return TaskRecord(task_id, spec, None, _NO_ATTEMPTS, False, context)
+    _, context, dots = _next_event(None, writer)
+    return TaskRecord(task_id, spec, None, _NO_ATTEMPTS, False, context, dots)
 
 
 def place(
@@ -285,10 +369,10 @@ def place(
     """Delta placing the task on ``node`` under ``epoch`` (controller only)."""
     if check_node_id(node) is not None:
         raise ValueError(f"invalid node id {node!r}")
-    _, context = _next_event(rec, writer)
+    _, context, dots = _next_event(rec, writer)
     lease = None if lease_s is None else float(lease_s)
     placement = Placement(int(epoch), node, str(Level(level)), lease, hlc.encode())
-    return TaskRecord(rec.task_id, None, placement, _NO_ATTEMPTS, False, context)
+    return TaskRecord(rec.task_id, None, placement, _NO_ATTEMPTS, False, context, dots)
 
 
 def start_attempt(
@@ -306,7 +390,7 @@ def start_attempt(
         raise ValueError(f"a new attempt is placed or started, not {status!r}")
     if check_node_id(node) is not None:
         raise ValueError(f"invalid node id {node!r}")
-    counter, context = _next_event(rec, writer)
+    counter, context, dots = _next_event(rec, writer)
     stamp = hlc.encode()
     attempt = Attempt(
         node,
@@ -318,7 +402,7 @@ def start_attempt(
     )
     dot = (writer, counter)
     return dot, TaskRecord(
-        rec.task_id, None, None, MappingProxyType({dot: attempt}), False, context
+        rec.task_id, None, None, MappingProxyType({dot: attempt}), False, context, dots
     )
 
 
@@ -346,10 +430,7 @@ def set_status(
         problems.append(Problem("exit_code", "must be an integer"))
     if problems:
         raise ValidationError(problems, what=f"outcome of attempt {dot!r}")
-    _, context = _next_event(rec, writer)
-    if dot[0] != writer:
-        # Keep every dot covered by the delta's own context, as in full records.
-        context = context.merge(VersionVector({dot[0]: dot[1]}))
+    _, context, dots = _next_event(rec, writer)
     stamp = hlc.encode()
     started = current.started_hlc
     if started is None and status >= AttemptStatus.STARTED:
@@ -362,14 +443,16 @@ def set_status(
         reason=reason,
         started_hlc=started,
     )
-    return TaskRecord(rec.task_id, None, None, MappingProxyType({dot: attempt}), False, context)
+    return TaskRecord(
+        rec.task_id, None, None, MappingProxyType({dot: attempt}), False, context, dots
+    )
 
 
 def request_cancel(rec: TaskRecord, *, writer: str, hlc: Timestamp) -> TaskRecord:
     """Delta raising the cancel flag (``hlc`` accepted for a uniform signature;
     the flag carries no time, it only ever becomes true)."""
-    _, context = _next_event(rec, writer)
-    return TaskRecord(rec.task_id, None, None, _NO_ATTEMPTS, True, context)
+    _, context, dots = _next_event(rec, writer)
+    return TaskRecord(rec.task_id, None, None, _NO_ATTEMPTS, True, context, dots)
 
 
 # ---------------------------------------------------------------- derived

@@ -39,7 +39,9 @@ def _rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
 
 def journal_records(journal: Path) -> dict[str, dict[str, Any]]:
     """Task id → record dict, from an agent's ``journal.sqlite`` (table ``records``)."""
-    return {tid: json.loads(rec) for tid, rec in _rows(journal, "SELECT task_id, record FROM records")}
+    return {
+        tid: json.loads(rec) for tid, rec in _rows(journal, "SELECT task_id, record FROM records")
+    }
 
 
 def controller_records(db: Path) -> dict[str, dict[str, Any]]:
@@ -89,3 +91,69 @@ def read_ledgers(paths: Iterable[Path]) -> list[dict[str, Any]]:
             except json.JSONDecodeError:
                 continue
     return lines
+
+
+# -- a run directory -----------------------------------------------------------------
+
+HISTORY = "history.jsonl"
+COLLECTED = "collected.json"
+REPORT = "report.json"
+
+
+def ledger_dir(run_dir: Path) -> Path:
+    return run_dir / "ledger"
+
+
+def controller_db(run_dir: Path) -> Path:
+    return run_dir / "controller" / "state" / "controller.db"
+
+
+def agent_journal(run_dir: Path, node: str) -> Path:
+    return run_dir / "agents" / node / "state" / "journal.sqlite"
+
+
+def read_history(run_dir: Path) -> list[dict[str, Any]]:
+    """The history the runner wrote, one op per line (a torn last line is skipped)."""
+    return read_ledgers([run_dir / HISTORY])
+
+
+def outbox_depth(journal: Path) -> int:
+    """Deltas an agent still has to get acknowledged (its ``outbox`` table)."""
+    return int(_rows(journal, "SELECT COUNT(*) FROM outbox")[0][0])
+
+
+def status_counts(db: Path) -> dict[str, int]:
+    """Tasks by stored status at the controller (the live display's counts)."""
+    rows = _rows(db, "SELECT status, COUNT(*) FROM tasks GROUP BY status")
+    return {str(status): int(count) for status, count in rows}
+
+
+def agent_hashes(journal: Path) -> dict[str, str]:
+    """Task id → content hash of an agent's stored record."""
+    return {
+        tid: content_hash(TaskRecord.from_dict(rec))
+        for tid, rec in journal_records(journal).items()
+    }
+
+
+def collect_state(run_dir: Path, nodes: Iterable[str]) -> dict[str, Any]:
+    """Ground truth of a quiescent run from the databases it left behind:
+    ``controller`` (task id → summary, ``None`` if unreadable), ``agents`` (node →
+    task id → hash, ``None`` if unreadable) and ``losses`` (confirmed-loss events
+    found in the controller's records), plus any read ``errors``."""
+    errors: list[str] = []
+    controller: dict[str, dict[str, Any]] | None
+    try:
+        controller = summarize_all(controller_records(controller_db(run_dir)))
+    except (OSError, sqlite3.Error, ValueError, KeyError) as exc:
+        controller = None
+        errors.append(f"controller: {type(exc).__name__}: {exc}")
+    agents: dict[str, dict[str, str] | None] = {}
+    for node in nodes:
+        try:
+            agents[node] = agent_hashes(agent_journal(run_dir, node))
+        except (OSError, sqlite3.Error, ValueError, KeyError) as exc:
+            agents[node] = None
+            errors.append(f"{node}: {type(exc).__name__}: {exc}")
+    losses = [loss for s in (controller or {}).values() for loss in s["losses"]]
+    return {"controller": controller, "agents": agents, "losses": losses, "errors": errors}

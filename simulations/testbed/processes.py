@@ -48,7 +48,9 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, Mapping):
-        return "{ " + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
+        return (
+            "{ " + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
+        )
     raise TypeError(f"cannot write {type(value).__name__} as TOML")
 
 
@@ -132,8 +134,9 @@ class Managed:
                 return self.ready
             except (FileNotFoundError, json.JSONDecodeError):
                 time.sleep(0.05)
-        raise ProcessError(f"{self.name} wrote no {self.ready_file.name} in {timeout_s:.0f} s:\n"
-                           f"{self.log_tail()}")  # fmt: skip
+        raise ProcessError(
+            f"{self.name} wrote no {self.ready_file.name} in {timeout_s:.0f} s:\n{self.log_tail()}"
+        )
 
     def log_tail(self, chars: int = 3000) -> str:
         try:
@@ -226,8 +229,12 @@ class AgentProcess(Managed):
             "autonomy": {"period_s": 6.0, "telemetry_s": 2.0},
             # The testbed runs tasks as itself: run directories under a private tmp
             # are not reachable by an unprivileged user.
-            "executor": {"run_as": "", "max_concurrent": 4, "kill_grace_s": 2.0,
-                         "shutdown_grace_s": 5.0},  # fmt: skip
+            "executor": {
+                "run_as": "",
+                "max_concurrent": 4,
+                "kill_grace_s": 2.0,
+                "shutdown_grace_s": 5.0,
+            },
         }
         return _merge(base, self.overrides)
 

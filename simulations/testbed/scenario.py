@@ -352,11 +352,21 @@ def parse_scenario(data: Mapping[str, Any], *, source: str | None = None) -> Sce
     r.unknown(
         data,
         {
-            "kind", "name", "description", "duration_s", "seed", "settle_s", "topology",
-            "workload", "timeline", "nemesis", "controller", "agent",
+            "kind",
+            "name",
+            "description",
+            "duration_s",
+            "seed",
+            "settle_s",
+            "topology",
+            "workload",
+            "timeline",
+            "nemesis",
+            "controller",
+            "agent",
         },
         "",
-    )  # fmt: skip
+    )
     if data.get("kind") != "testbed":
         r.bad("kind", f"must be 'testbed' for the testbed; got {data.get('kind')!r}")
     name = data.get("name")

@@ -1,0 +1,689 @@
+"""Run one scenario against real processes and judge it from ground truth.
+
+The order of a run (every step is recorded in ``history.jsonl``, Jepsen-style,
+with the monotonic offset ``time`` from the start of the workload and the host
+clock ``wall``):
+
+1. **set up**: a broker (Mosquitto when installed, else the embedded amqtt
+   one), one :class:`FaultProxy` for the controller and one per agent, the
+   controller and N agents as real processes (``cloud-controller run``,
+   ``edge-agent run``) with generated configs; wait until every agent has
+   registered with the controller;
+2. **workload and faults**: the plan's submissions go to the controller's REST
+   API at their times (``submit`` invoke → ok | fail | info), the timeline's
+   steps are applied at theirs (``nemesis`` info ops); after every heal a
+   monitor measures how long the healed agents take to converge (``converged``);
+3. **heal and settle**: at ``duration_s`` every fault is lifted, killed agents
+   are restarted, and the run waits (at most ``settle_s``) for quiescence: every
+   acknowledged task terminal at the controller, every agent's outbox empty and
+   its records equal to the controller's;
+4. **judge**: ledgers, journals and the controller's store are read
+   (:mod:`.collect`), the checker runs, and the report and plots are written.
+
+Workload tasks run the stdlib-only ledger task by its file path with
+``CONTINUUM_LEDGER`` in their spec env, so they leave fsync'd execution records
+that neither the agent nor the controller can edit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sqlite3
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import aiohttp
+
+from . import collect, ledger_task
+from .broker import BrokerError, MosquittoBroker, find_mosquitto
+from .checker import TERMINAL
+from .embedded_broker import EmbeddedBroker
+from .netns import NetnsLink, netns_available
+from .plan import Plan, PlannedSubmission, make_plan
+from .processes import AgentProcess, ControllerProcess
+from .proxy import FaultProxy
+from .scenario import Scenario, Step
+
+__all__ = ["Broker", "History", "RunOptions", "Testbed", "TestbedError", "start_broker"]
+
+TOKEN = "testbed-token"
+READY_TIMEOUT_S = 30.0
+REGISTER_TIMEOUT_S = 30.0
+POLL_S = 0.25
+
+
+class TestbedError(RuntimeError):
+    """The run could not be set up (broker, controller or an agent did not start)."""
+
+
+class Broker(Protocol):
+    host: str
+    port: int
+
+    def stop(self, *, kill: bool = False, timeout_s: float = 5.0) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """What ``continuum testbed run`` was asked for."""
+
+    out: Path
+    agents: int | None = None
+    broker: str = "auto"  # auto | mosquitto | embedded
+    netns: bool = False
+    seed: int | None = None
+    duration_s: float | None = None  # override (tests, benchmarks)
+    settle_s: float | None = None
+
+
+def start_broker(kind: str, workdir: Path, users: Mapping[str, str]) -> tuple[Broker, str]:
+    """Start the broker; returns it and the MQTT protocol the controller must speak.
+
+    ``auto`` prefers Mosquitto and falls back to the embedded broker."""
+    if kind not in ("auto", "mosquitto", "embedded"):
+        raise TestbedError(f"unknown broker {kind!r} (auto, mosquitto, embedded)")
+    if kind == "mosquitto" or (kind == "auto" and find_mosquitto() is not None):
+        has_passwd = any(
+            os.access(p, os.X_OK)
+            for p in ("/usr/bin/mosquitto_passwd", "/usr/sbin/mosquitto_passwd")
+        )
+        broker = MosquittoBroker(workdir, users=dict(users) if has_passwd else None)
+        try:
+            return broker.start(), "5"
+        except BrokerError as exc:
+            raise TestbedError(str(exc)) from exc
+    embedded = EmbeddedBroker(workdir, users=dict(users))
+    try:
+        return embedded.start(), embedded.mqtt_protocol
+    except BrokerError as exc:
+        raise TestbedError(str(exc)) from exc
+
+
+class History:
+    """The run's history: ops appended to a list and, line by line, to a file
+    (so a run that crashes still leaves what it saw)."""
+
+    def __init__(self, path: Path) -> None:
+        self.ops: list[dict[str, Any]] = []
+        self.t0 = time.monotonic()
+        self._fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []
+
+    def start_clock(self) -> None:
+        self.t0 = time.monotonic()
+
+    def now(self) -> float:
+        return time.monotonic() - self.t0
+
+    def add(self, process: str, type_: str, f: str, value: Any) -> dict[str, Any]:
+        op = {
+            "process": process,
+            "type": type_,
+            "f": f,
+            "value": value,
+            "time": round(self.now(), 4),
+            "wall": time.time(),
+        }
+        self.ops.append(op)
+        self._fh.write(json.dumps(op, default=str) + "\n")
+        self._fh.flush()
+        for listener in self.listeners:
+            listener(op)
+        return op
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+@dataclass
+class NodeState:
+    """What the live display shows of one agent."""
+
+    alive: bool = True
+    link: str = "?"  # link state the controller reports
+    outbox: int = 0
+
+
+@dataclass
+class LiveState:
+    phase: str = "starting"
+    elapsed: float = 0.0
+    duration: float = 0.0
+    submitted: int = 0
+    planned: int = 0
+    tasks: dict[str, int] = field(default_factory=dict)
+    nodes: dict[str, NodeState] = field(default_factory=dict)
+    faults: dict[str, dict[str, object]] = field(default_factory=dict)
+    recent: list[str] = field(default_factory=list)
+    notes: int = 0  # notes ever made (``recent`` keeps the last six)
+
+
+def _ledger_command(args: list[str]) -> list[str]:
+    return [sys.executable, str(Path(ledger_task.__file__).resolve()), *args]
+
+
+class Testbed:
+    """One run of one scenario. Use :meth:`run` (async) once."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        options: RunOptions,
+        *,
+        on_event: Callable[[LiveState], None] | None = None,
+    ) -> None:
+        self.scenario = scenario
+        self.options = options
+        self.plan: Plan = make_plan(scenario, agents=options.agents, seed=options.seed)
+        self.duration = options.duration_s or scenario.duration_s
+        self.settle = options.settle_s or scenario.settle_s
+        self.out = options.out
+        self.node_ids = [n.node_id for n in self.plan.nodes]
+        self.state = LiveState(duration=self.duration, planned=len(self.plan.submissions))
+        self.state.nodes = {n: NodeState() for n in self.node_ids}
+        self.on_event = on_event
+        self.broker: Broker | None = None
+        self.broker_kind = ""
+        self.controller: ControllerProcess | None = None
+        self.ctl_proxy: FaultProxy | None = None
+        self.agents: dict[str, AgentProcess] = {}
+        self.proxies: dict[str, FaultProxy] = {}
+        self.links: dict[str, NetnsLink] = {}
+        self.history: History | None = None
+        self.timings: dict[str, float] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._session: aiohttp.ClientSession | None = None
+        self._restarting_controller = False
+
+    # -- helpers -------------------------------------------------------------------
+
+    @property
+    def hist(self) -> History:
+        assert self.history is not None
+        return self.history
+
+    def _note(self, text: str) -> None:
+        self.state.recent = [*self.state.recent[-5:], f"{self.hist.now():6.1f}s {text}"]
+        self.state.notes += 1
+        self._refresh()
+
+    def _refresh(self) -> None:
+        if self.on_event is not None:
+            self.state.faults = {n: p.faults for n, p in self.proxies.items() if p.faults}
+            if self.ctl_proxy is not None and self.ctl_proxy.faults:
+                self.state.faults["controller"] = self.ctl_proxy.faults
+            for n, a in self.agents.items():
+                self.state.nodes[n].alive = a.alive
+            self.on_event(self.state)
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    @property
+    def api_url(self) -> str:
+        assert self.controller is not None
+        return self.controller.api_url
+
+    # -- set up ----------------------------------------------------------------------
+
+    async def _setup(self) -> None:
+        t = time.monotonic()
+        self.state.phase = "starting broker"
+        self._refresh()
+        users = {n: n for n in [*self.node_ids, "controller"]}
+        self.broker, protocol = await asyncio.to_thread(
+            start_broker, self.options.broker, self.out / "broker", users
+        )
+        self.broker_kind = "embedded" if isinstance(self.broker, EmbeddedBroker) else "mosquitto"
+        b = self.broker
+        seed = self.plan.seed
+        self.ctl_proxy = await FaultProxy("controller", b.host, b.port, seed=seed).start()
+        if self.options.netns:
+            why = netns_available()
+            if why:
+                raise TestbedError(f"--netns: {why}")
+        for i, node in enumerate(self.plan.nodes, start=1):
+            listen = "127.0.0.1"
+            prefix: list[str] = []
+            if self.options.netns:
+                link = NetnsLink(i, os.getpid() % 1000).create()
+                self.links[node.node_id] = link
+                listen, prefix = link.host_ip, link.exec_prefix
+            proxy = FaultProxy(node.node_id, b.host, b.port, listen_host=listen, seed=seed + i)
+            self.proxies[node.node_id] = await proxy.start()
+            self.agents[node.node_id] = AgentProcess.create(
+                node,
+                self.out / "agents" / node.node_id,
+                broker_host=listen,
+                broker_port=proxy.port,
+                overrides=self.scenario.agent,
+                argv_prefix=prefix,
+            )
+        self.state.phase = "starting controller"
+        self._refresh()
+        self.controller = ControllerProcess.create(
+            self.out / "controller",
+            broker_host=self.ctl_proxy.listen_host,
+            broker_port=self.ctl_proxy.port,
+            mqtt_protocol=protocol,
+            token=TOKEN,
+            overrides=self.scenario.controller,
+        )
+        self.controller.start()
+        await asyncio.to_thread(self.controller.wait_ready, READY_TIMEOUT_S)
+        self.state.phase = f"starting {len(self.agents)} agents"
+        self._refresh()
+        for agent in self.agents.values():
+            agent.start()
+        await asyncio.gather(
+            *(asyncio.to_thread(a.wait_ready, READY_TIMEOUT_S) for a in self.agents.values())
+        )
+        self.state.phase = "waiting for registration"
+        self._refresh()
+        await self._wait_registered()
+        self.timings["setup_s"] = time.monotonic() - t
+
+    async def _api(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        assert self._session is not None
+        async with self._session.request(
+            method,
+            self.api_url + path,
+            json=body,
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=aiohttp.ClientTimeout(total=10),
+        ) as resp:
+            try:
+                data = await resp.json(content_type=None)
+            except (json.JSONDecodeError, aiohttp.ContentTypeError):
+                data = None
+            return resp.status, data
+
+    async def _nodes(self) -> list[dict[str, Any]]:
+        try:
+            status, data = await self._api("GET", "/api/v1/nodes")
+        except (aiohttp.ClientError, TimeoutError):
+            return []
+        return list(data.get("nodes", [])) if status == 200 and isinstance(data, dict) else []
+
+    async def _wait_registered(self) -> None:
+        deadline = time.monotonic() + REGISTER_TIMEOUT_S
+        missing = set(self.node_ids)
+        while time.monotonic() < deadline:
+            nodes = await self._nodes()
+            missing = set(self.node_ids) - {n["node_id"] for n in nodes if n.get("registered")}
+            if not missing:
+                return
+            await asyncio.sleep(POLL_S)
+        raise TestbedError(
+            f"agents never registered with the controller: {', '.join(sorted(missing))}"
+        )
+
+    # -- workload ----------------------------------------------------------------------
+
+    def _with_ledger(self, body: dict[str, Any]) -> dict[str, Any]:
+        ledger = str((collect.ledger_dir(self.out) / "{node}.jsonl").resolve())
+        out = dict(body)
+        out["command"] = _ledger_command(list(body["command"]))
+        out["env"] = {**body.get("env", {}), "CONTINUUM_LEDGER": ledger}
+        return out
+
+    def request_body(self, sub: PlannedSubmission) -> dict[str, Any]:
+        if sub.kind == "task":
+            return self._with_ledger(sub.body)
+        return {**sub.body, "tasks": [self._with_ledger(t) for t in sub.body["tasks"]]}
+
+    async def _submit(self, sub: PlannedSubmission) -> None:
+        await asyncio.sleep(max(0.0, sub.at - self.hist.now()))
+        value = {"request": sub.request, "kind": sub.kind, "tasks": [dict(t) for t in sub.tasks]}
+        self.hist.add("client", "invoke", "submit", value)
+        path = "/api/v1/tasks" if sub.kind == "task" else "/api/v1/workflows"
+        body = self.request_body(sub)
+        done = {"request": sub.request}
+        maybe_sent = False
+        # Submissions are idempotent per id (an identical spec is accepted again),
+        # so transport errors are retried; if none of the tries may have reached
+        # the controller the outcome is a definite fail, otherwise indeterminate.
+        deadline = time.monotonic() + 20.0
+        while True:
+            try:
+                status, data = await self._api("POST", path, body)
+            except aiohttp.ClientConnectorError as exc:
+                error = f"connect: {exc}"
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                maybe_sent = True
+                error = f"{type(exc).__name__}: {exc}"
+            else:
+                if status in (200, 201):
+                    self.hist.add("client", "ok", "submit", done)
+                    self.state.submitted += 1
+                    return
+                if 400 <= status < 500:
+                    self.hist.add(
+                        "client", "fail", "submit", {**done, "status": status, "error": data}
+                    )
+                    self._note(f"submission {sub.request} rejected ({status})")
+                    return
+                maybe_sent = True
+                error = f"HTTP {status}"
+            if time.monotonic() > deadline:
+                kind = "info" if maybe_sent else "fail"
+                self.hist.add("client", kind, "submit", {**done, "error": error})
+                return
+            await asyncio.sleep(0.5)
+
+    # -- faults --------------------------------------------------------------------------
+
+    async def _apply(self, step: Step) -> None:
+        await asyncio.sleep(max(0.0, step.at - self.hist.now()))
+        await self.apply_step(step)
+
+    async def apply_step(self, step: Step) -> None:
+        """Apply one timeline step now and record it as a nemesis op."""
+        nodes = tuple(step.nodes) if isinstance(step.nodes, tuple) else ()
+        p = dict(step.params)
+        op = step.op
+        direction = str(p.get("direction", "both"))
+        for n in nodes:
+            proxy, link = self.proxies[n], self.links.get(n)
+            if op == "partition":
+                if link is not None and direction == "both":
+                    await asyncio.to_thread(link.down)
+                else:
+                    proxy.cut(direction)  # type: ignore[arg-type]
+            elif op == "heal":
+                proxy.clear()
+                if link is not None:
+                    await asyncio.to_thread(link.up)
+            elif op == "delay":
+                proxy.set_delay(float(p["ms"]), float(p.get("jitter_ms", 0.0)))
+            elif op == "throttle":
+                proxy.set_bandwidth(float(p["bytes_per_s"]))
+            elif op == "flap":
+                proxy.flap(float(p["down_s"]), float(p["up_s"]))
+            elif op == "reset":
+                proxy.reset()
+            elif op == "kill":
+                self.agents[n].kill()
+            elif op == "restart" and not self.agents[n].alive:
+                self.agents[n].start()
+        if op == "controller-cut":
+            assert self.ctl_proxy is not None
+            self.ctl_proxy.cut(direction)  # type: ignore[arg-type]
+        elif op == "controller-heal":
+            assert self.ctl_proxy is not None
+            self.ctl_proxy.clear()
+        self.hist.add("nemesis", "info", op, {"nodes": list(nodes), **p})
+        self._note(f"{op} {','.join(nodes) or 'controller'}")
+        if op == "controller-restart":
+            await self._restart_controller(hard=bool(p.get("hard", True)))
+        if op in ("heal", "restart"):
+            self._spawn(self._measure_convergence(op, nodes, self.hist.now()))
+        elif op in ("controller-heal", "controller-restart"):
+            self._spawn(self._measure_convergence(op, tuple(self.node_ids), self.hist.now()))
+
+    async def _restart_controller(self, *, hard: bool) -> None:
+        assert self.controller is not None
+        ctl = self.controller
+        self._restarting_controller = True
+        try:
+            if hard:
+                ctl.kill()
+            else:
+                await asyncio.to_thread(ctl.stop)
+            ctl.start()
+            await asyncio.to_thread(ctl.wait_ready, READY_TIMEOUT_S)
+            self.hist.add("nemesis", "info", "controller-ready", {"starts": ctl.starts})
+        finally:
+            self._restarting_controller = False
+
+    # -- observation -------------------------------------------------------------------------
+
+    def _controller_hashes(self) -> dict[str, tuple[str, str]] | None:
+        """task id → (visible status, content hash) at the controller, read-only."""
+        try:
+            recs = collect.controller_records(collect.controller_db(self.out))
+        except (OSError, sqlite3.Error):
+            return None
+        out = {}
+        for tid, rec in recs.items():
+            s = collect.summarize(rec)
+            out[tid] = (s["status"], s["hash"])
+        return out
+
+    def _node_converged(self, node: str, ctl: Mapping[str, tuple[str, str]]) -> bool:
+        journal = collect.agent_journal(self.out, node)
+        try:
+            if collect.outbox_depth(journal) > 0:
+                return False
+            hashes = collect.agent_hashes(journal)
+        except (OSError, sqlite3.Error):
+            return False
+        return all(tid in ctl and ctl[tid][1] == h for tid, h in hashes.items())
+
+    async def _measure_convergence(self, cause: str, nodes: tuple[str, ...], at: float) -> None:
+        """Time from a heal until the healed agents' replicas equal the controller's."""
+        pending = set(nodes)
+        while pending:
+            await asyncio.sleep(POLL_S)
+            if self.hist.now() - at > self.duration + self.settle:
+                self.hist.add(
+                    "monitor",
+                    "info",
+                    "not-converged",
+                    {"cause": cause, "nodes": sorted(pending), "heal_at": at},
+                )
+                return
+            ctl = await asyncio.to_thread(self._controller_hashes)
+            if ctl is None:
+                continue
+            for n in sorted(pending):
+                if self.agents[n].alive and await asyncio.to_thread(self._node_converged, n, ctl):
+                    pending.discard(n)
+                    value = {
+                        "cause": cause,
+                        "node": n,
+                        "heal_at": round(at, 3),
+                        "after_s": round(self.hist.now() - at, 3),
+                    }
+                    self.hist.add("monitor", "info", "converged", value)
+
+    async def _poll_status(self) -> None:
+        """Keep the live display's counts fresh (what the system says, for the eye only)."""
+        while True:
+            ctl = await asyncio.to_thread(self._status_counts)
+            if ctl is not None:
+                self.state.tasks = ctl
+            for n in await self._nodes():
+                if n.get("node_id") in self.state.nodes:
+                    self.state.nodes[n["node_id"]].link = str(n.get("link_state", "?"))
+            for n in self.node_ids:
+                with contextlib.suppress(OSError, sqlite3.Error):
+                    depth = collect.outbox_depth(collect.agent_journal(self.out, n))
+                    self.state.nodes[n].outbox = depth
+            self.state.elapsed = self.hist.now()
+            self._refresh()
+            await asyncio.sleep(1.0)
+
+    def _status_counts(self) -> dict[str, int] | None:
+        try:
+            return collect.status_counts(collect.controller_db(self.out))
+        except (OSError, sqlite3.Error):
+            return None
+
+    def _acknowledged(self) -> set[str]:
+        subs: dict[int, list[str]] = {}
+        ok: set[int] = set()
+        for op in self.hist.ops:
+            if op["f"] != "submit":
+                continue
+            req = int(op["value"]["request"])
+            if op["type"] == "invoke":
+                subs[req] = [t["task_id"] for t in op["value"]["tasks"]]
+            elif op["type"] == "ok":
+                ok.add(req)
+        return {t for r in ok for t in subs.get(r, ())}
+
+    def _quiescent(self) -> tuple[bool, str]:
+        ctl = self._controller_hashes()
+        if ctl is None:
+            return False, "controller store unreadable"
+        open_ = [t for t in self._acknowledged() if ctl.get(t, ("?",))[0] not in TERMINAL]
+        if open_:
+            return False, f"{len(open_)} tasks not terminal"
+        behind = [n for n in self.node_ids if not self._node_converged(n, ctl)]
+        if behind:
+            return False, f"not converged: {', '.join(behind)}"
+        return True, "quiescent"
+
+    async def _settle(self) -> dict[str, Any]:
+        started = time.monotonic()
+        stable, why = 0, ""
+        while time.monotonic() - started < self.settle:
+            ok, why = await asyncio.to_thread(self._quiescent)
+            stable = stable + 1 if ok else 0
+            if stable >= 2:
+                break
+            self.state.phase = f"settling: {why}"
+            await asyncio.sleep(0.5)
+        took = time.monotonic() - started
+        return {"quiescent": stable >= 2, "after_s": round(took, 3), "last": why}
+
+    async def _heal_all(self) -> None:
+        for proxy in [*self.proxies.values(), *([self.ctl_proxy] if self.ctl_proxy else [])]:
+            proxy.clear()
+        for link in self.links.values():
+            await asyncio.to_thread(link.up)
+        restarted = [n for n, a in self.agents.items() if not a.alive]
+        for n in restarted:
+            self.agents[n].start()
+        if self.controller is not None and not self.controller.alive:
+            self.controller.start()
+            await asyncio.to_thread(self.controller.wait_ready, READY_TIMEOUT_S)
+        self.hist.add(
+            "nemesis",
+            "info",
+            "heal",
+            {"nodes": list(self.node_ids), "final": True, "restarted": restarted},
+        )
+        self._spawn(self._measure_convergence("final-heal", tuple(self.node_ids), self.hist.now()))
+
+    # -- the run ---------------------------------------------------------------------------------
+
+    async def run(self) -> dict[str, Any]:
+        """Run the scenario and return what :func:`.report.judge` needs."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        collect.ledger_dir(self.out).mkdir(exist_ok=True)
+        self._write_plan()
+        self.history = History(self.out / collect.HISTORY)
+        t_start = time.monotonic()
+        settle: dict[str, Any] = {}
+        state: dict[str, Any] = {}
+        t_wall0 = time.time()
+        try:
+            async with aiohttp.ClientSession() as self._session:
+                await self._setup()
+                self.hist.start_clock()
+                t_wall0 = time.time()
+                self.hist.add(
+                    "testbed", "info", "start", {"nodes": self.node_ids, "broker": self.broker_kind}
+                )
+                self.state.phase = "workload + faults"
+                poller = self._spawn(self._poll_status())
+                work = [self._spawn(self._submit(s)) for s in self.plan.submissions]
+                faults = [self._spawn(self._apply(s)) for s in self.plan.steps]
+                await asyncio.sleep(max(0.0, self.duration - self.hist.now()))
+                await asyncio.gather(*faults, return_exceptions=True)
+                self.state.phase = "healing"
+                self._refresh()
+                await self._heal_all()
+                await asyncio.gather(*work, return_exceptions=True)
+                self.state.phase = "settling"
+                settle = await self._settle()
+                self.hist.add("testbed", "info", "settled", settle)
+                self._note(f"settled: {settle['last']} after {settle['after_s']:.1f} s")
+                poller.cancel()
+                for task in list(self._tasks):
+                    task.cancel()
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+                self.state.phase = "collecting"
+                self._refresh()
+                state = await asyncio.to_thread(collect.collect_state, self.out, self.node_ids)
+                self.hist.add("testbed", "info", "end", {})
+        finally:
+            await self._teardown()
+            if self.history is not None:
+                self.history.close()
+        self.timings["total_s"] = time.monotonic() - t_start
+        result = {
+            "state": state,
+            "settle": settle,
+            "t0_wall": t_wall0,
+            "end_wall": time.time(),
+            "bytes": self._bytes(),
+            "broker": self.broker_kind,
+            "timings": self.timings,
+            "processes": self._process_summary(),
+        }
+        (self.out / collect.COLLECTED).write_text(json.dumps(result, default=str), "utf-8")
+        return result
+
+    def _bytes(self) -> dict[str, dict[str, int]]:
+        out = {n: p.stats.to_dict() for n, p in self.proxies.items()}
+        if self.ctl_proxy is not None:
+            out["controller"] = self.ctl_proxy.stats.to_dict()
+        return out
+
+    def _process_summary(self) -> dict[str, Any]:
+        procs = {n: a.starts for n, a in self.agents.items()}
+        if self.controller is not None:
+            procs["controller"] = self.controller.starts
+        return {"starts": procs}
+
+    def _write_plan(self) -> None:
+        plan = {
+            "scenario": self.scenario.name,
+            "path": self.scenario.path,
+            "seed": self.plan.seed,
+            "duration_s": self.duration,
+            "settle_s": self.settle,
+            "nodes": [asdict(n) for n in self.plan.nodes],
+            "steps": [
+                {"at": s.at, "op": s.op, "nodes": list(s.nodes), "params": dict(s.params)}
+                for s in self.plan.steps
+            ],
+            "submissions": [
+                {"at": s.at, "request": s.request, "kind": s.kind, "tasks": list(s.tasks)}
+                for s in self.plan.submissions
+            ],
+        }
+        (self.out / "plan.json").write_text(json.dumps(plan, indent=1), encoding="utf-8")
+
+    async def _teardown(self) -> None:
+        """Stop everything started, in reverse order, never raising."""
+        self.state.phase = "stopping"
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(
+            *(asyncio.to_thread(a.stop, 10.0) for a in self.agents.values()),
+            return_exceptions=True,
+        )
+        if self.controller is not None:
+            await asyncio.to_thread(self.controller.stop, 10.0)
+        for proxy in [*self.proxies.values(), *([self.ctl_proxy] if self.ctl_proxy else [])]:
+            with contextlib.suppress(Exception):
+                await proxy.stop()
+        if self.broker is not None:
+            await asyncio.to_thread(self.broker.stop)
+        for link in self.links.values():
+            await asyncio.to_thread(link.destroy)

@@ -354,7 +354,7 @@ def _read_action(fields: Fields) -> tuple[tuple[str, ...] | None, str | None, di
         command = fields.string_list(
             "command", max_items=MAX_ARGV_ITEMS, max_len=MAX_ARG_LEN, check=_check_no_nul
         )
-        if not command and isinstance(raw_command, list):
+        if isinstance(raw_command, list) and not raw_command:
             fields.error("command", "must not be empty")
     callable_name = fields.opt_string("callable", max_len=MAX_CALLABLE_LEN, check=_check_callable)
     raw_callable = fields.raw("callable")

@@ -213,7 +213,7 @@ def _check_graph(fields: Fields, raw_tasks: list[object]) -> None:
     task with an unrelated bad field still takes part in the graph checks."""
     tasks_path = fields.path_of("tasks")
     first_index: dict[str, int] = {}
-    deps_of: dict[str, list[str]] = {}
+    deps_of: dict[str, list[tuple[int, str]]] = {}
     for i, raw in enumerate(raw_tasks):
         if not isinstance(raw, Mapping) or not is_task_id(raw.get("id")):
             continue
@@ -228,12 +228,15 @@ def _check_graph(fields: Fields, raw_tasks: list[object]) -> None:
             continue
         first_index[task_id] = i
         deps = raw.get("depends_on")
-        deps_of[task_id] = [d for d in deps if is_task_id(d)] if isinstance(deps, list) else []
+        # Keep raw positions so a problem names the right ``depends_on[j]``.
+        deps_of[task_id] = (
+            [(j, d) for j, d in enumerate(deps) if is_task_id(d)] if isinstance(deps, list) else []
+        )
     graph: dict[str, list[str]] = {}
     for task_id, deps in deps_of.items():
         i = first_index[task_id]
         known: list[str] = []
-        for j, dep in enumerate(deps):
+        for j, dep in deps:
             if dep in first_index:
                 if dep != task_id and dep not in known:
                     known.append(dep)

@@ -11,6 +11,7 @@ against. Re-placement triggers for the adaptive mode are pure functions.
 Needs numpy: the controller and the simulator import it, an edge agent never does.
 """
 
+from shared.placement._batch import place_batch
 from shared.placement._demand import TaskDemand
 from shared.placement._explain import TOP_CANDIDATES, Candidate, Decision, Explanation
 from shared.placement._filters import DIMENSIONS, FILTERS, REASONS
@@ -56,6 +57,7 @@ __all__ = [
     "node_hash",
     "overload",
     "place",
+    "place_batch",
     "place_reference",
     "slowdown",
     "task_triggers",

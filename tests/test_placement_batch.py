@@ -1,0 +1,78 @@
+"""place_batch: the same decisions as place + allocate one task at a time."""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shared.placement import NodeTable, NodeView, TaskDemand, place, place_batch
+from shared.vocab import Level, LinkState, PlacementMode, Tier
+
+
+def _views(rng: random.Random, n: int) -> list[NodeView]:
+    return [
+        NodeView(
+            node_id=f"n{i}",
+            tier=rng.choice(list(Tier)),
+            labels={"zone": rng.choice("ab")},
+            cpus=rng.choice([1, 2, 4]),
+            memory_mb=rng.choice([512, 2048]),
+            disk_mb=rng.choice([1000.0, float("inf")]),
+            rtt_ms=rng.choice([5.0, 80.0, 250.0]),
+            load=rng.choice([0.0, 0.5]),
+            link_state=rng.choice([LinkState.HEALTHY] * 4 + [LinkState.CRITICAL]),
+            battery_pct=rng.choice([None, None, 30.0]),
+            partition_rate_per_h=rng.choice([0.0, 2.0]),
+        )
+        for i in range(n)
+    ]
+
+
+def _demands(rng: random.Random, n: int) -> list[TaskDemand]:
+    return [
+        TaskDemand(
+            task_id=f"t{i}",
+            cpu=rng.choice([0.25, 0.5, 1.0]),
+            memory_mb=rng.choice([64, 256]),
+            disk_mb=rng.choice([0.0, 100.0]),
+            tiers=frozenset(rng.sample(list(Tier), 3)),
+            labels=rng.choice([(), (("zone", "a"),)]),
+            max_latency_ms=rng.choice([None, 100.0]),
+            level=rng.choice(list(Level)),
+            mode=rng.choice([None, PlacementMode.EDGE_ONLY]),
+        )
+        for i in range(n)
+    ]
+
+
+def _sequential(table: NodeTable, demands: list[TaskDemand], **kw: object) -> list[object]:
+    out = []
+    for k, d in enumerate(demands):
+        decision = place(table, d, epoch=k % 3, **kw)  # type: ignore[arg-type]
+        if decision.node_id is not None:
+            table.allocate(decision.node_id, d.cpu, d.memory_mb, d.disk_mb)
+        out.append(decision)
+    return out
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 60), st.integers(1, 300))
+def test_batch_equals_place_then_allocate(seed: int, nodes: int, tasks: int) -> None:
+    rng = random.Random(seed)
+    views, demands = _views(rng, nodes), _demands(rng, tasks)
+    kw = {"mode": PlacementMode.HYBRID_DYNAMIC, "seed": seed % 7}
+    t1, t2 = NodeTable.from_views(views), NodeTable.from_views(views)
+    expected = _sequential(t1, demands, **kw)
+    got = place_batch(t2, demands, epochs=[k % 3 for k in range(tasks)], **kw)  # type: ignore[arg-type]
+    assert got == expected
+    assert t1.cpu_free.tolist() == t2.cpu_free.tolist()
+    assert t1.running.tolist() == t2.running.tolist()
+
+
+def test_batch_fills_nodes_then_reports_exhaustion() -> None:
+    table = NodeTable.from_views([NodeView(node_id="a", tier="edge", cpus=1, memory_mb=1024)])
+    decisions = place_batch(table, [TaskDemand(task_id=f"t{i}", cpu=0.5) for i in range(3)])
+    assert [d.node_id for d in decisions] == ["a", "a", None]
+    assert decisions[2].explanation.exhausted == {"cpu": 1}

@@ -1,4 +1,4 @@
-"""Run one allow-listed Python callable as a task process: ``python -m edge_agent._callable mod:fn``.
+"""Run one allow-listed Python callable as a task process (``python -m edge_agent._callable``).
 
 The callable runs in its own process (under the same watchdog as argv tasks) so that timeouts,
 fencing and crashes treat both kinds alike. It is called as ``fn(args, inputs)`` with the task's

@@ -23,29 +23,6 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.protocol import (
-    PROTOCOL_VERSION,
-    Ack,
-    Cancel,
-    Capacity,
-    Deltas,
-    Digest,
-    Envelope,
-    Heartbeat,
-    Hello,
-    LeaseGrant,
-    LeaseRequest,
-    LevelChange,
-    Ping,
-    Place,
-    Pong,
-    Presence,
-    Telemetry,
-    decode_from,
-    encode,
-    topic,
-)
-
 from edge_agent import __version__
 from edge_agent.config import AgentConfig
 from edge_agent.executor import Executor, Launch, Outcome
@@ -55,6 +32,7 @@ from shared.autonomy import (
     admit,
     autonomy_level,
     connectivity,
+    may_start,
     order_queue,
     select_for_shedding,
 )
@@ -81,6 +59,28 @@ from shared.errors import (
     ValidationError,
 )
 from shared.model import RetryPolicy, backoff_delay, parse_task_spec
+from shared.protocol import (
+    PROTOCOL_VERSION,
+    Ack,
+    Cancel,
+    Capacity,
+    Deltas,
+    Digest,
+    Envelope,
+    Heartbeat,
+    Hello,
+    LeaseGrant,
+    LeaseRequest,
+    LevelChange,
+    Ping,
+    Place,
+    Pong,
+    Presence,
+    Telemetry,
+    decode_from,
+    encode,
+    topic,
+)
 from shared.vocab import Connectivity, Level
 
 __all__ = ["Agent"]
@@ -814,13 +814,22 @@ class Agent:
                 continue
             if any(r.task_id == row["task_id"] for r in self.running.values()):
                 continue
-            if metrics is not None and not admit(rec.spec["resources"], metrics, self._reserved()):
+            admission = admit(
+                rec.spec["resources"],
+                metrics,
+                self._reserved(),
+                running=len(self.running),
+                max_concurrent=self.cfg.executor.max_concurrent,
+                headroom_mb=self.cfg.executor.min_free_memory_mb,
+            )
+            if not admission:
+                self.counters[f"not_admitted_{admission.reason}"] += 1
                 continue
             deadline = None
             if row["level"] == Level.STRONG:
                 lease = self._lease_for(row["task_id"], row["epoch"], row["lease_s"])
                 self._maybe_request_lease(lease, now)
-                if not may_start(Level.STRONG, lease, now):
+                if not may_start(Level.STRONG, lease, now, epoch=row["epoch"]):
                     continue
                 deadline = lease.deadline
             self._safely(self._start, rec, row, deadline)

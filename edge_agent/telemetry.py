@@ -51,6 +51,7 @@ class Sampler:
         disk = psutil.disk_usage(str(self.state_dir))
         load = os.getloadavg()
         values = {
+            "cpus": psutil.cpu_count() or 1,
             "cpu_pct": psutil.cpu_percent(None),
             "memory_pct": mem.percent,
             "memory_free_mb": mem.available / 2**20,

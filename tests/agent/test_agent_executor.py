@@ -76,7 +76,10 @@ def test_env_contract_inputs_and_result(ex: Executor) -> None:
 
 
 def test_output_file_wins_over_stdout(ex: Executor) -> None:
-    script = "import json,os; json.dump({'f': 1}, open(os.environ['CONTINUUM_OUTPUT'],'w')); print('[2]')"
+    script = (
+        "import json,os; json.dump({'f': 1}, open(os.environ['CONTINUUM_OUTPUT'],'w'));"
+        " print('[2]')"
+    )
     ex.launch(_launch("t-out", [PY, "-c", script]))
     (out,) = _wait(ex)
     assert out.result == {"f": 1}

@@ -17,6 +17,7 @@ from typing import Any
 
 from shared.errors import Problem, ValidationError
 from shared.ids import check_node_id
+from shared.placement import TERMS
 from shared.vocab import PlacementMode
 
 __all__ = [
@@ -117,6 +118,8 @@ class ControllerConfig:
     health: HealthConfig = field(default_factory=HealthConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     base_dir: Path = field(default=Path("."), compare=False)
+    # The file this was loaded from (``None`` when built in code).
+    source: Path | None = field(default=None, compare=False)
 
     @property
     def state_dir(self) -> Path:
@@ -135,14 +138,19 @@ class ControllerConfig:
     def client_id(self) -> str:
         return self.broker.client_id or f"continuum-controller-{self.controller.node_id}"
 
+    @property
+    def token_path(self) -> Path:
+        """Where the bearer token lives: ``api.token_file``, or the config file itself."""
+        if self.api.token or not self.api.token_file:
+            return self.source or self.base_dir / "controller.toml"
+        path = Path(self.api.token_file)
+        return path if path.is_absolute() else self.base_dir / path
+
     def api_token(self) -> str:
         """The bearer token: inline, or the first line of ``token_file``."""
         if self.api.token:
             return self.api.token
-        path = Path(self.api.token_file)
-        if not path.is_absolute():
-            path = self.base_dir / path
-        return path.read_text(encoding="utf-8").strip()
+        return self.token_path.read_text(encoding="utf-8").strip()
 
 
 _SECTIONS: dict[str, type] = {
@@ -197,7 +205,9 @@ def _parse_section(name: str, cls: type, data: object, problems: list[Problem]) 
     return replace(defaults, **values)
 
 
-def parse_config(data: Mapping[str, object], *, base_dir: Path = Path(".")) -> ControllerConfig:
+def parse_config(
+    data: Mapping[str, object], *, base_dir: Path = Path("."), source: Path | None = None
+) -> ControllerConfig:
     """Build a config from parsed TOML; raises ``ValidationError`` listing every problem."""
     problems: list[Problem] = []
     sections: dict[str, Any] = {}
@@ -207,7 +217,7 @@ def parse_config(data: Mapping[str, object], *, base_dir: Path = Path(".")) -> C
             problems.append(Problem(key, "unknown section"))
             continue
         sections[key] = _parse_section(key, cls, value, problems)
-    cfg = ControllerConfig(**sections, base_dir=base_dir)
+    cfg = ControllerConfig(**sections, base_dir=base_dir, source=source)
     _check_semantics(cfg, problems)
     if problems:
         raise ValidationError(problems, what="controller config")
@@ -229,6 +239,16 @@ def _check_semantics(cfg: ControllerConfig, problems: list[Problem]) -> None:
     if cfg.placement.mode not in {m.value for m in PlacementMode}:
         modes = ", ".join(m.value for m in PlacementMode)
         problems.append(Problem("placement.mode", f"must be one of {modes}"))
+    unknown = sorted(set(cfg.placement.weights) - set(TERMS))
+    if unknown:
+        known = ", ".join(TERMS)
+        problems.append(
+            Problem("placement.weights", f"unknown term(s) {', '.join(unknown)}; known: {known}")
+        )
+    negative = sorted(k for k, v in cfg.placement.weights.items() if v < 0)
+    if negative:
+        names = ", ".join(negative)
+        problems.append(Problem("placement.weights", f"must not be negative ({names})"))
     if cfg.ingest.synchronous not in ("full", "normal"):
         problems.append(Problem("ingest.synchronous", 'must be "full" or "normal"'))
     if cfg.ingest.batch_max < 1:
@@ -256,7 +276,7 @@ def load_config(path: Path | str) -> ControllerConfig:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ValidationError([Problem("", f"not valid TOML: {exc}")], what=str(path)) from exc
-    return parse_config(data, base_dir=path.resolve().parent)
+    return parse_config(data, base_dir=path.resolve().parent, source=path.resolve())
 
 
 def render_default_config(*, token: str | None = None) -> str:

@@ -14,6 +14,7 @@ telemetry reports cannot overfill a node.
 from __future__ import annotations
 
 import itertools
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,7 @@ from shared.health import (
     percentile,
     system_health,
 )
+from shared.placement import Trigger, update_failure_rate, update_success
 from shared.vocab import LinkState
 
 __all__ = ["NodeEntry", "Registry"]
@@ -33,6 +35,8 @@ __all__ = ["NodeEntry", "Registry"]
 _AVAILABLE = (LinkState.HEALTHY, LinkState.DEGRADED, LinkState.CRITICAL)
 # Sent pings kept until answered or declared lost.
 _MAX_PENDING_PINGS = 10_000
+# Run durations kept per node for the slowdown trigger.
+_DURATIONS = 20
 
 
 @dataclass
@@ -51,6 +55,12 @@ class NodeEntry:
     first_seen_ms: int = 0
     last_seen_ms: int = 0
     success_ewma: float = 1.0
+    failure_ewma: float = 0.0
+    durations: deque[float] = field(default_factory=lambda: deque(maxlen=_DURATIONS))
+    # Link state as last logged by the controller (see Registry.poll).
+    reported: LinkState = LinkState.HEALTHY
+    # Re-placement triggers fired by events (link_degraded), consumed by the next tick.
+    triggers: list[Trigger] = field(default_factory=list)
     last_ping: float = float("-inf")
     # Controller-side accounting of work placed here and not yet terminal.
     reserved: dict[str, tuple[float, float]] = field(default_factory=dict)
@@ -67,9 +77,13 @@ class NodeEntry:
     def memory_mb(self) -> float:
         return float(self.capacity.get("memory_mb") or 0.0)
 
-    def record_outcome(self, succeeded: bool) -> None:
-        """Success-rate EWMA (0.9 old / 0.1 new), a placement score term."""
-        self.success_ewma = 0.9 * self.success_ewma + 0.1 * (1.0 if succeeded else 0.0)
+    def record_outcome(self, succeeded: bool, *, duration_s: float | None = None) -> None:
+        """Success- and failure-rate EWMAs (0.9 old / 0.1 new: a placement score term
+        and the failure-rate trigger) and, for successes, the run duration (slowdown)."""
+        self.success_ewma = update_success(self.success_ewma, succeeded)
+        self.failure_ewma = update_failure_rate(self.failure_ewma, not succeeded)
+        if succeeded and duration_s is not None:
+            self.durations.append(duration_s)
 
     def to_row(self) -> dict[str, Any]:
         """Columns of the ``nodes`` table."""
@@ -111,6 +125,7 @@ class NodeEntry:
             "partition_lengths_s": list(stats.partition_lengths_s),
             "partition_rate_per_h": stats.partition_rate_per_h,
             "success_ewma": self.success_ewma,
+            "failure_ewma": self.failure_ewma,
             "running": len(self.reserved),
             "cpu_reserved": cpu_used,
             "memory_reserved_mb": mem_used,
@@ -209,7 +224,23 @@ class Registry:
     # -- system -------------------------------------------------------------------
 
     def poll(self, now: float) -> list[LinkStateChanged]:
-        return [c for e in self.nodes.values() if (c := e.monitor.poll(now)) is not None]
+        """Bring every monitor up to ``now``. A transition already absorbed by a
+        read (``stats`` polls too) is reported against ``NodeEntry.reported``,
+        so none goes unlogged."""
+        out = []
+        for e in self.nodes.values():
+            change = e.monitor.poll(now)
+            if change is None and e.monitor.state is not e.reported:
+                change = LinkStateChanged(
+                    node_id=e.node_id,
+                    old=e.reported,
+                    new=e.monitor.state,
+                    at=now,
+                    reason=e.monitor.stats(now).reason,
+                )
+            if change is not None:
+                out.append(change)
+        return out
 
     def system_health(self, now: float) -> tuple[SystemHealth, dict[str, Any]]:
         """DESIGN §5 table over the registered nodes (shared.health decides)."""

@@ -84,8 +84,15 @@ class ControllerProcess:
             cfg.ready_path,
             {
                 "pid": os.getpid(),
+                "api_host": cfg.api.host,
                 "api_port": self.api_port,
                 "api_url": f"http://{cfg.api.host}:{self.api_port}",
+                # Where the bearer token is (never the token itself).
+                "token_source": "config" if cfg.api.token else "token_file",
+                "token_path": str(cfg.token_path),
+                "node_id": cfg.controller.node_id,
+                "db_path": str(cfg.db_path),
+                "broker": f"{cfg.broker.host}:{cfg.broker.port}",
             },
         )
         log.info("controller listening", extra={"api_port": self.api_port})

@@ -16,27 +16,15 @@ This module wires them to the store and the wire; it decides nothing itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field, is_dataclass, replace
 from typing import Any
-
-from shared.protocol import (
-    Ack,
-    Cancel,
-    Deltas,
-    Envelope,
-    LeaseGrant,
-    LevelChange,
-    Ping,
-    Place,
-    decode_from,
-    encode,
-    parse_topic,
-)
 
 from shared.clocks import HybridClock, Timestamp
 from shared.consistency import (
@@ -49,10 +37,13 @@ from shared.consistency import (
     target_level,
 )
 from shared.crdt import (
+    Attempt,
     AttemptStatus,
     TaskRecord,
     content_hash,
+    digest,
     merge,
+    missing,
     new_record,
     place,
     request_cancel,
@@ -61,15 +52,44 @@ from shared.crdt import (
 )
 from shared.errors import (
     ClockSkewError,
+    LocalProtocolError,
     Problem,
     RemoteProtocolError,
     SpecConflictError,
     ValidationError,
 )
-from shared.health import LinkPolicy, LinkStateChanged
+from shared.health import LinkPolicy, LinkStateChanged, SystemHealth
 from shared.model import TaskSpec, WorkflowSpec, parse_task_spec, parse_workflow
-from shared.placement import NodeTable, NodeView, TaskDemand
+from shared.placement import (
+    Decision,
+    NodeTable,
+    NodeView,
+    TaskDemand,
+    Trigger,
+    Weights,
+    failure_rate,
+    latency_violated,
+    link_degraded,
+    overload,
+    place_batch,
+    slowdown,
+)
 from shared.placement import place as place_task
+from shared.protocol import (
+    MAX_MESSAGE_BYTES,
+    Ack,
+    Cancel,
+    Deltas,
+    Digest,
+    Envelope,
+    LeaseGrant,
+    LevelChange,
+    Ping,
+    Place,
+    decode_from,
+    encode,
+    parse_topic,
+)
 from shared.vocab import Level, LinkState, PlacementMode, TaskStatus, Tier
 
 from .api import NotFound
@@ -84,7 +104,8 @@ log = logging.getLogger(__name__)
 
 _DOWN = (LinkState.PARTITIONED, LinkState.FAILED)
 _ACTIVE = (TaskStatus.PENDING, TaskStatus.RUNNING)
-_HISTORY_KINDS = ("level_change",)
+#: A task moved by a re-placement trigger is not moved again by one for this long.
+TRIGGER_COOLDOWN_S = 30.0
 
 
 @dataclass
@@ -96,6 +117,7 @@ class TaskMeta:
     adaptive: AdaptiveLevel | None = None
     explanation: dict[str, Any] | None = None
     blocked_reason: str | None = None  # why it is not placed (reported once)
+    moved_at: float = float("-inf")  # last re-placement by a trigger (cooldown)
     flagged: set[frozenset[tuple[str, int]]] = field(default_factory=set)
 
 
@@ -144,12 +166,15 @@ class Controller:
             controller_margin_s=c.lease_margin_s,
         )
         self.mode = PlacementMode(cfg.placement.mode)
+        self.weights = Weights(**cfg.placement.weights)
         self.records: dict[str, TaskRecord] = {}
         self.meta: dict[str, TaskMeta] = {}
         self.leases = LeaseBook(self.lease_policy)
         self.acked: dict[str, int] = {}
         self.unplaced: set[str] = set()
         self.on_node: dict[str, set[str]] = defaultdict(set)  # node → active tasks placed there
+        self._placed_on: dict[str, str] = {}  # active task → node (inverse of on_node)
+        self._reserved_on: dict[str, str] = {}  # task → node whose ``reserved`` holds it
         self.dependents: dict[str, set[str]] = defaultdict(set)
         self.broker_connected = False
         self._out: list[Outgoing] = []
@@ -171,13 +196,7 @@ class Controller:
             meta = TaskMeta(submitted_ms=row.submitted_ms, explanation=row.explanation)
             meta.level = Level(row.level) if row.level else None
             if rec.spec is not None:
-                lo, hi, fixed = level_bounds(rec.spec)
-                if not fixed:
-                    meta.adaptive = AdaptiveLevel.from_spec(
-                        rec.spec, initial=meta.level, policy=self.adaptation
-                    )
-                for dep in rec.spec.get("depends_on") or ():
-                    self.dependents[dep].add(row.task_id)
+                self._register_spec(row.task_id, rec.spec, meta)
             self.meta[row.task_id] = meta
             self._index(row.task_id)
         # Our monotonic clock did not survive the restart: every stored lease is
@@ -253,27 +272,31 @@ class Controller:
         """Keep ``unplaced`` and ``on_node`` in step with the record."""
         rec = self.records[task_id]
         status = visible_status(rec)
-        for tasks in self.on_node.values():
-            tasks.discard(task_id)
+        old_node = self._placed_on.pop(task_id, None)
+        if old_node is not None:
+            self.on_node[old_node].discard(task_id)
         self.unplaced.discard(task_id)
         if status not in _ACTIVE or rec.spec is None:
             return
         if rec.placement is not None:
             self.on_node[rec.placement.node].add(task_id)
+            self._placed_on[task_id] = rec.placement.node
         elif not rec.attempts:
             # No placement and no attempt: ours to place. A task an agent started
             # on its own (local submission) is left where it runs.
             self.unplaced.add(task_id)
 
     def _sync_reservation(self, task_id: str, rec: TaskRecord) -> None:
-        for entry in self.registry.nodes.values():
+        """Resources of an active placed task count against its node (and only it)."""
+        old = self._reserved_on.pop(task_id, None)
+        if old is not None and (entry := self.registry.get(old)) is not None:
             entry.reserved.pop(task_id, None)
         if rec.placement is None or rec.spec is None or visible_status(rec) not in _ACTIVE:
             return
-        entry = self.registry.get(rec.placement.node)
-        if entry is not None:
-            res = rec.spec.get("resources") or {}
-            entry.reserved[task_id] = (float(res.get("cpu", 0)), float(res.get("memory_mb", 0)))
+        entry = self.registry.ensure(rec.placement.node, self.mono(), self.wall_ms())
+        res = rec.spec.get("resources") or {}
+        entry.reserved[task_id] = (float(res.get("cpu", 0)), float(res.get("memory_mb", 0)))
+        self._reserved_on[task_id] = rec.placement.node
 
     def _row(self, task_id: str) -> TaskRow:
         rec = self.records[task_id]
@@ -295,20 +318,27 @@ class Controller:
         )
 
     def _persist(self) -> None:
-        """Write what this input changed (inside the caller's transaction)."""
+        """Write what this input changed (inside the caller's transaction).
+
+        The dirty sets are cleared only by :meth:`_committed`: if the transaction
+        rolls back, memory stays ahead of the store and the next commit writes it
+        (joins are idempotent), so nothing merged is ever silently dropped."""
         if self._dirty:
             self.store.put_tasks([self._row(t) for t in sorted(self._dirty)])
-            self._dirty.clear()
         for node_id in sorted(self._dirty_nodes):
             entry = self.registry.get(node_id)
             if entry is not None:
                 self.store.upsert_node(node_id, **entry.to_row())
-        self._dirty_nodes.clear()
         if self._acked_dirty:
             self.store.set_acked_seqs({n: self.acked[n] for n in self._acked_dirty})
-            self._acked_dirty.clear()
         if self._events:
             self.store.append_events(self._events)
+
+    def _committed(self) -> None:
+        self._dirty.clear()
+        self._dirty_nodes.clear()
+        self._acked_dirty.clear()
+        if self._events:
             self._events.clear()
             self._events_changed.set()
             self._events_changed = asyncio.Event()
@@ -318,14 +348,43 @@ class Controller:
         out, self._out = self._out, []
         for item in out:
             try:
-                self._send(item.node_id, encode(item.env), item.qos)
+                payload = encode(item.env)
+            except LocalProtocolError:
+                log.exception("not sending %s to %s", item.env.type, item.node_id)
+                continue
+            try:
+                self._send(item.node_id, payload, item.qos)
             except Exception:  # a full paho queue or a closed client: the state is safe
                 log.exception("publish to %s failed", item.node_id)
 
+    def _queue_records(self, node_id: str, records: Iterable[TaskRecord]) -> None:
+        """Send full records as ``deltas`` messages, each under the message size bound."""
+        budget = MAX_MESSAGE_BYTES // 2  # room for the envelope and JSON escaping
+        batch: list[TaskRecord] = []
+        size = 0
+        for rec in records:
+            n = len(json.dumps(rec.to_dict(), separators=(",", ":")))
+            if batch and size + n > budget:
+                self._queue(node_id, "deltas", Deltas(records=tuple(batch)))
+                batch, size = [], 0
+            batch.append(rec)
+            size += n
+        if batch:
+            self._queue(node_id, "deltas", Deltas(records=tuple(batch)))
+
     def _commit(self, work: Callable[[], None]) -> None:
-        with self.store.transaction():
-            work()
-            self._persist()
+        """Run one input's work and persist it atomically, then publish what it
+        queued. On failure nothing is published (an acknowledgement or a
+        placement is never sent for state that is not durable yet); what was
+        merged in memory stays dirty and is written by the next commit."""
+        try:
+            with self.store.transaction():
+                work()
+                self._persist()
+        except BaseException:
+            self._out.clear()
+            raise
+        self._committed()
         self.flush()
 
     # ------------------------------------------------------------------ ingest
@@ -424,11 +483,7 @@ class Controller:
 
     def _on_telemetry(self, entry: NodeEntry, env: Envelope, now: float, *_: Any) -> None:
         body = env.body
-        entry.telemetry = (
-            {k: v for k, v in vars(body).items() if isinstance(v, int | float | str | None)}
-            if hasattr(body, "__dict__")
-            else _as_dict(body)
-        )
+        entry.telemetry = asdict(body) if is_dataclass(body) else dict(vars(body))
         self._dirty_nodes.add(entry.node_id)
 
     def _on_pong(self, entry: NodeEntry, env: Envelope, now: float, *_: Any) -> None:
@@ -540,11 +595,10 @@ class Controller:
         """Anti-entropy: send the node what its digest shows it lacks, then our
         digest of its tasks so it sends what we lack."""
         node_id = entry.node_id
-        relevant = self._relevant(node_id, env.body)
-        missing = missing_for(relevant, env.body)
-        if missing:
-            self._queue(node_id, "deltas", Deltas(records=tuple(missing)))
-        self._queue(node_id, "digest", digest_of(relevant))
+        entries: Mapping[str, str] = env.body.entries
+        relevant = self._relevant(node_id, entries)
+        self._queue_records(node_id, missing(relevant, entries))
+        self._queue(node_id, "digest", Digest(entries=digest(relevant)))
 
     # ------------------------------------------------------------------ reactions
 
@@ -570,13 +624,15 @@ class Controller:
         self._check_conflict(task_id, rec, meta)
         self._index(task_id)
         self._sync_reservation(task_id, rec)
-        if new_status.terminal and rec.placement is not None:
-            if self.leases.release(task_id, rec.placement.epoch) is not None:
-                self.store.delete_lease(task_id)
+        if (
+            new_status.terminal
+            and rec.placement is not None
+            and self.leases.release(task_id, rec.placement.epoch) is not None
+        ):
+            self.store.delete_lease(task_id)
 
     def _register_spec(self, task_id: str, spec: dict[str, Any], meta: TaskMeta) -> None:
-        lo, hi, fixed = level_bounds(spec)
-        if not fixed:
+        if not level_bounds(spec)[2]:
             meta.adaptive = AdaptiveLevel.from_spec(
                 spec, initial=meta.level, policy=self.adaptation
             )
@@ -584,14 +640,20 @@ class Controller:
             self.dependents[dep].add(task_id)
 
     def _record_outcomes(self, before: TaskRecord | None, rec: TaskRecord) -> None:
+        """Per node: success and failure EWMAs and run durations (placement terms
+        and the failure-rate and slowdown triggers)."""
         for dot, attempt in rec.attempts.items():
             old = before.attempts.get(dot) if before is not None else None
             if old is not None and old.status == attempt.status:
                 continue
             if attempt.status in (AttemptStatus.SUCCEEDED, AttemptStatus.FAILED):
                 entry = self.registry.get(attempt.node)
-                if entry is not None:
-                    entry.record_outcome(attempt.status == AttemptStatus.SUCCEEDED)
+                if entry is None:
+                    continue
+                entry.record_outcome(
+                    attempt.status == AttemptStatus.SUCCEEDED, duration_s=_run_seconds(attempt)
+                )
+                self._dirty_nodes.add(entry.node_id)
 
     def _check_conflict(self, task_id: str, rec: TaskRecord, meta: TaskMeta) -> None:
         """Two attempts running at once on different nodes, for a task whose level
@@ -615,18 +677,39 @@ class Controller:
                 )
 
     def _link_changes(self, changes: Iterable[LinkStateChanged | None], now: float) -> None:
+        """Record link transitions (as the registry last reported them, so a
+        transition noticed by a read-only ``stats`` call is still logged once)."""
         for change in changes:
             if change is None:
+                continue
+            entry = self.registry.get(change.node_id)
+            old = change.old
+            if entry is not None:
+                old, entry.reported = entry.reported, change.new
+            if old is change.new:
                 continue
             self._dirty_nodes.add(change.node_id)
             self._event(
                 "link_state",
                 change.reason,
                 node_id=change.node_id,
-                old=change.old.value,
+                old=old.value,
                 new=change.new.value,
             )
-            if change.old in _DOWN and change.new not in _DOWN:
+            if entry is not None and (
+                trigger := link_degraded(
+                    old,
+                    change.new,
+                    strong_tasks=sum(
+                        1
+                        for t in self.on_node.get(change.node_id, ())
+                        if self.meta[t].level is Level.STRONG
+                    ),
+                    node_id=change.node_id,
+                )
+            ):
+                entry.triggers.append(trigger)
+            if old in _DOWN and change.new not in _DOWN:
                 self._event(
                     "node_reconnected", "heard again after a partition", node_id=change.node_id
                 )
@@ -649,16 +732,14 @@ class Controller:
                 )
             elif not started_here:
                 self._send_place(task_id)
-        relevant = self._relevant(node_id, None)
+        relevant = self._relevant(node_id, {})
         if relevant:
-            self._queue(node_id, "digest", digest_of(relevant))
+            self._queue(node_id, "digest", Digest(entries=digest(relevant)))
 
-    def _relevant(self, node_id: str, remote: Any) -> dict[str, TaskRecord]:
-        """The records a node should hold: placed on it, attempted by it, or named
-        in its digest."""
+    def _relevant(self, node_id: str, remote: Mapping[str, str]) -> dict[str, TaskRecord]:
+        """The records a node should hold: placed on it, or named in its digest."""
         names: set[str] = set(self.on_node.get(node_id, ()))
-        if remote is not None:
-            names.update(digest_task_ids(remote))
+        names.update(remote)
         out: dict[str, TaskRecord] = {}
         for task_id in names:
             rec = self.records.get(task_id)
@@ -691,7 +772,7 @@ class Controller:
                     cpu_free=max(entry.cpus - cpu_used, 0.0),
                     memory_free_mb=max(entry.memory_mb - mem_used, 0.0),
                     running=len(entry.reserved),
-                    load=float(tel.get("load_1m") or tel.get("cpu_pct", 0.0) / 100.0 or 0.0),
+                    load=min(max(float(tel.get("cpu_pct") or 0.0) / 100.0, 0.0), 1.0),
                     success_ewma=entry.success_ewma,
                     rtt_ms=stats.rtt_p50_ms or 0.0,
                     link_state=stats.state,
@@ -729,9 +810,38 @@ class Controller:
                 )
         if not ready:
             return
+        order = [task_id for *_, task_id in sorted(ready)]
+        health, _ = self.registry.system_health(now)
+        demands = [self._demand(task_id, health) for task_id in order]
         table = NodeTable.from_views(self._node_views(now))
-        for _, _, task_id in sorted(ready):
-            self._place(task_id, now, table, trigger=None)
+        started = time.perf_counter()
+        decisions = place_batch(
+            table,
+            demands,
+            mode=self.mode,
+            weights=self.weights,
+            seed=self.cfg.placement.seed,
+            epochs=[self._next_epoch(task_id) for task_id in order],
+        )
+        each = (time.perf_counter() - started) / len(order)
+        for task_id, demand, decision in zip(order, demands, decisions, strict=True):
+            self.metrics.placement_seconds.observe(each)
+            self._decided(task_id, now, demand, decision, trigger=None)
+
+    def _next_epoch(self, task_id: str) -> int:
+        placement = self.records[task_id].placement
+        return (placement.epoch if placement else 0) + 1
+
+    def _demand(
+        self, task_id: str, health: SystemHealth, exclude: Iterable[str] = ()
+    ) -> TaskDemand:
+        """What placement reads of a task, at the level the system allows now
+        (the node's own link is judged afterwards by the adaptive manager)."""
+        spec = self.records[task_id].spec
+        assert spec is not None
+        lo, hi, _ = level_bounds(spec)
+        level = target_level(lo, hi, link=LinkState.HEALTHY, system=health).level
+        return TaskDemand.from_spec(spec, level=level, exclude=exclude)
 
     def _place(
         self,
@@ -742,30 +852,41 @@ class Controller:
         trigger: str | None,
         exclude: Iterable[str] = (),
     ) -> bool:
+        """Place one task on ``table`` (allocated in place) and act on the decision."""
+        health, _ = self.registry.system_health(now)
+        demand = self._demand(task_id, health, exclude)
+        started = time.perf_counter()
+        decision = place_task(
+            table,
+            demand,
+            mode=self.mode,
+            weights=self.weights,
+            seed=self.cfg.placement.seed,
+            epoch=self._next_epoch(task_id),
+        )
+        self.metrics.placement_seconds.observe(time.perf_counter() - started)
+        if decision.node_id is not None:
+            table.allocate(decision.node_id, demand.cpu, demand.memory_mb, demand.disk_mb)
+        return self._decided(task_id, now, demand, decision, trigger=trigger)
+
+    def _decided(
+        self,
+        task_id: str,
+        now: float,
+        demand: TaskDemand,
+        decision: Decision,
+        *,
+        trigger: str | None,
+    ) -> bool:
+        """Record a placement decision: a new epoch on the chosen node (the
+        message is queued), or the reason nothing was feasible (logged once)."""
         rec = self.records[task_id]
         meta = self.meta[task_id]
         spec = rec.spec
         assert spec is not None
-        started = time.perf_counter()
         lo, hi, fixed = level_bounds(spec)
-        health, _ = self.registry.system_health(now)
-        # Place at the level the system allows now; the node's own link is then
-        # judged by the adaptive manager.
-        system_level = target_level(lo, hi, link=LinkState.HEALTHY, system=health).level
-        level = lo if fixed else system_level
-        demand = TaskDemand.from_spec(spec, level=level, exclude=exclude)
-        mode = PlacementMode(spec["placement"].get("mode") or self.mode)
-        seed = hash(
-            (self.cfg.placement.seed, task_id, (rec.placement.epoch if rec.placement else 0))
-        )
-        decision = place_task(
-            table,
-            demand,
-            mode=mode,
-            weights=dict(self.cfg.placement.weights),
-            seed=seed & 0x7FFFFFFF,
-        )
-        self.metrics.placement_seconds.observe(time.perf_counter() - started)
+        level = demand.level
+        epoch = self._next_epoch(task_id)
         explanation = decision.explanation.to_dict()
         if decision.node_id is None:
             self.metrics.placements.labels(outcome="infeasible").inc()
@@ -787,9 +908,9 @@ class Controller:
         if not fixed:
             entry = self.registry.get(node_id)
             link = entry.link_state if entry else LinkState.HEALTHY
+            health, _ = self.registry.system_health(now)
             level = target_level(lo, hi, link=link, system=health).level
             meta.adaptive = AdaptiveLevel.from_spec(spec, initial=level, policy=self.adaptation)
-        epoch = (rec.placement.epoch if rec.placement else 0) + 1
         lease_s = self.cfg.consistency.lease_s if level is Level.STRONG else None
         old_node = rec.placement.node if rec.placement else None
         self._apply(
@@ -806,8 +927,6 @@ class Controller:
         meta.level = level
         meta.explanation = explanation
         self._dirty.add(task_id)
-        res = spec.get("resources") or {}
-        table.allocate(node_id, float(res.get("cpu", 0)), float(res.get("memory_mb", 0)))
         self._index(task_id)
         self._sync_reservation(task_id, self.records[task_id])
         if trigger is None:
@@ -874,14 +993,92 @@ class Controller:
 
     def _tick(self, now: float) -> None:
         for node_id, ping_id in self.registry.due_pings(now):
-            env = self._envelope("ping", Ping())
-            env = _with_id(env, ping_id)
+            env = replace(self._envelope("ping", Ping()), id=ping_id)
             self._out.append(Outgoing(node_id, env, qos=0))
         self._link_changes(self.registry.expire_pings(now), now)
         self._link_changes(self.registry.poll(now), now)
         self._adapt_levels(now)
         self._replace_on_partition(now)
+        self._replace_on_triggers(now)
         self._schedule(now)
+
+    def _replace_on_triggers(self, now: float) -> None:
+        """DESIGN §6 re-placement triggers, for tasks whose mode is ``adaptive``.
+
+        Fired per node (``failure_rate``, ``slowdown``, ``overload``, and
+        ``link_degraded`` when it happened to a node holding strong tasks) or per
+        task (``latency``: the node's measured RTT above the task's bound). A task
+        moves only while that is safe at every level: no live lease and no
+        attempt of the current epoch started (a running causal or strong
+        attempt is never duplicated by a policy decision; partitions are
+        :meth:`_replace_on_partition`'s business). Each move is a new epoch,
+        the old node is told to cancel, and a task moves at most once per
+        ``TRIGGER_COOLDOWN_S``."""
+        fired: dict[str, list[Trigger]] = {}
+        counts: dict[str, float] = {}
+        for node_id, entry in self.registry.nodes.items():
+            if not entry.registered or entry.draining or entry.link_state in _DOWN:
+                continue
+            counts[node_id] = float(len(self.on_node.get(node_id, ())))
+            found = [
+                t
+                for t in (
+                    failure_rate(entry.failure_ewma, node_id=node_id),
+                    slowdown(list(entry.durations), node_id=node_id),
+                )
+                if t
+            ]
+            found.extend(entry.triggers)
+            entry.triggers.clear()
+            if found:
+                fired[node_id] = found
+        for trig in overload(counts):
+            assert trig.node_id is not None
+            fired.setdefault(trig.node_id, []).append(trig)
+        table: NodeTable | None = None
+        for node_id in sorted(self.on_node):
+            entry = self.registry.get(node_id)
+            if entry is None or entry.link_state in _DOWN:
+                continue
+            rtt = entry.monitor.stats(now).rtt_p50_ms
+            for task_id in sorted(self.on_node[node_id]):
+                rec = self.records[task_id]
+                meta = self.meta[task_id]
+                assert rec.placement is not None and rec.spec is not None
+                if self._task_mode(rec.spec) is not PlacementMode.ADAPTIVE:
+                    continue
+                triggers = [
+                    t
+                    for t in fired.get(node_id, ())
+                    if t.name != "link_degraded" or meta.level is Level.STRONG
+                ]
+                if rtt is not None and (
+                    lat := latency_violated(
+                        rtt, rec.spec["placement"].get("max_latency_ms"), node_id=node_id
+                    )
+                ):
+                    triggers.append(lat)
+                if not triggers or now - meta.moved_at < TRIGGER_COOLDOWN_S:
+                    continue
+                lease = self.leases.get(task_id)
+                epoch = rec.placement.epoch
+                if (lease is not None and lease.live(now)) or any(
+                    a.epoch == epoch and a.status >= AttemptStatus.STARTED
+                    for a in rec.attempts.values()
+                ):
+                    continue
+                if table is None:
+                    table = NodeTable.from_views(self._node_views(now))
+                trigger = f"{triggers[0].name}: {triggers[0].reason}"
+                if self._place(task_id, now, table, trigger=trigger, exclude=(node_id,)):
+                    meta.moved_at = now
+                    self._queue(
+                        node_id, "cancel", Cancel(task_id=task_id, epoch=epoch, reason="replaced")
+                    )
+
+    def _task_mode(self, spec: Mapping[str, Any]) -> PlacementMode:
+        mode = (spec.get("placement") or {}).get("mode")
+        return PlacementMode(mode) if mode else self.mode
 
     def _adapt_levels(self, now: float) -> None:
         health, _ = self.registry.system_health(now)
@@ -931,7 +1128,6 @@ class Controller:
             out_for = entry.monitor.out_of_contact_for(now)
             for task_id in sorted(tasks):
                 rec = self.records[task_id]
-                meta = self.meta[task_id]
                 assert rec.placement is not None and rec.spec is not None
                 # The level the agent was told at placement: it cannot hear a
                 # downgrade while partitioned (shared.consistency decides).
@@ -1204,10 +1400,8 @@ class Controller:
         waiter = self._events_changed
         if self.store.events(after=after, limit=1):
             return
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(waiter.wait(), timeout_s)
-        except TimeoutError:
-            pass
 
     def is_ready(self) -> tuple[bool, dict[str, Any]]:
         return self.broker_connected, {"broker_connected": self.broker_connected}
@@ -1228,22 +1422,20 @@ class Controller:
             m.tasks.labels(status=status, level=level or "none").set(n)
 
 
-def _with_id(env: Envelope, ident: str) -> Envelope:
-    from dataclasses import replace
-
-    return replace(env, id=ident)
-
-
-def _as_dict(body: Any) -> dict[str, Any]:
-    from dataclasses import asdict, is_dataclass
-
-    if is_dataclass(body):
-        return {k: v for k, v in asdict(body).items() if isinstance(v, int | float | str | None)}
-    return {}
-
-
 def _attempts_of(rec: dict[str, Any]) -> list[dict[str, Any]]:
     attempts = rec.get("attempts") or []
     if isinstance(attempts, dict):
         attempts = list(attempts.values())
     return list(attempts)
+
+
+def _run_seconds(attempt: Attempt) -> float | None:
+    """Wall duration of a finished attempt from its HLC stamps (``None`` if unknown)."""
+    if attempt.started_hlc is None:
+        return None
+    try:
+        start = Timestamp.decode(attempt.started_hlc).wall_ms
+        end = Timestamp.decode(attempt.hlc).wall_ms
+    except ValueError:
+        return None
+    return max(0.0, (end - start) / 1000.0)

@@ -5,9 +5,9 @@ Blame is typed as in h11. :func:`encode` raises :class:`~shared.errors.LocalProt
 :func:`decode_from` raise only :class:`~shared.errors.RemoteProtocolError`, whatever the
 bytes, with a short ``reason`` for the rejection metric:
 
-=================== =========================================================
+=================== ==============================================================
 ``too_large``       over :data:`MAX_MESSAGE_BYTES`
-``not_json``        not UTF-8 JSON (or NaN/Infinity, or an over-long integer)
+``not_json``        not UTF-8 JSON (NaN, Infinity, 1e999, over-long integers too)
 ``too_deep``        JSON nested deeper than :data:`MAX_JSON_DEPTH`
 ``bad_version``     ``v`` missing or not this protocol major
 ``unknown_type``    ``type`` names no body
@@ -15,7 +15,7 @@ bytes, with a short ``reason`` for the rejection metric:
 ``bad_topic``       the topic is not ``continuum/v1/nodes/{node}/{kind}``
 ``wrong_topic``     the body type is not allowed on that topic kind
 ``sender_mismatch`` a node topic carrying an envelope from another node
-=================== =========================================================
+=================== ==============================================================
 
 ``encode`` validates by decoding its own output, so what we send is exactly what a peer
 of the same version accepts.
@@ -24,6 +24,7 @@ of the same version accepts.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Final, NoReturn
 
 from shared import PROTOCOL_VERSION
@@ -49,6 +50,15 @@ _ENCODER = json.JSONEncoder(
 
 def _reject_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    """``1e999`` parses to infinity in Python; JSON has no infinity, so refuse it here
+    rather than let it reach a record or a score."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
 
 
 def _too_deep(value: object, limit: int) -> bool:
@@ -146,7 +156,11 @@ def _decode(payload: object) -> Envelope:
             f"message is {size} bytes (limit {MAX_MESSAGE_BYTES})", reason="too_large"
         )
     try:
-        doc = json.loads(bytes(payload).decode("utf-8"), parse_constant=_reject_constant)
+        doc = json.loads(
+            bytes(payload).decode("utf-8"),
+            parse_constant=_reject_constant,
+            parse_float=_finite_float,
+        )
     except RecursionError as exc:
         raise RemoteProtocolError("JSON nested too deep", reason="too_deep") from exc
     except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors

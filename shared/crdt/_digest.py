@@ -1,17 +1,19 @@
 """Anti-entropy digests: a short summary per record, and what a peer lacks.
 
-A summary is ``"<vector>|<dots>|<hash>"``: the record's causal context (its
-version vector digest ``"a:3,b:5"`` and its gap dots ``"c:7,c:9"``) and the
-first :data:`HASH_CHARS` hex digits of its :func:`content_hash`.
+A summary is ``"<vector>|<dots>|<spec>|<hash>"``: the record's causal context
+(its version vector digest ``"a:3,b:5"`` and its gap dots ``"c:7,c:9"``),
+``s`` when it holds the spec (the spec's delta names no event) else empty, and
+the first :data:`HASH_CHARS` hex digits of its :func:`content_hash`.
 
 Soundness (the property anti-entropy needs): if the remote lacks anything we
 hold, :func:`missing` returns our record. We skip a record only when
 
 - the remote's summary equals ours (same context *and* same content hash: the
   same record), or
-- the remote's context strictly contains ours. Contexts are exact (every record
-  is the join of the deltas whose events its context names, see
-  ``_task_record``), so the remote's record is then above ours.
+- the remote's context strictly contains ours and it holds the spec if we do.
+  Contexts are exact (every record is the join of the deltas whose events its
+  context names, plus the spec; see ``_task_record``), so the remote's record
+  is then above ours.
 
 Everything else (unknown task, unparsable summary, concurrent contexts, equal
 contexts with different hashes) sends the full record; the join makes any
@@ -22,6 +24,7 @@ against a broken writer (one that reused event counters after losing state).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import NamedTuple
 
 from shared.clocks import VersionVector
 from shared.crdt._serialize import content_hash
@@ -31,6 +34,7 @@ from shared.ids import check_node_id
 
 __all__ = [
     "HASH_CHARS",
+    "Summary",
     "digest",
     "lacks",
     "missing",
@@ -46,7 +50,8 @@ MAX_SUMMARY_LEN = 16_384
 
 def _context_part(rec: TaskRecord) -> str:
     dots = ",".join(f"{writer}:{counter}" for writer, counter in sorted(rec.dots))
-    return f"{rec.context.digest()}|{dots}|"
+    spec = "" if rec.spec is None else "s"
+    return f"{rec.context.digest()}|{dots}|{spec}|"
 
 
 def record_digest(rec: TaskRecord) -> str:
@@ -59,15 +64,23 @@ def digest(records: Mapping[str, TaskRecord]) -> dict[str, str]:
     return {task_id: record_digest(rec) for task_id, rec in records.items()}
 
 
-def parse_summary(text: object) -> tuple[VersionVector, frozenset[Dot], str] | None:
-    """``(vector, dots, hash)`` of a remote summary, or ``None`` when it is not
-    one (untrusted input: never raises)."""
+class Summary(NamedTuple):
+    """A parsed remote summary (compact context, spec presence, hash prefix)."""
+
+    context: VersionVector
+    dots: frozenset[Dot]
+    has_spec: bool
+    hash: str
+
+
+def parse_summary(text: object) -> Summary | None:
+    """A remote summary, or ``None`` when it is not one (untrusted input: never raises)."""
     if not isinstance(text, str) or len(text) > MAX_SUMMARY_LEN:
         return None
     parts = text.split("|")
-    if len(parts) != 3:
+    if len(parts) != 4 or parts[2] not in ("", "s"):
         return None
-    vv_text, dots_text, hash_text = parts
+    vv_text, dots_text, spec_text, hash_text = parts
     try:
         vv = VersionVector.from_digest(vv_text)
     except ValidationError:
@@ -81,7 +94,7 @@ def parse_summary(text: object) -> tuple[VersionVector, frozenset[Dot], str] | N
             return None
         dots.add((writer, int(counter)))
     vv, compact_dots = compact(vv, frozenset(dots))
-    return vv, compact_dots, hash_text
+    return Summary(vv, compact_dots, spec_text == "s", hash_text)
 
 
 def lacks(rec: TaskRecord, theirs: object, ours: str | None = None) -> bool:
@@ -98,12 +111,14 @@ def lacks(rec: TaskRecord, theirs: object, ours: str | None = None) -> bool:
 
 
 def _remote_is_above(rec: TaskRecord, theirs: str) -> bool:
-    parsed = parse_summary(theirs)
-    if parsed is None:
+    summary = parse_summary(theirs)
+    if summary is None or (rec.spec is not None and not summary.has_spec):
         return False
-    vv, dots, _ = parsed
+    vv, dots = summary.context, summary.dots
     if vv == rec.context and dots == rec.dots:
-        return False  # same events, different hash: do not trust either side
+        # Same events: above only by holding the spec we lack. Same events and
+        # spec with another hash means a broken writer: trust neither side.
+        return summary.has_spec and rec.spec is None
     return covers(vv, dots, rec.context, rec.dots)
 
 

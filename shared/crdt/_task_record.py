@@ -22,11 +22,15 @@ Mutators never modify a record: they return a **delta**, a record holding only
 what changed plus exactly one new event of its writer, to be applied with
 ``merge`` locally and shipped to peers. A writer must apply each delta before
 making the next one: the next counter comes from its own events in the record.
+The one exception is :func:`new_record`: the spec is immutable, so its delta
+names no event (the spec's presence is its own one-bit context).
 
-Because every record is the join of the deltas whose events its context names,
-and a delta names only its own event, the context is *exact*: two records with
-the same context are equal, and a record whose context contains another's is
-above it. Anti-entropy digests rely on that (``shared.crdt._digest``). A
+Because every record is the join of the deltas whose events its context names
+(plus the spec when present), and a delta names only its own event, the
+context is *exact*: two records with the same context and spec presence are
+equal, and a record whose context contains another's (and holds the spec if
+the other does) is above it. Anti-entropy digests rely on that
+(``shared.crdt._digest``). A
 delta's event is never implied by a later one of the same writer (that is why
 gaps are kept as dots instead of being rounded up into the vector: drops and
 reordering would otherwise make a replica claim events it never saw).
@@ -345,15 +349,22 @@ def _next_event(rec: TaskRecord | None, writer: str) -> tuple[int, VersionVector
 
 
 def new_record(task_id: str, spec: dict[str, Any], *, writer: str, hlc: Timestamp) -> TaskRecord:
-    """The creation delta: the only delta that carries the spec. ``hlc`` is
-    accepted for a uniform mutator signature; the spec itself is unstamped."""
+    """The creation delta: the only delta that carries the spec.
+
+    It names no event: the spec is immutable (one value per task, or a conflict),
+    so "has the spec" is all a context needs to know about it, and digests carry
+    that as a flag. Creating is therefore idempotent and safe from any writer at
+    any time (even on a record that already holds other events). ``writer`` is
+    checked and ``hlc`` accepted for a uniform mutator signature.
+    """
     why = check_task_id(task_id)
     if why is not None:
         raise ValueError(f"task id {why}")
     if not isinstance(spec, dict) or spec.get("id", task_id) != task_id:
         raise ValueError(f"spec of {task_id!r} must be a dict whose 'id' is the task id")
-    _, context, dots = _next_event(None, writer)
-    return TaskRecord(task_id, spec, None, _NO_ATTEMPTS, False, context, dots)
+    if check_node_id(writer) is not None:
+        raise ValueError(f"invalid writer node id {writer!r}")
+    return TaskRecord(task_id, spec)
 
 
 def place(

@@ -651,3 +651,18 @@ def test_allowed_types_table_is_closed_and_directional() -> None:
         "heartbeat",
         "pong",
     }
+
+
+def test_a_reader_bug_is_still_only_a_remote_protocol_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The last line of defence: whatever a body reader raises, the shell sees one type."""
+    payload = encode(_env("cancel"))
+
+    def broken(cls: type, f: object) -> None:
+        raise KeyError("bug")
+
+    monkeypatch.setattr(Cancel, "read", classmethod(broken))
+    with pytest.raises(RemoteProtocolError, match="undecodable message") as info:
+        decode(payload)
+    assert info.value.reason == "invalid"

@@ -95,12 +95,14 @@ def _wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _dot_str(dot: Dot) -> str:
-    return f"{dot[0]}:{dot[1]}"
+def _attempt_key(task_id: str, dot: Dot) -> str:
+    """The agent's key for one attempt: ``task/node:counter``. A dot's counter is per task,
+    so the dot alone would collide across tasks; ``/`` never occurs in a task id."""
+    return f"{task_id}/{dot[0]}:{dot[1]}"
 
 
-def _parse_dot(text: str) -> Dot:
-    node, _, counter = text.rpartition(":")
+def _parse_dot(key: str) -> Dot:
+    node, _, counter = key.rpartition("/")[2].rpartition(":")
     return node, int(counter)
 
 
@@ -859,7 +861,7 @@ class Agent:
         dot, delta = start_attempt(
             rec, node=self.node, epoch=row["epoch"], writer=self.node, hlc=stamp
         )
-        attempt = _dot_str(dot)
+        attempt = _attempt_key(row["task_id"], dot)
         with self._txn():
             self._change(delta)
             self.journal.remove_queued(row["task_id"])
@@ -1196,9 +1198,9 @@ class Agent:
                 if (
                     attempt.node == self.node
                     and attempt.status == AttemptStatus.STARTED
-                    and _dot_str(dot) not in known
+                    and _attempt_key(rec.task_id, dot) not in known
                 ):
-                    self._fail_lost(rec.task_id, _dot_str(dot), None)
+                    self._fail_lost(rec.task_id, _attempt_key(rec.task_id, dot), None)
 
     def _fail_lost(self, task_id: str, attempt: str, proc: dict[str, Any] | None) -> None:
         pgid = self.executor.orphan_pgid(task_id, attempt)

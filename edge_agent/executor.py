@@ -38,7 +38,7 @@ class Launch:
     """What the agent asks for: one attempt of one task (argv xor callable target)."""
 
     task_id: str
-    attempt: str  # the dot as "node:counter"
+    attempt: str  # the agent's key, "task/node:counter" (unique across tasks)
     epoch: int
     argv: list[str] | None
     callable_target: str | None  # "module:function", already resolved from the allow-list
@@ -105,7 +105,7 @@ class Executor:
         env.update(
             HOME=str(run_dir),
             CONTINUUM_TASK_ID=launch.task_id,
-            CONTINUUM_ATTEMPT=launch.attempt,
+            CONTINUUM_ATTEMPT=launch.attempt.rpartition("/")[2],  # the dot, node:counter
             CONTINUUM_EPOCH=str(launch.epoch),
             CONTINUUM_INPUTS=str(run_dir / "inputs.json"),
             CONTINUUM_OUTPUT=str(run_dir / "output.json"),

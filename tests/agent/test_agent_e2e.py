@@ -3,6 +3,7 @@ cloud speaking ``shared.protocol`` (``agent_harness``). Each test stays within ~
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 from agent_harness import AgentProcess, ScriptedCloud, sh, spec, wait_until
 
 from shared.crdt import AttemptStatus
-from shared.protocol import Place, decode_from, topic
+from shared.protocol import LeaseGrant, Place, decode_from, topic
 
 pytestmark = [pytest.mark.e2e, pytest.mark.broker]
 
@@ -133,3 +134,155 @@ def test_placed_task_runs_and_its_success_reaches_the_cloud(
     assert attempt.result == {"answer": 42}
     assert attempt.exit_code == 0 and attempt.node == "edge-1" and attempt.epoch == 1
     wait_until(lambda: agent.status()["outbox_depth"] == 0, 10, "the outbox to be acknowledged")
+
+
+def test_broker_stopped_mid_task_task_completes_and_syncs_when_it_returns(
+    cloud: ScriptedCloud, make_agent: AgentFactory, mosquitto: Any
+) -> None:
+    agent = make_agent().start()
+    wait_until(lambda: cloud.messages("hello"), 10, "hello")
+    place(cloud, "edge-1", spec("t-cut", sh("sleep 1.5; echo '{\"v\": 1}'")))
+    wait_until(lambda: agent.task_status("t-cut") == "running", 10, "the task to start")
+    mosquitto.stop()
+    wait_until(lambda: not agent.status()["link_up"], 10, "the agent to notice")
+    wait_until(lambda: agent.task_status("t-cut") == "succeeded", 10, "local completion")
+    assert agent.status()["outbox_depth"] > 0  # the success waits for an ack
+    assert cloud.status("t-cut") != "succeeded"
+    mosquitto.start()
+    wait_until(lambda: cloud.status("t-cut") == "succeeded", 15, "the success to sync")
+    wait_until(lambda: agent.status()["outbox_depth"] == 0, 10, "the outbox to drain")
+    assert [a.result for a in succeeded_attempts(cloud, "t-cut")] == [{"v": 1}]
+
+
+def test_kill_9_mid_task_then_restart_keeps_the_journal_and_delivers_the_outbox(
+    cloud: ScriptedCloud, make_agent: AgentFactory
+) -> None:
+    agent = make_agent().start()
+    wait_until(lambda: cloud.messages("hello"), 10, "hello")
+    place(cloud, "edge-1", spec("t-crash", sh("sleep 1.5; echo '{\"survived\": true}'")))
+    wait_until(lambda: agent.task_status("t-crash") == "running", 10, "the task to start")
+    cloud.auto_ack = False  # the started-delta stays in the outbox
+    time.sleep(0.3)
+    agent.kill()
+    # The journal is consistent at any kill: the record says started, the process row exists.
+    (row,) = agent.query("SELECT task_id, watchdog_pid FROM processes")
+    assert row[0] == "t-crash" and row[1] > 0
+    assert agent.query("SELECT COUNT(*) FROM outbox")[0][0] >= 1
+    time.sleep(2.0)  # the watchdog outlives the agent; the task finishes meanwhile
+    cloud.auto_ack = True
+    agent.start()
+    wait_until(lambda: cloud.status("t-crash") == "succeeded", 15, "the success to sync")
+    wait_until(lambda: agent.status()["outbox_depth"] == 0, 10, "the outbox to drain")
+    assert agent.query("SELECT COUNT(*) FROM processes")[0][0] == 0
+    (attempt,) = succeeded_attempts(cloud, "t-crash")  # exactly one attempt, merged once
+    assert attempt.result == {"survived": True}
+    rec = cloud.record("t-crash")
+    assert rec is not None and len(rec.attempts) == 1
+    assert agent.events("adopted") or agent.events("finished")
+
+
+def test_strong_task_is_fenced_at_its_lease_deadline_and_not_before(
+    cloud: ScriptedCloud, make_agent: AgentFactory
+) -> None:
+    grants: list[float] = []
+
+    def first_grant_only(node: str, req: Any) -> LeaseGrant | None:
+        if grants:
+            return None  # renewals go unanswered: the lease must run out
+        grants.append(time.monotonic())
+        return LeaseGrant(task_id=req.task_id, epoch=req.epoch, granted=True, duration_s=3.0)
+
+    cloud.lease_answer = first_grant_only
+    agent = make_agent().start()
+    wait_until(lambda: cloud.messages("hello"), 10, "hello")
+    task = spec("t-strong", ["sleep", "30"], consistency="strong")
+    place(cloud, "edge-1", task, level="strong", lease_s=3.0)
+    wait_until(lambda: agent.task_status("t-strong") == "running", 10, "the strong task to start")
+    (granted,) = agent.events("lease_granted")
+    deadline = granted["deadline"]
+    # Renewals were asked for (a third into the lease) and left unanswered.
+    wait_until(lambda: len(cloud.lease_requests) >= 2, 5, "a renewal request")
+    (finished,) = wait_until(lambda: agent.events("finished"), 10, "the fence")
+    assert finished["reason"] == "fenced"
+    assert finished["fenced_at"] >= deadline  # not before the deadline
+    assert finished["fenced_at"] - deadline < 1.0  # and promptly at it
+    # The deadline counts from the request's send time, less the margin: before the grant's end.
+    (sent_at, _), *_ = cloud.lease_requests
+    assert deadline <= granted["mono"] + 3.0
+    assert deadline < finished["fenced_at"] <= deadline + 1.0
+    assert grants[0] >= sent_at
+
+    def fenced_upstream() -> bool:
+        rec = cloud.record("t-strong")
+        return rec is not None and any(a.reason == "lease_expired" for a in rec.attempts.values())
+
+    wait_until(fenced_upstream, 10, "the fenced attempt upstream")
+    rec = cloud.record("t-strong")
+    assert rec is not None
+    assert [(a.status, a.reason) for a in rec.attempts.values()] == [
+        (AttemptStatus.FAILED, "lease_expired")
+    ]
+
+
+def test_strong_task_does_not_start_without_a_lease(
+    cloud: ScriptedCloud, make_agent: AgentFactory
+) -> None:
+    agent = make_agent().start()  # the cloud never answers lease requests
+    wait_until(lambda: cloud.messages("hello"), 10, "hello")
+    place(cloud, "edge-1", spec("t-nolease", ["true"], consistency="strong"), level="strong")
+    wait_until(lambda: cloud.lease_requests, 10, "a lease request")
+    time.sleep(1.0)
+    assert agent.task_status("t-nolease") == "pending"
+    assert agent.status()["running"] == []
+
+
+def test_causal_task_keeps_running_through_a_partition(
+    cloud: ScriptedCloud, make_agent: AgentFactory
+) -> None:
+    agent = make_agent().start()  # T = 3 s: disconnected after 3 s without acks
+    wait_until(lambda: agent.status()["connectivity"] == "connected", 10, "connected")
+    place(cloud, "edge-1", spec("t-causal", sh("sleep 4; echo '{\"ok\": 1}'")))
+    wait_until(lambda: agent.task_status("t-causal") == "running", 10, "the task to start")
+    cloud.auto_ack = False  # the controller goes silent: a partition as the agent sees it
+    wait_until(
+        lambda: agent.status()["connectivity"] == "disconnected", 10, "the agent to disconnect"
+    )
+    status = agent.status()
+    assert status["autonomy"] == "fully_autonomous"
+    assert [r["task_id"] for r in status["running"]] == ["t-causal"]
+    wait_until(lambda: agent.task_status("t-causal") == "succeeded", 10, "completion")
+    kinds = [e["now"] for e in agent.events("connectivity")]
+    assert kinds[-1] == "disconnected" and "connected" in kinds
+    assert [e["now"] for e in agent.events("autonomy")][-1] == "fully_autonomous"
+    cloud.auto_ack = True
+    wait_until(lambda: cloud.status("t-causal") == "succeeded", 15, "sync after the partition")
+    wait_until(lambda: agent.status()["connectivity"] == "connected", 10, "reconnected")
+
+
+def test_local_submission_while_disconnected_syncs_later(
+    make_agent: AgentFactory, mosquitto: Any
+) -> None:
+    mosquitto.stop()  # no broker at all while the work is submitted and runs
+    agent = make_agent().start()
+    code, body = agent.api("POST", "/v1/tasks", spec("local-1", sh("echo '{\"local\": true}'")))
+    assert code == 201 and body["level"] == "causal", body
+    code, body = agent.api("POST", "/v1/tasks", {"command": ["true"]})  # id generated
+    assert code == 201
+    generated = body["id"]
+    code, body = agent.api("POST", "/v1/tasks", {"id": "bad", "command": "not a list"})
+    assert code == 400
+    code, body = agent.api("POST", "/v1/tasks", spec("s", ["true"], consistency="strong"))
+    assert code == 409 and body["error"] == "strong_needs_controller"
+    wait_until(lambda: agent.task_status("local-1") == "succeeded", 10, "local completion")
+    wait_until(lambda: agent.task_status(generated) == "succeeded", 10, "local completion")
+    assert agent.status()["connectivity"] == "disconnected"
+    mosquitto.start()
+    cloud = ScriptedCloud(mosquitto.host, mosquitto.port)
+    try:
+        wait_until(lambda: cloud.status("local-1") == "succeeded", 15, "the local task upstream")
+        wait_until(lambda: cloud.status(generated) == "succeeded", 10, "the generated id upstream")
+        rec = cloud.record("local-1")
+        assert rec is not None and rec.spec is not None and rec.spec["id"] == "local-1"
+        assert rec.placement is not None and rec.placement.node == "edge-1"
+    finally:
+        cloud.close()

@@ -16,6 +16,7 @@ from shared.model import parse_task_spec
 from shared.protocol import (
     ALLOWED_TYPES,
     BODY_TYPES,
+    MAX_DIGEST_VALUE_LEN,
     MAX_JSON_DEPTH,
     MAX_MESSAGE_BYTES,
     NODE_KINDS,
@@ -666,3 +667,12 @@ def test_a_reader_bug_is_still_only_a_remote_protocol_error(
     with pytest.raises(RemoteProtocolError, match="undecodable message") as info:
         decode(payload)
     assert info.value.reason == "invalid"
+
+
+def test_digest_summaries_up_to_the_crdt_bound_are_accepted() -> None:
+    from shared.crdt._digest import MAX_SUMMARY_LEN
+
+    assert MAX_DIGEST_VALUE_LEN >= MAX_SUMMARY_LEN
+    body = Digest(entries={"t1": "x" * MAX_SUMMARY_LEN})
+    env = Envelope(type="digest", id="x", sender=NODE, hlc=_stamp(), body=body)
+    assert decode(encode(env)) == env

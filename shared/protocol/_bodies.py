@@ -63,9 +63,10 @@ __all__ = [
 MAX_INT: Final = 2**63 - 1
 #: Records in one ``deltas`` body (the agent sends at most ``autonomy.batch_max``, 64 by default).
 MAX_DELTAS: Final = 4_096
-#: Entries in one ``digest`` body, and the length of one entry's summary string.
+#: Entries in one ``digest`` body, and the length of one entry's summary string (the
+#: longest summary ``shared.crdt`` parses; the message size limit bounds the total).
 MAX_DIGEST_ENTRIES: Final = 10_000
-MAX_DIGEST_VALUE_LEN: Final = 4_096
+MAX_DIGEST_VALUE_LEN: Final = 16_384
 #: Free-text reasons (cancel, lease refusal, level change).
 MAX_REASON_LEN: Final = 1_000
 #: Longest lease that may be requested or granted (one day).

@@ -186,14 +186,12 @@ def _decode(payload: object) -> Envelope:
 
 
 def _envelope(doc: dict[str, Any], type_: str, cls: type[Body]) -> Envelope:
-    f = Fields(doc, "", strict=False)
-    f.raw("v")
-    f.raw("type")
+    f = Fields(doc, "", strict=False)  # unknown fields are ignored (forward compatibility)
     ident = f.string("id", max_len=256, check=check_message_id)
     sender = f.string("from", max_len=256, check=check_node_id)
     hlc = f.string("hlc", max_len=256)
     stamp: Timestamp | None = None
-    if f.has("hlc") and isinstance(hlc, str) and len(hlc) <= 256:
+    if f.has("hlc") and len(hlc) <= 256:
         try:
             stamp = Timestamp.decode(hlc)
         except ValueError as exc:

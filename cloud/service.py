@@ -1275,8 +1275,8 @@ class Controller:
             **self._task_summary(row),
             "record": rec,
             "spec": spec,
-            "attempts": _attempts_of(rec),
-            "version_vector": rec.get("context"),
+            "attempts": _attempts_of(TaskRecord.from_dict(rec)),
+            "version_vector": rec.get("context") or {},
             "cancel_requested": rec.get("cancel_requested", False),
             "explanation": row.explanation,
             "blocked_reason": self.meta[task_id].blocked_reason if task_id in self.meta else None,
@@ -1422,11 +1422,23 @@ class Controller:
             m.tasks.labels(status=status, level=level or "none").set(n)
 
 
-def _attempts_of(rec: dict[str, Any]) -> list[dict[str, Any]]:
-    attempts = rec.get("attempts") or []
-    if isinstance(attempts, dict):
-        attempts = list(attempts.values())
-    return list(attempts)
+def _attempts_of(rec: TaskRecord) -> list[dict[str, Any]]:
+    """Every attempt, oldest dot first, spelled out for people (the record's own
+    form is compact: it omits what the dot implies)."""
+    return [
+        {
+            "dot": f"{writer}:{counter}",
+            "node": a.node,
+            "epoch": a.epoch,
+            "status": a.status.name.lower(),
+            "exit_code": a.exit_code,
+            "result": a.result,
+            "reason": a.reason,
+            "started_hlc": a.started_hlc,
+            "hlc": a.hlc,
+        }
+        for (writer, counter), a in sorted(rec.attempts.items())
+    ]
 
 
 def _run_seconds(attempt: Attempt) -> float | None:

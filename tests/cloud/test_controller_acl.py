@@ -27,7 +27,9 @@ class Client:
     def __init__(self, port: int, user: str) -> None:
         self.messages: queue.Queue[tuple[str, bytes]] = queue.Queue()
         self.subscribed: queue.Queue[object] = queue.Queue()
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{user}-{uuid.uuid4().hex[:6]}")
+        c = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=f"{user}-{uuid.uuid4().hex[:6]}"
+        )
         c.username_pw_set(user, USERS[user])
         c.on_message = lambda _c, _u, m: self.messages.put((m.topic, m.payload))
         c.on_subscribe = lambda _c, _u, _mid, codes, _p: self.subscribed.put(codes)

@@ -29,7 +29,14 @@ def test_every_problem_is_listed_with_its_path() -> None:
             }
         )
     paths = {p.path for p in err.value.problems}
-    assert {"api.port", "api.bogus", "broker.protocol", "placement.mode", "nope", "api.token"} <= paths
+    assert {
+        "api.port",
+        "api.bogus",
+        "broker.protocol",
+        "placement.mode",
+        "nope",
+        "api.token",
+    } <= paths
 
 
 def test_token_file_is_relative_to_the_config(tmp_path: Path) -> None:

@@ -43,8 +43,9 @@ def test_generated_entry_authenticates(tmp_path: Path, use_tool: bool) -> None:
     passwd = tmp_path / "passwd"
     pw = add_credentials(passwd, "edge-1", use_tool=use_tool)
     add_credentials(passwd, "edge-2", "fixed", use_tool=use_tool)
-    broker = MosquittoBroker(workdir=tmp_path / "b", extra_config=[f"password_file {passwd}",
-                                                                  "allow_anonymous false"])
+    broker = MosquittoBroker(
+        workdir=tmp_path / "b", extra_config=[f"password_file {passwd}", "allow_anonymous false"]
+    )
     broker.start()
     try:
         assert _can_connect(broker.port, "edge-1", pw)
@@ -61,12 +62,27 @@ def test_invalid_node_id_is_refused(tmp_path: Path) -> None:
 
 def test_cli_prints_an_agent_snippet(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     passwd = tmp_path / "passwd"
-    rc = controller_main(["credentials", "add", "edge-7", "--password-file", str(passwd),
-                          "--broker-host", "mqtt.example", "--json"])
+    rc = controller_main(
+        [
+            "credentials",
+            "add",
+            "edge-7",
+            "--password-file",
+            str(passwd),
+            "--broker-host",
+            "mqtt.example",
+            "--json",
+        ]
+    )
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
     snippet = tomllib.loads(out["agent_config"])
     assert snippet["node"]["id"] == "edge-7"
-    assert snippet["broker"] == {"host": "mqtt.example", "port": 1883, "username": "edge-7",
-                                 "password": out["password"], "tls": False}
+    assert snippet["broker"] == {
+        "host": "mqtt.example",
+        "port": 1883,
+        "username": "edge-7",
+        "password": out["password"],
+        "tls": False,
+    }
     assert passwd.read_text().startswith("edge-7:")

@@ -1,0 +1,150 @@
+"""Placement through the controller: constraints, explanations, workflows.
+
+Real Mosquitto; scripted nodes speak ``shared.protocol`` (see ``cloud_harness``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cloud_harness import Harness
+
+from shared.crdt import AttemptStatus
+
+pytestmark = pytest.mark.broker
+
+
+@pytest.fixture
+def h(tmp_path: Path, mosquitto) -> Iterator[Harness]:  # type: ignore[no-untyped-def]
+    harness = Harness(tmp_path, mosquitto.port)
+    try:
+        yield harness
+    finally:
+        harness.close()
+
+
+def task(task_id: str, **fields: Any) -> dict[str, Any]:
+    return {"id": task_id, "command": ["true"], **fields}
+
+
+def test_constraints_are_honoured_and_every_decision_explained(h: Harness) -> None:
+    edge = h.node("n-edge", tier="edge", labels={"zone": "a"}, cpus=2)
+    far = h.node("n-far", tier="edge", labels={"zone": "a"}, cpus=2)
+    dev = h.node("n-dev", tier="device", labels={"zone": "b"}, cpus=1, memory_mb=512)
+    cloud = h.node("n-cloud", tier="cloud", cpus=16, memory_mb=65536)
+    # Round trips: every node answers the controller's ping at once, n-far 300 ms later.
+    far.answer_pings = False
+    h.tick()
+    reg = h.controller.registry
+
+    def samples(node_id: str) -> int:
+        return reg.nodes[node_id].monitor.stats(h.clock()).rtt_samples
+
+    h.pump_until(lambda: all(samples(n) == 1 for n in ("n-edge", "n-dev", "n-cloud")))
+    ping = far.expect("ping")
+    h.clock.advance(0.3)
+    far.pong(ping)
+    h.pump_until(lambda: samples("n-far") == 1)
+    assert reg.nodes["n-far"].monitor.stats(h.clock()).rtt_p50_ms == pytest.approx(300.0)
+
+    c = h.controller
+    c.submit_task(task("t-cloud", placement={"tiers": ["cloud"]}))
+    c.submit_task(task("t-zone-b", placement={"labels": {"zone": "b"}}))
+    c.submit_task(task("t-big", resources={"cpu": 8, "memory_mb": 1024}))
+    c.submit_task(
+        task(
+            "t-near", placement={"tiers": ["edge"], "labels": {"zone": "a"}, "max_latency_ms": 100}
+        )
+    )
+    c.submit_task(task("t-huge", resources={"cpu": 64}))
+
+    where = {t: c.get_task(t)["node"] for t in ("t-cloud", "t-zone-b", "t-big", "t-near")}
+    assert where == {
+        "t-cloud": "n-cloud",
+        "t-zone-b": "n-dev",
+        "t-big": "n-cloud",
+        "t-near": "n-edge",
+    }
+    # The nodes were told, under epoch 1, with the spec.
+    for node, task_id in (
+        (cloud, "t-cloud"),
+        (dev, "t-zone-b"),
+        (cloud, "t-big"),
+        (edge, "t-near"),
+    ):
+        env = node.expect("place", lambda e, t=task_id: e.body.task_id == t)
+        assert env.body.epoch == 1 and env.body.spec["id"] == task_id
+
+    near = c.get_task("t-near")["explanation"]
+    assert near["chosen"] == "n-edge"
+    assert near["filtered"]["latency"] == 1  # n-far
+    assert near["filtered"]["tier"] == 2  # n-dev, n-cloud
+    assert near["candidates"][0]["node"] == "n-edge"
+    assert set(near["candidates"][0]["terms"]) >= {"fit", "load", "success", "link"}
+    assert c.get_task("t-zone-b")["explanation"]["filtered"]["labels"] == 3
+    assert c.get_task("t-big")["explanation"]["filtered"]["too_small"] == 3
+
+    huge = c.get_task("t-huge")
+    assert huge["node"] is None and huge["status"] == "pending"
+    assert "no feasible node" in huge["blocked_reason"]
+    assert h.events(task_id="t-huge", kind="placement_blocked")
+    placed = h.events(task_id="t-near", kind="placed")
+    assert placed and placed[0]["data"]["explanation"]["chosen"] == "n-edge"
+
+
+def test_workflow_runs_in_dependency_order_with_outputs_passed_on(h: Harness) -> None:
+    node = h.node("n1", cpus=8)
+    h.controller.submit_workflow(
+        {
+            "id": "wf",
+            "tasks": [
+                task("a"),
+                task("b"),
+                task("c", depends_on=["a", "b"]),
+                task("d", depends_on=["c"]),
+            ],
+        }
+    )
+    node.expect("place", lambda e: e.body.task_id == "a")
+    node.expect("place", lambda e: e.body.task_id == "b")
+    assert h.controller.get_task("c")["node"] is None
+
+    dot_a = node.start("a", 1)
+    node.finish("a", dot_a, result={"x": 1})
+    h.await_msg(node, "ack", lambda e: e.body.up_to_seq == node.seq)
+    assert h.controller.get_task("a")["status"] == "succeeded"
+    assert h.controller.get_task("c")["node"] is None  # b not done yet
+    assert not node.received("place", lambda e: e.body.task_id == "c")
+
+    dot_b = node.start("b", 1)
+    node.finish("b", dot_b, result=[2, 3])
+    place_c = h.await_msg(node, "place", lambda e: e.body.task_id == "c")
+    assert place_c.body.inputs == {"a": {"x": 1}, "b": [2, 3]}
+    assert h.controller.get_task("d")["node"] is None
+
+    dot_c = node.start("c", 1)
+    node.finish("c", dot_c, result="done")
+    place_d = h.await_msg(node, "place", lambda e: e.body.task_id == "d")
+    assert place_d.body.inputs == {"c": "done"}
+    order = [e["task_id"] for e in h.events(kind="placed")]
+    assert order == ["a", "b", "c", "d"]
+    wf = h.controller.get_workflow("wf")
+    assert [t["task_id"] for t in wf["tasks"]] == ["a", "b", "c", "d"]
+
+
+def test_failed_dependency_cancels_dependents(h: Harness) -> None:
+    node = h.node("n1", cpus=8)
+    h.controller.submit_workflow(
+        {
+            "id": "wf2",
+            "tasks": [task("p", retry={"max_attempts": 1}), task("q", depends_on=["p"])],
+        }
+    )
+    node.expect("place", lambda e: e.body.task_id == "p")
+    dot = node.start("p", 1)
+    node.finish("p", dot, AttemptStatus.FAILED)
+    h.pump_until(lambda: h.controller.get_task("q")["status"] == "cancelled")
+    assert h.controller.get_workflow("wf2")["status"] == "failed"

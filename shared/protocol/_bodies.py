@@ -536,7 +536,7 @@ class LeaseGrant(Body):
     def read(cls, f: Fields) -> Self:
         granted = f.boolean("granted")
         duration = f.number("duration_s", 0.0, min=0, max=MAX_LEASE_S)
-        if granted and f.has("duration_s") and duration <= 0:
+        if granted and duration <= 0:
             f.error("duration_s", "must be > 0 when the lease is granted")
         return cls(
             task_id=_task_id(f),

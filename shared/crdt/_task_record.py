@@ -237,10 +237,8 @@ def merge(a: TaskRecord, b: TaskRecord) -> TaskRecord:
                 changed[dot] = theirs
         if changed is None:
             attempts = large
-        elif len(changed) == len(attempts_a) and _same_attempts(changed, attempts_a):
-            attempts = attempts_a
-        elif len(changed) == len(attempts_b) and _same_attempts(changed, attempts_b):
-            attempts = attempts_b
+        elif len(changed) == len(small) and _same_attempts(changed, small):
+            attempts = small  # ``large`` lost an entry to ``small``: it cannot be the join
         else:
             attempts = MappingProxyType(changed)
 
@@ -299,6 +297,14 @@ def compact(
     covers, move dots that extend a writer's prefix into the vector."""
     if not dots:
         return vv, _NO_DOTS
+    if len(dots) == 1:  # the common case: one delta's own event
+        ((writer, counter),) = dots
+        have = vv.get(writer)
+        if counter <= have:
+            return vv, _NO_DOTS
+        if counter == have + 1:
+            return vv.increment(writer), _NO_DOTS
+        return vv, dots
     rest = {dot for dot in dots if dot[1] > vv.get(dot[0])}
     advance: dict[str, int] = {}
     for writer, counter in sorted(rest):

@@ -7,7 +7,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-test
 
-.PHONY: test lint bench install mosquitto clean
+.PHONY: test lint bench install mosquitto clean demo
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,13 @@ lint: $(STAMP)
 
 bench: $(STAMP) mosquitto
 	$(PY) benchmarks/run_all.py
+
+# The demo: partition-basic with 3 agents on whichever broker is here (Mosquitto when
+# installed, else the embedded amqtt one; nothing is installed system-wide). Prints the
+# verdict table and the paths of report.json and the plots; exit 1 on any violation.
+demo: $(STAMP)
+	rm -rf runs/demo
+	$(VENV)/bin/continuum testbed run partition-basic --agents 3 --out runs/demo
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build *.egg-info

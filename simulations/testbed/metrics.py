@@ -4,7 +4,8 @@
   task's first successful execution in the ledger (host clock on both sides);
 - the share of successful executions that ended while their node was cut off
   from the cloud (partitioned, flapping, or the controller cut): autonomy at work;
-- convergence after each heal, as measured live by the runner (``converged`` ops);
+- convergence after each heal, as measured live by the runner (``converged`` ops,
+  or ``not-converged`` with ``after_s = None`` when it never happened);
 - fault intervals per node, for the timeline plot.
 """
 
@@ -106,7 +107,7 @@ def summarize_run(
     convergence = [
         dict(op["value"])
         for op in history
-        if op.get("f") == "converged" and op.get("process") == "monitor"
+        if op.get("f") in ("converged", "not-converged") and op.get("process") == "monitor"
     ]
     return {
         "latency_s": {

@@ -52,7 +52,7 @@ def timeline(
 ) -> Path:
     """Draw the connectivity/execution timeline; returns ``path``."""
     lanes = list(nodes)
-    fig, ax = plt.subplots(figsize=(12, 2.0 + 0.7 * len(lanes)))
+    fig, ax = plt.subplots(figsize=(13, 1.8 + 0.6 * len(lanes)))
     y = {n: i for i, n in enumerate(lanes)}
     for node, spans in fault_intervals.items():
         if node not in y:
@@ -100,13 +100,7 @@ def timeline(
         Patch(color="#d62728", label="execution failed/fenced"),
         Patch(color="#999999", label="execution without end"),
     ]
-    ax.legend(
-        handles=handles,
-        loc="upper center",
-        bbox_to_anchor=(0.5, -0.12 - 1.2 / (2.0 + 0.7 * len(lanes))),
-        ncol=7,
-        fontsize=7,
-    )
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=7)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

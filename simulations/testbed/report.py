@@ -157,6 +157,10 @@ def render(report: dict[str, Any], console: Console) -> None:
     timing.add_column("what")
     timing.add_column("value", justify="right")
     for c in t["convergence_after_heal"]:
+        if c["after_s"] is None:
+            what = f"[red]NOT converged[/] after {c['cause']} @ {c['heal_at']:.1f} s: {c['node']}"
+            timing.add_row(what, "-")
+            continue
         timing.add_row(
             f"converged after {c['cause']} @ {c['heal_at']:.1f} s: {c['node']}",
             _fmt_s(c["after_s"]),

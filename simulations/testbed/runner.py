@@ -471,31 +471,32 @@ class Testbed:
         return all(tid in ctl and ctl[tid][1] == h for tid, h in hashes.items())
 
     async def _measure_convergence(self, cause: str, nodes: tuple[str, ...], at: float) -> None:
-        """Time from a heal until the healed agents' replicas equal the controller's."""
+        """Time from a heal until the healed agents' replicas equal the controller's.
+
+        Nodes still apart when the run stops measuring (a later fault on the same
+        node, or the end of the settle phase) are recorded as ``not-converged``."""
         pending = set(nodes)
-        while pending:
-            await asyncio.sleep(POLL_S)
-            if self.hist.now() - at > self.duration + self.settle:
-                self.hist.add(
-                    "monitor",
-                    "info",
-                    "not-converged",
-                    {"cause": cause, "nodes": sorted(pending), "heal_at": at},
-                )
-                return
-            ctl = await asyncio.to_thread(self._controller_hashes)
-            if ctl is None:
-                continue
+        try:
+            while pending:
+                await asyncio.sleep(POLL_S)
+                ctl = await asyncio.to_thread(self._controller_hashes)
+                if ctl is None:
+                    continue
+                for n in sorted(pending):
+                    alive = self.agents[n].alive
+                    if alive and await asyncio.to_thread(self._node_converged, n, ctl):
+                        pending.discard(n)
+                        value = {
+                            "cause": cause,
+                            "node": n,
+                            "heal_at": round(at, 3),
+                            "after_s": round(self.hist.now() - at, 3),
+                        }
+                        self.hist.add("monitor", "info", "converged", value)
+        finally:
             for n in sorted(pending):
-                if self.agents[n].alive and await asyncio.to_thread(self._node_converged, n, ctl):
-                    pending.discard(n)
-                    value = {
-                        "cause": cause,
-                        "node": n,
-                        "heal_at": round(at, 3),
-                        "after_s": round(self.hist.now() - at, 3),
-                    }
-                    self.hist.add("monitor", "info", "converged", value)
+                value = {"cause": cause, "node": n, "heal_at": round(at, 3), "after_s": None}
+                self.hist.add("monitor", "info", "not-converged", value)
 
     async def _poll_status(self) -> None:
         """Keep the live display's counts fresh (what the system says, for the eye only)."""
@@ -581,6 +582,8 @@ class Testbed:
 
     async def run(self) -> dict[str, Any]:
         """Run the scenario and return what :func:`.report.judge` needs."""
+        if (self.out / collect.HISTORY).exists():
+            raise TestbedError(f"{self.out} already holds a run; choose another --out")
         self.out.mkdir(parents=True, exist_ok=True)
         collect.ledger_dir(self.out).mkdir(exist_ok=True)
         self._write_plan()

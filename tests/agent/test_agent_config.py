@@ -65,3 +65,24 @@ def test_help_mentions_every_command(capsys: pytest.CaptureFixture[str]) -> None
         main(["--help"])
     out = capsys.readouterr().out
     assert "init" in out and "run" in out and "status" in out
+
+
+def test_docs_show_exactly_what_init_writes() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "agent.md").read_text(encoding="utf-8")
+    block = doc.split("```toml\n", 1)[1].split("```", 1)[0]
+    body = EXAMPLE_CONFIG.split("\n\n", 1)[1]  # the example without its header comment
+    assert block == body
+
+
+def test_run_with_a_bad_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text('[node]\nid = "bad/id"\n', encoding="utf-8")
+    assert main(["run", "--config", str(path)]) == 2
+    assert "node.id" in capsys.readouterr().err
+
+
+def test_status_without_an_agent_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+    from simulations.testbed.broker import free_port
+
+    assert main(["status", "--port", str(free_port())]) == 1
+    assert "no agent answering" in capsys.readouterr().err

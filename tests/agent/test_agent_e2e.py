@@ -3,6 +3,9 @@ cloud speaking ``shared.protocol`` (``agent_harness``). Each test stays within ~
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,6 +14,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 from agent_harness import AgentProcess, ScriptedCloud, sh, spec, wait_until
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from shared.crdt import AttemptStatus
 from shared.protocol import LeaseGrant, Place, decode_from, topic
@@ -286,3 +291,133 @@ def test_local_submission_while_disconnected_syncs_later(
         assert rec.placement is not None and rec.placement.node == "edge-1"
     finally:
         cloud.close()
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+_types = st.sampled_from(
+    [
+        "place",
+        "cancel",
+        "lease_grant",
+        "level_change",
+        "ack",
+        "digest",
+        "deltas",
+        "ping",
+        "hello",
+        "heartbeat",
+        "bogus",
+    ]
+)
+_bodies = st.fixed_dictionaries(
+    {},
+    optional={
+        "task_id": st.sampled_from(["t-x", "", "../etc", "a" * 200]) | st.integers(),
+        "epoch": st.integers(-5, 2**70) | st.text(max_size=3),
+        "spec": _json
+        | st.fixed_dictionaries(
+            # never a runnable argv: the fuzzer must not execute random programs
+            {
+                "id": st.just("t-x"),
+                "command": _json.filter(lambda v: not isinstance(v, list))
+                | st.just(["/nonexistent/fuzz-binary"]),
+            }
+        ),
+        "level": st.sampled_from(["strong", "causal", "eventual", "nope"]) | _json,
+        "granted": _json,
+        "duration_s": st.floats(allow_nan=True) | _json,
+        "up_to_seq": st.integers(-(2**64), 2**64) | _json,
+        "entries": _json,
+        "records": _json,
+    },
+)
+_envelopes = st.fixed_dictionaries(
+    {
+        "v": st.sampled_from([1, 1, 1, 2, 0, "1"]),
+        "type": _types,
+        "id": st.text(min_size=0, max_size=40),
+        "from": st.sampled_from(["cloud", "edge-1", "", "x/y"]),
+        "hlc": st.sampled_from(["1.0.cloud", "zz", "ffffffffffff.0.cloud"]) | st.text(max_size=10),
+        "body": _bodies | _json,
+    },
+    optional={"seq": _json},
+)
+_payloads = (
+    st.binary(max_size=300)
+    | _json.map(lambda v: json.dumps(v).encode())
+    | _envelopes.map(lambda v: json.dumps(v).encode())
+    | st.just(b"{" * 10_000)
+    | st.just(b" " * (300 * 1024))  # over the size limit
+)
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(stream=st.lists(_payloads, min_size=1, max_size=12))
+def test_malformed_down_messages_never_crash_the_agent(
+    started_agent: tuple[ScriptedCloud, AgentProcess], stream: list[bytes]
+) -> None:
+    cloud, agent = started_agent
+    for payload in stream:
+        cloud.client.publish(topic("edge-1", "down"), payload, qos=1)
+    assert agent.alive
+    code, _ = agent.api("GET", "/v1/status")
+    assert code == 200
+
+
+@pytest.fixture
+def started_agent(
+    cloud: ScriptedCloud, make_agent: AgentFactory
+) -> Iterator[tuple[ScriptedCloud, AgentProcess]]:
+    agent = make_agent().start()
+    wait_until(lambda: cloud.messages("hello"), 10, "hello")
+    yield cloud, agent
+    # After the whole stream: still alive, rejections counted, and real work still runs.
+    assert agent.alive
+    counters = agent.status()["counters"]
+    assert any(k.startswith("rejected_") for k in counters), counters
+    place(cloud, "edge-1", spec("after-fuzz", sh("echo '{\"fine\": 1}'")), epoch=10**6)
+    wait_until(lambda: cloud.status("after-fuzz") == "succeeded", 10, "work after the fuzz")
+
+
+def test_invalid_spec_becomes_a_failed_attempt_upstream(
+    cloud: ScriptedCloud, make_agent: AgentFactory
+) -> None:
+    make_agent().start()
+    wait_until(lambda: cloud.messages("hello"), 10, "hello")
+    bad = {"id": "t-bad", "command": "rm -rf /"}  # a shell string, not an argv list
+    place(cloud, "edge-1", bad)
+
+    def failed_upstream() -> list[Any]:
+        rec = cloud.record("t-bad")
+        return [] if rec is None else [a for a in rec.attempts.values() if a.reason]
+
+    (attempt,) = wait_until(failed_upstream, 10, "the invalid_spec attempt")
+    assert attempt.status == AttemptStatus.FAILED
+    assert attempt.reason.startswith("invalid_spec")
+
+
+def test_status_command_reports_a_running_agent(
+    cloud: ScriptedCloud, make_agent: AgentFactory
+) -> None:
+    agent = make_agent().start()
+    wait_until(lambda: agent.status()["connectivity"] == "connected", 10, "connected")
+    out = subprocess.run(
+        [sys.executable, "-m", "edge_agent", "status", "--config", str(agent.config_path)],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=True,
+    ).stdout
+    assert "connectivity  connected" in out
+    assert "autonomy      dependent" in out
+    assert "outbox" in out and "last sync" in out and "running       0" in out

@@ -1,0 +1,134 @@
+"""Batch placement for the simulator, built from ``shared.placement``'s own stages.
+
+The controller places one task at a time with ``shared.placement.place``. The
+simulator places thousands per second, so it splits the same pipeline the way
+``shared.placement._pipeline`` documents: the *static* half (every feasibility
+filter but exhaustion, every score term but ``fit``) is ``prepare``'d once per
+task shape and table version and cached; the *dynamic* half (exhaustion, best
+fit, the quantised rank with the per-task tie seed) is evaluated for all nodes
+at once and then kept current one row at a time as tasks of the batch take
+resources. The arithmetic is the same functions in the same order
+(``first_exhausted``, ``fit_term``, ``quantise``, ``tie_seed`` and the rank
+packing of ``_select``), so each choice is the node ``place`` would return on
+the same table; ``tests/sim/test_sim_placer.py`` checks that on random tables.
+Explanations are not built (nobody reads them in a simulation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from shared.placement import NodeTable, TaskDemand, Weights, tie_seed
+from shared.placement._filters import first_exhausted
+from shared.placement._pipeline import Shape, prepare
+from shared.placement._scoring import TINY, fit_term, resolve_mode
+from shared.placement._select import SCALE, quantise
+from shared.vocab import PlacementMode
+
+__all__ = ["ShapeCache", "ShapeState", "place_many"]
+
+_LOW = np.int64(0xFFFFFFFF)
+_SHIFT = np.int64(1 << 32)
+#: Rank of an infeasible row: below any feasible rank (|q| ≤ 1e9, so ≥ -2**62) even
+#: after the tie key (< 2**32) is subtracted.
+_NONE = np.int64(np.iinfo(np.int64).min + (1 << 33))
+
+
+class ShapeState:
+    """One shape on one table: the static half (``Shape``) and the dynamic half as
+    packed rank bases (``q * 2**32 + 0xFFFFFFFF``, or ``_NONE`` when infeasible),
+    with the free columns they were computed from so later calls redo only the rows
+    whose free resources moved since."""
+
+    __slots__ = ("base", "free", "shape", "version")
+
+    def __init__(self, table: NodeTable, shape: Shape, version: int) -> None:
+        self.shape = shape
+        self.version = version
+        free = (table.cpu_free, table.memory_free, table.disk_free)
+        dims = first_exhausted(shape.need, free)
+        feasible = shape.mask & (dims < 0)
+        fit = fit_term(shape.need, shape.count, free)
+        total = shape.static + shape.wfit * fit
+        q = quantise(np.where(feasible, total, 0.0)).astype(np.int64)
+        self.base = np.where(feasible, q * _SHIFT + _LOW, _NONE)
+        self.free = tuple(c.copy() for c in free)
+
+    def catch_up(self, table: NodeTable) -> None:
+        """Recompute the rows whose free resources changed since the last call."""
+        c0, c1, c2 = table.cpu_free, table.memory_free, table.disk_free
+        s0, s1, s2 = self.free
+        moved = np.flatnonzero((c0 != s0) | (c1 != s1) | (c2 != s2))
+        if len(moved):
+            for j in moved.tolist():
+                self.base[j] = _row_rank(self.shape, table, j)
+            s0[moved], s1[moved], s2[moved] = c0[moved], c1[moved], c2[moved]
+
+
+class ShapeCache:
+    """``ShapeState`` per (table key, task shape, mode), valid while the table's
+    version stands (the simulator bumps it when telemetry columns change)."""
+
+    def __init__(self, weights: Weights | None = None) -> None:
+        self.weights = weights or Weights()
+        self._cache: dict[tuple[object, ...], ShapeState] = {}
+        self.prepared = 0
+
+    def get(
+        self, key: object, version: int, table: NodeTable, demand: TaskDemand, mode: PlacementMode
+    ) -> ShapeState:
+        ck = (key, demand.shape, mode)
+        state = self._cache.get(ck)
+        if state is not None and state.version == version:
+            state.catch_up(table)
+            return state
+        shape = prepare(table, demand, resolve_mode(demand, mode), self.weights)
+        self.prepared += 1
+        state = self._cache[ck] = ShapeState(table, shape, version)
+        return state
+
+
+def _row_rank(shape: Shape, table: NodeTable, j: int) -> int:
+    """Rank base (before the tie key) of row ``j`` with its current free resources:
+    the scalar form of ``first_exhausted``, ``fit_term`` and ``quantise``, operation
+    for operation (as ``shared.placement._batch`` does)."""
+    if not shape.mask[j]:
+        return int(_NONE)
+    n0, n1, n2 = shape.need
+    f0, f1, f2 = float(table.cpu_free[j]), float(table.memory_free[j]), float(table.disk_free[j])
+    if n0 > f0 or n1 > f1 or n2 > f2:
+        return int(_NONE)
+    fit = (n0 / max(f0, TINY) + n1 / max(f1, TINY) + n2 / max(f2, TINY)) / shape.count
+    total = float(shape.static[j]) + shape.wfit * fit
+    return round(total * SCALE) * (1 << 32) + 0xFFFFFFFF
+
+
+def place_many(
+    table: NodeTable,
+    state: ShapeState,
+    task_ids: Sequence[str],
+    epochs: Sequence[int],
+    *,
+    seed: int = 0,
+) -> list[int | None]:
+    """Place tasks of one shape in order; each takes its node's resources
+    (``table.allocate``) before the next is placed. Returns the chosen row per
+    task, ``None`` once no node has room (the rest of the batch then waits too)."""
+    shape, base = state.shape, state.base
+    hashes = table.hash
+    cpu, memory, disk = shape.need
+    s0, s1, s2 = state.free
+    out: list[int | None] = []
+    for task_id, epoch in zip(task_ids, epochs, strict=True):
+        keys = np.bitwise_xor(hashes, np.uint32(tie_seed(task_id, epoch, seed))).astype(np.int64)
+        j = int(np.argmax(base - keys))
+        if base[j] == _NONE:
+            out.extend([None] * (len(task_ids) - len(out)))
+            break
+        table.allocate(j, cpu, memory, disk)
+        base[j] = _row_rank(shape, table, j)
+        s0[j], s1[j], s2[j] = table.cpu_free[j], table.memory_free[j], table.disk_free[j]
+        out.append(j)
+    return out

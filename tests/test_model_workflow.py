@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import itertools
 import random
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -216,3 +218,11 @@ def test_backoff_is_exponential_capped_and_jittered_within_bounds(
         assert base_delay(policy, failures + 1) >= base - 1e-9  # never shrinks
     delay = backoff_delay(policy, failures, random.Random(seed))
     assert base <= delay <= base * (1 + jitter) + 1e-9
+
+
+def test_every_toml_example_in_the_task_spec_doc_is_valid() -> None:
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "task-spec.md").read_text()
+    examples = re.findall(r"```toml\n(.*?)```", doc, flags=re.DOTALL)
+    assert len(examples) >= 3
+    for text in examples:
+        load_submission(text, "toml")

@@ -1396,9 +1396,12 @@ class Controller:
             "next": events[-1].seq if events else filters.get("after", 0),
         }
 
-    async def wait_for_events(self, after: int, timeout_s: float) -> None:
+    async def wait_for_events(self, after: int, timeout_s: float, **filters: Any) -> None:
+        """Return once an event past ``after`` matching ``filters`` exists, or after
+        ``timeout_s``. The waiter is taken before the check, so a commit between
+        the two still wakes us."""
         waiter = self._events_changed
-        if self.store.events(after=after, limit=1):
+        if self.store.events(after=after, limit=1, **filters):
             return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(waiter.wait(), timeout_s)

@@ -131,10 +131,11 @@ def _render_task(console: Console, task: dict[str, Any]) -> None:
         console.print(
             _table(
                 "attempts",
-                ["dot", "epoch", "status", "exit", "reason"],
+                ["dot", "node", "epoch", "status", "exit", "reason"],
                 [
                     (
-                        f"{a['node']}:{a['counter']}",
+                        a["dot"],
+                        a["node"],
                         a["epoch"],
                         a["status"],
                         a.get("exit_code"),
@@ -144,6 +145,8 @@ def _render_task(console: Console, task: dict[str, Any]) -> None:
                 ],
             )
         )
+    if task.get("blocked_reason"):
+        console.print(f"not placed: {task['blocked_reason']}", markup=False)
     lease = task.get("lease")
     if lease:
         console.print(
@@ -158,6 +161,8 @@ def _render_explanation(console: Console, task: dict[str, Any]) -> None:
         f"under epoch {task['epoch']} at level [bold]{task['level']}[/]"
     )
     exp = task.get("explanation") or {}
+    if task.get("blocked_reason"):
+        console.print(f"not placed: {task['blocked_reason']}", markup=False)
     if not exp:
         console.print("no placement decision recorded")
     else:
@@ -170,7 +175,7 @@ def _render_explanation(console: Console, task: dict[str, Any]) -> None:
             terms = sorted({k for c in top for k in (c.get("terms") or {})})
             rows = [
                 (
-                    c.get("node_id"),
+                    c.get("node"),
                     f"{c.get('score', 0):.3f}",
                     *(f"{(c.get('terms') or {}).get(t, 0):.3f}" for t in terms),
                 )
@@ -285,8 +290,8 @@ def _run_command(args: argparse.Namespace, api: ApiClient, console: Console) -> 
             )
             health = data.get("system_health") or {}
             console.print(
-                f"system health: {health.get('state')} "
-                f"(default level {health.get('default_level')})"
+                f"system health: {health.get('state')} ({health.get('available')}/"
+                f"{health.get('total')} nodes available, p99 RTT {health.get('p99_rtt_ms')} ms)"
             )
         return 0
     if cmd in ("drain", "undrain"):

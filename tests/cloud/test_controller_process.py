@@ -1,0 +1,159 @@
+"""End to end: ``cloud-controller init`` and ``run`` as a real process on a real
+Mosquitto, operated with the ``continuum`` CLI, killed with SIGKILL mid-flight and
+restarted. The node is scripted (``cloud_harness.ScriptedNode``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cloud_harness import ScriptedNode
+
+from cloud.cli import main as controller_main
+from cloud.operator_cli import main as continuum_main
+
+pytestmark = [pytest.mark.broker, pytest.mark.e2e]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class ControllerProc:
+    def __init__(self, config: Path) -> None:
+        self.config = config
+        self.ready_path = config.parent / "controller-state" / "controller.ready.json"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> dict[str, Any]:
+        log = open(self.config.parent / "controller.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cloud.cli", "run", "--config", str(self.config)],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        log.close()
+        deadline = time.monotonic() + 30
+        while True:
+            if self.ready_path.exists():
+                ready = json.loads(self.ready_path.read_text())
+                if ready["pid"] == self.proc.pid:
+                    return ready
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                log_text = (self.config.parent / "controller.log").read_text()
+                raise AssertionError(f"controller not ready:\n{log_text[-3000:]}")
+            time.sleep(0.05)
+
+    def kill(self, sig: int) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout=20)
+
+
+@pytest.fixture
+def setup(tmp_path: Path, mosquitto) -> Iterator[tuple[ControllerProc, dict[str, Any]]]:  # type: ignore[no-untyped-def]
+    config = tmp_path / "controller.toml"
+    assert controller_main(["init", "--path", str(config)]) == 0
+    text = config.read_text()
+    for old, new in (
+        ("port = 8470", "port = 0"),
+        ("port = 1883", f"port = {mosquitto.port}"),
+        ("tick_s = 0.5", "tick_s = 0.1"),
+        ("heartbeat_interval_s = 3.0", "heartbeat_interval_s = 0.5"),
+    ):
+        assert old in text
+        text = text.replace(old, new)
+    config.write_text(text)
+    ctl = ControllerProc(config)
+    ready = ctl.start()
+    try:
+        yield ctl, ready
+    finally:
+        if ctl.proc is not None and ctl.proc.poll() is None:
+            ctl.kill(signal.SIGKILL)
+
+
+def continuum(ready: dict[str, Any], capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
+    token = Path(ready["token_path"])
+    import tomllib
+
+    secret = tomllib.loads(token.read_text())["api"]["token"]
+    capsys.readouterr()
+    code = continuum_main(["--url", ready["api_url"], "--token", secret, *argv])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    return json.loads(out) if "--json" in argv else out
+
+
+def wait_for(pred: Any, timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not pred():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.05)
+
+
+def test_run_operate_kill_restart(
+    setup: tuple[ControllerProc, dict[str, Any]],
+    mosquitto,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    ctl, ready = setup
+    assert ready["api_url"].startswith("http://127.0.0.1:") and ready["token_source"] == "config"
+    node = ScriptedNode(mosquitto.port, "n1")
+    try:
+        node.hello(tier="edge", labels={"site": "lab"})
+        wait_for(
+            lambda: any(
+                n["node_id"] == "n1" for n in continuum(ready, capsys, "--json", "nodes")["nodes"]
+            )
+        )
+        spec = tmp_path / "task.toml"
+        spec.write_text(
+            'id = "t1"\ncommand = ["true"]\n[consistency]\nlevel = "strong"\n'
+            '[placement]\nlabels = { site = "lab" }\n'
+        )
+        submitted = continuum(ready, capsys, "--json", "submit", str(spec))
+        assert submitted["task_id"] == "t1" and submitted["node"] == "n1"
+        node.expect("place", lambda e: e.body.task_id == "t1")
+        node.start("t1", 1)
+        node.request_lease("t1", 1, duration_s=30.0)
+        assert node.expect("lease_grant").body.granted
+        wait_for(lambda: continuum(ready, capsys, "--json", "get", "t1")["status"] == "running")
+
+        got = continuum(ready, capsys, "--json", "get", "t1")
+        assert got["lease"]["live"] and got["attempts"][0]["node"] == "n1"
+        listed = continuum(ready, capsys, "--json", "list", "--status", "running")
+        assert [t["task_id"] for t in listed["tasks"]] == ["t1"]
+        explained = continuum(ready, capsys, "explain", "t1")
+        assert "n1" in explained and "top candidates" in explained
+        assert "t1" in continuum(ready, capsys, "get", "t1")
+        kinds = [e["kind"] for e in continuum(ready, capsys, "--json", "events")["events"]]
+        assert {"node_registered", "submitted", "placed", "lease_grant"} <= set(kinds)
+        assert continuum(ready, capsys, "--json", "drain", "n1")["draining"] is True
+        assert continuum(ready, capsys, "--json", "undrain", "n1")["draining"] is False
+        assert "n1" in continuum(ready, capsys, "nodes")
+
+        # SIGKILL mid-flight, then a new process on the same state directory.
+        assert ctl.kill(signal.SIGKILL) == -signal.SIGKILL
+        ready = ctl.start()
+        got = continuum(ready, capsys, "--json", "get", "t1")
+        assert got["status"] == "running" and got["node"] == "n1" and got["epoch"] == 1
+        assert got["lease"] is not None and got["lease"]["live"]
+        node.request_lease("t1", 1, duration_s=30.0)
+        assert node.expect("lease_grant").body.reason == "renewed"
+
+        continuum(ready, capsys, "--json", "cancel", "t1")
+        assert node.expect("cancel", lambda e: e.body.task_id == "t1").body.epoch == 1
+        assert ctl.kill(signal.SIGTERM) == 0
+        assert not ctl.ready_path.exists()
+    finally:
+        node.close()

@@ -98,7 +98,7 @@ class Result:
     metrics: dict[str, float]
     latencies: list[float] = field(default_factory=list, repr=False)
     convergence_s: list[float] = field(default_factory=list, repr=False)
-    level_changes: int = 0
+    params: dict[str, Any] = field(default_factory=dict)
 
 
 class _Task:
@@ -1156,7 +1156,6 @@ class Simulation:
             seed=self.seed,
             metrics=metrics,
             latencies=ok_lat.tolist(),
-            level_changes=self.level_changes,
         )
 
 

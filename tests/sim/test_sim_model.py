@@ -1,0 +1,173 @@
+"""Simulator behaviour: reproducibility, conservation, and the direction of the
+policy comparisons the issue asks for (on small, fast versions of the shipped
+scenarios)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+
+from shared.errors import ValidationError
+from simulations.sim.model import simulate
+from simulations.sim.scenario import load, parse, parse_policy, scenario_dir
+
+#: Everything that can go wrong at once: crashes, flaps, outages, failures, overload.
+STORMY: dict[str, Any] = {
+    "kind": "sim",
+    "name": "stormy",
+    "duration_s": 90,
+    "seed": 4,
+    "topology": {
+        "sites": 3,
+        "regions": 1,
+        "device": {"count": 90, "compute_share": 0.3, "cpus": 1, "mips": 2000, "mtbf_s": 60},
+        "edge": {"count": 1, "cpus": 2, "mips": 8000, "mtbf_s": 40, "mttr_s": 10},
+        "cloud": {"count": 1, "cpus": 8, "mips": 10000, "mtbf_s": 120, "mttr_s": 5},
+    },
+    "links": {
+        "access": {"mtbf_s": 30, "mttr_s": 8},
+        "metro": {"mtbf_s": 40, "mttr_s": 10},
+        "wan": {"mtbf_s": 60, "mttr_s": 15},
+    },
+    "failures": {"region_outage_per_h": 30, "region_outage_s": 10},
+    "workload": {
+        "arrival": "bursty",
+        "rate_per_device": 0.4,
+        "types": [
+            {
+                "name": "a",
+                "level": "strong",
+                "fail_rate": 0.1,
+                "max_attempts": 2,
+                "compute_mi": [500, 4000],
+            },
+            {"name": "b", "level": "eventual", "compute_mi": [500, 4000]},
+            {"name": "c", "level": "adaptive", "max_disconnect_s": 20, "compute_mi": [500, 4000]},
+        ],
+        "workflows": [{"rate_per_s": 0.2, "width": 2, "depth": 2, "type": "b"}],
+    },
+    "controller": {"max_queue_s": 5, "lease_s": 6},
+}
+
+
+def _stormy(**changes: Any) -> Any:
+    return parse({**STORMY, **changes})
+
+
+def test_same_seed_same_results_and_both_loops_agree() -> None:
+    sc = _stormy()
+    policy = parse_policy("adaptive/declared")
+    a = simulate(sc, policy)
+    b = simulate(sc, policy)
+    c = simulate(sc, policy, loop="simpy")
+    volatile = {"wall_s", "events_per_s"}
+    ma = {k: v for k, v in a.metrics.items() if k not in volatile}
+    assert ma == {k: v for k, v in b.metrics.items() if k not in volatile}
+    assert ma == {k: v for k, v in c.metrics.items() if k not in volatile}
+    assert a.latencies == b.latencies == c.latencies
+    d = simulate(sc, policy, seed=99)
+    assert d.metrics["generated"] != a.metrics["generated"] or d.latencies != a.latencies
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        "cloud_only",
+        "edge_only",
+        "hybrid_static",
+        "hybrid_dynamic/strong",
+        "adaptive/adaptive",
+        "hybrid_dynamic/eventual",
+    ],
+)
+def test_conservation(policy: str) -> None:
+    m = simulate(_stormy(), parse_policy(policy)).metrics
+    assert m["generated"] > 500
+    assert m["generated"] == m["succeeded"] + m["failed"] + m["lost"] + m["in_flight"]
+    assert min(m["succeeded"], m["in_flight"]) >= 0
+
+
+def test_stormy_run_exercises_every_outcome() -> None:
+    """The conservation check above is not vacuous: failures, losses, hedges,
+    fencing, local autonomy and workflows all happen in this scenario."""
+    totals: dict[str, float] = {}
+    for policy in ("hybrid_dynamic/strong", "hybrid_dynamic/eventual", "adaptive/adaptive"):
+        for k, v in simulate(_stormy(), parse_policy(policy)).metrics.items():
+            totals[k] = totals.get(k, 0) + v
+    for key in (
+        "failed",
+        "lost",
+        "replaced",
+        "local_runs",
+        "duplicates",
+        "workflows_done",
+        "unplaceable",
+        "fenced",
+    ):
+        assert totals[key] > 0, key
+
+
+def test_edge_beats_cloud_on_latency_with_a_100ms_wan() -> None:
+    sc = load(scenario_dir() / "wan-100ms.toml", params={"duration_s": 30})
+    cloud = simulate(sc, parse_policy("cloud_only")).metrics
+    edge = simulate(sc, parse_policy("edge_only")).metrics
+    assert edge["latency_mean_s"] < cloud["latency_mean_s"]
+    assert edge["latency_p95_s"] < cloud["latency_p95_s"]
+    assert edge["deadline_miss_rate"] < cloud["deadline_miss_rate"]
+    assert edge["wan_mb"] < cloud["wan_mb"]
+
+
+def test_under_frequent_partitions_strong_misses_more_and_adaptive_is_no_worse() -> None:
+    sc = load(scenario_dir() / "partitions-frequent.toml", params={"duration_s": 150})
+    miss = {
+        c: simulate(sc, parse_policy(f"hybrid_dynamic/{c}")).metrics["deadline_miss_rate"]
+        for c in ("strong", "eventual", "adaptive")
+    }
+    assert miss["strong"] > miss["eventual"]
+    # between the two, or better than both
+    assert miss["adaptive"] <= miss["strong"]
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    bad = {
+        "kind": "sim",
+        "name": "bad",
+        "duration_s": -1,
+        "policies": ["warp_drive"],
+        "links": {"wan": {"latency_ms": "far", "mttr_s": 0}},
+        "workload": {"types": [{"name": "x", "level": "psychic", "deadline_s": 0}]},
+        "bogus": 1,
+    }
+    with pytest.raises(ValidationError) as info:
+        parse(bad)
+    paths = {p.path for p in info.value.problems}
+    assert {
+        "duration_s",
+        "policies[0]",
+        "links.wan.latency_ms",
+        "links.wan",
+        "workload.types[0].level",
+        "workload.types[0].deadline_s",
+        "bogus",
+    } <= paths
+
+
+def test_policy_names() -> None:
+    assert parse_policy("adaptive").mode.value == "adaptive"
+    assert parse_policy("adaptive").consistency == "declared"
+    assert parse_policy("strong").consistency == "strong"
+    p = parse_policy("edge_only/eventual")
+    assert (p.mode.value, p.consistency, p.name) == ("edge_only", "eventual", "edge_only/eventual")
+    with pytest.raises(ValueError):
+        parse_policy("edge_only/psychic")
+
+
+def test_shipped_scenarios_parse() -> None:
+    names = {p.stem: load(p) for p in scenario_dir().glob("*.toml")}
+    assert {"pureedgesim-10k", "wan-100ms", "partitions-frequent"} <= set(names)
+    big = names["pureedgesim-10k"]
+    expected = big.topology.device.count * big.workload.rate_per_device * big.duration_s
+    assert 1.05e6 < expected < 1.2e6
+    assert dataclasses.asdict(big)["duration_s"] == 600

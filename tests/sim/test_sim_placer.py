@@ -1,0 +1,102 @@
+"""The simulator's batch path chooses exactly what ``shared.placement.place`` would."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from shared.placement import NodeTable, NodeView, TaskDemand, place, place_batch
+from shared.vocab import Level, LinkState, PlacementMode, Tier
+from simulations.sim.placer import ShapeCache, place_many
+
+
+def _views(rng: random.Random, n: int) -> list[NodeView]:
+    views = []
+    for i in range(n):
+        tier = rng.choice(list(Tier))
+        cpus = rng.choice([1.0, 2.0, 4.0, 8.0])
+        views.append(
+            NodeView(
+                node_id=f"n{i:03d}",
+                tier=tier,
+                cpus=cpus,
+                memory_mb=rng.choice([512.0, 2048.0, 8192.0]),
+                load=round(rng.random(), 2),
+                success_ewma=round(rng.uniform(0.5, 1.0), 2),
+                rtt_ms=rng.uniform(1, 300),
+                bandwidth_mbps=rng.choice([10.0, 100.0, 1000.0]),
+                link_state=rng.choice(
+                    [LinkState.HEALTHY] * 4 + [LinkState.DEGRADED, LinkState.CRITICAL]
+                ),
+                partition_rate_per_h=rng.choice([0.0, 0.0, 2.0]),
+                battery_pct=rng.choice([None, None, 40.0]),
+            )
+        )
+    return views
+
+
+@pytest.mark.parametrize("mode", list(PlacementMode))
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_place_many_matches_place_then_allocate(mode: PlacementMode, seed: int) -> None:
+    rng = random.Random(seed)
+    views = _views(rng, 40)
+    demand = TaskDemand(
+        task_id="shape",
+        cpu=rng.choice([0.5, 1.0]),
+        memory_mb=256.0,
+        max_latency_ms=rng.choice([None, 150.0]),
+        data_size_mb=rng.choice([0.0, 5.0]),
+        level=rng.choice(list(Level)),
+    )
+    ids = [f"t{k}" for k in range(60)]
+    epochs = [1 + k % 3 for k in range(60)]
+
+    expected_table = NodeTable(views)
+    expected = []
+    for tid, epoch in zip(ids, epochs, strict=True):
+        d = TaskDemand(**{**_fields(demand), "task_id": tid})
+        decision = place(expected_table, d, mode=mode, seed=seed, epoch=epoch)
+        expected.append(decision.node_id)
+        if decision.node_id is not None:
+            expected_table.allocate(decision.node_id, d.cpu, d.memory_mb, d.disk_mb)
+
+    table = NodeTable(views)
+    cache = ShapeCache()
+    got: list[str | None] = []
+    # in three calls, as the simulator does across ticks (state carried over)
+    for lo, hi in ((0, 10), (10, 25), (25, 60)):
+        state = cache.get("site", 0, table, demand, mode)
+        rows = place_many(table, state, ids[lo:hi], epochs[lo:hi], seed=seed)
+        got += [None if r is None else table.ids[r] for r in rows]
+    assert got == expected
+    assert cache.prepared == 1
+
+    batch_table = NodeTable(views)
+    demands = [TaskDemand(**{**_fields(demand), "task_id": t}) for t in ids]
+    shared = place_batch(batch_table, demands, mode=mode, seed=seed, epochs=epochs)
+    assert [d.node_id for d in shared] == expected
+
+
+def test_free_resources_moved_outside_are_picked_up() -> None:
+    """A release between two calls (another site freed a shared node) is seen."""
+    views = [NodeView(node_id=f"n{i}", tier=Tier.EDGE, cpus=1.0) for i in range(3)]
+    table = NodeTable(views)
+    demand = TaskDemand(task_id="x", cpu=1.0, memory_mb=1.0)
+    cache = ShapeCache()
+    state = cache.get(0, 0, table, demand, PlacementMode.HYBRID_DYNAMIC)
+    rows = place_many(table, state, ["a", "b", "c", "d"], [1, 1, 1, 1])
+    assert rows[:3] != [None] * 3 and rows[3] is None
+    table.release(rows[0], 1.0, 1.0)
+    state = cache.get(0, 0, table, demand, PlacementMode.HYBRID_DYNAMIC)
+    assert place_many(table, state, ["d"], [1]) == [rows[0]]
+
+
+def _fields(d: TaskDemand) -> dict[str, object]:
+    return {
+        "cpu": d.cpu,
+        "memory_mb": d.memory_mb,
+        "max_latency_ms": d.max_latency_ms,
+        "data_size_mb": d.data_size_mb,
+        "level": d.level,
+    }

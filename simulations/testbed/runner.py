@@ -34,7 +34,7 @@ import os
 import sqlite3
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -55,7 +55,7 @@ __all__ = ["Broker", "History", "RunOptions", "Testbed", "TestbedError", "start_
 
 TOKEN = "testbed-token"
 READY_TIMEOUT_S = 30.0
-REGISTER_TIMEOUT_S = 30.0
+REGISTER_TIMEOUT_S = 30.0  # plus half a second per agent
 POLL_S = 0.25
 
 
@@ -178,7 +178,10 @@ class Testbed:
         options: RunOptions,
         *,
         on_event: Callable[[LiveState], None] | None = None,
+        during: Callable[[Testbed], Awaitable[Any]] | None = None,
     ) -> None:
+        """``during`` (benchmarks) runs alongside the workload, from the start of
+        the clock; the heal waits for it and its exceptions propagate."""
         self.scenario = scenario
         self.options = options
         self.plan: Plan = make_plan(scenario, agents=options.agents, seed=options.seed)
@@ -189,6 +192,7 @@ class Testbed:
         self.state = LiveState(duration=self.duration, planned=len(self.plan.submissions))
         self.state.nodes = {n: NodeState() for n in self.node_ids}
         self.on_event = on_event
+        self.during = during
         self.broker: Broker | None = None
         self.broker_kind = ""
         self.controller: ControllerProcess | None = None
@@ -286,7 +290,10 @@ class Testbed:
         for agent in self.agents.values():
             agent.start()
         await asyncio.gather(
-            *(asyncio.to_thread(a.wait_ready, READY_TIMEOUT_S) for a in self.agents.values())
+            *(
+                asyncio.to_thread(a.wait_ready, READY_TIMEOUT_S + 0.5 * len(self.agents))
+                for a in self.agents.values()
+            )
         )
         self.state.phase = "waiting for registration"
         self._refresh()
@@ -316,7 +323,7 @@ class Testbed:
         return list(data.get("nodes", [])) if status == 200 and isinstance(data, dict) else []
 
     async def _wait_registered(self) -> None:
-        deadline = time.monotonic() + REGISTER_TIMEOUT_S
+        deadline = time.monotonic() + REGISTER_TIMEOUT_S + 0.5 * len(self.node_ids)
         missing = set(self.node_ids)
         while time.monotonic() < deadline:
             nodes = await self._nodes()
@@ -604,8 +611,11 @@ class Testbed:
                 poller = self._spawn(self._poll_status())
                 work = [self._spawn(self._submit(s)) for s in self.plan.submissions]
                 faults = [self._spawn(self._apply(s)) for s in self.plan.steps]
+                extra = self._spawn(self.during(self)) if self.during is not None else None
                 await asyncio.sleep(max(0.0, self.duration - self.hist.now()))
                 await asyncio.gather(*faults, return_exceptions=True)
+                if extra is not None:
+                    await extra
                 self.state.phase = "healing"
                 self._refresh()
                 await self._heal_all()

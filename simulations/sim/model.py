@@ -247,6 +247,10 @@ class Simulation:
             raise ValueError("placer must be 'cached' (sim.placer) or 'shared' (place_batch)")
         self.placer = placer
         self.progress = progress
+        #: when set (lists), first successes ``(type, submitted, execution end)`` and
+        #: every attempt's ``(node, end, report at controller)`` are recorded
+        self.trace: list[tuple[int, float, float]] | None = None
+        self.attempt_log: list[tuple[int, float, float]] | None = None
         self.ctl = scenario.controller
         self.lease_policy = LeasePolicy(
             duration_s=self.ctl.lease_s,
@@ -294,6 +298,7 @@ class Simulation:
         self.cpus = np.array([n[4].cpus for n in nodes], dtype=np.float64)
         self.mem = np.array([n[4].memory_mb for n in nodes], dtype=np.float64)
         self.mips = [n[4].mips for n in nodes]
+        self.start_s = [n[4].start_s for n in nodes]
         self.cpu_free = self.cpus.copy()
         self.mem_free = self.mem.copy()
         self.running = np.zeros(G)
@@ -303,9 +308,10 @@ class Simulation:
         self.busy = [0.0] * G  # core-seconds of execution (LEAF dynamic energy)
         self.open_on: list[list[_Attempt]] = [[] for _ in range(G)]
 
-        # links: access d | metro s | wan r | lan | node g (crashes)
-        L = D + S + R + 1 + G
+        # links: access d | metro s | wan r | lan | node g (crashes) | node g's own uplink
+        L = D + S + R + 1 + 2 * G
         self.L_METRO, self.L_WAN, self.L_LAN, self.L_NODE = D, D + S, D + S + R, D + S + R + 1
+        self.L_UP = self.L_NODE + G
         lat, jit, bw, nj, wan = [0.0] * L, [0.0] * L, [_INF] * L, [0.0] * L, [False] * L
         lk = self.sc.links
 
@@ -334,15 +340,15 @@ class Simulation:
         ]
         self.ctrl_path: list[_Path] = []
         for g, (_, tier, s, r, _, d) in enumerate(nodes):
-            own = self.L_NODE + g
+            own = (self.L_NODE + g, self.L_UP + g)
             if tier is Tier.EDGE:
-                self.ctrl_path.append(P(self.L_METRO + s, self.L_WAN + r, self.L_LAN, own))
+                self.ctrl_path.append(P(self.L_METRO + s, self.L_WAN + r, self.L_LAN, *own))
             elif tier is Tier.REGIONAL:
-                self.ctrl_path.append(P(self.L_WAN + r, self.L_LAN, own))
+                self.ctrl_path.append(P(self.L_WAN + r, self.L_LAN, *own))
             elif tier is Tier.CLOUD:
-                self.ctrl_path.append(P(self.L_LAN, own))
+                self.ctrl_path.append(P(self.L_LAN, *own))
             else:
-                self.ctrl_path.append(P(d, self.L_METRO + s, self.L_WAN + r, self.L_LAN, own))
+                self.ctrl_path.append(P(d, self.L_METRO + s, self.L_WAN + r, self.L_LAN, *own))
         self.site_ctrl = [P(self.L_METRO + s, self.L_WAN + s % R, self.L_LAN) for s in range(S)]
 
         # per-site placement tables and the site part of each device→node path
@@ -362,15 +368,15 @@ class Simulation:
             ]
             parts: dict[int, _Path] = {}
             for g in members:
-                tier, own = nodes[g][1], self.L_NODE + g
+                tier, own = nodes[g][1], (self.L_NODE + g, self.L_UP + g)
                 if tier is Tier.EDGE:
-                    parts[g] = P(own)
+                    parts[g] = P(*own)
                 elif tier is Tier.REGIONAL:
-                    parts[g] = P(self.L_METRO + s, own)
+                    parts[g] = P(self.L_METRO + s, *own)
                 elif tier is Tier.CLOUD:
-                    parts[g] = P(self.L_METRO + s, self.L_WAN + r, self.L_LAN, own)
+                    parts[g] = P(self.L_METRO + s, self.L_WAN + r, self.L_LAN, *own)
                 else:
-                    parts[g] = P(nodes[g][5], own)
+                    parts[g] = P(nodes[g][5], *own)
             access = lk.access.latency_ms / 1000.0
             views = []
             for g in members:
@@ -831,7 +837,7 @@ class Simulation:
             t_in = self._deliver(data_path, t_recv, task.in_bits)
             self._account(data_path, task.in_bits)
         at.start = start = max(ready, t_in)
-        at.end = end = start + task.mi / self.mips[g]
+        at.end = end = start + self.start_s[g] + task.mi / self.mips[g]
         stop, outcome = end, "ok"
         crash = self.tl.first_down((self.L_NODE + g,), t_recv, end)
         if crash is not None:
@@ -853,7 +859,7 @@ class Simulation:
     def _fence_time(self, ctrl: _Path, t_recv: float, t_grant: float, stop: float) -> float | None:
         """Where an outage of the control path outlasts the lease: the agent's deadline
         (``LeasePolicy.agent_deadline`` from the last renewal sent before the outage)."""
-        links = tuple(x for x in ctrl.links if x < self.L_NODE)
+        links = tuple(x for x in ctrl.links if not self.L_NODE <= x < self.L_UP)
         a = self.tl.first_down(links, t_grant, stop)
         if a is None:
             return None
@@ -890,7 +896,7 @@ class Simulation:
         task.epoch += 1
         at = _Attempt(task, g, task.epoch, task.level, t)
         at.t_recv = at.start = t
-        at.end = t + task.mi / self.mips[g]
+        at.end = t + self.start_s[g] + task.mi / self.mips[g]
         stop, outcome = at.end, "ok"
         crash = self.tl.first_down((self.L_NODE + g,), t, at.end)
         if crash is not None:
@@ -906,6 +912,8 @@ class Simulation:
     # ----------------------------------------------------------- outcomes
     def _attempt_end(self, at: _Attempt) -> None:
         task, g = at.task, at.node
+        if self.attempt_log is not None:
+            self.attempt_log.append((g, at.stop, at.report))
         tt = self.sc.workload.types[task.tt]
         self.cpu_free[g] += tt.cpu
         self.mem_free[g] += tt.memory_mb
@@ -931,6 +939,8 @@ class Simulation:
                 task.best = at.t_done
                 task.report = at.report
                 if task.state == 0:
+                    if self.trace is not None:
+                        self.trace.append((task.tt, task.t_arr, at.stop))
                     task.state = 1
                     self.open_tasks -= 1
                     task.result_at = len(self.lat)
@@ -1079,6 +1089,36 @@ class Simulation:
                     task.level = self._site_level(task.site, task.lo, task.hi)
                 task.entered = now
                 self.pending.append(task)
+
+    # ------------------------------------------------------------ injection
+    def inject(
+        self,
+        *,
+        arrivals: list[tuple[float, int, int, float, float, float, float]] | None = None,
+        flows: list[tuple[float, int, int]] | None = None,
+        uplink_down: dict[str, list[tuple[float, float]]] | None = None,
+        crashes: dict[str, list[tuple[float, float]]] | None = None,
+    ) -> None:
+        """Replace the drawn workload with explicit arrivals ``(t, device, type,
+        MI, input bits, output bits, failure draw)`` and workflow starts ``(t,
+        workflow index, device)``, and add outages of one node's own uplink or of
+        the node itself (a timeline from a testbed scenario). Call before ``run``."""
+        if arrivals is not None:
+            arrivals = sorted(arrivals)
+            cols = list(zip(*arrivals, strict=True)) if arrivals else [()] * 7
+            self.arr_t = np.array(cols[0], dtype=np.float64)
+            self.arr_dev = np.array(cols[1], dtype=np.int64)
+            self.arr_type = np.array(cols[2], dtype=np.int64)
+            self.arr_mi, self.arr_in, self.arr_out, self.arr_fail = (
+                np.array(c, dtype=np.float64) for c in cols[3:]
+            )
+        if flows is not None:
+            self.flow_starts = sorted(flows)
+        index = {nid: g for g, nid in enumerate(self.node_ids)}
+        for base, table in ((self.L_UP, uplink_down or {}), (self.L_NODE, crashes or {})):
+            for node_id, intervals in table.items():
+                link = base + index[node_id]
+                self.tl.set(link, self.tl.intervals(link) + list(intervals))
 
     # ------------------------------------------------------------------ run
     def run(self) -> Result:

@@ -61,12 +61,18 @@ class NodeClass:
     max_w: float = 200.0
     mtbf_s: float = 0.0  # node crashes; 0 = never
     mttr_s: float = 60.0
+    start_s: float = 0.0  # fixed cost of starting an execution (process spawn)
     compute_share: float = 1.0  # devices only: share that execute tasks
     battery: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Topology:
+    """Counts: ``device.count`` in all (dealt round robin over the sites),
+    ``edge.count`` per site, ``regional.count`` per region (sites are dealt round
+    robin over regions), ``cloud.count`` in all (0 is allowed: the controller is
+    still in the cloud, reached over the ``lan`` link)."""
+
     sites: int = 4
     regions: int = 1
     device: NodeClass = NodeClass(
@@ -294,7 +300,6 @@ def _check(s: SimScenario, problems: list[Problem]) -> None:
     need(t.sites >= 1, "topology.sites", "must be ≥ 1")
     need(1 <= t.regions <= t.sites, "topology.regions", "must be between 1 and sites")
     need(t.device.count >= 1, "topology.device.count", "must be ≥ 1")
-    need(t.cloud.count >= 1, "topology.cloud.count", "must be ≥ 1 (the controller's tier)")
     for tier in ("device", "edge", "regional", "cloud"):
         nc: NodeClass = getattr(t, tier)
         need(nc.count >= 0, f"topology.{tier}.count", "must be ≥ 0")
@@ -302,6 +307,7 @@ def _check(s: SimScenario, problems: list[Problem]) -> None:
         need(0 <= nc.idle_w <= nc.max_w, f"topology.{tier}", "need 0 ≤ idle_w ≤ max_w")
         need(nc.mtbf_s >= 0 and nc.mttr_s > 0, f"topology.{tier}", "need mtbf_s ≥ 0, mttr_s > 0")
         need(0 <= nc.compute_share <= 1, f"topology.{tier}.compute_share", "must be in [0, 1]")
+        need(nc.start_s >= 0, f"topology.{tier}.start_s", "must be ≥ 0")
     for name in ("access", "metro", "wan", "lan"):
         lc: LinkClass = getattr(s.links, name)
         need(lc.latency_ms >= 0 and lc.jitter_ms >= 0, f"links.{name}", "latencies must be ≥ 0")

@@ -1,0 +1,362 @@
+"""Sim-to-real: run a *testbed* scenario in the simulator and compare with a testbed run.
+
+The testbed's own planner (``simulations.testbed.plan.make_plan``) expands the
+scenario into nodes, fault steps and timed submissions with the same seed, so
+the simulator sees the very tasks, sleeps and faults the real processes see:
+
+- topology: one site; the submitter is a device that does not compute (the
+  testbed posts to the controller's API); each agent is a node of its tier;
+  every hop is a loopback hop (``LOOPBACK_MS``) and an execution costs a process
+  start (``PROCESS_START_S``) plus its ``--sleep-ms`` (1 MI = 1 ms at 1000 MIPS);
+- faults: ``partition``/``flap`` of an agent → outages of that agent's own uplink
+  until its ``heal``; ``kill`` → a node outage until ``restart`` (the attempt dies);
+  ``controller-cut`` → every agent's uplink; ``delay``, ``throttle``, ``reset``
+  and a controller restart are not modelled (listed in ``unmodelled``);
+- workload: every planned task with its level, bounds and sleep; workflows as
+  layered DAGs of the same width and depth.
+
+Reported, per level as the testbed reports them: task latency from submission to
+the end of the first successful execution (count, p50, p95, max), and per heal
+the time until the healed node's held reports reached the controller (the
+simulator's convergence: the last delta delivered; with nothing held, one round
+trip). With ``--testbed-report report.json`` of a real run, the two are put side
+by side with their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from shared.vocab import PlacementMode, Tier
+from simulations.sim.model import Simulation
+from simulations.sim.scenario import (
+    Controller,
+    LinkClass,
+    Links,
+    NodeClass,
+    Policy,
+    SimScenario,
+    TaskType,
+    Topology,
+    Workflow,
+    Workload,
+)
+from simulations.testbed.plan import Plan, make_plan
+from simulations.testbed.scenario import Scenario, load_scenario
+from simulations.testbed.scenario import scenario_dir as testbed_dir
+
+__all__ = ["LOOPBACK_MS", "PROCESS_START_S", "SimRun", "compare", "main", "run_testbed_scenario"]
+
+#: One hop over loopback through the broker (publish → deliver), one way.
+LOOPBACK_MS = 2.0
+#: Starting the ledger task's interpreter for one execution.
+PROCESS_START_S = 0.08
+_CUT_OPS = ("partition", "flap", "controller-cut")
+
+
+def _sleep_ms(command: list[str]) -> float:
+    if "--sleep-ms" in command:
+        return float(command[command.index("--sleep-ms") + 1])
+    return 0.0
+
+
+Windows = dict[str, list[tuple[float, float]]]
+
+
+def _fault_windows(
+    plan: Plan, end: float
+) -> tuple[Windows, Windows, list[str], list[tuple[str, str, float]]]:
+    """Per node: uplink outages, node outages; the steps not modelled; heals."""
+    ids = [n.node_id for n in plan.nodes]
+    cut_since: dict[str, tuple[float, str, dict[str, Any]]] = {}
+    down_since: dict[str, float] = {}
+    uplink: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    crash: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    unmodelled: list[str] = []
+    heals: list[tuple[str, str, float]] = []
+
+    def close(node: str, t: float) -> None:
+        start, op, params = cut_since.pop(node)
+        if op == "flap":
+            down, up = float(params.get("down_s", 1.0)), float(params.get("up_s", 1.0))
+            a = start
+            while a < t:
+                uplink[node].append((a, min(a + down, t)))
+                a += down + up
+        else:
+            uplink[node].append((start, t))
+        heals.append((node, op, t))
+
+    for step in plan.steps:
+        nodes = ids if step.op.startswith("controller") else list(step.nodes)
+        if step.op in _CUT_OPS:
+            for n in nodes:
+                if n not in cut_since:
+                    cut_since[n] = (step.at, step.op, dict(step.params))
+        elif step.op in ("heal", "controller-heal"):
+            for n in nodes:
+                if n in cut_since:
+                    close(n, step.at)
+        elif step.op == "kill":
+            for n in nodes:
+                down_since.setdefault(n, step.at)
+        elif step.op == "restart":
+            for n in nodes:
+                if n in down_since:
+                    crash[n].append((down_since.pop(n), step.at))
+                    heals.append((n, "restart", step.at))
+        else:
+            unmodelled.append(f"{step.op}@{step.at:g}")
+    for n in list(cut_since):
+        close(n, end)
+    for n, t in down_since.items():
+        crash[n].append((t, end))
+    return dict(uplink), dict(crash), unmodelled, heals
+
+
+def to_sim(
+    scenario: Scenario, plan: Plan
+) -> tuple[SimScenario, dict[str, str], list[tuple[Any, ...]], list[TaskType]]:
+    """The simulator scenario for a testbed plan, the agent → sim node map, and the
+    task types (one per distinct level, bounds and ``max_disconnect_s``) with their keys."""
+    counts: dict[Tier, int] = defaultdict(int)
+    for n in plan.nodes:
+        counts[Tier(n.tier)] += 1
+    first = plan.nodes[0]
+    hop = LinkClass(latency_ms=LOOPBACK_MS / 2, spread=0.2, jitter_ms=0.5, bandwidth_mbps=1000)
+    fast = LinkClass(latency_ms=0.0, spread=0.0, jitter_ms=0.0, bandwidth_mbps=10000)
+
+    def node_class(count: int) -> NodeClass:
+        return NodeClass(
+            count=count,
+            cpus=first.cpus,
+            mips=1000.0,
+            memory_mb=float(first.memory_mb),
+            start_s=PROCESS_START_S,
+        )
+
+    types: list[TaskType] = []
+    keys: list[tuple[Any, ...]] = []
+    for sub in plan.submissions:
+        bodies = [sub.body] if sub.kind == "task" else list(sub.body["tasks"])
+        for body in bodies:
+            c = body["consistency"]
+            key = (c["level"], c.get("min"), c.get("max"), body.get("max_disconnect_s", 300.0))
+            if key not in keys:
+                keys.append(key)
+                types.append(
+                    TaskType(
+                        name=f"{c['level']}-{len(types)}",
+                        compute_mi=(1.0, 1.0),
+                        input_kb=(0.0, 0.0),
+                        output_kb=(0.0, 0.0),
+                        deadline_s=60.0,
+                        cpu=float(body["resources"]["cpu"]),
+                        memory_mb=float(body["resources"]["memory_mb"]),
+                        level=c["level"],
+                        min=c.get("min") or "eventual",
+                        max=c.get("max") or "strong",
+                        max_disconnect_s=float(key[3]),
+                        max_attempts=int(body["retry"]["max_attempts"]),
+                    )
+                )
+    sim = SimScenario(
+        name=f"{scenario.name} (simulated)",
+        description=f"testbed scenario {scenario.name} run in the simulator",
+        duration_s=plan.duration_s + scenario.settle_s,
+        seed=plan.seed,
+        policies=(Policy(PlacementMode.HYBRID_DYNAMIC, "declared"),),
+        topology=Topology(
+            sites=1,
+            regions=1,
+            device=NodeClass(count=1, compute_share=0.0),
+            edge=node_class(counts[Tier.EDGE] + counts[Tier.DEVICE]),
+            regional=node_class(counts[Tier.REGIONAL]),
+            cloud=node_class(counts[Tier.CLOUD]),
+        ),
+        links=Links(access=fast, metro=hop, wan=hop, lan=hop),
+        workload=Workload(rate_per_device=0.0, types=tuple(types) or (TaskType(),)),
+        controller=Controller(placement_interval_s=0.0),
+    )
+    # agents in plan order → sim node ids of their tier, in order
+    per_tier: dict[Tier, int] = defaultdict(int)
+    names = {}
+    for n in plan.nodes:
+        tier = Tier(n.tier)
+        k = per_tier[tier]
+        per_tier[tier] += 1
+        names[n.node_id] = {
+            Tier.EDGE: f"edge-0-{k}",
+            Tier.DEVICE: f"edge-0-{counts[Tier.EDGE] + k}",
+            Tier.REGIONAL: f"reg-0-{k}",
+            Tier.CLOUD: f"cloud-{k}",
+        }[tier]
+    return sim, names, keys, types
+
+
+class SimRun:
+    """A testbed scenario simulated: latencies by level and convergence after heals."""
+
+    def __init__(self, scenario: Scenario, *, seed: int | None = None) -> None:
+        self.scenario = scenario
+        self.plan = make_plan(scenario, seed=seed)
+        self.sim_scenario, self.names, self.keys, self.types = to_sim(scenario, self.plan)
+
+    def run(self) -> dict[str, Any]:
+        plan, sc = self.plan, self.sim_scenario
+        uplink, crash, unmodelled, heals = _fault_windows(plan, sc.duration_s)
+        arrivals = []
+        flows = []
+        wf_types: list[Workflow] = []
+        for sub in plan.submissions:
+            if sub.kind == "task":
+                b = sub.body
+                k = self._type(b)
+                arrivals.append((sub.at, 0, k, _sleep_ms(b["command"]), 0.0, 0.0, 1.0))
+            else:
+                tasks = sub.body["tasks"]
+                width = sum(1 for t in tasks if not t["depends_on"])
+                depth = max(1, len(tasks) // max(1, width))
+                k = self._type(tasks[0])
+                sleeps = [_sleep_ms(t["command"]) for t in tasks]
+                wf_types.append(Workflow(width=width, depth=depth, type=self.types[k].name))
+                self.types[k] = replace(self.types[k], compute_mi=(min(sleeps), max(sleeps)))
+                flows.append((sub.at, len(wf_types) - 1, 0))
+        sc = replace(
+            sc,
+            workload=replace(sc.workload, types=tuple(self.types), workflows=tuple(wf_types)),
+        )
+        sim = Simulation(sc, sc.policies[0])
+        sim.inject(
+            arrivals=arrivals,
+            flows=flows,
+            uplink_down={self.names[n]: iv for n, iv in uplink.items()},
+            crashes={self.names[n]: iv for n, iv in crash.items()},
+        )
+        sim.trace, sim.attempt_log = [], []
+        result = sim.run()
+        latency: dict[str, list[float]] = defaultdict(list)
+        for k, t_sub, t_end in sim.trace:
+            latency[self.types[k].level].append(t_end - t_sub)
+        index = {nid: g for g, nid in enumerate(sim.node_ids)}
+        convergence = []
+        for node, cause, t in heals:
+            g = index[self.names[node]]
+            held = [rep for gg, stop, rep in sim.attempt_log if gg == g and stop < t <= rep]
+            rtt = 2 * sim.ctrl_path[g].lat
+            after = max(held) - t if held else rtt
+            convergence.append({"node": node, "cause": cause, "heal_at": t, "after_s": after})
+        return {
+            "scenario": self.scenario.name,
+            "seed": plan.seed,
+            "agents": len(plan.nodes),
+            "metrics": result.metrics,
+            "latency_s": {lvl: _summary(v) for lvl, v in sorted(latency.items())},
+            "latencies": {lvl: sorted(v) for lvl, v in latency.items()},
+            "convergence_after_heal": convergence,
+            "convergence_after_heal_max_s": max((c["after_s"] for c in convergence), default=None),
+            "unmodelled": unmodelled,
+            "assumptions": {"loopback_ms": LOOPBACK_MS, "process_start_s": PROCESS_START_S},
+        }
+
+    def _type(self, body: dict[str, Any]) -> int:
+        c = body["consistency"]
+        key = (c["level"], c.get("min"), c.get("max"), body.get("max_disconnect_s", 300.0))
+        return self.keys.index(key)
+
+
+def _summary(values: list[float]) -> dict[str, float | int | None]:
+    if not values:
+        return {"count": 0, "p50": None, "p95": None, "max": None}
+    ordered = sorted(values)
+
+    def pct(q: float) -> float:
+        rank = max(1, min(len(ordered), round(q / 100.0 * len(ordered) + 0.5)))
+        return ordered[rank - 1]
+
+    return {"count": len(ordered), "p50": pct(50), "p95": pct(95), "max": ordered[-1]}
+
+
+def run_testbed_scenario(path: str | Path, *, seed: int | None = None) -> dict[str, Any]:
+    """Simulate a testbed scenario file (see the module docstring)."""
+    return SimRun(load_scenario(path), seed=seed).run()
+
+
+def compare(sim: dict[str, Any], testbed: dict[str, Any]) -> dict[str, Any]:
+    """Per level, simulated vs measured latency (p50, p95) and their ratio; the same
+    for the worst convergence after a heal. ``testbed`` is a testbed ``report.json``."""
+    measured = testbed.get("timings", {})
+    rows: dict[str, Any] = {}
+    for level, s in sim["latency_s"].items():
+        t = measured.get("latency_s", {}).get(level)
+        row: dict[str, Any] = {"sim": s, "testbed": t}
+        if t:
+            for q in ("p50", "p95"):
+                if s.get(q) and t.get(q):
+                    row[f"{q}_ratio_sim_over_testbed"] = s[q] / t[q]
+        rows[level] = row
+    conv_t = measured.get("convergence_after_heal_max_s")
+    conv_s = sim.get("convergence_after_heal_max_s")
+    return {
+        "latency": rows,
+        "convergence_max_s": {
+            "sim": conv_s,
+            "testbed": conv_t,
+            "ratio_sim_over_testbed": (conv_s / conv_t) if conv_s and conv_t else None,
+        },
+    }
+
+
+def _resolve(name: str) -> Path:
+    path = Path(name)
+    if path.exists():
+        return path
+    for candidate in (testbed_dir() / name, testbed_dir() / f"{name}.toml"):
+        if candidate.exists():
+            return candidate
+    raise FileNotFoundError(f"no testbed scenario {name!r}")
+
+
+def main(args: argparse.Namespace, console: Console) -> int:
+    """``continuum simulate realgap``: simulate, write ``realgap.json``, compare if asked."""
+    path = _resolve(args.scenario)
+    out = Path(args.out or Path("sim-out") / f"realgap-{path.stem}")
+    out.mkdir(parents=True, exist_ok=True)
+    sim = run_testbed_scenario(path, seed=args.seed)
+    doc: dict[str, Any] = {"sim": sim}
+    if args.testbed_report:
+        testbed = json.loads(Path(args.testbed_report).read_text(encoding="utf-8"))
+        doc["testbed_report"] = str(args.testbed_report)
+        doc["gap"] = compare(sim, testbed)
+    target = out / "realgap.json"
+    target.write_text(json.dumps(doc, indent=1, default=str) + "\n", encoding="utf-8")
+    table = Table(title=f"{path.stem}: simulated latency (submission → execution end)")
+    for col in ("level", "count", "p50 s", "p95 s", "max s", "testbed p50", "testbed p95"):
+        table.add_column(col, justify="right")
+    gap = doc.get("gap", {}).get("latency", {})
+    for level, s in sim["latency_s"].items():
+        t = (gap.get(level) or {}).get("testbed") or {}
+        table.add_row(
+            level,
+            str(s["count"]),
+            *(f"{s[q]:.3f}" if s[q] is not None else "-" for q in ("p50", "p95", "max")),
+            *(f"{t[q]:.3f}" if t.get(q) is not None else "-" for q in ("p50", "p95")),
+        )
+    console.print(table)
+    for c in sim["convergence_after_heal"]:
+        console.print(
+            f"converged {c['after_s']:.3f} s after {c['cause']} of {c['node']} "
+            f"healed at {c['heal_at']:.1f} s"
+        )
+    if sim["unmodelled"]:
+        console.print(f"not modelled: {', '.join(sim['unmodelled'])}")
+    console.print(f"wrote {target}")
+    return 0

@@ -79,6 +79,7 @@ class RunningAttempt:
     proc: subprocess.Popen[bytes] | None = None  # None when adopted after a restart
     pgid: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    pending: list[str] = field(default_factory=list)  # FIFO lines the watchdog could not take yet
 
 
 class Executor:
@@ -170,19 +171,29 @@ class Executor:
         return True
 
     def _tell(self, attempt: str, line: str) -> bool:
+        """Send a line to the attempt's watchdog. A watchdog that has not opened its FIFO yet
+        (it starts in a few tens of milliseconds) gets the line on a later :meth:`poll`: a
+        cancel or a renewal sent right after the launch must not be lost."""
         running = self.running.get(attempt)
         if running is None:
             return False
+        running.pending.append(line)
+        return self._deliver(running) or not (running.run_dir / "status.json").exists()
+
+    @staticmethod
+    def _deliver(running: RunningAttempt) -> bool:
+        """Write the pending lines; ``False`` (lines kept) while nobody reads the FIFO."""
         try:
             fd = os.open(running.run_dir / "lease.fifo", os.O_WRONLY | os.O_NONBLOCK)
         except OSError:
-            return False  # no reader: the watchdog has exited
+            return False  # no reader: the watchdog has not started reading, or has exited
         try:
-            os.write(fd, (line + "\n").encode("ascii"))
+            os.write(fd, "".join(line + "\n" for line in running.pending).encode("ascii"))
         except OSError:
             return False
         finally:
             os.close(fd)
+        running.pending.clear()
         return True
 
     def set_deadline(self, attempt: str, deadline: float | None) -> bool:
@@ -201,6 +212,8 @@ class Executor:
         for attempt, running in list(self.running.items()):
             if running.pgid is None:
                 running.pgid = _read_pgid(running.run_dir)
+            if running.pending:
+                self._deliver(running)
             if running.proc is not None:
                 if running.proc.poll() is None:
                     continue

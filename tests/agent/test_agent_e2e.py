@@ -4,8 +4,12 @@ cloud speaking ``shared.protocol`` (``agent_harness``). Each test stays within ~
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared.crdt import AttemptStatus
-from shared.protocol import LeaseGrant, Place, decode_from, topic
+from shared.protocol import Cancel, LeaseGrant, Place, decode_from, topic
 
 pytestmark = [pytest.mark.e2e, pytest.mark.broker]
 
@@ -421,3 +425,68 @@ def test_status_command_reports_a_running_agent(
     assert "connectivity  connected" in out
     assert "autonomy      dependent" in out
     assert "outbox" in out and "last sync" in out and "running       0" in out
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A directory the task user (``nobody`` when the tests run as root) can write."""
+    path = Path(tempfile.mkdtemp(prefix="agent-e2e-"))
+    path.chmod(0o777)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def test_restart_fails_lost_attempts_and_reruns_idempotent_ones(
+    cloud: ScriptedCloud, make_agent: AgentFactory, shared_dir: Path
+) -> None:
+    agent = make_agent().start()
+    wait_until(lambda: cloud.messages("hello"), 10, "hello")
+    marker = shared_dir / "ran-once"
+    script = f"if [ -e {marker} ]; then echo '{{\"rerun\": 1}}'; else touch {marker}; sleep 30; fi"
+    place(cloud, "edge-1", spec("t-lost", sh(script), idempotent=True, retry={"backoff_s": 0.1}))
+    wait_until(lambda: marker.exists(), 10, "the first attempt to start")
+    agent.kill()
+    # The whole attempt dies with the agent (watchdog and task): a power cut, say.
+    (watchdog_pid,) = (r[0] for r in agent.query("SELECT watchdog_pid FROM processes"))
+    (started,) = agent.state_dir.glob("runs/*/started.json")
+    os.killpg(int(json.loads(started.read_text())["pgid"]), signal.SIGKILL)
+    os.kill(watchdog_pid, signal.SIGKILL)
+    agent.start()
+    wait_until(lambda: cloud.status("t-lost") == "succeeded", 15, "the idempotent re-run")
+    rec = cloud.record("t-lost")
+    assert rec is not None
+    outcomes = sorted((a.status, a.reason) for a in rec.attempts.values())
+    assert outcomes == [(AttemptStatus.FAILED, "agent_restart"), (AttemptStatus.SUCCEEDED, None)]
+
+
+def test_cancel_stops_a_running_task(cloud: ScriptedCloud, make_agent: AgentFactory) -> None:
+    agent = make_agent().start()
+    wait_until(lambda: cloud.messages("hello"), 10, "hello")
+    place(cloud, "edge-1", spec("t-cancel", ["sleep", "30"]))
+    wait_until(lambda: agent.task_status("t-cancel") == "running", 10, "the task to start")
+    cloud.send("edge-1", "cancel", Cancel(task_id="t-cancel", epoch=1, reason="operator"))
+
+    def cancelled_upstream() -> bool:
+        rec = cloud.record("t-cancel")
+        return rec is not None and any(
+            a.status == AttemptStatus.CANCELLED for a in rec.attempts.values()
+        )
+
+    wait_until(cancelled_upstream, 10, "the stopped attempt upstream")
+    assert cloud.status("t-cancel") == "cancelled"
+    assert agent.status()["running"] == []
+
+
+def test_a_placement_with_an_older_epoch_is_ignored(
+    cloud: ScriptedCloud, make_agent: AgentFactory
+) -> None:
+    agent = make_agent().start()
+    wait_until(lambda: cloud.messages("hello"), 10, "hello")
+    place(cloud, "edge-1", spec("t-epoch", ["sleep", "30"]), epoch=5)
+    wait_until(lambda: agent.task_status("t-epoch") == "running", 10, "the task to start")
+    place(cloud, "edge-1", spec("t-epoch", ["sleep", "30"]), epoch=4)
+    (stale,) = wait_until(lambda: agent.events("stale_placement"), 10, "the stale placement")
+    assert (stale["epoch"], stale["current"]) == (4, 5)
+    assert [r["epoch"] for r in agent.status()["running"]] == [5]

@@ -192,7 +192,9 @@ def test_fence_holds_when_the_agent_is_killed(tmp_path: Path) -> None:
         time.sleep(0.05)
     result = json.loads(status.read_text())
     assert result["reason"] == "fenced" and result["fenced_at"] >= float(deadline_s)
-    assert max(float(x) for x in ledger.read_text().split()) <= result["fenced_at"]
+    # No tick after the fence (under heavy load the task may not have ticked at all).
+    ticks = ledger.read_text().split() if ledger.exists() else []
+    assert all(float(x) <= result["fenced_at"] for x in ticks)
     # A restarted agent adopts the finished watchdog and harvests its outcome.
     ex = Executor(runs, ExecutorConfig(run_as=""))
     assert ex.adopt("t-k", "n1:1", int(wd_pid)) is not None
@@ -246,3 +248,12 @@ def test_callable_runs_in_its_own_process(ex: Executor, tmp_path: Path) -> None:
     )
     (out,) = _wait(ex)
     assert out.succeeded and out.result == {"v": 42}
+
+
+def test_a_stop_sent_before_the_watchdog_reads_is_not_lost(ex: Executor) -> None:
+    """Right after ``launch`` the watchdog may not have opened its FIFO yet; the line is kept
+    and delivered on a later poll (a cancel arriving with the placement must still stop)."""
+    ex.launch(_launch("t-early", ["sleep", "30"]))
+    assert ex.stop(_launch("t-early", None).attempt, "cancelled")
+    (out,) = _wait(ex, limit=10)
+    assert out.reason == "cancelled"

@@ -42,7 +42,7 @@ class ShapeState:
     with the free columns they were computed from so later calls redo only the rows
     whose free resources moved since."""
 
-    __slots__ = ("base", "free", "shape", "version")
+    __slots__ = ("base", "free", "hashes", "shape", "version")
 
     def __init__(self, table: NodeTable, shape: Shape, version: int) -> None:
         self.shape = shape
@@ -55,6 +55,7 @@ class ShapeState:
         q = quantise(np.where(feasible, total, 0.0)).astype(np.int64)
         self.base = np.where(feasible, q * _SHIFT + _LOW, _NONE)
         self.free = tuple(c.copy() for c in free)
+        self.hashes = table.hash.astype(np.int64)
 
     def catch_up(self, table: NodeTable) -> None:
         """Recompute the rows whose free resources changed since the last call."""
@@ -117,13 +118,13 @@ def place_many(
     (``table.allocate``) before the next is placed. Returns the chosen row per
     task, ``None`` once no node has room (the rest of the batch then waits too)."""
     shape, base = state.shape, state.base
-    hashes = table.hash
+    hashes = state.hashes
     cpu, memory, disk = shape.need
     s0, s1, s2 = state.free
     out: list[int | None] = []
     for task_id, epoch in zip(task_ids, epochs, strict=True):
-        keys = np.bitwise_xor(hashes, np.uint32(tie_seed(task_id, epoch, seed))).astype(np.int64)
-        j = int(np.argmax(base - keys))
+        # int64 xor of two 32-bit values = the uint32 xor of ``_select.ranks``
+        j = int((base - (hashes ^ tie_seed(task_id, epoch, seed))).argmax())
         if base[j] == _NONE:
             out.extend([None] * (len(task_ids) - len(out)))
             break

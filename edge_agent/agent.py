@@ -326,10 +326,30 @@ class Agent:
                 )
             self.admission_stopped = str(exc)
             self.counters["journal_errors"] += 1
+            self._reload_replica()
         except Exception:
             log.exception("internal error in %s", getattr(fn, "__name__", fn))
             self.counters["internal_errors"] += 1
         return None
+
+    def _reload_replica(self) -> None:
+        """After a failed transaction, memory holds merges the journal rolled back: rebuild
+        the replica from what *is* committed, so nothing unjournaled is ever sent or shown."""
+        try:
+            replica = Replica(self.node)
+            for data in self.journal.records():
+                replica.apply(TaskRecord.from_dict(data))
+        except Exception:  # reads failing too: keep memory, admission stays stopped
+            log.exception("cannot reload the journal after a write failure")
+            return
+        self.replica = replica
+
+    def _probe_journal(self) -> None:
+        """While admission is stopped, try one small write now and then; resume when it works."""
+        with self._txn():
+            self._event("journal_recovered", None, after=self.admission_stopped)
+        log.warning("journal writable again; admission resumed")
+        self.admission_stopped = None
 
     def _handle(self, item: tuple[Any, ...]) -> None:
         kind = item[0]
@@ -749,6 +769,8 @@ class Agent:
         self._renew_leases(now)
         if self._due("shed", 2.0, now):
             self._safely(self._shed)
+        if self.admission_stopped is not None and self._due("journal_probe", 5.0, now):
+            self._safely(self._probe_journal)
         if not self.draining and self.admission_stopped is None:
             self._start_ready(now)
         if self._due("prune", 600.0, now):

@@ -150,6 +150,11 @@ class Managed:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait()
 
+    def terminate(self) -> None:
+        """Send SIGTERM without waiting (stop many processes in parallel, then ``stop``)."""
+        if self.alive and self.proc is not None:
+            self.proc.send_signal(signal.SIGTERM)
+
     def stop(self, timeout_s: float = 15.0) -> int | None:
         """SIGTERM, wait, then SIGKILL. Returns the exit status."""
         if self.proc is None:

@@ -687,10 +687,10 @@ class Testbed:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await asyncio.gather(
-            *(asyncio.to_thread(a.stop, 10.0) for a in self.agents.values()),
-            return_exceptions=True,
-        )
+        for agent in self.agents.values():
+            agent.terminate()
+        for agent in self.agents.values():
+            await asyncio.to_thread(agent.stop, 10.0)
         if self.controller is not None:
             await asyncio.to_thread(self.controller.stop, 10.0)
         for proxy in [*self.proxies.values(), *([self.ctl_proxy] if self.ctl_proxy else [])]:

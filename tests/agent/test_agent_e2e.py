@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared.crdt import AttemptStatus
-from shared.protocol import Cancel, LeaseGrant, Place, decode_from, topic
+from shared.protocol import Cancel, Digest, LeaseGrant, LevelChange, Place, decode_from, topic
 
 pytestmark = [pytest.mark.e2e, pytest.mark.broker]
 
@@ -490,3 +490,67 @@ def test_a_placement_with_an_older_epoch_is_ignored(
     (stale,) = wait_until(lambda: agent.events("stale_placement"), 10, "the stale placement")
     assert (stale["epoch"], stale["current"]) == (4, 5)
     assert [r["epoch"] for r in agent.status()["running"]] == [5]
+
+
+def _always_grant(duration_s: float) -> Callable[[str, Any], LeaseGrant]:
+    def answer(node: str, req: Any) -> LeaseGrant:
+        return LeaseGrant(task_id=req.task_id, epoch=req.epoch, granted=True, duration_s=duration_s)
+
+    return answer
+
+
+def test_renewed_strong_task_runs_past_its_first_deadline(
+    cloud: ScriptedCloud, make_agent: AgentFactory
+) -> None:
+    cloud.lease_answer = _always_grant(1.5)
+    agent = make_agent().start()
+    wait_until(lambda: cloud.messages("hello"), 10, "hello")
+    task = spec("t-renew", sh("sleep 3; echo '{\"renewed\": true}'"), consistency="strong")
+    place(cloud, "edge-1", task, level="strong", lease_s=1.5)
+    wait_until(lambda: cloud.status("t-renew") == "succeeded", 15, "success under renewals")
+    grants = agent.events("lease_granted")
+    assert len(grants) >= 3  # the first grant and renewals a third into each lease
+    assert grants[-1]["deadline"] > grants[0]["deadline"]
+
+
+def test_downgrade_to_causal_lifts_the_fence(
+    cloud: ScriptedCloud, make_agent: AgentFactory
+) -> None:
+    grants: list[int] = []
+
+    def once(node: str, req: Any) -> LeaseGrant | None:
+        if grants:
+            return None
+        grants.append(1)
+        return _always_grant(2.0)(node, req)
+
+    cloud.lease_answer = once
+    agent = make_agent().start()
+    wait_until(lambda: cloud.messages("hello"), 10, "hello")
+    task = spec("t-down", sh("sleep 3.5; echo '{\"down\": 1}'"), consistency="adaptive")
+    place(cloud, "edge-1", task, level="strong", lease_s=2.0)
+    wait_until(lambda: agent.task_status("t-down") == "running", 10, "the strong start")
+    cloud.send(
+        "edge-1",
+        "level_change",
+        LevelChange(task_id="t-down", epoch=1, level="causal", reason="link degraded"),
+    )
+    wait_until(lambda: cloud.status("t-down") == "succeeded", 15, "success past the old deadline")
+    (finished,) = agent.events("finished")
+    assert finished["reason"] == "exited" and finished["fenced_at"] is None
+    assert [e["level"] for e in agent.events("level_change")] == ["causal"]
+
+
+def test_cloud_digest_pulls_what_it_lacks(cloud: ScriptedCloud, make_agent: AgentFactory) -> None:
+    """Anti-entropy from the cloud's side: a digest that lacks a record brings the record."""
+    agent = make_agent().start()
+    wait_until(lambda: cloud.messages("hello"), 10, "hello")
+    place(cloud, "edge-1", spec("t-ae", sh("echo '{\"ae\": 1}'")))
+    wait_until(lambda: cloud.status("t-ae") == "succeeded", 10, "success")
+    wait_until(lambda: agent.status()["outbox_depth"] == 0, 10, "the outbox to drain")
+    with cloud.lock:
+        cloud.records.clear()  # the cloud lost its state (restored from an old backup, say)
+    cloud.send("edge-1", "digest", Digest(entries={}))
+    wait_until(lambda: cloud.status("t-ae") == "succeeded", 10, "the record re-sent")
+    rec = cloud.record("t-ae")
+    assert rec is not None and rec.spec is not None  # the full record, not a delta

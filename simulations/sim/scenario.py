@@ -282,6 +282,11 @@ class _Reader:
         return None
 
 
+def _or(value: Any, default: Any) -> Any:
+    """``value`` unless it is ``None`` (a rejected value; the problem is recorded)."""
+    return default if value is None else value
+
+
 def _all_str(values: list[Any]) -> bool:
     return all(isinstance(x, str) for x in values)
 
@@ -377,8 +382,8 @@ def parse(data: Mapping[str, Any], *, source: str | None = None) -> SimScenario:
     scenario = SimScenario(
         name=name,
         description=str(data.get("description", "")),
-        duration_s=r.value("float", None, data.get("duration_s", 60.0), "duration_s") or 60.0,
-        seed=r.value("int", None, data.get("seed", 0), "seed") or 0,
+        duration_s=_or(r.value("float", None, data.get("duration_s", 60.0), "duration_s"), 60.0),
+        seed=_or(r.value("int", None, data.get("seed", 0), "seed"), 0),
         policies=tuple(policies) or (Policy(),),
         topology=r.build(Topology, data.get("topology"), "topology", Topology()),
         links=r.build(Links, data.get("links"), "links", Links()),

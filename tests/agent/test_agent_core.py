@@ -56,3 +56,39 @@ def test_disk_full_stops_admission_keeps_committed_state_and_recovers(tmp_path: 
         assert sorted(r[0] for r in rows) == ["after", "before"]
     finally:
         agent.journal.close()
+
+
+class _ShortOfMemory:
+    """psutil's view replaced by a node with 10 MB free (the input, not the part under test)."""
+
+    def sample(self, now: float) -> dict[str, object]:
+        return {"cpus": 2, "cpu_pct": 5.0, "memory_free_mb": 10.0, "averages": {}}
+
+
+def test_memory_pressure_sheds_low_priority_queued_work_only(tmp_path: Path) -> None:
+    agent = _agent(tmp_path)
+    try:
+        agent.sampler = _ShortOfMemory()  # type: ignore[assignment]
+        for task_id, priority in (("low", 10), ("default", 50), ("lower", 5)):
+            task = {"id": task_id, "command": ["true"], "priority": priority}
+            assert _submit(agent, task)[0] == 201
+        agent._shed()
+        agent._shed()
+        agent._shed()
+        queued = sorted(r["task_id"] for r in agent.journal.queued())
+        assert queued == ["default"]  # below-default priorities went, lowest first
+        shed = [
+            e
+            for e in agent.journal.db.execute(
+                "SELECT task_id, data FROM events WHERE kind = 'unstartable'"
+            )
+        ]
+        assert [t for t, _ in shed] == ["lower", "low"]
+        assert all(json.loads(d)["reason"] == "shed" for _, d in shed)
+        assert agent.counters["shed"] == 2
+        # Nothing is admitted while memory is short either.
+        agent._start_ready(0.0)
+        assert agent.running == {}
+        assert agent.counters["not_admitted_memory"] >= 1
+    finally:
+        agent.journal.close()

@@ -554,3 +554,24 @@ def test_cloud_digest_pulls_what_it_lacks(cloud: ScriptedCloud, make_agent: Agen
     wait_until(lambda: cloud.status("t-ae") == "succeeded", 10, "the record re-sent")
     rec = cloud.record("t-ae")
     assert rec is not None and rec.spec is not None  # the full record, not a delta
+
+
+def test_a_failed_attempt_is_retried_with_backoff_while_partitioned(
+    cloud: ScriptedCloud, make_agent: AgentFactory, shared_dir: Path
+) -> None:
+    agent = make_agent().start()
+    wait_until(lambda: agent.status()["connectivity"] == "connected", 10, "connected")
+    cloud.auto_ack = False  # the agent retries on its own: nobody re-places
+    marker = shared_dir / "failed-once"
+    script = f"if [ -e {marker} ]; then echo '{{\"try\": 2}}'; else touch {marker}; exit 3; fi"
+    task = spec("t-retry", sh(script), retry={"max_attempts": 3, "backoff_s": 0.2})
+    place(cloud, "edge-1", task)
+    wait_until(lambda: agent.task_status("t-retry") == "succeeded", 15, "the retry to succeed")
+    (scheduled,) = agent.events("retry_scheduled")
+    assert scheduled["failures"] == 1 and scheduled["delay_s"] > 0
+    cloud.auto_ack = True
+    wait_until(lambda: cloud.status("t-retry") == "succeeded", 15, "sync")
+    rec = cloud.record("t-retry")
+    assert rec is not None
+    outcomes = sorted((a.status, a.exit_code) for a in rec.attempts.values())
+    assert outcomes == [(AttemptStatus.FAILED, 3), (AttemptStatus.SUCCEEDED, 0)]

@@ -43,6 +43,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -73,6 +74,7 @@ from shared.placement import (
 )
 from shared.placement._table import LINK_CODES
 from shared.vocab import Level, LinkState, PlacementMode, Tier
+from simulations.sim.ledger import LedgerReplay, replay
 from simulations.sim.loop import Loop, make_loop
 from simulations.sim.network import Timelines, alternating, poisson_intervals
 from simulations.sim.placer import ShapeCache, place_many
@@ -125,6 +127,7 @@ class _Task:
         "site",
         "state",
         "t_arr",
+        "t_ctrl",
         "tt",
     )
 
@@ -137,6 +140,7 @@ class _Task:
         self.executions = 0
         self.exclude: frozenset[str] = frozenset()
         self.entered = t_arr
+        self.t_ctrl = _INF  # first reached the controller
         self.state = 0  # 0 open, 1 succeeded, 2 failed, 3 lost
         self.best = _INF  # earliest result time at the device
         self.report = _INF  # when the controller learnt of that result
@@ -148,13 +152,16 @@ class _Task:
 
 class _Attempt:
     __slots__ = (
+        "cancel_at",
         "end",
         "epoch",
         "level",
+        "local",
         "node",
         "outcome",
         "report",
         "start",
+        "start_rep",
         "stop",
         "superseded",
         "t_done",
@@ -173,9 +180,11 @@ class _Attempt:
             t_place,
         )
         self.superseded = False
+        self.local = False
         self.t_grant = -1.0
         self.t_recv = self.start = self.end = self.stop = self.report = self.t_done = 0.0
         self.outcome = "ok"
+        self.start_rep = self.cancel_at = _INF  # tracing only
 
 
 class _Flow:
@@ -250,7 +259,7 @@ class Simulation:
         #: when set (lists), first successes ``(type, submitted, execution end)`` and
         #: every attempt's ``(node, end, report at controller)`` are recorded
         self.trace: list[tuple[int, float, float]] | None = None
-        self.attempt_log: list[tuple[int, float, float]] | None = None
+        self.attempt_log: list[_Attempt] | None = None
         self.ctl = scenario.controller
         self.lease_policy = LeasePolicy(
             duration_s=self.ctl.lease_s,
@@ -643,7 +652,7 @@ class Simulation:
                 self._run_local(task, g, t)
                 return
         t_c = self._deliver(path, t, CONTROL_BYTES * 8)
-        task.entered = t_c
+        task.entered = task.t_ctrl = t_c
         self._to_controller(task, t_c)
 
     def _admit_local(self, g: int, task: _Task) -> bool:
@@ -907,6 +916,7 @@ class Simulation:
         self.local_runs += 1
         task.epoch += 1
         at = _Attempt(task, g, task.epoch, task.level, t)
+        at.local = True
         at.t_recv = at.start = t
         at.end = t + self.start_s[g] + task.mi / self.mips[g]
         stop, outcome = at.end, "ok"
@@ -925,7 +935,9 @@ class Simulation:
     def _attempt_end(self, at: _Attempt) -> None:
         task, g = at.task, at.node
         if self.attempt_log is not None:
-            self.attempt_log.append((g, at.stop, at.report))
+            self.attempt_log.append(at)
+            path = self.ctrl_path[g]
+            at.start_rep = self.tl.next_up(path.links, at.start) + path.lat
         tt = self.sc.workload.types[task.tt]
         self.cpu_free[g] += tt.cpu
         self.mem_free[g] += tt.memory_mb
@@ -937,6 +949,7 @@ class Simulation:
             # the controller cancels the others once a success is reported
             cancel_at = self._deliver(self.ctrl_path[g], task.report)
             if cancel_at < at.stop:
+                at.cancel_at = cancel_at
                 ran = max(0.0, cancel_at - at.start)
                 self.busy[g] += ran * tt.cpu
                 self.cancelled += 1
@@ -1101,6 +1114,45 @@ class Simulation:
                     task.level = self._site_level(task.site, task.lo, task.hi)
                 task.entered = now
                 self.pending.append(task)
+
+    def ledger(self) -> LedgerReplay:
+        """Replay the traced attempts through ``shared.crdt`` (needs ``attempt_log``
+        set before ``run``; small runs only, see ``simulations.sim.ledger``)."""
+        views, specs = self.traced()
+        return replay(views, specs, self.sc.duration_s)
+
+    def traced(self) -> tuple[list[Any], dict[str, dict[str, Any]]]:
+        """The traced attempts as ``ledger.replay`` reads them, and the task specs."""
+        if self.attempt_log is None:
+            raise RuntimeError("set sim.attempt_log = [] before run() to trace attempts")
+        specs: dict[str, dict[str, Any]] = {}
+        views = []
+        for at in self.attempt_log:
+            task = at.task
+            tt = self.sc.workload.types[task.tt]
+            specs[task.id] = {
+                "id": task.id,
+                "consistency": {"level": tt.level, "min": tt.min, "max": tt.max},
+                "retry": {"max_attempts": tt.max_attempts},
+            }
+            views.append(
+                SimpleNamespace(
+                    task_id=task.id,
+                    node_id=self.node_ids[at.node],
+                    epoch=at.epoch,
+                    level=at.level,
+                    local=at.local,
+                    t_place=at.t_place,
+                    t_recv=at.t_recv,
+                    start=at.start,
+                    start_rep=at.start_rep,
+                    stop=at.stop,
+                    report=at.report,
+                    outcome=at.outcome,
+                    cancel_at=at.cancel_at,
+                )
+            )
+        return views, specs
 
     # ------------------------------------------------------------ injection
     def inject(

@@ -17,10 +17,10 @@ the simulator sees the very tasks, sleeps and faults the real processes see:
 
 Reported, per level as the testbed reports them: task latency from submission to
 the end of the first successful execution (count, p50, p95, max), and per heal
-the time until the healed node's held reports reached the controller (the
-simulator's convergence: the last delta delivered; with nothing held, one round
-trip). With ``--testbed-report report.json`` of a real run, the two are put side
-by side with their ratio.
+the time until the controller's replica held everything the healed node's replica
+held, found by replaying the run's deltas through ``shared.crdt``
+(``simulations.sim.ledger``). With ``--testbed-report report.json`` of a real
+run, the two are put side by side with their ratio.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from rich.console import Console
 from rich.table import Table
 
 from shared.vocab import PlacementMode, Tier
+from simulations.sim.ledger import converged_at, replay
 from simulations.sim.model import Simulation
 from simulations.sim.scenario import (
     Controller,
@@ -246,13 +247,12 @@ class SimRun:
         latency: dict[str, list[float]] = defaultdict(list)
         for k, t_sub, t_end in sim.trace:
             latency[self.types[k].level].append(t_end - t_sub)
-        index = {nid: g for g, nid in enumerate(sim.node_ids)}
+        views, specs = sim.traced()
+        ledger = replay(views, specs, sc.duration_s)
         convergence = []
         for node, cause, t in heals:
-            g = index[self.names[node]]
-            held = [rep for gg, stop, rep in sim.attempt_log if gg == g and stop < t <= rep]
-            rtt = 2 * sim.ctrl_path[g].lat
-            after = max(held) - t if held else rtt
+            at = converged_at(views, specs, self.names[node], t, sc.duration_s)
+            after = None if at is None else at - t
             convergence.append({"node": node, "cause": cause, "heal_at": t, "after_s": after})
         return {
             "scenario": self.scenario.name,
@@ -262,7 +262,13 @@ class SimRun:
             "latency_s": {lvl: _summary(v) for lvl, v in sorted(latency.items())},
             "latencies": {lvl: sorted(v) for lvl, v in latency.items()},
             "convergence_after_heal": convergence,
-            "convergence_after_heal_max_s": max((c["after_s"] for c in convergence), default=None),
+            "convergence_after_heal_max_s": max(
+                (c["after_s"] for c in convergence if c["after_s"] is not None), default=None
+            ),
+            "crdt": {
+                "duplicates": ledger.duplicates,
+                "controller_status": dict(ledger.status()),
+            },
             "unmodelled": unmodelled,
             "assumptions": {"loopback_ms": LOOPBACK_MS, "process_start_s": PROCESS_START_S},
         }

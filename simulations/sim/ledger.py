@@ -1,0 +1,208 @@
+"""Replaying a traced run through the real task-record CRDT (``shared.crdt``).
+
+With tracing on, the simulator keeps every attempt with its timeline. Here each
+attempt becomes the deltas production writes: the controller's ``new_record`` and
+``place`` (delivered to the node when the placement message arrives), the node's
+``start_attempt`` (delivered when its start report arrives) and its terminal
+``set_status`` (delivered with the final report); a device running its own task
+while cut off writes the record itself and the controller learns it on reconnect.
+Each writer applies its delta to its own replica at creation, the other side at
+delivery, in time order, up to the horizon.
+
+From the replicas:
+
+- ``duplicates``: per task, successful attempts beyond the first, counted from the
+  merged records (the simulator's own counter must agree; tested);
+- ``status``: the controller's visible status per task at the horizon;
+- ``converged_at(node, t)``: the first delivery at or after ``t`` after which the
+  controller's replica contains everything the node's replica holds (the join of
+  the two equals the controller's), i.e. the node's held deltas have arrived.
+
+Cost grows with the number of attempts (every delta is a real merge), so it is for
+small runs (the sim-to-real bridge, tests), not the million-task scenarios.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.clocks import Timestamp
+from shared.crdt import (
+    AttemptStatus,
+    TaskRecord,
+    merge,
+    new_record,
+    place,
+    set_status,
+    start_attempt,
+    visible_status,
+)
+
+__all__ = ["CONTROLLER", "LedgerReplay", "converged_at", "replay"]
+
+CONTROLLER = "controller"
+_OUTCOME = {
+    "ok": AttemptStatus.SUCCEEDED,
+    "fail": AttemptStatus.FAILED,
+    "fenced": AttemptStatus.FAILED,
+    "lost": AttemptStatus.LOST,
+}
+
+
+@dataclass(slots=True)
+class LedgerReplay:
+    """Replicas at the horizon and the controller's merge history."""
+
+    controller: dict[str, TaskRecord]
+    nodes: dict[tuple[str, str], TaskRecord]
+    #: per node: times at which a delta from it reached the controller
+    arrivals: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def duplicates(self) -> int:
+        """Successful attempts beyond the first, over every replica's knowledge."""
+        succeeded: dict[str, set[tuple[str, int]]] = defaultdict(set)
+        for rec in (*self.controller.values(), *self.nodes.values()):
+            for dot, attempt in rec.attempts.items():
+                if attempt.status == AttemptStatus.SUCCEEDED:
+                    succeeded[rec.task_id].add(dot)
+        return sum(max(0, len(dots) - 1) for dots in succeeded.values())
+
+    def status(self) -> Counter[str]:
+        """The controller's visible status of every task it knows, counted."""
+        return Counter(str(visible_status(rec)) for rec in self.controller.values())
+
+    def converged(self, node: str) -> bool:
+        """Does the controller hold everything ``node`` holds (at the horizon)?"""
+        for (n, task_id), rec in self.nodes.items():
+            if n != node:
+                continue
+            mine = self.controller.get(task_id)
+            if mine is None or merge(mine, rec) != mine:
+                return False
+        return True
+
+
+def _stamp(t: float, seq: int, writer: str) -> Timestamp:
+    return Timestamp(int(t * 1000), seq, writer)
+
+
+def replay(
+    attempts: Iterable[Any], specs: Mapping[str, dict[str, Any]], horizon: float
+) -> LedgerReplay:
+    """Build the replicas from traced attempts (``simulations.sim.model`` ``_Attempt``
+    objects with ``node_id``/``task_id`` resolved by the caller: each item needs
+    ``task_id, node_id, epoch, level, local, t_ctrl, t_place, t_recv, start,
+    start_rep, stop, report, outcome, cancel_at``). ``specs`` maps task ids to the
+    spec dict each record is created with."""
+    events: list[tuple[float, int, str, Any]] = []
+    seq = 0
+
+    def push(t: float, kind: str, payload: Any) -> None:
+        nonlocal seq
+        if t <= horizon:
+            seq += 1
+            heapq.heappush(events, (t, seq, kind, payload))
+
+    for a in attempts:
+        push(a.t_place if not a.local else a.start, "attempt", a)
+    ctrl: dict[str, TaskRecord] = {}
+    nodes: dict[tuple[str, str], TaskRecord] = {}
+    arrivals: dict[str, list[float]] = defaultdict(list)
+    dots: dict[int, tuple[str, int]] = {}
+    n = 0
+
+    def apply(key: tuple[str, str] | str, delta: TaskRecord) -> None:
+        if isinstance(key, str):
+            ctrl[key] = merge(ctrl[key], delta) if key in ctrl else delta
+        else:
+            nodes[key] = merge(nodes[key], delta) if key in nodes else delta
+
+    while events:
+        t, _, kind, payload = heapq.heappop(events)
+        n += 1
+        if kind == "deliver":
+            key, delta, source = payload
+            apply(key, delta)
+            if isinstance(key, str):
+                arrivals[source].append(t)
+            continue
+        a = payload
+        tid, node = a.task_id, a.node_id
+        if kind == "attempt":
+            if a.local:
+                if (node, tid) not in nodes:
+                    delta = new_record(tid, specs[tid], writer=node, hlc=_stamp(t, n, node))
+                    apply((node, tid), delta)
+            else:
+                if tid not in ctrl:
+                    apply(
+                        tid,
+                        new_record(
+                            tid, specs[tid], writer=CONTROLLER, hlc=_stamp(t, n, CONTROLLER)
+                        ),
+                    )
+                delta = place(
+                    ctrl[tid],
+                    epoch=a.epoch,
+                    node=node,
+                    level=str(a.level),
+                    lease_s=None,
+                    writer=CONTROLLER,
+                    hlc=_stamp(t, n, CONTROLLER),
+                )
+                apply(tid, delta)
+                push(a.t_recv, "deliver", ((node, tid), ctrl[tid], CONTROLLER))
+            if a.start < a.stop:
+                push(a.start, "start", a)
+            else:
+                push(a.stop, "placed", a)
+            continue
+        key = (node, tid)
+        if key not in nodes:  # the placement has not arrived (crash before it did)
+            continue
+        if kind in ("start", "placed"):
+            status = AttemptStatus.STARTED if kind == "start" else AttemptStatus.PLACED
+            dot, delta = start_attempt(
+                nodes[key],
+                node=node,
+                epoch=a.epoch,
+                writer=node,
+                hlc=_stamp(t, n, node),
+                status=status,
+            )
+            dots[id(a)] = dot
+            apply(key, delta)
+            if kind == "start":
+                push(a.start_rep, "deliver", (tid, delta, node))
+            end = min(a.stop, a.cancel_at)
+            push(end, "end", a)
+        elif kind == "end":
+            dot = dots[id(a)]
+            status = AttemptStatus.CANCELLED if a.cancel_at < a.stop else _OUTCOME[a.outcome]
+            delta = set_status(nodes[key], dot, status, writer=node, hlc=_stamp(t, n, node))
+            apply(key, delta)
+            push(a.report, "deliver", (tid, nodes[key], node))
+    return LedgerReplay(ctrl, nodes, dict(arrivals))
+
+
+def converged_at(
+    attempts: list[Any],
+    specs: Mapping[str, dict[str, Any]],
+    node: str,
+    after: float,
+    horizon: float,
+) -> float | None:
+    """The first time ``>= after`` at which the controller's replica holds everything
+    ``node``'s replica holds (replaying up to each arrival from the node in turn), or
+    ``None`` if that never happens by ``horizon``."""
+    full = replay(attempts, specs, horizon)
+    candidates = [after, *sorted(t for t in full.arrivals.get(node, []) if t >= after)]
+    for t in candidates:
+        if replay(attempts, specs, t).converged(node):
+            return t
+    return None

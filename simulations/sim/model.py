@@ -768,7 +768,7 @@ class Simulation:
             table.running[:] = self.running[gidx]
             groups: dict[tuple[int, Level, frozenset[str]], list[_Task]] = {}
             for task in tasks:
-                if task.epoch == 0 or task.level is None:
+                if task.epoch == 0:
                     task.level = self._site_level(site, task.lo, task.hi)
                 groups.setdefault((task.tt, task.level, task.exclude), []).append(task)
             for gkey, group in groups.items():

@@ -99,7 +99,6 @@ class Result:
     seed: int
     metrics: dict[str, float]
     latencies: list[float] = field(default_factory=list, repr=False)
-    convergence_s: list[float] = field(default_factory=list, repr=False)
     params: dict[str, Any] = field(default_factory=dict)
 
 
@@ -541,6 +540,7 @@ class Simulation:
         self.open_tasks = 0
         self.pending: list[_Task] = []
         self.buckets: dict[int, list[_Task]] = {}
+        self._kicked = False
         self._k_done = -1
         self.flows_done: list[float] = []
         self.system = SystemHealth.HEALTHY
@@ -678,6 +678,17 @@ class Simulation:
     def _controller_receive(self, task: _Task) -> None:
         self.pending.append(task)
         self._place_pending(self.loop.now)
+
+    def _kick(self) -> None:
+        """Exact mode (no tick): retry waiting work once something changed."""
+        if self.ctl.placement_interval_s <= 0 and self.pending and not self._kicked:
+            self._kicked = True
+            self.loop.at(self.loop.now, self._kicked_place)
+
+    def _kicked_place(self, _: Any) -> None:
+        self._kicked = False
+        if self.pending:
+            self._place_pending(self.loop.now)
 
     def _pump(self, now: float) -> None:
         """Arrivals up to ``now`` (drawn up front), in order."""
@@ -944,6 +955,7 @@ class Simulation:
         self.running[g] -= 1
         for s in self.node_sites[g]:
             self.freed[s] += 1
+        self._kick()
         ran = max(0.0, at.stop - at.start)
         if task.state == 1 and task.best < _INF:
             # the controller cancels the others once a success is reported
@@ -1058,6 +1070,7 @@ class Simulation:
             table.partition_rate[:] = np.round(self.prate[gidx], 1)
             self.version[s] += 1
         self._hedge(now, changed_nodes)
+        self._kick()
         if now + self.ctl.telemetry_s <= self.sc.duration_s:
             self.loop.at(now + self.ctl.telemetry_s, self._telemetry)
 

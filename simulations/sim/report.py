@@ -70,7 +70,6 @@ def write(results: Sequence[Result], out_dir: str | Path, *, plots: bool = True)
         {
             **{k: _json_safe(v) for k, v in row.items()},
             "latency_percentiles_s": _percentiles(r.latencies),
-            "convergence_s": r.convergence_s,
         }
         for row, r in zip(table, results, strict=True)
     ]

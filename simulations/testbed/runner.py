@@ -62,6 +62,8 @@ POLL_S = 0.25
 class TestbedError(RuntimeError):
     """The run could not be set up (broker, controller or an agent did not start)."""
 
+    __test__ = False  # not a pytest test class, despite the name
+
 
 class Broker(Protocol):
     host: str
@@ -171,6 +173,8 @@ def _ledger_command(args: list[str]) -> list[str]:
 
 class Testbed:
     """One run of one scenario. Use :meth:`run` (async) once."""
+
+    __test__ = False  # not a pytest test class, despite the name
 
     def __init__(
         self,

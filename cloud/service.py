@@ -118,6 +118,7 @@ class TaskMeta:
     explanation: dict[str, Any] | None = None
     blocked_reason: str | None = None  # why it is not placed (reported once)
     moved_at: float = float("-inf")  # last re-placement by a trigger (cooldown)
+    origin: str | None = None  # node a locally submitted task came from (None: the API)
     flagged: set[frozenset[tuple[str, int]]] = field(default_factory=set)
 
 
@@ -188,12 +189,28 @@ class Controller:
     # ------------------------------------------------------------------ startup
 
     def _load(self) -> None:
-        """Rebuild memory from the store: records, levels, leases, acks, nodes."""
+        """Rebuild memory from the store at start: nodes, then the task state."""
+        self.registry.restore(self.store.nodes(), self.mono())
+        self._load_tasks()
+
+    def _load_tasks(self) -> None:
+        """Task state from the store: records, levels, indexes, leases, acks."""
         now = self.mono()
+        self.records.clear()
+        self.meta.clear()
+        self.unplaced.clear()
+        self.on_node.clear()
+        self._placed_on.clear()
+        self._reserved_on.clear()
+        self.dependents.clear()
+        for entry in self.registry.nodes.values():
+            entry.reserved.clear()
         for row in self.store.all_tasks():
             rec = TaskRecord.from_dict(row.record)
             self.records[row.task_id] = rec
-            meta = TaskMeta(submitted_ms=row.submitted_ms, explanation=row.explanation)
+            meta = TaskMeta(
+                submitted_ms=row.submitted_ms, explanation=row.explanation, origin=row.origin
+            )
             meta.level = Level(row.level) if row.level else None
             if rec.spec is not None:
                 self._register_spec(row.task_id, rec.spec, meta)
@@ -216,7 +233,6 @@ class Controller:
             policy=self.lease_policy,
         )
         self.acked = self.store.acked_seqs()
-        self.registry.restore(self.store.nodes(), now)
         for task_id, rec in self.records.items():
             self._sync_reservation(task_id, rec)
 
@@ -281,9 +297,9 @@ class Controller:
         if rec.placement is not None:
             self.on_node[rec.placement.node].add(task_id)
             self._placed_on[task_id] = rec.placement.node
-        elif not rec.attempts:
-            # No placement and no attempt: ours to place. A task an agent started
-            # on its own (local submission) is left where it runs.
+        elif not rec.attempts and self.meta[task_id].origin is None:
+            # Submitted here, never placed, no attempt: ours to place. A task
+            # submitted locally on a node belongs to that node (DESIGN §7).
             self.unplaced.add(task_id)
 
     def _sync_reservation(self, task_id: str, rec: TaskRecord) -> None:
@@ -315,14 +331,11 @@ class Controller:
             submitted_ms=meta.submitted_ms,
             updated_ms=self.wall_ms(),
             explanation=meta.explanation,
+            origin=meta.origin,
         )
 
     def _persist(self) -> None:
-        """Write what this input changed (inside the caller's transaction).
-
-        The dirty sets are cleared only by :meth:`_committed`: if the transaction
-        rolls back, memory stays ahead of the store and the next commit writes it
-        (joins are idempotent), so nothing merged is ever silently dropped."""
+        """Write what this input changed (inside the caller's transaction)."""
         if self._dirty:
             self.store.put_tasks([self._row(t) for t in sorted(self._dirty)])
         for node_id in sorted(self._dirty_nodes):
@@ -374,18 +387,31 @@ class Controller:
 
     def _commit(self, work: Callable[[], None]) -> None:
         """Run one input's work and persist it atomically, then publish what it
-        queued. On failure nothing is published (an acknowledgement or a
-        placement is never sent for state that is not durable yet); what was
-        merged in memory stays dirty and is written by the next commit."""
+        queued. On failure the transaction rolls back, nothing is published (an
+        acknowledgement or a placement is never sent for state that is not
+        durable) and the task state in memory is reloaded from the store, so
+        memory never runs ahead of it; the caller sees the exception (the
+        server retries a failed batch message by message)."""
         try:
             with self.store.transaction():
                 work()
                 self._persist()
         except BaseException:
-            self._out.clear()
+            self._recover()
             raise
         self._committed()
         self.flush()
+
+    def _recover(self) -> None:
+        """Memory = store again after a rolled-back input. Leases come back with
+        restart deadlines (later than the truth: safe); link measurements, which
+        are not transactional, are kept."""
+        self._out.clear()
+        self._events.clear()
+        self._dirty.clear()
+        self._dirty_nodes.clear()
+        self._acked_dirty.clear()
+        self._load_tasks()
 
     # ------------------------------------------------------------------ ingest
 
@@ -512,10 +538,19 @@ class Controller:
         self, node_id: str, delta: TaskRecord, changed: dict[str, TaskRecord | None]
     ) -> None:
         before = self.records.get(delta.task_id)
-        if before is None and delta.spec is None:
-            # A delta for a task we never saw, without its spec: keep it (the join
-            # is order-free); the spec arrives with the creation delta.
-            pass
+        if delta.spec is not None and (before is None or before.spec is None):
+            # A task created on a node (local submission): its spec must be one
+            # shared.model would have produced, or placement and the API would
+            # trip over it later. The delta is rejected, not the whole message.
+            why = _spec_problem(delta.spec)
+            if why is not None:
+                self._reject("invalid_spec", f"task {delta.task_id}: {why}", f"node {node_id}")
+                self._event("delta_rejected", why, task_id=delta.task_id, node_id=node_id)
+                return
+        # A delta for a task we never saw, without its spec, is kept: the join is
+        # order-free and the creation delta brings the spec.
+        if delta.task_id not in self.meta:
+            self.meta[delta.task_id] = TaskMeta(submitted_ms=self.wall_ms(), origin=node_id)
         try:
             after = self._apply(delta)
         except SpecConflictError as exc:
@@ -604,11 +639,11 @@ class Controller:
 
     def _after_change(self, task_id: str, before: TaskRecord | None, now: float) -> None:
         rec = self.records[task_id]
-        if task_id not in self.meta:
-            self.meta[task_id] = TaskMeta(submitted_ms=self.wall_ms())
-            if rec.spec is not None:
-                self._event("task_adopted", "record first seen from a node", task_id=task_id)
         meta = self.meta[task_id]
+        if before is None and meta.origin is not None:
+            self._event(
+                "task_adopted", "first seen from a node", task_id=task_id, node_id=meta.origin
+            )
         if rec.spec is not None and (before is None or before.spec is None):
             self._register_spec(task_id, rec.spec, meta)
         old_status = visible_status(before) if before is not None else None
@@ -1423,6 +1458,17 @@ class Controller:
         m.tasks.clear()
         for status, level, n in self.store.count_tasks_by("status", "level"):
             m.tasks.labels(status=status, level=level or "none").set(n)
+
+
+def _spec_problem(spec: dict[str, Any]) -> str | None:
+    """Why ``spec`` is not a canonical task spec (``None`` if it is)."""
+    try:
+        canonical = parse_task_spec(spec).to_dict()
+    except ValidationError as exc:
+        return "; ".join(str(p) for p in exc.problems)
+    if canonical != spec:
+        return "spec is not in canonical form (shared.model TaskSpec.to_dict)"
+    return None
 
 
 def _attempts_of(rec: TaskRecord) -> list[dict[str, Any]]:

@@ -58,6 +58,7 @@ class TaskRow:
     submitted_ms: int
     updated_ms: int
     explanation: dict[str, Any] | None = None
+    origin: str | None = None  # node that submitted it locally; None: the API
 
     def as_db_row(self) -> dict[str, Any]:
         return {
@@ -73,6 +74,7 @@ class TaskRow:
             "submitted_ms": self.submitted_ms,
             "updated_ms": self.updated_ms,
             "explanation": None if self.explanation is None else _dumps(self.explanation),
+            "origin": self.origin,
         }
 
     @classmethod
@@ -91,6 +93,7 @@ class TaskRow:
             submitted_ms=row["submitted_ms"],
             updated_ms=row["updated_ms"],
             explanation=None if explanation is None else json.loads(explanation),
+            origin=row["origin"],
         )
 
 
@@ -132,7 +135,7 @@ class LeaseRow:
 
 _TASK_COLUMNS = (
     "task_id, record, status, node, epoch, level, workflow, priority, content_hash, "
-    "submitted_ms, updated_ms, explanation"
+    "submitted_ms, updated_ms, explanation, origin"
 )
 
 
@@ -193,6 +196,7 @@ class Store:
                 "submitted_ms": int,
                 "updated_ms": int,
                 "explanation": str,
+                "origin": str,
             },
             pk="task_id",
             if_not_exists=True,
@@ -269,7 +273,7 @@ class Store:
         """Insert or replace task rows (one statement for the whole batch)."""
         if not rows:
             return
-        placeholders = ", ".join("?" * 12)
+        placeholders = ", ".join("?" * 13)
         with self.transaction():
             self.conn.executemany(
                 f"INSERT OR REPLACE INTO tasks ({_TASK_COLUMNS}) VALUES ({placeholders})",

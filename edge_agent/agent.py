@@ -89,6 +89,7 @@ log = logging.getLogger("edge_agent")
 
 _TICK_S = 0.1
 _UP_BATCH_BYTES = 200_000
+_DIGEST_PART_BYTES = 100_000
 
 
 def _wall_ms() -> int:
@@ -419,7 +420,7 @@ class Agent:
         self._send_hello()
         self.sent_seq = 0
         self._flush()
-        self._publish("up", "digest", Digest(entries=self.replica.digest()))
+        self._send_digest()
         self._heartbeat()
 
     def _send_hello(self) -> None:
@@ -463,6 +464,23 @@ class Agent:
             if self._publish("up", "deltas", Deltas(records=tuple(batch)), seq=last) is None:
                 return
             self.sent_seq = last
+
+    def _send_digest(self) -> None:
+        """Anti-entropy: the digest of every record, split under the message size bound
+        (each part stands alone: the controller answers each with what we lack)."""
+        self._timers["antientropy"] = time.monotonic() + self.cfg.autonomy.antientropy_s
+        entries = self.replica.digest()
+        part: dict[str, str] = {}
+        size = 0
+        for task_id, summary in entries.items():
+            n = len(task_id) + len(summary) + 6
+            if part and size + n > _DIGEST_PART_BYTES:
+                self._publish("up", "digest", Digest(entries=part))
+                part, size = {}, 0
+            part[task_id] = summary
+            size += n
+        if part or not entries:
+            self._publish("up", "digest", Digest(entries=part))
 
     def _heartbeat(self) -> None:
         env_id = self._publish("up", "heartbeat", Heartbeat())
@@ -759,6 +777,12 @@ class Agent:
                 self._safely(self._send_telemetry)
             if self.sent_seq < self._max_outbox_seq():
                 self._flush()
+            elif (
+                self.cfg.autonomy.antientropy_s > 0
+                and self.acked_seq >= self.sent_seq
+                and now >= self._timers.get("antientropy", 0.0)
+            ):
+                self._send_digest()
             if (
                 self.acked_seq < self.sent_seq
                 and self.last_ack is not None

@@ -80,6 +80,7 @@ class AutonomyConfig:
     telemetry_s: float = 5.0
     lease_margin_s: float = 0.5  # drift margin subtracted from every lease deadline
     batch_max: int = 64
+    antientropy_s: float = 30.0  # digest exchange while connected (also on every reconnect)
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +216,8 @@ def _semantic_problems(cfg: AgentConfig) -> list[Problem]:
         problems.append(Problem("broker.host", "empty host needs discovery.enabled = true"))
     if cfg.autonomy.period_s <= 0:
         problems.append(Problem("autonomy.period_s", "must be positive"))
+    if cfg.autonomy.antientropy_s < 0:
+        problems.append(Problem("autonomy.antientropy_s", "must be >= 0 (0 = on reconnect only)"))
     if cfg.autonomy.batch_max < 1:
         problems.append(Problem("autonomy.batch_max", "must be at least 1"))
     if cfg.executor.max_concurrent < 1:
@@ -277,6 +280,7 @@ heartbeat_s = 0.0                 # 0 = period_s / 6
 telemetry_s = 5.0
 lease_margin_s = 0.5              # drift margin subtracted from strong-task lease deadlines
 batch_max = 64                    # CRDT deltas per `up` message
+antientropy_s = 30.0              # digest exchange period while connected; 0 = reconnects only
 
 [executor]
 max_concurrent = 4

@@ -575,3 +575,18 @@ def test_a_failed_attempt_is_retried_with_backoff_while_partitioned(
     assert rec is not None
     outcomes = sorted((a.status, a.exit_code) for a in rec.attempts.values())
     assert outcomes == [(AttemptStatus.FAILED, 3), (AttemptStatus.SUCCEEDED, 0)]
+
+
+def test_anti_entropy_repeats_while_connected(
+    cloud: ScriptedCloud, make_agent: AgentFactory
+) -> None:
+    """Records the controller changed without telling the agent converge without a reconnect:
+    the digest exchange repeats every ``antientropy_s``."""
+    agent = make_agent(autonomy={"antientropy_s": 0.5}).start()
+    wait_until(lambda: cloud.messages("hello"), 10, "hello")
+    place(cloud, "edge-1", spec("t-periodic", ["true"]))
+    wait_until(lambda: cloud.status("t-periodic") == "succeeded", 10, "success")
+    wait_until(lambda: len(cloud.messages("up", "digest")) >= 3, 10, "periodic digests")
+    last = cloud.messages("up", "digest")[-1].body
+    assert set(last.entries) == {"t-periodic"}
+    assert agent.status()["reconnects"] == 1

@@ -41,6 +41,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -86,6 +87,10 @@ _PARTITIONED = LINK_CODES[LinkState.PARTITIONED]
 _LINK_BY_CODE = {code: state for state, code in LINK_CODES.items()}
 #: Bytes of one control message (placement, lease, report) on the wire.
 CONTROL_BYTES = 512
+#: Most tasks handed to the placer at once (a queue is drained in such batches).
+_BATCH = 256
+#: A placement queue: (site, task type, level, excluded nodes).
+_QueueKey = tuple[int, int, Level, frozenset[str]]
 _INF = math.inf
 
 
@@ -369,7 +374,9 @@ class Simulation:
         self.site_part: list[list[_Path]] = []  # [site][row] path after the device's access link
         self.version = [0] * S
         self.freed = [0] * S  # releases on the site's nodes (unblocks waiting shapes)
-        self.stuck: dict[tuple[int, tuple[int, Level, frozenset[str]]], tuple[int, int]] = {}
+        self.stuck: dict[_QueueKey, tuple[int, int]] = {}
+        self.queues: dict[_QueueKey, deque[_Task]] = {}
+        self.active: dict[_QueueKey, None] = {}  # non-empty queues, in insertion order
         self.node_sites: list[list[int]] = [[] for _ in range(G)]
         for s in range(S):
             r = s % R
@@ -681,14 +688,17 @@ class Simulation:
 
     def _kick(self) -> None:
         """Exact mode (no tick): retry waiting work once something changed."""
-        if self.ctl.placement_interval_s <= 0 and self.pending and not self._kicked:
+        if (
+            self.ctl.placement_interval_s <= 0
+            and not self._kicked
+            and (self.pending or self.active)
+        ):
             self._kicked = True
             self.loop.at(self.loop.now, self._kicked_place)
 
     def _kicked_place(self, _: Any) -> None:
         self._kicked = False
-        if self.pending:
-            self._place_pending(self.loop.now)
+        self._place_pending(self.loop.now)
 
     def _pump(self, now: float) -> None:
         """Arrivals up to ``now`` (drawn up front), in order."""
@@ -758,7 +768,7 @@ class Simulation:
         self._k_done = k
         if arrived:
             self.pending.extend(arrived)
-        if self.pending:
+        if self.pending or self.active:
             self._place_pending(now)
         if (k + 1) * dt <= self.sc.duration_s + 1e-9:
             self.loop.at((k + 1) * dt, self._tick, k + 1)
@@ -766,77 +776,99 @@ class Simulation:
             self.progress(now, self.sc.duration_s)
 
     def _place_pending(self, now: float) -> None:
-        by_site: dict[int, list[_Task]] = {}
-        for task in self.pending:
-            if task.state == 0:
-                by_site.setdefault(task.site, []).append(task)
-        waiting: list[_Task] = []
+        """Move new work into per-(site, shape) FIFO queues, then place from every
+        queue that can make progress; a queue that found no room stays untouched
+        until something is freed at its site or telemetry changes the table. Work
+        waiting longer than ``max_queue_s`` fails (no node could take it)."""
+        inbox, self.pending = self.pending, []
+        queues, active = self.queues, self.active
+        for task in inbox:
+            if task.state != 0:
+                continue
+            if task.epoch == 0:
+                task.level = self._site_level(task.site, task.lo, task.hi)
+            key = (task.site, task.tt, task.level, task.exclude)
+            q = queues.get(key)
+            if q is None:
+                q = queues[key] = deque()
+            q.append(task)
+            active[key] = None
         max_q = self.ctl.max_queue_s
-        for site, tasks in by_site.items():
-            table, gidx = self.tables[site], self.gidx[site]
-            table.cpu_free[:] = self.cpu_free[gidx]
-            table.memory_free[:] = self.mem_free[gidx]
-            table.running[:] = self.running[gidx]
-            groups: dict[tuple[int, Level, frozenset[str]], list[_Task]] = {}
-            for task in tasks:
-                if task.epoch == 0:
-                    task.level = self._site_level(site, task.lo, task.hi)
-                groups.setdefault((task.tt, task.level, task.exclude), []).append(task)
-            for gkey, group in groups.items():
-                stuck = self.stuck.get((site, gkey))
-                if stuck is not None and stuck == (self.freed[site], self.version[site]):
-                    # nothing was freed here since this shape last found no room
-                    for task in group:
-                        if now - task.entered > max_q:
-                            self.unplaceable += 1
-                            self._finish(task, 2)
-                        else:
-                            waiting.append(task)
-                    continue
-                demand = self._demand(group[0])
-                epochs = [t.epoch + 1 for t in group]
-                rows: list[int | None]
-                if self.placer == "cached":
-                    state = self.cache.get(site, self.version[site], table, demand, self.mode)
-                    rows = place_many(table, state, [t.id for t in group], epochs, seed=self.seed)
-                else:
-                    demands = [
-                        TaskDemand(
-                            task_id=t.id,
-                            cpu=demand.cpu,
-                            memory_mb=demand.memory_mb,
-                            preferred_tiers=demand.preferred_tiers,
-                            max_latency_ms=demand.max_latency_ms,
-                            data_size_mb=demand.data_size_mb,
-                            runtime_s=demand.runtime_s,
-                            level=demand.level,
-                            exclude=demand.exclude,
-                        )
-                        for t in group
-                    ]
-                    decisions = place_batch(
-                        table, demands, mode=self.mode, seed=self.seed, epochs=epochs
+        synced: set[int] = set()
+        for key in list(active):
+            q = queues[key]
+            site = key[0]
+            mark = (self.freed[site], self.version[site])
+            if self.stuck.get(key) != mark:
+                if site not in synced:
+                    gidx = self.gidx[site]
+                    table = self.tables[site]
+                    table.cpu_free[:] = self.cpu_free[gidx]
+                    table.memory_free[:] = self.mem_free[gidx]
+                    table.running[:] = self.running[gidx]
+                    synced.add(site)
+                if not self._place_queue(site, q, now):
+                    self.stuck[key] = mark
+            while q and (q[0].state != 0 or now - q[0].entered > max_q):
+                task = q.popleft()
+                if task.state == 0:
+                    self.unplaceable += 1
+                    self._finish(task, 2)
+            if not q:
+                del active[key]
+                del queues[key]
+
+    def _place_queue(self, site: int, q: deque[_Task], now: float) -> bool:
+        """Place from the head of one queue (one task shape) until it is empty
+        (``True``) or no node has room (``False``; the rest stays queued in order)."""
+        table, gidx = self.tables[site], self.gidx[site]
+        while q:
+            batch: list[_Task] = []
+            while q and len(batch) < _BATCH:
+                task = q.popleft()
+                if task.state == 0:
+                    batch.append(task)
+            if not batch:
+                return True
+            demand = self._demand(batch[0])
+            epochs = [t.epoch + 1 for t in batch]
+            rows: list[int]
+            if self.placer == "cached":
+                state = self.cache.get(site, self.version[site], table, demand, self.mode)
+                rows = place_many(table, state, [t.id for t in batch], epochs, seed=self.seed)
+            else:
+                demands = [
+                    TaskDemand(
+                        task_id=t.id,
+                        cpu=demand.cpu,
+                        memory_mb=demand.memory_mb,
+                        preferred_tiers=demand.preferred_tiers,
+                        max_latency_ms=demand.max_latency_ms,
+                        data_size_mb=demand.data_size_mb,
+                        runtime_s=demand.runtime_s,
+                        level=demand.level,
+                        exclude=demand.exclude,
                     )
-                    rows = [
-                        None if dec.node_id is None else table.index[dec.node_id]
-                        for dec in decisions
-                    ]
-                if rows and rows[-1] is None:
-                    self.stuck[(site, gkey)] = (self.freed[site], self.version[site])
-                for task, row in zip(group, rows, strict=True):
-                    if row is None:
-                        if now - task.entered > max_q:
-                            self.unplaceable += 1
-                            self._finish(task, 2)
-                        else:
-                            waiting.append(task)
-                        continue
-                    g = int(gidx[row])
-                    self.cpu_free[g] -= demand.cpu
-                    self.mem_free[g] -= demand.memory_mb
-                    self.running[g] += 1
-                    self._start_attempt(task, g, row, now)
-        self.pending = waiting
+                    for t in batch
+                ]
+                decisions = place_batch(
+                    table, demands, mode=self.mode, seed=self.seed, epochs=epochs
+                )
+                rows = []
+                for dec in decisions:  # one shape: after the first refusal, all are refused
+                    if dec.node_id is None:
+                        break
+                    rows.append(table.index[dec.node_id])
+            for task, row in zip(batch, rows, strict=False):
+                g = int(gidx[row])
+                self.cpu_free[g] -= demand.cpu
+                self.mem_free[g] -= demand.memory_mb
+                self.running[g] += 1
+                self._start_attempt(task, g, row, now)
+            if len(rows) < len(batch):
+                q.extendleft(reversed(batch[len(rows) :]))
+                return False
+        return True
 
     def _start_attempt(self, task: _Task, g: int, row: int, now: float) -> None:
         """Compute the attempt's timeline from the link timelines and schedule its end."""

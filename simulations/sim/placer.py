@@ -113,20 +113,20 @@ def place_many(
     epochs: Sequence[int],
     *,
     seed: int = 0,
-) -> list[int | None]:
+) -> list[int]:
     """Place tasks of one shape in order; each takes its node's resources
-    (``table.allocate``) before the next is placed. Returns the chosen row per
-    task, ``None`` once no node has room (the rest of the batch then waits too)."""
+    (``table.allocate``) before the next is placed. Returns the chosen rows of the
+    placed prefix: it stops at the first task no node has room for (every later
+    task of the same shape would be refused too)."""
     shape, base = state.shape, state.base
     hashes = state.hashes
     cpu, memory, disk = shape.need
     s0, s1, s2 = state.free
-    out: list[int | None] = []
+    out: list[int] = []
     for task_id, epoch in zip(task_ids, epochs, strict=True):
         # int64 xor of two 32-bit values = the uint32 xor of ``_select.ranks``
         j = int((base - (hashes ^ tie_seed(task_id, epoch, seed))).argmax())
         if base[j] == _NONE:
-            out.extend([None] * (len(task_ids) - len(out)))
             break
         table.allocate(j, cpu, memory, disk)
         base[j] = _row_rank(shape, table, j)

@@ -68,7 +68,8 @@ def test_place_many_matches_place_then_allocate(mode: PlacementMode, seed: int) 
     for lo, hi in ((0, 10), (10, 25), (25, 60)):
         state = cache.get("site", 0, table, demand, mode)
         rows = place_many(table, state, ids[lo:hi], epochs[lo:hi], seed=seed)
-        got += [None if r is None else table.ids[r] for r in rows]
+        got += [table.ids[r] for r in rows]
+        got += [None] * (hi - lo - len(rows))  # the refused suffix
     assert got == expected
     assert cache.prepared == 1
 
@@ -86,7 +87,7 @@ def test_free_resources_moved_outside_are_picked_up() -> None:
     cache = ShapeCache()
     state = cache.get(0, 0, table, demand, PlacementMode.HYBRID_DYNAMIC)
     rows = place_many(table, state, ["a", "b", "c", "d"], [1, 1, 1, 1])
-    assert rows[:3] != [None] * 3 and rows[3] is None
+    assert len(rows) == 3  # "d" finds no room
     table.release(rows[0], 1.0, 1.0)
     state = cache.get(0, 0, table, demand, PlacementMode.HYBRID_DYNAMIC)
     assert place_many(table, state, ["d"], [1]) == [rows[0]]

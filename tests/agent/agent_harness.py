@@ -62,7 +62,16 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str, step: fl
 class ScriptedCloud:
     """The controller's side of the protocol, scripted by the test."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        tls: dict[str, str] | None = None,
+    ) -> None:
+        """``tls``: ``ca_certs``, ``certfile``, ``keyfile`` as paho's ``tls_set`` takes them."""
         self.clock = HybridClock(CLOUD_ID)
         self.lock = threading.Lock()
         self.received: list[tuple[str, str, Envelope]] = []  # (node, kind, envelope)
@@ -78,6 +87,10 @@ class ScriptedCloud:
             protocol=mqtt.MQTTv311,
         )
         self.client.reconnect_delay_set(min_delay=0.1, max_delay=0.5)
+        if username:
+            self.client.username_pw_set(username, password)
+        if tls:
+            self.client.tls_set(**tls)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.connected = threading.Event()

@@ -2,15 +2,15 @@
 # Install the Continuum edge agent on a device (Debian/Ubuntu/Raspberry Pi OS, systemd).
 #
 #   sudo sh install-agent.sh --node-id edge-1 --broker mqtt.example.org [--tier edge] \
-#        [--port 1883] [--username edge-1] [--password-file FILE] [--tls --ca-file FILE] \
-#        [--package 'continuum-edge[agent]'] [--no-start]
+#        [--port 1883] [--username edge-1] [--password-file FILE] [--tls --ca-file FILE \
+#        [--cert-file FILE --key-file FILE]] [--package 'continuum-edge[agent]'] [--no-start]
 #
 # What it does (idempotent, safe to re-run for an upgrade):
 #   1. creates the system user `edge-agent` (no login, no home);
 #   2. creates a venv in /opt/edge-agent/.venv and runs `pip install 'continuum-edge[agent]'`
 #      (or --package: a wheel file or a path to a checkout);
-#   3. writes /etc/edge-agent/agent.toml with `edge-agent init` and fills node id, tier and
-#      broker (an existing config is kept), the password into agent.env (mode 0600);
+#   3. writes /etc/edge-agent/agent.toml with `edge-agent init --node-id ... --broker ...`
+#      (an existing config is kept), the password into agent.env (mode 0600);
 #   4. installs deploy/edge-agent.service and enables it.
 set -eu
 
@@ -22,6 +22,8 @@ USERNAME=""
 PASSWORD_FILE=""
 TLS=false
 CA_FILE=""
+CERT_FILE=""
+KEY_FILE=""
 PACKAGE="continuum-edge[agent]"
 START=true
 PREFIX=/opt/edge-agent
@@ -41,9 +43,11 @@ while [ $# -gt 0 ]; do
         --password-file) PASSWORD_FILE=$2; shift 2 ;;
         --tls) TLS=true; shift ;;
         --ca-file) CA_FILE=$2; shift 2 ;;
+        --cert-file) CERT_FILE=$2; shift 2 ;;
+        --key-file) KEY_FILE=$2; shift 2 ;;
         --package) PACKAGE=$2; shift 2 ;;
         --no-start) START=false; shift ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,/^set -eu/p' "$0" | sed '$d'; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
 done
@@ -70,26 +74,13 @@ mkdir -p "$PREFIX"
 mkdir -p "$CONF_DIR"
 CONFIG="$CONF_DIR/agent.toml"
 if [ ! -f "$CONFIG" ]; then
-    "$PREFIX/.venv/bin/edge-agent" init --path "$CONFIG" >/dev/null
-    "$PREFIX/.venv/bin/python" - "$CONFIG" "$NODE_ID" "$TIER" "$BROKER" "$PORT" "${USERNAME:-$NODE_ID}" "$TLS" "$CA_FILE" <<'PY'
-import re, sys
-path, node, tier, broker, port, user, tls, ca = sys.argv[1:]
-text = open(path, encoding="utf-8").read()
-def put(section, key, value):
-    global text
-    pattern = rf"(\[{section}\][^\[]*?^{key} = )[^#\n]*?(\s*(#|$))"
-    text, n = re.subn(pattern, lambda m: m.group(1) + value + m.group(2), text, count=1, flags=re.M | re.S)
-    assert n == 1, (section, key)
-q = lambda s: '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
-put("node", "id", q(node))
-put("node", "tier", q(tier))
-put("broker", "host", q(broker))
-put("broker", "port", port)
-put("broker", "username", q(user))
-put("broker", "tls", tls)
-put("broker", "ca_file", q(ca))
-open(path, "w", encoding="utf-8").write(text)
-PY
+    set -- --path "$CONFIG" --node-id "$NODE_ID" --tier "$TIER" --broker "$BROKER:$PORT"
+    [ -n "$USERNAME" ] && set -- "$@" --username "$USERNAME"
+    [ "$TLS" = true ] && set -- "$@" --tls
+    [ -n "$CA_FILE" ] && set -- "$@" --ca-file "$CA_FILE"
+    [ -n "$CERT_FILE" ] && set -- "$@" --cert-file "$CERT_FILE" --key-file "$KEY_FILE"
+    # Writes the commented example with this device's values, validated (exit 2 if not).
+    "$PREFIX/.venv/bin/edge-agent" init "$@" >/dev/null || die "cannot write $CONFIG"
 fi
 if [ -n "$PASSWORD_FILE" ]; then
     umask 077

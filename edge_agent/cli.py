@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 
 from edge_agent import __version__
-from edge_agent.config import EXAMPLE_CONFIG, load_config
+from edge_agent.config import EXAMPLE_CONFIG, load_config, render_example
 from shared.errors import ValidationError
 
 __all__ = ["main"]
@@ -44,6 +44,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     init.add_argument("--path", default="agent.toml", help="where to write (default: agent.toml)")
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
+    device = init.add_argument_group(
+        "device values", "fill these keys in the written example (install-agent.sh uses them)"
+    )
+    device.add_argument("--node-id", help="node.id (also the broker username by default)")
+    device.add_argument("--tier", help="node.tier: device, edge, regional or cloud")
+    device.add_argument("--state-dir", help="node.state_dir")
+    device.add_argument("--broker", help="broker.host[:port] (empty: find it with zeroconf)")
+    device.add_argument("--username", help="broker.username (default: the node id)")
+    device.add_argument("--tls", action="store_true", help="broker.tls = true")
+    device.add_argument("--ca-file", help="broker.ca_file")
+    device.add_argument("--cert-file", help="broker.cert_file (mutual TLS)")
+    device.add_argument("--key-file", help="broker.key_file (mutual TLS)")
 
     run = sub.add_parser(
         "run",
@@ -68,13 +80,42 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _init(path: str, force: bool) -> int:
-    target = Path(path)
-    if target.exists() and not force:
+def _device_values(args: argparse.Namespace) -> dict[str, object]:
+    """The ``init`` options as config keys (only those given)."""
+    values: dict[str, object] = {}
+    if args.node_id is not None:
+        values["node.id"] = args.node_id
+        values["broker.username"] = args.node_id
+    for option, key in (
+        ("tier", "node.tier"),
+        ("state_dir", "node.state_dir"),
+        ("username", "broker.username"),
+        ("ca_file", "broker.ca_file"),
+        ("cert_file", "broker.cert_file"),
+        ("key_file", "broker.key_file"),
+    ):
+        if getattr(args, option) is not None:
+            values[key] = getattr(args, option)
+    if args.tls:
+        values["broker.tls"] = True
+    if args.broker is not None:
+        host, sep, port = args.broker.rpartition(":")
+        if sep and port.isdigit():
+            values["broker.host"], values["broker.port"] = host, int(port)
+        else:
+            values["broker.host"] = args.broker
+    return values
+
+
+def _init(args: argparse.Namespace) -> int:
+    target = Path(args.path)
+    if target.exists() and not args.force:
         print(f"{target} exists; use --force to overwrite", file=sys.stderr)
         return 1
-    target.write_text(EXAMPLE_CONFIG, encoding="utf-8")
-    print(f"wrote {target}; edit node.id and broker.host, then: edge-agent run --config {target}")
+    values = _device_values(args)
+    target.write_text(render_example(values) if values else EXAMPLE_CONFIG, encoding="utf-8")
+    edit = "" if values else "edit node.id and broker.host, then: "
+    print(f"wrote {target}; {edit}edge-agent run --config {target}")
     return 0
 
 
@@ -132,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "init":
-            return _init(args.path, args.force)
+            return _init(args)
         if args.command == "run":
             return _run(args.config)
         return _status(args.config, args.port, args.json)

@@ -3,11 +3,13 @@
 The testbed generates these files, so the keys are a contract (docs/agent.md lists them);
 unknown keys are rejected rather than ignored, because a misspelt ``lease_margin_s`` silently
 falling back to a default is the kind of mistake that only shows under a partition.
-``EXAMPLE_CONFIG`` is what ``edge-agent init`` writes; a test parses it, so it cannot rot.
+``EXAMPLE_CONFIG`` is what ``edge-agent init`` writes (``render_example`` fills in a device's
+values, for the install script); a test parses it, so it cannot rot.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from collections.abc import Mapping
@@ -30,6 +32,7 @@ __all__ = [
     "NodeConfig",
     "load_config",
     "parse_config",
+    "render_example",
 ]
 
 
@@ -293,3 +296,30 @@ max_cpu_percent = 95.0
 [executor.callables]              # allow-list of Python callables tasks may name
 # checksum = "mypkg.jobs:checksum"
 """
+
+
+def render_example(values: Mapping[str, object]) -> str:
+    """``EXAMPLE_CONFIG`` with some keys set (``{"node.id": "edge-7", "broker.port": 8883}``),
+    comments kept; the result is validated like any config file. Unknown keys are a
+    ``ValidationError``, as in a config file."""
+    pending = dict(values)
+    lines = []
+    section = ""
+    for line in EXAMPLE_CONFIG.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("[") and stripped.endswith("]"):
+            section = stripped[1:-1]
+        key, sep, rest = line.partition(" = ")
+        name = f"{section}.{key.strip()}"
+        if sep and not line.startswith("#") and name in pending:
+            value = json.dumps(pending.pop(name))  # a TOML string, number or boolean
+            comment = rest[rest.find("#") :] if "#" in rest else ""
+            line = f"{key} = {value}".ljust(len(key) + 3 + max(len(rest) - len(comment), 0))
+            line = (line + comment).rstrip()
+        lines.append(line)
+    if pending:
+        problems = [Problem(name, "not a key of the example config") for name in pending]
+        raise ValidationError(problems, what="agent config")
+    text = "\n".join(lines) + "\n"
+    parse_config(tomllib.loads(text), env={})
+    return text

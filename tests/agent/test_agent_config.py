@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from edge_agent.cli import main
-from edge_agent.config import EXAMPLE_CONFIG, load_config, parse_config
+from edge_agent.config import EXAMPLE_CONFIG, load_config, parse_config, render_example
 from shared.errors import ValidationError
 
 
@@ -86,3 +86,31 @@ def test_status_without_an_agent_exits_1(capsys: pytest.CaptureFixture[str]) -> 
 
     assert main(["status", "--port", str(free_port())]) == 1
     assert "no agent answering" in capsys.readouterr().err
+
+
+def test_init_fills_device_values_keeping_comments(tmp_path: Path) -> None:
+    path = tmp_path / "agent.toml"
+    argv = ["init", "--path", str(path), "--node-id", "dev-7", "--tier", "device"]
+    argv += ["--broker", "mqtt.lan:8883", "--tls", "--ca-file", "/etc/ca.pem"]
+    assert main(argv) == 0
+    text = path.read_text(encoding="utf-8")
+    cfg = load_config(path)
+    assert (cfg.node.id, cfg.node.tier, cfg.broker.username) == ("dev-7", "device", "dev-7")
+    assert (cfg.broker.host, cfg.broker.port, cfg.broker.tls) == ("mqtt.lan", 8883, True)
+    assert cfg.broker.ca_file == "/etc/ca.pem"
+    assert 'id = "dev-7"                      # letters, digits' in text  # comment kept, aligned
+    discovery = tmp_path / "discover.toml"
+    assert main(["init", "--path", str(discovery), "--node-id", "d-1", "--broker", ":1883"]) == 0
+    assert load_config(discovery).broker.host == ""  # empty: zeroconf
+
+
+def test_init_refuses_invalid_device_values(tmp_path: Path) -> None:
+    path = tmp_path / "agent.toml"
+    assert main(["init", "--path", str(path), "--node-id", "no/slash"]) == 2
+    assert not path.exists()
+
+
+def test_render_example_rejects_unknown_keys() -> None:
+    with pytest.raises(ValidationError) as err:
+        render_example({"node.colour": "red"})
+    assert [p.path for p in err.value.problems] == ["node.colour"]

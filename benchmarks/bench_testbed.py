@@ -178,21 +178,26 @@ def full_state_resync(records: list[dict[str, Any]], workdir: Path) -> float:
 
     async def go() -> float:
         proxy = await FaultProxy("full", broker.host, broker.port).start()
+        subscribed, connected = threading.Event(), threading.Event()
         sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-sub")
         sub.username_pw_set("bench-sub", "x")
         sub.on_message = on_message
+        sub.on_connect = lambda c, *_: c.subscribe("bench/full", qos=1)
+        sub.on_subscribe = lambda *_: subscribed.set()
         sub.connect(broker.host, broker.port)
-        sub.subscribe("bench/full", qos=1)
         sub.loop_start()
         pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-pub")
         pub.username_pw_set("bench-pub", "x")
+        pub.on_connect = lambda *_: connected.set()
         pub.connect(proxy.listen_host, proxy.port)
         pub.loop_start()
-        await asyncio.sleep(0.5)  # subscription in place
+        for ready in (subscribed, connected):  # the clock starts with both ends ready
+            await asyncio.to_thread(ready.wait, 30)
         started = time.perf_counter()
         for i in range(0, len(records), BATCH):
             pub.publish("bench/full", json.dumps(records[i : i + BATCH]), qos=1)
-        await asyncio.to_thread(done.wait, 60)
+        if not await asyncio.to_thread(done.wait, 60):
+            raise RuntimeError(f"full-state resync stored {stored} of {len(records)} records")
         took = time.perf_counter() - started
         for client in (pub, sub):
             client.loop_stop()

@@ -136,6 +136,37 @@ def agent_hashes(journal: Path) -> dict[str, str]:
     }
 
 
+class Hasher:
+    """Visible status and content hash of stored records, computed once per distinct
+    stored text: the live monitors poll every replica several times a second, and a
+    record rarely changes between two polls. Safe to share between threads (a race
+    at worst computes one hash twice)."""
+
+    def __init__(self, max_entries: int = 200_000) -> None:
+        self._memo: dict[str, tuple[str, str]] = {}
+        self._max = max_entries
+
+    def of(self, text: str) -> tuple[str, str]:
+        hit = self._memo.get(text)
+        if hit is None:
+            rec = TaskRecord.from_dict(json.loads(text))
+            hit = (visible_status(rec).value, content_hash(rec))
+            if len(self._memo) >= self._max:
+                self._memo.clear()
+            self._memo[text] = hit
+        return hit
+
+    def controller(self, db: Path) -> dict[str, tuple[str, str]]:
+        """Task id → (visible status, hash) at the controller."""
+        rows = _rows(db, "SELECT task_id, record FROM tasks")
+        return {tid: self.of(text) for tid, text in rows}
+
+    def agent(self, journal: Path) -> dict[str, str]:
+        """Task id → hash in an agent's journal."""
+        rows = _rows(journal, "SELECT task_id, record FROM records")
+        return {tid: self.of(text)[1] for tid, text in rows}
+
+
 def collect_state(run_dir: Path, nodes: Iterable[str]) -> dict[str, Any]:
     """Ground truth of a quiescent run from the databases it left behind:
     ``controller`` (task id → summary, ``None`` if unreadable), ``agents`` (node →

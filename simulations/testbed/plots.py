@@ -29,7 +29,12 @@ from .checker import Execution
 __all__ = ["latency_cdf", "timeline"]
 
 FAULT_COLORS = {"cut": "#d62728", "slow": "#ff7f0e", "down": "#333333", "cloud-cut": "#9467bd"}
-LEVEL_COLORS = {"strong": "#1f77b4", "causal": "#2ca02c", "eventual": "#ff7f0e"}
+LEVEL_COLORS = {
+    "strong": "#1f77b4",
+    "causal": "#2ca02c",
+    "eventual": "#ff7f0e",
+    "adaptive": "#9467bd",
+}
 
 
 def _exec_color(e: Execution) -> str:

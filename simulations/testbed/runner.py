@@ -208,7 +208,8 @@ class Testbed:
         self.timings: dict[str, float] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._session: aiohttp.ClientSession | None = None
-        self._restarting_controller = False
+        self._hasher = collect.Hasher()
+        self._ctl_snapshot: tuple[float, dict[str, tuple[str, str]] | None] = (0.0, None)
 
     # -- helpers -------------------------------------------------------------------
 
@@ -445,38 +446,36 @@ class Testbed:
     async def _restart_controller(self, *, hard: bool) -> None:
         assert self.controller is not None
         ctl = self.controller
-        self._restarting_controller = True
-        try:
-            if hard:
-                ctl.kill()
-            else:
-                await asyncio.to_thread(ctl.stop)
-            ctl.start()
-            await asyncio.to_thread(ctl.wait_ready, READY_TIMEOUT_S)
-            self.hist.add("nemesis", "info", "controller-ready", {"starts": ctl.starts})
-        finally:
-            self._restarting_controller = False
+        if hard:
+            ctl.kill()
+        else:
+            await asyncio.to_thread(ctl.stop)
+        ctl.start()
+        await asyncio.to_thread(ctl.wait_ready, READY_TIMEOUT_S)
+        self.hist.add("nemesis", "info", "controller-ready", {"starts": ctl.starts})
 
     # -- observation -------------------------------------------------------------------------
 
     def _controller_hashes(self) -> dict[str, tuple[str, str]] | None:
-        """task id → (visible status, content hash) at the controller, read-only."""
+        """task id → (visible status, content hash) at the controller, read-only; one
+        snapshot serves every monitor polling within ``POLL_S / 2``."""
+        now = time.monotonic()
+        taken, snapshot = self._ctl_snapshot
+        if snapshot is not None and now - taken < POLL_S / 2:
+            return snapshot
         try:
-            recs = collect.controller_records(collect.controller_db(self.out))
+            snapshot = self._hasher.controller(collect.controller_db(self.out))
         except (OSError, sqlite3.Error):
             return None
-        out = {}
-        for tid, rec in recs.items():
-            s = collect.summarize(rec)
-            out[tid] = (s["status"], s["hash"])
-        return out
+        self._ctl_snapshot = (now, snapshot)
+        return snapshot
 
     def _node_converged(self, node: str, ctl: Mapping[str, tuple[str, str]]) -> bool:
         journal = collect.agent_journal(self.out, node)
         try:
             if collect.outbox_depth(journal) > 0:
                 return False
-            hashes = collect.agent_hashes(journal)
+            hashes = self._hasher.agent(journal)
         except (OSError, sqlite3.Error):
             return False
         return all(tid in ctl and ctl[tid][1] == h for tid, h in hashes.items())
@@ -622,10 +621,13 @@ class Testbed:
                     await extra
                 self.state.phase = "healing"
                 self._refresh()
+                self.timings["workload_s"] = self.hist.now()
                 await self._heal_all()
                 await asyncio.gather(*work, return_exceptions=True)
                 self.state.phase = "settling"
+                t_settle = time.monotonic()
                 settle = await self._settle()
+                self.timings["settle_s"] = time.monotonic() - t_settle
                 self.hist.add("testbed", "info", "settled", settle)
                 self._note(f"settled: {settle['last']} after {settle['after_s']:.1f} s")
                 poller.cancel()
@@ -637,7 +639,9 @@ class Testbed:
                 state = await asyncio.to_thread(collect.collect_state, self.out, self.node_ids)
                 self.hist.add("testbed", "info", "end", {})
         finally:
+            t_down = time.monotonic()
             await self._teardown()
+            self.timings["teardown_s"] = time.monotonic() - t_down
             if self.history is not None:
                 self.history.close()
         self.timings["total_s"] = time.monotonic() - t_start

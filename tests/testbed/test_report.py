@@ -162,6 +162,10 @@ def test_collect_hashes_both_sides_with_one_function(tmp_path: Path) -> None:
     assert state["agents"]["agent-9"] is None and "agent-9" in state["errors"][0]
     assert collect.outbox_depth(collect.agent_journal(run, "agent-1")) == 0
     assert collect.status_counts(collect.controller_db(run)) == {"succeeded": 2}
+    hasher = collect.Hasher()  # the live monitors' memoised path agrees with the judge's
+    ctl = hasher.controller(collect.controller_db(run))
+    assert ctl["t1"] == ("succeeded", state["controller"]["t1"]["hash"])
+    assert hasher.agent(collect.agent_journal(run, "agent-2")) == state["agents"]["agent-2"]
 
 
 def test_judge_clean_run_writes_report_and_plots(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import time
@@ -40,6 +41,7 @@ from shared.crdt import (
     Attempt,
     AttemptStatus,
     TaskRecord,
+    canonical_bytes,
     content_hash,
     digest,
     merge,
@@ -106,6 +108,8 @@ _DOWN = (LinkState.PARTITIONED, LinkState.FAILED)
 _ACTIVE = (TaskStatus.PENDING, TaskStatus.RUNNING)
 #: A task moved by a re-placement trigger is not moved again by one for this long.
 TRIGGER_COOLDOWN_S = 30.0
+#: Tasks an overload trigger moves off one node per tick.
+OVERLOAD_MOVES_PER_TICK = 1
 
 
 @dataclass
@@ -119,6 +123,19 @@ class TaskMeta:
     blocked_reason: str | None = None  # why it is not placed (reported once)
     moved_at: float = float("-inf")  # last re-placement by a trigger (cooldown)
     origin: str | None = None  # node a locally submitted task came from (None: the API)
+    _explanation_text: tuple[dict[str, Any], str] | None = None
+
+    def explanation_json(self) -> str | None:
+        """The explanation as stored JSON, serialised once per decision (a task's
+        row is rewritten on every status change, its explanation is not)."""
+        if self.explanation is None:
+            return None
+        cached = self._explanation_text
+        if cached is None or cached[0] is not self.explanation:
+            text = json.dumps(self.explanation, separators=(",", ":"), sort_keys=True)
+            cached = self._explanation_text = (self.explanation, text)
+        return cached[1]
+
     flagged: set[frozenset[tuple[str, int]]] = field(default_factory=set)
 
 
@@ -318,19 +335,20 @@ class Controller:
         rec = self.records[task_id]
         meta = self.meta[task_id]
         spec = rec.spec or {}
+        raw = canonical_bytes(rec)  # one serialisation for the stored text and the hash
         return TaskRow(
             task_id=task_id,
-            record=rec.to_dict(),
+            record=raw.decode("ascii"),
             status=visible_status(rec).value,
             node=rec.placement.node if rec.placement else None,
             epoch=rec.placement.epoch if rec.placement else 0,
             level=meta.level.value if meta.level else None,
             workflow=spec.get("workflow"),
             priority=int(spec.get("priority", 50)),
-            content_hash=content_hash(rec),
+            content_hash=hashlib.sha256(raw).hexdigest(),  # = shared.crdt.content_hash
             submitted_ms=meta.submitted_ms,
             updated_ms=self.wall_ms(),
-            explanation=meta.explanation,
+            explanation=meta.explanation_json(),
             origin=meta.origin,
         )
 
@@ -688,7 +706,6 @@ class Controller:
                 entry.record_outcome(
                     attempt.status == AttemptStatus.SUCCEEDED, duration_s=_run_seconds(attempt)
                 )
-                self._dirty_nodes.add(entry.node_id)
 
     def _check_conflict(self, task_id: str, rec: TaskRecord, meta: TaskMeta) -> None:
         """Two attempts running at once on different nodes, for a task whose level
@@ -861,7 +878,7 @@ class Controller:
         each = (time.perf_counter() - started) / len(order)
         for task_id, demand, decision in zip(order, demands, decisions, strict=True):
             self.metrics.placement_seconds.observe(each)
-            self._decided(task_id, now, demand, decision, trigger=None)
+            self._decided(task_id, now, demand, decision, trigger=None, health=health)
 
     def _next_epoch(self, task_id: str) -> int:
         placement = self.records[task_id].placement
@@ -886,9 +903,11 @@ class Controller:
         *,
         trigger: str | None,
         exclude: Iterable[str] = (),
+        health: SystemHealth | None = None,
     ) -> bool:
         """Place one task on ``table`` (allocated in place) and act on the decision."""
-        health, _ = self.registry.system_health(now)
+        if health is None:
+            health, _ = self.registry.system_health(now)
         demand = self._demand(task_id, health, exclude)
         started = time.perf_counter()
         decision = place_task(
@@ -902,7 +921,7 @@ class Controller:
         self.metrics.placement_seconds.observe(time.perf_counter() - started)
         if decision.node_id is not None:
             table.allocate(decision.node_id, demand.cpu, demand.memory_mb, demand.disk_mb)
-        return self._decided(task_id, now, demand, decision, trigger=trigger)
+        return self._decided(task_id, now, demand, decision, trigger=trigger, health=health)
 
     def _decided(
         self,
@@ -912,6 +931,7 @@ class Controller:
         decision: Decision,
         *,
         trigger: str | None,
+        health: SystemHealth,
     ) -> bool:
         """Record a placement decision: a new epoch on the chosen node (the
         message is queued), or the reason nothing was feasible (logged once)."""
@@ -943,7 +963,6 @@ class Controller:
         if not fixed:
             entry = self.registry.get(node_id)
             link = entry.link_state if entry else LinkState.HEALTHY
-            health, _ = self.registry.system_health(now)
             level = target_level(lo, hi, link=link, system=health).level
             meta.adaptive = AdaptiveLevel.from_spec(spec, initial=level, policy=self.adaptation)
         lease_s = self.cfg.consistency.lease_s if level is Level.STRONG else None
@@ -1067,15 +1086,25 @@ class Controller:
             entry.triggers.clear()
             if found:
                 fired[node_id] = found
+        # Overload moves one task per busy node per tick: the counts are measured
+        # again next tick, so the cluster drifts toward balance without the
+        # churn (and the best-fit ping-pong) of moving the whole excess at once.
+        budget: dict[str, int] = {}
         for trig in overload(counts):
             assert trig.node_id is not None
             fired.setdefault(trig.node_id, []).append(trig)
+            budget[trig.node_id] = OVERLOAD_MOVES_PER_TICK
         table: NodeTable | None = None
+        health: SystemHealth | None = None
         for node_id in sorted(self.on_node):
             entry = self.registry.get(node_id)
             if entry is None or entry.link_state in _DOWN:
                 continue
             rtt = entry.monitor.stats(now).rtt_p50_ms
+            if node_id not in fired and (
+                rtt is None or not any(self._latency_bound(t) for t in self.on_node[node_id])
+            ):
+                continue
             for task_id in sorted(self.on_node[node_id]):
                 rec = self.records[task_id]
                 meta = self.meta[task_id]
@@ -1095,6 +1124,8 @@ class Controller:
                     triggers.append(lat)
                 if not triggers or now - meta.moved_at < TRIGGER_COOLDOWN_S:
                     continue
+                if [t.name for t in triggers] == ["overload"] and budget.get(node_id, 0) <= 0:
+                    continue
                 lease = self.leases.get(task_id)
                 epoch = rec.placement.epoch
                 if (lease is not None and lease.live(now)) or any(
@@ -1102,14 +1133,22 @@ class Controller:
                     for a in rec.attempts.values()
                 ):
                     continue
-                if table is None:
+                if table is None or health is None:
                     table = NodeTable.from_views(self._node_views(now))
+                    health, _ = self.registry.system_health(now)
                 trigger = f"{triggers[0].name}: {triggers[0].reason}"
-                if self._place(task_id, now, table, trigger=trigger, exclude=(node_id,)):
+                if self._place(
+                    task_id, now, table, trigger=trigger, exclude=(node_id,), health=health
+                ):
                     meta.moved_at = now
+                    budget[node_id] = budget.get(node_id, 0) - 1
                     self._queue(
                         node_id, "cancel", Cancel(task_id=task_id, epoch=epoch, reason="replaced")
                     )
+
+    def _latency_bound(self, task_id: str) -> bool:
+        spec = self.records[task_id].spec
+        return spec is not None and spec["placement"].get("max_latency_ms") is not None
 
     def _task_mode(self, spec: Mapping[str, Any]) -> PlacementMode:
         mode = (spec.get("placement") or {}).get("mode")
@@ -1156,6 +1195,7 @@ class Controller:
         """DESIGN §5: strong after its lease deadline plus the margin, causal after
         its ``max_disconnect_s``, eventual at once (hedged: the old attempt runs on)."""
         table: NodeTable | None = None
+        health: SystemHealth | None = None
         for node_id, tasks in list(self.on_node.items()):
             entry = self.registry.get(node_id)
             if entry is None or entry.link_state not in _DOWN or not tasks:
@@ -1176,13 +1216,16 @@ class Controller:
                 )
                 if not decision.allowed:
                     continue
-                if table is None:
+                if table is None or health is None:
                     table = NodeTable.from_views(self._node_views(now))
+                    health, _ = self.registry.system_health(now)
                 trigger = (
                     f"{entry.link_state.value}: {level.value} task on {node_id}, {decision.reason}"
                 )
                 old_epoch = rec.placement.epoch
-                if not self._place(task_id, now, table, trigger=trigger, exclude=(node_id,)):
+                if not self._place(
+                    task_id, now, table, trigger=trigger, exclude=(node_id,), health=health
+                ):
                     continue
                 if level is not Level.EVENTUAL:
                     self._fence_old(task_id, node_id, old_epoch)

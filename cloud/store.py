@@ -47,7 +47,9 @@ class TaskRow:
     """What the store keeps for one task: the record plus derived columns."""
 
     task_id: str
-    record: dict[str, Any]
+    # The record's dict; rows built for writing may carry its canonical JSON text
+    # instead (already serialised for the content hash). Rows read back hold dicts.
+    record: dict[str, Any] | str
     status: str
     node: str | None
     epoch: int
@@ -57,13 +59,14 @@ class TaskRow:
     content_hash: str
     submitted_ms: int
     updated_ms: int
-    explanation: dict[str, Any] | None = None
+    # Like ``record``: a dict, or its JSON text when the writer has it already.
+    explanation: dict[str, Any] | str | None = None
     origin: str | None = None  # node that submitted it locally; None: the API
 
     def as_db_row(self) -> dict[str, Any]:
         return {
             "task_id": self.task_id,
-            "record": _dumps(self.record),
+            "record": self.record if isinstance(self.record, str) else _dumps(self.record),
             "status": self.status,
             "node": self.node,
             "epoch": self.epoch,
@@ -73,7 +76,11 @@ class TaskRow:
             "content_hash": self.content_hash,
             "submitted_ms": self.submitted_ms,
             "updated_ms": self.updated_ms,
-            "explanation": None if self.explanation is None else _dumps(self.explanation),
+            "explanation": (
+                self.explanation
+                if self.explanation is None or isinstance(self.explanation, str)
+                else _dumps(self.explanation)
+            ),
             "origin": self.origin,
         }
 
@@ -378,15 +385,14 @@ class Store:
 
     # -- events ---------------------------------------------------------------
 
-    def append_events(self, events: Iterable[Mapping[str, Any]]) -> list[int]:
+    def append_events(self, events: Iterable[Mapping[str, Any]]) -> None:
         """Append events (keys: ts_ms, kind, reason, task_id, node_id, epoch, data)."""
-        seqs: list[int] = []
         with self.transaction():
-            for ev in events:
-                cur = self.conn.execute(
-                    "INSERT INTO events (ts_ms, kind, task_id, node_id, epoch, reason, data) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [
+            self.conn.executemany(
+                "INSERT INTO events (ts_ms, kind, task_id, node_id, epoch, reason, data) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
                         ev["ts_ms"],
                         ev["kind"],
                         ev.get("task_id"),
@@ -394,10 +400,10 @@ class Store:
                         ev.get("epoch"),
                         ev.get("reason", ""),
                         _dumps(ev.get("data") or {}),
-                    ],
-                )
-                seqs.append(int(cur.lastrowid or 0))
-        return seqs
+                    )
+                    for ev in events
+                ],
+            )
 
     def events(
         self,

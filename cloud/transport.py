@@ -1,8 +1,9 @@
 """MQTT shell of the controller (paho-mqtt 2.x, callback API VERSION2).
 
-Paho runs its network loop in its own thread; every received message is
-handed to the asyncio loop as ``(topic, payload)`` through
-``call_soon_threadsafe`` and nothing else happens in paho's thread, so all
+Paho runs its network loop in its own thread; received messages are appended
+to a buffer there and handed to the asyncio loop as ``(topic, payload)`` pairs,
+one loop wake-up per burst (not per message: ``call_soon_threadsafe`` writes
+to the loop's self-pipe), and nothing else happens in paho's thread, so all
 controller state is touched by one thread only.
 
 The session is persistent (MQTT 5 ``clean_start=False`` with a session expiry,
@@ -20,6 +21,7 @@ import contextlib
 import logging
 import ssl
 import threading
+from collections import deque
 from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
@@ -52,6 +54,9 @@ class MqttTransport:
         self._loop = loop
         self._on_message = on_message
         self._on_connected = on_connected
+        self._inbox: deque[tuple[str, bytes]] = deque()
+        self._wake_lock = threading.Lock()
+        self._wake_pending = False
         self._v5 = cfg.protocol == "5"
         self.connected = threading.Event()
         if self._v5:
@@ -130,8 +135,21 @@ class MqttTransport:
             self._loop.call_soon_threadsafe(self._on_connected, False)
 
     def _handle_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        self._inbox.append((msg.topic, msg.payload))
+        with self._wake_lock:
+            if self._wake_pending:
+                return
+            self._wake_pending = True
         with contextlib.suppress(RuntimeError):  # loop closed during shutdown
-            self._loop.call_soon_threadsafe(self._on_message, msg.topic, msg.payload)
+            self._loop.call_soon_threadsafe(self._deliver)
+
+    def _deliver(self) -> None:
+        """On the asyncio loop: hand over everything buffered so far."""
+        with self._wake_lock:
+            self._wake_pending = False
+        inbox = self._inbox
+        while inbox:
+            self._on_message(*inbox.popleft())
 
     # -- publishing (any thread) ----------------------------------------------
 

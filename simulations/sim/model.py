@@ -204,12 +204,14 @@ class _Flow:
 
 
 class _Path:
-    """A precomputed path: link ids, latency sum, jitter mean, bottleneck, J/bit, WAN?"""
+    """A precomputed path: link ids, latency sum, jitter mean, bottleneck, J/bit, WAN?
+    ``down`` lists the links of the path that ever go down (the only ones worth
+    checking; every link until the outages are drawn)."""
 
-    __slots__ = ("bw", "j_per_bit", "jit", "lat", "links", "wan")
+    __slots__ = ("bw", "down", "j_per_bit", "jit", "lat", "links", "wan")
 
     def __init__(self, links: tuple[int, ...], net: _Net) -> None:
-        self.links = links
+        self.links = self.down = links
         self.lat = sum(net.lat[x] for x in links)
         self.jit = sum(net.jit[x] for x in links)
         self.bw = min((net.bw[x] for x in links), default=_INF)
@@ -217,10 +219,11 @@ class _Path:
         self.wan = any(net.wan[x] for x in links)
 
     @classmethod
-    def via_access(cls, link: int, part: _Path, net: _Net) -> _Path:
+    def via_access(cls, link: int, part: _Path, net: _Net, fallible: bool) -> _Path:
         """A device's access link followed by ``part`` (no re-summing)."""
         path = cls.__new__(cls)
         path.links = (link, *part.links)
+        path.down = (link, *part.down) if fallible else part.down
         path.lat = net.lat[link] + part.lat
         path.jit = net.jit[link] + part.jit
         path.bw = min(net.bw[link], part.bw)
@@ -280,6 +283,7 @@ class Simulation:
         self.cache = ShapeCache()
         self._build_topology()
         self._build_failures()
+        self._mark_fallible()
         self._build_workload()
         self._init_metrics()
 
@@ -373,11 +377,16 @@ class Simulation:
         self.gidx: list[np.ndarray] = []
         self.site_part: list[list[_Path]] = []  # [site][row] path after the device's access link
         self.version = [0] * S
-        self.freed = [0] * S  # releases on the site's nodes (unblocks waiting shapes)
-        self.stuck: dict[_QueueKey, tuple[int, int]] = {}
+        self.logs: list[list[int]] = [[] for _ in range(S)]  # rows moved, per table version
+        # releases (unblock waiting shapes): counters per site, per region, cloud
+        self.freed = [0] * (S + R + 1)
+        self.stuck: dict[_QueueKey, tuple[int, int, int, int]] = {}
         self.queues: dict[_QueueKey, deque[_Task]] = {}
         self.active: dict[_QueueKey, None] = {}  # non-empty queues, in insertion order
-        self.node_sites: list[list[int]] = [[] for _ in range(G)]
+        self.freed_counter = [
+            n[2] if n[1] in (Tier.EDGE, Tier.DEVICE) else S + n[3] if n[1] is Tier.REGIONAL else -1
+            for n in nodes
+        ]
         for s in range(S):
             r = s % R
             members = [
@@ -412,8 +421,6 @@ class Simulation:
                         battery_pct=100.0 if cls.battery else None,
                     )
                 )
-            for g in members:
-                self.node_sites[g].append(s)
             table = NodeTable(views)
             gidx = np.array([self.node_ids.index(i) for i in table.ids], dtype=np.intp)
             self.tables.append(table)
@@ -454,6 +461,15 @@ class Simulation:
             if ivs:
                 tl.set(self.L_NODE + g, ivs)
         self.tl = tl
+
+    def _mark_fallible(self) -> None:
+        """Keep in each path only the links that ever go down (for ``next_up``)."""
+        self._fallible = [st is not None for st in self.tl.starts]
+        f = self._fallible
+        paths = [*self.dev_ctrl, *self.ctrl_path, *self.site_ctrl]
+        paths += [p for parts in self.site_part for p in parts]
+        for path in paths:
+            path.down = tuple(x for x in path.links if f[x])
 
     def _build_workload(self) -> None:
         sc, wl = self.sc, self.sc.workload
@@ -574,7 +590,7 @@ class Simulation:
     def _deliver(self, path: _Path, t: float, bits: float = 0.0) -> float:
         """Arrival time of a message of ``bits`` sent at ``t`` (held while a link is
         down); the bits are counted on the path's links (energy, WAN bytes)."""
-        t0 = self.tl.next_up(path.links, t) if path.links else t
+        t0 = self.tl.next_up(path.down, t) if path.down else t
         if bits:
             self.link_j += bits * path.j_per_bit
             if path.wan:
@@ -643,7 +659,7 @@ class Simulation:
         device is cut off and autonomy allows, else send it to the controller."""
         t = task.t_arr
         path = self.dev_ctrl[task.dev]
-        since = self.tl.down_since(path.links, t)
+        since = self.tl.down_since(path.down, t)
         g = self.dev_node[task.dev]
         if since is not None and g >= 0:
             autonomy = autonomy_level(connectivity(t - since, self.ctl.ack_period_s))
@@ -798,14 +814,11 @@ class Simulation:
         for key in list(active):
             q = queues[key]
             site = key[0]
-            mark = (self.freed[site], self.version[site])
+            freed = self.freed
+            mark = (freed[site], freed[self.S + site % self.R], freed[-1], self.version[site])
             if self.stuck.get(key) != mark:
                 if site not in synced:
-                    gidx = self.gidx[site]
-                    table = self.tables[site]
-                    table.cpu_free[:] = self.cpu_free[gidx]
-                    table.memory_free[:] = self.mem_free[gidx]
-                    table.running[:] = self.running[gidx]
+                    self._sync(site)
                     synced.add(site)
                 if not self._place_queue(site, q, now):
                     self.stuck[key] = mark
@@ -817,6 +830,18 @@ class Simulation:
             if not q:
                 del active[key]
                 del queues[key]
+
+    def _sync(self, site: int) -> None:
+        """Bring the site's table up to the global free resources (releases, and
+        other sites' use of shared rows), logging the rows that moved."""
+        gidx, table = self.gidx[site], self.tables[site]
+        cpu, mem = self.cpu_free[gidx], self.mem_free[gidx]
+        moved = np.flatnonzero((table.cpu_free != cpu) | (table.memory_free != mem))
+        if len(moved):
+            table.cpu_free[:] = cpu
+            table.memory_free[:] = mem
+            table.running[:] = self.running[gidx]
+            self.logs[site].extend(moved.tolist())
 
     def _place_queue(self, site: int, q: deque[_Task], now: float) -> bool:
         """Place from the head of one queue (one task shape) until it is empty
@@ -834,7 +859,9 @@ class Simulation:
             epochs = [t.epoch + 1 for t in batch]
             rows: list[int]
             if self.placer == "cached":
-                state = self.cache.get(site, self.version[site], table, demand, self.mode)
+                state = self.cache.get(
+                    site, self.version[site], table, demand, self.mode, self.logs[site]
+                )
                 rows = place_many(table, state, [t.id for t in batch], epochs, seed=self.seed)
             else:
                 demands = [
@@ -919,12 +946,14 @@ class Simulation:
         self.loop.at(stop, self._attempt_end, at)
 
     def _data_path(self, task: _Task, row: int) -> _Path:
-        return _Path.via_access(task.dev, self.site_part[task.site][row], self.net)
+        return _Path.via_access(
+            task.dev, self.site_part[task.site][row], self.net, self._fallible[task.dev]
+        )
 
     def _fence_time(self, ctrl: _Path, t_recv: float, t_grant: float, stop: float) -> float | None:
         """Where an outage of the control path outlasts the lease: the agent's deadline
         (``LeasePolicy.agent_deadline`` from the last renewal sent before the outage)."""
-        links = tuple(x for x in ctrl.links if not self.L_NODE <= x < self.L_UP)
+        links = tuple(x for x in ctrl.down if not self.L_NODE <= x < self.L_UP)
         a = self.tl.first_down(links, t_grant, stop)
         if a is None:
             return None
@@ -980,13 +1009,12 @@ class Simulation:
         if self.attempt_log is not None:
             self.attempt_log.append(at)
             path = self.ctrl_path[g]
-            at.start_rep = self.tl.next_up(path.links, at.start) + path.lat
+            at.start_rep = self.tl.next_up(path.down, at.start) + path.lat
         tt = self.sc.workload.types[task.tt]
         self.cpu_free[g] += tt.cpu
         self.mem_free[g] += tt.memory_mb
         self.running[g] -= 1
-        for s in self.node_sites[g]:
-            self.freed[s] += 1
+        self.freed[self.freed_counter[g]] += 1
         self._kick()
         ran = max(0.0, at.stop - at.start)
         if task.state == 1 and task.best < _INF:
@@ -1064,7 +1092,7 @@ class Simulation:
         for g in range(self.G):
             mon = self.monitors[g]
             path = self.ctrl_path[g]
-            if tl.next_up(path.links, now) > now:
+            if tl.next_up(path.down, now) > now:
                 change = mon.poll(now)
             else:
                 rtt = (
@@ -1081,7 +1109,7 @@ class Simulation:
         for s in range(self.S):
             path = self.site_ctrl[s]
             mon = self.site_mon[s]
-            if tl.next_up(path.links, now) > now:
+            if tl.next_up(path.down, now) > now:
                 mon.poll(now)
             else:
                 mon.rtt(2000.0 * path.lat, now)
@@ -1101,6 +1129,7 @@ class Simulation:
             table.success[:] = np.round(self.success[gidx], 3)
             table.partition_rate[:] = np.round(self.prate[gidx], 1)
             self.version[s] += 1
+            self.logs[s] = []
         self._hedge(now, changed_nodes)
         self._kick()
         if now + self.ctl.telemetry_s <= self.sc.duration_s:
@@ -1228,6 +1257,7 @@ class Simulation:
             for node_id, intervals in table.items():
                 link = base + index[node_id]
                 self.tl.set(link, self.tl.intervals(link) + list(intervals))
+        self._mark_fallible()
 
     # ------------------------------------------------------------------ run
     def run(self) -> Result:

@@ -34,17 +34,21 @@ _SHIFT = np.int64(1 << 32)
 #: Rank of an infeasible row: below any feasible rank (|q| ≤ 1e9, so ≥ -2**62) even
 #: after the tie key (< 2**32) is subtracted.
 _NONE = np.int64(np.iinfo(np.int64).min + (1 << 33))
+_NONE_INT = int(_NONE)
 
 
 class ShapeState:
     """One shape on one table: the static half (``Shape``) and the dynamic half as
-    packed rank bases (``q * 2**32 + 0xFFFFFFFF``, or ``_NONE`` when infeasible),
-    with the free columns they were computed from so later calls redo only the rows
-    whose free resources moved since."""
+    packed rank bases (``q * 2**32 + 0xFFFFFFFF``, or ``_NONE`` when infeasible).
 
-    __slots__ = ("base", "free", "hashes", "shape", "version")
+    Later calls redo only the rows whose free resources moved since: either the
+    rows the caller logged (``log``: every row whose free columns it changed, in a
+    list shared by the shapes of one table and version, cheapest) or, without a
+    log, the rows that differ from a snapshot of the free columns."""
 
-    def __init__(self, table: NodeTable, shape: Shape, version: int) -> None:
+    __slots__ = ("base", "free", "hashes", "log", "mask", "seen", "shape", "static", "version")
+
+    def __init__(self, table: NodeTable, shape: Shape, version: int, log: list[int] | None) -> None:
         self.shape = shape
         self.version = version
         free = (table.cpu_free, table.memory_free, table.disk_free)
@@ -54,18 +58,48 @@ class ShapeState:
         total = shape.static + shape.wfit * fit
         q = quantise(np.where(feasible, total, 0.0)).astype(np.int64)
         self.base = np.where(feasible, q * _SHIFT + _LOW, _NONE)
-        self.free = tuple(c.copy() for c in free)
         self.hashes = table.hash.astype(np.int64)
+        self.mask: list[bool] = shape.mask.tolist()
+        self.static: list[float] = shape.static.tolist()
+        self.log = log
+        self.seen = 0 if log is None else len(log)
+        self.free = None if log is not None else tuple(c.copy() for c in free)
 
     def catch_up(self, table: NodeTable) -> None:
         """Recompute the rows whose free resources changed since the last call."""
+        if self.log is not None:
+            log = self.log
+            if self.seen < len(log):
+                for j in set(log[self.seen :]):
+                    self.base[j] = self.rank(table, j)
+                self.seen = len(log)
+            return
         c0, c1, c2 = table.cpu_free, table.memory_free, table.disk_free
-        s0, s1, s2 = self.free
+        s0, s1, s2 = self.free  # type: ignore[misc]
         moved = np.flatnonzero((c0 != s0) | (c1 != s1) | (c2 != s2))
         if len(moved):
             for j in moved.tolist():
-                self.base[j] = _row_rank(self.shape, table, j)
+                self.base[j] = self.rank(table, j)
             s0[moved], s1[moved], s2[moved] = c0[moved], c1[moved], c2[moved]
+
+    def rank(self, table: NodeTable, j: int) -> int:
+        """Rank base (before the tie key) of row ``j`` with its current free
+        resources: the scalar form of ``first_exhausted``, ``fit_term`` and
+        ``quantise``, operation for operation (as ``shared.placement._batch`` does)."""
+        if not self.mask[j]:
+            return _NONE_INT
+        shape = self.shape
+        n0, n1, n2 = shape.need
+        f0, f1, f2 = (
+            float(table.cpu_free[j]),
+            float(table.memory_free[j]),
+            float(table.disk_free[j]),
+        )
+        if n0 > f0 or n1 > f1 or n2 > f2:
+            return _NONE_INT
+        fit = (n0 / max(f0, TINY) + n1 / max(f1, TINY) + n2 / max(f2, TINY)) / shape.count
+        total = self.static[j] + shape.wfit * fit
+        return round(total * SCALE) * (1 << 32) + 0xFFFFFFFF
 
 
 class ShapeCache:
@@ -78,32 +112,26 @@ class ShapeCache:
         self.prepared = 0
 
     def get(
-        self, key: object, version: int, table: NodeTable, demand: TaskDemand, mode: PlacementMode
+        self,
+        key: object,
+        version: int,
+        table: NodeTable,
+        demand: TaskDemand,
+        mode: PlacementMode,
+        log: list[int] | None = None,
     ) -> ShapeState:
+        """The state for ``demand``'s shape, caught up with the table. With a
+        ``log``, the caller appends every row whose free resources it changes
+        outside ``place_many`` and starts a new list when ``version`` changes."""
         ck = (key, demand.shape, mode)
         state = self._cache.get(ck)
-        if state is not None and state.version == version:
+        if state is not None and state.version == version and state.log is log:
             state.catch_up(table)
             return state
         shape = prepare(table, demand, resolve_mode(demand, mode), self.weights)
         self.prepared += 1
-        state = self._cache[ck] = ShapeState(table, shape, version)
+        state = self._cache[ck] = ShapeState(table, shape, version, log)
         return state
-
-
-def _row_rank(shape: Shape, table: NodeTable, j: int) -> int:
-    """Rank base (before the tie key) of row ``j`` with its current free resources:
-    the scalar form of ``first_exhausted``, ``fit_term`` and ``quantise``, operation
-    for operation (as ``shared.placement._batch`` does)."""
-    if not shape.mask[j]:
-        return int(_NONE)
-    n0, n1, n2 = shape.need
-    f0, f1, f2 = float(table.cpu_free[j]), float(table.memory_free[j]), float(table.disk_free[j])
-    if n0 > f0 or n1 > f1 or n2 > f2:
-        return int(_NONE)
-    fit = (n0 / max(f0, TINY) + n1 / max(f1, TINY) + n2 / max(f2, TINY)) / shape.count
-    total = float(shape.static[j]) + shape.wfit * fit
-    return round(total * SCALE) * (1 << 32) + 0xFFFFFFFF
 
 
 def place_many(
@@ -121,7 +149,7 @@ def place_many(
     shape, base = state.shape, state.base
     hashes = state.hashes
     cpu, memory, disk = shape.need
-    s0, s1, s2 = state.free
+    free, log = state.free, state.log
     out: list[int] = []
     for task_id, epoch in zip(task_ids, epochs, strict=True):
         # int64 xor of two 32-bit values = the uint32 xor of ``_select.ranks``
@@ -129,7 +157,13 @@ def place_many(
         if base[j] == _NONE:
             break
         table.allocate(j, cpu, memory, disk)
-        base[j] = _row_rank(shape, table, j)
-        s0[j], s1[j], s2[j] = table.cpu_free[j], table.memory_free[j], table.disk_free[j]
+        base[j] = state.rank(table, j)
+        if log is not None:
+            log.append(j)
+        else:
+            s0, s1, s2 = free  # type: ignore[misc]
+            s0[j], s1[j], s2[j] = table.cpu_free[j], table.memory_free[j], table.disk_free[j]
         out.append(j)
+    if log is not None:
+        state.seen = len(log)  # its own allocations are already applied
     return out

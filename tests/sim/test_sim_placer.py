@@ -36,9 +36,12 @@ def _views(rng: random.Random, n: int) -> list[NodeView]:
     return views
 
 
+@pytest.mark.parametrize("logged", [False, True])
 @pytest.mark.parametrize("mode", list(PlacementMode))
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_place_many_matches_place_then_allocate(mode: PlacementMode, seed: int) -> None:
+def test_place_many_matches_place_then_allocate(
+    mode: PlacementMode, seed: int, logged: bool
+) -> None:
     rng = random.Random(seed)
     views = _views(rng, 40)
     demand = TaskDemand(
@@ -63,10 +66,11 @@ def test_place_many_matches_place_then_allocate(mode: PlacementMode, seed: int) 
 
     table = NodeTable(views)
     cache = ShapeCache()
+    log: list[int] | None = [] if logged else None
     got: list[str | None] = []
     # in three calls, as the simulator does across ticks (state carried over)
     for lo, hi in ((0, 10), (10, 25), (25, 60)):
-        state = cache.get("site", 0, table, demand, mode)
+        state = cache.get("site", 0, table, demand, mode, log)
         rows = place_many(table, state, ids[lo:hi], epochs[lo:hi], seed=seed)
         got += [table.ids[r] for r in rows]
         got += [None] * (hi - lo - len(rows))  # the refused suffix
@@ -79,18 +83,25 @@ def test_place_many_matches_place_then_allocate(mode: PlacementMode, seed: int) 
     assert [d.node_id for d in shared] == expected
 
 
-def test_free_resources_moved_outside_are_picked_up() -> None:
-    """A release between two calls (another site freed a shared node) is seen."""
+@pytest.mark.parametrize("logged", [False, True])
+def test_free_resources_moved_outside_are_picked_up(logged: bool) -> None:
+    """A release between two calls (another site freed a shared node) is seen:
+    compared against the snapshot, or read from the caller's log."""
     views = [NodeView(node_id=f"n{i}", tier=Tier.EDGE, cpus=1.0) for i in range(3)]
     table = NodeTable(views)
     demand = TaskDemand(task_id="x", cpu=1.0, memory_mb=1.0)
     cache = ShapeCache()
-    state = cache.get(0, 0, table, demand, PlacementMode.HYBRID_DYNAMIC)
+    log: list[int] | None = [] if logged else None
+    mode = PlacementMode.HYBRID_DYNAMIC
+    state = cache.get(0, 0, table, demand, mode, log)
     rows = place_many(table, state, ["a", "b", "c", "d"], [1, 1, 1, 1])
     assert len(rows) == 3  # "d" finds no room
     table.release(rows[0], 1.0, 1.0)
-    state = cache.get(0, 0, table, demand, PlacementMode.HYBRID_DYNAMIC)
+    if log is not None:
+        log.append(rows[0])
+    state = cache.get(0, 0, table, demand, mode, log)
     assert place_many(table, state, ["d"], [1]) == [rows[0]]
+    assert cache.prepared == 1
 
 
 def _fields(d: TaskDemand) -> dict[str, object]:

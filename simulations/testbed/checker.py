@@ -198,20 +198,49 @@ def _verdict(valid: Valid, counts: Mapping[str, object], examples: list[object])
 # -- the checkers ------------------------------------------------------------------
 
 
+def _cancel_requests(history: Iterable[Mapping[str, Any]]) -> set[str]:
+    """Task ids the client asked to cancel (``cancel`` invocations)."""
+    return {
+        str((op.get("value") or {}).get("task_id"))
+        for op in history
+        if op.get("f") == "cancel" and op.get("type") == "invoke"
+    }
+
+
 def check_nothing_lost(obs: Observation) -> Verdict:
     """1. Every *acknowledged* submission reached a terminal state; an ``info``
     one found terminal is "recovered", never lost. A success the ledger never saw
     (no execution ended with exit 0) is a phantom; a ``fail`` submission that
-    exists anyway is unexpected. Both are violations."""
+    exists anyway is unexpected. A task ``cancelled`` that the client never asked
+    to cancel is work the system dropped (``cancelled_unasked``), unless one of its
+    dependencies failed or was cancelled first (``cancelled_cascade``, reported:
+    the root is counted where it happened). Phantoms, unexpected and unasked
+    cancellations are violations, like lost tasks."""
     if obs.controller is None:
         return _verdict("unknown", {"reason": "controller records not collected"}, [])
     subs = submissions(obs.history)
     runs = executions(obs.ledger)
+    asked = _cancel_requests(obs.history)
     counts = dict.fromkeys(
-        ("acknowledged", "terminal", "lost", "recovered", "indeterminate", "phantom", "unexpected"),
+        (
+            "acknowledged",
+            "terminal",
+            "lost",
+            "recovered",
+            "indeterminate",
+            "phantom",
+            "unexpected",
+            "cancelled_unasked",
+            "cancelled_cascade",
+        ),
         0,
     )
     examples: list[object] = []
+
+    def status_of(task_id: str) -> object:
+        rec = obs.controller.get(task_id) if obs.controller is not None else None
+        return None if rec is None else rec.get("status")
+
     for sub in subs.values():
         rec = obs.controller.get(sub.task_id)
         status = None if rec is None else rec.get("status")
@@ -231,7 +260,22 @@ def check_nothing_lost(obs: Observation) -> Verdict:
         if status == "succeeded" and not any(e.succeeded for e in runs.get(sub.task_id, ())):
             counts["phantom"] += 1
             examples.append({"kind": "phantom_success", "task": sub.task_id})
-    valid = not (counts["lost"] or counts["phantom"] or counts["unexpected"])
+        if status == "cancelled" and sub.task_id not in asked:
+            upstream = [d for d in sub.depends_on if status_of(d) in ("failed", "cancelled")]
+            if upstream:
+                counts["cancelled_cascade"] += 1
+            else:
+                counts["cancelled_unasked"] += 1
+                examples.append(
+                    {
+                        "kind": "cancelled_unasked",
+                        "task": sub.task_id,
+                        "executions": [e.brief() for e in runs.get(sub.task_id, ())],
+                    }
+                )
+    valid = not (
+        counts["lost"] or counts["phantom"] or counts["unexpected"] or counts["cancelled_unasked"]
+    )
     return _verdict(valid, counts, examples)
 
 

@@ -139,6 +139,24 @@ def test_failed_submission_that_exists_is_unexpected() -> None:
     assert v["valid"] is False and v["counts"]["unexpected"] == 1
 
 
+def test_cancelled_without_being_asked_is_dropped_work() -> None:
+    history = (
+        submit(1, task("x1"))
+        + submit(2, task("x2"))
+        + [{"process": "client", "type": "invoke", "f": "cancel", "value": {"task_id": "x2"}}]
+        + submit(3, task("w1", workflow="wf"), task("w2", workflow="wf", depends_on=["w1"]))
+    )
+    controller = {t: {"status": "cancelled", "hash": t} for t in ("x1", "x2", "w1", "w2")}
+    v = check_nothing_lost(Observation(history=history, controller=controller))
+    assert v["valid"] is False
+    # x1 and the workflow's root w1 were dropped; x2 was asked for; w2 follows w1.
+    assert v["counts"]["cancelled_unasked"] == 2 and v["counts"]["cancelled_cascade"] == 1
+    assert {e["task"] for e in v["examples"]} == {"x1", "w1"}
+    asked = [op for op in history if op["f"] != "submit" or op["value"]["request"] == 2]
+    ok = check_nothing_lost(Observation(history=asked, controller={"x2": controller["x2"]}))
+    assert ok["valid"] is True
+
+
 def test_missing_controller_records_give_unknown_not_valid() -> None:
     obs = Observation(history=submit(1, task("x")), controller=None)
     assert check_nothing_lost(obs)["valid"] == "unknown"

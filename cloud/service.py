@@ -201,6 +201,22 @@ class Controller:
         self._dirty_nodes: set[str] = set()
         self._acked_dirty: set[str] = set()
         self._events_changed = asyncio.Event()
+        # Envelope type -> handler; the types a node may send us (decode_from
+        # has already checked the type against the topic).
+        self._handlers: dict[str, Callable[..., None]] = {
+            t: getattr(self, f"_on_{t}")
+            for t in (
+                "hello",
+                "presence",
+                "telemetry",
+                "pong",
+                "heartbeat",
+                "deltas",
+                "lease_request",
+                "digest",
+            )
+        }
+        self._received: dict[str, Any] = {}
         self._load()
 
     # ------------------------------------------------------------------ startup
@@ -473,22 +489,28 @@ class Controller:
         except RemoteProtocolError as exc:
             self._reject(exc.reason, str(exc), topic)
             return
+        wall = self.wall_ms()
         try:
-            self.clock.receive(Timestamp.decode(env.hlc), self.wall_ms())
+            self.clock.receive(Timestamp.decode(env.hlc), wall)
         except ClockSkewError as exc:
             self._reject("clock_skew", str(exc), topic)
             return
         except ValueError as exc:
             self._reject("invalid", f"bad hlc: {exc}", topic)
             return
-        self.metrics.messages.labels(type=env.type).inc()
-        entry = self.registry.ensure(node_id, now, self.wall_ms())
-        entry.last_seen_ms = self.wall_ms()
-        self._link_changes([entry.monitor.heard(now)], now)
-        handler = getattr(self, f"_on_{env.type}", None)
+        handler = self._handlers.get(env.type)
         if handler is None:
             self._reject("unexpected_type", env.type, topic)
             return
+        counter = self._received.get(env.type)
+        if counter is None:
+            counter = self._received[env.type] = self.metrics.messages.labels(type=env.type)
+        counter.inc()
+        entry = self.registry.ensure(node_id, now, wall)
+        entry.last_seen_ms = wall
+        change = entry.monitor.heard(now)
+        if change is not None:
+            self._link_changes([change], now)
         handler(entry, env, now, changed, acked_nodes)
 
     def _on_hello(self, entry: NodeEntry, env: Envelope, now: float, *_: Any) -> None:

@@ -468,7 +468,7 @@ class Agent:
     def _send_digest(self) -> None:
         """Anti-entropy: the digest of every record, split under the message size bound
         (each part stands alone: the controller answers each with what we lack)."""
-        self._timers["antientropy"] = time.monotonic() + self.cfg.autonomy.antientropy_s
+        self._timers["antientropy"] = time.monotonic() + self.cfg.antientropy_s
         entries = self.replica.digest()
         part: dict[str, str] = {}
         size = 0
@@ -777,11 +777,7 @@ class Agent:
                 self._safely(self._send_telemetry)
             if self.sent_seq < self._max_outbox_seq():
                 self._flush()
-            elif (
-                self.cfg.autonomy.antientropy_s > 0
-                and self.acked_seq >= self.sent_seq
-                and now >= self._timers.get("antientropy", 0.0)
-            ):
+            elif self.acked_seq >= self.sent_seq and now >= self._timers.get("antientropy", 0.0):
                 self._send_digest()
             if (
                 self.acked_seq < self.sent_seq

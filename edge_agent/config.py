@@ -83,7 +83,7 @@ class AutonomyConfig:
     telemetry_s: float = 5.0
     lease_margin_s: float = 0.5  # drift margin subtracted from every lease deadline
     batch_max: int = 64
-    antientropy_s: float = 30.0  # digest exchange while connected (also on every reconnect)
+    antientropy_s: float = 0.0  # digest exchange while connected; 0 = 2 * period_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +115,10 @@ class AgentConfig:
     @property
     def heartbeat_s(self) -> float:
         return self.autonomy.heartbeat_s or self.autonomy.period_s / 6
+
+    @property
+    def antientropy_s(self) -> float:
+        return self.autonomy.antientropy_s or 2 * self.autonomy.period_s
 
 
 _SECTIONS: dict[str, type] = {
@@ -220,7 +224,7 @@ def _semantic_problems(cfg: AgentConfig) -> list[Problem]:
     if cfg.autonomy.period_s <= 0:
         problems.append(Problem("autonomy.period_s", "must be positive"))
     if cfg.autonomy.antientropy_s < 0:
-        problems.append(Problem("autonomy.antientropy_s", "must be >= 0 (0 = on reconnect only)"))
+        problems.append(Problem("autonomy.antientropy_s", "must be >= 0 (0 = 2 * period_s)"))
     if cfg.autonomy.batch_max < 1:
         problems.append(Problem("autonomy.batch_max", "must be at least 1"))
     if cfg.executor.max_concurrent < 1:
@@ -283,7 +287,7 @@ heartbeat_s = 0.0                 # 0 = period_s / 6
 telemetry_s = 5.0
 lease_margin_s = 0.5              # drift margin subtracted from strong-task lease deadlines
 batch_max = 64                    # CRDT deltas per `up` message
-antientropy_s = 30.0              # digest exchange period while connected; 0 = reconnects only
+antientropy_s = 0.0               # digest exchange period while connected; 0 = 2 * period_s
 
 [executor]
 max_concurrent = 4

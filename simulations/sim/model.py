@@ -218,19 +218,6 @@ class _Path:
         self.j_per_bit = sum(net.nj[x] for x in links) * 1e-9
         self.wan = any(net.wan[x] for x in links)
 
-    @classmethod
-    def via_access(cls, link: int, part: _Path, net: _Net, fallible: bool) -> _Path:
-        """A device's access link followed by ``part`` (no re-summing)."""
-        path = cls.__new__(cls)
-        path.links = (link, *part.links)
-        path.down = (link, *part.down) if fallible else part.down
-        path.lat = net.lat[link] + part.lat
-        path.jit = net.jit[link] + part.jit
-        path.bw = min(net.bw[link], part.bw)
-        path.j_per_bit = net.nj[link] * 1e-9 + part.j_per_bit
-        path.wan = part.wan
-        return path
-
 
 @dataclass(slots=True)
 class _Net:
@@ -323,7 +310,7 @@ class Simulation:
         self.cpu_free = self.cpus.copy()
         self.mem_free = self.mem.copy()
         self.running = np.zeros(G)
-        self.success = np.ones(G)
+        self.success = [1.0] * G  # success-rate EWMA per node
         self.link = np.zeros(G, dtype=np.int8)
         self.prate = np.zeros(G)
         self.busy = [0.0] * G  # core-seconds of execution (LEAF dynamic energy)
@@ -564,6 +551,7 @@ class Simulation:
         self.pending: list[_Task] = []
         self.buckets: dict[int, list[_Task]] = {}
         self._kicked = False
+        self._exact = self.ctl.placement_interval_s <= 0
         self._k_done = -1
         self.flows_done: list[float] = []
         self.system = SystemHealth.HEALTHY
@@ -926,8 +914,8 @@ class Simulation:
             t_in = t_recv
             data_path = None
         else:
-            data_path = self._data_path(task, row)
-            t_in = self._deliver(data_path, t_recv, task.in_bits)
+            data_path = self.site_part[task.site][row]
+            t_in = self._deliver_data(task.dev, data_path, t_recv, task.in_bits)
         at.start = start = max(ready, t_in)
         at.end = end = start + self.start_s[g] + task.mi / self.mips[g]
         stop, outcome = end, "ok"
@@ -945,10 +933,21 @@ class Simulation:
         self.open_on[g].append(at)
         self.loop.at(stop, self._attempt_end, at)
 
-    def _data_path(self, task: _Task, row: int) -> _Path:
-        return _Path.via_access(
-            task.dev, self.site_part[task.site][row], self.net, self._fallible[task.dev]
-        )
+    def _deliver_data(self, dev: int, part: _Path, t: float, bits: float) -> float:
+        """``_deliver`` over device ``dev``'s access link followed by ``part``
+        (the node side of the path), without building the joined path."""
+        net = self.net
+        if self._fallible[dev]:
+            t = self.tl.next_up((dev, *part.down), t)
+        elif part.down:
+            t = self.tl.next_up(part.down, t)
+        self.link_j += bits * (net.nj[dev] * 1e-9 + part.j_per_bit)
+        if part.wan:
+            self.wan_bytes += bits / 8.0
+        jit = net.jit[dev] + part.jit
+        bw = net.bw[dev] if net.bw[dev] < part.bw else part.bw
+        lat = net.lat[dev] + part.lat
+        return t + bits / bw + lat + (jit * self._exp() if jit > 0 else 0.0)
 
     def _fence_time(self, ctrl: _Path, t_recv: float, t_grant: float, stop: float) -> float | None:
         """Where an outage of the control path outlasts the lease: the agent's deadline
@@ -973,7 +972,7 @@ class Simulation:
         if data_path is None:
             at.t_done = at.stop
         else:
-            at.t_done = self._deliver(data_path, at.stop, task.out_bits)
+            at.t_done = self._deliver_data(task.dev, data_path, at.stop, task.out_bits)
         if at.level is Level.STRONG:
             # state changes count once the controller acknowledged them
             ack_at_device = self._deliver(self.dev_ctrl[task.dev], at.report, CONTROL_BYTES * 8)
@@ -1015,7 +1014,8 @@ class Simulation:
         self.mem_free[g] += tt.memory_mb
         self.running[g] -= 1
         self.freed[self.freed_counter[g]] += 1
-        self._kick()
+        if self._exact:
+            self._kick()
         ran = max(0.0, at.stop - at.start)
         if task.state == 1 and task.best < _INF:
             # the controller cancels the others once a success is reported
@@ -1027,7 +1027,7 @@ class Simulation:
                 self.cancelled += 1
                 return
         self.busy[g] += ran * tt.cpu
-        self.success[g] = update_success(float(self.success[g]), at.outcome == "ok")
+        self.success[g] = update_success(self.success[g], at.outcome == "ok")
         if at.outcome == "ok":
             task.executions += 1
             if task.executions > 1:
@@ -1123,10 +1123,11 @@ class Simulation:
             if machine.observe(target, now) is not None:
                 self.level_changes += 1
         load = 1.0 - self.cpu_free / self.cpus
+        success = np.array(self.success)
         for s, (table, gidx) in enumerate(zip(self.tables, self.gidx, strict=True)):
             table.link[:] = self.link[gidx]
             table.load[:] = np.round(load[gidx], 2)
-            table.success[:] = np.round(self.success[gidx], 3)
+            table.success[:] = np.round(success[gidx], 3)
             table.partition_rate[:] = np.round(self.prate[gidx], 1)
             self.version[s] += 1
             self.logs[s] = []

@@ -49,7 +49,7 @@ from .netns import NetnsLink, netns_available
 from .plan import Plan, PlannedSubmission, make_plan
 from .processes import AgentProcess, ControllerProcess
 from .proxy import FaultProxy
-from .scenario import Scenario, Step
+from .scenario import CONTROLLER_OPS, Scenario, Step
 
 __all__ = ["Broker", "History", "RunOptions", "Testbed", "TestbedError", "start_broker"]
 
@@ -402,6 +402,8 @@ class Testbed:
     async def apply_step(self, step: Step) -> None:
         """Apply one timeline step now and record it as a nemesis op."""
         nodes = tuple(step.nodes) if isinstance(step.nodes, tuple) else ()
+        if step.op in CONTROLLER_OPS:
+            nodes = ()  # the plan resolved the default selector; these ops name no agent
         p = dict(step.params)
         op = step.op
         direction = str(p.get("direction", "both"))

@@ -53,10 +53,16 @@ def test_steps_become_proxy_faults_and_history_ops(tmp_path: Path) -> None:
         assert p1.faults.get("flapping") is True
         await b.apply_step(Step(3.0, "heal", ("agent-1", "agent-2")))
         assert p1.faults == {} and p2.faults == {}
+        b.ctl_proxy = FaultProxy("controller", "127.0.0.1", 9)
+        await b.apply_step(Step(4.0, "controller-cut", tuple(b.node_ids), {"direction": "down"}))
+        assert b.ctl_proxy.faults == {"cut": "down"}
+        assert b.history.ops[-1]["value"]["nodes"] == []  # names no agent
+        await b.apply_step(Step(5.0, "controller-heal", tuple(b.node_ids)))
+        assert b.ctl_proxy.faults == {}
         b.history.close()
         ops = [(op["process"], op["f"], op["value"]["nodes"]) for op in b.history.ops]
         assert ops[0] == ("nemesis", "partition", ["agent-1"])
-        assert ops[-1] == ("nemesis", "heal", ["agent-1", "agent-2"])
+        assert ops[-1] == ("nemesis", "controller-heal", [])
         for task in list(b._tasks):  # the convergence monitors started by the heal
             task.cancel()
         await asyncio.gather(*b._tasks, return_exceptions=True)

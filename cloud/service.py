@@ -1110,10 +1110,14 @@ class Controller:
                 fired[node_id] = found
         # Overload moves one task per busy node per tick: the counts are measured
         # again next tick, so the cluster drifts toward balance without the
-        # churn (and the best-fit ping-pong) of moving the whole excess at once.
+        # churn (and the best-fit ping-pong) of moving the whole excess at once;
+        # and only when a move narrows the gap (busiest - idlest >= 2).
         budget: dict[str, int] = {}
+        least = min(counts.values(), default=0.0)
         for trig in overload(counts):
             assert trig.node_id is not None
+            if trig.value - least < 2:
+                continue  # moving one task would only swap the imbalance (1 vs 0)
             fired.setdefault(trig.node_id, []).append(trig)
             budget[trig.node_id] = OVERLOAD_MOVES_PER_TICK
         table: NodeTable | None = None
@@ -1143,7 +1147,7 @@ class Controller:
                         rtt, rec.spec["placement"].get("max_latency_ms"), node_id=node_id
                     )
                 ):
-                    triggers.append(lat)
+                    triggers.insert(0, lat)  # the task's own trigger names the move
                 if not triggers or now - meta.moved_at < TRIGGER_COOLDOWN_S:
                     continue
                 if [t.name for t in triggers] == ["overload"] and budget.get(node_id, 0) <= 0:

@@ -1,0 +1,127 @@
+"""Bad input never crashes the controller or corrupts its state; local submissions are
+adopted, not placed; anti-entropy answers a digest; an adaptive-mode trigger moves an
+unstarted task. Real Mosquitto, scripted nodes."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cloud_harness import Harness, make_config, wall_ms
+
+from shared.crdt import merge, new_record, record_digest, start_attempt
+from shared.model import parse_task_spec
+from shared.protocol import Digest, Envelope, Heartbeat, encode, topic
+
+pytestmark = pytest.mark.broker
+
+
+@pytest.fixture
+def h(tmp_path: Path, mosquitto) -> Iterator[Harness]:  # type: ignore[no-untyped-def]
+    harness = Harness(tmp_path, mosquitto.port)
+    try:
+        yield harness
+    finally:
+        harness.close()
+
+
+def rejected(h: Harness, reason: str) -> float:
+    for metric in h.controller.metrics.rejected.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_total") and sample.labels["reason"] == reason:
+                return float(sample.value)
+    return 0.0
+
+
+def test_garbage_is_rejected_counted_and_harmless(h: Harness) -> None:
+    n1 = h.node("n1")
+    raw = n1.client
+    up = topic("n1", "up")
+    forged = Envelope(
+        type="heartbeat",
+        id=uuid.uuid4().hex[:16],
+        sender="n2",  # not the topic's node
+        hlc=n1.clock.now(wall_ms()).encode().replace(".n1", ".n2"),
+        body=Heartbeat(),
+    )
+    for payload in (b"not json", b"{}", b'{"v": 99}', encode(forged), b"x" * 300_000):
+        raw.publish(up, payload, qos=1).wait_for_publish(10)
+    raw.publish(topic("n1", "telemetry"), b"[1, 2", qos=1).wait_for_publish(10)
+    h.keep_alive("n1")  # the controller still answers, in order, after all of that
+    reasons = ("not_json", "bad_version", "sender_mismatch", "too_large")
+    counted = {r: rejected(h, r) for r in reasons}
+    assert counted == {"not_json": 2, "bad_version": 2, "sender_mismatch": 1, "too_large": 1}
+    assert h.controller.registry.nodes["n1"].registered
+
+
+def test_local_submission_is_adopted_not_placed_and_bad_specs_rejected(h: Harness) -> None:
+    n1 = h.node("n1")
+    h.node("n2")
+    spec = parse_task_spec({"id": "local-1", "command": ["true"]}).to_dict()
+    stamp = n1.clock.now(wall_ms())
+    created = new_record("local-1", spec, writer="n1", hlc=stamp)
+    _, started = start_attempt(created, node="n1", epoch=0, writer="n1", hlc=stamp)
+    n1.records["local-1"] = merge(created, started)
+    n1.send_deltas([n1.records["local-1"]])
+    # A spec no shared.model would produce: rejected, the rest of the stream goes on.
+    bad = new_record("local-2", {"id": "local-2", "command": "rm -rf /"}, writer="n1", hlc=stamp)
+    n1.send_deltas([bad])
+    h.await_msg(n1, "ack", lambda e: e.body.up_to_seq == n1.seq)
+    task = h.controller.get_task("local-1")
+    assert task["status"] == "running" and task["node"] is None
+    assert h.events(task_id="local-1", kind="task_adopted")
+    assert "local-2" not in h.controller.records
+    assert h.events(task_id="local-2", kind="delta_rejected")
+    assert rejected(h, "invalid_spec") == 1
+    h.tick(1.0)
+    h.tick(1.0)
+    assert not h.events(task_id="local-1", kind="placed")
+
+
+def test_digest_is_answered_with_what_the_node_lacks(h: Harness) -> None:
+    n1 = h.node("n1")
+    h.controller.submit_task({"id": "t1", "command": ["true"]})
+    n1.expect("place")
+    # The node lost its journal: its digest names nothing.
+    n1.publish("up", Digest(entries={}))
+    deltas = h.await_msg(n1, "deltas")
+    (rec,) = deltas.body.records
+    assert rec.task_id == "t1" and rec.placement is not None and rec.spec is not None
+    ours = h.await_msg(n1, "digest")
+    assert ours.body.entries == {"t1": record_digest(h.controller.records["t1"])}
+
+
+def test_adaptive_mode_moves_an_unstarted_task_off_a_slow_link(
+    tmp_path: Path,
+    mosquitto,  # type: ignore[no-untyped-def]
+) -> None:
+    h = Harness(tmp_path, mosquitto.port, make_config(tmp_path, placement={"mode": "adaptive"}))
+    try:
+        n1 = h.node("n1", labels={"pool": "x"})
+        n2 = h.node("n2", labels={"pool": "x"})
+        h.controller.set_draining("n2", True)
+        h.controller.submit_task(
+            {"id": "t1", "command": ["true"], "placement": {"max_latency_ms": 100}}
+        )
+        n1.expect("place", lambda e: e.body.task_id == "t1")
+        h.controller.set_draining("n2", False)
+        n1.answer_pings = False
+        h.tick(1.0)
+        fast = h.controller.registry.nodes["n2"].monitor._rtts
+        h.pump_until(lambda: len(fast) == 1)  # n2 answers at once
+        ping = n1.expect("ping")
+        h.clock.advance(0.3)  # n1's round trip: 300 ms, over the task's 100 ms bound
+        n1.pong(ping)
+        samples = h.controller.registry.nodes["n1"].monitor._rtts
+        h.pump_until(lambda: len(samples) == 1)
+        h.keep_alive("n2")
+        h.tick(0.0)
+        assert h.controller.get_task("t1")["node"] == "n2"
+        replaced = h.events(task_id="t1", kind="replaced")
+        assert len(replaced) == 1 and replaced[0]["reason"].startswith("latency")
+        n2.expect("place", lambda e: e.body.task_id == "t1" and e.body.epoch == 2)
+        n1.expect("cancel", lambda e: e.body.task_id == "t1" and e.body.epoch == 1)
+    finally:
+        h.close()

@@ -148,7 +148,7 @@ class Agent:
         self.link_up = False
         self.sent_seq = 0  # highest outbox seq published on this connection
         self.acked_seq = 0
-        self.last_resend = 0.0
+        self.outbox_progress_at = 0.0  # link up, an ack advancing the outbox, or a resend
         self.pending_heartbeats: dict[str, float] = {}
         self.draining = False
         self.admission_stopped: str | None = None  # why (journal failure), or None
@@ -415,6 +415,7 @@ class Agent:
             self._event("link", None, up=up)
         if not up:
             return
+        self.outbox_progress_at = time.monotonic()
         # On every (re)connect: announce, flush the outbox from its start, then anti-entropy.
         self._publish("presence", "presence", Presence(status="online"), retain=True)
         self._send_hello()
@@ -545,6 +546,7 @@ class Agent:
             with self._txn():
                 self.journal.ack(body.up_to_seq)
             self.acked_seq = body.up_to_seq
+            self.outbox_progress_at = now
         self._update_connectivity()
 
     def _on_place(self, env: Envelope, body: Place) -> None:
@@ -779,13 +781,13 @@ class Agent:
                 self._flush()
             elif self.acked_seq >= self.sent_seq and now >= self._timers.get("antientropy", 0.0):
                 self._send_digest()
+            # Sent rows with no ack progress for a period (lost, or nobody was subscribed yet;
+            # heartbeats may well be acked meanwhile): send them again from the last ack.
             if (
                 self.acked_seq < self.sent_seq
-                and self.last_ack is not None
-                and now - self.last_ack > self.cfg.autonomy.period_s
-                and now - self.last_resend > self.cfg.autonomy.period_s
+                and now - self.outbox_progress_at > self.cfg.autonomy.period_s
             ):
-                self.last_resend, self.sent_seq = now, self.acked_seq  # resend unacked rows
+                self.outbox_progress_at, self.sent_seq = now, self.acked_seq
         self._renew_leases(now)
         if self._due("shed", 2.0, now):
             self._safely(self._shed)

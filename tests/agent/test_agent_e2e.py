@@ -168,10 +168,9 @@ def test_kill_9_mid_task_then_restart_keeps_the_journal_and_delivers_the_outbox(
 ) -> None:
     agent = make_agent().start()
     wait_until(lambda: cloud.messages("hello"), 10, "hello")
+    cloud.auto_ack = False  # the started-delta stays in the outbox
     place(cloud, "edge-1", spec("t-crash", sh("sleep 1.5; echo '{\"survived\": true}'")))
     wait_until(lambda: agent.task_status("t-crash") == "running", 10, "the task to start")
-    cloud.auto_ack = False  # the started-delta stays in the outbox
-    time.sleep(0.3)
     agent.kill()
     # The journal is consistent at any kill: the record says started, the process row exists.
     (row,) = agent.query("SELECT task_id, watchdog_pid FROM processes")
@@ -590,3 +589,23 @@ def test_anti_entropy_repeats_while_connected(
     last = cloud.messages("up", "digest")[-1].body
     assert set(last.entries) == {"t-periodic"}
     assert agent.status()["reconnects"] == 1
+
+
+def test_rows_sent_before_the_cloud_subscribed_are_sent_again(
+    make_agent: AgentFactory, mosquitto: Any
+) -> None:
+    """No ack ever came (the controller was not listening when the agent flushed): the rows
+    are re-sent after a period, without waiting for a reconnect."""
+    agent = make_agent().start()
+    wait_until(lambda: agent.status()["link_up"], 10, "the link")
+    code, _ = agent.api("POST", "/v1/tasks", spec("early", sh("echo '{\"early\": 1}'")))
+    assert code == 201
+    wait_until(lambda: agent.task_status("early") == "succeeded", 10, "local completion")
+    wait_until(lambda: agent.status()["outbox_depth"] > 0, 5, "unacknowledged rows")
+    cloud = ScriptedCloud(mosquitto.host, mosquitto.port)  # subscribes only now
+    try:
+        wait_until(lambda: cloud.status("early") == "succeeded", 10, "the re-sent rows")
+        wait_until(lambda: agent.status()["outbox_depth"] == 0, 10, "the outbox to drain")
+        assert agent.status()["reconnects"] == 1
+    finally:
+        cloud.close()

@@ -50,6 +50,7 @@ _OUTCOME = {
     "fail": AttemptStatus.FAILED,
     "fenced": AttemptStatus.FAILED,
     "lost": AttemptStatus.LOST,
+    "refused": AttemptStatus.CANCELLED,  # lease refused: it never ran
 }
 
 

@@ -168,10 +168,12 @@ class _Attempt:
         "start_rep",
         "stop",
         "superseded",
+        "superseded_at",
         "t_done",
         "t_grant",
         "t_place",
         "t_recv",
+        "t_req",
         "task",
     )
 
@@ -184,8 +186,9 @@ class _Attempt:
             t_place,
         )
         self.superseded = False
+        self.superseded_at = _INF
         self.local = False
-        self.t_grant = -1.0
+        self.t_grant = self.t_req = -1.0
         self.t_recv = self.start = self.end = self.stop = self.report = self.t_done = 0.0
         self.outcome = "ok"
         self.start_rep = self.cancel_at = _INF  # tracing only
@@ -536,6 +539,7 @@ class Simulation:
         self.lost = 0
         self.unplaceable = 0
         self.fenced = 0
+        self.refused = 0
         self.duplicates = 0
         self.replaced = 0
         self.local_runs = 0
@@ -897,8 +901,8 @@ class Simulation:
         at.t_recv = t_recv = self._deliver(ctrl, now, ctrl_bits)
         ready = t_recv
         if level is Level.STRONG:
-            t_req = self._deliver(ctrl, t_recv, ctrl_bits)
-            self.leases.request(
+            at.t_req = t_req = self._deliver(ctrl, t_recv, ctrl_bits)
+            decision = self.leases.request(
                 task_id=task.id,
                 node=self.node_ids[g],
                 epoch=task.epoch,
@@ -908,6 +912,12 @@ class Simulation:
                 placed_node=self.node_ids[g],
             )
             ready = at.t_grant = self._deliver(ctrl, t_req, ctrl_bits)
+            if not decision.granted:  # the attempt may not start (DESIGN §5)
+                at.stop, at.outcome = ready, "refused"
+                at.report = self._deliver(ctrl, ready, ctrl_bits)
+                self.open_on[g].append(at)
+                self.loop.at(at.stop, self._attempt_end, at)
+                return
         # input data from the device to the node
         d_node = self.dev_node[task.dev]
         if g == d_node:
@@ -1005,6 +1015,11 @@ class Simulation:
     # ----------------------------------------------------------- outcomes
     def _attempt_end(self, at: _Attempt) -> None:
         task, g = at.task, at.node
+        # re-placed before its lease request arrived: refused as a stale epoch, so
+        # it never ran (fencing token = epoch)
+        stale = at.level is Level.STRONG and at.superseded and at.t_req >= at.superseded_at
+        if stale or at.outcome == "refused":
+            at.outcome, at.start = "refused", at.stop
         if self.attempt_log is not None:
             self.attempt_log.append(at)
             path = self.ctrl_path[g]
@@ -1016,6 +1031,12 @@ class Simulation:
         self.freed[self.freed_counter[g]] += 1
         if self._exact:
             self._kick()
+        if at.level is Level.STRONG:
+            self.leases.release(task.id, at.epoch)  # on its terminal report
+        if at.outcome == "refused":
+            self.refused += 1
+            if stale:
+                return
         ran = max(0.0, at.stop - at.start)
         if task.state == 1 and task.best < _INF:
             # the controller cancels the others once a success is reported
@@ -1181,7 +1202,10 @@ class Simulation:
                 )
                 if not decision.allowed:
                     continue
-                at.superseded = True
+                at.superseded, at.superseded_at = True, now
+                if lease is None and at.level is Level.STRONG:
+                    # its request has not arrived: it will be refused as stale
+                    self.leases.release(task.id, at.epoch)
                 task.replaced += 1
                 self.replaced += 1
                 task.exclude = frozenset({self.node_ids[g]})
@@ -1312,6 +1336,7 @@ class Simulation:
             "duplicates": self.duplicates,
             "replaced": self.replaced,
             "fenced": self.fenced,
+            "lease_refused": self.refused,
             "cancelled": self.cancelled,
             "unplaceable": self.unplaceable,
             "local_runs": self.local_runs,

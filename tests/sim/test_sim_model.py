@@ -5,12 +5,13 @@ scenarios)."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from typing import Any
 
 import pytest
 
 from shared.errors import ValidationError
-from simulations.sim.model import simulate
+from simulations.sim.model import Simulation, simulate
 from simulations.sim.scenario import load, parse, parse_policy, scenario_dir
 
 #: Everything that can go wrong at once: crashes, flaps, outages, failures, overload.
@@ -171,3 +172,21 @@ def test_shipped_scenarios_parse() -> None:
     expected = big.topology.device.count * big.workload.rate_per_device * big.duration_s
     assert 1.05e6 < expected < 1.2e6
     assert dataclasses.asdict(big)["duration_s"] == 600
+
+
+def test_strong_work_never_runs_twice() -> None:
+    """Fixed strong under crashes, flaps and re-placements: no duplicate execution
+    (a re-placed attempt whose lease request arrives late is refused as stale)."""
+    for seed in (4, 5, 6):
+        sim = Simulation(_stormy(seed=seed), parse_policy("hybrid_dynamic/strong"))
+        sim.attempt_log = []
+        m = sim.run().metrics
+        assert m["replaced"] > 0
+        assert m["duplicates"] == 0
+        runs: dict[str, list[tuple[float, float]]] = {}
+        for at in sim.attempt_log:
+            if at.outcome != "refused" and at.stop > at.start:
+                runs.setdefault(at.task.id, []).append((at.start, at.stop))
+        for spans in runs.values():
+            spans.sort()
+            assert all(b[0] >= a[1] for a, b in itertools.pairwise(spans))

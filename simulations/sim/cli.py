@@ -9,7 +9,7 @@ with the testbed.
 A scenario is a path or the name of a shipped one (``pureedgesim-10k``). Policies
 are ``MODE``, ``CONSISTENCY`` or ``MODE/CONSISTENCY`` (``edge_only/strong``);
 without ``--policy`` the scenario's list is run. Output goes to ``--out``
-(default ``sim-out/<scenario>``): ``results.csv``, ``results.json``, PNG plots.
+(default ``runs/sim/<scenario>``): ``results.csv``, ``results.json``, PNG plots.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="NAME",
             help="MODE, CONSISTENCY or MODE/CONSISTENCY; repeatable (default: the scenario's)",
         )
-        p.add_argument("--out", default=None, help="output folder (default sim-out/<scenario>)")
+        p.add_argument("--out", default=None, help="output folder (default runs/sim/<scenario>)")
         p.add_argument("--loop", choices=sorted(LOOPS), default="heap", help="event loop")
         p.add_argument("--json", action="store_true", help="print the results as JSON")
         p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         path = resolve(args.scenario)
         policies = [parse_policy(p) for p in args.policy] if args.policy else None
         name = read_table(path).get("name", path.stem)
-        out = Path(args.out or Path("sim-out") / str(name))
+        out = Path(args.out or Path("runs") / "sim" / str(name))
         if args.command == "sweep":
             params = [parse_param(p) for p in args.param]
             with _progress(console) as bar:

@@ -334,7 +334,7 @@ def _resolve(name: str) -> Path:
 def main(args: argparse.Namespace, console: Console) -> int:
     """``continuum simulate realgap``: simulate, write ``realgap.json``, compare if asked."""
     path = _resolve(args.scenario)
-    out = Path(args.out or Path("sim-out") / f"realgap-{path.stem}")
+    out = Path(args.out or Path("runs") / "sim" / f"realgap-{path.stem}")
     out.mkdir(parents=True, exist_ok=True)
     sim = run_testbed_scenario(path, seed=args.seed)
     doc: dict[str, Any] = {"sim": sim}

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -157,3 +159,102 @@ def test_run_operate_kill_restart(
         assert not ctl.ready_path.exists()
     finally:
         node.close()
+
+
+def test_real_agent_runs_a_workflow_with_outputs_passed_on(
+    setup: tuple[ControllerProc, dict[str, Any]],
+    mosquitto,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A real ``edge-agent run`` process executes a two-task workflow the controller
+    places; the second task reads the first one's JSON output as its input."""
+    _, ready = setup
+    agent_toml = tmp_path / "agent.toml"
+    # Run as root, the agent runs tasks as an unprivileged user, who must reach the
+    # task's files in the agent's state directory (pytest's tmp_path is 0700).
+    state_dir = Path(tempfile.mkdtemp(prefix="continuum-agent-"))
+    state_dir.chmod(0o755)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edge_agent.cli",
+            "init",
+            "--path",
+            str(agent_toml),
+            "--node-id",
+            "a1",
+            "--broker",
+            f"127.0.0.1:{mosquitto.port}",
+            "--state-dir",
+            str(state_dir),
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    text = agent_toml.read_text()
+    for old, new in (("port = 8787", "port = 0"), ("enabled = true", "enabled = false")):
+        assert old in text
+        text = text.replace(old, new)
+    agent_toml.write_text(text)
+    log = open(tmp_path / "agent.log", "wb")  # noqa: SIM115
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "edge_agent.cli", "run", "--config", str(agent_toml)],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    log.close()
+    try:
+        wait_for(
+            lambda: any(
+                n["node_id"] == "a1" and n["registered"]
+                for n in continuum(ready, capsys, "--json", "nodes")["nodes"]
+            ),
+            timeout_s=30,
+        )
+        write = "import json,os; json.dump({out}, open(os.environ['CONTINUUM_OUTPUT'], 'w'))"
+        workflow = {
+            "id": "wf",
+            "tasks": [
+                {"id": "a", "command": ["python3", "-c", write.format(out="{'x': 41}")]},
+                {
+                    "id": "b",
+                    "depends_on": ["a"],
+                    "command": [
+                        "python3",
+                        "-c",
+                        "import json,os; i = json.load(open(os.environ['CONTINUUM_INPUTS'])); "
+                        + write.format(out="{'y': i['a']['x'] + 1}"),
+                    ],
+                },
+            ],
+        }
+        spec = tmp_path / "wf.json"
+        spec.write_text(json.dumps(workflow))
+        continuum(ready, capsys, "--json", "submit", str(spec))
+        wait_for(
+            lambda: continuum(ready, capsys, "--json", "get", "b")["status"] == "succeeded",
+            timeout_s=60,
+        )
+        b = continuum(ready, capsys, "--json", "get", "b")
+        assert [a["result"] for a in b["attempts"] if a["status"] == "succeeded"] == [{"y": 42}]
+        a = continuum(ready, capsys, "--json", "get", "a")
+        (a_done,) = [x for x in a["attempts"] if x["status"] == "succeeded"]
+        (b_done,) = [x for x in b["attempts"] if x["status"] == "succeeded"]
+        assert a_done["hlc"] and b_done["started_hlc"]
+        from shared.clocks import Timestamp
+
+        # b started only after a had finished (HLC order on one node)
+        assert Timestamp.decode(b_done["started_hlc"]) > Timestamp.decode(a_done["hlc"])
+        wf = continuum(ready, capsys, "--json", "list", "--workflow", "wf")
+        assert {t["status"] for t in wf["tasks"]} == {"succeeded"}
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        try:
+            agent.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            agent.kill()
+        shutil.rmtree(state_dir, ignore_errors=True)

@@ -69,6 +69,7 @@ from shared.placement import (
     NodeTable,
     NodeView,
     TaskDemand,
+    latency_violated,
     link_degraded,
     place_batch,
     update_success,
@@ -1158,10 +1159,14 @@ class Simulation:
             self.loop.at(now + self.ctl.telemetry_s, self._telemetry)
 
     def _hedge(self, now: float, changed: list[tuple[int, LinkState, LinkState]]) -> None:
-        """Re-place work on unreachable nodes as far as ``replacement_allowed`` lets it;
-        in adaptive mode also move unstarted strong work off links that degrade."""
+        """Re-place work on unreachable nodes as far as ``replacement_allowed`` lets it.
+        In adaptive mode two triggers (``shared.placement``) also move work that has
+        not started: strong work off a link that turns degraded (``link_degraded``),
+        and any work whose latency bound has passed (``latency_violated``), again
+        only where ``replacement_allowed`` agrees."""
+        adaptive = self.mode is PlacementMode.ADAPTIVE
         triggered: set[int] = set()
-        if self.mode is PlacementMode.ADAPTIVE:
+        if adaptive:
             for g, old, new in changed:
                 strong = [
                     a
@@ -1179,20 +1184,28 @@ class Simulation:
             if not live:
                 continue
             down = self.link[g] >= _PARTITIONED
-            if not down and g not in triggered:
+            if not down and not adaptive:
                 continue
-            mon = self.monitors[g]
-            out = mon.out_of_contact_for(now)
+            out = self.monitors[g].out_of_contact_for(now) if down else None
             for at in live:
                 task = at.task
                 if task.state != 0 or at.epoch != task.epoch:
                     continue
-                if not down and not (at.level is Level.STRONG and at.start > now):
-                    continue
+                tt = self.sc.workload.types[task.tt]
+                if not down:
+                    if at.start <= now:
+                        continue  # started: only unstarted work is moved
+                    strong = g in triggered and at.level is Level.STRONG
+                    bound = tt.max_latency_ms
+                    late = (
+                        bound is not None
+                        and latency_violated(1000.0 * (now - task.t_arr), bound) is not None
+                    )
+                    if not (strong or late):
+                        continue
                 lease = self.leases.get(task.id)
                 if lease is not None and (lease.granted_at > now or lease.epoch != at.epoch):
                     lease = None
-                tt = self.sc.workload.types[task.tt]
                 decision = replacement_allowed(
                     at.level,
                     now=now,

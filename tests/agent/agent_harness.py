@@ -199,7 +199,7 @@ class AgentProcess:
             "autonomy": {"period_s": 3.0, "telemetry_s": 1.0, "lease_margin_s": 0.2},
             "executor": {
                 "kill_grace_s": 1.0,
-                "shutdown_grace_s": 2.0,
+                "shutdown_grace_s": 0.5,
                 "min_free_memory_mb": 1.0,
                 "max_cpu_percent": 100.0,
             },

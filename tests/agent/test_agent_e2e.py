@@ -123,7 +123,7 @@ def test_registration_presence_and_last_will(
 def test_sigterm_drains_and_exits_zero(
     cloud: ScriptedCloud, make_agent: AgentFactory, mosquitto: Any
 ) -> None:
-    agent = make_agent().start()
+    agent = make_agent(executor={"shutdown_grace_s": 5.0}).start()
     wait_until(lambda: cloud.messages("hello"), 10, "hello")
     place(cloud, "edge-1", spec("drain", sh("sleep 1; echo '{\"done\": true}'")))
     wait_until(lambda: agent.status()["running"], 10, "the task to start")

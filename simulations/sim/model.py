@@ -840,9 +840,10 @@ class Simulation:
         """Place from the head of one queue (one task shape) until it is empty
         (``True``) or no node has room (``False``; the rest stays queued in order)."""
         table, gidx = self.tables[site], self.gidx[site]
+        size = 8  # grows while everything fits: a full site costs little per tick
         while q:
             batch: list[_Task] = []
-            while q and len(batch) < _BATCH:
+            while q and len(batch) < size:
                 task = q.popleft()
                 if task.state == 0:
                     batch.append(task)
@@ -888,6 +889,7 @@ class Simulation:
             if len(rows) < len(batch):
                 q.extendleft(reversed(batch[len(rows) :]))
                 return False
+            size = min(2 * size, _BATCH)
         return True
 
     def _start_attempt(self, task: _Task, g: int, row: int, now: float) -> None:

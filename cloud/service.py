@@ -1152,12 +1152,7 @@ class Controller:
                     continue
                 if [t.name for t in triggers] == ["overload"] and budget.get(node_id, 0) <= 0:
                     continue
-                lease = self.leases.get(task_id)
-                epoch = rec.placement.epoch
-                if (lease is not None and lease.live(now)) or any(
-                    a.epoch == epoch and a.status >= AttemptStatus.STARTED
-                    for a in rec.attempts.values()
-                ):
+                if not self._movable(task_id, now):
                     continue
                 if table is None or health is None:
                     table = NodeTable.from_views(self._node_views(now))
@@ -1168,9 +1163,38 @@ class Controller:
                 ):
                     meta.moved_at = now
                     budget[node_id] = budget.get(node_id, 0) - 1
-                    self._queue(
-                        node_id, "cancel", Cancel(task_id=task_id, epoch=epoch, reason="replaced")
-                    )
+                    self._supersede(task_id, node_id)
+
+    def _movable(self, task_id: str, now: float) -> bool:
+        """May a policy trigger move this task without risking two attempts at once?
+
+        The controller's view lags the node's: a task it has not heard start may
+        be starting right now. So only levels whose own rules make a stale start
+        harmless are moved: ``eventual`` (hedging is allowed) and ``strong``
+        without a lease ever granted for this epoch (the node cannot start without
+        one, and its request for the old epoch is refused once a new one exists).
+        A ``causal`` task is never moved by policy; only the partition rule
+        (after ``max_disconnect_s``) moves it."""
+        rec = self.records[task_id]
+        assert rec.placement is not None
+        epoch = rec.placement.epoch
+        if any(
+            a.epoch == epoch and a.status >= AttemptStatus.STARTED for a in rec.attempts.values()
+        ):
+            return False
+        level = Level(rec.placement.level)
+        if level is Level.EVENTUAL:
+            return True
+        if level is Level.STRONG:
+            lease = self.leases.get(task_id)
+            return lease is None or (lease.epoch < epoch and not lease.live(now))
+        return False
+
+    def _supersede(self, task_id: str, old_node: str) -> None:
+        """Tell the old node its placement was superseded: the record itself (new
+        epoch, elsewhere), on which the agent stops and dequeues its attempt. A
+        ``cancel`` would cancel the *task* (a flag that only becomes true)."""
+        self._queue_records(old_node, [self.records[task_id]])
 
     def _latency_bound(self, task_id: str) -> bool:
         spec = self.records[task_id].spec
@@ -1248,17 +1272,17 @@ class Controller:
                 trigger = (
                     f"{entry.link_state.value}: {level.value} task on {node_id}, {decision.reason}"
                 )
-                old_epoch = rec.placement.epoch
                 if not self._place(
                     task_id, now, table, trigger=trigger, exclude=(node_id,), health=health
                 ):
                     continue
                 if level is not Level.EVENTUAL:
-                    self._fence_old(task_id, node_id, old_epoch)
+                    self._fence_old(task_id, node_id)
 
-    def _fence_old(self, task_id: str, node_id: str, old_epoch: int) -> None:
+    def _fence_old(self, task_id: str, node_id: str) -> None:
         """The old node's attempts are presumed lost (its own report, if it comes,
-        outranks this inference) and it is told to cancel when it returns."""
+        outranks this inference) and it gets the superseding record (queued at the
+        broker until it returns; anti-entropy on reconnect sends it as well)."""
         rec = self.records[task_id]
         for dot, attempt in rec.attempts.items():
             if attempt.node == node_id and not attempt.status.terminal:
@@ -1273,7 +1297,7 @@ class Controller:
                     )
                 )
                 rec = self.records[task_id]
-        self._queue(node_id, "cancel", Cancel(task_id=task_id, epoch=old_epoch, reason="replaced"))
+        self._supersede(task_id, node_id)
         self._index(task_id)
         self._sync_reservation(task_id, self.records[task_id])
 

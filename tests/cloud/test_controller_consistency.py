@@ -103,11 +103,21 @@ def test_partition_strong_waits_for_lease_causal_for_max_disconnect_eventual_hed
         assert len(replaced) == 1 and replaced[0]["data"]["old_node"] == "n1"
     assert "hedge" in h.events(task_id="e", kind="replaced")[0]["reason"]
     assert "lease_expired" in h.events(task_id="s", kind="replaced")[0]["reason"]
-    # n1's strong and causal attempts are presumed lost and it is told to cancel;
-    # the eventual attempt runs on (the merge keeps both, first success wins).
-    n1.expect("cancel", lambda env: env.body.task_id == "s" and env.body.epoch == 1)
-    n1.expect("cancel", lambda env: env.body.task_id == "k" and env.body.epoch == 1)
-    assert not n1.received("cancel", lambda env: env.body.task_id == "e")
+
+    # n1's strong and causal attempts are presumed lost and it is sent the
+    # superseding record (epoch 2 on n2: the agent stops and dequeues its attempt;
+    # a `cancel` would cancel the task itself). The eventual attempt runs on (the
+    # merge keeps both, first success wins).
+    def superseded(task_id: str) -> Any:
+        return lambda env: any(
+            r.task_id == task_id and r.placement is not None and r.placement.epoch == 2
+            for r in env.body.records
+        )
+
+    n1.expect("deltas", superseded("s"))
+    n1.expect("deltas", superseded("k"))
+    assert not n1.received("deltas", superseded("e"))
+    assert not n1.received("cancel")
     attempts = {a["node"]: a["status"] for a in c.get_task("s")["attempts"]}
     assert attempts == {"n1": "lost"}
     # Fencing: n1 coming back cannot renew the old epoch.

@@ -93,20 +93,39 @@ def test_digest_is_answered_with_what_the_node_lacks(h: Harness) -> None:
     assert ours.body.entries == {"t1": record_digest(h.controller.records["t1"])}
 
 
-def test_adaptive_mode_moves_an_unstarted_task_off_a_slow_link(
+def test_adaptive_mode_moves_an_unstarted_eventual_task_off_a_slow_link(
     tmp_path: Path,
     mosquitto,  # type: ignore[no-untyped-def]
 ) -> None:
     h = Harness(tmp_path, mosquitto.port, make_config(tmp_path, placement={"mode": "adaptive"}))
     try:
         n1 = h.node("n1", labels={"pool": "x"})
-        n2 = h.node("n2", labels={"pool": "x"})
+        n2 = h.node("n2", labels={"pool": "x", "only": "n2"})
         h.controller.set_draining("n2", True)
         h.controller.submit_task(
-            {"id": "t1", "command": ["true"], "placement": {"max_latency_ms": 100}}
+            {
+                "id": "t1",
+                "command": ["true"],
+                "placement": {"max_latency_ms": 100},
+                "consistency": {"level": "eventual"},
+            }
+        )
+        h.controller.submit_task(  # causal: never moved by a policy trigger
+            {
+                "id": "t2",
+                "command": ["true"],
+                "placement": {"max_latency_ms": 100},
+                "consistency": {"level": "causal"},
+            }
         )
         n1.expect("place", lambda e: e.body.task_id == "t1")
+        n1.expect("place", lambda e: e.body.task_id == "t2")
         h.controller.set_draining("n2", False)
+        for t in ("t3", "t4"):  # equal counts on both nodes: no overload trigger
+            h.controller.submit_task(
+                {"id": t, "command": ["true"], "placement": {"labels": {"only": "n2"}}}
+            )
+            n2.expect("place", lambda e, t=t: e.body.task_id == t)
         n1.answer_pings = False
         h.tick(1.0)
         fast = h.controller.registry.nodes["n2"].monitor._rtts
@@ -122,6 +141,8 @@ def test_adaptive_mode_moves_an_unstarted_task_off_a_slow_link(
         replaced = h.events(task_id="t1", kind="replaced")
         assert len(replaced) == 1 and replaced[0]["reason"].startswith("latency")
         n2.expect("place", lambda e: e.body.task_id == "t1" and e.body.epoch == 2)
-        n1.expect("cancel", lambda e: e.body.task_id == "t1" and e.body.epoch == 1)
+        n1.expect("deltas", lambda e: e.body.records[0].placement.node == "n2")
+        assert not n1.received("cancel")
+        assert h.controller.get_task("t2")["node"] == "n1"  # causal stays
     finally:
         h.close()

@@ -674,6 +674,14 @@ class Controller:
         relevant = self._relevant(node_id, entries)
         self._queue_records(node_id, missing(relevant, entries))
         self._queue(node_id, "digest", Digest(entries=digest(relevant)))
+        # A task placed here that the node holds no record of never got its
+        # `place` (lost session, expired message): send it again.
+        for task_id in sorted(self.on_node.get(node_id, ())):
+            rec = self.records[task_id]
+            assert rec.placement is not None
+            epoch = rec.placement.epoch
+            if task_id not in entries and not any(a.epoch == epoch for a in rec.attempts.values()):
+                self._send_place(task_id)
 
     # ------------------------------------------------------------------ reactions
 
@@ -790,22 +798,20 @@ class Controller:
                 self._reconcile(change.node_id)
 
     def _reconcile(self, node_id: str) -> None:
-        """A node (re)appeared: re-send what it may have missed (placements of the
-        current epoch it has not acted on, cancels) and start anti-entropy."""
+        """A node (re)appeared: re-send cancels (idempotent: a flag) and start
+        anti-entropy. Placements are *not* re-sent blindly: the node may have run
+        one whose report is still in its outbox, and a second ``place`` would run
+        it again; :meth:`_on_digest` re-sends only those the node's digest shows
+        it never received."""
         for task_id in sorted(self.on_node.get(node_id, ())):
             rec = self.records[task_id]
             assert rec.placement is not None
-            started_here = any(
-                a.node == node_id and a.epoch == rec.placement.epoch for a in rec.attempts.values()
-            )
             if rec.cancel_requested:
                 self._queue(
                     node_id,
                     "cancel",
                     Cancel(task_id=task_id, epoch=rec.placement.epoch, reason="cancel requested"),
                 )
-            elif not started_here:
-                self._send_place(task_id)
         relevant = self._relevant(node_id, {})
         if relevant:
             self._queue(node_id, "digest", Digest(entries=digest(relevant)))

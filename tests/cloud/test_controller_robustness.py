@@ -91,6 +91,14 @@ def test_digest_is_answered_with_what_the_node_lacks(h: Harness) -> None:
     assert rec.task_id == "t1" and rec.placement is not None and rec.spec is not None
     ours = h.await_msg(n1, "digest")
     assert ours.body.entries == {"t1": record_digest(h.controller.records["t1"])}
+    # It never got its placement either: the place is sent again, same epoch.
+    again = h.await_msg(n1, "place")
+    assert again.body.task_id == "t1" and again.body.epoch == 1
+    # A node whose digest holds the task is not sent the place again (it may have
+    # run it already, the report still in its outbox).
+    n1.publish("up", Digest(entries=ours.body.entries))
+    h.await_msg(n1, "digest")
+    assert not n1.received("place")
 
 
 def test_adaptive_mode_moves_an_unstarted_eventual_task_off_a_slow_link(

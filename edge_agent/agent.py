@@ -46,7 +46,6 @@ from shared.crdt import (
     max_attempts,
     new_record,
     place,
-    request_cancel,
     set_status,
     start_attempt,
     visible_status,
@@ -590,6 +589,13 @@ class Agent:
             for attempt, run in self.running.items():
                 if run.task_id == task_id and run.epoch < epoch:
                     self.executor.stop(attempt, "superseded")
+            if self._acted_on(rec, epoch):
+                # A re-sent placement (the controller's reconcile after a partition, a
+                # broker redelivery under a new message id): this epoch already has an
+                # attempt here, queued, running or finished; running it again would be a
+                # duplicate execution the level may forbid.
+                self._event("duplicate_placement", task_id, epoch=epoch)
+                return
             self._enqueue(
                 task_id,
                 epoch,
@@ -600,6 +606,17 @@ class Agent:
                 inputs=body.inputs,
             )
             self._event("placed", task_id, epoch=epoch, level=body.level, lease_s=body.lease_s)
+
+    def _acted_on(self, rec: TaskRecord, epoch: int) -> bool:
+        """Whether this node already holds an attempt of ``epoch`` (in the record, the
+        running set or the queue)."""
+        if any(a.node == self.node and a.epoch == epoch for a in rec.attempts.values()):
+            return True
+        if any(r.task_id == rec.task_id and r.epoch == epoch for r in self.running.values()):
+            return True
+        return any(
+            q["task_id"] == rec.task_id and q["epoch"] == epoch for q in self.journal.queued()
+        )
 
     def _invalid_spec(self, env: Envelope, body: Place, exc: ValidationError) -> None:
         stamp = self._stamp()
@@ -632,15 +649,19 @@ class Agent:
         self.counters["invalid_spec"] += 1
 
     def _on_cancel(self, env: Envelope, body: Cancel) -> None:
-        rec = self.replica.get(body.task_id)
+        """Stop this node's work on the task up to ``body.epoch``. A cancel revokes
+        attempts; it does not cancel the task: the controller sends it both when a user
+        cancels (the task-wide flag then travels as CRDT state, in the deltas that come
+        with it) and when it re-places the task elsewhere under a newer epoch, where
+        setting the flag here would cancel the new attempt and the task's dependents."""
         with self._txn():
             self._mark_seen(env)
-            if rec is not None and not rec.cancel_requested:
-                self._change(request_cancel(rec, writer=self.node, hlc=self._stamp()))
-            self.journal.remove_queued(body.task_id)
+            for row in self.journal.queued():
+                if row["task_id"] == body.task_id and row["epoch"] <= body.epoch:
+                    self.journal.remove_queued(body.task_id)
             self._event("cancel", body.task_id, epoch=body.epoch, reason=body.reason)
         for attempt, run in self.running.items():
-            if run.task_id == body.task_id:
+            if run.task_id == body.task_id and run.epoch <= body.epoch:
                 self.executor.stop(attempt, "cancelled")
 
     def _on_level_change(self, env: Envelope, body: LevelChange) -> None:

@@ -28,9 +28,10 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from shared.clocks import HybridClock
-from shared.crdt import TaskRecord, visible_status
+from shared.crdt import TaskRecord, request_cancel, visible_status
 from shared.protocol import (
     Ack,
+    Cancel,
     Deltas,
     Envelope,
     Heartbeat,
@@ -147,6 +148,18 @@ class ScriptedCloud:
         )
         self.client.publish(topic(node, "down"), encode(env), qos=1)
         return env.id
+
+    def cancel(self, node: str, task_id: str, epoch: int, reason: str) -> None:
+        """What the controller does on a user's cancel: set the task-wide flag in its
+        record, send that delta, then revoke the node's attempts up to ``epoch``."""
+        with self.lock:
+            rec = self.records.get(task_id) or TaskRecord(task_id)
+            delta = request_cancel(
+                rec, writer=CLOUD_ID, hlc=self.clock.now(time.time_ns() // 1_000_000)
+            )
+            self.records[task_id] = rec.merge(delta)
+        self.send(node, "deltas", Deltas(records=(delta,)))
+        self.send(node, "cancel", Cancel(task_id=task_id, epoch=epoch, reason=reason))
 
     # -- queries ----------------------------------------------------------------------
     def messages(self, kind: str, type_: str | None = None) -> list[Envelope]:

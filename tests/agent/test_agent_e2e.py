@@ -465,7 +465,7 @@ def test_cancel_stops_a_running_task(cloud: ScriptedCloud, make_agent: AgentFact
     wait_until(lambda: cloud.messages("hello"), 10, "hello")
     place(cloud, "edge-1", spec("t-cancel", ["sleep", "30"]))
     wait_until(lambda: agent.task_status("t-cancel") == "running", 10, "the task to start")
-    cloud.send("edge-1", "cancel", Cancel(task_id="t-cancel", epoch=1, reason="operator"))
+    cloud.cancel("edge-1", "t-cancel", epoch=1, reason="operator")
 
     def cancelled_upstream() -> bool:
         rec = cloud.record("t-cancel")
@@ -476,6 +476,49 @@ def test_cancel_stops_a_running_task(cloud: ScriptedCloud, make_agent: AgentFact
     wait_until(cancelled_upstream, 10, "the stopped attempt upstream")
     assert cloud.status("t-cancel") == "cancelled"
     assert agent.status()["running"] == []
+
+
+def test_a_cancel_for_a_replaced_epoch_stops_the_attempt_but_not_the_task(
+    cloud: ScriptedCloud, make_agent: AgentFactory
+) -> None:
+    """The controller re-placed the task elsewhere and revokes epoch 1 here: the
+    attempt stops, yet the task stays live for its new placement (the testbed caught
+    tasks and their workflow dependents cancelled by a re-placement)."""
+    agent = make_agent().start()
+    wait_until(lambda: cloud.messages("hello"), 10, "hello")
+    place(cloud, "edge-1", spec("t-moved", ["sleep", "30"]))
+    wait_until(lambda: agent.task_status("t-moved") == "running", 10, "the task to start")
+    cloud.send("edge-1", "cancel", Cancel(task_id="t-moved", epoch=1, reason="replaced"))
+
+    def revoked_upstream() -> bool:
+        rec = cloud.record("t-moved")
+        return rec is not None and any(
+            a.status == AttemptStatus.CANCELLED for a in rec.attempts.values()
+        )
+
+    wait_until(revoked_upstream, 10, "the revoked attempt upstream")
+    rec = cloud.record("t-moved")
+    assert rec is not None and not rec.cancel_requested
+    assert cloud.status("t-moved") != "cancelled"
+    assert agent.status()["running"] == []
+
+
+def test_a_repeated_placement_does_not_run_the_task_again(
+    cloud: ScriptedCloud, make_agent: AgentFactory
+) -> None:
+    """The controller re-sends a placement after a partition when it has not heard of
+    the attempt; the agent already ran that epoch and must not run it twice."""
+    agent = make_agent().start()
+    wait_until(lambda: cloud.messages("hello"), 10, "hello")
+    task = spec("t-once", ["true"])
+    place(cloud, "edge-1", task)
+    wait_until(lambda: cloud.status("t-once") == "succeeded", 10, "the first run")
+    place(cloud, "edge-1", task)
+    place(cloud, "edge-1", task)
+    time.sleep(1.5)
+    rec = cloud.record("t-once")
+    assert rec is not None and len(rec.attempts) == 1
+    assert agent.task_status("t-once") == "succeeded"
 
 
 def test_a_placement_with_an_older_epoch_is_ignored(

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -83,13 +84,15 @@ def setup(tmp_path: Path, mosquitto) -> Iterator[tuple[ControllerProc, dict[str,
             ctl.kill(signal.SIGKILL)
 
 
-def continuum(ready: dict[str, Any], capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
-    token = Path(ready["token_path"])
-    import tomllib
+def _token(ready: dict[str, Any]) -> str:
+    """The API token, found where controller.ready.json says it is."""
+    assert ready["token_source"] == "config"
+    return str(tomllib.loads(Path(ready["token_path"]).read_text())["api"]["token"])
 
-    secret = tomllib.loads(token.read_text())["api"]["token"]
+
+def continuum(ready: dict[str, Any], capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
     capsys.readouterr()
-    code = continuum_main(["--url", ready["api_url"], "--token", secret, *argv])
+    code = continuum_main(["--url", ready["api_url"], "--token", _token(ready), *argv])
     out = capsys.readouterr().out
     assert code == 0, out
     return json.loads(out) if "--json" in argv else out
@@ -143,6 +146,32 @@ def test_run_operate_kill_restart(
         assert continuum(ready, capsys, "--json", "drain", "n1")["draining"] is True
         assert continuum(ready, capsys, "--json", "undrain", "n1")["draining"] is False
         assert "n1" in continuum(ready, capsys, "nodes")
+        # `continuum events --follow` streams (SSE): the backlog arrives line by line.
+        follower = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "cloud.operator_cli",
+                "--url",
+                ready["api_url"],
+                "--token",
+                _token(ready),
+                "--json",
+                "events",
+                "--follow",
+                "--kind",
+                "placed",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+        )
+        try:
+            assert follower.stdout is not None
+            first = json.loads(follower.stdout.readline())
+            assert first["kind"] == "placed" and first["task_id"] == "t1"
+        finally:
+            follower.kill()
+            follower.wait()
 
         # SIGKILL mid-flight, then a new process on the same state directory.
         assert ctl.kill(signal.SIGKILL) == -signal.SIGKILL

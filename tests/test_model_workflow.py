@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from shared.errors import ValidationError
@@ -195,6 +195,8 @@ consistency = { level = "adaptive", min = "causal", max = "strong" }
     st.integers(0, 10_000),
     st.integers(0, 2**32),
 )
+# A subnormal backoff: max / backoff is inf and multiplier ** exponent overflows.
+@example(1, 2.225073858507e-311, 10.0, 1.0, 0.0, 309, 0)
 def test_backoff_is_exponential_capped_and_jittered_within_bounds(
     attempts: int,
     backoff: float,

@@ -30,10 +30,15 @@ def base_delay(retry: RetryPolicy, failures: int) -> float:
     if retry.backoff_s == 0.0 or retry.multiplier == 1.0:
         return min(retry.backoff_s, retry.backoff_max_s)
     exponent = failures - 1
-    # Compare logarithms first: multiplier ** exponent overflows for large exponents.
-    if exponent * math.log(retry.multiplier) >= math.log(retry.backoff_max_s / retry.backoff_s):
+    # Compare logarithms first (each taken alone: max / a subnormal backoff is inf):
+    # multiplier ** exponent overflows for large exponents.
+    log_delay = math.log(retry.backoff_s) + exponent * math.log(retry.multiplier)
+    if log_delay >= math.log(retry.backoff_max_s):
         return retry.backoff_max_s
-    return min(retry.backoff_s * retry.multiplier**exponent, retry.backoff_max_s)
+    try:
+        return min(retry.backoff_s * retry.multiplier**exponent, retry.backoff_max_s)
+    except OverflowError:  # a tiny backoff times a factor beyond float range
+        return min(math.exp(log_delay), retry.backoff_max_s)
 
 
 def backoff_delay(retry: RetryPolicy, failures: int, rng: UniformSource) -> float:

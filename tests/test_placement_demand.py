@@ -18,7 +18,13 @@ SPEC = {
     "priority": 50,
     "timeout_s": 30.0,
     "deadline_s": None,
-    "retry": {"max_attempts": 3, "backoff_s": 1.0, "multiplier": 2.0, "backoff_max_s": 60.0, "jitter": 0.1},
+    "retry": {
+        "max_attempts": 3,
+        "backoff_s": 1.0,
+        "multiplier": 2.0,
+        "backoff_max_s": 60.0,
+        "jitter": 0.1,
+    },
     "consistency": {"level": "strong", "min": "strong", "max": "strong"},
     "placement": {
         "tiers": ["edge", "cloud"],

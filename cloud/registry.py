@@ -173,6 +173,15 @@ class Registry:
             entry.last_seen_ms = row.get("last_seen_ms") or 0
             entry.registered = True
 
+    def reset_links(self, now: float) -> None:
+        """Fresh link monitors for every node, heard at ``now``, and no pending
+        pings (their answers would measure our own outage, not the link)."""
+        for entry in self.nodes.values():
+            entry.monitor = LinkMonitor(entry.node_id, now=now, policy=self.policy)
+            entry.reported = entry.monitor.state
+            entry.last_ping = float("-inf")
+        self._pending_pings.clear()
+
     # -- pings ------------------------------------------------------------------
 
     def due_pings(self, now: float) -> list[tuple[str, str]]:

@@ -118,7 +118,7 @@ class ControllerProcess:
         return send
 
     def _on_connected(self, connected: bool) -> None:
-        self.controller.broker_connected = connected
+        self.controller.set_broker_connected(connected)
 
     async def _ingest_loop(self) -> None:
         batch_max = self.cfg.ingest.batch_max

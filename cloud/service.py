@@ -195,6 +195,7 @@ class Controller:
         self._reserved_on: dict[str, str] = {}  # task → node whose ``reserved`` holds it
         self.dependents: dict[str, set[str]] = defaultdict(set)
         self.broker_connected = False
+        self._connected_once = False
         self._out: list[Outgoing] = []
         self._events: list[dict[str, Any]] = []
         self._dirty: set[str] = set()
@@ -1069,9 +1070,34 @@ class Controller:
     # ------------------------------------------------------------------ tick
 
     def tick(self) -> None:
-        """Periodic work: pings, link grading, levels, re-placement, pending work."""
+        """Periodic work: pings, link grading, levels, re-placement, pending work.
+
+        Nothing happens while the controller's own broker connection is down: it
+        observes nothing then, and silence it caused must not read as every node
+        partitioned (nor trigger re-placements)."""
+        if not self.broker_connected:
+            return
         now = self.mono()
         self._commit(lambda: self._tick(now))
+
+    def set_broker_connected(self, connected: bool) -> None:
+        """The MQTT shell reports our own broker connection. After an outage of
+        ours, every link is measured afresh (``Registry.reset_links``): what the
+        monitors hold spans a time we could not observe, and blaming the nodes
+        for it would grade every link down and block strong work for a window."""
+        was, self.broker_connected = self.broker_connected, connected
+        if connected and not was and self._connected_once:
+            now = self.mono()
+
+            def work() -> None:
+                self.registry.reset_links(now)
+                self._event(
+                    "controller_reconnected",
+                    "links re-measured after the controller's own broker outage",
+                )
+
+            self._commit(work)
+        self._connected_once = self._connected_once or connected
 
     def _tick(self, now: float) -> None:
         for node_id, ping_id in self.registry.due_pings(now):

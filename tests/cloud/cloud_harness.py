@@ -283,7 +283,7 @@ class Harness:
 
     def _controller(self) -> Controller:
         self.store = Store(self.cfg.db_path)
-        return Controller(
+        controller = Controller(
             self.cfg,
             self.store,
             ControllerMetrics(),
@@ -291,6 +291,8 @@ class Harness:
             mono=self.clock,
             wall_ms=wall_ms,
         )
+        controller.set_broker_connected(True)  # the bus is connected and subscribed
+        return controller
 
     def restart(self, clock_start: float = 50.0) -> Controller:
         """A new controller process on the same store, with a fresh monotonic clock."""

@@ -198,7 +198,7 @@ def test_submit_get_list_cancel_and_events(tmp_path: Path) -> None:
         assert "continuum_placements_total" in text
         assert (await client.get("/healthz")).status == 200
         assert (await client.get("/readyz")).status == 503  # no broker connection here
-        c.broker_connected = True
+        c.set_broker_connected(True)
         assert (await client.get("/readyz")).status == 200
 
     run(tmp_path, scenario)

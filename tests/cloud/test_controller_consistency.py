@@ -241,3 +241,32 @@ def test_controller_restart_loses_nothing_and_keeps_leases(h: Harness) -> None:
         assert h.clock() < 100
     assert deadline <= moved_at < deadline + STEP
     n2.expect("place", lambda env: env.body.task_id == "s" and env.body.epoch == 2)
+
+
+def test_the_controllers_own_broker_outage_is_not_blamed_on_the_nodes(h: Harness) -> None:
+    n1 = h.node("n1", labels={"pool": "x"})
+    h.node("n2", labels={"pool": "x"})
+    c = h.controller
+    c.set_draining("n2", True)
+    c.submit_task(task("e", "eventual"))
+    n1.expect("place", lambda env: env.body.task_id == "e")
+    c.set_draining("n2", False)
+    before = len(h.events())
+
+    c.set_broker_connected(False)  # our connection is gone: we observe nothing
+    for _ in range(40):
+        h.tick(0.5)
+    assert [e["kind"] for e in h.events()[before:]] == []
+    c.set_broker_connected(True)
+    assert [e["kind"] for e in h.events()[before:]] == ["controller_reconnected"]
+    h.tick(0.5)
+    assert {e.link_state for e in c.registry.nodes.values()} == {LinkState.HEALTHY}
+    assert node_of(h, "e") == ("n1", 1)
+
+    # A real silence after that is still noticed: n1 partitioned, e hedged to n2.
+    n1.answer_pings = False
+    while node_of(h, "e") != ("n2", 2):
+        h.tick(STEP)
+        h.keep_alive("n2")
+        assert h.clock() < 2000
+    assert c.registry.nodes["n1"].link_state is LinkState.PARTITIONED

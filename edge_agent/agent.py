@@ -366,8 +366,9 @@ class Agent:
                 call.done.set()
 
     # ---------------------------------------------------------------- envelopes
-    def _envelope(self, type_: str, body: Any, *, seq: int | None = None) -> bytes:
-        env = Envelope(
+    def _new_envelope(self, type_: str, body: Any, *, seq: int | None = None) -> Envelope:
+        """A fresh envelope from this node, stamped now on the HLC."""
+        return Envelope(
             type=type_,
             id=uuid.uuid4().hex,
             sender=self.node,
@@ -375,7 +376,10 @@ class Agent:
             body=body,
             seq=seq,
         )
-        return encode(env)
+
+    def _envelope(self, type_: str, body: Any) -> bytes:
+        """Encoded envelope for the transport to hold (the last will)."""
+        return encode(self._new_envelope(type_, body))
 
     def _publish(
         self,
@@ -390,14 +394,7 @@ class Agent:
         """Publish now if connected; returns the envelope id (``None`` if not sent)."""
         if self.transport is None or not self.transport.connected:
             return None
-        env = Envelope(
-            type=type_,
-            id=uuid.uuid4().hex,
-            sender=self.node,
-            hlc=self._stamp().encode(),
-            body=body,
-            seq=seq,
-        )
+        env = self._new_envelope(type_, body, seq=seq)
         try:
             payload = encode(env)
         except LocalProtocolError as exc:

@@ -45,6 +45,21 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def stop_process(
+    proc: subprocess.Popen[bytes] | None, *, kill: bool = False, timeout_s: float = 5.0
+) -> None:
+    """Signal a broker process (SIGKILL for a crash, else SIGTERM), wait for it, and
+    SIGKILL it if it outlives ``timeout_s``. No-op when it is absent or gone."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def wait_for_port(host: str, port: int, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -140,15 +155,8 @@ class MosquittoBroker:
     def stop(self, *, kill: bool = False, timeout_s: float = 5.0) -> None:
         """Stop the broker; ``kill=True`` is SIGKILL (a crash), otherwise SIGTERM."""
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stderr is not None:
+        stop_process(proc, kill=kill, timeout_s=timeout_s)
+        if proc is not None and proc.stderr is not None:
             proc.stderr.close()
 
     def restart(self, timeout_s: float = 10.0) -> None:

@@ -23,7 +23,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .broker import BrokerError, free_port, wait_for_port
+from .broker import BrokerError, free_port, stop_process, wait_for_port
 
 __all__ = ["EmbeddedBroker", "main"]
 
@@ -67,14 +67,7 @@ class EmbeddedBroker:
 
     def stop(self, *, kill: bool = False, timeout_s: float = 5.0) -> None:
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, kill=kill, timeout_s=timeout_s)
 
     def restart(self, timeout_s: float = 15.0) -> None:
         self.stop()

@@ -90,7 +90,6 @@ from shared.protocol import (
     Place,
     decode_from,
     encode,
-    parse_topic,
 )
 from shared.vocab import Level, LinkState, PlacementMode, TaskStatus, Tier
 
@@ -485,11 +484,13 @@ class Controller:
         acked_nodes: set[str],
     ) -> None:
         try:
-            node_id, _ = parse_topic(topic)
             env = decode_from(topic, payload)
         except RemoteProtocolError as exc:
             self._reject(exc.reason, str(exc), topic)
             return
+        # decode_from checked that the sender is the topic's node (every kind we
+        # subscribe to is node-originated), so the topic need not be parsed again.
+        node_id = env.sender
         wall = self.wall_ms()
         try:
             self.clock.receive(Timestamp.decode(env.hlc), wall)

@@ -809,14 +809,20 @@ class Controller:
             rec = self.records[task_id]
             assert rec.placement is not None
             if rec.cancel_requested:
-                self._queue(
-                    node_id,
-                    "cancel",
-                    Cancel(task_id=task_id, epoch=rec.placement.epoch, reason="cancel requested"),
-                )
+                self._send_cancel(node_id, rec, "cancel requested")
         relevant = self._relevant(node_id, {})
         if relevant:
             self._queue(node_id, "digest", Digest(entries=digest(relevant)))
+
+    def _send_cancel(self, node_id: str, rec: TaskRecord, reason: str) -> None:
+        """A user's cancel reaches the node as state and as a command: the record
+        carries the task-wide flag (the agent never raises it itself: a ``cancel``
+        only revokes its attempts up to the epoch), the command stops them now."""
+        assert rec.placement is not None
+        self._queue_records(node_id, [rec])
+        self._queue(
+            node_id, "cancel", Cancel(task_id=rec.task_id, epoch=rec.placement.epoch, reason=reason)
+        )
 
     def _relevant(self, node_id: str, remote: Mapping[str, str]) -> dict[str, TaskRecord]:
         """The records a node should hold: placed on it, or named in its digest."""
@@ -1471,11 +1477,7 @@ class Controller:
                 rec = self._apply(request_cancel(rec, writer=self.node_id, hlc=self._hlc()))
                 self._event("cancel_requested", reason, task_id=task_id)
             if rec.placement is not None:
-                self._queue(
-                    rec.placement.node,
-                    "cancel",
-                    Cancel(task_id=task_id, epoch=rec.placement.epoch, reason=reason),
-                )
+                self._send_cancel(rec.placement.node, rec, reason)
             self._index(task_id)
             self._sync_reservation(task_id, rec)
 

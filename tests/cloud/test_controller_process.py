@@ -4,6 +4,7 @@ restarted. The node is scripted (``cloud_harness.ScriptedNode``)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -13,6 +14,7 @@ import sys
 import tempfile
 import time
 import tomllib
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -195,15 +197,17 @@ def test_run_operate_kill_restart(
         node.close()
 
 
-def test_real_agent_runs_a_workflow_with_outputs_passed_on(
-    setup: tuple[ControllerProc, dict[str, Any]],
-    mosquitto,  # type: ignore[no-untyped-def]
+@contextlib.contextmanager
+def real_agent(
+    ready: dict[str, Any],
+    port: int,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
-) -> None:
-    """A real ``edge-agent run`` process executes a two-task workflow the controller
-    places; the second task reads the first one's JSON output as its input."""
-    _, ready = setup
+    node_id: str = "a1",
+) -> Iterator[Path]:
+    """A real ``edge-agent run`` process on the broker at ``port``, registered with the
+    controller when the block starts (yields its state directory); SIGTERM (then
+    SIGKILL) when it ends."""
     agent_toml = tmp_path / "agent.toml"
     # Run as root, the agent runs tasks as an unprivileged user, who must reach the
     # task's files in the agent's state directory (pytest's tmp_path is 0700).
@@ -218,9 +222,9 @@ def test_real_agent_runs_a_workflow_with_outputs_passed_on(
             "--path",
             str(agent_toml),
             "--node-id",
-            "a1",
+            node_id,
             "--broker",
-            f"127.0.0.1:{mosquitto.port}",
+            f"127.0.0.1:{port}",
             "--state-dir",
             str(state_dir),
         ],
@@ -244,11 +248,31 @@ def test_real_agent_runs_a_workflow_with_outputs_passed_on(
     try:
         wait_for(
             lambda: any(
-                n["node_id"] == "a1" and n["registered"]
+                n["node_id"] == node_id and n["registered"]
                 for n in continuum(ready, capsys, "--json", "nodes")["nodes"]
             ),
             timeout_s=30,
         )
+        yield state_dir
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        try:
+            agent.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            agent.kill()
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def test_real_agent_runs_a_workflow_with_outputs_passed_on(
+    setup: tuple[ControllerProc, dict[str, Any]],
+    mosquitto,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A real ``edge-agent run`` process executes a two-task workflow the controller
+    places; the second task reads the first one's JSON output as its input."""
+    _, ready = setup
+    with real_agent(ready, mosquitto.port, tmp_path, capsys):
         write = "import json,os; json.dump({out}, open(os.environ['CONTINUUM_OUTPUT'], 'w'))"
         workflow = {
             "id": "wf",
@@ -285,10 +309,39 @@ def test_real_agent_runs_a_workflow_with_outputs_passed_on(
         assert Timestamp.decode(b_done["started_hlc"]) > Timestamp.decode(a_done["hlc"])
         wf = continuum(ready, capsys, "--json", "list", "--workflow", "wf")
         assert {t["status"] for t in wf["tasks"]} == {"succeeded"}
-    finally:
-        agent.send_signal(signal.SIGTERM)
-        try:
-            agent.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            agent.kill()
-        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def test_a_user_cancel_stops_the_agent_and_the_task_ends_cancelled(
+    setup: tuple[ControllerProc, dict[str, Any]],
+    mosquitto,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``continuum cancel`` on a task running on a real agent: the agent stops the
+    process (its attempt reported cancelled) and every copy of the record carries the
+    task-wide flag, which the agent learns as CRDT state, not from the command."""
+    _, ready = setup
+    with real_agent(ready, mosquitto.port, tmp_path, capsys) as state_dir:
+        spec = tmp_path / "long.json"
+        spec.write_text(json.dumps({"id": "long", "command": ["sleep", "60"]}))
+        continuum(ready, capsys, "--json", "submit", str(spec))
+        wait_for(
+            lambda: continuum(ready, capsys, "--json", "get", "long")["status"] == "running",
+            timeout_s=30,
+        )
+        continuum(ready, capsys, "--json", "cancel", "long")
+
+        def stopped() -> bool:
+            task = continuum(ready, capsys, "--json", "get", "long")
+            return [a["status"] for a in task["attempts"]] == ["cancelled"]
+
+        wait_for(stopped, timeout_s=30)
+        assert continuum(ready, capsys, "--json", "get", "long")["status"] == "cancelled"
+        port = json.loads((state_dir / "agent.ready.json").read_text())["api_port"]
+        url = f"http://127.0.0.1:{port}/v1/tasks/long"
+
+        def agent_sees_cancelled() -> bool:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                return json.load(resp)["status"] == "cancelled"
+
+        wait_for(agent_sees_cancelled, timeout_s=15)

@@ -89,6 +89,7 @@ from shared.protocol import (
     Ping,
     Place,
     decode_from,
+    digest_parts,
     encode,
 )
 from shared.vocab import Level, LinkState, PlacementMode, TaskStatus, Tier
@@ -672,13 +673,16 @@ class Controller:
         """Anti-entropy: send the node what its digest shows it lacks, then our
         digest of its tasks so it sends what we lack."""
         node_id = entry.node_id
-        entries: Mapping[str, str] = env.body.entries
-        relevant = self._relevant(node_id, entries)
+        body: Digest = env.body
+        entries: Mapping[str, str] = body.entries
+        # A digest part speaks only for its range of ids (``Digest.covers``).
+        relevant = {t: rec for t, rec in self._relevant(node_id, entries).items() if body.covers(t)}
         self._queue_records(node_id, missing(relevant, entries))
-        self._queue(node_id, "digest", Digest(entries=digest(relevant)))
+        for part in digest_parts(digest(relevant), after=body.after, upto=body.upto):
+            self._queue(node_id, "digest", part)
         # A task placed here that the node holds no record of never got its
         # `place` (lost session, expired message): send it again.
-        for task_id in sorted(self.on_node.get(node_id, ())):
+        for task_id in sorted(t for t in self.on_node.get(node_id, ()) if body.covers(t)):
             rec = self.records[task_id]
             assert rec.placement is not None
             epoch = rec.placement.epoch
@@ -812,7 +816,8 @@ class Controller:
                 self._send_cancel(node_id, rec, "cancel requested")
         relevant = self._relevant(node_id, {})
         if relevant:
-            self._queue(node_id, "digest", Digest(entries=digest(relevant)))
+            for part in digest_parts(digest(relevant)):
+                self._queue(node_id, "digest", part)
 
     def _send_cancel(self, node_id: str, rec: TaskRecord, reason: str) -> None:
         """A user's cancel reaches the node as state and as a command: the record

@@ -77,6 +77,7 @@ from shared.protocol import (
     Presence,
     Telemetry,
     decode_from,
+    digest_parts,
     encode,
     topic,
 )
@@ -88,7 +89,6 @@ log = logging.getLogger("edge_agent")
 
 _TICK_S = 0.1
 _UP_BATCH_BYTES = 200_000
-_DIGEST_PART_BYTES = 100_000
 
 
 def _wall_ms() -> int:
@@ -463,21 +463,11 @@ class Agent:
             self.sent_seq = last
 
     def _send_digest(self) -> None:
-        """Anti-entropy: the digest of every record, split under the message size bound
-        (each part stands alone: the controller answers each with what we lack)."""
+        """Anti-entropy: the digest of every record, in parts under the message size bound
+        (each covers a range of ids: the controller answers each with what we lack there)."""
         self._timers["antientropy"] = time.monotonic() + self.cfg.antientropy_s
-        entries = self.replica.digest()
-        part: dict[str, str] = {}
-        size = 0
-        for task_id, summary in entries.items():
-            n = len(task_id) + len(summary) + 6
-            if part and size + n > _DIGEST_PART_BYTES:
-                self._publish("up", "digest", Digest(entries=part))
-                part, size = {}, 0
-            part[task_id] = summary
-            size += n
-        if part or not entries:
-            self._publish("up", "digest", Digest(entries=part))
+        for part in digest_parts(self.replica.digest()):
+            self._publish("up", "digest", part)
 
     def _heartbeat(self) -> None:
         env_id = self._publish("up", "heartbeat", Heartbeat())
@@ -713,8 +703,9 @@ class Agent:
                 self.executor.set_deadline(attempt, deadline)
 
     def _on_digest(self, env: Envelope, body: Digest) -> None:
-        """The cloud's digest: queue what it lacks (through the outbox: acked, durable)."""
-        missing = self.replica.missing_for(body.entries)
+        """The cloud's digest: queue what it lacks in the range the digest covers (through
+        the outbox: acked, durable)."""
+        missing = [r for r in self.replica.missing_for(body.entries) if body.covers(r.task_id)]
         with self._txn():
             self._mark_seen(env)
             for rec in missing:

@@ -7,6 +7,7 @@ agent's and the controller's MQTT shells do the sending; everything they receive
 
 from shared.protocol._bodies import (
     BODY_TYPES,
+    DIGEST_PART_BYTES,
     MAX_DELTAS,
     MAX_DIGEST_ENTRIES,
     MAX_DIGEST_VALUE_LEN,
@@ -31,6 +32,7 @@ from shared.protocol._bodies import (
     Presence,
     Telemetry,
     check_message_id,
+    digest_parts,
 )
 from shared.protocol._codec import MAX_JSON_DEPTH, decode, decode_from, encode
 from shared.protocol._envelope import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, Envelope
@@ -50,6 +52,7 @@ from shared.protocol._topics import (
 __all__ = [
     "ALLOWED_TYPES",
     "BODY_TYPES",
+    "DIGEST_PART_BYTES",
     "MAX_DELTAS",
     "MAX_DIGEST_ENTRIES",
     "MAX_DIGEST_VALUE_LEN",
@@ -86,6 +89,7 @@ __all__ = [
     "check_message_id",
     "decode",
     "decode_from",
+    "digest_parts",
     "encode",
     "parse_topic",
     "subscription",

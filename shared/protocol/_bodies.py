@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Final, Self
 
 from shared.crdt import TaskRecord
 from shared.errors import Problem, ValidationError
-from shared.ids import check_task_id
+from shared.ids import MAX_TASK_ID_LEN, check_task_id
 from shared.model import (
     MAX_DEPENDS_ON,
     MAX_LABEL_VALUE_LEN,
@@ -353,14 +353,34 @@ class Deltas(Body):
 @dataclass(frozen=True, slots=True)
 class Digest(Body):
     """Anti-entropy digest: task id → the summary ``shared.crdt`` makes of its record
-    (opaque here). The receiver answers with the full records the sender may lack."""
+    (opaque here). The receiver answers with the full records the sender may lack
+    **among the ids the digest covers**.
+
+    A large replica's digest does not fit one message, so it travels in parts (see
+    :func:`digest_parts`): each part covers the sorted task ids ``after < id ≤ upto``
+    (``None`` is unbounded), and an id in that range but absent from ``entries`` is one
+    the sender lacks. A whole digest has both bounds ``None``. Without the bounds a
+    receiver would take every id missing from a part as lacking and resend it."""
 
     TYPE: ClassVar[str] = "digest"
 
     entries: Mapping[str, str]
+    after: str | None = None
+    upto: str | None = None
+
+    def covers(self, task_id: str) -> bool:
+        """Whether ``task_id`` falls in this part's range."""
+        return (self.after is None or task_id > self.after) and (
+            self.upto is None or task_id <= self.upto
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"entries": dict(self.entries)}
+        out: dict[str, Any] = {"entries": dict(self.entries)}
+        if self.after is not None:
+            out["after"] = self.after
+        if self.upto is not None:
+            out["upto"] = self.upto
+        return out
 
     @classmethod
     def read(cls, f: Fields) -> Self:
@@ -372,7 +392,50 @@ class Digest(Body):
             key_check=check_task_id,
             max_value_len=MAX_DIGEST_VALUE_LEN,
         )
-        return cls(entries=entries)
+        after = f.opt_string("after", max_len=MAX_TASK_ID_LEN, check=check_task_id)
+        upto = f.opt_string("upto", max_len=MAX_TASK_ID_LEN, check=check_task_id)
+        if after is not None and upto is not None and after >= upto:
+            f.error("after", "must sort before upto")
+        outside = [t for t in entries if (after is not None and t <= after)]
+        outside += [t for t in entries if (upto is not None and t > upto)]
+        if outside:
+            f.error("entries", f"{len(outside)} id(s) outside after/upto, e.g. {outside[0]!r}")
+        return cls(entries=entries, after=after, upto=upto)
+
+
+#: Bytes of digest entries per message part: well under ``MAX_MESSAGE_BYTES`` with the
+#: envelope and JSON escaping.
+DIGEST_PART_BYTES: Final = 96_000
+
+
+def digest_parts(
+    entries: Mapping[str, str],
+    *,
+    after: str | None = None,
+    upto: str | None = None,
+    budget: int = DIGEST_PART_BYTES,
+) -> list[Digest]:
+    """Split a digest of the ids in ``after < id ≤ upto`` (unbounded by default) into
+    parts of about ``budget`` bytes whose contiguous ranges cover, together, exactly that
+    range. An empty digest is one part: it still says the sender holds nothing there.
+    Entries outside the range are a caller bug (``ValueError``)."""
+    scope = Digest(entries={}, after=after, upto=upto)
+    ids = sorted(entries)
+    if any(not scope.covers(t) for t in ids):
+        raise ValueError(f"digest entries outside after={after!r} upto={upto!r}")
+    parts: list[Digest] = []
+    chunk: dict[str, str] = {}
+    size = 0
+    for task_id in ids:
+        n = len(task_id) + len(entries[task_id]) + 6
+        if chunk and size + n > budget:
+            last = next(reversed(chunk))
+            parts.append(Digest(entries=chunk, after=after, upto=last))
+            after, chunk, size = last, {}, 0
+        chunk[task_id] = entries[task_id]
+        size += n
+    parts.append(Digest(entries=chunk, after=after, upto=upto))
+    return parts
 
 
 # ---------------------------------------------------------------- node → cloud: up

@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.only:
         scripts = [s for s in scripts if any(o in s.name for o in args.only)]
     records: list[dict[str, object]] = []
-    console = Console()
+    # Not a terminal (CI logs, a pipe): wide enough that names and figures stay on a line.
+    console = Console(width=None if sys.stdout.isatty() else 160)
     for script in scripts:
         with tempfile.NamedTemporaryFile("r", suffix=".jsonl") as out:
             env = dict(os.environ, CONTINUUM_BENCH_OUT=out.name, PYTHONPATH=str(HERE))

@@ -211,6 +211,11 @@ class Registry:
         if sent is None or sent[0] != node_id or entry is None:
             return None  # unknown, late (already counted lost) or forged
         del self._pending_pings[ping_id]
+        if entry.monitor.out_of_contact_since(sent[1], now):
+            # Sent before the node went silent, answered after it came back: the round
+            # trip is the partition's length, and one such sample would grade the link
+            # critical for the whole window. Proof of life only.
+            return entry.monitor.heard(now)
         return entry.monitor.rtt((now - sent[1]) * 1000.0, now)
 
     def expire_pings(self, now: float) -> list[LinkStateChanged]:

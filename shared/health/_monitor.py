@@ -185,6 +185,15 @@ class LinkMonitor:
             return None
         return max(0.0, max(now, self._now) - self._open_since)
 
+    def out_of_contact_since(self, since: float, now: float) -> bool:
+        """Whether the node has been out of contact (suspected or reported down) at any
+        moment after ``since``, as of ``now``. A probe sent at ``since`` and answered
+        now then spans that outage: its round trip measures the outage, not the link."""
+        self.poll(now)
+        if self._open_since is not None:
+            return True
+        return bool(self._partitions) and self._partitions[-1][1] > since
+
     def partition_rate_per_h(self, now: float) -> float:
         """Partitions begun in the last ``rate_window_s`` per hour observed.
 

@@ -3,6 +3,8 @@ range of task ids, so a receiver never takes ids of another part as lacking."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -40,7 +42,7 @@ def test_parts_cover_every_id_exactly_once_and_keep_every_entry(
     for task_id in [*entries, probe]:
         assert sum(part.covers(task_id) for part in parts) == 1
     assert parts[0].after is None and parts[-1].upto is None
-    for left, right in zip(parts, parts[1:], strict=False):
+    for left, right in itertools.pairwise(parts):
         assert left.upto == right.after
 
 

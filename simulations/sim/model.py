@@ -66,6 +66,7 @@ from shared.health import (
     system_health,
 )
 from shared.placement import (
+    LINK_CODES,
     NodeTable,
     NodeView,
     TaskDemand,
@@ -74,7 +75,6 @@ from shared.placement import (
     place_batch,
     update_success,
 )
-from shared.placement._table import LINK_CODES
 from shared.vocab import Level, LinkState, PlacementMode, Tier
 from simulations.sim.ledger import LedgerReplay, replay
 from simulations.sim.loop import Loop, make_loop

@@ -20,11 +20,20 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from shared.placement import NodeTable, TaskDemand, Weights, tie_seed
-from shared.placement._filters import first_exhausted
-from shared.placement._pipeline import Shape, prepare
-from shared.placement._scoring import TINY, fit_term, resolve_mode
-from shared.placement._select import SCALE, quantise
+from shared.placement import (
+    SCALE,
+    TINY,
+    NodeTable,
+    Shape,
+    TaskDemand,
+    Weights,
+    first_exhausted,
+    fit_term,
+    prepare,
+    quantise,
+    resolve_mode,
+    tie_seed,
+)
 from shared.vocab import PlacementMode
 
 __all__ = ["ShapeCache", "ShapeState", "place_many"]

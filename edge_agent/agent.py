@@ -81,7 +81,7 @@ from shared.protocol import (
     encode,
     topic,
 )
-from shared.vocab import Connectivity, Level
+from shared.vocab import Connectivity, Level, TaskStatus
 
 __all__ = ["Agent"]
 
@@ -807,6 +807,23 @@ class Agent:
         if self._due("prune", 600.0, now):
             with self._txn():
                 self.journal.prune_seen()
+        retain = self.cfg.autonomy.retain_finished_s
+        if retain > 0 and self._due("retain", min(600.0, max(1.0, retain / 2)), now):
+            self._safely(self._forget_finished, retain)
+
+    def _forget_finished(self, retain_s: float) -> None:
+        """Retention: a device does not keep finished work forever. Records that ended
+        (succeeded, failed, cancelled) more than ``retain_s`` ago and that the controller
+        has acknowledged (no outbox row) leave the journal and the replica, so the journal
+        and every digest stay bounded by the recent work. The controller keeps them; it
+        only asks a node about tasks placed on it and active, or named in its digest."""
+        terminal = [str(status) for status in TaskStatus if status.terminal]
+        with self._txn():
+            gone = self.journal.prune_records(terminal, _wall_ms() - int(retain_s * 1000))
+            if gone:
+                self._event("records_forgotten", None, count=len(gone))
+        for task_id in gone:
+            self.replica.forget(task_id)
 
     def _due(self, name: str, every: float, now: float) -> bool:
         if now >= self._timers.get(name, 0.0):

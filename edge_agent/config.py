@@ -84,6 +84,7 @@ class AutonomyConfig:
     lease_margin_s: float = 0.5  # drift margin subtracted from every lease deadline
     batch_max: int = 64
     antientropy_s: float = 0.0  # digest exchange while connected; 0 = 2 * period_s
+    retain_finished_s: float = 604_800.0  # finished records kept locally; 0 = forever
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +226,8 @@ def _semantic_problems(cfg: AgentConfig) -> list[Problem]:
         problems.append(Problem("autonomy.period_s", "must be positive"))
     if cfg.autonomy.antientropy_s < 0:
         problems.append(Problem("autonomy.antientropy_s", "must be >= 0 (0 = 2 * period_s)"))
+    if cfg.autonomy.retain_finished_s < 0:
+        problems.append(Problem("autonomy.retain_finished_s", "must be >= 0 (0 = keep forever)"))
     if cfg.autonomy.batch_max < 1:
         problems.append(Problem("autonomy.batch_max", "must be at least 1"))
     if cfg.executor.max_concurrent < 1:
@@ -288,6 +291,7 @@ telemetry_s = 5.0
 lease_margin_s = 0.5              # drift margin subtracted from strong-task lease deadlines
 batch_max = 64                    # CRDT deltas per `up` message
 antientropy_s = 0.0               # digest exchange period while connected; 0 = 2 * period_s
+retain_finished_s = 604800.0      # drop finished, acknowledged records after this; 0 = keep
 
 [executor]
 max_concurrent = 4

@@ -146,6 +146,24 @@ class Journal:
         for row in self.db["records"].rows:
             yield json.loads(row["record"])
 
+    def prune_records(self, statuses: list[str], older_than_ms: int) -> list[str]:
+        """Delete the records in one of ``statuses`` unchanged since ``older_than_ms``
+        that nothing here still needs: no unacknowledged outbox row (the controller has
+        them), no queued entry, no process. Returns the ids deleted."""
+        marks = ", ".join("?" for _ in statuses)
+        ids = [
+            row[0]
+            for row in self.db.execute(
+                f"SELECT task_id FROM records WHERE status IN ({marks}) AND updated_ms < ?"
+                " AND task_id NOT IN (SELECT task_id FROM outbox)"
+                " AND task_id NOT IN (SELECT task_id FROM queue)"
+                " AND task_id NOT IN (SELECT task_id FROM processes)",
+                [*statuses, older_than_ms],
+            )
+        ]
+        self.db.conn.executemany("DELETE FROM records WHERE task_id = ?", [[t] for t in ids])
+        return ids
+
     # outbox --------------------------------------------------------------------------
     def add_outbox(self, task_id: str, delta: dict[str, Any], *, now_ms: int) -> int:
         cur = self.db.execute(

@@ -200,6 +200,19 @@ def test_apply_returns_merged_record_and_spec_conflict_changes_nothing() -> None
     assert dict(replica.as_mapping()) == {"t1": base}
 
 
+def test_forget_drops_the_record_its_summary_and_its_buffered_deltas() -> None:
+    replica = Replica("n1", peers=["cloud"])
+    base = new_record("t1", spec_of("t1"), writer="cloud", hlc=_stamp(0))
+    replica.apply(base)
+    replica.apply(new_record("t2", spec_of("t2"), writer="cloud", hlc=_stamp(1)))
+    assert set(replica.digest()) == {"t1", "t2"}
+    replica.forget("t1")
+    replica.forget("never-seen")
+    assert "t1" not in replica and set(replica.digest()) == {"t2"}
+    assert [d.task_id for d in replica.take("cloud").deltas] == ["t2"]
+    assert replica.apply(base) is base  # a later delta starts the record again
+
+
 def test_digest_is_cached_per_record_version() -> None:
     world = World(2)
     world.step("create", 0, 0, 0, 0)

@@ -77,6 +77,15 @@ class Replica:
         """Read-only task id → record view (for :func:`shared.crdt.digest` and friends)."""
         return MappingProxyType(self._records)
 
+    def forget(self, task_id: str) -> None:
+        """Drop a task's record, its cached summary and any buffered delta of it: the
+        retention of a replica that does not keep finished work forever. A later
+        delta for the task starts the record again (joins still hold)."""
+        self._records.pop(task_id, None)
+        self._digests.pop(task_id, None)
+        for buffer in self._buffers.values():
+            buffer.pop(task_id, None)
+
     def apply(self, delta: TaskRecord, *, origin: str | None = None) -> TaskRecord:
         """Join ``delta`` into the record of its task and return the result.
 

@@ -634,6 +634,32 @@ def test_anti_entropy_repeats_while_connected(
     assert agent.status()["reconnects"] == 1
 
 
+def test_finished_acknowledged_records_are_forgotten_after_the_retention(
+    cloud: ScriptedCloud, make_agent: AgentFactory
+) -> None:
+    """Retention keeps a device's journal and digests bounded: a finished record the
+    controller acknowledged leaves the agent after ``retain_finished_s``; running work and
+    the controller's copy stay."""
+    agent = make_agent(autonomy={"retain_finished_s": 1.0, "antientropy_s": 0.5}).start()
+    wait_until(lambda: cloud.messages("hello"), 10, "hello")
+    place(cloud, "edge-1", spec("t-done", ["true"]))
+    place(cloud, "edge-1", spec("t-busy", ["sleep", "30"]))
+    wait_until(lambda: cloud.status("t-done") == "succeeded", 10, "success upstream")
+    wait_until(lambda: agent.task_status("t-done") is None, 10, "the record forgotten")
+    assert agent.query("SELECT task_id FROM records") == [("t-busy",)]
+    assert agent.task_status("t-busy") == "running"
+    assert cloud.status("t-done") == "succeeded"
+    (event,) = agent.events("records_forgotten")
+    assert event["count"] == 1
+    # The next digests no longer name it, and nothing brings it back.
+    wait_until(
+        lambda: set(cloud.messages("up", "digest")[-1].body.entries) == {"t-busy"},
+        10,
+        "a digest without the forgotten record",
+    )
+    assert agent.task_status("t-done") is None
+
+
 def test_rows_sent_before_the_cloud_subscribed_are_sent_again(
     make_agent: AgentFactory, mosquitto: Any
 ) -> None:

@@ -8,8 +8,6 @@ at which something happened with the rule's own deadline.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,15 +19,6 @@ pytestmark = pytest.mark.broker
 
 POOL = {"labels": {"pool": "x"}}
 STEP = 0.5  # seconds of controller time per tick in the partition runs
-
-
-@pytest.fixture
-def h(tmp_path: Path, mosquitto) -> Iterator[Harness]:  # type: ignore[no-untyped-def]
-    harness = Harness(tmp_path, mosquitto.port)
-    try:
-        yield harness
-    finally:
-        harness.close()
 
 
 def task(task_id: str, level: str | dict[str, str], **fields: Any) -> dict[str, Any]:

@@ -5,8 +5,6 @@ Real Mosquitto; scripted nodes speak ``shared.protocol`` (see ``cloud_harness``)
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,15 +13,6 @@ from cloud_harness import Harness
 from shared.crdt import AttemptStatus
 
 pytestmark = pytest.mark.broker
-
-
-@pytest.fixture
-def h(tmp_path: Path, mosquitto) -> Iterator[Harness]:  # type: ignore[no-untyped-def]
-    harness = Harness(tmp_path, mosquitto.port)
-    try:
-        yield harness
-    finally:
-        harness.close()
 
 
 def task(task_id: str, **fields: Any) -> dict[str, Any]:

@@ -5,7 +5,6 @@ unstarted task. Real Mosquitto, scripted nodes."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,15 +15,6 @@ from shared.model import parse_task_spec
 from shared.protocol import Digest, Envelope, Heartbeat, encode, topic
 
 pytestmark = pytest.mark.broker
-
-
-@pytest.fixture
-def h(tmp_path: Path, mosquitto) -> Iterator[Harness]:  # type: ignore[no-untyped-def]
-    harness = Harness(tmp_path, mosquitto.port)
-    try:
-        yield harness
-    finally:
-        harness.close()
 
 
 def rejected(h: Harness, reason: str) -> float:

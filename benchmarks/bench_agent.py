@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -41,7 +40,7 @@ from shared.protocol import (
     subscription,
     topic,
 )
-from simulations.testbed.broker import MosquittoBroker
+from simulations.testbed.broker import MosquittoBroker, stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -199,11 +198,7 @@ def main() -> None:
                 note=f"{TASKS} tasks via the local API, max_concurrent 4, journaled + synced",
             )
         finally:
-            agent.send_signal(signal.SIGTERM)
-            try:
-                agent.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                agent.kill()
+            stop_process(agent, timeout_s=20)
             baseline.kill()
             baseline.wait()
             acker.close()

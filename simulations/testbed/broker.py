@@ -47,17 +47,20 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def stop_process(
     proc: subprocess.Popen[bytes] | None, *, kill: bool = False, timeout_s: float = 5.0
-) -> None:
-    """Signal a broker process (SIGKILL for a crash, else SIGTERM), wait for it, and
-    SIGKILL it if it outlives ``timeout_s``. No-op when it is absent or gone."""
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-    try:
-        proc.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+) -> int | None:
+    """Stop a child process (a broker, an agent, the controller): SIGKILL for a crash,
+    else SIGTERM; wait, and SIGKILL it if it outlives ``timeout_s``. Returns its exit
+    status (``None`` when there was no process)."""
+    if proc is None:
+        return None
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
 
 
 def wait_for_port(host: str, port: int, timeout_s: float) -> bool:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .broker import stop_process
 from .plan import NodeSpec
 
 __all__ = [
@@ -157,16 +158,7 @@ class Managed:
 
     def stop(self, timeout_s: float = 15.0) -> int | None:
         """SIGTERM, wait, then SIGKILL. Returns the exit status."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return stop_process(self.proc, timeout_s=timeout_s)
 
 
 @dataclass

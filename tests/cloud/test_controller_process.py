@@ -24,6 +24,7 @@ from cloud_harness import ScriptedNode
 
 from cloud.cli import main as controller_main
 from cloud.operator_cli import main as continuum_main
+from simulations.testbed.broker import stop_process
 
 pytestmark = [pytest.mark.broker, pytest.mark.e2e]
 
@@ -255,11 +256,7 @@ def real_agent(
         )
         yield state_dir
     finally:
-        agent.send_signal(signal.SIGTERM)
-        try:
-            agent.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            agent.kill()
+        stop_process(agent, timeout_s=20)
         shutil.rmtree(state_dir, ignore_errors=True)
 
 

@@ -396,11 +396,11 @@ class Digest(Body):
         upto = f.opt_string("upto", max_len=MAX_TASK_ID_LEN, check=check_task_id)
         if after is not None and upto is not None and after >= upto:
             f.error("after", "must sort before upto")
-        outside = [t for t in entries if (after is not None and t <= after)]
-        outside += [t for t in entries if (upto is not None and t > upto)]
+        digest = cls(entries=entries, after=after, upto=upto)
+        outside = [t for t in entries if not digest.covers(t)]
         if outside:
             f.error("entries", f"{len(outside)} id(s) outside after/upto, e.g. {outside[0]!r}")
-        return cls(entries=entries, after=after, upto=upto)
+        return digest
 
 
 #: Bytes of digest entries per message part: well under ``MAX_MESSAGE_BYTES`` with the

@@ -117,7 +117,10 @@ EXAMPLES: dict[str, tuple[Body, str]] = {
     "telemetry": (_telemetry(), NODE),
     "deltas": (Deltas(records=_records()), NODE),
     "digest": (Digest(entries={"t1": "a:3,b:5", "t2": "pi-7:1"}), NODE),
-    "lease_request": (LeaseRequest(task_id="t1", epoch=3, duration_s=30.0), NODE),
+    "lease_request": (
+        LeaseRequest(task_id="t1", epoch=3, duration_s=30.0, request_id="9f3c2a1b-7"),
+        NODE,
+    ),
     "heartbeat": (Heartbeat(), NODE),
     "pong": (Pong(ping_id="p17"), NODE),
     "place": (
@@ -133,7 +136,14 @@ EXAMPLES: dict[str, tuple[Body, str]] = {
     ),
     "cancel": (Cancel(task_id="t1", epoch=3, reason="cancel requested"), CTL),
     "lease_grant": (
-        LeaseGrant(task_id="t1", epoch=3, granted=True, duration_s=30.0, reason=None),
+        LeaseGrant(
+            task_id="t1",
+            epoch=3,
+            granted=True,
+            duration_s=30.0,
+            reason=None,
+            request_id="9f3c2a1b-7",
+        ),
         CTL,
     ),
     "level_change": (
@@ -448,11 +458,16 @@ def _set(path: str, value: object) -> Callable[[dict[str, Any]], None]:
         ("digest", _set("entries", [["t1", "x"]]), "body.entries"),
         ("lease_request", _set("duration_s", 0), "body.duration_s"),
         ("lease_request", _set("duration_s", 1e9), "body.duration_s"),
+        ("lease_request", _set("request_id", "a b"), "body.request_id"),
+        ("lease_request", _set("request_id", 7), "body.request_id"),
+        ("lease_request", _set("request_id", "r" * 129), "body.request_id"),
         ("pong", _set("ping_id", ""), "body.ping_id"),
         ("cancel", _set("epoch", "3"), "body.epoch"),
         ("cancel", _set("reason", "x" * 1001), "body.reason"),
         ("lease_grant", _set("granted", "yes"), "body.granted"),
         ("lease_grant", _set("duration_s", 0), "body.duration_s"),
+        ("lease_grant", _set("request_id", "-leading-dash"), "body.request_id"),
+        ("lease_grant", _set("request_id", "r" * 129), "body.request_id"),
         ("level_change", _set("level", "STRONG"), "body.level"),
         ("ack", _set("up_to_seq", 2**63), "body.up_to_seq"),
         ("ack", _set("heartbeat_id", "a b"), "body.heartbeat_id"),
@@ -469,6 +484,28 @@ def test_body_field_validation(
         decode(_raw(doc))
     assert info.value.reason == "invalid"
     assert f"- {where}" in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("type_", ["lease_request", "lease_grant"])
+def test_lease_request_id_reads_empty_from_an_older_peer(type_: str) -> None:
+    """A request or grant without ``request_id`` (a peer that predates it) still decodes,
+    with ``""``, which no agent request ever carries; the field is always written."""
+    doc = _doc(type_)
+    del doc["body"]["request_id"]
+    body = decode(_raw(doc)).body
+    assert isinstance(body, LeaseRequest | LeaseGrant)
+    assert body.request_id == ""
+    assert body.to_dict()["request_id"] == ""
+
+
+@pytest.mark.parametrize("type_", ["lease_request", "lease_grant"])
+def test_lease_request_id_round_trips_up_to_its_bound(type_: str) -> None:
+    doc = _doc(type_)
+    doc["body"]["request_id"] = "a" * 128
+    body = decode(_raw(doc)).body
+    assert isinstance(body, LeaseRequest | LeaseGrant)
+    assert body.request_id == "a" * 128
+    assert json.loads(encode(decode(_raw(doc))))["body"]["request_id"] == "a" * 128
 
 
 def test_digest_entries_are_bounded() -> None:

@@ -71,6 +71,8 @@ MAX_DIGEST_VALUE_LEN: Final = 16_384
 MAX_REASON_LEN: Final = 1_000
 #: Longest lease that may be requested or granted (one day).
 MAX_LEASE_S: Final = 86_400.0
+#: Longest lease ``request_id`` (the agent's ``<incarnation>-<n>``).
+MAX_REQUEST_ID_LEN: Final = 128
 #: ``presence.status`` values (``offline`` is also the last will).
 PRESENCE_STATUSES: Final = frozenset({"online", "offline"})
 
@@ -112,6 +114,15 @@ def _task_id(f: Fields) -> str:
 
 def _epoch(f: Fields) -> int:
     return f.integer("epoch", min=0, max=MAX_INT)
+
+
+def _check_request_id(value: str) -> str | None:
+    """Empty (a peer that predates request ids) or an id in the message-id alphabet."""
+    return None if value == "" else check_message_id(value)
+
+
+def _request_id(f: Fields) -> str:
+    return f.string("request_id", "", max_len=MAX_REQUEST_ID_LEN, check=_check_request_id)
 
 
 def _labels(f: Fields) -> dict[str, str]:
@@ -444,16 +455,25 @@ def digest_parts(
 @dataclass(frozen=True, slots=True)
 class LeaseRequest(Body):
     """A strong task's holder asks for (or renews) the lease on ``epoch``; the agent counts
-    the deadline from when it sent this (DESIGN §5)."""
+    the deadline from when it sent this (DESIGN §5). ``request_id`` names this request
+    uniquely (``<incarnation>-<n>``, fresh per agent process): the grant echoes it, so a
+    grant queued for an earlier request or an earlier process is never taken for this one.
+    It reads as ``""`` from a peer that predates it."""
 
     TYPE: ClassVar[str] = "lease_request"
 
     task_id: str
     epoch: int
     duration_s: float
+    request_id: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"task_id": self.task_id, "epoch": self.epoch, "duration_s": self.duration_s}
+        return {
+            "task_id": self.task_id,
+            "epoch": self.epoch,
+            "duration_s": self.duration_s,
+            "request_id": self.request_id,
+        }
 
     @classmethod
     def read(cls, f: Fields) -> Self:
@@ -461,6 +481,7 @@ class LeaseRequest(Body):
             task_id=_task_id(f),
             epoch=_epoch(f),
             duration_s=f.number("duration_s", min=0, exclusive_min=True, max=MAX_LEASE_S),
+            request_id=_request_id(f),
         )
 
 
@@ -576,7 +597,10 @@ class Cancel(Body):
 @dataclass(frozen=True, slots=True)
 class LeaseGrant(Body):
     """Answer to a ``lease_request``: granted for ``duration_s``, or refused with ``reason``
-    (fencing: a request for an older epoch than the placement's is refused)."""
+    (fencing: a request for an older epoch than the placement's is refused). ``request_id``
+    echoes the request answered; the agent accepts a grant only for an exact match of
+    request id, task and epoch among its own outstanding requests (``""`` from a peer that
+    predates request ids, which such an agent never accepts)."""
 
     TYPE: ClassVar[str] = "lease_grant"
 
@@ -585,6 +609,7 @@ class LeaseGrant(Body):
     granted: bool
     duration_s: float = 0.0
     reason: str | None = None
+    request_id: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -593,6 +618,7 @@ class LeaseGrant(Body):
             "granted": self.granted,
             "duration_s": self.duration_s,
             "reason": self.reason,
+            "request_id": self.request_id,
         }
 
     @classmethod
@@ -607,6 +633,7 @@ class LeaseGrant(Body):
             granted=granted,
             duration_s=duration,
             reason=f.opt_string("reason", max_len=MAX_REASON_LEN, non_empty=False),
+            request_id=_request_id(f),
         )
 
 

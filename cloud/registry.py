@@ -19,20 +19,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.health import (
-    LinkMonitor,
-    LinkPolicy,
-    LinkStateChanged,
-    SystemHealth,
-    percentile,
-    system_health,
-)
+from shared.decisions import HealthReport, LinkSample, assess_health
+from shared.health import LinkMonitor, LinkPolicy, LinkStateChanged
 from shared.placement import Trigger, update_failure_rate, update_success
 from shared.vocab import LinkState
 
 __all__ = ["NodeEntry", "Registry"]
 
-_AVAILABLE = (LinkState.HEALTHY, LinkState.DEGRADED, LinkState.CRITICAL)
 # Sent pings kept until answered or declared lost.
 _MAX_PENDING_PINGS = 10_000
 # Run durations kept per node for the slowdown trigger.
@@ -256,17 +249,9 @@ class Registry:
                 out.append(change)
         return out
 
-    def system_health(self, now: float) -> tuple[SystemHealth, dict[str, Any]]:
-        """DESIGN §5 table over the registered nodes (shared.health decides)."""
-        total = len(self.nodes)
-        available = 0
-        p99s: list[float] = []
-        for entry in self.nodes.values():
-            stats = entry.monitor.stats(now)
-            if stats.state in _AVAILABLE:
-                available += 1
-            if stats.rtt_p99_ms is not None:
-                p99s.append(stats.rtt_p99_ms)
-        p99 = percentile(sorted(p99s), 0.99) if p99s else None
-        health = system_health(available, total, p99)
-        return health, {"available": available, "total": total, "p99_rtt_ms": p99}
+    def system_health(self, now: float) -> HealthReport:
+        """The continuum's health over every known node (``shared.decisions`` decides)."""
+        return assess_health(
+            LinkSample(state=stats.state, rtt_p99_ms=stats.rtt_p99_ms)
+            for stats in (e.monitor.stats(now) for e in self.nodes.values())
+        )

@@ -34,8 +34,6 @@ from shared.consistency import (
     LeaseBook,
     LeasePolicy,
     level_bounds,
-    replacement_allowed,
-    target_level,
 )
 from shared.crdt import (
     Attempt,
@@ -52,6 +50,24 @@ from shared.crdt import (
     set_status,
     visible_status,
 )
+from shared.decisions import (
+    DOWN,
+    Candidate,
+    Movability,
+    NodeFacts,
+    PartitionFacts,
+    Readiness,
+    TriggerFacts,
+    adapt_level,
+    demand_level,
+    fired_triggers,
+    partition_move,
+    placement_level,
+    placement_order,
+    task_readiness,
+    trigger_move,
+    workflow_status,
+)
 from shared.errors import (
     ClockSkewError,
     LocalProtocolError,
@@ -67,14 +83,9 @@ from shared.placement import (
     NodeTable,
     NodeView,
     TaskDemand,
-    Trigger,
     Weights,
-    failure_rate,
-    latency_violated,
     link_degraded,
-    overload,
     place_batch,
-    slowdown,
 )
 from shared.placement import place as place_task
 from shared.protocol import (
@@ -104,12 +115,7 @@ __all__ = ["Controller"]
 
 log = logging.getLogger(__name__)
 
-_DOWN = (LinkState.PARTITIONED, LinkState.FAILED)
 _ACTIVE = (TaskStatus.PENDING, TaskStatus.RUNNING)
-#: A task moved by a re-placement trigger is not moved again by one for this long.
-TRIGGER_COOLDOWN_S = 30.0
-#: Tasks an overload trigger moves off one node per tick.
-OVERLOAD_MOVES_PER_TICK = 1
 
 
 @dataclass
@@ -797,7 +803,7 @@ class Controller:
                 )
             ):
                 entry.triggers.append(trigger)
-            if old in _DOWN and change.new not in _DOWN:
+            if old in DOWN and change.new not in DOWN:
                 self._event(
                     "node_reconnected", "heard again after a partition", node_id=change.node_id
                 )
@@ -881,30 +887,33 @@ class Controller:
         dependencies all succeeded. Higher priority first, then older."""
         if not self.unplaced:
             return
-        ready: list[tuple[int, int, str]] = []
+        ready: list[Candidate] = []
         for task_id in list(self.unplaced):
             rec = self.records[task_id]
             spec = rec.spec
             assert spec is not None
-            deps = spec.get("depends_on") or ()
-            dep_status = [
-                visible_status(self.records[d]) if d in self.records else None for d in deps
-            ]
-            if any(s in (TaskStatus.FAILED, TaskStatus.CANCELLED) for s in dep_status):
+            verdict = task_readiness(
+                [
+                    visible_status(self.records[d]) if d in self.records else None
+                    for d in spec.get("depends_on") or ()
+                ]
+            )
+            if verdict.readiness is Readiness.CANCEL:
                 self._apply(request_cancel(rec, writer=self.node_id, hlc=self._hlc()))
-                self._event(
-                    "task_cancelled", "a dependency failed or was cancelled", task_id=task_id
-                )
+                self._event("task_cancelled", verdict.reason, task_id=task_id)
                 self._index(task_id)
-                continue
-            if all(s is TaskStatus.SUCCEEDED for s in dep_status):
+            elif verdict.readiness is Readiness.READY:
                 ready.append(
-                    (-int(spec.get("priority", 50)), self.meta[task_id].submitted_ms, task_id)
+                    Candidate(
+                        task_id=task_id,
+                        priority=int(spec.get("priority", 50)),
+                        submitted_ms=self.meta[task_id].submitted_ms,
+                    )
                 )
         if not ready:
             return
-        order = [task_id for *_, task_id in sorted(ready)]
-        health, _ = self.registry.system_health(now)
+        order = placement_order(ready)
+        health = self.registry.system_health(now).health
         demands = [self._demand(task_id, health) for task_id in order]
         table = NodeTable.from_views(self._node_views(now))
         started = time.perf_counter()
@@ -932,9 +941,7 @@ class Controller:
         (the node's own link is judged afterwards by the adaptive manager)."""
         spec = self.records[task_id].spec
         assert spec is not None
-        lo, hi, _ = level_bounds(spec)
-        level = target_level(lo, hi, link=LinkState.HEALTHY, system=health).level
-        return TaskDemand.from_spec(spec, level=level, exclude=exclude)
+        return TaskDemand.from_spec(spec, level=demand_level(spec, system=health), exclude=exclude)
 
     def _place(
         self,
@@ -948,7 +955,7 @@ class Controller:
     ) -> bool:
         """Place one task on ``table`` (allocated in place) and act on the decision."""
         if health is None:
-            health, _ = self.registry.system_health(now)
+            health = self.registry.system_health(now).health
         demand = self._demand(task_id, health, exclude)
         started = time.perf_counter()
         decision = place_task(
@@ -980,7 +987,7 @@ class Controller:
         meta = self.meta[task_id]
         spec = rec.spec
         assert spec is not None
-        lo, hi, fixed = level_bounds(spec)
+        fixed = level_bounds(spec)[2]
         level = demand.level
         epoch = self._next_epoch(task_id)
         explanation = decision.explanation.to_dict()
@@ -1004,7 +1011,7 @@ class Controller:
         if not fixed:
             entry = self.registry.get(node_id)
             link = entry.link_state if entry else LinkState.HEALTHY
-            level = target_level(lo, hi, link=link, system=health).level
+            level = placement_level(spec, link=link, system=health)
             meta.adaptive = AdaptiveLevel.from_spec(spec, initial=level, policy=self.adaptation)
         lease_s = self.cfg.consistency.lease_s if level is Level.STRONG else None
         old_node = rec.placement.node if rec.placement else None
@@ -1134,105 +1141,86 @@ class Controller:
         :meth:`_replace_on_partition`'s business). Each move is a new epoch,
         the old node is told to cancel, and a task moves at most once per
         ``TRIGGER_COOLDOWN_S``."""
-        fired: dict[str, list[Trigger]] = {}
-        counts: dict[str, float] = {}
-        for node_id, entry in self.registry.nodes.items():
-            if not entry.registered or entry.draining or entry.link_state in _DOWN:
-                continue
-            counts[node_id] = float(len(self.on_node.get(node_id, ())))
-            found = [
-                t
-                for t in (
-                    failure_rate(entry.failure_ewma, node_id=node_id),
-                    slowdown(list(entry.durations), node_id=node_id),
-                )
-                if t
-            ]
-            found.extend(entry.triggers)
-            entry.triggers.clear()
-            if found:
-                fired[node_id] = found
-        # Overload moves one task per busy node per tick: the counts are measured
-        # again next tick, so the cluster drifts toward balance without the
-        # churn (and the best-fit ping-pong) of moving the whole excess at once;
-        # and only when a move narrows the gap (busiest - idlest >= 2).
-        budget: dict[str, int] = {}
-        least = min(counts.values(), default=0.0)
-        for trig in overload(counts):
-            assert trig.node_id is not None
-            if trig.value - least < 2:
-                continue  # moving one task would only swap the imbalance (1 vs 0)
-            fired.setdefault(trig.node_id, []).append(trig)
-            budget[trig.node_id] = OVERLOAD_MOVES_PER_TICK
+        fired = fired_triggers(
+            NodeFacts(
+                node_id=node_id,
+                eligible=self._shares_work(entry),
+                active_tasks=len(self.on_node.get(node_id, ())),
+                failure_ewma=entry.failure_ewma,
+                durations=tuple(entry.durations),
+                pending=tuple(entry.triggers),
+            )
+            for node_id, entry in self.registry.nodes.items()
+        )
+        for entry in self.registry.nodes.values():
+            if self._shares_work(entry):
+                entry.triggers.clear()  # consumed by this pass
+        budget = dict(fired.overload_budget)
         table: NodeTable | None = None
         health: SystemHealth | None = None
         for node_id in sorted(self.on_node):
             entry = self.registry.get(node_id)
-            if entry is None or entry.link_state in _DOWN:
+            if entry is None or entry.link_state in DOWN:
                 continue
             rtt = entry.monitor.stats(now).rtt_p50_ms
-            if node_id not in fired and (
+            if node_id not in fired.triggers and (
                 rtt is None or not any(self._latency_bound(t) for t in self.on_node[node_id])
             ):
-                continue
+                continue  # nothing can fire here: spare building the facts
             for task_id in sorted(self.on_node[node_id]):
                 rec = self.records[task_id]
                 meta = self.meta[task_id]
                 assert rec.placement is not None and rec.spec is not None
-                if self._task_mode(rec.spec) is not PlacementMode.ADAPTIVE:
-                    continue
-                triggers = [
-                    t
-                    for t in fired.get(node_id, ())
-                    if t.name != "link_degraded" or meta.level is Level.STRONG
-                ]
-                if rtt is not None and (
-                    lat := latency_violated(
-                        rtt, rec.spec["placement"].get("max_latency_ms"), node_id=node_id
-                    )
-                ):
-                    triggers.insert(0, lat)  # the task's own trigger names the move
-                if not triggers or now - meta.moved_at < TRIGGER_COOLDOWN_S:
-                    continue
-                if [t.name for t in triggers] == ["overload"] and budget.get(node_id, 0) <= 0:
-                    continue
-                if not self._movable(task_id, now):
+                decision = trigger_move(
+                    TriggerFacts(
+                        node_id=node_id,
+                        adaptive=self._task_mode(rec.spec) is PlacementMode.ADAPTIVE,
+                        level=meta.level,
+                        node_triggers=fired.triggers.get(node_id, ()),
+                        overload_budget=budget.get(node_id, 0),
+                        rtt_ms=rtt,
+                        max_latency_ms=rec.spec["placement"].get("max_latency_ms"),
+                        moved_at=meta.moved_at,
+                        movability=self._movability(task_id),
+                    ),
+                    now=now,
+                )
+                if not decision.move:
                     continue
                 if table is None or health is None:
                     table = NodeTable.from_views(self._node_views(now))
-                    health, _ = self.registry.system_health(now)
-                trigger = f"{triggers[0].name}: {triggers[0].reason}"
+                    health = self.registry.system_health(now).health
                 if self._place(
-                    task_id, now, table, trigger=trigger, exclude=(node_id,), health=health
+                    task_id,
+                    now,
+                    table,
+                    trigger=decision.trigger,
+                    exclude=decision.exclude,
+                    health=health,
                 ):
                     meta.moved_at = now
                     budget[node_id] = budget.get(node_id, 0) - 1
                     self._supersede(task_id, node_id)
 
-    def _movable(self, task_id: str, now: float) -> bool:
-        """May a policy trigger move this task without risking two attempts at once?
+    @staticmethod
+    def _shares_work(entry: NodeEntry) -> bool:
+        """A node whose triggers fire and whose load counts for overload."""
+        return entry.registered and not entry.draining and entry.link_state not in DOWN
 
-        The controller's view lags the node's: a task it has not heard start may
-        be starting right now. So only levels whose own rules make a stale start
-        harmless are moved: ``eventual`` (hedging is allowed) and ``strong``
-        without a lease ever granted for this epoch (the node cannot start without
-        one, and its request for the old epoch is refused once a new one exists).
-        A ``causal`` task is never moved by policy; only the partition rule
-        (after ``max_disconnect_s``) moves it."""
+    def _movability(self, task_id: str) -> Movability:
+        """The facts ``shared.decisions.movable`` reads of a placed task."""
         rec = self.records[task_id]
         assert rec.placement is not None
         epoch = rec.placement.epoch
-        if any(
-            a.epoch == epoch and a.status >= AttemptStatus.STARTED for a in rec.attempts.values()
-        ):
-            return False
-        level = Level(rec.placement.level)
-        if level is Level.EVENTUAL:
-            return True
-        if level is Level.STRONG:
-            lease = self.leases.get(task_id)
-            return lease is None or (lease.epoch < epoch and not lease.live(now))
-        return False
+        return Movability(
+            level=Level(rec.placement.level),
+            epoch=epoch,
+            started=any(
+                a.epoch == epoch and a.status >= AttemptStatus.STARTED
+                for a in rec.attempts.values()
+            ),
+            lease=self.leases.get(task_id),
+        )
 
     def _supersede(self, task_id: str, old_node: str) -> None:
         """Tell the old node its placement was superseded: the record itself (new
@@ -1249,18 +1237,16 @@ class Controller:
         return PlacementMode(mode) if mode else self.mode
 
     def _adapt_levels(self, now: float) -> None:
-        health, _ = self.registry.system_health(now)
+        health = self.registry.system_health(now).health
         for node_id, tasks in self.on_node.items():
             entry = self.registry.get(node_id)
             link = entry.link_state if entry is not None else LinkState.FAILED
             for task_id in sorted(tasks):
                 meta = self.meta[task_id]
                 adaptive = meta.adaptive
-                if adaptive is None or adaptive.fixed:
+                if adaptive is None:
                     continue
-                change = adaptive.observe(
-                    target_level(adaptive.lo, adaptive.hi, link=link, system=health), now
-                )
+                change = adapt_level(adaptive, link=link, system=health, now=now)
                 if change is None:
                     continue
                 meta.level = change.new
@@ -1292,35 +1278,40 @@ class Controller:
         health: SystemHealth | None = None
         for node_id, tasks in list(self.on_node.items()):
             entry = self.registry.get(node_id)
-            if entry is None or entry.link_state not in _DOWN or not tasks:
+            if entry is None or entry.link_state not in DOWN or not tasks:
                 continue
             out_for = entry.monitor.out_of_contact_for(now)
             for task_id in sorted(tasks):
                 rec = self.records[task_id]
                 assert rec.placement is not None and rec.spec is not None
                 # The level the agent was told at placement: it cannot hear a
-                # downgrade while partitioned (shared.consistency decides).
-                level = Level(rec.placement.level)
-                decision = replacement_allowed(
-                    level,
+                # downgrade while partitioned.
+                decision = partition_move(
+                    PartitionFacts(
+                        node_id=node_id,
+                        link=entry.link_state,
+                        level=Level(rec.placement.level),
+                        lease=self.leases.get(task_id),
+                        out_of_contact_s=out_for,
+                        max_disconnect_s=float(rec.spec.get("max_disconnect_s", 300.0)),
+                    ),
                     now=now,
-                    lease=self.leases.get(task_id),
-                    out_of_contact_s=out_for,
-                    max_disconnect_s=float(rec.spec.get("max_disconnect_s", 300.0)),
                 )
-                if not decision.allowed:
+                if not decision.move:
                     continue
                 if table is None or health is None:
                     table = NodeTable.from_views(self._node_views(now))
-                    health, _ = self.registry.system_health(now)
-                trigger = (
-                    f"{entry.link_state.value}: {level.value} task on {node_id}, {decision.reason}"
-                )
+                    health = self.registry.system_health(now).health
                 if not self._place(
-                    task_id, now, table, trigger=trigger, exclude=(node_id,), health=health
+                    task_id,
+                    now,
+                    table,
+                    trigger=decision.trigger,
+                    exclude=decision.exclude,
+                    health=health,
                 ):
                     continue
-                if level is not Level.EVENTUAL:
+                if decision.fence:
                     self._fence_old(task_id, node_id)
 
     def _fence_old(self, task_id: str, node_id: str) -> None:
@@ -1513,13 +1504,7 @@ class Controller:
             task = self.store.get_task(spec["id"])
             if task is not None:
                 tasks.append({**self._task_summary(task), "depends_on": spec.get("depends_on", [])})
-        statuses = {t["status"] for t in tasks}
-        if statuses <= {"succeeded"}:
-            status = "succeeded"
-        elif statuses & {"failed", "cancelled"}:
-            status = "failed" if "failed" in statuses else "cancelled"
-        else:
-            status = "running" if "running" in statuses or "succeeded" in statuses else "pending"
+        status = workflow_status(t["status"] for t in tasks).status.value
         return {
             "workflow_id": workflow_id,
             "name": row["name"],
@@ -1531,10 +1516,10 @@ class Controller:
 
     def list_nodes(self) -> dict[str, Any]:
         now = self.mono()
-        health, detail = self.registry.system_health(now)
+        report = self.registry.system_health(now)
         return {
             "nodes": [e.to_dict(now) for _, e in sorted(self.registry.nodes.items())],
-            "system_health": {"state": health.value, **detail},
+            "system_health": {"state": report.health.value, **report.detail()},
         }
 
     def get_node(self, node_id: str) -> dict[str, Any]:

@@ -1,0 +1,108 @@
+"""The controller's decisions as pure functions: the one copy the controller, the
+testbed and the simulator all run.
+
+Every function takes typed facts (frozen dataclasses or keyword arguments) and
+``now`` where time matters (seconds on the caller's monotonic or virtual clock),
+and returns a typed decision with a ``reason``. Nothing here reads a clock, keeps
+state between calls or touches I/O; the caller gathers the facts from its own
+state and acts on the answer.
+
+Task readiness and workflows (``_workflow``)
+    ``task_readiness(dep_statuses) -> ReadinessDecision`` (``READY``/``WAITING``/
+    ``CANCEL``: dependent cancellation), ``placement_order(candidates)`` (priority,
+    then age, then id) and ``workflow_status(task_statuses) -> WorkflowDecision``.
+
+What may move, and when (``_movement``)
+    ``movable(Movability, now=)``: may a policy move it without two attempts at once;
+    ``fired_triggers([NodeFacts...]) -> FiredTriggers``: node-wide triggers of one
+    pass, with the overload budget (``OVERLOAD_MOVES_PER_TICK``, only when busiest -
+    idlest >= 2); ``trigger_move(TriggerFacts, now=)``: per task, with the latency
+    trigger and the ``TRIGGER_COOLDOWN_S`` cooldown; ``partition_move(PartitionFacts,
+    now=)``: the partition rule per level; ``retry_move(RetryFacts, now=)``: an ended
+    attempt its node does not retry (``agent_retries``) is placed again.
+    Each returns a ``MoveDecision(move, reason, trigger, exclude, fence)``.
+
+System health (``_health``)
+    ``assess_health([LinkSample(state, rtt_p99_ms)...]) -> HealthReport`` (health,
+    counts, p99, reason; ``detail()`` for the API).
+
+Consistency level per task (``_levels``)
+    ``demand_level(spec, system=)`` (the level placement filters by),
+    ``placement_level(spec, link=, system=)`` (the level on the chosen node) and
+    ``adapt_level(machine, link=, system=, now=) -> LevelChanged | None`` (one damped
+    sample of ``shared.consistency.AdaptiveLevel``).
+
+Typical pass of a caller (the controller's ``cloud/reconcile.py`` does exactly this)::
+
+    health = assess_health(LinkSample(state=..., rtt_p99_ms=...) for each node)
+    fired = fired_triggers(NodeFacts(...) for each node)
+    for each placed task on an in-reach node:
+        d = trigger_move(TriggerFacts(..., node_triggers=fired.triggers.get(node, ()),
+                                      movability=Movability(...)), now=now)
+        if d.move: place again, excluding d.exclude, naming d.trigger
+"""
+
+from shared.decisions._health import AVAILABLE, HealthReport, LinkSample, assess_health
+from shared.decisions._levels import adapt_level, demand_level, placement_level
+from shared.decisions._movement import (
+    DOWN,
+    OVERLOAD_MOVES_PER_TICK,
+    TRIGGER_COOLDOWN_S,
+    AttemptFacts,
+    FiredTriggers,
+    Movability,
+    MoveDecision,
+    NodeFacts,
+    PartitionFacts,
+    RetryFacts,
+    TriggerFacts,
+    agent_retries,
+    fired_triggers,
+    movable,
+    partition_move,
+    retry_move,
+    trigger_move,
+)
+from shared.decisions._workflow import (
+    Candidate,
+    Readiness,
+    ReadinessDecision,
+    WorkflowDecision,
+    placement_order,
+    task_readiness,
+    workflow_status,
+)
+
+__all__ = [
+    "AVAILABLE",
+    "DOWN",
+    "OVERLOAD_MOVES_PER_TICK",
+    "TRIGGER_COOLDOWN_S",
+    "AttemptFacts",
+    "Candidate",
+    "FiredTriggers",
+    "HealthReport",
+    "LinkSample",
+    "Movability",
+    "MoveDecision",
+    "NodeFacts",
+    "PartitionFacts",
+    "Readiness",
+    "ReadinessDecision",
+    "RetryFacts",
+    "TriggerFacts",
+    "WorkflowDecision",
+    "adapt_level",
+    "agent_retries",
+    "assess_health",
+    "demand_level",
+    "fired_triggers",
+    "movable",
+    "partition_move",
+    "placement_level",
+    "placement_order",
+    "retry_move",
+    "task_readiness",
+    "trigger_move",
+    "workflow_status",
+]

@@ -8,6 +8,7 @@ problem in a file is reported at once with its dotted path, like a task spec.
 
 from __future__ import annotations
 
+import json
 import secrets
 import tomllib
 from collections.abc import Mapping
@@ -21,6 +22,7 @@ from shared.placement import TERMS
 from shared.vocab import PlacementMode
 
 __all__ = [
+    "AgentsConfig",
     "ApiConfig",
     "BrokerConfig",
     "ConsistencyConfig",
@@ -29,6 +31,7 @@ __all__ = [
     "HealthConfig",
     "IngestConfig",
     "PlacementConfig",
+    "TlsConfig",
     "load_config",
     "parse_config",
     "render_default_config",
@@ -109,6 +112,24 @@ class IngestConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """The fleet's certificate authority (``cloud-controller tls``, ``cloud/tls.py``)."""
+
+    dir: str = "tls"  # ca.crt, ca.key (0600) and the certificates issued by `tls issue`
+    cert_days: int = 397  # validity of issued certificates; rotate before (docs/operations.md)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentsConfig:
+    """How agents reach the broker: what ``cloud-controller enroll`` puts in a bundle."""
+
+    broker_host: str = ""  # the broker as agents dial it; empty: broker.host
+    broker_port: int = 8883
+    tls: bool = True
+    mutual_tls: bool = False  # enroll issues each node a client certificate (CN = node id)
+
+
+@dataclass(frozen=True, slots=True)
 class ControllerConfig:
     controller: ControllerSection = field(default_factory=ControllerSection)
     api: ApiConfig = field(default_factory=ApiConfig)
@@ -117,6 +138,8 @@ class ControllerConfig:
     consistency: ConsistencyConfig = field(default_factory=ConsistencyConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    agents: AgentsConfig = field(default_factory=AgentsConfig)
     base_dir: Path = field(default=Path("."), compare=False)
     # The file this was loaded from (``None`` when built in code).
     source: Path | None = field(default=None, compare=False)
@@ -125,6 +148,14 @@ class ControllerConfig:
     def state_dir(self) -> Path:
         """Relative paths in the file are relative to the file's directory."""
         return self.base_dir / self.controller.state_dir
+
+    def path(self, value: str) -> Path:
+        """A path from the file: relative ones are relative to the file's directory."""
+        return self.base_dir / value
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.path(self.tls.dir)
 
     @property
     def db_path(self) -> Path:
@@ -161,6 +192,8 @@ _SECTIONS: dict[str, type] = {
     "consistency": ConsistencyConfig,
     "health": HealthConfig,
     "ingest": IngestConfig,
+    "tls": TlsConfig,
+    "agents": AgentsConfig,
 }
 
 
@@ -230,8 +263,16 @@ def _check_semantics(cfg: ControllerConfig, problems: list[Problem]) -> None:
         problems.append(Problem("controller.node_id", why))
     if not 0 <= cfg.api.port <= 65535:
         problems.append(Problem("api.port", "must be 0..65535"))
-    if not 1 <= cfg.broker.port <= 65535:
-        problems.append(Problem("broker.port", "must be 1..65535"))
+    for key, port in (
+        ("broker.port", cfg.broker.port),
+        ("agents.broker_port", cfg.agents.broker_port),
+    ):
+        if not 1 <= port <= 65535:
+            problems.append(Problem(key, "must be 1..65535"))
+    if cfg.agents.mutual_tls and not cfg.agents.tls:
+        problems.append(Problem("agents.mutual_tls", "needs agents.tls = true"))
+    if cfg.tls.cert_days < 1:
+        problems.append(Problem("tls.cert_days", "must be at least 1"))
     if not cfg.api.token and not cfg.api.token_file:
         problems.append(Problem("api.token", "set api.token or api.token_file"))
     if cfg.broker.protocol not in ("5", "3.1.1"):
@@ -279,15 +320,26 @@ def load_config(path: Path | str) -> ControllerConfig:
     return parse_config(data, base_dir=path.resolve().parent, source=path.resolve())
 
 
-def render_default_config(*, token: str | None = None) -> str:
-    """The file ``cloud-controller init`` writes: every key, its default, a comment."""
+def render_default_config(
+    *,
+    token: str | None = None,
+    state_dir: str = "controller-state",
+    broker_username: str = "",
+    broker_password: str = "",
+    password_file: str = "",
+    agents_host: str = "",
+    agents_port: int = 8883,
+) -> str:
+    """The file ``cloud-controller init`` writes: every key, its default, a comment; the
+    arguments fill what an installation knows (``deploy/install-controller.sh``). The result
+    is validated, so a bad argument is a ``ValidationError`` here, not at the next start."""
     token = token or secrets.token_urlsafe(32)
-    return f"""\
+    text = f"""\
 # Continuum cloud controller. Relative paths are relative to this file.
 
 [controller]
 node_id = "controller"           # MQTT identity and envelope sender (broker username by default)
-state_dir = "controller-state"   # SQLite store, controller.ready.json
+state_dir = {json.dumps(state_dir)}   # SQLite store, controller.ready.json
 log_level = "info"
 tick_s = 0.5                     # control loop period (links, levels, leases, pending work)
 
@@ -300,9 +352,9 @@ max_body_bytes = 1048576
 [broker]
 host = "127.0.0.1"
 port = 1883
-username = ""                    # the controller's broker user (ACL: reads/writes every node)
-password = ""
-password_file = ""               # broker password file for `cloud-controller credentials add`
+username = {json.dumps(broker_username)}   # the controller's broker user (ACL: reads/writes all)
+password = {json.dumps(broker_password)}
+password_file = {json.dumps(password_file)}   # the broker's password file (`enroll` adds nodes)
 protocol = "5"                   # "5" (message expiry on commands) or "3.1.1"
 keepalive_s = 30
 session_expiry_s = 86400         # broker keeps our subscriptions and queued `up` messages
@@ -332,4 +384,16 @@ window_s = 300.0                 # RTT / loss / disconnect window grading each l
 [ingest]
 batch_max = 500                  # messages merged per SQLite transaction
 synchronous = "full"             # SQLite durability: "full" or "normal"
+
+[tls]
+dir = "tls"                      # the fleet's CA (`cloud-controller tls init`) and issued certs
+cert_days = 397                  # validity of issued certificates (rotate before they expire)
+
+[agents]                         # how agents reach the broker: what `enroll` bundles
+broker_host = {json.dumps(agents_host)}   # as agents dial it (empty: broker.host)
+broker_port = {agents_port}
+tls = true
+mutual_tls = false               # true: enroll issues a client certificate per node
 """
+    parse_config(tomllib.loads(text))
+    return text

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import tomllib
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
 
-from cloud.cli import main as controller_main
 from cloud.credentials import add_credentials
 from simulations.testbed.broker import MosquittoBroker
 
@@ -59,30 +56,3 @@ def test_invalid_node_id_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         add_credentials(tmp_path / "passwd", "a/b")
 
-
-def test_cli_prints_an_agent_snippet(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    passwd = tmp_path / "passwd"
-    rc = controller_main(
-        [
-            "credentials",
-            "add",
-            "edge-7",
-            "--password-file",
-            str(passwd),
-            "--broker-host",
-            "mqtt.example",
-            "--json",
-        ]
-    )
-    assert rc == 0
-    out = json.loads(capsys.readouterr().out)
-    snippet = tomllib.loads(out["agent_config"])
-    assert snippet["node"]["id"] == "edge-7"
-    assert snippet["broker"] == {
-        "host": "mqtt.example",
-        "port": 1883,
-        "username": "edge-7",
-        "password": out["password"],
-        "tls": False,
-    }
-    assert passwd.read_text().startswith("edge-7:")

@@ -17,12 +17,30 @@ every compared policy sees exactly the same faults.
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Timelines", "alternating", "merge_intervals", "poisson_intervals"]
+from shared.vocab import Tier
+from simulations.sim.scenario import Failures, LinkClass, Links
+from simulations.sim.topology import Topology
+
+__all__ = [
+    "CONTROL_BITS",
+    "Network",
+    "Path",
+    "Timelines",
+    "alternating",
+    "merge_intervals",
+    "poisson_intervals",
+]
+
+#: One control message (placement, lease, report) on the wire: 512 bytes.
+CONTROL_BITS = 512 * 8
+_INF = math.inf
 
 
 def alternating(
@@ -135,3 +153,204 @@ class Timelines:
             if i < len(st) and st[i] < t1 and (first is None or st[i] < first):
                 first = st[i]
         return first
+
+
+@dataclass(slots=True)
+class _Links:
+    """Per link id: one-way latency, jitter mean (s), bandwidth (bit/s), nJ/bit, WAN?"""
+
+    lat: list[float]
+    jit: list[float]
+    bw: list[float]
+    nj: list[float]
+    wan: list[bool]
+
+
+class Path:
+    """A precomputed path: link ids, latency sum, jitter mean, bottleneck, J/bit, WAN?
+    ``down`` lists the links of the path that ever go down (the only ones worth
+    checking; every link until the outages are drawn)."""
+
+    __slots__ = ("bw", "down", "j_per_bit", "jit", "lat", "links", "wan")
+
+    def __init__(self, links: tuple[int, ...], net: _Links) -> None:
+        self.links = self.down = links
+        self.lat = sum(net.lat[x] for x in links)
+        self.jit = sum(net.jit[x] for x in links)
+        self.bw = min((net.bw[x] for x in links), default=_INF)
+        self.j_per_bit = sum(net.nj[x] for x in links) * 1e-9
+        self.wan = any(net.wan[x] for x in links)
+
+
+class Network:
+    """The run's links, paths and outage timelines, and delivery over them.
+
+    Link ids: access link of device ``d`` = ``d``; metro link of site ``s`` =
+    ``metro + s``; WAN link of region ``r`` = ``wan + r``; the cloud LAN; node
+    ``g`` itself (``node + g``: its crashes); node ``g``'s own uplink (``up +
+    g``: a testbed partition of one agent). Paths: device → controller
+    (``dev_ctrl``), node → controller (``ctrl``), site → controller
+    (``site_ctrl``) and, per site, the node side of the device → node path
+    (``part[site][g]``, after the device's access link). Delivery counts the
+    bits on the links crossed: ``wan_bytes`` and ``link_j`` (LEAF J/bit)."""
+
+    def __init__(self, topo: Topology, links: Links, rng: np.random.Generator, seed: int) -> None:
+        S, R, D, G = topo.sites, topo.regions, topo.devices, topo.count
+        self.metro, self.wan, self.lan, self.node = D, D + S, D + S + R, D + S + R + 1
+        self.up = self.node + G
+        count = self.up + G
+        lat, jit, bw, nj, wan = (
+            [0.0] * count,
+            [0.0] * count,
+            [_INF] * count,
+            [0.0] * count,
+            [False] * count,
+        )
+
+        def fill(first: int, n: int, lc: LinkClass, is_wan: bool) -> None:
+            base = lc.latency_ms * rng.uniform(1 - lc.spread, 1 + lc.spread, n) / 1000.0
+            for i in range(n):
+                lat[first + i] = float(base[i])
+                jit[first + i] = lc.jitter_ms / 1000.0
+                bw[first + i] = lc.bandwidth_mbps * 1e6
+                nj[first + i] = lc.nj_per_bit
+                wan[first + i] = is_wan
+
+        fill(0, D, links.access, False)
+        fill(self.metro, S, links.metro, False)
+        fill(self.wan, R, links.wan, True)
+        fill(self.lan, 1, links.lan, False)
+        self.net = net = _Links(lat, jit, bw, nj, wan)
+
+        def P(*ids: int) -> Path:
+            return Path(tuple(ids), net)
+
+        M, W, L = self.metro, self.wan, self.lan
+        self.dev_ctrl = [P(d, M + topo.dev_site[d], W + topo.dev_site[d] % R, L) for d in range(D)]
+        self.ctrl: list[Path] = []
+        for g, n in enumerate(topo.nodes):
+            own = (self.node + g, self.up + g)
+            s, r = n.site, n.region
+            if n.tier is Tier.EDGE:
+                self.ctrl.append(P(M + s, W + r, L, *own))
+            elif n.tier is Tier.REGIONAL:
+                self.ctrl.append(P(W + r, L, *own))
+            elif n.tier is Tier.CLOUD:
+                self.ctrl.append(P(L, *own))
+            else:
+                self.ctrl.append(P(n.device, M + s, W + r, L, *own))
+        self.site_ctrl = [P(M + s, W + s % R, L) for s in range(S)]
+        self.part: list[dict[int, Path]] = []
+        for s in range(S):
+            r = s % R
+            parts: dict[int, Path] = {}
+            for g in topo.members(s):
+                n = topo.nodes[g]
+                own = (self.node + g, self.up + g)
+                if n.tier is Tier.EDGE:
+                    parts[g] = P(*own)
+                elif n.tier is Tier.REGIONAL:
+                    parts[g] = P(M + s, *own)
+                elif n.tier is Tier.CLOUD:
+                    parts[g] = P(M + s, W + r, L, *own)
+                else:
+                    parts[g] = P(n.device, *own)
+            self.part.append(parts)
+        self.tl = Timelines(count)
+        self.fallible: list[bool] = [False] * count
+        self.wan_bytes = 0.0
+        self.link_j = 0.0
+        self._exp_rng = np.random.default_rng([seed, 44])
+        self._exp_block: list[float] = []
+        self._exp_i = 0
+
+    def draw_failures(
+        self, topo: Topology, links: Links, failures: Failures, horizon: float, seed: int
+    ) -> None:
+        """Draw every outage timeline up front (the same for every policy)."""
+        rng = np.random.default_rng([seed, 22])
+        tl = self.tl
+        extra: dict[int, list[tuple[float, float]]] = {}
+        for r in range(topo.regions):
+            for a, b in poisson_intervals(
+                rng, failures.region_outage_per_h / 3600.0, failures.region_outage_s, horizon
+            ):
+                extra.setdefault(self.wan + r, []).append((a, b))
+                for s in range(r, topo.sites, topo.regions):
+                    extra.setdefault(self.metro + s, []).append((a, b))
+
+        def draw(first: int, count: int, lc: LinkClass) -> None:
+            for i in range(count):
+                ivs = alternating(rng, lc.mtbf_s, lc.mttr_s, horizon) + extra.get(first + i, [])
+                if ivs:
+                    tl.set(first + i, ivs)
+
+        draw(0, topo.devices, links.access)
+        draw(self.metro, topo.sites, links.metro)
+        draw(self.wan, topo.regions, links.wan)
+        draw(self.lan, 1, links.lan)
+        for g, n in enumerate(topo.nodes):
+            ivs = alternating(rng, n.cls.mtbf_s, n.cls.mttr_s, horizon)
+            if ivs:
+                tl.set(self.node + g, ivs)
+        self.mark_fallible()
+
+    def add_outages(self, link: int, intervals: Iterable[tuple[float, float]]) -> None:
+        """More down intervals on ``link`` (call ``mark_fallible`` after)."""
+        self.tl.set(link, self.tl.intervals(link) + list(intervals))
+
+    def mark_fallible(self) -> None:
+        """Keep in each path only the links that ever go down (for ``next_up``)."""
+        self.fallible = f = [st is not None for st in self.tl.starts]
+        paths = [*self.dev_ctrl, *self.ctrl, *self.site_ctrl]
+        paths += [p for parts in self.part for p in parts.values()]
+        for path in paths:
+            path.down = tuple(x for x in path.links if f[x])
+
+    def exp(self) -> float:
+        """A standard exponential draw (pre-drawn in blocks: much cheaper per call)."""
+        i = self._exp_i
+        if i >= len(self._exp_block):
+            self._exp_block = self._exp_rng.standard_exponential(1 << 16).tolist()
+            i = 0
+        self._exp_i = i + 1
+        return self._exp_block[i]  # type: ignore[no-any-return]
+
+    def is_up(self, path: Path, t: float) -> bool:
+        return not path.down or self.tl.next_up(path.down, t) <= t
+
+    def deliver(self, path: Path, t: float, bits: float = 0.0) -> float:
+        """Arrival time of a message of ``bits`` sent at ``t`` (held while a link is
+        down); the bits are counted on the path's links (energy, WAN bytes)."""
+        t0 = self.tl.next_up(path.down, t) if path.down else t
+        if bits:
+            self.link_j += bits * path.j_per_bit
+            if path.wan:
+                self.wan_bytes += bits / 8.0
+            t0 += bits / path.bw
+        return t0 + path.lat + (path.jit * self.exp() if path.jit > 0 else 0.0)
+
+    def deliver_data(self, dev: int, part: Path, t: float, bits: float) -> float:
+        """``deliver`` over device ``dev``'s access link followed by ``part`` (the
+        node side of the path), without building the joined path."""
+        net = self.net
+        if self.fallible[dev]:
+            t = self.tl.next_up((dev, *part.down), t)
+        elif part.down:
+            t = self.tl.next_up(part.down, t)
+        self.link_j += bits * (net.nj[dev] * 1e-9 + part.j_per_bit)
+        if part.wan:
+            self.wan_bytes += bits / 8.0
+        jit = net.jit[dev] + part.jit
+        bw = net.bw[dev] if net.bw[dev] < part.bw else part.bw
+        lat = net.lat[dev] + part.lat
+        return t + bits / bw + lat + (jit * self.exp() if jit > 0 else 0.0)
+
+    def crash_in(self, g: int, t0: float, t1: float) -> float | None:
+        """When node ``g`` crashes within ``[t0, t1)``, if it does."""
+        return self.tl.first_down((self.node + g,), t0, t1)
+
+    def control_links(self, path: Path) -> tuple[int, ...]:
+        """The links of a node's control path other than the node itself (whose
+        outage is a crash, not a partition)."""
+        return tuple(x for x in path.down if not self.node <= x < self.up)

@@ -138,6 +138,9 @@ class TaskType:
     max_disconnect_s: float = 300.0
     max_attempts: int = 3
     fail_rate: float = 0.0
+    #: a re-execution is harmless (``shared.model`` ``TaskSpec.idempotent``); the
+    #: ``harm`` metric counts re-executions of the others
+    idempotent: bool = False
 
 
 @dataclass(frozen=True, slots=True)

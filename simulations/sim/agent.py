@@ -1,0 +1,211 @@
+"""The simulated agents: a device's submission, and each attempt's timeline on its node.
+
+When a task appears at its device, a computing device that is cut off from the
+controller runs it itself when ``shared.autonomy`` says it is autonomous enough,
+the level allows it (``may_start``) and it has room (``admit``); otherwise the
+submission travels to the controller. When the controller places an attempt, its
+whole timeline is computed at once from the link timelines: placement message →
+(strong: lease request and grant from ``LeaseBook``) → input transfer → start
+cost + MI / MIPS → result at the device (strong: and the controller's ack). A
+crash of the node inside that window loses the attempt; a strong attempt whose
+control path stays down past its lease is fenced at the agent's deadline
+(``LeasePolicy.agent_deadline``). The attempt's end is one loop event.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from shared.autonomy import AutonomyLevel, admit, autonomy_level, connectivity, may_start
+from shared.consistency import LeaseBook, LeasePolicy
+from shared.health import clamp_level
+from shared.vocab import Level, Tier
+from simulations.sim.loop import Loop
+from simulations.sim.metrics import Counters
+from simulations.sim.network import CONTROL_BITS, Network, Path
+from simulations.sim.records import Attempt, Outcome, Task
+from simulations.sim.scenario import Controller as ControllerSpec
+from simulations.sim.scenario import TaskType
+from simulations.sim.topology import Topology
+
+__all__ = ["Agents"]
+
+_STRONG = Level.STRONG
+
+
+class Agents:
+    """Every device and node agent of the run (see the module docstring).
+
+    ``submit(task, t)`` hands a submission that reached the controller at ``t`` to
+    the controller; ``ended(attempt)`` is called at each attempt's stop time."""
+
+    def __init__(
+        self,
+        types: tuple[TaskType, ...],
+        spec: ControllerSpec,
+        topo: Topology,
+        net: Network,
+        leases: LeaseBook,
+        lease_policy: LeasePolicy,
+        open_on: list[list[Attempt]],
+        counters: Counters,
+        loop: Loop,
+    ) -> None:
+        self.types = types
+        self.spec = spec
+        self.topo = topo
+        self.net = net
+        self.leases = leases
+        self.lease_policy = lease_policy
+        #: the controller's attempts per node, until their report arrives
+        self.open_on = open_on
+        self.counters = counters
+        self.loop = loop
+        self.submit: Callable[[Task, float], None] = lambda task, t: None
+        self.ended: Callable[[Attempt], None] = lambda at: None
+
+    # ------------------------------------------------------------- devices
+    def arrive(self, task: Task) -> None:
+        """A task appears at its device at ``task.t_arr``: run it locally when the
+        device is cut off and autonomy allows, else send it to the controller."""
+        t = task.t_arr
+        net = self.net
+        path = net.dev_ctrl[task.dev]
+        since = net.tl.down_since(path.down, t)
+        g = self.topo.dev_node[task.dev]
+        if since is not None and g >= 0:
+            autonomy = autonomy_level(connectivity(t - since, self.spec.ack_period_s))
+            # a device's own submissions run as causal or eventual (docs/agent.md)
+            level = clamp_level(Level.CAUSAL, lo=task.lo, hi=task.hi)
+            if (
+                autonomy.rank >= AutonomyLevel.HIGHLY_AUTONOMOUS.rank
+                and level is not _STRONG
+                and may_start(level, None, t)
+                and self._admit_local(g, task)
+            ):
+                task.level = level
+                self._run_local(task, g, t)
+                return
+        t_c = net.deliver(path, t, CONTROL_BITS)
+        task.entered = task.t_ctrl = t_c
+        self.submit(task, t_c)
+
+    def _admit_local(self, g: int, task: Task) -> bool:
+        tt = self.types[task.tt]
+        topo = self.topo
+        cpus = float(topo.cpus[g])
+        free = float(topo.cpu_free[g])
+        decision = admit(
+            {"cpu": tt.cpu, "memory_mb": tt.memory_mb},
+            {"cpus": cpus, "memory_free_mb": float(topo.mem_free[g])},
+            {"cpu": cpus - free},
+            running=int(topo.running[g]),
+        )
+        return bool(decision) and tt.cpu <= free
+
+    def _run_local(self, task: Task, g: int, t: float) -> None:
+        """Autonomy: the device runs its own task while cut off (no controller round trips)."""
+        tt = self.types[task.tt]
+        self.topo.take(g, tt.cpu, tt.memory_mb)
+        self.counters.local_runs += 1
+        task.epoch += 1
+        at = Attempt(task, g, task.epoch, task.level, t, local=True)
+        at.t_recv = at.start = t
+        self._execute(at, task, tt, g, t, None)
+        self.counters.placed_tier[Tier.DEVICE] += 1
+        self.open_on[g].append(at)
+        self.loop.at(at.stop, self.ended, at)
+
+    # --------------------------------------------------------------- nodes
+    def start(self, task: Task, g: int, now: float) -> Attempt:
+        """The controller placed ``task`` on node ``g`` at ``now`` (resources already
+        taken): compute the attempt's timeline and schedule its end."""
+        tt = self.types[task.tt]
+        net = self.net
+        task.epoch += 1
+        level = task.level
+        at = Attempt(task, g, task.epoch, level, now)
+        self.counters.placed_tier[self.topo.node_tier[g]] += 1
+        ctrl = net.ctrl[g]
+        at.t_recv = t_recv = net.deliver(ctrl, now, CONTROL_BITS)
+        ready = t_recv
+        if level is _STRONG:
+            at.t_req = t_req = net.deliver(ctrl, t_recv, CONTROL_BITS)
+            decision = self.leases.request(
+                task_id=task.id,
+                node=self.topo.node_ids[g],
+                epoch=task.epoch,
+                duration_s=self.lease_policy.duration_s,
+                now=t_req,
+                placed_epoch=task.epoch,
+                placed_node=self.topo.node_ids[g],
+            )
+            ready = at.t_grant = net.deliver(ctrl, t_req, CONTROL_BITS)
+            if not decision.granted:  # the attempt may not start (docs/consistency.md)
+                at.stop, at.outcome = ready, Outcome.REFUSED
+                at.report = net.deliver(ctrl, ready, CONTROL_BITS)
+                self.open_on[g].append(at)
+                self.loop.at(at.stop, self.ended, at)
+                return at
+        # input data from the device to the node
+        if g == self.topo.dev_node[task.dev]:
+            t_in = t_recv
+            data_path = None
+        else:
+            data_path = net.part[task.site][g]
+            t_in = net.deliver_data(task.dev, data_path, t_recv, task.in_bits)
+        self._execute(at, task, tt, g, max(ready, t_in), data_path)
+        self.open_on[g].append(at)
+        self.loop.at(at.stop, self.ended, at)
+        return at
+
+    def _execute(
+        self, at: Attempt, task: Task, tt: TaskType, g: int, start: float, data_path: Path | None
+    ) -> None:
+        """Execution from ``start``: where it stops (crash, fence, failure) and when
+        its report and result arrive."""
+        topo = self.topo
+        at.start = start
+        at.end = end = start + topo.start_s[g] + task.mi / topo.mips[g]
+        stop, outcome = end, Outcome.OK
+        crash = self.net.crash_in(g, at.t_recv, end)
+        if crash is not None:
+            stop, outcome = crash, Outcome.LOST
+        if at.level is _STRONG and not at.local:
+            fence = self._fence_time(self.net.ctrl[g], at.t_recv, at.t_grant, stop)
+            if fence is not None and fence < stop:
+                stop, outcome = fence, Outcome.FENCED
+        if outcome == Outcome.OK and task.fail_u < tt.fail_rate:
+            outcome = Outcome.FAIL
+        at.stop, at.outcome = stop, outcome
+        self._finalise(at, task, g, data_path)
+
+    def _fence_time(self, ctrl: Path, t_recv: float, t_grant: float, stop: float) -> float | None:
+        """Where an outage of the control path outlasts the lease: the agent's deadline
+        (``LeasePolicy.agent_deadline`` from the last renewal sent before the outage)."""
+        net = self.net
+        links = net.control_links(ctrl)
+        a = net.tl.first_down(links, t_grant, stop)
+        if a is None:
+            return None
+        back = net.tl.next_up(links, a)
+        policy = self.lease_policy
+        period = policy.duration_s * policy.renew_fraction
+        last_send = t_recv + math.floor((a - t_recv) / period) * period
+        deadline = policy.agent_deadline(last_send, policy.duration_s)
+        return deadline if deadline < back else None
+
+    def _finalise(self, at: Attempt, task: Task, g: int, data_path: Path | None) -> None:
+        net = self.net
+        at.report = net.deliver(net.ctrl[g], at.stop, CONTROL_BITS)
+        if at.outcome != Outcome.OK:
+            return
+        if data_path is None:
+            at.t_done = at.stop
+        else:
+            at.t_done = net.deliver_data(task.dev, data_path, at.stop, task.out_bits)
+        if at.level is _STRONG:
+            # state changes count once the controller acknowledged them
+            ack_at_device = net.deliver(net.dev_ctrl[task.dev], at.report, CONTROL_BITS)
+            at.t_done = max(at.t_done, ack_at_device)

@@ -1,10 +1,15 @@
-"""``edge-agent``: ``init`` writes an example config, ``run`` runs the daemon, ``status`` asks a
-running agent through its local API."""
+"""``edge-agent``: ``join`` turns an enrolment bundle into a config, ``init`` writes an example
+config, ``run`` runs the daemon, ``status`` asks a running agent through its local API.
+
+The config is ``--config``, else ``$EDGE_AGENT_CONFIG``, else ``/etc/edge-agent/agent.toml``
+(where ``deploy/install-agent.sh`` puts it); ``--config`` and ``--json`` are accepted before or
+after the command."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import urllib.error
@@ -22,23 +27,65 @@ Continuum edge agent: runs the tasks the controller places on this device, keeps
 them when the uplink is gone (journal in SQLite, sync over MQTT when it returns), and accepts
 local work on a loopback HTTP API.
 
-  edge-agent init --path agent.toml     write a commented example config
-  edge-agent run --config agent.toml    run in the foreground (SIGTERM: drain and exit 0)
-  edge-agent status --config agent.toml show connectivity, queue, running tasks, outbox
+  edge-agent join BUNDLE                config, password and certificates from an enrolment
+                                        bundle (cloud-controller enroll NODE)
+  edge-agent init --path agent.toml     write a commented example config to fill in by hand
+  edge-agent run                        run in the foreground (SIGTERM: drain and exit 0)
+  edge-agent status                     show connectivity, queue, running tasks, outbox
 """
+
+DEFAULT_CONFIG = "/etc/edge-agent/agent.toml"
+
+
+def _common(*, top: bool) -> argparse.ArgumentParser:
+    """Options accepted before and after the command (defaults only on the top parser, so
+    a value given after the command is not overwritten)."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(
+        "--config",
+        default=None if top else argparse.SUPPRESS,
+        help=f"agent TOML (default $EDGE_AGENT_CONFIG or {DEFAULT_CONFIG})",
+    )
+    parent.add_argument(
+        "--json",
+        action="store_true",
+        default=False if top else argparse.SUPPRESS,
+        help="machine-readable output",
+    )
+    return parent
+
+
+def _config_path(args: argparse.Namespace) -> str:
+    return args.config or os.environ.get("EDGE_AGENT_CONFIG") or DEFAULT_CONFIG
 
 
 def _parser() -> argparse.ArgumentParser:
+    common = _common(top=False)
     parser = argparse.ArgumentParser(
         prog="edge-agent",
         description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[_common(top=True)],
     )
     parser.add_argument("--version", action="version", version=f"edge-agent {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    join = sub.add_parser(
+        "join",
+        parents=[common],
+        help="write this node's config and secrets from an enrolment bundle",
+        description="Decode BUNDLE (the token `cloud-controller enroll NODE` printed, a file "
+        "holding it, or - for stdin) into the config (--config) plus, beside it, "
+        "broker.password and the node's key (mode 0600), ca.crt and the node's certificate; "
+        "the result is validated as `edge-agent run` reads it.",
+    )
+    join.add_argument("bundle", metavar="BUNDLE", help="token, file or -")
+    join.add_argument("--state-dir", help="node.state_dir (default /var/lib/edge-agent)")
+    join.add_argument("--force", action="store_true", help="replace this node's config")
+
     init = sub.add_parser(
         "init",
+        parents=[common],
         help="write a commented example config",
         description="Write a commented example configuration (every key with its default).",
     )
@@ -57,26 +104,25 @@ def _parser() -> argparse.ArgumentParser:
     device.add_argument("--cert-file", help="broker.cert_file (mutual TLS)")
     device.add_argument("--key-file", help="broker.key_file (mutual TLS)")
 
-    run = sub.add_parser(
+    sub.add_parser(
         "run",
+        parents=[common],
         help="run the agent in the foreground",
         description="Run the agent. Logs go to stderr, as JSON lines when not on a terminal. "
         "SIGTERM/SIGINT: stop taking work, let running tasks finish for "
         "executor.shutdown_grace_s, persist, exit 0. Writes <state_dir>/agent.ready.json "
         '({"pid", "api_port", "node_id"}) once listening.',
     )
-    run.add_argument("--config", required=True, help="path of the TOML config")
 
     status = sub.add_parser(
         "status",
+        parents=[common],
         help="show a running agent's state",
         description="Ask the running agent (local API, port from the config or from "
         "agent.ready.json) for connectivity, autonomy level, queue, running tasks, outbox depth "
         "and last sync.",
     )
-    status.add_argument("--config", default="agent.toml", help="path of the TOML config")
     status.add_argument("--port", type=int, help="local API port (overrides the config)")
-    status.add_argument("--json", action="store_true", help="print the raw JSON")
     return parser
 
 
@@ -169,14 +215,50 @@ def _status(config_path: str, port: int | None, raw: bool) -> int:
     return 0
 
 
+def _join(args: argparse.Namespace) -> int:
+    from edge_agent.join import JoinError, join, read_bundle
+
+    try:
+        joined = join(
+            read_bundle(args.bundle),
+            Path(_config_path(args)),
+            state_dir=args.state_dir,
+            force=args.force,
+        )
+    except JoinError as exc:
+        print(f"edge-agent join: {exc}", file=sys.stderr)
+        return 1
+    b = joined.bundle
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "config": str(joined.config),
+                    "node_id": b.node_id,
+                    "files": [str(p) for p in joined.written],
+                }
+            )
+        )
+        return 0
+    tls = ("mutual TLS" if b.mutual_tls else "TLS") if b.tls else "no TLS"
+    print(
+        f"wrote {joined.config} for {b.node_id} ({b.tier}): broker {b.broker_host}:"
+        f"{b.broker_port}, {tls}; secrets beside it (0600)"
+    )
+    print(f"start it: systemctl restart edge-agent, or edge-agent run --config {joined.config}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.command == "join":
+            return _join(args)
         if args.command == "init":
             return _init(args)
         if args.command == "run":
-            return _run(args.config)
-        return _status(args.config, args.port, args.json)
+            return _run(_config_path(args))
+        return _status(_config_path(args), args.port, args.json)
     except ValidationError as exc:
         print(str(exc), file=sys.stderr)
         return 2

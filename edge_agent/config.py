@@ -52,6 +52,7 @@ class BrokerConfig:
     port: int = 1883
     username: str = ""
     password: str = ""
+    password_file: str = ""  # the password's first line (0600; written by `edge-agent join`)
     tls: bool = False
     ca_file: str = ""
     cert_file: str = ""
@@ -197,6 +198,15 @@ def parse_config(data: Mapping[str, Any], *, env: Mapping[str, str] | None = Non
         broker = {f.name: getattr(cfg.broker, f.name) for f in fields(BrokerConfig)}
         broker["password"] = env["EDGE_AGENT_BROKER_PASSWORD"]
         cfg = AgentConfig(**{**sections, "broker": BrokerConfig(**broker)}, log_level=log_level)
+    if not cfg.broker.password and cfg.broker.password_file:
+        try:
+            secret = Path(cfg.broker.password_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            problems.append(Problem("broker.password_file", f"cannot read: {exc.strerror}"))
+        else:
+            broker = {f.name: getattr(cfg.broker, f.name) for f in fields(BrokerConfig)}
+            broker["password"] = secret
+            cfg = AgentConfig(**{**sections, "broker": BrokerConfig(**broker)}, log_level=log_level)
     problems.extend(_semantic_problems(cfg))
     if problems:
         raise ValidationError(problems, what="agent config")
@@ -259,14 +269,15 @@ log_level = "info"                # debug | info | warning | error
 id = "edge-1"                     # letters, digits, . _ - ; also the broker username
 tier = "edge"                     # device | edge | regional | cloud
 state_dir = "/var/lib/edge-agent" # journal.sqlite, runs/, agent.ready.json
-[node.labels]
-site = "plant-a"
+[node.labels]                     # placement constraints match these, e.g.:
+# site = "plant-a"
 
 [broker]
 host = "127.0.0.1"                # empty = find it with zeroconf (_mqtt._tcp.local.)
 port = 1883
 username = ""                     # per-agent credentials: username = node id
 password = ""                     # or set EDGE_AGENT_BROKER_PASSWORD
+password_file = ""                # or read it from this file (0600; `edge-agent join`)
 tls = false
 ca_file = ""                      # CA bundle; with cert_file/key_file: mutual TLS
 cert_file = ""

@@ -1,0 +1,36 @@
+"""Authorisation of what nodes write, decided in the pure core (see ``docs/security.md``).
+
+``authorize_delta`` splits a node's CRDT delta into what it may write and why the
+rest was refused; ``may_read`` says which records a node may be sent; ``accept_seq``
+bounds how far a node moves its acknowledged outbox mark; ``pinned_to_origin`` keeps
+agent-originated tasks on their node. ``local_task_id``/``origin_of`` define the id
+namespace a node creates tasks in.
+"""
+
+from shared.authz._merge import (
+    DEFAULT_POLICY,
+    MergePolicy,
+    Reason,
+    Refusal,
+    Verdict,
+    accept_seq,
+    authorize_delta,
+    may_read,
+    pinned_to_origin,
+)
+from shared.authz._namespace import LOCAL_TOKEN_HEX, local_task_id, origin_of
+
+__all__ = [
+    "DEFAULT_POLICY",
+    "LOCAL_TOKEN_HEX",
+    "MergePolicy",
+    "Reason",
+    "Refusal",
+    "Verdict",
+    "accept_seq",
+    "authorize_delta",
+    "local_task_id",
+    "may_read",
+    "origin_of",
+    "pinned_to_origin",
+]

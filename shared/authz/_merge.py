@@ -1,0 +1,282 @@
+"""What a node may write into the controller's task records, decided before the merge.
+
+An edge device is the least trusted party of a fleet (it may be stolen), and the
+broker's ACL only keeps it on its own topics: what it *says* there is checked here.
+:func:`authorize_delta` splits a delta from node ``N`` into the part ``N`` may write
+and the reasons the rest was refused. ``N``'s rights over one task record:
+
+- **attempts** under its own dots (``(N, counter)``, run by ``N``): a new one only on a
+  task placed on ``N`` at the attempt's epoch; an existing one only moving its status
+  up, at the same epoch (a success's result is final).
+- **placement**: never a decision of its own, with two narrow exceptions: the
+  epoch-0 placement on itself of a task it originated, and a restamp of the
+  placement in force on itself (same epoch, node, level and lease: the agent keeps
+  its own copy of each ``place`` it receives).
+- **spec** and **cancel flag**: only on tasks it originated (the spec only when the
+  record has none yet).
+- **new records**: only with a spec, in its own id namespace (``shared.authz._namespace``),
+  while it has fewer than the quota of active tasks it originated.
+- **causal context**: only its own events. Another writer's event it names that the
+  record lacks is refused; its own events are kept only when nothing of the delta
+  was refused, so the record never claims an event whose content was not stored.
+
+Anything the record already holds (or that loses the join) is dropped silently: a
+full record sent back by an honest node repeats what the controller told it.
+Pure: the caller supplies the record, its origin and the node's active count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Any, NamedTuple
+
+from shared.authz._namespace import origin_of
+from shared.clocks import VersionVector
+from shared.crdt import Attempt, Dot, Placement, TaskRecord, merge
+
+__all__ = [
+    "DEFAULT_POLICY",
+    "MergePolicy",
+    "Reason",
+    "Refusal",
+    "Verdict",
+    "accept_seq",
+    "authorize_delta",
+    "may_read",
+    "pinned_to_origin",
+]
+
+
+class Reason(StrEnum):
+    """Why part of a node's message was refused (a metric label: a closed set)."""
+
+    UNKNOWN_TASK = "unknown_task"  # a record the controller never saw, without its spec
+    NAMESPACE = "namespace"  # a new record outside the node's id namespace
+    QUOTA = "quota"  # the node already has its quota of active originated tasks
+    SPEC = "spec"
+    PLACEMENT = "placement"
+    CANCEL = "cancel"
+    FOREIGN_ATTEMPT = "foreign_attempt"  # another writer's dot, or run by another node
+    NOT_PLACED = "not_placed"  # a new attempt on a task not placed on the node at that epoch
+    REWRITE = "rewrite"  # an own attempt changed without moving its status up
+    CONTEXT = "context"  # another writer's event the record lacks
+    SEQ_JUMP = "seq_jump"  # an outbox sequence number far beyond the last one
+
+
+class Refusal(NamedTuple):
+    reason: Reason
+    detail: str
+
+
+class Verdict(NamedTuple):
+    """``accepted``: the delta to merge (``None``: nothing); ``refusals``: the rest, why."""
+
+    accepted: TaskRecord | None
+    refusals: tuple[Refusal, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MergePolicy:
+    """``max_originated``: active (pending or running) tasks a node may have created;
+    ``max_seq_step``: how far one message may move a node's acknowledged outbox mark."""
+
+    max_originated: int = 1_000
+    max_seq_step: int = 100_000
+
+
+DEFAULT_POLICY = MergePolicy()
+
+_NO_ATTEMPTS: Mapping[Dot, Attempt] = MappingProxyType({})
+
+
+def authorize_delta(
+    node: str,
+    current: TaskRecord | None,
+    delta: TaskRecord,
+    *,
+    origin: str | None,
+    originated: int,
+    policy: MergePolicy = DEFAULT_POLICY,
+) -> Verdict:
+    """The part of ``delta`` (from ``node``) that may be merged into ``current``.
+
+    ``current`` is the controller's record (``None``: never seen); ``origin`` the node
+    that created it (``None``: the controller's API); ``originated`` the number of
+    active tasks ``node`` created (for the quota). Merging ``accepted`` into
+    ``current`` changes nothing outside ``node``'s rights (see the module docstring).
+    """
+    task_id = delta.task_id
+    if current is None:
+        refusal = _creation_refused(node, delta, originated, policy)
+        if refusal is not None:
+            return Verdict(None, (refusal,))
+        base, owns = TaskRecord(task_id), True
+    else:
+        base, owns = current, origin == node
+    refusals: list[Refusal] = []
+    spec = _spec(base, delta.spec, owns, refusals)
+    placement = _placement(node, base, delta.placement, owns, refusals)
+    in_force = base.placement if placement is None else placement
+    attempts = _attempts(node, base, delta.attempts, in_force, refusals)
+    cancel = delta.cancel_requested and not base.cancel_requested
+    if cancel and not owns:
+        refusals.append(Refusal(Reason.CANCEL, "only the task's origin may cancel it"))
+        cancel = False
+    foreign = _foreign_events(node, base, delta)
+    if foreign:
+        refusals.append(Refusal(Reason.CONTEXT, f"events the record lacks: {foreign}"))
+    context, dots = VersionVector(), frozenset[Dot]()
+    if not refusals:
+        context = VersionVector({node: delta.context.get(node)})
+        dots = frozenset(dot for dot in delta.dots if dot[0] == node)
+    if not (spec or placement or attempts or cancel or context or dots):
+        return Verdict(None, tuple(refusals))
+    accepted = TaskRecord(task_id, spec, placement, attempts, cancel, context, dots)
+    return Verdict(accepted, tuple(refusals))
+
+
+def _creation_refused(
+    node: str, delta: TaskRecord, originated: int, policy: MergePolicy
+) -> Refusal | None:
+    if delta.spec is None:
+        return Refusal(Reason.UNKNOWN_TASK, "a new record must carry its spec")
+    owner = origin_of(delta.task_id)
+    if owner != node:
+        return Refusal(
+            Reason.NAMESPACE, f"a node creates only ids '{node}-<12 hex>', not {delta.task_id!r}"
+        )
+    if originated >= policy.max_originated:
+        return Refusal(
+            Reason.QUOTA, f"{originated} active tasks originated (at most {policy.max_originated})"
+        )
+    return None
+
+
+def _spec(
+    base: TaskRecord, spec: dict[str, Any] | None, owns: bool, refusals: list[Refusal]
+) -> dict[str, Any] | None:
+    if spec is None or spec == base.spec:
+        return None
+    if base.spec is None and owns:
+        return spec
+    refusals.append(Refusal(Reason.SPEC, "only the origin writes a spec, once"))
+    return None
+
+
+def _placement(
+    node: str,
+    base: TaskRecord,
+    new: Placement | None,
+    owns: bool,
+    refusals: list[Refusal],
+) -> Placement | None:
+    ours = base.placement
+    if new is None or not _wins(TaskRecord(base.task_id, placement=ours), placement=new):
+        return None
+    if ours is None and owns and new.epoch == 0 and new.node == node:
+        return new  # the origin's own placement of a task submitted on it
+    if (
+        ours is not None
+        and ours.node == node
+        and (new.epoch, new.node, new.level, new.lease_s)
+        == (ours.epoch, ours.node, ours.level, ours.lease_s)
+    ):
+        return new  # a restamp of the placement in force on this node
+    refusals.append(
+        Refusal(Reason.PLACEMENT, f"epoch {new.epoch} on {new.node}: only the controller places")
+    )
+    return None
+
+
+def _attempts(
+    node: str,
+    base: TaskRecord,
+    attempts: Mapping[Dot, Attempt],
+    in_force: Placement | None,
+    refusals: list[Refusal],
+) -> Mapping[Dot, Attempt]:
+    keep: dict[Dot, Attempt] = {}
+    for dot, attempt in attempts.items():
+        ours = base.attempts.get(dot)
+        if ours is not None and not _wins(
+            TaskRecord(base.task_id, attempts=MappingProxyType({dot: ours})),
+            attempts=MappingProxyType({dot: attempt}),
+        ):
+            continue
+        refusal = _attempt_refused(node, dot, attempt, ours, in_force)
+        if refusal is None:
+            keep[dot] = attempt
+        else:
+            refusals.append(refusal)
+    return MappingProxyType(keep) if keep else _NO_ATTEMPTS
+
+
+def _attempt_refused(
+    node: str, dot: Dot, attempt: Attempt, ours: Attempt | None, in_force: Placement | None
+) -> Refusal | None:
+    where = f"attempt {dot[0]}:{dot[1]}"
+    if dot[0] != node or attempt.node != node:
+        return Refusal(Reason.FOREIGN_ATTEMPT, f"{where} run by {attempt.node}")
+    if ours is None:
+        if in_force is None or in_force.node != node or in_force.epoch != attempt.epoch:
+            placed = "nowhere" if in_force is None else f"{in_force.node}@{in_force.epoch}"
+            return Refusal(Reason.NOT_PLACED, f"{where} at epoch {attempt.epoch}; placed {placed}")
+        return None
+    if attempt.status <= ours.status or attempt.epoch != ours.epoch:
+        return Refusal(
+            Reason.REWRITE, f"{where}: {ours.status.name} -> {attempt.status.name} is not forward"
+        )
+    return None
+
+
+def _wins(ours: TaskRecord, **theirs: Any) -> bool:
+    """Whether the join of ``ours`` with a record holding ``theirs`` differs from it."""
+    return merge(ours, TaskRecord(ours.task_id, **theirs)) is not ours
+
+
+def _foreign_events(node: str, base: TaskRecord, delta: TaskRecord) -> list[str]:
+    """Events of writers other than ``node`` named by ``delta`` that ``base`` lacks."""
+    lacking = [
+        f"{writer}:{count}"
+        for writer, count in delta.context.items()
+        if writer != node and count > base.context.get(writer)
+    ]
+    lacking.extend(
+        f"{writer}:{count}"
+        for writer, count in sorted(delta.dots)
+        if writer != node and count > base.context.get(writer) and (writer, count) not in base.dots
+    )
+    return lacking[:8]
+
+
+def may_read(node: str, rec: TaskRecord, origin: str | None) -> bool:
+    """Whether ``node`` may be sent ``rec`` (answering its digest): it originated the
+    task, it is placed there, or it ran an attempt of it."""
+    if origin == node or (rec.placement is not None and rec.placement.node == node):
+        return True
+    return any(attempt.node == node for attempt in rec.attempts.values())
+
+
+def accept_seq(
+    last: int, seq: int, policy: MergePolicy = DEFAULT_POLICY
+) -> tuple[int, Refusal | None]:
+    """The outbox mark to acknowledge for a message numbered ``seq`` when ``last`` is
+    acknowledged: ``seq`` itself within ``policy.max_seq_step``, else clamped there
+    (an honest node whose mark the controller lost still converges, a few steps at a
+    time; a forged 2**62 moves it one step)."""
+    limit = last + policy.max_seq_step
+    if seq <= limit:
+        return seq, None
+    return limit, Refusal(Reason.SEQ_JUMP, f"seq {seq} beyond {last} + {policy.max_seq_step}")
+
+
+def pinned_to_origin(origin: str | None, spec: Mapping[str, Any] | None) -> bool:
+    """An agent-originated task stays on its origin node unless its submitter chose a
+    placement mode (``placement.mode`` in the spec): then the controller may move it."""
+    if origin is None:
+        return False
+    placement = (spec or {}).get("placement") or {}
+    return placement.get("mode") is None

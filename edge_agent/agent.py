@@ -37,7 +37,7 @@ from shared.autonomy import (
     select_for_shedding,
 )
 from shared.clocks import HybridClock, Timestamp
-from shared.consistency import AgentLease, LeasePolicy
+from shared.consistency import AgentLease
 from shared.crdt import (
     AttemptStatus,
     Dot,
@@ -61,15 +61,16 @@ from shared.model import RetryPolicy, backoff_delay, parse_task_spec
 from shared.protocol import (
     PROTOCOL_VERSION,
     Ack,
+    AgentLeases,
     Cancel,
     Capacity,
     Deltas,
     Digest,
     Envelope,
+    GrantOutcome,
     Heartbeat,
     Hello,
     LeaseGrant,
-    LeaseRequest,
     LevelChange,
     Ping,
     Place,
@@ -136,7 +137,13 @@ class Agent:
         self.rng = random.Random()
         self.inbox: queue.Queue[tuple[Any, ...]] = queue.Queue()
         self.running: dict[str, _Running] = {}  # by attempt string
-        self.leases: dict[str, AgentLease] = {}  # by task id (strong tasks)
+        # Strong tasks' leases; the incarnation makes this process's request ids its own.
+        self.leases = AgentLeases(
+            uuid.uuid4().hex[:16],
+            period_s=cfg.autonomy.period_s,
+            margin_s=cfg.autonomy.lease_margin_s,
+            rng=self.rng,
+        )
         self.counters: Counter[str] = Counter()
         self.rtt_ms: deque[float] = deque(maxlen=64)
         self.started_mono = time.monotonic()
@@ -664,43 +671,58 @@ class Agent:
             if run.task_id == body.task_id and run.epoch == body.epoch:
                 run.level = body.level
                 if body.level != Level.STRONG:
-                    self.leases.pop(run.task_id, None)
+                    self.leases.drop(run.task_id)
                     self.executor.set_deadline(attempt, None)
                 # an upgrade to strong runs on until a lease is granted and fences from then
 
     def _on_lease_grant(self, env: Envelope, body: LeaseGrant) -> None:
-        lease = self.leases.get(body.task_id)
-        now = time.monotonic()
-        deadline = None
+        """Apply a grant or refusal that answers one of this process's outstanding
+        requests exactly (``AgentLeases.answer``); anything else is logged and ignored.
+        A final refusal (fencing) drops the epoch's queued attempt: it can never start."""
+        answer = self.leases.answer(body, time.monotonic())
+        task_id, epoch = body.task_id, body.epoch
         with self._txn():
             self._mark_seen(env)
-            if lease is None:
-                self._event("lease_ignored", body.task_id, epoch=body.epoch, granted=body.granted)
-                return
-            if not body.granted:
-                lease.refused(epoch=body.epoch, reason=body.reason)
-                self._event("lease_refused", body.task_id, epoch=body.epoch, reason=body.reason)
-                return
-            deadline = lease.granted(now, epoch=body.epoch, duration_s=body.duration_s)
-            if deadline is None:
-                self._event("lease_ignored", body.task_id, epoch=body.epoch, granted=True)
-                return
-            self._event(
-                "lease_granted",
-                body.task_id,
-                epoch=body.epoch,
-                duration_s=body.duration_s,
-                deadline=deadline,
-                mono=now,
-            )
-            for attempt, run in self.running.items():
-                if run.task_id == body.task_id:
-                    self.journal.db.execute(
-                        "UPDATE processes SET deadline = ? WHERE attempt = ?", [deadline, attempt]
-                    )
+            if answer.outcome == GrantOutcome.GRANTED:
+                self._event(
+                    "lease_granted",
+                    task_id,
+                    epoch=epoch,
+                    request_id=body.request_id,
+                    duration_s=body.duration_s,
+                    deadline=answer.deadline,
+                    mono=time.monotonic(),
+                )
+                for attempt, run in self.running.items():
+                    if run.task_id == task_id and run.epoch == epoch:
+                        self.journal.set_process_deadline(attempt, answer.deadline)
+            elif answer.outcome == GrantOutcome.IGNORED:
+                self._event(
+                    "lease_ignored",
+                    task_id,
+                    epoch=epoch,
+                    request_id=body.request_id,
+                    granted=body.granted,
+                    why=answer.reason,
+                )
+            else:
+                final = answer.outcome == GrantOutcome.REFUSED
+                self._event(
+                    "lease_refused",
+                    task_id,
+                    epoch=epoch,
+                    request_id=body.request_id,
+                    reason=answer.reason,
+                    final=final,
+                    retry_at=answer.retry_at,
+                )
+                if final:
+                    self.journal.remove_queued(task_id, epoch=epoch)
+        if answer.outcome != GrantOutcome.GRANTED:
+            return
         for attempt, run in self.running.items():
-            if run.task_id == body.task_id and run.level == Level.STRONG:
-                self.executor.set_deadline(attempt, deadline)
+            if run.task_id == task_id and run.epoch == epoch and run.level == Level.STRONG:
+                self.executor.set_deadline(attempt, answer.deadline)
 
     def _on_digest(self, env: Envelope, body: Digest) -> None:
         """The cloud's digest: queue what it lacks in the range the digest covers (through
@@ -899,8 +921,8 @@ class Agent:
                 continue
             deadline = None
             if row["level"] == Level.STRONG:
-                lease = self._lease_for(row["task_id"], row["epoch"], row["lease_s"])
-                self._maybe_request_lease(lease, now)
+                lease = self.leases.for_start(row["task_id"], row["epoch"], row["lease_s"], now)
+                self._request_lease(lease, now)
                 if not may_start(Level.STRONG, lease, now, epoch=row["epoch"]):
                     continue
                 deadline = lease.deadline
@@ -973,10 +995,7 @@ class Agent:
         )
         self.running[attempt] = _Running(row["task_id"], dot, row["epoch"], row["level"])
         with self._txn():
-            self.journal.db.execute(
-                "UPDATE processes SET watchdog_pid = ? WHERE attempt = ?",
-                [running.watchdog_pid, attempt],
-            )
+            self.journal.set_process_watchdog(attempt, running.watchdog_pid)
 
     def _fail_unstartable(self, rec: TaskRecord, row: dict[str, Any], reason: str) -> None:
         dot, delta = start_attempt(
@@ -1046,7 +1065,7 @@ class Agent:
             if status == AttemptStatus.FAILED and proc_row is not None:
                 self._maybe_retry(outcome.task_id, proc_row, failures + 1, outcome.reason)
         if outcome.reason == "fenced":
-            self.leases.pop(outcome.task_id, None)
+            self.leases.drop(outcome.task_id)
         self.executor.cleanup(outcome.task_id, outcome.attempt)
 
     def _maybe_retry(self, task_id: str, proc_row: dict[str, Any], failures: int, why: str) -> None:
@@ -1080,35 +1099,22 @@ class Agent:
         self._event("retry_scheduled", task_id, failures=failures, delay_s=round(delay, 3))
 
     # ---------------------------------------------------------------- leases (strong tasks)
-    def _lease_for(self, task_id: str, epoch: int, lease_s: float | None) -> AgentLease:
-        lease = self.leases.get(task_id)
-        if lease is None or lease.epoch != epoch:
-            duration = lease_s or self.cfg.autonomy.period_s
-            policy = LeasePolicy(
-                duration_s=duration,
-                min_duration_s=min(duration, 3.0),
-                max_duration_s=max(duration, 300.0),
-                agent_margin_s=self.cfg.autonomy.lease_margin_s,
-            )
-            lease = self.leases[task_id] = AgentLease(task_id, epoch, policy=policy)
-        return lease
-
-    def _maybe_request_lease(self, lease: AgentLease, now: float) -> None:
-        """Send a lease request when the shared lease rules say one is due. The request is
-        not journaled: a lost one is simply sent again; the deadline counts from its send."""
-        if not self.link_up or not lease.renew_due(now):
+    def _request_lease(self, lease: AgentLease, now: float) -> None:
+        """Send a lease request when one is due (``AgentLeases.due``). Not journaled: a
+        lost one is sent again; the deadline counts from its send. Recorded as sent even
+        if the publish fails: a grant for it then only starts the deadline earlier (safe)."""
+        if not self.link_up:
             return
-        # Recorded as sent even if the publish fails: a grant is then matched to this earlier
-        # send time, which only shortens the deadline (safe).
-        duration = lease.request(now)
-        body = LeaseRequest(task_id=lease.task_id, epoch=lease.epoch, duration_s=duration)
-        self._publish("up", "lease_request", body)
+        request = self.leases.due(lease, now)
+        if request is None:
+            return
+        self._publish("up", "lease_request", request)
         self.counters["lease_requests"] += 1
 
     def _renew_leases(self, now: float) -> None:
         for run in list(self.running.values()):
             if run.level == Level.STRONG:
-                self._maybe_request_lease(self._lease_for(run.task_id, run.epoch, None), now)
+                self._request_lease(self.leases.for_running(run.task_id, run.epoch), now)
 
     # ---------------------------------------------------------------- shedding
     def _shed(self) -> None:
@@ -1256,9 +1262,9 @@ class Agent:
                 )
                 if proc["level"] == Level.STRONG and proc.get("deadline"):
                     # The watchdog still fences at the recorded deadline; renew from now on.
-                    lease = self._lease_for(proc["task_id"], proc["epoch"], None)
-                    lease.deadline = proc["deadline"]
-                    lease.renew_at = time.monotonic()
+                    self.leases.adopt(
+                        proc["task_id"], proc["epoch"], proc["deadline"], time.monotonic()
+                    )
                 self._persist_event("adopted", proc["task_id"], attempt=proc["attempt"])
                 continue
             self._fail_lost(proc["task_id"], proc["attempt"], proc)

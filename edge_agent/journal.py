@@ -223,8 +223,12 @@ class Journal:
     def put_queued(self, row: dict[str, Any]) -> None:
         self._replace("queue", row)
 
-    def remove_queued(self, task_id: str) -> None:
-        self.db.execute("DELETE FROM queue WHERE task_id = ?", [task_id])
+    def remove_queued(self, task_id: str, *, epoch: int | None = None) -> None:
+        """Drop the task's queued entry (only if it is for ``epoch``, when given)."""
+        if epoch is None:
+            self.db.execute("DELETE FROM queue WHERE task_id = ?", [task_id])
+        else:
+            self.db.execute("DELETE FROM queue WHERE task_id = ? AND epoch = ?", [task_id, epoch])
 
     def queued(self) -> list[dict[str, Any]]:
         return list(self.db["queue"].rows)
@@ -232,6 +236,14 @@ class Journal:
     # processes -----------------------------------------------------------------------
     def put_process(self, row: dict[str, Any]) -> None:
         self._replace("processes", row)
+
+    def set_process_deadline(self, attempt: str, deadline: float | None) -> None:
+        self.db.execute("UPDATE processes SET deadline = ? WHERE attempt = ?", [deadline, attempt])
+
+    def set_process_watchdog(self, attempt: str, watchdog_pid: int) -> None:
+        self.db.execute(
+            "UPDATE processes SET watchdog_pid = ? WHERE attempt = ?", [watchdog_pid, attempt]
+        )
 
     def remove_process(self, attempt: str) -> None:
         self.db.execute("DELETE FROM processes WHERE attempt = ?", [attempt])

@@ -36,6 +36,12 @@ from shared.protocol._bodies import (
 )
 from shared.protocol._codec import MAX_JSON_DEPTH, decode, decode_from, encode
 from shared.protocol._envelope import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, Envelope
+from shared.protocol._lease_requests import (
+    FINAL_REFUSALS,
+    AgentLeases,
+    GrantAnswer,
+    GrantOutcome,
+)
 from shared.protocol._topics import (
     ALLOWED_TYPES,
     MAX_TOPIC_LEN,
@@ -53,6 +59,7 @@ __all__ = [
     "ALLOWED_TYPES",
     "BODY_TYPES",
     "DIGEST_PART_BYTES",
+    "FINAL_REFUSALS",
     "MAX_DELTAS",
     "MAX_DIGEST_ENTRIES",
     "MAX_DIGEST_VALUE_LEN",
@@ -68,12 +75,15 @@ __all__ = [
     "TOPIC_PREFIX",
     "TOPIC_RULES",
     "Ack",
+    "AgentLeases",
     "Body",
     "Cancel",
     "Capacity",
     "Deltas",
     "Digest",
     "Envelope",
+    "GrantAnswer",
+    "GrantOutcome",
     "Heartbeat",
     "Hello",
     "LeaseGrant",

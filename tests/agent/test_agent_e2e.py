@@ -198,7 +198,13 @@ def test_strong_task_is_fenced_at_its_lease_deadline_and_not_before(
         if grants:
             return None  # renewals go unanswered: the lease must run out
         grants.append(time.monotonic())
-        return LeaseGrant(task_id=req.task_id, epoch=req.epoch, granted=True, duration_s=3.0)
+        return LeaseGrant(
+            task_id=req.task_id,
+            epoch=req.epoch,
+            granted=True,
+            duration_s=3.0,
+            request_id=req.request_id,
+        )
 
     cloud.lease_answer = first_grant_only
     agent = make_agent().start()
@@ -536,7 +542,13 @@ def test_a_placement_with_an_older_epoch_is_ignored(
 
 def _always_grant(duration_s: float) -> Callable[[str, Any], LeaseGrant]:
     def answer(node: str, req: Any) -> LeaseGrant:
-        return LeaseGrant(task_id=req.task_id, epoch=req.epoch, granted=True, duration_s=duration_s)
+        return LeaseGrant(
+            task_id=req.task_id,
+            epoch=req.epoch,
+            granted=True,
+            duration_s=duration_s,
+            request_id=req.request_id,
+        )
 
     return answer
 

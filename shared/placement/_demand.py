@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from shared.learning import DEFAULT_WORK_S
 from shared.placement._table import TIERS, BoolArray
 from shared.vocab import Level, PlacementMode, Tier
 
@@ -34,6 +35,12 @@ class TaskDemand:
     data-locality terms; ``from_spec`` takes the spec's ``timeout_s`` unless the
     caller passes a measured estimate. ``exclude`` lists nodes a re-placement must
     move away from.
+
+    What the completion-time prediction reads: ``work_s`` the task's work in
+    reference-core seconds (``None``: unknown, read as ``DEFAULT_WORK_S`` capped at
+    ``runtime_s``; pass the learner's estimate), ``deadline_s`` seconds left until
+    the task's deadline (``None``: no deadline), ``output_mb`` the result's size,
+    ``idempotent`` whether a duplicate run is harmless.
     """
 
     task_id: str
@@ -50,6 +57,10 @@ class TaskDemand:
     level: Level = Level.CAUSAL
     mode: PlacementMode | None = None
     exclude: frozenset[str] = frozenset()
+    work_s: float | None = None
+    deadline_s: float | None = None
+    output_mb: float = 0.0
+    idempotent: bool = False
     shape: tuple[Any, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -78,6 +89,10 @@ class TaskDemand:
                 self.level,
                 self.mode,
                 self.exclude,
+                self.work_s,
+                self.deadline_s,
+                self.output_mb,
+                self.idempotent,
             ),
         )
 
@@ -89,10 +104,14 @@ class TaskDemand:
         level: Level | str | None = None,
         runtime_s: float | None = None,
         exclude: Iterable[str] = (),
+        work_s: float | None = None,
+        deadline_s: float | None = None,
     ) -> TaskDemand:
         """Read a canonical spec dict. An adaptive task (``consistency.level ==
         "adaptive"``) is placed at ``level`` when given, else at its ``max`` bound
-        (the level a healthy continuum gives it, DESIGN §5)."""
+        (the level a healthy continuum gives it, DESIGN §5). ``work_s`` (the
+        learner's estimate) wins over the spec's optional ``work_s`` hint;
+        ``deadline_s`` (the time left now) over the spec's ``deadline_s``."""
         resources = spec.get("resources") or {}
         placement = spec.get("placement") or {}
         consistency = spec.get("consistency") or {}
@@ -118,9 +137,19 @@ class TaskDemand:
             level=Level(level),
             mode=None if mode is None else PlacementMode(mode),
             exclude=frozenset(exclude),
+            work_s=_optional_float(work_s if work_s is not None else spec.get("work_s")),
+            deadline_s=_optional_float(
+                deadline_s if deadline_s is not None else spec.get("deadline_s")
+            ),
+            idempotent=bool(spec.get("idempotent", False)),
         )
 
     # -- derived hints (pure functions of the fields) ---------------------------
+    @property
+    def work(self) -> float:
+        """The work the prediction uses, reference-core seconds."""
+        return self.work_s if self.work_s is not None else min(DEFAULT_WORK_S, self.runtime_s)
+
     @property
     def latency_sensitivity(self) -> float:
         """0 without a latency bound; towards 1 as the bound tightens below the horizon."""
@@ -138,3 +167,7 @@ class TaskDemand:
         """Boolean per tier rank: allowed by the task (and by ``allowed``, the mode's)."""
         tiers = self.tiers if allowed is None else self.tiers & allowed
         return np.array([t in tiers for t in TIERS], dtype=np.bool_)
+
+
+def _optional_float(value: object) -> float | None:
+    return None if value is None else float(value)  # type: ignore[arg-type]

@@ -21,15 +21,18 @@ TOP_CANDIDATES = 5
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
-    """One ranked node: final score and the value of each term, in ``TERMS`` order."""
+    """One ranked node: final score and the value of each term named in ``names``
+    (``TERMS`` for the weighted-sum modes; the predicted finish broken into parts
+    and the margin, ``PREDICTION_TERMS``, for the ``adaptive`` mode)."""
 
     node_id: str
     score: float
     values: tuple[float, ...]
+    names: tuple[str, ...] = TERMS
 
     @property
     def terms(self) -> dict[str, float]:
-        return dict(zip(TERMS, self.values, strict=True))
+        return dict(zip(self.names, self.values, strict=True))
 
     def to_dict(self) -> dict[str, object]:
         return {"node": self.node_id, "score": self.score, "terms": self.terms}

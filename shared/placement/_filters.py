@@ -9,9 +9,10 @@ free resources at this moment. The two are kept apart (as Nomad's
 operator actions: fix the constraints, or add capacity.
 
 Order (``FILTERS``): the cheapest one-column tests first, labels (dictionary
-lookups, cached per table) and capacity later, and exhaustion last, because it is
-the only stage that depends on free resources, which change with every placement;
-everything before it depends only on the task's shape and the node's state.
+lookups, cached per table) and capacity later. Exhaustion (``first_exhausted``)
+runs after them, in the pipeline's dynamic half, because it is the only test that
+depends on free resources, which change with every placement; the filters depend
+only on the task's shape and the node's state.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ __all__ = [
     "FILTERS",
     "REASONS",
     "Filter",
-    "exhausted",
     "first_exhausted",
     "labels_match",
     "large_enough",
@@ -83,10 +83,15 @@ def link_up(table: NodeTable, demand: TaskDemand, mask: BoolArray) -> tuple[Bool
 def link_for_strong(
     table: NodeTable, demand: TaskDemand, mask: BoolArray
 ) -> tuple[BoolArray, Counts]:
-    """A strong task needs acknowledged state changes: not on a critical link."""
+    """A strong task needs acknowledged state changes: not on a critical link, unless
+    every remaining link is critical; then the ranking picks the least bad of them
+    rather than the task waiting for a link to recover."""
     if demand.level is not Level.STRONG:
         return mask, {}
-    return _keep(mask, table.link < _LINK_CRITICAL, "link_critical")
+    ok = table.link < _LINK_CRITICAL
+    if not np.any(mask & ok):
+        return mask, {}
+    return _keep(mask, ok, "link_critical")
 
 
 def latency_bound(
@@ -153,15 +158,6 @@ def first_exhausted(
     return np.where(
         np.greater(n0, f0), 0, np.where(np.greater(n1, f1), 1, np.where(np.greater(n2, f2), 2, -1))
     ).astype(np.int8)
-
-
-def exhausted(table: NodeTable, demand: TaskDemand, mask: BoolArray) -> tuple[BoolArray, Counts]:
-    """Last stage: drop nodes short of free resources now, counted per dimension."""
-    dims = first_exhausted(
-        (demand.cpu, demand.memory_mb, demand.disk_mb),
-        (table.cpu_free, table.memory_free, table.disk_free),
-    )
-    return mask & (dims < 0), dimension_counts(dims, mask)
 
 
 def dimension_counts(dims: npt.NDArray[np.int8], mask: BoolArray) -> Counts:

@@ -1,30 +1,41 @@
-"""The placement pipeline, assembled in one place: feasibility filters -> score
-terms over all feasible nodes at once -> selection with ties spread.
+"""The placement pipeline, in one implementation: feasibility filters -> ranking of
+every feasible node at once -> selection with ties spread.
 
-A decision is split in two halves (``Shape``): the *static* half depends only on
-the task's shape and the nodes' state (filters before exhaustion, every term but
-``fit``); the *dynamic* half (exhaustion and ``fit``) depends on free resources,
-which move with every placement. ``place`` runs both for one task;
-``place_batch`` computes the static half once per distinct shape and keeps the
-dynamic half current as it places (see ``_batch``).
+A decision is split in two halves. The *static* half (``Shape``, from
+``prepare``) depends only on the task's shape and the nodes' telemetry: the
+filters before exhaustion, and either the weighted sum of every score term but
+``fit`` (``_scoring``) or the parts of the predicted finish that do not move with
+placements (``_predict.timing``). The *dynamic* half depends on free resources
+and backlog, which move with every placement: exhaustion, then ``fit`` or the
+queue wait, utilisation and the deadline rule (``_predict.score``). It is
+evaluated with numpy over the shape's candidate rows for every decision, so a
+decision never reads stale state.
 
-Modes (DESIGN §6): ``cloud_only`` and ``edge_only`` restrict tiers; the
-``hybrid_static`` mode scores only the task's declared preferences (tier fit,
-preference order, best fit), no measured terms; ``hybrid_dynamic`` and
-``adaptive`` use every term; ``adaptive`` additionally arms the re-placement
+``place_batch`` places tasks in order, allocating each chosen node in the table;
+static halves are kept in a ``ShapeCache`` (least recently used, bounded in bytes:
+one per call unless the caller passes its own). ``place`` is the single-task form
+of the same code and leaves the table alone.
+
+Modes (``docs/placement.md``): ``adaptive`` ranks by predicted completion time
+(``PREDICTED_MODES``); ``cloud_only`` and ``edge_only`` restrict tiers;
+``hybrid_static`` scores only the task's declared preferences (tier fit,
+preference order, best fit); ``hybrid_dynamic``, ``cloud_only`` and ``edge_only``
+use the weighted sum of every term. ``adaptive`` also arms the re-placement
 triggers (``_triggers``), which the caller evaluates.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
-import numpy.typing as npt
 
+from shared.placement._cache import ShapeCache
 from shared.placement._demand import TaskDemand
 from shared.placement._explain import TOP_CANDIDATES, Candidate, Decision, Explanation
 from shared.placement._filters import FILTERS, Counts, dimension_counts, first_exhausted
+from shared.placement._predict import Timing, breakdown, score, timing
 from shared.placement._scoring import (
     MODE_TIERS,
     TERMS,
@@ -34,37 +45,56 @@ from shared.placement._scoring import (
     static_terms,
 )
 from shared.placement._select import order_by_rank, quantise, ranks, tie_seed
-from shared.placement._table import BoolArray, FloatArray, NodeTable
+from shared.placement._table import BoolArray, FloatArray, IntArray, NodeTable
 from shared.vocab import PlacementMode
 
-__all__ = ["DEFAULT_MODE", "DEFAULT_WEIGHTS", "Shape", "explain", "place", "prepare"]
+__all__ = [
+    "DEFAULT_MODE",
+    "DEFAULT_WEIGHTS",
+    "PREDICTED_MODES",
+    "Shape",
+    "place",
+    "place_batch",
+    "prepare",
+]
 
 DEFAULT_MODE = PlacementMode.HYBRID_DYNAMIC
 DEFAULT_WEIGHTS = Weights()
+#: Modes ranked by predicted completion time rather than the weighted sum.
+PREDICTED_MODES: frozenset[PlacementMode] = frozenset({PlacementMode.ADAPTIVE})
 
 
 @dataclass(slots=True)
 class Shape:
     """The static half of placing one task shape on one table.
 
-    ``mask``: nodes past every static filter; ``filtered``: drops by reason;
-    ``terms``: every column (``fit`` row left 0); ``static``: the weighted sum of
-    the non-``fit`` terms; ``need``/``count``/``wfit``: what the dynamic half needs.
+    ``mask``: nodes past every static filter, ``rows`` the same as indices;
+    ``filtered``: drops by reason; ``static``: per node, the weighted sum of the
+    non-``fit`` terms (0 off the mask, and everywhere in a predicted mode);
+    ``timing``: the prediction's static half over ``rows`` (predicted modes
+    only); ``need``/``count``/``wfit``: what the dynamic half needs.
     """
 
     demand: TaskDemand
     mode: PlacementMode
     mask: BoolArray
+    rows: IntArray
     filtered: Counts
-    terms: FloatArray
     static: FloatArray
+    timing: Timing | None
     need: tuple[float, float, float]
     count: float
     wfit: float
 
+    @property
+    def nbytes(self) -> int:
+        arrays = self.mask.nbytes + self.rows.nbytes + self.static.nbytes
+        return arrays + (self.timing.nbytes if self.timing is not None else 0)
+
 
 def prepare(table: NodeTable, demand: TaskDemand, mode: PlacementMode, weights: Weights) -> Shape:
-    """Run the static filters and terms for ``demand`` under an already resolved mode."""
+    """Run the static filters and the static half of the ranking for ``demand``
+    under an already resolved mode."""
     allowed = MODE_TIERS[mode]
     effective = demand if demand.tiers <= allowed else replace(demand, tiers=demand.tiers & allowed)
     mask = np.ones(len(table), dtype=np.bool_)
@@ -72,44 +102,83 @@ def prepare(table: NodeTable, demand: TaskDemand, mode: PlacementMode, weights: 
     for stage in FILTERS:
         mask, dropped = stage(table, effective, mask)
         filtered.update(dropped)
-    terms = static_terms(table, effective, mode)
-    w = weights.normalised(mode)
+    rows = np.flatnonzero(mask)
     static = np.zeros(len(table), dtype=np.float64)
-    for row, name in enumerate(TERMS):
-        if name != "fit" and w[name]:
-            static += w[name] * terms[row]
     need = (demand.cpu, demand.memory_mb, demand.disk_mb)
     count = float(max(1, sum(1 for n in need if n > 0)))
-    return Shape(effective, mode, mask, filtered, terms, static, need, count, w["fit"])
+    if mode in PREDICTED_MODES:
+        return Shape(
+            effective, mode, mask, rows, filtered, static, timing(table, effective, rows),
+            need, count, 0.0,
+        )  # fmt: skip
+    w = weights.normalised(mode)
+    terms = static_terms(table, effective, mode, rows)
+    for row, name in enumerate(TERMS):
+        if name != "fit" and w[name]:
+            static[rows] += w[name] * terms[row]
+    return Shape(effective, mode, mask, rows, filtered, static, None, need, count, w["fit"])
 
 
-def explain(
-    table: NodeTable,
-    shape: Shape,
-    top: npt.NDArray[np.intp],
-    fit: FloatArray,
-    total: FloatArray,
-    exhausted: Counts,
-) -> Decision:
-    """Build the decision from the ranked rows ``top`` (best first) and their
-    ``fit``/``total`` values."""
-    values = shape.terms[:, top]
-    values[0] = fit
+def _decide(table: NodeTable, shape: Shape, tie: int) -> Decision:
+    """The dynamic half: exhaustion, the rank of every remaining candidate, the
+    explanation of the best ``TOP_CANDIDATES``."""
+    rows = shape.rows
+    f0, f1, f2 = table.cpu_free[rows], table.memory_free[rows], table.disk_free[rows]
+    dims = first_exhausted(shape.need, (f0, f1, f2))
+    ok = dims < 0
+    pos = np.flatnonzero(ok)
+    cand = rows[pos]
+    demand = shape.demand
+    if shape.timing is not None:
+        total, _, queue, cost = score(table, demand, shape.timing, pos, cand)
+    else:
+        fit = fit_term(shape.need, shape.count, (f0[pos], f1[pos], f2[pos]))
+        total = shape.static[cand] + shape.wfit * fit
+    rank = ranks(quantise(total), table.hash[cand], tie)
+    top = order_by_rank(cand, rank, TOP_CANDIDATES)
+    best = cand[top]
+    if shape.timing is not None:
+        names, values = breakdown(
+            table, demand, shape.timing, pos[top], best, queue[top], cost[top]
+        )
+    else:
+        names = TERMS
+        matrix = static_terms(table, demand, shape.mode, best)
+        matrix[0] = fit[top]
+        values = [tuple(v) for v in matrix.T.tolist()]
     ids = table.ids
     candidates = tuple(
-        Candidate(ids[i], s, tuple(v))
-        for i, s, v in zip(top.tolist(), total.tolist(), values.T.tolist(), strict=True)
+        Candidate(ids[i], s, v, names)
+        for i, s, v in zip(best.tolist(), total[top].tolist(), values, strict=True)
     )
     chosen = candidates[0].node_id if candidates else None
     explanation = Explanation(
         mode=shape.mode,
         evaluated=len(table),
         filtered=shape.filtered,
-        exhausted=exhausted,
+        exhausted=dimension_counts(dims, ~ok),
         candidates=candidates,
         chosen=chosen,
     )
     return Decision(chosen, explanation)
+
+
+def _shape(
+    table: NodeTable,
+    demand: TaskDemand,
+    mode: PlacementMode | str,
+    weights: Weights,
+    cache: ShapeCache[Shape] | None,
+) -> Shape:
+    resolved = resolve_mode(demand, mode)
+    if cache is None:
+        return prepare(table, demand, resolved, weights)
+    key = (demand.shape, resolved, weights)
+    shape = cache.get(key)
+    if shape is None:
+        shape = prepare(table, demand, resolved, weights)
+        cache.put(key, shape, shape.nbytes)
+    return shape
 
 
 def place(
@@ -120,17 +189,44 @@ def place(
     weights: Weights = DEFAULT_WEIGHTS,
     seed: int = 0,
     epoch: int = 0,
+    cache: ShapeCache[Shape] | None = None,
 ) -> Decision:
     """Place one task. ``mode`` is the controller's default; the task's own
     ``placement.mode`` wins. Ties are broken by ``tie_seed(task_id, epoch, seed)``.
     Does not touch the table: the caller ``allocate`` s on the chosen node."""
-    shape = prepare(table, demand, resolve_mode(demand, mode), weights)
-    free = (table.cpu_free, table.memory_free, table.disk_free)
-    dims = first_exhausted(shape.need, free)
-    feasible = shape.mask & (dims < 0)
-    fit = fit_term(shape.need, shape.count, free)
-    total = shape.static + shape.wfit * fit
-    rows = np.flatnonzero(feasible)
-    rank = ranks(quantise(total[rows]), table.hash[rows], tie_seed(demand.task_id, epoch, seed))
-    top = rows[order_by_rank(rows, rank, TOP_CANDIDATES)]
-    return explain(table, shape, top, fit[top], total[top], dimension_counts(dims, shape.mask))
+    shape = _shape(table, demand, mode, weights, cache)
+    return _decide(table, shape, tie_seed(demand.task_id, epoch, seed))
+
+
+def place_batch(
+    table: NodeTable,
+    demands: Sequence[TaskDemand],
+    *,
+    mode: PlacementMode | str = DEFAULT_MODE,
+    weights: Weights = DEFAULT_WEIGHTS,
+    seed: int = 0,
+    epochs: Sequence[int] | None = None,
+    cache: ShapeCache[Shape] | None = None,
+) -> list[Decision]:
+    """Place ``demands`` in order, allocating each chosen node in ``table`` (its
+    resources, and its work on the backlog): each decision sees the ones before.
+
+    ``epochs`` (default all 0) feeds each task's tie seed. ``cache`` keeps static
+    halves across calls; it is only valid while the table's telemetry columns
+    stand (``clear()`` it after ``update``); by default a fresh one per call.
+    """
+    if epochs is not None and len(epochs) != len(demands):
+        raise ValueError("epochs must have one entry per demand")
+    shapes: ShapeCache[Shape] = cache if cache is not None else ShapeCache()
+    out: list[Decision] = []
+    for k, demand in enumerate(demands):
+        epoch = 0 if epochs is None else epochs[k]
+        decision = place(
+            table, demand, mode=mode, weights=weights, seed=seed, epoch=epoch, cache=shapes
+        )
+        if decision.node_id is not None:
+            table.allocate(
+                decision.node_id, demand.cpu, demand.memory_mb, demand.disk_mb, work_s=demand.work
+            )
+        out.append(decision)
+    return out

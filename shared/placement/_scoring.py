@@ -18,8 +18,9 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from shared.learning import EWMA_ALPHA, ewma
 from shared.placement._demand import TaskDemand
-from shared.placement._table import LINK_CODES, TIERS, FloatArray, NodeTable
+from shared.placement._table import LINK_CODES, TIERS, FloatArray, IntArray, NodeTable
 from shared.vocab import Level, LinkState, PlacementMode, Tier
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "EWMA_ALPHA",
     "LATENCY_FIT",
     "LEVEL_LINK_FACTOR",
+    "LINK_RISK_BY_CODE",
     "LINK_STATE_RISK",
     "MODE_TIERS",
     "TERMS",
@@ -90,11 +92,12 @@ LINK_STATE_RISK: dict[LinkState, float] = {
     LinkState.PARTITIONED: 1.0,
     LinkState.FAILED: 1.0,
 }
-_RISK_BY_CODE = np.array([LINK_STATE_RISK[s] for s in sorted(LINK_CODES, key=LINK_CODES.get)])  # type: ignore[arg-type]
+#: ``LINK_STATE_RISK`` indexed by the table's link code.
+LINK_RISK_BY_CODE = np.array(
+    [LINK_STATE_RISK[s] for s in sorted(LINK_CODES, key=LINK_CODES.get)]  # type: ignore[arg-type]
+)
 #: Guard for dividing by free resources (a zero-need dimension then gives 0).
 TINY = 1e-12
-#: Weight of the newest sample in the success-rate and failure-rate averages (0.9/0.1).
-EWMA_ALPHA = 0.1
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -135,11 +138,6 @@ def resolve_mode(demand: TaskDemand, default: PlacementMode | str) -> PlacementM
     return demand.mode if demand.mode is not None else PlacementMode(default)
 
 
-def ewma(old: float, sample: float, alpha: float = EWMA_ALPHA) -> float:
-    """Exponentially weighted moving average: ``(1 - alpha) * old + alpha * sample``."""
-    return (1.0 - alpha) * old + alpha * sample
-
-
 def update_success(old: float, succeeded: bool) -> float:
     """Success-rate EWMA after one run: ``0.9 * old + 0.1 * (1 if succeeded else 0)``."""
     return ewma(old, 1.0 if succeeded else 0.0)
@@ -163,50 +161,52 @@ def fit_term(
     ) / count
 
 
-def static_terms(table: NodeTable, demand: TaskDemand, mode: PlacementMode) -> FloatArray:
-    """All columns but ``fit`` (left 0), shape ``(len(TERMS), n)``."""
-    out = np.zeros((len(TERMS), len(table)), dtype=np.float64)
+def static_terms(
+    table: NodeTable, demand: TaskDemand, mode: PlacementMode, rows: IntArray
+) -> FloatArray:
+    """All columns but ``fit`` (left 0) for the table rows ``rows``, shape
+    ``(len(TERMS), len(rows))``."""
+    n = len(rows)
+    out = np.zeros((len(TERMS), n), dtype=np.float64)
+    tier = table.tier[rows]
     dynamic = mode is not PlacementMode.HYBRID_STATIC
     if dynamic:
-        out[1] = 1.0 - np.clip(table.load, 0.0, 1.0)
-        out[2] = np.clip(table.success, 0.0, 1.0)
+        out[1] = 1.0 - np.clip(table.load[rows], 0.0, 1.0)
+        out[2] = np.clip(table.success[rows], 0.0, 1.0)
     ls, cw = demand.latency_sensitivity, demand.compute_weight
     if ls + cw > 0:
         per_tier = np.array(
             [(ls * LATENCY_FIT[t] + cw * COMPUTE_FIT[t]) / (ls + cw) for t in TIERS]
         )
-        out[3] = per_tier[table.tier]
+        out[3] = per_tier[tier]
     if demand.preferred_tiers:
         order = demand.preferred_tiers
         per_tier = np.array(
             [(len(order) - order.index(t)) / len(order) if t in order else 0.0 for t in TIERS]
         )
-        out[4] = per_tier[table.tier]
+        out[4] = per_tier[tier]
     if not dynamic:
         return out
     if demand.data_size_mb > 0:
         # seconds to move the input over the measured uplink, as a share of the run
+        bandwidth = table.bandwidth[rows]
         transfer = np.divide(
-            demand.data_size_mb * 8.0,
-            table.bandwidth,
-            out=np.full(len(table), np.inf),
-            where=table.bandwidth > 0,
+            demand.data_size_mb * 8.0, bandwidth, out=np.full(n, np.inf), where=bandwidth > 0
         )
         share = np.where(
             np.isinf(transfer), 1.0, transfer / (transfer + max(demand.runtime_s, TINY))
         )
         if demand.data_source is not None:
-            share = np.where(table.source_mask(demand.data_source), 0.0, share)
+            share = np.where(table.source_mask(demand.data_source)[rows], 0.0, share)
         out[5] = -share
     factor = LEVEL_LINK_FACTOR[demand.level]
     if factor > 0:
         # P(no partition during the run) = exp(-rate * runtime); the link's grade adds risk
-        survive = np.exp(-table.partition_rate * (demand.runtime_s / 3600.0)) * (
-            1.0 - _RISK_BY_CODE[table.link]
+        survive = np.exp(-table.partition_rate[rows] * (demand.runtime_s / 3600.0)) * (
+            1.0 - LINK_RISK_BY_CODE[table.link[rows]]
         )
         out[6] = -factor * (1.0 - survive)
-    battery = table.battery
-    on_battery = ~np.isnan(battery)
+    battery = table.battery[rows]
     # a battery node always costs something; an empty one costs most
-    out[7] = np.where(on_battery, -(1.0 - 0.5 * np.clip(battery, 0.0, 100.0) / 100.0), 0.0)
+    out[7] = np.where(np.isnan(battery), 0.0, -(1.0 - 0.5 * np.clip(battery, 0.0, 100.0) / 100.0))
     return out

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from shared.learning import PRIOR_ERROR, TIER_POWER_W, TIER_SPEED
 from shared.vocab import LinkState, Tier
 
 __all__ = ["LINK_CODES", "TIERS", "NodeTable", "NodeView", "node_hash"]
@@ -41,6 +42,7 @@ _LINK_BY_CODE = {code: state for state, code in LINK_CODES.items()}
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
+IntArray = npt.NDArray[np.intp]
 
 
 def node_hash(node_id: str) -> int:
@@ -60,6 +62,15 @@ class NodeView:
     disk defaults to unlimited (a node that reports no disk is not disk-checked).
     ``data_sources`` names the data sets the node holds (a task whose
     ``data_source`` is the node's id or one of these needs no transfer).
+
+    What the completion-time prediction reads (all optional, with safe defaults):
+    ``speed`` the per-core speed relative to a server core (default: the tier's
+    prior, ``shared.learning.TIER_SPEED``; pass the learned one), ``backlog_s`` the
+    placed and unfinished work on the node in reference-core seconds (default 0),
+    ``power_w`` the watts one busy core adds (default: ``TIER_POWER_W`` of the
+    tier), ``wan`` whether data to and from the node crosses the WAN (default: cloud
+    tier only), ``error`` the node's learned prediction error,
+    ``|log(actual / predicted)|`` (default ``PRIOR_ERROR``).
     """
 
     node_id: str
@@ -81,6 +92,11 @@ class NodeView:
     battery_pct: float | None = None
     partition_rate_per_h: float = 0.0
     data_sources: frozenset[str] = frozenset()
+    speed: float | None = None
+    backlog_s: float = 0.0
+    power_w: float | None = None
+    wan: bool | None = None
+    error: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tier", Tier(self.tier))
@@ -93,6 +109,14 @@ class NodeView:
             object.__setattr__(self, "memory_free_mb", float(self.memory_mb))
         if self.disk_free_mb is None:
             object.__setattr__(self, "disk_free_mb", float(self.disk_mb))
+        if self.speed is None:
+            object.__setattr__(self, "speed", TIER_SPEED[self.tier])
+        if self.power_w is None:
+            object.__setattr__(self, "power_w", TIER_POWER_W[self.tier])
+        if self.wan is None:
+            object.__setattr__(self, "wan", self.tier is Tier.CLOUD)
+        if self.error is None:
+            object.__setattr__(self, "error", PRIOR_ERROR)
 
 
 # Telemetry columns ``update`` may set: NodeView field name -> table column.
@@ -109,6 +133,11 @@ _UPDATABLE = {
     "draining": "draining",
     "battery_pct": "battery",
     "partition_rate_per_h": "partition_rate",
+    "speed": "speed",
+    "backlog_s": "backlog",
+    "power_w": "power",
+    "wan": "wan",
+    "error": "error",
 }
 
 
@@ -119,8 +148,9 @@ class NodeTable:
     ``disk``, ``cpu_free``, ``memory_free``, ``disk_free``, ``running`` (float, for
     arithmetic), ``load``, ``success``, ``rtt_ms``, ``bandwidth``, ``link`` (int8,
     ``LINK_CODES``), ``draining`` (bool), ``battery`` (NaN on mains),
-    ``partition_rate``, ``hash`` (uint32 ``node_hash``). Label and data-source
-    lookups are answered as cached boolean masks.
+    ``partition_rate``, ``speed``, ``backlog``, ``power``, ``wan`` (bool),
+    ``error``, ``hash`` (uint32 ``node_hash``). Label and data-source lookups are
+    answered as cached boolean masks.
     """
 
     def __init__(self, views: Iterable[NodeView]) -> None:
@@ -152,6 +182,11 @@ class NodeTable:
         self.draining = np.fromiter((v.draining for v in rows), dtype=np.bool_, count=len(rows))
         self.battery = col(math.nan if v.battery_pct is None else v.battery_pct for v in rows)
         self.partition_rate = col(v.partition_rate_per_h for v in rows)
+        self.speed = col(v.speed for v in rows)  # type: ignore[misc]
+        self.backlog = col(v.backlog_s for v in rows)
+        self.power = col(v.power_w for v in rows)  # type: ignore[misc]
+        self.wan = np.fromiter((bool(v.wan) for v in rows), dtype=np.bool_, count=len(rows))
+        self.error = col(v.error for v in rows)  # type: ignore[misc]
         self.hash = np.fromiter((node_hash(i) for i in ids), dtype=np.uint32, count=len(rows))
         self._label_masks: dict[tuple[str, str], BoolArray] = {}
         self._source_masks: dict[str, BoolArray] = {}
@@ -219,27 +254,52 @@ class NodeTable:
             battery_pct=None if math.isnan(battery) else battery,
             partition_rate_per_h=float(self.partition_rate[i]),
             data_sources=self._sources[i],
+            speed=float(self.speed[i]),
+            backlog_s=float(self.backlog[i]),
+            power_w=float(self.power[i]),
+            wan=bool(self.wan[i]),
+            error=float(self.error[i]),
         )
 
     def views(self) -> list[NodeView]:
         return [self.view(nid) for nid in self.ids]
 
     # -- in-place updates ------------------------------------------------------
-    def allocate(self, node: int | str, cpu: float, memory_mb: float, disk_mb: float = 0.0) -> None:
-        """A task was placed on ``node``: take its resources, count it as running."""
+    def allocate(
+        self,
+        node: int | str,
+        cpu: float,
+        memory_mb: float,
+        disk_mb: float = 0.0,
+        *,
+        work_s: float = 0.0,
+    ) -> None:
+        """A task was placed on ``node``: take its resources, count it as running,
+        add its work (reference-core seconds) to the node's backlog."""
         i = self.index[node] if isinstance(node, str) else node
         self.cpu_free[i] -= cpu
         self.memory_free[i] -= memory_mb
         self.disk_free[i] -= disk_mb
         self.running[i] += 1
+        self.backlog[i] += work_s
 
-    def release(self, node: int | str, cpu: float, memory_mb: float, disk_mb: float = 0.0) -> None:
-        """A task on ``node`` ended: give its resources back (never above capacity)."""
+    def release(
+        self,
+        node: int | str,
+        cpu: float,
+        memory_mb: float,
+        disk_mb: float = 0.0,
+        *,
+        work_s: float = 0.0,
+    ) -> None:
+        """A task on ``node`` ended: give its resources back (never above capacity)
+        and take its work off the backlog (never below 0)."""
         i = self.index[node] if isinstance(node, str) else node
         self.cpu_free[i] = min(self.cpu_free[i] + cpu, self.cpus[i])
         self.memory_free[i] = min(self.memory_free[i] + memory_mb, self.memory[i])
         self.disk_free[i] = min(self.disk_free[i] + disk_mb, self.disk[i])
         self.running[i] = max(self.running[i] - 1.0, 0.0)
+        self.backlog[i] = max(self.backlog[i] - work_s, 0.0)
 
     def update(self, node_id: str, **values: object) -> None:
         """Refresh telemetry columns of one node, by ``NodeView`` field name

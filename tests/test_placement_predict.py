@@ -1,0 +1,122 @@
+"""The adaptive mode ranks by predicted completion time (``shared.placement._predict``)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from shared.placement import NodeTable, NodeView, TaskDemand, place, place_batch
+from shared.vocab import Level, LinkState, PlacementMode, Tier
+
+ADAPTIVE = PlacementMode.ADAPTIVE
+
+
+def _node(node_id: str, **kw: object) -> NodeView:
+    base: dict[str, object] = {"tier": Tier.EDGE, "cpus": 4, "memory_mb": 4096}
+    base.update(kw)
+    return NodeView(node_id=node_id, **base)  # type: ignore[arg-type]
+
+
+def _prediction(table: NodeTable, demand: TaskDemand) -> dict[str, dict[str, float]]:
+    decision = place(table, demand, mode=ADAPTIVE)
+    return {c.node_id: c.terms for c in decision.explanation.candidates}
+
+
+def test_a_node_twice_as_fast_is_predicted_twice_as_fast() -> None:
+    table = NodeTable([_node("slow", speed=1.0), _node("fast", speed=2.0)])
+    parts = _prediction(table, TaskDemand(task_id="t", work_s=3.0))
+    assert parts["slow"]["exec_s"] == pytest.approx(3.0)
+    assert parts["fast"]["exec_s"] == pytest.approx(1.5)
+    assert place(table, TaskDemand(task_id="t", work_s=3.0), mode=ADAPTIVE).node_id == "fast"
+
+
+def test_a_backlog_delays_the_prediction() -> None:
+    table = NodeTable([_node("idle"), _node("busy", backlog_s=8.0)])
+    parts = _prediction(table, TaskDemand(task_id="t", work_s=1.0))
+    assert parts["idle"]["queue_s"] == 0.0
+    assert parts["busy"]["queue_s"] == pytest.approx(8.0 / 4)  # backlog over its cores
+    assert parts["busy"]["finish_s"] == pytest.approx(parts["idle"]["finish_s"] + 2.0)
+
+
+def test_placing_adds_to_the_backlog_the_next_decision_sees() -> None:
+    table = NodeTable([_node("a", cpus=1), _node("b", cpus=1)])
+    first, second = place_batch(
+        table, [TaskDemand(task_id=f"t{i}", work_s=2.0) for i in range(2)], mode=ADAPTIVE
+    )
+    assert {first.node_id, second.node_id} == {"a", "b"}
+    assert sorted(table.backlog.tolist()) == [2.0, 2.0]
+    table.release(first.node_id, 0.1, 64.0, work_s=2.0)  # type: ignore[arg-type]
+    assert sorted(table.backlog.tolist()) == [0.0, 2.0]
+
+
+def test_a_deadline_excludes_a_slow_node_even_a_cheaper_one() -> None:
+    # the device is cheap (little power, no load) but cannot make the deadline
+    table = NodeTable(
+        [_node("device", tier=Tier.DEVICE, cpus=1, speed=0.25), _node("edge", load=0.9)]
+    )
+    demand = TaskDemand(task_id="t", work_s=1.0, deadline_s=2.0)
+    parts = _prediction(table, demand)
+    assert parts["device"]["margin_s"] < 0 < parts["edge"]["margin_s"]
+    assert place(table, demand, mode=ADAPTIVE).node_id == "edge"
+
+
+def test_among_safe_nodes_the_cheapest_wins() -> None:
+    # both make a loose deadline; the loaded node costs more (utilisation)
+    table = NodeTable([_node("loaded", load=0.95), _node("quiet", load=0.05)])
+    demand = TaskDemand(task_id="t", work_s=1.0, deadline_s=100.0)
+    assert place(table, demand, mode=ADAPTIVE).node_id == "quiet"
+
+
+def test_when_no_node_can_make_it_the_earliest_finish_wins() -> None:
+    table = NodeTable([_node("slow", speed=0.5), _node("fast", speed=1.0, load=1.0)])
+    demand = TaskDemand(task_id="t", work_s=10.0, deadline_s=1.0)
+    assert place(table, demand, mode=ADAPTIVE).node_id == "fast"
+
+
+def test_the_margin_grows_with_the_node_s_prediction_error() -> None:
+    # same finish (1 s) on both: only the node whose predictions were good is safe
+    table = NodeTable([_node("erratic", error=math.log(3.0)), _node("steady", error=0.05)])
+    demand = TaskDemand(task_id="t", work_s=1.0, deadline_s=1.5)
+    parts = _prediction(table, demand)
+    assert parts["erratic"]["margin_s"] < 0 < parts["steady"]["margin_s"]
+
+
+def test_round_trips_transfers_and_the_lease_are_counted() -> None:
+    table = NodeTable([_node("n", rtt_ms=100.0, bandwidth_mbps=80.0)])
+    demand = TaskDemand(task_id="t", work_s=1.0, data_size_mb=10.0, output_mb=1.0)
+    parts = _prediction(table, demand)["n"]
+    assert parts["dispatch_s"] == pytest.approx(0.05)
+    assert parts["transfer_s"] == pytest.approx(1.0)  # 10 MB * 8 / 80 Mbit/s
+    assert parts["return_s"] == pytest.approx(0.05 + 0.1)
+    strong = _prediction(table, TaskDemand(task_id="t", work_s=1.0, level=Level.STRONG))["n"]
+    assert strong["dispatch_s"] == pytest.approx(0.15)  # plus the lease round trip
+
+
+def test_without_a_deadline_the_explanation_has_no_margin() -> None:
+    table = NodeTable([_node("n")])
+    assert "margin_s" not in _prediction(table, TaskDemand(task_id="t"))["n"]
+
+
+def test_strong_work_goes_to_the_least_bad_node_when_every_link_is_critical() -> None:
+    critical = [
+        _node("worse", link_state=LinkState.CRITICAL, partition_rate_per_h=5.0),
+        _node("better", link_state=LinkState.CRITICAL),
+    ]
+    demand = TaskDemand(task_id="t", level=Level.STRONG)
+    for mode in (ADAPTIVE, PlacementMode.HYBRID_DYNAMIC):
+        assert place(NodeTable(critical), demand, mode=mode).node_id == "better"
+    # while a healthy link exists, critical ones stay excluded
+    mixed = NodeTable([*critical, _node("healthy", load=1.0, speed=0.1)])
+    decision = place(mixed, demand, mode=ADAPTIVE)
+    assert decision.node_id == "healthy"
+    assert decision.explanation.filtered == {"link_critical": 2}
+
+
+def test_defaults_keep_callers_that_supply_nothing_new_working() -> None:
+    view = NodeView(node_id="d", tier=Tier.DEVICE)
+    assert view.speed == 0.25 and view.backlog_s == 0.0 and view.wan is False
+    assert NodeView(node_id="c", tier=Tier.CLOUD).wan is True
+    table = NodeTable([view])
+    assert table.view("d") == view
+    assert place(table, TaskDemand(task_id="t"), mode=ADAPTIVE).node_id == "d"

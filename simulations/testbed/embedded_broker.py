@@ -9,7 +9,10 @@ sessions only when the session is *not anonymous*, so anonymous access is off
 and every client connects with a username (the node id). amqtt's anonymous-auth
 plugin in that mode accepts any username without checking a password: this is
 a loopback test broker, not a production one. Sessions live in memory, so a
-``restart()`` loses queued messages (Mosquitto's persistence keeps them).
+``restart()`` loses queued messages (Mosquitto's persistence keeps them). The broker
+process runs amqtt with the fixes of :mod:`.amqtt_fixes` (keep-alive enforced, QoS 1
+messages kept until acknowledged, clean session take-over, retained messages per own
+subscription): without them the demo lost messages and sessions after a heal.
 """
 
 from __future__ import annotations
@@ -80,9 +83,16 @@ class EmbeddedBroker:
         self.stop()
 
 
+#: Seconds past a client's keep-alive before the broker gives up on it (Mosquitto's 1.5x
+#: for the testbed's 5 s keep-alive): a client behind a cut link is then disconnected, its
+#: session queues its messages and its will fires.
+DISCONNECT_DELAY_S = 3
+
+
 def _config(host: str, port: int) -> dict[str, object]:
     return {
         "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}", "max_connections": 0}},
+        "timeout_disconnect_delay": DISCONNECT_DELAY_S,
         "plugins": {
             "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": False},
         },
@@ -90,9 +100,9 @@ def _config(host: str, port: int) -> dict[str, object]:
 
 
 async def _serve(host: str, port: int) -> None:
-    from amqtt.broker import Broker
+    from .amqtt_fixes import install
 
-    broker = Broker(_config(host, port))
+    broker = install()(_config(host, port))
     await broker.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

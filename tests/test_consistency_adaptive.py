@@ -10,7 +10,9 @@ from shared.consistency import (
     AdaptationPolicy,
     AdaptiveLevel,
     LevelTarget,
+    cost_target,
     level_bounds,
+    level_costs,
     target_level,
 )
 from shared.health import SystemHealth
@@ -168,3 +170,72 @@ def test_laws(a: Level, b: Level, fixed: bool, seq: list[tuple[float, Level]]) -
             assert any(h[0] <= now - dwell for h in run)
             assert all(h[1] is before and h[2].strength >= change.new.strength for h in run)
         last_change = now
+
+
+# -- the level by cost ---------------------------------------------------------------
+levels = st.sampled_from(list(Level))
+links = st.one_of(st.none(), st.sampled_from(list(LinkState)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    levels,
+    levels,
+    links,
+    st.floats(0, 1e4),
+    st.floats(0, 100),
+    st.one_of(st.none(), st.floats(0, 1e4)),
+    st.floats(0, 1e4),
+)
+def test_non_idempotent_work_is_never_hedged(
+    a: Level,
+    b: Level,
+    link: LinkState | None,
+    run_s: float,
+    rate: float,
+    slack: float | None,
+    rtt: float,
+) -> None:
+    lo, hi = (a, b) if a.strength <= b.strength else (b, a)
+    target = cost_target(
+        lo, hi, link=link, idempotent=False, run_s=run_s,
+        partition_rate_per_h=rate, slack_s=slack, rtt_ms=rtt,
+    )  # fmt: skip
+    assert lo.strength <= target.level.strength <= hi.strength
+    if hi is not E:
+        assert target.level is not E
+
+
+def test_a_steady_link_keeps_the_strongest_level() -> None:
+    for idempotent in (True, False):
+        target = cost_target(E, S, link=LinkState.HEALTHY, idempotent=idempotent, run_s=60.0)
+        assert target.level is S
+
+
+def test_idempotent_work_on_a_flaky_link_is_hedged_and_other_work_stays_causal() -> None:
+    kw = {"link": LinkState.DEGRADED, "run_s": 60.0, "partition_rate_per_h": 2.0}
+    assert cost_target(E, S, idempotent=True, **kw).level is E  # type: ignore[arg-type]
+    target = cost_target(E, S, idempotent=False, **kw)  # type: ignore[arg-type]
+    assert target.level is C
+    assert "link degraded" in target.reason and "not idempotent" in target.reason
+
+
+def test_costs_grow_with_the_outage_risk() -> None:
+    calm = level_costs(link=LinkState.HEALTHY, idempotent=False, run_s=60.0)
+    rough = level_costs(link=LinkState.CRITICAL, idempotent=False, run_s=60.0)
+    assert calm == {S: 0.0, C: 0.0, E: 0.0}
+    assert all(rough[lv] > calm[lv] for lv in Level)
+
+
+def test_strong_is_too_slow_when_its_round_trips_do_not_fit_the_slack() -> None:
+    kw = {"link": LinkState.HEALTHY, "idempotent": False, "run_s": 1.0, "rtt_ms": 400.0}
+    assert cost_target(C, S, slack_s=0.5, **kw).level is C  # type: ignore[arg-type]
+    assert cost_target(C, S, slack_s=5.0, **kw).level is S  # type: ignore[arg-type]
+
+
+def test_a_node_without_a_round_trip_sample_starts_from_the_prior_not_emergency() -> None:
+    target = cost_target(E, S, link=None, idempotent=True, run_s=60.0)
+    assert target.level is S and "no sample yet" in target.reason
+    cautious = AdaptationPolicy(prior_link=LinkState.CRITICAL)
+    target = cost_target(E, S, link=None, idempotent=True, run_s=60.0, policy=cautious)
+    assert target.level is E

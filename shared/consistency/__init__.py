@@ -7,11 +7,14 @@ clock) passed in. See ``docs/consistency.md``.
 """
 
 from shared.consistency._adaptive import (
+    DUPLICATE_HARM,
     AdaptationPolicy,
     AdaptiveLevel,
     LevelChanged,
     LevelTarget,
+    cost_target,
     level_bounds,
+    level_costs,
     target_level,
 )
 from shared.consistency._lease import (
@@ -25,6 +28,7 @@ from shared.consistency._lease import (
 from shared.consistency._replacement import Replacement, replacement_allowed
 
 __all__ = [
+    "DUPLICATE_HARM",
     "AdaptationPolicy",
     "AdaptiveLevel",
     "AgentLease",
@@ -35,7 +39,9 @@ __all__ = [
     "LevelChanged",
     "LevelTarget",
     "Replacement",
+    "cost_target",
     "level_bounds",
+    "level_costs",
     "replacement_allowed",
     "restart_deadline",
     "target_level",

@@ -13,25 +13,56 @@ moves the task's level toward the target with asymmetric damping:
 
 The seed's health-driven strategy had no hysteresis and no minimum time in a state,
 so it flapped; this is the fix. Every change is a ``LevelChanged`` with its reason.
+
+``cost_target`` computes the target by cost rather than by the health ladder: the
+expected cost of each level on the task's node now, in deadline misses. With
+``p`` the probability that the node's link is out during the run (its partition
+rate over the run and the risk of its current grade):
+
+- ``strong`` stalls through an outage (no lease renewal, no acknowledgement): a
+  miss with probability ``p``; and it needs about two extra round trips (lease,
+  acknowledgement), a sure miss when they do not fit in the slack;
+- ``causal`` keeps running and only its result waits: half of that, ``p / 2``;
+- ``eventual`` is re-placed at once (hedging): no waiting, but a duplicate run
+  with probability ``p``, which costs nothing for an ``idempotent`` task and
+  ``DUPLICATE_HARM`` misses for any other. ``causal`` duplicates only after a
+  confirmed loss (the first attempt most likely did not finish) and ``strong``
+  never, so they carry no duplicate harm.
+
+The cheapest level within the bounds wins; ties go to the stronger level (a
+healthy, steady link keeps the task at its ``max``). A node with no round-trip
+sample yet is graded ``AdaptationPolicy.prior_link``, not unknown-as-emergency:
+it has just talked to the controller.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from shared.health import SystemHealth, clamp_level, default_level
+from shared.learning import LINK_STATE_RISK
 from shared.vocab import Level, LinkState
 
 __all__ = [
+    "DUPLICATE_HARM",
     "AdaptationPolicy",
     "AdaptiveLevel",
     "LevelChanged",
     "LevelTarget",
+    "cost_target",
     "level_bounds",
+    "level_costs",
     "target_level",
 ]
+
+#: Harm of one duplicate run of a non-idempotent task, counted in deadline misses:
+#: a double payment or a double actuation is worse than being late.
+DUPLICATE_HARM = 10.0
+#: Extra round trips a strong attempt waits for: the lease, the acknowledgement.
+STRONG_ROUND_TRIPS = 2.0
 
 #: A node's link state read on the system-health ladder: a link is graded like a
 #: one-node system, and a partitioned or failed node is an emergency for its tasks.
@@ -50,8 +81,10 @@ class AdaptationPolicy:
 
     bad_samples: int = 2
     dwell_s: float = 60.0
+    prior_link: LinkState = LinkState.HEALTHY
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "prior_link", LinkState(self.prior_link))
         if self.bad_samples < 1 or self.dwell_s < 0:
             raise ValueError("bad_samples must be ≥ 1 and dwell_s ≥ 0")
 
@@ -85,6 +118,59 @@ def target_level(lo: Level, hi: Level, *, link: LinkState, system: SystemHealth)
     by_system = default_level(system, lo=lo, hi=hi)
     level = by_link if by_link.strength <= by_system.strength else by_system
     return LevelTarget(level=level, reason=f"link {link}, system {system}")
+
+
+def level_costs(
+    *,
+    link: LinkState,
+    idempotent: bool,
+    run_s: float,
+    partition_rate_per_h: float = 0.0,
+    slack_s: float | None = None,
+    rtt_ms: float = 0.0,
+) -> dict[Level, float]:
+    """Expected cost of running at each level on a node now, in deadline misses
+    (see the module doc). ``run_s``: how long the attempt is exposed (its predicted
+    run); ``slack_s``: time to spare before its deadline (``None``: no deadline)."""
+    survive = math.exp(-max(partition_rate_per_h, 0.0) * max(run_s, 0.0) / 3600.0)
+    p_out = 1.0 - survive * (1.0 - LINK_STATE_RISK[LinkState(link)])
+    late = slack_s is not None and STRONG_ROUND_TRIPS * rtt_ms / 1000.0 > slack_s
+    return {
+        Level.STRONG: 1.0 if late else p_out,
+        Level.CAUSAL: p_out / 2.0,
+        Level.EVENTUAL: p_out * (0.0 if idempotent else DUPLICATE_HARM),
+    }
+
+
+def cost_target(
+    lo: Level,
+    hi: Level,
+    *,
+    link: LinkState | None,
+    idempotent: bool,
+    run_s: float,
+    partition_rate_per_h: float = 0.0,
+    slack_s: float | None = None,
+    rtt_ms: float = 0.0,
+    policy: AdaptationPolicy | None = None,
+) -> LevelTarget:
+    """The cheapest level within ``[lo, hi]`` by ``level_costs`` (ties: the stronger).
+    ``link`` ``None``: no round trip measured yet, graded ``policy.prior_link``."""
+    graded = LinkState(link) if link is not None else (policy or AdaptationPolicy()).prior_link
+    costs = level_costs(
+        link=graded,
+        idempotent=idempotent,
+        run_s=run_s,
+        partition_rate_per_h=partition_rate_per_h,
+        slack_s=slack_s,
+        rtt_ms=rtt_ms,
+    )
+    allowed = [lv for lv in costs if lo.strength <= lv.strength <= hi.strength]
+    level = min(allowed, key=lambda lv: (costs[lv], -lv.strength))
+    shown = ", ".join(f"{lv} {costs[lv]:.3g}" for lv in allowed)
+    unsampled = "" if link is not None else " (no sample yet)"
+    kind = "idempotent" if idempotent else "not idempotent"
+    return LevelTarget(level=level, reason=f"cost {shown}: link {graded}{unsampled}, {kind}")
 
 
 def level_bounds(spec: Mapping[str, Any]) -> tuple[Level, Level, bool]:

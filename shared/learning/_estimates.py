@@ -31,13 +31,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.vocab import Tier
+from shared.vocab import LinkState, Tier
 
 __all__ = [
     "DEFAULT_WORK_S",
     "DRIFT_VAR",
     "EWMA_ALPHA",
     "HINT_SPREAD",
+    "LINK_STATE_RISK",
     "NO_HINT_SPREAD",
     "OBSERVATION_VAR",
     "PRIOR_ERROR",
@@ -85,6 +86,15 @@ DRIFT_VAR = math.log(1.1) ** 2
 #: Prediction error of a node with no finished attempt yet, ``|log(actual / predicted)|``:
 #: a factor of 1.5 either way.
 PRIOR_ERROR = math.log(1.5)
+#: Probability of trouble with the node's link during a run, from its current grade alone
+#: (partition statistics add to it): what placement's risk and the level costs read.
+LINK_STATE_RISK: dict[LinkState, float] = {
+    LinkState.HEALTHY: 0.0,
+    LinkState.DEGRADED: 0.25,
+    LinkState.CRITICAL: 0.5,
+    LinkState.PARTITIONED: 1.0,
+    LinkState.FAILED: 1.0,
+}
 #: Weight of the newest sample in the plain EWMAs (round trip, bandwidth, error, success).
 EWMA_ALPHA = 0.1
 

@@ -18,10 +18,10 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from shared.learning import EWMA_ALPHA, ewma
+from shared.learning import EWMA_ALPHA, LINK_STATE_RISK, ewma
 from shared.placement._demand import TaskDemand
 from shared.placement._table import LINK_CODES, TIERS, FloatArray, IntArray, NodeTable
-from shared.vocab import Level, LinkState, PlacementMode, Tier
+from shared.vocab import Level, PlacementMode, Tier
 
 __all__ = [
     "COMPUTE_FIT",
@@ -84,14 +84,6 @@ LATENCY_FIT: dict[Tier, float] = {
 #: How much a partition during the run hurts, by consistency level: a strong task
 #: stalls (its lease runs out), a causal one only delays, an eventual one is hedged.
 LEVEL_LINK_FACTOR: dict[Level, float] = {Level.STRONG: 1.0, Level.CAUSAL: 0.5, Level.EVENTUAL: 0.0}
-#: Extra risk of trouble during the run from the link's current grade.
-LINK_STATE_RISK: dict[LinkState, float] = {
-    LinkState.HEALTHY: 0.0,
-    LinkState.DEGRADED: 0.25,
-    LinkState.CRITICAL: 0.5,
-    LinkState.PARTITIONED: 1.0,
-    LinkState.FAILED: 1.0,
-}
 #: ``LINK_STATE_RISK`` indexed by the table's link code.
 LINK_RISK_BY_CODE = np.array(
     [LINK_STATE_RISK[s] for s in sorted(LINK_CODES, key=LINK_CODES.get)]  # type: ignore[arg-type]

@@ -27,8 +27,8 @@ from aiohttp import web
 
 from .api import build_app
 from .config import ControllerConfig
+from .controller import Controller
 from .metrics import ControllerMetrics
-from .service import Controller
 from .store import Store
 from .transport import MqttTransport
 

@@ -1,4 +1,4 @@
-"""A real controller (``cloud.service.Controller``) on a real Mosquitto, with scripted nodes.
+"""A real controller (``cloud.controller.Controller``) on a real Mosquitto, with scripted nodes.
 
 The controller object is driven directly: the test feeds it the messages the broker
 delivered (:meth:`Harness.pump`) and calls its ``tick``; its monotonic clock is a
@@ -23,8 +23,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from cloud.config import ControllerConfig, parse_config
+from cloud.controller import Controller
 from cloud.metrics import ControllerMetrics
-from cloud.service import Controller
 from cloud.store import Store
 from shared.clocks import HybridClock
 from shared.crdt import AttemptStatus, TaskRecord, merge, set_status, start_attempt

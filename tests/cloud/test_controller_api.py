@@ -17,8 +17,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from cloud_harness import make_config
 
 from cloud.api import ROUTES, build_app, openapi_document
+from cloud.controller import Controller
 from cloud.metrics import ControllerMetrics
-from cloud.service import Controller
 from cloud.store import Store
 
 TOKEN = "test-token"

@@ -142,7 +142,7 @@ def test_adaptive_level_goes_down_at_once_and_up_only_after_the_dwell(h: Harness
     n1.start("a", 1)
 
     def level() -> str:
-        return c.meta["a"].level.value  # type: ignore[union-attr]
+        return c.tasks.meta["a"].level.value  # type: ignore[union-attr]
 
     # Degraded link (RTT 150 ms): down one step on the second bad sample.
     bad_ticks = 0

@@ -1,0 +1,314 @@
+"""Messages from nodes, one handler per type: the controller's door for peer bytes.
+
+:meth:`Ingest.batch` decodes each message (``shared.protocol.decode_from``; bad
+input is rejected, counted and logged, never raised), receives its HLC, counts the
+node as heard and dispatches on the envelope type. Record deltas from a node are
+merged in exactly one place, :meth:`Ingest.merge_remote`; lease grants and
+refusals are sent from :meth:`Ingest._on_lease_request` only. After the batch,
+each changed task gets its reactions, ready work is placed and every node whose
+outbox advanced gets one cumulative ``ack``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, is_dataclass
+from typing import Any
+
+from shared.clocks import HybridClock, Timestamp
+from shared.crdt import TaskRecord, digest, missing, visible_status
+from shared.errors import ClockSkewError, RemoteProtocolError, SpecConflictError, ValidationError
+from shared.model import parse_task_spec
+from shared.protocol import Ack, Digest, Envelope, LeaseGrant, decode_from, digest_parts
+
+from .metrics import ControllerMetrics
+from .reactions import Reactions
+from .reconcile import Reconciler
+from .registry import NodeEntry, Registry
+from .scheduling import Scheduler
+from .store import LeaseRow, Store
+from .tasks import TaskMeta, TaskTable
+from .uow import UnitOfWork
+
+__all__ = ["Ingest"]
+
+log = logging.getLogger(__name__)
+
+#: Records changed by a batch: task id -> the record before its first change.
+Changed = dict[str, TaskRecord | None]
+
+
+class Ingest:
+    def __init__(
+        self,
+        *,
+        clock: HybridClock,
+        registry: Registry,
+        tasks: TaskTable,
+        uow: UnitOfWork,
+        store: Store,
+        scheduler: Scheduler,
+        reconciler: Reconciler,
+        reactions: Reactions,
+        metrics: ControllerMetrics,
+    ) -> None:
+        self.clock = clock
+        self.registry = registry
+        self.tasks = tasks
+        self.uow = uow
+        self.store = store
+        self.scheduler = scheduler
+        self.reconciler = reconciler
+        self.reactions = reactions
+        self.metrics = metrics
+        self.acked: dict[str, int] = {}  # node -> outbox sequence merged and durable
+        # Envelope type -> handler: the types a node may send us (decode_from has
+        # already checked the type against the topic).
+        self._handlers: dict[str, Callable[[NodeEntry, Envelope, float, Changed], None]] = {
+            "hello": self._on_hello,
+            "presence": self._on_presence,
+            "telemetry": self._on_telemetry,
+            "pong": self._on_pong,
+            "heartbeat": self._on_heartbeat,
+            "deltas": self._on_deltas,
+            "lease_request": self._on_lease_request,
+            "digest": self._on_digest,
+        }
+        self._received: dict[str, Any] = {}
+        self._acked_now: set[str] = set()
+
+    def batch(self, messages: Iterable[tuple[str, bytes]], now: float) -> None:
+        """Handle one batch (inside the caller's unit of work)."""
+        changed: Changed = {}
+        self._acked_now = set()
+        for topic, payload in messages:
+            self._handle(topic, payload, now, changed)
+        for task_id, before in changed.items():
+            self.reactions.after_change(task_id, before)
+        self.scheduler.schedule(now)
+        for node_id in sorted(self._acked_now):
+            self.uow.queue(
+                node_id, "ack", Ack(up_to_seq=self.acked.get(node_id), heartbeat_id=None)
+            )
+
+    def reject(self, reason: str, detail: str, where: str) -> None:
+        self.metrics.rejected.labels(reason=reason).inc()
+        log.warning("rejected message on %s: %s (%s)", where, detail, reason)
+
+    def _handle(self, topic: str, payload: bytes, now: float, changed: Changed) -> None:
+        try:
+            env = decode_from(topic, payload)
+        except RemoteProtocolError as exc:
+            self.reject(exc.reason, str(exc), topic)
+            return
+        # decode_from checked that the sender is the topic's node (every kind we
+        # subscribe to is node-originated), so the topic need not be parsed again.
+        node_id = env.sender
+        wall = self.uow.wall_ms()
+        try:
+            self.clock.receive(Timestamp.decode(env.hlc), wall)
+        except ClockSkewError as exc:
+            self.reject("clock_skew", str(exc), topic)
+            return
+        except ValueError as exc:
+            self.reject("invalid", f"bad hlc: {exc}", topic)
+            return
+        handler = self._handlers.get(env.type)
+        if handler is None:
+            self.reject("unexpected_type", env.type, topic)
+            return
+        counter = self._received.get(env.type)
+        if counter is None:
+            counter = self._received[env.type] = self.metrics.messages.labels(type=env.type)
+        counter.inc()
+        entry = self.registry.ensure(node_id, now, wall)
+        entry.last_seen_ms = wall
+        self.reconciler.link_changes([entry.monitor.heard(now)], now)
+        handler(entry, env, now, changed)
+
+    # -- node state -------------------------------------------------------------------
+
+    def _on_hello(self, entry: NodeEntry, env: Envelope, now: float, _: Changed) -> None:
+        body = env.body
+        known = entry.registered
+        entry.registered = True
+        entry.tier = str(body.tier)
+        entry.labels = dict(body.labels)
+        cap = body.capacity
+        entry.capacity = {
+            "cpus": cap.cpus,
+            "memory_mb": cap.memory_mb,
+            "disk_mb": cap.disk_mb,
+            "battery_pct": cap.battery_pct,
+        }
+        entry.agent_version = body.agent_version
+        entry.api_port = body.api_port
+        entry.presence = "online"
+        self.uow.dirty_nodes.add(entry.node_id)
+        if known:
+            self.uow.event("node_reconciled", "hello from a known node", node_id=entry.node_id)
+        else:
+            self.uow.event("node_registered", "first hello", node_id=entry.node_id, tier=entry.tier)
+        self.reconciler.reconcile(entry.node_id)
+
+    def _on_presence(self, entry: NodeEntry, env: Envelope, now: float, _: Changed) -> None:
+        status = env.body.status
+        if status == entry.presence:
+            return
+        entry.presence = status
+        self.uow.dirty_nodes.add(entry.node_id)
+        if status == "offline":
+            self.reconciler.link_changes([entry.monitor.disconnected(now)], now)
+        else:
+            self.reconciler.link_changes([entry.monitor.reconnected(now)], now)
+
+    def _on_telemetry(self, entry: NodeEntry, env: Envelope, now: float, _: Changed) -> None:
+        body = env.body
+        entry.telemetry = asdict(body) if is_dataclass(body) else dict(vars(body))
+        self.uow.dirty_nodes.add(entry.node_id)
+
+    def _on_pong(self, entry: NodeEntry, env: Envelope, now: float, _: Changed) -> None:
+        change = self.registry.pong(entry.node_id, env.body.ping_id, now)
+        self.reconciler.link_changes([change], now)
+
+    def _on_heartbeat(self, entry: NodeEntry, env: Envelope, now: float, _: Changed) -> None:
+        self.uow.queue(
+            entry.node_id, "ack", Ack(up_to_seq=self.acked.get(entry.node_id), heartbeat_id=env.id)
+        )
+
+    # -- records ------------------------------------------------------------------------
+
+    def _on_deltas(self, entry: NodeEntry, env: Envelope, now: float, changed: Changed) -> None:
+        for delta in env.body.records:
+            self.merge_remote(entry.node_id, delta, changed)
+        if env.seq is not None:
+            self._advance_ack(entry.node_id, env.seq)
+            self._acked_now.add(entry.node_id)
+
+    def merge_remote(self, node_id: str, delta: TaskRecord, changed: Changed) -> None:
+        """Merge one record delta a node sent (the only place remote deltas join
+        the table); a bad delta is rejected alone, not its whole message."""
+        before = self.tasks.records.get(delta.task_id)
+        if delta.spec is not None and (before is None or before.spec is None):
+            # A task created on a node (local submission): its spec must be one
+            # shared.model would have produced, or placement and the API would
+            # trip over it later.
+            why = _spec_problem(delta.spec)
+            if why is not None:
+                self.reject("invalid_spec", f"task {delta.task_id}: {why}", f"node {node_id}")
+                self.uow.event("delta_rejected", why, task_id=delta.task_id, node_id=node_id)
+                return
+        # A delta for a task we never saw, without its spec, is kept: the join is
+        # order-free and the creation delta brings the spec.
+        if delta.task_id not in self.tasks.meta:
+            self.tasks.meta[delta.task_id] = TaskMeta(
+                submitted_ms=self.uow.wall_ms(), origin=node_id
+            )
+        try:
+            after = self.tasks.apply(delta)
+        except SpecConflictError as exc:
+            self.metrics.conflicts.inc()
+            self.uow.event(
+                "conflict", f"spec conflict: {exc}", task_id=delta.task_id, node_id=node_id
+            )
+            return
+        if after is not before and delta.task_id not in changed:
+            changed[delta.task_id] = before
+
+    def _advance_ack(self, node_id: str, seq: int) -> None:
+        """Cumulative ack: everything up to ``seq`` is merged and (once this
+        transaction commits) durable. Deltas are joins, so a redelivery below the
+        mark is harmless; the mark never goes back."""
+        if seq > self.acked.get(node_id, 0):
+            self.acked[node_id] = seq
+            self.uow.dirty_acks.add(node_id)
+
+    def _on_lease_request(self, entry: NodeEntry, env: Envelope, now: float, _: Changed) -> None:
+        """Grant, renew or refuse (fencing by epoch: ``shared.consistency.LeaseBook``)."""
+        req = env.body
+        node_id = entry.node_id
+        rec = self.tasks.records.get(req.task_id)
+        if rec is None or rec.placement is None:
+            granted, reason, duration = False, "unknown_task", 0.0
+        elif rec.cancel_requested or visible_status(rec).terminal:
+            granted, reason = False, "cancelled" if rec.cancel_requested else "terminal"
+            duration = 0.0
+        else:
+            decision = self.tasks.leases.request(
+                task_id=req.task_id,
+                node=node_id,
+                epoch=req.epoch,
+                duration_s=req.duration_s,
+                now=now,
+                placed_epoch=rec.placement.epoch,
+                placed_node=rec.placement.node,
+                wall_ms=self.uow.wall_ms(),
+            )
+            granted, reason, duration = decision.granted, decision.reason, decision.duration_s
+            if decision.lease is not None:
+                lease = decision.lease
+                wall = self.uow.wall_ms()
+                self.store.put_lease(
+                    LeaseRow(
+                        task_id=lease.task_id,
+                        epoch=lease.epoch,
+                        node_id=lease.node,
+                        duration_s=lease.duration_s,
+                        granted_ms=wall,
+                        deadline_ms=wall + int((lease.replace_after - now) * 1000) + 1,
+                    )
+                )
+        self.metrics.leases.labels(granted=str(granted).lower()).inc()
+        self.uow.event(
+            "lease_grant" if granted else "lease_denied",
+            reason,
+            task_id=req.task_id,
+            node_id=node_id,
+            epoch=req.epoch,
+            duration_s=duration,
+        )
+        self.uow.queue(
+            node_id,
+            "lease_grant",
+            LeaseGrant(
+                task_id=req.task_id,
+                epoch=req.epoch,
+                duration_s=duration,
+                granted=granted,
+                reason=reason,
+            ),
+        )
+
+    def _on_digest(self, entry: NodeEntry, env: Envelope, now: float, _: Changed) -> None:
+        """Anti-entropy: send the node what its digest shows it lacks, then our
+        digest of its tasks so it sends what we lack."""
+        node_id = entry.node_id
+        body: Digest = env.body
+        entries: Mapping[str, str] = body.entries
+        # A digest part speaks only for its range of ids (``Digest.covers``).
+        relevant = {
+            t: rec for t, rec in self.tasks.relevant(node_id, entries).items() if body.covers(t)
+        }
+        self.uow.queue_records(node_id, missing(relevant, entries))
+        for part in digest_parts(digest(relevant), after=body.after, upto=body.upto):
+            self.uow.queue(node_id, "digest", part)
+        # A task placed here that the node holds no record of never got its
+        # `place` (lost session, expired message): send it again.
+        for task_id in sorted(t for t in self.tasks.active_on(node_id) if body.covers(t)):
+            rec = self.tasks.records[task_id]
+            assert rec.placement is not None
+            epoch = rec.placement.epoch
+            if task_id not in entries and not any(a.epoch == epoch for a in rec.attempts.values()):
+                self.scheduler.send_place(task_id)
+
+
+def _spec_problem(spec: dict[str, Any]) -> str | None:
+    """Why ``spec`` is not a canonical task spec (``None`` if it is)."""
+    try:
+        canonical = parse_task_spec(spec).to_dict()
+    except ValidationError as exc:
+        return "; ".join(str(p) for p in exc.problems)
+    if canonical != spec:
+        return "spec is not in canonical form (shared.model TaskSpec.to_dict)"
+    return None

@@ -1,0 +1,110 @@
+"""What a merged change means: events, outcome statistics, conflicts, lease release.
+
+Called once per task changed by an ingest batch, after every message of the batch
+was merged (``TaskTable.apply`` already refreshed the indexes).
+"""
+
+from __future__ import annotations
+
+from shared.clocks import Timestamp
+from shared.crdt import Attempt, AttemptStatus, TaskRecord, visible_status
+from shared.vocab import Level
+
+from .metrics import ControllerMetrics
+from .registry import Registry
+from .store import Store
+from .tasks import TaskMeta, TaskTable
+from .uow import UnitOfWork
+
+__all__ = ["Reactions"]
+
+
+class Reactions:
+    def __init__(
+        self,
+        registry: Registry,
+        tasks: TaskTable,
+        uow: UnitOfWork,
+        store: Store,
+        metrics: ControllerMetrics,
+    ) -> None:
+        self.registry = registry
+        self.tasks = tasks
+        self.uow = uow
+        self.store = store
+        self.metrics = metrics
+
+    def after_change(self, task_id: str, before: TaskRecord | None) -> None:
+        rec = self.tasks.records[task_id]
+        meta = self.tasks.meta[task_id]
+        if before is None and meta.origin is not None:
+            self.uow.event(
+                "task_adopted", "first seen from a node", task_id=task_id, node_id=meta.origin
+            )
+        if rec.spec is not None and (before is None or before.spec is None):
+            self.tasks.register_spec(task_id, rec.spec, meta)
+        old_status = visible_status(before) if before is not None else None
+        new_status = visible_status(rec)
+        if new_status != old_status:
+            self.uow.event(
+                f"task_{new_status.value}",
+                f"status {old_status} -> {new_status}",
+                task_id=task_id,
+                epoch=rec.placement.epoch if rec.placement else None,
+            )
+        self._record_outcomes(before, rec)
+        self._check_conflict(task_id, rec, meta)
+        if (
+            new_status.terminal
+            and rec.placement is not None
+            and self.tasks.leases.release(task_id, rec.placement.epoch) is not None
+        ):
+            self.store.delete_lease(task_id)
+
+    def _record_outcomes(self, before: TaskRecord | None, rec: TaskRecord) -> None:
+        """Per node: success and failure EWMAs and run durations (placement terms
+        and the failure-rate and slowdown triggers)."""
+        for dot, attempt in rec.attempts.items():
+            old = before.attempts.get(dot) if before is not None else None
+            if old is not None and old.status == attempt.status:
+                continue
+            if attempt.status in (AttemptStatus.SUCCEEDED, AttemptStatus.FAILED):
+                entry = self.registry.get(attempt.node)
+                if entry is None:
+                    continue
+                entry.record_outcome(
+                    attempt.status == AttemptStatus.SUCCEEDED, duration_s=_run_seconds(attempt)
+                )
+
+    def _check_conflict(self, task_id: str, rec: TaskRecord, meta: TaskMeta) -> None:
+        """Two attempts running at once on different nodes, for a task whose level
+        forbids it, is a conflict: flagged once per pair."""
+        if meta.level is Level.EVENTUAL:
+            return
+        running = [(d, a) for d, a in rec.attempts.items() if a.status == AttemptStatus.STARTED]
+        for i, (d1, a1) in enumerate(running):
+            for d2, a2 in running[i + 1 :]:
+                pair = frozenset((d1, d2))
+                if a1.node == a2.node or pair in meta.flagged:
+                    continue
+                meta.flagged.add(pair)
+                self.metrics.conflicts.inc()
+                self.uow.event(
+                    "conflict",
+                    f"two attempts running at once at level {meta.level}",
+                    task_id=task_id,
+                    attempts=[f"{d1[0]}:{d1[1]}", f"{d2[0]}:{d2[1]}"],
+                    nodes=[a1.node, a2.node],
+                )
+
+
+def _run_seconds(attempt: Attempt) -> float | None:
+    """Wall duration of a finished attempt from its HLC stamps (``None`` if unknown)."""
+    if attempt.started_hlc is None:
+        return None
+    try:
+        start = Timestamp.decode(attempt.started_hlc).wall_ms
+        end = Timestamp.decode(attempt.hlc).wall_ms
+    except ValueError:
+        return None
+    return max(0.0, (end - start) / 1000.0)

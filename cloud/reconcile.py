@@ -1,0 +1,328 @@
+"""Keeping placed work where it should be: link changes, reconciliation with a node
+that reappears, level adaptation, re-placement (partition, policy trigger, retry)
+and fencing of the old node.
+
+The decisions are ``shared.decisions``' (``partition_move``, ``fired_triggers`` and
+``trigger_move``, ``retry_move``, ``adapt_level``); this module gathers their facts
+from the task table and the registry and acts on the answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from shared.crdt import AttemptStatus, TaskRecord, digest, set_status
+from shared.decisions import (
+    DOWN,
+    Movability,
+    MoveDecision,
+    NodeFacts,
+    PartitionFacts,
+    TriggerFacts,
+    adapt_level,
+    fired_triggers,
+    partition_move,
+    trigger_move,
+)
+from shared.health import LinkStateChanged, SystemHealth
+from shared.placement import NodeTable, link_degraded
+from shared.protocol import Cancel, LevelChange, digest_parts
+from shared.vocab import Level, LinkState, PlacementMode
+
+from .metrics import ControllerMetrics
+from .registry import NodeEntry, Registry
+from .scheduling import Scheduler
+from .tasks import TaskTable
+from .uow import UnitOfWork
+
+__all__ = ["Reconciler"]
+
+
+class Reconciler:
+    def __init__(
+        self,
+        registry: Registry,
+        tasks: TaskTable,
+        uow: UnitOfWork,
+        scheduler: Scheduler,
+        metrics: ControllerMetrics,
+    ) -> None:
+        self.registry = registry
+        self.tasks = tasks
+        self.uow = uow
+        self.scheduler = scheduler
+        self.metrics = metrics
+
+    # -- links and reconciliation ---------------------------------------------------
+
+    def link_changes(self, changes: Iterable[LinkStateChanged | None], now: float) -> None:
+        """Record link transitions (as the registry last reported them, so a
+        transition noticed by a read-only ``stats`` call is still logged once)."""
+        for change in changes:
+            if change is None:
+                continue
+            entry = self.registry.get(change.node_id)
+            old = change.old
+            if entry is not None:
+                old, entry.reported = entry.reported, change.new
+            if old is change.new:
+                continue
+            self.uow.dirty_nodes.add(change.node_id)
+            self.uow.event(
+                "link_state",
+                change.reason,
+                node_id=change.node_id,
+                old=old.value,
+                new=change.new.value,
+            )
+            if entry is not None and (
+                trigger := link_degraded(
+                    old,
+                    change.new,
+                    strong_tasks=sum(
+                        1
+                        for t in self.tasks.active_on(change.node_id)
+                        if self.tasks.meta[t].level is Level.STRONG
+                    ),
+                    node_id=change.node_id,
+                )
+            ):
+                entry.triggers.append(trigger)
+            if old in DOWN and change.new not in DOWN:
+                self.uow.event(
+                    "node_reconnected", "heard again after a partition", node_id=change.node_id
+                )
+                self.reconcile(change.node_id)
+
+    def reconcile(self, node_id: str) -> None:
+        """A node (re)appeared: re-send cancels (idempotent: a flag) and start
+        anti-entropy. Placements are *not* re-sent blindly: the node may have run
+        one whose report is still in its outbox, and a second ``place`` would run
+        it again; the digest handler re-sends only those the node's digest shows
+        it never received."""
+        for task_id in sorted(self.tasks.active_on(node_id)):
+            rec = self.tasks.records[task_id]
+            if rec.cancel_requested:
+                self.send_cancel(node_id, rec, "cancel requested")
+        relevant = self.tasks.relevant(node_id)
+        if relevant:
+            for part in digest_parts(digest(relevant)):
+                self.uow.queue(node_id, "digest", part)
+
+    def send_cancel(self, node_id: str, rec: TaskRecord, reason: str) -> None:
+        """A user's cancel reaches the node as state and as a command: the record
+        carries the task-wide flag (the agent never raises it itself: a ``cancel``
+        only revokes its attempts up to the epoch), the command stops them now."""
+        assert rec.placement is not None
+        self.uow.queue_records(node_id, [rec])
+        self.uow.queue(
+            node_id, "cancel", Cancel(task_id=rec.task_id, epoch=rec.placement.epoch, reason=reason)
+        )
+
+    # -- levels -----------------------------------------------------------------------
+
+    def adapt_levels(self, now: float) -> None:
+        """One sample of every adaptive task's level on its own node's link."""
+        health = self.scheduler.health(now)
+        for node_id, placed in self.tasks.on_node.items():
+            entry = self.registry.get(node_id)
+            link = entry.link_state if entry is not None else LinkState.FAILED
+            for task_id in sorted(placed):
+                meta = self.tasks.meta[task_id]
+                if meta.adaptive is None:
+                    continue
+                change = adapt_level(meta.adaptive, link=link, system=health, now=now)
+                if change is None:
+                    continue
+                meta.level = change.new
+                self.uow.dirty_tasks.add(task_id)
+                direction = "down" if change.downgrade else "up"
+                self.metrics.level_changes.labels(direction=direction).inc()
+                rec = self.tasks.records[task_id]
+                epoch = rec.placement.epoch if rec.placement else 0
+                self.uow.event(
+                    "level_change",
+                    change.reason,
+                    task_id=task_id,
+                    node_id=node_id,
+                    epoch=epoch,
+                    **{"from": change.old.value, "to": change.new.value},
+                )
+                self.uow.queue(
+                    node_id,
+                    "level_change",
+                    LevelChange(
+                        task_id=task_id, epoch=epoch, level=change.new.value, reason=change.reason
+                    ),
+                )
+
+    # -- re-placement -------------------------------------------------------------------
+
+    def replace(self, now: float) -> None:
+        """Every re-placement rule, one pass: partitions, then policy triggers."""
+        self._moves(now, self._partition_decision)
+        self._replace_on_triggers(now)
+
+    def _moves(self, now: float, decide: _Decide) -> None:
+        """Apply one per-task rule to every active placed task, placing each task
+        it moves on one table shared by the pass."""
+        pass_: _Pass | None = None
+        for node_id in sorted(self.tasks.on_node):
+            entry = self.registry.get(node_id)
+            if entry is None:
+                continue
+            for task_id in sorted(self.tasks.active_on(node_id)):
+                decision = decide(task_id, entry, now)
+                if not decision.move:
+                    continue
+                pass_ = pass_ or _Pass(self.scheduler.table(now), self.scheduler.health(now))
+                if self._move(task_id, decision, pass_) and decision.fence:
+                    self._fence_old(task_id, node_id)
+
+    def _move(self, task_id: str, decision: MoveDecision, pass_: _Pass) -> bool:
+        return self.scheduler.place(
+            task_id,
+            pass_.table,
+            trigger=decision.trigger,
+            exclude=decision.exclude,
+            health=pass_.health,
+        )
+
+    def _partition_decision(self, task_id: str, entry: NodeEntry, now: float) -> MoveDecision:
+        if entry.link_state not in DOWN:
+            return MoveDecision.stay("node in reach")
+        rec = self.tasks.records[task_id]
+        assert rec.placement is not None and rec.spec is not None
+        # The level the agent was told at placement: it cannot hear a downgrade
+        # while partitioned.
+        return partition_move(
+            PartitionFacts(
+                node_id=entry.node_id,
+                link=entry.link_state,
+                level=Level(rec.placement.level),
+                lease=self.tasks.leases.get(task_id),
+                out_of_contact_s=entry.monitor.out_of_contact_for(now),
+                max_disconnect_s=float(rec.spec.get("max_disconnect_s", 300.0)),
+            ),
+            now=now,
+        )
+
+    def _replace_on_triggers(self, now: float) -> None:
+        """Policy triggers, for tasks whose mode is ``adaptive``: fired per node
+        (``fired_triggers``) or per task (the latency bound), each move judged by
+        ``trigger_move`` (safety, cooldown, overload budget); the old node gets the
+        superseding record."""
+        fired = fired_triggers(
+            NodeFacts(
+                node_id=node_id,
+                eligible=_shares_work(entry),
+                active_tasks=len(self.tasks.active_on(node_id)),
+                failure_ewma=entry.failure_ewma,
+                durations=tuple(entry.durations),
+                pending=tuple(entry.triggers),
+            )
+            for node_id, entry in self.registry.nodes.items()
+        )
+        for entry in self.registry.nodes.values():
+            if _shares_work(entry):
+                entry.triggers.clear()  # consumed by this pass
+        budget = dict(fired.overload_budget)
+        pass_: _Pass | None = None
+        for node_id in sorted(self.tasks.on_node):
+            entry = self.registry.get(node_id)
+            if entry is None or entry.link_state in DOWN:
+                continue
+            placed = self.tasks.active_on(node_id)
+            rtt = entry.monitor.stats(now).rtt_p50_ms
+            if node_id not in fired.triggers and (
+                rtt is None or not any(self._latency_bound(t) for t in placed)
+            ):
+                continue  # nothing can fire here: spare building the facts
+            for task_id in sorted(placed):
+                rec = self.tasks.records[task_id]
+                meta = self.tasks.meta[task_id]
+                assert rec.placement is not None and rec.spec is not None
+                decision = trigger_move(
+                    TriggerFacts(
+                        node_id=node_id,
+                        adaptive=self.scheduler.task_mode(rec.spec) is PlacementMode.ADAPTIVE,
+                        level=meta.level,
+                        node_triggers=fired.triggers.get(node_id, ()),
+                        overload_budget=budget.get(node_id, 0),
+                        rtt_ms=rtt,
+                        max_latency_ms=rec.spec["placement"].get("max_latency_ms"),
+                        moved_at=meta.moved_at,
+                        movability=self._movability(task_id),
+                    ),
+                    now=now,
+                )
+                if not decision.move:
+                    continue
+                pass_ = pass_ or _Pass(self.scheduler.table(now), self.scheduler.health(now))
+                if self._move(task_id, decision, pass_):
+                    meta.moved_at = now
+                    budget[node_id] = budget.get(node_id, 0) - 1
+                    self._supersede(task_id, node_id)
+
+    def _movability(self, task_id: str) -> Movability:
+        """The facts ``shared.decisions.movable`` reads of a placed task."""
+        rec = self.tasks.records[task_id]
+        assert rec.placement is not None
+        epoch = rec.placement.epoch
+        return Movability(
+            level=Level(rec.placement.level),
+            epoch=epoch,
+            started=any(
+                a.epoch == epoch and a.status >= AttemptStatus.STARTED
+                for a in rec.attempts.values()
+            ),
+            lease=self.tasks.leases.get(task_id),
+        )
+
+    def _latency_bound(self, task_id: str) -> bool:
+        spec = self.tasks.records[task_id].spec
+        return spec is not None and spec["placement"].get("max_latency_ms") is not None
+
+    def _supersede(self, task_id: str, old_node: str) -> None:
+        """Tell the old node its placement was superseded: the record itself (new
+        epoch, elsewhere), on which the agent stops and dequeues its attempt. A
+        ``cancel`` would cancel the *task* (a flag that only becomes true)."""
+        self.uow.queue_records(old_node, [self.tasks.records[task_id]])
+
+    def _fence_old(self, task_id: str, node_id: str) -> None:
+        """The old node's attempts are presumed lost (its own report, if it comes,
+        outranks this inference) and it gets the superseding record (queued at the
+        broker until it returns; anti-entropy on reconnect sends it as well)."""
+        for dot, attempt in sorted(self.tasks.records[task_id].attempts.items()):
+            if attempt.node == node_id and not attempt.status.terminal:
+                self.tasks.apply(
+                    set_status(
+                        self.tasks.records[task_id],
+                        dot,
+                        AttemptStatus.LOST,
+                        writer=self.uow.node_id,
+                        hlc=self.uow.hlc(),
+                        reason="node partitioned; re-placed",
+                    )
+                )
+        self._supersede(task_id, node_id)
+
+
+class _Pass:
+    """The node table and system health one re-placement pass shares (built lazily:
+    most passes move nothing)."""
+
+    __slots__ = ("health", "table")
+
+    def __init__(self, table: NodeTable, health: SystemHealth) -> None:
+        self.table = table
+        self.health = health
+
+
+#: A per-task re-placement rule: (task id, its node, now) -> decision.
+_Decide = Callable[[str, NodeEntry, float], MoveDecision]
+
+
+def _shares_work(entry: NodeEntry) -> bool:
+    """A node whose triggers fire and whose load counts for overload."""
+    return entry.registered and not entry.draining and entry.link_state not in DOWN

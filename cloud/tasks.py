@@ -1,0 +1,215 @@
+"""The controller's task table: the records, what it knows beside them, and indexes
+that :meth:`TaskTable.apply` keeps in step by itself.
+
+Every change to a record goes through :meth:`TaskTable.apply` (a lattice join);
+it marks the task dirty for the unit of work and refreshes the indexes:
+``unplaced`` (ours to place), ``on_node`` (active tasks placed on each node),
+``dependents`` (workflow edges) and the resource reservations on the registry's
+node entries (an active placed task counts against its node, and only it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.consistency import AdaptationPolicy, AdaptiveLevel, LeaseBook, LeasePolicy, level_bounds
+from shared.crdt import TaskRecord, canonical_bytes, merge, visible_status
+from shared.vocab import Level, TaskStatus
+
+from .registry import Registry
+from .store import LeaseRow, TaskRow
+from .uow import UnitOfWork
+
+__all__ = ["TaskMeta", "TaskTable"]
+
+_ACTIVE = (TaskStatus.PENDING, TaskStatus.RUNNING)
+
+
+@dataclass
+class TaskMeta:
+    """Controller-side facts about a task that are not part of the replicated record."""
+
+    submitted_ms: int
+    level: Level | None = None  # level in force (placement level, or adapted since)
+    adaptive: AdaptiveLevel | None = None
+    explanation: dict[str, Any] | None = None
+    blocked_reason: str | None = None  # why it is not placed (reported once)
+    moved_at: float = float("-inf")  # last re-placement by a trigger (cooldown)
+    origin: str | None = None  # node a locally submitted task came from (None: the API)
+    flagged: set[frozenset[tuple[str, int]]] = field(default_factory=set)  # conflicts logged
+    _explanation_text: tuple[dict[str, Any], str] | None = None
+
+    def explanation_json(self) -> str | None:
+        """The explanation as stored JSON, serialised once per decision (a task's
+        row is rewritten on every status change, its explanation is not)."""
+        if self.explanation is None:
+            return None
+        cached = self._explanation_text
+        if cached is None or cached[0] is not self.explanation:
+            text = json.dumps(self.explanation, separators=(",", ":"), sort_keys=True)
+            cached = self._explanation_text = (self.explanation, text)
+        return cached[1]
+
+
+class TaskTable:
+    """Records, metadata, leases and the indexes derived from them."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        uow: UnitOfWork,
+        *,
+        adaptation: AdaptationPolicy,
+        lease_policy: LeasePolicy,
+        mono: Callable[[], float],
+    ) -> None:
+        self.registry = registry
+        self.uow = uow
+        self.adaptation = adaptation
+        self.lease_policy = lease_policy
+        self.mono = mono
+        self.records: dict[str, TaskRecord] = {}
+        self.meta: dict[str, TaskMeta] = {}
+        self.leases = LeaseBook(lease_policy)
+        self.unplaced: set[str] = set()
+        self.on_node: dict[str, set[str]] = defaultdict(set)  # node → active tasks placed there
+        self.dependents: dict[str, set[str]] = defaultdict(set)
+        self._placed_on: dict[str, str] = {}  # active task → node (inverse of on_node)
+        self._reserved_on: dict[str, str] = {}  # task → node whose ``reserved`` holds it
+
+    # -- changes ------------------------------------------------------------------
+
+    def apply(self, delta: TaskRecord) -> TaskRecord:
+        """Join ``delta`` into our copy, mark it dirty and refresh the indexes; the
+        task's ``meta`` must exist. Raises ``SpecConflictError``."""
+        old = self.records.get(delta.task_id)
+        new = delta if old is None else merge(old, delta)
+        if new is not old:
+            self.records[delta.task_id] = new
+            self.uow.dirty_tasks.add(delta.task_id)
+            self.reindex(delta.task_id)
+        return new
+
+    def reindex(self, task_id: str) -> None:
+        """Bring ``unplaced``, ``on_node`` and the reservation in step with the record."""
+        rec = self.records[task_id]
+        status = visible_status(rec)
+        old_node = self._placed_on.pop(task_id, None)
+        if old_node is not None:
+            self.on_node[old_node].discard(task_id)
+        self.unplaced.discard(task_id)
+        active = status in _ACTIVE and rec.spec is not None
+        if active and rec.placement is not None:
+            self.on_node[rec.placement.node].add(task_id)
+            self._placed_on[task_id] = rec.placement.node
+        elif active and not rec.attempts and self.meta[task_id].origin is None:
+            # Submitted here, never placed, no attempt: ours to place. A task
+            # submitted locally on a node belongs to that node.
+            self.unplaced.add(task_id)
+        self._reserve(task_id, rec, active)
+
+    def _reserve(self, task_id: str, rec: TaskRecord, active: bool) -> None:
+        old = self._reserved_on.pop(task_id, None)
+        if old is not None and (entry := self.registry.get(old)) is not None:
+            entry.reserved.pop(task_id, None)
+        if rec.placement is None or rec.spec is None or not active:
+            return
+        entry = self.registry.ensure(rec.placement.node, self.mono(), self.uow.wall_ms())
+        res = rec.spec.get("resources") or {}
+        entry.reserved[task_id] = (float(res.get("cpu", 0)), float(res.get("memory_mb", 0)))
+        self._reserved_on[task_id] = rec.placement.node
+
+    def register_spec(self, task_id: str, spec: Mapping[str, Any], meta: TaskMeta) -> None:
+        """A task's spec became known: its level machine and its workflow edges."""
+        if not level_bounds(spec)[2]:
+            meta.adaptive = AdaptiveLevel.from_spec(
+                spec, initial=meta.level, policy=self.adaptation
+            )
+        for dep in spec.get("depends_on") or ():
+            self.dependents[dep].add(task_id)
+
+    # -- reads --------------------------------------------------------------------
+
+    def active_on(self, node_id: str) -> set[str]:
+        """Active tasks placed on ``node_id`` (a live view: copy before changing)."""
+        return self.on_node.get(node_id, set())
+
+    def next_epoch(self, task_id: str) -> int:
+        placement = self.records[task_id].placement
+        return (placement.epoch if placement else 0) + 1
+
+    def relevant(self, node_id: str, remote: Iterable[str] = ()) -> dict[str, TaskRecord]:
+        """The records a node should hold: placed on it, or named in its digest."""
+        names: set[str] = set(self.active_on(node_id))
+        names.update(remote)
+        return {t: rec for t in names if (rec := self.records.get(t)) is not None}
+
+    def row(self, task_id: str) -> TaskRow:
+        """The store row of a task (derived columns recomputed from the record)."""
+        rec = self.records[task_id]
+        meta = self.meta[task_id]
+        spec = rec.spec or {}
+        raw = canonical_bytes(rec)  # one serialisation for the stored text and the hash
+        return TaskRow(
+            task_id=task_id,
+            record=raw.decode("ascii"),
+            status=visible_status(rec).value,
+            node=rec.placement.node if rec.placement else None,
+            epoch=rec.placement.epoch if rec.placement else 0,
+            level=meta.level.value if meta.level else None,
+            workflow=spec.get("workflow"),
+            priority=int(spec.get("priority", 50)),
+            content_hash=hashlib.sha256(raw).hexdigest(),  # = shared.crdt.content_hash
+            submitted_ms=meta.submitted_ms,
+            updated_ms=self.uow.wall_ms(),
+            explanation=meta.explanation_json(),
+            origin=meta.origin,
+        )
+
+    # -- restart ------------------------------------------------------------------
+
+    def load(self, rows: Iterable[TaskRow], leases: Iterable[LeaseRow]) -> None:
+        """Task state from the store: records, levels, indexes and leases."""
+        now = self.mono()
+        self.records.clear()
+        self.meta.clear()
+        self.unplaced.clear()
+        self.on_node.clear()
+        self.dependents.clear()
+        self._placed_on.clear()
+        self._reserved_on.clear()
+        for entry in self.registry.nodes.values():
+            entry.reserved.clear()
+        for row in rows:
+            rec = TaskRecord.from_dict(row.record)
+            self.records[row.task_id] = rec
+            meta = TaskMeta(
+                submitted_ms=row.submitted_ms, explanation=row.explanation, origin=row.origin
+            )
+            meta.level = Level(row.level) if row.level else None
+            if rec.spec is not None:
+                self.register_spec(row.task_id, rec.spec, meta)
+            self.meta[row.task_id] = meta
+        for task_id in self.records:
+            self.reindex(task_id)
+        # Our monotonic clock did not survive the restart: every stored lease is
+        # honoured as if granted now (later than the truth, hence safe).
+        self.leases = LeaseBook.restore(
+            [
+                {
+                    "task_id": r.task_id,
+                    "epoch": r.epoch,
+                    "node": r.node_id,
+                    "duration_s": r.duration_s,
+                    "granted_wall_ms": r.granted_ms,
+                }
+                for r in leases
+            ],
+            now=now,
+            policy=self.lease_policy,
+        )

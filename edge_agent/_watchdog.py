@@ -1,25 +1,40 @@
 """Per-attempt watchdog: the parent of every task process, and the fence of strong tasks.
 
-Run as a *script* (``python -S _watchdog.py RUN_DIR``), standard library only, so it starts in
-milliseconds and does not load the agent. It lives in its own session, so it outlives the agent:
-when the agent is ``kill -9``'d the watchdog still stops the task at its lease deadline, which is
-what makes fencing hold without the agent (DESIGN §5). The task process in turn gets
-``PR_SET_PDEATHSIG = SIGKILL`` towards the watchdog, so killing the watchdog kills the task.
+Run as a *script* (``python -S _watchdog.py RUN_DIR``), standard library only (plus
+``_safefs`` from this directory), so it starts in milliseconds and does not load the agent. It
+lives in its own session, so it outlives the agent: when the agent is ``kill -9``'d the watchdog
+still stops the task at its lease deadline, which is what makes fencing hold without the agent.
+The task process in turn gets ``PR_SET_PDEATHSIG = SIGKILL`` towards the watchdog, so killing
+the watchdog kills the task.
 
-Contract with the agent (all files in RUN_DIR):
+Containment: the watchdog is a *child subreaper* (``PR_SET_CHILD_SUBREAPER``), so every
+process the task starts stays its descendant even after ``setsid`` and a double fork. When
+the attempt ends for any reason (exit, timeout, cancel, fence, stop) the whole tree is
+killed, not only the task's process group. The task runs with the rlimits of ``limits``
+(address space, CPU seconds, file size, process count); a breach is reported as its own
+reason (``memory_limit``, ``cpu_limit``, ``file_size_limit``).
 
-- ``watch.json`` (read once): ``argv``, ``env``, ``cwd``, ``uid``/``gid`` (or null), ``timeout_s``,
+Contract with the agent. RUN_DIR belongs to the agent (the task cannot write it when it runs as
+another user); every file in it is opened relative to a directory descriptor without following
+symlinks (``_safefs``):
+
+- ``watch.json`` (read once): ``argv``, ``env``, ``uid``/``gid`` (or null), ``timeout_s``,
   ``deadline`` (absolute ``CLOCK_MONOTONIC`` seconds, or null = no lease), ``grace_s``,
-  ``tail_bytes``.
+  ``tail_bytes``, ``limits`` (``{"as"|"cpu"|"fsize"|"nproc": [soft, hard]}``),
+  ``result_max`` (bytes of ``output.json`` kept).
+- ``work/``: the task's working directory and ``HOME``, owned by the task's user; its
+  ``output.json`` is read back *as that user* (a forked reader drops to the task's uid), so a
+  symlink or hard link to a file the task may not read yields nothing.
 - ``lease.fifo``: the agent writes lines ``deadline <monotonic seconds>``, ``deadline none`` or
   ``stop <reason>``. The watchdog opens it read-write, so it never sees end-of-file and a
   restarted agent can reopen it to renew an adopted attempt. Losing the agent keeps the last
   deadline in force: nobody renews, so the task is fenced at that deadline.
 - ``started.json`` (written after spawn): ``pid``, ``pgid``, ``started``.
-- ``status.json`` (written last, atomically): ``exit_code``, ``signal``, ``reason`` (``exited``,
-  ``timeout``, ``fenced``, ``cancelled``, ``spawn_failed``), ``started``, ``ended``,
-  ``deadline``, ``fenced_at``, ``stdout_tail``, ``stderr_tail``. Its presence means the attempt
-  is over, even if the agent was dead when it ended.
+- ``status.json`` (written last, atomically): ``exit_code``, ``signal``, ``reason``
+  (``exited``, ``timeout``, ``fenced``, ``cancelled``, ``stopped``, ``spawn_failed``,
+  ``memory_limit``, ``cpu_limit``, ``file_size_limit``), ``started``, ``ended``, ``deadline``,
+  ``fenced_at``, ``stdout_tail``, ``stderr_tail``, ``output`` (the text of ``output.json`` or
+  null). Its presence means the attempt is over, even if the agent was dead when it ended.
 """
 
 from __future__ import annotations
@@ -28,62 +43,185 @@ import contextlib
 import ctypes
 import json
 import os
+import resource
 import selectors
 import signal
+import stat
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+
+import _safefs  # this script's directory is sys.path[0]
 
 PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+WORK = "work"
+_RLIMITS = {
+    "as": resource.RLIMIT_AS,
+    "cpu": resource.RLIMIT_CPU,
+    "fsize": resource.RLIMIT_FSIZE,
+    "nproc": resource.RLIMIT_NPROC,
+}
+# What a process that hit RLIMIT_AS / RLIMIT_FSIZE says before exiting: the kernel reports
+# these breaches to the process (ENOMEM, EFBIG), not to its parent.
+_MEMORY_SIGNS = ("MemoryError", "Cannot allocate memory", "out of memory", "bad_alloc")
+_FSIZE_SIGNS = ("File too large",)
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
-def _write_json(path: str, data: dict) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def _pdeathsig(parent: int):
-    libc = ctypes.CDLL(None, use_errno=True)
-
+def _child_setup(parent: int, limits: dict[str, list[int]]) -> Callable[[], None]:
     def set_it() -> None:
-        # Runs in the child after setuid (a credential change would clear the setting).
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        # Runs in the child after setuid (a credential change would clear PDEATHSIG).
+        os.umask(0o022)  # the agent's own 077 is not the task's business
+        for name, (soft, hard) in limits.items():
+            resource.setrlimit(_RLIMITS[name], (soft, hard))
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if os.getppid() != parent:  # the watchdog died before we armed the signal
             os._exit(137)
 
     return set_it
 
 
-def _killpg(pgid: int, sig: int) -> None:
+def _descendants(root: int) -> list[int]:
+    """Every live process below ``root`` (zombies excluded), from ``/proc``'s parent links."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                data = fh.read()
+        except OSError:
+            continue
+        fields = data[data.rfind(b")") + 2 :].split()
+        if fields[0] != b"Z":
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    found: list[int] = []
+    todo = [root]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
+
+
+def _signal_tree(pgid: int, sig: int) -> None:
+    """Signal the task's group and every other descendant (``setsid`` daemons included)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
+    for pid in _descendants(os.getpid()):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
+def _end_tree() -> None:
+    """Kill and reap every remaining descendant; as a subreaper the watchdog inherits the
+    orphans of each killed process, so repeat until nothing is left (bounded)."""
+    me = os.getpid()
+    for _ in range(1000):
+        live = _descendants(me)
+        for pid in live:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        reaped = 0
+        with contextlib.suppress(ChildProcessError):
+            while os.waitpid(-1, os.WNOHANG)[0]:
+                reaped += 1
+        if not live and not reaped:
+            return
+        if live and not reaped:
+            time.sleep(0.005)
+
+
+def _read_output(work_fd: int, uid: int | None, gid: int | None, limit: int) -> str | None:
+    """``output.json`` of the work directory, read with the task's own rights: the watchdog
+    may be root and the task owns that directory."""
+    if uid is None:
+        data = _safefs.read_file_at(work_fd, "output.json", limit)
+        return None if data is None else data.decode("utf-8", "replace")
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child exits without returning
+        code = 1
+        try:
+            os.close(rfd)
+            os.setgroups([])
+            os.setgid(gid if gid is not None else uid)
+            os.setuid(uid)
+            data = _safefs.read_file_at(work_fd, "output.json", limit)
+            if data is not None:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(wfd, view) :]
+                code = 0
+        finally:
+            os._exit(code)
+    os.close(wfd)
+    chunks = []
+    while chunk := os.read(rfd, 65536):
+        chunks.append(chunk)
+    os.close(rfd)
+    _, status = os.waitpid(pid, 0)
+    data = b"".join(chunks)
+    ok = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 and len(data) <= limit
+    return data.decode("utf-8", "replace") if ok else None
+
+
+def _limit_reason(code: int, stderr: str, limits: dict[str, list[int]]) -> str | None:
+    """Which rlimit ended the task, when one did (``code`` as ``Popen.returncode``)."""
+    if code == -signal.SIGXCPU or (
+        code == -signal.SIGKILL and "cpu" in limits and _cpu_spent(limits)
+    ):
+        return "cpu_limit"
+    if code == -signal.SIGXFSZ or ("fsize" in limits and code > 0 and _says(stderr, _FSIZE_SIGNS)):
+        return "file_size_limit"
+    if "as" in limits and code != 0 and _says(stderr, _MEMORY_SIGNS):
+        return "memory_limit"
+    return None
+
+
+def _cpu_spent(limits: dict[str, list[int]]) -> bool:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime >= limits["cpu"][0]
+
+
+def _says(text: str, signs: tuple[str, ...]) -> bool:
+    return any(sign in text for sign in signs)
+
+
+def _write_status(run_fd: int, name: str, data: dict) -> None:
+    _safefs.write_file_at(run_fd, name, json.dumps(data).encode())
 
 
 def main(run_dir: str) -> int:
-    with open(os.path.join(run_dir, "watch.json"), encoding="utf-8") as fh:
-        spec = json.load(fh)
+    _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    run_fd = _safefs.open_dir(run_dir)
+    raw = _safefs.read_file_at(run_fd, "watch.json", 16 << 20)
+    if raw is None:
+        return 2
+    spec = json.loads(raw)
     tail_max = int(spec.get("tail_bytes", 4096))
     deadline = spec.get("deadline")
     grace = float(spec.get("grace_s", 5.0))
-    status: dict = {"deadline": deadline, "fenced_at": None, "signal": None}
+    limits: dict[str, list[int]] = spec.get("limits") or {}
+    uid, gid = spec.get("uid"), spec.get("gid")
+    status: dict = {"deadline": deadline, "fenced_at": None, "signal": None, "output": None}
     started = time.monotonic()
     try:
+        work_fd = _safefs.open_dir(WORK, dir_fd=run_fd)
         proc = subprocess.Popen(
             spec["argv"],
             env=spec["env"],
-            cwd=spec.get("cwd") or run_dir,
+            cwd=os.path.join(run_dir, WORK),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
-            user=spec.get("uid"),
-            group=spec.get("gid"),
-            extra_groups=[] if spec.get("uid") is not None else None,
-            preexec_fn=_pdeathsig(os.getpid()),
+            user=uid,
+            group=gid,
+            extra_groups=[] if uid is not None else None,
+            preexec_fn=_child_setup(os.getpid(), limits),
         )
     except (OSError, subprocess.SubprocessError, ValueError) as exc:
         status.update(
@@ -94,14 +232,14 @@ def main(run_dir: str) -> int:
             stdout_tail="",
             stderr_tail=f"{type(exc).__name__}: {exc}"[-tail_max:],
         )
-        _write_json(os.path.join(run_dir, "status.json"), status)
+        _write_status(run_fd, "status.json", status)
         return 0
     pgid = proc.pid
-    _write_json(
-        os.path.join(run_dir, "started.json"), {"pid": proc.pid, "pgid": pgid, "started": started}
-    )
+    _write_status(run_fd, "started.json", {"pid": proc.pid, "pgid": pgid, "started": started})
     timeout_at = started + float(spec["timeout_s"])
-    fifo = os.open(os.path.join(run_dir, "lease.fifo"), os.O_RDWR | os.O_NONBLOCK)
+    fifo = os.open("lease.fifo", os.O_RDWR | os.O_NONBLOCK | os.O_NOFOLLOW, dir_fd=run_fd)
+    if not stat.S_ISFIFO(os.fstat(fifo).st_mode):
+        raise SystemExit(f"{run_dir}/lease.fifo is not a FIFO")
     sel = selectors.DefaultSelector()
     tails = {"stdout": bytearray(), "stderr": bytearray()}
     assert proc.stdout is not None and proc.stderr is not None
@@ -113,11 +251,11 @@ def main(run_dir: str) -> int:
     kill_at: float | None = None  # after SIGTERM: when SIGKILL follows
 
     def on_term(signum: int, frame: object) -> None:
-        # Someone stops the watchdog itself (service stop): take the task's group down with it.
+        # Someone stops the watchdog itself (service stop): take the task's tree down with it.
         nonlocal reason, kill_at
         if reason == "exited":
             reason, kill_at = "stopped", time.monotonic() + grace
-            _killpg(pgid, signal.SIGTERM)
+            _signal_tree(pgid, signal.SIGTERM)
 
     signal.signal(signal.SIGTERM, on_term)
     open_pipes = 2
@@ -128,12 +266,12 @@ def main(run_dir: str) -> int:
         if reason == "exited":
             if deadline is not None and now >= deadline:
                 reason, status["fenced_at"] = "fenced", now
-                _killpg(pgid, signal.SIGKILL)  # the lease is over: no grace past it
+                _signal_tree(pgid, signal.SIGKILL)  # the lease is over: no grace past it
             elif now >= timeout_at:
                 reason, kill_at = "timeout", now + grace
-                _killpg(pgid, signal.SIGTERM)
+                _signal_tree(pgid, signal.SIGTERM)
         if kill_at is not None and now >= kill_at:
-            _killpg(pgid, signal.SIGKILL)
+            _signal_tree(pgid, signal.SIGKILL)
             kill_at = None
         wake = [timeout_at, now + 0.5]
         if deadline is not None and reason == "exited":
@@ -141,8 +279,8 @@ def main(run_dir: str) -> int:
         if kill_at is not None:
             wake.append(kill_at)
         if proc.poll() is not None and open_pipes:
-            # The leader exited but a descendant still holds the pipes: end the group.
-            _killpg(pgid, signal.SIGKILL)
+            # The leader exited but a descendant still holds the pipes: end the tree.
+            _signal_tree(pgid, signal.SIGKILL)
         for key, _ in sel.select(max(0.0, min(wake) - now)):
             if key.data == "fifo":
                 try:
@@ -157,7 +295,7 @@ def main(run_dir: str) -> int:
                         status["deadline"] = deadline
                     elif word == "stop" and reason == "exited":
                         reason, kill_at = (arg or "cancelled"), time.monotonic() + grace
-                        _killpg(pgid, signal.SIGTERM)
+                        _signal_tree(pgid, signal.SIGTERM)
                 continue
             chunk = os.read(key.fd, 65536)
             if not chunk:
@@ -169,7 +307,11 @@ def main(run_dir: str) -> int:
             if len(tail) > tail_max:
                 del tail[: len(tail) - tail_max]
     code = proc.wait()
-    _killpg(pgid, signal.SIGKILL)  # stragglers of the group never outlive the attempt
+    _signal_tree(pgid, signal.SIGKILL)
+    _end_tree()  # nothing of the attempt outlives it, whatever session it moved to
+    stderr = tails["stderr"].decode("utf-8", "replace")
+    if reason == "exited":
+        reason = _limit_reason(code, stderr, limits) or reason
     status.update(
         exit_code=code if code >= 0 else None,
         signal=-code if code < 0 else None,
@@ -177,9 +319,10 @@ def main(run_dir: str) -> int:
         started=started,
         ended=time.monotonic(),
         stdout_tail=tails["stdout"].decode("utf-8", "replace"),
-        stderr_tail=tails["stderr"].decode("utf-8", "replace"),
+        stderr_tail=stderr,
+        output=_read_output(work_fd, uid, gid, int(spec.get("result_max", 65536))),
     )
-    _write_json(os.path.join(run_dir, "status.json"), status)
+    _write_status(run_fd, "status.json", status)
     return 0
 
 

@@ -9,11 +9,15 @@ values, for the install script); a test parses it, so it cannot rot.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
+import logging
 import os
+import stat
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +37,11 @@ __all__ = [
     "load_config",
     "parse_config",
     "render_example",
+    "take_environ",
 ]
+
+PASSWORD_ENV = "EDGE_AGENT_BROKER_PASSWORD"
+log = logging.getLogger("edge_agent.config")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +72,14 @@ class BrokerConfig:
 
 @dataclass(frozen=True, slots=True)
 class ApiConfig:
-    host: str = "127.0.0.1"
-    port: int = 8787  # 0 = ephemeral; the bound port is written to agent.ready.json
+    """The local API: a Unix socket only the agent's user can open, unless TCP is asked for
+    explicitly, and then every request needs the bearer token of ``token_file``."""
+
+    transport: str = "unix"  # unix | tcp
+    socket: str = ""  # unix: empty = <state_dir>/agent.sock
+    host: str = "127.0.0.1"  # tcp: loopback only
+    port: int = 8787  # tcp: 0 = ephemeral; the bound port is written to agent.ready.json
+    token_file: str = ""  # tcp: empty = <state_dir>/api.token (created 0600 when absent)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +106,7 @@ class AutonomyConfig:
 class ExecutorConfig:
     max_concurrent: int = 4
     run_as: str = "nobody"  # used only when the agent runs as root
+    max_task_processes: int = 256  # RLIMIT_NPROC of run_as (when tasks run as run_as); 0 = none
     kill_grace_s: float = 5.0
     shutdown_grace_s: float = 10.0
     output_tail_bytes: int = 4096
@@ -113,6 +128,14 @@ class AgentConfig:
     @property
     def state_dir(self) -> Path:
         return Path(self.node.state_dir)
+
+    @property
+    def api_socket(self) -> Path:
+        return Path(self.api.socket) if self.api.socket else self.state_dir / "agent.sock"
+
+    @property
+    def api_token_file(self) -> Path:
+        return Path(self.api.token_file) if self.api.token_file else self.state_dir / "api.token"
 
     @property
     def heartbeat_s(self) -> float:
@@ -175,8 +198,9 @@ def _section(name: str, cls: type, data: object, problems: list[Problem]) -> Any
 def parse_config(data: Mapping[str, Any], *, env: Mapping[str, str] | None = None) -> AgentConfig:
     """Build the config from parsed TOML, listing every problem at once.
 
-    ``broker.password`` may come from ``EDGE_AGENT_BROKER_PASSWORD`` so that it need not sit
-    in a world-readable file.
+    ``broker.password`` may come from ``EDGE_AGENT_BROKER_PASSWORD`` (in ``env``) when neither
+    ``password`` nor ``password_file`` is set. Files are not read here: ``load_config`` does
+    (the password file, the config file's mode).
     """
     problems: list[Problem] = []
     sections: dict[str, Any] = {}
@@ -194,9 +218,9 @@ def parse_config(data: Mapping[str, Any], *, env: Mapping[str, str] | None = Non
         log_level = "info"
     cfg = AgentConfig(**sections, log_level=log_level)
     env = os.environ if env is None else env
-    if not cfg.broker.password and env.get("EDGE_AGENT_BROKER_PASSWORD"):
+    if not cfg.broker.password and not cfg.broker.password_file and env.get(PASSWORD_ENV):
         broker = {f.name: getattr(cfg.broker, f.name) for f in fields(BrokerConfig)}
-        broker["password"] = env["EDGE_AGENT_BROKER_PASSWORD"]
+        broker["password"] = env[PASSWORD_ENV]
         cfg = AgentConfig(**{**sections, "broker": BrokerConfig(**broker)}, log_level=log_level)
     if not cfg.broker.password and cfg.broker.password_file:
         try:
@@ -228,6 +252,12 @@ def _semantic_problems(cfg: AgentConfig) -> list[Problem]:
         problems.append(Problem("api.port", "must be 0..65535"))
     if cfg.api.host not in ("127.0.0.1", "::1", "localhost"):
         problems.append(Problem("api.host", "the local API listens on loopback only"))
+    if cfg.api.transport not in ("unix", "tcp"):
+        problems.append(Problem("api.transport", "must be unix or tcp"))
+    if cfg.broker.password and cfg.broker.password_file:
+        problems.append(Problem("broker.password_file", "set password or password_file, not both"))
+    if cfg.executor.max_task_processes < 0:
+        problems.append(Problem("executor.max_task_processes", "must be >= 0 (0 = no limit)"))
     if cfg.broker.reconnect_min_s <= 0 or cfg.broker.reconnect_max_s < cfg.broker.reconnect_min_s:
         problems.append(Problem("broker.reconnect_min_s", "need 0 < reconnect_min_s <= max"))
     if not cfg.broker.host and not cfg.discovery.enabled:
@@ -250,13 +280,81 @@ def _semantic_problems(cfg: AgentConfig) -> list[Problem]:
 
 
 def load_config(path: str | Path) -> AgentConfig:
-    """Read and validate a TOML file; a TOML syntax error is reported as one problem."""
-    text = Path(path).read_text(encoding="utf-8")
+    """Read and validate a TOML file; a TOML syntax error is reported as one problem.
+
+    Secrets: ``EDGE_AGENT_BROKER_PASSWORD`` is taken *out* of the environment (and wiped from
+    the process's initial environment, ``/proc/<pid>/environ``), so nothing the agent starts
+    inherits it; ``broker.password_file`` must be ``0600`` or stricter (refused otherwise); a
+    config file with an inline password that group or others may read is warned about.
+    """
+    config_path = Path(path)
+    text = config_path.read_text(encoding="utf-8")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ValidationError([Problem("", f"not valid TOML: {exc}")], what="agent config") from exc
-    return parse_config(data)
+    from_env = take_environ(PASSWORD_ENV)
+    cfg = parse_config(data, env={PASSWORD_ENV: from_env} if from_env else {})
+    if cfg.broker.password and _loose(config_path.stat().st_mode):
+        log.warning(
+            "config holds broker.password but group or others may read it: chmod 600 %s, "
+            "or move the password to broker.password_file",
+            config_path,
+        )
+    if not cfg.broker.password_file:
+        return cfg
+    password = _read_password_file(Path(cfg.broker.password_file))
+    return replace(cfg, broker=replace(cfg.broker, password=password))
+
+
+def _loose(mode: int) -> bool:
+    """Group or others have any right on the file."""
+    return bool(stat.S_IMODE(mode) & 0o077)
+
+
+def _read_password_file(path: Path) -> str:
+    problem = None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ValidationError(
+            [Problem("broker.password_file", f"cannot open {path}: {exc.strerror}")],
+            what="agent config",
+        ) from exc
+    with os.fdopen(fd, "rb") as fh:
+        info = os.fstat(fh.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            problem = f"{path} is not a regular file"
+        elif _loose(info.st_mode):
+            problem = f"{path} is mode {stat.S_IMODE(info.st_mode):04o}: must be 0600 (chmod 600)"
+        password = fh.read(4096).decode("utf-8", "replace").rstrip("\r\n")
+    if problem is None and not password:
+        problem = f"{path} is empty"
+    if problem is not None:
+        raise ValidationError([Problem("broker.password_file", problem)], what="agent config")
+    return password
+
+
+def take_environ(name: str) -> str | None:
+    """Remove ``name`` from the environment and return its value. Besides ``os.environ``, the
+    value is overwritten in the process's initial environment block, which
+    ``/proc/<pid>/environ`` shows for the life of the process (``unsetenv`` alone leaves it
+    there)."""
+    value = os.environ.get(name)
+    if value is None:
+        return None
+    prefix = name.encode() + b"="
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        environ = ctypes.POINTER(ctypes.c_void_p).in_dll(ctypes.CDLL(None), "environ")
+        index = 0
+        while environ[index]:
+            address = environ[index]
+            entry = ctypes.string_at(address)
+            if entry.startswith(prefix):
+                ctypes.memset(address + len(prefix), ord("*"), len(entry) - len(prefix))
+            index += 1
+    os.environ.pop(name, None)
+    return value
 
 
 EXAMPLE_CONFIG = """\
@@ -287,8 +385,11 @@ reconnect_min_s = 1.0             # jittered exponential reconnect, min → max
 reconnect_max_s = 60.0
 
 [api]
-host = "127.0.0.1"                # loopback only
-port = 8787                       # 0 = ephemeral (see agent.ready.json)
+transport = "unix"                # unix: socket 0600 in the state dir; tcp: loopback + token
+socket = ""                       # unix: empty = <state_dir>/agent.sock
+host = "127.0.0.1"                # tcp: loopback only
+port = 8787                       # tcp: 0 = ephemeral (see agent.ready.json)
+token_file = ""                   # tcp: bearer token; empty = <state_dir>/api.token (made 0600)
 
 [discovery]
 enabled = true                    # advertise _continuum-agent._tcp.local.; browse for a broker
@@ -307,6 +408,7 @@ retain_finished_s = 604800.0      # drop finished, acknowledged records after th
 [executor]
 max_concurrent = 4
 run_as = "nobody"                 # tasks run as this user when the agent runs as root
+max_task_processes = 256          # RLIMIT_NPROC of run_as; 0 = no limit
 kill_grace_s = 5.0                # SIGTERM → SIGKILL on timeout, cancel or fencing
 shutdown_grace_s = 10.0           # SIGTERM of the agent: running tasks may finish this long
 output_tail_bytes = 4096          # stdout/stderr tails kept per attempt

@@ -1,10 +1,13 @@
 """Starts task attempts under their watchdog, renews and stops them, and collects outcomes.
 
 Every attempt runs as ``watchdog -> task`` (see ``_watchdog.py``): the watchdog owns the task's
-process group, its timeout, its lease deadline and its output tails, and writes the outcome to
-``status.json`` in the attempt's run directory. The agent therefore never loses an outcome to its
-own crash: a restarted agent either *adopts* a live watchdog (keeps polling it, and can still
-renew or stop it through its FIFO) or *harvests* the status file of one that finished meanwhile.
+process tree, its rlimits, its timeout, its lease deadline and its output tails, and writes the
+outcome to ``status.json`` in the attempt's run directory. The agent therefore never loses an
+outcome to its own crash: a restarted agent either *adopts* a live watchdog (keeps polling it,
+and can still renew or stop it through its FIFO) or *harvests* the status file of one that
+finished meanwhile. Files in a run directory are only opened through ``_safefs`` (no symlink
+followed), and the task's own ``output.json`` is read by the watchdog as the task's user,
+never by the agent.
 
 This module holds no policy: who may start, when to renew and what an outcome means for the
 task record are decided by the agent from ``shared`` rules.
@@ -14,22 +17,28 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import pwd
 import shutil
 import signal
+import stat
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge_agent import _safefs
 from edge_agent.config import ExecutorConfig
 
-__all__ = ["Executor", "Launch", "Outcome", "RunningAttempt"]
+__all__ = ["Executor", "Launch", "Outcome", "RunningAttempt", "task_limits", "task_user"]
 
 _WATCHDOG = str(Path(__file__).with_name("_watchdog.py"))
+_WORK = "work"  # the task's own directory inside the run directory (see _watchdog.py)
 _MAX_RESULT_BYTES = 64 * 1024
+_MAX_STATUS_BYTES = 1 << 20  # status.json: tails and result are bounded well below this
 _PASSED_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "PYTHONPATH")
 
 
@@ -47,6 +56,7 @@ class Launch:
     inputs: dict[str, Any]
     timeout_s: float
     deadline: float | None  # absolute CLOCK_MONOTONIC seconds (strong tasks), else None
+    resources: Mapping[str, Any] = field(default_factory=dict)  # the spec's: rlimits
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +65,9 @@ class Outcome:
 
     task_id: str
     attempt: str
-    reason: str  # exited | timeout | fenced | cancelled | stopped | spawn_failed | lost
+    # exited | timeout | fenced | cancelled | stopped | spawn_failed | lost
+    # | memory_limit | cpu_limit | file_size_limit (an rlimit from the spec's resources)
+    reason: str
     exit_code: int | None
     signal: int | None
     duration_s: float
@@ -87,53 +99,73 @@ class Executor:
         self.runs_dir = runs_dir
         self.cfg = cfg
         self.running: dict[str, RunningAttempt] = {}
-        runs_dir.mkdir(parents=True, exist_ok=True)
-        self._ids = _task_user(cfg.run_as)
+        self._ids = task_user(cfg.run_as)
+        _safefs.private_dir(runs_dir, self._ids[1])
 
     def run_dir(self, task_id: str, attempt: str) -> Path:
         return self.runs_dir / f"{task_id}--{attempt.rsplit(':', 1)[-1]}"
 
     def launch(self, launch: Launch) -> RunningAttempt:
-        """Write the attempt's files, then start its watchdog (in its own session)."""
+        """Write the attempt's files, then start its watchdog (in its own session).
+
+        The run directory stays the agent's (0700, or 0710 with the task's group so that a task
+        running as ``run_as`` can reach its ``work/``); only ``work/`` and the task's own input
+        files belong to the task's user."""
         run_dir = self.run_dir(launch.task_id, launch.attempt)
-        if run_dir.exists():
+        if run_dir.is_symlink():
+            run_dir.unlink()
+        elif run_dir.exists():
             shutil.rmtree(run_dir)
-        run_dir.mkdir(parents=True)
-        os.mkfifo(run_dir / "lease.fifo", 0o600)
-        (run_dir / "inputs.json").write_text(json.dumps(launch.inputs), encoding="utf-8")
+        uid, gid = self._ids
+        run_dir.mkdir(mode=0o700)
+        _safefs.private_dir(run_dir, gid)
+        work = run_dir / _WORK
         env = {k: os.environ[k] for k in _PASSED_ENV if k in os.environ}
         env.update(launch.env)
         env.update(
-            HOME=str(run_dir),
+            HOME=str(work),
             CONTINUUM_TASK_ID=launch.task_id,
             CONTINUUM_ATTEMPT=launch.attempt.rpartition("/")[2],  # the dot, node:counter
             CONTINUUM_EPOCH=str(launch.epoch),
             CONTINUUM_INPUTS=str(run_dir / "inputs.json"),
-            CONTINUUM_OUTPUT=str(run_dir / "output.json"),
+            CONTINUUM_OUTPUT=str(work / "output.json"),
         )
         argv = launch.argv
+        task_files = {"inputs.json": launch.inputs}
         if launch.callable_target is not None:
-            (run_dir / "args.json").write_text(json.dumps(launch.args), encoding="utf-8")
+            task_files["args.json"] = launch.args
             env["CONTINUUM_ARGS"] = str(run_dir / "args.json")
             argv = [sys.executable, "-m", "edge_agent._callable", launch.callable_target]
-        uid, gid = self._ids
-        if uid is not None:
-            os.chown(run_dir, uid, gid or 0)
-            for name in ("inputs.json", "args.json"):
-                with contextlib.suppress(FileNotFoundError):
-                    os.chown(run_dir / name, uid, gid or 0)
         watch = {
             "argv": argv,
             "env": env,
-            "cwd": str(run_dir),
             "uid": uid,
             "gid": gid,
             "timeout_s": launch.timeout_s,
             "deadline": launch.deadline,
             "grace_s": self.cfg.kill_grace_s,
             "tail_bytes": self.cfg.output_tail_bytes,
+            "limits": task_limits(
+                launch.resources,
+                launch.timeout_s,
+                self.cfg.kill_grace_s,
+                self.cfg.max_task_processes if uid is not None else 0,
+            ),
+            "result_max": _MAX_RESULT_BYTES,
         }
-        (run_dir / "watch.json").write_text(json.dumps(watch), encoding="utf-8")
+        owner = None if uid is None else (uid, gid if gid is not None else uid)
+        run_fd = _safefs.open_dir(run_dir)
+        try:
+            os.mkfifo("lease.fifo", 0o600, dir_fd=run_fd)
+            os.mkdir(_WORK, 0o700, dir_fd=run_fd)
+            if owner is not None:
+                os.chown(_WORK, *owner, dir_fd=run_fd, follow_symlinks=False)
+            for name, content in task_files.items():
+                data = json.dumps(content).encode()
+                _safefs.write_file_at(run_fd, name, data, mode=0o400, owner=owner)
+            _safefs.write_file_at(run_fd, "watch.json", json.dumps(watch).encode())
+        finally:
+            os.close(run_fd)
         proc = subprocess.Popen(
             [sys.executable, "-S", "-E", _WATCHDOG, str(run_dir)],
             stdin=subprocess.DEVNULL,
@@ -150,7 +182,7 @@ class Executor:
         """Take over a watchdog left by a previous agent process, when it is still ours and
         alive or has left its status file; ``None`` means the attempt is gone."""
         run_dir = self.run_dir(task_id, attempt)
-        if not (run_dir / "status.json").exists() and not _is_watchdog(watchdog_pid, run_dir):
+        if _status(run_dir) is None and not _is_watchdog(watchdog_pid, run_dir):
             return None
         running = RunningAttempt(task_id, attempt, run_dir, watchdog_pid)
         running.pgid = _read_pgid(run_dir)
@@ -178,16 +210,20 @@ class Executor:
         if running is None:
             return False
         running.pending.append(line)
-        return self._deliver(running) or not (running.run_dir / "status.json").exists()
+        return self._deliver(running) or _status(running.run_dir) is None
 
     @staticmethod
     def _deliver(running: RunningAttempt) -> bool:
         """Write the pending lines; ``False`` (lines kept) while nobody reads the FIFO."""
         try:
-            fd = os.open(running.run_dir / "lease.fifo", os.O_WRONLY | os.O_NONBLOCK)
+            fd = os.open(
+                running.run_dir / "lease.fifo", os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW
+            )
         except OSError:
             return False  # no reader: the watchdog has not started reading, or has exited
         try:
+            if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+                return False
             os.write(fd, "".join(line + "\n" for line in running.pending).encode("ascii"))
         except OSError:
             return False
@@ -203,7 +239,7 @@ class Executor:
         )
 
     def stop(self, attempt: str, reason: str) -> bool:
-        """SIGTERM the attempt's group, SIGKILL after the grace; the outcome says ``reason``."""
+        """SIGTERM the attempt's tree, SIGKILL after the grace; the outcome says ``reason``."""
         return self._tell(attempt, f"stop {reason}")
 
     def poll(self) -> list[Outcome]:
@@ -217,7 +253,7 @@ class Executor:
             if running.proc is not None:
                 if running.proc.poll() is None:
                     continue
-            elif not (running.run_dir / "status.json").exists() and _is_watchdog(
+            elif _status(running.run_dir) is None and _is_watchdog(
                 running.watchdog_pid, running.run_dir
             ):
                 continue
@@ -226,47 +262,91 @@ class Executor:
         return done
 
     def _outcome(self, running: RunningAttempt) -> Outcome:
-        status_path = running.run_dir / "status.json"
-        try:
-            status = json.loads(status_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        status = _status(running.run_dir)
+        if status is None:
             # The watchdog died without a word (killed): its task died with it (PDEATHSIG).
             if running.pgid is not None:
                 self.kill_group(running.pgid)
             status = {"reason": "lost", "exit_code": None, "signal": None}
         started, ended = status.get("started"), status.get("ended")
-        stdout = status.get("stdout_tail", "")
+        stdout = str(status.get("stdout_tail") or "")
         return Outcome(
             task_id=running.task_id,
             attempt=running.attempt,
-            reason=status["reason"],
+            reason=str(status.get("reason") or "lost"),
             exit_code=status.get("exit_code"),
             signal=status.get("signal"),
             duration_s=(ended - started) if started is not None and ended is not None else 0.0,
-            result=_result(running.run_dir / "output.json", stdout),
+            result=_result(status.get("output"), stdout),
             stdout_tail=stdout,
-            stderr_tail=status.get("stderr_tail", ""),
+            stderr_tail=str(status.get("stderr_tail") or ""),
             deadline=status.get("deadline"),
             fenced_at=status.get("fenced_at"),
         )
 
     def cleanup(self, task_id: str, attempt: str) -> None:
-        """Remove a finished attempt's directory once its outcome is journaled."""
+        """Remove a finished attempt's directory once its outcome is journaled (``rmtree``
+        works through directory descriptors: a link the task left is removed, not followed)."""
         shutil.rmtree(self.run_dir(task_id, attempt), ignore_errors=True)
 
 
-def _task_user(name: str) -> tuple[int | None, int | None]:
-    """Tasks run unprivileged: as ``run_as`` when we are root, else as ourselves."""
+def task_limits(
+    resources: Mapping[str, Any], timeout_s: float, grace_s: float, processes: int
+) -> dict[str, list[int]]:
+    """The rlimits ``[soft, hard]`` of one attempt, from the spec's ``resources``:
+    ``memory_mb`` bounds the address space, ``disk_mb`` the size of any file written (0 =
+    no bound for either), CPU seconds are ``timeout_s`` times the requested cores (at least
+    one: a single-threaded task meets its timeout first), and ``processes`` (when the task runs
+    as its own user; 0 = no bound) the processes of that user."""
+    limits: dict[str, list[int]] = {}
+    memory_mb = int(resources.get("memory_mb", 0))
+    if memory_mb > 0:
+        limits["as"] = [memory_mb << 20, memory_mb << 20]
+    disk_mb = int(resources.get("disk_mb", 0))
+    if disk_mb > 0:
+        limits["fsize"] = [disk_mb << 20, disk_mb << 20]
+    cpu_s = math.ceil(timeout_s * max(float(resources.get("cpu", 1.0)), 1.0)) + 1
+    limits["cpu"] = [cpu_s, cpu_s + math.ceil(grace_s) + 1]
+    if processes > 0:
+        limits["nproc"] = [processes, processes]
+    return limits
+
+
+def task_user(name: str) -> tuple[int | None, int | None]:
+    """``(uid, gid)`` tasks run as: ``run_as`` when we are root, else ``(None, None)``, ourselves
+    (only root can switch users)."""
     if os.geteuid() != 0 or not name:
         return None, None
     entry = pwd.getpwnam(name)
     return entry.pw_uid, entry.pw_gid
 
 
+def _read_json(run_dir: Path, name: str) -> dict[str, Any] | None:
+    """A JSON object the watchdog wrote in the run directory (never through a symlink)."""
+    try:
+        run_fd = _safefs.open_dir(run_dir)
+    except OSError:
+        return None
+    try:
+        raw = _safefs.read_file_at(run_fd, name, _MAX_STATUS_BYTES)
+    finally:
+        os.close(run_fd)
+    try:
+        data = json.loads(raw) if raw is not None else None
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _status(run_dir: Path) -> dict[str, Any] | None:
+    """The watchdog's final word, ``None`` while the attempt runs (or when it was lost)."""
+    return _read_json(run_dir, "status.json")
+
+
 def _read_pgid(run_dir: Path) -> int | None:
     try:
-        return int(json.loads((run_dir / "started.json").read_text(encoding="utf-8"))["pgid"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return int((_read_json(run_dir, "started.json") or {})["pgid"])
+    except (KeyError, TypeError, ValueError):
         return None
 
 
@@ -279,12 +359,13 @@ def _is_watchdog(pid: int, run_dir: Path) -> bool:
     return _WATCHDOG.encode() in cmdline and str(run_dir).encode() in cmdline
 
 
-def _result(output_file: Path, stdout_tail: str) -> Any:
-    """The task's JSON result: the output file when written, else the last stdout line
-    when it parses as JSON; bounded so that it fits in a message."""
-    with contextlib.suppress(OSError, ValueError):
-        if output_file.stat().st_size <= _MAX_RESULT_BYTES:
-            return json.loads(output_file.read_text(encoding="utf-8"))
+def _result(output: object, stdout_tail: str) -> Any:
+    """The task's JSON result: ``output.json`` when it wrote one (the watchdog read it as the
+    task's user, at most ``_MAX_RESULT_BYTES``), else the last stdout line when it parses as
+    JSON; bounded so that it fits in a message."""
+    if isinstance(output, str):
+        with contextlib.suppress(ValueError):
+            return json.loads(output)
     lines = [line for line in stdout_tail.splitlines() if line.strip()]
     if lines and len(lines[-1]) <= _MAX_RESULT_BYTES:
         with contextlib.suppress(ValueError):

@@ -1,0 +1,235 @@
+"""Task containment with real processes (issue 11): the whole task tree ends with the attempt
+(``setsid`` daemons included) on finish, timeout and cancel; rlimits from the spec's resources
+are enforced and a breach fails with its own reason; files in a run directory are never opened
+through a symlink the task planted, nor as root on a task-owned path; run directories are
+private."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import stat
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edge_agent.config import ExecutorConfig
+from edge_agent.executor import Executor, Launch, Outcome, RunningAttempt
+
+# The system interpreter: the test's own may sit where ``nobody`` cannot reach it.
+PY = shutil.which("python3", path="/usr/bin:/bin") or sys.executable
+ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+
+# A daemon that escapes the task's session and process group (setsid + double fork) and
+# records its pid in the task's working directory; the task waits for it, then either ends
+# at once or keeps running.
+DAEMON = """
+import os, sys, time
+if os.fork() == 0:
+    os.setsid()
+    if os.fork():
+        os._exit(0)
+    for fd in (0, 1, 2):
+        os.close(fd)
+    with open("daemon.pid.tmp", "w") as fh:
+        fh.write(str(os.getpid()))
+    os.rename("daemon.pid.tmp", "daemon.pid")
+    time.sleep(300)
+    os._exit(0)
+while not os.path.exists("daemon.pid"):
+    time.sleep(0.01)
+print("ready", flush=True)
+if sys.argv[1] == "stay":
+    time.sleep(300)
+"""
+
+
+def _launch(task_id: str, argv: list[str], **kw: object) -> Launch:
+    base: dict[str, object] = dict(
+        task_id=task_id,
+        attempt="n1:1",
+        epoch=1,
+        argv=argv,
+        callable_target=None,
+        args={},
+        env={},
+        inputs={},
+        timeout_s=60.0,
+        deadline=None,
+    )
+    base.update(kw)
+    return Launch(**base)  # type: ignore[arg-type]
+
+
+def _wait(ex: Executor, limit: float = 60.0) -> Outcome:
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        done = ex.poll()
+        if done:
+            return done[0]
+        time.sleep(0.02)
+    raise AssertionError(f"the attempt did not end within {limit} s")
+
+
+def _wait_for(path: Path, limit: float = 30.0) -> None:
+    end = time.monotonic() + limit
+    while not path.exists():
+        assert time.monotonic() < end, f"{path} never appeared"
+        time.sleep(0.02)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+@pytest.fixture(params=["self", "nobody"])
+def ex(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Executor]:
+    """Tasks as the test's own user, and (as root) as ``nobody``."""
+    if request.param == "nobody" and os.geteuid() != 0:
+        pytest.skip("switching users needs root")
+    run_as = "" if request.param == "self" else "nobody"
+    executor = Executor(tmp_path / "runs", ExecutorConfig(run_as=run_as, kill_grace_s=0.5))
+    yield executor
+    for running in list(executor.running.values()):
+        executor.stop(running.attempt, "cancelled")
+
+
+def _daemon_pid(running: RunningAttempt) -> int:
+    pid_file = running.run_dir / "work" / "daemon.pid"
+    _wait_for(pid_file)
+    return int(pid_file.read_text())
+
+
+@pytest.mark.parametrize("end", ["finish", "timeout", "cancel"])
+def test_a_setsid_daemon_ends_with_the_attempt(ex: Executor, end: str) -> None:
+    mode = "leave" if end == "finish" else "stay"
+    timeout = 3.0 if end == "timeout" else 60.0
+    running = ex.launch(_launch(f"t-{end}", [PY, "-c", DAEMON, mode], timeout_s=timeout))
+    daemon = _daemon_pid(running)
+    assert not _gone(daemon)
+    if end == "cancel":
+        assert ex.stop(running.attempt, "cancelled")
+    out = _wait(ex)
+    assert out.reason == {"finish": "exited", "timeout": "timeout", "cancel": "cancelled"}[end]
+    assert _gone(daemon), f"the setsid daemon {daemon} outlived the attempt ({end})"
+
+
+def test_memory_limit_breach_fails_with_its_reason(ex: Executor) -> None:
+    hog = "x = bytearray(300 * 1024 * 1024); print('allocated')"
+    ex.launch(_launch("t-mem", [PY, "-c", hog], resources={"memory_mb": 64}))
+    out = _wait(ex)
+    assert out.reason == "memory_limit" and not out.succeeded
+    assert "allocated" not in out.stdout_tail
+
+
+def test_the_same_allocation_fits_a_larger_request(ex: Executor) -> None:
+    hog = "x = bytearray(300 * 1024 * 1024); print('allocated')"
+    ex.launch(_launch("t-mem-ok", [PY, "-c", hog], resources={"memory_mb": 1024}))
+    out = _wait(ex)
+    assert out.succeeded and "allocated" in out.stdout_tail
+
+
+def test_file_size_limit_breach_fails_with_its_reason(ex: Executor) -> None:
+    writer = ["/bin/sh", "-c", "exec head -c 5000000 /dev/zero > big"]
+    ex.launch(_launch("t-fsize", writer, resources={"disk_mb": 1}))
+    out = _wait(ex)
+    assert out.reason == "file_size_limit" and not out.succeeded
+
+
+def test_rlimits_follow_the_spec_resources(ex: Executor) -> None:
+    resources = {"memory_mb": 128, "disk_mb": 10, "cpu": 2.0}
+    ex.launch(_launch("t-lim", ["cat", "/proc/self/limits"], resources=resources, timeout_s=10.0))
+    out = _wait(ex)
+    limits = {line[:26].strip(): line[26:].split()[:2] for line in out.stdout_tail.splitlines()[1:]}
+    assert limits["Max address space"] == [str(128 << 20)] * 2
+    assert limits["Max file size"] == [str(10 << 20)] * 2
+    assert limits["Max cpu time"][0] == str(2 * 10 + 1)  # timeout x cores (+1 s)
+    separate_user = ex.cfg.run_as != ""
+    assert (limits["Max processes"] == ["256", "256"]) == separate_user
+
+
+@pytest.fixture
+def root_only_file() -> Iterator[Path]:
+    """A file only root may read or write, somewhere every user can reach."""
+    fd, name = tempfile.mkstemp(prefix="continuum-victim-")
+    os.write(fd, b"TOP SECRET\n")
+    os.close(fd)
+    os.chmod(name, 0o600)
+    yield Path(name)
+    os.unlink(name)
+
+
+@ROOT_ONLY
+def test_output_symlink_to_a_root_only_file_is_not_the_result(
+    ex: Executor, root_only_file: Path
+) -> None:
+    script = f"ln -s {root_only_file} output.json"
+    ex.launch(_launch("t-outlink", ["/bin/sh", "-c", script]))
+    out = _wait(ex)
+    assert out.succeeded and out.result is None
+    assert root_only_file.read_text() == "TOP SECRET\n"
+
+
+def test_an_output_fifo_does_not_hang_the_watchdog(ex: Executor) -> None:
+    ex.launch(_launch("t-fifo", ["/bin/sh", "-c", "mkfifo output.json && echo '{\"v\": 1}'"]))
+    out = _wait(ex, limit=30)
+    assert out.succeeded and out.result == {"v": 1}
+
+
+@ROOT_ONLY
+def test_a_planted_status_tmp_symlink_is_never_written_through(
+    ex: Executor, root_only_file: Path
+) -> None:
+    """The watchdog writes ``status.json.tmp`` last: a task that links that name (or
+    ``started.json.tmp``) to a root-only file must not have it overwritten. As ``nobody`` the
+    task cannot even create the link (the run directory is not its own)."""
+    script = (
+        f"ln -s {root_only_file} ../status.json.tmp; "
+        f"ln -s {root_only_file} ../started.json.tmp; "
+        "ls -l ../status.json.tmp >/dev/null 2>&1 && echo planted || echo refused"
+    )
+    running = ex.launch(_launch("t-statuslink", ["/bin/sh", "-c", script]))
+    out = _wait(ex)
+    assert out.succeeded
+    assert out.stdout_tail.strip() == ("planted" if ex.cfg.run_as == "" else "refused")
+    assert root_only_file.read_text() == "TOP SECRET\n"
+    status = running.run_dir / "status.json"
+    assert stat.S_ISREG(status.lstat().st_mode)
+    assert not (running.run_dir / "status.json.tmp").exists()
+
+
+def test_run_directory_modes_and_owners(ex: Executor) -> None:
+    running = ex.launch(_launch("t-modes", ["sleep", "30"], inputs={"dep": {"v": 1}}))
+    _wait_for(running.run_dir / "started.json")
+    try:
+        task_user = pwd.getpwnam(ex.cfg.run_as) if ex.cfg.run_as else None
+        uid = os.geteuid() if task_user is None else task_user.pw_uid
+        run_dir = running.run_dir.stat()
+        runs = ex.runs_dir.stat()
+        expected_dir_mode = 0o700 if task_user is None else 0o710
+        for info in (run_dir, runs):
+            assert stat.S_IMODE(info.st_mode) == expected_dir_mode
+            assert info.st_uid == os.geteuid()
+            if task_user is not None:
+                assert info.st_gid == task_user.pw_gid
+        work = (running.run_dir / "work").stat()
+        assert stat.S_IMODE(work.st_mode) == 0o700 and work.st_uid == uid
+        inputs = (running.run_dir / "inputs.json").stat()
+        assert stat.S_IMODE(inputs.st_mode) == 0o400 and inputs.st_uid == uid
+        for name in ("watch.json", "started.json", "lease.fifo"):
+            info = (running.run_dir / name).lstat()
+            assert stat.S_IMODE(info.st_mode) == 0o600 and info.st_uid == os.geteuid()
+    finally:
+        ex.stop(running.attempt, "cancelled")
+        with contextlib.suppress(AssertionError):
+            _wait(ex)

@@ -63,13 +63,23 @@ def _cmd_init(args: argparse.Namespace) -> int:
     if bool(args.broker_user) != bool(args.password_file):
         print("--broker-user and --password-file go together", file=sys.stderr)
         return 2
-    password = secrets.token_urlsafe(24) if args.broker_user else ""
+    token = password = None
+    if args.keep_secrets and path.exists():
+        try:
+            old = load_config(path)
+        except ValidationError as exc:
+            print(f"--keep-secrets: {exc}", file=sys.stderr)
+            return 2
+        token, password = old.api.token or None, old.broker.password or None
+    if args.broker_user:
+        password = password or secrets.token_urlsafe(24)
     agents_host, agents_port = _split_host_port(args.agents_broker or "", 8883)
     try:
         text = render_default_config(
+            token=token,
             state_dir=args.state_dir or "controller-state",
             broker_username=args.broker_user or "",
-            broker_password=password,
+            broker_password=password or "",
             password_file=args.password_file or "",
             agents_host=agents_host,
             agents_port=agents_port,
@@ -225,6 +235,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--path", help="where to write (default: the --config path)")
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
+    p.add_argument(
+        "--keep-secrets",
+        action="store_true",
+        help="with --force: keep the existing file's API token and broker password",
+    )
     p.add_argument(
         "--state-dir",
         help="controller.state_dir (default: controller-state beside "

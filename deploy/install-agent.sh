@@ -1,40 +1,51 @@
 #!/bin/sh
 # Install the Continuum edge agent on a device (Debian/Ubuntu/Raspberry Pi OS, systemd).
 #
-#   sudo sh install-agent.sh --node-id edge-1 --broker mqtt.example.org [--tier edge] \
-#        [--port 1883] [--username edge-1] [--password-file FILE] [--tls --ca-file FILE \
-#        [--cert-file FILE --key-file FILE]] [--package 'continuum-edge[agent]'] [--no-start]
+#   sudo sh install-agent.sh --bundle FILE|TOKEN          # from `cloud-controller enroll`
+#   sudo sh install-agent.sh --node-id edge-1 --broker mqtt.example.org [--port 8883] \
+#        [--tier edge] [--username edge-1] [--password-file FILE] \
+#        [--tls --ca-file FILE [--cert-file FILE --key-file FILE]]
+#   common: [--package WHEEL|DIR|NAME] [--python python3] [--no-start] [--no-systemd]
+#           [--dry-run] [--root DIR]
 #
-# What it does (idempotent, safe to re-run for an upgrade):
+# Needs deploy/install-common.sh and deploy/edge-agent.service beside it (copy deploy/).
+# What it does, after checking root, Python >= 3.11 with venv, systemd, and that the package
+# can be had (nothing is changed when a check fails):
 #   1. creates the system user `edge-agent` (no login, no home);
-#   2. creates a venv in /opt/edge-agent/.venv and runs `pip install 'continuum-edge[agent]'`
-#      (or --package: a wheel file or a path to a checkout);
-#   3. writes /etc/edge-agent/agent.toml with `edge-agent init --node-id ... --broker ...`
-#      (an existing config is kept), the password into agent.env (mode 0600);
-#   4. installs deploy/edge-agent.service and enables it.
+#   2. creates /opt/edge-agent/.venv and installs the package with its `agent` extra (default:
+#      the checkout this script is in; --package: a wheel, a checkout or a published name);
+#   3. writes /etc/edge-agent/agent.toml: with --bundle through `edge-agent join` (broker,
+#      TLS, password and certificates from the bundle, secrets 0600), else with
+#      `edge-agent init` from the options;
+#   4. installs edge-agent.service, enables it and (re)starts it.
+# Re-running upgrades the package; options given again that differ from the last run are
+# reported and applied (the previous config is kept as agent.toml.bak); options left out
+# keep their last value. --dry-run prints the steps without doing them; --root DIR puts
+# every path under DIR (tests), creating no user.
 set -eu
 
-NODE_ID=""
-BROKER=""
-PORT=1883
-TIER=edge
-USERNAME=""
-PASSWORD_FILE=""
-TLS=false
-CA_FILE=""
-CERT_FILE=""
-KEY_FILE=""
-PACKAGE="continuum-edge[agent]"
-START=true
+NAME=install-agent
+SERVICE_USER=edge-agent
 PREFIX=/opt/edge-agent
 CONF_DIR=/etc/edge-agent
-SERVICE_USER=edge-agent
-HERE=$(cd "$(dirname "$0")" && pwd)
+STATE_DIR=/var/lib/edge-agent
+UNIT=edge-agent.service
+EXTRA=agent
+RUN_HINT="edge-agent run --config $CONF_DIR/agent.toml"
+. "$(cd "$(dirname "$0")" && pwd)/install-common.sh"
 
-die() { echo "install-agent: $*" >&2; exit 1; }
-
+NODE_ID="" BROKER="" PORT="" TIER="" USERNAME="" TLS="" CA_FILE="" CERT_FILE="" KEY_FILE=""
+PASSWORD_FILE="" BUNDLE=""
+usage() { sed -n '2,/^set -eu/p' "$0" | sed '$d'; }
 while [ $# -gt 0 ]; do
+    parse_common_option "$@"
+    if [ "$SHIFT" -gt 0 ]; then shift "$SHIFT"; continue; fi
     case "$1" in
+        --bundle|--node-id|--broker|--port|--tier|--username|--password-file|--ca-file|\
+        --cert-file|--key-file) [ $# -ge 2 ] || die "$1 needs a value" ;;
+    esac
+    case "$1" in
+        --bundle) BUNDLE=$2; shift 2 ;;
         --node-id) NODE_ID=$2; shift 2 ;;
         --broker) BROKER=$2; shift 2 ;;
         --port) PORT=$2; shift 2 ;;
@@ -45,63 +56,74 @@ while [ $# -gt 0 ]; do
         --ca-file) CA_FILE=$2; shift 2 ;;
         --cert-file) CERT_FILE=$2; shift 2 ;;
         --key-file) KEY_FILE=$2; shift 2 ;;
-        --package) PACKAGE=$2; shift 2 ;;
-        --no-start) START=false; shift ;;
-        -h|--help) sed -n '2,/^set -eu/p' "$0" | sed '$d'; exit 0 ;;
+        -h|--help) usage; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
 done
 
-[ "$(id -u)" = 0 ] || die "run as root (sudo)"
-[ -n "$NODE_ID" ] || die "--node-id is required (letters, digits, . _ -; also the broker username)"
-command -v python3 >/dev/null || die "python3 (3.11 or later) is required"
-python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || die "python3 must be 3.11 or later"
-python3 -c 'import venv, ensurepip' 2>/dev/null || die "python3-venv is missing (apt-get install python3-venv)"
+# Options not given keep the last install's values (install.env), then the defaults.
+given_node=$NODE_ID given_broker=$BROKER given_port=$PORT given_tier=$TIER
+given_user=$USERNAME given_tls=$TLS given_ca=$CA_FILE given_cert=$CERT_FILE given_key=$KEY_FILE
+load_settings
+NODE_ID=${given_node:-${NODE_ID:-}} BROKER=${given_broker:-${BROKER:-}}
+PORT=${given_port:-${PORT:-1883}} TIER=${given_tier:-${TIER:-edge}}
+USERNAME=${given_user:-${USERNAME:-}} TLS=${given_tls:-${TLS:-false}}
+CA_FILE=${given_ca:-${CA_FILE:-}} CERT_FILE=${given_cert:-${CERT_FILE:-}}
+KEY_FILE=${given_key:-${KEY_FILE:-}}
 
-# 1. the service user
-if ! id "$SERVICE_USER" >/dev/null 2>&1; then
-    useradd --system --no-create-home --home-dir /var/lib/edge-agent \
-        --shell /usr/sbin/nologin "$SERVICE_USER"
+CONFIG="$ROOT$CONF_DIR/agent.toml"
+if [ -z "$BUNDLE" ] && [ -z "$NODE_ID" ] && [ ! -f "$CONFIG" ]; then
+    die "--bundle (from cloud-controller enroll) or --node-id is required"
 fi
+[ -z "$BUNDLE" ] || [ -e "$BUNDLE" ] || case "$BUNDLE" in cj*) ;; *) die "bundle $BUNDLE not found" ;; esac
+[ -z "$PASSWORD_FILE" ] || [ -r "$PASSWORD_FILE" ] || die "cannot read $PASSWORD_FILE"
+precheck
 
-# 2. the venv and the package
-mkdir -p "$PREFIX"
-[ -x "$PREFIX/.venv/bin/python" ] || python3 -m venv "$PREFIX/.venv"
-"$PREFIX/.venv/bin/pip" install --quiet --upgrade pip
-"$PREFIX/.venv/bin/pip" install --quiet --upgrade "$PACKAGE"
+say "installing the edge agent under ${ROOT:-/}"
+record_settings NODE_ID BROKER PORT TIER USERNAME TLS CA_FILE CERT_FILE KEY_FILE
+ensure_user
+ensure_venv
+BIN="$ROOT$PREFIX/.venv/bin"
 
-# 3. the config (kept if present: re-running upgrades the code only)
-mkdir -p "$CONF_DIR"
-CONFIG="$CONF_DIR/agent.toml"
-if [ ! -f "$CONFIG" ]; then
-    set -- --path "$CONFIG" --node-id "$NODE_ID" --tier "$TIER" --broker "$BROKER:$PORT"
+# 3. the config
+run mkdir -p "$ROOT$CONF_DIR"
+if [ -n "$BUNDLE" ]; then
+    force=""
+    [ -f "$CONFIG" ] && force=--force
+    say "writing $CONFIG from the bundle"
+    run "$BIN/edge-agent" join "$BUNDLE" --config "$CONFIG" --state-dir "$ROOT$STATE_DIR" \
+        $force || die "the bundle was not applied"
+    CHANGED=true
+elif [ "$CHANGED" = true ] || [ ! -f "$CONFIG" ]; then
+    set -- --node-id "$NODE_ID" --tier "$TIER" --state-dir "$ROOT$STATE_DIR"
+    [ -n "$BROKER" ] && set -- "$@" --broker "$BROKER:$PORT"
     [ -n "$USERNAME" ] && set -- "$@" --username "$USERNAME"
     [ "$TLS" = true ] && set -- "$@" --tls
     [ -n "$CA_FILE" ] && set -- "$@" --ca-file "$CA_FILE"
     [ -n "$CERT_FILE" ] && set -- "$@" --cert-file "$CERT_FILE" --key-file "$KEY_FILE"
-    # Writes the commented example with this device's values, validated (exit 2 if not).
-    "$PREFIX/.venv/bin/edge-agent" init "$@" >/dev/null || die "cannot write $CONFIG"
+    if [ -f "$CONFIG" ]; then run cp -p "$CONFIG" "$CONFIG.bak"; say "previous config kept as $CONFIG.bak"; fi
+    say "writing $CONFIG"
+    # The commented example with this device's values, validated (exit 2 if not).
+    run "$BIN/edge-agent" init --path "$CONFIG" --force "$@" || die "cannot write $CONFIG"
 fi
 if [ -n "$PASSWORD_FILE" ]; then
-    umask 077
-    printf 'EDGE_AGENT_BROKER_PASSWORD=%s\n' "$(cat "$PASSWORD_FILE")" > "$CONF_DIR/agent.env"
-    umask 022
+    # The password goes to agent.env (read by the unit), never into the config.
+    if [ "$DRY_RUN" = true ]; then
+        say "would write $ROOT$CONF_DIR/agent.env (0600)"
+    else
+        (umask 077; printf 'EDGE_AGENT_BROKER_PASSWORD=%s\n' "$(cat "$PASSWORD_FILE")" \
+            > "$ROOT$CONF_DIR/agent.env")
+    fi
 fi
-chown -R root:"$SERVICE_USER" "$CONF_DIR"
-chmod 0750 "$CONF_DIR"
-chmod 0640 "$CONFIG"
-[ -f "$CONF_DIR/agent.env" ] && chmod 0600 "$CONF_DIR/agent.env"
-# Validate before installing the unit: every problem is listed at once.
-"$PREFIX/.venv/bin/python" -c "import sys; from edge_agent.config import load_config; load_config(sys.argv[1])" "$CONFIG" \
-    || die "$CONFIG is not valid; fix it and re-run"
+own "$ROOT$CONF_DIR"
+run chmod 0750 "$ROOT$CONF_DIR"
+if [ "$DRY_RUN" = false ]; then
+    chmod 0640 "$CONFIG"
+    # Validate before starting anything: every problem is listed at once.
+    "$BIN/python" -c "import sys; from edge_agent.config import load_config; load_config(sys.argv[1])" \
+        "$CONFIG" || die "$CONFIG is not valid; fix it and re-run"
+fi
 
-# 4. the systemd unit
-install -m 0644 "$HERE/edge-agent.service" /etc/systemd/system/edge-agent.service
-systemctl daemon-reload
-systemctl enable edge-agent >/dev/null
-if [ "$START" = true ]; then
-    systemctl restart edge-agent
-    echo "edge-agent started; check with: systemctl status edge-agent; $PREFIX/.venv/bin/edge-agent status --config $CONFIG"
-else
-    echo "edge-agent installed (not started): systemctl start edge-agent"
-fi
+# 4. the unit
+install_unit
+start_unit

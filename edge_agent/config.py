@@ -222,15 +222,6 @@ def parse_config(data: Mapping[str, Any], *, env: Mapping[str, str] | None = Non
         broker = {f.name: getattr(cfg.broker, f.name) for f in fields(BrokerConfig)}
         broker["password"] = env[PASSWORD_ENV]
         cfg = AgentConfig(**{**sections, "broker": BrokerConfig(**broker)}, log_level=log_level)
-    if not cfg.broker.password and cfg.broker.password_file:
-        try:
-            secret = Path(cfg.broker.password_file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            problems.append(Problem("broker.password_file", f"cannot read: {exc.strerror}"))
-        else:
-            broker = {f.name: getattr(cfg.broker, f.name) for f in fields(BrokerConfig)}
-            broker["password"] = secret
-            cfg = AgentConfig(**{**sections, "broker": BrokerConfig(**broker)}, log_level=log_level)
     problems.extend(_semantic_problems(cfg))
     if problems:
         raise ValidationError(problems, what="agent config")

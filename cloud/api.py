@@ -6,41 +6,49 @@ OpenAPI document cannot drift from what the server answers (a test checks both
 directions against the live router).
 
 Rules every ``/api`` route shares, enforced by middlewares rather than by each
-handler: a bearer token (401 without the right one), a body limit (413), typed
-errors rendered as JSON (400 with every field problem, 404, 409).
+handler: a named bearer token (401 without one, 403 for a read-only token on a
+mutating route), a per-token rate limit (429), a body limit (413) and JSON limits
+checked before parsing (``cloud.api_limits``), every error an
+``application/problem+json`` body with ``error`` and ``message``, and an audit
+record (actor, route, outcome) of every mutating request. Below the router,
+:func:`start_api` serves the app with a header-read timeout and answers the HTTP
+parser's own refusals (over-long URL or header, bad ``Content-Length``) as JSON too.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aiohttp import web
 
-from shared.errors import Problem, SpecConflictError, ValidationError
+from shared.errors import Problem, ValidationError
+from shared.vocab import Level, TaskStatus
 
+from .api_access import ApiToken, RateLimit, access_middlewares, parse_tokens
+from .api_http import (
+    PROBLEM_JSON,
+    NotFound,
+    error_middleware,
+    json_response,
+    parse_json_body,
+)
 from .metrics import CONTENT_TYPE
 
 __all__ = ["ROUTES", "ApiService", "NotFound", "Route", "build_app", "openapi_document"]
+
+_STATUSES = frozenset(s.value for s in TaskStatus)
+_LEVELS = frozenset(level.value for level in Level)
 
 log = logging.getLogger(__name__)
 
 API_VERSION = "1.0.0"
 SSE_KEEPALIVE_S = 15.0
-
-
-class NotFound(LookupError):
-    """An id the controller does not know (rendered as 404)."""
-
-    def __init__(self, what: str, ident: str) -> None:
-        super().__init__(f"{what} {ident!r} not found")
-        self.what = what
-        self.ident = ident
 
 
 class ApiService(Protocol):
@@ -199,26 +207,29 @@ ROUTES: tuple[Route, ...] = (
 )
 
 
-def _json(data: object, status: int = 200) -> web.Response:
-    return web.json_response(data, status=status, dumps=lambda o: json.dumps(o, default=str))
-
-
-def _error(status: int, error: str, message: str, **extra: object) -> web.Response:
-    return _json({"error": error, "message": message, **extra}, status=status)
+_json = json_response
 
 
 def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
     raw = request.query.get(name)
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise web.HTTPBadRequest(
-            text=json.dumps({"error": "bad_request", "message": f"{name} must be an integer"}),
-            content_type="application/json",
-        ) from None
-    return max(lo, min(hi, value))
+    if not (raw.isascii() and raw.lstrip("-").isdigit() and len(raw) <= 20):
+        raise ValidationError([Problem(name, "must be an integer")], what="query")
+    return max(lo, min(hi, int(raw)))
+
+
+def _choices(request: web.Request, name: str, allowed: frozenset[str]) -> tuple[str, ...]:
+    """Every value of query parameter ``name``, each one of ``allowed`` (else 400)."""
+    values = tuple(request.query.getall(name, []))
+    problems = [
+        Problem(name, f"{v!r} is not one of {', '.join(sorted(allowed))}")
+        for v in values
+        if v not in allowed
+    ]
+    if problems:
+        raise ValidationError(problems, what="query")
+    return values
 
 
 class Handlers:
@@ -226,10 +237,7 @@ class Handlers:
         self.service = service
 
     async def _body(self, request: web.Request) -> dict[str, Any]:
-        try:
-            data = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValidationError([Problem("", f"body is not JSON: {exc}")], what="body") from exc
+        data = parse_json_body(await request.read())
         if not isinstance(data, dict):
             raise ValidationError([Problem("", "body must be a JSON object")], what="body")
         return data
@@ -251,17 +259,39 @@ class Handlers:
         return _json(openapi_document())
 
     async def submit_task(self, request: web.Request) -> web.Response:
-        result, created = self.service.submit_task(await self._body(request))
+        data = await self._body(request)
+        self._known_dependencies(data)
+        result, created = self.service.submit_task(data)
         return _json(result, status=201 if created else 200)
+
+    def _known_dependencies(self, data: dict[str, Any]) -> None:
+        """A lone task may depend only on tasks the controller has (an unknown id would
+        leave it pending forever, with no reason given)."""
+        deps = data.get("depends_on")
+        if not isinstance(deps, list):
+            return  # absent, or wrong: the spec's own validation says so
+        problems = []
+        for i, dep in enumerate(deps[:1_000]):
+            if not isinstance(dep, str) or dep == data.get("id"):
+                continue
+            try:
+                self.service.get_task(dep)
+            except NotFound:
+                problems.append(
+                    Problem(f"depends_on[{i}]", f"unknown task {dep!r}: submit it first")
+                )
+        if problems:
+            raise ValidationError(problems, what="task spec")
 
     async def list_tasks(self, request: web.Request) -> web.Response:
         q = request.query
+        levels = _choices(request, "level", _LEVELS)
         return _json(
             self.service.list_tasks(
-                status=tuple(q.getall("status", [])),
+                status=_choices(request, "status", _STATUSES),
                 node=q.get("node"),
                 workflow=q.get("workflow"),
-                level=q.get("level"),
+                level=levels[-1] if levels else None,
                 after=q.get("after"),
                 limit=_int_param(request, "limit", 100, 1, 1000),
             )
@@ -330,58 +360,26 @@ class Handlers:
         return resp
 
 
-_Middleware = Callable[..., Awaitable[web.StreamResponse]]
-
-
-def _make_middlewares(token: str, max_body: int) -> list[_Middleware]:
-    expected = token.encode()
-
-    @web.middleware
-    async def errors(
-        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    ) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except ValidationError as exc:
-            return _json(exc.as_dict(), status=400)
-        except NotFound as exc:
-            return _error(404, "not_found", str(exc), what=exc.what, id=exc.ident)
-        except SpecConflictError as exc:
-            return _error(409, "conflict", str(exc))
-        except web.HTTPRequestEntityTooLarge:
-            return _error(413, "too_large", f"body exceeds {max_body} bytes")
-        except web.HTTPException as exc:
-            if exc.content_type == "application/json":
-                raise
-            return _error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
-
-    @web.middleware
-    async def auth_and_size(
-        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    ) -> web.StreamResponse:
-        if request.path.startswith("/api/"):
-            header = request.headers.get("Authorization", "")
-            scheme, _, presented = header.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(
-                presented.strip().encode(), expected
-            ):
-                resp = _error(401, "unauthorized", "missing or wrong bearer token")
-                resp.headers["WWW-Authenticate"] = 'Bearer realm="continuum"'
-                return resp
-        if request.content_length is not None and request.content_length > max_body:
-            return _error(413, "too_large", f"body exceeds {max_body} bytes")
-        return await handler(request)
-
-    return [errors, auth_and_size]
-
-
 def build_app(
-    service: ApiService, *, token: str, max_body_bytes: int = 1_048_576
+    service: ApiService,
+    *,
+    token: str = "",
+    tokens: tuple[ApiToken, ...] = (),
+    max_body_bytes: int = 1_048_576,
+    rate: RateLimit | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> web.Application:
-    if not token:
+    """The app over ``service``. ``token``: a token text (``cloud.api_access``: one
+    secret, or named tokens with roles, one per line); ``tokens``: parsed ones."""
+    tokens = tokens or (parse_tokens(token) if token else ())
+    if not tokens:
         raise ValueError("the API needs a bearer token")
+    audit, access = access_middlewares(
+        tokens, max_body=max_body_bytes, rate=rate or RateLimit(), clock=clock
+    )
     app = web.Application(
-        client_max_size=max_body_bytes, middlewares=_make_middlewares(token, max_body_bytes)
+        client_max_size=max_body_bytes,
+        middlewares=[audit, error_middleware(max_body_bytes), access],
     )
     handlers = Handlers(service)
     for route in ROUTES:
@@ -398,9 +396,11 @@ _RESPONSE_TEXT = {
     201: "Created",
     400: "Invalid input: every problem with its field path",
     401: "Missing or wrong bearer token",
+    403: "A read-only token on a mutating route",
     404: "Unknown id",
     409: "A different spec already exists under this id",
     413: "Body too large",
+    429: "Over the token's rate limit (see Retry-After)",
     503: "Not ready",
 }
 
@@ -419,7 +419,12 @@ _SCHEMAS: dict[str, Any] = {
     "CancelRequest": {"type": "object", "properties": {"reason": {"type": "string"}}},
     "Error": {
         "type": "object",
+        "description": "RFC 9457 problem details with the API's own `error` and `message`",
+        "required": ["error", "message", "status"],
         "properties": {
+            "type": {"type": "string"},
+            "title": {"type": "string"},
+            "status": {"type": "integer"},
             "error": {"type": "string"},
             "message": {"type": "string"},
             "problems": {
@@ -461,12 +466,11 @@ def openapi_document() -> dict[str, Any]:
             "parameters": params,
             "responses": {},
         }
-        for code in (*route.responses, *((401,) if route.auth else ())):
+        denied = (401, 429) if route.method == "GET" else (401, 403, 429)
+        for code in (*route.responses, *(denied if route.auth else ())):
             resp: dict[str, Any] = {"description": _RESPONSE_TEXT[code]}
             if code >= 400:
-                resp["content"] = {
-                    "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
-                }
+                resp["content"] = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Error"}}}
             elif route.content_type != "application/json":
                 resp["content"] = {route.content_type: {"schema": {"type": "string"}}}
             op["responses"][str(code)] = resp

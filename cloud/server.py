@@ -23,9 +23,8 @@ import os
 import signal
 from pathlib import Path
 
-from aiohttp import web
-
 from .api import build_app
+from .api_http import start_api
 from .config import ControllerConfig
 from .controller import Controller
 from .metrics import ControllerMetrics
@@ -68,13 +67,7 @@ class ControllerProcess:
             cfg, store, ControllerMetrics(), send=self._sender(transport)
         )
         app = build_app(controller, token=cfg.api_token(), max_body_bytes=cfg.api.max_body_bytes)
-        runner = web.AppRunner(app, handle_signals=False, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, cfg.api.host, cfg.api.port)
-        await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.api_port = sockets[0].getsockname()[1] if sockets else cfg.api.port
+        runner, self.api_port = await start_api(app, cfg.api.host, cfg.api.port)
         transport.start()
         tasks = [
             asyncio.create_task(self._ingest_loop(), name="ingest"),

@@ -152,8 +152,6 @@ def plain_place(nodes: list[dict[str, Any]], d: TaskDemand, tie: int) -> dict[st
             continue
         if n["cpus"] < d.cpu or n["memory"] < d.memory_mb or n["disk"] < d.disk_mb:
             continue
-        if n["cpu_free"] < d.cpu or n["memory_free"] < d.memory_mb or n["disk_free"] < d.disk_mb:
-            continue
         rtt = n["rtt_s"]
         transfer = d.data_size_mb * 8.0 / n["bandwidth"] if d.data_size_mb > 0 else 0.0
         execute = d.work / n["speed"]
@@ -166,6 +164,9 @@ def plain_place(nodes: list[dict[str, Any]], d: TaskDemand, tie: int) -> dict[st
         cands.append(
             {
                 "node": n,
+                "room": n["cpu_free"] >= d.cpu
+                and n["memory_free"] >= d.memory_mb
+                and n["disk_free"] >= d.disk_mb,
                 "finish": finish,
                 "energy": n["power"] * execute * drain,
                 "wan": d.data_size_mb + d.output_mb if n["wan"] else 0.0,
@@ -174,10 +175,12 @@ def plain_place(nodes: list[dict[str, Any]], d: TaskDemand, tie: int) -> dict[st
                 "widen": math.exp(SAFETY * n["error"]),
             }
         )
+    # energy and WAN are shares of the largest among the nodes past the filters
+    e_max = max((c["energy"] for c in cands), default=0.0)
+    w_max = max((c["wan"] for c in cands), default=0.0)
+    cands = [c for c in cands if c["room"]]
     if not cands:
         return None
-    e_max = max(c["energy"] for c in cands)
-    w_max = max(c["wan"] for c in cands)
     best, best_key = None, None
     scored = []
     for c in cands:
@@ -214,6 +217,7 @@ def main() -> None:
     best = 0.0
     batch = []
     for _ in range(RUNS):
+        batch = []  # the previous run's decisions go before the next run starts
         table = NodeTable.from_views(views)
         started = time.perf_counter()
         batch = place_batch(table, work, mode=MODE, seed=SEED)

@@ -62,6 +62,9 @@ DEFAULT_MODE = PlacementMode.HYBRID_DYNAMIC
 DEFAULT_WEIGHTS = Weights()
 #: Modes ranked by predicted completion time rather than the weighted sum.
 PREDICTED_MODES: frozenset[PlacementMode] = frozenset({PlacementMode.ADAPTIVE})
+# ``Shape.static`` of the predicted modes: one read-only row of zeros shared by all.
+_ZEROS = np.zeros(1 << 16)
+_ZEROS.flags.writeable = False
 
 
 @dataclass(slots=True)
@@ -88,8 +91,10 @@ class Shape:
 
     @property
     def nbytes(self) -> int:
-        arrays = self.mask.nbytes + self.rows.nbytes + self.static.nbytes
-        return arrays + (self.timing.nbytes if self.timing is not None else 0)
+        """Memory it holds on its own (the shared all-zero ``static`` excluded)."""
+        if self.timing is not None:
+            return self.mask.nbytes + self.rows.nbytes + self.timing.nbytes
+        return self.mask.nbytes + self.rows.nbytes + self.static.nbytes
 
 
 def prepare(table: NodeTable, demand: TaskDemand, mode: PlacementMode, weights: Weights) -> Shape:
@@ -102,15 +107,16 @@ def prepare(table: NodeTable, demand: TaskDemand, mode: PlacementMode, weights: 
     for stage in FILTERS:
         mask, dropped = stage(table, effective, mask)
         filtered.update(dropped)
-    rows = np.flatnonzero(mask)
-    static = np.zeros(len(table), dtype=np.float64)
+    rows = np.flatnonzero(mask).astype(np.int32)
     need = (demand.cpu, demand.memory_mb, demand.disk_mb)
     count = float(max(1, sum(1 for n in need if n > 0)))
     if mode in PREDICTED_MODES:
+        static = _ZEROS[: len(table)] if len(table) <= len(_ZEROS) else np.zeros(len(table))
         return Shape(
             effective, mode, mask, rows, filtered, static, timing(table, effective, rows),
             need, count, 0.0,
         )  # fmt: skip
+    static = np.zeros(len(table), dtype=np.float64)
     w = weights.normalised(mode)
     terms = static_terms(table, effective, mode, rows)
     for row, name in enumerate(TERMS):
@@ -126,7 +132,8 @@ def _decide(table: NodeTable, shape: Shape, tie: int) -> Decision:
     f0, f1, f2 = table.cpu_free[rows], table.memory_free[rows], table.disk_free[rows]
     dims = first_exhausted(shape.need, (f0, f1, f2))
     ok = dims < 0
-    pos = np.flatnonzero(ok)
+    # every candidate has room (the common case): index nothing, copy nothing
+    pos: IntArray | slice = slice(None) if ok.all() else np.flatnonzero(ok)
     cand = rows[pos]
     demand = shape.demand
     if shape.timing is not None:
@@ -138,9 +145,7 @@ def _decide(table: NodeTable, shape: Shape, tie: int) -> Decision:
     top = order_by_rank(cand, rank, TOP_CANDIDATES)
     best = cand[top]
     if shape.timing is not None:
-        names, values = breakdown(
-            table, demand, shape.timing, pos[top], best, queue[top], cost[top]
-        )
+        names, values = breakdown(table, demand, best, queue[top], cost[top])
     else:
         names = TERMS
         matrix = static_terms(table, demand, shape.mode, best)

@@ -11,9 +11,9 @@ For a task on node ``i``, seconds from the decision to the result at the control
 
 and its cost in [0, 1], the mean of four shares: energy (``power_i * execution``,
 doubled on an empty battery) and WAN megabytes, each over the largest among the
-candidates; the node's utilisation after taking the task (spreads load); and the
-risk of losing the run (``1 - success * P(no partition during finish) * (1 - link
-risk)``).
+nodes that pass the filters; the node's utilisation after taking the task
+(spreads load); and the risk of losing the run (``1 - success * P(no partition
+during the run) * (1 - link risk)``).
 
 The rule (higher score wins, scores in [-1, 1]):
 
@@ -78,55 +78,36 @@ IntArray = npt.NDArray[np.intp]
 class Timing:
     """The static half of the prediction over a shape's candidate rows: ``fixed`` =
     dispatch + transfer + execution + return, ``capacity`` = cpus * speed,
-    ``widen`` = exp(SAFETY * error), ``energy`` (J), ``wan`` (MB), ``risk``."""
+    ``base_cost`` = the cost's static shares (energy, WAN, risk) over 4, ``limit``
+    = deadline / exp(SAFETY * error) (empty without a deadline)."""
 
     fixed: FloatArray
     capacity: FloatArray
-    widen: FloatArray
-    energy: FloatArray
-    wan: FloatArray
-    risk: FloatArray
+    base_cost: FloatArray
+    limit: FloatArray
 
     @property
     def nbytes(self) -> int:
-        return sum(
-            a.nbytes
-            for a in (self.fixed, self.capacity, self.widen, self.energy, self.wan, self.risk)
-        )
+        return self.fixed.nbytes + self.capacity.nbytes + self.base_cost.nbytes + self.limit.nbytes
 
 
-def _parts(table: NodeTable, demand: TaskDemand, rows: IntArray) -> tuple[FloatArray, ...]:
+Index = IntArray | slice
+
+
+def _parts(table: NodeTable, demand: TaskDemand, rows: Index) -> tuple[FloatArray, ...]:
     """``(dispatch, transfer, execution, return, input MB moved)`` over ``rows``."""
     rtt_s = table.rtt_ms[rows] / 1000.0
     bandwidth = table.bandwidth[rows]
-    dispatch = rtt_s / 2.0 + (rtt_s if demand.level is Level.STRONG else 0.0)
-    moved = np.full(len(rows), demand.data_size_mb)
+    n = len(rtt_s)
+    dispatch = rtt_s * (1.5 if demand.level is Level.STRONG else 0.5)
+    moved = np.full(n, demand.data_size_mb)
     if demand.data_source is not None and demand.data_size_mb > 0:
         moved = np.where(table.source_mask(demand.data_source)[rows], 0.0, moved)
-    per_mb = np.divide(8.0, bandwidth, out=np.full(len(rows), np.inf), where=bandwidth > 0)
+    per_mb = np.divide(8.0, bandwidth, out=np.full(n, np.inf), where=bandwidth > 0)
     transfer = np.where(moved > 0, moved * per_mb, 0.0)
     execute = demand.work / np.maximum(table.speed[rows], TINY)
     back = rtt_s / 2.0 + (demand.output_mb * per_mb if demand.output_mb > 0 else 0.0)
     return dispatch, transfer, execute, back, moved
-
-
-def timing(table: NodeTable, demand: TaskDemand, rows: IntArray) -> Timing:
-    """The static half of the prediction for ``demand`` on ``rows``."""
-    dispatch, transfer, execute, back, moved = _parts(table, demand, rows)
-    fixed = dispatch + transfer + execute + back
-    battery = table.battery[rows]
-    drain = np.where(np.isnan(battery), 1.0, 2.0 - np.clip(battery, 0.0, 100.0) / 100.0)
-    survive = np.exp(-table.partition_rate[rows] * np.minimum(fixed, 1e9) / 3600.0) * (
-        1.0 - LINK_RISK_BY_CODE[table.link[rows]]
-    )
-    return Timing(
-        fixed=fixed,
-        capacity=np.maximum(table.cpus[rows] * table.speed[rows], TINY),
-        widen=np.exp(SAFETY * table.error[rows]),
-        energy=table.power[rows] * execute * drain,
-        wan=np.where(table.wan[rows], moved + demand.output_mb, 0.0),
-        risk=1.0 - np.clip(table.success[rows], 0.0, 1.0) * survive,
-    )
 
 
 def _share(values: FloatArray) -> FloatArray:
@@ -134,8 +115,32 @@ def _share(values: FloatArray) -> FloatArray:
     return values / top if top > 0 and math.isfinite(top) else np.zeros(len(values))
 
 
+def timing(table: NodeTable, demand: TaskDemand, rows: IntArray) -> Timing:
+    """The static half of the prediction for ``demand`` on ``rows`` (computed over
+    whole columns, which is cheaper than gathering each first, then gathered)."""
+    every = slice(None)
+    dispatch, transfer, execute, back, moved = _parts(table, demand, every)
+    fixed = dispatch + transfer + execute + back
+    battery = table.battery
+    drain = np.where(np.isnan(battery), 1.0, 2.0 - np.clip(battery, 0.0, 100.0) / 100.0)
+    survive = np.exp(-table.partition_rate * np.minimum(fixed, 1e9) / 3600.0) * (
+        1.0 - LINK_RISK_BY_CODE[table.link]
+    )
+    risk = 1.0 - np.clip(table.success, 0.0, 1.0) * survive
+    energy = (table.power * execute * drain)[rows]
+    wan = np.where(table.wan, moved + demand.output_mb, 0.0)[rows]
+    deadline = demand.deadline_s
+    limit = np.empty(0) if deadline is None else (deadline / np.exp(SAFETY * table.error))[rows]
+    return Timing(
+        fixed=fixed[rows],
+        capacity=np.maximum(table.cpus * table.speed, TINY)[rows],
+        base_cost=(_share(energy) + _share(wan) + risk[rows]) / 4.0,
+        limit=limit,
+    )
+
+
 def score(
-    table: NodeTable, demand: TaskDemand, t: Timing, pos: IntArray, rows: IntArray
+    table: NodeTable, demand: TaskDemand, t: Timing, pos: Index, rows: IntArray
 ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
     """``(score, finish, queue, cost)`` of the feasible candidates: ``pos`` indexes
     the shape's arrays, ``rows`` the same candidates in the table."""
@@ -145,12 +150,13 @@ def score(
     util = np.clip(
         np.maximum(table.load[rows], (cpus - table.cpu_free[rows] + demand.cpu) / cpus), 0.0, 1.0
     )
-    cost = (_share(t.energy[pos]) + _share(t.wan[pos]) + util + t.risk[pos]) / 4.0
+    cost = t.base_cost[pos] + util / 4.0
     deadline = demand.deadline_s
     if deadline is not None:
-        safe = finish * t.widen[pos] <= deadline
         late = -finish / (finish + max(deadline, TINY))
-        value = np.where(safe, 1.0 - cost, np.where(np.isfinite(late), late, -1.0))
+        value = np.where(
+            finish <= t.limit[pos], 1.0 - cost, np.where(np.isfinite(late), late, -1.0)
+        )
     else:
         v = np.maximum(finish * (1.0 + COST_WEIGHT * cost), TINY)
         value = np.where(np.isfinite(v), float(v.min()) / v, 0.0)
@@ -160,8 +166,6 @@ def score(
 def breakdown(
     table: NodeTable,
     demand: TaskDemand,
-    t: Timing,
-    pos: IntArray,
     rows: IntArray,
     queue: FloatArray,
     cost: FloatArray,
@@ -173,7 +177,7 @@ def breakdown(
     columns = [dispatch, transfer, queue, execute, back, finish]
     names = PREDICTION_TERMS
     if demand.deadline_s is not None:
-        columns.append(demand.deadline_s - finish * t.widen[pos])
+        columns.append(demand.deadline_s - finish * np.exp(SAFETY * table.error[rows]))
     else:
         names = tuple(n for n in names if n != "margin_s")
     columns.append(cost)

@@ -15,16 +15,18 @@ control path stays down past its lease is fenced at the agent's deadline
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Callable
 
 from shared.autonomy import AutonomyLevel, admit, autonomy_level, connectivity, may_start
 from shared.consistency import LeaseBook, LeasePolicy
 from shared.health import clamp_level
+from shared.model import RetryPolicy, backoff_delay
 from shared.vocab import Level, Tier
 from simulations.sim.loop import Loop
 from simulations.sim.metrics import Counters
 from simulations.sim.network import CONTROL_BITS, Network, Path
-from simulations.sim.records import Attempt, Outcome, Task
+from simulations.sim.records import Attempt, Outcome, Task, TaskState
 from simulations.sim.scenario import Controller as ControllerSpec
 from simulations.sim.scenario import TaskType
 from simulations.sim.topology import Topology
@@ -51,6 +53,7 @@ class Agents:
         open_on: list[list[Attempt]],
         counters: Counters,
         loop: Loop,
+        seed: int,
     ) -> None:
         self.types = types
         self.spec = spec
@@ -62,8 +65,11 @@ class Agents:
         self.open_on = open_on
         self.counters = counters
         self.loop = loop
+        self.rng = random.Random(f"{seed}:retry")
         self.submit: Callable[[Task, float], None] = lambda task, t: None
         self.ended: Callable[[Attempt], None] = lambda at: None
+        #: an attempt gave its resources back
+        self.freed: Callable[[Attempt], None] = lambda at: None
 
     # ------------------------------------------------------------- devices
     def arrive(self, task: Task) -> None:
@@ -121,21 +127,26 @@ class Agents:
     def start(self, task: Task, g: int, now: float) -> Attempt:
         """The controller placed ``task`` on node ``g`` at ``now`` (resources already
         taken): compute the attempt's timeline and schedule its end."""
+        task.epoch += 1
+        at = Attempt(task, g, task.epoch, task.level, now)
+        self.counters.placed_tier[self.topo.node_tier[g]] += 1
+        at.t_recv = self.net.deliver(self.net.ctrl[g], now, CONTROL_BITS)
+        self._begin(at, task, g, with_input=True)
+        return at
+
+    def _begin(self, at: Attempt, task: Task, g: int, *, with_input: bool) -> None:
+        """From the placement's arrival ``at.t_recv``: (strong) the lease round trip,
+        the input transfer, execution; the end is scheduled."""
         tt = self.types[task.tt]
         net = self.net
-        task.epoch += 1
-        level = task.level
-        at = Attempt(task, g, task.epoch, level, now)
-        self.counters.placed_tier[self.topo.node_tier[g]] += 1
         ctrl = net.ctrl[g]
-        at.t_recv = t_recv = net.deliver(ctrl, now, CONTROL_BITS)
-        ready = t_recv
-        if level is _STRONG:
+        t_recv = ready = at.t_recv
+        if at.level is _STRONG and not at.local:
             at.t_req = t_req = net.deliver(ctrl, t_recv, CONTROL_BITS)
             decision = self.leases.request(
                 task_id=task.id,
                 node=self.topo.node_ids[g],
-                epoch=task.epoch,
+                epoch=at.epoch,
                 duration_s=self.lease_policy.duration_s,
                 now=t_req,
                 placed_epoch=task.epoch,
@@ -147,18 +158,46 @@ class Agents:
                 at.report = net.deliver(ctrl, ready, CONTROL_BITS)
                 self.open_on[g].append(at)
                 self.loop.at(at.stop, self.ended, at)
-                return at
-        # input data from the device to the node
+                return
+        # input data from the device to the node (already there for a retry)
         if g == self.topo.dev_node[task.dev]:
-            t_in = t_recv
-            data_path = None
+            t_in, data_path = t_recv, None
         else:
             data_path = net.part[task.site][g]
-            t_in = net.deliver_data(task.dev, data_path, t_recv, task.in_bits)
+            t_in = (
+                net.deliver_data(task.dev, data_path, t_recv, task.in_bits)
+                if with_input
+                else t_recv
+            )
         self._execute(at, task, tt, g, max(ready, t_in), data_path)
         self.open_on[g].append(at)
         self.loop.at(at.stop, self.ended, at)
-        return at
+
+    def retry(self, at: Attempt) -> None:
+        """The node retries ``at`` itself (``shared.decisions.agent_retries`` said so):
+        same node, same epoch, after ``shared.model.backoff_delay`` from the failure
+        (from the restart after a crash); it keeps the attempt's resources."""
+        task = at.task
+        tt = self.types[task.tt]
+        policy = RetryPolicy(max_attempts=tt.max_attempts, backoff_s=self.spec.retry_backoff_s)
+        t0 = self.net.restarted(at.node, at.stop)
+        self.loop.at(t0 + backoff_delay(policy, task.attempts, self.rng), self._retry_now, at)
+
+    def _retry_now(self, old: Attempt) -> None:
+        task, g = old.task, old.node
+        now = self.loop.now
+        back = self.net.restarted(g, now)
+        if back > now:  # the node is down: its agent retries once it restarts
+            self.loop.at(back, self._retry_now, old)
+            return
+        superseded = old.epoch != task.epoch and old.level is _STRONG  # lease refused
+        if task.state is not TaskState.OPEN or superseded:
+            self.freed(old)
+            return
+        at = Attempt(task, g, old.epoch, old.level, now, local=old.local, retry=old.retry + 1)
+        at.work = old.work
+        at.t_recv = now
+        self._begin(at, task, g, with_input=False)
 
     def _execute(
         self, at: Attempt, task: Task, tt: TaskType, g: int, start: float, data_path: Path | None

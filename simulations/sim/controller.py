@@ -1,31 +1,57 @@
-"""The simulated controller: failure detection, health, levels, leases, re-placement, results.
+"""The simulated controller: the decisions of ``shared.decisions`` on simulated facts.
 
 Every ``telemetry_s`` each node's heartbeat reaches the controller only while the
-node's path to it is up: one ``shared.health.LinkMonitor`` per node (and per site)
-grades the links, ``system_health`` grades the whole, ``target_level`` feeds the
-``AdaptiveLevel`` machines, and the measured columns go into the placement tables.
-Then work on unreachable nodes is re-placed as far as ``replacement_allowed``
-lets it, and in the ``adaptive`` placement mode the ``shared.placement``
-triggers move unstarted work. Attempt reports end here: the first success wins
-and the controller cancels the other attempts.
+node's path to it is up; one ``shared.health.LinkMonitor`` per node grades its
+link. Then, as ``cloud/service.py`` does on its tick and with the same pure
+functions:
+
+- system health: ``assess_health`` over every node's link state and RTT p99;
+- levels, per task: ``demand_level`` before placement, ``placement_level`` on the
+  chosen node's link, then one ``AdaptiveLevel`` per adaptive task sampled with
+  ``adapt_level`` while it is placed;
+- re-placement: ``partition_move`` for work on unreachable nodes;
+  ``fired_triggers`` + ``trigger_move`` (adaptive mode: failure rate, slowdown,
+  link degraded, overload with its budget, the latency bound against the node's
+  RTT p50, the cooldown, ``movable``); ``retry_move`` for an ended attempt its
+  node does not retry (``shared.decisions.agent_retries``).
+
+The simulator supplies only facts: what the controller has heard by ``now``
+(a lease counts once its grant is sent, an attempt is started once its start
+report arrived).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
-from shared.consistency import (
-    AdaptiveLevel,
-    LeaseBook,
-    LeasePolicy,
-    replacement_allowed,
-    target_level,
+from shared.consistency import AdaptiveLevel, Lease, LeaseBook, LeasePolicy
+from shared.crdt import AttemptStatus
+from shared.decisions import (
+    DOWN,
+    AttemptFacts,
+    LinkSample,
+    Movability,
+    MoveDecision,
+    NodeFacts,
+    PartitionFacts,
+    RetryFacts,
+    TriggerFacts,
+    adapt_level,
+    assess_health,
+    demand_level,
+    fired_triggers,
+    partition_move,
+    placement_level,
+    retry_move,
+    trigger_move,
 )
-from shared.health import LinkMonitor, LinkPolicy, SystemHealth, percentile, system_health
-from shared.placement import LINK_CODES, latency_violated, link_degraded
-from shared.vocab import Level, LinkState, PlacementMode
+from shared.health import LinkMonitor, LinkPolicy, SystemHealth
+from shared.placement import LINK_CODES, Trigger, link_degraded, update_failure_rate
+from shared.vocab import Level, LinkState, PlacementMode, TaskStatus
 from simulations.sim.loop import Loop
 from simulations.sim.metrics import Counters
 from simulations.sim.network import Network
@@ -33,12 +59,27 @@ from simulations.sim.records import Attempt, Task, TaskState
 from simulations.sim.scenario import SimScenario, TaskType
 from simulations.sim.scheduling import Scheduler
 from simulations.sim.topology import Topology
+from simulations.sim.workload import Workload
 
 __all__ = ["Controller"]
 
-_PARTITIONED = LINK_CODES[LinkState.PARTITIONED]
 _OPEN = TaskState.OPEN
 _STRONG = Level.STRONG
+#: Why an ended attempt failed, as the node reports it (``shared.decisions.agent_retries``).
+REASONS = {
+    "fail": "exit",
+    "lost": "agent_restart",
+    "fenced": "fenced",
+    "refused": "lease_refused",
+}
+
+
+def type_spec(lo: Level, hi: Level) -> dict[str, Any]:
+    """The ``consistency`` part of a task spec with these bounds (what the level
+    functions read)."""
+    if lo is hi:
+        return {"consistency": {"level": lo.value}}
+    return {"consistency": {"level": "adaptive", "min": lo.value, "max": hi.value}}
 
 
 class Controller:
@@ -51,6 +92,7 @@ class Controller:
         topo: Topology,
         net: Network,
         sched: Scheduler,
+        workload: Workload,
         counters: Counters,
         loop: Loop,
     ) -> None:
@@ -74,33 +116,52 @@ class Controller:
         self.monitors = [
             LinkMonitor(nid, now=0.0, policy=self.link_policy) for nid in topo.node_ids
         ]
-        self.site_mon = [
-            LinkMonitor(f"site-{s}", now=0.0, policy=self.link_policy) for s in range(topo.sites)
-        ]
-        self.site_levels: dict[tuple[int, Level, Level], AdaptiveLevel] = {}
+        G = topo.count
+        self.link_state = [LinkState.HEALTHY] * G
+        self.rtt_p50: list[float | None] = [None] * G
+        self.failure = [0.0] * G  # failure-rate EWMA per node (the failure_rate trigger)
+        self.durations: list[deque[float]] = [deque(maxlen=20) for _ in range(G)]
+        self.pending_triggers: list[tuple[Trigger, ...]] = [()] * G
+        self.specs = [type_spec(*workload.bounds(k)) for k in range(len(self.types))]
+        self._levels: dict[tuple[int, Any, Any], Level] = {}
         #: attempts per node whose report has not reached the controller yet
-        self.open_on: list[list[Attempt]] = [[] for _ in range(topo.count)]
-        #: a task ended (terminal state); a successful task's result reached its device
-        self.done: Callable[[Task, TaskState], None] = lambda task, state: None
+        self.open_on: list[list[Attempt]] = [[] for _ in range(G)]
+        #: ended attempts waiting for ``retry_move`` to let their task be placed again
+        self.retrying: list[Attempt] = []
 
     # -------------------------------------------------------------- levels
     def level_of(self, task: Task) -> Level:
-        """The level a task is placed at: its site's adaptive level within its bounds."""
-        lo, hi = task.lo, task.hi
-        if lo is hi:
-            return lo
-        site = task.site
-        machine = self.site_levels.get((site, lo, hi))
-        if machine is None:
-            target = target_level(lo, hi, link=self.site_mon[site].state, system=self.system).level
-            machine = AdaptiveLevel(f"site-{site}", lo=lo, hi=hi, initial=target)
-            self.site_levels[(site, lo, hi)] = machine
-        return machine.level
+        """The level placement filters by (``demand_level``: the system now)."""
+        if task.lo is task.hi:
+            return task.lo
+        key = (task.tt, None, self.system)
+        level = self._levels.get(key)
+        if level is None:
+            level = self._levels[key] = demand_level(self.specs[task.tt], system=self.system)
+        return level
+
+    def placed(self, task: Task, g: int) -> None:
+        """``task`` goes to node ``g``: its level on that node's link, and a fresh
+        adaptive machine for an adaptive task (as ``cloud/service.py`` does)."""
+        if task.lo is task.hi:
+            return
+        link = self.link_state[g]
+        key = (task.tt, link, self.system)
+        level = self._levels.get(key)
+        if level is None:
+            spec = self.specs[task.tt]
+            level = self._levels[key] = placement_level(spec, link=link, system=self.system)
+        task.level = level
+        task.adaptive = AdaptiveLevel(task.id, lo=task.lo, hi=task.hi, initial=level)
 
     def _adapt_levels(self, now: float) -> None:
-        for (s, lo, hi), machine in self.site_levels.items():
-            target = target_level(lo, hi, link=self.site_mon[s].state, system=self.system)
-            if machine.observe(target, now) is not None:
+        for g, at in self._live():
+            machine = at.task.adaptive
+            if machine is None or at.epoch != at.task.epoch:
+                continue
+            change = adapt_level(machine, link=self.link_state[g], system=self.system, now=now)
+            if change is not None:
+                at.task.level = change.new
                 self.counters.level_changes += 1
 
     # ----------------------------------------------------------- telemetry
@@ -109,8 +170,8 @@ class Controller:
         tables, re-place what may move; then the next round."""
         now = self.loop.now
         topo, net = self.topo, self.net
-        samples: list[float] = []
         changed: list[tuple[int, LinkState, LinkState]] = []
+        samples: list[LinkSample] = []
         for g in range(topo.count):
             mon = self.monitors[g]
             path = net.ctrl[g]
@@ -122,107 +183,204 @@ class Controller:
                     if path.jit
                     else 2000.0 * path.lat
                 )
-                samples.append(rtt)
                 change = mon.rtt(rtt, now)
+                self.sched.inputs.ping(g, rtt)
+            stats = mon.stats(now)
+            self.link_state[g] = stats.state
+            self.rtt_p50[g] = stats.rtt_p50_ms
+            samples.append(LinkSample(state=stats.state, rtt_p99_ms=stats.rtt_p99_ms))
             if change is not None:
                 topo.link[g] = LINK_CODES[change.new]
                 changed.append((g, change.old, change.new))
-            topo.prate[g] = mon.partition_rate_per_h(now)
-        for s in range(topo.sites):
-            path = net.site_ctrl[s]
-            mon = self.site_mon[s]
-            if not net.is_up(path, now):
-                mon.poll(now)
-            else:
-                mon.rtt(2000.0 * path.lat, now)
-        self.system = self._system_health(samples)
+            topo.prate[g] = stats.partition_rate_per_h
+        self.system = assess_health(samples).health
         self._adapt_levels(now)
         load = 1.0 - topo.cpu_free / topo.cpus
         self.sched.refresh(topo.link, load, np.array(topo.success), topo.prate)
-        self._replace(now, changed)
+        self._partition_moves(now)
+        if self.mode is PlacementMode.ADAPTIVE:
+            self._trigger_moves(now, changed)
+        self._retry_moves(now)
         self.sched.kick()
         if now + self.spec.telemetry_s <= self.horizon:
             self.loop.at(now + self.spec.telemetry_s, self.telemetry)
 
-    def _system_health(self, samples: list[float]) -> SystemHealth:
-        available = int(np.count_nonzero(self.topo.link < _PARTITIONED))
-        samples.sort()
-        return system_health(
-            available, self.topo.count, percentile(samples, 0.99) if samples else None
+    # ------------------------------------------------------------- facts
+    def _live(self) -> Iterator[tuple[int, Attempt]]:
+        """Per node, the attempts the controller believes placed there: report not
+        arrived, not superseded, task open (drops the reported ones as it goes)."""
+        now = self.loop.now
+        for g, opened in enumerate(self.open_on):
+            if not opened:
+                continue
+            kept = [a for a in opened if a.report > now]
+            self.open_on[g] = kept
+            for a in kept:
+                if not a.superseded and a.task.state is _OPEN:
+                    yield g, a
+
+    def lease_known(self, task: Task, now: float) -> Lease | None:
+        """The task's lease as the controller knows it at ``now`` (the simulator
+        books a lease when the attempt is placed, at its future request time)."""
+        lease = self.leases.get(task.id)
+        return None if lease is None or lease.granted_at > now else lease
+
+    def _movability(self, at: Attempt, now: float) -> Movability:
+        path = self.net.ctrl[at.node]
+        heard_start = at.start < at.stop and (
+            self.net.tl.next_up(path.down, at.start) + path.lat <= now
+        )
+        return Movability(
+            level=at.level,
+            epoch=at.epoch,
+            started=heard_start,
+            lease=self.lease_known(at.task, now),
         )
 
     # --------------------------------------------------------- re-placement
-    def _replace(self, now: float, changed: list[tuple[int, LinkState, LinkState]]) -> None:
-        """Re-place work on unreachable nodes as far as ``replacement_allowed`` lets it.
-        In adaptive mode two triggers (``shared.placement``) also move work that has
-        not started: strong work off a link that turns degraded (``link_degraded``),
-        and any work whose latency bound has passed (``latency_violated``), again
-        only where ``replacement_allowed`` agrees."""
-        adaptive = self.mode is PlacementMode.ADAPTIVE
-        triggered: set[int] = set()
-        if adaptive:
-            for g, old, new in changed:
-                strong = [
-                    a
-                    for a in self.open_on[g]
-                    if a.level is _STRONG and a.start > now and not a.superseded
-                ]
-                if link_degraded(old, new, strong_tasks=len(strong)) is not None:
-                    triggered.add(g)
-        link = self.topo.link
-        for g in range(self.topo.count):
-            opened = self.open_on[g]
-            if not opened:
-                continue
-            live = [
-                a for a in opened if a.report > now and not a.superseded and a.task.state is _OPEN
-            ]
-            self.open_on[g] = [a for a in opened if a.report > now]
-            if not live:
-                continue
-            down = link[g] >= _PARTITIONED
-            if not down and not adaptive:
-                continue
-            out = self.monitors[g].out_of_contact_for(now) if down else None
-            for at in live:
+    def _partition_moves(self, now: float) -> None:
+        """``partition_move`` for every task on a node out of reach."""
+        by_node: dict[int, list[Attempt]] = {}
+        for g, at in self._live():
+            if self.link_state[g] in DOWN and at.epoch == at.task.epoch:
+                by_node.setdefault(g, []).append(at)
+        for g, attempts in by_node.items():
+            out = self.monitors[g].out_of_contact_for(now)
+            for at in attempts:
                 task = at.task
-                if task.state is not _OPEN or at.epoch != task.epoch:
-                    continue
-                tt = self.types[task.tt]
-                if not down:
-                    if at.start <= now:
-                        continue  # started: only unstarted work is moved
-                    strong = g in triggered and at.level is _STRONG
-                    bound = tt.max_latency_ms
-                    late = (
-                        bound is not None
-                        and latency_violated(1000.0 * (now - task.t_arr), bound) is not None
-                    )
-                    if not (strong or late):
-                        continue
-                lease = self.leases.get(task.id)
-                if lease is not None and (lease.granted_at > now or lease.epoch != at.epoch):
-                    lease = None
-                decision = replacement_allowed(
-                    at.level,
+                decision = partition_move(
+                    PartitionFacts(
+                        node_id=self.topo.node_ids[g],
+                        link=self.link_state[g],
+                        level=at.level,
+                        lease=self.lease_known(task, now),
+                        out_of_contact_s=out,
+                        max_disconnect_s=self.types[task.tt].max_disconnect_s,
+                    ),
                     now=now,
-                    lease=lease,
-                    out_of_contact_s=out if down else None,
-                    max_disconnect_s=tt.max_disconnect_s,
                 )
-                if not decision.allowed:
-                    continue
-                self._move(at, task, g, now, lease is None)
+                if decision.move:
+                    self._move(at, decision, now)
 
-    def _move(self, at: Attempt, task: Task, g: int, now: float, no_lease: bool) -> None:
-        """Supersede ``at`` and queue its task for a new placement away from ``g``."""
+    def _trigger_moves(self, now: float, changed: list[tuple[int, LinkState, LinkState]]) -> None:
+        """``fired_triggers`` over the nodes, then ``trigger_move`` per task."""
+        live: dict[int, list[Attempt]] = {}
+        for g, at in self._live():
+            if at.epoch == at.task.epoch:
+                live.setdefault(g, []).append(at)
+        node_ids = self.topo.node_ids
+        for g, old, new in changed:
+            strong = sum(1 for a in live.get(g, ()) if a.task.level is _STRONG)
+            trig = link_degraded(old, new, strong_tasks=strong, node_id=node_ids[g])
+            if trig is not None:
+                self.pending_triggers[g] = (*self.pending_triggers[g], trig)
+        fired = fired_triggers(
+            NodeFacts(
+                node_id=node_ids[g],
+                eligible=self.link_state[g] not in DOWN,
+                active_tasks=len(live.get(g, ())),
+                failure_ewma=self.failure[g],
+                durations=tuple(self.durations[g]),
+                pending=self.pending_triggers[g],
+            )
+            for g in range(self.topo.count)
+        )
+        self.pending_triggers = [
+            () if self.link_state[g] not in DOWN else p for g, p in enumerate(self.pending_triggers)
+        ]
+        budget = dict(fired.overload_budget)
+        for g, attempts in live.items():
+            node_id = node_ids[g]
+            if self.link_state[g] in DOWN:
+                continue
+            rtt = self.rtt_p50[g]
+            bounded = any(self.types[a.task.tt].max_latency_ms is not None for a in attempts)
+            if node_id not in fired.triggers and (rtt is None or not bounded):
+                continue  # nothing can fire here: spare building the facts
+            for at in sorted(attempts, key=lambda a: a.task.id):
+                task = at.task
+                decision = trigger_move(
+                    TriggerFacts(
+                        node_id=node_id,
+                        adaptive=True,
+                        level=task.level,
+                        node_triggers=fired.triggers.get(node_id, ()),
+                        overload_budget=budget.get(node_id, 0),
+                        rtt_ms=rtt,
+                        max_latency_ms=self.types[task.tt].max_latency_ms,
+                        moved_at=task.moved_at,
+                        movability=self._movability(at, now),
+                    ),
+                    now=now,
+                )
+                if decision.move:
+                    task.moved_at = now
+                    budget[node_id] = budget.get(node_id, 0) - 1
+                    self._move(at, decision, now)
+
+    def _move(self, at: Attempt, decision: MoveDecision, now: float) -> None:
+        """Supersede ``at`` and queue its task for a new placement (a new epoch)."""
+        task = at.task
         at.superseded, at.superseded_at = True, now
-        if no_lease and at.level is _STRONG:
+        if at.level is _STRONG and self.lease_known(task, now) is None:
             # its request has not arrived: it will be refused as stale
             self.leases.release(task.id, at.epoch)
         task.replaced += 1
         self.counters.replaced += 1
-        task.exclude = frozenset({self.topo.node_ids[g]})
-        if task.lo is not task.hi:
-            task.level = self.level_of(task)
+        task.exclude = frozenset(decision.exclude)
         self.sched.enqueue(task, now)
+
+    # -------------------------------------------------------------- retries
+    def ended(self, at: Attempt) -> None:
+        """The report of an attempt its node does not retry reached the controller."""
+        if self._retry(at, self.loop.now) is None:
+            self.retrying.append(at)
+
+    def _retry_moves(self, now: float) -> None:
+        waiting, self.retrying = self.retrying, []
+        for at in waiting:
+            if self._retry(at, now) is None:
+                self.retrying.append(at)
+
+    def _retry(self, at: Attempt, now: float) -> bool | None:
+        """``retry_move`` for ``at``: placed again (``True``), never (``False``), or
+        ask again next tick (``None``: node out of reach or a lease still live)."""
+        task = at.task
+        if task.state is not _OPEN or at.epoch != task.epoch:
+            return False
+        g = at.node
+        decision = retry_move(
+            RetryFacts(
+                node_id=self.topo.node_ids[g],
+                link=self.link_state[g],
+                level=at.level,
+                epoch=task.epoch,
+                status=TaskStatus.PENDING,
+                idempotent=self.types[task.tt].idempotent,
+                attempts=(
+                    AttemptFacts(
+                        node=self.topo.node_ids[g],
+                        epoch=at.epoch,
+                        status=AttemptStatus.FAILED,
+                        reason=REASONS[at.outcome],
+                    ),
+                ),
+                lease=self.lease_known(task, now),
+            ),
+            now=now,
+        )
+        if decision.move:
+            task.exclude = frozenset(decision.exclude)
+            self.sched.requeue(task, now)
+            return True
+        lease = self.lease_known(task, now)
+        if self.link_state[g] in DOWN or (lease is not None and lease.live(now)):
+            return None  # may change: the node comes back, the lease runs out
+        return False
+
+    def outcome(self, g: int, ok: bool, ran_s: float) -> None:
+        """What the controller records of a node from a reported outcome
+        (``cloud/registry.py`` ``record_outcome``): failure EWMA, run durations."""
+        self.failure[g] = update_failure_rate(self.failure[g], not ok)
+        if ok:
+            self.durations[g].append(ran_s)

@@ -135,7 +135,9 @@ def replay(
         a = payload
         tid, node = a.task_id, a.node_id
         if kind == "attempt":
-            if a.local:
+            if getattr(a, "retry", 0):
+                pass  # the node retries under the same placement: no new record or place
+            elif a.local:
                 if (node, tid) not in nodes:
                     delta = new_record(tid, specs[tid], writer=node, hlc=_stamp(t, n, node))
                     apply((node, tid), delta)

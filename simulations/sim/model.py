@@ -27,10 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from shared.placement import update_success
+from shared.crdt import AttemptStatus
+from shared.decisions import AttemptFacts, agent_retries
+from shared.placement import PREDICTED_MODES, update_success
 from shared.vocab import Level
 from simulations.sim.agent import Agents
-from simulations.sim.controller import Controller
+from simulations.sim.controller import REASONS, Controller
+from simulations.sim.inputs import PlacementInputs
 from simulations.sim.ledger import LedgerReplay, replay
 from simulations.sim.loop import Loop, make_loop
 from simulations.sim.metrics import Counters, measure
@@ -59,6 +62,7 @@ class Simulation:
         loop: str = "heap",
         placer: str = "cached",
         progress: Callable[[float, float], None] | None = None,
+        trace: int = 0,
     ) -> None:
         self.sc = scenario
         self.policy = policy
@@ -73,12 +77,15 @@ class Simulation:
         rng = np.random.default_rng([s, 11])
         self.topo = topo = Topology(scenario.topology, rng)
         self.net = net = Network(topo, scenario.links, rng, s)
+        self.inputs = inputs = PlacementInputs(
+            scenario, topo, net, learn=self.mode in PREDICTED_MODES
+        )
         self.sched = sched = Scheduler(
-            scenario, self.mode, topo, net, c, self.loop, seed=s, placer=placer
+            scenario, self.mode, topo, c, self.loop, inputs, seed=s, placer=placer, trace=trace
         )
         net.draw_failures(topo, scenario.links, scenario.failures, scenario.duration_s, s)
         self.workload = wl = Workload(scenario, policy, topo, c, s)
-        self.ctl = ctl = Controller(scenario, self.mode, topo, net, sched, c, self.loop)
+        self.ctl = ctl = Controller(scenario, self.mode, topo, net, sched, wl, c, self.loop)
         self.agents = ag = Agents(
             scenario.workload.types,
             scenario.controller,
@@ -89,20 +96,28 @@ class Simulation:
             ctl.open_on,
             c,
             self.loop,
+            s,
         )
         wl.arrive = ag.arrive
         ag.submit = sched.receive
         ag.ended = self._attempt_end
-        sched.place = ag.start
+        ag.freed = self._free
+        sched.place = self._place
         sched.level_of = ctl.level_of
         sched.done = self._finish
         sched.pump = wl.pump
         sched.progress = progress
-        ctl.done = self._finish
+
+    def _place(self, task: Task, g: int, now: float) -> Attempt:
+        """A placement decision: the level on the chosen node, then the attempt."""
+        self.ctl.placed(task, g)
+        return self.agents.start(task, g, now)
 
     # ----------------------------------------------------------- outcomes
     def _attempt_end(self, at: Attempt) -> None:
-        """An attempt stopped: free its node, then settle what its report means."""
+        """An attempt stopped: settle what it means for its node and its task. The
+        node retries it itself where ``shared.decisions.agent_retries`` says so;
+        otherwise the controller decides on its report (``Controller.ended``)."""
         task, g = at.task, at.node
         # re-placed before its lease request arrived: refused as a stale epoch, so
         # it never ran (fencing token = epoch)
@@ -115,13 +130,12 @@ class Simulation:
             at.start_rep = self.net.tl.next_up(path.down, at.start) + path.lat
         tt = self.sc.workload.types[task.tt]
         topo, c = self.topo, self.counters
-        topo.give_back(g, tt.cpu, tt.memory_mb)
-        self.sched.kick()
         if at.level is _STRONG:
             self.ctl.leases.release(task.id, at.epoch)  # on its terminal report
         if at.outcome == Outcome.REFUSED:
             c.refused += 1
             if stale:
+                self._free(at)
                 return
         ran = max(0.0, at.stop - at.start)
         if task.state is TaskState.SUCCEEDED and task.best < INF:
@@ -131,23 +145,45 @@ class Simulation:
                 at.cancel_at = cancel_at
                 topo.busy[g] += max(0.0, cancel_at - at.start) * tt.cpu
                 c.cancelled += 1
+                self._free(at)
                 return
         topo.busy[g] += ran * tt.cpu
-        topo.success[g] = update_success(topo.success[g], at.outcome == Outcome.OK)
-        if at.outcome == Outcome.OK:
+        ok = at.outcome == Outcome.OK
+        if at.outcome != Outcome.REFUSED:
+            topo.success[g] = update_success(topo.success[g], ok)
+            self.ctl.outcome(g, ok, ran)
+        if ok:
+            self._free(at)
+            self.inputs.finished(at)
             self._succeeded(at, task)
             return
         if at.superseded or task.state is not _OPEN:
+            self._free(at)
             return
         if at.outcome == Outcome.FENCED:
             c.fenced += 1
         task.attempts += 1
         if task.attempts >= tt.max_attempts:
+            self._free(at)
             self._finish(task, TaskState.LOST if at.outcome == Outcome.LOST else TaskState.FAILED)
             return
-        backoff = self.sc.controller.retry_backoff_s * (2 ** (task.attempts - 1))
-        task.exclude = frozenset({topo.node_ids[g]})
-        self.loop.at(at.report + backoff, self._resubmit, task)
+        facts = AttemptFacts(
+            node=topo.node_ids[g],
+            epoch=at.epoch,
+            status=AttemptStatus.FAILED,
+            reason=REASONS[at.outcome],
+        )
+        if agent_retries(facts, level=at.level, idempotent=tt.idempotent):
+            c.retried += 1
+            self.agents.retry(at)
+            return
+        self._free(at)
+        self.loop.at(max(at.report, self.loop.now), self.ctl.ended, at)
+
+    def _free(self, at: Attempt) -> None:
+        tt = self.sc.workload.types[at.task.tt]
+        self.topo.give_back(at.node, tt.cpu, tt.memory_mb, at.work)
+        self.sched.kick()
 
     def _succeeded(self, at: Attempt, task: Task) -> None:
         c = self.counters
@@ -177,10 +213,6 @@ class Simulation:
 
     def _flow_step(self, task: Task) -> None:
         self.workload.flow_step(task, self.loop.now)
-
-    def _resubmit(self, task: Task) -> None:
-        if task.state is _OPEN:
-            self.sched.requeue(task, self.loop.now)
 
     def _finish(self, task: Task, state: TaskState) -> None:
         if task.state is not _OPEN:
@@ -223,6 +255,7 @@ class Simulation:
                     epoch=at.epoch,
                     level=at.level,
                     local=at.local,
+                    retry=at.retry,
                     t_place=at.t_place,
                     t_recv=at.t_recv,
                     start=at.start,
@@ -268,6 +301,7 @@ class Simulation:
         for item in wl.flow_starts:
             loop.at(item[0], wl.flow_start, item)
         loop.at(0.0, self.ctl.telemetry)
+        self.sched.trace(len(wl.arr_t))
         loop.run(self.sc.duration_s)
         wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
         events = self.loop.events + self.counters.generated
@@ -281,6 +315,7 @@ class Simulation:
             seed=self.seed,
             metrics=metrics,
             latencies=latencies,
+            trace=self.sched.traced,
         )
 
 
@@ -292,8 +327,10 @@ def simulate(
     loop: str = "heap",
     placer: str = "cached",
     progress: Callable[[float, float], None] | None = None,
+    trace: int = 0,
 ) -> Result:
-    """Build and run one simulation."""
+    """Build and run one simulation (``trace``: keep about that many sampled
+    placement decisions with their explanation in ``Result.trace``)."""
     return Simulation(
-        scenario, policy, seed=seed, loop=loop, placer=placer, progress=progress
+        scenario, policy, seed=seed, loop=loop, placer=placer, progress=progress, trace=trace
     ).run()

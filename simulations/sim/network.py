@@ -350,6 +350,10 @@ class Network:
         """When node ``g`` crashes within ``[t0, t1)``, if it does."""
         return self.tl.first_down((self.node + g,), t0, t1)
 
+    def restarted(self, g: int, t: float) -> float:
+        """When node ``g`` is up at or after ``t`` (after a crash, its restart)."""
+        return self.tl.next_up((self.node + g,), t)
+
     def control_links(self, path: Path) -> tuple[int, ...]:
         """The links of a node's control path other than the node itself (whose
         outage is a crash, not a partition)."""

@@ -11,7 +11,9 @@ resources. The arithmetic is the same functions in the same order
 (``first_exhausted``, ``fit_term``, ``quantise``, ``tie_seed`` and the rank
 packing of ``_select``), so each choice is the node ``place`` would return on
 the same table; ``tests/sim/test_sim_placer.py`` checks that on random tables.
-Explanations are not built (nobody reads them in a simulation).
+Explanations are not built. Only the weighted-sum modes: the ``adaptive`` mode
+ranks by predicted completion time, for which the simulator calls
+``shared.placement.place_batch`` itself (``simulations.sim.scheduling``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from shared.placement import (
+    PREDICTED_MODES,
     SCALE,
     TINY,
     NodeTable,
@@ -132,6 +135,8 @@ class ShapeCache:
         """The state for ``demand``'s shape, caught up with the table. With a
         ``log``, the caller appends every row whose free resources it changes
         outside ``place_many`` and starts a new list when ``version`` changes."""
+        if resolve_mode(demand, mode) in PREDICTED_MODES:
+            raise ValueError(f"{mode.value}: ranked by prediction, use place_batch")
         ck = (key, demand.shape, mode)
         state = self._cache.get(ck)
         if state is not None and state.version == version and state.log is log:

@@ -120,6 +120,8 @@ class Attempt:
     superseded_at: float = INF
     local: bool = False
     retry: int = 0
+    work: float = 0.0  # reference-core seconds on the node's backlog while it runs
+    predicted: float = 0.0  # predicted seconds from placement to result (adaptive mode)
     t_grant: float = -1.0
     t_req: float = -1.0
     t_recv: float = 0.0

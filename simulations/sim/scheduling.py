@@ -21,13 +21,21 @@ from typing import Any
 
 import numpy as np
 
-from shared.placement import NodeTable, NodeView, TaskDemand, place_batch
+from shared.placement import (
+    PREDICTED_MODES,
+    Decision,
+    NodeTable,
+    Shape,
+    TaskDemand,
+    place_batch,
+)
+from shared.placement import ShapeCache as SharedShapes
 from shared.vocab import Level, PlacementMode, Tier
+from simulations.sim.inputs import PlacementInputs
 from simulations.sim.loop import Loop
 from simulations.sim.metrics import Counters
-from simulations.sim.network import Network
 from simulations.sim.placer import ShapeCache, place_many
-from simulations.sim.records import Task, TaskState
+from simulations.sim.records import Attempt, Task, TaskState
 from simulations.sim.scenario import SimScenario, TaskType
 from simulations.sim.topology import Topology
 
@@ -52,15 +60,17 @@ class Scheduler:
         sc: SimScenario,
         mode: PlacementMode,
         topo: Topology,
-        net: Network,
         counters: Counters,
         loop: Loop,
+        inputs: PlacementInputs,
         *,
         seed: int,
         placer: str,
+        trace: int = 0,
     ) -> None:
         if placer not in ("cached", "shared"):
             raise ValueError("placer must be 'cached' (sim.placer) or 'shared' (place_batch)")
+        self.inputs = inputs
         self.types: tuple[TaskType, ...] = sc.workload.types
         self.ctl = sc.controller
         self.horizon = sc.duration_s
@@ -69,9 +79,15 @@ class Scheduler:
         self.counters = counters
         self.loop = loop
         self.seed = seed
-        self.placer = placer
+        #: the one implementation with explanations (``place_batch``) for the predicted
+        #: modes and for traced runs; the cached fast path for the weighted-sum modes
+        self.explained = placer == "shared" or mode in PREDICTED_MODES or trace > 0
         self.cache = ShapeCache()
-        self.place: Callable[[Task, int, float], None] = lambda task, g, now: None
+        self.trace_left = trace
+        self.trace_rate = 0.0
+        self.trace_rng = np.random.default_rng([seed, 55])
+        self.traced: list[dict[str, Any]] = []
+        self.place: Callable[[Task, int, float], Attempt] = self._unwired
         self.level_of: Callable[[Task], Level] = lambda task: task.level
         self.done: Callable[[Task, TaskState], None] = lambda task, state: None
         self.pump: Callable[[float], None] = lambda now: None
@@ -84,48 +100,39 @@ class Scheduler:
         self.stuck: dict[_QueueKey, tuple[int, int, int, int]] = {}
         self._kicked = False
         self._k_done = -1
-        ref_mips = sc.topology.edge.mips
-        self.type_runtime = [(sum(t.compute_mi) / 2) / ref_mips for t in self.types]
         self.demands: dict[tuple[int, Level, frozenset[str]], TaskDemand] = {}
-        self._build_tables(sc, net)
-
-    def _build_tables(self, sc: SimScenario, net: Network) -> None:
-        topo, access = self.topo, sc.links.access
         self.tables: list[NodeTable] = []
         self.gidx: list[np.ndarray] = []
         for s in range(topo.sites):
-            views = []
-            for g in topo.members(s):
-                part, n = net.part[s][g], topo.nodes[g]
-                views.append(
-                    NodeView(
-                        node_id=n.node_id,
-                        tier=n.tier,
-                        labels={"site": str(s)} if n.site == s else {},
-                        cpus=n.cls.cpus,
-                        memory_mb=n.cls.memory_mb,
-                        rtt_ms=2000.0 * (part.lat + access.latency_ms / 1000.0),
-                        bandwidth_mbps=min(part.bw, access.bandwidth_mbps * 1e6) / 1e6,
-                        battery_pct=100.0 if n.cls.battery else None,
-                    )
-                )
-            table = NodeTable(views)
+            table = NodeTable(inputs.views(s))
             self.tables.append(table)
             self.gidx.append(np.array([topo.index[i] for i in table.ids], dtype=np.intp))
         self.version = [0] * topo.sites
         self.logs: list[list[int]] = [[] for _ in range(topo.sites)]  # rows moved, per version
+        self.shapes: list[SharedShapes[Shape]] = [SharedShapes() for _ in range(topo.sites)]
+
+    @staticmethod
+    def _unwired(task: Task, g: int, now: float) -> Attempt:
+        raise RuntimeError("Scheduler.place is not wired")
+
+    def trace(self, expected: int) -> None:
+        """Sample about ``trace_left`` of ``expected`` placement decisions."""
+        self.trace_rate = min(1.0, self.trace_left / max(1, expected))
 
     def refresh(
         self, link: np.ndarray, load: np.ndarray, success: np.ndarray, prate: np.ndarray
     ) -> None:
         """Telemetry changed the measured columns: a new version of every table."""
+        self.inputs.tick()
         for s, (table, gidx) in enumerate(zip(self.tables, self.gidx, strict=True)):
             table.link[:] = link[gidx]
             table.load[:] = np.round(load[gidx], 2)
             table.success[:] = np.round(success[gidx], 3)
             table.partition_rate[:] = np.round(prate[gidx], 1)
+            self.inputs.refresh(table, gidx)
             self.version[s] += 1
             self.logs[s] = []
+            self.shapes[s].clear()
 
     # ------------------------------------------------------------- inbox
     def receive(self, task: Task, t_c: float) -> None:
@@ -230,6 +237,8 @@ class Scheduler:
             table.memory_free[:] = mem
             table.running[:] = topo.running[gidx]
             self.logs[site].extend(moved.tolist())
+        if self.explained:
+            table.backlog[:] = topo.backlog[gidx]
 
     def demand(self, task: Task) -> TaskDemand:
         """What placement reads of ``task`` (one object per type, level and exclusion)."""
@@ -244,42 +253,51 @@ class Scheduler:
                 preferred_tiers=tuple(Tier(t) for t in tt.preferred_tiers),
                 max_latency_ms=tt.max_latency_ms,
                 data_size_mb=(sum(tt.input_kb) / 2) / 1024.0,
-                runtime_s=self.type_runtime[task.tt],
+                runtime_s=self.inputs.runtime[task.tt],
                 level=task.level,
                 exclude=task.exclude,
             )
             self.demands[key] = demand
         return demand
 
-    def _choose(self, site: int, batch: list[Task], demand: TaskDemand) -> list[int]:
-        """Rows chosen for the placed prefix of ``batch`` (one task shape)."""
+    def _choose(
+        self, site: int, batch: list[Task], demand: TaskDemand, now: float
+    ) -> list[tuple[int, Decision | None, float]]:
+        """``(row, decision, work)`` for the placed prefix of ``batch`` (one task
+        shape); the decision (with its explanation) from ``place_batch`` only."""
         table = self.tables[site]
         epochs = [t.epoch + 1 for t in batch]
-        if self.placer == "cached":
+        if not self.explained:
             state = self.cache.get(
                 site, self.version[site], table, demand, self.mode, self.logs[site]
             )
-            return place_many(table, state, [t.id for t in batch], epochs, seed=self.seed)
-        demands = [
-            TaskDemand(
-                task_id=t.id,
-                cpu=demand.cpu,
-                memory_mb=demand.memory_mb,
-                preferred_tiers=demand.preferred_tiers,
-                max_latency_ms=demand.max_latency_ms,
-                data_size_mb=demand.data_size_mb,
-                runtime_s=demand.runtime_s,
-                level=demand.level,
-                exclude=demand.exclude,
-            )
-            for t in batch
-        ]
-        rows = []
-        for dec in place_batch(table, demands, mode=self.mode, seed=self.seed, epochs=epochs):
+            rows = place_many(table, state, [t.id for t in batch], epochs, seed=self.seed)
+            return [(row, None, 0.0) for row in rows]
+        demands = [self.inputs.demand(t, demand, now) for t in batch]
+        decisions = place_batch(
+            table, demands, mode=self.mode, seed=self.seed, epochs=epochs, cache=self.shapes[site]
+        )
+        out = []
+        for d, dec in zip(demands, decisions, strict=True):
             if dec.node_id is None:  # one shape: after the first refusal, all are refused
                 break
-            rows.append(table.index[dec.node_id])
-        return rows
+            out.append((table.index[dec.node_id], dec, d.work))
+        return out
+
+    def _sample(self, task: Task, decision: Decision, now: float) -> None:
+        """Keep this decision in the trace (with the predicted-finish breakdown)."""
+        self.trace_left -= 1
+        self.traced.append(
+            {
+                "t": round(now, 6),
+                "task": task.id,
+                "type": self.types[task.tt].name,
+                "site": task.site,
+                "epoch": task.epoch,
+                "level": task.level.value,
+                **decision.explanation.to_dict(),
+            }
+        )
 
     def _place_queue(self, site: int, q: deque[Task], now: float) -> bool:
         """Place from the head of one queue (one task shape) until it is empty
@@ -295,11 +313,17 @@ class Scheduler:
             if not batch:
                 return True
             demand = self.demand(batch[0])
-            rows = self._choose(site, batch, demand)
-            for task, row in zip(batch, rows, strict=False):
+            rows = self._choose(site, batch, demand, now)
+            for task, (row, decision, work) in zip(batch, rows, strict=False):
                 g = int(gidx[row])
-                topo.take(g, demand.cpu, demand.memory_mb)
-                self.place(task, g, now)
+                topo.take(g, demand.cpu, demand.memory_mb, work)
+                sampled = self.trace_left > 0 and self.trace_rng.random() < self.trace_rate
+                if decision is not None and sampled:
+                    self._sample(task, decision, now)
+                at = self.place(task, g, now)
+                at.work = work
+                if decision is not None and decision.explanation.candidates:
+                    at.predicted = decision.explanation.candidates[0].terms.get("finish_s", 0.0)
             if len(rows) < len(batch):
                 q.extendleft(reversed(batch[len(rows) :]))
                 return False

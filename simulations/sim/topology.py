@@ -53,6 +53,7 @@ class Topology:
         self.cpu_free = self.cpus.copy()
         self.mem_free = self.mem.copy()
         self.running = np.zeros(G)
+        self.backlog = np.zeros(G)  # placed, unfinished work (reference-core seconds)
         self.success = [1.0] * G  # success-rate EWMA per node
         self.link = np.zeros(G, dtype=np.int8)  # LINK_CODES grade seen by the controller
         self.prate = np.zeros(G)  # partitions per hour seen by the controller
@@ -79,17 +80,21 @@ class Topology:
             if n.site == site or (n.tier is Tier.REGIONAL and n.region == r) or n.tier is Tier.CLOUD
         ]
 
-    def take(self, g: int, cpu: float, memory_mb: float) -> None:
+    def take(self, g: int, cpu: float, memory_mb: float, work_s: float = 0.0) -> None:
         """An attempt starts holding ``cpu`` and ``memory_mb`` on node ``g``."""
         self.cpu_free[g] -= cpu
         self.mem_free[g] -= memory_mb
         self.running[g] += 1
+        if work_s:
+            self.backlog[g] += work_s
 
-    def give_back(self, g: int, cpu: float, memory_mb: float) -> None:
+    def give_back(self, g: int, cpu: float, memory_mb: float, work_s: float = 0.0) -> None:
         """An attempt on ``g`` ended: its resources are free again."""
         self.cpu_free[g] += cpu
         self.mem_free[g] += memory_mb
         self.running[g] -= 1
+        if work_s:
+            self.backlog[g] = max(0.0, self.backlog[g] - work_s)
         self.freed[self.freed_counter[g]] += 1
 
     def computing_devices(self) -> int:

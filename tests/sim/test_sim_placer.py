@@ -6,7 +6,14 @@ import random
 
 import pytest
 
-from shared.placement import NodeTable, NodeView, TaskDemand, place, place_batch
+from shared.placement import (
+    PREDICTED_MODES,
+    NodeTable,
+    NodeView,
+    TaskDemand,
+    place,
+    place_batch,
+)
 from shared.vocab import Level, LinkState, PlacementMode, Tier
 from simulations.sim.placer import ShapeCache, place_many
 
@@ -36,8 +43,11 @@ def _views(rng: random.Random, n: int) -> list[NodeView]:
     return views
 
 
+WEIGHTED = [m for m in PlacementMode if m not in PREDICTED_MODES]
+
+
 @pytest.mark.parametrize("logged", [False, True])
-@pytest.mark.parametrize("mode", list(PlacementMode))
+@pytest.mark.parametrize("mode", WEIGHTED)
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_place_many_matches_place_then_allocate(
     mode: PlacementMode, seed: int, logged: bool
@@ -112,3 +122,12 @@ def _fields(d: TaskDemand) -> dict[str, object]:
         "data_size_mb": d.data_size_mb,
         "level": d.level,
     }
+
+
+def test_predicted_modes_are_refused() -> None:
+    """The fast path reproduces only the weighted-sum ranking: a predicted mode
+    must go through ``place_batch`` (the simulator's scheduler does)."""
+    table = NodeTable([NodeView(node_id="n", tier=Tier.EDGE, cpus=1.0)])
+    demand = TaskDemand(task_id="x", cpu=1.0, memory_mb=1.0)
+    with pytest.raises(ValueError, match="place_batch"):
+        ShapeCache().get(0, 0, table, demand, PlacementMode.ADAPTIVE)

@@ -1,0 +1,135 @@
+"""What placement reads, filled from the simulated network and nodes, and learned as the
+controller learns it (``shared.learning``).
+
+Per node (``NodeView``): the controller↔node round trip (``rtt_ms``: the prediction's
+dispatch and return, and what a latency bound is checked against), the bandwidth of
+the path from the site's devices (input and output transfers), the marginal watts of
+a busy core (``power_w`` = (max - idle) / cpus), whether the site's data crosses the
+WAN to reach it, and three learned columns refreshed at each telemetry tick: the RTT
+(EWMA of the heartbeats, ``observe_rtt``), the per-core speed (``observe_run`` on
+every finished run) and the prediction error (``observe_finish``). Per task
+(``TaskDemand``, ``adaptive`` mode): the kind's learned work, the seconds left to its
+deadline, its output size.
+
+Learned values are read once per telemetry tick (as a controller reading telemetry
+would), and the deadline left is rounded to ``DEADLINE_STEP_S``, so the tasks of one
+tick share a few shapes and their static halves are computed once.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from shared.learning import LearnerState, observe_finish, observe_rtt, observe_run
+from shared.placement import NodeTable, NodeView, TaskDemand
+from simulations.sim.network import Network
+from simulations.sim.records import Attempt, Task
+from simulations.sim.scenario import SimScenario, TaskType
+from simulations.sim.topology import Topology
+
+__all__ = ["DEADLINE_STEP_S", "PlacementInputs"]
+
+#: Granularity of the deadline left that the adaptive ranking is given (seconds).
+DEADLINE_STEP_S = 0.05
+
+
+class PlacementInputs:
+    """Node views per site, per-task demands and the learner (see the module docstring)."""
+
+    def __init__(self, sc: SimScenario, topo: Topology, net: Network, *, learn: bool) -> None:
+        self.topo = topo
+        self.net = net
+        self.types: tuple[TaskType, ...] = sc.workload.types
+        self.access = sc.links.access
+        self.learn = learn
+        self.learner = LearnerState()
+        ref_mips = sc.topology.edge.mips
+        self.runtime = [(sum(t.compute_mi) / 2) / ref_mips for t in self.types]
+        self.work = [self.learner.work_of(t.name).value for t in self.types]
+        self.node_ids = topo.node_ids
+        self.tiers = topo.node_tier
+        self.rtt = [2000.0 * net.ctrl[g].lat for g in range(topo.count)]
+
+    def views(self, site: int) -> list[NodeView]:
+        """The nodes a task from ``site`` may run on, as the controller first sees them."""
+        topo, net, access = self.topo, self.net, self.access
+        out = []
+        for g in topo.members(site):
+            part, n = net.part[site][g], topo.nodes[g]
+            out.append(
+                NodeView(
+                    node_id=n.node_id,
+                    tier=n.tier,
+                    labels={"site": str(site)} if n.site == site else {},
+                    cpus=n.cls.cpus,
+                    memory_mb=n.cls.memory_mb,
+                    rtt_ms=self.rtt[g],
+                    bandwidth_mbps=min(part.bw, access.bandwidth_mbps * 1e6) / 1e6,
+                    battery_pct=100.0 if n.cls.battery else None,
+                    power_w=(n.cls.max_w - n.cls.idle_w) / n.cls.cpus,
+                    wan=part.wan,
+                )
+            )
+        return out
+
+    # ------------------------------------------------------------ telemetry
+    def ping(self, g: int, rtt_ms: float) -> None:
+        """A heartbeat's round trip to node ``g``."""
+        observe_rtt(self.learner, self.node_ids[g], rtt_ms)
+
+    def refresh(self, table: NodeTable, gidx: np.ndarray) -> None:
+        """Write the learned columns into a site's table (once per telemetry tick)."""
+        learner = self.learner
+        ids, tiers = self.node_ids, self.tiers
+        rows = gidx.tolist()
+        table.rtt_ms[:] = [learner.rtt_ms.get(ids[g], self.rtt[g]) for g in rows]
+        if self.learn:
+            table.speed[:] = [learner.speed_of(ids[g], tiers[g]).value for g in rows]
+            table.error[:] = [learner.error_of(ids[g]) for g in rows]
+
+    def tick(self) -> None:
+        """Read the learned work of every kind (once per telemetry tick)."""
+        if self.learn:
+            self.work = [self.learner.work_of(t.name).value for t in self.types]
+
+    # ----------------------------------------------------------------- tasks
+    def demand(self, task: Task, template: TaskDemand, now: float) -> TaskDemand:
+        """``task``'s own demand for the adaptive ranking: ``template`` (its shape)
+        with its id, the learned work of its kind and the deadline left."""
+        tt = self.types[task.tt]
+        left = tt.deadline_s - (now - task.t_arr)
+        return TaskDemand(
+            task_id=task.id,
+            cpu=template.cpu,
+            memory_mb=template.memory_mb,
+            preferred_tiers=template.preferred_tiers,
+            max_latency_ms=template.max_latency_ms,
+            data_size_mb=template.data_size_mb,
+            runtime_s=template.runtime_s,
+            level=template.level,
+            exclude=template.exclude,
+            work_s=self.work[task.tt],
+            deadline_s=math.floor(left / DEADLINE_STEP_S) * DEADLINE_STEP_S,
+            output_mb=(sum(tt.output_kb) / 2) / 1024.0,
+            idempotent=tt.idempotent,
+        )
+
+    def finished(self, at: Attempt) -> None:
+        """A successful run ended: learn the node's speed, the kind's work and (when
+        the placement predicted it) the prediction's error."""
+        if not self.learn:
+            return
+        g = at.node
+        node_id = self.node_ids[g]
+        run_s = at.stop - at.start
+        observe_run(
+            self.learner,
+            node_id=node_id,
+            tier=self.tiers[g],
+            kind=self.types[at.task.tt].name,
+            seconds=run_s,
+        )
+        if at.predicted > 0:
+            observe_finish(self.learner, node_id, at.predicted, at.report - at.t_place)

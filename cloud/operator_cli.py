@@ -1,7 +1,11 @@
 """``continuum``: the operator's command line over the controller's REST API.
 
-Tables (rich) for people, ``--json`` for scripts. The API address and token come
-from ``--url``/``--token`` or ``CONTINUUM_API_URL``/``CONTINUUM_API_TOKEN``.
+Tables (rich, ``cloud/operator_render.py``) for people, ``--json`` for scripts. The API
+address and token come from ``--url``/``--token``, else ``CONTINUUM_API_URL``/
+``CONTINUUM_API_TOKEN``, else the controller's own config when it is readable here
+(``--config``, ``$CONTINUUM_CONFIG`` or ``/etc/continuum/controller.toml``: ``sudo continuum``
+on the controller host needs nothing else). Global options are accepted before or after the
+command.
 ``continuum testbed …`` and ``continuum simulate …`` hand their arguments to the
 testbed and simulator CLIs, imported only when asked for, so the operator CLI
 works on a machine without the ``sim`` extra.
@@ -14,20 +18,34 @@ import importlib
 import json
 import os
 import sys
+import time
 import tomllib
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
+
+from shared.vocab import TaskStatus
+
+from .operator_render import (
+    event_line,
+    human_ms,
+    nodes_table,
+    render_explanation,
+    render_task,
+    render_workflow,
+    table,
+)
 
 __all__ = ["ApiClient", "ApiError", "main"]
 
 DEFAULT_URL = "http://127.0.0.1:8470"
+DEFAULT_CONFIG = "/etc/continuum/controller.toml"
+FORMATS = {".toml": "toml", ".json": "json", ".yaml": "yaml", ".yml": "yaml"}
 
 # Sub-commands provided by other packages: name → (module, help).
 DELEGATED = {
@@ -99,219 +117,231 @@ def _q(segment: str) -> str:
     return urllib.parse.quote(segment, safe="")
 
 
+class UsageError(Exception):
+    """Bad input from the command line or a file (exit 2, message as is)."""
+
+
 def load_submission_file(path: str) -> dict[str, Any]:
-    """Read a task or workflow file (TOML or JSON, by extension; ``-`` is JSON on stdin)."""
+    """Read a task or workflow file, its format by extension (.toml, .json, .yaml/.yml);
+    ``-`` is JSON on stdin."""
     if path == "-":
         return json.load(sys.stdin)
+    fmt = FORMATS.get(Path(path).suffix.lower())
+    if fmt is None:
+        known = ", ".join(FORMATS)
+        raise UsageError(f"{path}: unknown file type (the extension says the format: {known})")
     text = Path(path).read_text(encoding="utf-8")
-    if path.endswith(".toml"):
-        return tomllib.loads(text)
-    return json.loads(text)
+    try:
+        if fmt == "toml":
+            data = tomllib.loads(text)
+        elif fmt == "json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as exc:  # each parser has its own error type; all mean the same here
+        raise UsageError(f"{path}: not valid {fmt.upper()}: {exc}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: must hold one task or workflow (a table / object)")
+    return data
 
 
-# -- rendering -------------------------------------------------------------------
+def _controller_config(path: str | None) -> tuple[str | None, str | None]:
+    """(url, token) from the controller's config when it is readable here."""
+    from .config import load_config
+
+    candidate = Path(path or os.environ.get("CONTINUUM_CONFIG") or DEFAULT_CONFIG)
+    try:
+        cfg = load_config(candidate)
+        token = cfg.api_token()
+    except (OSError, ValueError):
+        return None, None
+    host = "127.0.0.1" if cfg.api.host in ("0.0.0.0", "::", "") else cfg.api.host
+    return f"http://{host}:{cfg.api.port}", token
 
 
-def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> Table:
-    table = Table(title=title, title_justify="left")
-    for col in columns:
-        table.add_column(col)
-    for row in rows:
-        table.add_row(*("" if v is None else str(v) for v in row))
-    return table
+def _api(args: argparse.Namespace) -> ApiClient:
+    url = args.url or os.environ.get("CONTINUUM_API_URL")
+    token = args.token or os.environ.get("CONTINUUM_API_TOKEN")
+    if not url or not token:
+        conf_url, conf_token = _controller_config(args.config)
+        url, token = url or conf_url, token or conf_token
+    return ApiClient(url or DEFAULT_URL, token or "")
 
 
-def _render_task(console: Console, task: dict[str, Any]) -> None:
-    console.print(
-        f"[bold]{task['task_id']}[/]  status={task['status']}  node={task['node']}  "
-        f"epoch={task['epoch']}  level={task['level']}  hash={task['content_hash'][:12]}"
-    )
-    attempts = task.get("attempts", [])
-    if attempts:
-        console.print(
-            _table(
-                "attempts",
-                ["dot", "node", "epoch", "status", "exit", "reason"],
-                [
-                    (
-                        a["dot"],
-                        a["node"],
-                        a["epoch"],
-                        a["status"],
-                        a.get("exit_code"),
-                        a.get("reason"),
-                    )
-                    for a in attempts
-                ],
-            )
-        )
-    if task.get("blocked_reason"):
-        console.print(f"not placed: {task['blocked_reason']}", markup=False)
-    lease = task.get("lease")
-    if lease:
-        console.print(
-            f"lease: epoch {lease['epoch']} on {lease['node_id']}, "
-            f"{lease['duration_s']} s, expires (wall) {lease['deadline_ms']}"
-        )
+def _print_json(data: object) -> None:
+    print(json.dumps(data))
 
 
-def _render_explanation(console: Console, task: dict[str, Any]) -> None:
-    console.print(
-        f"[bold]{task['task_id']}[/] is on [bold]{task['node'] or '(nowhere)'}[/] "
-        f"under epoch {task['epoch']} at level [bold]{task['level']}[/]"
-    )
-    exp = task.get("explanation") or {}
-    if task.get("blocked_reason"):
-        console.print(f"not placed: {task['blocked_reason']}", markup=False)
-    if not exp:
-        console.print("no placement decision recorded")
-    else:
-        console.print(
-            f"mode {exp.get('mode')}: {exp.get('evaluated')} nodes evaluated; "
-            f"filtered {exp.get('filtered') or {}}; exhausted {exp.get('exhausted') or {}}"
-        )
-        top = exp.get("top") or exp.get("candidates") or []
-        if top:
-            terms = sorted({k for c in top for k in (c.get("terms") or {})})
-            rows = [
-                (
-                    c.get("node"),
-                    f"{c.get('score', 0):.3f}",
-                    *(f"{(c.get('terms') or {}).get(t, 0):.3f}" for t in terms),
-                )
-                for c in top
-            ]
-            console.print(_table("top candidates", ["node", "score", *terms], rows))
-    consistency = task.get("consistency") or {}
-    history = consistency.get("history") or []
-    console.print(
-        f"consistency: {consistency.get('mode')} (min {consistency.get('min')}, "
-        f"max {consistency.get('max')})"
-    )
-    if history:
-        console.print(
-            _table(
-                "level changes",
-                ["seq", "from", "to", "reason"],
-                [
-                    (h["seq"], h["data"].get("from"), h["data"].get("to"), h["reason"])
-                    for h in history
-                ],
-            )
-        )
+# -- commands: each takes (args, api, console) and returns the exit status --------
 
 
-def _event_line(ev: dict[str, Any]) -> str:
-    parts = [f"#{ev['seq']}", ev["kind"]]
-    for key in ("task_id", "node_id"):
-        if ev.get(key):
-            parts.append(f"{key.split('_')[0]}={ev[key]}")
-    if ev.get("epoch") is not None:
-        parts.append(f"epoch={ev['epoch']}")
-    parts.append(ev.get("reason", ""))
-    return "  ".join(parts)
+def _wait_for(what: str, timeout_s: float, probe: Any, interval_s: float = 0.5) -> Any:
+    """Call ``probe()`` until it returns something; a controller not up yet is retried."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            found = probe()
+        except urllib.error.URLError:
+            found = None
+        if found is not None:
+            return found
+        if time.monotonic() > deadline:
+            raise UsageError(f"timed out after {timeout_s:g} s waiting for {what}")
+        time.sleep(interval_s)
 
 
-# -- commands ---------------------------------------------------------------------
-
-
-def _run_command(args: argparse.Namespace, api: ApiClient, console: Console) -> int:
-    out = args.json
-    cmd = args.command
-    if cmd == "submit":
-        body = load_submission_file(args.file)
-        path = "/api/v1/workflows" if "tasks" in body else "/api/v1/tasks"
-        result = api.post(path, body)
-        if out:
-            print(json.dumps(result))
-        elif "tasks" in body:
+def _cmd_submit(args: argparse.Namespace, api: ApiClient, console: Console) -> int:
+    body = load_submission_file(args.file)
+    if "tasks" in body:
+        result = api.post("/api/v1/workflows", body)
+        if args.json:
+            _print_json(result)
+        else:
             console.print(f"workflow {result['workflow_id']}: {len(result['tasks'])} tasks")
-        else:
-            console.print(f"task {result['task_id']}: {result['status']} on {result['node']}")
         return 0
-    if cmd in ("get", "explain"):
-        task = api.get(f"/api/v1/tasks/{_q(args.id)}")
-        if out:
-            print(json.dumps(task))
-        elif cmd == "get":
-            _render_task(console, task)
-        else:
-            _render_explanation(console, task)
-        return 0
-    if cmd == "list":
-        page = api.get(
-            "/api/v1/tasks",
-            status=args.status,
-            node=args.node,
-            workflow=args.workflow,
-            limit=args.limit,
-            after=args.after,
+    result = api.post("/api/v1/tasks", body)
+    if args.wait:
+        result = _wait_for(
+            f"task {result['task_id']} to finish",
+            args.timeout,
+            lambda: _terminal(api.get(f"/api/v1/tasks/{_q(result['task_id'])}")),
         )
-        if out:
-            print(json.dumps(page))
-        else:
-            rows = [
-                (t["task_id"], t["status"], t["node"], t["epoch"], t["level"], t["workflow"])
-                for t in page["tasks"]
-            ]
-            console.print(
-                _table("tasks", ["task", "status", "node", "epoch", "level", "workflow"], rows)
-            )
-            if page.get("next"):
-                console.print(f"more: --after {page['next']}")
+    if args.json:
+        _print_json(result)
+    else:
+        where = f"on {result['node']}" if result["node"] else "not placed yet"
+        console.print(f"task {result['task_id']}: {result['status']} {where}", markup=False)
+        if result.get("blocked_reason"):
+            console.print(f"  why: {result['blocked_reason']}", markup=False)
+    return 1 if args.wait and result["status"] != TaskStatus.SUCCEEDED else 0
+
+
+def _terminal(task: dict[str, Any]) -> dict[str, Any] | None:
+    return task if TaskStatus(task["status"]).terminal else None
+
+
+def _cmd_get(args: argparse.Namespace, api: ApiClient, console: Console) -> int:
+    task = api.get(f"/api/v1/tasks/{_q(args.id)}")
+    if args.json:
+        _print_json(task)
+    elif args.command == "get":
+        render_task(console, task)
+    else:
+        render_explanation(console, task)
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace, api: ApiClient, console: Console) -> int:
+    page = api.get(
+        "/api/v1/tasks",
+        status=args.status,
+        node=args.node,
+        workflow=args.workflow,
+        limit=args.limit,
+        after=args.after,
+    )
+    if args.json:
+        _print_json(page)
         return 0
-    if cmd == "cancel":
-        result = api.post(f"/api/v1/tasks/{_q(args.id)}/cancel", {"reason": args.reason})
-        print(json.dumps(result)) if out else console.print(f"cancel requested for {args.id}")
-        return 0
-    if cmd == "nodes":
-        data = api.get("/api/v1/nodes")
-        if out:
-            print(json.dumps(data))
-        else:
-            rows = [
+    rows = [
+        (t["task_id"], t["status"], t["node"], t["epoch"], t["level"], t["workflow"])
+        for t in page["tasks"]
+    ]
+    console.print(table("tasks", ["task", "status", "node", "epoch", "level", "workflow"], rows))
+    if page.get("next"):
+        console.print(f"more: continuum list --after {page['next']}", markup=False)
+    return 0
+
+
+def _cmd_cancel(args: argparse.Namespace, api: ApiClient, console: Console) -> int:
+    result = api.post(f"/api/v1/tasks/{_q(args.id)}/cancel", {"reason": args.reason})
+    _print_json(result) if args.json else console.print(f"cancel requested for {args.id}")
+    return 0
+
+
+def _cmd_nodes(args: argparse.Namespace, api: ApiClient, console: Console) -> int:
+    if args.wait:
+        _wait_for(
+            f"node {args.wait} to be connected",
+            args.timeout,
+            lambda: next(
                 (
-                    n["node_id"],
-                    n["tier"],
-                    n["link_state"],
-                    n["presence"],
-                    "yes" if n["draining"] else "",
-                    n.get("running"),
-                    n.get("rtt_p99_ms"),
-                )
-                for n in data["nodes"]
-            ]
-            console.print(
-                _table(
-                    "nodes",
-                    ["node", "tier", "link", "presence", "draining", "running", "rtt p99 ms"],
-                    rows,
-                )
-            )
-            health = data.get("system_health") or {}
-            console.print(
-                f"system health: {health.get('state')} ({health.get('available')}/"
-                f"{health.get('total')} nodes available, p99 RTT {health.get('p99_rtt_ms')} ms)"
-            )
+                    n
+                    for n in api.get("/api/v1/nodes")["nodes"]
+                    if n["node_id"] == args.wait and n["presence"] == "online"
+                ),
+                None,
+            ),
+        )
+    data = api.get("/api/v1/nodes")
+    if args.json:
+        _print_json(data)
         return 0
-    if cmd in ("drain", "undrain"):
-        result = api.post(f"/api/v1/nodes/{_q(args.node_id)}/{cmd}")
-        print(json.dumps(result)) if out else console.print(f"{args.node_id}: {cmd}ed")
+    nodes, summary = nodes_table(data)
+    console.print(nodes)
+    console.print(summary, markup=False)
+    return 0
+
+
+def _cmd_drain(args: argparse.Namespace, api: ApiClient, console: Console) -> int:
+    result = api.post(f"/api/v1/nodes/{_q(args.node_id)}/{args.command}")
+    _print_json(result) if args.json else console.print(f"{args.node_id}: {args.command}ed")
+    return 0
+
+
+def _cmd_events(args: argparse.Namespace, api: ApiClient, console: Console) -> int:
+    query = {"task": args.task, "node": args.node, "kind": args.kind, "after": args.after}
+    if args.follow:
+        for ev in api.follow_events(**query):
+            print(json.dumps(ev) if args.json else event_line(ev), flush=True)
         return 0
-    if cmd == "events":
-        query = {"task": args.task, "node": args.node, "kind": args.kind, "after": args.after}
-        if args.follow:
-            for ev in api.follow_events(**query):
-                print(json.dumps(ev) if out else _event_line(ev), flush=True)
-            return 0
-        page = api.get("/api/v1/events", limit=args.limit, **query)
-        if out:
-            print(json.dumps(page))
-        else:
-            for ev in page["events"]:
-                console.print(_event_line(ev), markup=False)
+    page = api.get("/api/v1/events", limit=args.limit, **query)
+    if args.json:
+        _print_json(page)
         return 0
-    raise AssertionError(cmd)
+    for ev in page["events"]:
+        console.print(event_line(ev), markup=False, soft_wrap=True)
+    if len(page["events"]) == args.limit:
+        console.print(
+            f"more: continuum events --after {page['next']} (or --follow for new ones)",
+            markup=False,
+        )
+    return 0
+
+
+def _cmd_workflow(args: argparse.Namespace, api: ApiClient, console: Console) -> int:
+    if args.wf_command == "get":
+        wf = api.get(f"/api/v1/workflows/{_q(args.id)}")
+        _print_json(wf) if args.json else render_workflow(console, wf)
+        return 0
+    page = api.get("/api/v1/workflows", limit=args.limit, after=args.after)
+    if args.json:
+        _print_json(page)
+        return 0
+    rows = [
+        (w["workflow_id"], w.get("name"), w["tasks"], human_ms(w.get("submitted_ms")))
+        for w in page["workflows"]
+    ]
+    console.print(table("workflows", ["workflow", "name", "tasks", "submitted"], rows))
+    if page.get("next"):
+        console.print(f"more: continuum workflow list --after {page['next']}", markup=False)
+    return 0
+
+
+COMMANDS = {
+    "submit": _cmd_submit,
+    "get": _cmd_get,
+    "explain": _cmd_get,
+    "list": _cmd_list,
+    "cancel": _cmd_cancel,
+    "nodes": _cmd_nodes,
+    "drain": _cmd_drain,
+    "undrain": _cmd_drain,
+    "events": _cmd_events,
+    "workflow": _cmd_workflow,
+}
 
 
 def _delegate(name: str, argv: list[str]) -> int:
@@ -328,59 +358,117 @@ def _delegate(name: str, argv: list[str]) -> int:
     return int(module.main(argv) or 0)
 
 
+def _common(*, top: bool) -> argparse.ArgumentParser:
+    """Options accepted before and after the command (defaults on the top parser only, so a
+    value given after the command is not overwritten by the top parser's default)."""
+    parent = argparse.ArgumentParser(add_help=False)
+    unset = None if top else argparse.SUPPRESS
+    parent.add_argument("--url", default=unset, help=f"controller API (default {DEFAULT_URL})")
+    parent.add_argument("--token", default=unset, help="API bearer token")
+    parent.add_argument(
+        "--config",
+        default=unset,
+        help=f"controller config to take url and token from "
+        f"(default $CONTINUUM_CONFIG or {DEFAULT_CONFIG})",
+    )
+    parent.add_argument(
+        "--json", action="store_true", default=False if top else unset, help="print JSON"
+    )
+    return parent
+
+
+def _wait_options(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--timeout", type=float, default=120.0, help=f"{what} (default %(default)s s)")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from .cli import package_version
+
+    common = _common(top=False)
     parser = argparse.ArgumentParser(
         prog="continuum",
         description="Operate a Continuum controller over its REST API; run the testbed and the "
         "simulator.",
-        epilog=f"Environment: CONTINUUM_API_URL (default {DEFAULT_URL}), CONTINUUM_API_TOKEN.",
+        epilog="Environment: CONTINUUM_API_URL, CONTINUUM_API_TOKEN, CONTINUUM_CONFIG.",
+        parents=[_common(top=True)],
     )
-    parser.add_argument(
-        "--url",
-        default=os.environ.get("CONTINUUM_API_URL", DEFAULT_URL),
-        help="controller API base URL",
-    )
-    parser.add_argument(
-        "--token", default=os.environ.get("CONTINUUM_API_TOKEN", ""), help="API bearer token"
-    )
-    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    parser.add_argument("--version", action="version", version=f"continuum {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("submit", help="submit a task or workflow file (TOML or JSON; - = stdin)")
+    def add(name: str, text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=text, parents=[common])
+
+    p = add("submit", "submit a task or workflow file (.toml, .json, .yaml; - = JSON on stdin)")
     p.add_argument("file")
+    p.add_argument(
+        "--wait", action="store_true", help="wait until the task ends; exit 1 unless it succeeded"
+    )
+    _wait_options(p, "how long --wait waits")
     for name, text in (
         ("get", "show a task with its attempts"),
         ("explain", "why a task is where it is, at the level it is"),
     ):
-        p = sub.add_parser(name, help=text)
-        p.add_argument("id", metavar="TASK_ID")
-    p = sub.add_parser("list", help="list tasks")
-    p.add_argument("--status", action="append", help="filter by status (repeatable)")
+        add(name, text).add_argument("id", metavar="TASK_ID")
+    p = add("list", "list tasks")
+    p.add_argument(
+        "--status",
+        action="append",
+        choices=[s.value for s in TaskStatus],
+        help="filter by status (repeatable)",
+    )
     p.add_argument("--node", help="filter by node")
     p.add_argument("--workflow", help="filter by workflow")
-    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--limit", type=_page_size, default=100, help="page size (1..1000)")
     p.add_argument("--after", help="page after this task id")
-    p = sub.add_parser("cancel", help="request cancellation of a task")
+    p = add("cancel", "request cancellation of a task")
     p.add_argument("id", metavar="TASK_ID")
     p.add_argument("--reason", default="operator")
-    sub.add_parser("nodes", help="list nodes with link health")
+    p = add("nodes", "list nodes with link health")
+    p.add_argument("--wait", metavar="NODE_ID", help="first wait until this node is online")
+    _wait_options(p, "how long --wait waits")
     for name, text in (
         ("drain", "stop placing work on a node"),
         ("undrain", "place work on a node again"),
     ):
-        p = sub.add_parser(name, help=text)
-        p.add_argument("node_id", metavar="NODE_ID")
-    p = sub.add_parser("events", help="show the event log")
+        add(name, text).add_argument("node_id", metavar="NODE_ID")
+    p = add("events", "show the event log, oldest first (page with --after)")
     p.add_argument("--follow", "-f", action="store_true", help="stream new events (SSE)")
     p.add_argument("--task")
     p.add_argument("--node")
     p.add_argument("--kind")
-    p.add_argument("--after", type=int)
-    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--after", type=int, help="events after this sequence number")
+    p.add_argument("--limit", type=_page_size, default=100, help="page size (1..1000)")
+    wf = add("workflow", "show workflows")
+    wf_sub = wf.add_subparsers(dest="wf_command", required=True, metavar="ACTION")
+    wf_sub.add_parser("get", help="a workflow and its tasks", parents=[common]).add_argument(
+        "id", metavar="WORKFLOW_ID"
+    )
+    p = wf_sub.add_parser("list", help="list workflows", parents=[common])
+    p.add_argument("--limit", type=_page_size, default=100, help="page size (1..1000)")
+    p.add_argument("--after", help="page after this workflow id")
     for name, (_, text) in DELEGATED.items():
         p = sub.add_parser(name, help=text, add_help=False)
         p.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
+
+
+def _page_size(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"{value} is not in 1..1000")
+    return value
+
+
+def _report_api_error(exc: ApiError) -> None:
+    body = exc.body
+    if isinstance(body, dict) and body.get("problems"):
+        print(f"error {exc.status}: invalid {body.get('what')}", file=sys.stderr)
+        for p in body["problems"]:
+            print(f"  - {p['path'] or '<root>'}: {p['message']}", file=sys.stderr)
+    elif isinstance(body, dict):
+        print(f"error {exc.status}: {body.get('message', body)}", file=sys.stderr)
+    else:
+        print(f"error {exc.status}: {body}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -390,25 +478,19 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command in DELEGATED:  # after global options: `continuum --json testbed ...`
         return _delegate(args.command, args.rest)
-    console = Console()
-    api = ApiClient(args.url, args.token)
+    api = _api(args)
     try:
-        return _run_command(args, api, console)
+        return COMMANDS[args.command](args, api, Console())
+    except UsageError as exc:
+        print(f"continuum: {exc}", file=sys.stderr)
+        return 2
     except ApiError as exc:
-        body = exc.body
-        if isinstance(body, dict) and body.get("problems"):
-            print(f"error {exc.status}: invalid {body.get('what')}", file=sys.stderr)
-            for p in body["problems"]:
-                print(f"  - {p['path'] or '<root>'}: {p['message']}", file=sys.stderr)
-        elif isinstance(body, dict):
-            print(f"error {exc.status}: {body.get('message', body)}", file=sys.stderr)
-        else:
-            print(f"error {exc.status}: {body}", file=sys.stderr)
+        _report_api_error(exc)
         return 1
     except urllib.error.URLError as exc:
-        print(f"cannot reach the controller at {args.url}: {exc.reason}", file=sys.stderr)
+        print(f"cannot reach the controller at {api.url}: {exc.reason}", file=sys.stderr)
         return 1
-    except (OSError, json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, json.JSONDecodeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

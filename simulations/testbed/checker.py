@@ -34,6 +34,7 @@ __all__ = [
     "check_causal",
     "check_convergence",
     "check_eventual",
+    "check_liveness",
     "check_nothing_lost",
     "check_order",
     "check_strong",
@@ -424,6 +425,37 @@ def check_eventual(obs: Observation) -> Verdict:
     return _verdict(True, counts, examples)
 
 
+def check_liveness(obs: Observation) -> Verdict:
+    """7. Every acknowledged task became terminal within the run's bound after the final
+    heal (``liveness_bound_s``): no work left pending once the faults are gone, e.g. a
+    fenced strong attempt never retried. Measured by the runner while settling (the
+    ``settled`` op: seconds after the final heal for each task still open at its first
+    look, and the tasks still open at the end); without that op the verdict is unknown."""
+    settled = [op for op in obs.history if op.get("f") == "settled"]
+    if not settled or "liveness_bound_s" not in (settled[-1].get("value") or {}):
+        return _verdict("unknown", {"reason": "no settle record (the run did not finish)"}, [])
+    value = settled[-1]["value"]
+    bound = float(value["liveness_bound_s"])
+    after: Mapping[str, float] = value.get("terminal_after_heal_s") or {}
+    still = set(value.get("still_open") or ())
+    acked = {s.task_id for s in submissions(obs.history).values() if s.outcome == "ok"}
+    never = sorted(acked & still)
+    late = sorted(
+        ((t, s) for t, s in after.items() if t in acked and s > bound), key=lambda x: -x[1]
+    )
+    counts = {
+        "acknowledged": len(acked),
+        "bound_s": bound,
+        "open_at_final_heal": int(value.get("open_at_first_look", 0)),
+        "late": len(late),
+        "never": len(never),
+        "slowest_s": max(after.values(), default=0.0),
+    }
+    examples: list[object] = [{"kind": "never_terminal", "task": t} for t in never]
+    examples += [{"kind": "late", "task": t, "after_heal_s": secs} for t, secs in late]
+    return _verdict(not (late or never), counts, examples)
+
+
 CHECKERS: dict[str, Callable[[Observation], Verdict]] = {
     "nothing_lost": check_nothing_lost,
     "strong_no_overlap": check_strong,
@@ -431,6 +463,7 @@ CHECKERS: dict[str, Callable[[Observation], Verdict]] = {
     "workflow_order": check_order,
     "causal_double_runs": check_causal,
     "eventual_duplicates": check_eventual,
+    "liveness": check_liveness,
 }
 
 

@@ -1,7 +1,8 @@
 """``continuum testbed``: run a partition scenario, list the shipped ones, re-check a run.
 
     continuum testbed run SCENARIO[.toml] [--agents N] [--broker auto|mosquitto|embedded]
-                          [--out DIR] [--netns] [--seed S] [--duration S] [--no-progress]
+                          [--out DIR] [--netns] [--seed S] [--duration S] [--lease-s S]
+                          [--no-progress]
     continuum testbed list
     continuum testbed check DIR
 
@@ -42,6 +43,7 @@ def run_scenario(
     seed: int | None = None,
     duration_s: float | None = None,
     settle_s: float | None = None,
+    lease_s: float | None = None,
     console: Console | None = None,
     progress: bool = True,
 ) -> dict[str, object]:
@@ -64,6 +66,7 @@ def run_scenario(
         seed=seed,
         duration_s=duration_s,
         settle_s=settle_s,
+        lease_s=lease_s,
     )
     with Progress(console, enabled=progress) as display:
         bed = Testbed(scenario, options, on_event=display)
@@ -84,6 +87,7 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
             netns=args.netns,
             seed=args.seed,
             duration_s=args.duration,
+            lease_s=args.lease_s,
             console=console,
             progress=not args.no_progress,
         )
@@ -146,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--netns", action="store_true", help="hard cuts with network namespaces (root)")
     p.add_argument("--seed", type=int, help="seed of the plan (default: the scenario's)")
     p.add_argument("--duration", type=float, help="override the scenario's duration_s")
+    p.add_argument(
+        "--lease-s", type=float, help="strong lease for the controller (≥ 3 s; default: scenario)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no live display")
     p.set_defaults(func=_cmd_run)
     p = sub.add_parser("list", help="the shipped scenarios, one line each")
@@ -160,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "agents", None) is not None and args.agents < 1:
         print("--agents must be at least 1", file=sys.stderr)
+        return 2
+    if getattr(args, "lease_s", None) is not None and args.lease_s < 3:
+        print("--lease-s must be at least 3 (the controller's minimum)", file=sys.stderr)
         return 2
     return int(args.func(args, Console()))
 

@@ -4,6 +4,7 @@
   task's first successful execution in the ledger (host clock on both sides);
 - the share of successful executions that ended while their node was cut off
   from the cloud (partitioned, flapping, or the controller cut): autonomy at work;
+  in all, and per node that was cut off at some point (``autonomy_by_node``);
 - convergence after each heal, as measured live by the runner (``converged`` ops,
   or ``not-converged`` with ``after_s = None`` when it never happened);
 - fault intervals per node, for the timeline plot.
@@ -15,11 +16,14 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from .checker import executions, submissions
+from .checker import Execution, executions, submissions
 
-__all__ = ["fault_intervals", "percentile", "summarize_run"]
+__all__ = ["completed_while_cut", "fault_intervals", "percentile", "summarize_run"]
 
 CUT_OPS = frozenset({"partition", "flap"})
+CUT_KINDS = frozenset({"cut", "cloud-cut"})
+PROXY_KINDS = ("cut", "slow", "lossy")  # what a heal of a node's proxy ends
+ALL_KINDS = (*PROXY_KINDS, "down", "paused", "cloud-cut")
 SLOW_OPS = frozenset({"delay", "throttle"})
 
 
@@ -36,7 +40,9 @@ def fault_intervals(
     history: Iterable[Mapping[str, Any]], nodes: Sequence[str], end_wall: float
 ) -> dict[str, list[tuple[float, float, str]]]:
     """Per node, ``(start_wall, end_wall, kind)`` with kind ``cut``, ``slow``,
-    ``down`` (agent killed) or ``cloud-cut`` (the controller cut from the broker)."""
+    ``lossy`` (PUBLISH packets lost, repeated, reordered), ``down`` (agent killed),
+    ``paused`` (agent frozen with SIGSTOP) or ``cloud-cut`` (the controller cut from
+    the broker). The final heal ends every fault."""
     open_: dict[tuple[str, str], float] = {}
     out: dict[str, list[tuple[float, float, str]]] = defaultdict(list)
 
@@ -56,16 +62,27 @@ def fault_intervals(
         elif f in SLOW_OPS:
             for n in targets:
                 open_.setdefault((n, "slow"), wall)
-        elif f == "heal":
+        elif f == "lossy":
             for n in targets:
-                close(n, "cut", wall)
-                close(n, "slow", wall)
+                open_.setdefault((n, "lossy"), wall)
+        elif f == "heal":
+            kinds = ALL_KINDS if (op.get("value") or {}).get("final") else PROXY_KINDS
+            for n in targets:
+                for kind in kinds:
+                    close(n, kind, wall)
         elif f == "kill":
             for n in targets:
+                close(n, "paused", wall)
                 open_.setdefault((n, "down"), wall)
         elif f == "restart":
             for n in targets:
                 close(n, "down", wall)
+        elif f == "pause":
+            for n in targets:
+                open_.setdefault((n, "paused"), wall)
+        elif f == "resume":
+            for n in targets:
+                close(n, "paused", wall)
         elif f == "controller-cut":
             for n in nodes:
                 open_.setdefault((n, "cloud-cut"), wall)
@@ -75,6 +92,21 @@ def fault_intervals(
     for (node, kind), start in list(open_.items()):
         out[node].append((start, end_wall, kind))
     return dict(out)
+
+
+def completed_while_cut(
+    runs: Mapping[str, Sequence[Execution]],
+    intervals: Mapping[str, Sequence[Sequence[Any]]],
+) -> list[Execution]:
+    """Successful executions that ended while their node was cut off from the cloud."""
+    return [
+        e
+        for task_runs in runs.values()
+        for e in task_runs
+        if e.succeeded
+        and e.end is not None
+        and any(a <= e.end <= b and kind in CUT_KINDS for a, b, kind in intervals.get(e.node, ()))
+    ]
 
 
 def summarize_run(
@@ -93,17 +125,17 @@ def summarize_run(
         if ok:
             latency[sub.level].append(min(e.end for e in ok if e.end is not None) - sub.wall)
     intervals = fault_intervals(history, nodes, end_wall)
-    completed = cut_off = 0
-    for task_runs in runs.values():
-        for e in task_runs:
-            if not (e.succeeded and e.end is not None):
-                continue
-            completed += 1
-            if any(
-                a <= e.end <= b and kind in ("cut", "cloud-cut")
-                for a, b, kind in intervals.get(e.node, ())
-            ):
-                cut_off += 1
+    ok = [e for task_runs in runs.values() for e in task_runs if e.succeeded and e.end is not None]
+    while_cut = completed_while_cut(runs, intervals)
+    completed, cut_off = len(ok), len(while_cut)
+    by_node = {
+        n: {
+            "completed": sum(e.node == n for e in ok),
+            "while_cut": sum(e.node == n for e in while_cut),
+        }
+        for n in nodes
+        if any(kind in CUT_KINDS for _a, _b, kind in intervals.get(n, ()))
+    }
     convergence = [
         dict(op["value"])
         for op in history
@@ -123,6 +155,7 @@ def summarize_run(
         "completed_executions": completed,
         "completed_while_partitioned": cut_off,
         "share_completed_while_partitioned": (cut_off / completed) if completed else None,
+        "autonomy_by_node": by_node,
         "convergence_after_heal": convergence,
         "fault_intervals": {n: [list(i) for i in iv] for n, iv in intervals.items()},
     }

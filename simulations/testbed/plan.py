@@ -35,9 +35,10 @@ class PlannedSubmission:
 
     at: float
     request: int
-    kind: str  # "task" | "workflow"
+    kind: str  # "task" | "workflow" | "local" (to ``node``'s own local API)
     body: dict[str, Any]
     tasks: tuple[dict[str, Any], ...]
+    node: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +123,13 @@ def _random_steps(
         elif op == "kill":
             steps.append(Step(t, "kill", targets))
             steps.append(Step(t + length, "restart", targets))
+        elif op == "pause":
+            steps.append(Step(t, "pause", targets))
+            steps.append(Step(t + length, "resume", targets))
+        elif op == "lossy":
+            lossy = {"drop": 0.05, "duplicate": 0.05, "delay": 0.05, "delay_ms": 500}
+            steps.append(Step(t, "lossy", targets, lossy))
+            steps.append(Step(t + length, "heal", targets))
         else:
             steps.append(Step(t, "reset", targets))
         t += length
@@ -176,7 +184,37 @@ def task_body(
     }
     if mix.max_disconnect_s is not None:
         body["max_disconnect_s"] = mix.max_disconnect_s
+    if mix.labels:
+        body["placement"] = {"labels": dict(mix.labels)}
     return body
+
+
+def _draw_mix(mixes: tuple[TaskMix, ...], only: str | None, rng: random.Random) -> TaskMix:
+    """A mix for one arrival: by weight among all (``None``), among one level's, or the
+    named one (``"mix:NAME"``, a burst's; it may have weight 0)."""
+    if only is not None and only.startswith("mix:"):
+        return next(m for m in mixes if m.name == only[4:])
+    choices = [m for m in mixes if only is None or m.level == only]
+    return rng.choices(choices, weights=[m.weight for m in choices])[0]
+
+
+def _local_submissions(
+    scenario: Scenario, nodes: tuple[NodeSpec, ...], seed: int, rng: random.Random
+) -> list[PlannedSubmission]:
+    """The ``[[workload.local]]`` tasks: one submission per task, to one agent's local API
+    (its level is what an agent accepts alone: causal or eventual)."""
+    out: list[PlannedSubmission] = []
+    for g, gen in enumerate(scenario.workload.local, start=1):
+        targets = resolve_nodes(gen.nodes, nodes, rng)
+        mix = TaskMix(level=gen.level, sleep_ms=gen.sleep_ms)
+        for k in range(gen.count):
+            for node in targets:
+                body = task_body(f"tbl-{seed}-{g}-{k + 1}-{node}", mix, rng)
+                meta = {**_meta(body), "local": node}
+                out.append(
+                    PlannedSubmission(gen.at + k * gen.every_s, 0, "local", body, (meta,), node)
+                )
+    return out
 
 
 def _json(value: Any) -> str:
@@ -203,8 +241,11 @@ def make_plan(scenario: Scenario, *, agents: int | None = None, seed: int | None
         Step(s.at, s.op, resolve_nodes(s.nodes, nodes, fault_rng), dict(s.params))
         for s in scenario.timeline
     ]
+    extra: dict[str, Any] = {}
     if scenario.nemesis is not None:
         steps += _random_steps(scenario, nodes, fault_rng)
+        if scenario.nemesis.lease_s is not None:
+            extra["lease_s"] = round(fault_rng.uniform(*scenario.nemesis.lease_s), 1)
     steps.sort(key=lambda s: s.at)
 
     rng = random.Random(f"{seed}:workload")
@@ -219,20 +260,15 @@ def make_plan(scenario: Scenario, *, agents: int | None = None, seed: int | None
                 break
             times.append((t, None))
     for b in wl.bursts:
-        times += [(b.at, b.level)] * b.count
+        times += [(b.at, b.level or (f"mix:{b.mix}" if b.mix else None))] * b.count
     times.sort(key=lambda x: x[0])
 
     subs: list[PlannedSubmission] = []
-    weights = [m.weight for m in wl.mix]
-    for n, (t, level) in enumerate(times, start=1):
-        choices = [m for m in wl.mix if level is None or m.level == level]
-        mix = (
-            rng.choices(choices, weights=[m.weight for m in choices])[0]
-            if level
-            else (rng.choices(wl.mix, weights=weights)[0])
-        )
+    for n, (t, only) in enumerate(times, start=1):
+        mix = _draw_mix(wl.mix, only, rng)
         body = task_body(f"tb-{seed}-{n}", mix, rng)
         subs.append(PlannedSubmission(t, len(subs) + 1, "task", body, (_meta(body),)))
+    subs += _local_submissions(scenario, nodes, seed, rng)
 
     wf_n = 0
     for gen in wl.workflows:
@@ -255,6 +291,7 @@ def make_plan(scenario: Scenario, *, agents: int | None = None, seed: int | None
             subs.append(PlannedSubmission(gen.at + k * gen.every_s, 0, "workflow", body, meta))
     subs.sort(key=lambda s: s.at)
     subs = [
-        PlannedSubmission(s.at, i, s.kind, s.body, s.tasks) for i, s in enumerate(subs, start=1)
+        PlannedSubmission(s.at, i, s.kind, s.body, s.tasks, s.node)
+        for i, s in enumerate(subs, start=1)
     ]
-    return Plan(nodes, tuple(steps), tuple(subs), seed, scenario.duration_s)
+    return Plan(nodes, tuple(steps), tuple(subs), seed, scenario.duration_s, extra)

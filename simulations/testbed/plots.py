@@ -3,8 +3,10 @@
 - ``timeline.png``: one lane per node (and the controller) over the run's time;
   shaded spans are the faults in force (cut, slowed, process down, cloud cut),
   thin bars are the task executions the ledger recorded on that node (green:
-  exit 0, red: failed or fenced, grey: no end line), dashed lines mark each
-  nemesis op, dotted ones the convergence measured after each heal.
+  exit 0, blue: exit 0 while the node was cut off from the cloud, red: failed or
+  fenced, grey: no end line), dashed lines mark each
+  nemesis op, ▼ the convergence measured after each heal, ◆ a submission to the
+  node's own local API.
 - ``latency_cdf.png``: CDF of task latency (submission → first successful end)
   per consistency level.
 
@@ -22,13 +24,21 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from .checker import Execution
 
 __all__ = ["latency_cdf", "timeline"]
 
-FAULT_COLORS = {"cut": "#d62728", "slow": "#ff7f0e", "down": "#333333", "cloud-cut": "#9467bd"}
+FAULT_COLORS = {
+    "cut": "#d62728",
+    "slow": "#ff7f0e",
+    "lossy": "#bcbd22",
+    "down": "#333333",
+    "paused": "#17becf",
+    "cloud-cut": "#9467bd",
+}
 LEVEL_COLORS = {
     "strong": "#1f77b4",
     "causal": "#2ca02c",
@@ -37,9 +47,14 @@ LEVEL_COLORS = {
 }
 
 
-def _exec_color(e: Execution) -> str:
+CUT_OFF_OK = "#1f3fbf"
+
+
+def _exec_color(e: Execution, while_cut: frozenset[Execution]) -> str:
     if e.end is None:
         return "#999999"
+    if e in while_cut:
+        return CUT_OFF_OK
     return "#2ca02c" if e.succeeded else "#d62728"
 
 
@@ -54,6 +69,8 @@ def timeline(
     nemesis: Sequence[Mapping[str, Any]],
     convergence: Sequence[Mapping[str, Any]],
     title: str,
+    while_cut: frozenset[Execution] = frozenset(),
+    local: Sequence[tuple[str, float]] = (),
 ) -> Path:
     """Draw the connectivity/execution timeline; returns ``path``."""
     lanes = list(nodes)
@@ -83,13 +100,16 @@ def timeline(
                 y[node] + offset,
                 e.start - t0_wall,
                 e.stop - t0_wall,
-                colors=_exec_color(e),
+                colors=_exec_color(e, while_cut),
                 linewidth=2.2,
             )
     for op in nemesis:
         t = float(op["wall"]) - t0_wall
         ax.axvline(t, color="#555555", linestyle="--", linewidth=0.8, alpha=0.6)
         ax.text(t, len(lanes) - 0.45, str(op["f"]), rotation=90, fontsize=7, va="bottom")
+    for node, wall in local:
+        if node in y:
+            ax.plot([wall - t0_wall], [y[node] + 0.42], marker="D", color="black", markersize=4)
     for c in convergence:
         if c.get("node") in y and c.get("after_s") is not None:
             t = float(c["heal_at"]) + float(c["after_s"])
@@ -102,8 +122,11 @@ def timeline(
     handles = [Patch(color=c, alpha=0.35, label=k) for k, c in FAULT_COLORS.items()]
     handles += [
         Patch(color="#2ca02c", label="execution ok"),
+        Patch(color=CUT_OFF_OK, label="ok while cut off"),
         Patch(color="#d62728", label="execution failed/fenced"),
         Patch(color="#999999", label="execution without end"),
+        Line2D([], [], color="black", marker="D", markersize=4, linestyle="", label="local submit"),
+        Line2D([], [], color="black", marker="v", markersize=6, linestyle="", label="converged"),
     ]
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=7)
     ax.grid(axis="x", alpha=0.3)

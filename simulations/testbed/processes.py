@@ -93,6 +93,7 @@ class Managed:
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
     starts: int = field(default=0, init=False)
     ready: dict[str, Any] = field(default_factory=dict, init=False)
+    paused: bool = field(default=False, init=False)
 
     def command(self) -> list[str]:  # pragma: no cover - overridden
         raise NotImplementedError
@@ -108,6 +109,7 @@ class Managed:
     def start(self) -> None:
         self.ready_file.unlink(missing_ok=True)
         self.starts += 1
+        self.paused = False
         log = open(self.workdir / "process.log", "ab")  # noqa: SIM115 - handed to the child
         log.write(f"--- start {self.starts}: {shlex.join(self.command())}\n".encode())
         log.flush()
@@ -150,14 +152,31 @@ class Managed:
         if self.alive and self.proc is not None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait()
+        self.paused = False
+
+    def pause(self) -> None:
+        """``SIGSTOP`` the process itself: frozen, its sockets open but silent, its tasks'
+        watchdogs running on (a device that hangs, or a VM suspended)."""
+        if self.alive and self.proc is not None and not self.paused:
+            self.proc.send_signal(signal.SIGSTOP)
+            self.paused = True
+
+    def resume(self) -> None:
+        """``SIGCONT`` a paused process."""
+        if self.paused and self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+        self.paused = False
 
     def terminate(self) -> None:
-        """Send SIGTERM without waiting (stop many processes in parallel, then ``stop``)."""
+        """Send SIGTERM without waiting (stop many processes in parallel, then ``stop``);
+        a paused process is resumed first, or the signal would wait for it."""
+        self.resume()
         if self.alive and self.proc is not None:
             self.proc.send_signal(signal.SIGTERM)
 
     def stop(self, timeout_s: float = 15.0) -> int | None:
         """SIGTERM, wait, then SIGKILL. Returns the exit status."""
+        self.resume()
         return stop_process(self.proc, timeout_s=timeout_s)
 
 

@@ -18,6 +18,12 @@ Fault model, per direction (``up`` = client → upstream, i.e. agent → broker;
 - **bandwidth**: at most ``bytes_per_s`` per direction per connection.
 - **reset**: abort every open connection with a TCP RST on both sides.
 - **flap**: alternate cut and healed on a schedule.
+- **lossy** (only with ``mqtt=True``, which forwards whole MQTT packets): a share of
+  the PUBLISH packets is dropped, a share sent twice (the copy with DUP set) and a share
+  held back ``delay_ms`` while later packets pass (reordering). Every other packet
+  passes: the connection stays up and looks healthy, it just loses, repeats and
+  reorders messages, like a broker or bridge that misbehaves. The draws come from the
+  proxy's seeded RNG.
 
 All control methods are plain synchronous calls made on the proxy's event loop
 thread (the runner's loop); :class:`ProxyStats` counts bytes forwarded per
@@ -31,10 +37,13 @@ import contextlib
 import random
 import socket
 import struct
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
-__all__ = ["Direction", "FaultProxy", "ProxyStats"]
+from .mqtt_frames import PUBLISH, FrameError, Framer, packet_type, with_dup
+
+__all__ = ["Direction", "FaultProxy", "Lossy", "ProxyStats"]
 
 Direction = Literal["both", "up", "down"]
 _CHUNK = 65536
@@ -48,6 +57,9 @@ class ProxyStats:
     bytes_down: int = 0
     connections: int = 0
     resets: int = 0
+    publish_dropped: int = 0
+    publish_duplicated: int = 0
+    publish_delayed: int = 0
 
     def to_dict(self) -> dict[str, int]:
         return {
@@ -55,7 +67,27 @@ class ProxyStats:
             "bytes_down": self.bytes_down,
             "connections": self.connections,
             "resets": self.resets,
+            "publish_dropped": self.publish_dropped,
+            "publish_duplicated": self.publish_duplicated,
+            "publish_delayed": self.publish_delayed,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Lossy:
+    """Shares (0..1) of PUBLISH packets dropped, duplicated or held back ``delay_ms``."""
+
+    drop: float = 0.0
+    duplicate: float = 0.0
+    delay: float = 0.0
+    delay_ms: float = 500.0
+
+    def __post_init__(self) -> None:
+        shares = (self.drop, self.duplicate, self.delay)
+        if not all(0.0 <= x <= 1.0 for x in shares) or sum(shares) > 1.0:
+            raise ValueError("lossy shares must each be in [0, 1] and add up to at most 1")
+        if self.delay_ms < 0:
+            raise ValueError("lossy delay_ms must be ≥ 0")
 
 
 @dataclass
@@ -66,6 +98,7 @@ class _Link:
     delay_ms: float = 0.0
     jitter_ms: float = 0.0
     bytes_per_s: float | None = None
+    lossy: Lossy | None = None
 
     def __post_init__(self) -> None:
         self.open.set()
@@ -95,8 +128,12 @@ class FaultProxy:
         listen_host: str = "127.0.0.1",
         port: int = 0,
         seed: int = 0,
+        mqtt: bool = False,
     ) -> None:
+        """``mqtt=True``: the streams are MQTT; forward whole packets (needed by
+        :meth:`set_lossy`)."""
         self.name = name
+        self.mqtt = mqtt
         self.upstream_host = upstream_host
         self.upstream_port = upstream_port
         self.listen_host = listen_host
@@ -162,11 +199,21 @@ class FaultProxy:
         for d in _directions(direction):
             self._links[d].bytes_per_s = bytes_per_s
 
+    def set_lossy(self, lossy: Lossy | None, direction: Direction = "both") -> None:
+        """Lose, duplicate and reorder PUBLISH packets (``None`` stops it)."""
+        if lossy is not None and not self.mqtt:
+            raise ValueError(f"proxy {self.name}: lossy needs mqtt=True (packet framing)")
+        for d in _directions(direction):
+            self._links[d].lossy = lossy
+
     def clear(self) -> None:
-        """Remove every fault: heal both ways, no delay, no bandwidth limit, no flapping."""
+        """Remove every fault: heal both ways, no delay, no bandwidth limit, no flapping,
+        no loss."""
         self.heal("both")
         self.set_delay(0.0, 0.0)
         self.set_bandwidth(None)
+        for link in self._links.values():
+            link.lossy = None
 
     def reset(self) -> int:
         """Abort every open connection with RST on both sides; returns how many."""
@@ -224,6 +271,9 @@ class FaultProxy:
             out["jitter_ms"] = up.jitter_ms
         if up.bytes_per_s is not None:
             out["bytes_per_s"] = up.bytes_per_s
+        lossy = [d for d, link in self._links.items() if link.lossy is not None]
+        if lossy:
+            out["lossy"] = "both" if len(lossy) == 2 else lossy[0]
         return out
 
     @property
@@ -263,6 +313,35 @@ class FaultProxy:
         self._spawn(self._pump("down", u_reader, c_writer, finished))
         await done.wait()
 
+    def _mangle(
+        self,
+        link: _Link,
+        packets: list[bytes],
+        later: Callable[[bytes, float], Coroutine[Any, Any, None]],
+    ) -> bytes:
+        """The bytes to forward now for ``packets``, after the link's ``lossy`` draws;
+        packets held back are handed to ``later(packet, delay_s)``."""
+        lossy = link.lossy
+        if lossy is None:
+            return b"".join(packets)
+        out: list[bytes] = []
+        for packet in packets:
+            if packet_type(packet) != PUBLISH:
+                out.append(packet)
+                continue
+            draw = self._rng.random()
+            if draw < lossy.drop:
+                self.stats.publish_dropped += 1
+            elif draw < lossy.drop + lossy.duplicate:
+                self.stats.publish_duplicated += 1
+                out += [packet, with_dup(packet)]
+            elif draw < lossy.drop + lossy.duplicate + lossy.delay:
+                self.stats.publish_delayed += 1
+                self._spawn(later(packet, lossy.delay_ms / 1000.0))
+            else:
+                out.append(packet)
+        return b"".join(out)
+
     async def _pump(
         self,
         direction: str,
@@ -279,7 +358,14 @@ class FaultProxy:
         queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
         loop = asyncio.get_running_loop()
 
+        framer = Framer() if self.mqtt else None
+
+        async def later(packet: bytes, delay_s: float) -> None:
+            await asyncio.sleep(delay_s)
+            await queue.put((0.0, packet))
+
         async def read_side() -> None:
+            nonlocal framer
             last_due = 0.0
             try:
                 while True:
@@ -287,6 +373,13 @@ class FaultProxy:
                     data = await reader.read(_CHUNK)
                     if not data:
                         break
+                    if framer is not None:
+                        try:
+                            data = self._mangle(link, framer.feed(data), later)
+                        except FrameError:
+                            data, framer = framer.take_rest(), None  # not MQTT: pass it on
+                        if not data:
+                            continue  # all held back (an unfinished packet, or lost)
                     delay = link.delay_ms
                     if link.jitter_ms:
                         delay += self._rng.uniform(-link.jitter_ms, link.jitter_ms)

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from . import collect, plots
 from .checker import Observation, check_all, executions
-from .metrics import summarize_run
+from .metrics import completed_while_cut, summarize_run
 
 __all__ = ["judge", "load_run", "render"]
 
@@ -30,6 +30,7 @@ INVARIANT_TITLES = {
     "workflow_order": "4. workflow order",
     "causal_double_runs": "5. causal: re-run only after confirmed loss",
     "eventual_duplicates": "6. eventual duplicates (allowed)",
+    "liveness": "7. every acknowledged task terminal soon after the final heal",
 }
 
 
@@ -82,6 +83,14 @@ def judge(run_dir: Path, *, recollect: bool = False) -> dict[str, Any]:
                 nemesis=nemesis,
                 convergence=metrics["convergence_after_heal"],
                 title=title,
+                while_cut=frozenset(completed_while_cut(runs, metrics["fault_intervals"])),
+                local=[
+                    (str(op["value"]["node"]), float(op["wall"]))
+                    for op in history
+                    if op.get("f") == "submit"
+                    and op.get("type") == "invoke"
+                    and (op.get("value") or {}).get("node")
+                ],
             )
         ),
         "latency_cdf": str(
@@ -110,6 +119,7 @@ def judge(run_dir: Path, *, recollect: bool = False) -> dict[str, Any]:
             "completed_executions": metrics["completed_executions"],
             "completed_while_partitioned": metrics["completed_while_partitioned"],
             "share_completed_while_partitioned": metrics["share_completed_while_partitioned"],
+            "autonomy_by_node": metrics["autonomy_by_node"],
         },
         "bytes": collected.get("bytes", {}),
         "fault_intervals": metrics["fault_intervals"],
@@ -176,6 +186,12 @@ def render(report: dict[str, Any], console: Console) -> None:
         f"{t['completed_while_partitioned']} of {t['completed_executions']}"
         + ("" if share is None else f" ({share:.0%})"),
     )
+    for node, a in (t.get("autonomy_by_node") or {}).items():
+        timing.add_row(
+            f"{node} (cut off for a while): its executions completed while cut off",
+            f"{a['while_cut']} of {a['completed']}"
+            + (f" ({a['while_cut'] / a['completed']:.0%})" if a["completed"] else ""),
+        )
     settle = t.get("settle") or {}
     if settle:
         timing.add_row(

@@ -41,14 +41,14 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from . import collect, ledger_task
+from . import collect, ledger_task, local
 from .broker import BrokerError, MosquittoBroker, find_mosquitto
 from .checker import TERMINAL
 from .embedded_broker import EmbeddedBroker
 from .netns import NetnsLink, netns_available
 from .plan import Plan, PlannedSubmission, make_plan
 from .processes import AgentProcess, ControllerProcess
-from .proxy import FaultProxy
+from .proxy import FaultProxy, Lossy
 from .scenario import CONTROLLER_OPS, Scenario, Step
 
 __all__ = ["Broker", "History", "RunOptions", "Testbed", "TestbedError", "start_broker"]
@@ -57,6 +57,16 @@ TOKEN = "testbed-token"
 READY_TIMEOUT_S = 30.0
 REGISTER_TIMEOUT_S = 30.0  # plus half a second per agent
 POLL_S = 0.25
+
+
+def _lossy(params: Mapping[str, Any]) -> Lossy:
+    """A ``lossy`` step's shares (each 0 by default, delay_ms 500)."""
+    return Lossy(
+        drop=float(params.get("drop", 0.0)),
+        duplicate=float(params.get("duplicate", 0.0)),
+        delay=float(params.get("delay", 0.0)),
+        delay_ms=float(params.get("delay_ms", 500.0)),
+    )
 
 
 class TestbedError(RuntimeError):
@@ -83,6 +93,7 @@ class RunOptions:
     seed: int | None = None
     duration_s: float | None = None  # override (tests, benchmarks)
     settle_s: float | None = None
+    lease_s: float | None = None  # strong lease for the controller (the soak's 3-6 s)
 
 
 def start_broker(kind: str, workdir: Path, users: Mapping[str, str]) -> tuple[Broker, str]:
@@ -210,6 +221,7 @@ class Testbed:
         self._session: aiohttp.ClientSession | None = None
         self._hasher = collect.Hasher()
         self._ctl_snapshot: tuple[float, dict[str, tuple[str, str]] | None] = (0.0, None)
+        self._final_heal_at = 0.0
 
     # -- helpers -------------------------------------------------------------------
 
@@ -245,6 +257,19 @@ class Testbed:
 
     # -- set up ----------------------------------------------------------------------
 
+    @property
+    def lease_s(self) -> float | None:
+        """The strong lease this run imposes: ``--lease-s``, else the random nemesis'
+        draw (``None``: the scenario's own ``[controller.consistency]``)."""
+        return self.options.lease_s or self.plan.extra.get("lease_s")
+
+    def controller_overrides(self) -> dict[str, Any]:
+        """The scenario's ``[controller]`` tables with this run's lease merged in."""
+        out = dict(self.scenario.controller)
+        if self.lease_s is not None:
+            out["consistency"] = {**out.get("consistency", {}), "lease_s": self.lease_s}
+        return out
+
     async def _setup(self) -> None:
         t = time.monotonic()
         self.state.phase = "starting broker"
@@ -256,7 +281,9 @@ class Testbed:
         self.broker_kind = "embedded" if isinstance(self.broker, EmbeddedBroker) else "mosquitto"
         b = self.broker
         seed = self.plan.seed
-        self.ctl_proxy = await FaultProxy("controller", b.host, b.port, seed=seed).start()
+        self.ctl_proxy = await FaultProxy(
+            "controller", b.host, b.port, seed=seed, mqtt=True
+        ).start()
         if self.options.netns:
             why = netns_available()
             if why:
@@ -268,7 +295,9 @@ class Testbed:
                 link = NetnsLink(i, os.getpid() % 1000).create()
                 self.links[node.node_id] = link
                 listen, prefix = link.host_ip, link.exec_prefix
-            proxy = FaultProxy(node.node_id, b.host, b.port, listen_host=listen, seed=seed + i)
+            proxy = FaultProxy(
+                node.node_id, b.host, b.port, listen_host=listen, seed=seed + i, mqtt=True
+            )
             self.proxies[node.node_id] = await proxy.start()
             self.agents[node.node_id] = AgentProcess.create(
                 node,
@@ -286,7 +315,7 @@ class Testbed:
             broker_port=self.ctl_proxy.port,
             mqtt_protocol=protocol,
             token=TOKEN,
-            overrides=self.scenario.controller,
+            overrides=self.controller_overrides(),
         )
         self.controller.start()
         await asyncio.to_thread(self.controller.wait_ready, READY_TIMEOUT_S)
@@ -350,16 +379,18 @@ class Testbed:
         return out
 
     def request_body(self, sub: PlannedSubmission) -> dict[str, Any]:
-        if sub.kind == "task":
+        if sub.kind in ("task", "local"):
             return self._with_ledger(sub.body)
         return {**sub.body, "tasks": [self._with_ledger(t) for t in sub.body["tasks"]]}
 
     async def _submit(self, sub: PlannedSubmission) -> None:
         await asyncio.sleep(max(0.0, sub.at - self.hist.now()))
         value = {"request": sub.request, "kind": sub.kind, "tasks": [dict(t) for t in sub.tasks]}
+        if sub.node is not None:
+            value["node"] = sub.node
         self.hist.add("client", "invoke", "submit", value)
-        path = "/api/v1/tasks" if sub.kind == "task" else "/api/v1/workflows"
         body = self.request_body(sub)
+        send = self._sender(sub, body)
         done = {"request": sub.request}
         maybe_sent = False
         # Submissions are idempotent per id (an identical spec is accepted again),
@@ -368,8 +399,8 @@ class Testbed:
         deadline = time.monotonic() + 20.0
         while True:
             try:
-                status, data = await self._api("POST", path, body)
-            except aiohttp.ClientConnectorError as exc:
+                status, data = await send()
+            except (aiohttp.ClientConnectorError, local.LocalApiDown) as exc:
                 error = f"connect: {exc}"
             except (aiohttp.ClientError, TimeoutError) as exc:
                 maybe_sent = True
@@ -392,6 +423,18 @@ class Testbed:
                 self.hist.add("client", kind, "submit", {**done, "error": error})
                 return
             await asyncio.sleep(0.5)
+
+    def _sender(
+        self, sub: PlannedSubmission, body: dict[str, Any]
+    ) -> Callable[[], Awaitable[tuple[int, Any]]]:
+        """How one submission is sent: to the controller's REST API, or (``local``) to
+        its agent's local API."""
+        if sub.kind == "local":
+            assert sub.node is not None and self._session is not None
+            agent, session = self.agents[sub.node], self._session
+            return lambda: local.submit(session, agent, body)
+        path = "/api/v1/tasks" if sub.kind == "task" else "/api/v1/workflows"
+        return lambda: self._api("POST", path, body)
 
     # -- faults --------------------------------------------------------------------------
 
@@ -426,6 +469,12 @@ class Testbed:
                 proxy.flap(float(p["down_s"]), float(p["up_s"]))
             elif op == "reset":
                 proxy.reset()
+            elif op == "lossy":
+                proxy.set_lossy(_lossy(p), direction)  # type: ignore[arg-type]
+            elif op == "pause":
+                self.agents[n].pause()
+            elif op == "resume":
+                self.agents[n].resume()
             elif op == "kill":
                 self.agents[n].kill()
             elif op == "restart" and not self.agents[n].alive:
@@ -440,7 +489,7 @@ class Testbed:
         self._note(f"{op} {','.join(nodes) or 'controller'}")
         if op == "controller-restart":
             await self._restart_controller(hard=bool(p.get("hard", True)))
-        if op in ("heal", "restart"):
+        if op in ("heal", "restart", "resume"):
             self._spawn(self._measure_convergence(op, nodes, self.hist.now()))
         elif op in ("controller-heal", "controller-restart"):
             self._spawn(self._measure_convergence(op, tuple(self.node_ids), self.hist.now()))
@@ -546,42 +595,66 @@ class Testbed:
                 ok.add(req)
         return {t for r in ok for t in subs.get(r, ())}
 
-    def _quiescent(self) -> tuple[bool, str]:
+    def _quiescent(self) -> tuple[bool, str, set[str] | None]:
+        """(quiescent?, why not, acknowledged tasks not terminal: ``None`` when the
+        controller's store could not be read)."""
         ctl = self._controller_hashes()
         if ctl is None:
-            return False, "controller store unreadable"
-        open_ = [t for t in self._acknowledged() if ctl.get(t, ("?",))[0] not in TERMINAL]
+            return False, "controller store unreadable", None
+        open_ = {t for t in self._acknowledged() if ctl.get(t, ("?",))[0] not in TERMINAL}
         if open_:
-            return False, f"{len(open_)} tasks not terminal"
+            return False, f"{len(open_)} tasks not terminal", open_
         behind = [n for n in self.node_ids if not self._node_converged(n, ctl)]
         if behind:
-            return False, f"not converged: {', '.join(behind)}"
-        return True, "quiescent"
+            return False, f"not converged: {', '.join(behind)}", open_
+        return True, "quiescent", open_
 
     async def _settle(self) -> dict[str, Any]:
+        """Wait for quiescence (at most ``settle_s``). Also records, for the liveness
+        invariant, when each task still open at the first look became terminal,
+        in seconds after the final heal."""
         started = time.monotonic()
         stable, why = 0, ""
+        first_open: set[str] | None = None
+        open_: set[str] = set()
+        terminal_after: dict[str, float] = {}
         while time.monotonic() - started < self.settle:
-            ok, why = await asyncio.to_thread(self._quiescent)
+            ok, why, now_open = await asyncio.to_thread(self._quiescent)
+            if now_open is not None:
+                open_ = now_open
+                first_open = set(now_open) if first_open is None else first_open
+                for t in first_open - now_open - terminal_after.keys():
+                    terminal_after[t] = round(self.hist.now() - self._final_heal_at, 3)
             stable = stable + 1 if ok else 0
             if stable >= 2:
                 break
             self.state.phase = f"settling: {why}"
             await asyncio.sleep(0.5)
         took = time.monotonic() - started
-        return {"quiescent": stable >= 2, "after_s": round(took, 3), "last": why}
+        return {
+            "quiescent": stable >= 2,
+            "after_s": round(took, 3),
+            "last": why,
+            "liveness_bound_s": self.scenario.liveness_bound_s,
+            "open_at_first_look": len(first_open or ()),
+            "terminal_after_heal_s": terminal_after,
+            "still_open": sorted(open_),
+        }
 
     async def _heal_all(self) -> None:
         for proxy in [*self.proxies.values(), *([self.ctl_proxy] if self.ctl_proxy else [])]:
             proxy.clear()
         for link in self.links.values():
             await asyncio.to_thread(link.up)
+        for agent in self.agents.values():
+            agent.resume()
         restarted = [n for n, a in self.agents.items() if not a.alive]
         for n in restarted:
             self.agents[n].start()
         if self.controller is not None and not self.controller.alive:
             self.controller.start()
             await asyncio.to_thread(self.controller.wait_ready, READY_TIMEOUT_S)
+        self._final_heal_at = self.hist.now()
         self.hist.add(
             "nemesis",
             "info",
@@ -679,6 +752,7 @@ class Testbed:
             "seed": self.plan.seed,
             "duration_s": self.duration,
             "settle_s": self.settle,
+            "lease_s": self.lease_s,
             "nodes": [asdict(n) for n in self.plan.nodes],
             "steps": [
                 {"at": s.at, "op": s.op, "nodes": list(s.nodes), "params": dict(s.params)}

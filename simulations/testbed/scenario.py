@@ -49,6 +49,7 @@ __all__ = [
     "OPS",
     "AgentGroup",
     "Burst",
+    "LocalGen",
     "RandomNemesis",
     "Scenario",
     "Step",
@@ -71,6 +72,15 @@ OPS: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
     "reset": {},
     "kill": {},
     "restart": {},
+    "pause": {},
+    "resume": {},
+    "lossy": {
+        "drop": ((int, float), False),
+        "duplicate": ((int, float), False),
+        "delay": ((int, float), False),
+        "delay_ms": ((int, float), False),
+        "direction": (str, False),
+    },
     "controller-restart": {"hard": (bool, False)},
     "controller-cut": {"direction": (str, False)},
     "controller-heal": {},
@@ -78,7 +88,19 @@ OPS: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
 CONTROLLER_OPS = frozenset({"controller-restart", "controller-cut", "controller-heal"})
 DIRECTIONS = ("both", "up", "down")
 WORKLOAD_LEVELS = ("strong", "causal", "eventual", "adaptive")
-RANDOM_OPS = ("partition", "partition-up", "partition-down", "flap", "delay", "kill", "reset")
+RANDOM_OPS = (
+    "partition",
+    "partition-up",
+    "partition-down",
+    "flap",
+    "delay",
+    "kill",
+    "reset",
+    "pause",
+    "lossy",
+)
+#: Shares of PUBLISH packets (0..1) in a ``lossy`` step.
+SHARES = ("drop", "duplicate", "delay")
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +132,8 @@ class TaskMix:
     min: str | None = None  # adaptive bounds
     max: str | None = None
     max_attempts: int = 3
+    name: str | None = None  # lets a burst draw from this mix only (``bursts.mix``)
+    labels: Mapping[str, str] = field(default_factory=dict)  # placement.labels: pins work
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +141,20 @@ class Burst:
     at: float
     count: int
     level: str | None = None  # restrict the burst to mixes of this level
+    mix: str | None = None  # or to the mix of this name (it may have weight 0)
+
+
+@dataclass(frozen=True, slots=True)
+class LocalGen:
+    """``count`` tasks submitted to an agent's own local API (not the controller's), from
+    ``at`` every ``every_s``: work a device accepts by itself, even while cut off."""
+
+    at: float
+    nodes: str | tuple[str, ...] = "agent-1"
+    count: int = 1
+    every_s: float = 0.0
+    level: str = "causal"  # causal | eventual: what an agent accepts without the cloud
+    sleep_ms: tuple[int, int] = (500, 1500)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +179,7 @@ class Workload:
     mix: tuple[TaskMix, ...] = (TaskMix(),)
     bursts: tuple[Burst, ...] = ()
     workflows: tuple[WorkflowGen, ...] = ()
+    local: tuple[LocalGen, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +200,7 @@ class RandomNemesis:
     interval_s: float = 5.0
     max_fault_s: float = 8.0
     ops: tuple[str, ...] = RANDOM_OPS
+    lease_s: tuple[float, float] | None = None  # strong lease drawn from [lo, hi] per seed
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +210,7 @@ class Scenario:
     duration_s: float = 30.0
     seed: int = 0
     settle_s: float = 60.0  # max wait for quiescence after the final heal
+    liveness_bound_s: float = 30.0  # every acknowledged task terminal this soon after it
     topology: Topology = Topology()
     workload: Workload = Workload()
     timeline: tuple[Step, ...] = ()
@@ -206,6 +247,15 @@ class _Reader:
             self.bad(path, "must be an array of tables ([[...]])")
             return []
         return value
+
+    def labels(self, data: Mapping[str, Any], key: str, path: str) -> dict[str, str]:
+        value = data.get(key, {})
+        if not isinstance(value, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            self.bad(path, "must be a table of string → string")
+            return {}
+        return dict(value)
 
     def unknown(self, data: Mapping[str, Any], allowed: set[str], path: str) -> None:
         for key in sorted(set(data) - allowed):
@@ -295,6 +345,10 @@ def _parse_mix(r: _Reader, m: Mapping[str, Any], path: str) -> TaskMix:
             r.bad(f"{path}.min", f"min {lo!r} is stronger than max {hi!r}")
     elif lo is not None or hi is not None:
         r.bad(path, "min/max apply only to level = 'adaptive'")
+    name = m.get("name")
+    if name is not None and (not isinstance(name, str) or not name):
+        r.bad(f"{path}.name", "must be a non-empty string")
+        name = None
     return TaskMix(
         level=level,
         weight=r.num(m, "weight", f"{path}.weight", 1.0),
@@ -306,6 +360,8 @@ def _parse_mix(r: _Reader, m: Mapping[str, Any], path: str) -> TaskMix:
         min=lo,
         max=hi,
         max_attempts=r.num(m, "max_attempts", f"{path}.max_attempts", 3, lo=1, integer=True),
+        name=name,
+        labels=r.labels(m, "labels", f"{path}.labels"),
     )
 
 
@@ -333,6 +389,8 @@ def _parse_step(r: _Reader, s: Mapping[str, Any], path: str) -> Step | None:
             continue
         if key == "direction" and value not in DIRECTIONS:
             r.bad(f"{path}.{key}", f"must be one of {', '.join(DIRECTIONS)}")
+        elif key in SHARES and not 0 <= value <= 1:
+            r.bad(f"{path}.{key}", "must be a share between 0 and 1")
         elif kind is not bool and kind is not str and value < 0:
             r.bad(f"{path}.{key}", "must be ≥ 0")
         params[key] = value
@@ -358,6 +416,7 @@ def parse_scenario(data: Mapping[str, Any], *, source: str | None = None) -> Sce
             "duration_s",
             "seed",
             "settle_s",
+            "liveness_bound_s",
             "topology",
             "workload",
             "timeline",
@@ -380,6 +439,7 @@ def parse_scenario(data: Mapping[str, Any], *, source: str | None = None) -> Sce
     duration = r.num(data, "duration_s", "duration_s", 30.0, lo=1.0)
     seed = r.num(data, "seed", "seed", 0, integer=True)
     settle = r.num(data, "settle_s", "settle_s", 60.0, lo=1.0)
+    bound = r.num(data, "liveness_bound_s", "liveness_bound_s", 30.0, lo=1.0)
 
     topo = r.table(data, "topology", "topology")
     r.unknown(topo, {"agents", "groups"}, "topology")
@@ -387,16 +447,10 @@ def parse_scenario(data: Mapping[str, Any], *, source: str | None = None) -> Sce
     for i, g in enumerate(r.tables(topo, "groups", "topology.groups")):
         p = f"topology.groups[{i}]"
         r.unknown(g, {"tier", "labels", "cpus", "memory_mb", "count"}, p)
-        labels = g.get("labels", {})
-        if not isinstance(labels, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
-        ):
-            r.bad(f"{p}.labels", "must be a table of string → string")
-            labels = {}
         groups.append(
             AgentGroup(
                 tier=r.choice(g, "tier", f"{p}.tier", "edge", [t.value for t in Tier]),
-                labels=dict(labels),
+                labels=r.labels(g, "labels", f"{p}.labels"),
                 cpus=r.num(g, "cpus", f"{p}.cpus", 2.0, lo=0.1),
                 memory_mb=r.num(g, "memory_mb", f"{p}.memory_mb", 1024, lo=16, integer=True),
                 count=r.num(g, "count", f"{p}.count", None, lo=1, integer=True),
@@ -408,25 +462,55 @@ def parse_scenario(data: Mapping[str, Any], *, source: str | None = None) -> Sce
     )
 
     wl = r.table(data, "workload", "workload")
-    r.unknown(wl, {"rate_per_s", "start_s", "stop_s", "mix", "bursts", "workflows"}, "workload")
+    r.unknown(
+        wl, {"rate_per_s", "start_s", "stop_s", "mix", "bursts", "workflows", "local"}, "workload"
+    )
     mixes = tuple(
         _parse_mix(r, m, f"workload.mix[{i}]")
         for i, m in enumerate(r.tables(wl, "mix", "workload.mix"))
     )
     if mixes and sum(m.weight for m in mixes) <= 0:
         r.bad("workload.mix", "weights must not all be 0")
+    names = [m.name for m in mixes if m.name]
+    if len(names) != len(set(names)):
+        r.bad("workload.mix", "mix names must be unique")
     bursts = []
     for i, b in enumerate(r.tables(wl, "bursts", "workload.bursts")):
         p = f"workload.bursts[{i}]"
-        r.unknown(b, {"at", "count", "level"}, p)
+        r.unknown(b, {"at", "count", "level", "mix"}, p)
         level = r.choice(b, "level", f"{p}.level", None, WORKLOAD_LEVELS)
         if level is not None and level not in {m.level for m in mixes or (TaskMix(),)}:
             r.bad(f"{p}.level", f"no workload.mix entry has level {level!r}")
+        mix_name = r.choice(b, "mix", f"{p}.mix", None, [m.name for m in mixes if m.name])
+        if level is not None and mix_name is not None:
+            r.bad(p, "give level or mix, not both")
         bursts.append(
             Burst(
                 at=r.num(b, "at", f"{p}.at", 0.0),
                 count=r.num(b, "count", f"{p}.count", 1, lo=1, integer=True),
                 level=level,
+                mix=mix_name,
+            )
+        )
+    local = []
+    for i, lg in enumerate(r.tables(wl, "local", "workload.local")):
+        p = f"workload.local[{i}]"
+        r.unknown(lg, set(LocalGen.__slots__), p)  # type: ignore[attr-defined]
+        raw = lg.get("nodes", "agent-1")
+        problem = _selector_problem(raw)
+        if problem:
+            r.bad(f"{p}.nodes", problem)
+        at = r.num(lg, "at", f"{p}.at", None)
+        if at is None:
+            r.bad(f"{p}.at", "is required")
+        local.append(
+            LocalGen(
+                at=float(at or 0.0),
+                nodes=tuple(raw) if isinstance(raw, list) else raw,
+                count=r.num(lg, "count", f"{p}.count", 1, lo=1, integer=True),
+                every_s=r.num(lg, "every_s", f"{p}.every_s", 0.0),
+                level=r.choice(lg, "level", f"{p}.level", "causal", ("causal", "eventual")),
+                sleep_ms=r.range_ms(lg, "sleep_ms", f"{p}.sleep_ms", (500, 1500)),
             )
         )
     workflows = []
@@ -454,6 +538,7 @@ def parse_scenario(data: Mapping[str, Any], *, source: str | None = None) -> Sce
         mix=mixes or (TaskMix(),),
         bursts=tuple(bursts),
         workflows=tuple(workflows),
+        local=tuple(local),
     )
 
     timeline = []
@@ -467,7 +552,20 @@ def parse_scenario(data: Mapping[str, Any], *, source: str | None = None) -> Sce
     nemesis = None
     if "nemesis" in data:
         nm = r.table(data, "nemesis", "nemesis")
-        r.unknown(nm, {"kind", "start_s", "stop_s", "interval_s", "max_fault_s", "ops"}, "nemesis")
+        r.unknown(
+            nm,
+            {"kind", "start_s", "stop_s", "interval_s", "max_fault_s", "ops", "lease_s"},
+            "nemesis",
+        )
+        lease = nm.get("lease_s")
+        if lease is not None and not (
+            isinstance(lease, list)
+            and len(lease) == 2
+            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in lease)
+            and 3 <= lease[0] <= lease[1]
+        ):
+            r.bad("nemesis.lease_s", "must be [lo, hi] seconds with 3 ≤ lo ≤ hi")
+            lease = None
         if nm.get("kind", "random") != "random":
             r.bad("nemesis.kind", "only 'random' is supported")
         ops = nm.get("ops", list(RANDOM_OPS))
@@ -480,6 +578,7 @@ def parse_scenario(data: Mapping[str, Any], *, source: str | None = None) -> Sce
             interval_s=r.num(nm, "interval_s", "nemesis.interval_s", 5.0, lo=0.1),
             max_fault_s=r.num(nm, "max_fault_s", "nemesis.max_fault_s", 8.0, lo=1.0),
             ops=tuple(ops),
+            lease_s=None if lease is None else (float(lease[0]), float(lease[1])),
         )
     controller = r.table(data, "controller", "controller")
     agent = r.table(data, "agent", "agent")
@@ -491,6 +590,7 @@ def parse_scenario(data: Mapping[str, Any], *, source: str | None = None) -> Sce
         duration_s=float(duration),
         seed=int(seed),
         settle_s=float(settle),
+        liveness_bound_s=float(bound),
         topology=topology,
         workload=workload,
         timeline=tuple(sorted(timeline, key=lambda s: s.at)),

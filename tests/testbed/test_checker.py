@@ -14,6 +14,7 @@ from simulations.testbed.checker import (
     check_causal,
     check_convergence,
     check_eventual,
+    check_liveness,
     check_nothing_lost,
     check_order,
     check_strong,
@@ -54,6 +55,17 @@ def run(
     return lines
 
 
+def settled(after: dict[str, float], still_open: list[str], bound: float = 30.0) -> dict[str, Any]:
+    value = {
+        "quiescent": not still_open,
+        "liveness_bound_s": bound,
+        "open_at_first_look": len(after) + len(still_open),
+        "terminal_after_heal_s": after,
+        "still_open": still_open,
+    }
+    return {"process": "testbed", "type": "info", "f": "settled", "value": value}
+
+
 def clean_observation() -> Observation:
     history = (
         submit(1, task("s1", "strong"))
@@ -64,6 +76,7 @@ def clean_observation() -> Observation:
             task("w1", "causal", workflow="wf"),
             task("w2", "causal", workflow="wf", depends_on=["w1"]),
         )
+        + [settled({"w2": 2.5}, [])]
     )
     ledger = (
         run("s1", "a:1", 1.0, 2.0)
@@ -319,3 +332,22 @@ def test_malformed_ledger_line_makes_checkers_unknown_not_valid() -> None:
     ledger = [*obs.ledger, {"event": "start"}]  # no task id
     verdict = check_all(Observation(obs.history, ledger, obs.controller, obs.agents))
     assert verdict["valid"] == "unknown"
+
+
+def test_liveness_flags_late_and_never_terminal_acknowledged_tasks() -> None:
+    history = (
+        submit(1, task("a"))
+        + submit(2, task("b"))
+        + submit(3, task("c"))
+        + submit(4, task("refused"), outcome="fail")
+    )
+    ok = check_liveness(Observation(history=[*history, settled({"a": 29.0}, [])]))
+    assert ok["valid"] is True and ok["counts"]["slowest_s"] == 29.0
+    late = check_liveness(Observation(history=[*history, settled({"a": 31.0}, ["c"])]))
+    assert late["valid"] is False
+    assert late["counts"]["late"] == 1 and late["counts"]["never"] == 1
+    assert {e["task"] for e in late["examples"]} == {"a", "c"}
+    # a task that was never acknowledged owes nothing
+    refused = check_liveness(Observation(history=[*history, settled({}, ["refused"])]))
+    assert refused["valid"] is True
+    assert check_liveness(Observation(history=history))["valid"] == "unknown"

@@ -10,7 +10,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from simulations.testbed.proxy import FaultProxy
+from simulations.testbed.mqtt_frames import encode_length, with_dup
+from simulations.testbed.proxy import FaultProxy, Lossy
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -237,3 +238,54 @@ def test_invalid_arguments_are_rejected() -> None:
         proxy.set_delay(-1)
     with pytest.raises(ValueError):
         proxy.set_bandwidth(0)
+
+
+def mqtt_packet(first: int, body: bytes) -> bytes:
+    return bytes([first]) + encode_length(len(body)) + body
+
+
+def test_lossy_drops_duplicates_and_reorders_only_publish_packets() -> None:
+    """With mqtt framing on, ``lossy`` acts on whole PUBLISH packets of one direction;
+    everything else passes untouched, in order."""
+    pub1 = mqtt_packet(0x32, b"\x00\x01a\x00\x01one")
+    pub2 = mqtt_packet(0x32, b"\x00\x01a\x00\x02two")
+    ping = mqtt_packet(0xC0, b"")
+
+    async def scenario() -> None:
+        echo = await Echo().start()
+        proxy = await FaultProxy("n1", "127.0.0.1", echo.port, seed=1, mqtt=True).start()
+        try:
+            r, w = await connect(proxy)
+            proxy.set_lossy(Lossy(drop=1.0), "up")
+            w.write(pub1[:3])  # a packet split across writes is still one packet
+            await w.drain()
+            w.write(pub1[3:] + ping)
+            await w.drain()
+            assert await asyncio.wait_for(r.readexactly(len(ping)), 10) == ping
+            assert proxy.stats.publish_dropped == 1
+            proxy.set_lossy(Lossy(duplicate=1.0), "up")
+            w.write(pub2)
+            twice = await asyncio.wait_for(r.readexactly(2 * len(pub2)), 10)
+            assert twice == pub2 + with_dup(pub2)
+            proxy.set_lossy(Lossy(delay=1.0, delay_ms=200), "up")
+            w.write(pub1 + ping)
+            await w.drain()
+            got = await asyncio.wait_for(r.readexactly(len(ping) + len(pub1)), 10)
+            assert got == ping + pub1  # the PUBLISH came after the packet sent behind it
+            proxy.clear()
+            assert proxy.faults == {}
+            assert await roundtrip(r, w, pub2) == pub2
+            w.close()
+        finally:
+            await proxy.stop()
+            await echo.stop()
+
+    asyncio.run(scenario())
+
+
+def test_lossy_needs_mqtt_framing_and_valid_shares() -> None:
+    proxy = FaultProxy("n1", "127.0.0.1", 9)
+    with pytest.raises(ValueError, match="mqtt=True"):
+        proxy.set_lossy(Lossy(drop=0.1))
+    with pytest.raises(ValueError):
+        Lossy(drop=0.6, duplicate=0.6)

@@ -126,6 +126,19 @@ def make_run(tmp: Path, *, diverge: bool = False, overlap: bool = False) -> Path
             "wall": T0 + 6.4,
             "value": {"cause": "heal", "node": "agent-1", "heal_at": 6.0, "after_s": 0.4},
         },
+        {
+            "process": "testbed",
+            "type": "info",
+            "f": "settled",
+            "wall": T0 + 7,
+            "value": {
+                "quiescent": True,
+                "liveness_bound_s": 30.0,
+                "open_at_first_look": 1,
+                "terminal_after_heal_s": {"t1": 0.5},
+                "still_open": [],
+            },
+        },
     ]
     run.mkdir(exist_ok=True)
     (run / collect.HISTORY).write_text("".join(json.dumps(op) + "\n" for op in history))

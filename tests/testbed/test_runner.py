@@ -25,16 +25,17 @@ def test_request_bodies_are_valid_specs_that_write_the_ledger(tmp_path: Path) ->
     for sub in b.plan.submissions:
         body = b.request_body(sub)
         kinds.add(sub.kind)
-        tasks = [body] if sub.kind == "task" else body["tasks"]
+        tasks = body["tasks"] if sub.kind == "workflow" else [body]
         for task in tasks:
             assert task["command"][1].endswith("ledger_task.py")
             ledger = task["env"]["CONTINUUM_LEDGER"]
             assert ledger == str((collect.ledger_dir(b.out) / "{node}.jsonl").resolve())
-        if sub.kind == "task":
-            parse_task_spec(body)
-        else:
+        if sub.kind == "workflow":
             parse_workflow(body)
-    assert kinds == {"task", "workflow"}
+        else:
+            parse_task_spec(body)
+        assert (sub.node is not None) == (sub.kind == "local")
+    assert kinds == {"task", "workflow", "local"}
 
 
 def test_steps_become_proxy_faults_and_history_ops(tmp_path: Path) -> None:
@@ -42,7 +43,7 @@ def test_steps_become_proxy_faults_and_history_ops(tmp_path: Path) -> None:
         b = bed(tmp_path)
         b.out.mkdir(parents=True)
         b.history = History(b.out / collect.HISTORY)
-        b.proxies = {n: FaultProxy(n, "127.0.0.1", 9) for n in b.node_ids}
+        b.proxies = {n: FaultProxy(n, "127.0.0.1", 9, mqtt=True) for n in b.node_ids}
         p1, p2 = b.proxies["agent-1"], b.proxies["agent-2"]
         await b.apply_step(Step(1.0, "partition", ("agent-1",), {"direction": "up"}))
         await b.apply_step(Step(1.0, "delay", ("agent-2",), {"ms": 300, "jitter_ms": 50}))
@@ -51,6 +52,8 @@ def test_steps_become_proxy_faults_and_history_ops(tmp_path: Path) -> None:
         assert p2.faults == {"delay_ms": 300.0, "jitter_ms": 50.0, "bytes_per_s": 5000.0}
         await b.apply_step(Step(2.0, "flap", ("agent-1",), {"down_s": 1, "up_s": 1}))
         assert p1.faults.get("flapping") is True
+        await b.apply_step(Step(2.5, "lossy", ("agent-2",), {"drop": 0.05, "direction": "up"}))
+        assert p2.faults.get("lossy") == "up"
         await b.apply_step(Step(3.0, "heal", ("agent-1", "agent-2")))
         assert p1.faults == {} and p2.faults == {}
         b.ctl_proxy = FaultProxy("controller", "127.0.0.1", 9)

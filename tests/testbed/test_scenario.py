@@ -22,6 +22,8 @@ SHIPPED = (
     "strong-vs-eventual",
     "reconnect-storm",
     "random",
+    "frozen-agent",
+    "lossy-broker",
 )
 
 
@@ -64,14 +66,18 @@ def test_every_problem_is_listed_with_its_path() -> None:
             "mix": [
                 {"level": "sometimes", "sleep_ms": [5, 1]},
                 {"level": "adaptive", "min": "strong", "max": "eventual"},
+                {"level": "causal", "name": "pinned", "labels": {"line": 1}},
             ],
-            "bursts": [{"at": 1, "count": 0}],
+            "bursts": [{"at": 1, "count": 0}, {"at": 2, "mix": "unknown"}],
+            "local": [{"nodes": "moon", "level": "strong"}],
         },
+        "nemesis": {"lease_s": [1, 9], "ops": ["pause", "teleport"]},
         "timeline": [
             {"at": 1, "op": "explode"},
             {"at": 2, "op": "delay", "nodes": "agent-x"},
             {"at": 3, "op": "partition", "direction": "sideways"},
             {"op": "heal"},
+            {"at": 4, "op": "lossy", "nodes": "all", "drop": 1.5},
         ],
     }
     with pytest.raises(ValidationError) as err:
@@ -88,6 +94,14 @@ def test_every_problem_is_listed_with_its_path() -> None:
         "workload.mix[0].sleep_ms",
         "workload.mix[1].min",
         "workload.bursts[0].count",
+        "workload.mix[2].labels",
+        "workload.bursts[1].mix",
+        "workload.local[0].nodes",
+        "workload.local[0].level",
+        "workload.local[0].at",
+        "nemesis.lease_s",
+        "nemesis.ops",
+        "timeline[4].drop",
         "timeline[0].op",
         "timeline[1].ms",
         "timeline[1].nodes",
@@ -113,9 +127,11 @@ def test_plan_is_reproducible_and_seed_dependent() -> None:
     c = make_plan(scenario, seed=scenario.seed + 1)
     assert c.steps != a.steps
     # Every random fault is healed (or the node restarted) before the nemesis stops.
-    cut = {s.nodes for s in a.steps if s.op in ("partition", "flap", "delay")}
+    cut = {s.nodes for s in a.steps if s.op in ("partition", "flap", "delay", "lossy")}
     healed = {s.nodes for s in a.steps if s.op == "heal"}
     assert cut <= healed
+    paused = {s.nodes for s in a.steps if s.op == "pause"}
+    assert paused <= {s.nodes for s in a.steps if s.op == "resume"}
     assert {s.op for s in a.steps} <= {
         "partition",
         "heal",
@@ -124,6 +140,9 @@ def test_plan_is_reproducible_and_seed_dependent() -> None:
         "kill",
         "restart",
         "reset",
+        "pause",
+        "resume",
+        "lossy",
     }
 
 
@@ -150,3 +169,18 @@ def test_selectors() -> None:
     assert len(resolve_nodes("random:3", nodes, rng)) == 3
     assert set(resolve_nodes("tier:device", nodes, rng)) == {f"agent-{i}" for i in (2, 4, 6, 8, 10)}
     assert resolve_nodes(("agent-1", "agent-99"), nodes, rng) == ("agent-1",)
+
+
+def test_pinned_bursts_local_submissions_and_the_drawn_lease() -> None:
+    plan = make_plan(load_scenario("partition-basic"))
+    pinned = [s for s in plan.submissions if s.body.get("placement")]
+    assert len(pinned) == 6 and {s.at for s in pinned} == {6.0}
+    assert all(s.body["placement"] == {"labels": {"line": "1"}} for s in pinned)
+    assert plan.nodes[0].labels["line"] == "1"
+    assert all(n.labels["line"] == "2" for n in plan.nodes[1:])
+    local = [s for s in plan.submissions if s.kind == "local"]
+    assert [s.node for s in local] == ["agent-1"] * 4
+    assert all(s.tasks[0]["local"] == "agent-1" for s in local)
+    random_plan = make_plan(load_scenario("random"), seed=3)
+    assert 3.0 <= random_plan.extra["lease_s"] <= 6.0
+    assert make_plan(load_scenario("random"), seed=3).extra == random_plan.extra

@@ -188,8 +188,6 @@ def plain_place(nodes: list[dict[str, Any]], d: TaskDemand, tie: int) -> dict[st
         wan = c["wan"] / w_max if w_max > 0 else 0.0
         c["cost"] = (energy + wan + c["util"] + c["risk"]) / 4.0
         scored.append(c)
-    if d.deadline_s is None:
-        v_min = min(c["finish"] * (1 + COST_WEIGHT * c["cost"]) for c in scored)
     for c in scored:
         if d.deadline_s is not None:
             if c["finish"] * c["widen"] <= d.deadline_s:
@@ -197,7 +195,7 @@ def plain_place(nodes: list[dict[str, Any]], d: TaskDemand, tie: int) -> dict[st
             else:
                 s = -c["finish"] / (c["finish"] + d.deadline_s)
         else:
-            s = v_min / (c["finish"] * (1 + COST_WEIGHT * c["cost"]))
+            s = 1.0 / (1.0 + c["finish"] * (1 + COST_WEIGHT * c["cost"]))
         key = (round(s * 1e9), 0xFFFFFFFF - (c["node"]["hash"] ^ tie))
         if best_key is None or key > best_key:
             best, best_key = c["node"], key

@@ -35,7 +35,7 @@ from shared.placement._cache import ShapeCache
 from shared.placement._demand import TaskDemand
 from shared.placement._explain import TOP_CANDIDATES, Candidate, Decision, Explanation
 from shared.placement._filters import FILTERS, Counts, dimension_counts, first_exhausted
-from shared.placement._predict import Timing, breakdown, score, timing
+from shared.placement._predict import NodeFacts, Timing, breakdown, score, timing
 from shared.placement._scoring import (
     MODE_TIERS,
     TERMS,
@@ -65,6 +65,8 @@ PREDICTED_MODES: frozenset[PlacementMode] = frozenset({PlacementMode.ADAPTIVE})
 # ``Shape.static`` of the predicted modes: one read-only row of zeros shared by all.
 _ZEROS = np.zeros(1 << 16)
 _ZEROS.flags.writeable = False
+# The cache key of the table's ``NodeFacts`` (beside the shapes, same validity).
+_FACTS = ("node facts",)
 
 
 @dataclass(slots=True)
@@ -74,8 +76,9 @@ class Shape:
     ``mask``: nodes past every static filter, ``rows`` the same as indices;
     ``filtered``: drops by reason; ``static``: per node, the weighted sum of the
     non-``fit`` terms (0 off the mask, and everywhere in a predicted mode);
-    ``timing``: the prediction's static half over ``rows`` (predicted modes
-    only); ``need``/``count``/``wfit``: what the dynamic half needs.
+    ``timing``: the prediction's static half over ``rows`` and ``facts`` the
+    node facts it was computed from (predicted modes only); ``need``/``count``/
+    ``wfit``: what the dynamic half needs.
     """
 
     demand: TaskDemand
@@ -88,6 +91,7 @@ class Shape:
     need: tuple[float, float, float]
     count: float
     wfit: float
+    facts: NodeFacts | None = None
 
     @property
     def nbytes(self) -> int:
@@ -97,9 +101,16 @@ class Shape:
         return self.mask.nbytes + self.rows.nbytes + self.static.nbytes
 
 
-def prepare(table: NodeTable, demand: TaskDemand, mode: PlacementMode, weights: Weights) -> Shape:
+def prepare(
+    table: NodeTable,
+    demand: TaskDemand,
+    mode: PlacementMode,
+    weights: Weights,
+    facts: NodeFacts | None = None,
+) -> Shape:
     """Run the static filters and the static half of the ranking for ``demand``
-    under an already resolved mode."""
+    under an already resolved mode (``facts``: the table's ``NodeFacts`` if the
+    caller has them, for the predicted modes)."""
     allowed = MODE_TIERS[mode]
     effective = demand if demand.tiers <= allowed else replace(demand, tiers=demand.tiers & allowed)
     mask = np.ones(len(table), dtype=np.bool_)
@@ -112,9 +123,10 @@ def prepare(table: NodeTable, demand: TaskDemand, mode: PlacementMode, weights: 
     count = float(max(1, sum(1 for n in need if n > 0)))
     if mode in PREDICTED_MODES:
         static = _ZEROS[: len(table)] if len(table) <= len(_ZEROS) else np.zeros(len(table))
+        facts = facts if facts is not None else NodeFacts.of(table)
         return Shape(
-            effective, mode, mask, rows, filtered, static, timing(table, effective, rows),
-            need, count, 0.0,
+            effective, mode, mask, rows, filtered, static,
+            timing(facts, table, effective, rows), need, count, 0.0, facts,
         )  # fmt: skip
     static = np.zeros(len(table), dtype=np.float64)
     w = weights.normalised(mode)
@@ -130,22 +142,28 @@ def _decide(table: NodeTable, shape: Shape, tie: int) -> Decision:
     explanation of the best ``TOP_CANDIDATES``."""
     rows = shape.rows
     f0, f1, f2 = table.cpu_free[rows], table.memory_free[rows], table.disk_free[rows]
-    dims = first_exhausted(shape.need, (f0, f1, f2))
-    ok = dims < 0
-    # every candidate has room (the common case): index nothing, copy nothing
-    pos: IntArray | slice = slice(None) if ok.all() else np.flatnonzero(ok)
+    n0, n1, n2 = shape.need
+    short = (n0 > f0) | (n1 > f1) | (n2 > f2)
+    exhausted: Counts = {}
+    pos: IntArray | slice = slice(None)  # every candidate has room: index nothing
+    if short.any():
+        lacking = np.flatnonzero(short)
+        dims = first_exhausted(shape.need, (f0[lacking], f1[lacking], f2[lacking]))
+        exhausted = dimension_counts(dims, np.ones(len(dims), dtype=np.bool_))
+        pos = np.flatnonzero(~short)
     cand = rows[pos]
     demand = shape.demand
-    if shape.timing is not None:
-        total, _, queue, cost = score(table, demand, shape.timing, pos, cand)
+    facts = shape.facts
+    if shape.timing is not None and facts is not None:
+        total, queue, cost = score(table, demand, shape.timing, pos, cand, f0[pos])
     else:
         fit = fit_term(shape.need, shape.count, (f0[pos], f1[pos], f2[pos]))
         total = shape.static[cand] + shape.wfit * fit
     rank = ranks(quantise(total), table.hash[cand], tie)
     top = order_by_rank(cand, rank, TOP_CANDIDATES)
     best = cand[top]
-    if shape.timing is not None:
-        names, values = breakdown(table, demand, best, queue[top], cost[top])
+    if shape.timing is not None and facts is not None:
+        names, values = breakdown(facts, table, demand, best, queue[top], cost[top])
     else:
         names = TERMS
         matrix = static_terms(table, demand, shape.mode, best)
@@ -161,7 +179,7 @@ def _decide(table: NodeTable, shape: Shape, tie: int) -> Decision:
         mode=shape.mode,
         evaluated=len(table),
         filtered=shape.filtered,
-        exhausted=dimension_counts(dims, ~ok),
+        exhausted=exhausted,
         candidates=candidates,
         chosen=chosen,
     )
@@ -173,7 +191,7 @@ def _shape(
     demand: TaskDemand,
     mode: PlacementMode | str,
     weights: Weights,
-    cache: ShapeCache[Shape] | None,
+    cache: ShapeCache[Shape | NodeFacts] | None,
 ) -> Shape:
     resolved = resolve_mode(demand, mode)
     if cache is None:
@@ -181,9 +199,15 @@ def _shape(
     key = (demand.shape, resolved, weights)
     shape = cache.get(key)
     if shape is None:
-        shape = prepare(table, demand, resolved, weights)
+        facts = None
+        if resolved in PREDICTED_MODES:
+            facts = cache.get(_FACTS)
+            if facts is None:
+                facts = NodeFacts.of(table)
+                cache.put(_FACTS, facts, facts.nbytes)
+        shape = prepare(table, demand, resolved, weights, facts)  # type: ignore[arg-type]
         cache.put(key, shape, shape.nbytes)
-    return shape
+    return shape  # type: ignore[return-value]
 
 
 def place(
@@ -194,7 +218,7 @@ def place(
     weights: Weights = DEFAULT_WEIGHTS,
     seed: int = 0,
     epoch: int = 0,
-    cache: ShapeCache[Shape] | None = None,
+    cache: ShapeCache[Shape | NodeFacts] | None = None,
 ) -> Decision:
     """Place one task. ``mode`` is the controller's default; the task's own
     ``placement.mode`` wins. Ties are broken by ``tie_seed(task_id, epoch, seed)``.
@@ -211,7 +235,7 @@ def place_batch(
     weights: Weights = DEFAULT_WEIGHTS,
     seed: int = 0,
     epochs: Sequence[int] | None = None,
-    cache: ShapeCache[Shape] | None = None,
+    cache: ShapeCache[Shape | NodeFacts] | None = None,
 ) -> list[Decision]:
     """Place ``demands`` in order, allocating each chosen node in ``table`` (its
     resources, and its work on the backlog): each decision sees the ones before.
@@ -222,7 +246,7 @@ def place_batch(
     """
     if epochs is not None and len(epochs) != len(demands):
         raise ValueError("epochs must have one entry per demand")
-    shapes: ShapeCache[Shape] = cache if cache is not None else ShapeCache()
+    shapes: ShapeCache[Shape | NodeFacts] = cache if cache is not None else ShapeCache()
     out: list[Decision] = []
     for k, demand in enumerate(demands):
         epoch = 0 if epochs is None else epochs[k]

@@ -23,8 +23,11 @@ The rule (higher score wins, scores in [-1, 1]):
   predictions have been. Safe nodes score ``1 - cost`` (cheapest first); others
   ``-finish / (finish + D)`` (earliest first), always below every safe one, so
   when none is safe the earliest predicted finish wins;
-- without a deadline: ``min(v) / v_i`` with ``v_i = finish_i * (1 + COST_WEIGHT *
-  cost_i)``: the earliest finish, traded against cost.
+- without a deadline: ``1 / (1 + v_i)`` with ``v_i = finish_i * (1 + COST_WEIGHT *
+  cost_i)`` seconds: the earliest finish, traded against cost.
+
+A node's score depends on that node alone (and on the shares' normalisers, fixed
+per task shape), so adding or removing another candidate never reorders two others.
 
 Two tunables (``SAFETY``, ``COST_WEIGHT``); everything else is measured or learned.
 The split follows the pipeline's: ``timing`` is the static half (per task shape),
@@ -41,13 +44,14 @@ import numpy.typing as npt
 
 from shared.placement._demand import TaskDemand
 from shared.placement._scoring import LINK_RISK_BY_CODE, TINY
-from shared.placement._table import FloatArray, NodeTable
+from shared.placement._table import BoolArray, FloatArray, NodeTable
 from shared.vocab import Level
 
 __all__ = [
     "COST_WEIGHT",
     "PREDICTION_TERMS",
     "SAFETY",
+    "NodeFacts",
     "Timing",
     "breakdown",
     "score",
@@ -72,6 +76,56 @@ PREDICTION_TERMS: tuple[str, ...] = (
 )
 
 IntArray = npt.NDArray[np.intp]
+Index = IntArray | slice
+
+
+@dataclass(slots=True)
+class NodeFacts:
+    """What the prediction reads of the nodes, whatever the task: derived from the
+    table's columns once per table state (kept in the shape cache beside the shapes)."""
+
+    rtt_s: FloatArray
+    per_mb: FloatArray  # seconds per MB over the node's bandwidth (inf without any)
+    inv_speed: FloatArray
+    capacity: FloatArray  # cpus * speed
+    inv_cpus: FloatArray
+    energy_rate: FloatArray  # joules per reference-core second of work, battery weighed
+    survive: FloatArray  # success * (1 - risk of the link's grade)
+    widen: FloatArray  # exp(SAFETY * error)
+    wan: BoolArray
+    rate_per_s: FloatArray  # partitions per second
+    partitions: bool  # any node with a partition rate
+
+    @classmethod
+    def of(cls, table: NodeTable) -> NodeFacts:
+        bandwidth = table.bandwidth
+        inv_speed = 1.0 / np.maximum(table.speed, TINY)
+        battery = table.battery
+        drain = np.where(np.isnan(battery), 1.0, 2.0 - np.clip(battery, 0.0, 100.0) / 100.0)
+        rate = table.partition_rate / 3600.0
+        return cls(
+            rtt_s=table.rtt_ms / 1000.0,
+            per_mb=np.divide(8.0, bandwidth, out=np.full(len(table), np.inf), where=bandwidth > 0),
+            inv_speed=inv_speed,
+            capacity=np.maximum(table.cpus * table.speed, TINY),
+            inv_cpus=1.0 / np.maximum(table.cpus, TINY),
+            energy_rate=table.power * drain * inv_speed,
+            survive=np.clip(table.success, 0.0, 1.0) * (1.0 - LINK_RISK_BY_CODE[table.link]),
+            widen=np.exp(SAFETY * table.error),
+            wan=table.wan.copy(),
+            rate_per_s=rate,
+            partitions=bool(np.any(rate > 0)),
+        )
+
+    @property
+    def nbytes(self) -> int:
+        return sum(getattr(self, f).nbytes for f in _FACT_ARRAYS)
+
+
+_FACT_ARRAYS = (
+    "rtt_s", "per_mb", "inv_speed", "capacity", "inv_cpus", "energy_rate", "survive", "widen",
+    "wan", "rate_per_s",
+)  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -79,35 +133,51 @@ class Timing:
     """The static half of the prediction over a shape's candidate rows: ``fixed`` =
     dispatch + transfer + execution + return, ``capacity`` = cpus * speed,
     ``base_cost`` = the cost's static shares (energy, WAN, risk) over 4, ``limit``
-    = deadline / exp(SAFETY * error) (empty without a deadline)."""
+    = deadline / exp(SAFETY * error) (empty without a deadline); ``load`` and
+    ``inv_cpus`` for the utilisation."""
 
     fixed: FloatArray
     capacity: FloatArray
     base_cost: FloatArray
     limit: FloatArray
+    load: FloatArray
+    inv_cpus: FloatArray
 
     @property
     def nbytes(self) -> int:
-        return self.fixed.nbytes + self.capacity.nbytes + self.base_cost.nbytes + self.limit.nbytes
+        return sum(
+            a.nbytes
+            for a in (
+                self.fixed,
+                self.capacity,
+                self.base_cost,
+                self.limit,
+                self.load,
+                self.inv_cpus,
+            )
+        )
 
 
-Index = IntArray | slice
+def _moved(table: NodeTable, demand: TaskDemand, idx: Index) -> FloatArray | float:
+    """Input MB each node must receive: 0 on a node holding the data source."""
+    if demand.data_source is None or demand.data_size_mb <= 0:
+        return demand.data_size_mb
+    return np.where(table.source_mask(demand.data_source)[idx], 0.0, demand.data_size_mb)
 
 
-def _parts(table: NodeTable, demand: TaskDemand, rows: Index) -> tuple[FloatArray, ...]:
-    """``(dispatch, transfer, execution, return, input MB moved)`` over ``rows``."""
-    rtt_s = table.rtt_ms[rows] / 1000.0
-    bandwidth = table.bandwidth[rows]
-    n = len(rtt_s)
+def _parts(
+    facts: NodeFacts, table: NodeTable, demand: TaskDemand, idx: Index
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """``(dispatch, transfer, execution, return)`` over ``idx``."""
+    rtt_s, per_mb = facts.rtt_s[idx], facts.per_mb[idx]
     dispatch = rtt_s * (1.5 if demand.level is Level.STRONG else 0.5)
-    moved = np.full(n, demand.data_size_mb)
-    if demand.data_source is not None and demand.data_size_mb > 0:
-        moved = np.where(table.source_mask(demand.data_source)[rows], 0.0, moved)
-    per_mb = np.divide(8.0, bandwidth, out=np.full(n, np.inf), where=bandwidth > 0)
-    transfer = np.where(moved > 0, moved * per_mb, 0.0)
-    execute = demand.work / np.maximum(table.speed[rows], TINY)
-    back = rtt_s / 2.0 + (demand.output_mb * per_mb if demand.output_mb > 0 else 0.0)
-    return dispatch, transfer, execute, back, moved
+    moved = _moved(table, demand, idx)
+    transfer = np.where(np.greater(moved, 0), moved * per_mb, 0.0)
+    execute = demand.work * facts.inv_speed[idx]
+    back = rtt_s / 2.0
+    if demand.output_mb > 0:
+        back = back + demand.output_mb * per_mb
+    return dispatch, transfer, execute, back
 
 
 def _share(values: FloatArray) -> FloatArray:
@@ -115,41 +185,42 @@ def _share(values: FloatArray) -> FloatArray:
     return values / top if top > 0 and math.isfinite(top) else np.zeros(len(values))
 
 
-def timing(table: NodeTable, demand: TaskDemand, rows: IntArray) -> Timing:
-    """The static half of the prediction for ``demand`` on ``rows`` (computed over
-    whole columns, which is cheaper than gathering each first, then gathered)."""
-    every = slice(None)
-    dispatch, transfer, execute, back, moved = _parts(table, demand, every)
+def timing(facts: NodeFacts, table: NodeTable, demand: TaskDemand, rows: IntArray) -> Timing:
+    """The static half of the prediction for ``demand`` on ``rows``."""
+    idx: Index = slice(None) if len(rows) == len(table) else rows
+    dispatch, transfer, execute, back = _parts(facts, table, demand, idx)
     fixed = dispatch + transfer + execute + back
-    battery = table.battery
-    drain = np.where(np.isnan(battery), 1.0, 2.0 - np.clip(battery, 0.0, 100.0) / 100.0)
-    survive = np.exp(-table.partition_rate * np.minimum(fixed, 1e9) / 3600.0) * (
-        1.0 - LINK_RISK_BY_CODE[table.link]
-    )
-    risk = 1.0 - np.clip(table.success, 0.0, 1.0) * survive
-    energy = (table.power * execute * drain)[rows]
-    wan = np.where(table.wan, moved + demand.output_mb, 0.0)[rows]
+    survive = facts.survive[idx]
+    if facts.partitions:
+        survive = survive * np.exp(-facts.rate_per_s[idx] * np.minimum(fixed, 1e9))
+    # energy = work * energy_rate: its share of the largest does not depend on the work
+    energy = _share(facts.energy_rate[idx]) if demand.work > 0 else 0.0
+    wan = _share(np.where(facts.wan[idx], _moved(table, demand, idx) + demand.output_mb, 0.0))
     deadline = demand.deadline_s
-    limit = np.empty(0) if deadline is None else (deadline / np.exp(SAFETY * table.error))[rows]
     return Timing(
-        fixed=fixed[rows],
-        capacity=np.maximum(table.cpus * table.speed, TINY)[rows],
-        base_cost=(_share(energy) + _share(wan) + risk[rows]) / 4.0,
-        limit=limit,
+        fixed=fixed,
+        capacity=facts.capacity[idx],
+        base_cost=(energy + wan + (1.0 - survive)) / 4.0,
+        limit=np.empty(0) if deadline is None else deadline / facts.widen[idx],
+        load=table.load[idx],
+        inv_cpus=facts.inv_cpus[idx],
     )
 
 
 def score(
-    table: NodeTable, demand: TaskDemand, t: Timing, pos: Index, rows: IntArray
-) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
-    """``(score, finish, queue, cost)`` of the feasible candidates: ``pos`` indexes
-    the shape's arrays, ``rows`` the same candidates in the table."""
+    table: NodeTable,
+    demand: TaskDemand,
+    t: Timing,
+    pos: Index,
+    rows: IntArray,
+    cpu_free: FloatArray,
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """``(score, queue, cost)`` of the candidates with room: ``pos`` indexes the
+    shape's arrays, ``rows`` the same candidates in the table, ``cpu_free`` theirs.
+    Each score depends on its own node only, never on the other candidates."""
     queue = table.backlog[rows] / t.capacity[pos]
     finish = t.fixed[pos] + queue
-    cpus = np.maximum(table.cpus[rows], TINY)
-    util = np.clip(
-        np.maximum(table.load[rows], (cpus - table.cpu_free[rows] + demand.cpu) / cpus), 0.0, 1.0
-    )
+    util = np.minimum(np.maximum(t.load[pos], 1.0 + (demand.cpu - cpu_free) * t.inv_cpus[pos]), 1.0)
     cost = t.base_cost[pos] + util / 4.0
     deadline = demand.deadline_s
     if deadline is not None:
@@ -158,12 +229,12 @@ def score(
             finish <= t.limit[pos], 1.0 - cost, np.where(np.isfinite(late), late, -1.0)
         )
     else:
-        v = np.maximum(finish * (1.0 + COST_WEIGHT * cost), TINY)
-        value = np.where(np.isfinite(v), float(v.min()) / v, 0.0)
-    return value, finish, queue, cost
+        value = 1.0 / (1.0 + finish * (1.0 + COST_WEIGHT * cost))
+    return value, queue, cost
 
 
 def breakdown(
+    facts: NodeFacts,
     table: NodeTable,
     demand: TaskDemand,
     rows: IntArray,
@@ -172,12 +243,12 @@ def breakdown(
 ) -> tuple[tuple[str, ...], list[tuple[float, ...]]]:
     """Names and values of a few candidates' prediction, for the explanation:
     ``PREDICTION_TERMS``, without ``margin_s`` when the task has no deadline."""
-    dispatch, transfer, execute, back, _ = _parts(table, demand, rows)
+    dispatch, transfer, execute, back = _parts(facts, table, demand, rows)
     finish = dispatch + transfer + queue + execute + back
     columns = [dispatch, transfer, queue, execute, back, finish]
     names = PREDICTION_TERMS
     if demand.deadline_s is not None:
-        columns.append(demand.deadline_s - finish * np.exp(SAFETY * table.error[rows]))
+        columns.append(demand.deadline_s - finish * facts.widen[rows])
     else:
         names = tuple(n for n in names if n != "margin_s")
     columns.append(cost)

@@ -14,14 +14,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -29,6 +27,7 @@ import paho.mqtt.client as mqtt
 import psutil
 from _report import emit
 
+from edge_agent.api import LocalClient
 from shared.clocks import HybridClock
 from shared.protocol import (
     Ack,
@@ -97,11 +96,11 @@ def _footprint(pid: int, window_s: float) -> tuple[float, float]:
     return peak / 2**20, 100.0 * cpu / (time.monotonic() - start)
 
 
-def _api(port: int, method: str, path: str, body: object | None = None) -> object:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method)
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        return json.loads(resp.read())
+def _api(client: LocalClient, method: str, path: str, body: object | None = None) -> object:
+    code, answer = client.request(method, path, body)
+    if code >= 300:
+        raise SystemExit(f"{method} {path}: {code} {answer}")
+    return answer
 
 
 def main() -> None:
@@ -134,9 +133,9 @@ def main() -> None:
                 if time.monotonic() > deadline or agent.poll() is not None:
                     raise SystemExit("the agent did not become ready")
                 time.sleep(0.1)
-            api_port = json.loads(ready.read_text())["api_port"]
+            api = LocalClient(socket_path=state / "agent.sock", timeout=30)
             time.sleep(WARMUP_S)
-            status = _api(api_port, "GET", "/v1/status")
+            status = _api(api, "GET", "/v1/status")
             assert isinstance(status, dict)
             results: dict[str, tuple[float, float]] = {}
             threads = [
@@ -174,9 +173,9 @@ def main() -> None:
 
             started = time.monotonic()
             for i in range(TASKS):
-                _api(api_port, "POST", "/v1/tasks", {"id": f"noop-{i}", "command": ["true"]})
+                _api(api, "POST", "/v1/tasks", {"id": f"noop-{i}", "command": ["true"]})
             while True:
-                listing = _api(api_port, "GET", "/v1/tasks")
+                listing = _api(api, "GET", "/v1/tasks")
                 assert isinstance(listing, dict)
                 done = sum(t["status"] == "succeeded" for t in listing["tasks"])
                 if done >= TASKS:

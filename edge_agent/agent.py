@@ -25,7 +25,7 @@ from typing import Any
 
 from edge_agent import __version__
 from edge_agent.config import AgentConfig
-from edge_agent.executor import Executor, Launch, Outcome
+from edge_agent.executor import Executor, Launch, Outcome, prepare_state_dir
 from edge_agent.journal import Journal, JournalError
 from shared.autonomy import (
     QueuedTask,
@@ -129,7 +129,7 @@ class Agent:
         self.cfg = cfg
         self.node = cfg.node.id
         self.state_dir = cfg.state_dir
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        prepare_state_dir(self.state_dir, cfg.executor.run_as)  # issue 11: private, umask 077
         self.journal = Journal(self.state_dir / "journal.sqlite")
         self.executor = Executor(self.state_dir / "runs", cfg.executor)
         self.clock = HybridClock(self.node)
@@ -238,7 +238,7 @@ class Agent:
 
         self._recover()
         self.sampler = Sampler(self.state_dir)
-        self.api = LocalApi(self.cfg.api.host, self.cfg.api.port, self.submit_api)
+        self.api = LocalApi(self.cfg, self.submit_api)  # Unix socket or TCP + token
         self.api.start()
         if self.cfg.discovery.enabled:
             self._advertise()
@@ -278,8 +278,9 @@ class Agent:
         from edge_agent.discovery import Advertisement
 
         try:
+            port = self.api.port or 0  # 0: the API is a Unix socket (issue 11)
             self.advert = Advertisement(
-                self.node, self.cfg.node.tier, self.api.port, self.cfg.discovery.interfaces
+                self.node, self.cfg.node.tier, port, self.cfg.discovery.interfaces
             )
         except Exception as exc:  # zeroconf raises a zoo of OSError/NonUniqueName types
             log.warning("zeroconf advertisement failed", extra={"fields": {"error": str(exc)}})
@@ -991,6 +992,7 @@ class Agent:
                 inputs=json.loads(row.get("inputs") or "{}"),
                 timeout_s=spec["timeout_s"],
                 deadline=deadline,
+                resources=spec["resources"],  # rlimits (issue 11)
             )
         )
         self.running[attempt] = _Running(row["task_id"], dot, row["epoch"], row["level"])

@@ -1,80 +1,240 @@
-"""The local HTTP API on loopback: a stdlib ``ThreadingHTTPServer`` in one daemon thread.
+"""The local API's transport: a stdlib threading HTTP server, and the client that talks to it.
 
 A tiny server on purpose (an idle agent must stay under 40 MB, aiohttp alone is ~15 MB). It
 parses nothing itself: each request is handed to ``handler(method, path, body)`` which returns
 ``(status, payload)``; a ``dict``/``list`` payload is sent as JSON, a ``str`` as plain text
 (Prometheus ``/metrics``). The agent's handler forwards requests to its core thread, so the
 journal keeps a single writer.
+
+Who may call it (docs/agent.md, "Security"):
+
+- ``api.transport = "unix"`` (the default): a Unix socket, ``<state_dir>/agent.sock``, mode
+  0600, owned by the agent's user, in the agent's private state directory; the peer's uid
+  (``SO_PEERCRED``) must be the agent's or root's.
+- ``api.transport = "tcp"``: loopback ``host:port``, and every request carries
+  ``Authorization: Bearer <token>`` with the token of ``api.token_file`` (created 0600 when
+  absent); anything else is ``401``.
+
+Bodies: ``Content-Length`` must be a plain decimal number of at most ``MAX_BODY`` bytes (a
+negative, non-numeric, repeated-and-different or oversized value is ``400``/``413`` JSON and
+the connection is closed unread); chunked bodies are refused (``411``). Headers must arrive
+within ``HEADER_TIMEOUT_S``. No error ever reaches the caller as a traceback.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hmac
+import http.client
 import json
 import logging
+import os
+import secrets
+import socket
+import socketserver
+import stat
+import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
 
-__all__ = ["Handler", "LocalApi"]
+from edge_agent import _safefs
+from edge_agent.config import AgentConfig
+
+__all__ = ["HEADER_TIMEOUT_S", "MAX_BODY", "Handler", "LocalApi", "LocalClient", "api_token"]
 
 Handler = Callable[[str, str, bytes], tuple[int, object]]
-_MAX_BODY = 256 * 1024
+MAX_BODY = 256 * 1024
+HEADER_TIMEOUT_S = 10.0
+_MAX_PATH = 100  # sun_path holds 108 bytes; longer paths go through /proc/self/fd
 log = logging.getLogger("edge_agent.api")
 
 
+def api_token(path: Path) -> str:
+    """The bearer token of the TCP API, created (0600 from the first byte) when absent."""
+    with contextlib.suppress(FileExistsError):
+        _safefs.write_private(path, secrets.token_urlsafe(32).encode() + b"\n")
+    fd = _safefs.open_dir(path.parent)
+    try:
+        raw = _safefs.read_file_at(fd, path.name, 4096)
+    finally:
+        os.close(fd)
+    token = (raw or b"").decode("ascii", "replace").strip()
+    if not token:
+        raise ValueError(f"{path} holds no token")
+    return token
+
+
+@contextlib.contextmanager
+def _unix_address(path: Path) -> Iterator[str]:
+    """An address for ``bind``/``connect`` to ``path``: the path itself, or, when it is too
+    long for ``sun_path``, the same name reached through a descriptor of its directory."""
+    if len(os.fsencode(path)) < _MAX_PATH:
+        yield str(path)
+        return
+    fd = _safefs.open_dir(path.parent)
+    try:
+        yield f"/proc/self/fd/{fd}/{path.name}"
+    finally:
+        os.close(fd)
+
+
+def _make_handler(dispatch: Handler, token: str | None) -> type[BaseHTTPRequestHandler]:
+    expected = f"Bearer {token}".encode() if token is not None else None
+
+    class _Request(BaseHTTPRequestHandler):
+        server_version = "edge-agent"
+        protocol_version = "HTTP/1.1"
+        timeout = HEADER_TIMEOUT_S  # a half-open request cannot hold a thread for long
+
+        def _serve(self, method: str) -> None:
+            if expected is not None and not hmac.compare_digest(
+                self.headers.get("Authorization", "").encode(), expected
+            ):
+                self._fail(401, "unauthorized", "send Authorization: Bearer <api.token_file>")
+                return
+            length, problem = _content_length(self.headers)
+            if problem is not None:
+                self._fail(*problem)
+                return
+            body = self.rfile.read(length) if length else b""
+            if len(body) < length:
+                self.close_connection = True  # the client gave up mid-body
+                return
+            try:
+                status, payload = dispatch(method, self.path, body)
+            except Exception:  # a bug must not take the API thread down
+                log.exception("local API handler failed")
+                status, payload = 500, {"error": "internal", "message": "see the agent's log"}
+            self._reply(status, payload)
+
+        def _fail(self, status: int, error: str, message: str) -> None:
+            """Answer without reading the body: the connection cannot be reused."""
+            self.close_connection = True
+            self._reply(status, {"error": error, "message": message})
+
+        def _reply(self, status: int, payload: object) -> None:
+            if isinstance(payload, str):
+                data, ctype = payload.encode(), "text/plain; version=0.0.4"
+            else:
+                data, ctype = json.dumps(payload).encode(), "application/json"
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(data)))
+            if status == 401:
+                self.send_header("WWW-Authenticate", "Bearer")
+            if self.close_connection:
+                self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(data)
+
+        def send_error(
+            self, code: int, message: str | None = None, explain: str | None = None
+        ) -> None:
+            # Malformed request lines and headers: JSON like every other answer.
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self._reply(code, {"error": "bad_request", "message": message or explain or ""})
+
+        def do_GET(self) -> None:
+            self._serve("GET")
+
+        def do_POST(self) -> None:
+            self._serve("POST")
+
+        def do_DELETE(self) -> None:
+            self._serve("DELETE")
+
+        def address_string(self) -> str:
+            return str(self.client_address[0]) if self.client_address else "unix"
+
+        def log_message(self, format: str, *args: object) -> None:
+            log.debug("api " + format, *args)
+
+    return _Request
+
+
+def _content_length(headers: http.client.HTTPMessage) -> tuple[int, tuple[int, str, str] | None]:
+    """The body's length, or ``(0, (status, error, message))`` for a request we refuse."""
+    if headers.get("Transfer-Encoding"):
+        return 0, (411, "length_required", "send the body with a Content-Length")
+    values = {v.strip() for v in headers.get_all("Content-Length") or []}
+    if not values:
+        return 0, None
+    if len(values) > 1:
+        return 0, (400, "bad_content_length", "conflicting Content-Length headers")
+    (value,) = values
+    if not (value.isascii() and value.isdigit()):
+        return 0, (400, "bad_content_length", "Content-Length must be a decimal byte count")
+    if len(value) > 12 or int(value) > MAX_BODY:
+        return 0, (413, "too_large", f"bodies are limited to {MAX_BODY} bytes")
+    return int(value), None
+
+
+class _Quiet:
+    """Server mixin: a failing connection is logged in one line, never a traceback on stderr."""
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        log.warning("local API connection failed", exc_info=False)
+
+
+class _TcpServer(_Quiet, ThreadingHTTPServer):
+    daemon_threads = True
+
+
+class _UnixServer(_Quiet, socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    """The socket file is created 0600 (umask during ``bind``); a stale socket left by a dead
+    agent is replaced, anything else at that path is an error."""
+
+    daemon_threads = True
+
+    def server_bind(self) -> None:
+        path = Path(self.server_address)  # type: ignore[arg-type]
+        with contextlib.suppress(FileNotFoundError):
+            if not stat.S_ISSOCK(path.lstat().st_mode):
+                raise FileExistsError(f"{path} exists and is not a socket")
+            path.unlink()
+        previous = os.umask(0o177)
+        try:
+            with _unix_address(path) as address:
+                self.socket.bind(address)
+        finally:
+            os.umask(previous)
+        os.chmod(path, 0o600)
+
+    def verify_request(self, request: Any, client_address: object) -> bool:
+        """Only the agent's own user and root, whatever the file's mode."""
+        ucred = request.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        _, uid, _ = struct.unpack("3i", ucred)
+        return uid in (0, os.geteuid())
+
+
 class LocalApi:
-    def __init__(self, host: str, port: int, handler: Handler) -> None:
-        dispatch = handler
+    """The server, listening as ``cfg.api`` says, in one daemon thread."""
 
-        class _Request(BaseHTTPRequestHandler):
-            server_version = "edge-agent"
-            protocol_version = "HTTP/1.1"
-
-            def _serve(self, method: str) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                if length > _MAX_BODY:
-                    self._reply(413, {"error": "too_large", "max_bytes": _MAX_BODY})
-                    return
-                body = self.rfile.read(length) if length else b""
-                try:
-                    status, payload = dispatch(method, self.path, body)
-                except Exception:  # a bug must not take the API thread down
-                    log.exception("local API handler failed")
-                    status, payload = 500, {"error": "internal"}
-                self._reply(status, payload)
-
-            def _reply(self, status: int, payload: object) -> None:
-                if isinstance(payload, str):
-                    data, ctype = payload.encode(), "text/plain; version=0.0.4"
-                else:
-                    data, ctype = json.dumps(payload).encode(), "application/json"
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self) -> None:
-                self._serve("GET")
-
-            def do_POST(self) -> None:
-                self._serve("POST")
-
-            def do_DELETE(self) -> None:
-                self._serve("DELETE")
-
-            def log_message(self, format: str, *args: object) -> None:
-                log.debug("api " + format, *args)
-
-        self._server = ThreadingHTTPServer((host, port), _Request)
-        self._server.daemon_threads = True
+    def __init__(self, cfg: AgentConfig, handler: Handler) -> None:
+        self.socket_path: Path | None = None
+        if cfg.api.transport == "tcp":
+            request = _make_handler(handler, api_token(cfg.api_token_file))
+            self._server: socketserver.BaseServer = _TcpServer(
+                (cfg.api.host, cfg.api.port), request
+            )
+        else:
+            self.socket_path = cfg.api_socket
+            request = _make_handler(handler, None)
+            self._server = _UnixServer(str(self.socket_path), request)
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="local-api", daemon=True
         )
 
     @property
-    def port(self) -> int:
-        return int(self._server.server_address[1])
+    def port(self) -> int | None:
+        """The TCP port, ``None`` on a Unix socket."""
+        if self.socket_path is not None:
+            return None
+        return int(self._server.server_address[1])  # type: ignore[index]
 
     def start(self) -> None:
         self._thread.start()
@@ -82,3 +242,83 @@ class LocalApi:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+        if self.socket_path is not None:
+            self.socket_path.unlink(missing_ok=True)
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: Path, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            with _unix_address(self._path) as address:
+                sock.connect(address)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+class LocalClient:
+    """Talks to a running agent: ``edge-agent status``, the tests and the benchmark use it.
+    Connection failures raise ``OSError``."""
+
+    def __init__(
+        self,
+        *,
+        socket_path: Path | None = None,
+        port: int | None = None,
+        token: str | None = None,
+        host: str = "127.0.0.1",
+        timeout: float = 10.0,
+    ) -> None:
+        if (socket_path is None) == (port is None):
+            raise ValueError("give a socket path or a port")
+        self.socket_path, self.port, self.token = socket_path, port, token
+        self.host, self.timeout = host, timeout
+
+    @classmethod
+    def for_config(cls, cfg: AgentConfig, port: int | None = None) -> LocalClient:
+        """The client for the agent ``cfg`` describes (``port`` forces TCP); the TCP port of an
+        ephemeral listener comes from ``agent.ready.json``."""
+        if cfg.api.transport != "tcp" and port is None:
+            return cls(socket_path=cfg.api_socket)
+        if port is None:
+            port = cfg.api.port
+            ready = cfg.state_dir / "agent.ready.json"
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                port = int(json.loads(ready.read_text(encoding="utf-8"))["api_port"])
+        token = None
+        with contextlib.suppress(OSError):
+            token = cfg.api_token_file.read_text(encoding="ascii").strip()
+        return cls(port=port, token=token, host=cfg.api.host)
+
+    def __str__(self) -> str:
+        return str(self.socket_path) if self.socket_path else f"{self.host}:{self.port}"
+
+    def request(self, method: str, path: str, body: object | None = None) -> tuple[int, Any]:
+        """``(status, payload)``: JSON answers parsed, anything else as text."""
+        conn = (
+            _UnixConnection(self.socket_path, self.timeout)
+            if self.socket_path is not None
+            else http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        )
+        headers = {"Content-Type": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        data = None if body is None else json.dumps(body).encode()
+        try:
+            conn.request(method, path, body=data, headers=headers)
+            resp = conn.getresponse()
+            raw = resp.read()
+        except http.client.HTTPException as exc:
+            raise OSError(f"bad answer from the agent: {exc}") from exc
+        finally:
+            conn.close()
+        if resp.getheader("Content-Type", "").startswith("application/json"):
+            return resp.status, json.loads(raw)
+        return resp.status, raw.decode("utf-8", "replace")

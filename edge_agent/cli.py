@@ -12,11 +12,10 @@ import json
 import os
 import signal
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from edge_agent import __version__
+from edge_agent._safefs import write_private
 from edge_agent.config import EXAMPLE_CONFIG, load_config, render_example
 from shared.errors import ValidationError
 
@@ -159,7 +158,9 @@ def _init(args: argparse.Namespace) -> int:
         print(f"{target} exists; use --force to overwrite", file=sys.stderr)
         return 1
     values = _device_values(args)
-    target.write_text(render_example(values) if values else EXAMPLE_CONFIG, encoding="utf-8")
+    text = render_example(values) if values else EXAMPLE_CONFIG
+    # 0600 from its creation: an inline broker.password may be added to it later (issue 11).
+    write_private(target, text.encode("utf-8"), replace=True)
     edit = "" if values else "edit node.id and broker.host, then: "
     print(f"wrote {target}; {edit}edge-agent run --config {target}")
     return 0
@@ -182,18 +183,19 @@ def _run(config_path: str) -> int:
 
 
 def _status(config_path: str, port: int | None, raw: bool) -> int:
-    host = "127.0.0.1"
-    if port is None:
-        cfg = load_config(config_path)
-        host, port = cfg.api.host, cfg.api.port
-        ready = cfg.state_dir / "agent.ready.json"
-        if ready.exists():
-            port = int(json.loads(ready.read_text(encoding="utf-8"))["api_port"])
+    from edge_agent.api import LocalClient  # the Unix socket, or TCP with the token (issue 11)
+
+    if port is not None and not Path(config_path).exists():
+        client = LocalClient(port=port)  # TCP without a config: no token to send
+    else:
+        client = LocalClient.for_config(load_config(config_path), port)
     try:
-        with urllib.request.urlopen(f"http://{host}:{port}/v1/status", timeout=5) as resp:
-            status = json.loads(resp.read())
-    except (urllib.error.URLError, OSError) as exc:
-        print(f"no agent answering on {host}:{port}: {exc}", file=sys.stderr)
+        code, status = client.request("GET", "/v1/status")
+    except OSError as exc:
+        print(f"no agent answering on {client}: {exc}", file=sys.stderr)
+        return 1
+    if code != 200:
+        print(f"the agent at {client} answered {code}: {status}", file=sys.stderr)
         return 1
     if raw:
         print(json.dumps(status, indent=2))

@@ -33,12 +33,27 @@ from typing import Any
 from edge_agent import _safefs
 from edge_agent.config import ExecutorConfig
 
-__all__ = ["Executor", "Launch", "Outcome", "RunningAttempt", "task_limits", "task_user"]
+__all__ = [
+    "Executor",
+    "Launch",
+    "Outcome",
+    "RunningAttempt",
+    "prepare_state_dir",
+    "task_limits",
+    "task_user",
+]
 
 _WATCHDOG = str(Path(__file__).with_name("_watchdog.py"))
 _WORK = "work"  # the task's own directory inside the run directory (see _watchdog.py)
 _MAX_RESULT_BYTES = 64 * 1024
 _MAX_STATUS_BYTES = 1 << 20  # status.json: tails and result are bounded well below this
+_PRIVATE_FILES = (
+    "journal.sqlite",
+    "journal.sqlite-wal",
+    "journal.sqlite-shm",
+    "agent.ready.json",
+    "api.token",
+)
 _PASSED_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "PYTHONPATH")
 
 
@@ -319,6 +334,19 @@ def task_user(name: str) -> tuple[int | None, int | None]:
         return None, None
     entry = pwd.getpwnam(name)
     return entry.pw_uid, entry.pw_gid
+
+
+def prepare_state_dir(state_dir: Path, run_as: str) -> None:
+    """Make the agent's state directory private before anything is written in it: the process
+    umask becomes 077 (the journal, its WAL, the ready file and every run file are created
+    owner-only, with no chmod window), the directory is 0700 (0710 with the task's group when
+    tasks run as ``run_as``, so they can reach their run directories), and secret-holding
+    files left by an older version lose any group/other rights."""
+    os.umask(0o077)
+    _safefs.private_dir(state_dir, task_user(run_as)[1])
+    for name in _PRIVATE_FILES:
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(state_dir / name, 0o600, follow_symlinks=False)
 
 
 def _read_json(run_dir: Path, name: str) -> dict[str, Any] | None:

@@ -2,12 +2,15 @@
 
 ``POST /v1/tasks`` (a task spec as JSON; runs locally as causal/eventual, syncs later),
 ``GET /v1/tasks``, ``GET /v1/tasks/{id}``, ``GET /v1/status``, ``GET /metrics`` (Prometheus text).
+
+A task's ``env`` may carry secrets (tokens for the services it calls): records are answered with
+the names of those variables only, their values replaced by ``REDACTED``.
 """
 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from shared.crdt import visible_status
 
@@ -39,11 +42,23 @@ def route(agent: Agent, method: str, path: str, body: bytes) -> tuple[int, objec
     if path.startswith("/v1/tasks/") and method == "GET":
         rec = agent.replica.get(path.removeprefix("/v1/tasks/"))
         if rec is None:
-            return 404, {"error": "not_found"}
-        return 200, {"id": rec.task_id, "status": str(visible_status(rec)), "record": rec.to_dict()}
+            return 404, {"error": "not_found", "message": "no such task"}
+        record = _redacted(rec.to_dict())
+        return 200, {"id": rec.task_id, "status": str(visible_status(rec)), "record": record}
     if path == "/metrics" and method == "GET":
         return 200, _metrics(agent)
-    return 404, {"error": "not_found", "path": path}
+    return 404, {"error": "not_found", "path": path, "message": f"no route {method} {path}"}
+
+
+REDACTED = "<redacted>"
+
+
+def _redacted(record: dict[str, Any]) -> dict[str, Any]:
+    """The record with the values of its spec's ``env`` hidden."""
+    spec = record.get("spec")
+    if isinstance(spec, dict) and isinstance(spec.get("env"), dict):
+        record = {**record, "spec": {**spec, "env": dict.fromkeys(spec["env"], REDACTED)}}
+    return record
 
 
 def _metrics(agent: Agent) -> str:

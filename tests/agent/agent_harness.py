@@ -18,8 +18,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +25,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from edge_agent.api import LocalClient
 from shared.clocks import HybridClock
 from shared.crdt import TaskRecord, request_cancel, visible_status
 from shared.protocol import (
@@ -219,6 +218,8 @@ class AgentProcess:
         }
         for name, values in sections.items():
             config.setdefault(name, {}).update(values)
+        self.api_tcp = config["api"].get("transport") == "tcp"
+        self.api_socket = Path(config["api"].get("socket") or self.state_dir / "agent.sock")
         workdir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(_toml(config), encoding="utf-8")
 
@@ -246,7 +247,7 @@ class AgentProcess:
             with contextlib.suppress(ValueError):
                 data = json.loads(ready.read_text(encoding="utf-8"))
                 if data.get("pid") == self.proc.pid:
-                    self.api_port = int(data["api_port"])
+                    self.api_port = data["api_port"]  # None on the Unix socket
                     return True
             return False
 
@@ -285,22 +286,16 @@ class AgentProcess:
                 os.killpg(pgid, signal.SIGKILL)
 
     # -- local API --------------------------------------------------------------------
+    @property
+    def client(self) -> LocalClient:
+        """The agent's local API: its Unix socket, or TCP with the token of its state dir."""
+        if not self.api_tcp:
+            return LocalClient(socket_path=self.api_socket)
+        token = (self.state_dir / "api.token").read_text(encoding="ascii").strip()
+        return LocalClient(port=self.api_port, token=token)
+
     def api(self, method: str, path: str, body: object | None = None) -> tuple[int, Any]:
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(
-            f"http://127.0.0.1:{self.api_port}{path}",
-            data=data,
-            method=method,
-            headers={"Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
-                raw = resp.read()
-                status = resp.status
-        except urllib.error.HTTPError as exc:
-            raw, status = exc.read(), exc.code
-        ctype_json = raw[:1] in (b"{", b"[")
-        return status, json.loads(raw) if ctype_json else raw.decode()
+        return self.client.request(method, path, body)
 
     def status(self) -> dict[str, Any]:
         code, body = self.api("GET", "/v1/status")

@@ -53,6 +53,12 @@ class ControllerMetrics:
             ["reason"],
             registry=r,
         )
+        self.refused = Counter(
+            "continuum_refused_writes",
+            "Parts of node messages refused by shared.authz, by reason",
+            ["reason"],
+            registry=r,
+        )
         self.messages = Counter(
             "continuum_messages_received", "Messages accepted, by type", ["type"], registry=r
         )

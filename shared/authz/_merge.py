@@ -64,6 +64,7 @@ class Reason(StrEnum):
     REWRITE = "rewrite"  # an own attempt changed without moving its status up
     CONTEXT = "context"  # another writer's event the record lacks
     SEQ_JUMP = "seq_jump"  # an outbox sequence number far beyond the last one
+    UNREADABLE = "unreadable"  # a digest naming a task the node may not read
 
 
 class Refusal(NamedTuple):

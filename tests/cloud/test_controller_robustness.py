@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from cloud_harness import Harness, make_config, wall_ms
 
-from shared.crdt import merge, new_record, record_digest, start_attempt
+from shared.authz import local_task_id
+from shared.crdt import merge, new_record, place, record_digest, start_attempt
 from shared.model import parse_task_spec
 from shared.protocol import Digest, Envelope, Heartbeat, encode, topic
 
@@ -49,25 +50,31 @@ def test_garbage_is_rejected_counted_and_harmless(h: Harness) -> None:
 def test_local_submission_is_adopted_not_placed_and_bad_specs_rejected(h: Harness) -> None:
     n1 = h.node("n1")
     h.node("n2")
-    spec = parse_task_spec({"id": "local-1", "command": ["true"]}).to_dict()
+    # As an agent's local API does: an id in its namespace, placed on itself at epoch 0.
+    local, local_bad = local_task_id("n1", "0000000000a1"), local_task_id("n1", "0000000000a2")
+    spec = parse_task_spec({"id": local, "command": ["true"]}).to_dict()
     stamp = n1.clock.now(wall_ms())
-    created = new_record("local-1", spec, writer="n1", hlc=stamp)
-    _, started = start_attempt(created, node="n1", epoch=0, writer="n1", hlc=stamp)
-    n1.records["local-1"] = merge(created, started)
-    n1.send_deltas([n1.records["local-1"]])
+    created = new_record(local, spec, writer="n1", hlc=stamp)
+    placed = merge(
+        created,
+        place(created, epoch=0, node="n1", level="causal", lease_s=None, writer="n1", hlc=stamp),
+    )
+    _, started = start_attempt(placed, node="n1", epoch=0, writer="n1", hlc=stamp)
+    n1.records[local] = merge(placed, started)
+    n1.send_deltas([n1.records[local]])
     # A spec no shared.model would produce: rejected, the rest of the stream goes on.
-    bad = new_record("local-2", {"id": "local-2", "command": "rm -rf /"}, writer="n1", hlc=stamp)
+    bad = new_record(local_bad, {"id": local_bad, "command": "rm -rf /"}, writer="n1", hlc=stamp)
     n1.send_deltas([bad])
     h.await_msg(n1, "ack", lambda e: e.body.up_to_seq == n1.seq)
-    task = h.controller.get_task("local-1")
-    assert task["status"] == "running" and task["node"] is None
-    assert h.events(task_id="local-1", kind="task_adopted")
-    assert "local-2" not in h.controller.records
-    assert h.events(task_id="local-2", kind="delta_rejected")
+    task = h.controller.get_task(local)
+    assert task["status"] == "running" and task["node"] == "n1" and task["epoch"] == 0
+    assert h.events(task_id=local, kind="task_adopted")
+    assert local_bad not in h.controller.records
+    assert h.events(task_id=local_bad, kind="delta_rejected")
     assert rejected(h, "invalid_spec") == 1
     h.tick(1.0)
     h.tick(1.0)
-    assert not h.events(task_id="local-1", kind="placed")
+    assert not h.events(task_id=local, kind="placed")
 
 
 def test_digest_is_answered_with_what_the_node_lacks(h: Harness) -> None:

@@ -2,7 +2,7 @@
 
     continuum testbed run SCENARIO[.toml] [--agents N] [--broker auto|mosquitto|embedded]
                           [--out DIR] [--netns] [--seed S] [--duration S] [--lease-s S]
-                          [--no-progress]
+                          [--lossy SHARE] [--no-progress]
     continuum testbed list
     continuum testbed check DIR
 
@@ -44,6 +44,7 @@ def run_scenario(
     duration_s: float | None = None,
     settle_s: float | None = None,
     lease_s: float | None = None,
+    lossy: float | None = None,
     console: Console | None = None,
     progress: bool = True,
 ) -> dict[str, object]:
@@ -67,6 +68,7 @@ def run_scenario(
         duration_s=duration_s,
         settle_s=settle_s,
         lease_s=lease_s,
+        lossy=lossy,
     )
     with Progress(console, enabled=progress) as display:
         bed = Testbed(scenario, options, on_event=display)
@@ -88,6 +90,7 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
             seed=args.seed,
             duration_s=args.duration,
             lease_s=args.lease_s,
+            lossy=args.lossy,
             console=console,
             progress=not args.no_progress,
         )
@@ -153,6 +156,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--lease-s", type=float, help="strong lease for the controller (≥ 3 s; default: scenario)"
     )
+    p.add_argument(
+        "--lossy",
+        type=float,
+        metavar="SHARE",
+        help="every agent link drops, duplicates and delays this share of PUBLISH packets "
+        "(each) until the final heal, on top of the scenario's faults (e.g. 0.05)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no live display")
     p.set_defaults(func=_cmd_run)
     p = sub.add_parser("list", help="the shipped scenarios, one line each")
@@ -167,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "agents", None) is not None and args.agents < 1:
         print("--agents must be at least 1", file=sys.stderr)
+        return 2
+    if getattr(args, "lossy", None) is not None and not 0 <= args.lossy <= 1 / 3:
+        print("--lossy must be a share between 0 and 1/3", file=sys.stderr)
         return 2
     if getattr(args, "lease_s", None) is not None and args.lease_s < 3:
         print("--lease-s must be at least 3 (the controller's minimum)", file=sys.stderr)

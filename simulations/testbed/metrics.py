@@ -23,7 +23,7 @@ __all__ = ["completed_while_cut", "fault_intervals", "percentile", "summarize_ru
 CUT_OPS = frozenset({"partition", "flap"})
 CUT_KINDS = frozenset({"cut", "cloud-cut"})
 PROXY_KINDS = ("cut", "slow", "lossy")  # what a heal of a node's proxy ends
-ALL_KINDS = (*PROXY_KINDS, "down", "paused", "cloud-cut")
+ALL_KINDS = (*PROXY_KINDS, "lossy-run", "down", "paused", "cloud-cut")
 SLOW_OPS = frozenset({"delay", "throttle"})
 
 
@@ -63,8 +63,10 @@ def fault_intervals(
             for n in targets:
                 open_.setdefault((n, "slow"), wall)
         elif f == "lossy":
+            # --lossy's baseline loss ends only with the final heal
+            kind = "lossy-run" if (op.get("value") or {}).get("baseline") else "lossy"
             for n in targets:
-                open_.setdefault((n, "lossy"), wall)
+                open_.setdefault((n, kind), wall)
         elif f == "heal":
             kinds = ALL_KINDS if (op.get("value") or {}).get("final") else PROXY_KINDS
             for n in targets:

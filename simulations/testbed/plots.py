@@ -35,6 +35,7 @@ FAULT_COLORS = {
     "cut": "#d62728",
     "slow": "#ff7f0e",
     "lossy": "#bcbd22",
+    "lossy-run": "#dbdb8d",
     "down": "#333333",
     "paused": "#17becf",
     "cloud-cut": "#9467bd",

@@ -134,6 +134,8 @@ class FaultProxy:
         :meth:`set_lossy`)."""
         self.name = name
         self.mqtt = mqtt
+        #: loss that :meth:`clear` keeps (the soak's "lossy broker under every scenario")
+        self.baseline: Lossy | None = None
         self.upstream_host = upstream_host
         self.upstream_port = upstream_port
         self.listen_host = listen_host
@@ -208,12 +210,11 @@ class FaultProxy:
 
     def clear(self) -> None:
         """Remove every fault: heal both ways, no delay, no bandwidth limit, no flapping,
-        no loss."""
+        no loss beyond the :attr:`baseline`."""
         self.heal("both")
         self.set_delay(0.0, 0.0)
         self.set_bandwidth(None)
-        for link in self._links.values():
-            link.lossy = None
+        self.set_lossy(self.baseline)
 
     def reset(self) -> int:
         """Abort every open connection with RST on both sides; returns how many."""

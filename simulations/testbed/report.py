@@ -34,6 +34,13 @@ INVARIANT_TITLES = {
 }
 
 
+BROKERS = {
+    "mosquitto": "Mosquitto, installed on this machine",
+    "embedded": "amqtt, pure Python, with simulations/testbed/amqtt_fixes.py: "
+    "Mosquitto is not installed here",
+}
+
+
 def load_run(run_dir: Path, *, recollect: bool = True) -> dict[str, Any]:
     """What a run left in ``run_dir`` (``collected.json`` and ``plan.json``); with
     ``recollect`` the ground truth is read again from the databases if present."""
@@ -154,6 +161,7 @@ def _fmt_s(value: object) -> str:
 
 def render(report: dict[str, Any], console: Console) -> None:
     """Print the verdict table, timings, bytes per node and the plot paths."""
+    console.print(f"broker: [bold]{report['broker']}[/] ({BROKERS.get(report['broker'], '')})")
     table = Table(title=f"Verdict: {report['scenario']} — {report['run_dir']}", show_lines=True)
     table.add_column("invariant")
     table.add_column("verdict", justify="center")
@@ -206,16 +214,24 @@ def render(report: dict[str, Any], console: Console) -> None:
 
     if report["bytes"]:
         traffic = Table(title="Bytes through each node's link (after faults)")
-        for col in ("node", "up (to broker)", "down (from broker)", "connections", "resets"):
+        lossy = any(b.get("publish_dropped") for b in report["bytes"].values())
+        columns = ["node", "up (to broker)", "down (from broker)", "connections", "resets"]
+        for col in columns + (["PUBLISH dropped / doubled / delayed"] if lossy else []):
             traffic.add_column(col, justify="right")
         for node, b in report["bytes"].items():
-            traffic.add_row(
+            row = [
                 node,
                 f"{b['bytes_up']:,}",
                 f"{b['bytes_down']:,}",
                 str(b["connections"]),
                 str(b["resets"]),
-            )
+            ]
+            if lossy:
+                row.append(
+                    f"{b.get('publish_dropped', 0)} / {b.get('publish_duplicated', 0)}"
+                    f" / {b.get('publish_delayed', 0)}"
+                )
+            traffic.add_row(*row)
         console.print(traffic)
     s = report["submissions"]
     console.print(

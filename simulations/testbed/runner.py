@@ -94,6 +94,7 @@ class RunOptions:
     duration_s: float | None = None  # override (tests, benchmarks)
     settle_s: float | None = None
     lease_s: float | None = None  # strong lease for the controller (the soak's 3-6 s)
+    lossy: float | None = None  # every agent link lossy (this share each) until the final heal
 
 
 def start_broker(kind: str, workdir: Path, users: Mapping[str, str]) -> tuple[Broker, str]:
@@ -641,8 +642,23 @@ class Testbed:
             "still_open": sorted(open_),
         }
 
+    def _baseline_loss(self) -> None:
+        """``--lossy S``: every agent's link loses, duplicates and delays a share S of
+        PUBLISH packets each way from the start to the final heal; other faults' heals
+        keep it."""
+        if not self.options.lossy:
+            return
+        share = self.options.lossy
+        params = {"drop": share, "duplicate": share, "delay": share, "delay_ms": 500.0}
+        for proxy in self.proxies.values():
+            proxy.baseline = _lossy(params)
+            proxy.clear()
+        value = {"nodes": self.node_ids, **params, "baseline": True}
+        self.hist.add("nemesis", "info", "lossy", value)
+
     async def _heal_all(self) -> None:
         for proxy in [*self.proxies.values(), *([self.ctl_proxy] if self.ctl_proxy else [])]:
+            proxy.baseline = None
             proxy.clear()
         for link in self.links.values():
             await asyncio.to_thread(link.up)
@@ -681,6 +697,7 @@ class Testbed:
             async with aiohttp.ClientSession() as self._session:
                 await self._setup()
                 self.hist.start_clock()
+                self._baseline_loss()
                 t_wall0 = time.time()
                 self.hist.add(
                     "testbed", "info", "start", {"nodes": self.node_ids, "broker": self.broker_kind}
@@ -753,6 +770,7 @@ class Testbed:
             "duration_s": self.duration,
             "settle_s": self.settle,
             "lease_s": self.lease_s,
+            "lossy": self.options.lossy,
             "nodes": [asdict(n) for n in self.plan.nodes],
             "steps": [
                 {"at": s.at, "op": s.op, "nodes": list(s.nodes), "params": dict(s.params)}

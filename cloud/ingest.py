@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, is_dataclass
 from typing import Any
 
+from shared.authz import Reason, Refusal, accept_seq, authorize_delta, may_read
 from shared.clocks import HybridClock, Timestamp
 from shared.crdt import TaskRecord, digest, missing, visible_status
 from shared.errors import ClockSkewError, RemoteProtocolError, SpecConflictError, ValidationError
@@ -123,8 +124,8 @@ class Ingest:
             counter = self._received[env.type] = self.metrics.messages.labels(type=env.type)
         counter.inc()
         entry = self.registry.ensure(node_id, now, wall)
-        if not _broker_said(env):
-            self.reconciler.link_changes([self.registry.contact(entry, now, wall)], now)
+        entry.last_seen_ms = wall
+        self.reconciler.link_changes([entry.monitor.heard(now)], now)
         handler(entry, env, now, changed)
 
     # -- node state -------------------------------------------------------------------
@@ -180,16 +181,68 @@ class Ingest:
     # -- records ------------------------------------------------------------------------
 
     def _on_deltas(self, entry: NodeEntry, env: Envelope, now: float, changed: Changed) -> None:
+        node_id = entry.node_id
+        refused: list[tuple[str, Refusal]] = []
+        originated: dict[str, int] = {}
         for delta in env.body.records:
-            self.merge_remote(entry.node_id, delta, changed)
+            self.merge_remote(node_id, delta, changed, refused, originated)
         if env.seq is not None:
-            self._advance_ack(entry.node_id, env.seq)
-            self._acked_now.add(entry.node_id)
+            mark, jump = accept_seq(self.acked.get(node_id, 0), env.seq)
+            if jump is not None:
+                refused.append(("", jump))
+            self._advance_ack(node_id, mark)
+            self._acked_now.add(node_id)
+        self._report_refusals(node_id, refused)
 
-    def merge_remote(self, node_id: str, delta: TaskRecord, changed: Changed) -> None:
+    def _report_refusals(self, node_id: str, refused: list[tuple[str, Refusal]]) -> None:
+        """What one message of ``node_id`` was refused: counted per reason, one event
+        per reason with the node as actor (a flood of refusals is one event, not many)."""
+        by_reason: dict[Reason, list[tuple[str, Refusal]]] = {}
+        for task_id, refusal in refused:
+            by_reason.setdefault(refusal.reason, []).append((task_id, refusal))
+        for reason, items in sorted(by_reason.items()):
+            self.metrics.refused.labels(reason=reason.value).inc(len(items))
+            task_id, first = items[0]
+            log.warning("refused from %s: %s x%d (%s)", node_id, reason, len(items), first.detail)
+            self.uow.event(
+                "delta_refused",
+                reason.value,
+                task_id=task_id or None,
+                node_id=node_id,
+                actor=node_id,
+                count=len(items),
+                detail=first.detail,
+                tasks=sorted({t for t, _ in items if t})[:20],
+            )
+
+    def merge_remote(
+        self,
+        node_id: str,
+        delta: TaskRecord,
+        changed: Changed,
+        refused: list[tuple[str, Refusal]],
+        originated: dict[str, int],
+    ) -> None:
         """Merge one record delta a node sent (the only place remote deltas join
-        the table); a bad delta is rejected alone, not its whole message."""
+        the table): only the part ``shared.authz.authorize_delta`` lets the node
+        write is merged, the rest is added to ``refused``; a bad delta is rejected
+        alone, not its whole message. ``originated`` caches, per message, the
+        node's active tasks it created (its quota)."""
         before = self.tasks.records.get(delta.task_id)
+        meta = self.tasks.meta.get(delta.task_id)
+        if before is None and node_id not in originated:
+            originated[node_id] = self._originated(node_id)
+        verdict = authorize_delta(
+            node_id,
+            before,
+            delta,
+            origin=meta.origin if meta is not None else None,
+            originated=originated.get(node_id, 0),
+        )
+        refused.extend((delta.task_id, r) for r in verdict.refusals)
+        if verdict.accepted is None:
+            return
+        delta = verdict.accepted
         if delta.spec is not None and (before is None or before.spec is None):
             # A task created on a node (local submission): its spec must be one
             # shared.model would have produced, or placement and the API would
@@ -199,12 +252,12 @@ class Ingest:
                 self.reject("invalid_spec", f"task {delta.task_id}: {why}", f"node {node_id}")
                 self.uow.event("delta_rejected", why, task_id=delta.task_id, node_id=node_id)
                 return
-        # A delta for a task we never saw, without its spec, is kept: the join is
-        # order-free and the creation delta brings the spec.
+        # A record we never saw is the node's own local submission (authorised above).
         if delta.task_id not in self.tasks.meta:
             self.tasks.meta[delta.task_id] = TaskMeta(
                 submitted_ms=self.uow.wall_ms(), origin=node_id
             )
+            originated[node_id] = originated.get(node_id, 0) + 1
         try:
             after = self.tasks.apply(delta)
         except SpecConflictError as exc:
@@ -216,6 +269,16 @@ class Ingest:
         if after is not before and delta.task_id not in changed:
             changed[delta.task_id] = before
 
+    def _originated(self, node_id: str) -> int:
+        """Active tasks ``node_id`` created (``shared.authz`` bounds them)."""
+        return sum(
+            1
+            for task_id, meta in self.tasks.meta.items()
+            if meta.origin == node_id
+            and (rec := self.tasks.records.get(task_id)) is not None
+            and not visible_status(rec).terminal
+        )
+
     def _advance_ack(self, node_id: str, seq: int) -> None:
         """Cumulative ack: everything up to ``seq`` is merged and (once this
         transaction commits) durable. Deltas are joins, so a redelivery below the
@@ -225,8 +288,7 @@ class Ingest:
             self.uow.dirty_acks.add(node_id)
 
     def _on_lease_request(self, entry: NodeEntry, env: Envelope, now: float, _: Changed) -> None:
-        """Grant, renew or refuse (fencing by epoch: ``shared.consistency.LeaseBook``);
-        every answer echoes the request's ``request_id``."""
+        """Grant, renew or refuse (fencing by epoch: ``shared.consistency.LeaseBook``)."""
         req = env.body
         node_id = entry.node_id
         rec = self.tasks.records.get(req.task_id)
@@ -278,7 +340,6 @@ class Ingest:
                 duration_s=duration,
                 granted=granted,
                 reason=reason,
-                request_id=req.request_id,  # the agent credits a grant to this request only
             ),
         )
 
@@ -288,10 +349,16 @@ class Ingest:
         node_id = entry.node_id
         body: Digest = env.body
         entries: Mapping[str, str] = body.entries
-        # A digest part speaks only for its range of ids (``Digest.covers``).
+        # A digest part speaks only for its range of ids (``Digest.covers``); a node
+        # is answered only for its own tasks (``shared.authz.may_read``).
         relevant = {
-            t: rec for t, rec in self.tasks.relevant(node_id, entries).items() if body.covers(t)
+            t: rec
+            for t, rec in self.tasks.relevant(node_id, entries).items()
+            if body.covers(t) and may_read(node_id, rec, self.tasks.meta[t].origin)
         }
+        unreadable = sum(1 for t in entries if body.covers(t) and t not in relevant)
+        if unreadable:
+            self.metrics.refused.labels(reason=Reason.UNREADABLE.value).inc(unreadable)
         self.uow.queue_records(node_id, missing(relevant, entries))
         for part in digest_parts(digest(relevant), after=body.after, upto=body.upto):
             self.uow.queue(node_id, "digest", part)
@@ -303,13 +370,6 @@ class Ingest:
             epoch = rec.placement.epoch
             if task_id not in entries and not any(a.epoch == epoch for a in rec.attempts.values()):
                 self.scheduler.send_place(task_id)
-
-
-def _broker_said(env: Envelope) -> bool:
-    """An ``offline`` presence is the broker's last will as often as the node's own
-    goodbye: never proof of life, and never a restart of the out-of-contact clock
-    (a frozen node's will arrives while it is still frozen)."""
-    return env.type == "presence" and env.body.status == "offline"
 
 
 def _spec_problem(spec: dict[str, Any]) -> str | None:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from shared.clocks import Timestamp
 from shared.crdt import Attempt, AttemptStatus, TaskRecord, visible_status
+from shared.decisions import holder_stopped
 from shared.vocab import Level
 
 from .metrics import ControllerMetrics
 from .registry import Registry
 from .store import Store
-from .tasks import TaskMeta, TaskTable
+from .tasks import TaskMeta, TaskTable, attempt_facts
 from .uow import UnitOfWork
 
 __all__ = ["Reactions"]
@@ -54,12 +55,25 @@ class Reactions:
             )
         self._record_outcomes(before, rec)
         self._check_conflict(task_id, rec, meta)
-        if (
-            new_status.terminal
-            and rec.placement is not None
-            and self.tasks.leases.release(task_id, rec.placement.epoch) is not None
-        ):
+        self._release_lease(task_id, rec, new_status.terminal)
+
+    def _release_lease(self, task_id: str, rec: TaskRecord, terminal: bool) -> None:
+        """A lease ends with its task, or as soon as its holder reported every attempt
+        of the leased epoch ended (``shared.decisions.holder_stopped``): a new epoch
+        need not wait out the deadline of a process that is known to be gone."""
+        lease = self.tasks.leases.get(task_id)
+        if lease is None:
+            return
+        if terminal or holder_stopped(lease, attempt_facts(rec)):
+            self.tasks.leases.release(task_id, lease.epoch)
             self.store.delete_lease(task_id)
+            self.uow.event(
+                "lease_released",
+                "task ended" if terminal else "the holder reported its attempt ended",
+                task_id=task_id,
+                node_id=lease.node,
+                epoch=lease.epoch,
+            )
 
     def _record_outcomes(self, before: TaskRecord | None, rec: TaskRecord) -> None:
         """Per node: success and failure EWMAs and run durations (placement terms

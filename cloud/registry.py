@@ -55,6 +55,9 @@ class NodeEntry:
     # Re-placement triggers fired by events (link_degraded), consumed by the next tick.
     triggers: list[Trigger] = field(default_factory=list)
     last_ping: float = float("-inf")
+    # Monotonic time of the last message the node itself sent (a broker's last will
+    # is not one): the out-of-contact clock of the partition rule starts here.
+    last_contact: float = float("-inf")
     # Controller-side accounting of work placed here and not yet terminal.
     reserved: dict[str, tuple[float, float]] = field(default_factory=dict)
 
@@ -146,14 +149,15 @@ class Registry:
                 monitor=LinkMonitor(node_id, now=now, policy=self.policy),
                 first_seen_ms=wall_ms,
                 last_seen_ms=wall_ms,
+                last_contact=now,
             )
             self.nodes[node_id] = entry
         return entry
 
     def restore(self, rows: Iterable[Mapping[str, Any]], now: float) -> None:
         """Rebuild entries from the store after a restart. Each node counts as heard
-        at ``now``: silence is measured from our restart, so a controller restart
-        never makes every node look partitioned at once."""
+        (and in contact) at ``now``: silence is measured from our restart, so a
+        controller restart never makes every node look partitioned at once."""
         for row in rows:
             entry = self.ensure(row["node_id"], now, row.get("first_seen_ms") or 0)
             entry.tier = row.get("tier") or "edge"
@@ -167,12 +171,13 @@ class Registry:
             entry.registered = True
 
     def reset_links(self, now: float) -> None:
-        """Fresh link monitors for every node, heard at ``now``, and no pending
-        pings (their answers would measure our own outage, not the link)."""
+        """Fresh link monitors for every node, heard (and in contact) at ``now``, and
+        no pending pings (their answers would measure our own outage, not the link)."""
         for entry in self.nodes.values():
             entry.monitor = LinkMonitor(entry.node_id, now=now, policy=self.policy)
             entry.reported = entry.monitor.state
             entry.last_ping = float("-inf")
+            entry.last_contact = now
         self._pending_pings.clear()
 
     # -- pings ------------------------------------------------------------------
@@ -227,6 +232,23 @@ class Registry:
             if change is not None:
                 changes.append(change)
         return changes
+
+    # -- contact ------------------------------------------------------------------
+
+    def contact(self, entry: NodeEntry, now: float, wall_ms: int) -> LinkStateChanged | None:
+        """The node itself sent something: proof of life."""
+        entry.last_contact = max(entry.last_contact, now)
+        entry.last_seen_ms = wall_ms
+        return entry.monitor.heard(now)
+
+    def out_of_contact_for(self, entry: NodeEntry, now: float) -> float | None:
+        """Seconds since the node's last real contact while its link is down (the
+        monitor's reckoning, which may start later: at a reported disconnect),
+        ``None`` while it is in reach."""
+        monitor = entry.monitor.out_of_contact_for(now)
+        if monitor is None:
+            return None
+        return max(monitor, now - entry.last_contact)
 
     # -- system -------------------------------------------------------------------
 

@@ -19,13 +19,14 @@ from typing import Any
 
 from shared.consistency import AdaptationPolicy, AdaptiveLevel, LeaseBook, LeasePolicy, level_bounds
 from shared.crdt import TaskRecord, canonical_bytes, merge, visible_status
+from shared.decisions import AttemptFacts
 from shared.vocab import Level, TaskStatus
 
 from .registry import Registry
 from .store import LeaseRow, TaskRow
 from .uow import UnitOfWork
 
-__all__ = ["TaskMeta", "TaskTable"]
+__all__ = ["TaskMeta", "TaskTable", "attempt_facts"]
 
 _ACTIVE = (TaskStatus.PENDING, TaskStatus.RUNNING)
 
@@ -140,8 +141,11 @@ class TaskTable:
         return self.on_node.get(node_id, set())
 
     def next_epoch(self, task_id: str) -> int:
-        placement = self.records[task_id].placement
-        return (placement.epoch if placement else 0) + 1
+        return self._placed_epoch(task_id) + 1
+
+    def _placed_epoch(self, task_id: str) -> int:
+        rec = self.records.get(task_id)
+        return rec.placement.epoch if rec is not None and rec.placement is not None else 0
 
     def relevant(self, node_id: str, remote: Iterable[str] = ()) -> dict[str, TaskRecord]:
         """The records a node should hold: placed on it, or named in its digest."""
@@ -197,8 +201,11 @@ class TaskTable:
             self.meta[row.task_id] = meta
         for task_id in self.records:
             self.reindex(task_id)
-        # Our monotonic clock did not survive the restart: every stored lease is
-        # honoured as if granted now (later than the truth, hence safe).
+        # Our monotonic clock did not survive the restart: every stored lease of the
+        # current epoch is honoured as if granted now (later than the truth, hence
+        # safe). A lease of an older epoch is not: a newer epoch is only ever placed
+        # once that lease was dead (shared.decisions), and its holder can never renew
+        # it (stale_epoch), so honouring it would only refuse the new holder.
         self.leases = LeaseBook.restore(
             [
                 {
@@ -209,7 +216,18 @@ class TaskTable:
                     "granted_wall_ms": r.granted_ms,
                 }
                 for r in leases
+                if r.epoch >= self._placed_epoch(r.task_id)
             ],
             now=now,
             policy=self.lease_policy,
         )
+
+
+def attempt_facts(rec: TaskRecord, *, epoch: int | None = None) -> tuple[AttemptFacts, ...]:
+    """A record's attempts (of ``epoch`` only, if given), oldest dot first, as
+    ``shared.decisions`` reads them."""
+    return tuple(
+        AttemptFacts(node=a.node, epoch=a.epoch, status=a.status, reason=a.reason)
+        for _, a in sorted(rec.attempts.items())
+        if epoch is None or a.epoch == epoch
+    )

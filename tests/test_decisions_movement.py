@@ -22,6 +22,7 @@ from shared.decisions import (
     TriggerFacts,
     agent_retries,
     fired_triggers,
+    holder_stopped,
     movable,
     partition_move,
     retry_move,
@@ -241,3 +242,16 @@ def test_the_holders_own_report_frees_its_lease() -> None:
 def test_retry_waits(kw: dict[str, Any], why: str) -> None:
     d = retry_move(rfacts(**kw), now=0.0)
     assert not d.move and why in d.reason
+
+
+def test_holder_stopped_needs_the_holders_own_report_of_every_attempt() -> None:
+    held = lease(1, until=50.0)
+    ended = AttemptFacts(node="a", epoch=1, status=A.FAILED, reason="exit 1")
+    running = AttemptFacts(node="a", epoch=1, status=A.STARTED)
+    lost = AttemptFacts(node="a", epoch=1, status=A.LOST)
+    elsewhere = AttemptFacts(node="b", epoch=1, status=A.FAILED)
+    assert holder_stopped(held, [ended])
+    assert not holder_stopped(held, [ended, running])
+    assert not holder_stopped(held, [lost])
+    assert not holder_stopped(held, [elsewhere])
+    assert not holder_stopped(held, [])

@@ -19,7 +19,8 @@ What may move, and when (``_movement``)
     idlest >= 2); ``trigger_move(TriggerFacts, now=)``: per task, with the latency
     trigger and the ``TRIGGER_COOLDOWN_S`` cooldown; ``partition_move(PartitionFacts,
     now=)``: the partition rule per level; ``retry_move(RetryFacts, now=)``: an ended
-    attempt its node does not retry (``agent_retries``) is placed again.
+    attempt its node does not retry (``agent_retries``) is placed again;
+    ``holder_stopped(lease, attempts)``: the holder's own report of the end frees its lease.
     Each returns a ``MoveDecision(move, reason, trigger, exclude, fence)``.
 
 System health (``_health``)
@@ -58,6 +59,7 @@ from shared.decisions._movement import (
     TriggerFacts,
     agent_retries,
     fired_triggers,
+    holder_stopped,
     movable,
     partition_move,
     retry_move,
@@ -97,6 +99,7 @@ __all__ = [
     "assess_health",
     "demand_level",
     "fired_triggers",
+    "holder_stopped",
     "movable",
     "partition_move",
     "placement_level",

@@ -24,7 +24,8 @@ attempts are to be presumed lost. Every move is a new epoch. The rules:
 - **Retry** (``retry_move``): an attempt of the current epoch that ended on a node
   still in contact, in a way its agent does not retry itself (fenced at its lease
   deadline, lost, or not retried after an agent restart), is placed again under a
-  new epoch once no live lease forbids it; the task's retry budget is spent by the
+  new epoch once no live lease forbids it (``holder_stopped``: the holder's own report
+  of the end frees its lease at once); the task's retry budget is spent by the
   ended attempts (``shared.crdt.visible_status``), so this never loops forever.
 """
 
@@ -52,6 +53,7 @@ __all__ = [
     "TriggerFacts",
     "agent_retries",
     "fired_triggers",
+    "holder_stopped",
     "movable",
     "partition_move",
     "retry_move",
@@ -276,6 +278,21 @@ def agent_retries(attempt: AttemptFacts, *, level: Level, idempotent: bool) -> b
     return True
 
 
+def holder_stopped(lease: Lease, attempts: Iterable[AttemptFacts]) -> bool:
+    """Has the lease's holder itself reported every attempt of the leased epoch ended?
+
+    Only the node writes ``failed`` or ``succeeded`` (the controller's inferences are
+    ``lost`` and ``cancelled``), and it reports an end only once the process stopped;
+    so its lease protects nothing any more and may be released before its deadline.
+    A controller-inferred loss proves nothing: the holder may still run until the
+    lease's deadline.
+    """
+    mine = [a for a in attempts if a.epoch == lease.epoch and a.node == lease.node]
+    return bool(mine) and all(
+        a.status in (AttemptStatus.FAILED, AttemptStatus.SUCCEEDED) for a in mine
+    )
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RetryFacts:
     """A placed task whose node is (still) counted in reach."""
@@ -307,13 +324,7 @@ def retry_move(facts: RetryFacts, *, now: float) -> MoveDecision:
     if agent_retries(last, level=facts.level, idempotent=facts.idempotent):
         return MoveDecision.stay("the node retries it itself")
     lease = facts.lease
-    holder_stopped = (
-        lease is not None
-        and lease.epoch == facts.epoch
-        and lease.node == last.node
-        and last.status is AttemptStatus.FAILED  # the holder's own report: it stopped
-    )
-    if lease is not None and lease.live(now) and not holder_stopped:
+    if lease is not None and lease.live(now) and not holder_stopped(lease, current):
         return MoveDecision.stay("lease_live")
     status = last.status.name.lower()
     return MoveDecision(

@@ -1,4 +1,5 @@
-"""A real controller (``cloud.controller.Controller``) on a real Mosquitto, with scripted nodes.
+"""A real controller (``cloud.controller.Controller``) with scripted nodes, on a real
+Mosquitto (this module) or on an in-memory bus (``memory_bus``).
 
 The controller object is driven directly: the test feeds it the messages the broker
 delivered (:meth:`Harness.pump`) and calls its ``tick``; its monotonic clock is a
@@ -6,9 +7,9 @@ delivered (:meth:`Harness.pump`) and calls its ``tick``; its monotonic clock is 
 advancing time, never by sleeping. Wall time stays real (HLC stamps of the nodes
 and the controller must agree within the skew bound).
 
-A :class:`ScriptedNode` is a paho client that speaks ``shared.protocol`` on its own
-topics, keeps its own replica of the records it touched and builds deltas with the
-``shared.crdt`` mutators, as an agent does.
+A :class:`NodeScript` speaks ``shared.protocol`` on its own topics, keeps its own
+replica of the records it touched and builds deltas with the ``shared.crdt``
+mutators, as an agent does; :class:`ScriptedNode` is one over a paho client.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import paho.mqtt.client as mqtt
 
@@ -73,6 +74,14 @@ def _client(port: int, client_id: str) -> mqtt.Client:
     return c
 
 
+class Transport(Protocol):
+    """The controller's side of whatever joins it to the nodes."""
+
+    def send(self, node_id: str, payload: bytes, qos: int) -> None: ...
+    def batch(self, wait_s: float) -> list[tuple[str, bytes]]: ...
+    def close(self) -> None: ...
+
+
 class Bus:
     """The controller's side of the broker: every node's up-kinds in, ``down`` out."""
 
@@ -97,15 +106,27 @@ class Bus:
         self.sent.append((node_id, payload))
         self.client.publish(topic(node_id, "down"), payload, qos=qos)
 
+    def batch(self, wait_s: float) -> list[tuple[str, bytes]]:
+        """What the broker delivered so far (waiting up to ``wait_s`` for a first one)."""
+        batch: list[tuple[str, bytes]] = []
+        try:
+            batch.append(self.inbox.get(timeout=wait_s))
+            while True:
+                batch.append(self.inbox.get_nowait())
+        except queue.Empty:
+            pass
+        return batch
+
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
 
 
-class ScriptedNode:
-    """A node that says exactly what the test tells it to."""
+class NodeScript:
+    """A node that says exactly what the test tells it to; subclasses carry the bytes
+    (:meth:`_transmit` out, :meth:`deliver` in)."""
 
-    def __init__(self, port: int, node_id: str) -> None:
+    def __init__(self, node_id: str) -> None:
         self.node_id = node_id
         self.clock = HybridClock(node_id)
         self.inbox: queue.Queue[Envelope] = queue.Queue()
@@ -113,27 +134,21 @@ class ScriptedNode:
         self.seq = 0
         self.answer_pings = True
         self.stash: list[Envelope] = []
-        subscribed: queue.Queue[object] = queue.Queue()
-        c = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=f"{node_id}-{uuid.uuid4().hex[:6]}",
-            protocol=mqtt.MQTTv5,
-        )
-        c.on_message = self._on_message
-        c.on_subscribe = lambda *_a: subscribed.put(True)
-        c.connect("127.0.0.1", port)
-        c.loop_start()
-        c.subscribe(topic(node_id, "down"), qos=1)
-        subscribed.get(timeout=WAIT_S)
-        self.client = c
 
-    def _on_message(self, _c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
-        env = decode_from(msg.topic, msg.payload)
+    def _transmit(self, topic_: str, payload: bytes, *, wait: bool) -> None:
+        raise NotImplementedError
+
+    def deliver(self, topic_: str, payload: bytes) -> None:
+        """A message on our ``down`` topic: pings are answered at once, the rest kept."""
+        env = decode_from(topic_, payload)
         if env.type == "ping" and self.answer_pings:
             # paho's own thread: publish without waiting for the PUBACK it must read
             self.publish("up", Pong(ping_id=env.id), wait=False)
             return
         self.inbox.put(env)
+
+    def close(self) -> None:
+        """Release the transport (nothing to release by default)."""
 
     def publish(self, kind: str, body: Body, *, seq: int | None = None, wait: bool = True) -> str:
         env = Envelope(
@@ -144,9 +159,7 @@ class ScriptedNode:
             body=body,
             seq=seq,
         )
-        info = self.client.publish(topic(self.node_id, kind), encode(env), qos=1)
-        if wait:
-            info.wait_for_publish(WAIT_S)
+        self._transmit(topic(self.node_id, kind), encode(env), wait=wait)
         return env.id
 
     # -- what an agent says ------------------------------------------------------
@@ -173,8 +186,15 @@ class ScriptedNode:
     def heartbeat(self) -> str:
         return self.publish("up", Heartbeat())
 
-    def request_lease(self, task_id: str, epoch: int, duration_s: float = 10.0) -> None:
-        self.publish("up", LeaseRequest(task_id=task_id, epoch=epoch, duration_s=duration_s))
+    def request_lease(
+        self, task_id: str, epoch: int, duration_s: float = 10.0, request_id: str = ""
+    ) -> None:
+        self.publish(
+            "up",
+            LeaseRequest(
+                task_id=task_id, epoch=epoch, duration_s=duration_s, request_id=request_id
+            ),
+        )
 
     def send_deltas(self, deltas: Iterable[TaskRecord]) -> int:
         self.seq += 1
@@ -201,6 +221,7 @@ class ScriptedNode:
         dot: tuple[str, int],
         status: AttemptStatus = AttemptStatus.SUCCEEDED,
         result: Any = None,
+        reason: str | None = None,
     ) -> None:
         delta = set_status(
             self.records[task_id],
@@ -210,6 +231,7 @@ class ScriptedNode:
             hlc=self.clock.now(wall_ms()),
             exit_code=0 if status == AttemptStatus.SUCCEEDED else 1,
             result=result,
+            reason=reason,
         )
         self.send_deltas([self._apply(delta)])
 
@@ -245,6 +267,31 @@ class ScriptedNode:
     def pong(self, ping: Envelope) -> None:
         self.publish("up", Pong(ping_id=ping.id))
 
+
+class ScriptedNode(NodeScript):
+    """A scripted node over its own paho client on the test's Mosquitto."""
+
+    def __init__(self, port: int, node_id: str) -> None:
+        super().__init__(node_id)
+        subscribed: queue.Queue[object] = queue.Queue()
+        c = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=f"{node_id}-{uuid.uuid4().hex[:6]}",
+            protocol=mqtt.MQTTv5,
+        )
+        c.on_message = lambda _c, _u, msg: self.deliver(msg.topic, msg.payload)
+        c.on_subscribe = lambda *_a: subscribed.put(True)
+        c.connect("127.0.0.1", port)
+        c.loop_start()
+        c.subscribe(topic(node_id, "down"), qos=1)
+        subscribed.get(timeout=WAIT_S)
+        self.client = c
+
+    def _transmit(self, topic_: str, payload: bytes, *, wait: bool) -> None:
+        info = self.client.publish(topic_, payload, qos=1)
+        if wait:
+            info.wait_for_publish(WAIT_S)
+
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
@@ -272,14 +319,22 @@ def make_config(tmp: Path, **overrides: dict[str, Any]) -> ControllerConfig:
 
 
 class Harness:
+    """A controller on a real Mosquitto (``memory_bus.MemoryHarness``: on no broker)."""
+
     def __init__(self, tmp: Path, port: int, cfg: ControllerConfig | None = None) -> None:
         self.tmp = tmp
         self.port = port
         self.cfg = cfg or make_config(tmp)
         self.clock = FakeClock()
-        self.bus = Bus(port)
-        self.nodes: dict[str, ScriptedNode] = {}
+        self.bus = self._bus()
+        self.nodes: dict[str, NodeScript] = {}
         self.controller = self._controller()
+
+    def _bus(self) -> Transport:
+        return Bus(self.port)
+
+    def _new_node(self, node_id: str) -> NodeScript:
+        return ScriptedNode(self.port, node_id)
 
     def _controller(self) -> Controller:
         self.store = Store(self.cfg.db_path)
@@ -301,8 +356,8 @@ class Harness:
         self.controller = self._controller()
         return self.controller
 
-    def node(self, node_id: str, **hello: Any) -> ScriptedNode:
-        n = ScriptedNode(self.port, node_id)
+    def node(self, node_id: str, **hello: Any) -> NodeScript:
+        n = self._new_node(node_id)
         self.nodes[node_id] = n
         n.hello(**hello)
         self.pump_until(
@@ -316,13 +371,7 @@ class Harness:
 
     def pump(self, wait_s: float = 0.05) -> int:
         """Hand the controller what the broker delivered so far (one ingest batch)."""
-        batch: list[tuple[str, bytes]] = []
-        try:
-            batch.append(self.bus.inbox.get(timeout=wait_s))
-            while True:
-                batch.append(self.bus.inbox.get_nowait())
-        except queue.Empty:
-            pass
+        batch = self.bus.batch(wait_s)
         if batch:
             self.controller.ingest(batch)
         return len(batch)
@@ -339,7 +388,7 @@ class Harness:
         self.controller.tick()
 
     def await_msg(
-        self, node: ScriptedNode, type_: str, pred: Callable[[Envelope], Any] = lambda e: True
+        self, node: NodeScript, type_: str, pred: Callable[[Envelope], Any] = lambda e: True
     ) -> Envelope:
         """Pump the controller until ``node`` receives a matching message."""
         deadline = time.monotonic() + WAIT_S

@@ -15,8 +15,6 @@ from cloud_harness import Harness
 
 from shared.vocab import LinkState
 
-pytestmark = pytest.mark.broker
-
 POOL = {"labels": {"pool": "x"}}
 STEP = 0.5  # seconds of controller time per tick in the partition runs
 

@@ -1,6 +1,6 @@
 """Placement through the controller: constraints, explanations, workflows.
 
-Real Mosquitto; scripted nodes speak ``shared.protocol`` (see ``cloud_harness``).
+Scripted nodes speak ``shared.protocol`` over the in-memory bus (see ``memory_bus``).
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ import pytest
 from cloud_harness import Harness
 
 from shared.crdt import AttemptStatus
-
-pytestmark = pytest.mark.broker
 
 
 def task(task_id: str, **fields: Any) -> dict[str, Any]:

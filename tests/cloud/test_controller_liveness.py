@@ -1,0 +1,148 @@
+"""Failure detection that a last will cannot fool, and strong work that stays live:
+an attempt fenced at its lease deadline, or not retried by its node, is placed again
+under a new epoch; a restarted controller does not honour a superseded lease; every
+lease answer names the request it answers. On the in-memory bus (``memory_bus``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cloud_harness import Harness
+from memory_bus import MemoryHarness
+
+from shared.crdt import AttemptStatus
+from shared.vocab import LinkState
+
+STEP = 0.5
+
+
+def task(task_id: str, level: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "id": task_id,
+        "command": ["true"],
+        "consistency": {"level": level},
+        "placement": {"labels": {"pool": "x"}},
+        **fields,
+    }
+
+
+def placed(h: Harness, task_id: str) -> tuple[str | None, int]:
+    t = h.controller.get_task(task_id)
+    return t["node"], t["epoch"]
+
+
+def test_a_last_will_is_not_contact_and_the_clock_runs_from_the_last_real_one(
+    h: MemoryHarness,
+) -> None:
+    n1 = h.node("n1", labels={"pool": "x"})
+    c = h.controller
+    c.submit_task(task("k", "causal", max_disconnect_s=20))
+    n1.expect("place", lambda e: e.body.task_id == "k")
+    n1.start("k", 1)
+    h.node("n2", labels={"pool": "x"})
+    h.keep_alive("n1", "n2")
+    last_contact = h.clock()
+
+    frozen = h.mnode("n1")
+    frozen.connected = False  # SIGSTOP: it hears nothing and says nothing
+    entry = c.registry.nodes["n1"]
+    will_sent = False
+    moved_at = None
+    while moved_at is None:
+        h.tick(STEP)
+        h.keep_alive("n2")
+        if not will_sent and h.clock() >= last_contact + 1:
+            # The broker's keep-alive for n1 expired before our own suspicion did:
+            # the broker says "offline" for it, n1 itself says nothing.
+            h.memory.will(frozen)
+            will_sent = True
+            h.pump()
+            assert entry.link_state is LinkState.PARTITIONED
+            assert entry.last_contact == last_contact
+            assert not h.events(node_id="n1", kind="node_reconnected")
+        if placed(h, "k") == ("n2", 2):
+            moved_at = h.clock()
+        assert h.clock() < last_contact + 60
+    # max_disconnect_s counts from the last real contact, not from the will.
+    assert last_contact + 20 <= moved_at < last_contact + 20 + 2 * STEP
+    assert not h.events(node_id="n1", kind="node_reconnected")
+
+
+def test_a_strong_attempt_fenced_on_a_healthy_node_is_placed_again(h: MemoryHarness) -> None:
+    n1 = h.node("n1", labels={"pool": "x"})
+    c = h.controller
+    c.submit_task(task("s", "strong"))
+    n1.expect("place", lambda e: e.body.task_id == "s" and e.body.epoch == 1)
+    n1.request_lease("s", 1, request_id="i1-1")
+    assert h.await_msg(n1, "lease_grant").body.granted
+    dot = n1.start("s", 1)
+    # The broker -> agent direction was cut: no renewal reached it, so it fenced
+    # itself at its deadline and says so; the controller still hears it fine.
+    n1.finish("s", dot, AttemptStatus.FAILED, reason="lease_expired")
+    h.await_msg(n1, "ack", lambda e: e.body.up_to_seq == n1.seq)
+    assert c.leases.get("s") is None  # the holder's own report freed the lease
+    assert h.events(task_id="s", kind="lease_released")
+    h.tick(STEP)
+    again = n1.expect("place", lambda e: e.body.task_id == "s" and e.body.epoch == 2)
+    assert again.body.level == "strong"
+    (replaced,) = h.events(task_id="s", kind="replaced")
+    assert replaced["reason"].startswith("retry: strong attempt failed on n1 (lease_expired)")
+    n1.request_lease("s", 2, request_id="i1-2")
+    grant = h.await_msg(n1, "lease_grant")
+    assert grant.body.granted and grant.body.request_id == "i1-2"
+
+
+def test_an_ordinary_failure_is_left_to_the_nodes_own_retry(h: MemoryHarness) -> None:
+    n1 = h.node("n1", labels={"pool": "x"})
+    h.controller.submit_task(task("k", "causal"))
+    n1.expect("place", lambda e: e.body.task_id == "k")
+    dot = n1.start("k", 1)
+    n1.finish("k", dot, AttemptStatus.FAILED, reason="exit_code 1")
+    h.await_msg(n1, "ack", lambda e: e.body.up_to_seq == n1.seq)
+    for _ in range(4):
+        h.tick(STEP)
+    assert placed(h, "k") == ("n1", 1)
+    assert not n1.received("place")
+
+
+def test_after_a_restart_a_superseded_lease_does_not_block_the_new_holder(
+    h: MemoryHarness,
+) -> None:
+    n1 = h.node("n1", labels={"pool": "x"})
+    n2 = h.node("n2", labels={"pool": "x"})
+    c = h.controller
+    c.set_draining("n2", True)
+    c.submit_task(task("s", "strong"))
+    n1.expect("place", lambda e: e.body.task_id == "s")
+    n1.request_lease("s", 1)
+    assert h.await_msg(n1, "lease_grant").body.granted
+    n1.start("s", 1)
+    c.set_draining("n2", False)
+    h.mnode("n1").connected = False  # n1 is cut off for good
+    while placed(h, "s") != ("n2", 2):
+        h.tick(STEP)
+        h.keep_alive("n2")
+        assert h.clock() < 1100
+    n2.expect("place", lambda e: e.body.task_id == "s" and e.body.epoch == 2)
+
+    h.restart(clock_start=50.0)  # before n2 asked for its lease
+    n2.request_lease("s", 2, request_id="i2-1")
+    grant = h.await_msg(n2, "lease_grant")
+    assert grant.body.granted, grant.body.reason
+    assert grant.body.request_id == "i2-1"
+
+
+def test_every_lease_answer_echoes_the_request_id(h: MemoryHarness) -> None:
+    n1 = h.node("n1", labels={"pool": "x"})
+    h.controller.submit_task(task("s", "strong"))
+    n1.expect("place", lambda e: e.body.task_id == "s")
+    n1.request_lease("s", 0, request_id="i1-7")  # stale epoch: refused
+    refusal = h.await_msg(n1, "lease_grant")
+    assert not refusal.body.granted and refusal.body.reason == "stale_epoch"
+    assert refusal.body.request_id == "i1-7"
+    n1.request_lease("nope", 1, request_id="i1-8")  # unknown task: refused
+    unknown = h.await_msg(n1, "lease_grant")
+    assert unknown.body.reason == "unknown_task" and unknown.body.request_id == "i1-8"
+    n1.request_lease("s", 1, request_id="i1-9")
+    grant = h.await_msg(n1, "lease_grant")
+    assert grant.body.granted and grant.body.request_id == "i1-9"

@@ -124,8 +124,8 @@ class Ingest:
             counter = self._received[env.type] = self.metrics.messages.labels(type=env.type)
         counter.inc()
         entry = self.registry.ensure(node_id, now, wall)
-        entry.last_seen_ms = wall
-        self.reconciler.link_changes([entry.monitor.heard(now)], now)
+        if not _broker_said(env):
+            self.reconciler.link_changes([self.registry.contact(entry, now, wall)], now)
         handler(entry, env, now, changed)
 
     # -- node state -------------------------------------------------------------------
@@ -288,7 +288,8 @@ class Ingest:
             self.uow.dirty_acks.add(node_id)
 
     def _on_lease_request(self, entry: NodeEntry, env: Envelope, now: float, _: Changed) -> None:
-        """Grant, renew or refuse (fencing by epoch: ``shared.consistency.LeaseBook``)."""
+        """Grant, renew or refuse (fencing by epoch: ``shared.consistency.LeaseBook``);
+        every answer echoes the request's ``request_id``."""
         req = env.body
         node_id = entry.node_id
         rec = self.tasks.records.get(req.task_id)
@@ -340,6 +341,7 @@ class Ingest:
                 duration_s=duration,
                 granted=granted,
                 reason=reason,
+                request_id=req.request_id,  # the agent credits a grant to this request only
             ),
         )
 
@@ -370,6 +372,13 @@ class Ingest:
             epoch = rec.placement.epoch
             if task_id not in entries and not any(a.epoch == epoch for a in rec.attempts.values()):
                 self.scheduler.send_place(task_id)
+
+
+def _broker_said(env: Envelope) -> bool:
+    """An ``offline`` presence is the broker's last will as often as the node's own
+    goodbye: never proof of life, and never a restart of the out-of-contact clock
+    (a frozen node's will arrives while it is still frozen)."""
+    return env.type == "presence" and env.body.status == "offline"
 
 
 def _spec_problem(spec: dict[str, Any]) -> str | None:

@@ -12,17 +12,19 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from shared.authz import pinned_to_origin
-from shared.crdt import AttemptStatus, TaskRecord, digest, set_status
+from shared.crdt import AttemptStatus, TaskRecord, digest, set_status, visible_status
 from shared.decisions import (
     DOWN,
     Movability,
     MoveDecision,
     NodeFacts,
     PartitionFacts,
+    RetryFacts,
     TriggerFacts,
     adapt_level,
     fired_triggers,
     partition_move,
+    retry_move,
     trigger_move,
 )
 from shared.health import LinkStateChanged, SystemHealth
@@ -33,7 +35,7 @@ from shared.vocab import Level, LinkState, PlacementMode
 from .metrics import ControllerMetrics
 from .registry import NodeEntry, Registry
 from .scheduling import Scheduler
-from .tasks import TaskTable
+from .tasks import TaskTable, attempt_facts
 from .uow import UnitOfWork
 
 __all__ = ["Reconciler"]
@@ -160,8 +162,9 @@ class Reconciler:
     # -- re-placement -------------------------------------------------------------------
 
     def replace(self, now: float) -> None:
-        """Every re-placement rule, one pass: partitions, then policy triggers."""
+        """Every re-placement rule, one pass: partitions, ended attempts, triggers."""
         self._moves(now, self._partition_decision)
+        self._moves(now, self._retry_decision)
         self._replace_on_triggers(now)
 
     def _moves(self, now: float, decide: _Decide) -> None:
@@ -204,8 +207,26 @@ class Reconciler:
                 link=entry.link_state,
                 level=Level(rec.placement.level),
                 lease=self.tasks.leases.get(task_id),
-                out_of_contact_s=entry.monitor.out_of_contact_for(now),
+                out_of_contact_s=self.registry.out_of_contact_for(entry, now),
                 max_disconnect_s=float(rec.spec.get("max_disconnect_s", 300.0)),
+            ),
+            now=now,
+        )
+
+    def _retry_decision(self, task_id: str, entry: NodeEntry, now: float) -> MoveDecision:
+        rec = self.tasks.records[task_id]
+        assert rec.placement is not None and rec.spec is not None
+        epoch = rec.placement.epoch
+        return retry_move(
+            RetryFacts(
+                node_id=entry.node_id,
+                link=entry.link_state,
+                level=Level(rec.placement.level),
+                epoch=epoch,
+                status=visible_status(rec),
+                idempotent=bool(rec.spec.get("idempotent")),
+                attempts=attempt_facts(rec, epoch=epoch),
+                lease=self.tasks.leases.get(task_id),
             ),
             now=now,
         )

@@ -27,6 +27,9 @@ def test_priors_come_from_the_hint_then_the_default_and_the_tier() -> None:
     assert state.speed_of("new", Tier.DEVICE).value == pytest.approx(TIER_SPEED[Tier.DEVICE])
     assert state.work_of("k", 4.0).value == pytest.approx(4.0)
     assert state.work_of("k").value == pytest.approx(DEFAULT_WORK_S)
+    # without a hint, a deadline bounds what the submitter can expect the work to be
+    assert state.work_of("k", bound_s=0.3).value == pytest.approx(0.3)
+    assert state.work_of("k", hint_s=4.0, bound_s=0.3).value == pytest.approx(4.0)
     assert state.error_of("new") == PRIOR_ERROR
 
 

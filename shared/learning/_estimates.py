@@ -15,8 +15,8 @@ so an estimate follows a node whose speed changes within a few runs.
 
 **Priors.** A node's speed starts from its tier (``TIER_SPEED``, spread
 ``TIER_SPREAD``); a kind's work from the spec's optional work hint (spread
-``HINT_SPREAD``), else ``DEFAULT_WORK_S`` (spread ``NO_HINT_SPREAD``, wide: the
-first sample mostly overrides it).
+``HINT_SPREAD``), else ``DEFAULT_WORK_S`` capped by the task's deadline (spread
+``NO_HINT_SPREAD``, wide: the first sample mostly overrides it).
 
 **Links and error.** Round trip and bandwidth are EWMAs (weight ``EWMA_ALPHA``)
 of pings and of transfers; a node's prediction error is the EWMA of
@@ -147,14 +147,19 @@ class LearnerState:
         found = self.speed.get(node_id)
         return found if found is not None else Estimate.prior(TIER_SPEED[Tier(tier)], TIER_SPREAD)
 
-    def work_of(self, kind: str, hint_s: float | None = None) -> Estimate:
-        """A kind's work in reference-core seconds (the hint, else the default, first)."""
+    def work_of(
+        self, kind: str, hint_s: float | None = None, bound_s: float | None = None
+    ) -> Estimate:
+        """A kind's work in reference-core seconds. Before its first run: the spec's
+        work hint; else ``DEFAULT_WORK_S``, but no more than ``bound_s``, a bound the
+        submitter implies (its deadline: it expects the task to fit)."""
         found = self.work.get(kind)
         if found is not None:
             return found
         if hint_s is not None and hint_s > 0:
             return Estimate.prior(hint_s, HINT_SPREAD)
-        return Estimate.prior(DEFAULT_WORK_S, NO_HINT_SPREAD)
+        bound = bound_s if bound_s is not None and bound_s > 0 else DEFAULT_WORK_S
+        return Estimate.prior(min(DEFAULT_WORK_S, bound), NO_HINT_SPREAD)
 
     def error_of(self, node_id: str) -> float:
         return self.error.get(node_id, PRIOR_ERROR)
@@ -199,13 +204,15 @@ def observe_run(
     kind: str,
     seconds: float,
     hint_s: float | None = None,
+    bound_s: float | None = None,
 ) -> None:
     """A run of ``kind`` on ``node_id`` executed for ``seconds`` (start to exit, no
-    queueing or transfers): update the node's speed and the kind's work together."""
+    queueing or transfers): update the node's speed and the kind's work together
+    (``hint_s``/``bound_s``: the kind's prior, as in ``LearnerState.work_of``)."""
     if not (seconds > 0 and math.isfinite(seconds)):
         return
     s = state.speed_of(node_id, tier)
-    w = state.work_of(kind, hint_s)
+    w = state.work_of(kind, hint_s, bound_s)
     var_s, var_w = s.var + DRIFT_VAR, w.var + DRIFT_VAR
     surprise = math.log(seconds) - (w.log - s.log)
     total = var_s + var_w + OBSERVATION_VAR

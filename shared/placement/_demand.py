@@ -38,9 +38,9 @@ class TaskDemand:
 
     What the completion-time prediction reads: ``work_s`` the task's work in
     reference-core seconds (``None``: unknown, read as ``DEFAULT_WORK_S`` capped at
-    ``runtime_s``; pass the learner's estimate), ``deadline_s`` seconds left until
-    the task's deadline (``None``: no deadline), ``output_mb`` the result's size,
-    ``idempotent`` whether a duplicate run is harmless.
+    ``runtime_s`` and ``deadline_s``; pass the learner's estimate), ``deadline_s``
+    seconds left until the task's deadline (``None``: no deadline), ``output_mb``
+    the result's size, ``idempotent`` whether a duplicate run is harmless.
     """
 
     task_id: str
@@ -147,8 +147,13 @@ class TaskDemand:
     # -- derived hints (pure functions of the fields) ---------------------------
     @property
     def work(self) -> float:
-        """The work the prediction uses, reference-core seconds."""
-        return self.work_s if self.work_s is not None else min(DEFAULT_WORK_S, self.runtime_s)
+        """The work the prediction uses, reference-core seconds: ``work_s``, else the
+        default capped by the run time and the deadline (the submitter expects the
+        task to fit in both)."""
+        if self.work_s is not None:
+            return self.work_s
+        bounds = (DEFAULT_WORK_S, self.runtime_s, self.deadline_s or DEFAULT_WORK_S)
+        return max(min(bounds), 0.0)
 
     @property
     def latency_sensitivity(self) -> float:

@@ -28,12 +28,13 @@ import json
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
-__all__ = ["Journal", "JournalError"]
+__all__ = ["Journal", "JournalError", "ProcessRow", "QueuedRow"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -61,6 +62,50 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 _SEEN_KEEP = 20_000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueuedRow:
+    """Work waiting for a start or a retry (times in wall-clock milliseconds)."""
+
+    task_id: str
+    epoch: int
+    level: str
+    priority: int
+    deadline_ms: int | None
+    enqueued_ms: int
+    not_before_ms: int
+    failures: int
+    source: str  # ``placed`` by the controller or ``local`` (the local API)
+    lease_s: float | None
+    inputs: dict[str, Any] = field(default_factory=dict)  # the dependencies' results
+
+    def to_row(self) -> dict[str, Any]:
+        return {**asdict(self), "inputs": json.dumps(self.inputs)}
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> QueuedRow:
+        return cls(**{**row, "inputs": json.loads(row.get("inputs") or "{}")})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProcessRow:
+    """A running attempt. ``deadline``: its lease fence (``CLOCK_MONOTONIC`` seconds)."""
+
+    attempt: str
+    task_id: str
+    epoch: int
+    level: str
+    watchdog_pid: int
+    pgid: int | None
+    started_ms: int
+    deadline: float | None
+    failures: int
+    source: str
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> ProcessRow:
+        return cls(**row)
 
 
 class JournalError(RuntimeError):
@@ -185,6 +230,16 @@ class Journal:
     def outbox_depth(self) -> int:
         return int(self.db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
 
+    def outbox_last_seq(self) -> int:
+        """The highest ``seq`` in the outbox (0 when empty)."""
+        return int(self.db.execute("SELECT MAX(seq) FROM outbox").fetchone()[0] or 0)
+
+    def outbox_acked_seq(self) -> int:
+        """What the controller has acknowledged, as far as the outbox shows: every row
+        below the oldest one left (0 when empty: sequence numbers never go back)."""
+        first = self.db.execute("SELECT MIN(seq) FROM outbox").fetchone()[0]
+        return 0 if first is None else int(first) - 1
+
     # deduplication -------------------------------------------------------------------
     def seen(self, msg_id: str) -> bool:
         return (
@@ -220,8 +275,8 @@ class Journal:
         )
 
     # queue ---------------------------------------------------------------------------
-    def put_queued(self, row: dict[str, Any]) -> None:
-        self._replace("queue", row)
+    def put_queued(self, row: QueuedRow) -> None:
+        self._replace("queue", row.to_row())
 
     def remove_queued(self, task_id: str, *, epoch: int | None = None) -> None:
         """Drop the task's queued entry (only if it is for ``epoch``, when given)."""
@@ -230,12 +285,23 @@ class Journal:
         else:
             self.db.execute("DELETE FROM queue WHERE task_id = ? AND epoch = ?", [task_id, epoch])
 
-    def queued(self) -> list[dict[str, Any]]:
-        return list(self.db["queue"].rows)
+    def revoke_queued(self, task_id: str, up_to_epoch: int) -> None:
+        """Drop the task's queued entry if it is for ``up_to_epoch`` or an earlier one."""
+        self.db.execute(
+            "DELETE FROM queue WHERE task_id = ? AND epoch <= ?", [task_id, up_to_epoch]
+        )
+
+    def set_queued_level(self, task_id: str, epoch: int, level: str) -> None:
+        self.db.execute(
+            "UPDATE queue SET level = ? WHERE task_id = ? AND epoch = ?", [level, task_id, epoch]
+        )
+
+    def queued(self) -> list[QueuedRow]:
+        return [QueuedRow.from_row(row) for row in self.db["queue"].rows]
 
     # processes -----------------------------------------------------------------------
-    def put_process(self, row: dict[str, Any]) -> None:
-        self._replace("processes", row)
+    def put_process(self, row: ProcessRow) -> None:
+        self._replace("processes", asdict(row))
 
     def set_process_deadline(self, attempt: str, deadline: float | None) -> None:
         self.db.execute("UPDATE processes SET deadline = ? WHERE attempt = ?", [deadline, attempt])
@@ -248,8 +314,12 @@ class Journal:
     def remove_process(self, attempt: str) -> None:
         self.db.execute("DELETE FROM processes WHERE attempt = ?", [attempt])
 
-    def processes(self) -> list[dict[str, Any]]:
-        return list(self.db["processes"].rows)
+    def processes(self) -> list[ProcessRow]:
+        return [ProcessRow.from_row(row) for row in self.db["processes"].rows]
+
+    def process(self, attempt: str) -> ProcessRow | None:
+        rows = list(self.db["processes"].rows_where("attempt = ?", [attempt]))
+        return ProcessRow.from_row(rows[0]) if rows else None
 
     # meta ----------------------------------------------------------------------------
     def get_meta(self, key: str, default: str | None = None) -> str | None:

@@ -94,6 +94,18 @@ class Transport:
         info = self._client.publish(topic, payload, qos=qos, retain=retain)
         return info.rc == mqtt.MQTT_ERR_SUCCESS
 
+    def resubscribe(self) -> None:
+        """Subscribe again (a broker may have lost the session's subscription)."""
+        if self.connected:
+            for sub in self._subscriptions:
+                self._client.subscribe(sub, qos=1)
+
+    def reconnect(self) -> None:
+        """Drop the connection; the network thread connects again (with the usual backoff),
+        so the broker starts a fresh connection for the session and we resubscribe."""
+        if self.connected:
+            self._client.disconnect()
+
     def stop(self, last: tuple[str, bytes] | None = None) -> None:
         """Publish ``last`` (the retained offline presence) if connected, then disconnect."""
         if last is not None and self.connected:

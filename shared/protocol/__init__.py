@@ -42,6 +42,7 @@ from shared.protocol._lease_requests import (
     GrantAnswer,
     GrantOutcome,
 )
+from shared.protocol._session import SessionTiming, UplinkCommand, UplinkSession
 from shared.protocol._topics import (
     ALLOWED_TYPES,
     MAX_TOPIC_LEN,
@@ -93,9 +94,12 @@ __all__ = [
     "Place",
     "Pong",
     "Presence",
+    "SessionTiming",
     "Telemetry",
     "TopicKind",
     "TopicRule",
+    "UplinkCommand",
+    "UplinkSession",
     "check_message_id",
     "decode",
     "decode_from",

@@ -36,6 +36,7 @@ from shared.protocol import (
     Heartbeat,
     LeaseGrant,
     LeaseRequest,
+    Place,
     decode_from,
     encode,
     parse_topic,
@@ -175,6 +176,23 @@ class ScriptedCloud:
     def record(self, task_id: str) -> TaskRecord | None:
         with self.lock:
             return self.records.get(task_id)
+
+
+def place(
+    cloud: ScriptedCloud,
+    node: str,
+    task: dict[str, Any],
+    *,
+    epoch: int = 1,
+    level: str = "causal",
+    lease_s: float | None = None,
+) -> None:
+    """What the controller sends to place ``task`` on ``node``."""
+    cloud.send(
+        node,
+        "place",
+        Place(task_id=task["id"], epoch=epoch, spec=task, level=level, lease_s=lease_s),
+    )
 
 
 def spec(task_id: str, command: list[str], **extra: Any) -> dict[str, Any]:
@@ -319,6 +337,10 @@ class AgentProcess:
     def events(self, kind: str) -> list[dict[str, Any]]:
         rows = self.query("SELECT task_id, mono, data FROM events WHERE kind = ? ORDER BY id", kind)
         return [{"task_id": t, "mono": m, **json.loads(d or "{}")} for t, m, d in rows]
+
+
+#: ``make_agent(node="edge-1", port=None, **sections)``: a configured, not yet started agent.
+AgentFactory = Callable[..., AgentProcess]
 
 
 def _toml(config: dict[str, dict[str, Any]]) -> str:

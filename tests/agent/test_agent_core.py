@@ -5,10 +5,14 @@ does. ``PRAGMA query_only`` makes SQLite itself refuse every write, as a full di
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
-from edge_agent.agent import Agent, _ApiCall
+from edge_agent.agent import Agent
 from edge_agent.config import parse_config
+from edge_agent.inbox import ApiCall, MessageArrived
+from shared.clocks import HybridClock
+from shared.protocol import Ack, Envelope, Presence, encode, topic
 
 
 def _agent(tmp_path: Path) -> Agent:
@@ -24,8 +28,8 @@ def _agent(tmp_path: Path) -> Agent:
 
 
 def _submit(agent: Agent, task: dict[str, object]) -> tuple[int, object]:
-    call = _ApiCall("POST", "/v1/tasks", json.dumps(task).encode())
-    agent._handle(("api", call))
+    call = ApiCall("POST", "/v1/tasks", json.dumps(task).encode())
+    agent.handle(call)
     return call.result
 
 
@@ -33,29 +37,30 @@ def test_disk_full_stops_admission_keeps_committed_state_and_recovers(tmp_path: 
     agent = _agent(tmp_path)
     try:
         assert _submit(agent, {"id": "before", "command": ["true"]})[0] == 201
-        agent.journal.db.execute("PRAGMA query_only = ON")
+        core = agent.core
+        core.journal.db.execute("PRAGMA query_only = ON")
         code, _ = _submit(agent, {"id": "during", "command": ["true"]})
         assert code == 500  # the write failed ...
-        assert agent.admission_stopped is not None  # ... admission stopped and reported
+        assert core.admission_stopped is not None  # ... admission stopped and reported
         assert agent.status()["admission_stopped"]
-        assert agent.counters["journal_errors"] == 1
+        assert core.counters["journal_errors"] == 1
         # Memory mirrors the journal: the rolled-back task is not half-known.
         assert agent.replica.get("during") is None
         assert agent.replica.get("before") is not None
         code, body = _submit(agent, {"id": "during", "command": ["true"]})
         assert (code, body["error"]) == (503, "admission_stopped")  # type: ignore[index]
-        agent._safely(agent._tick)  # as the loop runs it; the probe fails too: still stopped
-        assert agent.admission_stopped is not None
+        core.safely(agent.tick)  # as the loop runs it; the probe fails too: still stopped
+        assert core.admission_stopped is not None
         # Space again (an operator cleaned up): the next probe resumes admission.
-        agent.journal.db.execute("PRAGMA query_only = OFF")
+        core.journal.db.execute("PRAGMA query_only = OFF")
         agent._timers["journal_probe"] = 0.0
-        agent._safely(agent._tick)
-        assert agent.admission_stopped is None
+        core.safely(agent.tick)
+        assert core.admission_stopped is None
         assert _submit(agent, {"id": "after", "command": ["true"]})[0] == 201
-        rows = agent.journal.db.execute("SELECT task_id FROM records").fetchall()
+        rows = core.journal.db.execute("SELECT task_id FROM records").fetchall()
         assert sorted(r[0] for r in rows) == ["after", "before"]
     finally:
-        agent.journal.close()
+        agent.core.journal.close()
 
 
 class _ShortOfMemory:
@@ -68,27 +73,65 @@ class _ShortOfMemory:
 def test_memory_pressure_sheds_low_priority_queued_work_only(tmp_path: Path) -> None:
     agent = _agent(tmp_path)
     try:
-        agent.sampler = _ShortOfMemory()  # type: ignore[assignment]
+        scheduler, core = agent.scheduler, agent.core
+        scheduler.sampler = _ShortOfMemory()  # type: ignore[assignment]
         for task_id, priority in (("low", 10), ("default", 50), ("lower", 5)):
             task = {"id": task_id, "command": ["true"], "priority": priority}
             assert _submit(agent, task)[0] == 201
-        agent._shed()
-        agent._shed()
-        agent._shed()
-        queued = sorted(r["task_id"] for r in agent.journal.queued())
+        scheduler.shed()
+        scheduler.shed()
+        scheduler.shed()
+        queued = sorted(r.task_id for r in core.journal.queued())
         assert queued == ["default"]  # below-default priorities went, lowest first
         shed = [
             e
-            for e in agent.journal.db.execute(
+            for e in core.journal.db.execute(
                 "SELECT task_id, data FROM events WHERE kind = 'unstartable'"
             )
         ]
         assert [t for t, _ in shed] == ["lower", "low"]
         assert all(json.loads(d)["reason"] == "shed" for _, d in shed)
-        assert agent.counters["shed"] == 2
+        assert core.counters["shed"] == 2
         # Nothing is admitted while memory is short either.
-        agent._start_ready(0.0)
-        assert agent.running == {}
-        assert agent.counters["not_admitted_memory"] >= 1
+        scheduler.start_ready()
+        assert core.running == {}
+        assert core.counters["not_admitted_memory"] >= 1
     finally:
-        agent.journal.close()
+        core.journal.close()
+
+
+def _message(sender: str, node: str, kind: str, type_: str, body: object) -> MessageArrived:
+    clock = HybridClock(sender)
+    env = Envelope(
+        type=type_, id=uuid.uuid4().hex, sender=sender, hlc=clock.now(1).encode(), body=body
+    )
+    return MessageArrived(topic(node, kind), encode(env))
+
+
+def test_misrouted_and_malformed_messages_are_counted_and_never_stall_the_session(
+    tmp_path: Path,
+) -> None:
+    """What a misbehaving broker delivered on the agent's subscription (amqtt sent every
+    node's retained presence on a reconnect): dropped, counted, and the next good message
+    is handled at once."""
+    agent = _agent(tmp_path)
+    core = agent.core
+    try:
+        noise = [
+            _message("cloud", "other-node", "down", "ack", Ack(heartbeat_id="x")),
+            _message("other-node", "other-node", "presence", "presence", Presence("online")),
+            _message("core-1", "core-1", "presence", "presence", Presence("offline")),
+            MessageArrived(topic("core-1", "down"), b"\x00not json"),
+            MessageArrived("elsewhere/entirely", b"{}"),
+        ]
+        for event in noise * 3:
+            agent.handle(event)
+        assert core.counters["rejected_not_our_topic"] == 9
+        assert core.counters["rejected_not_json"] == 3
+        assert core.counters["rejected_bad_topic"] == 3
+        assert agent.uplink.session.last_ack is None
+        agent.handle(_message("cloud", "core-1", "down", "ack", Ack(heartbeat_id="hb")))
+        assert agent.uplink.session.last_ack is not None
+        assert agent.status()["connectivity"] == "connected"
+    finally:
+        core.journal.close()

@@ -17,59 +17,22 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from agent_harness import AgentProcess, ScriptedCloud, sh, spec, wait_until
+from agent_harness import (
+    AgentFactory,
+    AgentProcess,
+    ScriptedCloud,
+    place,
+    sh,
+    spec,
+    wait_until,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared.crdt import AttemptStatus
-from shared.protocol import Cancel, Digest, LeaseGrant, LevelChange, Place, decode_from, topic
+from shared.protocol import Cancel, Digest, LeaseGrant, LevelChange, decode_from, topic
 
 pytestmark = [pytest.mark.e2e, pytest.mark.broker]
-
-AgentFactory = Callable[..., AgentProcess]
-
-
-@pytest.fixture
-def cloud(mosquitto: Any) -> Iterator[ScriptedCloud]:
-    c = ScriptedCloud(mosquitto.host, mosquitto.port)
-    try:
-        yield c
-    finally:
-        c.close()
-
-
-@pytest.fixture
-def make_agent(tmp_path: Path, mosquitto: Any) -> Iterator[AgentFactory]:
-    made: list[AgentProcess] = []
-
-    def make(node: str = "edge-1", port: int | None = None, **sections: Any) -> AgentProcess:
-        agent = AgentProcess(tmp_path / node, port or mosquitto.port, node, **sections)
-        made.append(agent)
-        return agent
-
-    try:
-        yield make
-    finally:
-        for agent in made:
-            agent.cleanup()
-    for agent in made:  # a bug caught by the core loop's safety net still fails the test
-        assert "internal error" not in agent.log(), agent.log()[-3000:]
-
-
-def place(
-    cloud: ScriptedCloud,
-    node: str,
-    task: dict[str, Any],
-    *,
-    epoch: int = 1,
-    level: str = "causal",
-    lease_s: float | None = None,
-) -> None:
-    cloud.send(
-        node,
-        "place",
-        Place(task_id=task["id"], epoch=epoch, spec=task, level=level, lease_s=lease_s),
-    )
 
 
 def retained_presence(host: str, port: int, node: str, timeout: float = 5.0) -> str:

@@ -1,0 +1,388 @@
+"""The local scheduler: the journaled queue, admission and starts, outcomes and retries,
+strong tasks' leases, shedding under pressure, and retention of finished work.
+
+Every decision is a ``shared`` policy (``order_queue``, ``admit``, ``may_start``,
+``select_for_shedding``, ``backoff_delay``, ``AgentLeases``); this module gathers their
+inputs from the journal and the executor and carries the decisions out.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from edge_agent.core import Core, Running, attempt_key, parse_dot
+from edge_agent.executor import Launch, Outcome
+from edge_agent.journal import ProcessRow, QueuedRow
+from edge_agent.telemetry import Sampler
+from edge_agent.uplink import Uplink
+from shared.autonomy import QueuedTask, admit, may_start, order_queue, select_for_shedding
+from shared.consistency import AgentLease
+from shared.crdt import (
+    AttemptStatus,
+    TaskRecord,
+    max_attempts,
+    new_record,
+    place,
+    set_status,
+    start_attempt,
+)
+from shared.errors import ValidationError
+from shared.model import RetryPolicy, backoff_delay, parse_task_spec
+from shared.vocab import Level, TaskStatus
+
+__all__ = ["LocalScheduler", "status_of"]
+
+#: A spec's priority when it names none (``shared.model`` fills it in for parsed specs).
+_DEFAULT_PRIORITY = 50
+
+
+class LocalScheduler:
+    def __init__(self, core: Core, uplink: Uplink) -> None:
+        self.core = core
+        self.uplink = uplink
+        self.sampler: Sampler | None = None
+
+    # -- the queue -----------------------------------------------------------------
+    def enqueue(
+        self,
+        task_id: str,
+        epoch: int,
+        level: str,
+        spec: dict[str, Any],
+        *,
+        source: str,
+        lease_s: float | None,
+        inputs: dict[str, Any] | None = None,
+        failures: int = 0,
+        not_before_ms: int | None = None,
+    ) -> None:
+        """Journal a queue entry (inside the caller's transaction)."""
+        now_ms = self.core.clock.wall_ms()
+        deadline_s = spec.get("deadline_s")
+        row = QueuedRow(
+            task_id=task_id,
+            epoch=epoch,
+            level=str(level),
+            priority=int(spec.get("priority", _DEFAULT_PRIORITY)),
+            deadline_ms=None if deadline_s is None else now_ms + int(deadline_s * 1000),
+            enqueued_ms=now_ms,
+            not_before_ms=not_before_ms if not_before_ms is not None else now_ms,
+            failures=failures,
+            source=source,
+            lease_s=lease_s,
+            inputs=dict(inputs or {}),
+        )
+        self.core.journal.put_queued(row)
+
+    def _queued(self) -> list[tuple[QueuedTask, QueuedRow]]:
+        return [
+            (
+                QueuedTask(
+                    task_id=row.task_id,
+                    priority=row.priority,
+                    deadline=None if row.deadline_ms is None else row.deadline_ms / 1000.0,
+                    enqueued=row.enqueued_ms / 1000.0,
+                ),
+                row,
+            )
+            for row in self.core.journal.queued()
+        ]
+
+    def submit_local(self, data: object) -> tuple[int, object]:
+        """A task submitted to the local API: validated by the shared model, run as causal or
+        eventual (strong needs the controller), journaled and synced upstream later."""
+        core = self.core
+        if isinstance(data, dict) and "id" not in data:
+            data = {**data, "id": f"{core.node}-{uuid.uuid4().hex[:12]}"}
+        try:
+            spec_obj = parse_task_spec(data)
+        except ValidationError as exc:
+            return 400, exc.as_dict()
+        level = spec_obj.consistency.clamp(Level.CAUSAL)
+        if level == Level.STRONG:
+            return 409, {
+                "error": "strong_needs_controller",
+                "message": "a strong task needs a lease from the controller",
+            }
+        spec = spec_obj.to_dict()
+        if core.replica.get(spec["id"]) is not None:
+            return 409, {"error": "exists", "id": spec["id"]}
+        if core.admission_stopped is not None:
+            return 503, {"error": "admission_stopped", "why": core.admission_stopped}
+        with core.txn():
+            core.change(new_record(spec["id"], spec, writer=core.node, hlc=core.stamp()))
+            rec = core.replica.get(spec["id"])
+            assert rec is not None
+            placed = place(
+                rec,
+                epoch=0,
+                node=core.node,
+                level=str(level),
+                lease_s=None,
+                writer=core.node,
+                hlc=core.stamp(),
+            )
+            core.change(placed)
+            self.enqueue(spec["id"], 0, str(level), spec, source="local", lease_s=None)
+            core.event("submitted_locally", spec["id"], level=str(level))
+        return 201, {"id": spec["id"], "level": str(level), "status": "pending"}
+
+    # -- starts --------------------------------------------------------------------
+    def start_ready(self) -> None:
+        """Start what the queue order, admission and (for strong work) a live lease allow."""
+        core = self.core
+        free = core.cfg.executor.max_concurrent - len(core.running)
+        rows = self._queued() if free > 0 else []
+        if not rows:
+            return
+        now = core.clock.mono()
+        now_ms = core.clock.wall_ms()
+        by_id = {task.task_id: row for task, row in rows}
+        metrics = self.sampler.sample(now) if self.sampler else None
+        for task in order_queue([task for task, _ in rows], now_ms / 1000.0):
+            if free <= 0:
+                break
+            row = by_id[task.task_id]
+            rec = core.replica.get(row.task_id)
+            if row.not_before_ms > now_ms or rec is None or rec.spec is None:
+                continue
+            if any(True for _ in core.attempts_of(row.task_id)):
+                continue
+            admission = admit(
+                rec.spec["resources"],
+                metrics,
+                self._reserved(),
+                running=len(core.running),
+                max_concurrent=core.cfg.executor.max_concurrent,
+                headroom_mb=core.cfg.executor.min_free_memory_mb,
+            )
+            if not admission:
+                core.counters[f"not_admitted_{admission.reason}"] += 1
+                continue
+            deadline = None
+            if row.level == Level.STRONG:
+                lease = core.leases.for_start(row.task_id, row.epoch, row.lease_s, now)
+                self.request_lease(lease, now)
+                if not may_start(Level.STRONG, lease, now, epoch=row.epoch):
+                    continue
+                deadline = lease.deadline
+            core.safely(self._start, rec, row, deadline)
+            free -= 1
+
+    def _reserved(self) -> dict[str, float]:
+        cpu = mem = 0.0
+        for run in self.core.running.values():
+            rec = self.core.replica.get(run.task_id)
+            if rec is not None and rec.spec is not None:
+                cpu += rec.spec["resources"]["cpu"]
+                mem += rec.spec["resources"]["memory_mb"]
+        return {"cpu": cpu, "memory_mb": mem}
+
+    def _start(self, rec: TaskRecord, row: QueuedRow, deadline: float | None) -> None:
+        core = self.core
+        spec = rec.spec
+        assert spec is not None
+        target = None
+        if spec["callable"] is not None:
+            target = core.cfg.executor.callables.get(spec["callable"])
+            if target is None:
+                why = f"callable {spec['callable']!r} is not allow-listed"
+                self.fail_unstartable(rec, row, why)
+                return
+        dot, delta = start_attempt(
+            rec, node=core.node, epoch=row.epoch, writer=core.node, hlc=core.stamp()
+        )
+        attempt = attempt_key(row.task_id, dot)
+        process = ProcessRow(
+            attempt=attempt,
+            task_id=row.task_id,
+            epoch=row.epoch,
+            level=row.level,
+            watchdog_pid=0,
+            pgid=None,
+            started_ms=core.clock.wall_ms(),
+            deadline=deadline,
+            failures=row.failures,
+            source=row.source,
+        )
+        with core.txn():
+            core.change(delta)
+            core.journal.remove_queued(row.task_id)
+            core.journal.put_process(process)
+            core.event(
+                "started",
+                row.task_id,
+                attempt=attempt,
+                epoch=row.epoch,
+                level=row.level,
+                deadline=deadline,
+            )
+        running = core.executor.launch(
+            Launch(
+                task_id=row.task_id,
+                attempt=attempt,
+                epoch=row.epoch,
+                argv=spec["command"],
+                callable_target=target,
+                args=spec["args"],
+                env=spec["env"],
+                inputs=row.inputs,
+                timeout_s=spec["timeout_s"],
+                deadline=deadline,
+                resources=spec["resources"],  # rlimits (issue 11)
+            )
+        )
+        core.running[attempt] = Running(row.task_id, dot, row.epoch, row.level)
+        with core.txn():
+            core.journal.set_process_watchdog(attempt, running.watchdog_pid)
+
+    def fail_unstartable(self, rec: TaskRecord, row: QueuedRow, reason: str) -> None:
+        core = self.core
+        with core.txn():
+            core.fail_unrun(rec, row.epoch, reason)
+            core.journal.remove_queued(rec.task_id)
+            core.event("unstartable", rec.task_id, reason=reason)
+
+    # -- outcomes and retries ------------------------------------------------------
+    def on_outcome(self, outcome: Outcome) -> None:
+        core = self.core
+        run = core.running.pop(outcome.attempt, None)
+        proc = core.journal.process(outcome.attempt)
+        rec = core.replica.get(outcome.task_id)
+        if rec is None:
+            return
+        dot = run.dot if run is not None else parse_dot(outcome.attempt)
+        status, reason = status_of(outcome)
+        with core.txn():
+            finished = set_status(
+                rec,
+                dot,
+                status,
+                writer=core.node,
+                hlc=core.stamp(),
+                exit_code=outcome.exit_code,
+                result=outcome.result,
+                reason=reason,
+            )
+            core.change(finished)
+            core.journal.remove_process(outcome.attempt)
+            core.event(
+                "finished",
+                outcome.task_id,
+                attempt=outcome.attempt,
+                status=status.name.lower(),
+                reason=outcome.reason,
+                exit_code=outcome.exit_code,
+                signal=outcome.signal,
+                duration_s=round(outcome.duration_s, 4),
+                deadline=outcome.deadline,
+                fenced_at=outcome.fenced_at,
+                stdout_tail=outcome.stdout_tail[-1024:],
+                stderr_tail=outcome.stderr_tail[-1024:],
+            )
+            if status == AttemptStatus.FAILED and proc is not None:
+                self.maybe_retry(outcome.task_id, proc, proc.failures + 1, outcome.reason)
+        if outcome.reason == "fenced":
+            core.leases.drop(outcome.task_id)
+        core.executor.cleanup(outcome.task_id, outcome.attempt)
+
+    def maybe_retry(self, task_id: str, proc: ProcessRow, failures: int, why: str) -> None:
+        """Re-queue a failed attempt with the task's backoff while its budget lasts. Fenced
+        strong attempts are not retried here: the controller re-places them."""
+        core = self.core
+        rec = core.replica.get(task_id)
+        if (
+            rec is None
+            or rec.spec is None
+            or rec.cancel_requested
+            or why in ("fenced", "superseded")
+            or (rec.placement is not None and rec.placement.epoch > proc.epoch)
+        ):
+            return
+        if failures >= max_attempts(rec.spec):
+            core.event("retries_exhausted", task_id, failures=failures)
+            return
+        delay = backoff_delay(RetryPolicy(**rec.spec["retry"]), failures, core.rng)
+        self.enqueue(
+            task_id,
+            proc.epoch,
+            proc.level,
+            rec.spec,
+            source=proc.source or "placed",
+            lease_s=None,
+            failures=failures,
+            not_before_ms=core.clock.wall_ms() + int(delay * 1000),
+        )
+        core.event("retry_scheduled", task_id, failures=failures, delay_s=round(delay, 3))
+
+    # -- leases (strong tasks) -----------------------------------------------------
+    def request_lease(self, lease: AgentLease, now: float) -> None:
+        """Send a lease request when one is due (``AgentLeases.due``). Not journaled: a
+        lost one is sent again; the deadline counts from its send. Recorded as sent even
+        if the publish fails: a grant for it then only starts the deadline earlier (safe)."""
+        if not self.uplink.link_up:
+            return
+        request = self.core.leases.due(lease, now)
+        if request is None:
+            return
+        self.uplink.publish("up", "lease_request", request)
+        self.core.counters["lease_requests"] += 1
+
+    def renew_leases(self) -> None:
+        now = self.core.clock.mono()
+        for run in list(self.core.running.values()):
+            if run.level == Level.STRONG:
+                self.request_lease(self.core.leases.for_running(run.task_id, run.epoch), now)
+
+    # -- pressure and retention ----------------------------------------------------
+    def shed(self) -> None:
+        core = self.core
+        if self.sampler is None:
+            return
+        metrics = self.sampler.sample(core.clock.mono())
+        rows = self._queued()
+        victims = select_for_shedding(
+            [task for task, _ in rows],
+            metrics,
+            min_free_memory_mb=core.cfg.executor.min_free_memory_mb,
+            max_cpu_percent=core.cfg.executor.max_cpu_percent,
+        )
+        by_id = {task.task_id: row for task, row in rows}
+        for task in victims:
+            rec = core.replica.get(task.task_id)
+            if rec is None:
+                continue
+            self.fail_unstartable(rec, by_id[task.task_id], "shed")
+            core.counters["shed"] += 1
+
+    def forget_finished(self, retain_s: float) -> None:
+        """Retention: a device does not keep finished work forever. Records that ended
+        (succeeded, failed, cancelled) more than ``retain_s`` ago and that the controller
+        has acknowledged (no outbox row) leave the journal and the replica, so the journal
+        and every digest stay bounded by the recent work. The controller keeps them; it
+        only asks a node about tasks placed on it and active, or named in its digest."""
+        core = self.core
+        terminal = [str(status) for status in TaskStatus if status.terminal]
+        older_than = core.clock.wall_ms() - int(retain_s * 1000)
+        with core.txn():
+            gone = core.journal.prune_records(terminal, older_than)
+            if gone:
+                core.event("records_forgotten", None, count=len(gone))
+        for task_id in gone:
+            core.replica.forget(task_id)
+
+
+def status_of(outcome: Outcome) -> tuple[AttemptStatus, str | None]:
+    """Map a watchdog outcome onto the attempt lattice and a reason string."""
+    if outcome.succeeded:
+        return AttemptStatus.SUCCEEDED, None
+    if outcome.reason == "cancelled":
+        return AttemptStatus.CANCELLED, "cancelled"
+    if outcome.reason == "exited":
+        return AttemptStatus.FAILED, f"exit_code {outcome.exit_code}"
+    if outcome.reason == "fenced":
+        return AttemptStatus.FAILED, "lease_expired"
+    if outcome.reason == "spawn_failed":
+        return AttemptStatus.FAILED, ("spawn_failed: " + outcome.stderr_tail)[:1000]
+    return AttemptStatus.FAILED, outcome.reason

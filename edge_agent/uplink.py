@@ -1,0 +1,217 @@
+"""The uplink's I/O: carries out what the pure session (``shared.protocol.UplinkSession``)
+decides: announce, outbox batches, digests, heartbeats, telemetry, and the recovery of a
+silent session (resubscribe, reconnect). Everything published goes through
+:meth:`Uplink.publish`, stamped on the node's HLC.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from typing import Any
+
+from edge_agent import __version__
+from edge_agent.core import Core
+from edge_agent.telemetry import Sampler, capacity
+from edge_agent.transport import Transport
+from shared.crdt import TaskRecord
+from shared.errors import LocalProtocolError
+from shared.protocol import (
+    PROTOCOL_VERSION,
+    Ack,
+    Capacity,
+    Deltas,
+    Envelope,
+    Heartbeat,
+    Hello,
+    Presence,
+    Telemetry,
+    UplinkCommand,
+    UplinkSession,
+    digest_parts,
+    encode,
+    topic,
+)
+
+__all__ = ["Uplink"]
+
+log = logging.getLogger("edge_agent")
+
+#: Bytes of deltas in one ``up`` batch (tests/test_protocol.py checks it fits a message).
+_UP_BATCH_BYTES = 200_000
+
+
+class Uplink:
+    def __init__(self, core: Core, session: UplinkSession) -> None:
+        self.core = core
+        self.session = session
+        self.transport: Transport | None = None
+        self.sampler: Sampler | None = None
+        self.api_port: int | None = None
+        self.last_sync_ms: int | None = None  # wall clock of the last ack, for status
+
+    @property
+    def link_up(self) -> bool:
+        return self.session.link_up
+
+    # -- envelopes -----------------------------------------------------------------
+    def new_envelope(self, type_: str, body: Any, *, seq: int | None = None) -> Envelope:
+        """A fresh envelope from this node, stamped now on the HLC."""
+        return Envelope(
+            type=type_,
+            id=uuid.uuid4().hex,
+            sender=self.core.node,
+            hlc=self.core.stamp().encode(),
+            body=body,
+            seq=seq,
+        )
+
+    def offline_presence(self) -> tuple[str, bytes]:
+        """The retained ``offline`` presence: the last will, and the last word on shutdown."""
+        env = self.new_envelope("presence", Presence(status="offline"))
+        return topic(self.core.node, "presence"), encode(env)
+
+    def publish(
+        self,
+        kind: str,
+        type_: str,
+        body: Any,
+        *,
+        seq: int | None = None,
+        qos: int = 1,
+        retain: bool = False,
+    ) -> str | None:
+        """Publish now if connected; returns the envelope id (``None`` if not sent)."""
+        if self.transport is None or not self.transport.connected:
+            return None
+        env = self.new_envelope(type_, body, seq=seq)
+        try:
+            payload = encode(env)
+        except LocalProtocolError as exc:
+            log.error("cannot encode %s", type_, extra={"fields": {"error": str(exc)}})
+            self.core.counters["encode_errors"] += 1
+            return None
+        ok = self.transport.publish(topic(self.core.node, kind), payload, qos=qos, retain=retain)
+        return env.id if ok else None
+
+    # -- inputs --------------------------------------------------------------------
+    def link_changed(self, up: bool) -> None:
+        self.core.persist_event("link", None, up=up)
+        self.run(self.session.link_changed(up, self.core.clock.mono()))
+
+    def on_ack(self, body: Ack) -> None:
+        self.last_sync_ms = self.core.clock.wall_ms()
+        up_to = self.session.ack(body, self.core.clock.mono())
+        if up_to is not None:
+            with self.core.txn():
+                self.core.journal.ack(up_to)
+
+    def tick(self) -> None:
+        now = self.core.clock.mono()
+        self.run(self.session.tick(now, self.core.journal.outbox_last_seq()))
+
+    def run(self, commands: list[UplinkCommand]) -> None:
+        for command in commands:
+            self.core.safely(self._do, command)
+
+    def _do(self, command: UplinkCommand) -> None:
+        if command == UplinkCommand.ANNOUNCE:
+            self.publish("presence", "presence", Presence(status="online"), retain=True)
+            self.send_hello()
+        elif command == UplinkCommand.FLUSH:
+            self.flush()
+        elif command == UplinkCommand.DIGEST:
+            self.send_digest()
+        elif command == UplinkCommand.HEARTBEAT:
+            self.heartbeat()
+        elif command == UplinkCommand.TELEMETRY:
+            self.send_telemetry()
+        else:
+            self._recover(command)
+
+    def _recover(self, command: UplinkCommand) -> None:
+        """A silent session (connected, no ack for a period): resubscribe first, then
+        reconnect (the session decides which, and when)."""
+        self.core.counters[f"silent_{command}"] += 1
+        self.core.persist_event("silent_session", None, action=str(command))
+        log.warning("uplink silent", extra={"fields": {"action": str(command)}})
+        if self.transport is None:
+            return
+        if command == UplinkCommand.RESUBSCRIBE:
+            self.transport.resubscribe()
+        else:
+            self.transport.reconnect()
+
+    # -- what goes up --------------------------------------------------------------
+    def send_hello(self) -> None:
+        cfg = self.core.cfg
+        cap = capacity(self.core.state_dir)
+        self.publish(
+            "hello",
+            "hello",
+            Hello(
+                tier=cfg.node.tier,
+                labels=dict(cfg.node.labels),
+                agent_version=__version__,
+                protocol_version=PROTOCOL_VERSION,
+                capacity=Capacity(
+                    cpus=cap["cpus"],
+                    memory_mb=cap["memory_mb"],
+                    disk_mb=cap["disk_mb"],
+                    battery_pct=cap["battery_pct"],
+                ),
+                api_port=self.api_port,
+            ),
+        )
+
+    def flush(self) -> None:
+        """Publish unsent outbox rows in batches (rows stay until acknowledged)."""
+        batch_max = self.core.cfg.autonomy.batch_max
+        while self.link_up:
+            rows = self.core.journal.outbox_batch(self.session.sent_seq, batch_max)
+            if not rows:
+                return
+            batch: list[TaskRecord] = []
+            size = 0
+            last = self.session.sent_seq
+            for seq, delta in rows:
+                raw = len(json.dumps(delta))
+                if batch and size + raw > _UP_BATCH_BYTES:
+                    break
+                batch.append(TaskRecord.from_dict(delta))
+                size += raw
+                last = seq
+            if self.publish("up", "deltas", Deltas(records=tuple(batch)), seq=last) is None:
+                return
+            self.session.flushed(last)
+
+    def send_digest(self) -> None:
+        """Anti-entropy: the digest of every record, in parts under the message size bound
+        (each covers a range of ids: the controller answers each with what we lack there)."""
+        for part in digest_parts(self.core.replica.digest()):
+            self.publish("up", "digest", part)
+
+    def heartbeat(self) -> None:
+        env_id = self.publish("up", "heartbeat", Heartbeat())
+        if env_id is not None:
+            self.session.heartbeat_sent(env_id, self.core.clock.mono())
+
+    def send_telemetry(self) -> None:
+        if self.sampler is None:
+            return
+        sample = self.sampler.sample(self.core.clock.mono())
+        body = Telemetry(
+            cpu_pct=sample["cpu_pct"],
+            memory_pct=sample["memory_pct"],
+            memory_free_mb=sample["memory_free_mb"],
+            disk_free_mb=sample["disk_free_mb"],
+            load=(sample["load1"], sample["load5"], sample["load15"]),
+            battery_pct=sample["battery_pct"],
+            queue_len=len(self.core.journal.queued()),
+            running=len(self.core.running),
+            rtt_ms_p50=self.session.rtt_p50(),
+            reconnects=self.transport.reconnects if self.transport else 0,
+            averages=sample["averages"],
+        )
+        self.publish("telemetry", "telemetry", body, qos=0)

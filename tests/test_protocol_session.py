@@ -1,0 +1,125 @@
+"""The agent's uplink session (``shared.protocol.UplinkSession``), driven without I/O: what
+it asks the shell to do on a (re)connect, on acks, as time passes, and when the session goes
+silent while connected."""
+
+from __future__ import annotations
+
+import itertools
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shared.protocol import Ack, SessionTiming, UplinkCommand, UplinkSession
+
+C = UplinkCommand
+T = 3.0
+TIMING = SessionTiming(period_s=T, heartbeat_s=T / 6, telemetry_s=1.0, antientropy_s=2 * T)
+
+
+def _session(acked_seq: int = 0) -> UplinkSession:
+    return UplinkSession(TIMING, acked_seq=acked_seq)
+
+
+def test_every_connect_announces_and_resends_everything_from_the_last_ack() -> None:
+    session = _session(acked_seq=7)
+    assert session.tick(0.0, 10) == []  # nothing while the link is down
+    assert session.link_changed(True, 1.0) == [C.ANNOUNCE, C.FLUSH, C.DIGEST, C.HEARTBEAT]
+    assert session.sent_seq == 7
+    session.flushed(10)
+    assert session.link_changed(False, 2.0) == []
+    assert session.link_changed(True, 3.0)[:2] == [C.ANNOUNCE, C.FLUSH]
+    assert session.sent_seq == 7  # rows not acknowledged go again on the new connection
+
+
+def test_acks_are_cumulative_and_measure_round_trips() -> None:
+    session = _session()
+    session.link_changed(True, 0.0)
+    session.heartbeat_sent("hb-1", 0.5)
+    session.flushed(5)
+    assert session.ack(Ack(up_to_seq=3, heartbeat_id="hb-1"), 0.75) == 3
+    assert session.ack(Ack(up_to_seq=2), 0.8) is None  # an old ack, redelivered
+    assert session.ack(Ack(up_to_seq=5), 0.9) == 5
+    assert session.rtt_p50() == 250.0
+    assert session.ack_age(2.9) == 2.0
+
+
+def test_unacknowledged_rows_are_resent_after_a_period_without_progress() -> None:
+    session = _session()
+    session.link_changed(True, 0.0)
+    session.flushed(4)
+    session.ack(Ack(up_to_seq=1), 0.5)
+    session.tick(0.6, 4)
+    assert session.sent_seq == 4
+    session.ack(Ack(heartbeat_id=None), T)  # heartbeats acked; the rows are not
+    session.tick(T + 0.6, 4)
+    assert session.sent_seq == 1  # sent again from the last ack
+    assert C.FLUSH in session.tick(T + 0.7, 4)
+
+
+def test_the_digest_repeats_only_once_the_outbox_is_acknowledged() -> None:
+    session = _session()
+    session.link_changed(True, 0.0)
+    session.flushed(2)
+    session.ack(Ack(heartbeat_id=None), 2 * T)
+    assert C.DIGEST not in session.tick(2 * T + 0.1, 2)  # rows out, not yet acked
+    session.ack(Ack(up_to_seq=2), 2 * T + 0.2)
+    assert C.DIGEST in session.tick(2 * T + 0.3, 2)
+    assert C.DIGEST not in session.tick(2 * T + 0.4, 2)
+
+
+def test_a_silent_session_resubscribes_then_reconnects_with_a_doubling_wait() -> None:
+    session = _session()
+    session.link_changed(True, 0.0)
+    assert not any(c in (C.RESUBSCRIBE, C.RECONNECT) for c in session.tick(T - 0.01, 0))
+    assert session.tick(T, 0)[-4:] == [C.RESUBSCRIBE, C.FLUSH, C.DIGEST, C.HEARTBEAT]
+    assert C.RECONNECT not in session.tick(2 * T - 0.01, 0)
+    assert C.RECONNECT in session.tick(2 * T, 0)
+    # Reconnected (the link went down and up): still silent, so again after 2 T, 4 T, ...
+    session.link_changed(False, 2 * T + 0.1)
+    session.link_changed(True, 2 * T + 0.2)
+    reconnects = [
+        t for t in (2 * T + 0.2 + i * 0.25 for i in range(400)) if C.RECONNECT in session.tick(t, 0)
+    ]
+    gaps = [round(b - a, 2) for a, b in itertools.pairwise(reconnects)]
+    assert reconnects[0] - (2 * T + 0.2) >= 2 * T - 1e-9
+    assert gaps == sorted(gaps) and max(gaps) <= 8 * T + 0.25
+
+
+def test_any_ack_ends_the_silence() -> None:
+    session = _session()
+    session.link_changed(True, 0.0)
+    session.tick(T, 0)  # resubscribed
+    session.ack(Ack(heartbeat_id=None), T + 0.5)
+    assert session.recoveries == 0
+    commands = [c for t in (T + 1.0, 2 * T, 2 * T + 0.4) for c in session.tick(t, 0)]
+    assert C.RECONNECT not in commands and C.RESUBSCRIBE not in commands
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.floats(0.01, 2 * T), st.sampled_from(["ack", "tick", "down", "up"])),
+        max_size=80,
+    )
+)
+def test_a_connected_session_is_never_silent_for_long_without_acting(
+    steps: list[tuple[float, str]],
+) -> None:
+    """Law: while connected, the time since the last ack or recovery action never exceeds
+    the current silence bound (at most 8 T) plus one tick."""
+    session = _session()
+    now, last_action = 0.0, 0.0
+    session.link_changed(True, now)
+    for dt, what in steps:
+        for t in (now + dt * i / 4 for i in range(1, 5)):  # ticks between inputs
+            if any(c in (C.RESUBSCRIBE, C.RECONNECT) for c in session.tick(t, 0)):
+                last_action = t
+            if session.link_up:
+                assert t - last_action <= 8 * T + dt / 4 + 1e-9
+        now += dt
+        if what == "ack" and session.link_up:
+            session.ack(Ack(heartbeat_id=None), now)
+            last_action = now
+        elif what in ("down", "up"):
+            session.link_changed(what == "up", now)
+            last_action = now

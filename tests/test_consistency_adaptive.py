@@ -239,3 +239,12 @@ def test_a_node_without_a_round_trip_sample_starts_from_the_prior_not_emergency(
     cautious = AdaptationPolicy(prior_link=LinkState.CRITICAL)
     target = cost_target(E, S, link=None, idempotent=True, run_s=60.0, policy=cautious)
     assert target.level is E
+
+
+def test_long_outages_make_causal_risky_for_non_idempotent_work() -> None:
+    kw = {"link": LinkState.DEGRADED, "run_s": 600.0, "partition_rate_per_h": 2.0}
+    short = cost_target(E, S, idempotent=False, outage_s=10.0, **kw)  # type: ignore[arg-type]
+    assert short.level is C
+    # outages that usually outlast max_disconnect_s: causal would re-run it; strong never does
+    long = cost_target(E, S, idempotent=False, outage_s=3000.0, max_disconnect_s=60.0, **kw)  # type: ignore[arg-type]
+    assert long.level is S

@@ -25,9 +25,11 @@ rate over the run and the risk of its current grade):
 - ``causal`` keeps running and only its result waits: half of that, ``p / 2``;
 - ``eventual`` is re-placed at once (hedging): no waiting, but a duplicate run
   with probability ``p``, which costs nothing for an ``idempotent`` task and
-  ``DUPLICATE_HARM`` misses for any other. ``causal`` duplicates only after a
-  confirmed loss (the first attempt most likely did not finish) and ``strong``
-  never, so they carry no duplicate harm.
+  ``DUPLICATE_HARM`` misses for any other. ``causal`` is re-placed only once the
+  node has been out of contact for ``max_disconnect_s``: a duplicate with
+  probability ``p * exp(-max_disconnect_s / outage_s)`` (outages of mean length
+  ``outage_s``, exponentially distributed; 0 when unknown), priced the same way;
+  ``strong`` never runs twice.
 
 The cheapest level within the bounds wins; ties go to the stronger level (a
 healthy, steady link keeps the task at its ``max``). A node with no round-trip
@@ -128,17 +130,22 @@ def level_costs(
     partition_rate_per_h: float = 0.0,
     slack_s: float | None = None,
     rtt_ms: float = 0.0,
+    max_disconnect_s: float = 300.0,
+    outage_s: float = 0.0,
 ) -> dict[Level, float]:
     """Expected cost of running at each level on a node now, in deadline misses
     (see the module doc). ``run_s``: how long the attempt is exposed (its predicted
-    run); ``slack_s``: time to spare before its deadline (``None``: no deadline)."""
+    run); ``slack_s``: time to spare before its deadline (``None``: no deadline);
+    ``outage_s``: the node's mean outage length (0: unknown)."""
     survive = math.exp(-max(partition_rate_per_h, 0.0) * max(run_s, 0.0) / 3600.0)
     p_out = 1.0 - survive * (1.0 - LINK_STATE_RISK[LinkState(link)])
     late = slack_s is not None and STRONG_ROUND_TRIPS * rtt_ms / 1000.0 > slack_s
+    harm = 0.0 if idempotent else DUPLICATE_HARM
+    outlasts = math.exp(-max_disconnect_s / outage_s) if outage_s > 0 else 0.0
     return {
         Level.STRONG: 1.0 if late else p_out,
-        Level.CAUSAL: p_out / 2.0,
-        Level.EVENTUAL: p_out * (0.0 if idempotent else DUPLICATE_HARM),
+        Level.CAUSAL: p_out / 2.0 + p_out * outlasts * harm,
+        Level.EVENTUAL: p_out * harm,
     }
 
 
@@ -152,6 +159,8 @@ def cost_target(
     partition_rate_per_h: float = 0.0,
     slack_s: float | None = None,
     rtt_ms: float = 0.0,
+    max_disconnect_s: float = 300.0,
+    outage_s: float = 0.0,
     policy: AdaptationPolicy | None = None,
 ) -> LevelTarget:
     """The cheapest level within ``[lo, hi]`` by ``level_costs`` (ties: the stronger).
@@ -164,6 +173,8 @@ def cost_target(
         partition_rate_per_h=partition_rate_per_h,
         slack_s=slack_s,
         rtt_ms=rtt_ms,
+        max_disconnect_s=max_disconnect_s,
+        outage_s=outage_s,
     )
     allowed = [lv for lv in costs if lo.strength <= lv.strength <= hi.strength]
     level = min(allowed, key=lambda lv: (costs[lv], -lv.strength))

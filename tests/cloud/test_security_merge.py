@@ -14,14 +14,13 @@ one would have too.
 from __future__ import annotations
 
 import queue
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from cloud_harness import WAIT_S, Bus, Harness, NodeScript, ScriptedNode
+from cloud_harness import WAIT_S, Harness, ScriptedNode
 
 from shared.authz import local_task_id
 from shared.clocks import Timestamp
@@ -36,7 +35,7 @@ from shared.crdt import (
     start_attempt,
 )
 from shared.decisions import DOWN
-from shared.protocol import Deltas, Digest, Presence, subscription, topic
+from shared.protocol import Deltas, Digest, Presence, topic
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto"
 USERS = {"controller": "ctl-pw", "edge-1": "e1-pw", "edge-2": "e2-pw"}
@@ -56,74 +55,51 @@ def _binding() -> list[str]:
     return lines
 
 
-def _client(port: int, user: str, client_id: str) -> mqtt.Client:
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+_Paho = mqtt.Client
+
+
+class _Logins:
+    """Stands in for ``paho.mqtt.client.Client`` while the harness builds its clients:
+    each logs in as the broker user its client id names (``ctl-*``: the controller,
+    ``<node>-*``: that node), and its disconnections are recorded per user."""
+
+    def __init__(self) -> None:
+        self.dropped: dict[str, queue.Queue[object]] = {user: queue.Queue() for user in USERS}
+        self.ids: dict[str, str] = {}  # user -> the client id its client asked for
+
+    def __call__(self, *args: Any, client_id: str = "", **kwargs: Any) -> mqtt.Client:
+        user = "controller" if client_id.startswith("ctl-") else client_id.rsplit("-", 1)[0]
+        self.ids[user] = client_id
+        return _login(user, client_id, self.dropped[user], *args, **kwargs)
+
+
+def _login(user: str, client_id: str, dropped: queue.Queue[object], *args: Any, **kw: Any) -> Any:
+    if not args:
+        args = (mqtt.CallbackAPIVersion.VERSION2,)
+    c = _Paho(*args, client_id=client_id, **{"protocol": mqtt.MQTTv5, **kw})
     c.username_pw_set(user, USERS[user])
+    c.on_disconnect = lambda _c, _u, _f, rc, _p: dropped.put(rc)
     return c
 
 
-class _AuthBus(Bus):
-    """The harness's controller side, as the broker user ``controller``."""
-
-    def __init__(self, port: int) -> None:
-        self.inbox: queue.Queue[tuple[str, bytes]] = queue.Queue()
-        self.sent: list[tuple[str, bytes]] = []
-        self.dropped: queue.Queue[object] = queue.Queue()
-        subscribed: queue.Queue[object] = queue.Queue()
-        c = _client(port, "controller", "continuum-controller-controller")
-        c.on_message = lambda _c, _u, m: self.inbox.put((m.topic, m.payload))
-        c.on_subscribe = lambda *_a: subscribed.put(True)
-        c.on_disconnect = lambda _c, _u, _f, rc, _p: self.dropped.put(rc)
-        c.connect("127.0.0.1", port)
-        c.loop_start()
-        c.subscribe([(subscription(k), 1) for k in ("hello", "presence", "telemetry", "up")])
-        subscribed.get(timeout=WAIT_S)
-        self.client = c
-
-
-class _AuthNode(ScriptedNode):
-    """A scripted node logged in with its own broker credentials."""
-
-    def __init__(self, port: int, node_id: str) -> None:
-        NodeScript.__init__(self, node_id)
-        self.dropped: queue.Queue[object] = queue.Queue()
-        self.raw: list[bytes] = []
-        subscribed: queue.Queue[object] = queue.Queue()
-        c = _client(port, node_id, f"continuum-agent-{node_id}")
-        c.on_message = lambda _c, _u, msg: self._got(msg.topic, msg.payload)
-        c.on_subscribe = lambda *_a: subscribed.put(True)
-        c.on_disconnect = lambda _c, _u, _f, rc, _p: self.dropped.put(rc)
-        c.will_set(topic(node_id, "presence"), b"offline", qos=1)
-        c.connect("127.0.0.1", port)
-        c.loop_start()
-        c.subscribe(topic(node_id, "down"), qos=1)
-        subscribed.get(timeout=WAIT_S)
-        self.client = c
-
-    def _got(self, topic_: str, payload: bytes) -> None:
-        self.raw.append(payload)
-        self.deliver(topic_, payload)
-
-
-class SecureHarness(Harness):
-    def _bus(self) -> _AuthBus:
-        return _AuthBus(self.port)
-
-    def _new_node(self, node_id: str) -> NodeScript:
-        return _AuthNode(self.port, node_id)
+@pytest.fixture
+def logins(monkeypatch: pytest.MonkeyPatch) -> _Logins:
+    made = _Logins()
+    monkeypatch.setattr(mqtt, "Client", made)
+    return made
 
 
 @pytest.fixture
-def h(tmp_path: Path, mosquitto_factory: Any) -> Iterator[SecureHarness]:
+def h(tmp_path: Path, mosquitto_factory: Any, logins: _Logins) -> Iterator[Harness]:
     broker = mosquitto_factory(users=USERS, acl_file=DEPLOY / "acl", extra_config=_binding())
-    harness = SecureHarness(tmp_path, broker.port)
+    harness = Harness(tmp_path, broker.port)
     try:
         yield harness
     finally:
         harness.close()
 
 
-def _victim_task(h: SecureHarness, edge2: NodeScript) -> tuple[str, tuple[str, int]]:
+def _victim_task(h: Harness, edge2: ScriptedNode) -> tuple[str, tuple[str, int]]:
     """A task placed on edge-2 (only it has the label), started there, with a secret."""
     h.controller.submit_task(
         {
@@ -160,7 +136,7 @@ def _place(
     return place(rec, epoch=epoch, node=node, level=level, lease_s=None, writer="edge-1", hlc=stamp)
 
 
-def _sent(h: SecureHarness, edge1: NodeScript, deltas: list[TaskRecord], **kw: Any) -> None:
+def _sent(h: Harness, edge1: ScriptedNode, deltas: list[TaskRecord], **kw: Any) -> None:
     """edge-1 sends ``deltas`` on its own ``up`` topic; wait for the controller's ack."""
     seq = kw.pop("seq", None)
     if seq is None:
@@ -170,26 +146,26 @@ def _sent(h: SecureHarness, edge1: NodeScript, deltas: list[TaskRecord], **kw: A
     h.await_msg(edge1, "ack")
 
 
-def _settled(h: SecureHarness, *nodes: NodeScript) -> None:
+def _settled(h: Harness, *nodes: ScriptedNode) -> None:
     """Everything the controller queued so far has reached ``nodes`` (order argument)."""
     h.keep_alive(*(n.node_id for n in nodes))
 
 
-def _refused(h: SecureHarness, reason: str) -> list[dict[str, Any]]:
+def _refused(h: Harness, reason: str) -> list[dict[str, Any]]:
     events = [e for e in h.events(kind="delta_refused") if e["reason"] == reason]
     assert events and all(e["node_id"] == "edge-1" for e in events), h.events(kind="delta_refused")
     assert all(e["data"]["actor"] == "edge-1" for e in events)
     return events
 
 
-def _refused_count(h: SecureHarness, reason: str) -> float:
+def _refused_count(h: Harness, reason: str) -> float:
     value = h.controller.metrics.registry.get_sample_value(
         "continuum_refused_writes_total", {"reason": reason}
     )
     return value or 0.0
 
 
-def test_seven_merge_attacks_from_a_stolen_device_have_no_effect(h: SecureHarness) -> None:
+def test_seven_merge_attacks_from_a_stolen_device_have_no_effect(h: Harness) -> None:
     edge1 = h.node("edge-1")
     edge2 = h.node("edge-2", labels={"only": "edge-2"})
     victim, victim_dot = _victim_task(h, edge2)
@@ -245,7 +221,8 @@ def test_seven_merge_attacks_from_a_stolen_device_have_no_effect(h: SecureHarnes
     assert not edge2.received("place") and not edge2.received("cancel")
     assert not edge2.received("deltas")
     # edge-1 never saw the victim's spec (its env secret) in any message.
-    assert not any(SECRET.encode() in raw for raw in edge1.raw)  # type: ignore[attr-defined]
+    assert not edge1.received("place", lambda e: e.body.task_id == victim)
+    assert not edge1.received("deltas", lambda e: any(r.spec for r in e.body.records))
     for reason in ("namespace", "placement", "cancel", "not_placed", "unknown_task", "seq_jump"):
         assert _refused_count(h, reason) >= 1, reason
     assert _refused_count(h, "unreadable") >= 1
@@ -255,7 +232,7 @@ def test_seven_merge_attacks_from_a_stolen_device_have_no_effect(h: SecureHarnes
     assert h.controller.get_task(victim)["status"] == "succeeded"
 
 
-def test_a_local_submission_is_adopted_and_stays_on_its_node(h: SecureHarness) -> None:
+def test_a_local_submission_is_adopted_and_stays_on_its_node(h: Harness) -> None:
     edge1 = h.node("edge-1")
     h.node("edge-2")
     task_id = local_task_id("edge-1", "00000000abcd")
@@ -295,7 +272,7 @@ def test_a_local_submission_is_adopted_and_stays_on_its_node(h: SecureHarness) -
 
 def _connect(port: int, user: str, client_id: str) -> tuple[mqtt.Client, queue.Queue[object]]:
     connected: queue.Queue[object] = queue.Queue()
-    c = _client(port, user, client_id)
+    c = _login(user, client_id, queue.Queue())
     c.on_connect = lambda _c, _u, _f, rc, _p: connected.put(rc)
     c.connect("127.0.0.1", port)
     c.loop_start()
@@ -304,32 +281,45 @@ def _connect(port: int, user: str, client_id: str) -> tuple[mqtt.Client, queue.Q
     return c, connected
 
 
-@pytest.mark.parametrize("stolen_id", ["continuum-controller-controller", "continuum-agent-edge-2"])
+@pytest.mark.parametrize("victim", ["controller", "edge-2"])
 def test_a_devices_credentials_cannot_displace_the_controller_or_another_node(
-    h: SecureHarness, stolen_id: str
+    h: Harness, logins: _Logins, victim: str
 ) -> None:
+    """edge-1's credentials with the victim's client id: the one its client asked for,
+    the product's (``continuum-controller-<id>``, ``continuum-agent-<node>``) and the bare
+    username. The binding makes each of them edge-1's own id."""
     h.node("edge-1")
-    edge2 = h.node("edge-2")
-    intruder, _ = _connect(h.port, "edge-1", stolen_id)
-    try:
-        # The controller and edge-2 still talk, in both directions, after the intrusion.
-        h.keep_alive("edge-2")
-        assert h.bus.dropped.empty()  # type: ignore[attr-defined]
-        assert edge2.dropped.empty()  # type: ignore[attr-defined]
-        assert h.controller.registry.get("edge-2").presence == "online"  # type: ignore[union-attr]
-        # The intruder is edge-1 as far as the broker is concerned: edge-1's topics only.
-        probe = uuid.uuid4().hex.encode()
-        intruder.publish(topic("edge-2", "presence"), b"offline", qos=1).wait_for_publish(WAIT_S)
-        intruder.publish(topic("edge-1", "telemetry"), probe, qos=1).wait_for_publish(WAIT_S)
-        h.pump_until(
-            lambda: (
-                h.controller.metrics.registry.get_sample_value(
-                    "continuum_rejected_messages_total", {"reason": "not_json"}
-                )
-                == 1.0
-            )
-        )
-        assert h.controller.registry.get("edge-2").presence == "online"  # type: ignore[union-attr]
-    finally:
-        intruder.disconnect()
-        intruder.loop_stop()
+    h.node("edge-2")
+    product = (
+        "continuum-controller-controller" if victim == "controller" else "continuum-agent-edge-2"
+    )
+    for stolen_id in (logins.ids[victim], product, victim):
+        intruder, _ = _connect(h.port, "edge-1", stolen_id)
+        try:
+            # The controller and edge-2 still talk, both ways, after the intrusion.
+            h.keep_alive("edge-2")
+            assert logins.dropped["controller"].empty() and logins.dropped["edge-2"].empty()
+            entry = h.controller.registry.get("edge-2")
+            assert entry is not None and entry.presence == "online"
+            # The intruder is edge-1 to the broker: edge-1's topics only. Junk on edge-2's
+            # presence first, then on edge-1's telemetry: once the second is refused by
+            # the controller, the first would have been too, had the broker passed it.
+            before = _rejected(h)
+            intruder.publish(topic("edge-2", "presence"), b"junk", qos=1).wait_for_publish(WAIT_S)
+            intruder.publish(topic("edge-1", "telemetry"), b"junk", qos=1).wait_for_publish(WAIT_S)
+            h.pump_until(lambda b=before: _rejected(h) > b)
+            h.keep_alive("edge-2")
+            assert _rejected(h) == before + 1
+        finally:
+            intruder.disconnect()
+            intruder.loop_stop()
+
+
+def _rejected(h: Harness) -> float:
+    """Messages the controller rejected so far, every reason together."""
+    return sum(
+        sample.value
+        for metric in h.controller.metrics.registry.collect()
+        for sample in metric.samples
+        if sample.name == "continuum_rejected_messages_total"
+    )

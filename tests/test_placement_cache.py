@@ -38,3 +38,18 @@ def test_a_tiny_cache_gives_the_same_decisions_as_a_roomy_one() -> None:
         got = place_batch(NodeTable(views), work, mode=mode, cache=tiny)  # type: ignore[arg-type]
         assert got == place_batch(NodeTable(views), work, mode=mode)
         assert tiny.bytes <= 2_000 and tiny.misses > 40
+
+
+def test_without_explanations_the_same_nodes_are_chosen() -> None:
+    rng = random.Random(3)
+    views = [
+        NodeView(node_id=f"n{i}", tier=rng.choice(list(Tier)), cpus=rng.choice([1, 2]))
+        for i in range(30)
+    ]
+    work = [TaskDemand(task_id=f"t{i}", cpu=0.5, work_s=0.2, deadline_s=1.0) for i in range(90)]
+    for mode in (PlacementMode.ADAPTIVE, PlacementMode.HYBRID_DYNAMIC):
+        full = place_batch(NodeTable(views), work, mode=mode)
+        bare = place_batch(NodeTable(views), work, mode=mode, explain=False)
+        assert [d.node_id for d in bare] == [d.node_id for d in full]
+        assert all(d.explanation.candidates == () for d in bare)
+        assert [d.explanation.exhausted for d in bare] == [d.explanation.exhausted for d in full]

@@ -137,9 +137,10 @@ def prepare(
     return Shape(effective, mode, mask, rows, filtered, static, None, need, count, w["fit"])
 
 
-def _decide(table: NodeTable, shape: Shape, tie: int) -> Decision:
+def _decide(table: NodeTable, shape: Shape, tie: int, explain: bool) -> Decision:
     """The dynamic half: exhaustion, the rank of every remaining candidate, the
-    explanation of the best ``TOP_CANDIDATES``."""
+    explanation of the best ``TOP_CANDIDATES`` (only the chosen node's id when not
+    ``explain``)."""
     rows = shape.rows
     f0, f1, f2 = table.cpu_free[rows], table.memory_free[rows], table.disk_free[rows]
     n0, n1, n2 = shape.need
@@ -160,6 +161,17 @@ def _decide(table: NodeTable, shape: Shape, tie: int) -> Decision:
         fit = fit_term(shape.need, shape.count, (f0[pos], f1[pos], f2[pos]))
         total = shape.static[cand] + shape.wfit * fit
     rank = ranks(quantise(total), table.hash[cand], tie)
+    if not explain:
+        # candidates are in row order, so the first of equal ranks is the lowest row
+        chosen = table.ids[int(cand[int(np.argmax(rank))])] if len(rank) else None
+        counts = Explanation(
+            mode=shape.mode,
+            evaluated=len(table),
+            filtered=shape.filtered,
+            exhausted=exhausted,
+            chosen=chosen,
+        )
+        return Decision(chosen, counts)
     top = order_by_rank(cand, rank, TOP_CANDIDATES)
     best = cand[top]
     if shape.timing is not None and facts is not None:
@@ -219,12 +231,15 @@ def place(
     seed: int = 0,
     epoch: int = 0,
     cache: ShapeCache[Shape | NodeFacts] | None = None,
+    explain: bool = True,
 ) -> Decision:
     """Place one task. ``mode`` is the controller's default; the task's own
     ``placement.mode`` wins. Ties are broken by ``tie_seed(task_id, epoch, seed)``.
-    Does not touch the table: the caller ``allocate`` s on the chosen node."""
+    Does not touch the table: the caller ``allocate`` s on the chosen node.
+    ``explain=False`` leaves the explanation's candidates out (its counts and the
+    chosen node stay): for callers that never read them, such as the simulator."""
     shape = _shape(table, demand, mode, weights, cache)
-    return _decide(table, shape, tie_seed(demand.task_id, epoch, seed))
+    return _decide(table, shape, tie_seed(demand.task_id, epoch, seed), explain)
 
 
 def place_batch(
@@ -236,6 +251,7 @@ def place_batch(
     seed: int = 0,
     epochs: Sequence[int] | None = None,
     cache: ShapeCache[Shape | NodeFacts] | None = None,
+    explain: bool = True,
 ) -> list[Decision]:
     """Place ``demands`` in order, allocating each chosen node in ``table`` (its
     resources, and its work on the backlog): each decision sees the ones before.
@@ -243,6 +259,7 @@ def place_batch(
     ``epochs`` (default all 0) feeds each task's tie seed. ``cache`` keeps static
     halves across calls; it is only valid while the table's telemetry columns
     stand (``clear()`` it after ``update``); by default a fresh one per call.
+    ``explain`` as for ``place``.
     """
     if epochs is not None and len(epochs) != len(demands):
         raise ValueError("epochs must have one entry per demand")
@@ -251,7 +268,14 @@ def place_batch(
     for k, demand in enumerate(demands):
         epoch = 0 if epochs is None else epochs[k]
         decision = place(
-            table, demand, mode=mode, weights=weights, seed=seed, epoch=epoch, cache=shapes
+            table,
+            demand,
+            mode=mode,
+            weights=weights,
+            seed=seed,
+            epoch=epoch,
+            cache=shapes,
+            explain=explain,
         )
         if decision.node_id is not None:
             table.allocate(

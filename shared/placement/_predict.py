@@ -252,4 +252,4 @@ def breakdown(
     else:
         names = tuple(n for n in names if n != "margin_s")
     columns.append(cost)
-    return names, [tuple(v) for v in np.column_stack(columns).astype(float).tolist()]
+    return names, list(zip(*(c.tolist() for c in columns), strict=True))

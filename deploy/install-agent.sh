@@ -13,7 +13,8 @@
 # can be had (nothing is changed when a check fails):
 #   1. creates the system user `edge-agent` (no login, no home);
 #   2. creates /opt/edge-agent/.venv and installs the package with its `agent` extra (default:
-#      the checkout this script is in; --package: a wheel, a checkout or a published name);
+#      the checkout this script is in; --package: a wheel, a checkout or a published name),
+#      and links edge-agent into /usr/local/bin;
 #   3. writes /etc/edge-agent/agent.toml: with --bundle through `edge-agent join` (broker,
 #      TLS, password and certificates from the bundle, secrets 0600), else with
 #      `edge-agent init` from the options;
@@ -83,6 +84,7 @@ say "installing the edge agent under ${ROOT:-/}"
 record_settings NODE_ID BROKER PORT TIER USERNAME TLS CA_FILE CERT_FILE KEY_FILE
 ensure_user
 ensure_venv
+link_tools edge-agent
 BIN="$ROOT$PREFIX/.venv/bin"
 
 # 3. the config

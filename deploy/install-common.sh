@@ -3,7 +3,7 @@
 # The caller sets NAME (log prefix), SERVICE_USER, PREFIX, CONF_DIR, STATE_DIR, UNIT, EXTRA
 # and the option variables below, then calls, in order:
 #   parse_common_option (in its option loop), precheck, record_settings, ensure_user,
-#   ensure_venv, install_unit, start_unit.
+#   ensure_venv, link_tools, install_unit, start_unit.
 # Contract: precheck changes nothing; every later step prints what it does, and under
 # --dry-run only prints it. Under --root DIR every path (also those written into configs and
 # units) is under DIR, no user is created and nothing is chowned: for tests and image builds.
@@ -14,7 +14,7 @@ START=true
 SYSTEMD=true
 PYTHON=python3
 PACKAGE=""
-HERE=$(cd "$(dirname "$0")" && pwd)
+HERE=$(cd "$(dirname "$0")" && pwd -P)
 
 die() { echo "$NAME: $*" >&2; exit 1; }
 say() { echo "$NAME: $*"; }
@@ -133,6 +133,14 @@ ensure_venv() {
     fi
     say "installing $SPEC into $venv"
     run "$venv/bin/pip" install --quiet --upgrade "$SPEC" || die "pip install $SPEC failed"
+}
+
+# link_tools TOOL...: the venv's commands on the administrator's PATH.
+link_tools() {
+    run mkdir -p "$ROOT/usr/local/bin"
+    for tool in "$@"; do
+        run ln -sf "$ROOT$PREFIX/.venv/bin/$tool" "$ROOT/usr/local/bin/$tool"
+    done
 }
 
 # own DIR: the service's group reads DIR; its 0600 files (secrets) belong to the service

@@ -66,10 +66,7 @@ record_settings BROKER_HOST AGENTS_PORT PASSWORD_FILE BROKER_USER
 ensure_user
 ensure_venv
 BIN="$ROOT$PREFIX/.venv/bin"
-run mkdir -p "$ROOT/usr/local/bin"
-for tool in cloud-controller continuum; do
-    run ln -sf "$BIN/$tool" "$ROOT/usr/local/bin/$tool"
-done
+link_tools cloud-controller continuum
 
 # 3. the config
 CONFIG="$ROOT$CONF_DIR/controller.toml"

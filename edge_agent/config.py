@@ -365,7 +365,7 @@ state_dir = "/var/lib/edge-agent" # journal.sqlite, runs/, agent.ready.json
 host = "127.0.0.1"                # empty = find it with zeroconf (_mqtt._tcp.local.)
 port = 1883
 username = ""                     # per-agent credentials: username = node id
-password = ""                     # or set EDGE_AGENT_BROKER_PASSWORD
+password = ""                     # inline: keep this file 0600; or EDGE_AGENT_BROKER_PASSWORD
 password_file = ""                # or read it from this file (0600; `edge-agent join`)
 tls = false
 ca_file = ""                      # CA bundle; with cert_file/key_file: mutual TLS

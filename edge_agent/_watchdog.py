@@ -169,12 +169,17 @@ def _read_output(work_fd: int, uid: int | None, gid: int | None, limit: int) -> 
 
 
 def _limit_reason(code: int, stderr: str, limits: dict[str, list[int]]) -> str | None:
-    """Which rlimit ended the task, when one did (``code`` as ``Popen.returncode``)."""
-    if code == -signal.SIGXCPU or (
-        code == -signal.SIGKILL and "cpu" in limits and _cpu_spent(limits)
+    """Which rlimit ended the task, when one did (``code`` as ``Popen.returncode``; a shell
+    whose child died of a signal exits with 128 + its number)."""
+    if "cpu" in limits and (
+        code in (-signal.SIGXCPU, 128 + signal.SIGXCPU)
+        or (code == -signal.SIGKILL and _cpu_spent(limits))
     ):
         return "cpu_limit"
-    if code == -signal.SIGXFSZ or ("fsize" in limits and code > 0 and _says(stderr, _FSIZE_SIGNS)):
+    if "fsize" in limits and (
+        code in (-signal.SIGXFSZ, 128 + signal.SIGXFSZ)
+        or (code > 0 and _says(stderr, _FSIZE_SIGNS))
+    ):
         return "file_size_limit"
     if "as" in limits and code != 0 and _says(stderr, _MEMORY_SIGNS):
         return "memory_limit"

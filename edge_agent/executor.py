@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import pwd
@@ -43,6 +44,7 @@ __all__ = [
     "task_user",
 ]
 
+log = logging.getLogger("edge_agent.executor")
 _WATCHDOG = str(Path(__file__).with_name("_watchdog.py"))
 _WORK = "work"  # the task's own directory inside the run directory (see _watchdog.py)
 _MAX_RESULT_BYTES = 64 * 1024
@@ -116,6 +118,14 @@ class Executor:
         self.running: dict[str, RunningAttempt] = {}
         self._ids = task_user(cfg.run_as)
         _safefs.private_dir(runs_dir, self._ids[1])
+        if self._ids[0] is None:
+            # Tasks as the agent's own user can do whatever the agent can (docs/agent.md).
+            who = "root" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
+            log.warning(
+                "tasks run as the agent's own user %s: %s",
+                who,
+                "set executor.run_as" if who == "root" else "run the agent as root for run_as",
+            )
 
     def run_dir(self, task_id: str, attempt: str) -> Path:
         return self.runs_dir / f"{task_id}--{attempt.rsplit(':', 1)[-1]}"

@@ -139,8 +139,9 @@ def test_the_same_allocation_fits_a_larger_request(ex: Executor) -> None:
     assert out.succeeded and "allocated" in out.stdout_tail
 
 
-def test_file_size_limit_breach_fails_with_its_reason(ex: Executor) -> None:
-    writer = ["/bin/sh", "-c", "exec head -c 5000000 /dev/zero > big"]
+@pytest.mark.parametrize("shell", ["exec ", ""])  # the writer itself, or a shell's child
+def test_file_size_limit_breach_fails_with_its_reason(ex: Executor, shell: str) -> None:
+    writer = ["/bin/sh", "-c", f"{shell}head -c 5000000 /dev/zero > big"]
     ex.launch(_launch("t-fsize", writer, resources={"disk_mb": 1}))
     out = _wait(ex)
     assert out.reason == "file_size_limit" and not out.succeeded

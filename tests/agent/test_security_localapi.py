@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from agent_harness import AgentProcess, sh, spec, wait_until
 
-from edge_agent.api import MAX_BODY, LocalClient
+from edge_agent.api import HEADER_TIMEOUT_S, MAX_BODY, LocalClient
 
 pytestmark = [pytest.mark.e2e, pytest.mark.broker]
 
@@ -148,6 +148,22 @@ def test_content_length_is_validated_before_any_read(
         assert code == expected and body["error"] and body["message"]
         assert agent.alive and agent.status()["node_id"] == "edge-1"
         assert "Traceback" not in agent.log()
+    finally:
+        agent.cleanup()
+
+
+def test_a_half_open_request_is_dropped(tmp_path: Path, mosquitto: Any) -> None:
+    """Headers that never finish do not hold a server thread: the agent closes the
+    connection (after ``HEADER_TIMEOUT_S``) and keeps serving."""
+    agent = AgentProcess(tmp_path / "edge-1", mosquitto.port)
+    try:
+        agent.start()
+        with socket.socket(socket.AF_UNIX) as conn:
+            conn.settimeout(HEADER_TIMEOUT_S * 6)
+            conn.connect(str(agent.state_dir / "agent.sock"))
+            conn.sendall(b"GET /v1/status HTTP/1.1\r\nHost: x\r\n")  # no blank line
+            assert conn.recv(65536) == b""  # closed by the agent, not by our timeout
+        assert agent.status()["node_id"] == "edge-1"
     finally:
         agent.cleanup()
 

@@ -280,6 +280,9 @@ def test_namespace_is_unambiguous() -> None:
     assert origin_of("edge-1-0123456789ab") == "edge-1"
     assert origin_of("edge-0123456789ab") == "edge"
     assert origin_of("edge-1-job") is None
+    assert origin_of("edge-1:job-7") == "edge-1"
+    assert origin_of("edge:1-job") == "edge"
+    assert origin_of("edge-1:") is None and origin_of("-x:job") is None
     assert origin_of("edge-1-0123456789AB") is None
     assert origin_of("-0123456789ab") is None
     with pytest.raises(ValueError):
@@ -297,7 +300,7 @@ def test_agent_originated_tasks_stay_unless_a_mode_was_chosen() -> None:
 # ------------------------------------------------------------ the law, for arbitrary deltas
 
 WRITERS = (CONTROLLER, N, OTHER)
-TASK_IDS = ("t-1", LOCAL, "edge-2-0123456789ab", "edge-1-job")
+TASK_IDS = ("t-1", LOCAL, "edge-2-0123456789ab", "edge-1-job", "edge-1:job", "edge-2:job")
 HLCS = [_t(i, w).encode() for i in range(3) for w in WRITERS]
 
 _placements = st.builds(

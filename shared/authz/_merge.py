@@ -147,7 +147,8 @@ def _creation_refused(
     owner = origin_of(delta.task_id)
     if owner != node:
         return Refusal(
-            Reason.NAMESPACE, f"a node creates only ids '{node}-<12 hex>', not {delta.task_id!r}"
+            Reason.NAMESPACE,
+            f"a node creates only ids '{node}-<12 hex>' or '{node}:<name>', not {delta.task_id!r}",
         )
     if originated >= policy.max_originated:
         return Refusal(

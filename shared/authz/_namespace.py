@@ -1,9 +1,10 @@
 """Agent-originated task ids: the namespace a node may create tasks in.
 
-A task submitted to an agent's local API gets the id ``<node>-<12 hex digits>``
-(:func:`local_task_id`). The suffix has a fixed form, so the owner is read back
-unambiguously even though node ids may themselves contain ``-``: node ``edge``
-cannot claim ``edge-1-0123456789ab``, whose owner is ``edge-1``.
+A task submitted to an agent's local API without an id gets ``<node>-<12 hex digits>``
+(:func:`local_task_id`); one submitted with an id of its own must spell it
+``<node>:<anything>`` (node ids never contain ``:``). Either way the owner is read back
+unambiguously even though node ids may themselves contain ``-``: node ``edge`` cannot
+claim ``edge-1-0123456789ab`` (owner ``edge-1``) nor ``edge-1:job`` (owner ``edge-1``).
 
 The namespace only decides who may *create* a record the controller has never
 seen. Who may later *read* it is the origin the controller recorded at creation
@@ -37,6 +38,9 @@ def local_task_id(node: str, token: str) -> str:
 
 def origin_of(task_id: str) -> str | None:
     """The node whose namespace ``task_id`` is in, or ``None`` (not agent-originated)."""
+    node, colon, rest = task_id.partition(":")
+    if colon:
+        return node if is_node_id(node) and rest else None
     match = _LOCAL.fullmatch(task_id)
     if match is None or not is_node_id(match.group(1)):
         return None

@@ -209,7 +209,8 @@ def _local_submissions(
         mix = TaskMix(level=gen.level, sleep_ms=gen.sleep_ms)
         for k in range(gen.count):
             for node in targets:
-                body = task_body(f"tbl-{seed}-{g}-{k + 1}-{node}", mix, rng)
+                # In the agent's id namespace (shared.authz): the controller adopts it.
+                body = task_body(f"{node}:tbl-{seed}-{g}-{k + 1}", mix, rng)
                 meta = {**_meta(body), "local": node}
                 out.append(
                     PlannedSubmission(gen.at + k * gen.every_s, 0, "local", body, (meta,), node)

@@ -16,17 +16,13 @@ def wheel_of(wheelhouse: Path) -> Path:
 
 def installer_env(root: Path, wheelhouse: Path, *, systemd: bool) -> dict[str, str]:
     """The environment an installer runs in under ``root``: offline pip, the fake systemctl
-    on PATH, and ``root/run/systemd/system`` present when ``systemd``."""
+    first on PATH, and ``root/run/systemd/system`` (what the installers check) present only
+    when ``systemd``."""
     if systemd:
         (root / "run/systemd/system").mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CONTINUUM_", "EDGE_AGENT_"))}
-    path = (
-        env["PATH"]
-        if systemd
-        else ":".join(p for p in env["PATH"].split(":") if not (Path(p) / "systemctl").exists())
-    )
     env.update(
-        PATH=f"{root}/usr/local/bin:{root}/bin:{path}" if systemd else path,
+        PATH=f"{root}/usr/local/bin:{root}/bin:{env['PATH']}",
         FAKE_SYSTEMD_ROOT=str(root),
         PIP_NO_INDEX="1",
         PIP_FIND_LINKS=str(wheelhouse),

@@ -36,6 +36,18 @@ __all__ = ["ControllerProcess", "run_forever"]
 log = logging.getLogger(__name__)
 
 
+def _private_store(state_dir: Path, db_path: Path) -> None:
+    """The store holds every task's spec, ``env`` secrets included: the state directory
+    is 0700 and the database 0600 before SQLite opens it (its WAL and shared-memory
+    files take the database's mode); files an older version left readable are narrowed."""
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    state_dir.chmod(0o700)
+    os.close(os.open(db_path, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW, 0o600))
+    for path in (db_path, Path(f"{db_path}-wal"), Path(f"{db_path}-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            path.chmod(0o600)
+
+
 def _write_atomic(path: Path, data: dict[str, object]) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data), encoding="utf-8")
@@ -52,7 +64,7 @@ class ControllerProcess:
     async def run(self) -> None:
         cfg = self.cfg
         loop = asyncio.get_running_loop()
-        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        _private_store(cfg.state_dir, cfg.db_path)
         with contextlib.suppress(FileNotFoundError):
             cfg.ready_path.unlink()
         store = Store(cfg.db_path, synchronous=cfg.ingest.synchronous)

@@ -97,6 +97,13 @@ class Agents:
         task.entered = task.t_ctrl = t_c
         self.submit(task, t_c)
 
+    def submit_local(self, item: tuple[Task, int]) -> None:
+        """A task submitted to node ``g``'s own local API: the node runs it itself,
+        at its declared level (an agent accepts causal or eventual work alone)."""
+        task, g = item
+        task.level = task.lo
+        self._run_local(task, g, task.t_arr)
+
     def _admit_local(self, g: int, task: Task) -> bool:
         tt = self.types[task.tt]
         topo = self.topo

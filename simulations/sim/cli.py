@@ -1,15 +1,19 @@
 """``continuum simulate …``: run a scenario, sweep parameters, list scenarios, compare
 with the testbed.
 
-    continuum simulate SCENARIO.toml [--seed S] [--policy NAME …] [--out DIR]
-    continuum simulate sweep SCENARIO.toml --param key=v1,v2,… [--param …] [--jobs K]
+    continuum simulate SCENARIO.toml [--seed S | --seeds 1-5] [--policy NAME …]
+                                     [--trace N] [--out DIR]
+    continuum simulate sweep SCENARIO.toml --param key=v1,v2,… [--param …] [--seeds 1-5]
+                                     [--jobs K]
     continuum simulate list
     continuum simulate realgap TESTBED.toml [--testbed-report report.json] [--out DIR]
 
 A scenario is a path or the name of a shipped one (``pureedgesim-10k``). Policies
 are ``MODE``, ``CONSISTENCY`` or ``MODE/CONSISTENCY`` (``edge_only/strong``);
 without ``--policy`` the scenario's list is run. Output goes to ``--out``
-(default ``runs/sim/<scenario>``): ``results.csv``, ``results.json``, PNG plots.
+(default ``runs/sim/<scenario>``): ``results.csv``, ``results.json``, PNG plots;
+with several seeds ``summary.csv`` (mean and 95 % interval); with ``--trace N``
+``trace.json`` (N sampled placement decisions with their explanation).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from simulations.sim import report
 from simulations.sim.loop import LOOPS
 from simulations.sim.runner import parse_param, run_policies, sweep
 from simulations.sim.scenario import load, parse_policy, read_table, scenario_dir
+from simulations.sim.stats import parse_seeds
 
 __all__ = ["build_parser", "main", "resolve"]
 
@@ -56,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("scenario", help="scenario file or shipped scenario name")
         p.add_argument("--seed", type=int, default=None, help="override the scenario's seed")
         p.add_argument(
+            "--seeds",
+            default=None,
+            metavar="LIST",
+            help="several seeds (1-5, or 1,4,9): mean and 95 %% interval per policy",
+        )
+        p.add_argument(
             "--policy",
             action="append",
             default=None,
@@ -69,6 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a scenario under its policies (the default)")
     common(run)
+    run.add_argument(
+        "--trace",
+        type=int,
+        default=0,
+        metavar="N",
+        help="write about N sampled placement decisions per run, explained, to trace.json",
+    )
     sw = sub.add_parser("sweep", help="run a parameter grid (local worker processes)")
     common(sw)
     sw.add_argument(
@@ -126,6 +144,9 @@ def _finish(console: Console, results: list, out: Path, args: argparse.Namespace
         print(json.dumps(report.rows(results), indent=1, default=str))
     else:
         console.print(report.comparison_table(results, title=results[0].scenario))
+        if any(r.params for r in results):
+            for metric in ("deadline_miss_rate", "harm", "wan_mb", "energy_kj"):
+                console.print(report.sweep_table(results, metric))
         console.print(f"wrote {', '.join(str(p) for p in paths)}")
 
 
@@ -147,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             return realgap.main(args, console)
         path = resolve(args.scenario)
         policies = [parse_policy(p) for p in args.policy] if args.policy else None
+        seeds: list[int | None] = list(parse_seeds(args.seeds)) if args.seeds else [args.seed]
         name = read_table(path).get("name", path.stem)
         out = Path(args.out or Path("runs") / "sim" / str(name))
         if args.command == "sweep":
@@ -161,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
                     path,
                     params,
                     policies=policies,
-                    seed=args.seed,
+                    seeds=seeds,
                     jobs=args.jobs,
                     loop=args.loop,
                     done=done,
@@ -170,13 +192,25 @@ def main(argv: list[str] | None = None) -> int:
             scenario = load(path)
             chosen = policies or list(scenario.policies)
             with _progress(console) as bar:
-                jobs = [bar.add_task(p.name, total=scenario.duration_s) for p in chosen]
+                jobs = [
+                    bar.add_task(
+                        f"{p.name} seed {s if s is not None else scenario.seed}",
+                        total=scenario.duration_s,
+                    )
+                    for p in chosen
+                    for s in seeds
+                ]
 
                 def tick(i: int, now: float, total: float) -> None:
                     bar.update(jobs[i], completed=now)
 
                 results = run_policies(
-                    scenario, chosen, seed=args.seed, loop=args.loop, progress=tick
+                    scenario,
+                    chosen,
+                    seeds=seeds,
+                    loop=args.loop,
+                    progress=tick,
+                    trace=args.trace,
                 )
     except ValidationError as exc:
         console.print(f"[red]{exc}[/]")

@@ -1,15 +1,19 @@
 """What placement reads, filled from the simulated network and nodes, and learned as the
 controller learns it (``shared.learning``).
 
-Per node (``NodeView``): the controller↔node round trip (``rtt_ms``: the prediction's
-dispatch and return, and what a latency bound is checked against), the bandwidth of
+Per node (``NodeView``), as seen from one site: ``rtt_ms`` = the controller → node
+one-way delay (the placement message) plus the device ↔ node round trip (input in,
+result back), so that the prediction's dispatch + return (``rtt_ms``) is the part of
+a task's path that depends on the node (the controller is in the cloud and results
+go back to the device, where the deadline is judged); it is also what a latency
+bound is checked against. Then the bandwidth of
 the path from the site's devices (input and output transfers), the marginal watts of
 a busy core (``power_w`` = (max - idle) / cpus), whether the site's data crosses the
-WAN to reach it, and three learned columns refreshed at each telemetry tick: the RTT
-(EWMA of the heartbeats, ``observe_rtt``), the per-core speed (``observe_run`` on
-every finished run) and the prediction error (``observe_finish``). Per task
-(``TaskDemand``, ``adaptive`` mode): the kind's learned work, the seconds left to its
-deadline, its output size.
+WAN to reach it, and three learned columns refreshed at each telemetry tick: the
+RTT (its controller part: EWMA of the heartbeats, ``observe_rtt``), the per-core
+speed (``observe_run`` on every finished run) and the prediction error
+(``observe_finish``). Per task (``TaskDemand``, ``adaptive`` mode): the kind's
+learned work, the seconds left to its deadline, its output size.
 
 Learned values are read once per telemetry tick (as a controller reading telemetry
 would), and the deadline left is rounded to ``DEADLINE_STEP_S``, so the tasks of one
@@ -19,6 +23,7 @@ tick share a few shapes and their static halves are computed once.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -38,7 +43,16 @@ DEADLINE_STEP_S = 0.05
 class PlacementInputs:
     """Node views per site, per-task demands and the learner (see the module docstring)."""
 
-    def __init__(self, sc: SimScenario, topo: Topology, net: Network, *, learn: bool) -> None:
+    def __init__(
+        self,
+        sc: SimScenario,
+        topo: Topology,
+        net: Network,
+        *,
+        learn: bool,
+        node_labels: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> None:
+        self.node_labels = dict(node_labels or {})
         self.topo = topo
         self.net = net
         self.types: tuple[TaskType, ...] = sc.workload.types
@@ -50,7 +64,13 @@ class PlacementInputs:
         self.work = [self.learner.work_of(t.name).value for t in self.types]
         self.node_ids = topo.node_ids
         self.tiers = topo.node_tier
-        self.rtt = [2000.0 * net.ctrl[g].lat for g in range(topo.count)]
+        #: controller ↔ node round trip (ms) before any heartbeat
+        self.ctrl_rtt = [2000.0 * net.ctrl[g].lat for g in range(topo.count)]
+        #: per site, node → device ↔ node round trip (ms) over the site's data path
+        self.data_rtt = [
+            {g: 2000.0 * (p.lat + sc.links.access.latency_ms / 1000.0) for g, p in parts.items()}
+            for parts in net.part
+        ]
 
     def views(self, site: int) -> list[NodeView]:
         """The nodes a task from ``site`` may run on, as the controller first sees them."""
@@ -62,10 +82,13 @@ class PlacementInputs:
                 NodeView(
                     node_id=n.node_id,
                     tier=n.tier,
-                    labels={"site": str(site)} if n.site == site else {},
+                    labels={
+                        **({"site": str(site)} if n.site == site else {}),
+                        **self.node_labels.get(n.node_id, {}),
+                    },
                     cpus=n.cls.cpus,
                     memory_mb=n.cls.memory_mb,
-                    rtt_ms=self.rtt[g],
+                    rtt_ms=self.ctrl_rtt[g] / 2.0 + self.data_rtt[site][g],
                     bandwidth_mbps=min(part.bw, access.bandwidth_mbps * 1e6) / 1e6,
                     battery_pct=100.0 if n.cls.battery else None,
                     power_w=(n.cls.max_w - n.cls.idle_w) / n.cls.cpus,
@@ -79,12 +102,14 @@ class PlacementInputs:
         """A heartbeat's round trip to node ``g``."""
         observe_rtt(self.learner, self.node_ids[g], rtt_ms)
 
-    def refresh(self, table: NodeTable, gidx: np.ndarray) -> None:
+    def refresh(self, site: int, table: NodeTable, gidx: np.ndarray) -> None:
         """Write the learned columns into a site's table (once per telemetry tick)."""
         learner = self.learner
-        ids, tiers = self.node_ids, self.tiers
+        ids, tiers, data = self.node_ids, self.tiers, self.data_rtt[site]
         rows = gidx.tolist()
-        table.rtt_ms[:] = [learner.rtt_ms.get(ids[g], self.rtt[g]) for g in rows]
+        table.rtt_ms[:] = [
+            learner.rtt_ms.get(ids[g], self.ctrl_rtt[g]) / 2.0 + data[g] for g in rows
+        ]
         if self.learn:
             table.speed[:] = [learner.speed_of(ids[g], tiers[g]).value for g in rows]
             table.error[:] = [learner.error_of(ids[g]) for g in rows]
@@ -105,6 +130,7 @@ class PlacementInputs:
             cpu=template.cpu,
             memory_mb=template.memory_mb,
             preferred_tiers=template.preferred_tiers,
+            labels=template.labels,
             max_latency_ms=template.max_latency_ms,
             data_size_mb=template.data_size_mb,
             runtime_s=template.runtime_s,

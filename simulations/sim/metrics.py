@@ -108,7 +108,7 @@ def measure(
         "placed_cloud": placed[Tier.CLOUD],
         "workflows_done": len(c.flows_done),
         "workflow_mean_s": float(np.mean(c.flows_done)) if c.flows_done else math.nan,
-        "outage_intervals": net.tl.down_count(),
+        "outage_intervals": net.tl.down_count(below=net.session),
         "events": events,
         "wall_s": wall,
         "cpu_s": cpu,

@@ -21,7 +21,7 @@ its node (crash) and no retry was left; otherwise it is *in flight*.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import SimpleNamespace
 from typing import Any
 
@@ -63,6 +63,7 @@ class Simulation:
         placer: str = "cached",
         progress: Callable[[float, float], None] | None = None,
         trace: int = 0,
+        node_labels: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         self.sc = scenario
         self.policy = policy
@@ -76,9 +77,9 @@ class Simulation:
         self.counters = c = Counters()
         rng = np.random.default_rng([s, 11])
         self.topo = topo = Topology(scenario.topology, rng)
-        self.net = net = Network(topo, scenario.links, rng, s)
+        self.net = net = Network(topo, scenario.links, scenario.controller, rng, s)
         self.inputs = inputs = PlacementInputs(
-            scenario, topo, net, learn=self.mode in PREDICTED_MODES
+            scenario, topo, net, learn=self.mode in PREDICTED_MODES, node_labels=node_labels
         )
         self.sched = sched = Scheduler(
             scenario, self.mode, topo, c, self.loop, inputs, seed=s, placer=placer, trace=trace
@@ -274,14 +275,19 @@ class Simulation:
         *,
         arrivals: list[tuple[float, int, int, float, float, float, float]] | None = None,
         flows: list[tuple[float, int, int]] | None = None,
+        local: list[tuple[float, str, int, float]] | None = None,
         uplink_down: dict[str, list[tuple[float, float]]] | None = None,
         crashes: dict[str, list[tuple[float, float]]] | None = None,
     ) -> None:
         """Replace the drawn workload with explicit arrivals ``(t, device, type,
         MI, input bits, output bits, failure draw)`` and workflow starts ``(t,
-        workflow index, device)``, and add outages of one node's own uplink or of
+        workflow index, device)``, add submissions to a node's own local API
+        ``(t, node id, type, MI)``, and add outages of one node's own uplink or of
         the node itself (a timeline from a testbed scenario). Call before ``run``."""
         self.workload.replace(arrivals, flows)
+        for t, node_id, k, mi in local or ():
+            task = self.workload.new_task(0, k, t, mi, 0.0, 0.0, 1.0)
+            self.loop.at(t, self.agents.submit_local, (task, self.topo.index[node_id]))
         net, index = self.net, self.topo.index
         for base, table in ((net.up, uplink_down or {}), (net.node, crashes or {})):
             for node_id, intervals in table.items():

@@ -24,8 +24,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from shared.model import RetryPolicy, backoff_delay
 from shared.vocab import Tier
-from simulations.sim.scenario import Failures, LinkClass, Links
+from simulations.sim.scenario import Controller, Failures, LinkClass, Links
 from simulations.sim.topology import Topology
 
 __all__ = [
@@ -108,8 +109,9 @@ class Timelines:
         starts, ends = self.starts[link], self.ends[link]
         return [] if starts is None or ends is None else list(zip(starts, ends, strict=True))
 
-    def down_count(self) -> int:
-        return sum(len(s) for s in self.starts if s)
+    def down_count(self, below: int | None = None) -> int:
+        """Outage intervals of the links with ids below ``below`` (default all)."""
+        return sum(len(s) for s in self.starts[:below] if s)
 
     def next_up(self, path: Sequence[int], t: float) -> float:
         """Earliest time ``>= t`` at which every link of ``path`` is up."""
@@ -189,16 +191,44 @@ class Network:
     ``metro + s``; WAN link of region ``r`` = ``wan + r``; the cloud LAN; node
     ``g`` itself (``node + g``: its crashes); node ``g``'s own uplink (``up +
     g``: a testbed partition of one agent). Paths: device → controller
-    (``dev_ctrl``), node → controller (``ctrl``), site → controller
-    (``site_ctrl``) and, per site, the node side of the device → node path
-    (``part[site][g]``, after the device's access link). Delivery counts the
-    bits on the links crossed: ``wan_bytes`` and ``link_j`` (LEAF J/bit)."""
+    (``dev_ctrl``), node → controller (``ctrl``) and, per site, the node side
+    of the device → node path (``part[site][g]``, after the device's access
+    link). Delivery counts the
+    bits on the links crossed: ``wan_bytes`` and ``link_j`` (LEAF J/bit).
 
-    def __init__(self, topo: Topology, links: Links, rng: np.random.Generator, seed: int) -> None:
+    **Sessions.** Every agent (device or node) talks to the controller over an
+    MQTT session, so a control path is up only while that session is: one virtual
+    link per control path (``session + i``) is down from the start of an outage of
+    any of its links until the session resumes (``resume``), and the path's
+    ``down`` is that virtual link (and the node itself: a crash, after which the
+    restarted agent connects at once). Data transfers between a device and a node
+    use the links alone."""
+
+    def __init__(
+        self,
+        topo: Topology,
+        links: Links,
+        session: Controller,
+        rng: np.random.Generator,
+        seed: int,
+    ) -> None:
         S, R, D, G = topo.sites, topo.regions, topo.devices, topo.count
         self.metro, self.wan, self.lan, self.node = D, D + S, D + S + R, D + S + R + 1
         self.up = self.node + G
-        count = self.up + G
+        self.session = self.up + G  # virtual links: device sessions, then node sessions
+        count = self.session + D + G
+        self.seed = seed
+        self.keepalive_s = session.keepalive_s
+        self.cadence_s = session.telemetry_s
+        #: the agent's reconnect schedule (edge_agent/transport.py: jitter 0.5, the
+        #: cap lowered so a jittered delay stays under reconnect_max_s)
+        self.reconnect = RetryPolicy(
+            max_attempts=1,
+            backoff_s=session.reconnect_min_s,
+            multiplier=2.0,
+            backoff_max_s=session.reconnect_max_s / 1.5,
+            jitter=0.5,
+        )
         lat, jit, bw, nj, wan = (
             [0.0] * count,
             [0.0] * count,
@@ -239,7 +269,6 @@ class Network:
                 self.ctrl.append(P(L, *own))
             else:
                 self.ctrl.append(P(n.device, M + s, W + r, L, *own))
-        self.site_ctrl = [P(M + s, W + s % R, L) for s in range(S)]
         self.part: list[dict[int, Path]] = []
         for s in range(S):
             r = s % R
@@ -300,12 +329,46 @@ class Network:
         self.tl.set(link, self.tl.intervals(link) + list(intervals))
 
     def mark_fallible(self) -> None:
-        """Keep in each path only the links that ever go down (for ``next_up``)."""
-        self.fallible = f = [st is not None for st in self.tl.starts]
-        paths = [*self.dev_ctrl, *self.ctrl, *self.site_ctrl]
-        paths += [p for parts in self.part for p in parts.values()]
-        for path in paths:
-            path.down = tuple(x for x in path.links if f[x])
+        """Keep in each path only the links that ever go down (for ``next_up``), and
+        derive the control paths' sessions from their links' outages."""
+        tl = self.tl
+        for v in range(self.session, len(tl.starts)):
+            tl.set(v, ())
+        self.fallible = f = [st is not None for st in tl.starts]
+        for parts in self.part:
+            for path in parts.values():
+                path.down = tuple(x for x in path.links if f[x])
+        rng = np.random.default_rng([self.seed, 66])
+        for v, path in enumerate([*self.dev_ctrl, *self.ctrl], start=self.session):
+            crash = tuple(x for x in path.links if f[x] and self.node <= x < self.up)
+            cuts = [x for x in path.links if f[x] and not self.node <= x < self.up]
+            outages = merge_intervals(iv for x in cuts for iv in tl.intervals(x))
+            if outages:
+                tl.set(v, [(a, self.resume(a, b, rng)) for a, b in outages])
+                path.down = (v, *crash)
+            else:
+                path.down = crash
+        self.fallible = [st is not None for st in tl.starts]
+
+    def resume(self, a: float, b: float, rng: np.random.Generator) -> float:
+        """When an agent's session is back after its path was cut over ``[a, b)``.
+
+        The broker drops a client it has not heard from for 1.5 keep-alives (its
+        last message went out up to one telemetry period before the cut); a shorter
+        cut leaves the connection held, and it resumes at ``b``. A dropped agent
+        retries on its reconnect schedule from the moment it knows (the heal, or
+        its own keep-alive timeout two keep-alives after the cut, whichever is
+        first), and the session resumes at its first attempt after ``b``."""
+        last = a - self.cadence_s * float(rng.random())
+        if b - last < 1.5 * self.keepalive_s:
+            return b
+        t = min(b, a + 2.0 * self.keepalive_s)
+        failures = 1
+        while True:
+            t += backoff_delay(self.reconnect, failures, rng)
+            failures += 1
+            if t >= b:
+                return t
 
     def exp(self) -> float:
         """A standard exponential draw (pre-drawn in blocks: much cheaper per call)."""
@@ -355,6 +418,6 @@ class Network:
         return self.tl.next_up((self.node + g,), t)
 
     def control_links(self, path: Path) -> tuple[int, ...]:
-        """The links of a node's control path other than the node itself (whose
-        outage is a crash, not a partition)."""
+        """A node's control path without the node itself (whose outage is a crash,
+        not a partition): its session."""
         return tuple(x for x in path.down if not self.node <= x < self.up)

@@ -54,13 +54,47 @@ from simulations.testbed.plan import Plan, make_plan
 from simulations.testbed.scenario import Scenario, load_scenario
 from simulations.testbed.scenario import scenario_dir as testbed_dir
 
-__all__ = ["LOOPBACK_MS", "PROCESS_START_S", "SimRun", "compare", "main", "run_testbed_scenario"]
+__all__ = [
+    "LOOPBACK_MS",
+    "PROCESS_START_S",
+    "TESTBED_TIMING",
+    "SimRun",
+    "compare",
+    "main",
+    "run_testbed_scenario",
+]
 
 #: One hop over loopback through the broker (publish → deliver), one way.
 LOOPBACK_MS = 2.0
 #: Starting the ledger task's interpreter for one execution.
 PROCESS_START_S = 0.08
 _CUT_OPS = ("partition", "flap", "controller-cut")
+#: The controller's and the agents' timing as ``simulations/testbed/processes.py``
+#: configures the real processes (heartbeats every second, 10 s leases, MQTT
+#: keep-alive 5 s, reconnects from 0.5 s to 4 s, autonomy period 6 s).
+TESTBED_TIMING = Controller(
+    placement_interval_s=0.0,
+    telemetry_s=1.0,
+    lease_s=10.0,
+    ack_period_s=6.0,
+    keepalive_s=5.0,
+    reconnect_min_s=0.5,
+    reconnect_max_s=4.0,
+)
+
+
+def _key(body: dict[str, Any]) -> tuple[Any, ...]:
+    """What distinguishes the simulated task types of a plan."""
+    c = body["consistency"]
+    labels = tuple(sorted((body.get("placement") or {}).get("labels", {}).items()))
+    return (
+        c["level"],
+        c.get("min"),
+        c.get("max"),
+        body.get("max_disconnect_s", 300.0),
+        labels,
+        bool(body.get("idempotent")),
+    )
 
 
 def _sleep_ms(command: list[str]) -> float:
@@ -147,10 +181,10 @@ def to_sim(
     types: list[TaskType] = []
     keys: list[tuple[Any, ...]] = []
     for sub in plan.submissions:
-        bodies = [sub.body] if sub.kind == "task" else list(sub.body["tasks"])
+        bodies = list(sub.body["tasks"]) if sub.kind == "workflow" else [sub.body]
         for body in bodies:
             c = body["consistency"]
-            key = (c["level"], c.get("min"), c.get("max"), body.get("max_disconnect_s", 300.0))
+            key = _key(body)
             if key not in keys:
                 keys.append(key)
                 types.append(
@@ -167,6 +201,8 @@ def to_sim(
                         max=c.get("max") or "strong",
                         max_disconnect_s=float(key[3]),
                         max_attempts=int(body["retry"]["max_attempts"]),
+                        labels=tuple(f"{k}={v}" for k, v in key[4]),
+                        idempotent=key[5],
                     )
                 )
     sim = SimScenario(
@@ -185,7 +221,7 @@ def to_sim(
         ),
         links=Links(access=fast, metro=hop, wan=hop, lan=hop),
         workload=Workload(rate_per_device=0.0, types=tuple(types) or (TaskType(),)),
-        controller=Controller(placement_interval_s=0.0),
+        controller=TESTBED_TIMING,
     )
     # agents in plan order → sim node ids of their tier, in order
     per_tier: dict[Tier, int] = defaultdict(int)
@@ -215,10 +251,16 @@ class SimRun:
         plan, sc = self.plan, self.sim_scenario
         uplink, crash, unmodelled, heals = _fault_windows(plan, sc.duration_s)
         arrivals = []
+        local = []
         flows = []
         wf_types: list[Workflow] = []
         for sub in plan.submissions:
-            if sub.kind == "task":
+            if sub.kind == "local":
+                b = sub.body
+                local.append(
+                    (sub.at, self.names[str(sub.node)], self._type(b), _sleep_ms(b["command"]))
+                )
+            elif sub.kind == "task":
                 b = sub.body
                 k = self._type(b)
                 arrivals.append((sub.at, 0, k, _sleep_ms(b["command"]), 0.0, 0.0, 1.0))
@@ -235,9 +277,11 @@ class SimRun:
             sc,
             workload=replace(sc.workload, types=tuple(self.types), workflows=tuple(wf_types)),
         )
-        sim = Simulation(sc, sc.policies[0])
+        labels = {self.names[n.node_id]: dict(n.labels) for n in plan.nodes}
+        sim = Simulation(sc, sc.policies[0], node_labels=labels)
         sim.inject(
             arrivals=arrivals,
+            local=local,
             flows=flows,
             uplink_down={self.names[n]: iv for n, iv in uplink.items()},
             crashes={self.names[n]: iv for n, iv in crash.items()},
@@ -270,13 +314,16 @@ class SimRun:
                 "controller_status": dict(ledger.status()),
             },
             "unmodelled": unmodelled,
-            "assumptions": {"loopback_ms": LOOPBACK_MS, "process_start_s": PROCESS_START_S},
+            "assumptions": {
+                "loopback_ms": LOOPBACK_MS,
+                "process_start_s": PROCESS_START_S,
+                "keepalive_s": sc.controller.keepalive_s,
+                "reconnect_s": [sc.controller.reconnect_min_s, sc.controller.reconnect_max_s],
+            },
         }
 
     def _type(self, body: dict[str, Any]) -> int:
-        c = body["consistency"]
-        key = (c["level"], c.get("min"), c.get("max"), body.get("max_disconnect_s", 300.0))
-        return self.keys.index(key)
+        return self.keys.index(_key(body))
 
 
 def _summary(values: list[float]) -> dict[str, float | int | None]:

@@ -1,7 +1,7 @@
 """Running policies and parameter sweeps (local worker processes for sweeps).
 
 A sweep is the cross product of every ``--param key=v1,v2`` list, each point run
-under every policy; points run in a ``ProcessPoolExecutor`` of ``jobs`` workers
+under every policy and seed; points run in a ``ProcessPoolExecutor`` of ``jobs`` workers
 (each a fresh interpreter on this machine), results come back in a fixed order
 whatever order the workers finish in, so a sweep's output does not depend on
 ``jobs``.
@@ -50,16 +50,20 @@ def run_policies(
     scenario: SimScenario,
     policies: Sequence[Policy],
     *,
-    seed: int | None = None,
+    seeds: Sequence[int | None] = (None,),
     loop: str = "heap",
     params: Mapping[str, Any] | None = None,
     progress: Callable[[int, float, float], None] | None = None,
+    trace: int = 0,
 ) -> list[Result]:
-    """Run ``scenario`` once per policy (same seed, hence the same faults and workload)."""
+    """Run ``scenario`` once per policy and seed (one seed: the same faults and
+    workload for every policy); ``None`` is the scenario's own seed. Results come
+    policy by policy, seeds in the order given."""
     results = []
-    for i, policy in enumerate(policies):
+    runs = [(policy, seed) for policy in policies for seed in seeds]
+    for i, (policy, seed) in enumerate(runs):
         hook = None if progress is None else (lambda now, total, i=i: progress(i, now, total))
-        result = simulate(scenario, policy, seed=seed, loop=loop, progress=hook)
+        result = simulate(scenario, policy, seed=seed, loop=loop, progress=hook, trace=trace)
         result.params = dict(params or {})
         results.append(result)
     return results
@@ -77,16 +81,19 @@ def sweep(
     params: Sequence[tuple[str, list[Any]]],
     *,
     policies: Sequence[Policy] | None = None,
-    seed: int | None = None,
+    seeds: Sequence[int | None] = (None,),
     jobs: int = 1,
     loop: str = "heap",
     done: Callable[[int, int], None] | None = None,
 ) -> list[Result]:
-    """Run every grid point under every policy; ``jobs > 1`` uses worker processes."""
+    """Run every grid point under every policy and seed; ``jobs > 1`` uses worker
+    processes."""
     points = grid(params)
     if policies is None:
         policies = load(path, params=points[0] if points else None).policies
-    work = [(str(path), p, pol.name, seed, loop) for p in points for pol in policies]
+    work = [
+        (str(path), p, pol.name, seed, loop) for p in points for pol in policies for seed in seeds
+    ]
     results: list[Result | None] = [None] * len(work)
     if jobs <= 1:
         for i, item in enumerate(work):

@@ -138,6 +138,8 @@ class TaskType:
     max_disconnect_s: float = 300.0
     max_attempts: int = 3
     fail_rate: float = 0.0
+    #: node labels the task must run on, ``key=value`` (``placement.labels`` of a spec)
+    labels: tuple[str, ...] = ()
     #: a re-execution is harmless (``shared.model`` ``TaskSpec.idempotent``); the
     #: ``harm`` metric counts re-executions of the others
     idempotent: bool = False
@@ -174,8 +176,14 @@ class Controller:
     telemetry_s: float = 3.0  # heartbeats, link grading, table refresh, consistency samples
     max_queue_s: float = 30.0  # a task no node can take for this long fails
     lease_s: float = 30.0
-    ack_period_s: float = 15.0  # autonomy period T (DESIGN §7)
+    ack_period_s: float = 15.0  # autonomy period T (docs/agent.md)
     retry_backoff_s: float = 0.5
+    # an agent's MQTT session (edge_agent/config.py [broker] defaults): the broker drops
+    # a silent client after 1.5 x keepalive_s; the agent reconnects with a jittered
+    # exponential backoff from reconnect_min_s to reconnect_max_s
+    keepalive_s: float = 10.0
+    reconnect_min_s: float = 1.0
+    reconnect_max_s: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,6 +359,11 @@ def _check(s: SimScenario, problems: list[Problem]) -> None:
     c = s.controller
     need(c.placement_interval_s >= 0, "controller.placement_interval_s", "must be ≥ 0")
     need(c.telemetry_s > 0 and c.ack_period_s > 0, "controller", "periods must be > 0")
+    need(
+        c.keepalive_s > 0 and 0 < c.reconnect_min_s <= c.reconnect_max_s,
+        "controller",
+        "need keepalive_s > 0 and 0 < reconnect_min_s <= reconnect_max_s",
+    )
 
 
 def parse(data: Mapping[str, Any], *, source: str | None = None) -> SimScenario:

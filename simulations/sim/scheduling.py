@@ -129,7 +129,7 @@ class Scheduler:
             table.load[:] = np.round(load[gidx], 2)
             table.success[:] = np.round(success[gidx], 3)
             table.partition_rate[:] = np.round(prate[gidx], 1)
-            self.inputs.refresh(table, gidx)
+            self.inputs.refresh(s, table, gidx)
             self.version[s] += 1
             self.logs[s] = []
             self.shapes[s].clear()
@@ -251,6 +251,7 @@ class Scheduler:
                 cpu=tt.cpu,
                 memory_mb=tt.memory_mb,
                 preferred_tiers=tuple(Tier(t) for t in tt.preferred_tiers),
+                labels=dict(label.split("=", 1) for label in tt.labels),
                 max_latency_ms=tt.max_latency_ms,
                 data_size_mb=(sum(tt.input_kb) / 2) / 1024.0,
                 runtime_s=self.inputs.runtime[task.tt],
@@ -293,7 +294,7 @@ class Scheduler:
                 "task": task.id,
                 "type": self.types[task.tt].name,
                 "site": task.site,
-                "epoch": task.epoch,
+                "epoch": task.epoch + 1,
                 "level": task.level.value,
                 **decision.explanation.to_dict(),
             }

@@ -144,3 +144,45 @@ def test_realgap_simulates_the_testbed_demo(tmp_path: Path) -> None:
 
 def test_shipped_scenarios_directory() -> None:
     assert (scenario_dir() / "pureedgesim-10k.toml").exists()
+
+
+def test_seeds_give_mean_and_interval_and_trace_explains(scenario: Path, tmp_path: Path) -> None:
+    out = tmp_path / "seeds"
+    argv = [str(scenario), "--seeds", "1-3", "--trace", "4", "--out", str(out), "--no-plots"]
+    assert main([*argv, "--policy", "adaptive", "--policy", "cloud_only"]) == 0
+    with (out / "results.csv").open(encoding="utf-8") as fh:
+        runs = list(csv.DictReader(fh))
+    assert [(r["policy"], r["seed"]) for r in runs] == [
+        (p, s) for p in ("adaptive/declared", "cloud_only/declared") for s in ("1", "2", "3")
+    ]
+    with (out / "summary.csv").open(encoding="utf-8") as fh:
+        summary = list(csv.DictReader(fh))
+    assert [r["seeds"] for r in summary] == ["1 2 3", "1 2 3"]
+    misses = [float(r["deadline_miss_rate"]) for r in runs[:3]]
+    assert float(summary[0]["deadline_miss_rate"]) == pytest.approx(sum(misses) / 3)
+    assert float(summary[0]["generated:ci95"]) > 0
+    traced = json.loads((out / "trace.json").read_text(encoding="utf-8"))
+    assert len(traced) == 6
+    adaptive = traced[0]["decisions"]
+    assert 1 <= len(adaptive) <= 4
+    best = adaptive[0]["candidates"][0]
+    assert best["node"] == adaptive[0]["chosen"]
+    # the adaptive mode explains the predicted finish, part by part
+    assert {"dispatch_s", "transfer_s", "queue_s", "exec_s", "return_s", "finish_s"} <= set(
+        best["terms"]
+    )
+
+
+def test_sweep_plots_each_metric_against_the_swept_value(scenario: Path, tmp_path: Path) -> None:
+    out = tmp_path / "sweep"
+    argv = ["sweep", str(scenario), "--param", "links.wan.latency_ms=20,100", "--seeds", "1,2"]
+    assert main([*argv, "--out", str(out)]) == 0
+    assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+    with (out / "summary.csv").open(encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["policy"], r["param:links.wan.latency_ms"]) for r in rows] == [
+        ("cloud_only/declared", "20"),
+        ("edge_only/declared", "20"),
+        ("cloud_only/declared", "100"),
+        ("edge_only/declared", "100"),
+    ]

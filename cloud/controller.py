@@ -129,6 +129,7 @@ class Controller:
     def _load_tasks(self) -> None:
         """Task state and acknowledged sequences from the store."""
         self.tasks.load(self.store.all_tasks(), self.store.leases())
+        self.scheduler.forget_parked()  # memory was reloaded: look at everything again
         self._ingest.acked = self.store.acked_seqs()
 
     def _commit(self, work: Callable[[], None]) -> None:
@@ -278,6 +279,7 @@ class Controller:
         def work() -> None:
             if entry.draining != draining:
                 entry.draining = draining
+                self.registry.changed()
                 self.uow.dirty_nodes.add(node_id)
                 self.uow.event("drain" if draining else "undrain", "operator", node_id=node_id)
 

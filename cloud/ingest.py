@@ -147,6 +147,7 @@ class Ingest:
         entry.api_port = body.api_port
         entry.presence = "online"
         self.uow.dirty_nodes.add(entry.node_id)
+        self.registry.changed()
         if known:
             self.uow.event("node_reconciled", "hello from a known node", node_id=entry.node_id)
         else:

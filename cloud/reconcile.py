@@ -70,6 +70,7 @@ class Reconciler:
                 old, entry.reported = entry.reported, change.new
             if old is change.new:
                 continue
+            self.registry.changed()
             self.uow.dirty_nodes.add(change.node_id)
             self.uow.event(
                 "link_state",

@@ -137,6 +137,14 @@ class Registry:
         self.nodes: dict[str, NodeEntry] = {}
         self._pending_pings: dict[str, tuple[str, float]] = {}
         self._ping_ids = itertools.count(1)
+        # Bumped whenever what placement's filters read of the nodes may have changed
+        # (a node joined or said hello, a link changed state, a drain): work blocked
+        # on the nodes is looked at again only then (cloud.scheduling).
+        self.generation = 0
+
+    def changed(self) -> None:
+        """Something placement's filters read of some node changed."""
+        self.generation += 1
 
     def get(self, node_id: str) -> NodeEntry | None:
         return self.nodes.get(node_id)
@@ -152,6 +160,7 @@ class Registry:
                 last_contact=now,
             )
             self.nodes[node_id] = entry
+            self.changed()
         return entry
 
     def restore(self, rows: Iterable[Mapping[str, Any]], now: float) -> None:
@@ -179,6 +188,7 @@ class Registry:
             entry.last_ping = float("-inf")
             entry.last_contact = now
         self._pending_pings.clear()
+        self.changed()
 
     # -- pings ------------------------------------------------------------------
 

@@ -82,6 +82,11 @@ class TaskTable:
         self.dependents: dict[str, set[str]] = defaultdict(set)
         self._placed_on: dict[str, str] = {}  # active task → node (inverse of on_node)
         self._reserved_on: dict[str, str] = {}  # task → node whose ``reserved`` holds it
+        # Bumped whenever a node's reservation of a task ends (resources freed): work
+        # blocked on resources is looked at again only then (cloud.scheduling).
+        self.freed = 0
+        # Tasks changed since the scheduler last looked (it wakes their dependents).
+        self.changed: set[str] = set()
 
     # -- changes ------------------------------------------------------------------
 
@@ -93,6 +98,7 @@ class TaskTable:
         if new is not old:
             self.records[delta.task_id] = new
             self.uow.dirty_tasks.add(delta.task_id)
+            self.changed.add(delta.task_id)
             self.reindex(delta.task_id)
         return new
 
@@ -119,11 +125,15 @@ class TaskTable:
         if old is not None and (entry := self.registry.get(old)) is not None:
             entry.reserved.pop(task_id, None)
         if rec.placement is None or rec.spec is None or not active:
+            if old is not None:
+                self.freed += 1
             return
         entry = self.registry.ensure(rec.placement.node, self.mono(), self.uow.wall_ms())
         res = rec.spec.get("resources") or {}
         entry.reserved[task_id] = (float(res.get("cpu", 0)), float(res.get("memory_mb", 0)))
         self._reserved_on[task_id] = rec.placement.node
+        if old is not None and old != rec.placement.node:
+            self.freed += 1
 
     def register_spec(self, task_id: str, spec: Mapping[str, Any], meta: TaskMeta) -> None:
         """A task's spec became known: its level machine and its workflow edges."""

@@ -1,0 +1,93 @@
+"""Blocked work waits for a reason to be looked at again (cloud.scheduling): a task
+no node can take costs nothing per tick; it is placed in the very pass that frees
+resources or brings a fitting node; it is looked at again after RECHECK_S anyway;
+at most WAKE_BATCH are placed per pass; the infeasible counter counts tasks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from memory_bus import MemoryHarness
+
+import cloud.scheduling
+from cloud.scheduling import RECHECK_S
+from shared.crdt import AttemptStatus
+
+
+def task(task_id: str, **fields: Any) -> dict[str, Any]:
+    return {"id": task_id, "command": ["true"], **fields}
+
+
+def evaluated(h: MemoryHarness) -> int:
+    """Placement decisions taken so far (one histogram sample each)."""
+    for metric in h.controller.metrics.placement_seconds.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_count"):
+                return int(sample.value)
+    return 0
+
+
+def infeasible(h: MemoryHarness) -> int:
+    for metric in h.controller.metrics.placements.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_total") and sample.labels["outcome"] == "infeasible":
+                return int(sample.value)
+    return 0
+
+
+def test_a_task_blocked_on_resources_is_placed_in_the_pass_that_frees_them(
+    h: MemoryHarness,
+) -> None:
+    n1 = h.node("n1", cpus=1.0)
+    c = h.controller
+    c.submit_task(task("a", resources={"cpu": 1}))
+    n1.expect("place", lambda e: e.body.task_id == "a")
+    c.submit_task(task("b", resources={"cpu": 1}))
+    assert c.get_task("b")["node"] is None and c.get_task("b")["blocked_reason"]
+    before = evaluated(h)
+    for _ in range(10):
+        h.tick(0.5)
+        h.keep_alive("n1")
+    assert evaluated(h) == before  # nothing changed: b was not looked at again
+    assert infeasible(h) == 1
+    dot = n1.start("a", 1)
+    n1.finish("a", dot, AttemptStatus.SUCCEEDED)
+    h.await_msg(n1, "ack", lambda e: e.body.up_to_seq == n1.seq)  # one ingest pass
+    assert c.get_task("b")["node"] == "n1"
+    n1.expect("place", lambda e: e.body.task_id == "b")
+
+
+def test_a_task_no_node_fits_waits_for_a_node_change_or_the_recheck(h: MemoryHarness) -> None:
+    h.node("n1")
+    c = h.controller
+    c.submit_task(task("g", placement={"labels": {"gpu": "yes"}}))
+    before = evaluated(h)
+    c.submit_task(task("other"))  # another submission does not re-place the backlog
+    assert evaluated(h) == before + 1
+    start = h.clock()
+    while h.clock() < start + RECHECK_S - 0.5:
+        h.tick(0.5)
+        h.keep_alive("n1")
+    assert evaluated(h) == before + 1
+    h.tick(0.5)  # the recheck: looked at once more, still blocked, counted once
+    assert evaluated(h) == before + 2
+    assert infeasible(h) == 1
+    gpu = h.node("n-gpu", labels={"gpu": "yes"})  # its hello wakes the blocked task
+    gpu.expect("place", lambda e: e.body.task_id == "g")
+
+
+def test_at_most_a_batch_is_placed_per_pass(
+    h: MemoryHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cloud.scheduling, "WAKE_BATCH", 2)
+    h.node("n1")
+    c = h.controller
+    for t in ("p1", "p2", "p3"):
+        c.submit_task(task(t, priority=10 * int(t[1]), placement={"labels": {"gpu": "yes"}}))
+    gpu = h.node("n-gpu", labels={"gpu": "yes"})
+    gpu.expect("place", lambda e: e.body.task_id == "p3")  # best first
+    gpu.expect("place", lambda e: e.body.task_id == "p2")
+    assert c.get_task("p1")["node"] is None
+    h.tick(0.5)
+    gpu.expect("place", lambda e: e.body.task_id == "p1")

@@ -18,9 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from test_agent_executor import _launch  # one builder of test launches
 
 from edge_agent.config import ExecutorConfig
-from edge_agent.executor import Executor, Launch, Outcome, RunningAttempt
+from edge_agent.executor import Executor, Outcome, RunningAttempt
 
 # The system interpreter: the test's own may sit where ``nobody`` cannot reach it.
 PY = shutil.which("python3", path="/usr/bin:/bin") or sys.executable
@@ -48,23 +49,6 @@ print("ready", flush=True)
 if sys.argv[1] == "stay":
     time.sleep(300)
 """
-
-
-def _launch(task_id: str, argv: list[str], **kw: object) -> Launch:
-    base: dict[str, object] = dict(
-        task_id=task_id,
-        attempt="n1:1",
-        epoch=1,
-        argv=argv,
-        callable_target=None,
-        args={},
-        env={},
-        inputs={},
-        timeout_s=60.0,
-        deadline=None,
-    )
-    base.update(kw)
-    return Launch(**base)  # type: ignore[arg-type]
 
 
 def _wait(ex: Executor, limit: float = 60.0) -> Outcome:

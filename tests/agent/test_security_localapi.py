@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 from agent_harness import AgentProcess, sh, spec, wait_until
 
-from edge_agent.api import HEADER_TIMEOUT_S, MAX_BODY, LocalClient
+from edge_agent.api import HEADER_TIMEOUT_S, MAX_BODY, LocalApi, LocalClient
+from edge_agent.config import parse_config
 
 pytestmark = [pytest.mark.e2e, pytest.mark.broker]
 
@@ -79,6 +80,24 @@ def test_the_socket_is_private_to_the_agents_user(
     finally:
         agent.cleanup()
     assert not sock.exists()  # removed on shutdown
+
+
+def test_a_socket_path_longer_than_sun_path_works(tmp_path: Path) -> None:
+    """``sun_path`` holds 108 bytes; deep state directories are reached through a descriptor
+    of their directory, by the server and the client alike."""
+    deep = tmp_path.joinpath(*["d" * 30] * 5)
+    deep.mkdir(parents=True)
+    cfg = parse_config({"node": {"id": "edge-1", "state_dir": str(deep)}}, env={})
+    assert len(str(cfg.api_socket)) > 108
+    api = LocalApi(cfg, lambda method, path, body: (200, {"echo": [method, path, len(body)]}))
+    api.start()
+    try:
+        client = LocalClient(socket_path=cfg.api_socket)
+        assert client.request("POST", "/x", {"a": 1}) == (200, {"echo": ["POST", "/x", 8]})
+        assert stat.S_IMODE(cfg.api_socket.stat().st_mode) == 0o600
+    finally:
+        api.stop()
+    assert not cfg.api_socket.exists()
 
 
 def test_tcp_needs_the_bearer_token(tmp_path: Path, mosquitto: Any) -> None:

@@ -14,7 +14,6 @@ import sys
 import tempfile
 import time
 import tomllib
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from cloud_harness import ScriptedNode
 
 from cloud.cli import main as controller_main
 from cloud.operator_cli import main as continuum_main
+from edge_agent.api import LocalClient
 from simulations.testbed.broker import stop_process
 
 pytestmark = [pytest.mark.broker, pytest.mark.e2e]
@@ -334,11 +334,10 @@ def test_a_user_cancel_stops_the_agent_and_the_task_ends_cancelled(
 
         wait_for(stopped, timeout_s=30)
         assert continuum(ready, capsys, "--json", "get", "long")["status"] == "cancelled"
-        port = json.loads((state_dir / "agent.ready.json").read_text())["api_port"]
-        url = f"http://127.0.0.1:{port}/v1/tasks/long"
+        local = LocalClient(socket_path=state_dir / "agent.sock")  # the agent's local API
 
         def agent_sees_cancelled() -> bool:
-            with urllib.request.urlopen(url, timeout=5) as resp:
-                return json.load(resp)["status"] == "cancelled"
+            status, task = local.request("GET", "/v1/tasks/long")
+            return status == 200 and task["status"] == "cancelled"
 
         wait_for(agent_sees_cancelled, timeout_s=15)

@@ -186,7 +186,8 @@ class _TcpServer(_Quiet, ThreadingHTTPServer):
 
 class _UnixServer(_Quiet, socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     """The socket file is created 0600 (umask during ``bind``); a stale socket left by a dead
-    agent is replaced, anything else at that path is an error."""
+    agent is replaced; a live one (another agent on this state directory) or anything that is
+    not a socket is an error."""
 
     daemon_threads = True
 
@@ -195,6 +196,8 @@ class _UnixServer(_Quiet, socketserver.ThreadingMixIn, socketserver.UnixStreamSe
         with contextlib.suppress(FileNotFoundError):
             if not stat.S_ISSOCK(path.lstat().st_mode):
                 raise FileExistsError(f"{path} exists and is not a socket")
+            if _answers(path):
+                raise FileExistsError(f"another agent is listening on {path}")
             path.unlink()
         previous = os.umask(0o177)
         try:
@@ -209,6 +212,17 @@ class _UnixServer(_Quiet, socketserver.ThreadingMixIn, socketserver.UnixStreamSe
         ucred = request.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
         _, uid, _ = struct.unpack("3i", ucred)
         return uid in (0, os.geteuid())
+
+
+def _answers(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            with _unix_address(path) as address:
+                probe.connect(address)
+        except OSError:
+            return False
+    return True
 
 
 class LocalApi:

@@ -95,6 +95,8 @@ def test_a_socket_path_longer_than_sun_path_works(tmp_path: Path) -> None:
         client = LocalClient(socket_path=cfg.api_socket)
         assert client.request("POST", "/x", {"a": 1}) == (200, {"echo": ["POST", "/x", 8]})
         assert stat.S_IMODE(cfg.api_socket.stat().st_mode) == 0o600
+        with pytest.raises(FileExistsError, match="another agent"):
+            LocalApi(cfg, lambda method, path, body: (200, {}))  # a live socket is kept
     finally:
         api.stop()
     assert not cfg.api_socket.exists()

@@ -1,9 +1,10 @@
 """The agent's durable journal: SQLite in WAL mode, written through sqlite-utils.
 
-Every state change is committed here *before* the agent acts on it or sends it (DESIGN §7), so a
-``kill -9`` at any instant loses nothing: the restarted agent re-reads its records, re-sends its
-outbox and sweeps the attempts it had started. One thread (the agent's core loop) writes; other
-processes (the testbed, ``sqlite3`` on a device) may read concurrently thanks to WAL.
+Every state change is committed here *before* the agent acts on it or sends it (see
+``edge_agent/core.py``), so a ``kill -9`` at any instant loses nothing: the restarted agent
+re-reads its records, re-sends its outbox and sweeps the attempts it had started. One thread
+(the agent's core loop) writes; other processes (the testbed, ``sqlite3`` on a device) may
+read concurrently thanks to WAL.
 
 Tables (documented for the testbed in docs/agent.md; columns only ever get added):
 

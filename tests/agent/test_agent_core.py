@@ -15,7 +15,20 @@ from shared.clocks import HybridClock
 from shared.protocol import Ack, Envelope, Presence, encode, topic
 
 
-def _agent(tmp_path: Path) -> Agent:
+class _ManualClock:
+    """The test's time: it moves only when the test moves it."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def mono(self) -> float:
+        return self.now
+
+    def wall_ms(self) -> int:
+        return 1_796_000_000_000 + int(self.now * 1000)
+
+
+def _agent(tmp_path: Path, clock: _ManualClock | None = None) -> Agent:
     cfg = parse_config(
         {
             "node": {"id": "core-1", "state_dir": str(tmp_path / "state")},
@@ -24,7 +37,7 @@ def _agent(tmp_path: Path) -> Agent:
         },
         env={},
     )
-    return Agent(cfg)
+    return Agent(cfg, clock=clock or _ManualClock())
 
 
 def _submit(agent: Agent, task: dict[str, object]) -> tuple[int, object]:
@@ -34,7 +47,8 @@ def _submit(agent: Agent, task: dict[str, object]) -> tuple[int, object]:
 
 
 def test_disk_full_stops_admission_keeps_committed_state_and_recovers(tmp_path: Path) -> None:
-    agent = _agent(tmp_path)
+    clock = _ManualClock()
+    agent = _agent(tmp_path, clock)
     try:
         assert _submit(agent, {"id": "before", "command": ["true"]})[0] == 201
         core = agent.core
@@ -53,7 +67,7 @@ def test_disk_full_stops_admission_keeps_committed_state_and_recovers(tmp_path: 
         assert core.admission_stopped is not None
         # Space again (an operator cleaned up): the next probe resumes admission.
         core.journal.db.execute("PRAGMA query_only = OFF")
-        agent._timers["journal_probe"] = 0.0
+        clock.now += 5.0  # the probe's period
         core.safely(agent.tick)
         assert core.admission_stopped is None
         assert _submit(agent, {"id": "after", "command": ["true"]})[0] == 201

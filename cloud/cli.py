@@ -19,6 +19,7 @@ from pathlib import Path
 from shared.enrolment import encode_bundle
 from shared.errors import ValidationError
 
+from . import credentials
 from .config import ControllerConfig, load_config, render_default_config
 
 __all__ = ["main", "package_version"]
@@ -88,9 +89,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
         print(str(exc), file=sys.stderr)
         return 2
     if args.broker_user:
-        from .credentials import add_credentials
-
-        add_credentials(Path(args.password_file), args.broker_user, password)
+        credentials.set_password(Path(args.password_file), args.broker_user, password)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     path.chmod(0o600)  # it holds the API token and the broker password
@@ -177,6 +176,7 @@ def _cmd_enroll(args: argparse.Namespace) -> int:
             tier=args.tier,
             broker_host=args.broker_host,
             broker_port=args.broker_port,
+            rotate=args.rotate,
         )
     except EnrolError as exc:
         print(f"cloud-controller enroll: {exc}", file=sys.stderr)
@@ -297,8 +297,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--broker-host", help="override [agents] broker_host")
     p.add_argument("--broker-port", type=int, help="override [agents] broker_port")
     p.add_argument("--out", help="write the bundle to this file (0600) instead of printing it")
+    p.add_argument(
+        "--rotate", action="store_true", help="replace an enrolled node's password (and bundle)"
+    )
     p.set_defaults(func=_cmd_enroll)
+
+    credentials.add_parser(sub, [common], _password_file)
     return parser
+
+
+def _password_file(args: argparse.Namespace) -> tuple[Path, frozenset[str]]:
+    """The broker's password file and the users that are never a node's."""
+    cfg = _load(args)
+    if not cfg.broker.password_file:
+        raise SystemExit("set broker.password_file in controller.toml (the broker's password file)")
+    return cfg.path(cfg.broker.password_file), credentials.RESERVED | {cfg.broker.username} - {""}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,7 +35,6 @@ from shared.ids import check_node_id
 __all__ = [
     "RESERVED",
     "CredentialsError",
-    "add_credentials",
     "add_node",
     "add_parser",
     "hash_password",
@@ -116,13 +115,6 @@ def set_password(path: Path, user: str, password: str | None = None) -> str:
     lines.append(f"{user}:{hash_password(password)}")
     _write(path, lines)
     return password
-
-
-def add_credentials(path: Path, user: str, password: str | None = None) -> str:
-    """:func:`set_password` under the name ``cloud-controller init`` and ``enroll`` call
-    (enrolment should move to :func:`add_node`, which refuses reserved names and silent
-    rotation)."""
-    return set_password(path, user, password)
 
 
 def add_node(

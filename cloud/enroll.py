@@ -9,15 +9,13 @@ bundle cannot disagree with the broker the operator set up.
 
 from __future__ import annotations
 
-import os
 from datetime import datetime
-from pathlib import Path
 
 from shared.enrolment import Bundle
 from shared.vocab import Tier
 
 from .config import ControllerConfig
-from .credentials import add_credentials
+from .credentials import RESERVED, CredentialsError, add_node
 from .tls import CA_CERT, TlsError, issue
 
 __all__ = ["EnrolError", "enroll"]
@@ -27,18 +25,21 @@ class EnrolError(Exception):
     """Enrolment cannot proceed (message says what to fix)."""
 
 
-def _add_keeping_owner(password_file: Path, node_id: str, password: str | None) -> str:
-    """Add the entry; the file keeps its owner, group and mode (the broker must still read
-    it after root rewrote it)."""
-    before = password_file.stat() if password_file.exists() else None
+def _add_node(cfg: ControllerConfig, node_id: str, password: str | None, rotate: bool) -> str:
+    """Add the entry (``cloud.credentials.add_node``: the file keeps its owner and group,
+    so the broker still reads it after root rewrote it, and is never readable by others);
+    the controller's own user is never a node's."""
+    reserved = RESERVED | {cfg.broker.username} - {""}
     try:
-        password = add_credentials(password_file, node_id, password)
-    except ValueError as exc:
+        return add_node(
+            cfg.path(cfg.broker.password_file),
+            node_id,
+            rotate=rotate,
+            password=password,
+            reserved=reserved,
+        )
+    except CredentialsError as exc:
         raise EnrolError(str(exc)) from None
-    if before is not None:
-        os.chown(password_file, before.st_uid, before.st_gid)
-        password_file.chmod(before.st_mode & 0o7777)
-    return password
 
 
 def enroll(
@@ -50,9 +51,11 @@ def enroll(
     broker_host: str | None = None,
     broker_port: int | None = None,
     password: str | None = None,
+    rotate: bool = False,
 ) -> Bundle:
-    """Create ``node_id``'s broker user (a new password if it exists: re-enrolling rotates
-    it) and, under mutual TLS, its client certificate; return its bundle."""
+    """Create ``node_id``'s broker user and, under mutual TLS, its client certificate;
+    return its bundle. A node that has credentials already is refused unless ``rotate``
+    (its new password locks out the device until it joins with the new bundle)."""
     if tier not in {t.value for t in Tier}:
         raise EnrolError(f"tier {tier!r} is not one of {', '.join(t.value for t in Tier)}")
     if not cfg.broker.password_file:
@@ -67,6 +70,7 @@ def enroll(
                 f"no CA in {cfg.tls_dir}: run `cloud-controller tls init` (or set agents.tls = "
                 "false for a broker without TLS)"
             ) from None
+    secret = _add_node(cfg, node_id, password, rotate)  # refused before a certificate is issued
     if agents.mutual_tls:
         try:
             cert, key = issue(
@@ -80,7 +84,6 @@ def enroll(
         except TlsError as exc:
             raise EnrolError(str(exc)) from None
         cert_pem, key_pem = cert.read_text(encoding="ascii"), key.read_text(encoding="ascii")
-    secret = _add_keeping_owner(cfg.path(cfg.broker.password_file), node_id, password)
     return Bundle(
         node_id=node_id,
         tier=tier,

@@ -7,7 +7,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from cloud.credentials import add_credentials
+from cloud.credentials import set_password
 from simulations.testbed.broker import MosquittoBroker
 
 
@@ -37,8 +37,8 @@ def _can_connect(port: int, user: str, password: str) -> bool:
 @pytest.mark.broker
 def test_generated_entry_authenticates(tmp_path: Path) -> None:
     passwd = tmp_path / "passwd"
-    pw = add_credentials(passwd, "edge-1")
-    add_credentials(passwd, "edge-2", "fixed")
+    pw = set_password(passwd, "edge-1")
+    set_password(passwd, "edge-2", "fixed")
     broker = MosquittoBroker(
         workdir=tmp_path / "b", extra_config=[f"password_file {passwd}", "allow_anonymous false"]
     )
@@ -53,5 +53,4 @@ def test_generated_entry_authenticates(tmp_path: Path) -> None:
 
 def test_invalid_node_id_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
-        add_credentials(tmp_path / "passwd", "a/b")
-
+        set_password(tmp_path / "passwd", "a/b")

@@ -12,11 +12,13 @@ import os
 import queue
 import stat
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from cloud_harness import make_config
 
 from cloud.credentials import (
     CredentialsError,
@@ -27,6 +29,7 @@ from cloud.credentials import (
     set_password,
     users,
 )
+from cloud.enroll import EnrolError, enroll
 from simulations.testbed.broker import MosquittoBroker
 
 
@@ -147,3 +150,21 @@ def test_credentials_list_and_remove_on_the_command_line(
     capsys.readouterr()
     assert run("credentials", "list") == 0
     assert capsys.readouterr().out.split() == ["edge-2"]
+
+
+def test_enroll_refuses_the_controller_and_a_silent_rotation(tmp_path: Path) -> None:
+    cfg = make_config(
+        tmp_path,
+        broker={"username": "ctl", "password_file": "passwd"},
+        agents={"tls": False},
+    )
+    now = datetime.now(UTC)
+    first = enroll(cfg, "edge-1", now=now)
+    for name in ("controller", "ctl"):
+        with pytest.raises(EnrolError, match="reserved"):
+            enroll(cfg, name, now=now)
+    with pytest.raises(EnrolError, match="--rotate"):
+        enroll(cfg, "edge-1", now=now)
+    second = enroll(cfg, "edge-1", now=now, rotate=True)
+    assert second.password != first.password
+    assert users(tmp_path / "passwd") == ["edge-1"]

@@ -11,7 +11,8 @@
 # Needs deploy/install-common.sh and deploy/edge-agent.service beside it (copy deploy/).
 # What it does, after checking root, Python >= 3.11 with venv, systemd, and that the package
 # can be had (nothing is changed when a check fails):
-#   1. creates the system user `edge-agent` (no login, no home);
+#   1. (no service user: edge-agent.service runs the agent as root with a bounded capability
+#      set, so that tasks run as executor.run_as, another user);
 #   2. creates /opt/edge-agent/.venv and installs the package with its `agent` extra (default:
 #      the checkout this script is in; --package: a wheel, a checkout or a published name),
 #      and links edge-agent into /usr/local/bin;
@@ -26,7 +27,7 @@
 set -eu
 
 NAME=install-agent
-SERVICE_USER=edge-agent
+SERVICE_USER=""  # the unit runs the agent as root (tasks as executor.run_as)
 PREFIX=/opt/edge-agent
 CONF_DIR=/etc/edge-agent
 STATE_DIR=/var/lib/edge-agent
@@ -118,9 +119,9 @@ if [ -n "$PASSWORD_FILE" ]; then
     fi
 fi
 own "$ROOT$CONF_DIR"
-run chmod 0750 "$ROOT$CONF_DIR"
+run chmod 0700 "$ROOT$CONF_DIR"
 if [ "$DRY_RUN" = false ]; then
-    chmod 0640 "$CONFIG"
+    chmod 0600 "$CONFIG"
     # Validate before starting anything: every problem is listed at once.
     "$BIN/python" -c "import sys; from edge_agent.config import load_config; load_config(sys.argv[1])" \
         "$CONFIG" || die "$CONFIG is not valid; fix it and re-run"

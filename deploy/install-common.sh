@@ -1,6 +1,6 @@
 # Shared steps of install-agent.sh and install-controller.sh (sourced, not run).
 #
-# The caller sets NAME (log prefix), SERVICE_USER, PREFIX, CONF_DIR, STATE_DIR, UNIT, EXTRA
+# The caller sets NAME (log prefix), SERVICE_USER (empty: the service runs as root), PREFIX, CONF_DIR, STATE_DIR, UNIT, EXTRA
 # and the option variables below, then calls, in order:
 #   parse_common_option (in its option loop), precheck, record_settings, ensure_user,
 #   ensure_venv, link_tools, install_unit, start_unit.
@@ -119,6 +119,7 @@ load_settings() {
 }
 
 ensure_user() {
+    [ -n "$SERVICE_USER" ] || return 0  # the service runs as root
     if [ -n "$ROOT" ]; then say "--root: not creating the user $SERVICE_USER"; return; fi
     id "$SERVICE_USER" >/dev/null 2>&1 && return
     run useradd --system --no-create-home --home-dir "$STATE_DIR" --shell /usr/sbin/nologin \
@@ -146,7 +147,7 @@ link_tools() {
 # own DIR: the service's group reads DIR; its 0600 files (secrets) belong to the service
 # user, who alone must read them. Not under --root (no such user there).
 own() {
-    [ -n "$ROOT" ] && return
+    if [ -n "$ROOT" ] || [ -z "$SERVICE_USER" ]; then return; fi
     run chown -R root:"$SERVICE_USER" "$1"
     run find "$1" -type f -perm 0600 -exec chown "$SERVICE_USER" {} +
 }

@@ -5,8 +5,8 @@ id, how to reach the broker, the broker password, the CA and, under mutual TLS, 
 client certificate and key. ``join`` writes them beside the config: ``broker.password`` and
 ``NODE.key`` with mode 0600 from their first byte, ``ca.crt`` and ``NODE.crt`` readable, then
 ``agent.toml`` (the commented example with this node's values) atomically, and validates the
-result as ``edge-agent run`` would. Nothing from the bundle ends up in the config file itself
-but paths, so the config may be readable by the service's group.
+result as ``edge-agent run`` would. The config holds only paths to the secrets, and is 0600
+all the same, like the rest of what ``edge-agent init`` writes.
 """
 
 from __future__ import annotations
@@ -103,6 +103,6 @@ def join(
         written.append(_write(directory / f"{bundle.node_id}.crt", bundle.cert_pem, 0o644))
         values["broker.cert_file"] = str(written[-1])
     text = render_example(values)  # validated: a bad bundle never leaves a config behind
-    written.append(_write(config, text, 0o640))
+    written.append(_write(config, text, 0o600))
     load_config(config)  # as `edge-agent run` reads it, secret files included
     return Joined(config=config, bundle=bundle, written=tuple(written))

@@ -196,3 +196,11 @@ def test_json_output_is_the_api_answer(capsys: pytest.CaptureFixture[str]) -> No
     page = {"workflows": [], "next": None}
     _run(["workflow", "list", "--json"], {"/api/v1/workflows": page})
     assert json.loads(capsys.readouterr().out) == page
+
+
+def test_controller_docs_show_exactly_what_init_writes() -> None:
+    from cloud.config import render_default_config
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "controller.md").read_text()
+    block = doc.split("```toml\n", 1)[1].split("```", 1)[0]
+    assert block == render_default_config(token="…").split("\n\n", 1)[1]

@@ -129,7 +129,7 @@ class Controller:
     def _load_tasks(self) -> None:
         """Task state and acknowledged sequences from the store."""
         self.tasks.load(self.store.all_tasks(), self.store.leases())
-        self.scheduler.forget_parked()  # memory was reloaded: look at everything again
+        self.scheduler.backlog.forget()  # memory was reloaded: look at everything again
         self._ingest.acked = self.store.acked_seqs()
 
     def _commit(self, work: Callable[[], None]) -> None:

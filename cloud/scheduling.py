@@ -8,21 +8,14 @@ every ready task (``shared.decisions.task_readiness``, ``placement_order``);
 decision becomes a new epoch on the record and a ``place`` message, or a
 ``placement_blocked`` event logged once per reason.
 
-Blocked work waits for a reason to be looked at again, so a backlog that cannot be
-placed costs nothing per pass: a task waiting for its dependencies is *parked*
-until one of them changes; a task no node can take is parked until the nodes
-change (``Registry.generation``: a node joined or said hello, a link changed state,
-a drain) or, when some node only lacked free resources, until resources are freed
-(``TaskTable.freed``). Every parked task is looked at again after ``RECHECK_S``
-anyway (round-trip times and telemetry drift without an event), and at most
-``WAKE_BATCH`` tasks are placed per pass, best first.
+Blocked work waits for a reason to be looked at again (``cloud.backlog``), and at
+most ``WAKE_BATCH`` tasks are placed per pass, best first.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from shared.consistency import AdaptiveLevel, level_bounds
@@ -48,28 +41,17 @@ from shared.placement import place as place_task
 from shared.protocol import Place
 from shared.vocab import Level, LinkState, PlacementMode, Tier
 
+from .backlog import Backlog
 from .config import ControllerConfig
 from .metrics import ControllerMetrics
 from .registry import Registry
 from .tasks import TaskTable
 from .uow import UnitOfWork
 
-__all__ = ["RECHECK_S", "WAKE_BATCH", "Scheduler"]
+__all__ = ["WAKE_BATCH", "Scheduler"]
 
-#: A parked task is looked at again at least this often (seconds).
-RECHECK_S = 30.0
 #: Tasks placed per pass at most, in placement order; the rest wait for the next pass.
 WAKE_BATCH = 256
-
-
-@dataclass(frozen=True, slots=True)
-class _Parked:
-    """Why an unplaced task is not looked at, and the state it waits to change."""
-
-    why: str  # "deps" (woken by a dependency's change), "nodes" or "resources"
-    nodes: int  # Registry.generation when parked
-    freed: int  # TaskTable.freed when parked
-    at: float  # when parked (the recheck clock)
 
 
 class Scheduler:
@@ -88,7 +70,7 @@ class Scheduler:
         self.metrics = metrics
         self.mode = PlacementMode(cfg.placement.mode)
         self.weights = Weights(**cfg.placement.weights)
-        self._parked: dict[str, _Parked] = {}
+        self.backlog = Backlog(registry, tasks)
 
     # -- inputs of placement ---------------------------------------------------------
 
@@ -152,16 +134,8 @@ class Scheduler:
         """Place every ready task that is not parked (cancel those whose dependencies
         can never succeed), at most ``WAKE_BATCH`` of them, best first."""
         tasks = self.tasks
-        self._wake_dependents()
-        if not tasks.unplaced:
-            return
         ready: list[Candidate] = []
-        for task_id in list(tasks.unplaced):
-            parked = self._parked.get(task_id)
-            if parked is not None:
-                if not self._woken(parked, now):
-                    continue
-                del self._parked[task_id]
+        for task_id in self.backlog.due(now):
             rec = tasks.records[task_id]
             spec = rec.spec
             assert spec is not None
@@ -175,7 +149,7 @@ class Scheduler:
                 tasks.apply(request_cancel(rec, writer=self.uow.node_id, hlc=self.uow.hlc()))
                 self.uow.event("task_cancelled", verdict.reason, task_id=task_id)
             elif verdict.readiness is Readiness.WAITING:
-                self._park(task_id, "deps", now)
+                self.backlog.park(task_id, "deps", now)
             else:
                 ready.append(
                     Candidate(
@@ -203,36 +177,7 @@ class Scheduler:
             self.metrics.placement_seconds.observe(each)
             if not self._decided(task_id, demand, decision, trigger=None, health=health):
                 why = "resources" if decision.explanation.exhausted else "nodes"
-                self._park(task_id, why, now)
-
-    def forget_parked(self) -> None:
-        """Look at every unplaced task again on the next pass."""
-        self._parked.clear()
-        self.tasks.changed.clear()
-
-    def _park(self, task_id: str, why: str, now: float) -> None:
-        self._parked[task_id] = _Parked(
-            why=why, nodes=self.registry.generation, freed=self.tasks.freed, at=now
-        )
-
-    def _woken(self, parked: _Parked, now: float) -> bool:
-        """Has what a parked task waits for changed (or is its recheck due)?"""
-        if now - parked.at >= RECHECK_S:
-            return True
-        if parked.why == "deps":
-            return False  # woken by _wake_dependents only
-        if parked.nodes != self.registry.generation:
-            return True
-        return parked.why == "resources" and parked.freed != self.tasks.freed
-
-    def _wake_dependents(self) -> None:
-        """Unpark the dependents of every task changed since the last pass, and
-        forget parked tasks that are no longer ours to place."""
-        changed, self.tasks.changed = self.tasks.changed, set()
-        for task_id in changed:
-            self._parked.pop(task_id, None)
-            for dependent in self.tasks.dependents.get(task_id, ()):
-                self._parked.pop(dependent, None)
+                self.backlog.park(task_id, why, now)
 
     def place(
         self,

@@ -11,7 +11,7 @@ import pytest
 from memory_bus import MemoryHarness
 
 import cloud.scheduling
-from cloud.scheduling import RECHECK_S
+from cloud.backlog import RECHECK_S
 from shared.crdt import AttemptStatus
 
 

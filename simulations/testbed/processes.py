@@ -239,7 +239,9 @@ class AgentProcess(Managed):
                 "reconnect_min_s": 0.5,
                 "reconnect_max_s": 4.0,
             },
-            "api": {"host": "127.0.0.1", "port": 0},
+            # TCP with the agent's token (api.token in its state dir): local submissions go
+            # through aiohttp (simulations/testbed/local.py); the default is a Unix socket.
+            "api": {"transport": "tcp", "host": "127.0.0.1", "port": 0},
             "discovery": {"enabled": False},
             # T of DESIGN §7, shortened so connectivity grades move within a short run.
             "autonomy": {"period_s": 6.0, "telemetry_s": 2.0},

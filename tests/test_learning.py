@@ -110,3 +110,16 @@ def test_task_kind_is_the_name_then_the_callable_then_the_command() -> None:
     assert task_kind({"name": "resize", "command": ["x"]}) == "resize"
     assert task_kind({"name": "", "callable": "demo.add"}) == "demo.add"
     assert task_kind({"command": ["python", "-c", "pass"]}) == "python -c pass"
+
+
+def test_a_new_node_starts_from_what_its_tier_has_shown() -> None:
+    state = LearnerState()
+    for i in range(20):
+        observe_run(state, node_id=f"d{i}", tier=Tier.DEVICE, kind="k", seconds=10.0, hint_s=1.0)
+        observe_finish(state, f"d{i}", predicted_s=1.0, actual_s=2.0, tier=Tier.DEVICE)
+    fresh = state.speed_of("d-new", Tier.DEVICE).value
+    assert fresh < TIER_SPEED[Tier.DEVICE]  # the devices proved slower than the prior
+    assert state.speed_of("e-new", Tier.EDGE).value == pytest.approx(TIER_SPEED[Tier.EDGE])
+    assert state.error_of("d-new", Tier.DEVICE) > PRIOR_ERROR
+    assert state.error_of("d-new") == PRIOR_ERROR
+    assert LearnerState.from_dict(state.to_dict()) == state

@@ -55,7 +55,7 @@ def test_a_deadline_excludes_a_slow_node_even_a_cheaper_one() -> None:
     table = NodeTable(
         [_node("device", tier=Tier.DEVICE, cpus=1, speed=0.25), _node("edge", load=0.9)]
     )
-    demand = TaskDemand(task_id="t", work_s=1.0, deadline_s=2.0)
+    demand = TaskDemand(task_id="t", work_s=1.0, deadline_s=3.0)
     parts = _prediction(table, demand)
     assert parts["device"]["margin_s"] < 0 < parts["edge"]["margin_s"]
     assert place(table, demand, mode=ADAPTIVE).node_id == "edge"

@@ -13,10 +13,12 @@ changed since): the gain never falls to zero, and in steady state the update is
 an EWMA whose weight follows from the noise ratio (about 0.3 with the defaults),
 so an estimate follows a node whose speed changes within a few runs.
 
-**Priors.** A node's speed starts from its tier (``TIER_SPEED``, spread
-``TIER_SPREAD``); a kind's work from the spec's optional work hint (spread
-``HINT_SPREAD``), else ``DEFAULT_WORK_S`` capped by the task's deadline (spread
-``NO_HINT_SPREAD``, wide: the first sample mostly overrides it).
+**Priors.** A node's speed starts from what the nodes of its tier have shown
+(an EWMA of their log speeds; ``TIER_SPEED`` before any run), spread
+``TIER_SPREAD``, and its prediction error likewise from its tier's; a kind's
+work from the spec's optional work hint (spread ``HINT_SPREAD``), else
+``DEFAULT_WORK_S`` capped by the task's deadline (spread ``NO_HINT_SPREAD``, wide:
+the first sample mostly overrides it).
 
 **Links and error.** Round trip and bandwidth are EWMAs (weight ``EWMA_ALPHA``)
 of pings and of transfers; a node's prediction error is the EWMA of
@@ -141,11 +143,21 @@ class LearnerState:
     error: dict[str, float] = field(default_factory=dict)
     rtt_ms: dict[str, float] = field(default_factory=dict)
     bandwidth_mbps: dict[str, float] = field(default_factory=dict)
+    #: per tier: EWMA of its nodes' log speed, and of their prediction errors; what
+    #: a node of that tier is assumed to be before its own first sample
+    tier_speed: dict[str, float] = field(default_factory=dict)
+    tier_error: dict[str, float] = field(default_factory=dict)
 
     def speed_of(self, node_id: str, tier: Tier | str) -> Estimate:
-        """The node's per-core speed (its tier's prior before its first run)."""
+        """The node's per-core speed; before its first run, what its tier's nodes
+        have shown so far (``TIER_SPEED`` before any), within ``TIER_SPREAD``."""
         found = self.speed.get(node_id)
-        return found if found is not None else Estimate.prior(TIER_SPEED[Tier(tier)], TIER_SPREAD)
+        if found is not None:
+            return found
+        tier = Tier(tier)
+        pooled = self.tier_speed.get(tier.value)
+        log = pooled if pooled is not None else math.log(TIER_SPEED[tier])
+        return Estimate(log, math.log(TIER_SPREAD) ** 2)
 
     def work_of(
         self, kind: str, hint_s: float | None = None, bound_s: float | None = None
@@ -161,8 +173,13 @@ class LearnerState:
         bound = bound_s if bound_s is not None and bound_s > 0 else DEFAULT_WORK_S
         return Estimate.prior(min(DEFAULT_WORK_S, bound), NO_HINT_SPREAD)
 
-    def error_of(self, node_id: str) -> float:
-        return self.error.get(node_id, PRIOR_ERROR)
+    def error_of(self, node_id: str, tier: Tier | str | None = None) -> float:
+        """The node's prediction error; before its first sample, its tier's (given
+        ``tier``), else ``PRIOR_ERROR``."""
+        found = self.error.get(node_id)
+        if found is not None:
+            return found
+        return self.tier_error.get(Tier(tier).value, PRIOR_ERROR) if tier else PRIOR_ERROR
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -171,6 +188,8 @@ class LearnerState:
             "error": dict(self.error),
             "rtt_ms": dict(self.rtt_ms),
             "bandwidth_mbps": dict(self.bandwidth_mbps),
+            "tier_speed": dict(self.tier_speed),
+            "tier_error": dict(self.tier_error),
         }
 
     @classmethod
@@ -183,6 +202,8 @@ class LearnerState:
                 error={str(k): float(v) for k, v in data["error"].items()},
                 rtt_ms={str(k): float(v) for k, v in data["rtt_ms"].items()},
                 bandwidth_mbps={str(k): float(v) for k, v in data["bandwidth_mbps"].items()},
+                tier_speed={str(k): float(v) for k, v in data.get("tier_speed", {}).items()},
+                tier_error={str(k): float(v) for k, v in data.get("tier_error", {}).items()},
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"malformed learner state: {exc}") from exc
@@ -217,17 +238,31 @@ def observe_run(
     surprise = math.log(seconds) - (w.log - s.log)
     total = var_s + var_w + OBSERVATION_VAR
     gain_s, gain_w = var_s / total, var_w / total
-    state.speed[node_id] = Estimate(s.log - gain_s * surprise, var_s * (1 - gain_s), s.samples + 1)
+    speed = Estimate(s.log - gain_s * surprise, var_s * (1 - gain_s), s.samples + 1)
+    state.speed[node_id] = speed
     state.work[kind] = Estimate(w.log + gain_w * surprise, var_w * (1 - gain_w), w.samples + 1)
+    key = Tier(tier).value
+    pooled = state.tier_speed.get(key)
+    state.tier_speed[key] = speed.log if pooled is None else ewma(pooled, speed.log)
 
 
-def observe_finish(state: LearnerState, node_id: str, predicted_s: float, actual_s: float) -> None:
+def observe_finish(
+    state: LearnerState,
+    node_id: str,
+    predicted_s: float,
+    actual_s: float,
+    tier: Tier | str | None = None,
+) -> None:
     """An attempt on ``node_id`` was predicted to finish in ``predicted_s`` and took
-    ``actual_s`` (placement to result): update the node's prediction error."""
+    ``actual_s`` (placement to result): update the node's prediction error (and its
+    tier's, given ``tier``)."""
     if not (predicted_s > 0 and actual_s > 0):
         return
     sample = abs(math.log(actual_s / predicted_s))
-    state.error[node_id] = ewma(state.error_of(node_id), sample)
+    state.error[node_id] = ewma(state.error_of(node_id, tier), sample)
+    if tier:
+        key = Tier(tier).value
+        state.tier_error[key] = ewma(state.tier_error.get(key, PRIOR_ERROR), sample)
 
 
 def observe_rtt(state: LearnerState, node_id: str, rtt_ms: float) -> None:

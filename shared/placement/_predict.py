@@ -58,8 +58,11 @@ __all__ = [
     "timing",
 ]
 
-#: How many widths of a node's prediction error the deadline margin must cover.
-SAFETY = 1.0
+#: How many widths of a node's prediction error the deadline margin must cover. The
+#: error is a mean absolute log error ``e``; for normal log errors ``sigma = 1.25 e``,
+#: so 2 widths are 1.6 sigma: a safe node misses for prediction error alone about
+#: one time in twenty (1 width would be one in five).
+SAFETY = 2.0
 #: Without a deadline: a cost of 1 (the worst candidate on every count) is worth
 #: this much relative delay (1.0: finishing twice as late).
 COST_WEIGHT = 1.0

@@ -2,22 +2,21 @@
 
 The bundle (``shared/enrolment.py``, made by ``cloud-controller enroll``) carries the node
 id, how to reach the broker, the broker password, the CA and, under mutual TLS, the node's
-client certificate and key. ``join`` writes them beside the config: ``broker.password`` and
-``NODE.key`` with mode 0600 from their first byte, ``ca.crt`` and ``NODE.crt`` readable, then
-``agent.toml`` (the commented example with this node's values) atomically, and validates the
-result as ``edge-agent run`` would. The config holds only paths to the secrets, and is 0600
-all the same, like the rest of what ``edge-agent init`` writes.
+client certificate and key. ``join`` writes them beside the config (``broker.password``,
+``ca.crt``, ``NODE.crt``, ``NODE.key``), then ``agent.toml`` (the commented example with this
+node's values), each 0600 from its first byte and replaced atomically, and validates the
+result as ``edge-agent run`` would. The agent runs as root: nothing else needs to read them.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from shared.enrolment import Bundle, decode_bundle
 
+from ._safefs import write_private
 from .config import load_config, render_example
 
 __all__ = ["JoinError", "Joined", "join", "read_bundle"]
@@ -51,13 +50,8 @@ def read_bundle(source: str) -> Bundle:
     return decode_bundle(text)
 
 
-def _write(path: Path, data: str, mode: int) -> Path:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(data)
-    tmp.replace(path)
+def _write(path: Path, data: str) -> Path:
+    write_private(path, data.encode("utf-8"), replace=True)  # 0600 from its creation
     return path
 
 
@@ -82,7 +76,7 @@ def join(
             )
     directory = config.parent
     directory.mkdir(parents=True, exist_ok=True)
-    written = [_write(directory / PASSWORD_FILE, bundle.password + "\n", 0o600)]
+    written = [_write(directory / PASSWORD_FILE, bundle.password + "\n")]
     values: dict[str, object] = {
         "node.id": bundle.node_id,
         "node.tier": bundle.tier,
@@ -95,14 +89,14 @@ def join(
     if state_dir:
         values["node.state_dir"] = state_dir
     if bundle.ca_pem:
-        written.append(_write(directory / CA_FILE, bundle.ca_pem, 0o644))
+        written.append(_write(directory / CA_FILE, bundle.ca_pem))
         values["broker.ca_file"] = str(written[-1])
     if bundle.mutual_tls:
-        written.append(_write(directory / f"{bundle.node_id}.key", bundle.key_pem, 0o600))
+        written.append(_write(directory / f"{bundle.node_id}.key", bundle.key_pem))
         values["broker.key_file"] = str(written[-1])
-        written.append(_write(directory / f"{bundle.node_id}.crt", bundle.cert_pem, 0o644))
+        written.append(_write(directory / f"{bundle.node_id}.crt", bundle.cert_pem))
         values["broker.cert_file"] = str(written[-1])
     text = render_example(values)  # validated: a bad bundle never leaves a config behind
-    written.append(_write(config, text, 0o600))
+    written.append(_write(config, text))
     load_config(config)  # as `edge-agent run` reads it, secret files included
     return Joined(config=config, bundle=bundle, written=tuple(written))

@@ -27,7 +27,7 @@ from simulations.testbed.broker import find_mosquitto, free_port, stop_process, 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
 
 
-def _controller(tmp_path: Path, *, mutual: bool = False) -> Path:
+def _controller(tmp_path: Path, *, mutual: bool = False, ca: bool = True) -> Path:
     config = tmp_path / "etc" / "controller.toml"
     args = [
         "init",
@@ -44,7 +44,8 @@ def _controller(tmp_path: Path, *, mutual: bool = False) -> Path:
     if mutual:
         text = config.read_text().replace("mutual_tls = false", "mutual_tls = true")
         config.write_text(text)
-    assert controller_main(["--config", str(config), "tls", "init"]) == 0
+    if ca:
+        assert controller_main(["--config", str(config), "tls", "init"]) == 0
     return config
 
 
@@ -119,21 +120,7 @@ def test_enroll_and_join_write_a_valid_agent(
 def test_enroll_without_a_ca_says_what_to_do(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = tmp_path / "controller.toml"
-    assert (
-        controller_main(
-            [
-                "init",
-                "--path",
-                str(config),
-                "--broker-user",
-                "controller",
-                "--password-file",
-                str(tmp_path / "passwd"),
-            ]
-        )
-        == 0
-    )
+    config = _controller(tmp_path, ca=False)
     assert controller_main(["enroll", "edge-1", "--config", str(config)]) == 2
     assert "cloud-controller tls init" in capsys.readouterr().err
     assert load_controller_config(config).agents.tls

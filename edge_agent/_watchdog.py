@@ -8,7 +8,8 @@ The task process in turn gets ``PR_SET_PDEATHSIG = SIGKILL`` towards the watchdo
 the watchdog kills the task.
 
 Containment: the watchdog is a *child subreaper* (``PR_SET_CHILD_SUBREAPER``), so every
-process the task starts stays its descendant even after ``setsid`` and a double fork. When
+process the task starts stays its descendant even after ``setsid`` and a double fork; where a
+cgroup v2 is writable the attempt also runs in a cgroup of its own (``_cgroup.py``). When
 the attempt ends for any reason (exit, timeout, cancel, fence, stop) the whole tree is
 killed, not only the task's process group. The task runs with the rlimits of ``limits``
 (address space, CPU seconds, file size, process count); a breach is reported as its own
@@ -29,7 +30,8 @@ symlinks (``_safefs``):
   ``stop <reason>``. The watchdog opens it read-write, so it never sees end-of-file and a
   restarted agent can reopen it to renew an adopted attempt. Losing the agent keeps the last
   deadline in force: nobody renews, so the task is fenced at that deadline.
-- ``started.json`` (written after spawn): ``pid``, ``pgid``, ``started``.
+- ``started.json`` (written after spawn): ``pid``, ``pgid``, ``started``, ``cgroup`` (its
+  path, or null): the agent kills that cgroup when it finds the watchdog dead.
 - ``status.json`` (written last, atomically): ``exit_code``, ``signal``, ``reason``
   (``exited``, ``timeout``, ``fenced``, ``cancelled``, ``stopped``, ``spawn_failed``,
   ``memory_limit``, ``cpu_limit``, ``file_size_limit``), ``started``, ``ended``, ``deadline``,
@@ -52,7 +54,8 @@ import sys
 import time
 from collections.abc import Callable
 
-import _safefs  # this script's directory is sys.path[0]
+import _cgroup  # this script's directory is sys.path[0]
+import _safefs
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
@@ -70,9 +73,22 @@ _FSIZE_SIGNS = ("File too large",)
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def _child_setup(parent: int, limits: dict[str, list[int]]) -> Callable[[], None]:
+def _child_setup(
+    parent: int,
+    limits: dict[str, list[int]],
+    ids: tuple[int, int] | None,
+    cgroup: str | None,
+) -> Callable[[], None]:
     def set_it() -> None:
-        # Runs in the child after setuid (a credential change would clear PDEATHSIG).
+        # In the child, in this order: into the attempt's cgroup while still privileged (so
+        # that every descendant is born there), then the task's user, then what a credential
+        # change would reset (PDEATHSIG).
+        if cgroup is not None:
+            _cgroup.enter(cgroup)
+        if ids is not None:
+            os.setgroups([])
+            os.setresgid(ids[1], ids[1], ids[1])
+            os.setresuid(ids[0], ids[0], ids[0])
         os.umask(0o022)  # the agent's own 077 is not the task's business
         for name, (soft, hard) in limits.items():
             resource.setrlimit(_RLIMITS[name], (soft, hard))
@@ -106,8 +122,11 @@ def _descendants(root: int) -> list[int]:
     return found
 
 
-def _signal_tree(pgid: int, sig: int) -> None:
-    """Signal the task's group and every other descendant (``setsid`` daemons included)."""
+def _signal_tree(pgid: int, sig: int, cgroup: str | None) -> None:
+    """Signal the task's group and every other descendant (``setsid`` daemons included);
+    SIGKILL goes to the whole cgroup at once when the attempt has one."""
+    if sig == signal.SIGKILL and cgroup is not None:
+        _cgroup.kill(cgroup)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
     for pid in _descendants(os.getpid()):
@@ -115,9 +134,12 @@ def _signal_tree(pgid: int, sig: int) -> None:
             os.kill(pid, sig)
 
 
-def _end_tree() -> None:
+def _end_tree(cgroup: str | None) -> None:
     """Kill and reap every remaining descendant; as a subreaper the watchdog inherits the
-    orphans of each killed process, so repeat until nothing is left (bounded)."""
+    orphans of each killed process, so repeat until nothing is left (bounded). The attempt's
+    cgroup, if any, is killed first and removed last."""
+    if cgroup is not None:
+        _cgroup.kill(cgroup)
     me = os.getpid()
     for _ in range(1000):
         live = _descendants(me)
@@ -129,9 +151,11 @@ def _end_tree() -> None:
             while os.waitpid(-1, os.WNOHANG)[0]:
                 reaped += 1
         if not live and not reaped:
-            return
+            break
         if live and not reaped:
             time.sleep(0.005)
+    if cgroup is not None:
+        _cgroup.remove(cgroup)
 
 
 def _read_output(work_fd: int, uid: int | None, gid: int | None, limit: int) -> str | None:
@@ -213,6 +237,8 @@ def main(run_dir: str) -> int:
     uid, gid = spec.get("uid"), spec.get("gid")
     status: dict = {"deadline": deadline, "fenced_at": None, "signal": None, "output": None}
     started = time.monotonic()
+    cgroup = _cgroup.create(str(os.getpid()))
+    ids = None if uid is None else (uid, gid if gid is not None else uid)
     try:
         work_fd = _safefs.open_dir(WORK, dir_fd=run_fd)
         proc = subprocess.Popen(
@@ -223,10 +249,7 @@ def main(run_dir: str) -> int:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
-            user=uid,
-            group=gid,
-            extra_groups=[] if uid is not None else None,
-            preexec_fn=_child_setup(os.getpid(), limits),
+            preexec_fn=_child_setup(os.getpid(), limits, ids, cgroup),
         )
     except (OSError, subprocess.SubprocessError, ValueError) as exc:
         status.update(
@@ -237,10 +260,15 @@ def main(run_dir: str) -> int:
             stdout_tail="",
             stderr_tail=f"{type(exc).__name__}: {exc}"[-tail_max:],
         )
+        _end_tree(cgroup)
         _write_status(run_fd, "status.json", status)
         return 0
     pgid = proc.pid
-    _write_status(run_fd, "started.json", {"pid": proc.pid, "pgid": pgid, "started": started})
+    _write_status(
+        run_fd,
+        "started.json",
+        {"pid": proc.pid, "pgid": pgid, "started": started, "cgroup": cgroup},
+    )
     timeout_at = started + float(spec["timeout_s"])
     fifo = os.open("lease.fifo", os.O_RDWR | os.O_NONBLOCK | os.O_NOFOLLOW, dir_fd=run_fd)
     if not stat.S_ISFIFO(os.fstat(fifo).st_mode):
@@ -260,7 +288,7 @@ def main(run_dir: str) -> int:
         nonlocal reason, kill_at
         if reason == "exited":
             reason, kill_at = "stopped", time.monotonic() + grace
-            _signal_tree(pgid, signal.SIGTERM)
+            _signal_tree(pgid, signal.SIGTERM, cgroup)
 
     signal.signal(signal.SIGTERM, on_term)
     open_pipes = 2
@@ -271,12 +299,12 @@ def main(run_dir: str) -> int:
         if reason == "exited":
             if deadline is not None and now >= deadline:
                 reason, status["fenced_at"] = "fenced", now
-                _signal_tree(pgid, signal.SIGKILL)  # the lease is over: no grace past it
+                _signal_tree(pgid, signal.SIGKILL, cgroup)  # the lease is over: no grace past it
             elif now >= timeout_at:
                 reason, kill_at = "timeout", now + grace
-                _signal_tree(pgid, signal.SIGTERM)
+                _signal_tree(pgid, signal.SIGTERM, cgroup)
         if kill_at is not None and now >= kill_at:
-            _signal_tree(pgid, signal.SIGKILL)
+            _signal_tree(pgid, signal.SIGKILL, cgroup)
             kill_at = None
         wake = [timeout_at, now + 0.5]
         if deadline is not None and reason == "exited":
@@ -285,7 +313,7 @@ def main(run_dir: str) -> int:
             wake.append(kill_at)
         if proc.poll() is not None and open_pipes:
             # The leader exited but a descendant still holds the pipes: end the tree.
-            _signal_tree(pgid, signal.SIGKILL)
+            _signal_tree(pgid, signal.SIGKILL, cgroup)
         for key, _ in sel.select(max(0.0, min(wake) - now)):
             if key.data == "fifo":
                 try:
@@ -300,7 +328,7 @@ def main(run_dir: str) -> int:
                         status["deadline"] = deadline
                     elif word == "stop" and reason == "exited":
                         reason, kill_at = (arg or "cancelled"), time.monotonic() + grace
-                        _signal_tree(pgid, signal.SIGTERM)
+                        _signal_tree(pgid, signal.SIGTERM, cgroup)
                 continue
             chunk = os.read(key.fd, 65536)
             if not chunk:
@@ -312,8 +340,8 @@ def main(run_dir: str) -> int:
             if len(tail) > tail_max:
                 del tail[: len(tail) - tail_max]
     code = proc.wait()
-    _signal_tree(pgid, signal.SIGKILL)
-    _end_tree()  # nothing of the attempt outlives it, whatever session it moved to
+    _signal_tree(pgid, signal.SIGKILL, cgroup)
+    _end_tree(cgroup)  # nothing of the attempt outlives it, whatever session it moved to
     stderr = tails["stderr"].decode("utf-8", "replace")
     if reason == "exited":
         reason = _limit_reason(code, stderr, limits) or reason

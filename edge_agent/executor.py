@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_agent import _safefs
+from edge_agent import _cgroup, _safefs
 from edge_agent.config import ExecutorConfig
 
 __all__ = [
@@ -227,6 +227,16 @@ class Executor:
             return False
         return True
 
+    def kill_cgroup(self, task_id: str, attempt: str) -> bool:
+        """Kill and remove the cgroup of an attempt whose watchdog is gone (``True`` when
+        there was one). The path comes from the run directory, so it must name an attempt's
+        cgroup beside the agent's own before anything is killed."""
+        path = (_read_json(self.run_dir(task_id, attempt), "started.json") or {}).get("cgroup")
+        if not _cgroup.is_ours(path) or not _cgroup.kill(path):
+            return False
+        _cgroup.remove(path)
+        return True
+
     def _tell(self, attempt: str, line: str) -> bool:
         """Send a line to the attempt's watchdog. A watchdog that has not opened its FIFO yet
         (it starts in a few tens of milliseconds) gets the line on a later :meth:`poll`: a
@@ -289,9 +299,11 @@ class Executor:
     def _outcome(self, running: RunningAttempt) -> Outcome:
         status = _status(running.run_dir)
         if status is None:
-            # The watchdog died without a word (killed): its task died with it (PDEATHSIG).
+            # The watchdog died without a word (killed): its task died with it (PDEATHSIG);
+            # what left its session is still in the attempt's cgroup, when it has one.
             if running.pgid is not None:
                 self.kill_group(running.pgid)
+            self.kill_cgroup(running.task_id, running.attempt)
             status = {"reason": "lost", "exit_code": None, "signal": None}
         started, ended = status.get("started"), status.get("ended")
         stdout = str(status.get("stdout_tail") or "")

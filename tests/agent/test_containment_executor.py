@@ -7,6 +7,7 @@ private."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pwd
 import shutil
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 from test_agent_executor import _launch  # one builder of test launches
 
+from edge_agent import _cgroup
 from edge_agent.config import ExecutorConfig
 from edge_agent.executor import Executor, Outcome, RunningAttempt
 
@@ -218,3 +220,44 @@ def test_run_directory_modes_and_owners(ex: Executor) -> None:
         ex.stop(running.attempt, "cancelled")
         with contextlib.suppress(AssertionError):
             _wait(ex)
+
+
+def _has_cgroups() -> bool:
+    path = _cgroup.create(f"probe-{os.getpid()}")
+    if path is None:
+        return False
+    _cgroup.remove(path)
+    return True
+
+
+NEEDS_CGROUP = pytest.mark.skipif(not _has_cgroups(), reason="no writable cgroup v2 here")
+
+
+@NEEDS_CGROUP
+def test_each_attempt_has_its_own_cgroup(ex: Executor) -> None:
+    running = ex.launch(_launch("t-cg", ["cat", "/proc/self/cgroup"]))
+    out = _wait(ex)
+    (line,) = [x for x in out.stdout_tail.splitlines() if x.startswith("0::")]
+    cgroup = os.path.basename(line)
+    assert cgroup.startswith(_cgroup.PREFIX)
+    assert cgroup == os.path.basename(
+        json.loads((running.run_dir / "started.json").read_text())["cgroup"]
+    )
+    own = _cgroup.own_dir()
+    assert own is not None and not os.path.exists(os.path.join(own, cgroup))  # removed
+
+
+@NEEDS_CGROUP
+def test_a_task_that_kills_its_watchdog_leaves_no_daemon(tmp_path: Path) -> None:
+    """Only a task running as the agent's own user can signal its watchdog; the subreaper is
+    then gone, but the attempt's cgroup still holds the daemon and the agent kills it."""
+    ex = Executor(tmp_path / "runs", ExecutorConfig(run_as="", kill_grace_s=0.5))
+    script = DAEMON.replace('print("ready", flush=True)', "os.kill(os.getppid(), 9)")
+    running = ex.launch(_launch("t-rogue", [PY, "-c", script, "stay"]))
+    daemon = _daemon_pid(running)
+    out = _wait(ex)
+    assert out.reason == "lost"
+    end = time.monotonic() + 20
+    while not _gone(daemon):
+        assert time.monotonic() < end, f"the daemon {daemon} outlived its lost watchdog"
+        time.sleep(0.05)

@@ -45,3 +45,5 @@ def test_state_directory_is_private_and_nothing_outlives_the_service() -> None:
     unit = _unit()
     assert unit["StateDirectoryMode"] == "0700"
     assert unit["KillMode"] == "mixed"
+    # a cgroup per task attempt below the service's: delegated, so writable
+    assert unit["Delegate"] == "yes" and "ProtectControlGroups" not in unit

@@ -1,0 +1,104 @@
+"""A cgroup v2 per task attempt, where the host gives the agent a writable one.
+
+Standard library only: the watchdog imports it from its own directory (like ``_safefs``), the
+executor as ``edge_agent._cgroup``. Only process *tracking* is used (no controllers need to be
+enabled): every process of the attempt is born in ``<the watchdog's cgroup>/continuum-<pid>``
+whatever session or parent it moves to, and ``cgroup.kill`` ends them all at once, even when
+the watchdog itself is gone. Where there is no cgroup v2, or it is not writable (an agent that
+is not root, ``ProtectControlGroups``), every function here says so and the watchdog's
+subreaper does the job alone (``_watchdog.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+
+__all__ = ["PREFIX", "create", "enter", "is_ours", "kill", "own_dir", "remove"]
+
+PREFIX = "continuum-"
+
+
+def own_dir() -> str | None:
+    """The directory of this process's cgroup v2, ``None`` without a cgroup v2 mount."""
+    try:
+        with open("/proc/self/cgroup", encoding="ascii") as fh:
+            relative = next(line[3:].strip() for line in fh if line.startswith("0::"))
+        with open("/proc/self/mountinfo", encoding="utf-8") as fh:
+            mounts = [
+                left.split()[4]
+                for left, _, right in (line.partition(" - ") for line in fh)
+                if right.split()[:1] == ["cgroup2"]
+            ]
+    except (OSError, StopIteration, IndexError):
+        return None
+    if not mounts:
+        return None
+    path = os.path.join(mounts[0], relative.lstrip("/"))
+    return path if os.path.isdir(path) else None
+
+
+def create(name: str) -> str | None:
+    """A new cgroup ``PREFIX + name`` beside this process's, or ``None`` where not possible."""
+    base = own_dir()
+    if base is None:
+        return None
+    path = os.path.join(base, PREFIX + name)
+    try:
+        os.mkdir(path, 0o755)
+    except OSError:
+        return None
+    if not os.path.exists(os.path.join(path, "cgroup.kill")):  # before Linux 5.14
+        remove(path)
+        return None
+    return path
+
+
+def enter(path: str) -> bool:
+    """Move the calling process into ``path`` (its children are then born there)."""
+    try:
+        with open(os.path.join(path, "cgroup.procs"), "w", encoding="ascii") as fh:
+            fh.write(str(os.getpid()))
+    except OSError:
+        return False
+    return True
+
+
+def is_ours(path: object) -> bool:
+    """Is ``path`` an attempt's cgroup beside this process's? A path read back from a run
+    directory is checked before the agent kills anything in it."""
+    base = own_dir()
+    return (
+        isinstance(path, str)
+        and base is not None
+        and os.path.dirname(path) == base.rstrip("/")
+        and os.path.basename(path).startswith(PREFIX)
+    )
+
+
+def kill(path: str) -> bool:
+    """SIGKILL every process in the cgroup (``True`` when the cgroup was there)."""
+    try:
+        with open(os.path.join(path, "cgroup.kill"), "w", encoding="ascii") as fh:
+            fh.write("1")
+    except OSError:
+        return False
+    return True
+
+
+def remove(path: str, wait_s: float = 2.0) -> None:
+    """Remove the (killed) cgroup once its last process has left it (best effort)."""
+    end = time.monotonic() + wait_s
+    while True:
+        try:
+            os.rmdir(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            if time.monotonic() > end:
+                return
+            with contextlib.suppress(OSError):
+                kill(path)
+            time.sleep(0.01)

@@ -64,7 +64,7 @@ class BrokerConfig:
     port: int = 1883
     username: str = ""
     password: str = ""
-    password_file: str = ""  # the broker's password file, written by `credentials add`
+    password_file: str = ""  # the broker's password file (`init --broker-user`, `enroll`)
     client_id: str = ""  # default: "continuum-controller-<node_id>"
     protocol: str = "5"  # "5" (MQTT 5: message expiry) or "3.1.1"
     keepalive_s: int = 30

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from deploy_harness import REPO, installer_env, wheel_of
 
-pytestmark = [pytest.mark.slow]
+# Real installs: minutes on a loaded machine, beyond the suite's default.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 AGENT = REPO / "deploy" / "install-agent.sh"
 CONTROLLER = REPO / "deploy" / "install-controller.sh"

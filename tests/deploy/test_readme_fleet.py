@@ -31,7 +31,8 @@ from pathlib import Path
 import pytest
 from deploy_harness import HERE, REPO, installer_env
 
-pytestmark = [pytest.mark.broker, pytest.mark.e2e, pytest.mark.slow]
+# Real installs and services: minutes on a loaded machine, beyond the suite's default.
+pytestmark = [pytest.mark.broker, pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
 
 SECTION = ("## Run it on a fleet", "### Test partitions")
 

@@ -62,6 +62,7 @@ def _fail_lost(
 ) -> None:
     pgid = core.executor.orphan_pgid(task_id, attempt)
     killed = pgid is not None and core.executor.kill_group(pgid)
+    killed = core.executor.kill_cgroup(task_id, attempt) or killed  # setsid escapees (issue 11)
     rec = core.replica.get(task_id)
     if rec is None:
         return

@@ -1,5 +1,7 @@
-"""Score terms: named numpy columns over all nodes, each normalised to [0, 1]
-(penalties to [-1, 0]), combined by configurable weights.
+"""Score terms of the weighted-sum modes (every mode but ``adaptive``, which ranks
+by predicted completion time, ``_predict``): named numpy columns over the
+candidate nodes, each normalised to [0, 1] (penalties to [-1, 0]), combined by
+configurable weights.
 
 Every candidate carries every column (a term that does not apply, or that the mode
 switches off, is 0), so explanations line up. The final score is the weighted mean
@@ -8,7 +10,7 @@ the weights, which keeps the quantised tie-break rank of ``_select`` exact.
 
 Only ``fit`` depends on free resources; the other terms depend on the task's shape
 and the node's telemetry, so they are computed once per shape and reused while
-resources move (the batch path relies on this split).
+resources move (the pipeline's static half, ``_pipeline.prepare``).
 """
 
 from __future__ import annotations

@@ -270,21 +270,33 @@ class _World:
 
 
 _node = st.sampled_from(NODES)
-_action = st.one_of(
-    st.tuples(st.just("tick"), st.floats(0.05, 3.0)),
-    st.tuples(st.just("request"), _node, st.booleans()),
-    st.tuples(st.just("serve"), st.integers(0, 7)),
-    st.tuples(st.just("deliver"), _node, st.integers(0, 7), st.booleans()),
-    st.tuples(st.just("kill"), _node),
-    st.tuples(st.just("restart"), _node),
-    st.tuples(st.just("replace")),
-    st.tuples(st.just("restart_controller")),
-)
+_ARGS: dict[str, st.SearchStrategy[tuple[object, ...]]] = {
+    "tick": st.tuples(st.sampled_from([0.1, 0.5, 1.0, 1.5, 2.0, 3.0])),
+    "serve": st.tuples(st.integers(0, 7)),
+    "deliver": st.tuples(_node, st.integers(0, 7), st.booleans()),
+    "request": st.tuples(_node, st.just(True)),  # a duplicated request
+    "kill": st.tuples(_node),
+    "restart": st.tuples(_node),
+    "replace": st.just(()),
+    "restart_controller": st.just(()),
+}
+#: Messages move and time passes three times as often as faults strike, so that grants are
+#: issued and taken up between kills, restarts and re-placements.
+_KINDS = ["tick", "serve", "deliver"] * 3 + [
+    "request",
+    "kill",
+    "restart",
+    "replace",
+    "restart_controller",
+]
+_action = st.sampled_from(_KINDS).flatmap(lambda kind: _ARGS[kind].map(lambda a: (kind, *a)))
 
 
 #: The overlap the nemesis found: agent-1 granted epoch 1, killed before reading the grant;
 #: the task re-placed on agent-2 (epoch 2, granted, running); agent-1 restarted, asked for
 #: epoch 1 again and was delivered the old grant (FIFO credited it to the fresh request).
+#: Random schedules reach this only rarely (about 1 in 250 of them with FIFO matching), so it
+#: is always run.
 _NEMESIS = [
     ("request", "agent-1", False),
     ("serve", 0),
@@ -301,8 +313,8 @@ _NEMESIS = [
 ]
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.lists(_action, max_size=120), st.integers(0, 2**16))
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_action, min_size=60, max_size=150), st.integers(0, 2**16))
 @example(_NEMESIS, 0)
 def test_no_two_attempts_of_a_strong_task_hold_a_lease_at_once(
     actions: list[tuple[object, ...]], seed: int
@@ -315,5 +327,6 @@ def test_no_two_attempts_of_a_strong_task_hold_a_lease_at_once(
         else:
             getattr(world, str(name))(*args)
         world.fence()
-        holders = world.holders()
-        assert len(holders) <= 1, (world.now, holders)
+        assert len(world.holders()) <= 1, (world.now, world.holders())
+        for node in NODES:  # every live agent asks whenever its rules say a request is due
+            world.request(node, duplicate=False)

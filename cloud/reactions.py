@@ -54,6 +54,8 @@ class Reactions:
                 epoch=rec.placement.epoch if rec.placement else None,
             )
         self._record_outcomes(before, rec)
+        if _an_attempt_ended(before, rec):
+            self.tasks.ended.add(task_id)
         self._check_conflict(task_id, rec, meta)
         self._release_lease(task_id, rec, new_status.terminal)
 
@@ -110,6 +112,14 @@ class Reactions:
                     attempts=[f"{d1[0]}:{d1[1]}", f"{d2[0]}:{d2[1]}"],
                     nodes=[a1.node, a2.node],
                 )
+
+
+def _an_attempt_ended(before: TaskRecord | None, rec: TaskRecord) -> bool:
+    old = before.attempts if before is not None else {}
+    return any(
+        a.status.terminal and (dot not in old or not old[dot].status.terminal)
+        for dot, a in rec.attempts.items()
+    )
 
 
 def _run_seconds(attempt: Attempt) -> float | None:

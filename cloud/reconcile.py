@@ -128,61 +128,79 @@ class Reconciler:
     def adapt_levels(self, now: float) -> None:
         """One sample of every adaptive task's level on its own node's link."""
         health = self.scheduler.health(now)
-        for node_id, placed in self.tasks.on_node.items():
+        for task_id in sorted(self.tasks.adaptive):
+            node_id = self.tasks.placed_node(task_id)
+            meta = self.tasks.meta[task_id]
+            if node_id is None or meta.adaptive is None:
+                continue
             entry = self.registry.get(node_id)
             link = entry.link_state if entry is not None else LinkState.FAILED
-            for task_id in sorted(placed):
-                meta = self.tasks.meta[task_id]
-                if meta.adaptive is None:
-                    continue
-                change = adapt_level(meta.adaptive, link=link, system=health, now=now)
-                if change is None:
-                    continue
-                meta.level = change.new
-                self.uow.dirty_tasks.add(task_id)
-                direction = "down" if change.downgrade else "up"
-                self.metrics.level_changes.labels(direction=direction).inc()
-                rec = self.tasks.records[task_id]
-                epoch = rec.placement.epoch if rec.placement else 0
-                self.uow.event(
-                    "level_change",
-                    change.reason,
-                    task_id=task_id,
-                    node_id=node_id,
-                    epoch=epoch,
-                    **{"from": change.old.value, "to": change.new.value},
-                )
-                self.uow.queue(
-                    node_id,
-                    "level_change",
-                    LevelChange(
-                        task_id=task_id, epoch=epoch, level=change.new.value, reason=change.reason
-                    ),
-                )
+            change = adapt_level(meta.adaptive, link=link, system=health, now=now)
+            if change is None:
+                continue
+            meta.level = change.new
+            self.uow.dirty_tasks.add(task_id)
+            direction = "down" if change.downgrade else "up"
+            self.metrics.level_changes.labels(direction=direction).inc()
+            rec = self.tasks.records[task_id]
+            epoch = rec.placement.epoch if rec.placement else 0
+            self.uow.event(
+                "level_change",
+                change.reason,
+                task_id=task_id,
+                node_id=node_id,
+                epoch=epoch,
+                **{"from": change.old.value, "to": change.new.value},
+            )
+            self.uow.queue(
+                node_id,
+                "level_change",
+                LevelChange(
+                    task_id=task_id, epoch=epoch, level=change.new.value, reason=change.reason
+                ),
+            )
 
     # -- re-placement -------------------------------------------------------------------
 
     def replace(self, now: float) -> None:
         """Every re-placement rule, one pass: partitions, ended attempts, triggers."""
-        self._moves(now, self._partition_decision)
-        self._moves(now, self._retry_decision)
+        self._moves(now, self._partition_decision, self._on_down_nodes())
+        self._moves(now, self._retry_decision, self._with_ended_attempts())
         self._replace_on_triggers(now)
 
-    def _moves(self, now: float, decide: _Decide) -> None:
-        """Apply one per-task rule to every active placed task, placing each task
+    def _moves(self, now: float, decide: _Decide, placed: Iterable[tuple[str, NodeEntry]]) -> None:
+        """Apply one per-task rule to ``placed`` (task, its node), placing each task
         it moves on one table shared by the pass."""
         pass_: _Pass | None = None
-        for node_id in sorted(self.tasks.on_node):
-            entry = self.registry.get(node_id)
-            if entry is None:
+        for task_id, entry in placed:
+            decision = decide(task_id, entry, now)
+            if not decision.move:
                 continue
-            for task_id in sorted(self.tasks.active_on(node_id)):
-                decision = decide(task_id, entry, now)
-                if not decision.move:
-                    continue
-                pass_ = pass_ or _Pass(self.scheduler.table(now), self.scheduler.health(now))
-                if self._move(task_id, decision, pass_) and decision.fence:
-                    self._fence_old(task_id, node_id)
+            pass_ = pass_ or _Pass(self.scheduler.table(now), self.scheduler.health(now))
+            if self._move(task_id, decision, pass_) and decision.fence:
+                self._fence_old(task_id, entry.node_id)
+
+    def _on_down_nodes(self) -> list[tuple[str, NodeEntry]]:
+        """Active tasks placed on nodes out of reach."""
+        return [
+            (task_id, entry)
+            for node_id in sorted(self.tasks.on_node)
+            if (entry := self.registry.get(node_id)) is not None and entry.link_state in DOWN
+            for task_id in sorted(self.tasks.active_on(node_id))
+        ]
+
+    def _with_ended_attempts(self) -> list[tuple[str, NodeEntry]]:
+        """Placed tasks with an attempt that ended since the retry rule last decided
+        (``TaskTable.ended``); others are forgotten."""
+        out = []
+        for task_id in sorted(self.tasks.ended):
+            node_id = self.tasks.placed_node(task_id)
+            entry = self.registry.get(node_id) if node_id is not None else None
+            if entry is None:
+                self.tasks.ended.discard(task_id)
+            else:
+                out.append((task_id, entry))
+        return out
 
     def _move(self, task_id: str, decision: MoveDecision, pass_: _Pass) -> bool:
         if pinned_to_origin(self.tasks.meta[task_id].origin, self.tasks.records[task_id].spec):
@@ -215,10 +233,12 @@ class Reconciler:
         )
 
     def _retry_decision(self, task_id: str, entry: NodeEntry, now: float) -> MoveDecision:
+        """``retry_move``; the task stays watched only while time alone may change
+        the answer (a new report of the task puts it back)."""
         rec = self.tasks.records[task_id]
         assert rec.placement is not None and rec.spec is not None
         epoch = rec.placement.epoch
-        return retry_move(
+        decision = retry_move(
             RetryFacts(
                 node_id=entry.node_id,
                 link=entry.link_state,
@@ -231,6 +251,9 @@ class Reconciler:
             ),
             now=now,
         )
+        if not decision.later:
+            self.tasks.ended.discard(task_id)
+        return decision
 
     def _replace_on_triggers(self, now: float) -> None:
         """Policy triggers, for tasks whose mode is ``adaptive``: fired per node
@@ -260,7 +283,7 @@ class Reconciler:
             placed = self.tasks.active_on(node_id)
             rtt = entry.monitor.stats(now).rtt_p50_ms
             if node_id not in fired.triggers and (
-                rtt is None or not any(self._latency_bound(t) for t in placed)
+                rtt is None or placed.isdisjoint(self.tasks.latency_bound)
             ):
                 continue  # nothing can fire here: spare building the facts
             for task_id in sorted(placed):
@@ -303,10 +326,6 @@ class Reconciler:
             ),
             lease=self.tasks.leases.get(task_id),
         )
-
-    def _latency_bound(self, task_id: str) -> bool:
-        spec = self.tasks.records[task_id].spec
-        return spec is not None and spec["placement"].get("max_latency_ms") is not None
 
     def _supersede(self, task_id: str, old_node: str) -> None:
         """Tell the old node its placement was superseded: the record itself (new

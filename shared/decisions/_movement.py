@@ -80,6 +80,12 @@ class MoveDecision:
     trigger: str | None = None  # names the move: "<trigger name>: <why>"
     exclude: tuple[str, ...] = ()  # nodes the new placement must avoid
     fence: bool = False  # presume the old node's attempts lost
+    later: bool = False  # staying: time or the link alone may change the answer
+
+    @staticmethod
+    def wait(reason: str) -> MoveDecision:
+        """Not now, but ask again: no new report is needed for the answer to change."""
+        return MoveDecision(move=False, reason=reason, later=True)
 
     @staticmethod
     def stay(reason: str) -> MoveDecision:
@@ -312,7 +318,7 @@ def retry_move(facts: RetryFacts, *, now: float) -> MoveDecision:
     if facts.status is not TaskStatus.PENDING:
         return MoveDecision.stay(f"task {facts.status.value}")
     if facts.link in DOWN:
-        return MoveDecision.stay("node out of reach: the partition rule decides")
+        return MoveDecision.wait("node out of reach: the partition rule decides")
     current = [a for a in facts.attempts if a.epoch == facts.epoch]
     if not current:
         return MoveDecision.stay("no attempt of this epoch yet")
@@ -325,7 +331,7 @@ def retry_move(facts: RetryFacts, *, now: float) -> MoveDecision:
         return MoveDecision.stay("the node retries it itself")
     lease = facts.lease
     if lease is not None and lease.live(now) and not holder_stopped(lease, current):
-        return MoveDecision.stay("lease_live")
+        return MoveDecision.wait("lease_live")
     status = last.status.name.lower()
     return MoveDecision(
         move=True,

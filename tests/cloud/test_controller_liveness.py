@@ -146,3 +146,20 @@ def test_every_lease_answer_echoes_the_request_id(h: MemoryHarness) -> None:
     n1.request_lease("s", 1, request_id="i1-9")
     grant = h.await_msg(n1, "lease_grant")
     assert grant.body.granted and grant.body.request_id == "i1-9"
+
+
+def test_a_fenced_attempt_reported_before_a_restart_is_placed_again_after_it(
+    h: MemoryHarness,
+) -> None:
+    n1 = h.node("n1", labels={"pool": "x"})
+    h.controller.submit_task(task("s", "strong"))
+    n1.expect("place", lambda e: e.body.task_id == "s" and e.body.epoch == 1)
+    n1.request_lease("s", 1)
+    assert h.await_msg(n1, "lease_grant").body.granted
+    dot = n1.start("s", 1)
+    n1.finish("s", dot, AttemptStatus.FAILED, reason="lease_expired")
+    h.await_msg(n1, "ack", lambda e: e.body.up_to_seq == n1.seq)
+    h.restart(clock_start=50.0)  # before any tick acted on the report
+    h.keep_alive("n1")
+    h.tick(STEP)
+    n1.expect("place", lambda e: e.body.task_id == "s" and e.body.epoch == 2)

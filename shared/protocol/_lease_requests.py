@@ -11,10 +11,11 @@ request, whose send time would place the deadline after the controller's view of
 lease's end. The deadline is measured from the matched request's send time
 (:meth:`shared.consistency.AgentLease.granted`).
 
-**Liveness.** ``stale_epoch`` and ``not_placed_here`` are final for the epoch (fencing); any
-other refusal (``lease_held`` after a controller restart, ``unknown_epoch``) is retried with
-backoff. A queued task whose lease lapsed before it could start (no free slot) starts over
-with a fresh lease (:meth:`AgentLeases.for_start`): a lapsed lease is never renewed.
+**Liveness.** The refusals in :data:`FINAL_REFUSALS` are final for the epoch (fencing, or a
+task with nothing left to run); any other (``lease_held`` after a controller restart,
+``unknown_epoch``) is retried with backoff. A queued task whose lease lapsed before it could
+start (no free slot) starts over with a fresh lease (:meth:`AgentLeases.for_start`): a lapsed
+lease is never renewed.
 """
 
 from __future__ import annotations
@@ -30,8 +31,11 @@ from shared.protocol._bodies import LeaseGrant, LeaseRequest
 
 __all__ = ["FINAL_REFUSALS", "AgentLeases", "GrantAnswer", "GrantOutcome"]
 
-#: Refusals that end the epoch's lease on this node (fencing); any other is retried.
-FINAL_REFUSALS: Final = frozenset({"stale_epoch", "not_placed_here"})
+#: Refusals that end the epoch's lease on this node (fencing, or nothing left to run); any
+#: other (``lease_held``, ``unknown_epoch``, a reason this agent does not know) is retried.
+FINAL_REFUSALS: Final = frozenset(
+    {"stale_epoch", "not_placed_here", "cancelled", "terminal", "unknown_task"}
+)
 #: Request ids kept for matching; the oldest go first (an answer that late is lost anyway).
 _MAX_OUTSTANDING = 4_096
 #: Backoff after a refusal that is not final: 1 s, doubling, at most half the lease.

@@ -12,6 +12,8 @@ import json
 import os
 import signal
 import sys
+import time
+from datetime import datetime
 from pathlib import Path
 
 from edge_agent import __version__
@@ -122,6 +124,13 @@ def _parser() -> argparse.ArgumentParser:
         "and last sync.",
     )
     status.add_argument("--port", type=int, help="local API port (overrides the config)")
+    status.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="wait up to S seconds for the agent to answer (right after a start)",
+    )
     return parser
 
 
@@ -182,18 +191,32 @@ def _run(config_path: str) -> int:
     return agent.run()
 
 
-def _status(config_path: str, port: int | None, raw: bool) -> int:
+def _ago(ms: int | None) -> str:
+    """Epoch milliseconds as local clock time and age, for people."""
+    if ms is None:
+        return "never"
+    when = datetime.fromtimestamp(ms / 1000).astimezone()
+    age = max(time.time() - ms / 1000, 0.0)
+    return f"{when:%Y-%m-%d %H:%M:%S} ({age:.0f} s ago)"
+
+
+def _status(config_path: str, port: int | None, raw: bool, wait_s: float = 0.0) -> int:
     from edge_agent.api import LocalClient  # the Unix socket, or TCP with the token (issue 11)
 
     if port is not None and not Path(config_path).exists():
         client = LocalClient(port=port)  # TCP without a config: no token to send
     else:
         client = LocalClient.for_config(load_config(config_path), port)
-    try:
-        code, status = client.request("GET", "/v1/status")
-    except OSError as exc:
-        print(f"no agent answering on {client}: {exc}", file=sys.stderr)
-        return 1
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            code, status = client.request("GET", "/v1/status")
+            break
+        except OSError as exc:
+            if time.monotonic() >= deadline:
+                print(f"no agent answering on {client}: {exc}", file=sys.stderr)
+                return 1
+            time.sleep(0.5)
     if code != 200:
         print(f"the agent at {client} answered {code}: {status}", file=sys.stderr)
         return 1
@@ -205,7 +228,7 @@ def _status(config_path: str, port: int | None, raw: bool) -> int:
     print(f"connectivity  {status['connectivity']} (link {'up' if status['link_up'] else 'down'})")
     print(f"autonomy      {status['autonomy']}")
     print(f"outbox        {status['outbox_depth']} unacknowledged")
-    print(f"last sync     {'never' if last is None else f'{last} ms since epoch'}")
+    print(f"last sync     {_ago(last)}")
     print(f"queue         {len(status['queue'])}")
     for item in status["queue"]:
         print(f"  {item['task_id']}  priority {item['priority']}  {item['level']}")
@@ -260,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
             return _init(args)
         if args.command == "run":
             return _run(_config_path(args))
-        return _status(_config_path(args), args.port, args.json)
+        return _status(_config_path(args), args.port, args.json, args.wait)
     except ValidationError as exc:
         print(str(exc), file=sys.stderr)
         return 2

@@ -2,7 +2,7 @@
 
 Every ``telemetry_s`` each node's heartbeat reaches the controller only while the
 node's path to it is up; one ``shared.health.LinkMonitor`` per node grades its
-link. Then, as ``cloud/service.py`` does on its tick and with the same pure
+link. Then, as ``cloud/reconcile.py`` does on its tick and with the same pure
 functions:
 
 - system health: ``assess_health`` over every node's link state and RTT p99;
@@ -141,8 +141,10 @@ class Controller:
         return level
 
     def placed(self, task: Task, g: int) -> None:
-        """``task`` goes to node ``g``: its level on that node's link, and a fresh
-        adaptive machine for an adaptive task (as ``cloud/service.py`` does)."""
+        """``task`` goes to node ``g``: its level on that node's link, and (for an
+        adaptive task) a fresh adaptive machine, as ``cloud/scheduling.py`` does. The
+        machine is built at the first sample (``_adapt_levels``): it holds no time
+        before one, and most tasks end before the next telemetry tick."""
         if task.lo is task.hi:
             return
         link = self.link_state[g]
@@ -152,13 +154,18 @@ class Controller:
             spec = self.specs[task.tt]
             level = self._levels[key] = placement_level(spec, link=link, system=self.system)
         task.level = level
-        task.adaptive = AdaptiveLevel(task.id, lo=task.lo, hi=task.hi, initial=level)
+        task.adaptive = None
 
     def _adapt_levels(self, now: float) -> None:
         for g, at in self._live():
-            machine = at.task.adaptive
-            if machine is None or at.epoch != at.task.epoch:
+            task = at.task
+            if task.lo is task.hi or at.epoch != task.epoch:
                 continue
+            machine = task.adaptive
+            if machine is None:
+                machine = task.adaptive = AdaptiveLevel(
+                    task.id, lo=task.lo, hi=task.hi, initial=at.level
+                )
             change = adapt_level(machine, link=self.link_state[g], system=self.system, now=now)
             if change is not None:
                 at.task.level = change.new
@@ -380,7 +387,10 @@ class Controller:
 
     def outcome(self, g: int, ok: bool, ran_s: float) -> None:
         """What the controller records of a node from a reported outcome
-        (``cloud/registry.py`` ``record_outcome``): failure EWMA, run durations."""
+        (``cloud/registry.py`` ``record_outcome``): failure EWMA, run durations
+        (read only by the triggers of the adaptive mode)."""
+        if self.mode is not PlacementMode.ADAPTIVE:
+            return
         self.failure[g] = update_failure_rate(self.failure[g], not ok)
         if ok:
             self.durations[g].append(ran_s)

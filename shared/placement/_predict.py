@@ -21,8 +21,9 @@ The rule (higher score wins, scores in [-1, 1]):
   exp(SAFETY * error_i) <= D``, ``error_i`` the node's learned prediction error
   (``|log(actual / predicted)|``): the margin grows with how wrong the node's
   predictions have been. Safe nodes score ``1 - cost`` (cheapest first); others
-  ``-finish / (finish + D)`` (earliest first), always below every safe one, so
-  when none is safe the earliest predicted finish wins;
+  ``-finish / (finish + D)`` (earliest first: the prediction itself is the best
+  estimate of who finishes first), always below every safe one, so when none is
+  safe the earliest predicted finish wins;
 - without a deadline: ``1 / (1 + v_i)`` with ``v_i = finish_i * (1 + COST_WEIGHT *
   cost_i)`` seconds: the earliest finish, traded against cost.
 
@@ -135,14 +136,14 @@ _FACT_ARRAYS = (
 class Timing:
     """The static half of the prediction over a shape's candidate rows: ``fixed`` =
     dispatch + transfer + execution + return, ``capacity`` = cpus * speed,
-    ``base_cost`` = the cost's static shares (energy, WAN, risk) over 4, ``limit``
-    = deadline / exp(SAFETY * error) (empty without a deadline); ``load`` and
-    ``inv_cpus`` for the utilisation."""
+    ``base_cost`` = the cost's static shares (energy, WAN, risk) over 4, ``widen``
+    = exp(SAFETY * error) (empty without a deadline); ``load`` and ``inv_cpus``
+    for the utilisation."""
 
     fixed: FloatArray
     capacity: FloatArray
     base_cost: FloatArray
-    limit: FloatArray
+    widen: FloatArray
     load: FloatArray
     inv_cpus: FloatArray
 
@@ -154,7 +155,7 @@ class Timing:
                 self.fixed,
                 self.capacity,
                 self.base_cost,
-                self.limit,
+                self.widen,
                 self.load,
                 self.inv_cpus,
             )
@@ -204,7 +205,7 @@ def timing(facts: NodeFacts, table: NodeTable, demand: TaskDemand, rows: IntArra
         fixed=fixed,
         capacity=facts.capacity[idx],
         base_cost=(energy + wan + (1.0 - survive)) / 4.0,
-        limit=np.empty(0) if deadline is None else deadline / facts.widen[idx],
+        widen=np.empty(0) if deadline is None else facts.widen[idx],
         load=table.load[idx],
         inv_cpus=facts.inv_cpus[idx],
     )
@@ -228,9 +229,8 @@ def score(
     deadline = demand.deadline_s
     if deadline is not None:
         late = -finish / (finish + max(deadline, TINY))
-        value = np.where(
-            finish <= t.limit[pos], 1.0 - cost, np.where(np.isfinite(late), late, -1.0)
-        )
+        safe = finish * t.widen[pos] <= deadline
+        value = np.where(safe, 1.0 - cost, np.where(np.isfinite(late), late, -1.0))
     else:
         value = 1.0 / (1.0 + finish * (1.0 + COST_WEIGHT * cost))
     return value, queue, cost

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from shared.clocks import Timestamp
 from shared.crdt import Attempt, AttemptStatus, TaskRecord, visible_status
-from shared.decisions import holder_stopped
-from shared.vocab import Level
+from shared.decisions import RunningAttempt, holder_stopped, running_conflicts
 
 from .metrics import ControllerMetrics
 from .registry import Registry
@@ -94,24 +93,20 @@ class Reactions:
 
     def _check_conflict(self, task_id: str, rec: TaskRecord, meta: TaskMeta) -> None:
         """Two attempts running at once on different nodes, for a task whose level
-        forbids it, is a conflict: flagged once per pair."""
-        if meta.level is Level.EVENTUAL:
-            return
-        running = [(d, a) for d, a in rec.attempts.items() if a.status == AttemptStatus.STARTED]
-        for i, (d1, a1) in enumerate(running):
-            for d2, a2 in running[i + 1 :]:
-                pair = frozenset((d1, d2))
-                if a1.node == a2.node or pair in meta.flagged:
-                    continue
-                meta.flagged.add(pair)
-                self.metrics.conflicts.inc()
-                self.uow.event(
-                    "conflict",
-                    f"two attempts running at once at level {meta.level}",
-                    task_id=task_id,
-                    attempts=[f"{d1[0]}:{d1[1]}", f"{d2[0]}:{d2[1]}"],
-                    nodes=[a1.node, a2.node],
-                )
+        forbids it (``shared.decisions.running_conflicts``): flagged once per pair."""
+        attempts = [
+            RunningAttempt(dot=dot, node=a.node, status=a.status) for dot, a in rec.attempts.items()
+        ]
+        for a, b in running_conflicts(meta.level, attempts, flagged=meta.flagged):
+            meta.flagged.add(frozenset((a.dot, b.dot)))
+            self.metrics.conflicts.inc()
+            self.uow.event(
+                "conflict",
+                f"two attempts running at once at level {meta.level}",
+                task_id=task_id,
+                attempts=[f"{a.dot[0]}:{a.dot[1]}", f"{b.dot[0]}:{b.dot[1]}"],
+                nodes=[a.node, b.node],
+            )
 
 
 def _an_attempt_ended(before: TaskRecord | None, rec: TaskRecord) -> bool:

@@ -23,6 +23,11 @@ What may move, and when (``_movement``)
     ``holder_stopped(lease, attempts)``: the holder's own report of the end frees its lease.
     Each returns a ``MoveDecision(move, reason, trigger, exclude, fence)``.
 
+Attempts and leases (``_attempts``)
+    ``running_conflicts(level, [RunningAttempt...], flagged=)``: attempts running at once
+    on different nodes where the level forbids it; ``lease_refusal(known=, placed=,
+    cancel_requested=, status=)``: a request refused before the lease book is asked.
+
 System health (``_health``)
     ``assess_health([LinkSample(state, rtt_p99_ms)...]) -> HealthReport`` (health,
     counts, p99, reason; ``detail()`` for the API).
@@ -43,6 +48,7 @@ Typical pass of a caller (the controller's ``cloud/reconcile.py`` does exactly t
         if d.move: place again, excluding d.exclude, naming d.trigger
 """
 
+from shared.decisions._attempts import RunningAttempt, lease_refusal, running_conflicts
 from shared.decisions._health import AVAILABLE, HealthReport, LinkSample, assess_health
 from shared.decisions._levels import adapt_level, demand_level, placement_level
 from shared.decisions._movement import (
@@ -92,6 +98,7 @@ __all__ = [
     "Readiness",
     "ReadinessDecision",
     "RetryFacts",
+    "RunningAttempt",
     "TriggerFacts",
     "WorkflowDecision",
     "adapt_level",
@@ -100,11 +107,13 @@ __all__ = [
     "demand_level",
     "fired_triggers",
     "holder_stopped",
+    "lease_refusal",
     "movable",
     "partition_move",
     "placement_level",
     "placement_order",
     "retry_move",
+    "running_conflicts",
     "task_readiness",
     "trigger_move",
     "workflow_status",

@@ -67,6 +67,10 @@ done
 given_node=$NODE_ID given_broker=$BROKER given_port=$PORT given_tier=$TIER
 given_user=$USERNAME given_tls=$TLS given_ca=$CA_FILE given_cert=$CERT_FILE given_key=$KEY_FILE
 load_settings
+# TLS without a port means the TLS listener's port, not the plaintext one kept from before.
+if [ "$given_tls" = true ] && [ -z "$given_port" ] && [ "${PORT:-1883}" = 1883 ]; then
+    given_port=8883
+fi
 NODE_ID=${given_node:-${NODE_ID:-}} BROKER=${given_broker:-${BROKER:-}}
 PORT=${given_port:-${PORT:-1883}} TIER=${given_tier:-${TIER:-edge}}
 USERNAME=${given_user:-${USERNAME:-}} TLS=${given_tls:-${TLS:-false}}
@@ -118,7 +122,6 @@ if [ -n "$PASSWORD_FILE" ]; then
             > "$ROOT$CONF_DIR/agent.env")
     fi
 fi
-own "$ROOT$CONF_DIR"
 run chmod 0700 "$ROOT$CONF_DIR"
 if [ "$DRY_RUN" = false ]; then
     chmod 0600 "$CONFIG"

@@ -144,12 +144,14 @@ link_tools() {
     done
 }
 
-# own DIR: the service's group reads DIR; its 0600 files (secrets) belong to the service
-# user, who alone must read them. Not under --root (no such user there).
+# own FILE...: the service user reads these (its config); their directory is traversable by
+# its group. Nothing else changes hands: the CA key beside the config stays root's. Not
+# under --root (no such user there), nor for a service that runs as root.
 own() {
     if [ -n "$ROOT" ] || [ -z "$SERVICE_USER" ]; then return; fi
-    run chown -R root:"$SERVICE_USER" "$1"
-    run find "$1" -type f -perm 0600 -exec chown "$SERVICE_USER" {} +
+    run chown root:"$SERVICE_USER" "$(dirname "$1")"
+    run chmod 0750 "$(dirname "$1")"
+    run chown "$SERVICE_USER" "$@"
 }
 
 # install_unit: the unit file, with every absolute path under --root when given.

@@ -82,7 +82,7 @@ if [ "$CHANGED" = true ] || [ ! -f "$CONFIG" ]; then
     run "$BIN/cloud-controller" init "$@" || die "cannot write $CONFIG"
 fi
 run mkdir -p "$ROOT$STATE_DIR"
-own "$ROOT$CONF_DIR"
+own "$CONFIG"
 [ -n "$ROOT" ] || run chown "$SERVICE_USER:$SERVICE_USER" "$STATE_DIR"
 if [ "$DRY_RUN" = false ]; then
     "$BIN/python" -c "import sys; from cloud.config import load_config; load_config(sys.argv[1])" \

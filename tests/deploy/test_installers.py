@@ -125,8 +125,6 @@ def test_agent_install_then_rerun_with_changed_options(test_root: Path, wheelhou
         AGENT,
         test_root,
         env,
-        "--port",
-        "8883",
         "--tls",
         "--ca-file",
         str(ca),

@@ -19,7 +19,6 @@ from typing import Any
 from shared.authz import Reason, Refusal, accept_seq, authorize_delta, may_read
 from shared.clocks import HybridClock, Timestamp
 from shared.crdt import TaskRecord, digest, missing, visible_status
-from shared.decisions import lease_refusal
 from shared.errors import ClockSkewError, RemoteProtocolError, SpecConflictError, ValidationError
 from shared.model import parse_task_spec
 from shared.protocol import Ack, Digest, Envelope, LeaseGrant, decode_from, digest_parts
@@ -240,6 +239,7 @@ class Ingest:
             delta,
             origin=meta.origin if meta is not None else None,
             originated=originated.get(node_id, 0),
+            placed=meta.placed if meta is not None else {},
         )
         refused.extend((delta.task_id, r) for r in verdict.refusals)
         if verdict.accepted is None:
@@ -295,14 +295,11 @@ class Ingest:
         req = env.body
         node_id = entry.node_id
         rec = self.tasks.records.get(req.task_id)
-        refusal = lease_refusal(
-            known=rec is not None,
-            placed=rec is not None and rec.placement is not None,
-            cancel_requested=rec is not None and rec.cancel_requested,
-            status=visible_status(rec) if rec is not None else None,
-        )
-        if refusal is not None or rec is None or rec.placement is None:
-            granted, reason, duration = False, refusal or "unknown_task", 0.0
+        if rec is None or rec.placement is None:
+            granted, reason, duration = False, "unknown_task", 0.0
+        elif rec.cancel_requested or visible_status(rec).terminal:
+            granted, reason = False, "cancelled" if rec.cancel_requested else "terminal"
+            duration = 0.0
         else:
             decision = self.tasks.leases.request(
                 task_id=req.task_id,
@@ -361,7 +358,8 @@ class Ingest:
         relevant = {
             t: rec
             for t, rec in self.tasks.relevant(node_id, entries).items()
-            if body.covers(t) and may_read(node_id, rec, self.tasks.meta[t].origin)
+            if body.covers(t)
+            and may_read(node_id, rec, self.tasks.meta[t].origin, self.tasks.meta[t].placed)
         }
         unreadable = sum(1 for t in entries if body.covers(t) and t not in relevant)
         if unreadable:

@@ -251,6 +251,28 @@ def test_a_report_after_the_controllers_inference_is_accepted() -> None:
     assert after is not None and after.attempts[dot].status is AttemptStatus.FAILED
 
 
+def test_an_attempt_of_a_superseded_epoch_counts_for_the_node_placed_then() -> None:
+    """An eventual task re-placed at once (hedging): the old node started its attempt of
+    epoch 1 before the superseding record reached it."""
+    rec = _placed(on=N, epoch=1)
+    rec = merge(
+        rec,
+        place(
+            rec, epoch=2, node=OTHER, level="eventual", lease_s=None, writer=CONTROLLER, hlc=_t(9)
+        ),
+    )
+    _, late = start_attempt(rec, node=N, epoch=1, writer=N, hlc=_t(10, N))
+    verdict = authorize_delta(N, rec, late, origin=None, originated=0, placed={1: N})
+    assert verdict.refusals == () and _merged(rec, verdict) == merge(rec, late)
+    assert _reasons(_authorize(rec, late)) == {Reason.NOT_PLACED}  # without the history
+    forged = authorize_delta(OTHER, rec, late, origin=None, originated=0, placed={1: N})
+    assert Reason.FOREIGN_ATTEMPT in _reasons(forged) and forged.accepted is None
+    _, other = start_attempt(rec, node=OTHER, epoch=1, writer=OTHER, hlc=_t(11, OTHER))
+    refused = authorize_delta(OTHER, rec, other, origin=None, originated=0, placed={1: N})
+    assert _reasons(refused) == {Reason.NOT_PLACED}
+    assert may_read(N, rec, None, {1: N}) and not may_read(N, rec, None)
+
+
 def test_a_locally_submitted_task_is_adopted_with_its_whole_history() -> None:
     task_id = local_task_id(N, "00000000abcd")
     assert origin_of(task_id) == N
@@ -300,6 +322,7 @@ def test_agent_originated_tasks_stay_unless_a_mode_was_chosen() -> None:
 # ------------------------------------------------------------ the law, for arbitrary deltas
 
 WRITERS = (CONTROLLER, N, OTHER)
+NODES = WRITERS[1:]
 TASK_IDS = ("t-1", LOCAL, "edge-2-0123456789ab", "edge-1-job", "edge-1:job", "edge-2:job")
 HLCS = [_t(i, w).encode() for i in range(3) for w in WRITERS]
 
@@ -395,14 +418,18 @@ def _cases(draw: st.DrawFn) -> tuple[TaskRecord | None, TaskRecord, str | None]:
 
 
 @settings(max_examples=400, deadline=None)
-@given(_cases(), st.integers(0, 2))
+@given(
+    _cases(), st.integers(0, 2), st.dictionaries(st.integers(0, 3), st.sampled_from(WRITERS[1:]))
+)
 def test_no_delta_changes_anything_outside_the_senders_rights(
-    case: tuple[TaskRecord | None, TaskRecord, str | None], originated: int
+    case: tuple[TaskRecord | None, TaskRecord, str | None],
+    originated: int,
+    placed: dict[int, str],
 ) -> None:
     current, delta, origin = case
     policy = MergePolicy(max_originated=2)
     verdict = authorize_delta(
-        N, current, delta, origin=origin, originated=originated, policy=policy
+        N, current, delta, origin=origin, originated=originated, placed=placed, policy=policy
     )
     after = _merged(current, verdict)
     if after is None:
@@ -430,9 +457,9 @@ def test_no_delta_changes_anything_outside_the_senders_rights(
         if attempt == old:
             continue
         assert dot[0] == N and attempt.node == N
-        if old is None:
-            assert after.placement is not None
-            assert (after.placement.node, after.placement.epoch) == (N, attempt.epoch)
+        if old is None:  # placed on N at its epoch: now, or earlier by the history
+            now = after.placement is not None and (after.placement.node, after.placement.epoch)
+            assert now == (N, attempt.epoch) or placed.get(attempt.epoch) == N
         else:
             assert attempt.status > old.status and attempt.epoch == old.epoch
     # Context: no other writer's events; its own only when nothing was refused.

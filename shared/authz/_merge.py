@@ -6,8 +6,10 @@ broker's ACL only keeps it on its own topics: what it *says* there is checked he
 and the reasons the rest was refused. ``N``'s rights over one task record:
 
 - **attempts** under its own dots (``(N, counter)``, run by ``N``): a new one only on a
-  task placed on ``N`` at the attempt's epoch; an existing one only moving its status
-  up, at the same epoch (a success's result is final).
+  task placed on ``N`` at the attempt's epoch (now, or at an earlier epoch the caller's
+  placement history names: a node may finish what it started before a re-placement
+  reached it); an existing one only moving its status up, at the same epoch (a
+  success's result is final).
 - **placement**: never a decision of its own, with two narrow exceptions: the
   epoch-0 placement on itself of a task it originated, and a restamp of the
   placement in force on itself (same epoch, node, level and lease: the agent keeps
@@ -91,6 +93,7 @@ class MergePolicy:
 DEFAULT_POLICY = MergePolicy()
 
 _NO_ATTEMPTS: Mapping[Dot, Attempt] = MappingProxyType({})
+_NO_HISTORY: Mapping[int, str] = MappingProxyType({})
 
 
 def authorize_delta(
@@ -100,13 +103,16 @@ def authorize_delta(
     *,
     origin: str | None,
     originated: int,
+    placed: Mapping[int, str] = _NO_HISTORY,
     policy: MergePolicy = DEFAULT_POLICY,
 ) -> Verdict:
     """The part of ``delta`` (from ``node``) that may be merged into ``current``.
 
     ``current`` is the controller's record (``None``: never seen); ``origin`` the node
     that created it (``None``: the controller's API); ``originated`` the number of
-    active tasks ``node`` created (for the quota). Merging ``accepted`` into
+    active tasks ``node`` created (for the quota); ``placed`` the node each earlier
+    placement of the task named, by epoch (the controller's history; the record keeps
+    only the latest). Merging ``accepted`` into
     ``current`` changes nothing outside ``node``'s rights (see the module docstring).
     """
     task_id = delta.task_id
@@ -121,7 +127,10 @@ def authorize_delta(
     spec = _spec(base, delta.spec, owns, refusals)
     placement = _placement(node, base, delta.placement, owns, refusals)
     in_force = base.placement if placement is None else placement
-    attempts = _attempts(node, base, delta.attempts, in_force, refusals)
+    history = dict(placed)
+    if in_force is not None:
+        history[in_force.epoch] = in_force.node
+    attempts = _attempts(node, base, delta.attempts, history, refusals)
     cancel = delta.cancel_requested and not base.cancel_requested
     if cancel and not owns:
         refusals.append(Refusal(Reason.CANCEL, "only the task's origin may cancel it"))
@@ -197,7 +206,7 @@ def _attempts(
     node: str,
     base: TaskRecord,
     attempts: Mapping[Dot, Attempt],
-    in_force: Placement | None,
+    placed: Mapping[int, str],
     refusals: list[Refusal],
 ) -> Mapping[Dot, Attempt]:
     keep: dict[Dot, Attempt] = {}
@@ -208,7 +217,7 @@ def _attempts(
             attempts=MappingProxyType({dot: attempt}),
         ):
             continue
-        refusal = _attempt_refused(node, dot, attempt, ours, in_force)
+        refusal = _attempt_refused(node, dot, attempt, ours, placed)
         if refusal is None:
             keep[dot] = attempt
         else:
@@ -217,15 +226,15 @@ def _attempts(
 
 
 def _attempt_refused(
-    node: str, dot: Dot, attempt: Attempt, ours: Attempt | None, in_force: Placement | None
+    node: str, dot: Dot, attempt: Attempt, ours: Attempt | None, placed: Mapping[int, str]
 ) -> Refusal | None:
     where = f"attempt {dot[0]}:{dot[1]}"
     if dot[0] != node or attempt.node != node:
         return Refusal(Reason.FOREIGN_ATTEMPT, f"{where} run by {attempt.node}")
     if ours is None:
-        if in_force is None or in_force.node != node or in_force.epoch != attempt.epoch:
-            placed = "nowhere" if in_force is None else f"{in_force.node}@{in_force.epoch}"
-            return Refusal(Reason.NOT_PLACED, f"{where} at epoch {attempt.epoch}; placed {placed}")
+        if placed.get(attempt.epoch) != node:
+            at = placed.get(attempt.epoch, "nowhere")
+            return Refusal(Reason.NOT_PLACED, f"{where} at epoch {attempt.epoch}, placed on {at}")
         return None
     if attempt.status <= ours.status or attempt.epoch != ours.epoch:
         return Refusal(
@@ -254,10 +263,15 @@ def _foreign_events(node: str, base: TaskRecord, delta: TaskRecord) -> list[str]
     return lacking[:8]
 
 
-def may_read(node: str, rec: TaskRecord, origin: str | None) -> bool:
+def may_read(
+    node: str, rec: TaskRecord, origin: str | None, placed: Mapping[int, str] = _NO_HISTORY
+) -> bool:
     """Whether ``node`` may be sent ``rec`` (answering its digest): it originated the
-    task, it is placed there, or it ran an attempt of it."""
+    task, it is or was placed there (``placed``: the placement history), or it ran an
+    attempt of it."""
     if origin == node or (rec.placement is not None and rec.placement.node == node):
+        return True
+    if node in placed.values():
         return True
     return any(attempt.node == node for attempt in rec.attempts.values())
 

@@ -11,7 +11,8 @@ The parts, each in its own module:
   ``apply`` keeps;
 - ``cloud.ingest.Ingest``: one handler per message type from nodes;
 - ``cloud.reactions.Reactions``: what a merged change means;
-- ``cloud.scheduling.Scheduler``: node views and placement;
+- ``cloud.scheduling.Scheduler``: node views and placement, over ``cloud.backlog.Backlog``
+  (blocked work parked until something that could unblock it changes);
 - ``cloud.reconcile.Reconciler``: links, reconciliation, levels, re-placement;
 - ``cloud.queries.Queries``: the read model the API shows;
 - ``cloud.registry.Registry``: nodes and their link monitors.

@@ -19,6 +19,7 @@ from typing import Any
 from shared.authz import Reason, Refusal, accept_seq, authorize_delta, may_read
 from shared.clocks import HybridClock, Timestamp
 from shared.crdt import TaskRecord, digest, missing, visible_status
+from shared.decisions import lease_refusal
 from shared.errors import ClockSkewError, RemoteProtocolError, SpecConflictError, ValidationError
 from shared.model import parse_task_spec
 from shared.protocol import Ack, Digest, Envelope, LeaseGrant, decode_from, digest_parts
@@ -295,11 +296,14 @@ class Ingest:
         req = env.body
         node_id = entry.node_id
         rec = self.tasks.records.get(req.task_id)
-        if rec is None or rec.placement is None:
-            granted, reason, duration = False, "unknown_task", 0.0
-        elif rec.cancel_requested or visible_status(rec).terminal:
-            granted, reason = False, "cancelled" if rec.cancel_requested else "terminal"
-            duration = 0.0
+        refusal = lease_refusal(
+            known=rec is not None,
+            placed=rec is not None and rec.placement is not None,
+            cancel_requested=rec is not None and rec.cancel_requested,
+            status=visible_status(rec) if rec is not None else None,
+        )
+        if refusal is not None or rec is None or rec.placement is None:
+            granted, reason, duration = False, refusal or "unknown_task", 0.0
         else:
             decision = self.tasks.leases.request(
                 task_id=req.task_id,

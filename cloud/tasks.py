@@ -43,6 +43,7 @@ class TaskMeta:
     moved_at: float = float("-inf")  # last re-placement by a trigger (cooldown)
     origin: str | None = None  # node a locally submitted task came from (None: the API)
     placed: dict[int, str] = field(default_factory=dict)  # epoch -> node (shared.authz)
+    placed: dict[int, str] = field(default_factory=dict)  # epoch -> node (shared.authz)
     flagged: set[frozenset[tuple[str, int]]] = field(default_factory=set)  # conflicts logged
     _explanation_text: tuple[dict[str, Any], str] | None = None
 
@@ -88,6 +89,11 @@ class TaskTable:
         self.freed = 0
         # Tasks changed since the scheduler last looked (it wakes their dependents).
         self.changed: set[str] = set()
+        # Placed tasks with an attempt that ended, until the retry rule has decided
+        # (cloud.reconcile): only they are asked, not every placed task every tick.
+        self.ended: set[str] = set()
+        self.adaptive: set[str] = set()  # tasks whose level adapts (bounds not fixed)
+        self.latency_bound: set[str] = set()  # tasks with a ``max_latency_ms``
 
     # -- changes ------------------------------------------------------------------
 
@@ -98,6 +104,8 @@ class TaskTable:
         new = delta if old is None else merge(old, delta)
         if new is not old:
             self.records[delta.task_id] = new
+            if new.placement is not None:  # the history shared.authz reads (record: latest)
+                self.meta[delta.task_id].placed.setdefault(new.placement.epoch, new.placement.node)
             if new.placement is not None:  # the history shared.authz reads (record: latest)
                 self.meta[delta.task_id].placed.setdefault(new.placement.epoch, new.placement.node)
             self.uow.dirty_tasks.add(delta.task_id)
@@ -113,6 +121,9 @@ class TaskTable:
         if old_node is not None:
             self.on_node[old_node].discard(task_id)
         self.unplaced.discard(task_id)
+        if status.terminal:  # for good: no level to adapt, no latency to watch
+            self.adaptive.discard(task_id)
+            self.latency_bound.discard(task_id)
         active = status in _ACTIVE and rec.spec is not None
         if active and rec.placement is not None:
             self.on_node[rec.placement.node].add(task_id)
@@ -140,14 +151,24 @@ class TaskTable:
 
     def register_spec(self, task_id: str, spec: Mapping[str, Any], meta: TaskMeta) -> None:
         """A task's spec became known: its level machine and its workflow edges."""
+        rec = self.records.get(task_id)
+        watch = rec is None or not visible_status(rec).terminal  # a task over needs none
         if not level_bounds(spec)[2]:
             meta.adaptive = AdaptiveLevel.from_spec(
                 spec, initial=meta.level, policy=self.adaptation
             )
+            if watch:
+                self.adaptive.add(task_id)
+        if watch and (spec.get("placement") or {}).get("max_latency_ms") is not None:
+            self.latency_bound.add(task_id)
         for dep in spec.get("depends_on") or ():
             self.dependents[dep].add(task_id)
 
     # -- reads --------------------------------------------------------------------
+
+    def placed_node(self, task_id: str) -> str | None:
+        """The node an active task is placed on (``None``: not active, or not placed)."""
+        return self._placed_on.get(task_id)
 
     def active_on(self, node_id: str) -> set[str]:
         """Active tasks placed on ``node_id`` (a live view: copy before changing)."""
@@ -198,6 +219,8 @@ class TaskTable:
         self.unplaced.clear()
         self.on_node.clear()
         self.dependents.clear()
+        self.adaptive.clear()
+        self.latency_bound.clear()
         self._placed_on.clear()
         self._reserved_on.clear()
         for entry in self.registry.nodes.values():
@@ -214,11 +237,17 @@ class TaskTable:
             meta.placed = {a.epoch: a.node for a in rec.attempts.values()}
             if rec.placement is not None:
                 meta.placed[rec.placement.epoch] = rec.placement.node
+            # Placement history, as far as the record shows it: each attempt was
+            # authorised on the node placed at its epoch.
+            meta.placed = {a.epoch: a.node for a in rec.attempts.values()}
+            if rec.placement is not None:
+                meta.placed[rec.placement.epoch] = rec.placement.node
             if rec.spec is not None:
                 self.register_spec(row.task_id, rec.spec, meta)
             self.meta[row.task_id] = meta
         for task_id in self.records:
             self.reindex(task_id)
+        self.ended = set(self._placed_on)  # after a restart, every placed task is asked once
         # Our monotonic clock did not survive the restart: every stored lease of the
         # current epoch is honoured as if granted now (later than the truth, hence
         # safe). A lease of an older epoch is not: a newer epoch is only ever placed

@@ -25,6 +25,7 @@ from .config import ControllerConfig, load_config, render_default_config
 __all__ = ["main", "package_version"]
 
 DEFAULT_CONFIG = "/etc/continuum/controller.toml"
+SYSTEM_STATE_DIR = "/var/lib/continuum"
 
 
 def package_version() -> str:
@@ -47,6 +48,13 @@ def _load(args: argparse.Namespace) -> ControllerConfig:
         raise SystemExit(msg) from None
     except ValidationError as exc:
         raise SystemExit(str(exc)) from None
+
+
+def default_state_dir(config: Path) -> str:
+    """Where the store goes when ``init`` is not told: ``/var/lib/continuum`` for a config
+    installed system-wide (under ``/etc``: the unit may write only its state directory),
+    else ``controller-state`` beside the config."""
+    return SYSTEM_STATE_DIR if config.absolute().is_relative_to("/etc") else "controller-state"
 
 
 def _split_host_port(value: str, default_port: int) -> tuple[str, int]:
@@ -78,7 +86,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
     try:
         text = render_default_config(
             token=token,
-            state_dir=args.state_dir or "controller-state",
+            state_dir=args.state_dir or default_state_dir(path),
             broker_username=args.broker_user or "",
             broker_password=password or "",
             password_file=args.password_file or "",
@@ -242,8 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--state-dir",
-        help="controller.state_dir (default: controller-state beside "
-        "the config; /var/lib/continuum when installed system-wide)",
+        help="controller.state_dir (default: /var/lib/continuum for a config under /etc, "
+        "else controller-state beside the config)",
     )
     p.add_argument(
         "--broker-user",

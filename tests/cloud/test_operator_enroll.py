@@ -247,3 +247,10 @@ def _connects(port: int, ca: str, password: str, cert: str, key: str) -> int | s
     finally:
         client.loop_stop()
         client.disconnect()
+
+
+def test_a_system_wide_config_keeps_its_state_in_var_lib() -> None:
+    from cloud.cli import default_state_dir
+
+    assert default_state_dir(Path("/etc/continuum/controller.toml")) == "/var/lib/continuum"
+    assert default_state_dir(Path("/home/me/controller.toml")) == "controller-state"

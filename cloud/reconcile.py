@@ -214,8 +214,6 @@ class Reconciler:
         )
 
     def _partition_decision(self, task_id: str, entry: NodeEntry, now: float) -> MoveDecision:
-        if entry.link_state not in DOWN:
-            return MoveDecision.stay("node in reach")
         rec = self.tasks.records[task_id]
         assert rec.placement is not None and rec.spec is not None
         # The level the agent was told at placement: it cannot hear a downgrade
@@ -233,8 +231,9 @@ class Reconciler:
         )
 
     def _retry_decision(self, task_id: str, entry: NodeEntry, now: float) -> MoveDecision:
-        """``retry_move``; the task stays watched only while time alone may change
-        the answer (a new report of the task puts it back)."""
+        """``retry_move``; the task stays watched while it is to move (until a move
+        succeeds: the new epoch then has no attempt) or time alone may change the
+        answer; otherwise a new report of the task puts it back."""
         rec = self.tasks.records[task_id]
         assert rec.placement is not None and rec.spec is not None
         epoch = rec.placement.epoch
@@ -251,7 +250,7 @@ class Reconciler:
             ),
             now=now,
         )
-        if not decision.later:
+        if not decision.move and not decision.later:
             self.tasks.ended.discard(task_id)
         return decision
 

@@ -163,3 +163,23 @@ def test_a_fenced_attempt_reported_before_a_restart_is_placed_again_after_it(
     h.keep_alive("n1")
     h.tick(STEP)
     n1.expect("place", lambda e: e.body.task_id == "s" and e.body.epoch == 2)
+
+
+def test_a_retry_that_finds_no_node_is_tried_again(h: MemoryHarness) -> None:
+    n1 = h.node("n1", labels={"pool": "x"})
+    c = h.controller
+    c.submit_task(task("s", "strong"))
+    n1.expect("place", lambda e: e.body.task_id == "s" and e.body.epoch == 1)
+    n1.request_lease("s", 1)
+    assert h.await_msg(n1, "lease_grant").body.granted
+    dot = n1.start("s", 1)
+    c.set_draining("n1", True)  # nowhere to go for now
+    n1.finish("s", dot, AttemptStatus.FAILED, reason="lease_expired")
+    h.await_msg(n1, "ack", lambda e: e.body.up_to_seq == n1.seq)
+    for _ in range(3):
+        h.tick(STEP)
+        h.keep_alive("n1")
+    assert placed(h, "s") == ("n1", 1)
+    c.set_draining("n1", False)
+    h.tick(STEP)
+    n1.expect("place", lambda e: e.body.task_id == "s" and e.body.epoch == 2)

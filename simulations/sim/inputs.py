@@ -112,7 +112,7 @@ class PlacementInputs:
         ]
         if self.learn:
             table.speed[:] = [learner.speed_of(ids[g], tiers[g]).value for g in rows]
-            table.error[:] = [learner.error_of(ids[g]) for g in rows]
+            table.error[:] = [learner.error_of(ids[g], tiers[g]) for g in rows]
 
     def tick(self) -> None:
         """Read the learned work of every kind (once per telemetry tick)."""
@@ -158,4 +158,5 @@ class PlacementInputs:
             seconds=run_s,
         )
         if at.predicted > 0:
-            observe_finish(self.learner, node_id, at.predicted, at.report - at.t_place)
+            actual = at.report - at.t_place
+            observe_finish(self.learner, node_id, at.predicted, actual, self.tiers[g])

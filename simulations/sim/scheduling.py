@@ -25,7 +25,6 @@ from shared.placement import (
     PREDICTED_MODES,
     Decision,
     NodeTable,
-    Shape,
     TaskDemand,
     place_batch,
 )
@@ -43,6 +42,9 @@ __all__ = ["Scheduler"]
 
 #: Most tasks handed to the placer at once (a queue is drained in such batches).
 _BATCH = 256
+#: Outside a trace, one batch in this many is placed with explanations: their
+#: predicted finish is what the prediction error is learned from.
+EXPLAIN_EVERY = 10
 #: A placement queue: (site, task type, level, excluded nodes).
 _QueueKey = tuple[int, int, Level, frozenset[str]]
 _OPEN = TaskState.OPEN
@@ -109,7 +111,8 @@ class Scheduler:
             self.gidx.append(np.array([topo.index[i] for i in table.ids], dtype=np.intp))
         self.version = [0] * topo.sites
         self.logs: list[list[int]] = [[] for _ in range(topo.sites)]  # rows moved, per version
-        self.shapes: list[SharedShapes[Shape]] = [SharedShapes() for _ in range(topo.sites)]
+        self.shapes: list[SharedShapes[Any]] = [SharedShapes() for _ in range(topo.sites)]
+        self._batches = 0
 
     @staticmethod
     def _unwired(task: Task, g: int, now: float) -> Attempt:
@@ -275,8 +278,15 @@ class Scheduler:
             rows = place_many(table, state, [t.id for t in batch], epochs, seed=self.seed)
             return [(row, None, 0.0) for row in rows]
         demands = [self.inputs.demand(t, demand, now) for t in batch]
+        self._batches += 1
         decisions = place_batch(
-            table, demands, mode=self.mode, seed=self.seed, epochs=epochs, cache=self.shapes[site]
+            table,
+            demands,
+            mode=self.mode,
+            seed=self.seed,
+            epochs=epochs,
+            cache=self.shapes[site],
+            explain=self.trace_left > 0 or self._batches % EXPLAIN_EVERY == 0,
         )
         out = []
         for d, dec in zip(demands, decisions, strict=True):

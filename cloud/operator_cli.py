@@ -23,14 +23,15 @@ import tomllib
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from rich.console import Console
 
 from shared.vocab import TaskStatus
 
+from .api_client import ApiClient, ApiError
 from .operator_render import (
     event_line,
     human_ms,
@@ -45,6 +46,7 @@ __all__ = ["ApiClient", "ApiError", "main"]
 
 DEFAULT_URL = "http://127.0.0.1:8470"
 DEFAULT_CONFIG = "/etc/continuum/controller.toml"
+T = TypeVar("T")
 FORMATS = {".toml": "toml", ".json": "json", ".yaml": "yaml", ".yml": "yaml"}
 
 # Sub-commands provided by other packages: name → (module, help).
@@ -52,65 +54,6 @@ DELEGATED = {
     "testbed": ("simulations.testbed.cli", "run partition scenarios against real processes"),
     "simulate": ("simulations.sim.cli", "discrete-event simulation of placement and consistency"),
 }
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, body: dict[str, Any] | str) -> None:
-        self.status = status
-        self.body = body
-        super().__init__(f"HTTP {status}: {body}")
-
-
-class ApiClient:
-    """Minimal synchronous client (stdlib only) of the controller's REST API."""
-
-    def __init__(self, url: str, token: str, *, timeout_s: float = 30.0) -> None:
-        self.url = url.rstrip("/")
-        self.token = token
-        self.timeout_s = timeout_s
-
-    def _request(self, method: str, path: str, body: object = None, *, stream: bool = False) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.url + path, data=data, method=method)
-        req.add_header("Authorization", f"Bearer {self.token}")
-        if data is not None:
-            req.add_header("Content-Type", "application/json")
-        try:
-            resp = urllib.request.urlopen(req, timeout=None if stream else self.timeout_s)
-        except urllib.error.HTTPError as exc:
-            raw = exc.read().decode(errors="replace")
-            try:
-                raise ApiError(exc.code, json.loads(raw)) from None
-            except json.JSONDecodeError:
-                raise ApiError(exc.code, raw) from None
-        if stream:
-            return resp
-        with resp:
-            return json.loads(resp.read() or b"null")
-
-    def get(self, path: str, **query: Any) -> Any:
-        items = [(k, v) for k, v in query.items() if v is not None]
-        flat = [(k, x) for k, v in items for x in (v if isinstance(v, list | tuple) else [v])]
-        qs = "?" + urllib.parse.urlencode(flat) if flat else ""
-        return self._request("GET", path + qs)
-
-    def post(self, path: str, body: object = None) -> Any:
-        return self._request("POST", path, body if body is not None else {})
-
-    def follow_events(self, **query: Any) -> Iterator[dict[str, Any]]:
-        """Yield events from the SSE stream until the connection closes."""
-        query = {k: v for k, v in query.items() if v is not None}
-        qs = urllib.parse.urlencode({**query, "follow": 1})
-        resp = self._request("GET", f"/api/v1/events?{qs}", stream=True)
-        with resp:
-            data: list[str] = []
-            for raw in resp:
-                line = raw.decode().rstrip("\n")
-                if line.startswith("data:"):
-                    data.append(line[5:].strip())
-                elif not line and data:
-                    yield json.loads("\n".join(data))
-                    data = []
 
 
 def _q(segment: str) -> str:
@@ -177,18 +120,25 @@ def _print_json(data: object) -> None:
 # -- commands: each takes (args, api, console) and returns the exit status --------
 
 
-def _wait_for(what: str, timeout_s: float, probe: Any, interval_s: float = 0.5) -> Any:
-    """Call ``probe()`` until it returns something; a controller not up yet is retried."""
+class TimedOut(Exception):
+    """A ``--wait`` ran out of time (exit 1)."""
+
+
+def _wait_for(
+    what: str, timeout_s: float, probe: Callable[[], T | None], interval_s: float = 0.5
+) -> T:
+    """Call ``probe()`` until it returns something; a controller not up yet (connection
+    refused or dropped) is asked again."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
             found = probe()
-        except urllib.error.URLError:
+        except OSError:  # urllib's URLError included
             found = None
         if found is not None:
             return found
         if time.monotonic() > deadline:
-            raise UsageError(f"timed out after {timeout_s:g} s waiting for {what}")
+            raise TimedOut(f"timed out after {timeout_s:g} s waiting for {what}")
         time.sleep(interval_s)
 
 
@@ -484,6 +434,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"continuum: {exc}", file=sys.stderr)
         return 2
+    except TimedOut as exc:
+        print(f"continuum: {exc}", file=sys.stderr)
+        return 1
     except ApiError as exc:
         _report_api_error(exc)
         return 1

@@ -92,12 +92,13 @@ def load_submission_file(path: str) -> dict[str, Any]:
 
 def _controller_config(path: str | None) -> tuple[str | None, str | None]:
     """(url, token) from the controller's config when it is readable here."""
+    from .api_access import parse_tokens
     from .config import load_config
 
     candidate = Path(path or os.environ.get("CONTINUUM_CONFIG") or DEFAULT_CONFIG)
     try:
         cfg = load_config(candidate)
-        token = cfg.api_token()
+        token = parse_tokens(cfg.api_token())[0].secret  # the first of the named tokens
     except (OSError, ValueError):
         return None, None
     host = "127.0.0.1" if cfg.api.host in ("0.0.0.0", "::", "") else cfg.api.host

@@ -27,6 +27,7 @@ from cloud.api_access import RateLimit
 from cloud.api_http import PROBLEM_JSON, start_api
 from cloud.controller import Controller
 from cloud.metrics import ControllerMetrics
+from cloud.operator_cli import _controller_config
 from cloud.store import Store
 
 ADMIN, READER = "admin-secret-1", "reader-secret-2"
@@ -367,3 +368,10 @@ def test_fuzzed_bodies_never_500_and_errors_are_json(
             assert isinstance(await resp.json(), dict)
 
     loop.run_until_complete(post())
+
+
+def test_the_cli_takes_the_first_named_token_from_the_controllers_config(tmp_path: Path) -> None:
+    (tmp_path / "tokens").write_text(TOKENS)
+    config = tmp_path / "controller.toml"
+    config.write_text('[api]\ntoken_file = "tokens"\nport = 8470\n')
+    assert _controller_config(str(config)) == ("http://127.0.0.1:8470", ADMIN)

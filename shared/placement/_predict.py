@@ -134,32 +134,18 @@ _FACT_ARRAYS = (
 
 @dataclass(slots=True)
 class Timing:
-    """The static half of the prediction over a shape's candidate rows: ``fixed`` =
-    dispatch + transfer + execution + return, ``capacity`` = cpus * speed,
-    ``base_cost`` = the cost's static shares (energy, WAN, risk) over 4, ``widen``
-    = exp(SAFETY * error) (empty without a deadline); ``load`` and ``inv_cpus``
-    for the utilisation."""
+    """The static half of the prediction, one entry per node of the table (rows
+    the filters dropped included: the caller masks them): ``fixed`` = dispatch +
+    transfer + execution + return, ``base_cost`` = the cost's static shares
+    (energy, WAN, risk) over 4. Whole columns rather than the candidates'
+    subset: arithmetic on a whole column costs less than gathering a subset."""
 
     fixed: FloatArray
-    capacity: FloatArray
     base_cost: FloatArray
-    widen: FloatArray
-    load: FloatArray
-    inv_cpus: FloatArray
 
     @property
     def nbytes(self) -> int:
-        return sum(
-            a.nbytes
-            for a in (
-                self.fixed,
-                self.capacity,
-                self.base_cost,
-                self.widen,
-                self.load,
-                self.inv_cpus,
-            )
-        )
+        return self.fixed.nbytes + self.base_cost.nbytes
 
 
 def _moved(table: NodeTable, demand: TaskDemand, idx: Index) -> FloatArray | float:
@@ -184,55 +170,44 @@ def _parts(
     return dispatch, transfer, execute, back
 
 
-def _share(values: FloatArray) -> FloatArray:
-    top = float(values.max()) if len(values) else 0.0
+def _share(values: FloatArray, mask: BoolArray) -> FloatArray:
+    """``values`` over the largest of them among ``mask`` (0 when that is 0)."""
+    top = float(np.where(mask, values, 0.0).max()) if len(values) else 0.0
     return values / top if top > 0 and math.isfinite(top) else np.zeros(len(values))
 
 
-def timing(facts: NodeFacts, table: NodeTable, demand: TaskDemand, rows: IntArray) -> Timing:
-    """The static half of the prediction for ``demand`` on ``rows``."""
-    idx: Index = slice(None) if len(rows) == len(table) else rows
-    dispatch, transfer, execute, back = _parts(facts, table, demand, idx)
+def timing(facts: NodeFacts, table: NodeTable, demand: TaskDemand, mask: BoolArray) -> Timing:
+    """The static half of the prediction for ``demand``; shares are of the largest
+    among ``mask`` (the nodes past the filters)."""
+    every = slice(None)
+    dispatch, transfer, execute, back = _parts(facts, table, demand, every)
     fixed = dispatch + transfer + execute + back
-    survive = facts.survive[idx]
+    survive = facts.survive
     if facts.partitions:
-        survive = survive * np.exp(-facts.rate_per_s[idx] * np.minimum(fixed, 1e9))
+        survive = survive * np.exp(-facts.rate_per_s * np.minimum(fixed, 1e9))
     # energy = work * energy_rate: its share of the largest does not depend on the work
-    energy = _share(facts.energy_rate[idx]) if demand.work > 0 else 0.0
-    wan = _share(np.where(facts.wan[idx], _moved(table, demand, idx) + demand.output_mb, 0.0))
-    deadline = demand.deadline_s
-    return Timing(
-        fixed=fixed,
-        capacity=facts.capacity[idx],
-        base_cost=(energy + wan + (1.0 - survive)) / 4.0,
-        widen=np.empty(0) if deadline is None else facts.widen[idx],
-        load=table.load[idx],
-        inv_cpus=facts.inv_cpus[idx],
-    )
+    energy = _share(facts.energy_rate, mask) if demand.work > 0 else 0.0
+    wan = _share(np.where(facts.wan, _moved(table, demand, every) + demand.output_mb, 0.0), mask)
+    return Timing(fixed=fixed, base_cost=(energy + wan + (1.0 - survive)) / 4.0)
 
 
 def score(
-    table: NodeTable,
-    demand: TaskDemand,
-    t: Timing,
-    pos: Index,
-    rows: IntArray,
-    cpu_free: FloatArray,
+    facts: NodeFacts, table: NodeTable, demand: TaskDemand, t: Timing
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """``(score, queue, cost)`` of the candidates with room: ``pos`` indexes the
-    shape's arrays, ``rows`` the same candidates in the table, ``cpu_free`` theirs.
+    """``(score, queue, cost)`` of every node (the caller keeps the candidates).
     Each score depends on its own node only, never on the other candidates."""
-    queue = table.backlog[rows] / t.capacity[pos]
-    finish = t.fixed[pos] + queue
-    util = np.minimum(np.maximum(t.load[pos], 1.0 + (demand.cpu - cpu_free) * t.inv_cpus[pos]), 1.0)
-    cost = t.base_cost[pos] + util / 4.0
+    queue = table.backlog / facts.capacity
+    finish = t.fixed + queue
+    taken = 1.0 + (demand.cpu - table.cpu_free) * facts.inv_cpus
+    cost = t.base_cost + np.minimum(np.maximum(table.load, taken), 1.0) / 4.0
     deadline = demand.deadline_s
-    if deadline is not None:
-        late = -finish / (finish + max(deadline, TINY))
-        safe = finish * t.widen[pos] <= deadline
-        value = np.where(safe, 1.0 - cost, np.where(np.isfinite(late), late, -1.0))
-    else:
-        value = 1.0 / (1.0 + finish * (1.0 + COST_WEIGHT * cost))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if deadline is not None:
+            late = -finish / (finish + max(deadline, TINY))
+            safe = finish * facts.widen <= deadline
+            value = np.where(safe, 1.0 - cost, np.where(np.isfinite(late), late, -1.0))
+        else:
+            value = 1.0 / (1.0 + finish * (1.0 + COST_WEIGHT * cost))
     return value, queue, cost
 
 

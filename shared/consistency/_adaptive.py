@@ -1,4 +1,4 @@
-"""Adaptive consistency level of one task (DESIGN §5), as a small sample-driven machine.
+"""Adaptive consistency level of one task (docs/consistency.md), as a small sample-driven machine.
 
 The controller samples each adaptive task periodically with a *target* level computed
 from its node's link state and the system health (``target_level``). The machine
@@ -185,7 +185,7 @@ def cost_target(
 
 
 def level_bounds(spec: Mapping[str, Any]) -> tuple[Level, Level, bool]:
-    """``(min, max, fixed)`` from a canonical spec dict's ``consistency`` (CONTRACTS §1).
+    """``(min, max, fixed)`` from a canonical spec dict's ``consistency`` (docs/task-spec.md).
 
     A fixed task (``level`` other than ``"adaptive"``, or ``min == max``) has
     ``min == max ==`` its level. Raises ``ValueError`` on an unknown level name or

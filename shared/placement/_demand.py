@@ -1,4 +1,4 @@
-"""What one task asks of placement, read from its canonical spec dict (CONTRACTS §1).
+"""What one task asks of placement, read from its canonical spec dict (docs/task-spec.md).
 
 A ``TaskDemand`` is the flat, hashable subset of a spec the filters and score terms
 read. Everything except ``task_id`` forms its ``shape``: two tasks of one shape are
@@ -109,7 +109,7 @@ class TaskDemand:
     ) -> TaskDemand:
         """Read a canonical spec dict. An adaptive task (``consistency.level ==
         "adaptive"``) is placed at ``level`` when given, else at its ``max`` bound
-        (the level a healthy continuum gives it, DESIGN §5). ``work_s`` (the
+        (the level a healthy continuum gives it, docs/consistency.md). ``work_s`` (the
         learner's estimate) wins over the spec's optional ``work_s`` hint;
         ``deadline_s`` (the time left now) over the spec's ``deadline_s``."""
         resources = spec.get("resources") or {}

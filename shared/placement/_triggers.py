@@ -1,4 +1,4 @@
-"""Re-placement triggers of DESIGN §6 (adaptive mode), as pure functions.
+"""Re-placement triggers of the adaptive mode (docs/placement.md), as pure functions.
 
 Each returns a ``Trigger`` (named, with a readable reason, the measured value and
 the threshold it crossed) or ``None``; the controller and the simulator evaluate

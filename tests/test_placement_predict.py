@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shared.placement import NodeTable, NodeView, TaskDemand, place, place_batch
 from shared.vocab import Level, LinkState, PlacementMode, Tier
@@ -120,3 +122,25 @@ def test_defaults_keep_callers_that_supply_nothing_new_working() -> None:
     table = NodeTable([view])
     assert table.view("d") == view
     assert place(table, TaskDemand(task_id="t"), mode=ADAPTIVE).node_id == "d"
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.floats(0.01, 100.0),
+    st.one_of(st.none(), st.floats(0.1, 100.0)),
+    st.floats(0.1, 8.0),
+    st.floats(0.0, 50.0),
+    st.floats(0.0, 50.0),
+)
+def test_more_backlog_or_less_speed_never_makes_a_node_more_attractive(
+    work: float, deadline: float | None, speed: float, backlog: float, extra: float
+) -> None:
+    demand = TaskDemand(task_id="t", work_s=work, deadline_s=deadline)
+
+    def score(**kw: object) -> float:
+        table = NodeTable([_node("n", **kw)])
+        return place(table, demand, mode=ADAPTIVE).explanation.candidates[0].score
+
+    base = score(speed=speed, backlog_s=backlog)
+    assert score(speed=speed, backlog_s=backlog + extra) <= base + 1e-12
+    assert score(speed=speed / 2, backlog_s=backlog) <= base + 1e-12

@@ -165,10 +165,21 @@ class LocalScheduler:
                 lease = core.leases.for_start(row.task_id, row.epoch, row.lease_s, now)
                 self.request_lease(lease, now)
                 if not may_start(Level.STRONG, lease, now, epoch=row.epoch):
+                    if self._grant_expected(row.task_id, now):
+                        free -= 1  # the slot waits for this grant: no more leases than slots
                     continue
                 deadline = lease.deadline
             core.safely(self._start, rec, row, deadline)
             free -= 1
+
+    def _grant_expected(self, task_id: str, now: float) -> bool:
+        """Whether a strong task's lease request is likely answered soon: the controller
+        acknowledged us within a period and no refusal's backoff is running. Its slot is then
+        kept for it (a grant for a task that cannot start only lapses); otherwise the slot
+        goes on to other work, as it must when cut off."""
+        session = self.uplink.session
+        connected = session.link_up and session.ack_age(now) < self.core.cfg.autonomy.period_s
+        return connected and not self.core.leases.backing_off(task_id, now)
 
     def _reserved(self) -> dict[str, float]:
         cpu = mem = 0.0

@@ -128,6 +128,10 @@ class AgentLeases:
         lease.renew_at = now
         return lease
 
+    def backing_off(self, task_id: str, now: float) -> bool:
+        """Whether a refusal's backoff holds the task's next request back at ``now``."""
+        return now < self._retry_at.get(task_id, -math.inf)
+
     def drop(self, task_id: str) -> None:
         """Forget the task's lease and its outstanding requests (no longer strong, fenced)."""
         self._leases.pop(task_id, None)
@@ -141,7 +145,7 @@ class AgentLeases:
         renewal rule, paced by the backoff after a refusal that was not final)."""
         if self._leases.get(lease.task_id) is not lease:
             return None
-        if now < self._retry_at.get(lease.task_id, -math.inf) or not lease.renew_due(now):
+        if self.backing_off(lease.task_id, now) or not lease.renew_due(now):
             return None
         self._count += 1
         request_id = f"{self.incarnation}-{self._count}"

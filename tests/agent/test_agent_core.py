@@ -1,5 +1,6 @@
-"""The agent's core loop in process (no broker, no threads): what a journal write failure
-does. ``PRAGMA query_only`` makes SQLite itself refuse every write, as a full disk does
+"""The agent's core loop in process (no broker, no threads, a manual clock): what a journal
+write failure does, what the door does with misrouted messages, how strong work asks for
+leases. ``PRAGMA query_only`` makes SQLite itself refuse every write, as a full disk does
 (``max_page_count`` would not: small rows still fit in pages already allocated)."""
 
 from __future__ import annotations
@@ -10,9 +11,20 @@ from pathlib import Path
 
 from edge_agent.agent import Agent
 from edge_agent.config import parse_config
-from edge_agent.inbox import ApiCall, MessageArrived
+from edge_agent.inbox import ApiCall, LinkChanged, MessageArrived
 from shared.clocks import HybridClock
-from shared.protocol import Ack, Envelope, Presence, encode, topic
+from shared.protocol import (
+    Ack,
+    Envelope,
+    LeaseGrant,
+    LeaseRequest,
+    Place,
+    Presence,
+    decode,
+    encode,
+    topic,
+)
+from shared.vocab import Level
 
 
 class _ManualClock:
@@ -28,12 +40,13 @@ class _ManualClock:
         return 1_796_000_000_000 + int(self.now * 1000)
 
 
-def _agent(tmp_path: Path, clock: _ManualClock | None = None) -> Agent:
+def _agent(tmp_path: Path, clock: _ManualClock | None = None, **sections: object) -> Agent:
     cfg = parse_config(
         {
             "node": {"id": "core-1", "state_dir": str(tmp_path / "state")},
             "broker": {"host": "127.0.0.1"},  # never connected: run() is not called
             "discovery": {"enabled": False},
+            **sections,
         },
         env={},
     )
@@ -149,3 +162,61 @@ def test_misrouted_and_malformed_messages_are_counted_and_never_stall_the_sessio
         assert agent.status()["connectivity"] == "connected"
     finally:
         core.journal.close()
+
+
+class _Transport:
+    """Stands in for MQTT: connected, and keeps what the agent publishes."""
+
+    connected = True
+    reconnects = 1
+
+    def __init__(self) -> None:
+        self.sent: list[Envelope] = []
+
+    def publish(
+        self, topic_name: str, payload: bytes, *, qos: int = 1, retain: bool = False
+    ) -> bool:
+        self.sent.append(decode(payload))
+        return True
+
+    def requests(self) -> list[LeaseRequest]:
+        return [e.body for e in self.sent if isinstance(e.body, LeaseRequest)]
+
+
+def test_strong_work_asks_for_no_more_leases_than_free_slots(tmp_path: Path) -> None:
+    """Three strong tasks queued, two slots: two requests (a grant for a task that cannot
+    start would only lapse). A task whose request was refused for now (``lease_held``)
+    backs off and gives its slot up, so the third task asks."""
+    clock = _ManualClock()
+    agent = _agent(tmp_path, clock, executor={"max_concurrent": 2})
+    transport = _Transport()
+    agent.uplink.transport = transport  # type: ignore[assignment]
+    try:
+        agent.handle(LinkChanged(True))
+        agent.handle(_message("cloud", "core-1", "down", "ack", Ack(heartbeat_id=None)))
+        for i in range(3):
+            task = {"id": f"s{i}", "command": ["true"], "consistency": "strong"}
+            place = Place(task_id=f"s{i}", epoch=1, spec=task, level=Level.STRONG, lease_s=6.0)
+            agent.handle(_message("cloud", "core-1", "down", "place", place))
+        agent.tick()
+        first = transport.requests()
+        assert sorted(r.task_id for r in first) == ["s0", "s1"]
+        for req in first:
+            refusal = LeaseGrant(
+                task_id=req.task_id,
+                epoch=1,
+                granted=False,
+                reason="lease_held",
+                request_id=req.request_id,
+            )
+            agent.handle(_message("cloud", "core-1", "down", "lease_grant", refusal))
+        clock.now += 0.1
+        agent.tick()
+        assert [r.task_id for r in transport.requests()[2:]] == ["s2"]
+        assert agent.core.running == {}
+        refused = agent.core.journal.db.execute(
+            "SELECT COUNT(*) FROM events WHERE kind = 'lease_refused'"
+        ).fetchone()[0]
+        assert refused == 2
+    finally:
+        agent.core.journal.close()

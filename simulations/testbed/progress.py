@@ -14,7 +14,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from .runner import LiveState
+from .history import LiveState
 
 __all__ = ["Progress"]
 

@@ -35,17 +35,18 @@ import sqlite3
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import aiohttp
 
 from . import collect, ledger_task, local
-from .broker import BrokerError, MosquittoBroker, find_mosquitto
-from .checker import TERMINAL
 from .embedded_broker import EmbeddedBroker
+from .history import History, LiveState, NodeState
+from .launch import Broker, TestbedError, start_broker
 from .netns import NetnsLink, netns_available
+from .observe import Observer, acknowledged
 from .plan import Plan, PlannedSubmission, make_plan
 from .processes import AgentProcess, ControllerProcess
 from .proxy import FaultProxy, Lossy
@@ -69,19 +70,6 @@ def _lossy(params: Mapping[str, Any]) -> Lossy:
     )
 
 
-class TestbedError(RuntimeError):
-    """The run could not be set up (broker, controller or an agent did not start)."""
-
-    __test__ = False  # not a pytest test class, despite the name
-
-
-class Broker(Protocol):
-    host: str
-    port: int
-
-    def stop(self, *, kill: bool = False, timeout_s: float = 5.0) -> None: ...
-
-
 @dataclass(frozen=True, slots=True)
 class RunOptions:
     """What ``continuum testbed run`` was asked for."""
@@ -95,88 +83,6 @@ class RunOptions:
     settle_s: float | None = None
     lease_s: float | None = None  # strong lease for the controller (the soak's 3-6 s)
     lossy: float | None = None  # every agent link lossy (this share each) until the final heal
-
-
-def start_broker(kind: str, workdir: Path, users: Mapping[str, str]) -> tuple[Broker, str]:
-    """Start the broker; returns it and the MQTT protocol the controller must speak.
-
-    ``auto`` prefers Mosquitto and falls back to the embedded broker."""
-    if kind not in ("auto", "mosquitto", "embedded"):
-        raise TestbedError(f"unknown broker {kind!r} (auto, mosquitto, embedded)")
-    if kind == "mosquitto" or (kind == "auto" and find_mosquitto() is not None):
-        has_passwd = any(
-            os.access(p, os.X_OK)
-            for p in ("/usr/bin/mosquitto_passwd", "/usr/sbin/mosquitto_passwd")
-        )
-        broker = MosquittoBroker(workdir, users=dict(users) if has_passwd else None)
-        try:
-            return broker.start(), "5"
-        except BrokerError as exc:
-            raise TestbedError(str(exc)) from exc
-    embedded = EmbeddedBroker(workdir, users=dict(users))
-    try:
-        return embedded.start(), embedded.mqtt_protocol
-    except BrokerError as exc:
-        raise TestbedError(str(exc)) from exc
-
-
-class History:
-    """The run's history: ops appended to a list and, line by line, to a file
-    (so a run that crashes still leaves what it saw)."""
-
-    def __init__(self, path: Path) -> None:
-        self.ops: list[dict[str, Any]] = []
-        self.t0 = time.monotonic()
-        self._fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
-        self.listeners: list[Callable[[dict[str, Any]], None]] = []
-
-    def start_clock(self) -> None:
-        self.t0 = time.monotonic()
-
-    def now(self) -> float:
-        return time.monotonic() - self.t0
-
-    def add(self, process: str, type_: str, f: str, value: Any) -> dict[str, Any]:
-        op = {
-            "process": process,
-            "type": type_,
-            "f": f,
-            "value": value,
-            "time": round(self.now(), 4),
-            "wall": time.time(),
-        }
-        self.ops.append(op)
-        self._fh.write(json.dumps(op, default=str) + "\n")
-        self._fh.flush()
-        for listener in self.listeners:
-            listener(op)
-        return op
-
-    def close(self) -> None:
-        self._fh.close()
-
-
-@dataclass
-class NodeState:
-    """What the live display shows of one agent."""
-
-    alive: bool = True
-    link: str = "?"  # link state the controller reports
-    outbox: int = 0
-
-
-@dataclass
-class LiveState:
-    phase: str = "starting"
-    elapsed: float = 0.0
-    duration: float = 0.0
-    submitted: int = 0
-    planned: int = 0
-    tasks: dict[str, int] = field(default_factory=dict)
-    nodes: dict[str, NodeState] = field(default_factory=dict)
-    faults: dict[str, dict[str, object]] = field(default_factory=dict)
-    recent: list[str] = field(default_factory=list)
-    notes: int = 0  # notes ever made (``recent`` keeps the last six)
 
 
 def _ledger_command(args: list[str]) -> list[str]:
@@ -220,8 +126,7 @@ class Testbed:
         self.timings: dict[str, float] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._session: aiohttp.ClientSession | None = None
-        self._hasher = collect.Hasher()
-        self._ctl_snapshot: tuple[float, dict[str, tuple[str, str]] | None] = (0.0, None)
+        self.observer = Observer(self.out, self.node_ids, max_age_s=POLL_S / 2)
         self._final_heal_at = 0.0
 
     # -- helpers -------------------------------------------------------------------
@@ -508,30 +413,6 @@ class Testbed:
 
     # -- observation -------------------------------------------------------------------------
 
-    def _controller_hashes(self) -> dict[str, tuple[str, str]] | None:
-        """task id → (visible status, content hash) at the controller, read-only; one
-        snapshot serves every monitor polling within ``POLL_S / 2``."""
-        now = time.monotonic()
-        taken, snapshot = self._ctl_snapshot
-        if snapshot is not None and now - taken < POLL_S / 2:
-            return snapshot
-        try:
-            snapshot = self._hasher.controller(collect.controller_db(self.out))
-        except (OSError, sqlite3.Error):
-            return None
-        self._ctl_snapshot = (now, snapshot)
-        return snapshot
-
-    def _node_converged(self, node: str, ctl: Mapping[str, tuple[str, str]]) -> bool:
-        journal = collect.agent_journal(self.out, node)
-        try:
-            if collect.outbox_depth(journal) > 0:
-                return False
-            hashes = self._hasher.agent(journal)
-        except (OSError, sqlite3.Error):
-            return False
-        return all(tid in ctl and ctl[tid][1] == h for tid, h in hashes.items())
-
     async def _measure_convergence(self, cause: str, nodes: tuple[str, ...], at: float) -> None:
         """Time from a heal until the healed agents' replicas equal the controller's.
 
@@ -541,12 +422,12 @@ class Testbed:
         try:
             while pending:
                 await asyncio.sleep(POLL_S)
-                ctl = await asyncio.to_thread(self._controller_hashes)
+                ctl = await asyncio.to_thread(self.observer.controller_hashes)
                 if ctl is None:
                     continue
                 for n in sorted(pending):
                     alive = self.agents[n].alive
-                    if alive and await asyncio.to_thread(self._node_converged, n, ctl):
+                    if alive and await asyncio.to_thread(self.observer.node_converged, n, ctl):
                         pending.discard(n)
                         value = {
                             "cause": cause,
@@ -563,7 +444,7 @@ class Testbed:
     async def _poll_status(self) -> None:
         """Keep the live display's counts fresh (what the system says, for the eye only)."""
         while True:
-            ctl = await asyncio.to_thread(self._status_counts)
+            ctl = await asyncio.to_thread(self.observer.status_counts)
             if ctl is not None:
                 self.state.tasks = ctl
             for n in await self._nodes():
@@ -577,39 +458,6 @@ class Testbed:
             self._refresh()
             await asyncio.sleep(1.0)
 
-    def _status_counts(self) -> dict[str, int] | None:
-        try:
-            return collect.status_counts(collect.controller_db(self.out))
-        except (OSError, sqlite3.Error):
-            return None
-
-    def _acknowledged(self) -> set[str]:
-        subs: dict[int, list[str]] = {}
-        ok: set[int] = set()
-        for op in self.hist.ops:
-            if op["f"] != "submit":
-                continue
-            req = int(op["value"]["request"])
-            if op["type"] == "invoke":
-                subs[req] = [t["task_id"] for t in op["value"]["tasks"]]
-            elif op["type"] == "ok":
-                ok.add(req)
-        return {t for r in ok for t in subs.get(r, ())}
-
-    def _quiescent(self) -> tuple[bool, str, set[str] | None]:
-        """(quiescent?, why not, acknowledged tasks not terminal: ``None`` when the
-        controller's store could not be read)."""
-        ctl = self._controller_hashes()
-        if ctl is None:
-            return False, "controller store unreadable", None
-        open_ = {t for t in self._acknowledged() if ctl.get(t, ("?",))[0] not in TERMINAL}
-        if open_:
-            return False, f"{len(open_)} tasks not terminal", open_
-        behind = [n for n in self.node_ids if not self._node_converged(n, ctl)]
-        if behind:
-            return False, f"not converged: {', '.join(behind)}", open_
-        return True, "quiescent", open_
-
     async def _settle(self) -> dict[str, Any]:
         """Wait for quiescence (at most ``settle_s``). Also records, for the liveness
         invariant, when each task still open at the first look became terminal,
@@ -620,7 +468,9 @@ class Testbed:
         open_: set[str] = set()
         terminal_after: dict[str, float] = {}
         while time.monotonic() - started < self.settle:
-            ok, why, now_open = await asyncio.to_thread(self._quiescent)
+            ok, why, now_open = await asyncio.to_thread(
+                self.observer.quiescent, acknowledged(self.hist.ops)
+            )
             if now_open is not None:
                 open_ = now_open
                 first_open = set(now_open) if first_open is None else first_open

@@ -7,8 +7,8 @@ import io
 
 from rich.console import Console
 
+from simulations.testbed.history import LiveState, NodeState
 from simulations.testbed.progress import Progress, render_state
-from simulations.testbed.runner import LiveState, NodeState
 
 
 def state() -> LiveState:

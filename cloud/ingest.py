@@ -16,7 +16,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, is_dataclass
 from typing import Any
 
-from shared.authz import Reason, Refusal, accept_seq, authorize_delta, may_read
+from shared.authz import (
+    Reason,
+    Refusal,
+    RefusalEvents,
+    accept_seq,
+    authorize_delta,
+    may_read,
+)
 from shared.clocks import HybridClock, Timestamp
 from shared.crdt import TaskRecord, digest, missing, visible_status
 from shared.decisions import lease_refusal
@@ -79,6 +86,7 @@ class Ingest:
         }
         self._received: dict[str, Any] = {}
         self._acked_now: set[str] = set()
+        self._refusal_events = RefusalEvents()  # bounds the event rows refusals cause
 
     def batch(self, messages: Iterable[tuple[str, bytes]], now: float) -> None:
         """Handle one batch (inside the caller's unit of work)."""
@@ -197,13 +205,17 @@ class Ingest:
         self._report_refusals(node_id, refused)
 
     def _report_refusals(self, node_id: str, refused: list[tuple[str, Refusal]]) -> None:
-        """What one message of ``node_id`` was refused: counted per reason, one event
-        per reason with the node as actor (a flood of refusals is one event, not many)."""
+        """What one message of ``node_id`` was refused: each part counted per reason;
+        one event per reason with the node as actor, at most one per node and reason
+        every 10 s (``RefusalEvents``: the next one says how many were held back)."""
         by_reason: dict[Reason, list[tuple[str, Refusal]]] = {}
         for task_id, refusal in refused:
             by_reason.setdefault(refusal.reason, []).append((task_id, refusal))
         for reason, items in sorted(by_reason.items()):
             self.metrics.refused.labels(reason=reason.value).inc(len(items))
+            held = self._refusal_events.admit(node_id, reason, len(items), self.uow.wall_ms())
+            if held is None:
+                continue
             task_id, first = items[0]
             log.warning("refused from %s: %s x%d (%s)", node_id, reason, len(items), first.detail)
             self.uow.event(
@@ -213,6 +225,7 @@ class Ingest:
                 node_id=node_id,
                 actor=node_id,
                 count=len(items),
+                held_back=held,
                 detail=first.detail,
                 tasks=sorted({t for t, _ in items if t})[:20],
             )

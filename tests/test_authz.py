@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from shared.authz import (
     MergePolicy,
     Reason,
+    RefusalEvents,
     Verdict,
     accept_seq,
     authorize_delta,
@@ -296,6 +297,17 @@ def test_a_locally_submitted_task_is_adopted_with_its_whole_history() -> None:
     cancel = request_cancel(rec, writer=N, hlc=_t(5, N))
     assert _authorize(rec, cancel, origin=N).refusals == ()
     assert _reasons(_authorize(rec, cancel, origin=None)) == {Reason.CANCEL}
+
+
+def test_refusal_events_are_one_per_node_and_reason_per_window() -> None:
+    events = RefusalEvents(window_ms=1_000)
+    assert events.admit(N, "cancel", 1, 0) == 0
+    assert events.admit(N, "cancel", 4, 10) is None  # held back
+    assert events.admit(N, "spec", 1, 20) == 0  # another reason
+    assert events.admit(OTHER, "cancel", 1, 30) == 0  # another node
+    assert events.admit(N, "cancel", 2, 999) is None
+    assert events.admit(N, "cancel", 1, 1_000) == 6  # due, with what was held back
+    assert events.admit(N, "cancel", 1, 1_500) is None
 
 
 def test_namespace_is_unambiguous() -> None:

@@ -4,7 +4,7 @@
 rest was refused; ``may_read`` says which records a node may be sent; ``accept_seq``
 bounds how far a node moves its acknowledged outbox mark; ``pinned_to_origin`` keeps
 agent-originated tasks on their node. ``local_task_id``/``origin_of`` define the id
-namespace a node creates tasks in.
+namespace a node creates tasks in; ``RefusalEvents`` bounds the events refusals cause.
 """
 
 from shared.authz._merge import (
@@ -19,6 +19,7 @@ from shared.authz._merge import (
     pinned_to_origin,
 )
 from shared.authz._namespace import LOCAL_TOKEN_HEX, local_task_id, origin_of
+from shared.authz._throttle import RefusalEvents
 
 __all__ = [
     "DEFAULT_POLICY",
@@ -26,6 +27,7 @@ __all__ = [
     "MergePolicy",
     "Reason",
     "Refusal",
+    "RefusalEvents",
     "Verdict",
     "accept_seq",
     "authorize_delta",

@@ -14,6 +14,7 @@ one would have too.
 from __future__ import annotations
 
 import queue
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -230,6 +231,22 @@ def test_seven_merge_attacks_from_a_stolen_device_have_no_effect(h: Harness) -> 
     edge2.finish(victim, victim_dot, result={"ok": True})
     h.await_msg(edge2, "ack", lambda e: e.body.up_to_seq == edge2.seq)
     assert h.controller.get_task(victim)["status"] == "succeeded"
+
+
+def test_a_flood_of_refused_messages_is_counted_but_bounded_in_the_event_log(h: Harness) -> None:
+    edge1 = h.node("edge-1")
+    edge2 = h.node("edge-2", labels={"only": "edge-2"})
+    victim, _ = _victim_task(h, edge2)
+    rec = h.controller.records[victim]
+    started = time.monotonic()
+    for _ in range(40):
+        _sent(h, edge1, [request_cancel(rec, writer="edge-1", hlc=edge1.clock.now(0))])
+    windows = 1 + int((time.monotonic() - started) // 10)  # one event per 10 s at most
+    events = _refused(h, "cancel")
+    assert len(events) <= windows
+    assert sum(e["data"]["count"] + e["data"]["held_back"] for e in events) <= 40
+    assert _refused_count(h, "cancel") == 40
+    assert not h.controller.records[victim].cancel_requested
 
 
 def test_a_local_submission_is_adopted_and_stays_on_its_node(h: Harness) -> None:

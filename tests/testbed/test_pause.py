@@ -45,7 +45,7 @@ def test_pause_freezes_resume_thaws_and_a_paused_process_still_stops(tmp_path: P
         wait_state(proc.pid, {"T"})
         proc.resume()
         assert not proc.paused
-        wait_state(proc.pid, {"S", "R"})
+        wait_state(proc.pid, {"S", "R", "D"})
         proc.pause()
         wait_state(proc.pid, {"T"})
     finally:

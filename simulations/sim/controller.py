@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from shared.consistency import AdaptiveLevel, Lease, LeaseBook, LeasePolicy
+from shared.consistency import AdaptationPolicy, AdaptiveLevel, Lease, LeaseBook, LeasePolicy
 from shared.crdt import AttemptStatus
 from shared.decisions import (
     DOWN,
@@ -105,13 +105,21 @@ class Controller:
         self.sched = sched
         self.counters = counters
         self.loop = loop
+        # the policies as cloud/controller.py builds them from its configuration
         self.lease_policy = LeasePolicy(
             duration_s=spec.lease_s,
-            min_duration_s=min(3.0, spec.lease_s),
-            max_duration_s=max(300.0, spec.lease_s),
+            min_duration_s=min(LeasePolicy().min_duration_s, spec.lease_s),
+            max_duration_s=max(LeasePolicy().max_duration_s, spec.lease_s),
+            controller_margin_s=spec.lease_margin_s,
         )
         self.leases = LeaseBook(self.lease_policy)
-        self.link_policy = LinkPolicy(heartbeat_interval_s=spec.telemetry_s)
+        self.link_policy = LinkPolicy(
+            heartbeat_interval_s=spec.telemetry_s,
+            suspect_missed=spec.suspect_missed,
+            confirm_after_s=spec.confirm_after_s,
+            window_s=spec.link_window_s,
+        )
+        self.adaptation = AdaptationPolicy(dwell_s=spec.upgrade_dwell_s)
         self.system = SystemHealth.HEALTHY
         self.monitors = [
             LinkMonitor(nid, now=0.0, policy=self.link_policy) for nid in topo.node_ids
@@ -157,14 +165,14 @@ class Controller:
         task.adaptive = None
 
     def _adapt_levels(self, now: float) -> None:
-        for g, at in self._live():
+        for g, at in self._live(now):
             task = at.task
             if task.lo is task.hi or at.epoch != task.epoch:
                 continue
             machine = task.adaptive
             if machine is None:
                 machine = task.adaptive = AdaptiveLevel(
-                    task.id, lo=task.lo, hi=task.hi, initial=at.level
+                    task.id, lo=task.lo, hi=task.hi, initial=at.level, policy=self.adaptation
                 )
             change = adapt_level(machine, link=self.link_state[g], system=self.system, now=now)
             if change is not None:
@@ -173,14 +181,12 @@ class Controller:
 
     # ----------------------------------------------------------- telemetry
     def telemetry(self, _: object = None) -> None:
-        """One heartbeat round: grade links and health, adapt levels, refresh the
-        tables, re-place what may move; then the next round."""
+        """One heartbeat round: what got through to the monitors, then the
+        controller's decisions on it (``decide``); then the next round."""
         now = self.loop.now
-        topo, net = self.topo, self.net
+        net = self.net
         changed: list[tuple[int, LinkState, LinkState]] = []
-        samples: list[LinkSample] = []
-        for g in range(topo.count):
-            mon = self.monitors[g]
+        for g, mon in enumerate(self.monitors):
             path = net.ctrl[g]
             if not net.is_up(path, now):
                 change = mon.poll(now)
@@ -192,15 +198,34 @@ class Controller:
                 )
                 change = mon.rtt(rtt, now)
                 self.sched.inputs.ping(g, rtt)
+            if change is not None:
+                changed.append((g, change.old, change.new))
+        self.decide(now, changed)
+        self.sched.kick()
+        if now + self.spec.telemetry_s <= self.horizon:
+            self.loop.at(now + self.spec.telemetry_s, self.telemetry)
+
+    def health(self, now: float) -> SystemHealth:
+        """Every node's link as its monitor grades it at ``now`` (kept for the tick's
+        decisions and the placement tables), and the system health from them
+        (``assess_health``, as ``cloud/registry.py`` computes it)."""
+        topo = self.topo
+        samples: list[LinkSample] = []
+        for g, mon in enumerate(self.monitors):
             stats = mon.stats(now)
             self.link_state[g] = stats.state
             self.rtt_p50[g] = stats.rtt_p50_ms
             samples.append(LinkSample(state=stats.state, rtt_p99_ms=stats.rtt_p99_ms))
-            if change is not None:
-                topo.link[g] = LINK_CODES[change.new]
-                changed.append((g, change.old, change.new))
+            topo.link[g] = LINK_CODES[stats.state]
             topo.prate[g] = stats.partition_rate_per_h
-        self.system = assess_health(samples).health
+        return assess_health(samples).health
+
+    def decide(self, now: float, changed: list[tuple[int, LinkState, LinkState]]) -> None:
+        """One controller tick on what the link monitors know at ``now`` (``changed``:
+        the link transitions since the last tick): grade links and health, adapt
+        levels, refresh the tables, re-place what may move."""
+        topo = self.topo
+        self.system = self.health(now)
         self._adapt_levels(now)
         load = 1.0 - topo.cpu_free / topo.cpus
         self.sched.refresh(topo.link, load, np.array(topo.success), topo.prate)
@@ -208,15 +233,11 @@ class Controller:
         if self.mode is PlacementMode.ADAPTIVE:
             self._trigger_moves(now, changed)
         self._retry_moves(now)
-        self.sched.kick()
-        if now + self.spec.telemetry_s <= self.horizon:
-            self.loop.at(now + self.spec.telemetry_s, self.telemetry)
 
     # ------------------------------------------------------------- facts
-    def _live(self) -> Iterator[tuple[int, Attempt]]:
+    def _live(self, now: float) -> Iterator[tuple[int, Attempt]]:
         """Per node, the attempts the controller believes placed there: report not
         arrived, not superseded, task open (drops the reported ones as it goes)."""
-        now = self.loop.now
         for g, opened in enumerate(self.open_on):
             if not opened:
                 continue
@@ -248,7 +269,7 @@ class Controller:
     def _partition_moves(self, now: float) -> None:
         """``partition_move`` for every task on a node out of reach."""
         by_node: dict[int, list[Attempt]] = {}
-        for g, at in self._live():
+        for g, at in self._live(now):
             if self.link_state[g] in DOWN and at.epoch == at.task.epoch:
                 by_node.setdefault(g, []).append(at)
         for g, attempts in by_node.items():
@@ -272,7 +293,7 @@ class Controller:
     def _trigger_moves(self, now: float, changed: list[tuple[int, LinkState, LinkState]]) -> None:
         """``fired_triggers`` over the nodes, then ``trigger_move`` per task."""
         live: dict[int, list[Attempt]] = {}
-        for g, at in self._live():
+        for g, at in self._live(now):
             if at.epoch == at.task.epoch:
                 live.setdefault(g, []).append(at)
         node_ids = self.topo.node_ids

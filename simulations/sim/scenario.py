@@ -176,6 +176,12 @@ class Controller:
     telemetry_s: float = 3.0  # heartbeats, link grading, table refresh, consistency samples
     max_queue_s: float = 30.0  # a task no node can take for this long fails
     lease_s: float = 30.0
+    # the controller's [health] and [consistency] settings (cloud/config.py defaults)
+    suspect_missed: int = 3  # heartbeats missed before a link is suspected
+    confirm_after_s: float = 30.0  # suspected this long: failure confirmed
+    link_window_s: float = 300.0  # window of RTT samples that grades a link
+    lease_margin_s: float = 5.0  # drift margin before a strong task may move
+    upgrade_dwell_s: float = 60.0  # good samples this long before a level goes up
     ack_period_s: float = 15.0  # autonomy period T (docs/agent.md)
     retry_backoff_s: float = 0.5
     # an agent's MQTT session (edge_agent/config.py [broker] defaults): the broker drops
@@ -359,6 +365,12 @@ def _check(s: SimScenario, problems: list[Problem]) -> None:
     c = s.controller
     need(c.placement_interval_s >= 0, "controller.placement_interval_s", "must be ≥ 0")
     need(c.telemetry_s > 0 and c.ack_period_s > 0, "controller", "periods must be > 0")
+    need(
+        c.suspect_missed >= 1 and c.confirm_after_s >= 0 and c.link_window_s > 0,
+        "controller",
+        "need suspect_missed >= 1, confirm_after_s >= 0, link_window_s > 0",
+    )
+    need(c.lease_margin_s >= 0 and c.upgrade_dwell_s >= 0, "controller", "margins must be >= 0")
     need(
         c.keepalive_s > 0 and 0 < c.reconnect_min_s <= c.reconnect_max_s,
         "controller",

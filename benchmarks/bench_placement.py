@@ -193,7 +193,7 @@ def plain_place(nodes: list[dict[str, Any]], d: TaskDemand, tie: int) -> dict[st
             if c["finish"] * c["widen"] <= d.deadline_s:
                 s = 1.0 - c["cost"]
             else:
-                s = -c["finish"] / (c["finish"] + d.deadline_s)
+                s = -c["finish"] / (c["finish"] + max(d.deadline_s, 1.0))
         else:
             s = 1.0 / (1.0 + c["finish"] * (1 + COST_WEIGHT * c["cost"]))
         key = (round(s * 1e9), 0xFFFFFFFF - (c["node"]["hash"] ^ tie))

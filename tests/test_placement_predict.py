@@ -144,3 +144,10 @@ def test_more_backlog_or_less_speed_never_makes_a_node_more_attractive(
     base = score(speed=speed, backlog_s=backlog)
     assert score(speed=speed, backlog_s=backlog + extra) <= base + 1e-12
     assert score(speed=speed / 2, backlog_s=backlog) <= base + 1e-12
+
+
+def test_a_deadline_already_passed_still_gets_the_earliest_finish() -> None:
+    table = NodeTable([_node(f"slow{i}", speed=0.5) for i in range(20)] + [_node("fast")])
+    for left in (-5.0, 0.0, 1e-9):
+        demand = TaskDemand(task_id="t", work_s=1.0, deadline_s=left)
+        assert place(table, demand, mode=ADAPTIVE).node_id == "fast"

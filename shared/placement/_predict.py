@@ -21,9 +21,10 @@ The rule (higher score wins, scores in [-1, 1]):
   exp(SAFETY * error_i) <= D``, ``error_i`` the node's learned prediction error
   (``|log(actual / predicted)|``): the margin grows with how wrong the node's
   predictions have been. Safe nodes score ``1 - cost`` (cheapest first); others
-  ``-finish / (finish + D)`` (earliest first: the prediction itself is the best
-  estimate of who finishes first), always below every safe one, so when none is
-  safe the earliest predicted finish wins;
+  ``-finish / (finish + max(D, 1 s))`` (earliest first: the prediction itself is
+  the best estimate of who finishes first; the scale only keeps the order exact
+  when the deadline has already passed), always below every safe one, so when
+  none is safe the earliest predicted finish wins;
 - without a deadline: ``1 / (1 + v_i)`` with ``v_i = finish_i * (1 + COST_WEIGHT *
   cost_i)`` seconds: the earliest finish, traded against cost.
 
@@ -203,7 +204,9 @@ def score(
     deadline = demand.deadline_s
     with np.errstate(invalid="ignore", divide="ignore"):
         if deadline is not None:
-            late = -finish / (finish + max(deadline, TINY))
+            # any positive scale keeps "earliest first"; the deadline (at least 1 s,
+            # so that a deadline already passed still orders finishes to 1e-9 s)
+            late = -finish / (finish + max(deadline, 1.0))
             safe = finish * facts.widen <= deadline
             value = np.where(safe, 1.0 - cost, np.where(np.isfinite(late), late, -1.0))
         else:

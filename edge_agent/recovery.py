@@ -81,11 +81,6 @@ def _fail_lost(
         if proc is not None:
             core.journal.remove_process(attempt)
         core.event("lost_on_restart", task_id, attempt=attempt, killed_survivors=killed)
-        if (
-            proc is not None
-            and rec.spec is not None
-            and rec.spec.get("idempotent")
-            and proc.level != Level.STRONG
-        ):
-            scheduler.maybe_retry(task_id, proc, proc.failures + 1, "agent_restart")
+        if proc is not None:
+            scheduler.maybe_retry(task_id, proc, AttemptStatus.FAILED, "agent_restart")
     core.executor.cleanup(task_id, attempt)

@@ -31,8 +31,10 @@ from shared.errors import ValidationError
 from shared.model import RetryPolicy, backoff_delay, parse_task_spec
 from shared.vocab import Level, TaskStatus
 
-__all__ = ["LocalScheduler", "status_of"]
+__all__ = ["LocalScheduler", "retried_here", "status_of"]
 
+#: Attempt reasons the node never retries itself: the controller places the task again.
+_NOT_RETRIED_HERE = frozenset({"lease_expired", "fenced", "superseded"})
 #: A spec's priority when it names none (``shared.model`` fills it in for parsed specs).
 _DEFAULT_PRIORITY = 50
 
@@ -292,25 +294,30 @@ class LocalScheduler:
                 stdout_tail=outcome.stdout_tail[-1024:],
                 stderr_tail=outcome.stderr_tail[-1024:],
             )
-            if status == AttemptStatus.FAILED and proc is not None:
-                self.maybe_retry(outcome.task_id, proc, proc.failures + 1, outcome.reason)
+            if proc is not None:
+                self.maybe_retry(outcome.task_id, proc, status, reason)
         if outcome.reason == "fenced":
             core.leases.drop(outcome.task_id)
         core.executor.cleanup(outcome.task_id, outcome.attempt)
 
-    def maybe_retry(self, task_id: str, proc: ProcessRow, failures: int, why: str) -> None:
-        """Re-queue a failed attempt with the task's backoff while its budget lasts. Fenced
-        strong attempts are not retried here: the controller re-places them."""
+    def maybe_retry(
+        self, task_id: str, proc: ProcessRow, status: AttemptStatus, reason: str | None
+    ) -> None:
+        """Re-queue an ended attempt on this node, same epoch, with the task's backoff, when
+        :func:`retried_here` says so and the retry budget lasts."""
         core = self.core
         rec = core.replica.get(task_id)
         if (
             rec is None
             or rec.spec is None
             or rec.cancel_requested
-            or why in ("fenced", "superseded")
             or (rec.placement is not None and rec.placement.epoch > proc.epoch)
+            or not retried_here(
+                status, reason, level=proc.level, idempotent=bool(rec.spec.get("idempotent"))
+            )
         ):
             return
+        failures = proc.failures + 1
         if failures >= max_attempts(rec.spec):
             core.event("retries_exhausted", task_id, failures=failures)
             return
@@ -382,6 +389,23 @@ class LocalScheduler:
                 core.event("records_forgotten", None, count=len(gone))
         for task_id in gone:
             core.replica.forget(task_id)
+
+
+def retried_here(
+    status: AttemptStatus, reason: str | None, *, level: str, idempotent: bool
+) -> bool:
+    """Does this node retry an ended attempt itself? An ordinary failure, yes; after an
+    agent restart only an idempotent task below strong; never a fenced (``lease_expired``)
+    or superseded attempt, which the controller places again. This is
+    ``shared.decisions.agent_retries``, the rule the controller and the simulator assume;
+    the agent cannot import it (``shared.decisions`` pulls in numpy through
+    ``shared.placement``, beyond the agent's memory budget), so
+    tests/agent/test_agent_core.py checks the two agree on every input."""
+    if status != AttemptStatus.FAILED or reason in _NOT_RETRIED_HERE:
+        return False
+    if reason == "agent_restart":
+        return idempotent and level != Level.STRONG
+    return True
 
 
 def status_of(outcome: Outcome) -> tuple[AttemptStatus, str | None]:

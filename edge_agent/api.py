@@ -36,6 +36,7 @@ import stat
 import struct
 import threading
 from collections.abc import Callable, Iterator
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -136,7 +137,8 @@ def _make_handler(dispatch: Handler, token: str | None) -> type[BaseHTTPRequestH
             # Malformed request lines and headers: JSON like every other answer.
             self.close_connection = True
             with contextlib.suppress(OSError):
-                self._reply(code, {"error": "bad_request", "message": message or explain or ""})
+                text = message or HTTPStatus(code).phrase
+                self._reply(code, {"error": "bad_request", "message": text})
 
         def do_GET(self) -> None:
             self._serve("GET")

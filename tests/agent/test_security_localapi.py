@@ -120,12 +120,12 @@ def test_tcp_needs_the_bearer_token(tmp_path: Path, mosquitto: Any) -> None:
         agent.cleanup()
 
 
-def _raw(agent: AgentProcess, head: bytes) -> tuple[int, dict[str, Any]]:
+def _raw(sock: Path, head: bytes) -> tuple[int, dict[str, Any]]:
     """Send a request head (and nothing after it) on a fresh connection; the answer must come
     without the server waiting for a body."""
     with socket.socket(socket.AF_UNIX) as conn:
         conn.settimeout(20)
-        conn.connect(str(agent.state_dir / "agent.sock"))
+        conn.connect(str(sock))
         conn.sendall(head)
         data = b""
         while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < _length(data):
@@ -165,7 +165,7 @@ def test_content_length_is_validated_before_any_read(
     try:
         agent.start()
         head = b"POST /v1/tasks HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n"
-        code, body = _raw(agent, head)
+        code, body = _raw(agent.api_socket, head)
         assert code == expected and body["error"] and body["message"]
         assert agent.alive and agent.status()["node_id"] == "edge-1"
         assert "Traceback" not in agent.log()
@@ -187,6 +187,27 @@ def test_a_half_open_request_is_dropped(tmp_path: Path, mosquitto: Any) -> None:
         assert agent.status()["node_id"] == "edge-1"
     finally:
         agent.cleanup()
+
+
+@pytest.mark.parametrize(
+    ("head", "expected"),
+    [
+        (b"PUT /v1/tasks HTTP/1.1\r\nHost: x\r\n\r\n", 501),
+        (b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n", 414),
+        (b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 120 + b"\r\n", 431),
+    ],
+)
+def test_malformed_requests_are_answered_in_json(
+    tmp_path: Path, head: bytes, expected: int
+) -> None:
+    cfg = parse_config({"node": {"id": "edge-1", "state_dir": str(tmp_path)}}, env={})
+    api = LocalApi(cfg, lambda method, path, body: (200, {}))
+    api.start()
+    try:
+        code, body = _raw(cfg.api_socket, head)
+        assert code == expected and body["error"] == "bad_request" and body["message"]
+    finally:
+        api.stop()
 
 
 def test_other_tasks_env_secrets_are_never_answered(tmp_path: Path, mosquitto: Any) -> None:

@@ -142,7 +142,6 @@ class Executor:
         elif run_dir.exists():
             shutil.rmtree(run_dir)
         uid, gid = self._ids
-        run_dir.mkdir(mode=0o700)
         _safefs.private_dir(run_dir, gid)
         work = run_dir / _WORK
         env = {k: os.environ[k] for k in _PASSED_ENV if k in os.environ}

@@ -41,6 +41,8 @@ class Counters:
     local_runs: int = 0
     cancelled: int = 0
     level_changes: int = 0
+    flows_failed: int = 0
+    dependents_cancelled: int = 0
     placed_tier: dict[Tier, int] = field(default_factory=lambda: dict.fromkeys(Tier, 0))
     lat: list[float] = field(default_factory=list)  # latency of succeeded tasks (s)
     done_at: list[float] = field(default_factory=list)
@@ -107,6 +109,8 @@ def measure(
         "placed_regional": placed[Tier.REGIONAL],
         "placed_cloud": placed[Tier.CLOUD],
         "workflows_done": len(c.flows_done),
+        "workflows_failed": c.flows_failed,
+        "dependents_cancelled": c.dependents_cancelled,
         "workflow_mean_s": float(np.mean(c.flows_done)) if c.flows_done else math.nan,
         "outage_intervals": net.tl.down_count(below=net.session),
         "events": events,

@@ -226,7 +226,7 @@ class Simulation:
         else:
             c.lost += 1
         if task.flow is not None:
-            task.flow.failed = True
+            self.workload.flow_step(task, self.loop.now)
 
     # -------------------------------------------------------------- traces
     def ledger(self) -> LedgerReplay:

@@ -13,7 +13,7 @@ from enum import IntEnum
 from typing import Any
 
 from shared.consistency import AdaptiveLevel
-from shared.vocab import Level, Tier
+from shared.vocab import Level, TaskStatus, Tier
 from simulations.sim.scenario import NodeClass
 
 __all__ = ["Attempt", "Flow", "NodeRow", "Outcome", "Result", "Task", "TaskState"]
@@ -55,7 +55,10 @@ class NodeRow:
 
 @dataclass(slots=True)
 class Flow:
-    """One workflow instance: ``depth`` layers of ``width`` tasks, each after the last."""
+    """One workflow instance: ``depth`` layers of ``width`` tasks, each layer
+    depending on every task of the one before. ``statuses``: every submitted task's
+    visible status as the workflow knows it (``None`` until it ended); ``layer_ids``
+    the tasks of the current layer; ``done`` once its status is final."""
 
     dev: int
     tt: int
@@ -63,8 +66,9 @@ class Flow:
     depth: int
     t0: float
     layer: int = 0
-    left: int = 0
-    failed: bool = False
+    layer_ids: list[str] = field(default_factory=list)
+    statuses: dict[str, TaskStatus | None] = field(default_factory=dict)
+    done: bool = False
 
 
 @dataclass(slots=True, eq=False)

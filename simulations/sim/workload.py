@@ -14,7 +14,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from shared.vocab import Level
+from shared.decisions import Readiness, task_readiness, workflow_status
+from shared.vocab import Level, TaskStatus
 from simulations.sim.metrics import Counters
 from simulations.sim.records import Flow, Task, TaskState
 from simulations.sim.scenario import Policy, SimScenario, TaskType
@@ -186,7 +187,8 @@ class Workload:
     def flow_layer(self, flow: Flow, t: float) -> None:
         tt = self.types[flow.tt]
         r = self.jrng
-        flow.left = flow.width
+        flow.layer_ids = []
+        tasks = []
         for _ in range(flow.width):
             task = self.new_task(
                 flow.dev,
@@ -198,20 +200,38 @@ class Workload:
                 r.random(),
             )
             task.flow = flow
+            flow.layer_ids.append(task.id)
+            flow.statuses[task.id] = None
+            tasks.append(task)
+        for task in tasks:
             self.arrive(task)
 
     def flow_step(self, task: Task, now: float) -> None:
-        """``task``'s result reached its device at ``now``: the next layer may go."""
+        """``task`` ended (its result reached its device, or it failed): the next
+        layer goes once ``shared.decisions.task_readiness`` says it is ready, and is
+        cancelled (never submitted) when it says so; the workflow's final status is
+        ``workflow_status``'s."""
         flow = task.flow
-        if flow is None or flow.failed:
+        if flow is None or flow.done:
             return
-        if task.state is not TaskState.SUCCEEDED:
-            flow.failed = True
+        ok = task.state is TaskState.SUCCEEDED
+        flow.statuses[task.id] = TaskStatus.SUCCEEDED if ok else TaskStatus.FAILED
+        verdict = task_readiness([flow.statuses[tid] for tid in flow.layer_ids])
+        if verdict.readiness is Readiness.WAITING:
             return
-        flow.left -= 1
-        if flow.left == 0:
+        c = self.counters
+        if verdict.readiness is Readiness.CANCEL:
+            remaining = flow.width * (flow.depth - flow.layer - 1)
+            c.dependents_cancelled += remaining
+            statuses = [*flow.statuses.values(), *[TaskStatus.CANCELLED] * remaining]
+        else:
             flow.layer += 1
-            if flow.layer >= flow.depth:
-                self.counters.flows_done.append(now - flow.t0)
-            else:
+            if flow.layer < flow.depth:
                 self.flow_layer(flow, now)
+                return
+            statuses = list(flow.statuses.values())
+        flow.done = True
+        if workflow_status(s for s in statuses if s is not None).status is TaskStatus.SUCCEEDED:
+            c.flows_done.append(now - flow.t0)
+        else:
+            c.flows_failed += 1

@@ -107,6 +107,8 @@ def test_stormy_run_exercises_every_outcome() -> None:
         "local_runs",
         "duplicates",
         "workflows_done",
+        "workflows_failed",
+        "dependents_cancelled",
         "unplaceable",
         "fenced",
     ):

@@ -15,7 +15,7 @@ import contextlib
 import os
 import time
 
-__all__ = ["PREFIX", "create", "enter", "is_ours", "kill", "own_dir", "remove"]
+__all__ = ["PREFIX", "create", "enter", "is_ours", "kill", "members", "own_dir", "remove"]
 
 PREFIX = "continuum-"
 
@@ -75,6 +75,15 @@ def is_ours(path: object) -> bool:
         and os.path.dirname(path) == base.rstrip("/")
         and os.path.basename(path).startswith(PREFIX)
     )
+
+
+def members(path: str) -> list[int] | None:
+    """The processes in the cgroup, ``None`` when it cannot be read."""
+    try:
+        with open(os.path.join(path, "cgroup.procs"), encoding="ascii") as fh:
+            return [int(line) for line in fh if line.strip()]
+    except (OSError, ValueError):
+        return None
 
 
 def kill(path: str) -> bool:

@@ -2,8 +2,9 @@
 create every private file with its final mode in the same ``open`` (no window where it is
 readable by others).
 
-Standard library only: the watchdog (a script run with ``python -S``) imports this module from
-its own directory, the agent as ``edge_agent._safefs``.
+Standard library only, and no ``pathlib`` (10 ms of every watchdog's start): the watchdog (a
+script run with ``python -S``) imports this module from its own directory, the agent as
+``edge_agent._safefs``.
 
 - Run directories: a task may plant a symlink or a FIFO under a name the agent or watchdog
   will open (``status.json.tmp`` pointing at a root-only file). Everything in a run directory
@@ -19,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-from pathlib import Path
 
 __all__ = [
     "open_dir",
@@ -106,13 +106,13 @@ def write_private(path: str | os.PathLike[str], data: bytes, *, replace: bool = 
     """Write a secret-holding file that is ``0600`` from its creation: ``O_EXCL`` when it must
     not exist yet (``FileExistsError`` otherwise), a private temporary renamed over it when
     ``replace``."""
-    target = Path(path)
-    dir_fd = open_dir(target.parent)
+    directory, name = os.path.split(os.path.abspath(path))
+    dir_fd = open_dir(directory)
     try:
         if replace:
-            write_file_at(dir_fd, target.name, data)
+            write_file_at(dir_fd, name, data)
             return
-        fd = os.open(target.name, _CREATE_FLAGS, 0o600, dir_fd=dir_fd)
+        fd = os.open(name, _CREATE_FLAGS, 0o600, dir_fd=dir_fd)
         try:
             _write_all(fd, data)
         finally:
@@ -125,9 +125,8 @@ def private_dir(path: str | os.PathLike[str], group: int | None = None) -> None:
     """Create ``path`` (and missing parents) and make it ``0700``; with ``group``, ``0710`` and
     that group, so processes of the group may traverse it (reach a run directory inside) but
     neither list nor change it. Refuses a symlink in place of the directory."""
-    target = Path(path)
-    target.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = open_dir(target)
+    os.makedirs(path, 0o700, exist_ok=True)
+    fd = open_dir(path)
     try:
         if group is not None:
             os.fchown(fd, -1, group)

@@ -122,14 +122,21 @@ def _descendants(root: int) -> list[int]:
     return found
 
 
+def _tree(cgroup: str | None) -> list[int]:
+    """The attempt's live processes: its cgroup's members when it has one (one file read),
+    else the watchdog's descendants (a walk of ``/proc``)."""
+    pids = _cgroup.members(cgroup) if cgroup is not None else None
+    return _descendants(os.getpid()) if pids is None else pids
+
+
 def _signal_tree(pgid: int, sig: int, cgroup: str | None) -> None:
-    """Signal the task's group and every other descendant (``setsid`` daemons included);
-    SIGKILL goes to the whole cgroup at once when the attempt has one."""
-    if sig == signal.SIGKILL and cgroup is not None:
-        _cgroup.kill(cgroup)
+    """Signal the task's group and every other process of the attempt (``setsid`` daemons
+    included); SIGKILL goes to the whole cgroup at once when the attempt has one."""
+    if sig == signal.SIGKILL and cgroup is not None and _cgroup.kill(cgroup):
+        return
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-    for pid in _descendants(os.getpid()):
+    for pid in _tree(cgroup):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, sig)
 
@@ -140,9 +147,8 @@ def _end_tree(cgroup: str | None) -> None:
     cgroup, if any, is killed first and removed last."""
     if cgroup is not None:
         _cgroup.kill(cgroup)
-    me = os.getpid()
     for _ in range(1000):
-        live = _descendants(me)
+        live = _tree(cgroup)
         for pid in live:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)

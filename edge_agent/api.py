@@ -170,9 +170,10 @@ def _content_length(headers: http.client.HTTPMessage) -> tuple[int, tuple[int, s
     (value,) = values
     if not (value.isascii() and value.isdigit()):
         return 0, (400, "bad_content_length", "Content-Length must be a decimal byte count")
-    if len(value) > 12 or int(value) > MAX_BODY:
+    digits = value.lstrip("0") or "0"  # leading zeros are legal; int() of huge input is not cheap
+    if len(digits) > 12 or int(digits) > MAX_BODY:
         return 0, (413, "too_large", f"bodies are limited to {MAX_BODY} bytes")
-    return int(value), None
+    return int(digits), None
 
 
 class _Quiet:

@@ -24,6 +24,7 @@ when, system health, per-task levels), ``shared.placement``, ``shared.consistenc
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -51,6 +52,8 @@ from .tasks import TaskMeta, TaskTable
 from .uow import UnitOfWork
 
 __all__ = ["Controller"]
+
+log = logging.getLogger(__name__)
 
 
 class Controller:
@@ -115,6 +118,7 @@ class Controller:
         self.broker_connected = False
         self._connected_once = False
         self.registry.restore(self.store.nodes(), self.mono())
+        self._restore_learner()
         self._load_tasks()
 
     @property
@@ -133,6 +137,16 @@ class Controller:
         self.scheduler.backlog.forget()  # memory was reloaded: look at everything again
         self._ingest.acked = self.store.acked_seqs()
 
+    def _restore_learner(self) -> None:
+        """What placement learned before a restart (a bad stored copy is dropped:
+        learning starts over from the priors)."""
+        try:
+            problem = self.registry.restore_learner(self.store.learner())
+        except ValueError as exc:
+            problem = str(exc)
+        if problem is not None:
+            log.warning("stored learner state dropped: %s", problem)
+
     def _commit(self, work: Callable[[], None]) -> None:
         self.uow.commit(work, persist=self._persist, recover=self._load_tasks)
 
@@ -149,6 +163,9 @@ class Controller:
         if uow.dirty_acks:
             acked = self._ingest.acked
             self.store.set_acked_seqs({n: acked[n] for n in uow.dirty_acks})
+        if self.registry.learned:  # a finished run taught something (pongs alone: not)
+            self.store.put_learner(self.registry.learner.to_dict())
+            self.registry.learned = False
 
     def flush(self) -> None:
         """Publish what the committed input queued (the commit already does)."""

@@ -63,6 +63,23 @@ class ControllerMetrics:
             "continuum_messages_received", "Messages accepted, by type", ["type"], registry=r
         )
         self.leases = Counter("continuum_lease_requests", "Lease requests", ["granted"], registry=r)
+        self.node_speed = Gauge(
+            "continuum_node_speed",
+            "Learned per-core speed of a node, relative to a server core",
+            ["node"],
+            registry=r,
+        )
+        self.prediction_error = Gauge(
+            "continuum_node_prediction_error",
+            "Learned prediction error of a node: EWMA of |log(actual / predicted finish)|",
+            ["node"],
+            registry=r,
+        )
+        self.reexecutions = Counter(
+            "continuum_non_idempotent_reexecutions",
+            "Harm: further attempts that started of a task that is not idempotent",
+            registry=r,
+        )
         self.merge_seconds = Histogram(
             "continuum_merge_batch_seconds",
             "Time to merge and persist one ingest batch",

@@ -1,4 +1,11 @@
-"""What a merged change means: events, outcome statistics, conflicts, lease release.
+"""What a merged change means: events, outcome statistics, learning, conflicts,
+lease release.
+
+Learning (``shared.learning`` on ``Registry.learner``): a succeeded attempt's run
+(start to exit, the node's own stamps) teaches its node's speed and its kind's
+work; the current placement's predicted finish against the time from the
+decision to the result heard teaches the node's prediction error. A task that is
+not idempotent and has a further attempt start is counted (the harm metric).
 
 Called once per task changed by an ingest batch, after every message of the batch
 was merged (``TaskTable.apply`` already refreshed the indexes).
@@ -9,9 +16,10 @@ from __future__ import annotations
 from shared.clocks import Timestamp
 from shared.crdt import Attempt, AttemptStatus, TaskRecord, visible_status
 from shared.decisions import RunningAttempt, holder_stopped, running_conflicts
+from shared.learning import observe_finish, observe_run
 
 from .metrics import ControllerMetrics
-from .registry import Registry
+from .registry import NodeEntry, Registry, work_key
 from .store import Store
 from .tasks import TaskMeta, TaskTable, attempt_facts
 from .uow import UnitOfWork
@@ -53,6 +61,7 @@ class Reactions:
                 epoch=rec.placement.epoch if rec.placement else None,
             )
         self._record_outcomes(before, rec)
+        self._note_starts(task_id, before, rec, meta)
         if _an_attempt_ended(before, rec):
             self.tasks.ended.add(task_id)
         self._check_conflict(task_id, rec, meta)
@@ -87,9 +96,64 @@ class Reactions:
                 entry = self.registry.get(attempt.node)
                 if entry is None:
                     continue
-                entry.record_outcome(
-                    attempt.status == AttemptStatus.SUCCEEDED, duration_s=_run_seconds(attempt)
-                )
+                seconds = _run_seconds(attempt)
+                succeeded = attempt.status == AttemptStatus.SUCCEEDED
+                entry.record_outcome(succeeded, duration_s=seconds)
+                if succeeded:
+                    self._learn(rec, attempt, entry, seconds)
+
+    def _learn(
+        self, rec: TaskRecord, attempt: Attempt, entry: NodeEntry, seconds: float | None
+    ) -> None:
+        """A succeeded attempt teaches the learner (see the module doc)."""
+        tier = entry.tier_of
+        if rec.spec is None or tier is None:
+            return
+        learner = self.registry.learner
+        node_id = attempt.node
+        if seconds is not None and seconds > 0:
+            kind, hint_s, bound_s = work_key(rec.spec)
+            observe_run(
+                learner,
+                node_id=node_id,
+                tier=tier,
+                kind=kind,
+                seconds=seconds,
+                hint_s=hint_s,
+                bound_s=bound_s,
+            )
+            self.metrics.node_speed.labels(node=node_id).set(learner.speed_of(node_id, tier).value)
+        meta = self.tasks.meta[rec.task_id]
+        current = rec.placement is not None and rec.placement.epoch == attempt.epoch
+        if current and meta.predicted_s is not None and meta.placed_at is not None:
+            actual = self.tasks.mono() - meta.placed_at
+            observe_finish(learner, node_id, meta.predicted_s, actual, tier)
+            meta.predicted_s = None  # one sample per placement
+            self.metrics.prediction_error.labels(node=node_id).set(learner.error_of(node_id, tier))
+        self.registry.learned = True
+
+    def _note_starts(
+        self, task_id: str, before: TaskRecord | None, rec: TaskRecord, meta: TaskMeta
+    ) -> None:
+        """When the current placement's attempt was heard to start (its backlog
+        then shrinks as it runs), and the harm metric: every further attempt that
+        started of a task that is not idempotent."""
+        old = before.attempts if before is not None else {}
+        new = [
+            a
+            for dot, a in rec.attempts.items()
+            if a.started_hlc is not None and (dot not in old or old[dot].started_hlc is None)
+        ]
+        if not new:
+            return
+        epoch = rec.placement.epoch if rec.placement is not None else None
+        if meta.started_at is None and any(a.epoch == epoch for a in new):
+            meta.started_at = self.tasks.mono()
+        if rec.spec is not None and not rec.spec.get("idempotent", False):
+            started = sum(1 for a in rec.attempts.values() if a.started_hlc is not None)
+            further = started - max(started - len(new), 1)
+            if further > 0:
+                self.metrics.reexecutions.inc(further)
 
     def _check_conflict(self, task_id: str, rec: TaskRecord, meta: TaskMeta) -> None:
         """Two attempts running at once on different nodes, for a task whose level

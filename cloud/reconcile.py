@@ -27,10 +27,10 @@ from shared.decisions import (
     retry_move,
     trigger_move,
 )
-from shared.health import LinkStateChanged, SystemHealth
+from shared.health import LinkStateChanged
 from shared.placement import NodeTable, link_degraded
 from shared.protocol import Cancel, LevelChange, digest_parts
-from shared.vocab import Level, LinkState, PlacementMode
+from shared.vocab import Level, PlacementMode
 
 from .metrics import ControllerMetrics
 from .registry import NodeEntry, Registry
@@ -126,16 +126,16 @@ class Reconciler:
     # -- levels -----------------------------------------------------------------------
 
     def adapt_levels(self, now: float) -> None:
-        """One sample of every adaptive task's level on its own node's link."""
-        health = self.scheduler.health(now)
+        """One sample of every adaptive task's level on its own node, by cost
+        (``Scheduler.level_facts``)."""
         for task_id in sorted(self.tasks.adaptive):
             node_id = self.tasks.placed_node(task_id)
             meta = self.tasks.meta[task_id]
-            if node_id is None or meta.adaptive is None:
+            spec = self.tasks.records[task_id].spec
+            if node_id is None or meta.adaptive is None or spec is None:
                 continue
-            entry = self.registry.get(node_id)
-            link = entry.link_state if entry is not None else LinkState.FAILED
-            change = adapt_level(meta.adaptive, link=link, system=health, now=now)
+            facts = self.scheduler.level_facts(task_id, node_id, now)
+            change = adapt_level(meta.adaptive, spec, facts, now=now)
             if change is None:
                 continue
             meta.level = change.new
@@ -176,7 +176,7 @@ class Reconciler:
             decision = decide(task_id, entry, now)
             if not decision.move:
                 continue
-            pass_ = pass_ or _Pass(self.scheduler.table(now), self.scheduler.health(now))
+            pass_ = pass_ or _Pass(self.scheduler.table(now), now)
             if self._move(task_id, decision, pass_) and decision.fence:
                 self._fence_old(task_id, entry.node_id)
 
@@ -210,7 +210,7 @@ class Reconciler:
             pass_.table,
             trigger=decision.trigger,
             exclude=decision.exclude,
-            health=pass_.health,
+            now=pass_.now,
         )
 
     def _partition_decision(self, task_id: str, entry: NodeEntry, now: float) -> MoveDecision:
@@ -305,7 +305,7 @@ class Reconciler:
                 )
                 if not decision.move:
                     continue
-                pass_ = pass_ or _Pass(self.scheduler.table(now), self.scheduler.health(now))
+                pass_ = pass_ or _Pass(self.scheduler.table(now), now)
                 if self._move(task_id, decision, pass_):
                     meta.moved_at = now
                     budget[node_id] = budget.get(node_id, 0) - 1
@@ -352,14 +352,14 @@ class Reconciler:
 
 
 class _Pass:
-    """The node table and system health one re-placement pass shares (built lazily:
-    most passes move nothing)."""
+    """The node table and time one re-placement pass shares (built lazily: most
+    passes move nothing)."""
 
-    __slots__ = ("health", "table")
+    __slots__ = ("now", "table")
 
-    def __init__(self, table: NodeTable, health: SystemHealth) -> None:
+    def __init__(self, table: NodeTable, now: float) -> None:
         self.table = table
-        self.health = health
+        self.now = now
 
 
 #: A per-task re-placement rule: (task id, its node, now) -> decision.

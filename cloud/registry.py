@@ -9,6 +9,11 @@ from scratch.
 Resource accounting for placement is the controller's own (capacity minus what
 it has placed and not seen finish), so a burst of placements between two
 telemetry reports cannot overfill a node.
+
+What placement predicts with is learned here too: ``Registry.learner`` (a
+``shared.learning.LearnerState``) takes every pong's round trip; finished attempts
+are fed to it by ``cloud.reactions``; the controller persists it (``learned``
+says it changed since the last write).
 """
 
 from __future__ import annotations
@@ -21,15 +26,29 @@ from typing import Any
 
 from shared.decisions import HealthReport, LinkSample, assess_health
 from shared.health import LinkMonitor, LinkPolicy, LinkStateChanged
+from shared.learning import LearnerState, observe_rtt, task_kind
 from shared.placement import Trigger, update_failure_rate, update_success
-from shared.vocab import LinkState
+from shared.vocab import LinkState, Tier
 
-__all__ = ["NodeEntry", "Registry"]
+__all__ = ["NodeEntry", "Registry", "work_key"]
 
 # Sent pings kept until answered or declared lost.
 _MAX_PENDING_PINGS = 10_000
 # Run durations kept per node for the slowdown trigger.
 _DURATIONS = 20
+
+
+def work_key(spec: Mapping[str, Any]) -> tuple[str, float | None, float | None]:
+    """How the learner knows a task's work: ``(kind, hint_s, bound_s)`` for
+    ``LearnerState.work_of`` and ``observe_run`` (the spec's optional positive
+    ``work_s`` hint; its ``deadline_s`` bounds the default)."""
+    hint, deadline = spec.get("work_s"), spec.get("deadline_s")
+    valid = isinstance(hint, int | float) and not isinstance(hint, bool) and hint > 0
+    return (
+        task_kind(spec),
+        float(hint) if valid else None,
+        None if deadline is None else float(deadline),
+    )
 
 
 @dataclass
@@ -64,6 +83,14 @@ class NodeEntry:
     @property
     def link_state(self) -> LinkState:
         return self.monitor.state
+
+    @property
+    def tier_of(self) -> Tier | None:
+        """The node's tier (``None`` for a name no tier has: such a node is never placed on)."""
+        try:
+            return Tier(self.tier)
+        except ValueError:
+            return None
 
     @property
     def cpus(self) -> float:
@@ -141,6 +168,10 @@ class Registry:
         # (a node joined or said hello, a link changed state, a drain): work blocked
         # on the nodes is looked at again only then (cloud.scheduling).
         self.generation = 0
+        # What placement predicts with (speeds, work, errors, round trips), learned
+        # online; ``learned`` is set when it changed in a way worth persisting.
+        self.learner = LearnerState()
+        self.learned = False
 
     def changed(self) -> None:
         """Something placement's filters read of some node changed."""
@@ -178,6 +209,19 @@ class Registry:
             entry.telemetry = dict(row.get("telemetry") or {})
             entry.last_seen_ms = row.get("last_seen_ms") or 0
             entry.registered = True
+
+    def restore_learner(self, doc: Mapping[str, Any] | None) -> str | None:
+        """Take the persisted learner state (``None``: nothing stored); a malformed
+        document is dropped (learning starts over from the priors) and its error
+        returned for the caller to log."""
+        if doc is None:
+            return None
+        try:
+            self.learner = LearnerState.from_dict(doc)
+        except ValueError as exc:
+            self.learner = LearnerState()
+            return str(exc)
+        return None
 
     def reset_links(self, now: float) -> None:
         """Fresh link monitors for every node, heard (and in contact) at ``now``, and
@@ -224,7 +268,11 @@ class Registry:
             # trip is the partition's length, and one such sample would grade the link
             # critical for the whole window. Proof of life only.
             return entry.monitor.heard(now)
-        return entry.monitor.rtt((now - sent[1]) * 1000.0, now)
+        rtt_ms = (now - sent[1]) * 1000.0
+        # Learned facts are not filters (speed, error, round trip average): they
+        # never make parked work feasible, so ``changed`` is not bumped for them.
+        observe_rtt(self.learner, entry.node_id, rtt_ms)
+        return entry.monitor.rtt(rtt_ms, now)
 
     def expire_pings(self, now: float) -> list[LinkStateChanged]:
         """Pings unanswered after the suspicion timeout count as lost probes,

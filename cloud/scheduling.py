@@ -1,12 +1,15 @@
 """Placement as the controller runs it: node views, the ready backlog, decisions.
 
 :meth:`Scheduler.node_views` is the one place where what the controller knows of
-each node (registry, link monitor, reservations, telemetry) becomes the
-``shared.placement.NodeView`` placement reads. :meth:`Scheduler.schedule` places
-every ready task (``shared.decisions.task_readiness``, ``placement_order``);
-:meth:`Scheduler.place` places one on a shared table (re-placements). Every
-decision becomes a new epoch on the record and a ``place`` message, or a
-``placement_blocked`` event logged once per reason.
+each node (registry, link monitor, reservations, telemetry, what it learned:
+``Registry.learner``) becomes the ``shared.placement.NodeView`` placement reads;
+:meth:`Scheduler.demand` is the same for a task (its learned work, the time left
+to its deadline). :meth:`Scheduler.schedule` places every ready task
+(``shared.decisions.task_readiness``, ``placement_order``); :meth:`Scheduler.place`
+places one on a shared table (re-placements). Every decision becomes a new epoch
+on the record and a ``place`` message, or a ``placement_blocked`` event logged
+once per reason. An adaptive task's level on the chosen node is chosen by cost
+(``shared.decisions.placement_level`` on :meth:`Scheduler.level_facts`).
 
 Blocked work waits for a reason to be looked at again (``cloud.backlog``), and at
 most ``WAKE_BATCH`` tasks are placed per pass, best first.
@@ -22,13 +25,15 @@ from shared.consistency import AdaptiveLevel, level_bounds
 from shared.crdt import AttemptStatus, place, request_cancel, visible_status
 from shared.decisions import (
     Candidate,
+    LevelFacts,
     Readiness,
     demand_level,
     placement_level,
     placement_order,
     task_readiness,
 )
-from shared.health import SystemHealth
+from shared.health import LinkStats
+from shared.learning import DEFAULT_WORK_S
 from shared.placement import (
     Decision,
     NodeTable,
@@ -39,12 +44,12 @@ from shared.placement import (
 )
 from shared.placement import place as place_task
 from shared.protocol import Place
-from shared.vocab import Level, LinkState, PlacementMode, Tier
+from shared.vocab import Level, LinkState, PlacementMode
 
 from .backlog import Backlog
 from .config import ControllerConfig
 from .metrics import ControllerMetrics
-from .registry import Registry
+from .registry import NodeEntry, Registry, work_key
 from .tasks import TaskTable
 from .uow import UnitOfWork
 
@@ -75,22 +80,25 @@ class Scheduler:
     # -- inputs of placement ---------------------------------------------------------
 
     def node_views(self, now: float) -> list[NodeView]:
-        """Every registered node as placement sees it now."""
+        """Every registered node as placement sees it now: capacity minus the
+        controller's reservations, telemetry, the link monitor's grade and round
+        trip, and what was learned (speed, prediction error, bandwidth) with the
+        backlog of work placed there and not finished (:meth:`backlog_s`)."""
+        learner = self.registry.learner
         views = []
         for entry in self.registry.nodes.values():
-            if not entry.registered:
+            tier = entry.tier_of
+            if not entry.registered or tier is None:
                 continue
+            node_id = entry.node_id
             stats = entry.monitor.stats(now)
             cpu_used = sum(c for c, _ in entry.reserved.values())
             mem_used = sum(m for _, m in entry.reserved.values())
-            tel = entry.telemetry
-            try:
-                tier = Tier(entry.tier)
-            except ValueError:
-                continue
+            speed = learner.speed_of(node_id, tier).value
+            bandwidth = learner.bandwidth_mbps.get(node_id)
             views.append(
                 NodeView(
-                    node_id=entry.node_id,
+                    node_id=node_id,
                     tier=tier,
                     labels=entry.labels,
                     cpus=max(entry.cpus, 0.0),
@@ -98,13 +106,17 @@ class Scheduler:
                     cpu_free=max(entry.cpus - cpu_used, 0.0),
                     memory_free_mb=max(entry.memory_mb - mem_used, 0.0),
                     running=len(entry.reserved),
-                    load=min(max(float(tel.get("cpu_pct") or 0.0) / 100.0, 0.0), 1.0),
+                    load=min(max(float(entry.telemetry.get("cpu_pct") or 0.0) / 100.0, 0.0), 1.0),
                     success_ewma=entry.success_ewma,
-                    rtt_ms=stats.rtt_p50_ms or 0.0,
+                    rtt_ms=self.rtt_ms(entry, stats),
                     link_state=stats.state,
                     draining=entry.draining,
                     battery_pct=entry.capacity.get("battery_pct"),
                     partition_rate_per_h=stats.partition_rate_per_h,
+                    speed=speed,
+                    backlog_s=self.backlog_s(entry, speed, now),
+                    error=learner.error_of(node_id, tier),
+                    **({} if bandwidth is None else {"bandwidth_mbps": bandwidth}),
                 )
             )
         return views
@@ -112,21 +124,102 @@ class Scheduler:
     def table(self, now: float) -> NodeTable:
         return NodeTable.from_views(self.node_views(now))
 
-    def health(self, now: float) -> SystemHealth:
-        return self.registry.system_health(now).health
+    def rtt_ms(self, entry: NodeEntry, stats: LinkStats) -> float:
+        """The node's round trip: the monitor's p50 over its window, else the
+        learned average (kept across restarts), else 0 (nothing measured yet)."""
+        if stats.rtt_p50_ms is not None:
+            return stats.rtt_p50_ms
+        return self.registry.learner.rtt_ms.get(entry.node_id, 0.0)
+
+    def backlog_s(self, entry: NodeEntry, speed: float, now: float) -> float:
+        """Work placed on the node and not finished, in reference-core seconds: the
+        controller's own accounting (each active task's predicted work, less what
+        its speed got done since its attempt was heard to start), corrected by the
+        node's telemetry when that reports more tasks (running and queued) than the
+        controller placed there (work it does not know of, such as local
+        submissions, counted at the mean of the known, else ``DEFAULT_WORK_S``)."""
+        own = [self._remaining(t, speed, now) for t in self.tasks.active_on(entry.node_id)]
+        total = sum(own)
+        tel = entry.telemetry
+        unknown = int(tel.get("running") or 0) + int(tel.get("queue_len") or 0) - len(own)
+        if unknown > 0:
+            total += unknown * (total / len(own) if own else DEFAULT_WORK_S)
+        return total
+
+    def _remaining(self, task_id: str, speed: float, now: float) -> float:
+        meta = self.tasks.meta[task_id]
+        work = meta.work_s
+        if work is None:  # placed before a restart: the kind's estimate now
+            spec = self.tasks.records[task_id].spec
+            assert spec is not None
+            work = self.work_of(spec)
+        if meta.started_at is not None:
+            work -= max(now - meta.started_at, 0.0) * speed
+        return max(work, 0.0)
+
+    def work_of(self, spec: Mapping[str, Any]) -> float:
+        """The task's work in reference-core seconds, as learned for its kind
+        (``shared.learning``: prior from the spec's optional ``work_s`` hint, else
+        the default capped by its deadline)."""
+        return self.registry.learner.work_of(*work_key(spec)).value
+
+    def deadline_left(self, task_id: str) -> float | None:
+        """Seconds left until the task's deadline (its ``deadline_s`` counted from
+        its submission, on the controller's wall clock: the only clock that
+        survives a restart); ``None`` without a deadline; negative once passed."""
+        spec = self.tasks.records[task_id].spec
+        deadline = spec.get("deadline_s") if spec is not None else None
+        if deadline is None:
+            return None
+        waited = (self.uow.wall_ms() - self.tasks.meta[task_id].submitted_ms) / 1000.0
+        return float(deadline) - max(waited, 0.0)
+
+    def level_facts(
+        self, task_id: str, node_id: str, now: float, *, finish_s: float | None = None
+    ) -> LevelFacts:
+        """What the cost of each level reads of ``task_id`` on ``node_id`` now: the
+        node's link (``None`` while it is graded healthy on no round trip at all:
+        the configured prior), round trip, partition history and the predicted run
+        (``finish_s``, the placement's prediction, else the remaining work over the
+        node's speed plus a round trip) against the deadline left."""
+        entry = self.registry.get(node_id)
+        tier = entry.tier_of if entry is not None else None
+        if entry is None or tier is None:
+            return LevelFacts(link=LinkState.FAILED)
+        stats = entry.monitor.stats(now)
+        rtt = self.rtt_ms(entry, stats)
+        if finish_s is None:
+            speed = self.registry.learner.speed_of(node_id, tier).value
+            finish_s = self._remaining(task_id, speed, now) / speed + rtt / 1000.0
+        unsampled = stats.rtt_samples == 0 and stats.state is LinkState.HEALTHY
+        lengths = stats.partition_lengths_s
+        left = self.deadline_left(task_id)
+        return LevelFacts(
+            link=None if unsampled else stats.state,
+            run_s=finish_s,
+            slack_s=None if left is None else left - finish_s,
+            rtt_ms=rtt,
+            partition_rate_per_h=stats.partition_rate_per_h,
+            outage_s=sum(lengths) / len(lengths) if lengths else 0.0,
+        )
 
     def task_mode(self, spec: Mapping[str, Any]) -> PlacementMode:
         mode = (spec.get("placement") or {}).get("mode")
         return PlacementMode(mode) if mode else self.mode
 
-    def _demand(
-        self, task_id: str, health: SystemHealth, exclude: Iterable[str] = ()
-    ) -> TaskDemand:
-        """What placement reads of a task, at the level the system allows now
-        (the node's own link is judged afterwards, by ``placement_level``)."""
+    def demand(self, task_id: str, exclude: Iterable[str] = ()) -> TaskDemand:
+        """What placement reads of a task: its learned work, the deadline left, at
+        the level placement filters by (``demand_level``: before a node is chosen;
+        the chosen node's own facts are judged afterwards, ``placement_level``)."""
         spec = self.tasks.records[task_id].spec
         assert spec is not None
-        return TaskDemand.from_spec(spec, level=demand_level(spec, system=health), exclude=exclude)
+        return TaskDemand.from_spec(
+            spec,
+            level=demand_level(spec, policy=self.tasks.adaptation),
+            exclude=exclude,
+            work_s=self.work_of(spec),
+            deadline_s=self.deadline_left(task_id),
+        )
 
     # -- decisions --------------------------------------------------------------------
 
@@ -161,8 +254,7 @@ class Scheduler:
         if not ready:
             return
         order = placement_order(ready)[:WAKE_BATCH]
-        health = self.health(now)
-        demands = [self._demand(task_id, health) for task_id in order]
+        demands = [self.demand(task_id) for task_id in order]
         started = time.perf_counter()
         decisions = place_batch(
             self.table(now),
@@ -175,7 +267,7 @@ class Scheduler:
         each = (time.perf_counter() - started) / len(order)
         for task_id, demand, decision in zip(order, demands, decisions, strict=True):
             self.metrics.placement_seconds.observe(each)
-            if not self._decided(task_id, demand, decision, trigger=None, health=health):
+            if not self._decided(task_id, demand, decision, trigger=None, now=now):
                 why = "resources" if decision.explanation.exhausted else "nodes"
                 self.backlog.park(task_id, why, now)
 
@@ -186,10 +278,11 @@ class Scheduler:
         *,
         trigger: str | None,
         exclude: Iterable[str] = (),
-        health: SystemHealth,
+        now: float,
     ) -> bool:
-        """Place one task on ``table`` (allocated in place) and act on the decision."""
-        demand = self._demand(task_id, health, exclude)
+        """Place one task on ``table`` (allocated in place, its work included) and
+        act on the decision."""
+        demand = self.demand(task_id, exclude)
         started = time.perf_counter()
         decision = place_task(
             table,
@@ -201,8 +294,10 @@ class Scheduler:
         )
         self.metrics.placement_seconds.observe(time.perf_counter() - started)
         if decision.node_id is not None:
-            table.allocate(decision.node_id, demand.cpu, demand.memory_mb, demand.disk_mb)
-        return self._decided(task_id, demand, decision, trigger=trigger, health=health)
+            table.allocate(
+                decision.node_id, demand.cpu, demand.memory_mb, demand.disk_mb, work_s=demand.work
+            )
+        return self._decided(task_id, demand, decision, trigger=trigger, now=now)
 
     def _decided(
         self,
@@ -211,10 +306,11 @@ class Scheduler:
         decision: Decision,
         *,
         trigger: str | None,
-        health: SystemHealth,
+        now: float,
     ) -> bool:
         """Record a placement decision: a new epoch on the chosen node (the
-        message is queued), or the reason nothing was feasible (logged once)."""
+        message is queued), or the reason nothing was feasible (logged once).
+        The prediction is kept (``TaskMeta``) for the learner and the backlog."""
         rec = self.tasks.records[task_id]
         meta = self.tasks.meta[task_id]
         spec = rec.spec
@@ -240,10 +336,12 @@ class Scheduler:
             return False
         meta.blocked_reason = None
         node_id = decision.node_id
+        finish_s = _predicted_finish(decision)
+        meta.placed_at, meta.predicted_s, meta.work_s = now, finish_s, demand.work
+        meta.started_at = None
         if not level_bounds(spec)[2]:
-            entry = self.registry.get(node_id)
-            link = entry.link_state if entry else LinkState.HEALTHY
-            level = placement_level(spec, link=link, system=health)
+            facts = self.level_facts(task_id, node_id, now, finish_s=finish_s)
+            level = placement_level(spec, facts, policy=self.tasks.adaptation)
             meta.adaptive = AdaptiveLevel.from_spec(
                 spec, initial=level, policy=self.tasks.adaptation
             )
@@ -317,3 +415,12 @@ class Scheduler:
                     out[dep] = attempt.result
                     break
         return out
+
+
+def _predicted_finish(decision: Decision) -> float | None:
+    """The chosen node's predicted finish (``finish_s``: seconds from the decision
+    to the result here), when the mode predicts one (``adaptive``)."""
+    candidates = decision.explanation.candidates
+    if not candidates or candidates[0].node_id != decision.node_id:
+        return None
+    return candidates[0].terms.get("finish_s")

@@ -14,6 +14,8 @@ Tables:
   :meth:`Store.active_leases`).
 - ``events``: append-only log of decisions, each with its reason.
 - ``peers``: per node, the outbox sequence number acknowledged so far.
+- ``meta``: the schema version, and the learned placement inputs (``learner``:
+  node speeds, task work, prediction errors, round trips; small, rewritten whole).
 
 Writes happen in caller-delimited transactions (:meth:`Store.transaction`), so
 the ingest path merges a whole batch of messages in one commit, and an
@@ -442,6 +444,23 @@ class Store:
     def count_events_by_kind(self) -> dict[str, int]:
         sql = "SELECT kind, COUNT(*) FROM events GROUP BY kind"
         return {k: n for k, n in self.conn.execute(sql)}
+
+    # -- learned placement inputs --------------------------------------------
+
+    def learner(self) -> dict[str, Any] | None:
+        """The controller's learned state (``shared.learning.LearnerState.to_dict``),
+        ``None`` if never stored. Raises ``ValueError`` on text that is not JSON."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key = 'learner'").fetchone()
+        if row is None:
+            return None
+        doc = json.loads(row["value"])
+        if not isinstance(doc, dict):
+            raise ValueError("stored learner state is not an object")
+        return doc
+
+    def put_learner(self, doc: Mapping[str, Any]) -> None:
+        """Replace the learned state (one small row in ``meta``)."""
+        self.db["meta"].upsert({"key": "learner", "value": _dumps(doc)}, pk="key")
 
     # -- peers (outbox acknowledgements) -------------------------------------
 

@@ -45,6 +45,14 @@ class TaskMeta:
     placed: dict[int, str] = field(default_factory=dict)  # epoch -> node (shared.authz)
     placed: dict[int, str] = field(default_factory=dict)  # epoch -> node (shared.authz)
     flagged: set[frozenset[tuple[str, int]]] = field(default_factory=set)  # conflicts logged
+    # The current placement as predicted (cloud.scheduling; not persisted: after a
+    # restart the prediction error of the attempts in flight is simply not learned):
+    # when it was decided (monotonic), its predicted finish (s) and the work it
+    # added to its node's backlog; when the controller heard its attempt start.
+    placed_at: float | None = None
+    predicted_s: float | None = None
+    work_s: float | None = None
+    started_at: float | None = None
     _explanation_text: tuple[dict[str, Any], str] | None = None
 
     def explanation_json(self) -> str | None:

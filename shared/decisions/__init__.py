@@ -32,10 +32,13 @@ System health (``_health``)
     ``assess_health([LinkSample(state, rtt_p99_ms)...]) -> HealthReport`` (health,
     counts, p99, reason; ``detail()`` for the API).
 
-Consistency level per task (``_levels``)
-    ``demand_level(spec, system=)`` (the level placement filters by),
-    ``placement_level(spec, link=, system=)`` (the level on the chosen node) and
-    ``adapt_level(machine, link=, system=, now=) -> LevelChanged | None`` (one damped
+Consistency level per task (``_levels``), by cost (``shared.consistency.cost_target``)
+    ``LevelFacts(link, run_s, slack_s, rtt_ms, partition_rate_per_h, outage_s)``: the
+    task's node and predicted run now (``link=None``: no round trip yet, the prior);
+    ``demand_level(spec)`` (the level placement filters by: ``LevelFacts()``),
+    ``placement_level(spec, facts)`` (the level on the chosen node),
+    ``level_target(spec, facts)`` (the same with its reason) and
+    ``adapt_level(machine, spec, facts, now=) -> LevelChanged | None`` (one damped
     sample of ``shared.consistency.AdaptiveLevel``).
 
 Typical pass of a caller (the controller's ``cloud/reconcile.py`` does exactly this)::
@@ -50,7 +53,13 @@ Typical pass of a caller (the controller's ``cloud/reconcile.py`` does exactly t
 
 from shared.decisions._attempts import RunningAttempt, lease_refusal, running_conflicts
 from shared.decisions._health import AVAILABLE, HealthReport, LinkSample, assess_health
-from shared.decisions._levels import adapt_level, demand_level, placement_level
+from shared.decisions._levels import (
+    LevelFacts,
+    adapt_level,
+    demand_level,
+    level_target,
+    placement_level,
+)
 from shared.decisions._movement import (
     DOWN,
     OVERLOAD_MOVES_PER_TICK,
@@ -90,6 +99,7 @@ __all__ = [
     "Candidate",
     "FiredTriggers",
     "HealthReport",
+    "LevelFacts",
     "LinkSample",
     "Movability",
     "MoveDecision",
@@ -108,6 +118,7 @@ __all__ = [
     "fired_triggers",
     "holder_stopped",
     "lease_refusal",
+    "level_target",
     "movable",
     "partition_move",
     "placement_level",

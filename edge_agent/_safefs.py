@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import stat
 
 __all__ = [
+    "empty_dir",
     "open_dir",
     "private_dir",
     "read_file_at",
@@ -119,6 +121,17 @@ def write_private(path: str | os.PathLike[str], data: bytes, *, replace: bool = 
             os.close(fd)
     finally:
         os.close(dir_fd)
+
+
+def empty_dir(dir_fd: int) -> None:
+    """Remove everything in the directory of ``dir_fd`` (best effort): links are removed, not
+    followed, and subdirectories go through ``shutil.rmtree``'s descriptor-based walk."""
+    for name in os.listdir(dir_fd):
+        with contextlib.suppress(OSError):
+            if stat.S_ISDIR(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+                shutil.rmtree(name, dir_fd=dir_fd)
+            else:
+                os.unlink(name, dir_fd=dir_fd)
 
 
 def private_dir(path: str | os.PathLike[str], group: int | None = None) -> None:

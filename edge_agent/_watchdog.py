@@ -24,8 +24,9 @@ symlinks (``_safefs``):
   ``tail_bytes``, ``limits`` (``{"as"|"cpu"|"fsize"|"nproc": [soft, hard]}``),
   ``result_max`` (bytes of ``output.json`` kept).
 - ``work/``: the task's working directory and ``HOME``, owned by the task's user; its
-  ``output.json`` is read back *as that user* (a forked reader drops to the task's uid), so a
-  symlink or hard link to a file the task may not read yields nothing.
+  ``output.json`` is read back and the directory emptied *as that user* (a forked child drops
+  to the task's uid), so a symlink or hard link to a file the task may not read yields
+  nothing, and root never walks what the task left.
 - ``lease.fifo``: the agent writes lines ``deadline <monotonic seconds>``, ``deadline none`` or
   ``stop <reason>``. The watchdog opens it read-write, so it never sees end-of-file and a
   restarted agent can reopen it to renew an adopted attempt. Losing the agent keeps the last
@@ -164,11 +165,22 @@ def _end_tree(cgroup: str | None) -> None:
         _cgroup.remove(cgroup)
 
 
-def _read_output(work_fd: int, uid: int | None, gid: int | None, limit: int) -> str | None:
-    """``output.json`` of the work directory, read with the task's own rights: the watchdog
-    may be root and the task owns that directory."""
-    if uid is None:
-        data = _safefs.read_file_at(work_fd, "output.json", limit)
+def _take_output(work_fd: int, limit: int) -> bytes | None:
+    """``output.json`` (``None`` when absent, not a regular file or over ``limit``), then an
+    empty work directory: what the task left there is not kept."""
+    data = _safefs.read_file_at(work_fd, "output.json", limit)
+    with contextlib.suppress(Exception):  # best effort: never at the cost of the output
+        _safefs.empty_dir(work_fd)
+    return data
+
+
+def _harvest(work_fd: int, ids: tuple[int, int] | None, limit: int) -> str | None:
+    """:func:`_take_output` with the task's own rights: the watchdog may be root, and the
+    work directory and everything in it are the task's (a forked reader drops to its user
+    and passes the output back through a pipe; it must import nothing: the interpreter's
+    files may not be readable by that user)."""
+    if ids is None:
+        data = _take_output(work_fd, limit)
         return None if data is None else data.decode("utf-8", "replace")
     rfd, wfd = os.pipe()
     pid = os.fork()
@@ -177,9 +189,9 @@ def _read_output(work_fd: int, uid: int | None, gid: int | None, limit: int) -> 
         try:
             os.close(rfd)
             os.setgroups([])
-            os.setgid(gid if gid is not None else uid)
-            os.setuid(uid)
-            data = _safefs.read_file_at(work_fd, "output.json", limit)
+            os.setresgid(ids[1], ids[1], ids[1])
+            os.setresuid(ids[0], ids[0], ids[0])
+            data = _take_output(work_fd, limit)
             if data is not None:
                 view = memoryview(data)
                 while view:
@@ -359,7 +371,7 @@ def main(run_dir: str) -> int:
         ended=time.monotonic(),
         stdout_tail=tails["stdout"].decode("utf-8", "replace"),
         stderr_tail=stderr,
-        output=_read_output(work_fd, uid, gid, int(spec.get("result_max", 65536))),
+        output=_harvest(work_fd, ids, int(spec.get("result_max", 65536))),
     )
     _write_status(run_fd, "status.json", status)
     return 0

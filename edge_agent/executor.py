@@ -321,8 +321,9 @@ class Executor:
         )
 
     def cleanup(self, task_id: str, attempt: str) -> None:
-        """Remove a finished attempt's directory once its outcome is journaled (``rmtree``
-        works through directory descriptors: a link the task left is removed, not followed)."""
+        """Remove a finished attempt's directory once its outcome is journaled. The watchdog
+        has emptied ``work/`` as the task's user; ``rmtree`` works through directory
+        descriptors, so a link left there is removed, never followed."""
         shutil.rmtree(self.run_dir(task_id, attempt), ignore_errors=True)
 
 

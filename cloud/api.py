@@ -37,10 +37,19 @@ from .api_http import (
     error_middleware,
     json_response,
     parse_json_body,
+    problem,
 )
 from .metrics import CONTENT_TYPE
 
-__all__ = ["ROUTES", "ApiService", "NotFound", "Route", "build_app", "openapi_document"]
+__all__ = [
+    "ROUTES",
+    "ApiService",
+    "NodeBusy",
+    "NotFound",
+    "Route",
+    "build_app",
+    "openapi_document",
+]
 
 _STATUSES = frozenset(s.value for s in TaskStatus)
 _LEVELS = frozenset(level.value for level in Level)
@@ -49,6 +58,18 @@ log = logging.getLogger(__name__)
 
 API_VERSION = "1.0.0"
 SSE_KEEPALIVE_S = 15.0
+
+
+class NodeBusy(Exception):
+    """A node asked to be removed still holds active work (answered 409)."""
+
+    def __init__(self, node_id: str, tasks: list[str]) -> None:
+        super().__init__(
+            f"node {node_id!r} holds {len(tasks)} active task(s): drain it first, "
+            "or remove it with force (its work is re-placed or cancelled)"
+        )
+        self.node_id = node_id
+        self.tasks = tasks
 
 
 class ApiService(Protocol):
@@ -64,6 +85,7 @@ class ApiService(Protocol):
     def list_nodes(self) -> dict[str, Any]: ...
     def get_node(self, node_id: str) -> dict[str, Any]: ...
     def set_draining(self, node_id: str, draining: bool) -> dict[str, Any]: ...
+    def remove_node(self, node_id: str, *, force: bool) -> dict[str, Any]: ...
     def list_events(self, **filters: Any) -> dict[str, Any]: ...
     async def wait_for_events(self, after: int, timeout_s: float, **filters: Any) -> None: ...
     def is_ready(self) -> tuple[bool, dict[str, Any]]: ...
@@ -177,10 +199,20 @@ ROUTES: tuple[Route, ...] = (
         responses=(200, 404),
     ),
     Route(
+        "DELETE",
+        "/api/v1/nodes/{node_id}",
+        "remove_node",
+        "Remove a node; refused while it holds active work unless force=1 (its work is "
+        "re-placed by each task's consistency rules, or cancelled)",
+        query=(Param("force", "1: remove even while it holds work", "integer"),),
+        responses=(200, 404, 409),
+    ),
+    Route(
         "POST",
         "/api/v1/nodes/{node_id}/drain",
         "drain_node",
-        "Stop placing new work on a node",
+        "Stop placing new work on a node and move its movable work away (by each "
+        "task's consistency rules); `drained` turns true once it holds nothing",
         responses=(200, 404),
     ),
     Route(
@@ -324,6 +356,13 @@ class Handlers:
     async def get_node(self, request: web.Request) -> web.Response:
         return _json(self.service.get_node(request.match_info["node_id"]))
 
+    async def remove_node(self, request: web.Request) -> web.Response:
+        force = request.query.get("force") in ("1", "true", "yes")
+        try:
+            return _json(self.service.remove_node(request.match_info["node_id"], force=force))
+        except NodeBusy as exc:
+            return problem(409, "node_busy", str(exc), node_id=exc.node_id, tasks=exc.tasks)
+
     async def drain_node(self, request: web.Request) -> web.Response:
         return _json(self.service.set_draining(request.match_info["node_id"], True))
 
@@ -398,7 +437,7 @@ _RESPONSE_TEXT = {
     401: "Missing or wrong bearer token",
     403: "A read-only token on a mutating route",
     404: "Unknown id",
-    409: "A different spec already exists under this id",
+    409: "A different spec already exists under this id; a node to remove holds work",
     413: "Body too large",
     429: "Over the token's rate limit (see Retry-After)",
     503: "Not ready",

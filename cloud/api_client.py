@@ -48,13 +48,13 @@ class ApiClient:
             return json.loads(resp.read() or b"null")
 
     def get(self, path: str, **query: Any) -> Any:
-        items = [(k, v) for k, v in query.items() if v is not None]
-        flat = [(k, x) for k, v in items for x in (v if isinstance(v, list | tuple) else [v])]
-        qs = "?" + urllib.parse.urlencode(flat) if flat else ""
-        return self._request("GET", path + qs)
+        return self._request("GET", path + _query(query))
 
     def post(self, path: str, body: object = None) -> Any:
         return self._request("POST", path, body if body is not None else {})
+
+    def delete(self, path: str, **query: Any) -> Any:
+        return self._request("DELETE", path + _query(query))
 
     def follow_events(self, **query: Any) -> Iterator[dict[str, Any]]:
         """Yield events from the SSE stream until the connection closes."""
@@ -70,3 +70,10 @@ class ApiClient:
                 elif not line and data:
                     yield json.loads("\n".join(data))
                     data = []
+
+
+def _query(query: dict[str, Any]) -> str:
+    """``?k=v&…`` of the values given (``None`` left out, a list or tuple repeated)."""
+    items = [(k, v) for k, v in query.items() if v is not None]
+    flat = [(k, x) for k, v in items for x in (v if isinstance(v, list | tuple) else [v])]
+    return "?" + urllib.parse.urlencode(flat) if flat else ""

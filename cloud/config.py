@@ -47,6 +47,9 @@ class ControllerSection:
     log_level: str = "info"
     # How often the control loop re-evaluates links, levels, leases and pending work.
     tick_s: float = 0.5
+    # A node out of contact this long has departed: left out of system health (and so
+    # of adaptive downgrades), not revived as partitioned by a restart.
+    departed_after_s: float = 86_400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,6 +299,7 @@ def _check_semantics(cfg: ControllerConfig, problems: list[Problem]) -> None:
         problems.append(Problem("ingest.batch_max", "must be at least 1"))
     positive = {
         "controller.tick_s": cfg.controller.tick_s,
+        "controller.departed_after_s": cfg.controller.departed_after_s,
         "consistency.lease_s": cfg.consistency.lease_s,
         "consistency.max_lease_s": cfg.consistency.max_lease_s,
         "health.heartbeat_interval_s": cfg.health.heartbeat_interval_s,
@@ -342,6 +346,7 @@ node_id = "controller"           # MQTT identity and envelope sender (broker use
 state_dir = {json.dumps(state_dir)}   # SQLite store, controller.ready.json
 log_level = "info"
 tick_s = 0.5                     # control loop period (links, levels, leases, pending work)
+departed_after_s = 86400.0       # out of contact this long: departed (left out of health)
 
 [api]
 host = "127.0.0.1"

@@ -38,9 +38,10 @@ from shared.health import LinkPolicy
 from shared.model import TaskSpec, WorkflowSpec, parse_task_spec, parse_workflow
 from shared.protocol import Ping
 
-from .api import NotFound
+from .api import NodeBusy, NotFound
 from .config import ControllerConfig
 from .ingest import Ingest
+from .logs import log_events
 from .metrics import ControllerMetrics
 from .queries import Queries
 from .reactions import Reactions
@@ -83,7 +84,8 @@ class Controller:
                 suspect_missed=h.suspect_missed,
                 confirm_after_s=h.confirm_after_s,
                 window_s=h.window_s,
-            )
+            ),
+            departed_after_s=cfg.controller.departed_after_s,
         )
         lease_policy = LeasePolicy(
             duration_s=c.lease_s,
@@ -117,7 +119,7 @@ class Controller:
         self.queries = Queries(store, self.registry, self.tasks, self.uow, mono=mono)
         self.broker_connected = False
         self._connected_once = False
-        self.registry.restore(self.store.nodes(), self.mono())
+        self.registry.restore(self.store.nodes(), self.mono(), self.wall_ms())
         self._restore_learner()
         self._load_tasks()
 
@@ -148,7 +150,16 @@ class Controller:
             log.warning("stored learner state dropped: %s", problem)
 
     def _commit(self, work: Callable[[], None]) -> None:
-        self.uow.commit(work, persist=self._persist, recover=self._load_tasks)
+        """Run one input as a unit of work; its operational events are logged once
+        the commit made them true (``cloud.logs.log_events``)."""
+        committed: list[dict[str, Any]] = []
+
+        def persist() -> None:
+            self._persist()
+            committed.extend(self.uow.events)
+
+        self.uow.commit(work, persist=persist, recover=self._load_tasks)
+        log_events(committed)
 
     def _persist(self) -> None:
         """Write what this input changed (inside its transaction). Link
@@ -197,6 +208,9 @@ class Controller:
             self.uow.queue_ping(node_id, Ping(), ping_id)
         self.reconciler.link_changes(self.registry.expire_pings(now), now)
         self.reconciler.link_changes(self.registry.poll(now), now)
+        for entry in self.registry.departures(now):
+            silent = now - entry.last_contact
+            self.uow.event("node_departed", f"no contact for {silent:.0f} s", node_id=entry.node_id)
         self.reconciler.adapt_levels(now)
         self.reconciler.replace(now)
         self.scheduler.schedule(now)
@@ -303,6 +317,34 @@ class Controller:
 
         self._commit(work)
         return self.get_node(node_id)
+
+    def remove_node(self, node_id: str, *, force: bool) -> dict[str, Any]:
+        """Forget a node. While it holds active work this raises ``NodeBusy`` unless
+        ``force``: then each task moves as a drain would move it or is cancelled
+        (``Reconciler.evacuate``). Its events and its tasks' records stay; its
+        broker credentials are the operator's to revoke."""
+        if self.registry.get(node_id) is None:
+            raise NotFound("node", node_id)
+        active = sorted(self.tasks.active_on(node_id))
+        if active and not force:
+            raise NodeBusy(node_id, active)
+        now = self.mono()
+        outcome: dict[str, list[str]] = {"replaced": [], "cancelled": []}
+
+        def work() -> None:
+            outcome.update(self.reconciler.evacuate(node_id, now))
+            self.registry.remove(node_id)
+            self.store.delete_node(node_id)
+            self.uow.dirty_nodes.discard(node_id)
+            self.uow.event(
+                "node_removed",
+                "operator" + (" (--force)" if force else ""),
+                node_id=node_id,
+                **outcome,
+            )
+
+        self._commit(work)
+        return {"node_id": node_id, "removed": True, **outcome}
 
     # -- API reads (cloud.queries) ----------------------------------------------------
 

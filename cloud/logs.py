@@ -2,6 +2,12 @@
 
 Extra fields passed with ``logger.info("...", extra={"task_id": ...})`` become
 keys of the JSON object, so logs can be filtered by task or node.
+
+:func:`log_events` is the controller's operational log: one INFO line per committed
+event an operator follows in the journal (joins, leaves, link changes: partitions
+and heals, placements and re-placements, drains), its message readable alone and
+its fields (``event``, ``node_id``, ``task_id``, ``epoch``, ``reason`` and the
+event's scalar data) as keys. The event log (``continuum events``) has every event.
 """
 
 from __future__ import annotations
@@ -9,9 +15,28 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
+from typing import Any
 
-__all__ = ["setup_logging"]
+__all__ = ["LOGGED_EVENTS", "log_events", "setup_logging"]
+
+#: Event kinds logged at INFO, with the words each line starts with.
+LOGGED_EVENTS = {
+    "node_registered": "node joined",
+    "node_reconciled": "node rejoined",
+    "node_departed": "node departed",
+    "node_removed": "node removed",
+    "link_state": "link changed",
+    "node_reconnected": "node healed",
+    "placed": "task placed",
+    "replaced": "task re-placed",
+    "drain": "node draining",
+    "undrain": "node undrained",
+    "drained": "node drained",
+}
+
+_events_log = logging.getLogger("cloud.events")
 
 _STD_ATTRS = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
@@ -42,3 +67,40 @@ def setup_logging(level: str = "info", *, stream: object = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+
+
+def log_events(events: Iterable[Mapping[str, Any]]) -> None:
+    """One INFO line for each event of a kind in :data:`LOGGED_EVENTS` (call after
+    the commit that stored them: nothing is logged that a rollback undid)."""
+    if not _events_log.isEnabledFor(logging.INFO):
+        return
+    for ev in events:
+        words = LOGGED_EVENTS.get(ev["kind"])
+        if words is None:
+            continue
+        data = ev.get("data") or {}
+        fields = {
+            "event": ev["kind"],
+            "node_id": ev.get("node_id"),
+            "task_id": ev.get("task_id"),
+            "epoch": ev.get("epoch"),
+            "reason": ev.get("reason"),
+            # scalar data only: a placement's explanation stays in the event log
+            **{
+                k: v
+                for k, v in data.items()
+                if isinstance(v, str | int | float | bool) and k not in _STD_ATTRS
+            },
+        }
+        shown = " ".join(
+            f"{k}={fields[k]}"
+            for k in ("node_id", "task_id", "epoch", "old", "new")
+            if fields.get(k) is not None
+        )
+        _events_log.info(
+            "%s: %s (%s)",
+            words,
+            shown,
+            fields["reason"],
+            extra={k: v for k, v in fields.items() if v is not None},
+        )

@@ -92,6 +92,31 @@ class ControllerMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        # Per node, filled before each scrape (cloud.queries.Queries.refresh_gauges).
+        self.node_link = Gauge(
+            "continuum_node_link_state",
+            "1 for the node's current link state",
+            ["node", "link_state"],
+            registry=r,
+        )
+        self.node_rtt = Gauge(
+            "continuum_node_rtt_seconds",
+            "Round trip of the controller's pings to the node, over the health window",
+            ["node", "quantile"],
+            registry=r,
+        )
+        self.node_running = Gauge(
+            "continuum_node_running_tasks",
+            "Active tasks placed on the node",
+            ["node"],
+            registry=r,
+        )
+        self.node_queued = Gauge(
+            "continuum_node_queued_tasks",
+            "Tasks queued on the node, from its last telemetry",
+            ["node"],
+            registry=r,
+        )
 
     def render(self, refresh: Callable[[ControllerMetrics], None] | None = None) -> bytes:
         if refresh is not None:

@@ -37,6 +37,7 @@ from .operator_render import (
     human_ms,
     nodes_table,
     render_explanation,
+    render_node,
     render_task,
     render_workflow,
     table,
@@ -213,6 +214,8 @@ def _cmd_cancel(args: argparse.Namespace, api: ApiClient, console: Console) -> i
 
 
 def _cmd_nodes(args: argparse.Namespace, api: ApiClient, console: Console) -> int:
+    if args.nodes_command == "remove":
+        return _remove_node(args, api, console)
     if args.wait:
         _wait_for(
             f"node {args.wait} to be connected",
@@ -236,10 +239,60 @@ def _cmd_nodes(args: argparse.Namespace, api: ApiClient, console: Console) -> in
     return 0
 
 
-def _cmd_drain(args: argparse.Namespace, api: ApiClient, console: Console) -> int:
-    result = api.post(f"/api/v1/nodes/{_q(args.node_id)}/{args.command}")
-    _print_json(result) if args.json else console.print(f"{args.node_id}: {args.command}ed")
+def _remove_node(args: argparse.Namespace, api: ApiClient, console: Console) -> int:
+    result = api.delete(f"/api/v1/nodes/{_q(args.node_id)}", force=1 if args.force else None)
+    if args.json:
+        _print_json(result)
+        return 0
+    console.print(f"{args.node_id}: removed", markup=False)
+    for outcome in ("replaced", "cancelled"):
+        if result.get(outcome):
+            console.print(f"  {outcome}: {', '.join(result[outcome])}", markup=False)
+    console.print(
+        f"revoke its broker login too: cloud-controller credentials remove {args.node_id}",
+        markup=False,
+    )
     return 0
+
+
+def _cmd_node(args: argparse.Namespace, api: ApiClient, console: Console) -> int:
+    node = api.get(f"/api/v1/nodes/{_q(args.node_id)}")
+    _print_json(node) if args.json else render_node(console, node)
+    return 0
+
+
+def _cmd_drain(args: argparse.Namespace, api: ApiClient, console: Console) -> int:
+    node = api.post(f"/api/v1/nodes/{_q(args.node_id)}/{args.command}")
+    if args.command == "drain" and args.deadline is not None:
+        node = _wait_drained(args, api, console)
+    if args.json:
+        _print_json(node)
+    elif args.command == "undrain":
+        console.print(f"{args.node_id}: undrained", markup=False)
+    else:
+        left = node.get("tasks") or []
+        state = "drained (empty)" if node.get("drained") else f"draining, {len(left)} task(s) on it"
+        console.print(f"{args.node_id}: {state}", markup=False)
+        if left:
+            console.print(f"  still there: {', '.join(left)}", markup=False)
+    return 1 if args.command == "drain" and args.deadline is not None and not node["drained"] else 0
+
+
+def _wait_drained(args: argparse.Namespace, api: ApiClient, console: Console) -> dict[str, Any]:
+    """Ask until the node holds nothing or ``--deadline`` passes (the last answer either
+    way: the caller says what is left). Progress goes to stderr."""
+    deadline = time.monotonic() + args.deadline
+    path = f"/api/v1/nodes/{_q(args.node_id)}"
+    shown = None
+    while True:
+        node = api.get(path)
+        left = len(node.get("tasks") or [])
+        if node.get("drained") or time.monotonic() > deadline:
+            return node
+        if left != shown and not args.json:
+            print(f"{args.node_id}: {left} task(s) still on it", file=sys.stderr, flush=True)
+            shown = left
+        time.sleep(0.5)
 
 
 def _cmd_events(args: argparse.Namespace, api: ApiClient, console: Console) -> int:
@@ -288,6 +341,7 @@ COMMANDS = {
     "list": _cmd_list,
     "cancel": _cmd_cancel,
     "nodes": _cmd_nodes,
+    "node": _cmd_node,
     "drain": _cmd_drain,
     "undrain": _cmd_drain,
     "events": _cmd_events,
@@ -374,14 +428,34 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("cancel", "request cancellation of a task")
     p.add_argument("id", metavar="TASK_ID")
     p.add_argument("--reason", default="operator")
-    p = add("nodes", "list nodes with link health")
+    p = add("nodes", "list nodes with link health; `nodes remove NODE` removes one")
     p.add_argument("--wait", metavar="NODE_ID", help="first wait until this node is online")
     _wait_options(p, "how long --wait waits")
-    for name, text in (
-        ("drain", "stop placing work on a node"),
-        ("undrain", "place work on a node again"),
-    ):
-        add(name, text).add_argument("node_id", metavar="NODE_ID")
+    nodes_sub = p.add_subparsers(dest="nodes_command", metavar="ACTION")
+    p = nodes_sub.add_parser(
+        "remove",
+        help="forget a node (refused while it holds work unless --force)",
+        parents=[common],
+    )
+    p.add_argument("node_id", metavar="NODE_ID")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="remove it even while it holds work: each task is re-placed by its "
+        "consistency rules, or cancelled",
+    )
+    add("node", "show one node: link, capacity, active tasks").add_argument(
+        "node_id", metavar="NODE_ID"
+    )
+    p = add("drain", "stop placing work on a node and move its movable work away")
+    p.add_argument("node_id", metavar="NODE_ID")
+    p.add_argument(
+        "--deadline",
+        type=float,
+        metavar="S",
+        help="wait up to S seconds for the node to be empty; exit 1 if it is not",
+    )
+    add("undrain", "place work on a node again").add_argument("node_id", metavar="NODE_ID")
     p = add("events", "show the event log, oldest first (page with --after)")
     p.add_argument("--follow", "-f", action="store_true", help="stream new events (SSE)")
     p.add_argument("--task")

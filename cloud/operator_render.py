@@ -16,6 +16,7 @@ __all__ = [
     "human_ms",
     "nodes_table",
     "render_explanation",
+    "render_node",
     "render_task",
     "render_workflow",
     "rounded",
@@ -120,9 +121,9 @@ def nodes_table(data: dict[str, Any]) -> tuple[Table, str]:
         (
             n["node_id"],
             n["tier"],
-            n["link_state"],
+            "departed" if n.get("departed") else n["link_state"],
             n["presence"],
-            "yes" if n["draining"] else "",
+            ("empty" if n.get("drained") else "yes") if n["draining"] else "",
             n.get("running"),
             rounded(n.get("rtt_p99_ms")),
         )
@@ -130,11 +131,46 @@ def nodes_table(data: dict[str, Any]) -> tuple[Table, str]:
     ]
     columns = ["node", "tier", "link", "presence", "drain", "running", "rtt p99 ms"]
     health = data.get("system_health") or {}
+    departed = f", {health['departed']} departed" if health.get("departed") else ""
     summary = (
         f"system health: {health.get('state')} ({health.get('available')}/{health.get('total')} "
-        f"nodes available, p99 RTT {rounded(health.get('p99_rtt_ms')) or '-'} ms)"
+        f"nodes available{departed}, p99 RTT {rounded(health.get('p99_rtt_ms')) or '-'} ms)"
     )
     return table("nodes", columns, rows), summary
+
+
+def render_node(console: Console, node: dict[str, Any]) -> None:
+    """One node: state, link, capacity against what is reserved, and its active tasks."""
+    flags = [
+        f for f, on in (("draining", node["draining"]), ("departed", node.get("departed"))) if on
+    ]
+    if node.get("drained"):
+        flags.append("drained (empty)")
+    console.print(
+        f"[bold]{node['node_id']}[/]  {node['tier']}  {node['presence']}  "
+        f"agent {node.get('agent_version') or '-'}  {' '.join(flags)}",
+        soft_wrap=True,
+    )
+    console.print(
+        f"link {node['link_state']} ({node.get('link_reason') or '-'}); "
+        f"RTT p50 {rounded(node.get('rtt_p50_ms')) or '-'} ms, "
+        f"p99 {rounded(node.get('rtt_p99_ms')) or '-'} ms; loss {rounded(node.get('loss_rate'))}; "
+        f"silent {rounded(node.get('silent_for_s')) or 0} s",
+        markup=False,
+    )
+    cap = node.get("capacity") or {}
+    console.print(
+        f"cpus {rounded(node.get('cpu_reserved'))}/{rounded(cap.get('cpus'))} reserved, "
+        f"memory {rounded(node.get('memory_reserved_mb'))}/{rounded(cap.get('memory_mb'))} MB; "
+        f"success {rounded(node.get('success_ewma'))}; first seen "
+        f"{human_ms(node.get('first_seen_ms'))}, last seen {human_ms(node.get('last_seen_ms'))}",
+        markup=False,
+    )
+    if node.get("labels"):
+        labels = ", ".join(f"{k}={v}" for k, v in sorted(node["labels"].items()))
+        console.print(f"labels: {labels}", markup=False)
+    tasks = node.get("tasks") or []
+    console.print(f"active tasks ({len(tasks)}): {', '.join(tasks) or '-'}", markup=False)
 
 
 def render_workflow(console: Console, wf: dict[str, Any]) -> None:

@@ -18,7 +18,7 @@ from shared.vocab import LinkState
 
 from .api import NotFound
 from .metrics import ControllerMetrics
-from .registry import Registry
+from .registry import NodeEntry, Registry
 from .store import Store, TaskRow
 from .tasks import TaskTable
 from .uow import UnitOfWork
@@ -93,7 +93,6 @@ class Queries:
                 "level": row.level,
                 "history": history,
             },
-            "events": [e.to_dict() for e in self.store.events(task_id=task_id, limit=200)],
         }
 
     # -- workflows ----------------------------------------------------------------------
@@ -137,15 +136,26 @@ class Queries:
         now = self.mono()
         report = self.registry.system_health(now)
         return {
-            "nodes": [e.to_dict(now) for _, e in sorted(self.registry.nodes.items())],
+            "nodes": [self._node(e, now) for _, e in sorted(self.registry.nodes.items())],
             "system_health": {"state": report.health.value, **report.detail()},
         }
 
     def get_node(self, node_id: str) -> dict[str, Any]:
+        """One node with the active tasks placed on it."""
         entry = self.registry.get(node_id)
         if entry is None:
             raise NotFound("node", node_id)
-        return {**entry.to_dict(self.mono()), "tasks": sorted(self.tasks.active_on(node_id))}
+        return {
+            **self._node(entry, self.mono()),
+            "tasks": sorted(self.tasks.active_on(node_id)),
+        }
+
+    def _node(self, entry: NodeEntry, now: float) -> dict[str, Any]:
+        """The registry's view plus ``drained``: draining and holding no active task."""
+        return {
+            **entry.to_dict(now),
+            "drained": entry.draining and not self.tasks.active_on(entry.node_id),
+        }
 
     # -- events and metrics -------------------------------------------------------------
 
@@ -178,6 +188,23 @@ class Queries:
         m.tasks.clear()
         for status, level, n in self.store.count_tasks_by("status", "level"):
             m.tasks.labels(status=status, level=level or "none").set(n)
+        self._node_gauges(m, now)
+
+    def _node_gauges(self, m: ControllerMetrics, now: float) -> None:
+        """Per-node series labelled by node: link state, RTT, running and queued tasks.
+        (The agents' outbox depth is not carried by their telemetry: not shown.)"""
+        for gauge in (m.node_link, m.node_rtt, m.node_running, m.node_queued):
+            gauge.clear()
+        for node_id, entry in self.registry.nodes.items():
+            stats = entry.monitor.stats(now)
+            m.node_link.labels(node=node_id, link_state=stats.state.value).set(1)
+            for quantile, ms in (("0.5", stats.rtt_p50_ms), ("0.99", stats.rtt_p99_ms)):
+                if ms is not None:
+                    m.node_rtt.labels(node=node_id, quantile=quantile).set(ms / 1000.0)
+            m.node_running.labels(node=node_id).set(len(self.tasks.active_on(node_id)))
+            queued = entry.telemetry.get("queue_len")
+            if isinstance(queued, int | float):
+                m.node_queued.labels(node=node_id).set(queued)
 
 
 def _task_summary(row: TaskRow) -> dict[str, Any]:

@@ -58,6 +58,7 @@ class Reactions:
                 f"task_{new_status.value}",
                 f"status {old_status} -> {new_status}",
                 task_id=task_id,
+                node_id=rec.placement.node if rec.placement else None,
                 epoch=rec.placement.epoch if rec.placement else None,
             )
         self._record_outcomes(before, rec)

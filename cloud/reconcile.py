@@ -1,6 +1,6 @@
 """Keeping placed work where it should be: link changes, reconciliation with a node
-that reappears, level adaptation, re-placement (partition, policy trigger, retry)
-and fencing of the old node.
+that reappears, level adaptation, re-placement (partition, policy trigger, retry,
+drain) and fencing of the old node; the evacuation of a node the operator removes.
 
 The decisions are ``shared.decisions``' (``partition_move``, ``fired_triggers`` and
 ``trigger_move``, ``retry_move``, ``adapt_level``); this module gathers their facts
@@ -12,7 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from shared.authz import pinned_to_origin
-from shared.crdt import AttemptStatus, TaskRecord, digest, set_status, visible_status
+from shared.crdt import (
+    AttemptStatus,
+    TaskRecord,
+    digest,
+    request_cancel,
+    set_status,
+    visible_status,
+)
 from shared.decisions import (
     DOWN,
     Movability,
@@ -27,6 +34,7 @@ from shared.decisions import (
     retry_move,
     trigger_move,
 )
+from shared.decisions._lifecycle import drain_move
 from shared.health import LinkStateChanged
 from shared.placement import NodeTable, link_degraded
 from shared.protocol import Cancel, LevelChange, digest_parts
@@ -55,6 +63,7 @@ class Reconciler:
         self.uow = uow
         self.scheduler = scheduler
         self.metrics = metrics
+        self.drained: set[str] = set()  # draining nodes reported empty (``drained`` event)
 
     # -- links and reconciliation ---------------------------------------------------
 
@@ -163,10 +172,11 @@ class Reconciler:
     # -- re-placement -------------------------------------------------------------------
 
     def replace(self, now: float) -> None:
-        """Every re-placement rule, one pass: partitions, ended attempts, triggers."""
+        """Every re-placement rule, one pass: partitions, ended attempts, triggers, drains."""
         self._moves(now, self._partition_decision, self._on_down_nodes())
         self._moves(now, self._retry_decision, self._with_ended_attempts())
         self._replace_on_triggers(now)
+        self._drain(now)
 
     def _moves(self, now: float, decide: _Decide, placed: Iterable[tuple[str, NodeEntry]]) -> None:
         """Apply one per-task rule to ``placed`` (task, its node), placing each task
@@ -310,6 +320,66 @@ class Reconciler:
                     meta.moved_at = now
                     budget[node_id] = budget.get(node_id, 0) - 1
                     self._supersede(task_id, node_id)
+
+    # -- a node leaving on purpose ------------------------------------------------------
+
+    def _drain(self, now: float) -> None:
+        """Work on draining nodes in reach leaves by its level (``drain_move``; an
+        unreachable node's work follows the partition rule); a draining node found
+        holding nothing is reported once (``drained``)."""
+        pass_: _Pass | None = None
+        draining = sorted(n for n, e in self.registry.nodes.items() if e.draining)
+        self.drained.intersection_update(draining)
+        for node_id in draining:
+            if self.registry.nodes[node_id].link_state in DOWN:
+                continue
+            for task_id in sorted(self.tasks.active_on(node_id)):
+                decision = drain_move(self._movability(task_id), node_id=node_id, now=now)
+                if not decision.move:
+                    continue
+                pass_ = pass_ or _Pass(self.scheduler.table(now), now)
+                if self._move(task_id, decision, pass_):
+                    self._leave(task_id, node_id, decision)
+            if self.tasks.active_on(node_id):
+                self.drained.discard(node_id)
+            elif node_id not in self.drained:
+                self.drained.add(node_id)
+                self.uow.event("drained", "draining and holding no active task", node_id=node_id)
+
+    def evacuate(self, node_id: str, now: float) -> dict[str, list[str]]:
+        """Empty a node the operator removes while it holds work: each task moves as
+        a drain would move it (``drain_move``) and is cancelled where it may not move
+        now or no other node can take it. Returns the task ids by outcome."""
+        out: dict[str, list[str]] = {"replaced": [], "cancelled": []}
+        pass_: _Pass | None = None
+        for task_id in sorted(self.tasks.active_on(node_id)):
+            decision = drain_move(self._movability(task_id), node_id=node_id, now=now)
+            if decision.move:
+                pass_ = pass_ or _Pass(self.scheduler.table(now), now)
+                if self._move(task_id, decision, pass_):
+                    self._leave(task_id, node_id, decision)
+                    out["replaced"].append(task_id)
+                    continue
+                why = "node removed (--force) and no other node can take it now"
+            else:
+                why = f"node removed (--force); {decision.reason}"
+            rec = self.tasks.apply(
+                request_cancel(
+                    self.tasks.records[task_id], writer=self.uow.node_id, hlc=self.uow.hlc()
+                )
+            )
+            self.uow.event("cancel_requested", why, task_id=task_id, node_id=node_id)
+            self.send_cancel(node_id, rec, why)
+            out["cancelled"].append(task_id)
+        return out
+
+    def _leave(self, task_id: str, node_id: str, decision: MoveDecision) -> None:
+        """The old node of a task that left it learns of the new epoch (its attempts
+        presumed lost first when the decision fences them)."""
+        if decision.fence:
+            self._fence_old(task_id, node_id)
+        else:
+            self._supersede(task_id, node_id)
 
     def _movability(self, task_id: str) -> Movability:
         """The facts ``shared.decisions.movable`` reads of a placed task."""

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.decisions import HealthReport, LinkSample, assess_health
+from shared.decisions import DOWN, HealthReport, LinkSample, assess_health
 from shared.health import LinkMonitor, LinkPolicy, LinkStateChanged
 from shared.learning import LearnerState, observe_rtt, task_kind
 from shared.placement import Trigger, update_failure_rate, update_success
@@ -79,6 +79,9 @@ class NodeEntry:
     last_contact: float = float("-inf")
     # Controller-side accounting of work placed here and not yet terminal.
     reserved: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # Out of contact longer than ``Registry.departed_after_s``: gone for good, left out
+    # of system health; any message from the node clears it (``Registry.contact``).
+    departed: bool = False
 
     @property
     def link_state(self) -> LinkState:
@@ -136,6 +139,7 @@ class NodeEntry:
             "agent_version": self.agent_version,
             "api_port": self.api_port,
             "draining": self.draining,
+            "departed": self.departed,
             "presence": self.presence,
             "registered": self.registered,
             "link_state": stats.state.value,
@@ -159,8 +163,9 @@ class NodeEntry:
 
 
 class Registry:
-    def __init__(self, policy: LinkPolicy) -> None:
+    def __init__(self, policy: LinkPolicy, *, departed_after_s: float = 86_400.0) -> None:
         self.policy = policy
+        self.departed_after_s = departed_after_s
         self.nodes: dict[str, NodeEntry] = {}
         self._pending_pings: dict[str, tuple[str, float]] = {}
         self._ping_ids = itertools.count(1)
@@ -194,10 +199,12 @@ class Registry:
             self.changed()
         return entry
 
-    def restore(self, rows: Iterable[Mapping[str, Any]], now: float) -> None:
+    def restore(self, rows: Iterable[Mapping[str, Any]], now: float, wall_ms: int) -> None:
         """Rebuild entries from the store after a restart. Each node counts as heard
         (and in contact) at ``now``: silence is measured from our restart, so a
-        controller restart never makes every node look partitioned at once."""
+        controller restart never makes every node look partitioned at once. A node
+        last seen (wall clock) longer than ``departed_after_s`` ago is restored as
+        departed, its link already failed: it does not come back as ``partitioned``."""
         for row in rows:
             entry = self.ensure(row["node_id"], now, row.get("first_seen_ms") or 0)
             entry.tier = row.get("tier") or "edge"
@@ -209,6 +216,17 @@ class Registry:
             entry.telemetry = dict(row.get("telemetry") or {})
             entry.last_seen_ms = row.get("last_seen_ms") or 0
             entry.registered = True
+            silent_s = (wall_ms - entry.last_seen_ms) / 1000.0
+            if silent_s >= self.departed_after_s:
+                self._restore_departed(entry, silent_s, now)
+
+    def _restore_departed(self, entry: NodeEntry, silent_s: float, now: float) -> None:
+        """A departed node's link as it would be had we watched it all along."""
+        entry.monitor = LinkMonitor(entry.node_id, now=now - silent_s, policy=self.policy)
+        entry.monitor.poll(now)
+        entry.reported = entry.monitor.state
+        entry.last_contact = now - silent_s
+        entry.departed = True
 
     def restore_learner(self, doc: Mapping[str, Any] | None) -> str | None:
         """Take the persisted learner state (``None``: nothing stored); a malformed
@@ -297,6 +315,7 @@ class Registry:
         """The node itself sent something: proof of life."""
         entry.last_contact = max(entry.last_contact, now)
         entry.last_seen_ms = wall_ms
+        entry.departed = False
         return entry.monitor.heard(now)
 
     def out_of_contact_for(self, entry: NodeEntry, now: float) -> float | None:
@@ -307,6 +326,29 @@ class Registry:
         if monitor is None:
             return None
         return max(monitor, now - entry.last_contact)
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    def departures(self, now: float) -> list[NodeEntry]:
+        """Nodes that have just departed: out of reach and silent for
+        ``departed_after_s`` (they stay known: their history, their tasks' records)."""
+        out = []
+        for entry in self.nodes.values():
+            if entry.departed or entry.link_state not in DOWN:
+                continue
+            if now - entry.last_contact >= self.departed_after_s:
+                entry.departed = True
+                out.append(entry)
+        return out
+
+    def remove(self, node_id: str) -> None:
+        """Forget a node (the operator removed it) with its pending pings."""
+        if self.nodes.pop(node_id, None) is None:
+            return
+        self._pending_pings = {
+            p: sent for p, sent in self._pending_pings.items() if sent[0] != node_id
+        }
+        self.changed()
 
     # -- system -------------------------------------------------------------------
 
@@ -330,8 +372,10 @@ class Registry:
         return out
 
     def system_health(self, now: float) -> HealthReport:
-        """The continuum's health over every known node (``shared.decisions`` decides)."""
+        """The continuum's health over every known node, departed ones left out
+        (``shared.decisions`` decides)."""
         return assess_health(
-            LinkSample(state=stats.state, rtt_p99_ms=stats.rtt_p99_ms)
-            for stats in (e.monitor.stats(now) for e in self.nodes.values())
+            LinkSample(state=stats.state, rtt_p99_ms=stats.rtt_p99_ms, departed=e.departed)
+            for e in self.nodes.values()
+            for stats in (e.monitor.stats(now),)
         )

@@ -267,6 +267,11 @@ class Store:
         with self.transaction():
             self.db["nodes"].upsert(row, pk="node_id")
 
+    def delete_node(self, node_id: str) -> None:
+        """Forget a node's registry row (its events and tasks' records stay)."""
+        with self.transaction():
+            self.conn.execute("DELETE FROM nodes WHERE node_id = ?", [node_id])
+
     def nodes(self) -> list[dict[str, Any]]:
         out = []
         for row in self.db["nodes"].rows_where(order_by="node_id"):

@@ -130,7 +130,11 @@ class MqttTransport:
         properties: object,
     ) -> None:
         self.connected.clear()
-        log.warning("disconnected from broker: %s", reason_code)
+        # Our own disconnect at a normal stop is no warning (paho: reason 0, not a failure).
+        failed = getattr(reason_code, "is_failure", True)
+        log.log(
+            logging.WARNING if failed else logging.INFO, "disconnected from broker: %s", reason_code
+        )
         if self._on_connected is not None:
             self._loop.call_soon_threadsafe(self._on_connected, False)
 

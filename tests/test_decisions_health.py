@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -13,7 +15,7 @@ from shared.vocab import LinkState as L
 def test_no_nodes_is_an_emergency() -> None:
     r = assess_health([])
     assert r.health is SystemHealth.EMERGENCY
-    assert r.detail() == {"available": 0, "total": 0, "p99_rtt_ms": None}
+    assert r.detail() == {"available": 0, "total": 0, "departed": 0, "p99_rtt_ms": None}
 
 
 def test_counts_available_states_and_grades_p99() -> None:
@@ -30,6 +32,23 @@ def test_unmeasured_nodes_do_not_make_the_p99_fast() -> None:
         [LinkSample(state=L.HEALTHY, rtt_p99_ms=None), LinkSample(state=L.HEALTHY, rtt_p99_ms=300)]
     )
     assert r.p99_rtt_ms == 300 and r.health is SystemHealth.CRITICAL
+
+
+@given(
+    st.lists(
+        st.builds(
+            LinkSample,
+            state=st.sampled_from(list(L)),
+            rtt_p99_ms=st.one_of(st.none(), st.floats(0, 2000)),
+            departed=st.booleans(),
+        ),
+        max_size=20,
+    )
+)
+def test_departed_nodes_count_for_nothing(links: list[LinkSample]) -> None:
+    present = [s for s in links if not s.departed]
+    expected = replace(assess_health(present), departed=len(links) - len(present))
+    assert assess_health(links) == expected
 
 
 samples = st.lists(

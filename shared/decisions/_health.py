@@ -4,7 +4,9 @@ One grading for every caller: the controller's registry, the API's node listing
 and the simulator feed the link state and RTT p99 of each node they know, and the
 table in ``shared.health.system_health`` decides. The system's p99 is the 99th
 percentile of the nodes' own p99s (nodes with no RTT sample yet are left out of
-it, not counted as fast).
+it, not counted as fast). A node that has *departed* (out of contact longer than the
+controller's ``departed_after_s``) is left out altogether: a device taken away for
+good must not keep the continuum's health down.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class LinkSample:
 
     state: LinkState
     rtt_p99_ms: float | None = None
+    departed: bool = False  # gone for good: not counted at all
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -37,17 +40,26 @@ class HealthReport:
     total: int
     p99_rtt_ms: float | None
     reason: str
+    departed: int = 0  # nodes left out as departed
 
     def detail(self) -> dict[str, Any]:
         """The counts as the API shows them beside the state."""
-        return {"available": self.available, "total": self.total, "p99_rtt_ms": self.p99_rtt_ms}
+        return {
+            "available": self.available,
+            "total": self.total,
+            "departed": self.departed,
+            "p99_rtt_ms": self.p99_rtt_ms,
+        }
 
 
 def assess_health(links: Iterable[LinkSample]) -> HealthReport:
     """Grade the whole continuum from every known node's link."""
-    total = available = 0
+    total = available = departed = 0
     p99s: list[float] = []
     for link in links:
+        if link.departed:
+            departed += 1
+            continue
         total += 1
         if link.state in AVAILABLE:
             available += 1
@@ -62,4 +74,5 @@ def assess_health(links: Iterable[LinkSample]) -> HealthReport:
         total=total,
         p99_rtt_ms=p99,
         reason=f"{available}/{total} nodes available, p99 RTT {shown}",
+        departed=departed,
     )

@@ -1,0 +1,54 @@
+"""A node leaving the continuum on purpose: what its work does when it is drained or removed.
+
+An operator drains a node (``continuum drain``) to empty it, or removes it
+(``continuum nodes remove --force``) while it still holds work. Each placed task
+then moves by its own consistency level, on a node that is still in reach (an
+unreachable node's work follows the partition rule, ``partition_move``):
+
+- ``eventual`` moves at once: a second run is a harmless hedge, and the old node
+  stops its attempt when the superseding record reaches it;
+- ``strong`` moves only without a live lease (no lease for this epoch, or one
+  past its deadline plus the controller's margin: its holder was fenced by then);
+  the old node's attempts of the epoch are presumed lost once a lease was granted;
+- ``causal`` moves only while no attempt of the epoch has started; a started one
+  runs to its end where it is.
+
+What does not move now is asked again later (the lease runs out, the attempt
+ends); on a forced removal it is cancelled instead (``evacuation``).
+"""
+
+from __future__ import annotations
+
+from shared.decisions._movement import Movability, MoveDecision
+from shared.vocab import Level
+
+__all__ = ["drain_move"]
+
+
+def drain_move(facts: Movability, *, node_id: str, now: float) -> MoveDecision:
+    """May this task leave ``node_id`` (draining or being removed) now? (see module doc)"""
+    trigger = f"drain: {facts.level.value} task leaves {node_id}"
+    if facts.level is Level.EVENTUAL:
+        return MoveDecision(
+            move=True,
+            reason="eventual: moves at once (a stale run is a harmless hedge)",
+            trigger=trigger,
+            exclude=(node_id,),
+        )
+    if facts.level is Level.STRONG:
+        lease = facts.lease
+        if lease is not None and lease.epoch == facts.epoch and lease.live(now):
+            return MoveDecision.wait("strong: a live lease holds it here")
+        granted = lease is not None and lease.epoch == facts.epoch
+        return MoveDecision(
+            move=True,
+            reason="strong: its lease expired" if granted else "strong: no lease for this epoch",
+            trigger=trigger,
+            exclude=(node_id,),
+            fence=granted,
+        )
+    if facts.started:
+        return MoveDecision.wait("causal: started here, runs to its end")
+    return MoveDecision(
+        move=True, reason="causal: not started yet", trigger=trigger, exclude=(node_id,)
+    )

@@ -1,0 +1,191 @@
+"""A node's lifecycle on the controller: a drain that moves work away by each task's
+consistency rules and says when the node is empty; removal, refused while the node
+holds work unless forced; departed nodes left out of system health and not revived
+as partitioned by a restart. On the in-memory bus (``memory_bus``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cloud_harness import Harness, make_config, wall_ms
+from memory_bus import MemoryHarness
+
+from cloud.api import NodeBusy
+from shared.crdt import AttemptStatus
+from shared.decisions import Movability
+from shared.decisions._lifecycle import drain_move
+from shared.vocab import Level
+
+STEP = 0.5
+
+
+def task(task_id: str, level: str) -> dict[str, Any]:
+    return {
+        "id": task_id,
+        "command": ["true"],
+        "consistency": {"level": level},
+        "placement": {"labels": {"pool": "x"}},
+    }
+
+
+def placed(h: Harness, task_id: str) -> tuple[str | None, int]:
+    t = h.controller.get_task(task_id)
+    return t["node"], t["epoch"]
+
+
+def _all_on_n1(h: MemoryHarness, levels: dict[str, str]) -> None:
+    """n1 and n2 in pool x, every task of ``levels`` placed on n1 (n2 drained meanwhile)."""
+    h.node("n1", labels={"pool": "x"})
+    h.node("n2", labels={"pool": "x"})
+    c = h.controller
+    c.set_draining("n2", True)
+    for task_id, level in levels.items():
+        c.submit_task(task(task_id, level))
+        h.nodes["n1"].expect("place", lambda e, t=task_id: e.body.task_id == t)
+    c.set_draining("n2", False)
+
+
+def test_drain_moves_work_by_its_level_and_reports_the_node_empty(h: MemoryHarness) -> None:
+    _all_on_n1(h, {"e": "eventual", "c0": "causal", "c1": "causal", "s0": "strong", "s1": "strong"})
+    n1 = h.nodes["n1"]
+    c = h.controller
+    n1.start("e", 1)
+    dot_c1 = n1.start("c1", 1)
+    n1.request_lease("s1", 1)
+    assert h.await_msg(n1, "lease_grant").body.granted
+    dot_s1 = n1.start("s1", 1)
+    h.await_msg(n1, "ack", lambda e: e.body.up_to_seq == n1.seq)
+
+    assert c.set_draining("n1", True)["drained"] is False
+    h.tick(STEP)
+    # eventual at once (started or not), causal not started, strong without a lease
+    for moved in ("e", "c0", "s0"):
+        assert placed(h, moved) == ("n2", 2), moved
+    # a started causal task and a strong one under a live lease stay
+    assert placed(h, "c1") == ("n1", 1) and placed(h, "s1") == ("n1", 1)
+    # the old node learns its placement of e was superseded
+    assert n1.received("deltas", lambda env: any(r.task_id == "e" for r in env.body.records))
+    node = c.get_node("n1")
+    assert node["draining"] and not node["drained"] and node["tasks"] == ["c1", "s1"]
+    assert not h.events(kind="drained")
+
+    n1.finish("c1", dot_c1)
+    n1.finish("s1", dot_s1)
+    h.await_msg(n1, "ack", lambda e: e.body.up_to_seq == n1.seq)
+    h.keep_alive("n1", "n2")
+    h.tick(STEP)
+    assert c.get_node("n1")["drained"] is True
+    assert [e["node_id"] for e in h.events(kind="drained")] == ["n1"]
+    h.tick(STEP)
+    assert len(h.events(kind="drained")) == 1  # reported once
+
+
+def test_what_stays_is_asked_again_later() -> None:
+    causal = Movability(level=Level.CAUSAL, epoch=1, started=True)
+    decision = drain_move(causal, node_id="n1", now=0.0)
+    assert not decision.move and decision.later
+    no_lease = Movability(level=Level.STRONG, epoch=2, started=False)
+    decision = drain_move(no_lease, node_id="n1", now=0.0)
+    assert decision.move and not decision.fence and decision.exclude == ("n1",)
+
+
+def test_remove_is_refused_while_the_node_holds_work(h: MemoryHarness) -> None:
+    _all_on_n1(h, {"e": "eventual"})
+    with pytest.raises(NodeBusy) as busy:
+        h.controller.remove_node("n1", force=False)
+    assert busy.value.tasks == ["e"]
+    assert h.controller.registry.get("n1") is not None
+
+
+def test_forced_remove_replaces_or_cancels_and_forgets_the_node(h: MemoryHarness) -> None:
+    _all_on_n1(h, {"e": "eventual", "s": "strong"})
+    n1 = h.nodes["n1"]
+    n1.request_lease("s", 1)
+    assert h.await_msg(n1, "lease_grant").body.granted
+    n1.start("s", 1)
+    h.await_msg(n1, "ack", lambda e: e.body.up_to_seq == n1.seq)
+
+    out = h.controller.remove_node("n1", force=True)
+    assert out == {"node_id": "n1", "removed": True, "replaced": ["e"], "cancelled": ["s"]}
+    assert placed(h, "e") == ("n2", 2)
+    assert h.controller.get_task("s")["status"] == "cancelled"
+    assert n1.received("cancel", lambda env: env.body.task_id == "s")
+    assert [n["node_id"] for n in h.controller.list_nodes()["nodes"]] == ["n2"]
+    [removed] = h.events(kind="node_removed")
+    assert removed["data"] == {"replaced": ["e"], "cancelled": ["s"]}
+    h.restart()
+    assert h.controller.registry.get("n1") is None  # not back from the store
+
+
+def test_an_idle_node_is_removed_without_force(h: MemoryHarness) -> None:
+    h.node("n1")
+    assert h.controller.remove_node("n1", force=False)["removed"] is True
+    assert h.controller.list_nodes()["nodes"] == []
+
+
+def _departing(tmp_path: Path) -> MemoryHarness:
+    cfg = make_config(
+        tmp_path,
+        controller={"departed_after_s": 60.0},
+        health={"confirm_after_s": 10.0},
+    )
+    return MemoryHarness(tmp_path, cfg)
+
+
+def test_a_departed_node_leaves_system_health_until_it_speaks_again(tmp_path: Path) -> None:
+    h = _departing(tmp_path)
+    try:
+        h.node("n1")
+        n2 = h.node("n2")
+        h.mnode("n2").connected = False
+        while not h.events(kind="node_departed"):
+            h.tick(1.0)
+            h.keep_alive("n1")
+            assert h.clock() < 1100
+        health = h.controller.list_nodes()["system_health"]
+        assert (health["available"], health["total"], health["departed"]) == (1, 1, 1)
+        assert health["state"] == "healthy"
+        assert h.controller.get_node("n2")["departed"] is True
+
+        h.mnode("n2").connected = True
+        n2.heartbeat()
+        h.pump()
+        assert h.controller.get_node("n2")["departed"] is False
+        assert h.controller.list_nodes()["system_health"]["departed"] == 0
+    finally:
+        h.close()
+
+
+def test_a_restart_does_not_revive_a_departed_node_as_partitioned(tmp_path: Path) -> None:
+    h = _departing(tmp_path)
+    try:
+        h.node("n1")
+        h.node("n2")
+        # n2 was last seen two days ago (wall clock), as the store remembers it
+        h.store.upsert_node("n2", last_seen_ms=wall_ms() - 2 * 86_400_000)
+        h.restart()
+        entry = h.controller.registry.get("n2")
+        assert entry is not None and entry.departed
+        assert h.controller.get_node("n2")["link_state"] == "failed"
+        before = len(h.events(kind="link_state"))
+        for _ in range(20):
+            h.tick(1.0)
+            h.keep_alive("n1")
+        assert [e for e in h.events(kind="link_state")[before:] if e["node_id"] == "n2"] == []
+        assert h.controller.list_nodes()["system_health"]["total"] == 1
+    finally:
+        h.close()
+
+
+def test_task_events_name_their_node(h: MemoryHarness) -> None:
+    n1 = h.node("n1")
+    h.controller.submit_task({"id": "t", "command": ["true"]})
+    n1.expect("place", lambda e: e.body.task_id == "t")
+    dot = n1.start("t", 1)
+    h.await_msg(n1, "ack", lambda e: e.body.up_to_seq == n1.seq)
+    n1.finish("t", dot, AttemptStatus.SUCCEEDED)
+    h.await_msg(n1, "ack", lambda e: e.body.up_to_seq == n1.seq)
+    ran = {e["kind"]: e["node_id"] for e in h.events(task_id="t")}
+    assert ran["task_running"] == "n1" and ran["task_succeeded"] == "n1"

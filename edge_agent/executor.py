@@ -324,7 +324,10 @@ class Executor:
         """Remove a finished attempt's directory once its outcome is journaled. The watchdog
         has emptied ``work/`` as the task's user; ``rmtree`` works through directory
         descriptors, so a link left there is removed, never followed."""
-        shutil.rmtree(self.run_dir(task_id, attempt), ignore_errors=True)
+        run_dir = self.run_dir(task_id, attempt)
+        with contextlib.suppress(OSError):
+            os.rmdir(run_dir / _WORK)  # empty: removable without reading the task's directory
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def task_limits(

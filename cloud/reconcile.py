@@ -29,12 +29,12 @@ from shared.decisions import (
     RetryFacts,
     TriggerFacts,
     adapt_level,
+    drain_move,
     fired_triggers,
     partition_move,
     retry_move,
     trigger_move,
 )
-from shared.decisions._lifecycle import drain_move
 from shared.health import LinkStateChanged
 from shared.placement import NodeTable, link_degraded
 from shared.protocol import Cancel, LevelChange, digest_parts

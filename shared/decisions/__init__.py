@@ -23,6 +23,10 @@ What may move, and when (``_movement``)
     ``holder_stopped(lease, attempts)``: the holder's own report of the end frees its lease.
     Each returns a ``MoveDecision(move, reason, trigger, exclude, fence)``.
 
+A node leaving on purpose (``_lifecycle``)
+    ``drain_move(Movability, node_id=, now=)``: work of a draining or removed node moves
+    by its level (eventual at once, strong without a live lease, causal before it starts).
+
 Attempts and leases (``_attempts``)
     ``running_conflicts(level, [RunningAttempt...], flagged=)``: attempts running at once
     on different nodes where the level forbids it; ``lease_refusal(known=, placed=,
@@ -60,6 +64,7 @@ from shared.decisions._levels import (
     level_target,
     placement_level,
 )
+from shared.decisions._lifecycle import drain_move
 from shared.decisions._movement import (
     DOWN,
     OVERLOAD_MOVES_PER_TICK,
@@ -115,6 +120,7 @@ __all__ = [
     "agent_retries",
     "assess_health",
     "demand_level",
+    "drain_move",
     "fired_triggers",
     "holder_stopped",
     "lease_refusal",

@@ -14,8 +14,7 @@ from memory_bus import MemoryHarness
 
 from cloud.api import NodeBusy
 from shared.crdt import AttemptStatus
-from shared.decisions import Movability
-from shared.decisions._lifecycle import drain_move
+from shared.decisions import Movability, drain_move
 from shared.vocab import Level
 
 STEP = 0.5

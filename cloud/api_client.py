@@ -10,7 +10,7 @@ import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["ApiClient", "ApiError"]
+__all__ = ["ApiClient", "ApiError", "segment"]
 
 
 class ApiError(Exception):
@@ -77,3 +77,8 @@ def _query(query: dict[str, Any]) -> str:
     items = [(k, v) for k, v in query.items() if v is not None]
     flat = [(k, x) for k, v in items for x in (v if isinstance(v, list | tuple) else [v])]
     return "?" + urllib.parse.urlencode(flat) if flat else ""
+
+
+def segment(value: str) -> str:
+    """``value`` quoted as one path segment (``/`` included)."""
+    return urllib.parse.quote(value, safe="")

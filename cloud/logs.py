@@ -39,6 +39,9 @@ LOGGED_EVENTS = {
 _events_log = logging.getLogger("cloud.events")
 
 _STD_ATTRS = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+# Keys an event's data may not take as they are: the record's own attributes and the
+# JSON line's fixed keys (``data_`` is put before them).
+_RESERVED = frozenset(_STD_ATTRS | {"ts", "level", "logger", "msg", "exc"} | {"event", "epoch"})
 
 
 class JsonFormatter(logging.Formatter):
@@ -87,14 +90,14 @@ def log_events(events: Iterable[Mapping[str, Any]]) -> None:
             "reason": ev.get("reason"),
             # scalar data only: a placement's explanation stays in the event log
             **{
-                k: v
+                f"data_{k}" if k in _RESERVED else k: v
                 for k, v in data.items()
-                if isinstance(v, str | int | float | bool) and k not in _STD_ATTRS
+                if isinstance(v, str | int | float | bool)
             },
         }
         shown = " ".join(
             f"{k}={fields[k]}"
-            for k in ("node_id", "task_id", "epoch", "old", "new")
+            for k in ("node_id", "old_node", "task_id", "epoch", "old", "new")
             if fields.get(k) is not None
         )
         _events_log.info(

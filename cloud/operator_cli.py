@@ -32,15 +32,19 @@ from rich.console import Console
 from shared.vocab import TaskStatus
 
 from .api_client import ApiClient, ApiError
+from .api_client import segment as _q
+from .operator_nodes import drain, remove_node, show_node
 from .operator_render import (
     event_line,
     human_ms,
     nodes_table,
     render_explanation,
-    render_node,
     render_task,
     render_workflow,
     table,
+)
+from .operator_render import (
+    print_json as _print_json,
 )
 
 __all__ = ["ApiClient", "ApiError", "main"]
@@ -55,10 +59,6 @@ DELEGATED = {
     "testbed": ("simulations.testbed.cli", "run partition scenarios against real processes"),
     "simulate": ("simulations.sim.cli", "discrete-event simulation of placement and consistency"),
 }
-
-
-def _q(segment: str) -> str:
-    return urllib.parse.quote(segment, safe="")
 
 
 class UsageError(Exception):
@@ -113,10 +113,6 @@ def _api(args: argparse.Namespace) -> ApiClient:
         conf_url, conf_token = _controller_config(args.config)
         url, token = url or conf_url, token or conf_token
     return ApiClient(url or DEFAULT_URL, token or "")
-
-
-def _print_json(data: object) -> None:
-    print(json.dumps(data))
 
 
 # -- commands: each takes (args, api, console) and returns the exit status --------
@@ -215,7 +211,7 @@ def _cmd_cancel(args: argparse.Namespace, api: ApiClient, console: Console) -> i
 
 def _cmd_nodes(args: argparse.Namespace, api: ApiClient, console: Console) -> int:
     if args.nodes_command == "remove":
-        return _remove_node(args, api, console)
+        return remove_node(args, api, console)
     if args.wait:
         _wait_for(
             f"node {args.wait} to be connected",
@@ -237,62 +233,6 @@ def _cmd_nodes(args: argparse.Namespace, api: ApiClient, console: Console) -> in
     console.print(nodes)
     console.print(summary, markup=False)
     return 0
-
-
-def _remove_node(args: argparse.Namespace, api: ApiClient, console: Console) -> int:
-    result = api.delete(f"/api/v1/nodes/{_q(args.node_id)}", force=1 if args.force else None)
-    if args.json:
-        _print_json(result)
-        return 0
-    console.print(f"{args.node_id}: removed", markup=False)
-    for outcome in ("replaced", "cancelled"):
-        if result.get(outcome):
-            console.print(f"  {outcome}: {', '.join(result[outcome])}", markup=False)
-    console.print(
-        f"revoke its broker login too: cloud-controller credentials remove {args.node_id}",
-        markup=False,
-    )
-    return 0
-
-
-def _cmd_node(args: argparse.Namespace, api: ApiClient, console: Console) -> int:
-    node = api.get(f"/api/v1/nodes/{_q(args.node_id)}")
-    _print_json(node) if args.json else render_node(console, node)
-    return 0
-
-
-def _cmd_drain(args: argparse.Namespace, api: ApiClient, console: Console) -> int:
-    node = api.post(f"/api/v1/nodes/{_q(args.node_id)}/{args.command}")
-    if args.command == "drain" and args.deadline is not None:
-        node = _wait_drained(args, api, console)
-    if args.json:
-        _print_json(node)
-    elif args.command == "undrain":
-        console.print(f"{args.node_id}: undrained", markup=False)
-    else:
-        left = node.get("tasks") or []
-        state = "drained (empty)" if node.get("drained") else f"draining, {len(left)} task(s) on it"
-        console.print(f"{args.node_id}: {state}", markup=False)
-        if left:
-            console.print(f"  still there: {', '.join(left)}", markup=False)
-    return 1 if args.command == "drain" and args.deadline is not None and not node["drained"] else 0
-
-
-def _wait_drained(args: argparse.Namespace, api: ApiClient, console: Console) -> dict[str, Any]:
-    """Ask until the node holds nothing or ``--deadline`` passes (the last answer either
-    way: the caller says what is left). Progress goes to stderr."""
-    deadline = time.monotonic() + args.deadline
-    path = f"/api/v1/nodes/{_q(args.node_id)}"
-    shown = None
-    while True:
-        node = api.get(path)
-        left = len(node.get("tasks") or [])
-        if node.get("drained") or time.monotonic() > deadline:
-            return node
-        if left != shown and not args.json:
-            print(f"{args.node_id}: {left} task(s) still on it", file=sys.stderr, flush=True)
-            shown = left
-        time.sleep(0.5)
 
 
 def _cmd_events(args: argparse.Namespace, api: ApiClient, console: Console) -> int:
@@ -341,9 +281,9 @@ COMMANDS = {
     "list": _cmd_list,
     "cancel": _cmd_cancel,
     "nodes": _cmd_nodes,
-    "node": _cmd_node,
-    "drain": _cmd_drain,
-    "undrain": _cmd_drain,
+    "node": show_node,
+    "drain": drain,
+    "undrain": drain,
     "events": _cmd_events,
     "workflow": _cmd_workflow,
 }

@@ -3,6 +3,7 @@ clock times, numbers rounded to what a person reads. ``--json`` bypasses all of 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -15,6 +16,7 @@ __all__ = [
     "event_line",
     "human_ms",
     "nodes_table",
+    "print_json",
     "render_explanation",
     "render_node",
     "render_task",
@@ -31,6 +33,11 @@ def human_ms(ms: int | float | None, *, now: datetime | None = None) -> str:
     when = datetime.fromtimestamp(ms / 1000).astimezone()
     now = now or datetime.now().astimezone()
     return f"{when:%H:%M:%S}" if when.date() == now.date() else f"{when:%m-%d %H:%M}"
+
+
+def print_json(data: object) -> None:
+    """``--json`` output: the API's answer as one line."""
+    print(json.dumps(data))
 
 
 def rounded(value: float | int | None) -> str:

@@ -14,7 +14,8 @@ unreachable node's work follows the partition rule, ``partition_move``):
   runs to its end where it is.
 
 What does not move now is asked again later (the lease runs out, the attempt
-ends); on a forced removal it is cancelled instead (``evacuation``).
+ends); on a forced removal it is cancelled instead (``Reconciler.evacuate`` in
+``cloud/reconcile.py``).
 """
 
 from __future__ import annotations

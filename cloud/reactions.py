@@ -124,6 +124,7 @@ class Reactions:
                 bound_s=bound_s,
             )
             self.metrics.node_speed.labels(node=node_id).set(learner.speed_of(node_id, tier).value)
+            self.registry.learned = True
         meta = self.tasks.meta[rec.task_id]
         current = rec.placement is not None and rec.placement.epoch == attempt.epoch
         if current and meta.predicted_s is not None and meta.placed_at is not None:
@@ -131,7 +132,7 @@ class Reactions:
             observe_finish(learner, node_id, meta.predicted_s, actual, tier)
             meta.predicted_s = None  # one sample per placement
             self.metrics.prediction_error.labels(node=node_id).set(learner.error_of(node_id, tier))
-        self.registry.learned = True
+            self.registry.learned = True
 
     def _note_starts(
         self, task_id: str, before: TaskRecord | None, rec: TaskRecord, meta: TaskMeta

@@ -6,9 +6,9 @@ link. Then, as ``cloud/reconcile.py`` does on its tick and with the same pure
 functions:
 
 - system health: ``assess_health`` over every node's link state and RTT p99;
-- levels, per task: ``demand_level`` before placement, ``placement_level`` on the
-  chosen node's link, then one ``AdaptiveLevel`` per adaptive task sampled with
-  ``adapt_level`` while it is placed;
+- levels, per task, by cost: ``demand_level`` before placement,
+  ``placement_level`` on the chosen node's facts (``level_facts``), then one
+  ``AdaptiveLevel`` per adaptive task sampled with ``adapt_level`` while placed;
 - re-placement: ``partition_move`` for work on unreachable nodes;
   ``fired_triggers`` + ``trigger_move`` (adaptive mode: failure rate, slowdown,
   link degraded, overload with its budget, the latency bound against the node's
@@ -33,6 +33,7 @@ from shared.crdt import AttemptStatus
 from shared.decisions import (
     DOWN,
     AttemptFacts,
+    LevelFacts,
     LinkSample,
     Movability,
     MoveDecision,
@@ -74,12 +75,18 @@ REASONS = {
 }
 
 
-def type_spec(lo: Level, hi: Level) -> dict[str, Any]:
-    """The ``consistency`` part of a task spec with these bounds (what the level
-    functions read)."""
+def type_spec(tt: TaskType, lo: Level, hi: Level) -> dict[str, Any]:
+    """What the level functions read of a task spec: the bounds (as the consistency
+    policy sets them), ``idempotent``, ``max_disconnect_s``."""
     if lo is hi:
-        return {"consistency": {"level": lo.value}}
-    return {"consistency": {"level": "adaptive", "min": lo.value, "max": hi.value}}
+        consistency: dict[str, str] = {"level": lo.value}
+    else:
+        consistency = {"level": "adaptive", "min": lo.value, "max": hi.value}
+    return {
+        "consistency": consistency,
+        "idempotent": tt.idempotent,
+        "max_disconnect_s": tt.max_disconnect_s,
+    }
 
 
 class Controller:
@@ -127,11 +134,12 @@ class Controller:
         G = topo.count
         self.link_state = [LinkState.HEALTHY] * G
         self.rtt_p50: list[float | None] = [None] * G
+        self.outage_s = [0.0] * G  # mean length of the node's partitions seen
         self.failure = [0.0] * G  # failure-rate EWMA per node (the failure_rate trigger)
         self.durations: list[deque[float]] = [deque(maxlen=20) for _ in range(G)]
         self.pending_triggers: list[tuple[Trigger, ...]] = [()] * G
-        self.specs = [type_spec(*workload.bounds(k)) for k in range(len(self.types))]
-        self._levels: dict[tuple[int, Any, Any], Level] = {}
+        self.specs = [type_spec(tt, *workload.bounds(k)) for k, tt in enumerate(self.types)]
+        self._demand_levels: dict[int, Level] = {}
         #: attempts per node whose report has not reached the controller yet
         self.open_on: list[list[Attempt]] = [[] for _ in range(G)]
         #: ended attempts waiting for ``retry_move`` to let their task be placed again
@@ -139,29 +147,59 @@ class Controller:
 
     # -------------------------------------------------------------- levels
     def level_of(self, task: Task) -> Level:
-        """The level placement filters by (``demand_level``: the system now)."""
+        """The level placement filters by (``demand_level``: on a node nothing is
+        known of yet)."""
         if task.lo is task.hi:
             return task.lo
-        key = (task.tt, None, self.system)
-        level = self._levels.get(key)
-        if level is None:
-            level = self._levels[key] = demand_level(self.specs[task.tt], system=self.system)
-        return level
-
-    def placed(self, task: Task, g: int) -> None:
-        """``task`` goes to node ``g``: its level on that node's link, and (for an
-        adaptive task) a fresh adaptive machine, as ``cloud/scheduling.py`` does. The
-        machine is built at the first sample (``_adapt_levels``): it holds no time
-        before one, and most tasks end before the next telemetry tick."""
-        if task.lo is task.hi:
-            return
-        link = self.link_state[g]
-        key = (task.tt, link, self.system)
-        level = self._levels.get(key)
+        level = self._demand_levels.get(task.tt)
         if level is None:
             spec = self.specs[task.tt]
-            level = self._levels[key] = placement_level(spec, link=link, system=self.system)
-        task.level = level
+            level = self._demand_levels[task.tt] = demand_level(spec, policy=self.adaptation)
+        return level
+
+    def level_facts(
+        self,
+        task: Task,
+        g: int,
+        now: float,
+        *,
+        run_s: float | None = None,
+        started_at: float | None = None,
+    ) -> LevelFacts:
+        """What the cost of each level reads of ``task`` on node ``g`` (as
+        ``cloud/scheduling.py`` ``level_facts``, from the last tick's link
+        statistics): the link (``None`` before any round trip), the round trip, the
+        partition history and the predicted run (``run_s``, the placement's
+        prediction, else the work left since the start was heard, over the node's
+        speed, plus a round trip) against the deadline left."""
+        rtt = self.rtt_p50[g]
+        if run_s is None:
+            work, speed = self.sched.inputs.work_and_speed(task, g)
+            if started_at is not None:
+                work = max(work - max(now - started_at, 0.0) * speed, 0.0)
+            run_s = work / speed + (rtt or 0.0) / 1000.0
+        deadline_left = self.types[task.tt].deadline_s - (now - task.t_arr)
+        return LevelFacts(
+            link=None
+            if rtt is None and self.link_state[g] is LinkState.HEALTHY
+            else self.link_state[g],
+            run_s=run_s,
+            slack_s=deadline_left - run_s,
+            rtt_ms=rtt or 0.0,
+            partition_rate_per_h=float(self.topo.prate[g]),
+            outage_s=self.outage_s[g],
+        )
+
+    def placed(self, task: Task, g: int, now: float, run_s: float | None = None) -> None:
+        """``task`` goes to node ``g``: its level there by cost (``placement_level``;
+        ``run_s`` the placement's predicted finish when it has one), and (for an
+        adaptive task) a fresh adaptive machine, as ``cloud/scheduling.py`` does.
+        The machine is built at the first sample (``_adapt_levels``): it holds no
+        time before one, and most tasks end before the next telemetry tick."""
+        if task.lo is task.hi:
+            return
+        facts = self.level_facts(task, g, now, run_s=run_s)
+        task.level = placement_level(self.specs[task.tt], facts, policy=self.adaptation)
         task.adaptive = None
 
     def _adapt_levels(self, now: float) -> None:
@@ -174,9 +212,10 @@ class Controller:
                 machine = task.adaptive = AdaptiveLevel(
                     task.id, lo=task.lo, hi=task.hi, initial=at.level, policy=self.adaptation
                 )
-            change = adapt_level(machine, link=self.link_state[g], system=self.system, now=now)
+            facts = self.level_facts(task, g, now, started_at=self._heard_start(at, now))
+            change = adapt_level(machine, self.specs[task.tt], facts, now=now)
             if change is not None:
-                at.task.level = change.new
+                task.level = change.new
                 self.counters.level_changes += 1
 
     # ----------------------------------------------------------- telemetry
@@ -215,6 +254,8 @@ class Controller:
             stats = mon.stats(now)
             self.link_state[g] = stats.state
             self.rtt_p50[g] = stats.rtt_p50_ms
+            lengths = stats.partition_lengths_s
+            self.outage_s[g] = sum(lengths) / len(lengths) if lengths else 0.0
             samples.append(LinkSample(state=stats.state, rtt_p99_ms=stats.rtt_p99_ms))
             topo.link[g] = LINK_CODES[stats.state]
             topo.prate[g] = stats.partition_rate_per_h
@@ -253,15 +294,19 @@ class Controller:
         lease = self.leases.get(task.id)
         return None if lease is None or lease.granted_at > now else lease
 
-    def _movability(self, at: Attempt, now: float) -> Movability:
+    def _heard_start(self, at: Attempt, now: float) -> float | None:
+        """When ``at`` started, if its start report has reached the controller by ``now``."""
+        if not at.start < at.stop:
+            return None
         path = self.net.ctrl[at.node]
-        heard_start = at.start < at.stop and (
-            self.net.tl.next_up(path.down, at.start) + path.lat <= now
-        )
+        heard = self.net.tl.next_up(path.down, at.start) + path.lat <= now
+        return at.start if heard else None
+
+    def _movability(self, at: Attempt, now: float) -> Movability:
         return Movability(
             level=at.level,
             epoch=at.epoch,
-            started=heard_start,
+            started=self._heard_start(at, now) is not None,
             lease=self.lease_known(at.task, now),
         )
 

@@ -142,6 +142,13 @@ class PlacementInputs:
             idempotent=tt.idempotent,
         )
 
+    def work_and_speed(self, task: Task, g: int) -> tuple[float, float]:
+        """``(work, speed)`` of ``task`` on node ``g`` as the controller knows them:
+        the kind's learned work (reference-core seconds; the prior unless the
+        adaptive mode learns) and the node's learned per-core speed."""
+        speed = self.learner.speed_of(self.node_ids[g], self.tiers[g]).value
+        return self.work[task.tt], speed
+
     def finished(self, at: Attempt) -> None:
         """A successful run ended: learn the node's speed, the kind's work and (when
         the placement predicted it) the prediction's error."""

@@ -109,9 +109,9 @@ class Simulation:
         sched.pump = wl.pump
         sched.progress = progress
 
-    def _place(self, task: Task, g: int, now: float) -> Attempt:
+    def _place(self, task: Task, g: int, now: float, run_s: float | None) -> Attempt:
         """A placement decision: the level on the chosen node, then the attempt."""
-        self.ctl.placed(task, g)
+        self.ctl.placed(task, g, now, run_s)
         return self.agents.start(task, g, now)
 
     # ----------------------------------------------------------- outcomes

@@ -53,7 +53,8 @@ _OPEN = TaskState.OPEN
 class Scheduler:
     """Placement queues and per-site tables (see the module docstring).
 
-    ``place(task, g, now)`` acts on each decision (resources are already taken);
+    ``place(task, g, now, predicted)`` acts on each decision (resources are already
+    taken; ``predicted`` the decision's predicted finish when it was explained);
     ``level_of(task)`` gives a first placement's level; ``done(task, state)``
     ends a task no node took in time."""
 
@@ -89,7 +90,7 @@ class Scheduler:
         self.trace_rate = 0.0
         self.trace_rng = np.random.default_rng([seed, 55])
         self.traced: list[dict[str, Any]] = []
-        self.place: Callable[[Task, int, float], Attempt] = self._unwired
+        self.place: Callable[[Task, int, float, float | None], Attempt] = self._unwired
         self.level_of: Callable[[Task], Level] = lambda task: task.level
         self.done: Callable[[Task, TaskState], None] = lambda task, state: None
         self.pump: Callable[[float], None] = lambda now: None
@@ -115,7 +116,7 @@ class Scheduler:
         self._batches = 0
 
     @staticmethod
-    def _unwired(task: Task, g: int, now: float) -> Attempt:
+    def _unwired(task: Task, g: int, now: float, run_s: float | None) -> Attempt:
         raise RuntimeError("Scheduler.place is not wired")
 
     def trace(self, expected: int) -> None:
@@ -331,10 +332,12 @@ class Scheduler:
                 sampled = self.trace_left > 0 and self.trace_rng.random() < self.trace_rate
                 if decision is not None and sampled:
                     self._sample(task, decision, now)
-                at = self.place(task, g, now)
-                at.work = work
+                predicted = None
                 if decision is not None and decision.explanation.candidates:
-                    at.predicted = decision.explanation.candidates[0].terms.get("finish_s", 0.0)
+                    predicted = decision.explanation.candidates[0].terms.get("finish_s")
+                at = self.place(task, g, now, predicted)
+                at.work = work
+                at.predicted = predicted or 0.0
             if len(rows) < len(batch):
                 q.extendleft(reversed(batch[len(rows) :]))
                 return False

@@ -19,6 +19,7 @@ from memory_bus import MemoryHarness
 
 from shared.clocks import Timestamp
 from shared.crdt import AttemptStatus, TaskRecord, set_status, start_attempt
+from shared.placement import PREDICTION_TERMS
 from shared.protocol import Telemetry
 from shared.vocab import Level
 
@@ -191,16 +192,7 @@ def test_a_deadline_excludes_a_slow_node(ha: MemoryHarness) -> None:
     assert terms["n-dev"]["margin_s"] < 0 < terms["n-edge"]["margin_s"]
     # explain: the predicted finish broken into its parts, and the margin
     for values in terms.values():
-        assert {
-            "dispatch_s",
-            "transfer_s",
-            "queue_s",
-            "exec_s",
-            "return_s",
-            "finish_s",
-            "margin_s",
-            "cost",
-        } <= set(values)
+        assert set(values) == set(PREDICTION_TERMS)
         parts = ("dispatch_s", "transfer_s", "queue_s", "exec_s", "return_s")
         assert sum(values[p] for p in parts) == pytest.approx(values["finish_s"])
     assert terms["n-dev"]["exec_s"] == pytest.approx(4.0 * terms["n-edge"]["exec_s"])

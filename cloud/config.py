@@ -19,7 +19,7 @@ from typing import Any
 from shared.errors import Problem, ValidationError
 from shared.ids import check_node_id
 from shared.placement import TERMS
-from shared.vocab import PlacementMode
+from shared.vocab import LinkState, PlacementMode
 
 __all__ = [
     "AgentsConfig",
@@ -92,6 +92,8 @@ class ConsistencyConfig:
     lease_s: float = 30.0
     lease_margin_s: float = 5.0
     max_lease_s: float = 300.0
+    # How a node's link is graded for a task's level before any round trip was measured.
+    prior_link: str = LinkState.HEALTHY.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,6 +285,10 @@ def _check_semantics(cfg: ControllerConfig, problems: list[Problem]) -> None:
     if cfg.placement.mode not in {m.value for m in PlacementMode}:
         modes = ", ".join(m.value for m in PlacementMode)
         problems.append(Problem("placement.mode", f"must be one of {modes}"))
+    priors = (LinkState.HEALTHY, LinkState.DEGRADED, LinkState.CRITICAL)
+    if cfg.consistency.prior_link not in {s.value for s in priors}:
+        names = ", ".join(s.value for s in priors)
+        problems.append(Problem("consistency.prior_link", f"must be one of {names}"))
     unknown = sorted(set(cfg.placement.weights) - set(TERMS))
     if unknown:
         known = ", ".join(TERMS)
@@ -379,6 +385,7 @@ upgrade_dwell_s = 60.0           # good samples needed before an adaptive level 
 lease_s = 30.0                   # default lease of strong tasks
 lease_margin_s = 5.0             # drift margin added before a strong task may be re-placed
 max_lease_s = 300.0
+prior_link = "healthy"           # a node's link before its first round trip (adaptive levels)
 
 [health]
 heartbeat_interval_s = 3.0       # the controller pings every node this often

@@ -37,6 +37,7 @@ from shared.errors import Problem, SpecConflictError, ValidationError
 from shared.health import LinkPolicy
 from shared.model import TaskSpec, WorkflowSpec, parse_task_spec, parse_workflow
 from shared.protocol import Ping
+from shared.vocab import LinkState
 
 from .api import NodeBusy, NotFound
 from .config import ControllerConfig
@@ -99,7 +100,9 @@ class Controller:
         self.tasks = TaskTable(
             self.registry,
             self.uow,
-            adaptation=AdaptationPolicy(dwell_s=c.upgrade_dwell_s),
+            adaptation=AdaptationPolicy(
+                dwell_s=c.upgrade_dwell_s, prior_link=LinkState(c.prior_link)
+            ),
             lease_policy=lease_policy,
             mono=mono,
         )
@@ -208,8 +211,7 @@ class Controller:
             self.uow.queue_ping(node_id, Ping(), ping_id)
         self.reconciler.link_changes(self.registry.expire_pings(now), now)
         self.reconciler.link_changes(self.registry.poll(now), now)
-        for entry in self.registry.departures(now):
-            silent = now - entry.last_contact
+        for entry, silent in self.registry.departures(now, self.wall_ms()):
             self.uow.event("node_departed", f"no contact for {silent:.0f} s", node_id=entry.node_id)
         self.reconciler.adapt_levels(now)
         self.reconciler.replace(now)

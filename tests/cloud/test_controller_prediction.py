@@ -19,6 +19,7 @@ from memory_bus import MemoryHarness
 
 from shared.clocks import Timestamp
 from shared.crdt import AttemptStatus, TaskRecord, set_status, start_attempt
+from shared.errors import ValidationError
 from shared.placement import PREDICTION_TERMS
 from shared.protocol import Telemetry
 from shared.vocab import Level
@@ -206,6 +207,21 @@ def test_a_fresh_node_without_a_pong_gets_the_prior_level(ha: MemoryHarness) -> 
     place = n1.expect("place", lambda e: e.body.task_id == "a")
     assert place.body.level == Level.STRONG.value  # not eventual (unknown = emergency)
     assert c.get_task("a")["level"] == "strong"
+
+
+def test_the_prior_link_is_configured(tmp_path: Path) -> None:
+    cfg = make_config(
+        tmp_path, placement={"mode": "adaptive"}, consistency={"prior_link": "degraded"}
+    )
+    h = MemoryHarness(tmp_path, cfg)
+    try:
+        n1 = h.node("n1")
+        h.controller.submit_task(task("a", consistency=ADAPTIVE))
+        assert n1.expect("place").body.level == Level.CAUSAL.value
+    finally:
+        h.close()
+    with pytest.raises(ValidationError, match="prior_link"):
+        make_config(tmp_path, consistency={"prior_link": "partitioned"})
 
 
 def test_non_idempotent_work_is_never_hedged_to_eventual(ha: MemoryHarness) -> None:

@@ -360,7 +360,7 @@ class Reconciler:
                     self._leave(task_id, node_id, decision)
                     out["replaced"].append(task_id)
                     continue
-                why = "node removed (--force) and no other node can take it now"
+                why = "node removed (--force) and the task could not be placed elsewhere"
             else:
                 why = f"node removed (--force); {decision.reason}"
             rec = self.tasks.apply(

@@ -329,16 +329,19 @@ class Registry:
 
     # -- lifecycle ----------------------------------------------------------------
 
-    def departures(self, now: float) -> list[NodeEntry]:
-        """Nodes that have just departed: out of reach and silent for
-        ``departed_after_s`` (they stay known: their history, their tasks' records)."""
+    def departures(self, now: float, wall_ms: int) -> list[tuple[NodeEntry, float]]:
+        """Nodes that have just departed, with how long they were silent: out of reach
+        and silent for ``departed_after_s``, by our monotonic clock or, across a
+        restart of ours, by the wall clock of their last message (they stay known:
+        their history, their tasks' records)."""
         out = []
         for entry in self.nodes.values():
             if entry.departed or entry.link_state not in DOWN:
                 continue
-            if now - entry.last_contact >= self.departed_after_s:
+            silent = max(now - entry.last_contact, (wall_ms - entry.last_seen_ms) / 1000.0)
+            if silent >= self.departed_after_s:
                 entry.departed = True
-                out.append(entry)
+                out.append((entry, silent))
         return out
 
     def remove(self, node_id: str) -> None:

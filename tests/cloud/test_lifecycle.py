@@ -5,33 +5,18 @@ as partitioned by a restart. On the in-memory bus (``memory_bus``)."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
-from typing import Any
 
 import pytest
-from cloud_harness import Harness, make_config, wall_ms
+from cloud_harness import make_config, wall_ms
 from memory_bus import MemoryHarness
+from test_controller_liveness import STEP, placed, task
 
 from cloud.api import NodeBusy
 from shared.crdt import AttemptStatus
 from shared.decisions import Movability, drain_move
 from shared.vocab import Level
-
-STEP = 0.5
-
-
-def task(task_id: str, level: str) -> dict[str, Any]:
-    return {
-        "id": task_id,
-        "command": ["true"],
-        "consistency": {"level": level},
-        "placement": {"labels": {"pool": "x"}},
-    }
-
-
-def placed(h: Harness, task_id: str) -> tuple[str | None, int]:
-    t = h.controller.get_task(task_id)
-    return t["node"], t["epoch"]
 
 
 def _all_on_n1(h: MemoryHarness, levels: dict[str, str]) -> None:
@@ -188,3 +173,28 @@ def test_task_events_name_their_node(h: MemoryHarness) -> None:
     h.await_msg(n1, "ack", lambda e: e.body.up_to_seq == n1.seq)
     ran = {e["kind"]: e["node_id"] for e in h.events(task_id="t")}
     assert ran["task_running"] == "n1" and ran["task_succeeded"] == "n1"
+
+
+def test_partitions_and_heals_are_logged_and_rtt_is_exported_per_node(
+    h: MemoryHarness, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="cloud.events")
+    h.node("n1")
+    h.tick(1.0)  # a ping, answered at once: a round trip of zero controller seconds
+    h.pump()
+    metrics = h.controller.metrics_text().decode()
+    assert 'continuum_node_rtt_seconds{node="n1",quantile="0.5"} 0.0' in metrics
+    assert 'continuum_node_link_state{link_state="healthy",node="n1"} 1.0' in metrics
+
+    h.mnode("n1").connected = False
+    while h.controller.get_node("n1")["link_state"] != "partitioned":
+        h.tick(1.0)
+    h.mnode("n1").connected = True
+    h.keep_alive("n1")
+    lines = [(r.getMessage(), getattr(r, "new", None)) for r in caplog.records]
+    assert ("node joined: node_id=n1 (first hello)", None) in lines
+    assert any(
+        m.startswith("link changed: node_id=n1") and new == "partitioned" for m, new in lines
+    )
+    assert any(m.startswith("node healed: node_id=n1") for m, _ in lines)
+    assert all(r.levelno == logging.INFO for r in caplog.records if r.name == "cloud.events")

@@ -61,7 +61,7 @@ class PlacementInputs:
         self.learner = LearnerState()
         ref_mips = sc.topology.edge.mips
         self.runtime = [(sum(t.compute_mi) / 2) / ref_mips for t in self.types]
-        self.work = [self.learner.work_of(t.name).value for t in self.types]
+        self.work = self._works()
         self.node_ids = topo.node_ids
         self.tiers = topo.node_tier
         #: controller ↔ node round trip (ms) before any heartbeat
@@ -117,7 +117,12 @@ class PlacementInputs:
     def tick(self) -> None:
         """Read the learned work of every kind (once per telemetry tick)."""
         if self.learn:
-            self.work = [self.learner.work_of(t.name).value for t in self.types]
+            self.work = self._works()
+
+    def _works(self) -> list[float]:
+        """Each kind's learned work (before its first run: the default, bounded by
+        the kind's deadline, as ``shared.learning`` has it)."""
+        return [self.learner.work_of(t.name, bound_s=t.deadline_s).value for t in self.types]
 
     # ----------------------------------------------------------------- tasks
     def demand(self, task: Task, template: TaskDemand, now: float) -> TaskDemand:
@@ -163,6 +168,7 @@ class PlacementInputs:
             tier=self.tiers[g],
             kind=self.types[at.task.tt].name,
             seconds=run_s,
+            bound_s=self.types[at.task.tt].deadline_s,
         )
         if at.predicted > 0:
             actual = at.report - at.t_place

@@ -9,7 +9,9 @@ unreachable node's work follows the partition rule, ``partition_move``):
   stops its attempt when the superseding record reaches it;
 - ``strong`` moves only without a live lease (no lease for this epoch, or one
   past its deadline plus the controller's margin: its holder was fenced by then);
-  the old node's attempts of the epoch are presumed lost once a lease was granted;
+  the old node's attempts of the epoch are presumed lost once a lease was granted
+  (a live lease of the epoch holds a task of any level: its level in force may have
+  risen to strong since it was placed);
 - ``causal`` moves only while no attempt of the epoch has started; a started one
   runs to its end where it is.
 
@@ -29,6 +31,9 @@ __all__ = ["drain_move"]
 def drain_move(facts: Movability, *, node_id: str, now: float) -> MoveDecision:
     """May this task leave ``node_id`` (draining or being removed) now? (see module doc)"""
     trigger = f"drain: {facts.level.value} task leaves {node_id}"
+    lease = facts.lease if facts.lease is not None and facts.lease.epoch == facts.epoch else None
+    if lease is not None and lease.live(now):  # any level: it may have risen to strong
+        return MoveDecision.wait(f"{facts.level.value}: a live lease holds it here")
     if facts.level is Level.EVENTUAL:
         return MoveDecision(
             move=True,
@@ -37,16 +42,12 @@ def drain_move(facts: Movability, *, node_id: str, now: float) -> MoveDecision:
             exclude=(node_id,),
         )
     if facts.level is Level.STRONG:
-        lease = facts.lease
-        if lease is not None and lease.epoch == facts.epoch and lease.live(now):
-            return MoveDecision.wait("strong: a live lease holds it here")
-        granted = lease is not None and lease.epoch == facts.epoch
         return MoveDecision(
             move=True,
-            reason="strong: its lease expired" if granted else "strong: no lease for this epoch",
+            reason="strong: no lease for this epoch" if lease is None else "strong: lease expired",
             trigger=trigger,
             exclude=(node_id,),
-            fence=granted,
+            fence=lease is not None,
         )
     if facts.started:
         return MoveDecision.wait("causal: started here, runs to its end")

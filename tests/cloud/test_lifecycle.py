@@ -10,10 +10,13 @@ from pathlib import Path
 
 import pytest
 from cloud_harness import make_config, wall_ms
+from hypothesis import given
+from hypothesis import strategies as st
 from memory_bus import MemoryHarness
 from test_controller_liveness import STEP, placed, task
 
 from cloud.api import NodeBusy
+from shared.consistency import Lease
 from shared.crdt import AttemptStatus
 from shared.decisions import Movability, drain_move
 from shared.vocab import Level
@@ -64,6 +67,39 @@ def test_drain_moves_work_by_its_level_and_reports_the_node_empty(h: MemoryHarne
     assert [e["node_id"] for e in h.events(kind="drained")] == ["n1"]
     h.tick(STEP)
     assert len(h.events(kind="drained")) == 1  # reported once
+
+
+@given(
+    level=st.sampled_from(list(Level)),
+    started=st.booleans(),
+    lease_epoch=st.one_of(st.none(), st.integers(1, 3)),
+    replace_after=st.floats(0, 100),
+    now=st.floats(0, 100),
+)
+def test_drain_laws(
+    level: Level, started: bool, lease_epoch: int | None, replace_after: float, now: float
+) -> None:
+    lease = (
+        None
+        if lease_epoch is None
+        else Lease(
+            task_id="t",
+            epoch=lease_epoch,
+            node="n1",
+            duration_s=10.0,
+            granted_at=0.0,
+            replace_after=replace_after,
+        )
+    )
+    facts = Movability(level=level, epoch=2, started=started, lease=lease)
+    d = drain_move(facts, node_id="n1", now=now)
+    held = lease is not None and lease.epoch == 2 and lease.live(now)
+    if held or (level is Level.CAUSAL and started):
+        assert not d.move and d.later  # asked again: the lease ends, the attempt ends
+    else:
+        assert d.move and d.exclude == ("n1",) and (d.trigger or "").startswith("drain: ")
+        # presumed lost only where a lease of this epoch fenced the holder
+        assert d.fence == (level is Level.STRONG and lease is not None and lease.epoch == 2)
 
 
 def test_what_stays_is_asked_again_later() -> None:

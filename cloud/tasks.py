@@ -43,7 +43,6 @@ class TaskMeta:
     moved_at: float = float("-inf")  # last re-placement by a trigger (cooldown)
     origin: str | None = None  # node a locally submitted task came from (None: the API)
     placed: dict[int, str] = field(default_factory=dict)  # epoch -> node (shared.authz)
-    placed: dict[int, str] = field(default_factory=dict)  # epoch -> node (shared.authz)
     flagged: set[frozenset[tuple[str, int]]] = field(default_factory=set)  # conflicts logged
     # The current placement as predicted (cloud.scheduling; not persisted: after a
     # restart the prediction error of the attempts in flight is simply not learned):
@@ -112,8 +111,6 @@ class TaskTable:
         new = delta if old is None else merge(old, delta)
         if new is not old:
             self.records[delta.task_id] = new
-            if new.placement is not None:  # the history shared.authz reads (record: latest)
-                self.meta[delta.task_id].placed.setdefault(new.placement.epoch, new.placement.node)
             if new.placement is not None:  # the history shared.authz reads (record: latest)
                 self.meta[delta.task_id].placed.setdefault(new.placement.epoch, new.placement.node)
             self.uow.dirty_tasks.add(delta.task_id)
@@ -240,11 +237,6 @@ class TaskTable:
                 submitted_ms=row.submitted_ms, explanation=row.explanation, origin=row.origin
             )
             meta.level = Level(row.level) if row.level else None
-            # Placement history, as far as the record shows it: each attempt was
-            # authorised on the node placed at its epoch.
-            meta.placed = {a.epoch: a.node for a in rec.attempts.values()}
-            if rec.placement is not None:
-                meta.placed[rec.placement.epoch] = rec.placement.node
             # Placement history, as far as the record shows it: each attempt was
             # authorised on the node placed at its epoch.
             meta.placed = {a.epoch: a.node for a in rec.attempts.values()}

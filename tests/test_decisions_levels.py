@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -69,12 +68,6 @@ def test_non_idempotent_work_is_never_hedged(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="shared.consistency.cost_target: when strong is late (its round trips exceed the "
-    "slack) and outages outlast max_disconnect_s, causal costs p/2 + ~p x harm > eventual's "
-    "p x harm, so non-idempotent work is hedged (found by the property above with outage_s)",
-)
 def test_non_idempotent_work_is_never_hedged_even_when_outages_outlast_causal() -> None:
     _never_hedged(
         LevelFacts(link=None, run_s=1.0, slack_s=-1.0, partition_rate_per_h=1.0, outage_s=6000.0)

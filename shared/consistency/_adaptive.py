@@ -177,6 +177,10 @@ def cost_target(
         outage_s=outage_s,
     )
     allowed = [lv for lv in costs if lo.strength <= lv.strength <= hi.strength]
+    if not idempotent and hi is not Level.EVENTUAL:
+        # A duplicate of non-idempotent work is harm no deadline buys back: eventual is
+        # never chosen while the bounds allow a stronger level, whatever the costs say.
+        allowed = [lv for lv in allowed if lv is not Level.EVENTUAL]
     level = min(allowed, key=lambda lv: (costs[lv], -lv.strength))
     shown = ", ".join(f"{lv} {costs[lv]:.3g}" for lv in allowed)
     unsampled = "" if link is not None else " (no sample yet)"

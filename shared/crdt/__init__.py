@@ -11,11 +11,14 @@ from shared.crdt._replica import Batch, Replica
 from shared.crdt._serialize import canonical_bytes, content_hash
 from shared.crdt._task_record import (
     DEFAULT_MAX_ATTEMPTS,
+    MAX_LOG_TAIL,
     Attempt,
+    AttemptLog,
     AttemptStatus,
     Dot,
     Placement,
     TaskRecord,
+    log_tail,
     max_attempts,
     merge,
     new_record,
@@ -28,7 +31,9 @@ from shared.crdt._task_record import (
 
 __all__ = [
     "DEFAULT_MAX_ATTEMPTS",
+    "MAX_LOG_TAIL",
     "Attempt",
+    "AttemptLog",
     "AttemptStatus",
     "Batch",
     "Dot",
@@ -38,6 +43,7 @@ __all__ = [
     "canonical_bytes",
     "content_hash",
     "digest",
+    "log_tail",
     "max_attempts",
     "merge",
     "missing",

@@ -25,11 +25,13 @@ from shared.crdt._canonical import MAX_INT, canonical_json, json_problems, sha25
 from shared.crdt._task_record import (
     MAX_REASON_LEN,
     Attempt,
+    AttemptLog,
     AttemptStatus,
     Dot,
     Placement,
     TaskRecord,
     compact,
+    log_problems,
 )
 from shared.errors import Problem, ValidationError
 from shared.ids import check_node_id, check_task_id
@@ -95,6 +97,9 @@ def _attempt_to_dict(writer: str, attempt: Attempt) -> dict[str, Any]:
         value = getattr(attempt, key)
         if value is not None:
             out[key] = value
+    if attempt.log is not None:
+        # Empty tails and zero counts are left out: most tails are one stream.
+        out["log"] = {key: value for key, value in attempt.log._asdict().items() if value}
     return out
 
 
@@ -272,6 +277,7 @@ def _parse_attempt(
         )
     if started is not None and (why := _hlc_problem(started)) is not None:
         problems.append(Problem(f"{path}.started_hlc", why))
+    log = _parse_log(data.get("log"), f"{path}.log", problems)
     if len(problems) > before:
         return None
     return Attempt(
@@ -284,4 +290,17 @@ def _parse_attempt(
         result,
         reason,
         started,
+        log,
     )
+
+
+def _parse_log(data: object, path: str, problems: list[Problem]) -> AttemptLog | None:
+    if data is None:
+        return None
+    if not isinstance(data, dict) or not set(data) <= set(AttemptLog._fields):
+        problems.append(Problem(path, f"must be an object with keys in {AttemptLog._fields}"))
+        return None
+    log = AttemptLog(**data)
+    found = log_problems(log, path)
+    problems.extend(found)
+    return None if found else log

@@ -56,8 +56,10 @@ from shared.vocab import Level, TaskStatus
 
 __all__ = [
     "DEFAULT_MAX_ATTEMPTS",
+    "MAX_LOG_TAIL",
     "MAX_REASON_LEN",
     "Attempt",
+    "AttemptLog",
     "AttemptStatus",
     "Dot",
     "Placement",
@@ -65,6 +67,8 @@ __all__ = [
     "compact",
     "covers",
     "join_context",
+    "log_problems",
+    "log_tail",
     "max_attempts",
     "merge",
     "new_record",
@@ -79,6 +83,9 @@ __all__ = [
 DEFAULT_MAX_ATTEMPTS = 3
 #: Longest free-text ``reason`` an attempt carries.
 MAX_REASON_LEN = 1_000
+#: Longest stdout or stderr tail an attempt carries, counted in characters of its JSON
+#: (ASCII, escaped) form: two tails and a result still fit one protocol message.
+MAX_LOG_TAIL = 16_384
 
 
 class AttemptStatus(IntEnum):
@@ -111,9 +118,22 @@ class Placement(NamedTuple):
     hlc: str
 
 
+class AttemptLog(NamedTuple):
+    """The end of an attempt's output. The node that ran the attempt writes it once, with
+    the attempt's terminal status, so it travels, joins and is authorised with the attempt
+    as a whole (``shared.authz``: only that node writes its attempts, only moving them up).
+    ``stdout_bytes``/``stderr_bytes``: what the stream wrote in all (the tail may be less)."""
+
+    stdout: str = ""
+    stderr: str = ""
+    stdout_bytes: int = 0
+    stderr_bytes: int = 0
+
+
 class Attempt(NamedTuple):
     """One attempt to run the task. ``node`` runs it (usually the dot's writer);
-    ``counter`` is the dot's counter; ``hlc`` stamps the latest status change."""
+    ``counter`` is the dot's counter; ``hlc`` stamps the latest status change;
+    ``log`` the output tails its node sent with its end (``None``: none sent)."""
 
     node: str
     counter: int
@@ -124,6 +144,7 @@ class Attempt(NamedTuple):
     result: Any = None
     reason: str | None = None
     started_hlc: str | None = None
+    log: AttemptLog | None = None
 
     @property
     def ended_hlc(self) -> str | None:
@@ -433,9 +454,11 @@ def set_status(
     exit_code: int | None = None,
     result: Any = None,
     reason: str | None = None,
+    log: AttemptLog | None = None,
 ) -> TaskRecord:
-    """Delta moving attempt ``dot`` to ``status`` with its outcome. A status not
-    above the current one yields a delta that loses the join (harmless)."""
+    """Delta moving attempt ``dot`` to ``status`` with its outcome (``log``: the output
+    tails, see :func:`log_tail`). A status not above the current one yields a delta that
+    loses the join (harmless)."""
     current = rec.attempts.get(dot)
     if current is None:
         raise KeyError(f"task {rec.task_id!r} has no attempt {dot!r}")
@@ -445,6 +468,7 @@ def set_status(
         problems.append(Problem("reason", f"must be a string of at most {MAX_REASON_LEN} chars"))
     if exit_code is not None and (not isinstance(exit_code, int) or isinstance(exit_code, bool)):
         problems.append(Problem("exit_code", "must be an integer"))
+    problems.extend(log_problems(log, "log"))
     if problems:
         raise ValidationError(problems, what=f"outcome of attempt {dot!r}")
     _, context, dots = _next_event(rec, writer)
@@ -459,6 +483,7 @@ def set_status(
         result=result,
         reason=reason,
         started_hlc=started,
+        log=log,
     )
     return TaskRecord(
         rec.task_id, None, None, MappingProxyType({dot: attempt}), False, context, dots
@@ -470,6 +495,49 @@ def request_cancel(rec: TaskRecord, *, writer: str, hlc: Timestamp) -> TaskRecor
     the flag carries no time, it only ever becomes true)."""
     _, context, dots = _next_event(rec, writer)
     return TaskRecord(rec.task_id, None, None, _NO_ATTEMPTS, True, context, dots)
+
+
+# ---------------------------------------------------------------- output tails
+
+
+def _json_size(text: str) -> int:
+    return len(canonical_json(text)) - 2
+
+
+def log_tail(text: str, limit: int = MAX_LOG_TAIL) -> str:
+    """The longest end of ``text`` whose JSON form fits ``limit`` characters (an escaped
+    character counts as what it costs on the wire)."""
+    if _json_size(text) <= limit:
+        return text
+    size, start = 0, len(text)
+    while start > 0:
+        cost = _json_size(text[start - 1])
+        if size + cost > limit:
+            break
+        size += cost
+        start -= 1
+    return text[start:]
+
+
+def log_problems(log: object, path: str) -> list[Problem]:
+    """Every reason ``log`` is not ``None`` or a bounded :class:`AttemptLog`."""
+    if log is None:
+        return []
+    if not isinstance(log, AttemptLog):
+        return [Problem(path, "must be an attempt log")]
+    problems = [
+        Problem(f"{path}.{name}", f"must be a string of at most {MAX_LOG_TAIL} JSON chars")
+        for name in ("stdout", "stderr")
+        if not isinstance(getattr(log, name), str) or _json_size(getattr(log, name)) > MAX_LOG_TAIL
+    ]
+    problems.extend(
+        Problem(f"{path}.{name}", "must be an integer >= 0")
+        for name in ("stdout_bytes", "stderr_bytes")
+        if not isinstance(getattr(log, name), int)
+        or isinstance(getattr(log, name), bool)
+        or not 0 <= getattr(log, name) <= 1 << 62
+    )
+    return problems
 
 
 # ---------------------------------------------------------------- derived

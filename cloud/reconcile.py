@@ -31,12 +31,13 @@ from shared.decisions import (
     adapt_level,
     drain_move,
     fired_triggers,
+    link_degraded,
     partition_move,
     retry_move,
     trigger_move,
 )
 from shared.health import LinkStateChanged
-from shared.placement import NodeTable, link_degraded
+from shared.placement import NodeTable
 from shared.protocol import Cancel, LevelChange, digest_parts
 from shared.vocab import Level, PlacementMode
 

@@ -24,10 +24,17 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.decisions import DOWN, HealthReport, LinkSample, assess_health
+from shared.decisions import (
+    DOWN,
+    HealthReport,
+    LinkSample,
+    Trigger,
+    assess_health,
+    update_failure_rate,
+)
 from shared.health import LinkMonitor, LinkPolicy, LinkStateChanged
 from shared.learning import LearnerState, observe_rtt, task_kind
-from shared.placement import Trigger, update_failure_rate, update_success
+from shared.placement import update_success
 from shared.vocab import LinkState, Tier
 
 __all__ = ["NodeEntry", "Registry", "work_key"]

@@ -19,22 +19,24 @@ from edge_agent.uplink import Uplink
 from shared.autonomy import QueuedTask, admit, may_start, order_queue, select_for_shedding
 from shared.consistency import AgentLease
 from shared.crdt import (
+    AttemptLog,
     AttemptStatus,
     TaskRecord,
+    log_tail,
     max_attempts,
     new_record,
     place,
     set_status,
     start_attempt,
 )
+from shared.decisions import AttemptFacts, agent_retries
 from shared.errors import ValidationError
 from shared.model import RetryPolicy, backoff_delay, parse_task_spec
 from shared.vocab import Level, TaskStatus
 
-__all__ = ["LocalScheduler", "retried_here", "status_of"]
+__all__ = ["LocalScheduler", "status_of"]
 
 #: Attempt reasons the node never retries itself: the controller places the task again.
-_NOT_RETRIED_HERE = frozenset({"lease_expired", "fenced", "superseded"})
 #: A spec's priority when it names none (``shared.model`` fills it in for parsed specs).
 _DEFAULT_PRIORITY = 50
 
@@ -277,6 +279,7 @@ class LocalScheduler:
                 exit_code=outcome.exit_code,
                 result=outcome.result,
                 reason=reason,
+                log=attempt_log(outcome),
             )
             core.change(finished)
             core.journal.remove_process(outcome.attempt)
@@ -304,7 +307,7 @@ class LocalScheduler:
         self, task_id: str, proc: ProcessRow, status: AttemptStatus, reason: str | None
     ) -> None:
         """Re-queue an ended attempt on this node, same epoch, with the task's backoff, when
-        :func:`retried_here` says so and the retry budget lasts."""
+        ``shared.decisions.agent_retries`` says so and the retry budget lasts."""
         core = self.core
         rec = core.replica.get(task_id)
         if (
@@ -312,8 +315,10 @@ class LocalScheduler:
             or rec.spec is None
             or rec.cancel_requested
             or (rec.placement is not None and rec.placement.epoch > proc.epoch)
-            or not retried_here(
-                status, reason, level=proc.level, idempotent=bool(rec.spec.get("idempotent"))
+            or not agent_retries(
+                AttemptFacts(node=core.node, epoch=proc.epoch, status=status, reason=reason),
+                level=Level(proc.level),
+                idempotent=bool(rec.spec.get("idempotent")),
             )
         ):
             return
@@ -391,21 +396,16 @@ class LocalScheduler:
             core.replica.forget(task_id)
 
 
-def retried_here(
-    status: AttemptStatus, reason: str | None, *, level: str, idempotent: bool
-) -> bool:
-    """Does this node retry an ended attempt itself? An ordinary failure, yes; after an
-    agent restart only an idempotent task below strong; never a fenced (``lease_expired``)
-    or superseded attempt, which the controller places again. This is
-    ``shared.decisions.agent_retries``, the rule the controller and the simulator assume;
-    the agent cannot import it (``shared.decisions`` pulls in numpy through
-    ``shared.placement``, beyond the agent's memory budget), so
-    tests/agent/test_agent_core.py checks the two agree on every input."""
-    if status != AttemptStatus.FAILED or reason in _NOT_RETRIED_HERE:
-        return False
-    if reason == "agent_restart":
-        return idempotent and level != Level.STRONG
-    return True
+def attempt_log(outcome: Outcome) -> AttemptLog:
+    """The output tails sent with an attempt's end (``continuum logs``): the watchdog keeps
+    the last ``executor.output_tail_bytes`` of each stream, and each is cut to what one
+    attempt may carry on the wire (``shared.crdt.MAX_LOG_TAIL``)."""
+    return AttemptLog(
+        log_tail(outcome.stdout_tail),
+        log_tail(outcome.stderr_tail),
+        outcome.stdout_bytes,
+        outcome.stderr_bytes,
+    )
 
 
 def status_of(outcome: Outcome) -> tuple[AttemptStatus, str | None]:

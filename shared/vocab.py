@@ -72,6 +72,14 @@ class LinkState(StrEnum):
     PARTITIONED = "partitioned"
     FAILED = "failed"
 
+    @property
+    def severity(self) -> int:
+        """0 (healthy) … 4 (failed): the declaration order, worst last."""
+        return _LINK_SEVERITY[self]
+
+
+_LINK_SEVERITY: dict[LinkState, int] = {state: rank for rank, state in enumerate(LinkState)}
+
 
 class Connectivity(StrEnum):
     """The uplink as the agent sees it, from the age of the last controller ack (DESIGN §7)."""

@@ -19,6 +19,7 @@ from shared.decisions import (
     NodeFacts,
     PartitionFacts,
     RetryFacts,
+    Trigger,
     TriggerFacts,
     agent_retries,
     fired_triggers,
@@ -28,7 +29,6 @@ from shared.decisions import (
     retry_move,
     trigger_move,
 )
-from shared.placement import Trigger
 from shared.vocab import Level, LinkState, TaskStatus
 
 

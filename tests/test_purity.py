@@ -4,6 +4,8 @@ and the agent and the controller never import each other."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,3 +56,19 @@ def test_agent_and_controller_meet_only_through_shared() -> None:
                 if name.split(".")[0] == other:
                     offenders.append(f"{path.relative_to(ROOT)}:{line} imports {name}")
     assert offenders == []
+
+
+def test_numpy_stays_in_placement() -> None:
+    """docs/architecture.md: numpy only in ``shared/placement`` (and what builds on it).
+    The agent runs with numpy blocked (edge_agent/cli.py: its memory budget), so the agent
+    and every ``shared`` package it uses must import without it: checked in a fresh
+    interpreter with numpy blocked the same way."""
+    probe = (
+        "import sys\n"
+        "sys.modules['numpy'] = sys.modules['pandas'] = None\n"
+        "import edge_agent.agent, shared.decisions, shared.consistency, shared.protocol\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, check=False, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr

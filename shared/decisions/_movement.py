@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 from shared.consistency import Lease, replacement_allowed
 from shared.crdt import AttemptStatus
-from shared.placement import Trigger, failure_rate, latency_violated, overload, slowdown
+from shared.decisions._triggers import Trigger, failure_rate, latency_violated, overload, slowdown
 from shared.vocab import Level, LinkState, TaskStatus
 
 __all__ = [

@@ -44,17 +44,6 @@ from shared.placement._scoring import (
 )
 from shared.placement._select import SCALE, quantise, tie_seed
 from shared.placement._table import LINK_CODES, NodeTable, NodeView, node_hash
-from shared.placement._triggers import (
-    TRIGGERS,
-    Trigger,
-    failure_rate,
-    latency_violated,
-    link_degraded,
-    overload,
-    slowdown,
-    task_triggers,
-    update_failure_rate,
-)
 
 __all__ = [
     "COST_WEIGHT",
@@ -74,7 +63,6 @@ __all__ = [
     "TERMS",
     "TINY",
     "TOP_CANDIDATES",
-    "TRIGGERS",
     "Candidate",
     "Decision",
     "Explanation",
@@ -83,24 +71,16 @@ __all__ = [
     "Shape",
     "ShapeCache",
     "TaskDemand",
-    "Trigger",
     "Weights",
     "ewma",
-    "failure_rate",
     "first_exhausted",
     "fit_term",
-    "latency_violated",
-    "link_degraded",
     "node_hash",
-    "overload",
     "place",
     "place_batch",
     "prepare",
     "quantise",
     "resolve_mode",
-    "slowdown",
-    "task_triggers",
     "tie_seed",
-    "update_failure_rate",
     "update_success",
 ]

@@ -31,13 +31,7 @@ __all__ = ["LINK_CODES", "TIERS", "NodeTable", "NodeView", "node_hash"]
 #: Tiers in column order: ``table.tier`` holds ``Tier.rank`` (device 0 … cloud 3).
 TIERS: tuple[Tier, ...] = tuple(sorted(Tier, key=lambda t: t.rank))
 #: ``table.link`` holds these codes, in order of severity.
-LINK_CODES: dict[LinkState, int] = {
-    LinkState.HEALTHY: 0,
-    LinkState.DEGRADED: 1,
-    LinkState.CRITICAL: 2,
-    LinkState.PARTITIONED: 3,
-    LinkState.FAILED: 4,
-}
+LINK_CODES: dict[LinkState, int] = {state: state.severity for state in LinkState}
 _LINK_BY_CODE = {code: state for state, code in LINK_CODES.items()}
 
 FloatArray = npt.NDArray[np.float64]

@@ -40,18 +40,21 @@ from shared.decisions import (
     NodeFacts,
     PartitionFacts,
     RetryFacts,
+    Trigger,
     TriggerFacts,
     adapt_level,
     assess_health,
     demand_level,
     fired_triggers,
+    link_degraded,
     partition_move,
     placement_level,
     retry_move,
     trigger_move,
+    update_failure_rate,
 )
 from shared.health import LinkMonitor, LinkPolicy, SystemHealth
-from shared.placement import LINK_CODES, Trigger, link_degraded, update_failure_rate
+from shared.placement import LINK_CODES
 from shared.vocab import Level, LinkState, PlacementMode, TaskStatus
 from simulations.sim.loop import Loop
 from simulations.sim.metrics import Counters

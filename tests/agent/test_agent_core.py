@@ -12,9 +12,7 @@ from pathlib import Path
 from edge_agent.agent import Agent
 from edge_agent.config import parse_config
 from edge_agent.inbox import ApiCall, LinkChanged, MessageArrived
-from edge_agent.scheduler import retried_here
 from shared.clocks import HybridClock
-from shared.crdt import AttemptStatus
 from shared.protocol import (
     Ack,
     Envelope,
@@ -222,19 +220,3 @@ def test_strong_work_asks_for_no_more_leases_than_free_slots(tmp_path: Path) -> 
         assert refused == 2
     finally:
         agent.core.journal.close()
-
-
-def test_the_agents_retry_rule_is_the_one_the_controller_and_simulator_assume() -> None:
-    """``edge_agent.scheduler.retried_here`` restates ``shared.decisions.agent_retries`` (the
-    agent must not import numpy); they must agree on every input."""
-    from shared.decisions import AttemptFacts, agent_retries
-
-    reasons = [None, "exit_code 1", "timeout", "lease_expired", "superseded", "agent_restart"]
-    for status in AttemptStatus:
-        for reason in reasons:
-            for level in Level:
-                for idempotent in (False, True):
-                    facts = AttemptFacts(node="n", epoch=1, status=status, reason=reason)
-                    expected = agent_retries(facts, level=level, idempotent=idempotent)
-                    got = retried_here(status, reason, level=str(level), idempotent=idempotent)
-                    assert got == expected, (status, reason, level, idempotent)

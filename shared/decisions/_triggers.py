@@ -12,8 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from shared.placement._scoring import ewma
-from shared.placement._table import LINK_CODES
+from shared.learning import ewma
 from shared.vocab import Level, LinkState
 
 __all__ = [
@@ -113,8 +112,8 @@ def link_degraded(
     previous: LinkState, current: LinkState, *, strong_tasks: int, node_id: str | None = None
 ) -> Trigger | None:
     """Fires on the transition into degraded (or worse) of a node running strong tasks."""
-    bound = LINK_CODES[LinkState.DEGRADED]
-    was, now = LINK_CODES[LinkState(previous)], LINK_CODES[LinkState(current)]
+    bound = LinkState.DEGRADED.severity
+    was, now = LinkState(previous).severity, LinkState(current).severity
     if strong_tasks <= 0 or not (was < bound <= now):
         return None
     return Trigger(

@@ -36,7 +36,6 @@ from shared.vocab import Level, TaskStatus
 
 __all__ = ["LocalScheduler", "status_of"]
 
-#: Attempt reasons the node never retries itself: the controller places the task again.
 #: A spec's priority when it names none (``shared.model`` fills it in for parsed specs).
 _DEFAULT_PRIORITY = 50
 

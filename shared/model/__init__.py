@@ -5,11 +5,12 @@ API), into a :class:`TaskSpec` or :class:`WorkflowSpec`; everything downstream
 trusts its canonical dict (``to_dict()``, CONTRACTS §1). Bad input raises one
 :class:`~shared.errors.ValidationError` listing every problem with its path.
 :class:`Fields` is the validating reader the parsers use; config files and wire
-bodies use it too.
+bodies use it too; :func:`read_settings` builds a config file's frozen dataclasses with it.
 """
 
 from shared.model._fields import REQUIRED, Fields, join_path
 from shared.model._retry import UniformSource, backoff_delay, base_delay
+from shared.model._settings import NOT_A_SETTING, read_settings, rule, setting
 from shared.model._submission import MAX_SUBMISSION_BYTES, load_submission, parse_submission
 from shared.model._task import (
     ADAPTIVE,
@@ -46,6 +47,7 @@ __all__ = [
     "MAX_NAME_LEN",
     "MAX_SUBMISSION_BYTES",
     "MAX_WORKFLOW_TASKS",
+    "NOT_A_SETTING",
     "REQUIRED",
     "RESERVED_ENV",
     "ConsistencySpec",
@@ -65,4 +67,7 @@ __all__ = [
     "parse_submission",
     "parse_task_spec",
     "parse_workflow",
+    "read_settings",
+    "rule",
+    "setting",
 ]

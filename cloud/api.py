@@ -39,6 +39,7 @@ from .api_http import (
     parse_json_body,
     problem,
 )
+from .api_logs import LogHandlers
 from .metrics import CONTENT_TYPE
 
 __all__ = [
@@ -167,6 +168,19 @@ ROUTES: tuple[Route, ...] = (
         responses=(200, 404),
     ),
     Route(
+        "GET",
+        "/api/v1/tasks/{task_id}/logs",
+        "task_logs",
+        "The output tail (stdout or stderr) an attempt's node sent with its end",
+        query=(
+            Param(
+                "attempt", "attempt number from 1, in start order (default: the latest)", "integer"
+            ),
+            Param("stream", "stdout (default) or stderr"),
+        ),
+        responses=(200, 400, 404),
+    ),
+    Route(
         "POST",
         "/api/v1/tasks/{task_id}/cancel",
         "cancel_task",
@@ -264,7 +278,7 @@ def _choices(request: web.Request, name: str, allowed: frozenset[str]) -> tuple[
     return values
 
 
-class Handlers:
+class Handlers(LogHandlers):
     def __init__(self, service: ApiService) -> None:
         self.service = service
 

@@ -33,6 +33,7 @@ from shared.vocab import TaskStatus
 
 from .api_client import ApiClient, ApiError
 from .api_client import segment as _q
+from .operator_logs import add_logs_arguments, show_logs
 from .operator_nodes import drain, remove_node, show_node
 from .operator_render import (
     event_line,
@@ -285,6 +286,7 @@ COMMANDS = {
     "drain": drain,
     "undrain": drain,
     "events": _cmd_events,
+    "logs": show_logs,
     "workflow": _cmd_workflow,
 }
 
@@ -396,6 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="wait up to S seconds for the node to be empty; exit 1 if it is not",
     )
     add("undrain", "place work on a node again").add_argument("node_id", metavar="NODE_ID")
+    add_logs_arguments(add("logs", "show the stdout (or stderr) tail of a task's attempt"))
     p = add("events", "show the event log, oldest first (page with --after)")
     p.add_argument("--follow", "-f", action="store_true", help="stream new events (SSE)")
     p.add_argument("--task")

@@ -236,6 +236,10 @@ def _attempts_of(rec: TaskRecord) -> list[dict[str, Any]]:
             "reason": a.reason,
             "started_hlc": a.started_hlc,
             "hlc": a.hlc,
+            # sizes only: the text is `continuum logs` (cloud/api_logs.py)
+            "log_bytes": None
+            if a.log is None
+            else {"stdout": a.log.stdout_bytes, "stderr": a.log.stderr_bytes},
         }
         for (writer, counter), a in sorted(rec.attempts.items())
     ]

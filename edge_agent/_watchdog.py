@@ -36,8 +36,10 @@ symlinks (``_safefs``):
 - ``status.json`` (written last, atomically): ``exit_code``, ``signal``, ``reason``
   (``exited``, ``timeout``, ``fenced``, ``cancelled``, ``stopped``, ``spawn_failed``,
   ``memory_limit``, ``cpu_limit``, ``file_size_limit``), ``started``, ``ended``, ``deadline``,
-  ``fenced_at``, ``stdout_tail``, ``stderr_tail``, ``output`` (the text of ``output.json`` or
-  null). Its presence means the attempt is over, even if the agent was dead when it ended.
+  ``fenced_at``, ``stdout_tail``, ``stderr_tail`` (the last ``tail_bytes`` of each stream),
+  ``stdout_bytes``, ``stderr_bytes`` (all each stream wrote), ``output`` (the text of
+  ``output.json`` or null). Its presence means the attempt is over, even if the agent was
+  dead when it ended.
 """
 
 from __future__ import annotations
@@ -277,6 +279,8 @@ def main(run_dir: str) -> int:
             ended=time.monotonic(),
             stdout_tail="",
             stderr_tail=f"{type(exc).__name__}: {exc}"[-tail_max:],
+            stdout_bytes=0,
+            stderr_bytes=0,
         )
         _end_tree(cgroup)
         _write_status(run_fd, "status.json", status)
@@ -293,6 +297,7 @@ def main(run_dir: str) -> int:
         raise SystemExit(f"{run_dir}/lease.fifo is not a FIFO")
     sel = selectors.DefaultSelector()
     tails = {"stdout": bytearray(), "stderr": bytearray()}
+    written = {"stdout": 0, "stderr": 0}  # all a stream wrote: the tail keeps its end
     assert proc.stdout is not None and proc.stderr is not None
     sel.register(proc.stdout, selectors.EVENT_READ, "stdout")
     sel.register(proc.stderr, selectors.EVENT_READ, "stderr")
@@ -353,6 +358,7 @@ def main(run_dir: str) -> int:
                 sel.unregister(key.fileobj)
                 open_pipes -= 1
                 continue
+            written[key.data] += len(chunk)
             tail = tails[key.data]
             tail += chunk
             if len(tail) > tail_max:
@@ -371,6 +377,8 @@ def main(run_dir: str) -> int:
         ended=time.monotonic(),
         stdout_tail=tails["stdout"].decode("utf-8", "replace"),
         stderr_tail=stderr,
+        stdout_bytes=written["stdout"],
+        stderr_bytes=written["stderr"],
         output=_harvest(work_fd, ids, int(spec.get("result_max", 65536))),
     )
     _write_status(run_fd, "status.json", status)

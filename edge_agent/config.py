@@ -109,7 +109,7 @@ class ExecutorConfig:
     max_task_processes: int = 256  # RLIMIT_NPROC of run_as (when tasks run as run_as); 0 = none
     kill_grace_s: float = 5.0
     shutdown_grace_s: float = 10.0
-    output_tail_bytes: int = 4096
+    output_tail_bytes: int = 16384  # per stream; sent with the attempt (continuum logs)
     min_free_memory_mb: float = 64.0  # below this, queued low-priority work is shed
     max_cpu_percent: float = 95.0
     callables: dict[str, str] = field(default_factory=dict)  # name -> "module:function"
@@ -402,7 +402,7 @@ run_as = "nobody"                 # tasks run as this user when the agent runs a
 max_task_processes = 256          # RLIMIT_NPROC of run_as; 0 = no limit
 kill_grace_s = 5.0                # SIGTERM → SIGKILL on timeout, cancel or fencing
 shutdown_grace_s = 10.0           # SIGTERM of the agent: running tasks may finish this long
-output_tail_bytes = 4096          # stdout/stderr tails kept per attempt
+output_tail_bytes = 16384         # stdout/stderr tails kept per attempt, sent with its end
 min_free_memory_mb = 64.0         # below: admit nothing, shed lowest-priority queued work
 max_cpu_percent = 95.0
 [executor.callables]              # allow-list of Python callables tasks may name

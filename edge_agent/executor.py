@@ -93,6 +93,8 @@ class Outcome:
     stderr_tail: str
     deadline: float | None
     fenced_at: float | None
+    stdout_bytes: int = 0  # all the stream wrote; the tail is its end
+    stderr_bytes: int = 0
 
     @property
     def succeeded(self) -> bool:
@@ -306,6 +308,7 @@ class Executor:
             status = {"reason": "lost", "exit_code": None, "signal": None}
         started, ended = status.get("started"), status.get("ended")
         stdout = str(status.get("stdout_tail") or "")
+        stderr = str(status.get("stderr_tail") or "")
         return Outcome(
             task_id=running.task_id,
             attempt=running.attempt,
@@ -315,9 +318,11 @@ class Executor:
             duration_s=(ended - started) if started is not None and ended is not None else 0.0,
             result=_result(status.get("output"), stdout),
             stdout_tail=stdout,
-            stderr_tail=str(status.get("stderr_tail") or ""),
+            stderr_tail=stderr,
             deadline=status.get("deadline"),
             fenced_at=status.get("fenced_at"),
+            stdout_bytes=_count(status.get("stdout_bytes"), stdout),
+            stderr_bytes=_count(status.get("stderr_bytes"), stderr),
         )
 
     def cleanup(self, task_id: str, attempt: str) -> None:
@@ -424,3 +429,10 @@ def _result(output: object, stdout_tail: str) -> Any:
         with contextlib.suppress(ValueError):
             return json.loads(lines[-1])
     return None
+
+
+def _count(value: object, tail: str) -> int:
+    """A stream's byte count from the status file: at least what its tail holds (a status
+    file of an older watchdog has no count)."""
+    counted = value if isinstance(value, int) and not isinstance(value, bool) else 0
+    return max(counted, len(tail.encode("utf-8", "replace")))

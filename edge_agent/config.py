@@ -17,12 +17,13 @@ import os
 import stat
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from shared.errors import Problem, ValidationError
 from shared.ids import check_node_id
+from shared.model import read_settings, rule, setting
 from shared.vocab import Tier
 
 __all__ = [
@@ -44,12 +45,28 @@ PASSWORD_ENV = "EDGE_AGENT_BROKER_PASSWORD"
 log = logging.getLogger("edge_agent.config")
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _loopback(host: str) -> str | None:
+    return (
+        None
+        if host in ("127.0.0.1", "::1", "localhost")
+        else "the local API listens on loopback only"
+    )
+
+
+def _callable_target(target: str) -> str | None:
+    module, _, func = target.partition(":")
+    return None if module and func else "must be 'module:function'"
+
+
 @dataclass(frozen=True, slots=True)
 class NodeConfig:
     id: str = ""
-    tier: str = "edge"
+    tier: str = setting("edge", choices=tuple(t.value for t in Tier))
     labels: dict[str, str] = field(default_factory=dict)
-    state_dir: str = "/var/lib/edge-agent"
+    state_dir: str = setting("/var/lib/edge-agent", non_empty=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +74,7 @@ class BrokerConfig:
     """Where the MQTT broker is. An empty ``host`` means: find it with zeroconf."""
 
     host: str = ""
-    port: int = 1883
+    port: int = setting(1883, min=0, max=65535)
     username: str = ""
     password: str = ""
     password_file: str = ""  # the password's first line (0600; written by `edge-agent join`)
@@ -75,10 +92,10 @@ class ApiConfig:
     """The local API: a Unix socket only the agent's user can open, unless TCP is asked for
     explicitly, and then every request needs the bearer token of ``token_file``."""
 
-    transport: str = "unix"  # unix | tcp
+    transport: str = setting("unix", choices=("unix", "tcp"))
     socket: str = ""  # unix: empty = <state_dir>/agent.sock
-    host: str = "127.0.0.1"  # tcp: loopback only
-    port: int = 8787  # tcp: 0 = ephemeral; the bound port is written to agent.ready.json
+    host: str = setting("127.0.0.1", check=_loopback)  # tcp: loopback only
+    port: int = setting(8787, min=0, max=65535)  # tcp: 0 = ephemeral (see agent.ready.json)
     token_file: str = ""  # tcp: empty = <state_dir>/api.token (created 0600 when absent)
 
 
@@ -93,26 +110,28 @@ class DiscoveryConfig:
 class AutonomyConfig:
     """Timing of the sync loop. ``period_s`` is T of DESIGN §7."""
 
-    period_s: float = 15.0
+    period_s: float = setting(15.0, min=0, exclusive_min=True)
     heartbeat_s: float = 0.0  # 0 = period_s / 6, so a healthy link stays below T/4
     telemetry_s: float = 5.0
     lease_margin_s: float = 0.5  # drift margin subtracted from every lease deadline
-    batch_max: int = 64
-    antientropy_s: float = 0.0  # digest exchange while connected; 0 = 2 * period_s
-    retain_finished_s: float = 604_800.0  # finished records kept locally; 0 = forever
+    batch_max: int = setting(64, min=1)
+    antientropy_s: float = setting(0.0, min=0)  # digest exchange while connected; 0 = 2 * period_s
+    retain_finished_s: float = setting(604_800.0, min=0)  # finished records kept; 0 = forever
 
 
 @dataclass(frozen=True, slots=True)
 class ExecutorConfig:
-    max_concurrent: int = 4
+    max_concurrent: int = setting(4, min=1)
     run_as: str = "nobody"  # used only when the agent runs as root
-    max_task_processes: int = 256  # RLIMIT_NPROC of run_as (when tasks run as run_as); 0 = none
+    # RLIMIT_NPROC of run_as (when tasks run as run_as); 0 = none
+    max_task_processes: int = setting(256, min=0)
     kill_grace_s: float = 5.0
     shutdown_grace_s: float = 10.0
     output_tail_bytes: int = 16384  # per stream; sent with the attempt (continuum logs)
     min_free_memory_mb: float = 64.0  # below this, queued low-priority work is shed
     max_cpu_percent: float = 95.0
-    callables: dict[str, str] = field(default_factory=dict)  # name -> "module:function"
+    # name -> "module:function"
+    callables: dict[str, str] = field(default_factory=dict, metadata=rule(check=_callable_target))
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +142,7 @@ class AgentConfig:
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
     autonomy: AutonomyConfig = field(default_factory=AutonomyConfig)
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
-    log_level: str = "info"
+    log_level: str = setting("info", choices=LOG_LEVELS)
 
     @property
     def state_dir(self) -> Path:
@@ -146,55 +165,6 @@ class AgentConfig:
         return self.autonomy.antientropy_s or 2 * self.autonomy.period_s
 
 
-_SECTIONS: dict[str, type] = {
-    "node": NodeConfig,
-    "broker": BrokerConfig,
-    "api": ApiConfig,
-    "discovery": DiscoveryConfig,
-    "autonomy": AutonomyConfig,
-    "executor": ExecutorConfig,
-}
-
-
-def _check_type(value: object, default: object) -> str | None:
-    if isinstance(default, bool):
-        return None if isinstance(value, bool) else "must be true or false"
-    if isinstance(default, float):
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        return None if ok else "must be a number"
-    if isinstance(default, int):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-        return None if ok else "must be an integer"
-    if isinstance(default, str):
-        return None if isinstance(value, str) else "must be a string"
-    if isinstance(default, list):
-        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
-        return None if ok else "must be a list of strings"
-    if isinstance(default, dict):
-        ok = isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
-        return None if ok else "must be a table of strings"
-    return None
-
-
-def _section(name: str, cls: type, data: object, problems: list[Problem]) -> Any:
-    if not isinstance(data, Mapping):
-        problems.append(Problem(name, "must be a table"))
-        return cls()
-    defaults = cls()
-    known = {f.name for f in fields(cls)}
-    values: dict[str, Any] = {}
-    for key, value in data.items():
-        if key not in known:
-            problems.append(Problem(f"{name}.{key}", "unknown key"))
-            continue
-        why = _check_type(value, getattr(defaults, key))
-        if why:
-            problems.append(Problem(f"{name}.{key}", why))
-            continue
-        values[key] = float(value) if isinstance(getattr(defaults, key), float) else value
-    return cls(**values)
-
-
 def parse_config(data: Mapping[str, Any], *, env: Mapping[str, str] | None = None) -> AgentConfig:
     """Build the config from parsed TOML, listing every problem at once.
 
@@ -203,25 +173,10 @@ def parse_config(data: Mapping[str, Any], *, env: Mapping[str, str] | None = Non
     (the password file, the config file's mode).
     """
     problems: list[Problem] = []
-    sections: dict[str, Any] = {}
-    for key, value in data.items():
-        if key == "log_level":
-            continue
-        cls = _SECTIONS.get(key)
-        if cls is None:
-            problems.append(Problem(key, "unknown section"))
-            continue
-        sections[key] = _section(key, cls, value, problems)
-    log_level = data.get("log_level", "info")
-    if log_level not in ("debug", "info", "warning", "error"):
-        problems.append(Problem("log_level", "must be debug, info, warning or error"))
-        log_level = "info"
-    cfg = AgentConfig(**sections, log_level=log_level)
+    cfg = read_settings(data, AgentConfig, problems=problems)
     env = os.environ if env is None else env
     if not cfg.broker.password and not cfg.broker.password_file and env.get(PASSWORD_ENV):
-        broker = {f.name: getattr(cfg.broker, f.name) for f in fields(BrokerConfig)}
-        broker["password"] = env[PASSWORD_ENV]
-        cfg = AgentConfig(**{**sections, "broker": BrokerConfig(**broker)}, log_level=log_level)
+        cfg = replace(cfg, broker=replace(cfg.broker, password=env[PASSWORD_ENV]))
     problems.extend(_semantic_problems(cfg))
     if problems:
         raise ValidationError(problems, what="agent config")
@@ -229,44 +184,17 @@ def parse_config(data: Mapping[str, Any], *, env: Mapping[str, str] | None = Non
 
 
 def _semantic_problems(cfg: AgentConfig) -> list[Problem]:
+    """What one key's rule cannot say: the node id (required), and rules across keys."""
     problems = []
     why = check_node_id(cfg.node.id)
     if why:
         problems.append(Problem("node.id", why))
-    if cfg.node.tier not in {t.value for t in Tier}:
-        problems.append(Problem("node.tier", f"must be one of {', '.join(t.value for t in Tier)}"))
-    if not cfg.node.state_dir:
-        problems.append(Problem("node.state_dir", "must not be empty"))
-    if not 0 <= cfg.broker.port <= 65535:
-        problems.append(Problem("broker.port", "must be 0..65535"))
-    if not 0 <= cfg.api.port <= 65535:
-        problems.append(Problem("api.port", "must be 0..65535"))
-    if cfg.api.host not in ("127.0.0.1", "::1", "localhost"):
-        problems.append(Problem("api.host", "the local API listens on loopback only"))
-    if cfg.api.transport not in ("unix", "tcp"):
-        problems.append(Problem("api.transport", "must be unix or tcp"))
     if cfg.broker.password and cfg.broker.password_file:
         problems.append(Problem("broker.password_file", "set password or password_file, not both"))
-    if cfg.executor.max_task_processes < 0:
-        problems.append(Problem("executor.max_task_processes", "must be >= 0 (0 = no limit)"))
     if cfg.broker.reconnect_min_s <= 0 or cfg.broker.reconnect_max_s < cfg.broker.reconnect_min_s:
         problems.append(Problem("broker.reconnect_min_s", "need 0 < reconnect_min_s <= max"))
     if not cfg.broker.host and not cfg.discovery.enabled:
         problems.append(Problem("broker.host", "empty host needs discovery.enabled = true"))
-    if cfg.autonomy.period_s <= 0:
-        problems.append(Problem("autonomy.period_s", "must be positive"))
-    if cfg.autonomy.antientropy_s < 0:
-        problems.append(Problem("autonomy.antientropy_s", "must be >= 0 (0 = 2 * period_s)"))
-    if cfg.autonomy.retain_finished_s < 0:
-        problems.append(Problem("autonomy.retain_finished_s", "must be >= 0 (0 = keep forever)"))
-    if cfg.autonomy.batch_max < 1:
-        problems.append(Problem("autonomy.batch_max", "must be at least 1"))
-    if cfg.executor.max_concurrent < 1:
-        problems.append(Problem("executor.max_concurrent", "must be at least 1"))
-    for name, target in cfg.executor.callables.items():
-        module, _, func = target.partition(":")
-        if not module or not func:
-            problems.append(Problem(f"executor.callables.{name}", "must be 'module:function'"))
     return problems
 
 

@@ -111,6 +111,11 @@ def test_every_problem_is_listed_with_its_path_and_keeps_the_default() -> None:
     assert by_path["inner.prot"] == "unknown field (did you mean 'port'?)"
 
 
+def test_a_problem_in_a_section_leaves_its_other_keys_read() -> None:
+    cfg, problems = _read({"inner": {"port": 8080, "prot": 1}})
+    assert cfg.inner.port == 8080 and [p.path for p in problems] == ["inner.prot"]
+
+
 def test_a_section_that_is_not_a_table() -> None:
     cfg, problems = _read({"inner": "x"})
     assert cfg == Outer()

@@ -110,40 +110,42 @@ def _read(table: Fields, cls: type[T]) -> T:
     hints = get_type_hints(cls)
     values: dict[str, object] = {}
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        rule = f.metadata.get(_KEY, _NO_RULE)
-        if rule is None or not f.init:
+        key_rule = f.metadata.get(_KEY, _NO_RULE)
+        if key_rule is None or not f.init:
             continue
         default = f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc]
+        kind = hints[f.name]
+        if dataclasses.is_dataclass(kind):  # a [section]: its keys keep their own defaults
+            sub = table.sub(f.name)
+            values[f.name] = default if sub is None else _read(sub, kind)  # type: ignore[arg-type]
+            continue
         before = len(table.problems)
-        value = _value(table, f.name, hints[f.name], default, rule, where=cls.__name__)
+        value = _value(table, f.name, kind, default, key_rule, where=cls.__name__)
         values[f.name] = default if len(table.problems) > before else value
     table.finish()
     return cls(**values)
 
 
-def _value(table: Fields, key: str, kind: Any, default: Any, rule: _Rule, *, where: str) -> Any:
+def _value(table: Fields, key: str, kind: Any, default: Any, spec: _Rule, *, where: str) -> Any:
     """One key read by its annotation ``kind``."""
     if kind is bool:
         return table.boolean(key, default)
     if kind is int:
-        low = None if rule.min is None else int(rule.min) + int(rule.exclusive_min)
-        high = None if rule.max is None else int(rule.max)
+        low = None if spec.min is None else int(spec.min) + int(spec.exclusive_min)
+        high = None if spec.max is None else int(spec.max)
         return table.integer(key, default, min=low, max=high)
     if kind is float:
         return table.number(
-            key, default, min=rule.min, max=rule.max, exclusive_min=rule.exclusive_min
+            key, default, min=spec.min, max=spec.max, exclusive_min=spec.exclusive_min
         )
     if kind is str:
         return table.string(
-            key, default, max_len=rule.max_len, check=rule.string_check(), non_empty=rule.non_empty
+            key, default, max_len=spec.max_len, check=spec.string_check(), non_empty=spec.non_empty
         )
-    if dataclasses.is_dataclass(kind):
-        sub = table.sub(key)
-        return default if sub is None else _read(sub, kind)  # type: ignore[arg-type]
     origin, args = get_origin(kind), get_args(kind)
     if origin in (list, tuple) and args in ((str,), (str, ...)):
         items = table.string_list(
-            key, tuple(default), max_items=MAX_ITEMS, max_len=rule.max_len, check=rule.check
+            key, tuple(default), max_items=MAX_ITEMS, max_len=spec.max_len, check=spec.check
         )
         return list(items) if origin is list else items
     if origin in (dict, Mapping) and args == (str, str):
@@ -153,16 +155,16 @@ def _value(table: Fields, key: str, kind: Any, default: Any, rule: _Rule, *, whe
             key,
             max_entries=MAX_ITEMS,
             key_check=lambda _: None,
-            max_value_len=rule.max_len,
-            value_check=rule.string_check(),
+            max_value_len=spec.max_len,
+            value_check=spec.string_check(),
         )
     if origin in (dict, Mapping) and args == (str, float):
-        return _number_table(table, key, default, rule)
+        return _number_table(table, key, default, spec)
     raise TypeError(f"{where}.{key}: no settings reader for {kind!r}")
 
 
-def _number_table(table: Fields, key: str, default: Any, rule: _Rule) -> Any:
-    """A table of numbers (score weights): every value checked against the rule's bounds."""
+def _number_table(table: Fields, key: str, default: Any, spec: _Rule) -> Any:
+    """A table of numbers (score weights): every value checked against the key's bounds."""
     sub = table.sub(key)
     if sub is None:
         return default
@@ -171,7 +173,7 @@ def _number_table(table: Fields, key: str, default: Any, rule: _Rule) -> Any:
         return default
     numbers = {
         str(name): sub.number(
-            str(name), min=rule.min, max=rule.max, exclusive_min=rule.exclusive_min
+            str(name), min=spec.min, max=spec.max, exclusive_min=spec.exclusive_min
         )
         for name in sub.data
     }

@@ -34,7 +34,9 @@ __all__ = [
     "BrokerConfig",
     "DiscoveryConfig",
     "ExecutorConfig",
+    "MetricsConfig",
     "NodeConfig",
+    "bind_address",
     "load_config",
     "parse_config",
     "render_example",
@@ -54,6 +56,21 @@ def _loopback(host: str) -> str | None:
         if host in ("127.0.0.1", "::1", "localhost")
         else "the local API listens on loopback only"
     )
+
+
+def bind_address(bind: str) -> tuple[str, int] | None:
+    """``host:port`` (``[::]:9464`` for IPv6) as a socket address, ``None`` when it is not
+    one. Port 0 is an ephemeral port (the bound one goes to ``agent.ready.json``)."""
+    host, sep, port = bind.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not (sep and host and port.isascii() and port.isdigit() and int(port) <= 65535):
+        return None
+    return host, int(port)
+
+
+def _bind(bind: str) -> str | None:
+    ok = not bind or bind_address(bind) is not None
+    return None if ok else "must be host:port (e.g. 127.0.0.1:9464), or empty for none"
 
 
 def _callable_target(target: str) -> str | None:
@@ -100,6 +117,15 @@ class ApiConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """The agent's Prometheus endpoint (``edge_agent/metrics.py``), ``GET /metrics`` on
+    ``bind``; empty (the default) serves none. It has no token: bind it where only the
+    scraper reaches it (loopback, or the management network)."""
+
+    bind: str = setting("", check=_bind)
+
+
+@dataclass(frozen=True, slots=True)
 class DiscoveryConfig:
     enabled: bool = True
     interfaces: list[str] = field(default_factory=lambda: ["127.0.0.1"])
@@ -139,6 +165,7 @@ class AgentConfig:
     node: NodeConfig = field(default_factory=NodeConfig)
     broker: BrokerConfig = field(default_factory=BrokerConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
     autonomy: AutonomyConfig = field(default_factory=AutonomyConfig)
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
@@ -309,6 +336,9 @@ socket = ""                       # unix: empty = <state_dir>/agent.sock
 host = "127.0.0.1"                # tcp: loopback only
 port = 8787                       # tcp: 0 = ephemeral (see agent.ready.json)
 token_file = ""                   # tcp: bearer token; empty = <state_dir>/api.token (made 0600)
+
+[metrics]
+bind = ""                         # Prometheus /metrics on host:port, e.g. "0.0.0.0:9464"; "" = off
 
 [discovery]
 enabled = true                    # advertise _continuum-agent._tcp.local.; browse for a broker

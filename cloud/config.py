@@ -12,12 +12,12 @@ import json
 import secrets
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from shared.errors import Problem, ValidationError
 from shared.ids import check_node_id
+from shared.model import NOT_A_SETTING, read_settings, rule, setting
 from shared.placement import TERMS
 from shared.vocab import LinkState, PlacementMode
 
@@ -38,24 +38,30 @@ __all__ = [
 ]
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+# The grades a link may be given before its first round trip (never partitioned or failed).
+PRIOR_LINKS = tuple(s.value for s in (LinkState.HEALTHY, LinkState.DEGRADED, LinkState.CRITICAL))
+
+
 @dataclass(frozen=True, slots=True)
 class ControllerSection:
     """``node_id`` is the controller's MQTT client identity, HLC node and envelope sender."""
 
-    node_id: str = "controller"
+    node_id: str = setting("controller", check=check_node_id)
     state_dir: str = "controller-state"
-    log_level: str = "info"
+    log_level: str = setting("info", choices=LOG_LEVELS)
     # How often the control loop re-evaluates links, levels, leases and pending work.
-    tick_s: float = 0.5
+    tick_s: float = setting(0.5, min=0, exclusive_min=True)
     # A node out of contact this long has departed: left out of system health (and so
     # of adaptive downgrades), not revived as partitioned by a restart.
-    departed_after_s: float = 86_400.0
+    departed_after_s: float = setting(86_400.0, min=0, exclusive_min=True)
 
 
 @dataclass(frozen=True, slots=True)
 class ApiConfig:
     host: str = "127.0.0.1"
-    port: int = 8470  # 0 = ephemeral; the bound port is written to controller.ready.json
+    # 0 = ephemeral; the bound port is written to controller.ready.json
+    port: int = setting(8470, min=0, max=65535)
     token: str = ""
     token_file: str = ""
     max_body_bytes: int = 1_048_576
@@ -64,12 +70,12 @@ class ApiConfig:
 @dataclass(frozen=True, slots=True)
 class BrokerConfig:
     host: str = "127.0.0.1"
-    port: int = 1883
+    port: int = setting(1883, min=1, max=65535)
     username: str = ""
     password: str = ""
     password_file: str = ""  # the broker's password file (`init --broker-user`, `enroll`)
     client_id: str = ""  # default: "continuum-controller-<node_id>"
-    protocol: str = "5"  # "5" (MQTT 5: message expiry) or "3.1.1"
+    protocol: str = setting("5", choices=("5", "3.1.1"))  # MQTT 5: message expiry
     keepalive_s: int = 30
     session_expiry_s: int = 86_400
     tls: bool = False
@@ -81,19 +87,19 @@ class BrokerConfig:
 
 @dataclass(frozen=True, slots=True)
 class PlacementConfig:
-    mode: str = PlacementMode.ADAPTIVE.value
+    mode: str = setting(PlacementMode.ADAPTIVE.value, choices=tuple(m.value for m in PlacementMode))
     seed: int = 0
-    weights: Mapping[str, float] = field(default_factory=dict)
+    weights: Mapping[str, float] = field(default_factory=dict, metadata=rule(min=0))
 
 
 @dataclass(frozen=True, slots=True)
 class ConsistencyConfig:
-    upgrade_dwell_s: float = 60.0
-    lease_s: float = 30.0
-    lease_margin_s: float = 5.0
-    max_lease_s: float = 300.0
+    upgrade_dwell_s: float = setting(60.0, min=0)
+    lease_s: float = setting(30.0, min=0, exclusive_min=True)
+    lease_margin_s: float = setting(5.0, min=0)
+    max_lease_s: float = setting(300.0, min=0, exclusive_min=True)
     # How a node's link is graded for a task's level before any round trip was measured.
-    prior_link: str = LinkState.HEALTHY.value
+    prior_link: str = setting(LinkState.HEALTHY.value, choices=PRIOR_LINKS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,19 +107,19 @@ class HealthConfig:
     """Failure detector and link grader (``shared.health.LinkPolicy`` fields)."""
 
     # The controller pings every node this often; also the unit of suspicion.
-    heartbeat_interval_s: float = 3.0
+    heartbeat_interval_s: float = setting(3.0, min=0, exclusive_min=True)
     # Nothing heard for this many intervals: link suspected partitioned.
-    suspect_missed: int = 3
+    suspect_missed: int = setting(3, min=1)
     # Suspected for this long: failure confirmed.
-    confirm_after_s: float = 30.0
+    confirm_after_s: float = setting(30.0, min=0)
     # Window of RTT/loss/disconnect samples that grades a link.
-    window_s: float = 300.0
+    window_s: float = setting(300.0, min=0, exclusive_min=True)
 
 
 @dataclass(frozen=True, slots=True)
 class IngestConfig:
-    batch_max: int = 500
-    synchronous: str = "full"  # SQLite PRAGMA synchronous: "full" or "normal"
+    batch_max: int = setting(500, min=1)
+    synchronous: str = setting("full", choices=("full", "normal"))  # SQLite PRAGMA synchronous
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +127,8 @@ class TlsConfig:
     """The fleet's certificate authority (``cloud-controller tls``, ``cloud/tls.py``)."""
 
     dir: str = "tls"  # ca.crt, ca.key (0600) and the certificates issued by `tls issue`
-    cert_days: int = 397  # validity of issued certificates; rotate before (docs/operations.md)
+    # Validity of issued certificates; rotate before (docs/operations.md).
+    cert_days: int = setting(397, min=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +136,7 @@ class AgentsConfig:
     """How agents reach the broker: what ``cloud-controller enroll`` puts in a bundle."""
 
     broker_host: str = ""  # the broker as agents dial it; empty: broker.host
-    broker_port: int = 8883
+    broker_port: int = setting(8883, min=1, max=65535)
     tls: bool = True
     mutual_tls: bool = False  # enroll issues each node a client certificate (CN = node id)
 
@@ -145,9 +152,9 @@ class ControllerConfig:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
     agents: AgentsConfig = field(default_factory=AgentsConfig)
-    base_dir: Path = field(default=Path("."), compare=False)
+    base_dir: Path = field(default=Path("."), compare=False, metadata=NOT_A_SETTING)
     # The file this was loaded from (``None`` when built in code).
-    source: Path | None = field(default=None, compare=False)
+    source: Path | None = field(default=None, compare=False, metadata=NOT_A_SETTING)
 
     @property
     def state_dir(self) -> Path:
@@ -189,73 +196,13 @@ class ControllerConfig:
         return self.token_path.read_text(encoding="utf-8").strip()
 
 
-_SECTIONS: dict[str, type] = {
-    "controller": ControllerSection,
-    "api": ApiConfig,
-    "broker": BrokerConfig,
-    "placement": PlacementConfig,
-    "consistency": ConsistencyConfig,
-    "health": HealthConfig,
-    "ingest": IngestConfig,
-    "tls": TlsConfig,
-    "agents": AgentsConfig,
-}
-
-
-def _check_type(value: object, default: object) -> str | None:
-    if isinstance(default, bool):
-        return None if isinstance(value, bool) else "must be true or false"
-    if isinstance(default, int):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-        return None if ok else "must be an integer"
-    if isinstance(default, float):
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        return None if ok else "must be a number"
-    if isinstance(default, str):
-        return None if isinstance(value, str) else "must be a string"
-    if isinstance(default, Mapping):
-        if not isinstance(value, Mapping):
-            return "must be a table"
-        bad = [k for k, v in value.items() if not isinstance(v, int | float) or isinstance(v, bool)]
-        return f"values must be numbers ({', '.join(bad)})" if bad else None
-    return None
-
-
-def _parse_section(name: str, cls: type, data: object, problems: list[Problem]) -> Any:
-    if not isinstance(data, Mapping):
-        problems.append(Problem(name, "must be a table"))
-        return cls()
-    defaults = cls()
-    known = {f.name for f in fields(cls)}
-    values: dict[str, object] = {}
-    for key, value in data.items():
-        path = f"{name}.{key}"
-        if key not in known:
-            problems.append(Problem(path, "unknown key"))
-            continue
-        why = _check_type(value, getattr(defaults, key))
-        if why:
-            problems.append(Problem(path, why))
-            continue
-        if isinstance(getattr(defaults, key), float):
-            value = float(value)  # type: ignore[arg-type]
-        values[key] = value
-    return replace(defaults, **values)
-
-
 def parse_config(
     data: Mapping[str, object], *, base_dir: Path = Path("."), source: Path | None = None
 ) -> ControllerConfig:
     """Build a config from parsed TOML; raises ``ValidationError`` listing every problem."""
     problems: list[Problem] = []
-    sections: dict[str, Any] = {}
-    for key, value in data.items():
-        cls = _SECTIONS.get(key)
-        if cls is None:
-            problems.append(Problem(key, "unknown section"))
-            continue
-        sections[key] = _parse_section(key, cls, value, problems)
-    cfg = ControllerConfig(**sections, base_dir=base_dir, source=source)
+    cfg = read_settings(data, ControllerConfig, problems=problems)
+    cfg = replace(cfg, base_dir=base_dir, source=source)
     _check_semantics(cfg, problems)
     if problems:
         raise ValidationError(problems, what="controller config")
@@ -263,62 +210,17 @@ def parse_config(
 
 
 def _check_semantics(cfg: ControllerConfig, problems: list[Problem]) -> None:
-    why = check_node_id(cfg.controller.node_id)
-    if why:
-        problems.append(Problem("controller.node_id", why))
-    if not 0 <= cfg.api.port <= 65535:
-        problems.append(Problem("api.port", "must be 0..65535"))
-    for key, port in (
-        ("broker.port", cfg.broker.port),
-        ("agents.broker_port", cfg.agents.broker_port),
-    ):
-        if not 1 <= port <= 65535:
-            problems.append(Problem(key, "must be 1..65535"))
+    """What one key's rule cannot say: rules across keys, and the score terms' names."""
     if cfg.agents.mutual_tls and not cfg.agents.tls:
         problems.append(Problem("agents.mutual_tls", "needs agents.tls = true"))
-    if cfg.tls.cert_days < 1:
-        problems.append(Problem("tls.cert_days", "must be at least 1"))
     if not cfg.api.token and not cfg.api.token_file:
         problems.append(Problem("api.token", "set api.token or api.token_file"))
-    if cfg.broker.protocol not in ("5", "3.1.1"):
-        problems.append(Problem("broker.protocol", 'must be "5" or "3.1.1"'))
-    if cfg.placement.mode not in {m.value for m in PlacementMode}:
-        modes = ", ".join(m.value for m in PlacementMode)
-        problems.append(Problem("placement.mode", f"must be one of {modes}"))
-    priors = (LinkState.HEALTHY, LinkState.DEGRADED, LinkState.CRITICAL)
-    if cfg.consistency.prior_link not in {s.value for s in priors}:
-        names = ", ".join(s.value for s in priors)
-        problems.append(Problem("consistency.prior_link", f"must be one of {names}"))
     unknown = sorted(set(cfg.placement.weights) - set(TERMS))
     if unknown:
         known = ", ".join(TERMS)
         problems.append(
             Problem("placement.weights", f"unknown term(s) {', '.join(unknown)}; known: {known}")
         )
-    negative = sorted(k for k, v in cfg.placement.weights.items() if v < 0)
-    if negative:
-        names = ", ".join(negative)
-        problems.append(Problem("placement.weights", f"must not be negative ({names})"))
-    if cfg.ingest.synchronous not in ("full", "normal"):
-        problems.append(Problem("ingest.synchronous", 'must be "full" or "normal"'))
-    if cfg.ingest.batch_max < 1:
-        problems.append(Problem("ingest.batch_max", "must be at least 1"))
-    positive = {
-        "controller.tick_s": cfg.controller.tick_s,
-        "controller.departed_after_s": cfg.controller.departed_after_s,
-        "consistency.lease_s": cfg.consistency.lease_s,
-        "consistency.max_lease_s": cfg.consistency.max_lease_s,
-        "health.heartbeat_interval_s": cfg.health.heartbeat_interval_s,
-        "health.suspect_missed": cfg.health.suspect_missed,
-        "health.window_s": cfg.health.window_s,
-    }
-    problems.extend(Problem(p, "must be positive") for p, v in positive.items() if v <= 0)
-    if cfg.consistency.lease_margin_s < 0:
-        problems.append(Problem("consistency.lease_margin_s", "must not be negative"))
-    if cfg.health.confirm_after_s < 0:
-        problems.append(Problem("health.confirm_after_s", "must not be negative"))
-    if cfg.consistency.upgrade_dwell_s < 0:
-        problems.append(Problem("consistency.upgrade_dwell_s", "must not be negative"))
 
 
 def load_config(path: Path | str) -> ControllerConfig:

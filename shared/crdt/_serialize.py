@@ -1,16 +1,23 @@
 """Canonical dict form of task records, and its validating parser.
 
-The dict form is the wire and storage form: absent and default fields are
-omitted (a status-change delta stays a small fraction of a full record), attempt
-dots become ``"writer:counter"`` keys, statuses their lowercase names, the
-causal context is ``context`` (the version vector) plus ``dots`` (the sorted
-``"writer:counter"`` events beyond a gap).
+The dict form is the storage and hashing form: absent and default fields are
+omitted, attempt dots become ``"writer:counter"`` keys, statuses their lowercase
+names, the causal context is ``context`` (the version vector) plus ``dots`` (the
+sorted ``"writer:counter"`` events beyond a gap).
 ``canonical_bytes`` is its sorted-key compact JSON, ``content_hash`` that
 hashed, so replicas holding the same state report the same hash.
 
+The *wire* form (:func:`record_to_wire`) carries the same values in fewer bytes,
+so that a status-change delta is a small fraction of a full record on the wire:
+one-letter keys, an attempt as a positional list with trailing absent values
+cut, its status as the integer :class:`AttemptStatus`, and its HLC stamps
+without the node when that node is the attempt's writer (the dot key names it).
+Hashes never see the wire form: they hash the canonical dict.
+
 ``record_from_dict`` is reached by network data (through the protocol
-decoder): it checks every field, collects every problem with its path, and
-raises only :class:`~shared.errors.ValidationError`.
+decoder): it reads either form (a dict with ``"i"`` is the wire form), checks
+every field, collects every problem with its path, and raises only
+:class:`~shared.errors.ValidationError`.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ __all__ = [
     "canonical_bytes",
     "content_hash",
     "record_from_dict",
+    "record_to_wire",
 ]
 
 #: Bound on attempts accepted from untrusted input.
@@ -103,6 +111,132 @@ def _attempt_to_dict(writer: str, attempt: Attempt) -> dict[str, Any]:
     return out
 
 
+# Positions of an attempt's fields in its wire list (``node`` only when not the writer).
+_ATTEMPT_WIRE = (
+    "epoch",
+    "status",
+    "hlc",
+    "started_hlc",
+    "exit_code",
+    "result",
+    "reason",
+    "log",
+    "node",
+)
+_WIRE_STAMPS = (2, 3)  # the positions holding HLC stamps
+_STATUS_BY_CODE = {int(status): name for status, name in _STATUS_NAME.items()}
+
+
+def record_to_wire(rec: TaskRecord) -> dict[str, Any]:
+    """The compact wire form of ``rec`` (module docstring); ``record_from_dict`` reads it
+    back to an equal record."""
+    canonical = record_to_dict(rec)
+    out: dict[str, Any] = {"i": rec.task_id}
+    for key, short in (("context", "c"), ("dots", "d"), ("spec", "s")):
+        if key in canonical:
+            out[short] = canonical[key]
+    placement = rec.placement
+    if placement is not None:
+        p = [placement.epoch, placement.node, placement.level, placement.hlc]
+        out["p"] = p if placement.lease_s is None else [*p, placement.lease_s]
+    if rec.attempts:
+        out["a"] = {
+            key: _attempt_to_wire(key.rpartition(":")[0], attempt)
+            for key, attempt in canonical["attempts"].items()
+        }
+    if rec.cancel_requested:
+        out["x"] = 1
+    return out
+
+
+def _attempt_to_wire(writer: str, attempt: dict[str, Any]) -> list[Any]:
+    values = [attempt.get(key) for key in _ATTEMPT_WIRE]
+    values[1] = int(_STATUS_BY_NAME[values[1]])
+    values[3] = _started_offset(values[2], values[3], writer)
+    for at in _WIRE_STAMPS:
+        if isinstance(values[at], str):
+            values[at] = _short_stamp(values[at], writer)
+    while values[-1] is None:
+        values.pop()
+    return values
+
+
+def _short_stamp(hlc: str, writer: str) -> str:
+    """``wall.logical.writer`` as ``wall`` (logical 0) or ``wall.logical``; a stamp of
+    another node stays whole."""
+    wall, logical, node = hlc.split(".", 2)
+    if node != writer:
+        return hlc
+    return wall if logical == "0" else f"{wall}.{logical}"
+
+
+def _started_offset(hlc: str, started: str | None, writer: str) -> str | int | None:
+    """``started_hlc`` as the milliseconds before ``hlc`` when it is the writer's stamp
+    with logical 0 (a run's length is shorter than a stamp); else the stamp itself."""
+    if started is None:
+        return None
+    wall, logical, node = started.split(".", 2)
+    if node != writer or logical != "0":
+        return started
+    offset = int(hlc.split(".", 1)[0], 16) - int(wall, 16)
+    return offset if offset >= 0 else started
+
+
+def _wire_to_dict(data: dict[str, Any]) -> dict[str, Any]:
+    """The canonical dict of a wire-form record, for the one validating parser below;
+    shapes it cannot map are passed on as they are, for that parser to report."""
+    out: dict[str, Any] = {"id": data.get("i")}
+    for short, key in (("c", "context"), ("d", "dots"), ("s", "spec")):
+        if short in data:
+            out[key] = data[short]
+    placement = data.get("p")
+    if isinstance(placement, list) and 4 <= len(placement) <= 5:
+        out["placement"] = dict(
+            zip(("epoch", "node", "level", "hlc", "lease_s"), placement, strict=False)
+        )
+    elif placement is not None:
+        out["placement"] = placement
+    attempts = data.get("a")
+    if isinstance(attempts, dict):
+        out["attempts"] = {
+            key: _wire_attempt(key, value) if isinstance(key, str) else value
+            for key, value in attempts.items()
+        }
+    elif attempts is not None:
+        out["attempts"] = attempts
+    cancel = data.get("x", 0)
+    out["cancel"] = cancel == 1 if type(cancel) is int and cancel in (0, 1) else cancel
+    return out
+
+
+def _wire_attempt(key: str, value: object) -> object:
+    if not isinstance(value, list) or not 3 <= len(value) <= len(_ATTEMPT_WIRE):
+        return value
+    writer = key.partition(":")[0]
+    attempt = {k: v for k, v in zip(_ATTEMPT_WIRE, value, strict=False) if v is not None}
+    status = attempt.get("status")
+    if type(status) is int:
+        attempt["status"] = _STATUS_BY_CODE.get(status, status)
+    for at in _WIRE_STAMPS:
+        stamp = attempt.get(_ATTEMPT_WIRE[at])
+        if isinstance(stamp, str) and stamp.count(".") < 2:
+            wall, _, logical = stamp.partition(".")
+            attempt[_ATTEMPT_WIRE[at]] = f"{wall}.{logical or '0'}.{writer}"
+    started, hlc = attempt.get("started_hlc"), attempt.get("hlc")
+    if type(started) is int and 0 <= started <= MAX_INT and isinstance(hlc, str):
+        wall = _wall_ms(hlc)
+        if wall is not None and wall >= started:
+            attempt["started_hlc"] = f"{wall - started:x}.0.{writer}"
+    return attempt
+
+
+def _wall_ms(hlc: str) -> int | None:
+    try:
+        return Timestamp.decode(hlc).wall_ms
+    except ValueError:
+        return None
+
+
 def canonical_bytes(rec: TaskRecord) -> bytes:
     """Sorted-key compact JSON of ``rec.to_dict()`` (ASCII)."""
     return canonical_json(record_to_dict(rec)).encode("ascii")
@@ -118,6 +252,8 @@ def content_hash(rec: TaskRecord) -> str:
 
 def record_from_dict(data: object) -> TaskRecord:
     problems: list[Problem] = []
+    if isinstance(data, dict) and "i" in data and "id" not in data:
+        data = _wire_to_dict(data)
     if not isinstance(data, dict):
         raise ValidationError(
             [Problem("", f"must be an object, not {type(data).__name__}")], what="task record"

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, ClassVar, Final, Self
 
-from shared.crdt import TaskRecord
+from shared.crdt import TaskRecord, record_to_wire
 from shared.errors import Problem, ValidationError
 from shared.ids import MAX_TASK_ID_LEN, check_task_id
 from shared.model import (
@@ -342,7 +342,8 @@ class Deltas(Body):
     records: tuple[TaskRecord, ...]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"records": [rec.to_dict() for rec in self.records]}
+        # The compact wire form (shared.crdt.record_to_wire); either form is read back.
+        return {"records": [record_to_wire(rec) for rec in self.records]}
 
     @classmethod
     def read(cls, f: Fields) -> Self:

@@ -95,7 +95,7 @@ def encode(env: Envelope) -> bytes:
             "type": env.type,
             "id": env.id,
             "from": env.sender,
-            "hlc": env.hlc,
+            "hlc": _short_hlc(env.hlc, env.sender),
         }
         if env.seq is not None:
             doc["seq"] = env.seq
@@ -115,6 +115,14 @@ def encode(env: Envelope) -> bytes:
     except RemoteProtocolError as exc:
         raise LocalProtocolError(f"refusing to send: {exc}", reason=exc.reason) from exc
     return payload
+
+
+def _short_hlc(hlc: str, sender: str) -> str:
+    """The envelope's stamp without its node when that is the sender (``wall.logical``);
+    the reader restores it from ``from``."""
+    suffix = "." + sender
+    short = hlc[: -len(suffix)]
+    return short if hlc.endswith(suffix) and short.count(".") == 1 else hlc
 
 
 def decode(payload: object) -> Envelope:
@@ -190,6 +198,8 @@ def _envelope(doc: dict[str, Any], type_: str, cls: type[Body]) -> Envelope:
     ident = f.string("id", max_len=256, check=check_message_id)
     sender = f.string("from", max_len=256, check=check_node_id)
     hlc = f.string("hlc", max_len=256)
+    if hlc.count(".") == 1 and check_node_id(sender) is None:
+        hlc = f"{hlc}.{sender}"  # written without the sender's id (``_short_hlc``)
     stamp: Timestamp | None = None
     if f.has("hlc") and len(hlc) <= 256:
         try:

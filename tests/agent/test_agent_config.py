@@ -121,3 +121,23 @@ def test_render_example_rejects_unknown_keys() -> None:
     with pytest.raises(ValidationError) as err:
         render_example({"node.colour": "red"})
     assert [p.path for p in err.value.problems] == ["node.colour"]
+
+
+def test_a_bad_value_is_reported_once_with_its_default_kept_for_the_other_checks() -> None:
+    data = {
+        "node": {"id": "n1", "state_dir": ""},
+        "broker": {"port": 70000, "reconnect_min_s": "soon"},
+        "autonomy": {"period_s": 0, "batch_max": 0},
+        "executor": {"max_task_processes": -1},
+    }
+    with pytest.raises(ValidationError) as err:
+        parse_config(data, env={})
+    paths = [p.path for p in err.value.problems]
+    assert sorted(paths) == [
+        "autonomy.batch_max",
+        "autonomy.period_s",
+        "broker.port",
+        "broker.reconnect_min_s",
+        "executor.max_task_processes",
+        "node.state_dir",
+    ]

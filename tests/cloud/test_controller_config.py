@@ -51,3 +51,27 @@ def test_init_writes_a_loadable_config_and_refuses_to_overwrite(tmp_path: Path) 
     assert controller_main(["init", "--path", str(path)]) == 0
     assert load_config(path).api_token()
     assert controller_main(["init", "--path", str(path)]) == 1
+
+
+def test_a_bad_value_is_reported_once_with_its_bounds() -> None:
+    data = {
+        "api": {"token": "t", "port": 70000},
+        "agents": {"broker_port": 0, "tls": "yes"},
+        "health": {"suspect_missed": 0, "window_s": -1},
+        "controller": {"node_id": "a/b", "log_level": "loud"},
+        "placement": {"weights": {"fit": -1}},
+    }
+    with pytest.raises(ValidationError) as err:
+        parse_config(data)
+    problems = {p.path: p.message for p in err.value.problems}
+    assert len(problems) == len(err.value.problems)  # one problem per key
+    assert problems == {
+        "api.port": "must be ≤ 65535 (got 70000)",
+        "agents.broker_port": "must be ≥ 1 (got 0)",
+        "agents.tls": "must be true or false, not a string",
+        "health.suspect_missed": "must be ≥ 1 (got 0)",
+        "health.window_s": "must be > 0 (got -1)",
+        "controller.node_id": problems["controller.node_id"],
+        "controller.log_level": "must be one of 'debug', 'info', 'warning', 'error' (got 'loud')",
+        "placement.weights.fit": "must be ≥ 0 (got -1)",
+    }

@@ -116,6 +116,21 @@ def test_a_problem_in_a_section_leaves_its_other_keys_read() -> None:
     assert cfg.inner.port == 8080 and [p.path for p in problems] == ["inner.prot"]
 
 
+def test_defaults_from_a_given_instance_and_from_the_parent_field() -> None:
+    @dataclass(frozen=True, slots=True)
+    class Two:
+        a: Inner = field(default_factory=Inner)
+        b: Inner = field(default_factory=lambda: Inner(port=9000, mode="b"))
+
+    problems: list[Problem] = []
+    two = read_settings({"b": {"word": "yy"}}, Two, problems=problems)
+    assert (two.a, two.b, problems) == (Inner(), Inner(port=9000, mode="b", word="yy"), [])
+    base = Outer(level="debug", source="file.toml")
+    got = read_settings({"inner": {"on": False}}, Outer, problems=problems, default=base)
+    assert got == Outer(inner=Inner(on=False), level="debug", source="file.toml")
+    assert problems == []
+
+
 def test_a_section_that_is_not_a_table() -> None:
     cfg, problems = _read({"inner": "x"})
     assert cfg == Outer()

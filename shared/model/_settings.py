@@ -96,33 +96,49 @@ def setting(default: Any, **kwargs: Any) -> Any:
     return field(default=default, metadata=rule(**kwargs))
 
 
-def read_settings(data: object, cls: type[T], *, problems: list[Problem], path: str = "") -> T:
+def read_settings(
+    data: object,
+    cls: type[T],
+    *,
+    problems: list[Problem],
+    path: str = "",
+    default: T | None = None,
+) -> T:
     """``cls`` built from ``data`` (a table parsed from TOML); problems go to ``problems``.
 
-    Absent keys take their defaults; unknown keys and wrong values are problems (the value
+    Absent keys keep their defaults: ``default``'s values when given, else the class's (a
+    section's defaults are the value its parent declares, so a parent may default two
+    sections of one class differently). Unknown keys and wrong values are problems (the key
     keeps its default). ``cls`` must be a dataclass whose every field can be read (see the
     module docstring): a field of another type is a ``TypeError``, a mistake in the code.
     """
-    return _read(Fields(data, path, problems=problems), cls)
+    return _read(Fields(data, path, problems=problems), cls, default)
 
 
-def _read(table: Fields, cls: type[T]) -> T:
+def _read(table: Fields, cls: type[T], base: T | None) -> T:
     hints = get_type_hints(cls)
     values: dict[str, object] = {}
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         key_rule = f.metadata.get(_KEY, _NO_RULE)
         if key_rule is None or not f.init:
             continue
-        default = f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc]
+        if base is not None:
+            default = getattr(base, f.name)
+        elif f.default is MISSING:
+            default = f.default_factory()  # type: ignore[misc]
+        else:
+            default = f.default
         kind = hints[f.name]
         if dataclasses.is_dataclass(kind):  # a [section]: its keys keep their own defaults
             sub = table.sub(f.name)
-            values[f.name] = default if sub is None else _read(sub, kind)  # type: ignore[arg-type]
+            values[f.name] = default if sub is None else _read(sub, kind, default)  # type: ignore[arg-type]
             continue
         before = len(table.problems)
         value = _value(table, f.name, kind, default, key_rule, where=cls.__name__)
         values[f.name] = default if len(table.problems) > before else value
     table.finish()
+    if base is not None:  # fields that are not keys (NOT_A_SETTING) come from the base
+        return dataclasses.replace(base, **values)  # type: ignore[type-var]
     return cls(**values)
 
 

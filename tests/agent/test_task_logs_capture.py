@@ -5,11 +5,12 @@ full byte count come back in the outcome, and what is sent with the attempt's en
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
+from test_agent_executor import _launch, _wait
+
 from edge_agent.config import ExecutorConfig
-from edge_agent.executor import Executor, Launch, Outcome
+from edge_agent.executor import Executor, Outcome
 from edge_agent.scheduler import attempt_log
 from shared.crdt import MAX_LOG_TAIL
 from shared.crdt._canonical import canonical_json
@@ -19,27 +20,9 @@ def _run(tmp_path: Path, script: str, tail_bytes: int) -> Outcome:
     ex = Executor(
         tmp_path / "runs", ExecutorConfig(run_as="", kill_grace_s=0.5, output_tail_bytes=tail_bytes)
     )
-    ex.launch(
-        Launch(
-            task_id="t-log",
-            attempt="t-log/n1:1",
-            epoch=1,
-            argv=[sys.executable, "-c", script],
-            callable_target=None,
-            args={},
-            env={},
-            inputs={},
-            timeout_s=30.0,
-            deadline=None,
-        )
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        done = ex.poll()
-        if done:
-            return done[0]
-        time.sleep(0.02)
-    raise AssertionError("the attempt did not end")
+    ex.launch(_launch("t-log", [sys.executable, "-c", script]))
+    (out,) = _wait(ex)
+    return out
 
 
 def test_tails_and_byte_counts_come_back(tmp_path: Path) -> None:

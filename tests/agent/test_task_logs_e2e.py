@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -19,38 +18,14 @@ import pytest
 from agent_harness import AgentFactory, wait_until
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cloud"))
-from test_controller_process import ROOT, ControllerProc, _token
+from test_controller_process import ROOT, _token, setup  # noqa: F401 (a fixture)
 
-from cloud.cli import main as controller_main
 from cloud.operator_cli import main as continuum_main
 from shared.crdt import MAX_LOG_TAIL
 
 pytestmark = [pytest.mark.broker, pytest.mark.e2e, pytest.mark.slow]
 
 BIG = 100_000  # bytes the chatty task writes: far more than a tail keeps
-
-
-@pytest.fixture
-def controller(tmp_path: Path, mosquitto: Any) -> Any:
-    config = tmp_path / "controller.toml"
-    assert controller_main(["init", "--path", str(config)]) == 0
-    text = config.read_text()
-    for old, new in (
-        ("port = 8470", "port = 0"),
-        ("port = 1883", f"port = {mosquitto.port}"),
-        ("tick_s = 0.5", "tick_s = 0.1"),
-        ("heartbeat_interval_s = 3.0", "heartbeat_interval_s = 0.5"),
-    ):
-        assert old in text
-        text = text.replace(old, new)
-    config.write_text(text)
-    ctl = ControllerProc(config)
-    ready = ctl.start()
-    try:
-        yield ready
-    finally:
-        if ctl.proc is not None and ctl.proc.poll() is None:
-            ctl.kill(signal.SIGKILL)
 
 
 @pytest.fixture
@@ -99,12 +74,12 @@ def submit(tmp_path: Path, ready: dict[str, Any], capsys: Any, task: str, script
 
 def test_logs_of_succeeded_failed_running_and_offline(
     tmp_path: Path,
-    controller: dict[str, Any],
+    setup: tuple[Any, dict[str, Any]],  # noqa: F811 (the imported fixture)
     make_agent: AgentFactory,
     capsys: pytest.CaptureFixture[str],
     gate: Path,
 ) -> None:
-    ready = controller
+    _, ready = setup  # a `cloud-controller run` process (tests/cloud/test_controller_process.py)
     agent = make_agent("edge-1").start()
     wait_until(
         lambda: any(

@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 import pytest
+from cloud_harness import wall_ms
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -198,3 +199,53 @@ def test_a_cut_tail_says_how_much_there_was() -> None:
     rec = merge(rec, set_status(rec, dot, AttemptStatus.SUCCEEDED, writer=N, hlc=_t(3, N), log=cut))
     answer = task_logs(_Service(rec), "t-1", attempt=None, stream="stdout")
     assert (answer["bytes"], answer["kept_bytes"], answer["truncated"]) == (100_004, 4, True)
+
+
+# ------------------------------------------------------------ through the controller
+
+
+def test_the_controller_keeps_only_the_running_nodes_tail(h: Any) -> None:
+    """A node forges a tail (and an end) for another node's attempt: the controller
+    refuses it (a ``delta_refused`` event names the forger) and still says the attempt is
+    running; the real node's tail, sent with its end, is what the logs route serves."""
+    runner = h.node(N, labels={"site": "a"})
+    forger = h.node(OTHER, labels={"site": "b"})
+    h.controller.submit_task(
+        {"id": "t-1", "command": ["true"], "placement": {"labels": {"site": "a"}}}
+    )
+    h.await_msg(runner, "place", lambda e: e.body.task_id == "t-1")
+    dot = runner.start("t-1", 1)
+    h.pump_until(lambda: h.controller.get_task("t-1")["status"] == "running")
+
+    rec = h.controller.tasks.records["t-1"]
+    forged = set_status(
+        rec,
+        dot,
+        AttemptStatus.FAILED,
+        writer=OTHER,
+        hlc=forger.clock.now(wall_ms()),
+        log=AttemptLog("", "forged\n", 7, 7),
+    )
+    forger.send_deltas([forged])
+    h.pump_until(
+        lambda: any(
+            (e["node_id"], e["reason"]) == (OTHER, "foreign_attempt")
+            for e in h.events(kind="delta_refused")
+        )
+    )
+    answer = task_logs(h.controller, "t-1", attempt=None, stream="stderr")
+    assert (answer["status"], answer["available"], answer["text"]) == ("started", False, "")
+
+    ended = set_status(
+        runner.records["t-1"],
+        dot,
+        AttemptStatus.FAILED,
+        writer=N,
+        hlc=runner.clock.now(wall_ms()),
+        exit_code=1,
+        log=LOG,
+    )
+    runner.send_deltas([runner._apply(ended)])
+    h.pump_until(lambda: h.controller.get_task("t-1")["attempts"][0]["log_bytes"] is not None)
+    answer = task_logs(h.controller, "t-1", attempt=None, stream="stderr")
+    assert (answer["status"], answer["text"], answer["node"]) == ("failed", "err\n", N)

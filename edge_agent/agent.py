@@ -25,10 +25,11 @@ from typing import Any
 
 from edge_agent.api import LocalApi
 from edge_agent.clock import Clock, SystemClock
-from edge_agent.config import AgentConfig
+from edge_agent.config import AgentConfig, bind_address
 from edge_agent.core import Core
 from edge_agent.inbound import Inbound
 from edge_agent.inbox import ApiCall, InboxEvent, LinkChanged, MessageArrived, StopRequested
+from edge_agent.metrics import MetricsServer
 from edge_agent.recovery import recover
 from edge_agent.scheduler import LocalScheduler
 from edge_agent.telemetry import Sampler
@@ -67,6 +68,8 @@ class Agent:
         self.connectivity = Connectivity.DISCONNECTED
         self.autonomy = autonomy_level(Connectivity.DISCONNECTED)
         self.api: LocalApi | None = None
+        self.metrics: MetricsServer | None = None
+        self.metrics_port: int | None = None
         self.advert: Any = None
         self._timers: dict[str, float] = {}
 
@@ -138,6 +141,7 @@ class Agent:
         self.api = LocalApi(self.cfg, self.submit_api)  # Unix socket or TCP + token
         self.api.start()
         self.uplink.api_port = self.api.port
+        self._serve_metrics()
         if self.cfg.discovery.enabled:
             self._advertise()
         transport = Transport(
@@ -155,7 +159,14 @@ class Agent:
         self._write_ready()
         log.info(
             "agent running",
-            extra={"fields": {"node": core.node, "api_port": self.api.port, "pid": os.getpid()}},
+            extra={
+                "fields": {
+                    "node": core.node,
+                    "api_port": self.api.port,
+                    "metrics_port": self.metrics_port,
+                    "pid": os.getpid(),
+                }
+            },
         )
         try:
             self._loop()
@@ -165,11 +176,38 @@ class Agent:
 
     def _write_ready(self) -> None:
         assert self.api is not None
-        ready = {"pid": os.getpid(), "api_port": self.api.port, "node_id": self.core.node}
+        ready = {
+            "pid": os.getpid(),
+            "api_port": self.api.port,
+            "metrics_port": self.metrics_port,
+            "node_id": self.core.node,
+        }
         path = self.core.state_dir / "agent.ready.json"
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(ready), encoding="utf-8")
         os.replace(tmp, path)
+
+    def _serve_metrics(self) -> None:
+        """The Prometheus endpoint on ``[metrics] bind``, when set. One that cannot listen is
+        logged and left out: the agent's work matters more than its metrics."""
+        address = bind_address(self.cfg.metrics.bind)
+        if address is None:
+            return
+        server = MetricsServer(address, self._status_snapshot)
+        try:
+            self.metrics_port = server.start()
+        except OSError as exc:
+            log.error(
+                "metrics endpoint not started",
+                extra={"fields": {"bind": self.cfg.metrics.bind, "error": str(exc)}},
+            )
+            return
+        self.metrics = server
+
+    def _status_snapshot(self) -> dict[str, Any] | None:
+        """``status()`` taken on the core thread (called on a scrape's thread)."""
+        code, body = self.submit_api("GET", "/v1/status", b"")
+        return body if code == 200 and isinstance(body, dict) else None
 
     def _advertise(self) -> None:
         from edge_agent.discovery import Advertisement
@@ -310,6 +348,9 @@ class Agent:
             core.safely(self.advert.close)
         if self.api is not None:
             self.api.stop()
+        if self.metrics is not None:
+            self.metrics.stop()
         core.safely(core.persist_event, "stopped", None)
         core.journal.close()
         (core.state_dir / "agent.ready.json").unlink(missing_ok=True)
+        log.info("agent stopped", extra={"fields": {"node": core.node}})

@@ -150,6 +150,13 @@ class Core:
             current, dot, AttemptStatus.FAILED, writer=self.node, hlc=self.stamp(), reason=reason
         )
         self.change(failed)
+        self.counters["outcome_failed"] += 1
+        log.warning(
+            "task %s failed before it ran (%s)",
+            rec.task_id,
+            reason,
+            extra={"fields": {"task_id": rec.task_id, "epoch": epoch, "reason": reason}},
+        )
 
     def safely(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run a step; a journal failure stops admission, any other error is a logged bug.

@@ -220,6 +220,7 @@ class Inbound:
         task_id, epoch = body.task_id, body.epoch
         mine = [(a, run) for a, run in core.attempts_of(task_id) if run.epoch == epoch]
         common = {"epoch": epoch, "request_id": body.request_id}
+        core.counters[f"lease_answer_{answer.outcome}"] += 1
         with core.txn():
             self._mark_seen(env)
             if answer.outcome == GrantOutcome.GRANTED:

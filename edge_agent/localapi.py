@@ -1,7 +1,8 @@
 """Routes of the local HTTP API (run on the agent's core thread, see ``api.py``).
 
 ``POST /v1/tasks`` (a task spec as JSON; runs locally as causal/eventual, syncs later),
-``GET /v1/tasks``, ``GET /v1/tasks/{id}``, ``GET /v1/status``, ``GET /metrics`` (Prometheus text).
+``GET /v1/tasks``, ``GET /v1/tasks/{id}``, ``GET /v1/status``, ``GET /metrics`` (Prometheus text,
+``edge_agent/metrics.py``; the same series as the endpoint on ``[metrics] bind``).
 
 A task's ``env`` may carry secrets (tokens for the services it calls): records are answered with
 the names of those variables only, their values replaced by ``REDACTED``.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+from edge_agent.metrics import render
 from shared.crdt import visible_status
 
 if TYPE_CHECKING:
@@ -46,7 +48,7 @@ def route(agent: Agent, method: str, path: str, body: bytes) -> tuple[int, objec
         record = _redacted(rec.to_dict())
         return 200, {"id": rec.task_id, "status": str(visible_status(rec)), "record": record}
     if path == "/metrics" and method == "GET":
-        return 200, _metrics(agent)
+        return 200, render(agent.status())
     return 404, {"error": "not_found", "path": path, "message": f"no route {method} {path}"}
 
 
@@ -59,25 +61,3 @@ def _redacted(record: dict[str, Any]) -> dict[str, Any]:
     if isinstance(spec, dict) and isinstance(spec.get("env"), dict):
         record = {**record, "spec": {**spec, "env": dict.fromkeys(spec["env"], REDACTED)}}
     return record
-
-
-def _metrics(agent: Agent) -> str:
-    status = agent.status()
-    lines = [
-        "# TYPE edge_agent_queue_length gauge",
-        f"edge_agent_queue_length {len(status['queue'])}",
-        "# TYPE edge_agent_running gauge",
-        f"edge_agent_running {len(status['running'])}",
-        "# TYPE edge_agent_outbox_depth gauge",
-        f"edge_agent_outbox_depth {status['outbox_depth']}",
-        "# TYPE edge_agent_link_up gauge",
-        f"edge_agent_link_up {int(status['link_up'])}",
-        "# TYPE edge_agent_reconnects_total counter",
-        f"edge_agent_reconnects_total {status['reconnects']}",
-        "# TYPE edge_agent_events_total counter",
-    ]
-    lines += [
-        f'edge_agent_events_total{{kind="{name}"}} {value}'
-        for name, value in sorted(status["counters"].items())
-    ]
-    return "\n".join(lines) + "\n"

@@ -8,6 +8,7 @@ inputs from the journal and the executor and carries the decisions out.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Any
 
@@ -35,6 +36,11 @@ from shared.model import RetryPolicy, backoff_delay, parse_task_spec
 from shared.vocab import Level, TaskStatus
 
 __all__ = ["LocalScheduler", "status_of"]
+
+log = logging.getLogger("edge_agent")
+
+#: How an ended attempt is logged: failures are what an operator looks for.
+_OUTCOME_LOG_LEVEL = {AttemptStatus.FAILED: logging.WARNING, AttemptStatus.CANCELLED: logging.INFO}
 
 #: A spec's priority when it names none (``shared.model`` fills it in for parsed specs).
 _DEFAULT_PRIORITY = 50
@@ -298,6 +304,26 @@ class LocalScheduler:
             )
             if proc is not None:
                 self.maybe_retry(outcome.task_id, proc, status, reason)
+        core.counters[f"outcome_{status.name.lower()}"] += 1
+        log.log(
+            _OUTCOME_LOG_LEVEL.get(status, logging.DEBUG),
+            "task %s %s (%s)",
+            outcome.task_id,
+            status.name.lower(),
+            reason or "exit_code 0",
+            extra={
+                "fields": {
+                    "task_id": outcome.task_id,
+                    "attempt": outcome.attempt,
+                    "epoch": proc.epoch if proc is not None else None,
+                    "status": status.name.lower(),
+                    "reason": reason,
+                    "exit_code": outcome.exit_code,
+                    "signal": outcome.signal,
+                    "duration_s": round(outcome.duration_s, 3),
+                }
+            },
+        )
         if outcome.reason == "fenced":
             core.leases.drop(outcome.task_id)
         core.executor.cleanup(outcome.task_id, outcome.attempt)

@@ -22,6 +22,8 @@ import threading
 from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_agent.config import BrokerConfig
 from shared.model import RetryPolicy, backoff_delay
@@ -108,6 +110,7 @@ class Transport:
 
     def stop(self, last: tuple[str, bytes] | None = None) -> None:
         """Publish ``last`` (the retained offline presence) if connected, then disconnect."""
+        was_up = self.connected
         if last is not None and self.connected:
             info = self._client.publish(last[0], last[1], qos=1, retain=True)
             self._stop.set()
@@ -116,6 +119,8 @@ class Transport:
         self._stop.set()
         self._client.disconnect()
         self._thread.join(timeout=5.0)
+        if was_up:  # the callback may run after the network thread marked the link down
+            _log_disconnect(ReasonCode(PacketTypes.DISCONNECT, identifier=0), was_up=True)
 
     # network thread ------------------------------------------------------------------
     def _run(self) -> None:
@@ -127,8 +132,8 @@ class Transport:
                 self._client.will_set(topic, payload, qos=1, retain=True)
                 try:
                     self._client.connect(target[0], target[1], keepalive=self.cfg.keepalive_s)
-                except (OSError, ValueError, ssl.SSLError) as exc:
-                    log.info("broker unreachable", extra={"fields": {"error": str(exc)}})
+                except (OSError, ValueError) as exc:
+                    _log_connect_failure(exc, target)
                 else:
                     while not self._stop.is_set():
                         rc = self._client.loop(timeout=0.2)
@@ -162,7 +167,41 @@ class Transport:
         self._set_link(True)
 
     def _disconnected(self, client, userdata, flags, reason, props) -> None:  # type: ignore[no-untyped-def]
+        """Every disconnect is logged with paho's reason: INFO when asked for (a stop, a
+        silent session's reconnect), WARNING when the connection was lost or refused."""
+        was_up = self.connected
         self._set_link(False)
+        if reason.is_failure or (was_up and not self._stop.is_set()):  # stop() logs its own
+            _log_disconnect(reason, was_up=was_up)
 
     def _message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         self._on_message(msg.topic, msg.payload)
+
+
+def _log_disconnect(reason: ReasonCode, *, was_up: bool) -> None:
+    log.log(
+        logging.WARNING if reason.is_failure else logging.INFO,
+        "disconnected from broker: %s",
+        reason,
+        extra={"fields": {"reason_code": reason.value, "reason": str(reason), "was_up": was_up}},
+    )
+
+
+def _log_connect_failure(exc: Exception, target: tuple[str, int]) -> None:
+    """A failed connect: TLS failures at ERROR with the verification message (they do not
+    heal by retrying: a wrong CA, an expired or misnamed certificate), anything else (the
+    broker down, unreachable, refusing TCP) at WARNING."""
+    fields: dict[str, object] = {"broker": f"{target[0]}:{target[1]}", "error": str(exc)}
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        fields["verify_code"] = exc.verify_code
+        log.error(
+            "TLS verification of the broker failed: %s",
+            exc.verify_message or exc,
+            extra={"fields": fields},
+        )
+    elif isinstance(exc, ssl.SSLError):
+        log.error(
+            "TLS handshake with the broker failed: %s", exc.reason or exc, extra={"fields": fields}
+        )
+    else:
+        log.warning("broker unreachable: %s", exc, extra={"fields": fields})

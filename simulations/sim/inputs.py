@@ -64,6 +64,7 @@ class PlacementInputs:
         self.work = self._works()
         self.node_ids = topo.node_ids
         self.tiers = topo.node_tier
+        self.speed = self._speeds()
         #: controller ↔ node round trip (ms) before any heartbeat
         self.ctrl_rtt = [2000.0 * net.ctrl[g].lat for g in range(topo.count)]
         #: per site, node → device ↔ node round trip (ms) over the site's data path
@@ -111,13 +112,19 @@ class PlacementInputs:
             learner.rtt_ms.get(ids[g], self.ctrl_rtt[g]) / 2.0 + data[g] for g in rows
         ]
         if self.learn:
-            table.speed[:] = [learner.speed_of(ids[g], tiers[g]).value for g in rows]
+            table.speed[:] = [self.speed[g] for g in rows]
             table.error[:] = [learner.error_of(ids[g], tiers[g]) for g in rows]
 
     def tick(self) -> None:
-        """Read the learned work of every kind (once per telemetry tick)."""
+        """Read the learned work of every kind and speed of every node (once per
+        telemetry tick)."""
         if self.learn:
             self.work = self._works()
+            self.speed = self._speeds()
+
+    def _speeds(self) -> list[float]:
+        learner, tiers = self.learner, self.tiers
+        return [learner.speed_of(nid, tiers[g]).value for g, nid in enumerate(self.node_ids)]
 
     def _works(self) -> list[float]:
         """Each kind's learned work (before its first run: the default, bounded by
@@ -150,9 +157,9 @@ class PlacementInputs:
     def work_and_speed(self, task: Task, g: int) -> tuple[float, float]:
         """``(work, speed)`` of ``task`` on node ``g`` as the controller knows them:
         the kind's learned work (reference-core seconds; the prior unless the
-        adaptive mode learns) and the node's learned per-core speed."""
-        speed = self.learner.speed_of(self.node_ids[g], self.tiers[g]).value
-        return self.work[task.tt], speed
+        adaptive mode learns) and the node's learned per-core speed, as read at the
+        last telemetry tick."""
+        return self.work[task.tt], self.speed[g]
 
     def finished(self, at: Attempt) -> None:
         """A successful run ended: learn the node's speed, the kind's work and (when

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from shared.completion import add_completion_command, completion_script
 from shared.enrolment import encode_bundle
 from shared.errors import ValidationError
 
@@ -311,7 +312,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_enroll)
 
     credentials.add_parser(sub, [common], _password_file)
+    add_completion_command(sub, [common], "cloud-controller").set_defaults(
+        func=lambda args: _print(completion_script(parser, args.shell))
+    )
     return parser
+
+
+def _print(text: str) -> int:
+    print(text, end="")
+    return 0
 
 
 def _password_file(args: argparse.Namespace) -> tuple[Path, frozenset[str]]:

@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 
 from rich.console import Console
 
+from shared.completion import add_completion_command, completion_script
 from shared.vocab import TaskStatus
 
 from .api_client import ApiClient, ApiError
@@ -417,6 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (_, text) in DELEGATED.items():
         p = sub.add_parser(name, help=text, add_help=False)
         p.add_argument("rest", nargs=argparse.REMAINDER)
+    add_completion_command(sub, [common], "continuum")
     return parser
 
 
@@ -443,9 +445,13 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in DELEGATED:
         return _delegate(argv[0], argv[1:])
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.command in DELEGATED:  # after global options: `continuum --json testbed ...`
         return _delegate(args.command, args.rest)
+    if args.command == "completion":
+        print(completion_script(parser, args.shell), end="")
+        return 0
     api = _api(args)
     try:
         return COMMANDS[args.command](args, api, Console())

@@ -19,6 +19,7 @@ from pathlib import Path
 from edge_agent import __version__
 from edge_agent._safefs import write_private
 from edge_agent.config import EXAMPLE_CONFIG, load_config, render_example
+from shared.completion import add_completion_command, completion_script
 from shared.errors import ValidationError
 
 __all__ = ["main"]
@@ -131,6 +132,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="S",
         help="wait up to S seconds for the agent to answer (right after a start)",
     )
+    add_completion_command(sub, [common], "edge-agent")
     return parser
 
 
@@ -275,7 +277,11 @@ def _join(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "completion":
+        print(completion_script(parser, args.shell), end="")
+        return 0
     try:
         if args.command == "join":
             return _join(args)

@@ -4,10 +4,10 @@
 Enough of systemd for the installers and the README's commands to run as shipped: ``start``,
 ``restart`` and ``enable --now`` run the unit's ``ExecStart`` (after creating its
 ``StateDirectory`` and reading its ``EnvironmentFile``) as a detached process, logging to
-``ROOT/var/log/UNIT.log``; ``reload`` sends SIGHUP, ``stop`` SIGTERM; ``is-active`` asks
-whether that process lives. Every call is appended to ``ROOT/systemctl.log``. ``User=`` and
-the sandboxing options are not applied: the test checks that a unit's command line, paths
-and environment work, not systemd itself.
+``ROOT/var/log/UNIT.log``; ``reload`` sends SIGHUP, ``stop`` and ``disable --now``
+SIGTERM; ``is-active`` asks whether that process lives. Every call is appended to
+``ROOT/systemctl.log``. ``User=`` and the sandboxing options are not applied: the test
+checks that a unit's command line, paths and environment work, not systemd itself.
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def main(argv: list[str]) -> int:
             if verb == "restart":
                 _stop(name)
             _start(name)
-        elif verb == "stop":
+        elif verb == "stop" or (verb == "disable" and "--now" in argv):
             _stop(name)
         elif verb == "reload":
             _signal(name, signal.SIGHUP)

@@ -81,6 +81,10 @@ def test_the_rewrites_keep_every_command() -> None:
         "enroll edge-1",
         "install-agent.sh --bundle",
         "submit hello.toml --wait",
+        "logs hello-1",
+        "drain edge-1 --deadline",
+        "nodes remove edge-1",
+        "credentials remove edge-1",
     ):
         assert needed in text
     assert "sudo" not in text and "example.org" not in text
@@ -147,6 +151,8 @@ def test_readme_fleet_section_runs_as_written(test_root: Path, wheelhouse: Path)
     report = f"rc={done.returncode}\n{done.stdout[-6000:]}\n{done.stderr[-6000:]}\n{logs}"
     assert done.returncode == 0, report
     assert "task hello-1: succeeded" in done.stdout, report
+    assert "hello from the fleet" in done.stdout, report  # continuum logs
+    assert "edge-1: removed" in done.stdout, report
 
     # What the README promises about the files it made.
     agent_dir = root / "etc/edge-agent"

@@ -141,9 +141,25 @@ def _fmt(values: Iterable[float]) -> str:
     return f"{statistics.median(xs):.0f} / {xs[-1]:.0f}"
 
 
-def summarize(outcomes: Sequence[Outcome], left_out: Sequence[Job]) -> str:
+def _commit() -> str:
+    """The checked-out commit of the code under test (``?`` outside a git checkout)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            cwd=Path(__file__).resolve().parent,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    return out.stdout.strip() or "?"
+
+
+def summarize(outcomes: Sequence[Outcome], left_out: Sequence[Job], header: str = "") -> str:
     """The soak's summary as Markdown: one row per broker and kind of run."""
-    lines = [
+    lines = [header, ""] if header else []
+    lines += [
         "| broker | runs | VALID | not VALID | run time s (median / max) | violated invariants |",
         "|---|---|---|---|---|---|",
     ]
@@ -193,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     if "mosquitto" in brokers and find_mosquitto() is None:
         print("soak: Mosquitto is not installed; soaking the embedded broker only")
         brokers.remove("mosquitto")
+    started = time.strftime("%Y-%m-%d %H:%M:%S")
     out = Path(args.out) / time.strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True)
     todo = jobs(brokers, demo=args.demo, seeds=args.seeds, lossy=args.lossy or None)
@@ -208,7 +225,11 @@ def main(argv: list[str] | None = None) -> int:
             + (f" ({', '.join(outcome.violations)})" if outcome.violations else ""),
             flush=True,
         )
-    summary = summarize(outcomes, todo[len(outcomes) :])
+    header = (
+        f"Soak of commit {_commit()}, {started} to {time.strftime('%Y-%m-%d %H:%M:%S')}: "
+        f"{' '.join(argv if argv is not None else sys.argv[1:]) or 'defaults'}"
+    )
+    summary = summarize(outcomes, todo[len(outcomes) :], header)
     (out / "summary.md").write_text(summary, encoding="utf-8")
     (out / "summary.json").write_text(
         json.dumps([{**asdict(o), "job": asdict(o.job)} for o in outcomes], indent=1, default=str),

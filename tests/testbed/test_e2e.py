@@ -29,7 +29,7 @@ pytestmark = pytest.mark.e2e
 SCENARIO = """
 kind = "testbed"
 name = "e2e-short"
-description = "agent-1 of 2 cut both ways 3..8 s"
+description = "agent-1 of 2 cut both ways 3..8 s; agent-2's link repeats messages, it freezes 1 s"
 duration_s = 12
 seed = 11
 settle_s = 25
@@ -67,6 +67,22 @@ nodes = "agent-1"
 at = 8
 op = "heal"
 nodes = "agent-1"
+
+[[timeline]]
+at = 1
+op = "lossy"
+nodes = "agent-2"
+duplicate = 0.3
+
+[[timeline]]
+at = 9
+op = "pause"
+nodes = "agent-2"
+
+[[timeline]]
+at = 10
+op = "resume"
+nodes = "agent-2"
 """
 
 
@@ -90,6 +106,11 @@ def test_mechanics(recorded: tuple[Path, dict[str, Any]]) -> None:
     assert subs["ok"] == subs["invoke"], "the controller refused or lost submissions"
     nemesis = [(op["f"], op["value"]["nodes"]) for op in history if op["process"] == "nemesis"]
     assert ("partition", ["agent-1"]) in nemesis and ("heal", ["agent-1"]) in nemesis
+    assert {("lossy", ("agent-2",)), ("pause", ("agent-2",)), ("resume", ("agent-2",))} <= {
+        (f, tuple(nodes)) for f, nodes in nemesis
+    }
+    assert report["bytes"]["agent-2"]["publish_duplicated"] > 0
+    assert [k for _a, _b, k in report["fault_intervals"]["agent-2"]].count("paused") == 1
     ledger = collect.read_ledgers(sorted(collect.ledger_dir(out).glob("*.jsonl")))
     assert {line["event"] for line in ledger} >= {"start", "end"}
     assert report["executions"] > 0

@@ -113,7 +113,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Run the agent. Logs go to stderr, as JSON lines when not on a terminal. "
         "SIGTERM/SIGINT: stop taking work, let running tasks finish for "
         "executor.shutdown_grace_s, persist, exit 0. Writes <state_dir>/agent.ready.json "
-        '({"pid", "api_port", "node_id"}) once listening.',
+        '({"pid", "api_port", "metrics_port", "node_id"}) once listening.',
     )
 
     status = sub.add_parser(

@@ -6,6 +6,7 @@ failures, broker disconnects with their reason, TLS failures and a normal stop."
 from __future__ import annotations
 
 import json
+import socket
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,6 +17,8 @@ from agent_harness import AgentFactory, AgentProcess, ScriptedCloud, place, sh, 
 from prometheus_client.parser import text_string_to_metric_families
 
 from cloud.tls import init_ca, issue
+from edge_agent.config import bind_address, parse_config
+from shared.errors import ValidationError
 from shared.protocol import LeaseGrant, LeaseRequest, topic
 
 pytestmark = [pytest.mark.e2e, pytest.mark.broker]
@@ -169,3 +172,33 @@ def test_a_broker_certificate_from_another_ca_is_an_error_with_the_reason(
     assert "certificate" in line["msg"] and line["verify_code"] > 0, line
     assert line["broker"] == f"127.0.0.1:{broker.port}"
     assert not any(ln["msg"].startswith("broker unreachable") for ln in _lines(agent))
+
+
+def test_a_metrics_bind_that_cannot_listen_is_an_error_and_the_agent_runs_on(
+    make_agent: AgentFactory,
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        agent = make_agent(metrics={"bind": f"127.0.0.1:{port}"}).start()
+        assert agent.status()["node_id"] == "edge-1"
+    line = next(ln for ln in _lines(agent) if ln["msg"] == "metrics endpoint not started")
+    assert line["level"] == "error" and line["bind"] == f"127.0.0.1:{port}", line
+    ready = json.loads((agent.state_dir / "agent.ready.json").read_text(encoding="utf-8"))
+    assert ready["metrics_port"] is None
+
+
+@pytest.mark.parametrize("bind", ["9464", "host:", ":9464", "host:port", "127.0.0.1:70000"])
+def test_a_bad_metrics_bind_is_a_config_problem(bind: str) -> None:
+    data = {"node": {"id": "edge-1"}, "broker": {"host": "h"}, "metrics": {"bind": bind}}
+    with pytest.raises(ValidationError, match=r"metrics\.bind"):
+        parse_config(data, env={})
+
+
+@pytest.mark.parametrize(
+    ("bind", "address"),
+    [("", None), ("127.0.0.1:9464", ("127.0.0.1", 9464)), ("[::1]:0", ("::1", 0))],
+)
+def test_bind_addresses(bind: str, address: tuple[str, int] | None) -> None:
+    assert bind_address(bind) == address

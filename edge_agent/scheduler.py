@@ -39,8 +39,10 @@ __all__ = ["LocalScheduler", "status_of"]
 
 log = logging.getLogger("edge_agent")
 
-#: How an ended attempt is logged: failures are what an operator looks for.
+#: How an ended attempt is logged: failures are what an operator looks for, except the
+#: attempts this agent stopped on purpose (its own stop, a newer placement elsewhere).
 _OUTCOME_LOG_LEVEL = {AttemptStatus.FAILED: logging.WARNING, AttemptStatus.CANCELLED: logging.INFO}
+_STOPPED_ON_PURPOSE = frozenset({"agent_shutdown", "superseded"})
 
 #: A spec's priority when it names none (``shared.model`` fills it in for parsed specs).
 _DEFAULT_PRIORITY = 50
@@ -306,7 +308,9 @@ class LocalScheduler:
                 self.maybe_retry(outcome.task_id, proc, status, reason)
         core.counters[f"outcome_{status.name.lower()}"] += 1
         log.log(
-            _OUTCOME_LOG_LEVEL.get(status, logging.DEBUG),
+            logging.INFO
+            if reason in _STOPPED_ON_PURPOSE
+            else _OUTCOME_LOG_LEVEL.get(status, logging.DEBUG),
             "task %s %s (%s)",
             outcome.task_id,
             status.name.lower(),

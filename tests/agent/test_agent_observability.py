@@ -134,10 +134,15 @@ def test_disconnects_carry_their_reason_and_a_normal_stop_is_info(
     lost = next(ln for ln in _lines(agent) if ln["msg"].startswith("disconnected from broker"))
     assert lost["level"] == "warning" and lost["was_up"] is True
     assert isinstance(lost["reason_code"], int) and lost["reason"], lost
+    wait_until(lambda: cloud.messages("hello"), 15, "the agent's hello")
+    place(cloud, "edge-1", spec("long", sh("sleep 60")))
+    wait_until(lambda: agent.status()["running"], 15, "the long task to start")
     mark = len(_lines(agent))
     assert agent.terminate() == 0
     tail = _lines(agent)[mark:]
     assert [ln for ln in tail if ln["level"] in ("warning", "error")] == [], tail
+    stopped = [ln for ln in tail if ln.get("task_id") == "long"]
+    assert stopped and stopped[0]["reason"] == "agent_shutdown", tail  # stopped: INFO
     stop = [ln for ln in tail if ln["msg"].startswith("disconnected from broker")]
     assert stop and stop[0]["level"] == "info" and stop[0]["reason"] == "Normal disconnection"
     assert tail[-1]["msg"] == "agent stopped" and tail[-1]["level"] == "info"

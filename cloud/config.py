@@ -106,8 +106,10 @@ class ConsistencyConfig:
 class HealthConfig:
     """Failure detector and link grader (``shared.health.LinkPolicy`` fields)."""
 
-    # The controller pings every node this often; also the unit of suspicion.
-    heartbeat_interval_s: float = setting(3.0, min=0, exclusive_min=True)
+    # The controller pings a node it has heard nothing from for this long (a node that
+    # talks needs no probe); also the unit of suspicion by silence. A lost connection is
+    # faster: the broker publishes the node's last will (1.5 x its MQTT keep-alive).
+    heartbeat_interval_s: float = setting(40.0, min=0, exclusive_min=True)
     # Nothing heard for this many intervals: link suspected partitioned.
     suspect_missed: int = setting(3, min=1)
     # Suspected for this long: failure confirmed.
@@ -290,7 +292,7 @@ max_lease_s = 300.0
 prior_link = "healthy"           # a node's link before its first round trip (adaptive levels)
 
 [health]
-heartbeat_interval_s = 3.0       # the controller pings every node this often
+heartbeat_interval_s = 40.0      # ping a node unheard this long; the unit of suspicion
 suspect_missed = 3               # silent this many intervals: partitioned (suspected)
 confirm_after_s = 30.0           # suspected this long: failed (confirmed)
 window_s = 300.0                 # RTT / loss / disconnect window grading each link

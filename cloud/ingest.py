@@ -178,12 +178,20 @@ class Ingest:
         body = env.body
         entry.telemetry = asdict(body) if is_dataclass(body) else dict(vars(body))
         self.uow.dirty_nodes.add(entry.node_id)
+        self._reported_rtt(entry, body.rtt_ms_p50, now)
+
+    def _reported_rtt(self, entry: NodeEntry, rtt_ms: float | None, now: float) -> None:
+        """A round trip the node measured on its own messages (acks piggybacked on its
+        batches and heartbeats): an idle node is not pinged, so this grades its link."""
+        if rtt_ms is not None:
+            self.reconciler.link_changes([self.registry.round_trip(entry, rtt_ms, now)], now)
 
     def _on_pong(self, entry: NodeEntry, env: Envelope, now: float, _: Changed) -> None:
         change = self.registry.pong(entry.node_id, env.body.ping_id, now)
         self.reconciler.link_changes([change], now)
 
     def _on_heartbeat(self, entry: NodeEntry, env: Envelope, now: float, _: Changed) -> None:
+        self._reported_rtt(entry, env.body.rtt_ms, now)
         self.uow.queue(
             entry.node_id, "ack", Ack(up_to_seq=self.acked.get(entry.node_id), heartbeat_id=env.id)
         )

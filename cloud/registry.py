@@ -1,7 +1,7 @@
 """The node registry: what the controller knows of each node, and its link health.
 
-One :class:`NodeEntry` per node, fed by hello, presence, telemetry, pongs and
-any message heard; link grading and failure detection are
+One :class:`NodeEntry` per node, fed by hello, presence, telemetry, pongs,
+the round trips nodes report and any message heard; link grading and failure detection are
 ``shared.health.LinkMonitor``'s (never re-implemented here). A node that comes
 back keeps its entry, monitor and history: it is reconciled, not registered
 from scratch.
@@ -262,7 +262,10 @@ class Registry:
     # -- pings ------------------------------------------------------------------
 
     def due_pings(self, now: float) -> list[tuple[str, str]]:
-        """``(node_id, ping_id)`` for every reachable node whose ping is due.
+        """``(node_id, ping_id)`` for every reachable node whose ping is due: one the
+        controller has heard nothing from, and not pinged, for ``heartbeat_interval_s``.
+        A node that talks (digests, telemetry, deltas, heartbeats) needs no probe: its
+        messages prove it alive and its heartbeats report its round trips.
 
         Nodes suspected or confirmed down are not pinged: silence is already
         counted by the monitor, and a ping queued for them would come back as a
@@ -272,7 +275,7 @@ class Registry:
         for entry in self.nodes.values():
             if entry.link_state in (LinkState.PARTITIONED, LinkState.FAILED):
                 continue
-            if now - entry.last_ping < self.policy.heartbeat_interval_s:
+            if now - max(entry.last_ping, entry.last_contact) < self.policy.heartbeat_interval_s:
                 continue
             if len(self._pending_pings) >= _MAX_PENDING_PINGS:
                 break
@@ -293,7 +296,11 @@ class Registry:
             # trip is the partition's length, and one such sample would grade the link
             # critical for the whole window. Proof of life only.
             return entry.monitor.heard(now)
-        rtt_ms = (now - sent[1]) * 1000.0
+        return self.round_trip(entry, (now - sent[1]) * 1000.0, now)
+
+    def round_trip(self, entry: NodeEntry, rtt_ms: float, now: float) -> LinkStateChanged | None:
+        """A round trip of ``entry``'s link: our ping's, or one the node measured on its
+        own messages and reported (a heartbeat's ``rtt_ms``, telemetry's median)."""
         # Learned facts are not filters (speed, error, round trip average): they
         # never make parked work feasible, so ``changed`` is not bumped for them.
         observe_rtt(self.learner, entry.node_id, rtt_ms)

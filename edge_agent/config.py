@@ -99,9 +99,9 @@ class BrokerConfig:
     ca_file: str = ""
     cert_file: str = ""
     key_file: str = ""
-    keepalive_s: int = 10
-    reconnect_min_s: float = 1.0
-    reconnect_max_s: float = 60.0
+    keepalive_s: int = 6  # the broker publishes our last will 1.5 x this after we vanish
+    reconnect_min_s: float = 0.5  # jittered probes: a restored link is found within ~2 s
+    reconnect_max_s: float = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,8 +137,8 @@ class AutonomyConfig:
     """Timing of the sync loop. ``period_s`` is T of DESIGN §7."""
 
     period_s: float = setting(15.0, min=0, exclusive_min=True)
-    heartbeat_s: float = 0.0  # 0 = period_s / 6, so a healthy link stays below T/4
-    telemetry_s: float = 5.0
+    heartbeat_s: float = 0.0  # 0 = 2 * period_s: a heartbeat only after this long unanswered
+    telemetry_s: float = 5.0  # sampled this often; sent on a change or every 60 s
     lease_margin_s: float = 0.5  # drift margin subtracted from every lease deadline
     batch_max: int = setting(64, min=1)
     antientropy_s: float = setting(0.0, min=0)  # digest exchange while connected; 0 = 2 * period_s
@@ -185,7 +185,7 @@ class AgentConfig:
 
     @property
     def heartbeat_s(self) -> float:
-        return self.autonomy.heartbeat_s or self.autonomy.period_s / 6
+        return self.autonomy.heartbeat_s or 2 * self.autonomy.period_s
 
     @property
     def antientropy_s(self) -> float:
@@ -326,9 +326,9 @@ tls = false
 ca_file = ""                      # CA bundle; with cert_file/key_file: mutual TLS
 cert_file = ""
 key_file = ""
-keepalive_s = 10
-reconnect_min_s = 1.0             # jittered exponential reconnect, min → max
-reconnect_max_s = 60.0
+keepalive_s = 6                   # the broker's last will for us comes 1.5 x this after a loss
+reconnect_min_s = 0.5             # jittered exponential reconnect, min → max
+reconnect_max_s = 2.0
 
 [api]
 transport = "unix"                # unix: socket 0600 in the state dir; tcp: loopback + token
@@ -347,8 +347,8 @@ browse_timeout_s = 5.0
 
 [autonomy]
 period_s = 15.0                   # T: connectivity grades at T/4, T/2, T of ack age
-heartbeat_s = 0.0                 # 0 = period_s / 6
-telemetry_s = 5.0
+heartbeat_s = 0.0                 # 0 = 2 * period_s; only when the controller was quiet this long
+telemetry_s = 5.0                 # sampled this often; sent on a change or every 60 s
 lease_margin_s = 0.5              # drift margin subtracted from strong-task lease deadlines
 batch_max = 64                    # CRDT deltas per `up` message
 antientropy_s = 0.0               # digest exchange period while connected; 0 = 2 * period_s

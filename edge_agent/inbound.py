@@ -82,6 +82,7 @@ class Inbound:
             self._reject("clock_skew", str(exc))
             return
         body = env.body
+        self.uplink.heard()  # the controller speaks: no heartbeat needed for a while
         if isinstance(body, Ack):
             self.uplink.on_ack(body)
             return

@@ -2,21 +2,81 @@
 
 Averages over 1, 5 and 15 minutes are exponentially decayed like the kernel's load average, so
 they need no sample history (constant memory on a small device).
+
+An idle node should be nearly silent: a sample is sampled every ``autonomy.telemetry_s`` but
+reported only when it moved by a threshold (:func:`worth_reporting`) or the last report is
+:data:`REFRESH_S` old, and rounded (:func:`rounded`) to what placement can tell apart.
 """
 
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-__all__ = ["Sampler", "capacity"]
+__all__ = ["REFRESH_S", "Sampler", "capacity", "rounded", "worth_reporting"]
 
 _WINDOWS = {"1m": 60.0, "5m": 300.0, "15m": 900.0}
+
+#: The longest time between two telemetry reports while connected (seconds).
+REFRESH_S = 60.0
+#: A move of at least this many points (of the one-minute average, where there is one) is
+#: reported at once.
+_POINTS = {"cpu_pct": 10.0, "memory_pct": 5.0, "battery_pct": 5.0}
+#: A move of at least this fraction of the last reported value is reported at once.
+_FRACTION = {"memory_free_mb": 0.1, "disk_free_mb": 0.1}
+#: Any change of these is reported at once (the controller's queue and backlog views).
+_COUNTS = ("queue_len", "running", "reconnects")
+
+
+def rounded(report: Mapping[str, Any]) -> dict[str, Any]:
+    """``report`` (the ``Telemetry`` fields) rounded: percentages and megabytes to whole
+    numbers, load averages to hundredths, the decayed averages to tenths, round trips to
+    tenths of a millisecond. Fewer bytes, and no change reported that is only noise."""
+    out = dict(report)
+    for key in ("cpu_pct", "memory_pct", "memory_free_mb", "disk_free_mb", "battery_pct"):
+        if out.get(key) is not None:
+            out[key] = float(round(out[key]))
+    out["load"] = tuple(round(v, 2) for v in out["load"])
+    if out.get("rtt_ms_p50") is not None:
+        out["rtt_ms_p50"] = round(out["rtt_ms_p50"], 1)
+    out["averages"] = {
+        metric: {window: round(v, 1) for window, v in windows.items()}
+        for metric, windows in out.get("averages", {}).items()
+    }
+    return out
+
+
+def _trend(report: Mapping[str, Any], key: str) -> float | None:
+    """What a threshold compares: the one-minute average where there is one (a busy
+    neighbour's spike is not news), else the sample."""
+    value = report.get("averages", {}).get(key, {}).get("1m")
+    return report.get(key) if value is None else value
+
+
+def worth_reporting(last: Mapping[str, Any] | None, now: Mapping[str, Any], age_s: float) -> bool:
+    """Whether to send ``now`` when ``last`` was reported ``age_s`` seconds ago (``None``:
+    nothing yet on this connection): at least every :data:`REFRESH_S`, and at once when a
+    count changed or a figure moved by its threshold."""
+    if last is None or age_s >= REFRESH_S:
+        return True
+    if any(last.get(key) != now.get(key) for key in _COUNTS):
+        return True
+    if (last.get("battery_pct") is None) != (now.get("battery_pct") is None):
+        return True
+    for key, points in _POINTS.items():
+        before, after = _trend(last, key), _trend(now, key)
+        if before is not None and after is not None and abs(after - before) >= points:
+            return True
+    return any(
+        abs(now[key] - last[key]) >= fraction * max(last[key], 1.0)
+        for key, fraction in _FRACTION.items()
+    )
 
 
 def _battery() -> float | None:

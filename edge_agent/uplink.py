@@ -1,19 +1,21 @@
 """The uplink's I/O: carries out what the pure session (``shared.protocol.UplinkSession``)
 decides: announce, outbox batches, digests, heartbeats, telemetry, and the recovery of a
 silent session (resubscribe, reconnect). Everything published goes through
-:meth:`Uplink.publish`, stamped on the node's HLC.
+:meth:`Uplink.publish`, stamped on the node's HLC. Telemetry is sampled when the session
+says so and sent only when it changed enough or is due (``edge_agent.telemetry``).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
-import uuid
+import secrets
 from typing import Any
 
 from edge_agent import __version__
 from edge_agent.core import Core
-from edge_agent.telemetry import Sampler, capacity
+from edge_agent.telemetry import Sampler, capacity, rounded, worth_reporting
 from edge_agent.transport import Transport
 from shared.crdt import TaskRecord
 from shared.errors import LocalProtocolError
@@ -50,6 +52,10 @@ class Uplink:
         self.sampler: Sampler | None = None
         self.api_port: int | None = None
         self.last_sync_ms: int | None = None  # wall clock of the last ack, for status
+        # Message ids: unique per process (a fresh random prefix) and short on the wire.
+        self._ids = map(f"{secrets.token_hex(6)}.{{:x}}".format, itertools.count(1))
+        # The telemetry last sent on this connection, and when (monotonic).
+        self._telemetry: tuple[dict[str, Any], float] | None = None
 
     @property
     def link_up(self) -> bool:
@@ -60,7 +66,7 @@ class Uplink:
         """A fresh envelope from this node, stamped now on the HLC."""
         return Envelope(
             type=type_,
-            id=uuid.uuid4().hex,
+            id=next(self._ids),
             sender=self.core.node,
             hlc=self.core.stamp().encode(),
             body=body,
@@ -98,7 +104,12 @@ class Uplink:
     # -- inputs --------------------------------------------------------------------
     def link_changed(self, up: bool) -> None:
         self.core.persist_event("link", None, up=up)
+        self._telemetry = None  # a new connection starts with a full report
         self.run(self.session.link_changed(up, self.core.clock.mono()))
+
+    def heard(self) -> None:
+        """A valid message from the controller arrived (any type)."""
+        self.session.heard(self.core.clock.mono())
 
     def on_ack(self, body: Ack) -> None:
         self.last_sync_ms = self.core.clock.wall_ms()
@@ -184,7 +195,7 @@ class Uplink:
                 last = seq
             if self.publish("up", "deltas", Deltas(records=tuple(batch)), seq=last) is None:
                 return
-            self.session.flushed(last)
+            self.session.flushed(last, self.core.clock.mono())
 
     def send_digest(self) -> None:
         """Anti-entropy: the digest of every record, in parts under the message size bound
@@ -193,25 +204,35 @@ class Uplink:
             self.publish("up", "digest", part)
 
     def heartbeat(self) -> None:
-        env_id = self.publish("up", "heartbeat", Heartbeat())
+        rtt = self.session.last_rtt()
+        body = Heartbeat(rtt_ms=None if rtt is None else round(rtt, 1))
+        env_id = self.publish("up", "heartbeat", body)
         if env_id is not None:
             self.session.heartbeat_sent(env_id, self.core.clock.mono())
 
     def send_telemetry(self) -> None:
+        """Sample now; send only what ``worth_reporting`` says is news (or due)."""
         if self.sampler is None:
             return
-        sample = self.sampler.sample(self.core.clock.mono())
-        body = Telemetry(
-            cpu_pct=sample["cpu_pct"],
-            memory_pct=sample["memory_pct"],
-            memory_free_mb=sample["memory_free_mb"],
-            disk_free_mb=sample["disk_free_mb"],
-            load=(sample["load1"], sample["load5"], sample["load15"]),
-            battery_pct=sample["battery_pct"],
-            queue_len=len(self.core.journal.queued()),
-            running=len(self.core.running),
-            rtt_ms_p50=self.session.rtt_p50(),
-            reconnects=self.transport.reconnects if self.transport else 0,
-            averages=sample["averages"],
+        now = self.core.clock.mono()
+        sample = self.sampler.sample(now)
+        report = rounded(
+            {
+                "cpu_pct": sample["cpu_pct"],
+                "memory_pct": sample["memory_pct"],
+                "memory_free_mb": sample["memory_free_mb"],
+                "disk_free_mb": sample["disk_free_mb"],
+                "load": (sample["load1"], sample["load5"], sample["load15"]),
+                "battery_pct": sample["battery_pct"],
+                "queue_len": len(self.core.journal.queued()),
+                "running": len(self.core.running),
+                "rtt_ms_p50": self.session.rtt_p50(),
+                "reconnects": self.transport.reconnects if self.transport else 0,
+                "averages": sample["averages"],
+            }
         )
-        self.publish("telemetry", "telemetry", body, qos=0)
+        last, sent_at = self._telemetry or (None, now)
+        if not worth_reporting(last, report, now - sent_at):
+            return
+        if self.publish("telemetry", "telemetry", Telemetry(**report), qos=0) is not None:
+            self._telemetry = (report, now)

@@ -14,6 +14,8 @@ from shared.protocol import Ack, SessionTiming, UplinkCommand, UplinkSession
 C = UplinkCommand
 T = 3.0
 TIMING = SessionTiming(period_s=T, heartbeat_s=T / 6, telemetry_s=1.0, antientropy_s=2 * T)
+#: The agent's defaults in units of T (edge_agent/config.py).
+IDLE = SessionTiming(period_s=T, heartbeat_s=2 * T, telemetry_s=T / 3, antientropy_s=2 * T)
 
 
 def _session(acked_seq: int = 0) -> UplinkSession:
@@ -25,7 +27,7 @@ def test_every_connect_announces_and_resends_everything_from_the_last_ack() -> N
     assert session.tick(0.0, 10) == []  # nothing while the link is down
     assert session.link_changed(True, 1.0) == [C.ANNOUNCE, C.FLUSH, C.DIGEST, C.HEARTBEAT]
     assert session.sent_seq == 7
-    session.flushed(10)
+    session.flushed(10, 1.5)
     assert session.link_changed(False, 2.0) == []
     assert session.link_changed(True, 3.0)[:2] == [C.ANNOUNCE, C.FLUSH]
     assert session.sent_seq == 7  # rows not acknowledged go again on the new connection
@@ -35,18 +37,19 @@ def test_acks_are_cumulative_and_measure_round_trips() -> None:
     session = _session()
     session.link_changed(True, 0.0)
     session.heartbeat_sent("hb-1", 0.5)
-    session.flushed(5)
+    session.flushed(5, 0.5)
     assert session.ack(Ack(up_to_seq=3, heartbeat_id="hb-1"), 0.75) == 3
+    assert session.ack_age(1.75) == 1.0  # rows 4-5 still owed, from the last answer
     assert session.ack(Ack(up_to_seq=2), 0.8) is None  # an old ack, redelivered
-    assert session.ack(Ack(up_to_seq=5), 0.9) == 5
-    assert session.rtt_p50() == 250.0
-    assert session.ack_age(2.9) == 2.0
+    assert session.ack(Ack(up_to_seq=5), 0.9) == 5  # the batch's ack times it too
+    assert list(session.rtt_ms) == [250.0, 400.0] and session.last_rtt() == 400.0
+    assert session.ack_age(2.9) == 0.0  # nothing owed: connected, however quiet
 
 
 def test_unacknowledged_rows_are_resent_after_a_period_without_progress() -> None:
     session = _session()
     session.link_changed(True, 0.0)
-    session.flushed(4)
+    session.flushed(4, 0.1)
     session.ack(Ack(up_to_seq=1), 0.5)
     session.tick(0.6, 4)
     assert session.sent_seq == 4
@@ -59,7 +62,7 @@ def test_unacknowledged_rows_are_resent_after_a_period_without_progress() -> Non
 def test_the_digest_repeats_only_once_the_outbox_is_acknowledged() -> None:
     session = _session()
     session.link_changed(True, 0.0)
-    session.flushed(2)
+    session.flushed(2, 0.1)
     session.ack(Ack(heartbeat_id=None), 2 * T)
     assert C.DIGEST not in session.tick(2 * T + 0.1, 2)  # rows out, not yet acked
     session.ack(Ack(up_to_seq=2), 2 * T + 0.2)
@@ -123,3 +126,42 @@ def test_a_connected_session_is_never_silent_for_long_without_acting(
         elif what in ("down", "up"):
             session.link_changed(what == "up", now)
             last_action = now
+
+
+def test_an_idle_session_heartbeats_only_when_the_controller_is_quiet() -> None:
+    """Issue 14: no heartbeat while the controller answers digests; a heartbeat T after a
+    digest nobody answered; none at all while acks of batches keep coming."""
+    session = UplinkSession(IDLE)
+    session.link_changed(True, 0.0)
+    session.ack(Ack(heartbeat_id=None), 0.0)  # digest and heartbeat due at the same time
+    sent: list[tuple[float, UplinkCommand]] = []
+    t = 0.1
+    while t < 20 * T:
+        t = round(t + 0.05, 2)
+        sent += [(t, c) for c in session.tick(t, 0) if c in (C.HEARTBEAT, C.DIGEST)]
+        if sent and sent[-1] == (t, C.DIGEST):
+            session.heard(t + 0.05)  # the controller's digest comes back
+    assert {c for _, c in sent} == {C.DIGEST}
+    assert session.ack_age(t) == 0.0
+    # The controller stops answering: a heartbeat T after the next digest, then owed.
+    digest_at = next(
+        t2 for t2 in (t + i * 0.05 for i in range(1, 2000)) if C.DIGEST in session.tick(t2, 0)
+    )
+    assert C.HEARTBEAT not in session.tick(digest_at + T - 0.05, 0)
+    assert C.HEARTBEAT in session.tick(digest_at + T, 0)
+    assert session.ack_age(digest_at + T + 1.0) == 1.0
+
+
+def test_acks_of_batches_are_the_heartbeat_of_a_busy_session() -> None:
+    session = UplinkSession(IDLE)
+    session.link_changed(True, 0.0)
+    session.ack(Ack(heartbeat_id=None), 0.1)
+    t = 0.1
+    for seq in range(1, 200):
+        t += T / 12
+        commands = session.tick(t, seq)
+        assert C.HEARTBEAT not in commands
+        assert C.FLUSH in commands
+        session.flushed(seq, t)
+        session.ack(Ack(up_to_seq=seq), t + 0.01)
+    assert len(session.rtt_ms) > 0 and session.ack_age(t + 0.02) == 0.0

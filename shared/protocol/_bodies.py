@@ -71,6 +71,8 @@ MAX_DIGEST_VALUE_LEN: Final = 16_384
 MAX_REASON_LEN: Final = 1_000
 #: Longest lease that may be requested or granted (one day).
 MAX_LEASE_S: Final = 86_400.0
+#: Largest round trip a heartbeat may report (ms): a minute is no longer a link, but an outage.
+MAX_RTT_MS: Final = 60_000.0
 #: Longest lease ``request_id`` (the agent's ``<incarnation>-<n>``).
 MAX_REQUEST_ID_LEN: Final = 128
 #: ``presence.status`` values (``offline`` is also the last will).
@@ -277,6 +279,15 @@ class Presence(Body):
         return cls(status=status)
 
 
+#: Telemetry fields always written; the rest are left out at their defaults (null, the
+#: integer 0, no averages), which the reader restores.
+_SAMPLE = frozenset({"cpu_pct", "memory_pct", "memory_free_mb", "disk_free_mb", "load"})
+
+
+def _at_default(value: object) -> bool:
+    return value is None or (type(value) is int and value == 0) or value == {}
+
+
 @dataclass(frozen=True, slots=True)
 class Telemetry(Body):
     """A psutil sample, the local queue and link statistics (QoS 0: a lost one is replaced)."""
@@ -296,7 +307,7 @@ class Telemetry(Body):
     averages: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "cpu_pct": self.cpu_pct,
             "memory_pct": self.memory_pct,
             "memory_free_mb": self.memory_free_mb,
@@ -309,6 +320,8 @@ class Telemetry(Body):
             "reconnects": self.reconnects,
             "averages": {k: dict(v) for k, v in self.averages.items()},
         }
+        # Optional fields at their defaults are left out (the reader restores them).
+        return {k: v for k, v in out.items() if k in _SAMPLE or not _at_default(v)}
 
     @classmethod
     def read(cls, f: Fields) -> Self:
@@ -493,12 +506,16 @@ class Heartbeat(Body):
 
     TYPE: ClassVar[str] = "heartbeat"
 
+    #: The latest round trip the node measured (of a heartbeat or an outbox batch, to its
+    #: ack), in ms: the controller grades the link on it without a ping of its own.
+    rtt_ms: float | None = None
+
     def to_dict(self) -> dict[str, Any]:
-        return {}
+        return {} if self.rtt_ms is None else {"rtt_ms": self.rtt_ms}
 
     @classmethod
     def read(cls, f: Fields) -> Self:
-        return cls()
+        return cls(rtt_ms=f.opt_number("rtt_ms", min=0, max=MAX_RTT_MS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -679,7 +696,8 @@ class Ack(Body):
     heartbeat_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"up_to_seq": self.up_to_seq, "heartbeat_id": self.heartbeat_id}
+        out = {"up_to_seq": self.up_to_seq, "heartbeat_id": self.heartbeat_id}
+        return {k: v for k, v in out.items() if v is not None}  # null = absent
 
     @classmethod
     def read(cls, f: Fields) -> Self:

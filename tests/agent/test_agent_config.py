@@ -16,8 +16,8 @@ from shared.errors import ValidationError
 def test_example_config_parses_and_matches_defaults() -> None:
     cfg = parse_config(tomllib.loads(EXAMPLE_CONFIG), env={})
     assert cfg.node.id == "edge-1"
-    assert cfg.broker.reconnect_min_s == 1.0 and cfg.broker.reconnect_max_s == 60.0
-    assert cfg.heartbeat_s == pytest.approx(cfg.autonomy.period_s / 6)
+    assert cfg.broker.reconnect_min_s == 0.5 and cfg.broker.reconnect_max_s == 2.0
+    assert cfg.heartbeat_s == pytest.approx(2 * cfg.autonomy.period_s)
 
 
 def test_every_problem_is_listed_with_its_path() -> None:

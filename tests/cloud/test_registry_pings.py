@@ -37,7 +37,7 @@ def test_an_outage_noticed_only_when_the_pong_arrives_is_not_a_round_trip() -> N
     """Nobody polled during the silence: the pong itself reveals it."""
     reg = Registry(POLICY)
     entry = reg.ensure("n1", 0.0, 0)
-    ping = _ping(reg, "n1", 0.5)
+    ping = _ping(reg, "n1", 1.0)
     reg.pong("n1", ping, 4.0)
     stats = entry.monitor.stats(4.0)
     assert stats.rtt_samples == 0
@@ -47,8 +47,8 @@ def test_an_outage_noticed_only_when_the_pong_arrives_is_not_a_round_trip() -> N
 def test_round_trips_before_and_after_a_partition_still_count() -> None:
     reg = Registry(POLICY)
     entry = reg.ensure("n1", 0.0, 0)
-    reg.pong("n1", _ping(reg, "n1", 0.0), 0.05)
-    reg.poll(3.5)
+    reg.pong("n1", _ping(reg, "n1", 1.0), 1.05)
+    reg.poll(4.5)
     assert entry.monitor.state is LinkState.PARTITIONED
     entry.monitor.heard(6.0)
     reg.pong("n1", _ping(reg, "n1", 6.0), 6.3)  # a slow link after the heal is measured
@@ -56,3 +56,24 @@ def test_round_trips_before_and_after_a_partition_still_count() -> None:
     assert stats.rtt_samples == 2
     assert stats.rtt_p99_ms is not None and stats.rtt_p99_ms > 250
     assert stats.state is LinkState.CRITICAL
+
+
+def test_only_a_node_unheard_for_an_interval_is_pinged() -> None:
+    """A node that talks needs no probe (issue 14: one quiet liveness loop)."""
+    reg = Registry(POLICY)
+    talker = reg.ensure("talker", 0.0, 0)
+    reg.ensure("quiet", 0.0, 0)
+    assert reg.due_pings(0.9) == []  # both just heard
+    pinged = []
+    for t in (0.5, 1.2, 1.9, 2.6):
+        reg.contact(talker, t, 0)
+        pinged += [(n, t + 0.1) for n, _ in reg.due_pings(t + 0.1)]
+    assert pinged == [("quiet", 1.3), ("quiet", 2.7)]  # once an interval, the talker never
+
+
+def test_a_reported_round_trip_grades_the_link() -> None:
+    reg = Registry(POLICY)
+    entry = reg.ensure("n1", 0.0, 0)
+    reg.round_trip(entry, 450.0, 0.5)
+    stats = entry.monitor.stats(0.5)
+    assert stats.rtt_samples == 1 and stats.state is LinkState.CRITICAL

@@ -117,6 +117,13 @@ class ControllerMetrics:
             ["node"],
             registry=r,
         )
+        self.node_outbox = Gauge(
+            "continuum_node_outbox_depth",
+            "Changes the node journaled and the controller has not acknowledged, from its "
+            "last telemetry",
+            ["node"],
+            registry=r,
+        )
 
     def render(self, refresh: Callable[[ControllerMetrics], None] | None = None) -> bytes:
         if refresh is not None:

@@ -191,9 +191,9 @@ class Queries:
         self._node_gauges(m, now)
 
     def _node_gauges(self, m: ControllerMetrics, now: float) -> None:
-        """Per-node series labelled by node: link state, RTT, running and queued tasks.
-        (The agents' outbox depth is not carried by their telemetry: not shown.)"""
-        for gauge in (m.node_link, m.node_rtt, m.node_running, m.node_queued):
+        """Per-node series labelled by node: link state, RTT, running tasks, and from the
+        node's last telemetry its queue and outbox depth."""
+        for gauge in (m.node_link, m.node_rtt, m.node_running, m.node_queued, m.node_outbox):
             gauge.clear()
         for node_id, entry in self.registry.nodes.items():
             stats = entry.monitor.stats(now)
@@ -202,9 +202,10 @@ class Queries:
                 if ms is not None:
                     m.node_rtt.labels(node=node_id, quantile=quantile).set(ms / 1000.0)
             m.node_running.labels(node=node_id).set(len(self.tasks.active_on(node_id)))
-            queued = entry.telemetry.get("queue_len")
-            if isinstance(queued, int | float):
-                m.node_queued.labels(node=node_id).set(queued)
+            for gauge, key in ((m.node_queued, "queue_len"), (m.node_outbox, "outbox")):
+                value = entry.telemetry.get(key)
+                if isinstance(value, int | float):
+                    gauge.labels(node=node_id).set(value)
 
 
 def _task_summary(row: TaskRow) -> dict[str, Any]:

@@ -229,6 +229,7 @@ class Uplink:
                 "rtt_ms_p50": self.session.rtt_p50(),
                 "reconnects": self.transport.reconnects if self.transport else 0,
                 "averages": sample["averages"],
+                "outbox": self.core.journal.outbox_depth(),  # rides along; not news alone
             }
         )
         last, sent_at = self._telemetry or (None, now)

@@ -107,6 +107,7 @@ def _telemetry() -> Telemetry:
         rtt_ms_p50=12.0,
         reconnects=2,
         averages={"cpu_pct": {"1m": 10.0, "5m": 8.0, "15m": 5.0}, "memory_pct": {"1m": 40.0}},
+        outbox=5,
     )
 
 

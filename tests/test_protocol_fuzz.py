@@ -116,6 +116,7 @@ bodies: dict[str, st.SearchStrategy[Body]] = {
         running=st.integers(0, 10**6),
         rtt_ms_p50=st.none() | sizes,
         reconnects=st.integers(0, 10**6),
+        outbox=st.integers(0, 10**6),
         averages=st.dictionaries(
             st.sampled_from(["cpu_pct", "memory_pct"]),
             st.dictionaries(st.sampled_from(["1m", "5m", "15m"]), pcts),

@@ -305,6 +305,8 @@ class Telemetry(Body):
     rtt_ms_p50: float | None = None
     reconnects: int = 0
     averages: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: Changes journaled on the node and not yet acknowledged (its outbox), at the sample.
+    outbox: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -319,6 +321,7 @@ class Telemetry(Body):
             "rtt_ms_p50": self.rtt_ms_p50,
             "reconnects": self.reconnects,
             "averages": {k: dict(v) for k, v in self.averages.items()},
+            "outbox": self.outbox,
         }
         # Optional fields at their defaults are left out (the reader restores them).
         return {k: v for k, v in out.items() if k in _SAMPLE or not _at_default(v)}
@@ -338,6 +341,7 @@ class Telemetry(Body):
             rtt_ms_p50=f.opt_number("rtt_ms_p50", min=0),
             reconnects=f.integer("reconnects", 0, min=0, max=MAX_INT),
             averages=_averages(f),
+            outbox=f.integer("outbox", 0, min=0, max=MAX_INT),
         )
 
 

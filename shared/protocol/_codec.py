@@ -62,20 +62,25 @@ def _finite_float(text: str) -> float:
 
 
 def _too_deep(value: object, limit: int) -> bool:
-    """Whether ``value`` nests containers deeper than ``limit`` (iterative: no recursion)."""
+    """Whether ``value`` nests containers deeper than ``limit`` (iterative: no recursion;
+    only containers are visited)."""
     stack: list[tuple[object, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
-        if isinstance(item, dict):
-            children: Any = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
+        children: Any = item.values() if isinstance(item, dict) else item
         if depth > limit:
             return True
-        stack.extend((child, depth + 1) for child in children)
+        stack.extend((child, depth + 1) for child in children if type(child) in _CONTAINERS)
     return False
+
+
+_CONTAINERS = (dict, list)  # what json.loads nests
+
+
+def _may_be_too_deep(text: str, limit: int) -> bool:
+    """Cheap bound before the walk: JSON with no more than ``limit`` opening brackets
+    (in strings or not) cannot nest deeper than ``limit``; most messages have a few."""
+    return text.count("[") + text.count("{") > limit
 
 
 def encode(env: Envelope) -> bytes:
@@ -164,16 +169,15 @@ def _decode(payload: object) -> Envelope:
             f"message is {size} bytes (limit {MAX_MESSAGE_BYTES})", reason="too_large"
         )
     try:
-        doc = json.loads(
-            bytes(payload).decode("utf-8"),
-            parse_constant=_reject_constant,
-            parse_float=_finite_float,
-        )
+        text = bytes(payload).decode("utf-8")
+        doc = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except RecursionError as exc:
         raise RemoteProtocolError("JSON nested too deep", reason="too_deep") from exc
     except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise RemoteProtocolError(f"not JSON: {str(exc)[:200]}", reason="not_json") from exc
-    if _too_deep(doc, MAX_JSON_DEPTH):
+    if type(doc) in _CONTAINERS and (
+        _may_be_too_deep(text, MAX_JSON_DEPTH) and _too_deep(doc, MAX_JSON_DEPTH)
+    ):
         raise RemoteProtocolError(f"JSON nested deeper than {MAX_JSON_DEPTH}", reason="too_deep")
     if not isinstance(doc, dict):
         raise RemoteProtocolError("a message must be a JSON object", reason="invalid")

@@ -30,7 +30,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
-import numpy.typing as npt
 
 from shared.placement._cache import ShapeCache
 from shared.placement._demand import TaskDemand
@@ -45,8 +44,8 @@ from shared.placement._scoring import (
     resolve_mode,
     static_terms,
 )
-from shared.placement._select import order_by_rank, quantise, ranks, tie_seed
-from shared.placement._table import BoolArray, FloatArray, IntArray, NodeTable
+from shared.placement._select import tie_seed, top_rows
+from shared.placement._table import BoolArray, FloatArray, NodeTable
 from shared.vocab import PlacementMode
 
 __all__ = [
@@ -68,8 +67,6 @@ _ZEROS = np.zeros(1 << 16)
 _ZEROS.flags.writeable = False
 # The cache key of the table's ``NodeFacts`` (beside the shapes, same validity).
 _FACTS = ("node facts",)
-# The rank of a node that cannot take the task: below any candidate's.
-_NO_RANK = np.iinfo(np.int64).min + 1  # + 1: still below after negation
 
 
 @dataclass(slots=True)
@@ -157,15 +154,13 @@ def _decide(table: NodeTable, shape: Shape, tie: int, explain: bool) -> Decision
     else:
         fit = fit_term(shape.need, shape.count, free)
         total = shape.static + shape.wfit * fit
-    rank = ranks(quantise(np.where(ok, total, 0.0)), table.hash, tie)
-    rank[~ok] = _NO_RANK
     chosen: str | None = None
     candidates: tuple[Candidate, ...] = ()
     if not explain:
-        j = int(np.argmax(rank))  # the first of equal ranks: the lowest row
-        chosen = table.ids[j] if ok[j] else None
+        top = top_rows(total, ok, table.hash, tie, 1)
+        chosen = table.ids[top[0]] if len(top) and ok[top[0]] else None
     else:
-        best = _best(rank, ok)
+        best = top_rows(total, ok, table.hash, tie, TOP_CANDIDATES)
         if shape.timing is not None and facts is not None:
             names, values = breakdown(facts, table, demand, best, queue[best], cost[best])
         else:
@@ -188,15 +183,6 @@ def _decide(table: NodeTable, shape: Shape, tie: int, explain: bool) -> Decision
         chosen=chosen,
     )
     return Decision(chosen, explanation)
-
-
-def _best(rank: npt.NDArray[np.int64], ok: BoolArray) -> IntArray:
-    """Rows of the best ``TOP_CANDIDATES`` candidates, best first (equal ranks: the
-    lower row first)."""
-    if np.count_nonzero(ok) > TOP_CANDIDATES:
-        return order_by_rank(np.arange(len(rank)), rank, TOP_CANDIDATES)
-    rows = np.flatnonzero(ok)
-    return rows[order_by_rank(rows, rank[rows], TOP_CANDIDATES)]
 
 
 def _shape(

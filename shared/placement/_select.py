@@ -10,6 +10,13 @@ and equal nodes share the load across tasks instead of the first row winning.
 Scores lie in [-1, 1], so ``|q| <= 1e9 < 2**30`` and the packed rank cannot
 overflow. Equal ranks (same quantised score and same 32-bit key) fall back to
 the lower row, which the batch path reproduces.
+
+``top_rows`` gives the best rows of one decision without packing a rank for every
+node: quantising is monotonic, so the best ranks lie among the rows whose score is
+within a quantum or two of the best scores; only those are ranked. Scores that are
+not finite or not in [-2, 2], and decisions with no more candidates than asked for,
+take the exact whole-column path (``exact_top_rows``), which is also the reference
+the tests compare against.
 """
 
 from __future__ import annotations
@@ -19,13 +26,32 @@ import hashlib
 import numpy as np
 import numpy.typing as npt
 
-from shared.placement._table import FloatArray
+from shared.placement._table import BoolArray, FloatArray
 
-__all__ = ["SCALE", "order_by_rank", "quantise", "ranks", "tie_seed"]
+__all__ = [
+    "BOUND",
+    "SCALE",
+    "exact_top_rows",
+    "near_best",
+    "order_by_rank",
+    "quantise",
+    "rank_rows",
+    "ranks",
+    "tie_seed",
+    "top_rows",
+]
 
 #: Quantum of a score: scores closer than this are ties.
 SCALE = 1e9
 _LOW = 0xFFFFFFFF
+# The rank of a node that cannot take the task: below any candidate's.
+_NO_RANK = np.iinfo(np.int64).min + 1  # + 1: still below after negation
+# Rows whose score is within this of the limit-th best are ranked exactly: a score
+# quantum is 1e-9 and rounding moves a quantised score by half of one.
+_MARGIN = 4e-9
+#: Scores outside [-BOUND, BOUND] (never in practice) take the exact path; a row
+#: that cannot take the task scores -BOUND in ``near_best``.
+BOUND = 2.0
 
 IntArray = npt.NDArray[np.int64]
 
@@ -56,3 +82,57 @@ def order_by_rank(rows: IntArray, rank: IntArray, limit: int) -> IntArray:
         keep = np.flatnonzero(rank >= bound)
         return keep[np.lexsort((rows[keep], -rank[keep]))[:limit]]  # type: ignore[no-any-return]
     return np.lexsort((rows, -rank))  # type: ignore[no-any-return]
+
+
+def exact_top_rows(
+    total: FloatArray, ok: BoolArray, hashes: npt.NDArray[np.uint32], tie: int, limit: int
+) -> IntArray:
+    """Rows of the best ``limit`` entries of ``total`` among ``ok``, best first, by
+    packing every row's rank (rows off ``ok`` rank lowest). Each row's rank is
+    computed as ``ranks`` does, so whatever ``total`` holds, this is the reference."""
+    rank = ranks(quantise(np.where(ok, total, 0.0)), hashes, tie)
+    rank[~ok] = _NO_RANK
+    if np.count_nonzero(ok) > limit:
+        return order_by_rank(np.arange(len(rank)), rank, limit)
+    rows = np.flatnonzero(ok)
+    return rows[order_by_rank(rows, rank[rows], limit)]  # type: ignore[no-any-return]
+
+
+def top_rows(
+    total: FloatArray, ok: BoolArray, hashes: npt.NDArray[np.uint32], tie: int, limit: int
+) -> IntArray:
+    """What ``exact_top_rows`` returns, ranking only the rows near the best scores
+    (see the module docstring): a handful of whole-column operations instead of a
+    dozen. The caller still checks ``ok`` of the rows (the exact path may return
+    rows off ``ok`` when scores are not finite, as it always did)."""
+    scored = np.where(ok, total, -BOUND)
+    rows = near_best(scored, limit)
+    if rows is None:
+        return exact_top_rows(total, ok, hashes, tie, limit)
+    return rank_rows(rows, scored, hashes, tie, limit)
+
+
+def near_best(scored: FloatArray, limit: int) -> IntArray | None:
+    """Rows whose score is within ``_MARGIN`` of the ``limit``-th best, given the
+    scores with ``-BOUND`` on the rows that cannot take the task; ``None`` when
+    that cannot be decided this way (no more than ``limit`` candidates, scores not
+    finite or outside [-BOUND, BOUND]): then ``exact_top_rows`` decides."""
+    if len(scored) < max(limit, 1):
+        return None
+    high, low = scored.max(), scored.min()
+    if not (low >= -BOUND and high <= BOUND):  # NaN, infinities or out of range
+        return None
+    floor = high if limit == 1 else -np.partition(-scored, limit - 1)[limit - 1]
+    if floor - _MARGIN <= -BOUND:  # rows that cannot take the task would be among them
+        return None
+    return np.flatnonzero(scored >= floor - _MARGIN)
+
+
+def rank_rows(
+    rows: IntArray, scored: FloatArray, hashes: npt.NDArray[np.uint32], tie: int, limit: int
+) -> IntArray:
+    """The best ``limit`` of ``near_best``'s rows, best first, by their packed rank."""
+    if len(rows) == 1:
+        return rows
+    rank = ranks(quantise(scored[rows]), hashes[rows], tie)
+    return rows[order_by_rank(rows, rank, limit)]  # type: ignore[no-any-return]

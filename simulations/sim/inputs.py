@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import replace
 
 import numpy as np
 
@@ -135,10 +136,23 @@ class PlacementInputs:
     def demand(self, task: Task, template: TaskDemand, now: float) -> TaskDemand:
         """``task``'s own demand for the adaptive ranking: ``template`` (its shape)
         with its id, the learned work of its kind and the deadline left."""
+        return replace(
+            self.predicted(task, template), task_id=task.id, deadline_s=self.deadline(task, now)
+        )
+
+    def deadline(self, task: Task, now: float) -> float:
+        """Seconds left to ``task``'s deadline at ``now``, rounded down to
+        ``DEADLINE_STEP_S``."""
+        left = self.types[task.tt].deadline_s - (now - task.t_arr)
+        return math.floor(left / DEADLINE_STEP_S) * DEADLINE_STEP_S
+
+    def predicted(self, task: Task, template: TaskDemand) -> TaskDemand:
+        """What ``demand`` gives every task of ``task``'s kind until the next
+        telemetry tick, but without an id or deadline (the static half of the
+        adaptive ranking reads neither)."""
         tt = self.types[task.tt]
-        left = tt.deadline_s - (now - task.t_arr)
         return TaskDemand(
-            task_id=task.id,
+            task_id=template.task_id,
             cpu=template.cpu,
             memory_mb=template.memory_mb,
             preferred_tiers=template.preferred_tiers,
@@ -149,7 +163,6 @@ class PlacementInputs:
             level=template.level,
             exclude=template.exclude,
             work_s=self.work[task.tt],
-            deadline_s=math.floor(left / DEADLINE_STEP_S) * DEADLINE_STEP_S,
             output_mb=(sum(tt.output_kb) / 2) / 1024.0,
             idempotent=tt.idempotent,
         )

@@ -11,18 +11,30 @@ resources. The arithmetic is the same functions in the same order
 (``first_exhausted``, ``fit_term``, ``quantise``, ``tie_seed`` and the rank
 packing of ``_select``), so each choice is the node ``place`` would return on
 the same table; ``tests/sim/test_sim_placer.py`` checks that on random tables.
-Explanations are not built. Only the weighted-sum modes: the ``adaptive`` mode
-ranks by predicted completion time, for which the simulator calls
-``shared.placement.place_batch`` itself (``simulations.sim.scheduling``).
+Explanations are not built.
+
+The ``adaptive`` mode ranks by predicted completion time (``shared.placement._predict``).
+Its tasks of one kind, level and exclusion share the static half (``prepare``: the
+filters and ``Timing``) and differ only in their deadline and id, so
+``PredictedState`` keeps, per row, what ``_predict.score`` computes before the
+deadline rule (queue wait, predicted finish, cost, room), caught up row by row as
+resources and backlog move; ``place_predicted`` applies the deadline rule and
+``_select.top_rows`` per task. Operation for operation the same arithmetic, so the
+same node as ``shared.placement.place_batch``; ``tests/sim/test_sim_placer.py``
+checks it on random tables. The predicted finish of the chosen node (what the
+prediction error is learned from) comes from ``_predict.breakdown`` as in an
+explanation.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 
 from shared.placement import (
+    COST_WEIGHT,
     PREDICTED_MODES,
     SCALE,
     TINY,
@@ -37,9 +49,11 @@ from shared.placement import (
     resolve_mode,
     tie_seed,
 )
+from shared.placement._predict import NodeFacts, breakdown
+from shared.placement._select import BOUND, near_best, rank_rows, top_rows
 from shared.vocab import PlacementMode
 
-__all__ = ["ShapeCache", "ShapeState", "place_many"]
+__all__ = ["PredictedState", "ShapeCache", "ShapeState", "place_many", "place_predicted"]
 
 _LOW = np.int64(0xFFFFFFFF)
 _SHIFT = np.int64(1 << 32)
@@ -180,4 +194,148 @@ def place_many(
         out.append(j)
     if log is not None:
         state.seen = len(log)  # its own allocations are already applied
+    return out
+
+
+def _max(a: float, b: float) -> float:
+    """``np.maximum`` of two floats (NaN wins, as in numpy)."""
+    return a if a >= b else b if b > a else math.nan
+
+
+def _min(a: float, b: float) -> float:
+    """``np.minimum`` of two floats (NaN wins, as in numpy)."""
+    return a if a <= b else b if b < a else math.nan
+
+
+class PredictedState:
+    """One ``adaptive``-mode shape on one table version (see the module docstring):
+    per row the predicted finish, its negation, and whether the node passes the
+    filters and has room, as ``_predict.score`` computes them; on rows that can
+    take the task also ``finish * widen`` (the deadline test) and ``1 - cost`` (a
+    safe node's score), elsewhere ``-inf`` and ``-BOUND`` (so that a rule applied
+    to them yields ``_select.near_best``'s input). ``demand`` is the shape's
+    demand without a deadline. Rows off the shape's filters are never updated."""
+
+    __slots__ = (
+        "_rows", "cost", "demand", "facts", "finish", "hashes", "keep", "log", "neg", "ok",
+        "reach", "seen", "shape", "tame", "version",
+    )  # fmt: skip
+
+    def __init__(
+        self, table: NodeTable, shape: Shape, facts: NodeFacts, version: int, log: list[int]
+    ) -> None:
+        t = shape.timing
+        assert t is not None, "a predicted mode's shape"
+        self.demand, self.shape, self.facts, self.version = shape.demand, shape, facts, version
+        free = (table.cpu_free, table.memory_free, table.disk_free)
+        ok = self.ok = shape.mask & (first_exhausted(shape.need, free) < 0)
+        self.finish = t.fixed + table.backlog / facts.capacity
+        taken = 1.0 + (self.demand.cpu - table.cpu_free) * facts.inv_cpus
+        self.cost = t.base_cost + np.minimum(np.maximum(table.load, taken), 1.0) / 4.0
+        self.neg = -self.finish
+        self.reach = np.where(ok, self.finish * facts.widen, -math.inf)
+        self.keep = np.where(ok, 1.0 - self.cost, -BOUND)
+        #: every finish finite and >= 0: a late node's score needs no guard
+        self.tame = bool(np.all((self.finish >= 0) & (self.finish < math.inf)))
+        self.hashes = table.hash
+        self.log, self.seen = log, len(log)
+        # per row, the static values the row update reads, as Python floats
+        self._rows = tuple(
+            c.tolist()
+            for c in (
+                shape.mask, t.fixed, t.base_cost, facts.capacity, facts.inv_cpus,
+                facts.widen, table.load,
+            )
+        )  # fmt: skip
+
+    def catch_up(self, table: NodeTable) -> None:
+        """Redo the rows the site's log names since the last call."""
+        log = self.log
+        if self.seen < len(log):
+            mask = self._rows[0]
+            for j in set(log[self.seen :]):
+                if mask[j]:
+                    self.update(table, j)
+            self.seen = len(log)
+
+    def row(self, table: NodeTable, j: int) -> tuple[float, float, float]:
+        """``(queue, finish, cost)`` of row ``j`` now: the scalar form of
+        ``_predict.score``'s columns, operation for operation."""
+        _, fixed, base_cost, capacity, inv_cpus, _, load = self._rows
+        queue = float(table.backlog[j]) / capacity[j]
+        taken = 1.0 + (self.demand.cpu - float(table.cpu_free[j])) * inv_cpus[j]
+        return queue, fixed[j] + queue, base_cost[j] + _min(_max(load[j], taken), 1.0) / 4.0
+
+    def update(self, table: NodeTable, j: int) -> None:
+        """Row ``j`` (on the shape's filters) with its current free resources and backlog."""
+        n0, n1, n2 = self.shape.need
+        ok = self.ok[j] = not (
+            n0 > float(table.cpu_free[j])
+            or n1 > float(table.memory_free[j])
+            or n2 > float(table.disk_free[j])
+        )
+        _, finish, cost = self.row(table, j)
+        self.finish[j], self.neg[j], self.cost[j] = finish, -finish, cost
+        self.reach[j] = finish * self._rows[5][j] if ok else -math.inf
+        self.keep[j] = 1.0 - cost if ok else -BOUND
+        if not 0.0 <= finish < math.inf:
+            self.tame = False
+
+    def score(self, deadline: float | None) -> np.ndarray:
+        """``_predict.score``'s value for a task with ``deadline`` on every row that
+        can take it (``-BOUND`` elsewhere while the deadline is finite), under the
+        caller's ``np.errstate``: inf and NaN as in the column form."""
+        finish = self.finish
+        if deadline is None:
+            return 1.0 / (1.0 + finish * (1.0 + COST_WEIGHT * self.cost))  # type: ignore[no-any-return]
+        late = self.neg / (finish + max(deadline, 1.0))
+        if not (self.tame and math.isfinite(deadline)):
+            late = np.where(np.isfinite(late), late, -1.0)
+        return np.where(self.reach <= deadline, self.keep, late)
+
+
+def place_predicted(
+    table: NodeTable,
+    state: PredictedState,
+    task_ids: Sequence[str],
+    epochs: Sequence[int],
+    deadlines: Sequence[float | None],
+    *,
+    seed: int = 0,
+    explain: bool = False,
+) -> list[tuple[int, float | None]]:
+    """Place tasks of one predicted shape in order, each taking its node's resources
+    and work (``table.allocate``) before the next is placed; ``(row, predicted
+    finish)`` of the placed prefix (the finish only when ``explain``: what an
+    explained ``place_batch`` decision's first candidate shows). Stops at the first
+    task no node has room for, as ``place_many``."""
+    state.catch_up(table)
+    demand, facts = state.demand, state.facts
+    cpu, memory, disk = state.shape.need
+    work = demand.work
+    out: list[tuple[int, float | None]] = []
+    for task_id, epoch, deadline in zip(task_ids, epochs, deadlines, strict=True):
+        tie = tie_seed(task_id, epoch, seed)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            value = state.score(deadline)
+        near = None if deadline is None or not math.isfinite(deadline) else near_best(value, 1)
+        if near is None:
+            top = top_rows(value, state.ok, state.hashes, tie, 1)
+        else:
+            top = rank_rows(near, value, state.hashes, tie, 1)
+        if not len(top) or not state.ok[top[0]]:
+            break
+        j = int(top[0])
+        predicted = None
+        if explain:
+            queue, _, cost = state.row(table, j)
+            names, values = breakdown(
+                facts, table, demand, top[:1], np.array([queue]), np.array([cost])
+            )
+            predicted = values[0][names.index("finish_s")]
+        table.allocate(j, cpu, memory, disk, work_s=work)
+        state.update(table, j)
+        state.log.append(j)
+        out.append((j, predicted))
+    state.seen = len(state.log)  # its own allocations are already applied
     return out

@@ -6,10 +6,11 @@ cloud). Submissions reaching the controller are placed every
 ``placement_interval_s`` (0: one decision per arrival, exact timing, for small
 runs). Work waits in per-(site, shape) FIFO queues; a queue that found no room
 stays untouched until something is freed at its site or telemetry changes the
-table; work waiting longer than ``max_queue_s`` fails. The batch path
-(``simulations.sim.placer``) runs the pipeline's own stages and chooses exactly
-what ``place`` + ``allocate`` choose; ``placer="shared"`` uses
-``shared.placement.place_batch`` itself.
+table; work waiting longer than ``max_queue_s`` fails. The batch paths
+(``simulations.sim.placer``: ``place_many`` for the weighted-sum modes,
+``place_predicted`` for the ``adaptive`` mode) run the pipeline's own stages and
+choose exactly what ``place`` + ``allocate`` choose; ``placer="shared"`` and traced
+runs use ``shared.placement.place_batch`` itself (with explanations).
 """
 
 from __future__ import annotations
@@ -22,18 +23,21 @@ from typing import Any
 import numpy as np
 
 from shared.placement import (
+    DEFAULT_WEIGHTS,
     PREDICTED_MODES,
     Decision,
     NodeTable,
     TaskDemand,
     place_batch,
+    prepare,
 )
 from shared.placement import ShapeCache as SharedShapes
+from shared.placement._predict import NodeFacts
 from shared.vocab import Level, PlacementMode, Tier
 from simulations.sim.inputs import PlacementInputs
 from simulations.sim.loop import Loop
 from simulations.sim.metrics import Counters
-from simulations.sim.placer import ShapeCache, place_many
+from simulations.sim.placer import PredictedState, ShapeCache, place_many, place_predicted
 from simulations.sim.records import Attempt, Task, TaskState
 from simulations.sim.scenario import SimScenario, TaskType
 from simulations.sim.topology import Topology
@@ -85,6 +89,10 @@ class Scheduler:
         #: the one implementation with explanations (``place_batch``) for the predicted
         #: modes and for traced runs; the cached fast path for the weighted-sum modes
         self.explained = placer == "shared" or mode in PREDICTED_MODES or trace > 0
+        #: the adaptive mode's own batch path (``place_predicted``), untraced runs only
+        self.predicted = placer == "cached" and mode in PREDICTED_MODES and trace <= 0
+        self.pstates: dict[_QueueKey, PredictedState] = {}
+        self.facts: list[tuple[int, NodeFacts] | None] = [None] * topo.sites
         self.cache = ShapeCache()
         self.trace_left = trace
         self.trace_rate = 0.0
@@ -235,14 +243,17 @@ class Scheduler:
         other sites' use of shared rows), logging the rows that moved."""
         gidx, table, topo = self.gidx[site], self.tables[site], self.topo
         cpu, mem = topo.cpu_free[gidx], topo.mem_free[gidx]
-        moved = np.flatnonzero((table.cpu_free != cpu) | (table.memory_free != mem))
-        if len(moved):
+        moved = (table.cpu_free != cpu) | (table.memory_free != mem)
+        if self.explained:
+            backlog = topo.backlog[gidx]
+            moved |= table.backlog != backlog  # the prediction reads it
+            table.backlog[:] = backlog
+        rows = np.flatnonzero(moved)
+        if len(rows):
             table.cpu_free[:] = cpu
             table.memory_free[:] = mem
             table.running[:] = topo.running[gidx]
-            self.logs[site].extend(moved.tolist())
-        if self.explained:
-            table.backlog[:] = topo.backlog[gidx]
+            self.logs[site].extend(rows.tolist())
 
     def demand(self, task: Task) -> TaskDemand:
         """What placement reads of ``task`` (one object per type, level and exclusion)."""
@@ -267,9 +278,10 @@ class Scheduler:
 
     def _choose(
         self, site: int, batch: list[Task], demand: TaskDemand, now: float
-    ) -> list[tuple[int, Decision | None, float]]:
-        """``(row, decision, work)`` for the placed prefix of ``batch`` (one task
-        shape); the decision (with its explanation) from ``place_batch`` only."""
+    ) -> list[tuple[int, Decision | None, float | None, float]]:
+        """``(row, decision, predicted finish, work)`` for the placed prefix of
+        ``batch`` (one task shape); the decision (with its explanation) from
+        ``place_batch`` only, the predicted finish from an explained batch."""
         table = self.tables[site]
         epochs = [t.epoch + 1 for t in batch]
         if not self.explained:
@@ -277,9 +289,19 @@ class Scheduler:
                 site, self.version[site], table, demand, self.mode, self.logs[site]
             )
             rows = place_many(table, state, [t.id for t in batch], epochs, seed=self.seed)
-            return [(row, None, 0.0) for row in rows]
-        demands = [self.inputs.demand(t, demand, now) for t in batch]
+            return [(row, None, None, 0.0) for row in rows]
         self._batches += 1
+        explain = self.trace_left > 0 or self._batches % EXPLAIN_EVERY == 0
+        if self.predicted:
+            pstate = self._predicted_state(site, batch[0], demand)
+            work = pstate.demand.work
+            deadlines = [self.inputs.deadline(t, now) for t in batch]
+            placed = place_predicted(
+                table, pstate, [t.id for t in batch], epochs, deadlines,
+                seed=self.seed, explain=explain,
+            )  # fmt: skip
+            return [(row, None, predicted, work) for row, predicted in placed]
+        demands = [self.inputs.demand(t, demand, now) for t in batch]
         decisions = place_batch(
             table,
             demands,
@@ -287,14 +309,35 @@ class Scheduler:
             seed=self.seed,
             epochs=epochs,
             cache=self.shapes[site],
-            explain=self.trace_left > 0 or self._batches % EXPLAIN_EVERY == 0,
+            explain=explain,
         )
-        out = []
+        out: list[tuple[int, Decision | None, float | None, float]] = []
         for d, dec in zip(demands, decisions, strict=True):
             if dec.node_id is None:  # one shape: after the first refusal, all are refused
                 break
-            out.append((table.index[dec.node_id], dec, d.work))
+            predicted = None
+            if dec.explanation.candidates:
+                predicted = dec.explanation.candidates[0].terms.get("finish_s")
+            out.append((table.index[dec.node_id], dec, predicted, d.work))
         return out
+
+    def _predicted_state(self, site: int, task: Task, demand: TaskDemand) -> PredictedState:
+        """The adaptive path's state of ``task``'s queue shape on the site's table
+        version (built again after a telemetry refresh), caught up by the caller."""
+        key = (site, task.tt, task.level, task.exclude)
+        version, log = self.version[site], self.logs[site]
+        state = self.pstates.get(key)
+        if state is not None and state.version == version and state.log is log:
+            return state
+        table = self.tables[site]
+        known = self.facts[site]
+        if known is None or known[0] != version:
+            known = self.facts[site] = (version, NodeFacts.of(table))
+        shape = prepare(
+            table, self.inputs.predicted(task, demand), self.mode, DEFAULT_WEIGHTS, known[1]
+        )
+        state = self.pstates[key] = PredictedState(table, shape, known[1], version, log)
+        return state
 
     def _sample(self, task: Task, decision: Decision, now: float) -> None:
         """Keep this decision in the trace (with the predicted-finish breakdown)."""
@@ -326,15 +369,12 @@ class Scheduler:
                 return True
             demand = self.demand(batch[0])
             rows = self._choose(site, batch, demand, now)
-            for task, (row, decision, work) in zip(batch, rows, strict=False):
+            for task, (row, decision, predicted, work) in zip(batch, rows, strict=False):
                 g = int(gidx[row])
                 topo.take(g, demand.cpu, demand.memory_mb, work)
                 sampled = self.trace_left > 0 and self.trace_rng.random() < self.trace_rate
                 if decision is not None and sampled:
                     self._sample(task, decision, now)
-                predicted = None
-                if decision is not None and decision.explanation.candidates:
-                    predicted = decision.explanation.candidates[0].terms.get("finish_s")
                 at = self.place(task, g, now, predicted)
                 at.work = work
                 at.predicted = predicted or 0.0

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shared.placement import (
+    DEFAULT_WEIGHTS,
     PREDICTED_MODES,
     NodeTable,
     NodeView,
     TaskDemand,
     place,
     place_batch,
+    prepare,
 )
+from shared.placement._predict import NodeFacts
 from shared.vocab import Level, LinkState, PlacementMode, Tier
-from simulations.sim.placer import ShapeCache, place_many
+from simulations.sim.placer import PredictedState, ShapeCache, place_many, place_predicted
 
 
 def _views(rng: random.Random, n: int) -> list[NodeView]:
@@ -131,3 +137,71 @@ def test_predicted_modes_are_refused() -> None:
     demand = TaskDemand(task_id="x", cpu=1.0, memory_mb=1.0)
     with pytest.raises(ValueError, match="place_batch"):
         ShapeCache().get(0, 0, table, demand, PlacementMode.ADAPTIVE)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 40), st.booleans())
+def test_place_predicted_matches_place_batch(seed: int, nodes: int, explain: bool) -> None:
+    """The adaptive batch path: same nodes as ``place_batch`` (one task after the
+    other, per-task deadlines, some already passed), carried over three calls with
+    backlog and resources moved outside between them (logged, as the simulator's
+    scheduler logs them), and the same predicted finish as an explained decision."""
+    rng = random.Random(seed)
+    views = [
+        dataclasses.replace(v, speed=rng.uniform(0.2, 2.0), backlog_s=rng.choice([0.0, 3.0]))
+        for v in _views(rng, nodes)
+    ]
+    base = TaskDemand(
+        task_id="shape",
+        cpu=rng.choice([0.5, 1.0]),
+        memory_mb=256.0,
+        max_latency_ms=rng.choice([None, 250.0]),
+        data_size_mb=rng.choice([0.0, 5.0]),
+        level=rng.choice(list(Level)),
+        work_s=rng.uniform(0.1, 5.0),
+        output_mb=rng.choice([0.0, 0.5]),
+    )
+    n = 40
+    ids = [f"t{k}" for k in range(n)]
+    epochs = [1 + k % 3 for k in range(n)]
+    deadlines = [rng.choice([-0.5, 0.0, 0.3, 1.0, 2.5, 10.0]) for _ in range(n)]
+    demands = [
+        dataclasses.replace(base, task_id=t, deadline_s=d)
+        for t, d in zip(ids, deadlines, strict=True)
+    ]
+    mode = PlacementMode.ADAPTIVE
+    outside = [(5, rng.randrange(nodes)), (15, rng.randrange(nodes))]  # (after task k, row)
+
+    expected_table = NodeTable(views)
+    expected: list[tuple[str | None, float | None]] = []
+    for k, d in enumerate(demands):
+        [dec] = place_batch(
+            expected_table, [d], mode=mode, seed=seed, epochs=[epochs[k]], explain=explain
+        )
+        finish = (
+            dec.explanation.candidates[0].terms["finish_s"] if explain and dec.node_id else None
+        )
+        expected.append((dec.node_id, finish))
+        for after, row in outside:
+            if after == k:
+                expected_table.release(row, 0.5, 100.0, work_s=1.0)
+
+    table = NodeTable(views)
+    log: list[int] = []
+    shape = prepare(table, base, mode, DEFAULT_WEIGHTS, NodeFacts.of(table))
+    state = PredictedState(table, shape, NodeFacts.of(table), 0, log)
+    got: list[tuple[str | None, float | None]] = []
+    k = 0
+    while k < n:
+        hi = next((a + 1 for a, _ in outside if a >= k), n)
+        placed = place_predicted(
+            table, state, ids[k:hi], epochs[k:hi], deadlines[k:hi], seed=seed, explain=explain
+        )
+        got += [(table.ids[row], finish) for row, finish in placed]
+        got += [(None, None)] * (hi - k - len(placed))  # the refused suffix
+        for after, row in outside:
+            if after == hi - 1:
+                table.release(row, 0.5, 100.0, work_s=1.0)
+                log.append(row)
+        k = hi
+    assert got == expected

@@ -134,7 +134,9 @@ class Ingest:
         counter.inc()
         entry = self.registry.ensure(node_id, now, wall)
         if not _broker_said(env):
-            self.reconciler.link_changes([self.registry.contact(entry, now, wall)], now)
+            unasked = env.type != "pong"
+            change = self.registry.contact(entry, now, wall, unasked=unasked)
+            self.reconciler.link_changes([change], now)
         handler(entry, env, now, changed)
 
     # -- node state -------------------------------------------------------------------

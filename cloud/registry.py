@@ -81,6 +81,10 @@ class NodeEntry:
     # Re-placement triggers fired by events (link_degraded), consumed by the next tick.
     triggers: list[Trigger] = field(default_factory=list)
     last_ping: float = float("-inf")
+    # Monotonic time of the last round trip of this link (our ping's or one it reported).
+    last_rtt: float = float("-inf")
+    # Monotonic time of the last message the node sent unasked (any but a pong).
+    last_spoke: float = float("-inf")
     # Monotonic time of the last message the node itself sent (a broker's last will
     # is not one): the out-of-contact clock of the partition rule starts here.
     last_contact: float = float("-inf")
@@ -254,7 +258,7 @@ class Registry:
         for entry in self.nodes.values():
             entry.monitor = LinkMonitor(entry.node_id, now=now, policy=self.policy)
             entry.reported = entry.monitor.state
-            entry.last_ping = float("-inf")
+            entry.last_ping = entry.last_rtt = float("-inf")
             entry.last_contact = now
         self._pending_pings.clear()
         self.changed()
@@ -262,10 +266,10 @@ class Registry:
     # -- pings ------------------------------------------------------------------
 
     def due_pings(self, now: float) -> list[tuple[str, str]]:
-        """``(node_id, ping_id)`` for every reachable node whose ping is due: one the
-        controller has heard nothing from, and not pinged, for ``heartbeat_interval_s``.
-        A node that talks (digests, telemetry, deltas, heartbeats) needs no probe: its
-        messages prove it alive and its heartbeats report its round trips.
+        """``(node_id, ping_id)`` for every reachable node whose ping is due: not pinged
+        for ``heartbeat_interval_s``, and either silent that long (pongs aside) or without
+        a round trip in the link window (``window_s``). A node that talks and reports its
+        round trips (an agent's heartbeats and telemetry) needs no probe.
 
         Nodes suspected or confirmed down are not pinged: silence is already
         counted by the monitor, and a ping queued for them would come back as a
@@ -275,7 +279,10 @@ class Registry:
         for entry in self.nodes.values():
             if entry.link_state in (LinkState.PARTITIONED, LinkState.FAILED):
                 continue
-            if now - max(entry.last_ping, entry.last_contact) < self.policy.heartbeat_interval_s:
+            interval = self.policy.heartbeat_interval_s
+            if now - entry.last_ping < interval or (
+                now - entry.last_spoke < interval and now - entry.last_rtt < self.policy.window_s
+            ):
                 continue
             if len(self._pending_pings) >= _MAX_PENDING_PINGS:
                 break
@@ -304,6 +311,7 @@ class Registry:
         # Learned facts are not filters (speed, error, round trip average): they
         # never make parked work feasible, so ``changed`` is not bumped for them.
         observe_rtt(self.learner, entry.node_id, rtt_ms)
+        entry.last_rtt = now
         return entry.monitor.rtt(rtt_ms, now)
 
     def expire_pings(self, now: float) -> list[LinkStateChanged]:
@@ -325,9 +333,14 @@ class Registry:
 
     # -- contact ------------------------------------------------------------------
 
-    def contact(self, entry: NodeEntry, now: float, wall_ms: int) -> LinkStateChanged | None:
-        """The node itself sent something: proof of life."""
+    def contact(
+        self, entry: NodeEntry, now: float, wall_ms: int, *, unasked: bool = True
+    ) -> LinkStateChanged | None:
+        """The node itself sent something: proof of life. ``unasked``: not a pong (a node
+        that only answers our pings is still one we must ping)."""
         entry.last_contact = max(entry.last_contact, now)
+        if unasked:
+            entry.last_spoke = max(entry.last_spoke, now)
         entry.last_seen_ms = wall_ms
         entry.departed = False
         return entry.monitor.heard(now)

@@ -59,16 +59,23 @@ def test_round_trips_before_and_after_a_partition_still_count() -> None:
 
 
 def test_only_a_node_unheard_for_an_interval_is_pinged() -> None:
-    """A node that talks needs no probe (issue 14: one quiet liveness loop)."""
+    """A node that talks and reports its round trips needs no probe (issue 14: one quiet
+    liveness loop); one that never measured its link is pinged once an interval."""
     reg = Registry(POLICY)
     talker = reg.ensure("talker", 0.0, 0)
-    reg.ensure("quiet", 0.0, 0)
-    assert reg.due_pings(0.9) == []  # both just heard
+    quiet = reg.ensure("quiet", 0.0, 0)  # measured once, then says nothing
+    reg.ensure("mute", 0.0, 0)  # talks, but reports no round trip
+    reg.round_trip(talker, 20.0, 0.0)
+    reg.round_trip(quiet, 20.0, 0.0)
+    reg.contact(quiet, 0.0, 0)
     pinged = []
-    for t in (0.5, 1.2, 1.9, 2.6):
+    for t in (0.0, 0.5, 1.2, 1.9, 2.6):
         reg.contact(talker, t, 0)
+        reg.contact(reg.nodes["mute"], t, 0)
+        reg.contact(quiet, t, 0, unasked=False)  # answering pings is not talking
         pinged += [(n, t + 0.1) for n, _ in reg.due_pings(t + 0.1)]
-    assert pinged == [("quiet", 1.3), ("quiet", 2.7)]  # once an interval, the talker never
+    # The quiet node once an interval (heard at 0); the mute one as soon as it is known.
+    assert pinged == [("mute", 0.1), ("quiet", 1.3), ("mute", 1.3), ("quiet", 2.7), ("mute", 2.7)]
 
 
 def test_a_reported_round_trip_grades_the_link() -> None:

@@ -40,7 +40,7 @@ it has just talked to the controller.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,12 +91,43 @@ class AdaptationPolicy:
             raise ValueError("bad_samples must be ≥ 1 and dwell_s ≥ 0")
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
 class LevelTarget:
-    """The level the measurements call for, and why (becomes the change's reason)."""
+    """The level the measurements call for, and why (becomes the change's reason).
+
+    ``reason`` is a string, or a function that builds it: a target is computed per
+    task and sample while its reason is read only when a level actually changes,
+    so ``cost_target`` formats it on first read (then keeps it). Immutable;
+    compares by level and reason."""
+
+    __slots__ = ("_reason", "level")
 
     level: Level
-    reason: str
+
+    def __init__(self, *, level: Level, reason: str | Callable[[], str]) -> None:
+        object.__setattr__(self, "level", level)
+        object.__setattr__(self, "_reason", reason)
+
+    @property
+    def reason(self) -> str:
+        reason = self._reason
+        if not isinstance(reason, str):
+            reason = reason()
+            object.__setattr__(self, "_reason", reason)
+        return reason
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"LevelTarget is immutable: cannot set {name}")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, LevelTarget):
+            return NotImplemented
+        return self.level is other.level and self.reason == other.reason
+
+    def __hash__(self) -> int:
+        return hash((self.level, self.reason))
+
+    def __repr__(self) -> str:
+        return f"LevelTarget(level={self.level!r}, reason={self.reason!r})"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -182,10 +213,14 @@ def cost_target(
         # never chosen while the bounds allow a stronger level, whatever the costs say.
         allowed = [lv for lv in allowed if lv is not Level.EVENTUAL]
     level = min(allowed, key=lambda lv: (costs[lv], -lv.strength))
-    shown = ", ".join(f"{lv} {costs[lv]:.3g}" for lv in allowed)
-    unsampled = "" if link is not None else " (no sample yet)"
-    kind = "idempotent" if idempotent else "not idempotent"
-    return LevelTarget(level=level, reason=f"cost {shown}: link {graded}{unsampled}, {kind}")
+
+    def reason() -> str:
+        shown = ", ".join(f"{lv} {costs[lv]:.3g}" for lv in allowed)
+        unsampled = "" if link is not None else " (no sample yet)"
+        kind = "idempotent" if idempotent else "not idempotent"
+        return f"cost {shown}: link {graded}{unsampled}, {kind}"
+
+    return LevelTarget(level=level, reason=reason)
 
 
 def level_bounds(spec: Mapping[str, Any]) -> tuple[Level, Level, bool]:

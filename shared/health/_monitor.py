@@ -22,6 +22,7 @@ asked for the state in between (the seed's sweep-counting detector did not).
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -126,7 +127,12 @@ class LinkMonitor:
         self._probes: deque[tuple[float, bool]] = deque()
         self._partitions: deque[tuple[float, float]] = deque(maxlen=self.policy.max_history)
         self._starts: deque[float] = deque()
-        self._sorted_cache: list[float] | None = None
+        # kept as samples come and go, so that a grade costs no sort and no count:
+        # the window's RTTs in ascending order, its lost probes, and the last
+        # measured reason with what it was formatted from
+        self._sorted: list[float] = []
+        self._lost = 0
+        self._measured: tuple[tuple[float, float, int], str] | None = None
         self._state, self._reason = LinkState.HEALTHY, "registered"
 
     # -- feeds ---------------------------------------------------------------
@@ -137,14 +143,15 @@ class LinkMonitor:
             raise ValueError(f"rtt_ms must be ≥ 0, got {rtt_ms}")
         now = self._heard(now)
         self._rtts.append((now, float(rtt_ms)))
+        bisect.insort(self._sorted, float(rtt_ms))
         self._probes.append((now, True))
-        self._sorted_cache = None
         return self._settle(now)
 
     def lost(self, now: float, count: int = 1) -> LinkStateChanged | None:
         """``count`` probes (heartbeats, pings) went unanswered: loss, not silence."""
         now = self._advance(now)
         self._probes.extend((now, False) for _ in range(count))
+        self._lost += max(count, 0)
         return self._settle(now)
 
     def heard(self, now: float) -> LinkStateChanged | None:
@@ -212,9 +219,9 @@ class LinkMonitor:
         """Snapshot at ``now`` (also brings the state up to date)."""
         self.poll(now)
         now = self._now
-        values = self._sorted_rtts()
+        values = self._sorted
         probes = len(self._probes)
-        lost = sum(1 for _, ok in self._probes if not ok)
+        lost = self._lost
         return LinkStats(
             node_id=self.node_id,
             state=self._state,
@@ -252,22 +259,17 @@ class LinkMonitor:
             self._open_since = start
             self._starts.append(start)
 
-    def _sorted_rtts(self) -> list[float]:
-        if self._sorted_cache is None:
-            self._sorted_cache = sorted(rtt for _, rtt in self._rtts)
-        return self._sorted_cache
-
     def _trim(self, now: float) -> None:
         horizon = now - self.policy.window_s
         cap = self.policy.max_samples
-        trimmed = False
+        ordered = self._sorted
         while self._rtts and (self._rtts[0][0] < horizon or len(self._rtts) > cap):
-            self._rtts.popleft()
-            trimmed = True
+            _, rtt = self._rtts.popleft()
+            del ordered[bisect.bisect_left(ordered, rtt)]
         while self._probes and (self._probes[0][0] < horizon or len(self._probes) > cap):
-            self._probes.popleft()
-        if trimmed:
-            self._sorted_cache = None
+            _, ok = self._probes.popleft()
+            if not ok:
+                self._lost -= 1
 
     def _grade(self, now: float) -> tuple[LinkState, str]:
         p = self.policy
@@ -282,12 +284,16 @@ class LinkMonitor:
             if now - suspected_at >= p.confirm_after_s:
                 return LinkState.FAILED, f"{why}; confirmed after {p.confirm_after_s:g} s"
             return LinkState.PARTITIONED, f"{why}; suspected"
-        values = self._sorted_rtts()
+        values = self._sorted
         p99 = percentile(values, 0.99) if values else 0.0
         probes = len(self._probes)
-        loss = sum(1 for _, ok in self._probes if not ok) / probes if probes else 0.0
+        loss = self._lost / probes if probes else 0.0
         recent = sum(1 for _, end in self._partitions if end >= now - p.window_s)
-        measured = f"p99 {p99:.0f} ms, loss {loss:.0%}, {recent} disconnect(s) in {p.window_s:g} s"
+        key = (p99, loss, recent)
+        if self._measured is None or self._measured[0] != key:
+            text = f"p99 {p99:.0f} ms, loss {loss:.0%}, {recent} disconnect(s) in {p.window_s:g} s"
+            self._measured = (key, text)
+        measured = self._measured[1]
         if p99 < p.healthy_rtt_ms and loss < p.healthy_loss and recent <= p.healthy_max_disconnects:
             return LinkState.HEALTHY, measured
         if (

@@ -50,7 +50,7 @@ from shared.placement import (
     tie_seed,
 )
 from shared.placement._predict import NodeFacts, breakdown
-from shared.placement._select import BOUND, near_best, rank_rows, top_rows
+from shared.placement._select import BOUND, top_rows
 from shared.vocab import PlacementMode
 
 __all__ = ["PredictedState", "ShapeCache", "ShapeState", "place_many", "place_predicted"]
@@ -208,16 +208,23 @@ def _min(a: float, b: float) -> float:
 
 
 class PredictedState:
-    """One ``adaptive``-mode shape on one table version (see the module docstring):
-    per row the predicted finish, its negation, and whether the node passes the
-    filters and has room, as ``_predict.score`` computes them; on rows that can
-    take the task also ``finish * widen`` (the deadline test) and ``1 - cost`` (a
-    safe node's score), elsewhere ``-inf`` and ``-BOUND`` (so that a rule applied
-    to them yields ``_select.near_best``'s input). ``demand`` is the shape's
-    demand without a deadline. Rows off the shape's filters are never updated."""
+    """One ``adaptive``-mode shape on one table version (see the module docstring).
+
+    Per row, as ``_predict.score`` computes them: the predicted finish and whether
+    the node passes the filters and has room; on rows that can take the task also
+    ``finish * widen`` (the deadline test) and ``1 - cost`` (a safe node's score),
+    elsewhere ``-inf`` and ``-BOUND`` (so the deadline rule gives them ``-BOUND``).
+
+    The tasks of one tick mostly share a deadline, so the rank bases for the last
+    deadline seen are kept too (``q * 2**32 + 0xFFFFFFFF``, ``_NONE`` where the
+    node cannot take the task, as ``ShapeState``): a task then costs one argmax
+    with its tie key, as in ``place_many``. Scores that are not finite or outside
+    [-BOUND, BOUND] leave the bases unset and go through ``_select.top_rows``.
+    ``demand`` is the shape's demand without a deadline. Rows off the shape's
+    filters are never updated."""
 
     __slots__ = (
-        "_rows", "cost", "demand", "facts", "finish", "hashes", "keep", "log", "neg", "ok",
+        "_rows", "base", "deadline", "demand", "facts", "finish", "hashes", "keep", "log", "ok",
         "reach", "seen", "shape", "tame", "version",
     )  # fmt: skip
 
@@ -230,15 +237,15 @@ class PredictedState:
         free = (table.cpu_free, table.memory_free, table.disk_free)
         ok = self.ok = shape.mask & (first_exhausted(shape.need, free) < 0)
         self.finish = t.fixed + table.backlog / facts.capacity
-        taken = 1.0 + (self.demand.cpu - table.cpu_free) * facts.inv_cpus
-        self.cost = t.base_cost + np.minimum(np.maximum(table.load, taken), 1.0) / 4.0
-        self.neg = -self.finish
         self.reach = np.where(ok, self.finish * facts.widen, -math.inf)
-        self.keep = np.where(ok, 1.0 - self.cost, -BOUND)
+        self.keep = np.where(ok, 1.0 - self._cost(table), -BOUND)
         #: every finish finite and >= 0: a late node's score needs no guard
         self.tame = bool(np.all((self.finish >= 0) & (self.finish < math.inf)))
         self.hashes = table.hash
         self.log, self.seen = log, len(log)
+        #: the deadline ``base`` is for (``base`` None: not usable for it)
+        self.deadline: float | None = None
+        self.base: np.ndarray | None = None
         # per row, the static values the row update reads, as Python floats
         self._rows = tuple(
             c.tolist()
@@ -262,36 +269,83 @@ class PredictedState:
         """``(queue, finish, cost)`` of row ``j`` now: the scalar form of
         ``_predict.score``'s columns, operation for operation."""
         _, fixed, base_cost, capacity, inv_cpus, _, load = self._rows
-        queue = float(table.backlog[j]) / capacity[j]
-        taken = 1.0 + (self.demand.cpu - float(table.cpu_free[j])) * inv_cpus[j]
+        queue = table.backlog.item(j) / capacity[j]
+        taken = 1.0 + (self.demand.cpu - table.cpu_free.item(j)) * inv_cpus[j]
         return queue, fixed[j] + queue, base_cost[j] + _min(_max(load[j], taken), 1.0) / 4.0
 
     def update(self, table: NodeTable, j: int) -> None:
         """Row ``j`` (on the shape's filters) with its current free resources and backlog."""
         n0, n1, n2 = self.shape.need
+        f0 = table.cpu_free.item(j)
         ok = self.ok[j] = not (
-            n0 > float(table.cpu_free[j])
-            or n1 > float(table.memory_free[j])
-            or n2 > float(table.disk_free[j])
+            n0 > f0 or n1 > table.memory_free.item(j) or n2 > table.disk_free.item(j)
         )
-        _, finish, cost = self.row(table, j)
-        self.finish[j], self.neg[j], self.cost[j] = finish, -finish, cost
-        self.reach[j] = finish * self._rows[5][j] if ok else -math.inf
-        self.keep[j] = 1.0 - cost if ok else -BOUND
+        _, fixed, base_cost, capacity, inv_cpus, widen, load = self._rows
+        # ``row``, inline: this runs for every placement and every row moved
+        finish = fixed[j] + table.backlog.item(j) / capacity[j]
+        taken = 1.0 + (self.demand.cpu - f0) * inv_cpus[j]
+        cost = base_cost[j] + _min(_max(load[j], taken), 1.0) / 4.0
+        self.finish[j] = finish
+        reach = self.reach[j] = finish * widen[j] if ok else -math.inf
+        keep = self.keep[j] = 1.0 - cost if ok else -BOUND
         if not 0.0 <= finish < math.inf:
             self.tame = False
+            self.base = None
+        base = self.base
+        if base is not None:
+            if not ok:
+                base[j] = _NONE_INT
+                return
+            deadline: float = self.deadline  # type: ignore[assignment]
+            # the rule of ``score`` for one row (finish >= 0 and finite: no guard)
+            value = keep if reach <= deadline else -finish / (finish + max(deadline, 1.0))
+            if -BOUND <= value <= BOUND:
+                base[j] = round(value * SCALE) * (1 << 32) + 0xFFFFFFFF
+            else:
+                self.base = None
 
-    def score(self, deadline: float | None) -> np.ndarray:
+    def _cost(self, table: NodeTable) -> np.ndarray:
+        """The cost of every row now, as ``_predict.score`` computes it."""
+        t, facts = self.shape.timing, self.facts
+        taken = 1.0 + (self.demand.cpu - table.cpu_free) * facts.inv_cpus
+        return t.base_cost + np.minimum(np.maximum(table.load, taken), 1.0) / 4.0  # type: ignore[union-attr,no-any-return]
+
+    def score(self, table: NodeTable, deadline: float | None) -> np.ndarray:
         """``_predict.score``'s value for a task with ``deadline`` on every row that
         can take it (``-BOUND`` elsewhere while the deadline is finite), under the
         caller's ``np.errstate``: inf and NaN as in the column form."""
         finish = self.finish
         if deadline is None:
-            return 1.0 / (1.0 + finish * (1.0 + COST_WEIGHT * self.cost))  # type: ignore[no-any-return]
-        late = self.neg / (finish + max(deadline, 1.0))
+            cost = self._cost(table)
+            return 1.0 / (1.0 + finish * (1.0 + COST_WEIGHT * cost))  # type: ignore[no-any-return]
+        late = -finish / (finish + max(deadline, 1.0))
         if not (self.tame and math.isfinite(deadline)):
             late = np.where(np.isfinite(late), late, -1.0)
         return np.where(self.reach <= deadline, self.keep, late)
+
+    def choose(self, table: NodeTable, deadline: float | None, tie: int) -> int:
+        """The row ``_select.top_rows`` ranks first for a task with ``deadline`` and
+        tie seed ``tie``, or -1 when no node can take it."""
+        if deadline != self.deadline or self.base is None:
+            self._rebase(table, deadline)
+        if self.base is not None:
+            j = int((self.base - (self.hashes ^ tie)).argmax())
+            return j if self.base[j] != _NONE else -1
+        with np.errstate(invalid="ignore", divide="ignore"):
+            value = self.score(table, deadline)
+        top = top_rows(value, self.ok, self.hashes, tie, 1)
+        return int(top[0]) if len(top) and self.ok[top[0]] else -1
+
+    def _rebase(self, table: NodeTable, deadline: float | None) -> None:
+        """Rank bases for ``deadline``, when its scores allow them."""
+        self.deadline, self.base = deadline, None
+        if deadline is None or not (self.tame and math.isfinite(deadline)):
+            return
+        with np.errstate(invalid="ignore", divide="ignore"):
+            value = self.score(table, deadline)
+        if not (value.min() >= -BOUND and value.max() <= BOUND):
+            return
+        self.base = np.where(self.ok, quantise(value).astype(np.int64) * _SHIFT + _LOW, _NONE)
 
 
 def place_predicted(
@@ -315,22 +369,14 @@ def place_predicted(
     work = demand.work
     out: list[tuple[int, float | None]] = []
     for task_id, epoch, deadline in zip(task_ids, epochs, deadlines, strict=True):
-        tie = tie_seed(task_id, epoch, seed)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            value = state.score(deadline)
-        near = None if deadline is None or not math.isfinite(deadline) else near_best(value, 1)
-        if near is None:
-            top = top_rows(value, state.ok, state.hashes, tie, 1)
-        else:
-            top = rank_rows(near, value, state.hashes, tie, 1)
-        if not len(top) or not state.ok[top[0]]:
+        j = state.choose(table, deadline, tie_seed(task_id, epoch, seed))
+        if j < 0:
             break
-        j = int(top[0])
         predicted = None
         if explain:
             queue, _, cost = state.row(table, j)
             names, values = breakdown(
-                facts, table, demand, top[:1], np.array([queue]), np.array([cost])
+                facts, table, demand, np.array([j]), np.array([queue]), np.array([cost])
             )
             predicted = values[0][names.index("finish_s")]
         table.allocate(j, cpu, memory, disk, work_s=work)

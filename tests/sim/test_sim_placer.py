@@ -164,7 +164,7 @@ def test_place_predicted_matches_place_batch(seed: int, nodes: int, explain: boo
     n = 40
     ids = [f"t{k}" for k in range(n)]
     epochs = [1 + k % 3 for k in range(n)]
-    deadlines = [rng.choice([-0.5, 0.0, 0.3, 1.0, 2.5, 10.0]) for _ in range(n)]
+    deadlines = [rng.choice([None, -0.5, 0.0, 0.3, 1.0, 2.5, 10.0]) for _ in range(n)]
     demands = [
         dataclasses.replace(base, task_id=t, deadline_s=d)
         for t, d in zip(ids, deadlines, strict=True)

@@ -34,7 +34,7 @@ import numpy as np
 from shared.placement._cache import ShapeCache
 from shared.placement._demand import TaskDemand
 from shared.placement._explain import TOP_CANDIDATES, Candidate, Decision, Explanation
-from shared.placement._filters import FILTERS, Counts, dimension_counts, first_exhausted
+from shared.placement._filters import DIMENSIONS, FILTERS, Counts
 from shared.placement._predict import NodeFacts, Timing, breakdown, score, timing
 from shared.placement._scoring import (
     MODE_TIERS,
@@ -141,13 +141,20 @@ def _decide(table: NodeTable, shape: Shape, tie: int, explain: bool) -> Decision
     ``explain``). Works on whole columns: cheaper than gathering the candidates."""
     free = (table.cpu_free, table.memory_free, table.disk_free)
     n0, n1, n2 = shape.need
-    short = (n0 > free[0]) | (n1 > free[1]) | (n2 > free[2])
-    ok = shape.mask & ~short
+    mask = shape.mask
+    over_cpu, over_memory = n0 > free[0], n1 > free[1]
+    short = over_cpu | over_memory | (n2 > free[2])
+    ok = mask & ~short
     exhausted: Counts = {}
-    lacking = np.flatnonzero(shape.mask & short)
-    if len(lacking):
-        dims = first_exhausted(shape.need, tuple(f[lacking] for f in free))  # type: ignore[arg-type]
-        exhausted = dimension_counts(dims, np.ones(len(dims), dtype=np.bool_))
+    lacking = int(np.count_nonzero(mask & short))
+    if lacking:
+        # ``first_exhausted`` counted from the comparisons at hand: cpu first, then
+        # memory where cpu sufficed, disk for the rest
+        by_cpu = mask & over_cpu
+        cpu = int(np.count_nonzero(by_cpu))
+        memory = int(np.count_nonzero(mask & over_memory & ~by_cpu))
+        counts = zip(DIMENSIONS, (cpu, memory, lacking - cpu - memory), strict=True)
+        exhausted = {name: c for name, c in counts if c}
     demand, facts = shape.demand, shape.facts
     if shape.timing is not None and facts is not None:
         total, queue, cost = score(facts, table, demand, shape.timing)

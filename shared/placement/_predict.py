@@ -56,6 +56,7 @@ __all__ = [
     "NodeFacts",
     "Timing",
     "breakdown",
+    "fixed",
     "score",
     "timing",
 ]
@@ -136,17 +137,19 @@ _FACT_ARRAYS = (
 @dataclass(slots=True)
 class Timing:
     """The static half of the prediction, one entry per node of the table (rows
-    the filters dropped included: the caller masks them): ``fixed`` = dispatch +
-    transfer + execution + return, ``base_cost`` = the cost's static shares
-    (energy, WAN, risk) over 4. Whole columns rather than the candidates'
-    subset: arithmetic on a whole column costs less than gathering a subset."""
+    the filters dropped included: the caller masks them): ``base_cost`` = the
+    cost's static shares (energy, WAN, risk) over 4. Whole columns rather than
+    the candidates' subset: arithmetic on a whole column costs less than
+    gathering a subset. The fixed time (``fixed``) is static too but not kept:
+    recomputing it is a few column operations per decision, and leaving it out
+    halves what a cached shape holds, so twice as many shapes fit a cache's budget
+    (a miss costs a whole ``timing``)."""
 
-    fixed: FloatArray
     base_cost: FloatArray
 
     @property
     def nbytes(self) -> int:
-        return self.fixed.nbytes + self.base_cost.nbytes
+        return self.base_cost.nbytes
 
 
 def _moved(table: NodeTable, demand: TaskDemand, idx: Index) -> FloatArray | float:
@@ -177,19 +180,25 @@ def _share(values: FloatArray, mask: BoolArray) -> FloatArray:
     return values / top if top > 0 and math.isfinite(top) else np.zeros(len(values))
 
 
+def fixed(facts: NodeFacts, table: NodeTable, demand: TaskDemand) -> FloatArray:
+    """Dispatch + transfer + execution + return of every node: the part of the
+    predicted finish that does not move with placements."""
+    dispatch, transfer, execute, back = _parts(facts, table, demand, slice(None))
+    return dispatch + transfer + execute + back  # type: ignore[no-any-return]
+
+
 def timing(facts: NodeFacts, table: NodeTable, demand: TaskDemand, mask: BoolArray) -> Timing:
     """The static half of the prediction for ``demand``; shares are of the largest
     among ``mask`` (the nodes past the filters)."""
     every = slice(None)
-    dispatch, transfer, execute, back = _parts(facts, table, demand, every)
-    fixed = dispatch + transfer + execute + back
     survive = facts.survive
     if facts.partitions:
-        survive = survive * np.exp(-facts.rate_per_s * np.minimum(fixed, 1e9))
+        run = fixed(facts, table, demand)
+        survive = survive * np.exp(-facts.rate_per_s * np.minimum(run, 1e9))
     # energy = work * energy_rate: its share of the largest does not depend on the work
     energy = _share(facts.energy_rate, mask) if demand.work > 0 else 0.0
     wan = _share(np.where(facts.wan, _moved(table, demand, every) + demand.output_mb, 0.0), mask)
-    return Timing(fixed=fixed, base_cost=(energy + wan + (1.0 - survive)) / 4.0)
+    return Timing(base_cost=(energy + wan + (1.0 - survive)) / 4.0)
 
 
 def score(
@@ -198,7 +207,7 @@ def score(
     """``(score, queue, cost)`` of every node (the caller keeps the candidates).
     Each score depends on its own node only, never on the other candidates."""
     queue = table.backlog / facts.capacity
-    finish = t.fixed + queue
+    finish = fixed(facts, table, demand) + queue
     taken = 1.0 + (demand.cpu - table.cpu_free) * facts.inv_cpus
     cost = t.base_cost + np.minimum(np.maximum(table.load, taken), 1.0) / 4.0
     deadline = demand.deadline_s

@@ -49,7 +49,7 @@ from shared.placement import (
     resolve_mode,
     tie_seed,
 )
-from shared.placement._predict import NodeFacts, breakdown
+from shared.placement._predict import NodeFacts, breakdown, fixed
 from shared.placement._select import BOUND, top_rows
 from shared.vocab import PlacementMode
 
@@ -236,7 +236,8 @@ class PredictedState:
         self.demand, self.shape, self.facts, self.version = shape.demand, shape, facts, version
         free = (table.cpu_free, table.memory_free, table.disk_free)
         ok = self.ok = shape.mask & (first_exhausted(shape.need, free) < 0)
-        self.finish = t.fixed + table.backlog / facts.capacity
+        run = fixed(facts, table, self.demand)
+        self.finish = run + table.backlog / facts.capacity
         self.reach = np.where(ok, self.finish * facts.widen, -math.inf)
         self.keep = np.where(ok, 1.0 - self._cost(table), -BOUND)
         #: every finish finite and >= 0: a late node's score needs no guard
@@ -250,7 +251,7 @@ class PredictedState:
         self._rows = tuple(
             c.tolist()
             for c in (
-                shape.mask, t.fixed, t.base_cost, facts.capacity, facts.inv_cpus,
+                shape.mask, run, t.base_cost, facts.capacity, facts.inv_cpus,
                 facts.widen, table.load,
             )
         )  # fmt: skip
@@ -268,10 +269,10 @@ class PredictedState:
     def row(self, table: NodeTable, j: int) -> tuple[float, float, float]:
         """``(queue, finish, cost)`` of row ``j`` now: the scalar form of
         ``_predict.score``'s columns, operation for operation."""
-        _, fixed, base_cost, capacity, inv_cpus, _, load = self._rows
+        _, run, base_cost, capacity, inv_cpus, _, load = self._rows
         queue = table.backlog.item(j) / capacity[j]
         taken = 1.0 + (self.demand.cpu - table.cpu_free.item(j)) * inv_cpus[j]
-        return queue, fixed[j] + queue, base_cost[j] + _min(_max(load[j], taken), 1.0) / 4.0
+        return queue, run[j] + queue, base_cost[j] + _min(_max(load[j], taken), 1.0) / 4.0
 
     def update(self, table: NodeTable, j: int) -> None:
         """Row ``j`` (on the shape's filters) with its current free resources and backlog."""
@@ -280,9 +281,9 @@ class PredictedState:
         ok = self.ok[j] = not (
             n0 > f0 or n1 > table.memory_free.item(j) or n2 > table.disk_free.item(j)
         )
-        _, fixed, base_cost, capacity, inv_cpus, widen, load = self._rows
+        _, run, base_cost, capacity, inv_cpus, widen, load = self._rows
         # ``row``, inline: this runs for every placement and every row moved
-        finish = fixed[j] + table.backlog.item(j) / capacity[j]
+        finish = run[j] + table.backlog.item(j) / capacity[j]
         taken = 1.0 + (self.demand.cpu - f0) * inv_cpus[j]
         cost = base_cost[j] + _min(_max(load[j], taken), 1.0) / 4.0
         self.finish[j] = finish

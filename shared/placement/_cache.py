@@ -10,8 +10,8 @@ from typing import Generic, TypeVar
 
 __all__ = ["DEFAULT_CACHE_BYTES", "ShapeCache"]
 
-#: Default budget: about 150 shapes on a 5,000-node table (a miss costs one
-#: ``prepare``, a fraction of a millisecond there).
+#: Default budget: about 740 shapes on a 5,000-node table (45 KB each: a mask
+#: and one float column; a miss costs one ``prepare``, about 0.1 ms there).
 DEFAULT_CACHE_BYTES = 32 * 1024 * 1024
 
 V = TypeVar("V")

@@ -158,9 +158,3 @@ def first_exhausted(
     return np.where(
         np.greater(n0, f0), 0, np.where(np.greater(n1, f1), 1, np.where(np.greater(n2, f2), 2, -1))
     ).astype(np.int8)
-
-
-def dimension_counts(dims: npt.NDArray[np.int8], mask: BoolArray) -> Counts:
-    """Exhausted dimension -> count, among the nodes that passed the static filters."""
-    counts = np.bincount(dims[mask & (dims >= 0)], minlength=len(DIMENSIONS))
-    return {name: int(c) for name, c in zip(DIMENSIONS, counts, strict=True) if c}

@@ -26,6 +26,17 @@ def _require_mosquitto() -> None:
     pytest.skip(reason)
 
 
+@pytest.fixture(autouse=True)
+def _restore_umask() -> Iterator[None]:
+    """An agent built in-process narrows the process umask to 077 (edge_agent.core: its
+    state is private); that must not leak into later tests, whose subprocesses (the README
+    fleet test's services dropping privileges) would then create untraversable dirs."""
+    previous = os.umask(0o022)
+    os.umask(previous)
+    yield
+    os.umask(previous)
+
+
 @pytest.fixture
 def mosquitto(tmp_path: Path) -> Iterator[MosquittoBroker]:
     """A running Mosquitto, anonymous access, persistence on; ``.restart()`` keeps the port."""

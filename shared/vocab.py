@@ -1,4 +1,5 @@
-"""The closed vocabularies of DESIGN §3, §5, §6 and §7, as string enums.
+"""The closed vocabularies of the task spec, consistency, placement and autonomy (docs/), as
+string enums.
 
 They live in one small module because every layer speaks them: the codec
 validates them, the CRDT stores them, the placement and consistency policies
@@ -36,7 +37,7 @@ _TIER_RANK = {Tier.DEVICE: 0, Tier.EDGE: 1, Tier.REGIONAL: 2, Tier.CLOUD: 3}
 
 
 class Level(StrEnum):
-    """Consistency level of a task (DESIGN §5). ``strength``: eventual 0 < causal 1 < strong 2."""
+    """Consistency level of a task (docs/consistency.md). ``strength``: eventual 0 < causal 1 < strong 2."""
 
     EVENTUAL = "eventual"
     CAUSAL = "causal"
@@ -82,7 +83,7 @@ _LINK_SEVERITY: dict[LinkState, int] = {state: rank for rank, state in enumerate
 
 
 class Connectivity(StrEnum):
-    """The uplink as the agent sees it, from the age of the last controller ack (DESIGN §7)."""
+    """The uplink as the agent sees it, from the age of the last controller ack (docs/agent.md)."""
 
     CONNECTED = "connected"
     DEGRADED = "degraded"
@@ -105,7 +106,7 @@ class TaskStatus(StrEnum):
 
 
 class PlacementMode(StrEnum):
-    """Placement modes of DESIGN §6."""
+    """Placement modes of docs/placement.md."""
 
     CLOUD_ONLY = "cloud_only"
     EDGE_ONLY = "edge_only"

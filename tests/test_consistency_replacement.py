@@ -1,4 +1,4 @@
-"""Re-placement rules per level (DESIGN §5), at each threshold edge."""
+"""Re-placement rules per level (docs/consistency.md), at each threshold edge."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The task record lattice (DESIGN §4): merge is a join (commutative, associative,
+"""The task record lattice (docs/crdt.md): merge is a join (commutative, associative,
 idempotent), statuses only move up, every mutator adds exactly one event, the
 dict form round-trips with stable canonical bytes, and untrusted input fails
 with one ValidationError naming every field."""

@@ -1,4 +1,4 @@
-"""DESIGN §5 system-health table and its default levels, at every edge."""
+"""docs/consistency.md system-health table and its default levels, at every edge."""
 
 from __future__ import annotations
 

@@ -276,7 +276,7 @@ def test_agents_largest_up_batch_fits() -> None:
 
 
 def test_unknown_fields_are_ignored() -> None:
-    """Forward compatibility (DESIGN §8): a newer peer may add fields anywhere."""
+    """Forward compatibility (docs/protocol.md): a newer peer may add fields anywhere."""
     doc = _doc("lease_grant")
     doc["trace"] = {"span": 1}
     doc["body"]["priority_hint"] = [1, 2, 3]

@@ -1,4 +1,4 @@
-"""Per-task consistency (DESIGN §5): adaptive levels, leases with epoch fencing, and
+"""Per-task consistency (docs/consistency.md): adaptive levels, leases with epoch fencing, and
 the rules for re-placing a task whose node is unreachable.
 
 Used by the controller's consistency manager, the agent (``AgentLease``) and the

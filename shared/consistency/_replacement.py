@@ -1,4 +1,4 @@
-"""May the controller start another attempt of a task elsewhere? (DESIGN §5)
+"""May the controller start another attempt of a task elsewhere? (docs/consistency.md)
 
 The question is asked when the node running the current attempt is unreachable or
 the placement policy wants the task moved. The answer depends on the level *in

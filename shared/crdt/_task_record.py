@@ -1,4 +1,4 @@
-"""The replicated task record: a product of small join-semilattices (DESIGN §4).
+"""The replicated task record: a product of small join-semilattices (docs/crdt.md).
 
 ``merge`` is the join, field by field:
 
@@ -554,7 +554,7 @@ def max_attempts(spec: Mapping[str, Any] | None) -> int:
 
 
 def visible_status(rec: TaskRecord) -> TaskStatus:
-    """Derived status (DESIGN §4): succeeded if any attempt succeeded; cancelled
+    """Derived status (docs/crdt.md): succeeded if any attempt succeeded; cancelled
     if cancel was requested; running if an attempt is started and not terminal;
     failed once failed/lost attempts spend the retry budget; pending otherwise."""
     running = False

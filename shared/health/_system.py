@@ -1,4 +1,4 @@
-"""System health (DESIGN §5 table) and the default consistency level it implies.
+"""System health (docs/consistency.md table) and the default consistency level it implies.
 
 The table comes from the seed's health-driven adaptive consistency, with its bugs
 fixed: zero nodes no longer divides by zero (no node available is an emergency),

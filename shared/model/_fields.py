@@ -6,7 +6,7 @@ default when the input is wrong) and record a :class:`~shared.errors.Problem`
 with the field's full path instead of raising, so a single pass reports all
 that is wrong. ``finish()`` reports the keys nobody read — as errors for user
 input (``strict``: a typo must not pass silently), ignored on the wire
-(``strict=False``: forward compatibility, DESIGN §8).
+(``strict=False``: forward compatibility, docs/protocol.md).
 
 Numbers exclude ``bool`` (``True`` is an ``int`` in Python but never a number in
 a spec) and non-finite floats (JSON parsers accept ``NaN``).

@@ -2,7 +2,7 @@
 
 The jitter is ``capped · (1 + jitter · u)`` with ``u`` drawn from the caller's
 generator, so the delay lies in ``[d, d · (1 + jitter)]`` where ``d`` is the
-capped exponential delay (S000 §1.8 multiplied the jitter in twice, which made the
+capped exponential delay (a design sketch multiplied the jitter in twice, which made the
 delay grow with ``d²``). Randomness is passed in: ``shared`` owns no global RNG.
 """
 

@@ -7,7 +7,7 @@ canonical dict of CONTRACTS §1 (every key present, defaults filled): that dict
 is what the CRDT stores verbatim and what ``place`` messages carry, so
 ``parse_task_spec(spec.to_dict()) == spec`` must hold exactly.
 
-Commands are argv lists and never shell strings (DESIGN §9): a string command is
+Commands are argv lists and never shell strings (docs/security.md): a string command is
 refused with a message saying how to write the list. Every size is bounded (the
 ``MAX_*`` constants) so one spec cannot blow up a journal row or an MQTT message.
 """

@@ -1,4 +1,4 @@
-"""Message bodies: one frozen dataclass per envelope ``type`` (DESIGN §8).
+"""Message bodies: one frozen dataclass per envelope ``type`` (docs/protocol.md).
 
 Each body writes its JSON form with ``to_dict()`` and reads one with ``read(fields)``, a
 :class:`shared.model.Fields` reader that collects every problem with its path instead of
@@ -473,7 +473,7 @@ def digest_parts(
 @dataclass(frozen=True, slots=True)
 class LeaseRequest(Body):
     """A strong task's holder asks for (or renews) the lease on ``epoch``; the agent counts
-    the deadline from when it sent this (DESIGN §5). ``request_id`` names this request
+    the deadline from when it sent this (docs/consistency.md). ``request_id`` names this request
     uniquely (``<incarnation>-<n>``, fresh per agent process): the grant echoes it, so a
     grant queued for an earlier request or an earlier process is never taken for this one.
     It reads as ``""`` from a peer that predates it."""
@@ -661,7 +661,7 @@ class LeaseGrant(Body):
 
 @dataclass(frozen=True, slots=True)
 class LevelChange(Body):
-    """The consistency manager moved the task's level under ``epoch`` (DESIGN §5)."""
+    """The consistency manager moved the task's level under ``epoch`` (docs/consistency.md)."""
 
     TYPE: ClassVar[str] = "level_change"
 

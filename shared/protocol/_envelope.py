@@ -1,4 +1,4 @@
-"""The envelope every MQTT message travels in (DESIGN §8).
+"""The envelope every MQTT message travels in (docs/protocol.md).
 
 On the wire (JSON)::
 
@@ -20,7 +20,7 @@ from shared.protocol._bodies import Body
 
 __all__ = ["MAX_MESSAGE_BYTES", "PROTOCOL_VERSION", "Envelope"]
 
-#: Largest encoded message accepted or sent (DESIGN §8: 256 KiB). The agent's ``up`` batches
+#: Largest encoded message accepted or sent (docs/protocol.md: 256 KiB). The agent's ``up`` batches
 #: stop adding deltas at 200 kB of delta JSON, which leaves room for the envelope.
 MAX_MESSAGE_BYTES: Final = 256 * 1024
 

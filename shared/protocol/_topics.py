@@ -1,4 +1,4 @@
-"""MQTT topics of DESIGN §8: one namespace per node, so a ``%u`` broker ACL confines an agent.
+"""MQTT topics of docs/protocol.md: one namespace per node, so a ``%u`` broker ACL confines an agent.
 
 ``continuum/v1/nodes/{node}/{kind}``. The node id is a topic level and the broker username,
 so it must pass :func:`shared.ids.check_node_id` (no ``/``, ``+``, ``#``; bounded length).
@@ -57,7 +57,7 @@ class TopicRule:
     retain: bool
 
 
-#: DESIGN §8's topic table. ``presence`` is retained and is also the last will (``offline``).
+#: docs/protocol.md's topic table. ``presence`` is retained and is also the last will (``offline``).
 TOPIC_RULES: Final[Mapping[TopicKind, TopicRule]] = MappingProxyType(
     {
         TopicKind.HELLO: TopicRule(from_node=True, qos=1, retain=False),

@@ -243,7 +243,7 @@ class AgentProcess(Managed):
             # through aiohttp (simulations/testbed/local.py); the default is a Unix socket.
             "api": {"transport": "tcp", "host": "127.0.0.1", "port": 0},
             "discovery": {"enabled": False},
-            # T of DESIGN §7, shortened so connectivity grades move within a short run.
+            # T of docs/agent.md, shortened so connectivity grades move within a short run.
             "autonomy": {"period_s": 6.0, "telemetry_s": 2.0},
             # The testbed runs tasks as itself: run directories under a private tmp
             # are not reachable by an unprivileged user.

@@ -1,4 +1,4 @@
-"""DESIGN §9 from the agent's side, on a real Mosquitto: per-agent credentials (username =
+"""docs/security.md from the agent's side, on a real Mosquitto: per-agent credentials (username =
 node id) under the shipped ``%u`` ACL, and mutual TLS with certificates made here by
 ``openssl``. A wrong password keeps the agent retrying, never crashing."""
 

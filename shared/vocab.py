@@ -37,7 +37,9 @@ _TIER_RANK = {Tier.DEVICE: 0, Tier.EDGE: 1, Tier.REGIONAL: 2, Tier.CLOUD: 3}
 
 
 class Level(StrEnum):
-    """Consistency level of a task (docs/consistency.md). ``strength``: eventual 0 < causal 1 < strong 2."""
+    """Consistency level of a task (docs/consistency.md).
+
+    ``strength``: eventual 0 < causal 1 < strong 2."""
 
     EVENTUAL = "eventual"
     CAUSAL = "causal"

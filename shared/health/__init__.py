@@ -2,7 +2,8 @@
 
 ``LinkMonitor`` grades one node's link (healthy … failed) and keeps its RTT
 percentiles, loss, partition history and partition rate; ``system_health`` grades
-the whole continuum with the system-health table of docs/consistency.md and ``default_level`` gives that
+the whole continuum with the system-health table of docs/consistency.md and
+``default_level`` gives that
 table's consistency level within a task's bounds. Pure: ``now`` is passed in.
 """
 

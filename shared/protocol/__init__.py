@@ -1,4 +1,4 @@
-"""The wire protocol (docs/protocol.md): envelope, bodies, codec and topics. See ``docs/protocol.md``.
+"""The wire protocol (docs/protocol.md): envelope, bodies, codec and topics.
 
 Pure: it turns values into bytes and bytes into validated values, and names topics. The
 agent's and the controller's MQTT shells do the sending; everything they receive passes

@@ -1,4 +1,4 @@
-"""MQTT topics of docs/protocol.md: one namespace per node, so a ``%u`` broker ACL confines an agent.
+"""MQTT topics (docs/protocol.md): one namespace per node, so a ``%u`` broker ACL confines an agent.
 
 ``continuum/v1/nodes/{node}/{kind}``. The node id is a topic level and the broker username,
 so it must pass :func:`shared.ids.check_node_id` (no ``/``, ``+``, ``#``; bounded length).

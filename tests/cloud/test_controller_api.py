@@ -16,7 +16,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from cloud_harness import make_config
 
-from cloud.api import ROUTES, build_app, openapi_document
+from cloud.api import build_app
+from cloud.api_routes import ROUTES, openapi_document
 from cloud.controller import Controller
 from cloud.metrics import ControllerMetrics
 from cloud.store import Store

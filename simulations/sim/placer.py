@@ -275,28 +275,27 @@ class PredictedState:
         return queue, run[j] + queue, base_cost[j] + _min(_max(load[j], taken), 1.0) / 4.0
 
     def update(self, table: NodeTable, j: int) -> None:
-        """Row ``j`` (on the shape's filters) with its current free resources and backlog."""
+        """Row ``j`` (on the shape's filters) with its current free resources and
+        backlog. A row without room keeps its stale finish: no rule reads it."""
         n0, n1, n2 = self.shape.need
-        f0 = table.cpu_free.item(j)
-        ok = self.ok[j] = not (
-            n0 > f0 or n1 > table.memory_free.item(j) or n2 > table.disk_free.item(j)
-        )
-        _, run, base_cost, capacity, inv_cpus, widen, load = self._rows
-        # ``row``, inline: this runs for every placement and every row moved
-        finish = run[j] + table.backlog.item(j) / capacity[j]
-        taken = 1.0 + (self.demand.cpu - f0) * inv_cpus[j]
-        cost = base_cost[j] + _min(_max(load[j], taken), 1.0) / 4.0
-        self.finish[j] = finish
-        reach = self.reach[j] = finish * widen[j] if ok else -math.inf
-        keep = self.keep[j] = 1.0 - cost if ok else -BOUND
-        if not 0.0 <= finish < math.inf:
-            self.tame = False
-            self.base = None
         base = self.base
-        if base is not None:
-            if not ok:
+        if (
+            n0 > table.cpu_free.item(j)
+            or n1 > table.memory_free.item(j)
+            or n2 > table.disk_free.item(j)
+        ):
+            self.ok[j], self.reach[j], self.keep[j] = False, -math.inf, -BOUND
+            if base is not None:
                 base[j] = _NONE_INT
-                return
+            return
+        self.ok[j] = True
+        _, finish, cost = self.row(table, j)
+        self.finish[j] = finish
+        reach = self.reach[j] = finish * self._rows[5][j]
+        keep = self.keep[j] = 1.0 - cost
+        if not 0.0 <= finish < math.inf:
+            self.tame, self.base = False, None
+        elif base is not None:
             deadline: float = self.deadline  # type: ignore[assignment]
             # the rule of ``score`` for one row (finish >= 0 and finite: no guard)
             value = keep if reach <= deadline else -finish / (finish + max(deadline, 1.0))

@@ -99,9 +99,9 @@ def _cmd_init(args: argparse.Namespace) -> int:
         return 2
     if args.broker_user:
         credentials.set_password(Path(args.password_file), args.broker_user, password)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    path.chmod(0o600)  # it holds the API token and the broker password
+    from .tls import write_secret
+
+    write_secret(path, text.encode())  # 0600 from the first byte: the API token and password
     print(f"wrote {path}; start with: cloud-controller run --config {path}")
     return 0
 

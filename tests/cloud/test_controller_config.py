@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -48,7 +50,12 @@ def test_token_file_is_relative_to_the_config(tmp_path: Path) -> None:
 
 def test_init_writes_a_loadable_config_and_refuses_to_overwrite(tmp_path: Path) -> None:
     path = tmp_path / "controller.toml"
-    assert controller_main(["init", "--path", str(path)]) == 0
+    old_umask = os.umask(0)  # a permissive umask must not open the file to others
+    try:
+        assert controller_main(["init", "--path", str(path)]) == 0
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600  # it holds the API token
     assert load_config(path).api_token()
     assert controller_main(["init", "--path", str(path)]) == 1
 

@@ -17,6 +17,7 @@ from edge_agent.executor import Launch, Outcome
 from edge_agent.journal import ProcessRow, QueuedRow
 from edge_agent.telemetry import Sampler
 from edge_agent.uplink import Uplink
+from shared.authz import pinned_to_origin
 from shared.autonomy import QueuedTask, admit, may_start, order_queue, select_for_shedding
 from shared.consistency import AgentLease
 from shared.crdt import (
@@ -180,8 +181,26 @@ class LocalScheduler:
                         free -= 1  # the slot waits for this grant: no more leases than slots
                     continue
                 deadline = lease.deadline
+            elif not may_start(
+                row.level,
+                None,
+                now,
+                out_of_contact_s=self._out_of_contact_s(row, rec.spec, now),
+                max_disconnect_s=float(rec.spec.get("max_disconnect_s", 300.0)),
+            ):
+                core.counters["held_out_of_contact"] += 1
+                continue
             core.safely(self._start, rec, row, deadline)
             free -= 1
+
+    def _out_of_contact_s(self, row: QueuedRow, spec: dict[str, Any], now: float) -> float:
+        """How long the controller has not been heard, as the start gate counts it. A local
+        submission that stays on its node (``shared.authz.pinned_to_origin``: the controller
+        never moves it) counts as in contact, so a cut-off node keeps running what is
+        submitted to it."""
+        if row.source == "local" and pinned_to_origin(self.core.node, spec):
+            return 0.0
+        return self.uplink.out_of_contact_s(now)
 
     def _grant_expected(self, task_id: str, now: float) -> bool:
         """Whether a strong task's lease request is likely answered soon: the controller

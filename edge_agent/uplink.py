@@ -56,6 +56,10 @@ class Uplink:
         self._ids = map(f"{secrets.token_hex(6)}.{{:x}}".format, itertools.count(1))
         # The telemetry last sent on this connection, and when (monotonic).
         self._telemetry: tuple[dict[str, Any], float] | None = None
+        # Monotonic time of the last message heard from the controller (the causal start
+        # gate, ``LocalScheduler.start_ready``). A fresh process counts from its start: the
+        # time it was down before is not known here.
+        self.last_contact = core.clock.mono()
 
     @property
     def link_up(self) -> bool:
@@ -109,7 +113,13 @@ class Uplink:
 
     def heard(self) -> None:
         """A valid message from the controller arrived (any type)."""
-        self.session.heard(self.core.clock.mono())
+        self.last_contact = self.core.clock.mono()
+        self.session.heard(self.last_contact)
+
+    def out_of_contact_s(self, now: float) -> float:
+        """Seconds since the controller was last heard, on the monotonic clock (which also
+        runs while the process is frozen, e.g. by SIGSTOP)."""
+        return max(0.0, now - self.last_contact)
 
     def on_ack(self, body: Ack) -> None:
         self.last_sync_ms = self.core.clock.wall_ms()

@@ -22,7 +22,7 @@ from shared.autonomy import (
     select_for_shedding,
     shortage,
 )
-from shared.consistency import AgentLease, LeasePolicy
+from shared.consistency import AgentLease, LeasePolicy, replacement_allowed
 from shared.vocab import Connectivity, Level
 
 # ---------------------------------------------------------------- connectivity
@@ -304,6 +304,31 @@ def _granted_lease(epoch: int = 3) -> AgentLease:
 def test_causal_and_eventual_start_without_a_lease() -> None:
     assert may_start(Level.CAUSAL, None, 0.0)
     assert may_start("eventual", None, 0.0)
+
+
+def test_causal_does_not_start_after_a_silence_longer_than_max_disconnect() -> None:
+    """The controller may re-place causal work after ``max_disconnect_s`` of silence, so a
+    placement held across a longer one waits for the next contact; eventual never waits."""
+    assert may_start(Level.CAUSAL, None, 0.0, out_of_contact_s=9.9, max_disconnect_s=10.0)
+    assert not may_start(Level.CAUSAL, None, 0.0, out_of_contact_s=10.0, max_disconnect_s=10.0)
+    assert not may_start(Level.CAUSAL, None, 0.0, out_of_contact_s=math.nan, max_disconnect_s=10.0)
+    assert may_start(Level.EVENTUAL, None, 0.0, out_of_contact_s=1e9, max_disconnect_s=10.0)
+
+
+@given(
+    silence=st.floats(min_value=0.0, max_value=1e6),
+    bound=st.floats(min_value=0.001, max_value=1e6),
+)
+def test_causal_gate_is_exactly_the_controllers_replacement_bound(
+    silence: float, bound: float
+) -> None:
+    """Held exactly when the controller may re-place the task after the same silence
+    (``shared.consistency.replacement_allowed``): never both a start and a re-placement."""
+    started = may_start(Level.CAUSAL, None, 0.0, out_of_contact_s=silence, max_disconnect_s=bound)
+    replaced = replacement_allowed(
+        Level.CAUSAL, out_of_contact_s=silence, max_disconnect_s=bound, now=0.0
+    ).allowed
+    assert started != replaced
 
 
 def test_strong_needs_an_unexpired_lease_for_the_current_epoch() -> None:

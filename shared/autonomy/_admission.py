@@ -8,6 +8,7 @@ does not block: the agent must not freeze because a sensor is absent on some dev
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -131,16 +132,37 @@ def select_for_shedding(
 
 
 def may_start(
-    level: Level | str, lease: AgentLease | None, now: float, *, epoch: int | None = None
+    level: Level | str,
+    lease: AgentLease | None,
+    now: float,
+    *,
+    epoch: int | None = None,
+    out_of_contact_s: float = 0.0,
+    max_disconnect_s: float = math.inf,
 ) -> bool:
     """The consistency gate of DESIGN §5, the same at every autonomy level.
 
     ``strong``: only under a lease that is granted, unexpired at ``now`` (the lease's clock)
-    and, when ``epoch`` is given, for that epoch (fencing token). ``causal`` and
-    ``eventual`` need no lease.
+    and, when ``epoch`` is given, for that epoch (fencing token).
+
+    ``causal``: no lease, but not once the node has been out of contact with the controller
+    for the task's ``max_disconnect_s`` (``out_of_contact_s``: seconds since the
+    last message heard from it, on a clock that also runs while the process is frozen). The
+    controller may re-place causal work after exactly that silence
+    (``shared.consistency.replacement_allowed``), so a placement held across it may already be
+    superseded elsewhere; starting it would run the task twice with no confirmed loss. It
+    waits for the next contact, which brings the newer placement if there is one. A running
+    attempt is not concerned: this gates starts only. NaN counts as out of contact (the
+    safe side).
+
+    ``eventual`` needs neither: concurrent runs are allowed.
     """
-    if Level(level) != Level.STRONG:
-        return True
-    if lease is None or not lease.valid(now):
-        return False
-    return epoch is None or lease.epoch == epoch
+    match Level(level):
+        case Level.STRONG:
+            if lease is None or not lease.valid(now):
+                return False
+            return epoch is None or lease.epoch == epoch
+        case Level.CAUSAL:
+            return out_of_contact_s < max_disconnect_s
+        case _:
+            return True

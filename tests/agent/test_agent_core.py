@@ -9,12 +9,18 @@ import json
 import uuid
 from pathlib import Path
 
+import pytest
+
 from edge_agent.agent import Agent
 from edge_agent.config import parse_config
 from edge_agent.inbox import ApiCall, LinkChanged, MessageArrived
+from edge_agent.journal import QueuedRow
 from shared.clocks import HybridClock
+from shared.crdt import TaskRecord
+from shared.crdt import place as place_delta
 from shared.protocol import (
     Ack,
+    Deltas,
     Envelope,
     LeaseGrant,
     LeaseRequest,
@@ -218,5 +224,57 @@ def test_strong_work_asks_for_no_more_leases_than_free_slots(tmp_path: Path) -> 
             "SELECT COUNT(*) FROM events WHERE kind = 'lease_refused'"
         ).fetchone()[0]
         assert refused == 2
+    finally:
+        agent.core.journal.close()
+
+
+def test_a_frozen_agent_holds_placed_causal_work_until_the_controller_is_heard(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The soak's frozen agent: two causal tasks (``max_disconnect_s`` 10) queued, then the
+    process is frozen for 15 s (the monotonic clock runs on). Thawed, it starts neither:
+    the controller may have re-placed them. A local submission still starts (it stays on
+    its node). The first contact brings the newer placement of ``c1`` (elsewhere): ``c1``
+    is dropped from the queue, ``c2`` (still ours) starts."""
+    clock = _ManualClock()
+    agent = _agent(tmp_path, clock, executor={"max_concurrent": 4})
+    agent.uplink.transport = _Transport()  # type: ignore[assignment]
+    started: list[str] = []
+
+    def start(rec: TaskRecord, row: QueuedRow, deadline: float | None) -> None:
+        """Stands in for the launch: what started leaves the queue."""
+        started.append(rec.task_id)
+        with agent.core.txn():
+            agent.core.journal.remove_queued(row.task_id)
+
+    monkeypatch.setattr(agent.scheduler, "_start", start)
+    try:
+        agent.handle(LinkChanged(True))
+        agent.handle(_message("cloud", "core-1", "down", "ack", Ack(heartbeat_id=None)))
+        for task_id in ("c1", "c2"):
+            task = {"id": task_id, "command": ["true"], "max_disconnect_s": 10.0}
+            place = Place(task_id=task_id, epoch=1, spec=task, level=Level.CAUSAL, lease_s=None)
+            agent.handle(_message("cloud", "core-1", "down", "place", place))
+        clock.now += 15.0  # SIGSTOP ... SIGCONT: nothing ran meanwhile
+        assert _submit(agent, {"id": "l1", "command": ["true"]})[0] == 201
+        agent.tick()
+        assert started == ["l1"]
+        assert agent.core.counters["held_out_of_contact"] == 2
+        rec = agent.replica.get("c1")
+        assert rec is not None
+        cloud = HybridClock("cloud")
+        moved = place_delta(
+            rec,
+            epoch=2,
+            node="core-2",
+            level=str(Level.CAUSAL),
+            lease_s=None,
+            writer="cloud",
+            hlc=cloud.now(clock.wall_ms() + 1000),
+        )
+        agent.handle(_message("cloud", "core-1", "down", "deltas", Deltas(records=(moved,))))
+        agent.tick()
+        assert started == ["l1", "c2"]
+        assert [row.task_id for row in agent.core.journal.queued()] == []
     finally:
         agent.core.journal.close()

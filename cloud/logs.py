@@ -1,7 +1,7 @@
-"""Logging set-up: JSON lines when stderr is not a terminal, readable text when it is.
-
-Extra fields passed with ``logger.info("...", extra={"task_id": ...})`` become
-keys of the JSON object, so logs can be filtered by task or node.
+"""Logging set-up, in the one line format of ``shared.logformat`` (the agent's too): JSON
+lines when stderr is not a terminal, readable text when it is. Log calls put what a machine
+filters on in ``extra={"fields": {...}}``; the fields become keys of the JSON object, so logs
+can be filtered by task or node.
 
 :func:`log_events` is the controller's operational log: one INFO line per committed
 event an operator follows in the journal (joins, leaves, link changes: partitions
@@ -12,12 +12,12 @@ event's scalar data) as keys. The event log (``continuum events``) has every eve
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
 from typing import Any
+
+from shared.logformat import LINE_KEYS, line_formatter
 
 __all__ = ["LOGGED_EVENTS", "log_events", "setup_logging"]
 
@@ -38,35 +38,15 @@ LOGGED_EVENTS = {
 
 _events_log = logging.getLogger("cloud.events")
 
-_STD_ATTRS = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
-# Keys an event's data may not take as they are: the record's own attributes and the
-# JSON line's fixed keys (``data_`` is put before them).
-_RESERVED = frozenset(_STD_ATTRS | {"ts", "level", "logger", "msg", "exc"} | {"event", "epoch"})
-
-
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, object] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        for key, value in record.__dict__.items():
-            if key not in _STD_ATTRS and not key.startswith("_"):
-                out[key] = value
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, default=str)
+# Keys an event's data may not take as they are: the JSON line's own keys and the event's
+# (``data_`` is put before them).
+_RESERVED = LINE_KEYS | {"event", "epoch"}
 
 
 def setup_logging(level: str = "info", *, stream: object = None) -> None:
     stream = stream or sys.stderr
     handler = logging.StreamHandler(stream)  # type: ignore[arg-type]
-    if getattr(stream, "isatty", lambda: False)():
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    else:
-        handler.setFormatter(JsonFormatter())
+    handler.setFormatter(line_formatter(json_lines=not getattr(stream, "isatty", lambda: False)()))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -105,5 +85,5 @@ def log_events(events: Iterable[Mapping[str, Any]]) -> None:
             words,
             shown,
             fields["reason"],
-            extra={k: v for k, v in fields.items() if v is not None},
+            extra={"fields": {k: v for k, v in fields.items() if v is not None}},
         )

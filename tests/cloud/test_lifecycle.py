@@ -227,7 +227,7 @@ def test_partitions_and_heals_are_logged_and_rtt_is_exported_per_node(
         h.tick(1.0)
     h.mnode("n1").connected = True
     h.keep_alive("n1")
-    lines = [(r.getMessage(), getattr(r, "new", None)) for r in caplog.records]
+    lines = [(r.getMessage(), getattr(r, "fields", {}).get("new")) for r in caplog.records]
     assert ("node joined: node_id=n1 (first hello)", None) in lines
     assert any(
         m.startswith("link changed: node_id=n1") and new == "partitioned" for m, new in lines

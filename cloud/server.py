@@ -100,7 +100,7 @@ class ControllerProcess:
                 "broker": f"{cfg.broker.host}:{cfg.broker.port}",
             },
         )
-        log.info("controller listening", extra={"api_port": self.api_port})
+        log.info("controller listening", extra={"fields": {"api_port": self.api_port}})
         try:
             await self.stopping.wait()
         finally:

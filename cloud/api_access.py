@@ -138,12 +138,14 @@ def access_middlewares(
                 request.path,
                 status,
                 extra={
-                    "actor": request.get(ACTOR_KEY),
-                    "method": request.method,
-                    "route": request.path,
-                    "status": status,
-                    "outcome": _outcome(status),
-                    "remote": request.remote,
+                    "fields": {
+                        "actor": request.get(ACTOR_KEY),
+                        "method": request.method,
+                        "route": request.path,
+                        "status": status,
+                        "outcome": _outcome(status),
+                        "remote": request.remote,
+                    }
                 },
             )
 

@@ -154,7 +154,7 @@ def test_named_tokens_read_only_role_and_audit_log(
     with caplog.at_level(logging.INFO, logger="continuum.audit"):
         run(tmp_path, scenario)
     audit = [
-        (r.actor, r.method, r.route, r.status, r.outcome)  # type: ignore[attr-defined]
+        tuple(r.fields[k] for k in ("actor", "method", "route", "status", "outcome"))  # type: ignore[attr-defined]
         for r in caplog.records
         if r.name == "continuum.audit"
     ]

@@ -104,7 +104,13 @@ class Ingest:
 
     def reject(self, reason: str, detail: str, where: str) -> None:
         self.metrics.rejected.labels(reason=reason).inc()
-        log.warning("rejected message on %s: %s (%s)", where, detail, reason)
+        log.warning(
+            "rejected message on %s: %s (%s)",
+            where,
+            detail,
+            reason,
+            extra={"fields": {"where": where, "reason": reason}},
+        )
 
     def _handle(self, topic: str, payload: bytes, now: float, changed: Changed) -> None:
         try:
@@ -227,7 +233,14 @@ class Ingest:
             if held is None:
                 continue
             task_id, first = items[0]
-            log.warning("refused from %s: %s x%d (%s)", node_id, reason, len(items), first.detail)
+            log.warning(
+                "refused from %s: %s x%d (%s)",
+                node_id,
+                reason,
+                len(items),
+                first.detail,
+                extra={"fields": {"node_id": node_id, "reason": reason.value, "count": len(items)}},
+            )
             self.uow.event(
                 "delta_refused",
                 reason.value,

@@ -173,9 +173,18 @@ class UnitOfWork:
             try:
                 payload = encode(item.env)
             except LocalProtocolError:
-                log.exception("not sending %s to %s", item.env.type, item.node_id)
+                log.exception(
+                    "not sending %s to %s",
+                    item.env.type,
+                    item.node_id,
+                    extra={"fields": {"node_id": item.node_id, "type": item.env.type}},
+                )
                 continue
             try:
                 self._send(item.node_id, payload, item.qos)
             except Exception:  # a full paho queue or a closed client: the state is safe
-                log.exception("publish to %s failed", item.node_id)
+                log.exception(
+                    "publish to %s failed",
+                    item.node_id,
+                    extra={"fields": {"node_id": item.node_id}},
+                )

@@ -6,7 +6,10 @@ Tables:
 - ``tasks``: one row per task, the CRDT record as canonical JSON plus *derived*
   columns (status, node, epoch, level, workflow, priority, content hash) that
   are indexed for the API's filters. The record is the truth; the columns are
-  recomputed from it on every write, never edited on their own.
+  recomputed from it on every write, never edited on their own. Beside it,
+  ``placed``: the placement history (epoch → node, JSON), which the record does
+  not keep (it holds the latest placement only) and ``shared.authz.may_read``
+  needs to answer a node that was placed an older epoch (added by schema 2).
 - ``workflows``: submitted workflow specs.
 - ``leases``: leases granted to strong tasks. The deadline is stored as wall
   time *already including the margin*, so a restarted controller, which has
@@ -28,7 +31,7 @@ import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +40,8 @@ import sqlite_utils
 __all__ = ["EventRow", "LeaseRow", "Store", "TaskRow"]
 
 # Schema version; bump with a migration when a table changes shape.
-SCHEMA_VERSION = 1
+# 2: ``tasks.placed`` (:meth:`Store._migrate` adds it to an older file).
+SCHEMA_VERSION = 2
 
 
 def _dumps(value: object) -> str:
@@ -64,6 +68,8 @@ class TaskRow:
     # Like ``record``: a dict, or its JSON text when the writer has it already.
     explanation: dict[str, Any] | str | None = None
     origin: str | None = None  # node that submitted it locally; None: the API
+    # Every epoch's node (``TaskMeta.placed``); empty in rows of a schema-1 file.
+    placed: Mapping[int, str] = field(default_factory=dict)
 
     def as_db_row(self) -> dict[str, Any]:
         return {
@@ -84,6 +90,7 @@ class TaskRow:
                 else _dumps(self.explanation)
             ),
             "origin": self.origin,
+            "placed": _dumps({str(epoch): node for epoch, node in self.placed.items()}),
         }
 
     @classmethod
@@ -103,6 +110,7 @@ class TaskRow:
             updated_ms=row["updated_ms"],
             explanation=None if explanation is None else json.loads(explanation),
             origin=row["origin"],
+            placed={int(epoch): node for epoch, node in json.loads(row["placed"] or "{}").items()},
         )
 
 
@@ -144,7 +152,7 @@ class LeaseRow:
 
 _TASK_COLUMNS = (
     "task_id, record, status, node, epoch, level, workflow, priority, content_hash, "
-    "submitted_ms, updated_ms, explanation, origin"
+    "submitted_ms, updated_ms, explanation, origin, placed"
 )
 
 
@@ -206,10 +214,12 @@ class Store:
                 "updated_ms": int,
                 "explanation": str,
                 "origin": str,
+                "placed": str,
             },
             pk="task_id",
             if_not_exists=True,
         )
+        self._migrate()
         for cols in (["status"], ["node"], ["workflow"], ["level"], ["submitted_ms"]):
             db["tasks"].create_index(cols, if_not_exists=True)
         db["workflows"].create(
@@ -238,6 +248,12 @@ class Store:
         db["events"].create_index(["kind"], if_not_exists=True)
         db["peers"].create({"node_id": str, "acked_seq": int}, pk="node_id", if_not_exists=True)
         db["meta"].upsert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, pk="key")
+
+    def _migrate(self) -> None:
+        """Bring a file of an older schema up to date (adds what is missing; rows keep
+        their values, a new column starts empty)."""
+        if "placed" not in self.db["tasks"].columns_dict:  # schema 1
+            self.db["tasks"].add_column("placed", str)
 
     # -- transactions ---------------------------------------------------------
 
@@ -287,7 +303,7 @@ class Store:
         """Insert or replace task rows (one statement for the whole batch)."""
         if not rows:
             return
-        placeholders = ", ".join("?" * 13)
+        placeholders = ", ".join("?" * 14)
         with self.transaction():
             self.conn.executemany(
                 f"INSERT OR REPLACE INTO tasks ({_TASK_COLUMNS}) VALUES ({placeholders})",

@@ -212,6 +212,7 @@ class TaskTable:
             updated_ms=self.uow.wall_ms(),
             explanation=meta.explanation_json(),
             origin=meta.origin,
+            placed=meta.placed,
         )
 
     # -- restart ------------------------------------------------------------------
@@ -237,9 +238,12 @@ class TaskTable:
                 submitted_ms=row.submitted_ms, explanation=row.explanation, origin=row.origin
             )
             meta.level = Level(row.level) if row.level else None
-            # Placement history, as far as the record shows it: each attempt was
-            # authorised on the node placed at its epoch.
-            meta.placed = {a.epoch: a.node for a in rec.attempts.values()}
+            # Placement history: as stored (every epoch, also those whose node never
+            # reported an attempt), completed from the record (each attempt was
+            # authorised on the node placed at its epoch; a schema-1 row stored none).
+            meta.placed = dict(row.placed)
+            for attempt in rec.attempts.values():
+                meta.placed.setdefault(attempt.epoch, attempt.node)
             if rec.placement is not None:
                 meta.placed[rec.placement.epoch] = rec.placement.node
             if rec.spec is not None:

@@ -56,9 +56,9 @@ class Uplink:
         self._ids = map(f"{secrets.token_hex(6)}.{{:x}}".format, itertools.count(1))
         # The telemetry last sent on this connection, and when (monotonic).
         self._telemetry: tuple[dict[str, Any], float] | None = None
-        # Monotonic time of the last message heard from the controller (the causal start
-        # gate, ``LocalScheduler.start_ready``). A fresh process counts from its start: the
-        # time it was down before is not known here.
+        # Monotonic time of the controller's last word to us, as of when it was *sent*
+        # (the causal start gate, ``LocalScheduler.start_ready``). A fresh process counts
+        # from its start: the time it was down before is not known here.
         self.last_contact = core.clock.mono()
 
     @property
@@ -111,10 +111,17 @@ class Uplink:
         self._telemetry = None  # a new connection starts with a full report
         self.run(self.session.link_changed(up, self.core.clock.mono()))
 
-    def heard(self) -> None:
-        """A valid message from the controller arrived (any type)."""
-        self.last_contact = self.core.clock.mono()
-        self.session.heard(self.last_contact)
+    def heard(self, sent_ms: int) -> None:
+        """A valid message from the controller arrived (any type), sent at ``sent_ms``
+        (its HLC's wall part, the controller's clock). Contact dates from the send, not
+        the handling: a message that waited in the inbox or a socket while this process
+        was frozen says nothing of what the controller decided meanwhile. Clock skew
+        shifts it by at most the HLC's accepted drift; a stamp ahead of ours counts as
+        sent now."""
+        now = self.core.clock.mono()
+        age_s = max(0, self.core.clock.wall_ms() - sent_ms) / 1000.0
+        self.last_contact = max(self.last_contact, now - age_s)
+        self.session.heard(now)
 
     def out_of_contact_s(self, now: float) -> float:
         """Seconds since the controller was last heard, on the monotonic clock (which also

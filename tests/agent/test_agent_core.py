@@ -133,10 +133,13 @@ def test_memory_pressure_sheds_low_priority_queued_work_only(tmp_path: Path) -> 
         core.journal.close()
 
 
-def _message(sender: str, node: str, kind: str, type_: str, body: object) -> MessageArrived:
+def _message(
+    sender: str, node: str, kind: str, type_: str, body: object, *, sent_ms: int = 1
+) -> MessageArrived:
+    """A message as ``sender`` sent it at ``sent_ms`` (wall clock, its HLC)."""
     clock = HybridClock(sender)
     env = Envelope(
-        type=type_, id=uuid.uuid4().hex, sender=sender, hlc=clock.now(1).encode(), body=body
+        type=type_, id=uuid.uuid4().hex, sender=sender, hlc=clock.now(sent_ms).encode(), body=body
     )
     return MessageArrived(topic(node, kind), encode(env))
 
@@ -233,9 +236,10 @@ def test_a_frozen_agent_holds_placed_causal_work_until_the_controller_is_heard(
 ) -> None:
     """The soak's frozen agent: two causal tasks (``max_disconnect_s`` 10) queued, then the
     process is frozen for 15 s (the monotonic clock runs on). Thawed, it starts neither:
-    the controller may have re-placed them. A local submission still starts (it stays on
-    its node). The first contact brings the newer placement of ``c1`` (elsewhere): ``c1``
-    is dropped from the queue, ``c2`` (still ours) starts."""
+    the controller may have re-placed them; an ack sent before the freeze and handled only
+    now is no contact. A local submission still starts (it stays on its node). The first
+    contact brings the newer placement of ``c1`` (elsewhere): ``c1`` is dropped from the
+    queue, ``c2`` (still ours) starts."""
     clock = _ManualClock()
     agent = _agent(tmp_path, clock, executor={"max_concurrent": 4})
     agent.uplink.transport = _Transport()  # type: ignore[assignment]
@@ -250,12 +254,16 @@ def test_a_frozen_agent_holds_placed_causal_work_until_the_controller_is_heard(
     monkeypatch.setattr(agent.scheduler, "_start", start)
     try:
         agent.handle(LinkChanged(True))
-        agent.handle(_message("cloud", "core-1", "down", "ack", Ack(heartbeat_id=None)))
+        ack = Ack(heartbeat_id=None)
+        agent.handle(_message("cloud", "core-1", "down", "ack", ack, sent_ms=clock.wall_ms()))
         for task_id in ("c1", "c2"):
             task = {"id": task_id, "command": ["true"], "max_disconnect_s": 10.0}
             place = Place(task_id=task_id, epoch=1, spec=task, level=Level.CAUSAL, lease_s=None)
-            agent.handle(_message("cloud", "core-1", "down", "place", place))
+            sent_ms = clock.wall_ms()
+            agent.handle(_message("cloud", "core-1", "down", "place", place, sent_ms=sent_ms))
+        frozen_at = clock.wall_ms()
         clock.now += 15.0  # SIGSTOP ... SIGCONT: nothing ran meanwhile
+        agent.handle(_message("cloud", "core-1", "down", "ack", ack, sent_ms=frozen_at))
         assert _submit(agent, {"id": "l1", "command": ["true"]})[0] == 201
         agent.tick()
         assert started == ["l1"]
@@ -272,7 +280,8 @@ def test_a_frozen_agent_holds_placed_causal_work_until_the_controller_is_heard(
             writer="cloud",
             hlc=cloud.now(clock.wall_ms() + 1000),
         )
-        agent.handle(_message("cloud", "core-1", "down", "deltas", Deltas(records=(moved,))))
+        news = Deltas(records=(moved,))
+        agent.handle(_message("cloud", "core-1", "down", "deltas", news, sent_ms=clock.wall_ms()))
         agent.tick()
         assert started == ["l1", "c2"]
         assert [row.task_id for row in agent.core.journal.queued()] == []

@@ -17,7 +17,7 @@ from edge_agent.executor import Launch, Outcome
 from edge_agent.journal import ProcessRow, QueuedRow
 from edge_agent.telemetry import Sampler
 from edge_agent.uplink import Uplink
-from shared.authz import pinned_to_origin
+from shared.authz import LOCAL_TOKEN_HEX, local_task_id, origin_of, pinned_to_origin
 from shared.autonomy import QueuedTask, admit, may_start, order_queue, select_for_shedding
 from shared.consistency import AgentLease
 from shared.crdt import (
@@ -106,7 +106,15 @@ class LocalScheduler:
         eventual (strong needs the controller), journaled and synced upstream later."""
         core = self.core
         if isinstance(data, dict) and "id" not in data:
-            data = {**data, "id": f"{core.node}-{uuid.uuid4().hex[:12]}"}
+            data = {**data, "id": local_task_id(core.node, uuid.uuid4().hex[:LOCAL_TOKEN_HEX])}
+        elif isinstance(data, dict) and origin_of(str(data["id"])) != core.node:
+            # The controller accepts new records only in this node's namespace (shared.authz):
+            # anything else would stay here, refused upstream, for ever.
+            return 400, {
+                "error": "invalid_id",
+                "message": f"a task submitted here must be named '{core.node}:<name>' "
+                f"(or leave out id), not {data['id']!r}",
+            }
         try:
             spec_obj = parse_task_spec(data)
         except ValidationError as exc:

@@ -69,18 +69,18 @@ def test_disk_full_stops_admission_keeps_committed_state_and_recovers(tmp_path: 
     clock = _ManualClock()
     agent = _agent(tmp_path, clock)
     try:
-        assert _submit(agent, {"id": "before", "command": ["true"]})[0] == 201
+        assert _submit(agent, {"id": "core-1:before", "command": ["true"]})[0] == 201
         core = agent.core
         core.journal.db.execute("PRAGMA query_only = ON")
-        code, _ = _submit(agent, {"id": "during", "command": ["true"]})
+        code, _ = _submit(agent, {"id": "core-1:during", "command": ["true"]})
         assert code == 500  # the write failed ...
         assert core.admission_stopped is not None  # ... admission stopped and reported
         assert agent.status()["admission_stopped"]
         assert core.counters["journal_errors"] == 1
         # Memory mirrors the journal: the rolled-back task is not half-known.
-        assert agent.replica.get("during") is None
-        assert agent.replica.get("before") is not None
-        code, body = _submit(agent, {"id": "during", "command": ["true"]})
+        assert agent.replica.get("core-1:during") is None
+        assert agent.replica.get("core-1:before") is not None
+        code, body = _submit(agent, {"id": "core-1:during", "command": ["true"]})
         assert (code, body["error"]) == (503, "admission_stopped")  # type: ignore[index]
         core.safely(agent.tick)  # as the loop runs it; the probe fails too: still stopped
         assert core.admission_stopped is not None
@@ -89,9 +89,9 @@ def test_disk_full_stops_admission_keeps_committed_state_and_recovers(tmp_path: 
         clock.now += 5.0  # the probe's period
         core.safely(agent.tick)
         assert core.admission_stopped is None
-        assert _submit(agent, {"id": "after", "command": ["true"]})[0] == 201
+        assert _submit(agent, {"id": "core-1:after", "command": ["true"]})[0] == 201
         rows = core.journal.db.execute("SELECT task_id FROM records").fetchall()
-        assert sorted(r[0] for r in rows) == ["after", "before"]
+        assert sorted(r[0] for r in rows) == ["core-1:after", "core-1:before"]
     finally:
         agent.core.journal.close()
 
@@ -109,20 +109,20 @@ def test_memory_pressure_sheds_low_priority_queued_work_only(tmp_path: Path) -> 
         scheduler, core = agent.scheduler, agent.core
         scheduler.sampler = _ShortOfMemory()  # type: ignore[assignment]
         for task_id, priority in (("low", 10), ("default", 50), ("lower", 5)):
-            task = {"id": task_id, "command": ["true"], "priority": priority}
+            task = {"id": f"core-1:{task_id}", "command": ["true"], "priority": priority}
             assert _submit(agent, task)[0] == 201
         scheduler.shed()
         scheduler.shed()
         scheduler.shed()
         queued = sorted(r.task_id for r in core.journal.queued())
-        assert queued == ["default"]  # below-default priorities went, lowest first
+        assert queued == ["core-1:default"]  # below-default priorities went, lowest first
         shed = [
             e
             for e in core.journal.db.execute(
                 "SELECT task_id, data FROM events WHERE kind = 'unstartable'"
             )
         ]
-        assert [t for t, _ in shed] == ["lower", "low"]
+        assert [t for t, _ in shed] == ["core-1:lower", "core-1:low"]
         assert all(json.loads(d)["reason"] == "shed" for _, d in shed)
         assert core.counters["shed"] == 2
         # Nothing is admitted while memory is short either.
@@ -264,9 +264,9 @@ def test_a_frozen_agent_holds_placed_causal_work_until_the_controller_is_heard(
         frozen_at = clock.wall_ms()
         clock.now += 15.0  # SIGSTOP ... SIGCONT: nothing ran meanwhile
         agent.handle(_message("cloud", "core-1", "down", "ack", ack, sent_ms=frozen_at))
-        assert _submit(agent, {"id": "l1", "command": ["true"]})[0] == 201
+        assert _submit(agent, {"id": "core-1:l1", "command": ["true"]})[0] == 201
         agent.tick()
-        assert started == ["l1"]
+        assert started == ["core-1:l1"]
         assert agent.core.counters["held_out_of_contact"] == 2
         rec = agent.replica.get("c1")
         assert rec is not None
@@ -283,7 +283,7 @@ def test_a_frozen_agent_holds_placed_causal_work_until_the_controller_is_heard(
         news = Deltas(records=(moved,))
         agent.handle(_message("cloud", "core-1", "down", "deltas", news, sent_ms=clock.wall_ms()))
         agent.tick()
-        assert started == ["l1", "c2"]
+        assert started == ["core-1:l1", "c2"]
         assert [row.task_id for row in agent.core.journal.queued()] == []
     finally:
         agent.core.journal.close()

@@ -257,25 +257,32 @@ def test_local_submission_while_disconnected_syncs_later(
 ) -> None:
     mosquitto.stop()  # no broker at all while the work is submitted and runs
     agent = make_agent().start()
-    code, body = agent.api("POST", "/v1/tasks", spec("local-1", sh("echo '{\"local\": true}'")))
+    code, body = agent.api(
+        "POST", "/v1/tasks", spec("edge-1:local-1", sh("echo '{\"local\": true}'"))
+    )
     assert code == 201 and body["level"] == "causal", body
     code, body = agent.api("POST", "/v1/tasks", {"command": ["true"]})  # id generated
     assert code == 201
     generated = body["id"]
-    code, body = agent.api("POST", "/v1/tasks", {"id": "bad", "command": "not a list"})
+    code, body = agent.api("POST", "/v1/tasks", {"id": "edge-1:bad", "command": "not a list"})
     assert code == 400
-    code, body = agent.api("POST", "/v1/tasks", spec("s", ["true"], consistency="strong"))
+    code, body = agent.api("POST", "/v1/tasks", {"id": "elsewhere", "command": ["true"]})
+    assert code == 400 and body["error"] == "invalid_id", body  # the controller would refuse it
+    assert agent.task_status("elsewhere") is None
+    code, body = agent.api("POST", "/v1/tasks", spec("edge-1:s", ["true"], consistency="strong"))
     assert code == 409 and body["error"] == "strong_needs_controller"
-    wait_until(lambda: agent.task_status("local-1") == "succeeded", 10, "local completion")
+    wait_until(lambda: agent.task_status("edge-1:local-1") == "succeeded", 10, "local completion")
     wait_until(lambda: agent.task_status(generated) == "succeeded", 10, "local completion")
     assert agent.status()["connectivity"] == "disconnected"
     mosquitto.start()
     cloud = ScriptedCloud(mosquitto.host, mosquitto.port)
     try:
-        wait_until(lambda: cloud.status("local-1") == "succeeded", 15, "the local task upstream")
+        wait_until(
+            lambda: cloud.status("edge-1:local-1") == "succeeded", 15, "the local task upstream"
+        )
         wait_until(lambda: cloud.status(generated) == "succeeded", 10, "the generated id upstream")
-        rec = cloud.record("local-1")
-        assert rec is not None and rec.spec is not None and rec.spec["id"] == "local-1"
+        rec = cloud.record("edge-1:local-1")
+        assert rec is not None and rec.spec is not None and rec.spec["id"] == "edge-1:local-1"
         assert rec.placement is not None and rec.placement.node == "edge-1"
     finally:
         cloud.close()
@@ -658,13 +665,13 @@ def test_rows_sent_before_the_cloud_subscribed_are_sent_again(
     are re-sent after a period, without waiting for a reconnect."""
     agent = make_agent().start()
     wait_until(lambda: agent.status()["link_up"], 10, "the link")
-    code, _ = agent.api("POST", "/v1/tasks", spec("early", sh("echo '{\"early\": 1}'")))
+    code, _ = agent.api("POST", "/v1/tasks", spec("edge-1:early", sh("echo '{\"early\": 1}'")))
     assert code == 201
-    wait_until(lambda: agent.task_status("early") == "succeeded", 10, "local completion")
+    wait_until(lambda: agent.task_status("edge-1:early") == "succeeded", 10, "local completion")
     wait_until(lambda: agent.status()["outbox_depth"] > 0, 5, "unacknowledged rows")
     cloud = ScriptedCloud(mosquitto.host, mosquitto.port)  # subscribes only now
     try:
-        wait_until(lambda: cloud.status("early") == "succeeded", 10, "the re-sent rows")
+        wait_until(lambda: cloud.status("edge-1:early") == "succeeded", 10, "the re-sent rows")
         wait_until(lambda: agent.status()["outbox_depth"] == 0, 10, "the outbox to drain")
         assert agent.status()["reconnects"] == 1
     finally:

@@ -214,13 +214,13 @@ def test_other_tasks_env_secrets_are_never_answered(tmp_path: Path, mosquitto: A
     agent = AgentProcess(tmp_path / "edge-1", mosquitto.port)
     try:
         agent.start()
-        task = spec("with-secret", sh("echo '{}'"), env={"API_KEY": "s3cr3t-value"})
+        task = spec("edge-1:with-secret", sh("echo '{}'"), env={"API_KEY": "s3cr3t-value"})
         code, _ = agent.api("POST", "/v1/tasks", task)
         assert code == 201
-        wait_until(lambda: agent.task_status("with-secret") == "succeeded", 20, "the task")
-        code, body = agent.api("GET", "/v1/tasks/with-secret")
+        wait_until(lambda: agent.task_status("edge-1:with-secret") == "succeeded", 20, "the task")
+        code, body = agent.api("GET", "/v1/tasks/edge-1:with-secret")
         assert code == 200 and body["record"]["spec"]["env"] == {"API_KEY": "<redacted>"}
-        for path in ("/v1/tasks", "/v1/tasks/with-secret", "/v1/status", "/metrics"):
+        for path in ("/v1/tasks", "/v1/tasks/edge-1:with-secret", "/v1/status", "/metrics"):
             assert "s3cr3t-value" not in json.dumps(agent.api("GET", path)[1])
     finally:
         agent.cleanup()
@@ -233,9 +233,9 @@ def test_locally_submitted_tasks_run_as_run_as(tmp_path: Path, mosquitto: Any) -
     agent = AgentProcess(tmp_path / "edge-1", mosquitto.port, executor={"run_as": "nobody"})
     try:
         agent.start()
-        assert agent.api("POST", "/v1/tasks", spec("who", ["id", "-u"]))[0] == 201
-        wait_until(lambda: agent.task_status("who") == "succeeded", 20, "the task")
-        record = agent.api("GET", "/v1/tasks/who")[1]["record"]
+        assert agent.api("POST", "/v1/tasks", spec("edge-1:who", ["id", "-u"]))[0] == 201
+        wait_until(lambda: agent.task_status("edge-1:who") == "succeeded", 20, "the task")
+        record = agent.api("GET", "/v1/tasks/edge-1:who")[1]["record"]
         results = [a.get("result") for a in record["attempts"].values()]
         assert results == [65534]
     finally:

@@ -93,9 +93,9 @@ def test_tasks_never_see_the_broker_password(
             f"(env; cat /proc/$PPID/environ /proc/{pid}/environ) | tr '\\0' '\\n' > seen; "
             f'echo "[$(grep -c ^PATH= seen), $(grep -c {SECRET} seen)]"'
         )
-        assert agent.api("POST", "/v1/tasks", spec("peek", sh(probe)))[0] == 201
-        wait_until(lambda: agent.task_status("peek") == "succeeded", 20, "the probe")
-        record = agent.api("GET", "/v1/tasks/peek")[1]["record"]
+        assert agent.api("POST", "/v1/tasks", spec("edge-1:peek", sh(probe)))[0] == 201
+        wait_until(lambda: agent.task_status("edge-1:peek") == "succeeded", 20, "the probe")
+        record = agent.api("GET", "/v1/tasks/edge-1:peek")[1]["record"]
         (attempt,) = record["attempts"].values()
         assert attempt["result"] == [3, 0]  # three environments read, the password in none
     finally:
@@ -117,8 +117,8 @@ def test_state_files_are_private(tmp_path: Path, mosquitto: Any, run_as: str) ->
     (state / "journal.sqlite").touch(mode=0o644)  # as an older version left it (empty: new)
     try:
         agent.start()
-        assert agent.api("POST", "/v1/tasks", spec("t", ["true"]))[0] == 201
-        wait_until(lambda: agent.task_status("t") == "succeeded", 20, "a task to run")
+        assert agent.api("POST", "/v1/tasks", spec("edge-1:t", ["true"]))[0] == 201
+        wait_until(lambda: agent.task_status("edge-1:t") == "succeeded", 20, "a task to run")
         group = pwd.getpwnam(run_as).pw_gid if run_as else None
         for directory in (state, state / "runs"):
             assert _mode(directory) == (0o710 if group is not None else 0o700)

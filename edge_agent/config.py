@@ -134,7 +134,7 @@ class DiscoveryConfig:
 
 @dataclass(frozen=True, slots=True)
 class AutonomyConfig:
-    """Timing of the sync loop. ``period_s`` is T of DESIGN §7."""
+    """Timing of the sync loop. ``period_s`` is the autonomy period T (docs/agent.md)."""
 
     period_s: float = setting(15.0, min=0, exclusive_min=True)
     heartbeat_s: float = 0.0  # 0 = 2 * period_s: a heartbeat only after this long unanswered

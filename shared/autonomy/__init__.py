@@ -1,4 +1,4 @@
-"""Agent autonomy (DESIGN §7): how connected the agent is, how much it decides alone, which
+"""Agent autonomy (docs/agent.md): how connected the agent is, how much it decides alone, which
 queued task runs next, whether it fits, what to drop under pressure, and whether a task may
 start at all under its consistency level.
 

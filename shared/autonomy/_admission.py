@@ -140,7 +140,7 @@ def may_start(
     out_of_contact_s: float = 0.0,
     max_disconnect_s: float = math.inf,
 ) -> bool:
-    """The consistency gate of DESIGN §5, the same at every autonomy level.
+    """The consistency gate of docs/consistency.md, the same at every autonomy level.
 
     ``strong``: only under a lease that is granted, unexpired at ``now`` (the lease's clock)
     and, when ``epoch`` is given, for that epoch (fencing token).

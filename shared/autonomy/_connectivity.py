@@ -1,5 +1,5 @@
 """Connectivity from the age of the last controller acknowledgement, and the autonomy level
-it implies (DESIGN §7; the grading of seed 001 §D1-D2).
+it implies (docs/agent.md).
 
 Only acknowledgements count, not TCP or MQTT liveness: a broker that stays up while the
 controller is gone (or a one-way cut) must still push the agent towards autonomy.

@@ -11,7 +11,7 @@ reconnect from presence / last will), it answers the node's ``LinkState``:
 - otherwise graded from the window (default 300 s) of samples: ``healthy`` needs
   p99 < 100 ms, loss < 2 % and no disconnect in the window; ``degraded`` p99 < 200 ms,
   loss < 10 %, at most one disconnect; else ``critical``. The RTT bounds are those of
-  the DESIGN §5 system table, applied to one link.
+  the system-health table of docs/consistency.md, applied to one link.
 
 It also keeps the history of partition lengths and the partition rate per hour that
 placement's link-reliability term needs. Gaps are judged from the timestamps passed

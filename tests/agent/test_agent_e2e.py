@@ -213,25 +213,14 @@ def test_strong_task_does_not_start_without_a_lease(
     assert agent.status()["running"] == []
 
 
-@pytest.fixture
-def open_dir() -> Iterator[Path]:
-    """A directory a task running as another user (``run_as``) can see into."""
-    path = Path(tempfile.mkdtemp(prefix="continuum-open-"))
-    path.chmod(0o755)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
 def test_causal_task_keeps_running_through_a_partition(
-    cloud: ScriptedCloud, make_agent: AgentFactory, open_dir: Path
+    cloud: ScriptedCloud, make_agent: AgentFactory, shared_dir: Path
 ) -> None:
     agent = make_agent().start()  # T = 3 s: disconnected after 3 s without acks
     wait_until(lambda: agent.status()["connectivity"] == "connected", 10, "connected")
     # The task runs until the test lets it end (a condition, not a guess of how long the
     # agent takes to see the partition).
-    go = open_dir / "go"
+    go = shared_dir / "go"
     script = f"while [ ! -e {go} ]; do sleep 0.1; done; echo '{{\"ok\": 1}}'"
     place(cloud, "edge-1", spec("t-causal", sh(script)))
     wait_until(lambda: agent.task_status("t-causal") == "running", 10, "the task to start")

@@ -19,33 +19,36 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from test_agent_e2e import shared_dir  # noqa: F401 - the fixture: a dir the task user can write
 from test_agent_executor import _launch  # one builder of test launches
 
 from edge_agent import _cgroup
 from edge_agent.config import ExecutorConfig
-from edge_agent.executor import Executor, Outcome, RunningAttempt
+from edge_agent.executor import Executor, Outcome
 
 # The system interpreter: the test's own may sit where ``nobody`` cannot reach it.
 PY = shutil.which("python3", path="/usr/bin:/bin") or sys.executable
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
 
 # A daemon that escapes the task's session and process group (setsid + double fork) and
-# records its pid in the task's working directory; the task waits for it, then either ends
-# at once or keeps running.
+# records its pid in ``argv[2]``, a directory the test owns outside the task's ``work/`` (which
+# is emptied when the attempt ends: a pid file there may be gone before the test reads it);
+# the task waits for it, then either ends at once or keeps running.
 DAEMON = """
 import os, sys, time
+pid_file = os.path.join(sys.argv[2], "daemon.pid")
 if os.fork() == 0:
     os.setsid()
     if os.fork():
         os._exit(0)
     for fd in (0, 1, 2):
         os.close(fd)
-    with open("daemon.pid.tmp", "w") as fh:
+    with open(pid_file + ".tmp", "w") as fh:
         fh.write(str(os.getpid()))
-    os.rename("daemon.pid.tmp", "daemon.pid")
+    os.rename(pid_file + ".tmp", pid_file)
     time.sleep(300)
     os._exit(0)
-while not os.path.exists("daemon.pid"):
+while not os.path.exists(pid_file):
     time.sleep(0.01)
 print("ready", flush=True)
 if sys.argv[1] == "stay":
@@ -90,18 +93,23 @@ def ex(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Executor]:
         executor.stop(running.attempt, "cancelled")
 
 
-def _daemon_pid(running: RunningAttempt) -> int:
-    pid_file = running.run_dir / "work" / "daemon.pid"
+def _daemon_pid(pid_dir: Path) -> int:
+    pid_file = pid_dir / "daemon.pid"
     _wait_for(pid_file)
     return int(pid_file.read_text())
 
 
 @pytest.mark.parametrize("end", ["finish", "timeout", "cancel"])
-def test_a_setsid_daemon_ends_with_the_attempt(ex: Executor, end: str) -> None:
+def test_a_setsid_daemon_ends_with_the_attempt(
+    ex: Executor,
+    end: str,
+    shared_dir: Path,  # noqa: F811 - the imported fixture
+) -> None:
     mode = "leave" if end == "finish" else "stay"
     timeout = 3.0 if end == "timeout" else 60.0
-    running = ex.launch(_launch(f"t-{end}", [PY, "-c", DAEMON, mode], timeout_s=timeout))
-    daemon = _daemon_pid(running)
+    argv = [PY, "-c", DAEMON, mode, str(shared_dir)]
+    running = ex.launch(_launch(f"t-{end}", argv, timeout_s=timeout))
+    daemon = _daemon_pid(shared_dir)
     if end != "finish":  # on finish the attempt may already be over: the pid file is the proof
         assert not _gone(daemon)
     if end == "cancel":
@@ -249,13 +257,16 @@ def test_each_attempt_has_its_own_cgroup(ex: Executor) -> None:
 
 
 @NEEDS_CGROUP
-def test_a_task_that_kills_its_watchdog_leaves_no_daemon(tmp_path: Path) -> None:
+def test_a_task_that_kills_its_watchdog_leaves_no_daemon(
+    tmp_path: Path,
+    shared_dir: Path,  # noqa: F811 - the imported fixture
+) -> None:
     """Only a task running as the agent's own user can signal its watchdog; the subreaper is
     then gone, but the attempt's cgroup still holds the daemon and the agent kills it."""
     ex = Executor(tmp_path / "runs", ExecutorConfig(run_as="", kill_grace_s=0.5))
     script = DAEMON.replace('print("ready", flush=True)', "os.kill(os.getppid(), 9)")
-    running = ex.launch(_launch("t-rogue", [PY, "-c", script, "stay"]))
-    daemon = _daemon_pid(running)
+    ex.launch(_launch("t-rogue", [PY, "-c", script, "stay", str(shared_dir)]))
+    daemon = _daemon_pid(shared_dir)
     out = _wait(ex)
     assert out.reason == "lost"
     end = time.monotonic() + 20

@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import secrets
+import sqlite3
 import sys
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -113,6 +114,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
     cfg = _load(args)
     setup_logging(cfg.controller.log_level)
     return run_forever(cfg)
+
+
+def _cmd_dump(args: argparse.Namespace) -> int:
+    from .dump import dump
+
+    try:
+        document = dump(_load(args))
+    except (OSError, sqlite3.Error) as exc:
+        print(f"cloud-controller dump: the store could not be read: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(document, sort_keys=True))
+    return 0
 
 
 def _cmd_tls(args: argparse.Namespace) -> int:
@@ -310,6 +323,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--rotate", action="store_true", help="replace an enrolled node's password (and bundle)"
     )
     p.set_defaults(func=_cmd_enroll)
+
+    p = sub.add_parser(
+        "dump",
+        parents=[common],
+        help="print the controller's task records as JSON (read-only)",
+        description="Print one JSON document of every task record in the store "
+        "(cloud/dump.py), read-only: works while the controller runs or after it stopped.",
+    )
+    p.set_defaults(func=_cmd_dump)
 
     credentials.add_parser(sub, [common], _password_file)
     add_completion_command(sub, [common], "cloud-controller").set_defaults(

@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import signal
+import sqlite3
 import sys
 import time
 from datetime import datetime
@@ -34,6 +35,7 @@ local work on a loopback HTTP API.
   edge-agent init --path agent.toml     write a commented example config to fill in by hand
   edge-agent run                        run in the foreground (SIGTERM: drain and exit 0)
   edge-agent status                     show connectivity, queue, running tasks, outbox
+  edge-agent dump                       print the journal's task records as JSON (read-only)
 """
 
 DEFAULT_CONFIG = "/etc/edge-agent/agent.toml"
@@ -131,6 +133,14 @@ def _parser() -> argparse.ArgumentParser:
         default=0.0,
         metavar="S",
         help="wait up to S seconds for the agent to answer (right after a start)",
+    )
+    sub.add_parser(
+        "dump",
+        parents=[common],
+        help="print this agent's task records and outbox depth as JSON (read-only)",
+        description="Print one JSON document: every task record in the journal and the "
+        "outbox depth (edge_agent/dump.py). Reads the journal read-only: works while the "
+        "agent runs or after it stopped.",
     )
     add_completion_command(sub, [common], "edge-agent")
     return parser
@@ -289,6 +299,11 @@ def main(argv: list[str] | None = None) -> int:
             return _init(args)
         if args.command == "run":
             return _run(_config_path(args))
+        if args.command == "dump":
+            from edge_agent.dump import dump
+
+            print(json.dumps(dump(load_config(_config_path(args))), sort_keys=True))
+            return 0
         return _status(_config_path(args), args.port, args.json, args.wait)
     except ValidationError as exc:
         print(str(exc), file=sys.stderr)
@@ -296,6 +311,9 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as exc:
         print(f"edge-agent: {exc}", file=sys.stderr)
         return 2
+    except sqlite3.Error as exc:
+        print(f"edge-agent: the journal could not be read: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

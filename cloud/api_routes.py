@@ -95,12 +95,14 @@ ROUTES: tuple[Route, ...] = (
         "GET",
         "/api/v1/tasks/{task_id}/logs",
         "task_logs",
-        "The output tail (stdout or stderr) an attempt's node sent with its end",
+        "An attempt's output (stdout or stderr): the tail its node sent with its end, or, "
+        "while it runs, what its node holds so far",
         query=(
             Param(
                 "attempt", "attempt number from 1, in start order (default: the latest)", "integer"
             ),
             Param("stream", "stdout (default) or stderr"),
+            Param("offset", "bytes of the stream already read: answer from there", "integer"),
         ),
         responses=(200, 400, 404),
     ),

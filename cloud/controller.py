@@ -36,12 +36,13 @@ from shared.crdt import TaskRecord, content_hash, new_record, request_cancel
 from shared.errors import Problem, SpecConflictError, ValidationError
 from shared.health import LinkPolicy
 from shared.model import TaskSpec, WorkflowSpec, parse_task_spec, parse_workflow
-from shared.protocol import Ping
+from shared.protocol import LogChunk, Ping
 from shared.vocab import LinkState
 
 from .api import NodeBusy, NotFound
 from .config import ControllerConfig
 from .ingest import Ingest
+from .log_stream import LiveLogs
 from .logs import log_events
 from .metrics import ControllerMetrics
 from .queries import Queries
@@ -108,6 +109,7 @@ class Controller:
         )
         self.scheduler = Scheduler(cfg, self.registry, self.tasks, self.uow, metrics)
         self.reconciler = Reconciler(self.registry, self.tasks, self.uow, self.scheduler, metrics)
+        self.live_logs = LiveLogs(self.registry, self.uow, metrics)
         self._ingest = Ingest(
             clock=self.clock,
             registry=self.registry,
@@ -118,6 +120,7 @@ class Controller:
             reconciler=self.reconciler,
             reactions=Reactions(self.registry, self.tasks, self.uow, store, metrics),
             metrics=metrics,
+            on_log_chunk=self.live_logs.deliver,
         )
         self.queries = Queries(store, self.registry, self.tasks, self.uow, mono=mono)
         self.broker_connected = False
@@ -373,6 +376,11 @@ class Controller:
 
     async def wait_for_events(self, after: int, timeout_s: float, **filters: Any) -> None:
         await self.queries.wait_for_events(after, timeout_s, **filters)
+
+    async def live_log(
+        self, node_id: str, task_id: str, attempt: str, stream: str, offset: int
+    ) -> LogChunk | None:
+        return await self.live_logs.fetch(node_id, task_id, attempt, stream, offset)
 
     def is_ready(self) -> tuple[bool, dict[str, Any]]:
         return self.broker_connected, {"broker_connected": self.broker_connected}

@@ -29,7 +29,15 @@ from shared.crdt import TaskRecord, digest, missing, visible_status
 from shared.decisions import lease_refusal
 from shared.errors import ClockSkewError, RemoteProtocolError, SpecConflictError, ValidationError
 from shared.model import parse_task_spec
-from shared.protocol import Ack, Digest, Envelope, LeaseGrant, decode_from, digest_parts
+from shared.protocol import (
+    Ack,
+    Digest,
+    Envelope,
+    LeaseGrant,
+    LogChunk,
+    decode_from,
+    digest_parts,
+)
 
 from .metrics import ControllerMetrics
 from .reactions import Reactions
@@ -61,6 +69,7 @@ class Ingest:
         reconciler: Reconciler,
         reactions: Reactions,
         metrics: ControllerMetrics,
+        on_log_chunk: Callable[[str, LogChunk], None] = lambda node_id, chunk: None,
     ) -> None:
         self.clock = clock
         self.registry = registry
@@ -83,6 +92,8 @@ class Ingest:
             "deltas": self._on_deltas,
             "lease_request": self._on_lease_request,
             "digest": self._on_digest,
+            # Live log answers go to whoever asked (cloud.log_stream.LiveLogs.deliver).
+            "log_chunk": lambda entry, env, now, _: on_log_chunk(entry.node_id, env.body),
         }
         self._received: dict[str, Any] = {}
         self._acked_now: set[str] = set()

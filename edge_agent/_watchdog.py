@@ -33,6 +33,10 @@ symlinks (``_safefs``):
   deadline in force: nobody renews, so the task is fenced at that deadline.
 - ``started.json`` (written after spawn): ``pid``, ``pgid``, ``started``, ``cgroup`` (its
   path, or null): the agent kills that cgroup when it finds the watchdog dead.
+- ``live.json`` (rewritten atomically at most every ``_LIVE_S`` while output arrives, for
+  ``continuum logs`` of a running attempt, ``edge_agent/logs_serve.py``): ``stdout``,
+  ``stderr`` (the current tails, bytes as latin-1 text so offsets stay exact),
+  ``stdout_bytes``, ``stderr_bytes``.
 - ``status.json`` (written last, atomically): ``exit_code``, ``signal``, ``reason``
   (``exited``, ``timeout``, ``fenced``, ``cancelled``, ``stopped``, ``spawn_failed``,
   ``memory_limit``, ``cpu_limit``, ``file_size_limit``), ``started``, ``ended``, ``deadline``,
@@ -74,6 +78,7 @@ _RLIMITS = {
 _MEMORY_SIGNS = ("MemoryError", "Cannot allocate memory", "out of memory", "bad_alloc")
 _FSIZE_SIGNS = ("File too large",)
 _libc = ctypes.CDLL(None, use_errno=True)
+_LIVE_S = 1.0  # live.json: at most one rewrite a second (each is synced)
 
 
 def _child_setup(
@@ -305,6 +310,7 @@ def main(run_dir: str) -> int:
     pending = b""
     reason = "exited"
     kill_at: float | None = None  # after SIGTERM: when SIGKILL follows
+    live_at: float | None = None  # output arrived: when live.json is next rewritten
 
     def on_term(signum: int, frame: object) -> None:
         # Someone stops the watchdog itself (service stop): take the task's tree down with it.
@@ -334,6 +340,14 @@ def main(run_dir: str) -> int:
             wake.append(deadline)
         if kill_at is not None:
             wake.append(kill_at)
+        if live_at is not None and now >= live_at:
+            live: dict[str, object] = {k: bytes(v).decode("latin-1") for k, v in tails.items()}
+            live.update({f"{k}_bytes": n for k, n in written.items()})
+            with contextlib.suppress(OSError):  # a full disk costs the live view, not the task
+                _write_status(run_fd, "live.json", live)
+            live_at = None
+        if live_at is not None:
+            wake.append(live_at)
         if proc.poll() is not None and open_pipes:
             # The leader exited but a descendant still holds the pipes: end the tree.
             _signal_tree(pgid, signal.SIGKILL, cgroup)
@@ -359,6 +373,7 @@ def main(run_dir: str) -> int:
                 open_pipes -= 1
                 continue
             written[key.data] += len(chunk)
+            live_at = live_at or time.monotonic() + _LIVE_S
             tail = tails[key.data]
             tail += chunk
             if len(tail) > tail_max:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from edge_agent.core import Core
+from edge_agent.logs_serve import LogServer
 from edge_agent.scheduler import LocalScheduler
 from edge_agent.uplink import Uplink
 from shared.clocks import Timestamp
@@ -30,6 +31,7 @@ from shared.protocol import (
     GrantOutcome,
     LeaseGrant,
     LevelChange,
+    LogRequest,
     Ping,
     Place,
     Pong,
@@ -49,6 +51,7 @@ class Inbound:
         self.core = core
         self.uplink = uplink
         self.scheduler = scheduler
+        self.logs = LogServer(core, uplink)
         self._handlers: dict[type, Callable[[Envelope, Any], None]] = {
             Place: self._on_place,
             Cancel: self._on_cancel,
@@ -89,6 +92,9 @@ class Inbound:
             return
         if isinstance(body, Ping):
             self.uplink.publish("up", "pong", Pong(ping_id=env.id))
+            return
+        if isinstance(body, LogRequest):  # answered, never journaled (a lost one is re-asked)
+            self.logs.answer(body)
             return
         handler = self._handlers.get(type(body))
         if handler is None:

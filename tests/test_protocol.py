@@ -34,6 +34,8 @@ from shared.protocol import (
     LeaseGrant,
     LeaseRequest,
     LevelChange,
+    LogChunk,
+    LogRequest,
     Ping,
     Place,
     Pong,
@@ -153,6 +155,8 @@ EXAMPLES: dict[str, tuple[Body, str]] = {
     ),
     "ack": (Ack(up_to_seq=41, heartbeat_id="0f3a9c"), CTL),
     "ping": (Ping(), CTL),
+    "log_request": (LogRequest("r-1", "t1", f"{NODE}:2", "stderr", offset=7), CTL),
+    "log_chunk": (LogChunk("r-1", "t1", f"{NODE}:2", "stderr", True, "oops\n", 7, 12, 12), NODE),
 }
 
 
@@ -689,6 +693,7 @@ def test_allowed_types_table_is_closed_and_directional() -> None:
         "digest",
         "heartbeat",
         "pong",
+        "log_chunk",
     }
 
 

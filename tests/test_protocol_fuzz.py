@@ -18,6 +18,8 @@ from shared.ids import MAX_NODE_ID_LEN
 from shared.protocol import (
     ALLOWED_TYPES,
     BODY_TYPES,
+    LOG_STREAMS,
+    MAX_LOG_CHUNK,
     NODE_KINDS,
     Ack,
     Body,
@@ -31,6 +33,8 @@ from shared.protocol import (
     LeaseGrant,
     LeaseRequest,
     LevelChange,
+    LogChunk,
+    LogRequest,
     Ping,
     Place,
     Pong,
@@ -162,6 +166,27 @@ bodies: dict[str, st.SearchStrategy[Body]] = {
     ),
     "ack": st.builds(Ack, up_to_seq=st.none() | epochs, heartbeat_id=st.none() | task_ids),
     "ping": st.just(Ping()),
+    "log_request": st.builds(
+        LogRequest,
+        request_id=task_ids,
+        task_id=task_ids,
+        attempt=node_ids.map(lambda n: f"{n}:1"),
+        stream=st.sampled_from(LOG_STREAMS),
+        offset=epochs,
+        max_bytes=st.integers(1, MAX_LOG_CHUNK),
+    ),
+    "log_chunk": st.builds(
+        LogChunk,
+        request_id=task_ids,
+        task_id=task_ids,
+        attempt=node_ids.map(lambda n: f"{n}:1"),
+        stream=st.sampled_from(LOG_STREAMS),
+        running=st.booleans(),
+        text=st.text(max_size=40),
+        offset=st.just(0),
+        next_offset=st.integers(0, 40),
+        total=st.just(40),
+    ),
 }
 
 

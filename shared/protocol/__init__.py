@@ -42,6 +42,14 @@ from shared.protocol._lease_requests import (
     GrantAnswer,
     GrantOutcome,
 )
+from shared.protocol._logs import (
+    LOG_STREAMS,
+    MAX_LOG_CHUNK,
+    LogChunk,
+    LogRequest,
+    LogSpan,
+    log_span,
+)
 from shared.protocol._session import SessionTiming, UplinkCommand, UplinkSession
 from shared.protocol._topics import (
     ALLOWED_TYPES,
@@ -61,12 +69,14 @@ __all__ = [
     "BODY_TYPES",
     "DIGEST_PART_BYTES",
     "FINAL_REFUSALS",
+    "LOG_STREAMS",
     "MAX_DELTAS",
     "MAX_DIGEST_ENTRIES",
     "MAX_DIGEST_VALUE_LEN",
     "MAX_INT",
     "MAX_JSON_DEPTH",
     "MAX_LEASE_S",
+    "MAX_LOG_CHUNK",
     "MAX_MESSAGE_BYTES",
     "MAX_REASON_LEN",
     "MAX_TOPIC_LEN",
@@ -90,6 +100,9 @@ __all__ = [
     "LeaseGrant",
     "LeaseRequest",
     "LevelChange",
+    "LogChunk",
+    "LogRequest",
+    "LogSpan",
     "Ping",
     "Place",
     "Pong",
@@ -105,6 +118,7 @@ __all__ = [
     "decode_from",
     "digest_parts",
     "encode",
+    "log_span",
     "parse_topic",
     "subscription",
     "topic",

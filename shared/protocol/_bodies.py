@@ -725,6 +725,9 @@ class Ping(Body):
         return cls()
 
 
+# The live-log bodies subclass Body, so they are defined after it (shared/protocol/_logs.py).
+from shared.protocol._logs import LogChunk, LogRequest  # noqa: E402
+
 #: Envelope ``type`` → body class (``capacity`` is nested in ``hello``, never a message).
 BODY_TYPES: Final[Mapping[str, type[Body]]] = MappingProxyType(
     {
@@ -744,6 +747,8 @@ BODY_TYPES: Final[Mapping[str, type[Body]]] = MappingProxyType(
             LevelChange,
             Ack,
             Ping,
+            LogRequest,
+            LogChunk,
         )
     }
 )

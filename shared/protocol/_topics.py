@@ -77,9 +77,21 @@ ALLOWED_TYPES: Final[Mapping[TopicKind, frozenset[str]]] = MappingProxyType(
         TopicKind.HELLO: frozenset({"hello"}),
         TopicKind.PRESENCE: frozenset({"presence"}),
         TopicKind.TELEMETRY: frozenset({"telemetry"}),
-        TopicKind.UP: frozenset({"deltas", "lease_request", "digest", "heartbeat", "pong"}),
+        TopicKind.UP: frozenset(
+            {"deltas", "lease_request", "digest", "heartbeat", "pong", "log_chunk"}
+        ),
         TopicKind.DOWN: frozenset(
-            {"place", "cancel", "lease_grant", "level_change", "ack", "digest", "deltas", "ping"}
+            {
+                "place",
+                "cancel",
+                "lease_grant",
+                "level_change",
+                "ack",
+                "digest",
+                "deltas",
+                "ping",
+                "log_request",
+            }
         ),
     }
 )

@@ -1,7 +1,9 @@
 """``continuum logs`` end to end: a real ``cloud-controller run``, a real ``edge-agent run``
 and a real Mosquitto. Tasks that succeed, fail (twice: two attempts) and write more than
-the tail keeps; one that runs until the test lets it go (``--follow`` waits for its end);
-then the node goes offline and the controller still serves what it uploaded."""
+the tail keeps; one that runs until the test lets it go: its output so far is asked of the
+node (``log_request`` / ``log_chunk``), and ``--follow`` prints it as it comes, then the rest
+uploaded with its end; then the node goes offline and the controller still serves what it
+uploaded."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from agent_harness import AgentFactory, wait_until
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cloud"))
 from test_controller_process import ROOT, _token, setup  # noqa: F401 (a fixture)
 
+from cloud.api_client import ApiClient
 from cloud.operator_cli import main as continuum_main
 from shared.crdt import MAX_LOG_TAIL
 
@@ -119,9 +122,23 @@ def test_logs_of_succeeded_failed_running_and_offline(
     chatty = api(ready, capsys, "logs", "chatty")
     assert chatty["truncated"] and chatty["bytes"] == BIG + len("END\n")
     assert chatty["text"].endswith("xxxEND\n") and len(chatty["text"]) <= MAX_LOG_TAIL
-    # Running: nothing uploaded yet, and it says so.
+    # Running: the output so far, asked of the node (its watchdog publishes it within a second).
+    wait_until(
+        lambda: run(ready, capsys, "logs", "gated")[1] == "waiting\n", 30, "gated's live output"
+    )
     code, out, err = run(ready, capsys, "logs", "gated")
-    assert (code, out) == (0, "") and "running on edge-1; its log is available when it ends" in err
+    assert (code, out) == (0, "waiting\n") and "(running: the output so far)" in err
+    live = api(ready, capsys, "logs", "gated")
+    assert (live["live"], live["status"], live["offset"], live["next_offset"]) == (
+        True,
+        "started",
+        0,
+        len("waiting\n"),
+    )
+    # A reader that has it all gets nothing more, and where to ask next.
+    client = ApiClient(ready["api_url"], _token(ready))
+    more = client.get("/api/v1/tasks/gated/logs", offset=live["next_offset"])
+    assert (more["live"], more["text"], more["next_offset"]) == (True, "", live["next_offset"])
 
     follower = subprocess.Popen(
         [
@@ -134,14 +151,16 @@ def test_logs_of_succeeded_failed_running_and_offline(
         text=True,
     )
     try:
-        assert follower.stderr is not None
-        assert "running on edge-1" in follower.stderr.readline()  # it is waiting
+        assert follower.stderr is not None and follower.stdout is not None
+        assert "attempt 1 on edge-1 is running" in follower.stderr.readline()
+        assert follower.stdout.readline() == "waiting\n"  # live, before the task ends
         gate.touch()
         out, err = follower.communicate(timeout=60)
     finally:
         follower.kill()
     assert follower.returncode == 0, err
-    assert out == "waiting\nreleased\n"
+    assert out == "released\n"  # the rest, from the tail uploaded with the end
+    assert "attempt 1 of 1 on edge-1: succeeded" in err
 
     # The node goes away: what it uploaded stays readable.
     agent.terminate()

@@ -2,7 +2,9 @@
 
     continuum testbed run SCENARIO[.toml] [--agents N] [--broker auto|mosquitto|embedded]
                           [--out DIR] [--netns] [--seed S] [--duration S] [--lease-s S]
-                          [--lossy SHARE] [--no-progress]
+                          [--lossy SHARE] [--mode MODE] [--no-progress]
+    continuum testbed compare SCENARIO [--modes adaptive,hybrid_static] [--runs N]
+                          [--agents N] [--broker B] [--seed S] [--out DIR]
     continuum testbed list
     continuum testbed check DIR
 
@@ -16,15 +18,21 @@ import argparse
 import asyncio
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from rich.console import Console
 
 from shared.errors import ValidationError
+from shared.vocab import PlacementMode
 
 from .broker import BrokerError
 from .processes import ProcessError
 from .scenario import load_scenario, scenario_dir
+
+MODES = tuple(m.value for m in PlacementMode)
+T = TypeVar("T")
 
 __all__ = ["main", "run_scenario"]
 
@@ -45,6 +53,7 @@ def run_scenario(
     settle_s: float | None = None,
     lease_s: float | None = None,
     lossy: float | None = None,
+    mode: str | None = None,
     console: Console | None = None,
     progress: bool = True,
 ) -> dict[str, object]:
@@ -69,6 +78,7 @@ def run_scenario(
         settle_s=settle_s,
         lease_s=lease_s,
         lossy=lossy,
+        mode=mode,
     )
     with Progress(console, enabled=progress) as display:
         bed = Testbed(scenario, options, on_event=display)
@@ -76,12 +86,26 @@ def run_scenario(
     return judge(out)
 
 
-def _cmd_run(args: argparse.Namespace, console: Console) -> int:
-    from .report import render
+def _set_up(console: Console, start: Callable[[], T]) -> T | None:
+    """``start()``, or ``None`` after printing why the testbed could not be set up (a
+    bad scenario, or a broker or process that did not start: exit status 2)."""
     from .runner import TestbedError
 
     try:
-        report = run_scenario(
+        return start()
+    except ValidationError as exc:
+        console.print(f"[red]{exc}[/]")
+    except (TestbedError, ProcessError, BrokerError) as exc:
+        console.print(f"[red]the testbed could not start:[/] {exc}")
+    return None
+
+
+def _cmd_run(args: argparse.Namespace, console: Console) -> int:
+    from .report import render
+
+    report = _set_up(
+        console,
+        lambda: run_scenario(
             args.scenario,
             out=Path(args.out) if args.out else None,
             agents=args.agents,
@@ -91,17 +115,40 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
             duration_s=args.duration,
             lease_s=args.lease_s,
             lossy=args.lossy,
+            mode=args.mode,
             console=console,
             progress=not args.no_progress,
-        )
-    except ValidationError as exc:
-        console.print(f"[red]{exc}[/]")
-        return 2
-    except (TestbedError, ProcessError, BrokerError) as exc:
-        console.print(f"[red]the testbed could not start:[/] {exc}")
+        ),
+    )
+    if report is None:
         return 2
     render(report, console)
     return _exit_code(report["valid"])
+
+
+def _cmd_compare(args: argparse.Namespace, console: Console) -> int:
+    from .compare import compare_modes
+
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if set(modes) - set(MODES) or not modes or args.runs < 1:
+        console.print(f"[red]--modes takes {', '.join(MODES)}; --runs at least 1[/]")
+        return 2
+    summary = _set_up(
+        console,
+        lambda: compare_modes(
+            args.scenario,
+            modes,
+            runs=args.runs,
+            out=Path(args.out) if args.out else None,
+            agents=args.agents,
+            broker=args.broker,
+            seed=args.seed,
+            console=console,
+        ),
+    )
+    if summary is None:
+        return 2
+    return 0 if summary["all_valid"] else 1
 
 
 def _cmd_list(_args: argparse.Namespace, console: Console) -> int:
@@ -163,8 +210,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="every agent link drops, duplicates and delays this share of PUBLISH packets "
         "(each) until the final heal, on top of the scenario's faults (e.g. 0.05)",
     )
+    p.add_argument("--mode", choices=MODES, help="placement mode (default: the scenario's)")
     p.add_argument("--no-progress", action="store_true", help="no live display")
     p.set_defaults(func=_cmd_run)
+    p = sub.add_parser(
+        "compare", help="run a scenario in several placement modes and tabulate deadline misses"
+    )
+    p.add_argument("scenario", help="a scenario file, or the name of a shipped one")
+    p.add_argument(
+        "--modes", default="adaptive,hybrid_static", help="comma-separated placement modes"
+    )
+    p.add_argument("--runs", type=int, default=3, help="runs per mode (seeds S, S+1, ...)")
+    p.add_argument("--agents", type=int, help="number of agents (default: the scenario's)")
+    p.add_argument("--broker", choices=("auto", "mosquitto", "embedded"), default="auto")
+    p.add_argument("--seed", type=int, help="first seed (default: the scenario's)")
+    p.add_argument("--out", help="directory of the runs (default runs/compare-<scenario>-<time>)")
+    p.set_defaults(func=_cmd_compare)
     p = sub.add_parser("list", help="the shipped scenarios, one line each")
     p.set_defaults(func=_cmd_list)
     p = sub.add_parser("check", help="re-run the checker on a recorded run directory")

@@ -1,52 +1,78 @@
-"""Read what a run left behind: agent journals, the controller's store, ledgers.
+"""Read what a run left behind: the processes' dumps, ledgers, the history.
+
+The controller's and the agents' records come through their ``dump`` commands
+(``cloud-controller dump``, ``edge-agent dump``: ``cloud/dump.py``,
+``edge_agent/dump.py``), never through their tables: the judge's final collection
+runs each process's command on its config, and the live monitors, which poll every
+replica several times a second, call the same modules' readers in this process
+(a process start per poll would load the machine the run measures). Both read
+their stores read-only, so reading never disturbs a process that is still running.
 
 Hashes are computed *here*, with :func:`shared.crdt.content_hash` over each
-side's stored record, rather than trusting a hash either process reports: the
-judge applies one function to both replicas. Databases are opened read-only
-(``mode=ro``) so reading never disturbs a process that is still running (WAL
-allows concurrent readers).
+side's dumped record, rather than trusting a hash either process reports: the
+judge applies one function to both replicas.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable
+import subprocess
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from cloud.dump import read_store
+from edge_agent.dump import read_journal
 from shared.clocks import Timestamp
 from shared.crdt import AttemptStatus, TaskRecord, content_hash, visible_status
 
+from .processes import dump_command
+
 __all__ = [
-    "controller_records",
+    "DumpError",
+    "Hasher",
+    "collect_state",
     "journal_records",
+    "outbox_depth",
+    "read_dump",
     "read_ledgers",
     "summarize",
     "summarize_all",
 ]
 
+DUMP_TIMEOUT_S = 120.0
 
-def _rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
-    if not db.exists():
-        raise FileNotFoundError(db)
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5.0)
-    try:
-        return conn.execute(sql).fetchall()
-    finally:
-        conn.close()
+
+class DumpError(RuntimeError):
+    """A process's ``dump`` command failed (its exit status and the end of its stderr)."""
+
+
+def read_dump(config: Path, program: str) -> dict[str, Any]:
+    """The document ``program dump --config config`` prints (``program``:
+    ``edge-agent`` or ``cloud-controller``); :class:`DumpError` if it fails."""
+    if not config.exists():
+        raise FileNotFoundError(config)
+    proc = subprocess.run(
+        dump_command(program, config),
+        capture_output=True,
+        text=True,
+        timeout=DUMP_TIMEOUT_S,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise DumpError(f"{program} dump exited {proc.returncode}: {proc.stderr.strip()[-500:]}")
+    return dict(json.loads(proc.stdout))
 
 
 def journal_records(journal: Path) -> dict[str, dict[str, Any]]:
-    """Task id → record dict, from an agent's ``journal.sqlite`` (table ``records``)."""
-    return {
-        tid: json.loads(rec) for tid, rec in _rows(journal, "SELECT task_id, record FROM records")
-    }
+    """Task id → record dict held in an agent's journal (read in this process)."""
+    return dict(read_journal(journal)["records"])
 
 
-def controller_records(db: Path) -> dict[str, dict[str, Any]]:
-    """Task id → record dict, from the controller's store (table ``tasks``)."""
-    return {tid: json.loads(rec) for tid, rec in _rows(db, "SELECT task_id, record FROM tasks")}
+def outbox_depth(journal: Path) -> int:
+    """Deltas an agent still has to get acknowledged."""
+    return int(read_journal(journal)["outbox_depth"])
 
 
 def summarize(record: dict[str, Any]) -> dict[str, Any]:
@@ -117,73 +143,66 @@ def read_history(run_dir: Path) -> list[dict[str, Any]]:
     return read_ledgers([run_dir / HISTORY])
 
 
-def outbox_depth(journal: Path) -> int:
-    """Deltas an agent still has to get acknowledged (its ``outbox`` table)."""
-    return int(_rows(journal, "SELECT COUNT(*) FROM outbox")[0][0])
-
-
-def status_counts(db: Path) -> dict[str, int]:
-    """Tasks by stored status at the controller (the live display's counts)."""
-    rows = _rows(db, "SELECT status, COUNT(*) FROM tasks GROUP BY status")
-    return {str(status): int(count) for status, count in rows}
-
-
-def agent_hashes(journal: Path) -> dict[str, str]:
-    """Task id → content hash of an agent's stored record."""
-    return {
-        tid: content_hash(TaskRecord.from_dict(rec))
-        for tid, rec in journal_records(journal).items()
-    }
-
-
 class Hasher:
-    """Visible status and content hash of stored records, computed once per distinct
-    stored text: the live monitors poll every replica several times a second, and a
-    record rarely changes between two polls. Safe to share between threads (a race
-    at worst computes one hash twice)."""
+    """Visible status and content hash of records, computed once per distinct record:
+    the live monitors poll every replica several times a second, and a record rarely
+    changes between two polls. Safe to share between threads (a race at worst computes
+    one hash twice)."""
 
     def __init__(self, max_entries: int = 200_000) -> None:
         self._memo: dict[str, tuple[str, str]] = {}
         self._max = max_entries
 
-    def of(self, text: str) -> tuple[str, str]:
-        hit = self._memo.get(text)
+    def of(self, record: Mapping[str, Any]) -> tuple[str, str]:
+        key = json.dumps(record, sort_keys=True, separators=(",", ":"))
+        hit = self._memo.get(key)
         if hit is None:
-            rec = TaskRecord.from_dict(json.loads(text))
+            rec = TaskRecord.from_dict(dict(record))
             hit = (visible_status(rec).value, content_hash(rec))
             if len(self._memo) >= self._max:
                 self._memo.clear()
-            self._memo[text] = hit
+            self._memo[key] = hit
         return hit
 
     def controller(self, db: Path) -> dict[str, tuple[str, str]]:
-        """Task id → (visible status, hash) at the controller."""
-        rows = _rows(db, "SELECT task_id, record FROM tasks")
-        return {tid: self.of(text) for tid, text in rows}
+        """Task id → (visible status, hash) at the controller (its store read here)."""
+        return {tid: self.of(rec) for tid, rec in read_store(db)["records"].items()}
 
-    def agent(self, journal: Path) -> dict[str, str]:
-        """Task id → hash in an agent's journal."""
-        rows = _rows(journal, "SELECT task_id, record FROM records")
-        return {tid: self.of(text)[1] for tid, text in rows}
+    def hashes(self, records: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+        """Task id → hash of each record (an agent's)."""
+        return {tid: self.of(rec)[1] for tid, rec in records.items()}
+
+
+def agent_config(run_dir: Path, node: str) -> Path:
+    return run_dir / "agents" / node / "agent.toml"
+
+
+def controller_config(run_dir: Path) -> Path:
+    return run_dir / "controller" / "controller.toml"
 
 
 def collect_state(run_dir: Path, nodes: Iterable[str]) -> dict[str, Any]:
-    """Ground truth of a quiescent run from the databases it left behind:
-    ``controller`` (task id → summary, ``None`` if unreadable), ``agents`` (node →
-    task id → hash, ``None`` if unreadable) and ``losses`` (confirmed-loss events
-    found in the controller's records), plus any read ``errors``."""
+    """Ground truth of a quiescent run from the processes' dumps: ``controller`` (task
+    id → summary, ``None`` if its dump failed), ``agents`` (node → task id → hash,
+    ``None`` if its dump failed) and ``losses`` (confirmed-loss events found in the
+    controller's records), plus any ``errors``."""
     errors: list[str] = []
+    failures = (OSError, sqlite3.Error, ValueError, KeyError, DumpError, subprocess.SubprocessError)
     controller: dict[str, dict[str, Any]] | None
     try:
-        controller = summarize_all(controller_records(controller_db(run_dir)))
-    except (OSError, sqlite3.Error, ValueError, KeyError) as exc:
+        dumped = read_dump(controller_config(run_dir), "cloud-controller")
+        controller = summarize_all(dumped["records"])
+    except failures as exc:
         controller = None
         errors.append(f"controller: {type(exc).__name__}: {exc}")
     agents: dict[str, dict[str, str] | None] = {}
     for node in nodes:
         try:
-            agents[node] = agent_hashes(agent_journal(run_dir, node))
-        except (OSError, sqlite3.Error, ValueError, KeyError) as exc:
+            records = read_dump(agent_config(run_dir, node), "edge-agent")["records"]
+            agents[node] = {
+                tid: content_hash(TaskRecord.from_dict(r)) for tid, r in records.items()
+            }
+        except failures as exc:
             agents[node] = None
             errors.append(f"{node}: {type(exc).__name__}: {exc}")
     losses = [loss for s in (controller or {}).values() for loss in s["losses"]]

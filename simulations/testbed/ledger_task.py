@@ -9,6 +9,11 @@ an ``end`` still has a known lower bound on how long it ran), and ``end`` after
 it (also on SIGTERM, which is how an agent fences or cancels). Every line carries
 the host clock (``time.time()``), task id, attempt dot, epoch, node and pid.
 
+``--sleep-ms`` is the work on a node of speed 1. When ``CONTINUUM_TB_SPEEDS``
+names a JSON file of node → speed factor (the scenario's heterogeneous agents),
+the task works ``sleep_ms / speed`` on its node (a node absent from it: speed 1)
+and its lines carry that ``speed``.
+
 The checker trusts these lines, not the system's reports: this file uses the
 standard library only and must stay runnable by any ``python3`` (the agent may
 run it as an unprivileged user, outside the project's venv).
@@ -24,6 +29,7 @@ import sys
 import time
 
 _LEDGER_ENV = "CONTINUUM_LEDGER"
+_SPEEDS_ENV = "CONTINUUM_TB_SPEEDS"
 
 
 def _context() -> dict[str, object]:
@@ -39,6 +45,20 @@ def _context() -> dict[str, object]:
         "level": os.environ.get("CONTINUUM_TB_LEVEL", ""),
         "pid": os.getpid(),
     }
+
+
+def _speed(node: object) -> float | None:
+    """This node's speed factor from the ``CONTINUUM_TB_SPEEDS`` file; ``None`` without
+    one. A bad file is the testbed's bug: it fails the task loudly."""
+    path = os.environ.get(_SPEEDS_ENV)
+    if not path:
+        return None
+    with open(path, encoding="utf-8") as fh:
+        speeds = json.load(fh)
+    speed = float(speeds.get(str(node), 1.0))
+    if not speed > 0:
+        raise ValueError(f"{_SPEEDS_ENV}: speed of {node} must be positive, not {speed}")
+    return speed
 
 
 class Ledger:
@@ -68,7 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     if not template:
         print(f"{_LEDGER_ENV} is not set", file=sys.stderr)
         return 2
-    ledger = Ledger(template, _context())
+    ctx = _context()
+    speed = _speed(ctx["node"])
+    if speed is not None:
+        ctx["speed"] = speed
+    ledger = Ledger(template, ctx)
 
     def on_term(signum: int, _frame: object) -> None:
         ledger.append("end", exit=-signum, signal=signum)
@@ -76,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     ledger.append("start")
-    deadline = time.monotonic() + args.sleep_ms / 1000.0
+    deadline = time.monotonic() + args.sleep_ms / 1000.0 / (speed or 1.0)
     tick = max(args.tick_ms, 10) / 1000.0
     while (left := deadline - time.monotonic()) > 0:
         time.sleep(min(tick, left))

@@ -7,7 +7,12 @@
   in all, and per node that was cut off at some point (``autonomy_by_node``);
 - convergence after each heal, as measured live by the runner (``converged`` ops,
   or ``not-converged`` with ``after_s = None`` when it never happened);
-- fault intervals per node, for the timeline plot.
+- fault intervals per node, for the timeline plot;
+- deadlines: of the acknowledged tasks with a ``deadline_s``, those whose first
+  successful execution did not end within it of the submission (or never ended),
+  with where each first success ran;
+- harm: re-executions of tasks that are not idempotent (every ledger execution of
+  such a task after its first), the cost a weaker level or a hedge may bring.
 """
 
 from __future__ import annotations
@@ -18,7 +23,14 @@ from typing import Any
 
 from .checker import Execution, executions, submissions
 
-__all__ = ["completed_while_cut", "fault_intervals", "percentile", "summarize_run"]
+__all__ = [
+    "completed_while_cut",
+    "deadline_outcomes",
+    "fault_intervals",
+    "harm",
+    "percentile",
+    "summarize_run",
+]
 
 CUT_OPS = frozenset({"partition", "flap"})
 CUT_KINDS = frozenset({"cut", "cloud-cut"})
@@ -111,6 +123,57 @@ def completed_while_cut(
     ]
 
 
+def _submitted_meta(history: Iterable[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    """Task id → the meta the plan recorded with its submission (deadline_s, idempotent)."""
+    return {
+        str(t["task_id"]): t
+        for op in history
+        if op.get("f") == "submit" and op.get("type") == "invoke"
+        for t in (op.get("value") or {}).get("tasks") or ()
+    }
+
+
+def deadline_outcomes(
+    history: Sequence[Mapping[str, Any]], runs: Mapping[str, Sequence[Execution]]
+) -> dict[str, Any]:
+    """Acknowledged tasks with a deadline: how many missed it (their first successful
+    execution ended after submission + ``deadline_s``, or none did), the rate, and per
+    node where the first successes ran (met / missed; ``none`` for no success)."""
+    meta = _submitted_meta(history)
+    tasks = missed = 0
+    by_node: dict[str, dict[str, int]] = defaultdict(lambda: {"met": 0, "missed": 0})
+    for sub in submissions(history).values():
+        deadline = meta.get(sub.task_id, {}).get("deadline_s")
+        if sub.outcome != "ok" or deadline is None or sub.wall is None:
+            continue
+        ok = [e for e in runs.get(sub.task_id, ()) if e.succeeded and e.end is not None]
+        first = min(ok, key=lambda e: e.stop) if ok else None
+        late = first is None or first.stop - sub.wall > float(deadline)
+        tasks += 1
+        missed += late
+        by_node["none" if first is None else first.node]["missed" if late else "met"] += 1
+    return {
+        "tasks": tasks,
+        "missed": missed,
+        "rate": (missed / tasks) if tasks else None,
+        "by_node": dict(sorted(by_node.items())),
+    }
+
+
+def harm(
+    history: Sequence[Mapping[str, Any]], runs: Mapping[str, Sequence[Execution]]
+) -> dict[str, int]:
+    """Re-executions of submitted tasks that are not idempotent: ``reexecutions`` (every
+    ledger execution after a task's first) and ``tasks`` (how many tasks had one)."""
+    meta = _submitted_meta(history)
+    extra = [
+        len(task_runs) - 1
+        for tid, task_runs in runs.items()
+        if tid in meta and not meta[tid].get("idempotent") and len(task_runs) > 1
+    ]
+    return {"reexecutions": sum(extra), "tasks": len(extra)}
+
+
 def summarize_run(
     history: Sequence[Mapping[str, Any]],
     ledger: Sequence[Mapping[str, Any]],
@@ -159,5 +222,7 @@ def summarize_run(
         "share_completed_while_partitioned": (cut_off / completed) if completed else None,
         "autonomy_by_node": by_node,
         "convergence_after_heal": convergence,
+        "deadlines": deadline_outcomes(history, runs),
+        "harm": harm(history, runs),
         "fault_intervals": {n: [list(i) for i in iv] for n, iv in intervals.items()},
     }

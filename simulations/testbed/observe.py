@@ -1,15 +1,19 @@
-"""What the controller and the agents have stored, read while a run goes on (databases
-opened read-only): the live convergence monitors, the settle phase's quiescence and the
-progress display's counts. The judge reads the same files through :mod:`.collect` after
-the run; both hash records with one :class:`.collect.Hasher`."""
+"""What the controller and the agents have stored, read while a run goes on through
+their dump readers (``cloud/dump.py``, ``edge_agent/dump.py``; read-only): the live
+convergence monitors, the settle phase's quiescence and the progress display's counts.
+The judge reads the same through the processes' ``dump`` commands after the run (see
+:mod:`.collect`); both hash records with one :class:`.collect.Hasher`."""
 
 from __future__ import annotations
 
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from edge_agent.dump import read_journal
 
 from . import collect
 from .checker import TERMINAL
@@ -58,20 +62,19 @@ class Observer:
 
     def node_converged(self, node: str, ctl: Mapping[str, tuple[str, str]]) -> bool:
         """The agent's outbox is empty and each record it holds equals the controller's."""
-        journal = collect.agent_journal(self.out, node)
         try:
-            if collect.outbox_depth(journal) > 0:
-                return False
-            hashes = self._hasher.agent(journal)
+            dumped = read_journal(collect.agent_journal(self.out, node))
         except (OSError, sqlite3.Error):
             return False
+        if dumped["outbox_depth"] > 0:
+            return False
+        hashes = self._hasher.hashes(dumped["records"])
         return all(tid in ctl and ctl[tid][1] == h for tid, h in hashes.items())
 
     def status_counts(self) -> dict[str, int] | None:
-        try:
-            return collect.status_counts(collect.controller_db(self.out))
-        except (OSError, sqlite3.Error):
-            return None
+        """Tasks by visible status at the controller (``None``: unreadable)."""
+        ctl = self.controller_hashes()
+        return None if ctl is None else dict(Counter(status for status, _ in ctl.values()))
 
     def quiescent(self, acked: set[str]) -> tuple[bool, str, set[str] | None]:
         """(quiescent?, why not, the ``acked`` tasks not terminal: ``None`` when the

@@ -23,6 +23,7 @@ class NodeSpec:
     labels: dict[str, str]
     cpus: float
     memory_mb: int
+    speed: float = 1.0  # the ledger task's work is stretched by 1 / speed here
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +65,7 @@ def _nodes(scenario: Scenario, count: int) -> tuple[NodeSpec, ...]:
     out = []
     for n, gi in enumerate(dealt[:count], start=1):
         g = groups[gi]
-        out.append(NodeSpec(f"agent-{n}", g.tier, dict(g.labels), g.cpus, g.memory_mb))
+        out.append(NodeSpec(f"agent-{n}", g.tier, dict(g.labels), g.cpus, g.memory_mb, g.speed))
     return tuple(out)
 
 
@@ -165,10 +166,10 @@ def task_body(
         consistency = {"level": mix.level, "min": mix.level, "max": mix.level}
     body: dict[str, Any] = {
         "id": task_id,
-        "name": f"testbed {mix.level}",
+        "name": mix.kind or f"testbed {mix.level}",
         "command": args,
         "env": {"CONTINUUM_TB_LEVEL": mix.level},
-        "resources": {"cpu": 0.1, "memory_mb": 32},
+        "resources": {"cpu": mix.cpu, "memory_mb": 32},
         "priority": mix.priority,
         "timeout_s": max(30.0, mix.sleep_ms[1] / 1000.0 * 4),
         "retry": {
@@ -184,8 +185,13 @@ def task_body(
     }
     if mix.max_disconnect_s is not None:
         body["max_disconnect_s"] = mix.max_disconnect_s
-    if mix.labels:
-        body["placement"] = {"labels": dict(mix.labels)}
+    if mix.deadline_s is not None:
+        body["deadline_s"] = mix.deadline_s
+    placement: dict[str, Any] = {"labels": dict(mix.labels)} if mix.labels else {}
+    if mix.max_latency_ms is not None:
+        placement["max_latency_ms"] = mix.max_latency_ms
+    if placement:
+        body["placement"] = placement
     return body
 
 
@@ -227,6 +233,10 @@ def _meta(body: dict[str, Any], workflow: str | None = None) -> dict[str, Any]:
     meta = {"task_id": body["id"], "level": c["level"], "depends_on": list(body["depends_on"])}
     if c["level"] == "adaptive":
         meta |= {"min": c["min"], "max": c["max"]}
+    if body.get("deadline_s") is not None:
+        meta["deadline_s"] = body["deadline_s"]
+    if body.get("idempotent"):
+        meta["idempotent"] = True
     if workflow:
         meta["workflow"] = workflow
     return meta

@@ -30,6 +30,7 @@ __all__ = [
     "ControllerProcess",
     "Managed",
     "ProcessError",
+    "dump_command",
     "environ_for_children",
     "to_toml",
 ]
@@ -80,6 +81,16 @@ def _python_entry(module: str) -> list[str]:
     console scripts are on PATH."""
     code = f"import sys; from {module} import main; sys.exit(main(sys.argv[1:]))"
     return [sys.executable, "-c", code]
+
+
+#: The module of each program's command line (its ``main``).
+_PROGRAMS = {"edge-agent": "edge_agent.cli", "cloud-controller": "cloud.cli"}
+
+
+def dump_command(program: str, config: Path) -> list[str]:
+    """``edge-agent dump`` or ``cloud-controller dump`` of the process configured by
+    ``config`` (the JSON document of ``edge_agent/dump.py`` / ``cloud/dump.py``)."""
+    return [*_python_entry(_PROGRAMS[program]), "dump", "--config", str(config)]
 
 
 @dataclass

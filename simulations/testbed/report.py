@@ -112,11 +112,14 @@ def judge(run_dir: Path, *, recollect: bool = False) -> dict[str, Any]:
         "seed": plan["seed"],
         "agents": len(nodes),
         "broker": collected["broker"],
+        "mode": plan.get("mode"),
         "run_dir": str(run_dir),
         "valid": verdict["valid"],
         "invariants": verdict["results"],
         "submissions": _submission_outcomes(history),
         "executions": sum(len(v) for v in runs.values()),
+        "deadlines": metrics["deadlines"],
+        "harm": metrics["harm"],
         "timings": {
             **collected.get("timings", {}),
             "settle": collected.get("settle", {}),
@@ -188,6 +191,19 @@ def render(report: dict[str, Any], console: Console) -> None:
             f"latency {level} (n={lat['count']}) p50 / p95",
             f"{_fmt_s(lat['p50'])} / {_fmt_s(lat['p95'])}",
         )
+    d = report.get("deadlines") or {}
+    if d.get("tasks"):
+        where = ", ".join(f"{n} {v['met']}/{v['missed']}" for n, v in d["by_node"].items())
+        timing.add_row(
+            f"deadline misses (placement mode {report.get('mode')}; first success per node "
+            f"met/missed: {where})",
+            f"{d['missed']} of {d['tasks']} ({d['rate']:.1%})",
+        )
+    h = report.get("harm") or {}
+    timing.add_row(
+        "re-executions of non-idempotent tasks (harm)",
+        f"{h.get('reexecutions', 0)} ({h.get('tasks', 0)} tasks)",
+    )
     share = t.get("share_completed_while_partitioned")
     timing.add_row(
         "executions completed while cut off from the cloud",

@@ -41,6 +41,8 @@ from typing import Any
 
 import aiohttp
 
+from cloud.config import PlacementConfig
+
 from . import collect, ledger_task, local
 from .embedded_broker import EmbeddedBroker
 from .history import History, LiveState, NodeState
@@ -58,6 +60,7 @@ TOKEN = "testbed-token"
 READY_TIMEOUT_S = 30.0
 REGISTER_TIMEOUT_S = 30.0  # plus half a second per agent
 POLL_S = 0.25
+SPEEDS = "speeds.json"  # node -> speed factor, read by the ledger task
 
 
 def _lossy(params: Mapping[str, Any]) -> Lossy:
@@ -83,6 +86,7 @@ class RunOptions:
     settle_s: float | None = None
     lease_s: float | None = None  # strong lease for the controller (the soak's 3-6 s)
     lossy: float | None = None  # every agent link lossy (this share each) until the final heal
+    mode: str | None = None  # the controller's placement mode (default: the scenario's)
 
 
 def _ledger_command(args: list[str]) -> list[str]:
@@ -174,7 +178,22 @@ class Testbed:
         out = dict(self.scenario.controller)
         if self.lease_s is not None:
             out["consistency"] = {**out.get("consistency", {}), "lease_s": self.lease_s}
+        if self.options.mode is not None:
+            out["placement"] = {**out.get("placement", {}), "mode": self.options.mode}
         return out
+
+    @property
+    def mode(self) -> str:
+        """The controller's placement mode in this run."""
+        placement = self.controller_overrides().get("placement", {})
+        return str(placement.get("mode") or PlacementConfig().mode)
+
+    @property
+    def speeds(self) -> dict[str, float]:
+        """Node → speed factor, when any agent is not of speed 1 (else empty: the
+        ledger task then needs no speeds file)."""
+        speeds = {n.node_id: n.speed for n in self.plan.nodes}
+        return speeds if any(v != 1.0 for v in speeds.values()) else {}
 
     async def _setup(self) -> None:
         t = time.monotonic()
@@ -282,6 +301,8 @@ class Testbed:
         out = dict(body)
         out["command"] = _ledger_command(list(body["command"]))
         out["env"] = {**body.get("env", {}), "CONTINUUM_LEDGER": ledger}
+        if self.speeds:
+            out["env"]["CONTINUUM_TB_SPEEDS"] = str((self.out / SPEEDS).resolve())
         return out
 
     def request_body(self, sub: PlannedSubmission) -> dict[str, Any]:
@@ -538,6 +559,8 @@ class Testbed:
         self.out.mkdir(parents=True, exist_ok=True)
         collect.ledger_dir(self.out).mkdir(exist_ok=True)
         self._write_plan()
+        if self.speeds:
+            (self.out / SPEEDS).write_text(json.dumps(self.speeds), encoding="utf-8")
         self.history = History(self.out / collect.HISTORY)
         t_start = time.monotonic()
         settle: dict[str, Any] = {}
@@ -621,6 +644,7 @@ class Testbed:
             "settle_s": self.settle,
             "lease_s": self.lease_s,
             "lossy": self.options.lossy,
+            "mode": self.mode,
             "nodes": [asdict(n) for n in self.plan.nodes],
             "steps": [
                 {"at": s.at, "op": s.op, "nodes": list(s.nodes), "params": dict(s.params)}

@@ -112,6 +112,9 @@ class AgentGroup:
     cpus: float = 2.0
     memory_mb: int = 1024
     count: int | None = None
+    #: How fast the group's agents work: the ledger task stretches its ``sleep_ms`` by
+    #: ``1 / speed`` on them (1.0: a server core; 0.25: a single-board device).
+    speed: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +137,10 @@ class TaskMix:
     max_attempts: int = 3
     name: str | None = None  # lets a burst draw from this mix only (``bursts.mix``)
     labels: Mapping[str, str] = field(default_factory=dict)  # placement.labels: pins work
+    deadline_s: float | None = None  # the spec's deadline_s (counted from the submission)
+    kind: str | None = None  # the task's name, what the controller learns a run time for
+    max_latency_ms: float | None = None  # placement.max_latency_ms: a latency-bound task
+    cpu: float = 0.1  # resources.cpu: the cores the controller reserves for the task
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,10 +352,7 @@ def _parse_mix(r: _Reader, m: Mapping[str, Any], path: str) -> TaskMix:
             r.bad(f"{path}.min", f"min {lo!r} is stronger than max {hi!r}")
     elif lo is not None or hi is not None:
         r.bad(path, "min/max apply only to level = 'adaptive'")
-    name = m.get("name")
-    if name is not None and (not isinstance(name, str) or not name):
-        r.bad(f"{path}.name", "must be a non-empty string")
-        name = None
+    name, kind = (_name(r, m, key, f"{path}.{key}") for key in ("name", "kind"))
     return TaskMix(
         level=level,
         weight=r.num(m, "weight", f"{path}.weight", 1.0),
@@ -362,7 +366,20 @@ def _parse_mix(r: _Reader, m: Mapping[str, Any], path: str) -> TaskMix:
         max_attempts=r.num(m, "max_attempts", f"{path}.max_attempts", 3, lo=1, integer=True),
         name=name,
         labels=r.labels(m, "labels", f"{path}.labels"),
+        deadline_s=r.num(m, "deadline_s", f"{path}.deadline_s", None, lo=0.1),
+        kind=kind,
+        max_latency_ms=r.num(m, "max_latency_ms", f"{path}.max_latency_ms", None, lo=1.0),
+        cpu=r.num(m, "cpu", f"{path}.cpu", 0.1, lo=0.01, hi=64.0),
     )
+
+
+def _name(r: _Reader, m: Mapping[str, Any], key: str, path: str) -> str | None:
+    """An optional non-empty string."""
+    value = m.get(key)
+    if value is not None and (not isinstance(value, str) or not value):
+        r.bad(path, "must be a non-empty string")
+        return None
+    return value
 
 
 def _parse_step(r: _Reader, s: Mapping[str, Any], path: str) -> Step | None:
@@ -446,7 +463,7 @@ def parse_scenario(data: Mapping[str, Any], *, source: str | None = None) -> Sce
     groups = []
     for i, g in enumerate(r.tables(topo, "groups", "topology.groups")):
         p = f"topology.groups[{i}]"
-        r.unknown(g, {"tier", "labels", "cpus", "memory_mb", "count"}, p)
+        r.unknown(g, set(AgentGroup.__slots__), p)  # type: ignore[attr-defined]
         groups.append(
             AgentGroup(
                 tier=r.choice(g, "tier", f"{p}.tier", "edge", [t.value for t in Tier]),
@@ -454,6 +471,7 @@ def parse_scenario(data: Mapping[str, Any], *, source: str | None = None) -> Sce
                 cpus=r.num(g, "cpus", f"{p}.cpus", 2.0, lo=0.1),
                 memory_mb=r.num(g, "memory_mb", f"{p}.memory_mb", 1024, lo=16, integer=True),
                 count=r.num(g, "count", f"{p}.count", None, lo=1, integer=True),
+                speed=r.num(g, "speed", f"{p}.speed", 1.0, lo=0.01, hi=100.0),
             )
         )
     topology = Topology(

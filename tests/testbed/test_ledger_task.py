@@ -87,3 +87,21 @@ def test_without_ledger_env_it_refuses(tmp_path: Path) -> None:
         [sys.executable, ledger_task.__file__], env=env, capture_output=True, check=False
     )
     assert proc.returncode == 2
+
+
+def test_a_slow_node_stretches_the_work(tmp_path: Path) -> None:
+    """``CONTINUUM_TB_SPEEDS`` (the scenario's speed factors): on a node of speed 0.25,
+    100 ms of work lasts at least 400 ms; a node missing from the file runs at speed 1."""
+    speeds = tmp_path / "speeds.json"
+    speeds.write_text(json.dumps({"edge-1": 0.25}))
+    for attempt in ("edge-1:1", "edge-2:1"):
+        env = env_for(tmp_path, CONTINUUM_TB_SPEEDS=str(speeds), CONTINUUM_ATTEMPT=attempt)
+        proc = subprocess.run(
+            [sys.executable, ledger_task.__file__, "--sleep-ms", "100"], env=env, check=False
+        )
+        assert proc.returncode == 0
+    slow = read(tmp_path / "edge-1.jsonl")
+    assert slow[0]["speed"] == 0.25
+    (run,) = executions(slow)["t-1"]
+    assert run.end is not None and run.end - run.start >= 0.4 * 0.99
+    assert read(tmp_path / "edge-2.jsonl")[0]["speed"] == 1.0

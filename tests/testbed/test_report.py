@@ -1,10 +1,11 @@
 """The judging half of the testbed on a recorded run built by hand: real CRDT
 records in SQLite files laid out like a run directory, ledger lines, a history.
 
-Checks that ``collect`` reads the databases and hashes both sides with one
-function, that ``judge`` writes ``report.json`` and both plots, that a diverged
-agent or an overlapping strong task turns the verdict invalid, and that
-``continuum testbed check DIR`` exits 0 / 1 accordingly."""
+Checks that ``collect`` reads both sides through the processes' ``dump`` commands
+(configs written as the runner writes them) and hashes them with one function,
+that ``judge`` writes ``report.json`` and both plots, that a diverged agent or an
+overlapping strong task turns the verdict invalid, and that ``continuum testbed
+check DIR`` exits 0 / 1 accordingly."""
 
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ import pytest
 from shared.clocks import Timestamp
 from shared.crdt import AttemptStatus, TaskRecord, new_record, place, set_status, start_attempt
 from simulations.testbed import cli, collect
+from simulations.testbed.observe import Observer
+from simulations.testbed.plan import NodeSpec
+from simulations.testbed.processes import AgentProcess, ControllerProcess
 from simulations.testbed.report import judge
 
 T0 = 1_800_000_000.0
@@ -74,6 +78,10 @@ def make_run(tmp: Path, *, diverge: bool = False, overlap: bool = False) -> Path
         "t1": finished_record("t1", "agent-1", T0 + 1, status=AttemptStatus.SUCCEEDED),
         "t2": finished_record("t2", "agent-2", T0 + 1, status=AttemptStatus.SUCCEEDED),
     }
+    ControllerProcess.create(run / "controller", broker_host="127.0.0.1", broker_port=1)
+    for n in NODES:
+        node = NodeSpec(n, "edge", {}, 2.0, 1024)
+        AgentProcess.create(node, run / "agents" / n, broker_host="127.0.0.1", broker_port=1)
     write_db(collect.controller_db(run), "tasks", recs)
     stale = finished_record("t1", "agent-1", T0 + 1, status=AttemptStatus.STARTED)
     write_db(
@@ -173,12 +181,16 @@ def test_collect_hashes_both_sides_with_one_function(tmp_path: Path) -> None:
     assert state["controller"]["t1"]["status"] == "succeeded"
     assert state["agents"]["agent-1"]["t1"] == state["controller"]["t1"]["hash"]
     assert state["agents"]["agent-9"] is None and "agent-9" in state["errors"][0]
+    assert "agent.toml" in state["errors"][0]  # no config: no dump
     assert collect.outbox_depth(collect.agent_journal(run, "agent-1")) == 0
-    assert collect.status_counts(collect.controller_db(run)) == {"succeeded": 2}
+    observer = Observer(run, NODES, max_age_s=0.0)
+    assert observer.status_counts() == {"succeeded": 2}
     hasher = collect.Hasher()  # the live monitors' memoised path agrees with the judge's
     ctl = hasher.controller(collect.controller_db(run))
     assert ctl["t1"] == ("succeeded", state["controller"]["t1"]["hash"])
-    assert hasher.agent(collect.agent_journal(run, "agent-2")) == state["agents"]["agent-2"]
+    agent_2 = collect.journal_records(collect.agent_journal(run, "agent-2"))
+    assert hasher.hashes(agent_2) == state["agents"]["agent-2"]
+    assert observer.node_converged("agent-2", ctl)
 
 
 def test_judge_clean_run_writes_report_and_plots(tmp_path: Path) -> None:

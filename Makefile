@@ -28,7 +28,7 @@ mosquitto:
 	fi
 
 test: $(STAMP) mosquitto
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 3 --dist worksteal
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -13,8 +13,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from simulations.testbed.broker import MosquittoBroker, find_mosquitto
+
+# Property tests run beside real processes and other workers (``make test`` runs with
+# pytest-xdist) and must pass with two CPU burners beside the suite: Hypothesis' wall-clock
+# checks (a per-example deadline, "input generation is slow") measure the machine's load,
+# not the law under test, so they are off for every property test. Example counts stay as
+# each test sets them.
+settings.register_profile("continuum", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("continuum")
 
 
 def _require_mosquitto() -> None:

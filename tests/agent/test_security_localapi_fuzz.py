@@ -60,7 +60,9 @@ def _exchange(path: Path, data: bytes) -> tuple[int, dict[str, object]]:
 
 
 @settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(value=LENGTHS)
 def test_any_content_length_gets_a_json_answer(socket_path: Path, value: str) -> None:

@@ -348,7 +348,9 @@ def live(
 
 
 @settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(
     path=st.sampled_from(["/api/v1/tasks", "/api/v1/workflows", "/api/v1/tasks/t-x/cancel"]),

@@ -395,6 +395,7 @@ class Reconciler:
                 for a in rec.attempts.values()
             ),
             lease=self.tasks.leases.get(task_id),
+            idempotent=bool((rec.spec or {}).get("idempotent")),
         )
 
     def _supersede(self, task_id: str, old_node: str) -> None:

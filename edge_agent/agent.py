@@ -133,11 +133,16 @@ class Agent:
         self.inbox.put(StopRequested())
 
     # -- run -------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Before the first event: the restart sweep and the resource sampler. :meth:`run`
+        calls it; a test that drives :meth:`handle` and :meth:`tick` itself does too."""
+        recover(self.core, self.scheduler)
+        sampler = Sampler(self.core.state_dir)
+        self.uplink.sampler = self.scheduler.sampler = sampler
+
     def run(self) -> int:
         core = self.core
-        recover(core, self.scheduler)
-        sampler = Sampler(core.state_dir)
-        self.uplink.sampler = self.scheduler.sampler = sampler
+        self.prepare()
         self.api = LocalApi(self.cfg, self.submit_api)  # Unix socket or TCP + token
         self.api.start()
         self.uplink.api_port = self.api.port

@@ -47,9 +47,23 @@ def test_a_started_attempt_never_moves() -> None:
         assert not d.move and "started" in d.reason
 
 
-def test_eventual_moves_causal_never() -> None:
-    assert movable(Movability(level=Level.EVENTUAL, epoch=1, started=False), now=0).move
-    assert not movable(Movability(level=Level.CAUSAL, epoch=1, started=False), now=0).move
+def test_idempotent_eventual_moves_causal_never() -> None:
+    eventual = Movability(level=Level.EVENTUAL, epoch=1, started=False, idempotent=True)
+    assert movable(eventual, now=0).move
+    for idempotent in (False, True):
+        causal = Movability(level=Level.CAUSAL, epoch=1, started=False, idempotent=idempotent)
+        assert not movable(causal, now=0).move
+
+
+def test_non_idempotent_work_is_never_hedged_by_a_policy_move() -> None:
+    # a start the controller has not heard of may be under way: moving would run the
+    # side effect twice, whatever the trigger
+    eventual = Movability(level=Level.EVENTUAL, epoch=1, started=False)
+    d = movable(eventual, now=0)
+    assert not d.move and "not idempotent" in d.reason
+    assert not trigger_move(
+        facts(node_triggers=(OVERLOAD,), overload_budget=1, movability=eventual), now=100
+    ).move
 
 
 def test_strong_moves_only_without_a_lease_of_this_epoch() -> None:
@@ -93,7 +107,7 @@ def test_pending_event_triggers_are_kept() -> None:
 
 OVERLOAD = Trigger(name="overload", reason="busy", value=4.0, threshold=2.0, node_id="a")
 DEGRADED = Trigger(name="link_degraded", reason="worse", value=1.0, threshold=1.0, node_id="a")
-EVENTUAL = Movability(level=Level.EVENTUAL, epoch=1, started=False)
+EVENTUAL = Movability(level=Level.EVENTUAL, epoch=1, started=False, idempotent=True)
 
 
 def facts(**kw: Any) -> TriggerFacts:

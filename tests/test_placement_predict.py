@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared.placement import NodeTable, NodeView, TaskDemand, place, place_batch
+from shared.placement._predict import NodeFacts, fixed, timing
+from shared.placement._predict import score as predict_score
 from shared.vocab import Level, LinkState, PlacementMode, Tier
 
 ADAPTIVE = PlacementMode.ADAPTIVE
@@ -33,12 +36,30 @@ def test_a_node_twice_as_fast_is_predicted_twice_as_fast() -> None:
     assert place(table, TaskDemand(task_id="t", work_s=3.0), mode=ADAPTIVE).node_id == "fast"
 
 
-def test_a_backlog_delays_the_prediction() -> None:
-    table = NodeTable([_node("idle"), _node("busy", backlog_s=8.0)])
-    parts = _prediction(table, TaskDemand(task_id="t", work_s=1.0))
-    assert parts["idle"]["queue_s"] == 0.0
-    assert parts["busy"]["queue_s"] == pytest.approx(8.0 / 4)  # backlog over its cores
-    assert parts["busy"]["finish_s"] == pytest.approx(parts["idle"]["finish_s"] + 2.0)
+def test_a_backlog_delays_the_prediction_when_no_core_is_free_for_the_task() -> None:
+    # "full" lags the node: the table says no core is free (work the controller does
+    # not know of), so the task waits for the backlog to drain through 4 cores;
+    # "spare" has a core free: the task starts at once, whatever else runs there
+    table = NodeTable(
+        [
+            _node("idle"),
+            _node("full", backlog_s=8.0, cpu_free=0.0),
+            _node("spare", backlog_s=8.0, cpu_free=1.0),
+        ]
+    )
+    demand = TaskDemand(task_id="t", work_s=1.0)
+    facts = NodeFacts.of(table)
+    _, queue, _ = predict_score(
+        facts, table, demand, timing(facts, table, demand, np.ones(len(table), dtype=bool))
+    )
+    idle, full, spare = (table.index[n] for n in ("idle", "full", "spare"))
+    assert queue[idle] == 0.0 and queue[spare] == 0.0
+    assert queue[full] == pytest.approx(8.0 / 4)  # backlog over its cores
+    finish = fixed(facts, table, demand) + queue
+    assert finish[full] == pytest.approx(finish[idle] + 2.0)
+    # the explained decision shows the same parts (the full node is exhausted)
+    parts = _prediction(table, demand)
+    assert parts["spare"]["queue_s"] == 0.0 and "full" not in parts
 
 
 def test_placing_adds_to_the_backlog_the_next_decision_sees() -> None:

@@ -8,10 +8,13 @@ attempts are to be presumed lost. Every move is a new epoch. The rules:
 
 - **Safety first** (``movable``): the caller's view lags the node's, so a task it
   has not heard start may be starting now. Policy moves only what a stale start
-  cannot harm: ``eventual`` (hedging is allowed) and ``strong`` without a lease
-  ever granted for this epoch (the node cannot start without one, and its request
-  for the old epoch is refused once a new one exists). ``causal`` never moves by
-  policy; a started attempt never does.
+  cannot harm: ``eventual`` work that is ``idempotent`` (a second run is only
+  wasted work), and ``strong`` without a lease ever granted for this epoch (the
+  node cannot start without one, and its request for the old epoch is refused
+  once a new one exists). ``causal`` never moves by policy, nor does
+  non-idempotent ``eventual`` work (its level allows a hedge when the partition
+  rule needs one; a policy move is an optimisation and may not run a side effect
+  twice); a started attempt never does.
 - **Policy triggers** (``fired_triggers`` then ``trigger_move``, adaptive mode only):
   failure rate, slowdown, link degraded (strong tasks only), overload, and the
   task's own latency bound against its node's RTT. A task moves at most once per
@@ -103,6 +106,7 @@ class Movability:
     epoch: int  # the current placement's epoch
     started: bool  # an attempt of this epoch was reported started (or beyond)
     lease: Lease | None = None  # the task's latest lease, any epoch, live or not
+    idempotent: bool = False  # the spec's ``idempotent``: a second run does no harm
 
 
 def movable(facts: Movability, *, now: float) -> MoveDecision:
@@ -110,6 +114,8 @@ def movable(facts: Movability, *, now: float) -> MoveDecision:
     if facts.started:
         return MoveDecision.stay("an attempt of this epoch started")
     if facts.level is Level.EVENTUAL:
+        if not facts.idempotent:
+            return MoveDecision.stay("eventual, not idempotent: a stale start would run it twice")
         return MoveDecision(move=True, reason="eventual: a stale start is a harmless hedge")
     if facts.level is Level.STRONG:
         lease = facts.lease

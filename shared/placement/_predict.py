@@ -4,7 +4,8 @@ For a task on node ``i``, seconds from the decision to the result at the control
 
     dispatch  = rtt_i / 2                      (+ rtt_i for a strong task: the lease round trip)
     transfer  = input MB * 8 / bandwidth_i     (0 on a node holding the data source)
-    queue     = backlog_i / (cpus_i * speed_i) (placed, unfinished work shares the node's cores)
+    queue     = backlog_i / (cpus_i * speed_i) when the node has no free core for the task,
+                else 0 (placement reserves cores: placed work never shares a core)
     execution = work / speed_i                 (work in reference-core seconds)
     return    = rtt_i / 2 + output MB * 8 / bandwidth_i
     finish_i  = the sum
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -57,6 +59,7 @@ __all__ = [
     "Timing",
     "breakdown",
     "fixed",
+    "queue_wait",
     "score",
     "timing",
 ]
@@ -174,6 +177,19 @@ def _parts(
     return dispatch, transfer, execute, back
 
 
+def queue_wait(backlog: Any, capacity: Any, cpu_free: Any, cpu: float) -> Any:
+    """Seconds a task needing ``cpu`` cores waits on a node before it starts (columns
+    or one row's floats alike). Placement reserves a task's cores while it is placed,
+    so work placed on a node with enough free cores starts at once, whatever else
+    runs there: the node's backlog is ahead of the task only when its free cores
+    (the reservations as the caller's table has them) cannot take it; then the
+    backlog drains through all its cores (``capacity`` = cores x speed): a fluid
+    estimate of when enough of them free up. Exhaustion keeps such a node off the
+    candidates as long as the table is exact; the term prices a table that lags the
+    node (work the controller does not know of, counted into ``backlog``)."""
+    return backlog / capacity * (cpu > cpu_free)
+
+
 def _share(values: FloatArray, mask: BoolArray) -> FloatArray:
     """``values`` over the largest of them among ``mask`` (0 when that is 0)."""
     top = float(np.where(mask, values, 0.0).max()) if len(values) else 0.0
@@ -206,7 +222,7 @@ def score(
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
     """``(score, queue, cost)`` of every node (the caller keeps the candidates).
     Each score depends on its own node only, never on the other candidates."""
-    queue = table.backlog / facts.capacity
+    queue = queue_wait(table.backlog, facts.capacity, table.cpu_free, demand.cpu)
     finish = fixed(facts, table, demand) + queue
     taken = 1.0 + (demand.cpu - table.cpu_free) * facts.inv_cpus
     cost = t.base_cost + np.minimum(np.maximum(table.load, taken), 1.0) / 4.0

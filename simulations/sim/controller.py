@@ -311,6 +311,7 @@ class Controller:
             epoch=at.epoch,
             started=self._heard_start(at, now) is not None,
             lease=self.lease_known(at.task, now),
+            idempotent=self.types[at.task.tt].idempotent,
         )
 
     # --------------------------------------------------------- re-placement

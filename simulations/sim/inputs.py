@@ -190,6 +190,6 @@ class PlacementInputs:
             seconds=run_s,
             bound_s=self.types[at.task.tt].deadline_s,
         )
-        if at.predicted > 0:
-            actual = at.report - at.t_place
+        if at.predicted > 0:  # what the prediction is of: placement to result at the device
+            actual = at.t_done - at.t_place
             observe_finish(self.learner, node_id, at.predicted, actual, self.tiers[g])

@@ -49,7 +49,7 @@ from shared.placement import (
     resolve_mode,
     tie_seed,
 )
-from shared.placement._predict import NodeFacts, breakdown, fixed
+from shared.placement._predict import NodeFacts, breakdown, fixed, queue_wait
 from shared.placement._select import BOUND, top_rows
 from shared.vocab import PlacementMode
 
@@ -237,7 +237,9 @@ class PredictedState:
         free = (table.cpu_free, table.memory_free, table.disk_free)
         ok = self.ok = shape.mask & (first_exhausted(shape.need, free) < 0)
         run = fixed(facts, table, self.demand)
-        self.finish = run + table.backlog / facts.capacity
+        self.finish = run + queue_wait(
+            table.backlog, facts.capacity, table.cpu_free, self.demand.cpu
+        )
         self.reach = np.where(ok, self.finish * facts.widen, -math.inf)
         self.keep = np.where(ok, 1.0 - self._cost(table), -BOUND)
         #: every finish finite and >= 0: a late node's score needs no guard
@@ -270,7 +272,9 @@ class PredictedState:
         """``(queue, finish, cost)`` of row ``j`` now: the scalar form of
         ``_predict.score``'s columns, operation for operation."""
         _, run, base_cost, capacity, inv_cpus, _, load = self._rows
-        queue = table.backlog.item(j) / capacity[j]
+        queue = queue_wait(
+            table.backlog.item(j), capacity[j], table.cpu_free.item(j), self.demand.cpu
+        )
         taken = 1.0 + (self.demand.cpu - table.cpu_free.item(j)) * inv_cpus[j]
         return queue, run[j] + queue, base_cost[j] + _min(_max(load[j], taken), 1.0) / 4.0
 

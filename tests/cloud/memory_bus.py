@@ -12,17 +12,30 @@ subject: sessions, QoS, retained messages, the ACL.
 A node can be cut off (``connected = False``: nothing reaches it, what it publishes
 is lost) and can leave a last will the bus publishes for it (:meth:`MemoryBus.will`),
 which is how a frozen (SIGSTOPped) agent looks to the controller.
+
+A real agent joins the same bus through ``tests/pair/agent_pair.py`` (its link is an
+:class:`Endpoint` here): the agent's behaviour tested against the real controller.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from pathlib import Path
+from typing import Protocol
 
 from cloud_harness import Harness, NodeScript, Transport, wall_ms
 
 from cloud.config import ControllerConfig
 from shared.protocol import Envelope, Presence, encode, topic
+
+
+class Endpoint(Protocol):
+    """A node's end of the bus: a :class:`MemoryNode`, or a real agent's link
+    (``tests/pair/agent_pair.py``)."""
+
+    connected: bool
+
+    def deliver(self, topic_: str, payload: bytes) -> None: ...
 
 
 class MemoryBus:
@@ -31,7 +44,7 @@ class MemoryBus:
     def __init__(self) -> None:
         self.inbox: deque[tuple[str, bytes]] = deque()
         self.sent: list[tuple[str, bytes]] = []
-        self.nodes: dict[str, MemoryNode] = {}
+        self.nodes: dict[str, Endpoint] = {}
 
     def send(self, node_id: str, payload: bytes, qos: int) -> None:
         self.sent.append((node_id, payload))

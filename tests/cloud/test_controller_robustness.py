@@ -100,7 +100,7 @@ def test_digest_is_answered_with_what_the_node_lacks(h: Harness) -> None:
     assert not n1.received("place")
 
 
-def test_adaptive_mode_moves_an_unstarted_eventual_task_off_a_slow_link(tmp_path: Path) -> None:
+def test_adaptive_mode_moves_idempotent_eventual_work_off_a_slow_link(tmp_path: Path) -> None:
     h = MemoryHarness(tmp_path, make_config(tmp_path, placement={"mode": "adaptive"}))
     try:
         n1 = h.node("n1", labels={"pool": "x"})
@@ -112,6 +112,7 @@ def test_adaptive_mode_moves_an_unstarted_eventual_task_off_a_slow_link(tmp_path
                 "command": ["true"],
                 "placement": {"max_latency_ms": 100},
                 "consistency": {"level": "eventual"},
+                "idempotent": True,  # a policy move never hedges non-idempotent work
             }
         )
         h.controller.submit_task(  # causal: never moved by a policy trigger

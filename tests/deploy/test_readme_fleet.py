@@ -11,6 +11,9 @@ per-node credentials. The only rewrites are the test root:
 - ``apt-get install -y mosquitto`` lays down what Debian's package does (its own
   ``mosquitto.conf``, directories owned by ``mosquitto``, a unit), under the root;
 - ``mqtt.example.org`` is ``localhost``;
+- a ``# on MACHINE`` comment switches machines: the controller host and ``edge-1`` share the
+  test root, ``edge-2`` has a root of its own (its installs, config, state, units and
+  ``systemctl``), as a second device would; all run in the one network namespace;
 - ``systemctl`` is tests/deploy/fake_systemctl.py, Mosquitto's unit runs
   tests/deploy/rooted_mosquitto.py (the installed config with its paths under the root);
 - the tools' default config paths are set to the root's (``CONTINUUM_CONFIG``,
@@ -42,11 +45,23 @@ LINE_REWRITES: tuple[tuple[str, str], ...] = (
     (r"^(sh deploy/install-\w+\.sh .*)$", r'\1 --root "$ROOT"'),
     (r"mqtt\.example\.org", "localhost"),
     (r"(?<=[\s=])/(etc|var|opt|run)/", r"$ROOT/\1/"),
+    (r"^# on (the controller host|edge-\d+)\b.*$", r"on_machine '\1'"),
 )
 
 PRELUDE = r"""
 set -euo pipefail
 ip link set lo up
+TOP=$ROOT BASE_PATH=$PATH
+on_machine() {  # README "# on MACHINE": edge-2 is a machine of its own, under its own root
+    case "$1" in
+        edge-2) ROOT="$TOP/edge-2" ;;
+        *) ROOT="$TOP" ;;
+    esac
+    mkdir -p "$ROOT/bin" "$ROOT/run/systemd/system"
+    ln -sfn "$FAKE_SYSTEMCTL" "$ROOT/bin/systemctl"
+    export ROOT FAKE_SYSTEMD_ROOT="$ROOT" EDGE_AGENT_CONFIG="$ROOT/etc/edge-agent/agent.toml"
+    export PATH="$ROOT/usr/local/bin:$ROOT/bin:$BASE_PATH"
+}
 emulate_apt_install_mosquitto() {
     mkdir -p "$ROOT/etc/mosquitto/conf.d" "$ROOT/etc/systemd/system" \
         "$ROOT/var/lib/mosquitto" "$ROOT/var/log/mosquitto" "$ROOT/run/mosquitto"
@@ -82,6 +97,8 @@ def test_the_rewrites_keep_every_command() -> None:
         "install-agent.sh --bundle",
         "submit hello.toml --wait",
         "logs hello-1",
+        "on_machine 'edge-2'",
+        "install-agent.sh --bundle edge-2.bundle",
         "drain edge-1 --deadline",
         "nodes remove edge-1",
         "credentials remove edge-1",
@@ -123,6 +140,7 @@ def test_readme_fleet_section_runs_as_written(test_root: Path, wheelhouse: Path)
         ROOT=str(root),
         PYTHON=sys.executable,
         ROOTED=str(HERE / "rooted_mosquitto.py"),
+        FAKE_SYSTEMCTL=str(HERE / "fake_systemctl.py"),
         CONTINUUM_CONFIG=f"{root}/etc/continuum/controller.toml",
         EDGE_AGENT_CONFIG=f"{root}/etc/edge-agent/agent.toml",
     )
@@ -146,12 +164,15 @@ def test_readme_fleet_section_runs_as_written(test_root: Path, wheelhouse: Path)
     )
     logs = "\n".join(
         f"--- {p.relative_to(root)}\n{p.read_text(errors='replace')[-3000:]}"
-        for p in sorted((root / "var/log").rglob("*.log"))
+        for p in sorted(root.glob("**/var/log/**/*.log"))
     )
     report = f"rc={done.returncode}\n{done.stdout[-6000:]}\n{done.stderr[-6000:]}\n{logs}"
     assert done.returncode == 0, report
     assert "task hello-1: succeeded" in done.stdout, report
     assert "hello from the fleet" in done.stdout, report  # continuum logs
+    # Drain with migration: the running eventual task moved to edge-2, edge-1 was left empty.
+    assert "edge-1: drained (empty)" in done.stdout, report
+    assert re.search(r"ticker-1 +\w+ +node edge-2 ", done.stdout), report
     assert "edge-1: removed" in done.stdout, report
 
     # What the README promises about the files it made.

@@ -2,11 +2,11 @@
 create every private file with its final mode in the same ``open`` (no window where it is
 readable by others).
 
-Standard library only, and no ``pathlib`` (10 ms of every watchdog's start): the watchdog (a
+Standard library only, and no ``pathlib`` (10 ms of the supervisor's start): the supervisor (a
 script run with ``python -S``) imports this module from its own directory, the agent as
 ``edge_agent._safefs``.
 
-- Run directories: a task may plant a symlink or a FIFO under a name the agent or watchdog
+- Run directories: a task may plant a symlink or a FIFO under a name the agent or supervisor
   will open (``status.json.tmp`` pointing at a root-only file). Everything in a run directory
   is opened relative to a directory descriptor with ``O_NOFOLLOW`` and checked to be a regular
   file (or a FIFO where one is expected); a planted name is unlinked, never written through.
@@ -66,11 +66,12 @@ def read_file_at(dir_fd: int, name: str, limit: int) -> bytes | None:
         os.close(fd)
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes, sync: bool = True) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
-    os.fsync(fd)
+    if sync:
+        os.fsync(fd)
 
 
 def write_file_at(
@@ -80,10 +81,13 @@ def write_file_at(
     *,
     mode: int = 0o600,
     owner: tuple[int, int] | None = None,
+    sync: bool = True,
 ) -> None:
     """Atomically replace ``name`` in ``dir_fd`` with ``data``: a temporary ``name.tmp`` is
     created exclusively (whatever sat there, a planted symlink included, is unlinked first,
-    never followed), given ``owner`` while still private, synced and renamed over ``name``."""
+    never followed), given ``owner`` while still private, synced (unless ``sync`` is false: a
+    file that is worthless after a power cut, such as a running attempt's inputs) and renamed
+    over ``name``."""
     tmp = name + ".tmp"
     for _ in range(8):
         with contextlib.suppress(FileNotFoundError):
@@ -98,7 +102,7 @@ def write_file_at(
     try:
         if owner is not None:
             os.fchown(fd, *owner)
-        _write_all(fd, data)
+        _write_all(fd, data, sync)
     finally:
         os.close(fd)
     os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)

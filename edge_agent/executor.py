@@ -1,13 +1,15 @@
-"""Starts task attempts under their watchdog, renews and stops them, and collects outcomes.
+"""Starts task attempts through the agent's supervisor, renews and stops them, and collects
+outcomes.
 
-Every attempt runs as ``watchdog -> task`` (see ``_watchdog.py``): the watchdog owns the task's
-process tree, its rlimits, its timeout, its lease deadline and its output tails, and writes the
-outcome to ``status.json`` in the attempt's run directory. The agent therefore never loses an
-outcome to its own crash: a restarted agent either *adopts* a live watchdog (keeps polling it,
-and can still renew or stop it through its FIFO) or *harvests* the status file of one that
-finished meanwhile. Files in a run directory are only opened through ``_safefs`` (no symlink
-followed), and the task's own ``output.json`` is read by the watchdog as the task's user,
-never by the agent.
+Every attempt runs under one long-lived supervisor per agent (``supervisor.py``), which owns
+the tasks' process trees, rlimits, timeouts, lease deadlines and output tails, and reports each
+exit on its Unix socket. The agent therefore never loses an outcome to its own crash: the
+supervisor outlives it, keeps what ended until an agent acknowledges it (``cleanup``, called
+once the outcome is journaled), and writes it to ``status.json`` in the run directory when no
+agent is connected. A restarted agent *re-attaches*: it connects again, and :meth:`adopt`
+takes over what still runs or what ended meanwhile. Files in a run directory are only opened
+through ``_safefs`` (no symlink followed), and the task's own ``output.json`` is read by the
+supervisor as the task's user, never by the agent.
 
 This module holds no policy: who may start, when to renew and what an outcome means for the
 task record are decided by the agent from ``shared`` rules.
@@ -21,11 +23,13 @@ import logging
 import math
 import os
 import pwd
+import select
 import shutil
 import signal
-import stat
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,14 +43,17 @@ __all__ = [
     "Launch",
     "Outcome",
     "RunningAttempt",
+    "SupervisorError",
     "prepare_state_dir",
     "task_limits",
     "task_user",
 ]
 
 log = logging.getLogger("edge_agent.executor")
-_WATCHDOG = str(Path(__file__).with_name("_watchdog.py"))
-_WORK = "work"  # the task's own directory inside the run directory (see _watchdog.py)
+_SUPERVISOR = str(Path(__file__).with_name("supervisor.py"))
+_SOCKET = "supervisor.sock"  # in the runs directory (see supervisor.py)
+_SEND_TIMEOUT_S = 10.0  # a supervisor never blocks on its clients: this is only a safety net
+_WORK = "work"  # the task's own directory inside the run directory (see supervisor.py)
 _MAX_RESULT_BYTES = 64 * 1024
 _MAX_STATUS_BYTES = 1 << 20  # status.json: tails and result are bounded well below this
 _PRIVATE_FILES = (
@@ -78,7 +85,7 @@ class Launch:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """How an attempt ended, read from the watchdog's status file."""
+    """How an attempt ended, as the supervisor reported it."""
 
     task_id: str
     attempt: str
@@ -106,11 +113,15 @@ class RunningAttempt:
     task_id: str
     attempt: str
     run_dir: Path
-    watchdog_pid: int
-    proc: subprocess.Popen[bytes] | None = None  # None when adopted after a restart
+    watchdog_pid: int  # the supervisor's pid (the journal's ``processes.watchdog_pid``)
     pgid: int | None = None
+    cgroup: str | None = None
+    orphaned: bool = False  # its supervisor is gone: the outcome is status.json, or lost
     extra: dict[str, Any] = field(default_factory=dict)
-    pending: list[str] = field(default_factory=list)  # FIFO lines the watchdog could not take yet
+
+
+class SupervisorError(OSError):
+    """The supervisor could not be started or reached."""
 
 
 class Executor:
@@ -119,6 +130,12 @@ class Executor:
         self.cfg = cfg
         self.running: dict[str, RunningAttempt] = {}
         self._ids = task_user(cfg.run_as)
+        self._conn: socket.socket | None = None
+        self._buf = b""
+        self._supervisor_pid = 0
+        self._attached: dict[str, dict[str, Any]] = {}  # what the supervisor runs: started
+        self._exits: dict[str, dict[str, Any]] = {}  # ended, not yet taken by poll()
+        self._spawned: list[subprocess.Popen[bytes]] = []  # reaped once they exit
         _safefs.private_dir(runs_dir, self._ids[1])
         if self._ids[0] is None:
             # Tasks as the agent's own user can do whatever the agent can (docs/agent.md).
@@ -129,11 +146,136 @@ class Executor:
                 "set executor.run_as" if who == "root" else "run the agent as root for run_as",
             )
 
+    # -- the supervisor --------------------------------------------------------------
+    def supervisor_pid(self) -> int:
+        """The supervisor's pid, starting it when none runs (``SupervisorError`` if that
+        fails)."""
+        if self._conn is None:
+            self._connect(start=True)
+        return self._supervisor_pid
+
+    def _connect(self, *, start: bool) -> bool:
+        """Connect (and say hello) to this runs directory's supervisor; with ``start``, start
+        one when none answers. ``False``: none runs and ``start`` was not asked."""
+        for _ in range(50):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(_SEND_TIMEOUT_S)
+            runs_fd = _safefs.open_dir(self.runs_dir)
+            try:
+                sock.connect(f"/proc/self/fd/{runs_fd}/{_SOCKET}")
+                sock.sendall(b'{"op":"hello"}\n')
+                hello = self._read_hello(sock)
+            except OSError:
+                sock.close()
+                if not start:
+                    return False
+                self._start_supervisor()
+                continue
+            finally:
+                os.close(runs_fd)
+            self._conn, self._supervisor_pid = sock, int(hello["pid"])
+            self._attached = dict(hello.get("running") or {})
+            self._exits.update(hello.get("done") or {})
+            return True
+        raise SupervisorError(f"no supervisor answers in {self.runs_dir}")
+
+    def _read_hello(self, sock: socket.socket) -> dict[str, Any]:
+        """The supervisor's answer to hello (what runs, and the exits it holds)."""
+        self._buf = b""
+        while b"\n" not in self._buf:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise ConnectionResetError("the supervisor closed the connection")
+            self._buf += chunk
+        line, _, self._buf = self._buf.partition(b"\n")
+        hello = json.loads(line)
+        if hello.get("ev") != "hello":
+            raise ConnectionResetError(f"unexpected first message {hello!r}")
+        self._take(self._lines())
+        return hello
+
+    def _start_supervisor(self) -> None:
+        env = {k: os.environ[k] for k in _PASSED_ENV if k in os.environ}  # no secrets
+        proc = subprocess.Popen(
+            [sys.executable, "-S", "-E", _SUPERVISOR, str(self.runs_dir)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            close_fds=True,
+            env=env,
+        )
+        assert proc.stdout is not None
+        with proc.stdout:
+            word = proc.stdout.readline().strip()  # ready, or busy: another one runs (exiting)
+        self._spawned = [p for p in self._spawned if p.poll() is None] + [proc]
+        if word != b"ready":
+            time.sleep(0.05)
+
+    def _send(self, msg: dict[str, Any]) -> bool:
+        if self._conn is None:
+            return False
+        try:
+            self._conn.sendall(json.dumps(msg, separators=(",", ":")).encode() + b"\n")
+        except OSError:
+            self._lost()
+            return False
+        return True
+
+    def _lines(self) -> list[dict[str, Any]]:
+        *lines, self._buf = self._buf.split(b"\n")
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def _take(self, messages: list[dict[str, Any]]) -> None:
+        for msg in messages:
+            key = str(msg.get("attempt"))
+            if msg.get("ev") == "started":
+                self._attached[key] = msg
+                running = self.running.get(key)
+                if running is not None:
+                    running.pgid, running.cgroup = msg.get("pgid"), msg.get("cgroup")
+            elif msg.get("ev") == "exit":
+                self._attached.pop(key, None)
+                self._exits[key] = msg["status"]
+
+    def _receive(self) -> None:
+        """Everything the supervisor has said since the last call (never blocks)."""
+        conn = self._conn
+        while conn is not None and select.select([conn], [], [], 0)[0]:
+            try:
+                chunk = conn.recv(1 << 20)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self._lost()
+                return
+            self._buf += chunk
+            self._take(self._lines())
+
+    def _lost(self) -> None:
+        """The supervisor is gone (killed: it exits on its own only with nobody connected):
+        its tasks died with it (``PR_SET_PDEATHSIG``); what left their session is killed
+        with their cgroup by :meth:`poll`."""
+        if self._conn is not None:
+            self._conn.close()
+        self._conn, self._attached = None, {}
+        for running in self.running.values():
+            if running.attempt not in self._exits:
+                running.orphaned = True
+
+    def close(self) -> None:
+        """Disconnect; a supervisor with nothing to run then exits."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # -- attempts --------------------------------------------------------------------
     def run_dir(self, task_id: str, attempt: str) -> Path:
         return self.runs_dir / f"{task_id}--{attempt.rsplit(':', 1)[-1]}"
 
     def launch(self, launch: Launch) -> RunningAttempt:
-        """Write the attempt's files, then start its watchdog (in its own session).
+        """Write the attempt's files, then ask the supervisor to start it. A supervisor that
+        cannot be reached makes the attempt end at once as ``spawn_failed``.
 
         The run directory stays the agent's (0700, or 0710 with the task's group so that a task
         running as ``run_as`` can reach its ``work/``); only ``work/`` and the task's own input
@@ -153,7 +295,7 @@ class Executor:
             CONTINUUM_TASK_ID=launch.task_id,
             CONTINUUM_ATTEMPT=launch.attempt.rpartition("/")[2],  # the dot, node:counter
             CONTINUUM_EPOCH=str(launch.epoch),
-            CONTINUUM_INPUTS=str(run_dir / "inputs.json"),
+            CONTINUUM_INPUTS=str(run_dir / "inputs.json"),  # also the tree's marker
             CONTINUUM_OUTPUT=str(work / "output.json"),
         )
         argv = launch.argv
@@ -162,7 +304,7 @@ class Executor:
             task_files["args.json"] = launch.args
             env["CONTINUUM_ARGS"] = str(run_dir / "args.json")
             argv = [sys.executable, "-m", "edge_agent._callable", launch.callable_target]
-        watch = {
+        spec = {
             "argv": argv,
             "env": env,
             "uid": uid,
@@ -182,41 +324,46 @@ class Executor:
         owner = None if uid is None else (uid, gid if gid is not None else uid)
         run_fd = _safefs.open_dir(run_dir)
         try:
-            os.mkfifo("lease.fifo", 0o600, dir_fd=run_fd)
             os.mkdir(_WORK, 0o700, dir_fd=run_fd)
             if owner is not None:
                 os.chown(_WORK, *owner, dir_fd=run_fd, follow_symlinks=False)
             for name, content in task_files.items():
                 data = json.dumps(content).encode()
-                _safefs.write_file_at(run_fd, name, data, mode=0o400, owner=owner)
-            _safefs.write_file_at(run_fd, "watch.json", json.dumps(watch).encode())
+                # Not synced: after a power cut the attempt is lost anyway.
+                _safefs.write_file_at(run_fd, name, data, mode=0o400, owner=owner, sync=False)
         finally:
             os.close(run_fd)
-        proc = subprocess.Popen(
-            [sys.executable, "-S", "-E", _WATCHDOG, str(run_dir)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-            close_fds=True,
-        )
-        running = RunningAttempt(launch.task_id, launch.attempt, run_dir, proc.pid, proc)
+        msg = {"op": "launch", "attempt": launch.attempt, "run_dir": str(run_dir), "spec": spec}
+        try:
+            sent = self.supervisor_pid() > 0 and self._send(msg)
+        except (SupervisorError, OSError) as exc:
+            sent, why = False, f"{type(exc).__name__}: {exc}"
+        else:
+            why = "the supervisor went away"
+        running = RunningAttempt(launch.task_id, launch.attempt, run_dir, self._supervisor_pid)
         self.running[launch.attempt] = running
+        if not sent:
+            self._exits[launch.attempt] = {"reason": "spawn_failed", "stderr_tail": why}
         return running
 
     def adopt(self, task_id: str, attempt: str, watchdog_pid: int) -> RunningAttempt | None:
-        """Take over a watchdog left by a previous agent process, when it is still ours and
-        alive or has left its status file; ``None`` means the attempt is gone."""
+        """Re-attach to an attempt started by a previous agent process: one the supervisor
+        still runs or holds the outcome of, or whose ``status.json`` it left; ``None``
+        means the attempt is gone (``watchdog_pid``, the journal's, is not needed)."""
+        if self._conn is None:
+            self._connect(start=False)
         run_dir = self.run_dir(task_id, attempt)
-        if _status(run_dir) is None and not _is_watchdog(watchdog_pid, run_dir):
+        known = attempt in self._attached or attempt in self._exits
+        if not known and _status(run_dir) is None:
             return None
-        running = RunningAttempt(task_id, attempt, run_dir, watchdog_pid)
+        running = RunningAttempt(task_id, attempt, run_dir, self._supervisor_pid or watchdog_pid)
         running.pgid = _read_pgid(run_dir)
+        running.orphaned = not known
         self.running[attempt] = running
         return running
 
     def orphan_pgid(self, task_id: str, attempt: str) -> int | None:
-        """Process group of an attempt whose watchdog is gone (for a restart sweep)."""
+        """Process group of an attempt whose supervisor is gone (for a restart sweep)."""
         return _read_pgid(self.run_dir(task_id, attempt))
 
     @staticmethod
@@ -229,7 +376,7 @@ class Executor:
         return True
 
     def kill_cgroup(self, task_id: str, attempt: str) -> bool:
-        """Kill and remove the cgroup of an attempt whose watchdog is gone (``True`` when
+        """Kill and remove the cgroup of an attempt whose supervisor is gone (``True`` when
         there was one). The path comes from the run directory, so it must name an attempt's
         cgroup beside the agent's own before anything is killed."""
         path = (_read_json(self.run_dir(task_id, attempt), "started.json") or {}).get("cgroup")
@@ -238,74 +385,43 @@ class Executor:
         _cgroup.remove(path)
         return True
 
-    def _tell(self, attempt: str, line: str) -> bool:
-        """Send a line to the attempt's watchdog. A watchdog that has not opened its FIFO yet
-        (it starts in a few tens of milliseconds) gets the line on a later :meth:`poll`: a
-        cancel or a renewal sent right after the launch must not be lost."""
-        running = self.running.get(attempt)
-        if running is None:
-            return False
-        running.pending.append(line)
-        return self._deliver(running) or _status(running.run_dir) is None
-
-    @staticmethod
-    def _deliver(running: RunningAttempt) -> bool:
-        """Write the pending lines; ``False`` (lines kept) while nobody reads the FIFO."""
-        try:
-            fd = os.open(
-                running.run_dir / "lease.fifo", os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW
-            )
-        except OSError:
-            return False  # no reader: the watchdog has not started reading, or has exited
-        try:
-            if not stat.S_ISFIFO(os.fstat(fd).st_mode):
-                return False
-            os.write(fd, "".join(line + "\n" for line in running.pending).encode("ascii"))
-        except OSError:
-            return False
-        finally:
-            os.close(fd)
-        running.pending.clear()
-        return True
-
     def set_deadline(self, attempt: str, deadline: float | None) -> bool:
         """Move the fence of a running attempt (``None`` lifts it, for a level downgrade)."""
-        return self._tell(
-            attempt, "deadline none" if deadline is None else f"deadline {deadline!r}"
-        )
+        if attempt not in self.running:
+            return False
+        return self._send({"op": "deadline", "attempt": attempt, "deadline": deadline})
 
     def stop(self, attempt: str, reason: str) -> bool:
         """SIGTERM the attempt's tree, SIGKILL after the grace; the outcome says ``reason``."""
-        return self._tell(attempt, f"stop {reason}")
+        if attempt not in self.running:
+            return False
+        return self._send({"op": "stop", "attempt": attempt, "reason": reason})
 
     def poll(self) -> list[Outcome]:
         """Outcomes of attempts that ended since the last call (each reported once)."""
+        self._receive()
         done: list[Outcome] = []
         for attempt, running in list(self.running.items()):
-            if running.pgid is None:
-                running.pgid = _read_pgid(running.run_dir)
-            if running.pending:
-                self._deliver(running)
-            if running.proc is not None:
-                if running.proc.poll() is None:
-                    continue
-            elif _status(running.run_dir) is None and _is_watchdog(
-                running.watchdog_pid, running.run_dir
-            ):
+            status = self._exits.pop(attempt, None)
+            if status is None and running.orphaned:
+                status = _status(running.run_dir) or self._lost_attempt(running)
+            if status is None:
                 continue
             del self.running[attempt]
-            done.append(self._outcome(running))
+            done.append(self._outcome(running, status))
         return done
 
-    def _outcome(self, running: RunningAttempt) -> Outcome:
-        status = _status(running.run_dir)
-        if status is None:
-            # The watchdog died without a word (killed): its task died with it (PDEATHSIG);
-            # what left its session is still in the attempt's cgroup, when it has one.
-            if running.pgid is not None:
-                self.kill_group(running.pgid)
-            self.kill_cgroup(running.task_id, running.attempt)
-            status = {"reason": "lost", "exit_code": None, "signal": None}
+    def _lost_attempt(self, running: RunningAttempt) -> dict[str, Any]:
+        """An attempt whose supervisor died without a word: its task died with it
+        (``PR_SET_PDEATHSIG``); what left its session is still in its cgroup, when it has one."""
+        pgid = running.pgid or _read_pgid(running.run_dir)
+        if pgid is not None:
+            self.kill_group(pgid)
+        self.kill_cgroup(running.task_id, running.attempt)
+        return {"reason": "lost", "exit_code": None, "signal": None}
+
+    @staticmethod
+    def _outcome(running: RunningAttempt, status: dict[str, Any]) -> Outcome:
         started, ended = status.get("started"), status.get("ended")
         stdout = str(status.get("stdout_tail") or "")
         stderr = str(status.get("stderr_tail") or "")
@@ -326,9 +442,11 @@ class Executor:
         )
 
     def cleanup(self, task_id: str, attempt: str) -> None:
-        """Remove a finished attempt's directory once its outcome is journaled. The watchdog
-        has emptied ``work/`` as the task's user; ``rmtree`` works through directory
+        """Acknowledge a finished attempt's outcome to the supervisor (call once it is
+        journaled: the supervisor forgets it) and remove its directory. The supervisor has
+        emptied ``work/`` as the task's user; ``rmtree`` works through directory
         descriptors, so a link left there is removed, never followed."""
+        self._send({"op": "ack", "attempt": attempt})
         run_dir = self.run_dir(task_id, attempt)
         with contextlib.suppress(OSError):
             os.rmdir(run_dir / _WORK)  # empty: removable without reading the task's directory
@@ -380,7 +498,7 @@ def prepare_state_dir(state_dir: Path, run_as: str) -> None:
 
 
 def _read_json(run_dir: Path, name: str) -> dict[str, Any] | None:
-    """A JSON object the watchdog wrote in the run directory (never through a symlink)."""
+    """A JSON object the supervisor wrote in the run directory (never through a symlink)."""
     try:
         run_fd = _safefs.open_dir(run_dir)
     except OSError:
@@ -397,7 +515,8 @@ def _read_json(run_dir: Path, name: str) -> dict[str, Any] | None:
 
 
 def _status(run_dir: Path) -> dict[str, Any] | None:
-    """The watchdog's final word, ``None`` while the attempt runs (or when it was lost)."""
+    """The supervisor's final word left on disk (no agent was connected when the attempt
+    ended), ``None`` otherwise."""
     return _read_json(run_dir, "status.json")
 
 
@@ -408,17 +527,8 @@ def _read_pgid(run_dir: Path) -> int | None:
         return None
 
 
-def _is_watchdog(pid: int, run_dir: Path) -> bool:
-    """Is ``pid`` alive and the watchdog of this run dir (not a recycled pid)?"""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return _WATCHDOG.encode() in cmdline and str(run_dir).encode() in cmdline
-
-
 def _result(output: object, stdout_tail: str) -> Any:
-    """The task's JSON result: ``output.json`` when it wrote one (the watchdog read it as the
+    """The task's JSON result: ``output.json`` when it wrote one (the supervisor read it as the
     task's user, at most ``_MAX_RESULT_BYTES``), else the last stdout line when it parses as
     JSON; bounded so that it fits in a message."""
     if isinstance(output, str):
@@ -432,7 +542,6 @@ def _result(output: object, stdout_tail: str) -> Any:
 
 
 def _count(value: object, tail: str) -> int:
-    """A stream's byte count from the status file: at least what its tail holds (a status
-    file of an older watchdog has no count)."""
+    """A stream's byte count from the status: at least what its tail holds."""
     counted = value if isinstance(value, int) and not isinstance(value, bool) else 0
     return max(counted, len(tail.encode("utf-8", "replace")))

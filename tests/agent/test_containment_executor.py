@@ -184,22 +184,32 @@ def test_an_output_fifo_does_not_hang_the_watchdog(ex: Executor) -> None:
 
 @ROOT_ONLY
 def test_a_planted_status_tmp_symlink_is_never_written_through(
-    ex: Executor, root_only_file: Path
+    ex: Executor,
+    root_only_file: Path,
+    shared_dir: Path,  # noqa: F811 - the imported fixture
 ) -> None:
-    """The watchdog writes ``status.json.tmp`` last: a task that links that name (or
-    ``started.json.tmp``) to a root-only file must not have it overwritten. As ``nobody`` the
-    task cannot even create the link (the run directory is not its own)."""
+    """With no agent connected, the supervisor writes the outcome to ``status.json.tmp`` and
+    renames it: a task that links that name (or ``started.json.tmp``) to a root-only file must
+    not have it overwritten. As ``nobody`` the task cannot even create the link (the run
+    directory is not its own)."""
+    go = shared_dir / "go"
     script = (
         f"ln -s {root_only_file} ../status.json.tmp; "
         f"ln -s {root_only_file} ../started.json.tmp; "
-        "ls -l ../status.json.tmp >/dev/null 2>&1 && echo planted || echo refused"
+        "ls -l ../status.json.tmp >/dev/null 2>&1 && echo planted || echo refused; "
+        f"while [ ! -e {go} ]; do sleep 0.05; done"
     )
     running = ex.launch(_launch("t-statuslink", ["/bin/sh", "-c", script]))
-    out = _wait(ex)
+    ex.close()  # the agent goes away: the supervisor keeps the outcome on disk
+    go.touch()
+    status = running.run_dir / "status.json"
+    _wait_for(status)
+    again = Executor(ex.runs_dir, ex.cfg)  # a restarted agent harvests it
+    assert again.adopt(running.task_id, running.attempt, running.watchdog_pid) is not None
+    out = _wait(again)
     assert out.succeeded
     assert out.stdout_tail.strip() == ("planted" if ex.cfg.run_as == "" else "refused")
     assert root_only_file.read_text() == "TOP SECRET\n"
-    status = running.run_dir / "status.json"
     assert stat.S_ISREG(status.lstat().st_mode)
     assert not (running.run_dir / "status.json.tmp").exists()
 
@@ -222,8 +232,8 @@ def test_run_directory_modes_and_owners(ex: Executor) -> None:
         assert stat.S_IMODE(work.st_mode) == 0o700 and work.st_uid == uid
         inputs = (running.run_dir / "inputs.json").stat()
         assert stat.S_IMODE(inputs.st_mode) == 0o400 and inputs.st_uid == uid
-        for name in ("watch.json", "started.json", "lease.fifo"):
-            info = (running.run_dir / name).lstat()
+        for path in (running.run_dir / "started.json", ex.runs_dir / "supervisor.sock"):
+            info = path.lstat()
             assert stat.S_IMODE(info.st_mode) == 0o600 and info.st_uid == os.geteuid()
     finally:
         ex.stop(running.attempt, "cancelled")

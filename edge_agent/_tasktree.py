@@ -1,0 +1,246 @@
+"""One task attempt's processes: spawn with its containment, find its tree, end it, and read
+back what it left.
+
+Standard library only, and no ``pathlib`` (like ``_safefs`` and ``_cgroup``): the supervisor
+(``supervisor.py``, a script run with ``python -S``) imports it from its own directory. The
+supervisor is the parent of every task and a *child subreaper*, so a task's ``setsid`` daemons
+stay its descendants; where a cgroup v2 is writable each attempt also runs in a cgroup of its
+own, which is what tells one attempt's escapees from another's. Without one an attempt's tree
+is its leader's descendants, its session and process group, and the supervisor's orphans that
+still carry the attempt's marker in their environment (see :func:`tree`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import resource
+import signal
+
+import _cgroup  # the supervisor's directory is sys.path[0]
+import _safefs
+
+__all__ = [
+    "SpawnError",
+    "harvest_child",
+    "limit_reason",
+    "orphans",
+    "signal_tree",
+    "spawn",
+    "tree",
+]
+
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+_RLIMITS = {
+    "as": resource.RLIMIT_AS,
+    "cpu": resource.RLIMIT_CPU,
+    "fsize": resource.RLIMIT_FSIZE,
+    "nproc": resource.RLIMIT_NPROC,
+}
+# What a process that hit RLIMIT_AS / RLIMIT_FSIZE says before exiting: the kernel reports
+# these breaches to the process (ENOMEM, EFBIG), not to its parent.
+_MEMORY_SIGNS = ("MemoryError", "Cannot allocate memory", "out of memory", "bad_alloc")
+_FSIZE_SIGNS = ("File too large",)
+libc = ctypes.CDLL(None, use_errno=True)
+
+
+class SpawnError(OSError):
+    """The task could not be started (its ``argv[0]`` missing, a credential refused)."""
+
+
+def _drop_to(ids: tuple[int, int]) -> None:
+    os.setgroups([])
+    os.setresgid(ids[1], ids[1], ids[1])
+    os.setresuid(ids[0], ids[0], ids[0])
+
+
+def spawn(
+    spec: dict, work_fd: int, ids: tuple[int, int] | None, cgroup: str | None
+) -> tuple[int, int, int]:
+    """Fork and exec the task in a session of its own: ``(pid, stdout fd, stderr fd)``.
+
+    In the child, in this order: into the attempt's cgroup while still privileged (every
+    descendant is then born there), the task's user, umask 022, the rlimits of
+    ``spec["limits"]``, then ``PR_SET_PDEATHSIG`` (a credential change would reset it): the
+    task dies with the supervisor. It starts in ``work_fd`` (never a path a task could
+    swap). An exec failure comes back through a close-on-exec pipe as
+    :class:`SpawnError`."""
+    parent = os.getpid()
+    argv, env = spec["argv"], spec["env"]
+    # The PATH search happens here: after the switch to the task's user the child may not
+    # read the interpreter's own modules (os.get_exec_path imports one).
+    paths = (
+        [argv[0]] if "/" in argv[0] else [os.path.join(d, argv[0]) for d in os.get_exec_path(env)]
+    )
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    fail_r, fail_w = os.pipe()  # close-on-exec (PEP 446): EOF means the exec happened
+    null = os.open(os.devnull, os.O_RDONLY)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child execs or exits
+        try:
+            os.setsid()
+            for fd, target in ((null, 0), (out_w, 1), (err_w, 2)):
+                os.dup2(fd, target)
+            if cgroup is not None:
+                _cgroup.enter(cgroup)
+            if ids is not None:
+                _drop_to(ids)
+            os.umask(0o022)  # the agent's own 077 is not the task's business
+            for name, (soft, hard) in (spec.get("limits") or {}).items():
+                resource.setrlimit(_RLIMITS[name], (soft, hard))
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            if os.getppid() != parent:  # the supervisor died before we armed the signal
+                os._exit(137)
+            os.fchdir(work_fd)
+            failure: OSError = FileNotFoundError(2, "No such file or directory", argv[0])
+            for path in paths:
+                try:
+                    os.execve(path, argv, env)
+                except (FileNotFoundError, NotADirectoryError):
+                    continue
+                except OSError as exc:  # found but not runnable: that is the error to report
+                    failure = exc
+            raise failure
+        except BaseException as exc:
+            with contextlib.suppress(BaseException):
+                os.write(fail_w, f"{type(exc).__name__}: {exc}".encode("utf-8", "replace"))
+        finally:
+            os._exit(127)
+    for fd in (out_w, err_w, fail_w, null):
+        os.close(fd)
+    failure = os.read(fail_r, 4096)
+    os.close(fail_r)
+    if failure:
+        os.waitpid(pid, 0)
+        os.close(out_r)
+        os.close(err_r)
+        raise SpawnError(failure.decode("utf-8", "replace"))
+    return pid, out_r, err_r
+
+
+def _proc_table() -> dict[int, tuple[int, int, int]]:
+    """``pid -> (ppid, pgrp, session)`` of every live, non-zombie process (``/proc``)."""
+    table: dict[int, tuple[int, int, int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                data = fh.read()
+        except OSError:
+            continue
+        fields = data[data.rfind(b")") + 2 :].split()
+        if fields[0] != b"Z":
+            table[int(entry)] = (int(fields[1]), int(fields[2]), int(fields[3]))
+    return table
+
+
+def _carries(pid: int, marker: bytes) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            return marker in fh.read().split(b"\0")
+    except OSError:
+        return False
+
+
+def tree(leader: int, cgroup: str | None, marker: bytes, others: set[int]) -> list[int]:
+    """The attempt's live processes: its cgroup's members when it has one (one file read).
+
+    Otherwise from ``/proc``: the leader's session and process group (its pid: it called
+    ``setsid``), every supervisor orphan (reparented here) that is not one of ``others``
+    (other attempts' leaders and helpers) and carries ``marker`` (``KEY=value``) in its
+    environment, and all their descendants. A daemon that both leaves the session and
+    clears its environment is only found by a cgroup (docs/agent.md)."""
+    pids = _cgroup.members(cgroup) if cgroup is not None else None
+    if pids is not None:
+        return pids
+    table = _proc_table()
+    me = os.getpid()
+    roots = {
+        pid
+        for pid, (ppid, pgrp, sid) in table.items()
+        if pid == leader
+        or leader in (pgrp, sid)
+        or (ppid == me and pid not in others and _carries(pid, marker))
+    }
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    found, todo = set(roots), list(roots)
+    while todo:
+        for kid in children.get(todo.pop(), []):
+            if kid not in found:
+                found.add(kid)
+                todo.append(kid)
+    found.discard(me)
+    return sorted(found)
+
+
+def orphans(others: set[int]) -> list[int]:
+    """The supervisor's descendants that belong to no attempt it runs (``others``: the live
+    attempts' leaders and helpers): leftovers, killed when nothing else runs."""
+    table = _proc_table()
+    me = os.getpid()
+    return [pid for pid, (ppid, _, _) in table.items() if ppid == me and pid not in others]
+
+
+def signal_tree(pids: list[int], pgid: int, sig: int, cgroup: str | None) -> None:
+    """Signal the task's group and every process of its tree (``setsid`` daemons included);
+    SIGKILL goes to the whole cgroup at once when the attempt has one."""
+    if sig == signal.SIGKILL and cgroup is not None and _cgroup.kill(cgroup):
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
+def limit_reason(code: int, stderr: str, limits: dict, cpu_s: float) -> str | None:
+    """Which rlimit ended the task, when one did (``code`` as ``Popen.returncode``; a shell
+    whose child died of a signal exits with 128 + its number; ``cpu_s``: the leader's CPU)."""
+    if "cpu" in limits and (
+        code in (-signal.SIGXCPU, 128 + signal.SIGXCPU)
+        or (code == -signal.SIGKILL and cpu_s >= limits["cpu"][0])
+    ):
+        return "cpu_limit"
+    if "fsize" in limits and (
+        code in (-signal.SIGXFSZ, 128 + signal.SIGXFSZ)
+        or (code > 0 and any(sign in stderr for sign in _FSIZE_SIGNS))
+    ):
+        return "file_size_limit"
+    if "as" in limits and code != 0 and any(sign in stderr for sign in _MEMORY_SIGNS):
+        return "memory_limit"
+    return None
+
+
+def harvest_child(work_fd: int, ids: tuple[int, int] | None, limit: int) -> tuple[int, int]:
+    """Fork a reader that takes ``output.json`` from the work directory and then empties it,
+    with the task's own rights (the supervisor may be root; the directory and everything in it
+    are the task's, so a link to a file the task may not read yields nothing and root never
+    walks what the task left). ``(pid, read end)``: the output (at most ``limit`` bytes)
+    arrives on the pipe; exit status 0 means it is complete. The child imports nothing: the
+    interpreter's files may not be readable by the task's user."""
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child exits without returning
+        code = 1
+        try:
+            os.close(rfd)
+            if ids is not None:
+                _drop_to(ids)
+            data = _safefs.read_file_at(work_fd, "output.json", limit)
+            with contextlib.suppress(Exception):  # best effort: never at the cost of the output
+                _safefs.empty_dir(work_fd)
+            if data is not None:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(wfd, view) :]
+                code = 0
+        finally:
+            os._exit(code)
+    os.close(wfd)
+    return pid, rfd

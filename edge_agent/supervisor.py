@@ -1,0 +1,510 @@
+"""The agent's task supervisor: one long-lived process that runs every task attempt.
+
+Run as a *script* (``python -S -E supervisor.py RUNS_DIR``), standard library only (plus
+``_safefs``, ``_cgroup`` and ``_tasktree`` from this directory), so it starts in tens of
+milliseconds and costs one small interpreter for all tasks, not one per task. The agent starts
+it on its first launch (``executor.py``); it lives in its own session, so it outlives the
+agent: a ``kill -9``'d or ``SIGSTOP``'d agent does not stop it from fencing strong tasks at
+their lease deadline, timing tasks out, ending their trees and keeping their outcomes. A
+restarted agent connects again and re-attaches to what runs.
+
+Containment (``_tasktree.py``): the supervisor is a *child subreaper*, every task runs in a
+session of its own, as ``run_as``, with its rlimits and ``PR_SET_PDEATHSIG`` towards the
+supervisor, in a cgroup v2 of its own where one is writable; when an attempt ends for any
+reason its whole tree is killed (``setsid`` daemons included) and ``work/`` is emptied with
+the task's rights.
+
+Protocol: newline-delimited JSON on ``RUNS_DIR/supervisor.sock`` (``0600``; a peer of another
+uid is refused). Every client gets every event.
+
+- ``{"op": "hello"}`` -> ``{"ev": "hello", "pid", "running": {attempt: started}, "done":
+  {attempt: status}}``: a restarted agent re-attaches with this.
+- ``{"op": "launch", "attempt", "run_dir", "spec"}`` -> ``{"ev": "started", "attempt",
+  "pid", "pgid", "cgroup", "started"}``, later ``{"ev": "exit", "attempt", "status"}``.
+  ``spec``: ``argv``, ``env``, ``uid``/``gid`` (or null), ``timeout_s``, ``deadline``
+  (absolute ``CLOCK_MONOTONIC`` seconds or null), ``grace_s``, ``tail_bytes``, ``limits``
+  (``{"as"|"cpu"|"fsize"|"nproc": [soft, hard]}``), ``result_max``.
+- ``{"op": "deadline", "attempt", "deadline"}`` moves (or with null lifts) the fence;
+  ``{"op": "stop", "attempt", "reason"}`` SIGTERMs the tree, SIGKILL after the grace.
+- ``{"op": "ack", "attempt"}``: the agent has journaled the outcome; it is forgotten here.
+
+``status`` holds ``exit_code``, ``signal``, ``reason`` (``exited``, ``timeout``, ``fenced``,
+``cancelled``, ``stopped``, ``spawn_failed``, ``memory_limit``, ``cpu_limit``,
+``file_size_limit``), ``started``, ``ended``, ``deadline``, ``fenced_at``, ``stdout_tail``,
+``stderr_tail`` (the last ``tail_bytes``), ``stdout_bytes``, ``stderr_bytes``, ``output`` (the
+text of ``output.json`` or null). An outcome no client has acknowledged is also written to
+``status.json`` in the run directory once no agent is connected, and the supervisor exits when
+no agent is connected and nothing runs, so a restarted agent finds every outcome either here
+or there. ``started.json`` (``pid``, ``pgid``, ``started``, ``cgroup``) is written at spawn:
+an agent that finds the supervisor gone kills what is left through it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import selectors
+import signal
+import socket
+import struct
+import sys
+import time
+
+import _cgroup  # this script's directory is sys.path[0]
+import _safefs
+import _tasktree
+
+SOCKET = "supervisor.sock"
+LOCK = "supervisor.lock"
+WORK = "work"
+_TICK_S = 1.0  # the longest sleep: timers are re-checked at least this often
+_CGROUP_WAIT_S = 2.0  # how long an outcome waits for its cgroup to empty
+_FIRST_CLIENT_S = 30.0  # how long a new supervisor waits for the agent that started it
+
+
+class Attempt:
+    """One task attempt, from spawn until its outcome is acknowledged."""
+
+    def __init__(self, key: str, run_dir: str, spec: dict) -> None:
+        self.key, self.run_dir, self.spec = key, run_dir, spec
+        uid, gid = spec.get("uid"), spec.get("gid")
+        self.ids = None if uid is None else (uid, gid if gid is not None else uid)
+        self.deadline = spec.get("deadline")
+        self.grace = float(spec.get("grace_s", 5.0))
+        self.limits: dict = spec.get("limits") or {}
+        self.tail_max = int(spec.get("tail_bytes", 4096))
+        self.marker = ("CONTINUUM_INPUTS=" + run_dir + "/inputs.json").encode()
+        self.started = time.monotonic()
+        self.timeout_at = self.started + float(spec["timeout_s"])
+        self.reason = "exited"
+        self.fenced_at: float | None = None
+        self.kill_at: float | None = None
+        self.pid = 0
+        self.cgroup: str | None = None
+        self.work_fd: int | None = None
+        self.tails = {"stdout": bytearray(), "stderr": bytearray()}
+        self.written = {"stdout": 0, "stderr": 0}
+        self.pipes = 0
+        self.code: int | None = None  # as Popen.returncode, once the leader is reaped
+        self.cpu_s = 0.0
+        self.tree_ended = False
+        self.cgroup_by = 0.0
+        self.harvest_pid: int | None = None
+        self.harvest_fd: int | None = None
+        self.output = bytearray()
+        self.output_ok = False
+
+    def started_info(self) -> dict:
+        return {"pid": self.pid, "pgid": self.pid, "started": self.started, "cgroup": self.cgroup}
+
+
+class Supervisor:
+    def __init__(self, runs_dir: str, listener: socket.socket, wake_fd: int) -> None:
+        self.runs_dir = runs_dir
+        self.listener = listener
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(listener, selectors.EVENT_READ, ("accept", None))
+        self.sel.register(wake_fd, selectors.EVENT_READ, ("wake", None))
+        self.wake_fd = wake_fd
+        self.attempts: dict[str, Attempt] = {}  # running, or ending (tree, harvest)
+        self.done: dict[str, dict] = {}  # ended, not yet acknowledged: attempt -> status
+        self.done_dirs: dict[str, str] = {}  # of ``done``: the run directory
+        self.persisted: set[str] = set()  # of ``done``: written to status.json
+        self.clients: dict[socket.socket, list[bytearray]] = {}  # -> [input, output]
+        self.pids: dict[int, tuple[Attempt, str]] = {}  # leader / harvester -> attempt
+        self.cgroups: list[str] = []  # killed, to remove once empty
+        self.seq = 0
+        self.terminating = False
+        self.busy = False
+        self.accepted = False
+        self.first_wait = time.monotonic() + _FIRST_CLIENT_S
+
+    # -- clients -------------------------------------------------------------------
+    def accept(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            conn, _ = self.listener.accept()
+            creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+            if struct.unpack("3i", creds)[1] != os.geteuid():
+                conn.close()
+                return
+            conn.setblocking(False)
+            self.accepted = True
+            self.clients[conn] = [bytearray(), bytearray()]
+            self.sel.register(conn, selectors.EVENT_READ, ("client", conn))
+
+    def drop(self, conn: socket.socket) -> None:
+        self.sel.unregister(conn)
+        del self.clients[conn]
+        conn.close()
+        if not self.clients:  # nobody to tell: what ended is kept on disk too
+            for key in list(self.done):
+                self.persist(key)
+
+    def read_client(self, conn: socket.socket) -> None:
+        try:
+            chunk = conn.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self.drop(conn)
+            return
+        buf = self.clients[conn][0]
+        buf += chunk
+        *lines, rest = buf.split(b"\n")
+        buf[:] = rest
+        for line in lines:
+            try:
+                msg = json.loads(line)
+                self.handle(conn, msg)
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                self.send(conn, {"ev": "error", "error": f"{type(exc).__name__}: {exc}"})
+
+    def send(self, conn: socket.socket, msg: dict) -> None:
+        out = self.clients[conn][1]
+        out += json.dumps(msg, separators=(",", ":")).encode() + b"\n"
+        self.flush(conn)
+
+    def broadcast(self, msg: dict) -> None:
+        for conn in list(self.clients):
+            self.send(conn, msg)
+
+    def flush(self, conn: socket.socket) -> None:
+        """Send what the client's buffer holds; a frozen agent's backlog waits here (the
+        supervisor never blocks on a client)."""
+        out = self.clients[conn][1]
+        try:
+            while out:
+                del out[: conn.send(out)]
+        except BlockingIOError:
+            pass
+        except OSError:
+            self.drop(conn)
+            return
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if out else 0)
+        self.sel.modify(conn, events, ("client", conn))
+
+    def handle(self, conn: socket.socket, msg: dict) -> None:
+        op = msg["op"]
+        key = msg.get("attempt")
+        attempt = self.attempts.get(key) if isinstance(key, str) else None
+        if op == "hello":
+            running = {k: a.started_info() for k, a in self.attempts.items()}
+            hello = {"ev": "hello", "pid": os.getpid(), "running": running, "done": self.done}
+            self.send(conn, hello)
+        elif op == "launch":
+            if attempt is None and key not in self.done:  # a launch is resent after a reconnect
+                self.launch(str(key), str(msg["run_dir"]), dict(msg["spec"]))
+        elif op == "deadline" and attempt is not None and attempt.reason == "exited":
+            deadline = msg.get("deadline")
+            attempt.deadline = None if deadline is None else float(deadline)
+        elif op == "stop" and attempt is not None and attempt.reason == "exited":
+            self.stop(attempt, str(msg.get("reason") or "cancelled"))
+        elif op == "ack":
+            self.done.pop(key, None)
+            self.done_dirs.pop(key, None)
+            self.persisted.discard(key)
+
+    # -- attempts ------------------------------------------------------------------
+    def launch(self, key: str, run_dir: str, spec: dict) -> None:
+        attempt = Attempt(key, run_dir, spec)
+        self.attempts[key] = attempt
+        self.seq += 1
+        attempt.cgroup = _cgroup.create(f"{os.getpid()}-{self.seq}")
+        try:
+            run_fd = _safefs.open_dir(run_dir)
+            try:
+                attempt.work_fd = _safefs.open_dir(WORK, dir_fd=run_fd)
+                attempt.pid, out, err = _tasktree.spawn(
+                    spec, attempt.work_fd, attempt.ids, attempt.cgroup
+                )
+                with contextlib.suppress(OSError):
+                    info = json.dumps(attempt.started_info()).encode()
+                    _safefs.write_file_at(run_fd, "started.json", info, sync=False)
+            finally:
+                os.close(run_fd)
+        except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+            attempt.reason, attempt.code, attempt.tree_ended = "spawn_failed", 0, True
+            attempt.tails["stderr"] += f"{type(exc).__name__}: {exc}".encode()[-attempt.tail_max :]
+            self.end_tree(attempt)
+            self.finish(attempt)
+            return
+        self.pids[attempt.pid] = (attempt, "leader")
+        attempt.pipes = 2
+        self.sel.register(out, selectors.EVENT_READ, ("stdout", attempt))
+        self.sel.register(err, selectors.EVENT_READ, ("stderr", attempt))
+        self.broadcast({"ev": "started", "attempt": key, **attempt.started_info()})
+
+    def others(self, attempt: Attempt) -> set[int]:
+        return {pid for pid, (other, _) in self.pids.items() if other is not attempt}
+
+    def signal(self, attempt: Attempt, sig: int) -> None:
+        if attempt.pid:
+            others = self.others(attempt)
+            pids = _tasktree.tree(attempt.pid, attempt.cgroup, attempt.marker, others)
+            _tasktree.signal_tree(pids, attempt.pid, sig, attempt.cgroup)
+
+    def stop(self, attempt: Attempt, reason: str) -> None:
+        attempt.reason, attempt.kill_at = reason, time.monotonic() + attempt.grace
+        self.signal(attempt, signal.SIGTERM)
+
+    def timers(self, now: float) -> float:
+        """Fence, time out and escalate what is due; the next instant something is due."""
+        wake = now + _TICK_S
+        for attempt in self.attempts.values():
+            if attempt.code is not None:
+                continue
+            if attempt.reason == "exited":
+                if attempt.deadline is not None and now >= attempt.deadline:
+                    attempt.reason, attempt.fenced_at = "fenced", now
+                    self.signal(attempt, signal.SIGKILL)  # the lease is over: no grace past it
+                elif now >= attempt.timeout_at:
+                    self.stop(attempt, "timeout")
+            if attempt.kill_at is not None and now >= attempt.kill_at:
+                self.signal(attempt, signal.SIGKILL)
+                attempt.kill_at = None
+            wake = min(wake, attempt.timeout_at, attempt.kill_at or wake)
+            if attempt.reason == "exited" and attempt.deadline is not None:
+                wake = min(wake, attempt.deadline)
+        return wake
+
+    def read_stream(self, name: str, attempt: Attempt, fd: int) -> None:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            self.sel.unregister(fd)
+            os.close(fd)
+            attempt.pipes -= 1
+            return
+        attempt.written[name] += len(chunk)
+        tail = attempt.tails[name]
+        tail += chunk
+        if len(tail) > attempt.tail_max:
+            del tail[: len(tail) - attempt.tail_max]
+
+    def read_harvest(self, attempt: Attempt, fd: int) -> None:
+        chunk = os.read(fd, 65536)
+        if chunk:
+            if len(attempt.output) <= int(attempt.spec.get("result_max", 65536)):
+                attempt.output += chunk
+            return
+        self.sel.unregister(fd)
+        os.close(fd)
+        attempt.harvest_fd = None
+
+    def reap(self) -> None:
+        """Collect every child that exited: a leader's status, a harvester's verdict, and
+        the orphans of ended trees (reparented here: the supervisor is a subreaper)."""
+        while True:
+            try:
+                pid, status, usage = os.wait4(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            attempt, role = self.pids.pop(pid, (None, ""))
+            if attempt is None:
+                continue
+            code = os.waitstatus_to_exitcode(status)
+            if role == "harvester":
+                attempt.harvest_pid = None
+                attempt.output_ok = code == 0
+                continue
+            attempt.code = code
+            attempt.cpu_s = usage.ru_utime + usage.ru_stime
+            if attempt.pipes:  # a descendant still holds the pipes: end the tree
+                self.signal(attempt, signal.SIGKILL)
+
+    def end_tree(self, attempt: Attempt) -> None:
+        """Nothing of the attempt outlives it, whatever session it moved to."""
+        self.signal(attempt, signal.SIGKILL)
+        attempt.cgroup_by = time.monotonic() + _CGROUP_WAIT_S
+
+    def cgroup_left(self, attempt: Attempt) -> bool:
+        """Whether the attempt's (killed) cgroup is still there: it is removed before the
+        outcome is reported, once its last process is gone (given up after a while)."""
+        if attempt.cgroup is None or _try_rmdir(attempt.cgroup):
+            return False
+        if time.monotonic() < attempt.cgroup_by:
+            _cgroup.kill(attempt.cgroup)
+            return True
+        self.cgroups.append(attempt.cgroup)  # retried on every pass, and at exit
+        return False
+
+    def progress(self, attempt: Attempt) -> None:
+        """Move an attempt whose leader exited on: end its tree, harvest, report."""
+        if attempt.code is None or attempt.pipes:
+            return
+        if not attempt.tree_ended:
+            attempt.tree_ended = True
+            self.end_tree(attempt)
+            work_fd = attempt.work_fd
+            if work_fd is not None and os.listdir(work_fd):
+                pid, fd = _tasktree.harvest_child(
+                    work_fd, attempt.ids, int(attempt.spec.get("result_max", 65536))
+                )
+                attempt.harvest_pid, attempt.harvest_fd = pid, fd
+                self.pids[pid] = (attempt, "harvester")
+                self.sel.register(fd, selectors.EVENT_READ, ("harvest", attempt))
+        if attempt.harvest_pid is None and attempt.harvest_fd is None:
+            if self.cgroup_left(attempt):
+                self.busy = True
+                return
+            self.finish(attempt)
+
+    def finish(self, attempt: Attempt) -> None:
+        del self.attempts[attempt.key]
+        if attempt.work_fd is not None:
+            os.close(attempt.work_fd)
+        code = attempt.code or 0
+        stderr = attempt.tails["stderr"].decode("utf-8", "replace")
+        reason = attempt.reason
+        if reason == "exited":
+            reason = _tasktree.limit_reason(code, stderr, attempt.limits, attempt.cpu_s) or reason
+        limit = int(attempt.spec.get("result_max", 65536))
+        ok = attempt.output_ok and len(attempt.output) <= limit
+        spawned = attempt.reason != "spawn_failed"
+        status = {
+            "exit_code": code if code >= 0 and spawned else None,
+            "signal": -code if code < 0 else None,
+            "reason": reason,
+            "started": attempt.started,
+            "ended": time.monotonic(),
+            "deadline": attempt.deadline,
+            "fenced_at": attempt.fenced_at,
+            "stdout_tail": attempt.tails["stdout"].decode("utf-8", "replace"),
+            "stderr_tail": stderr,
+            "stdout_bytes": attempt.written["stdout"],
+            "stderr_bytes": attempt.written["stderr"],
+            "output": attempt.output.decode("utf-8", "replace") if ok else None,
+        }
+        self.done[attempt.key] = status
+        self.done_dirs[attempt.key] = attempt.run_dir
+        self.broadcast({"ev": "exit", "attempt": attempt.key, "status": status})
+        if not self.clients:
+            self.persist(attempt.key)
+        if not self.attempts:  # leftovers of ended trees (no cgroup to hold them)
+            for pid in _tasktree.orphans(set(self.pids)):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+
+    def persist(self, key: str) -> None:
+        """Write an unacknowledged outcome to ``status.json`` (synced: while no agent is
+        connected, it is the only durable copy)."""
+        if key in self.persisted:
+            return
+        self.persisted.add(key)
+        with contextlib.suppress(OSError):
+            run_fd = _safefs.open_dir(self.done_dirs[key])
+            try:
+                data = json.dumps(self.done[key]).encode()
+                _safefs.write_file_at(run_fd, "status.json", data)
+            finally:
+                os.close(run_fd)
+
+    # -- the loop ------------------------------------------------------------------
+    def on_term(self, signum: int, frame: object) -> None:
+        """Someone stops the supervisor itself (service stop): take every tree down."""
+        self.terminating = True
+
+    def wanted(self) -> bool:
+        """Run while something runs or an agent is connected (or, just started, until the
+        agent that started it connects)."""
+        if self.attempts:
+            return True
+        if self.terminating:
+            return False
+        return bool(self.clients) or (not self.accepted and time.monotonic() < self.first_wait)
+
+    def run(self) -> None:
+        while self.wanted():
+            if self.terminating:
+                for attempt in self.attempts.values():
+                    if attempt.reason == "exited" and attempt.code is None:
+                        self.stop(attempt, "stopped")
+            wake = self.timers(time.monotonic())
+            if self.busy:  # a cgroup to remove: look again soon
+                wake, self.busy = min(wake, time.monotonic() + 0.005), False
+            for key, mask in self.sel.select(max(0.0, wake - time.monotonic())):
+                kind, obj = key.data
+                if kind == "accept":
+                    self.accept()
+                elif kind == "wake":
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(self.wake_fd, 4096)
+                elif kind == "client":
+                    if obj in self.clients and mask & selectors.EVENT_WRITE:
+                        self.flush(obj)
+                    if obj in self.clients and mask & selectors.EVENT_READ:
+                        self.read_client(obj)
+                elif kind == "harvest":
+                    self.read_harvest(obj, key.fd)
+                else:
+                    self.read_stream(kind, obj, key.fd)
+            self.reap()
+            for attempt in list(self.attempts.values()):
+                self.progress(attempt)
+            self.cgroups = [path for path in self.cgroups if not _try_rmdir(path)]
+        for path in self.cgroups:
+            _cgroup.remove(path)
+
+
+def _try_rmdir(path: str) -> bool:
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def main(runs_dir: str) -> int:
+    """Take the runs directory's lock (one supervisor per agent), listen, say ``ready`` on
+    stdout (the agent waits for it), then run until no agent is connected and nothing runs."""
+    os.umask(0o077)
+    _tasktree.libc.prctl(_tasktree.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    runs_fd = _safefs.open_dir(runs_dir)
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    lock = os.open(LOCK, flags, 0o600, dir_fd=runs_fd)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print("busy", flush=True)
+        return 0
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(SOCKET, dir_fd=runs_fd)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(socket_path(runs_fd))  # short: a run directory's path may not fit sun_path
+    os.chmod(SOCKET, 0o600, dir_fd=runs_fd)  # connecting needs write access: ours only
+    listener.listen(64)
+    listener.setblocking(False)
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    supervisor = Supervisor(runs_dir, listener, wake_r)
+    signal.signal(signal.SIGTERM, supervisor.on_term)
+    print("ready", flush=True)
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
+    os.close(null)
+    try:
+        supervisor.run()
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(SOCKET, dir_fd=runs_fd)
+        listener.close()
+    return 0
+
+
+def socket_path(runs_fd: int) -> str:
+    """The socket's address through a descriptor of the runs directory (``/proc/self/fd``:
+    short whatever the directory's path, and still subject to its permissions)."""
+    return f"/proc/self/fd/{runs_fd}/{SOCKET}"
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

@@ -12,7 +12,12 @@ from typing import Protocol
 from .broker import BrokerError, MosquittoBroker, find_mosquitto
 from .embedded_broker import EmbeddedBroker
 
-__all__ = ["Broker", "TestbedError", "start_broker"]
+__all__ = ["READY_TIMEOUT_S", "TOKEN", "Broker", "TestbedError", "start_broker"]
+
+#: The controller's REST API bearer token in a run.
+TOKEN = "testbed-token"
+#: How long the controller and each agent get to write their ready file.
+READY_TIMEOUT_S = 30.0
 
 
 class TestbedError(RuntimeError):

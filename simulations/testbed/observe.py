@@ -18,7 +18,10 @@ from edge_agent.dump import read_journal
 from . import collect
 from .checker import TERMINAL
 
-__all__ = ["Observer", "acknowledged"]
+__all__ = ["POLL_S", "Observer", "acknowledged"]
+
+#: How often the live monitors look (an Observer's controller snapshot lives half that).
+POLL_S = 0.25
 
 
 def acknowledged(ops: Iterable[Mapping[str, Any]]) -> set[str]:

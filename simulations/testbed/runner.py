@@ -31,10 +31,8 @@ import asyncio
 import contextlib
 import json
 import os
-import sqlite3
-import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -43,34 +41,23 @@ import aiohttp
 
 from cloud.config import PlacementConfig
 
-from . import collect, ledger_task, local
+from . import collect
 from .embedded_broker import EmbeddedBroker
+from .faults import Faults
 from .history import History, LiveState, NodeState
-from .launch import Broker, TestbedError, start_broker
+from .launch import READY_TIMEOUT_S, TOKEN, Broker, TestbedError, start_broker
+from .monitor import Monitors
 from .netns import NetnsLink, netns_available
-from .observe import Observer, acknowledged
-from .plan import Plan, PlannedSubmission, make_plan
+from .observe import POLL_S, Observer
+from .plan import Plan, make_plan
 from .processes import AgentProcess, ControllerProcess
-from .proxy import FaultProxy, Lossy
-from .scenario import CONTROLLER_OPS, Scenario, Step
+from .proxy import FaultProxy
+from .scenario import Scenario
+from .submit import SPEEDS, Submitter
 
 __all__ = ["Broker", "History", "RunOptions", "Testbed", "TestbedError", "start_broker"]
 
-TOKEN = "testbed-token"
-READY_TIMEOUT_S = 30.0
 REGISTER_TIMEOUT_S = 30.0  # plus half a second per agent
-POLL_S = 0.25
-SPEEDS = "speeds.json"  # node -> speed factor, read by the ledger task
-
-
-def _lossy(params: Mapping[str, Any]) -> Lossy:
-    """A ``lossy`` step's shares (each 0 by default, delay_ms 500)."""
-    return Lossy(
-        drop=float(params.get("drop", 0.0)),
-        duplicate=float(params.get("duplicate", 0.0)),
-        delay=float(params.get("delay", 0.0)),
-        delay_ms=float(params.get("delay_ms", 500.0)),
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,12 +76,10 @@ class RunOptions:
     mode: str | None = None  # the controller's placement mode (default: the scenario's)
 
 
-def _ledger_command(args: list[str]) -> list[str]:
-    return [sys.executable, str(Path(ledger_task.__file__).resolve()), *args]
-
-
-class Testbed:
-    """One run of one scenario. Use :meth:`run` (async) once."""
+class Testbed(Submitter, Faults, Monitors):
+    """One run of one scenario. Use :meth:`run` (async) once. The workload, the faults
+    and the monitors are mixins (:mod:`.submit`, :mod:`.faults`, :mod:`.monitor`) over
+    the state this class keeps."""
 
     __test__ = False  # not a pytest test class, despite the name
 
@@ -259,28 +244,6 @@ class Testbed:
         await self._wait_registered()
         self.timings["setup_s"] = time.monotonic() - t
 
-    async def _api(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        assert self._session is not None
-        async with self._session.request(
-            method,
-            self.api_url + path,
-            json=body,
-            headers={"Authorization": f"Bearer {TOKEN}"},
-            timeout=aiohttp.ClientTimeout(total=10),
-        ) as resp:
-            try:
-                data = await resp.json(content_type=None)
-            except (json.JSONDecodeError, aiohttp.ContentTypeError):
-                data = None
-            return resp.status, data
-
-    async def _nodes(self) -> list[dict[str, Any]]:
-        try:
-            status, data = await self._api("GET", "/api/v1/nodes")
-        except (aiohttp.ClientError, TimeoutError):
-            return []
-        return list(data.get("nodes", [])) if status == 200 and isinstance(data, dict) else []
-
     async def _wait_registered(self) -> None:
         deadline = time.monotonic() + REGISTER_TIMEOUT_S + 0.5 * len(self.node_ids)
         missing = set(self.node_ids)
@@ -293,262 +256,6 @@ class Testbed:
         raise TestbedError(
             f"agents never registered with the controller: {', '.join(sorted(missing))}"
         )
-
-    # -- workload ----------------------------------------------------------------------
-
-    def _with_ledger(self, body: dict[str, Any]) -> dict[str, Any]:
-        ledger = str((collect.ledger_dir(self.out) / "{node}.jsonl").resolve())
-        out = dict(body)
-        out["command"] = _ledger_command(list(body["command"]))
-        out["env"] = {**body.get("env", {}), "CONTINUUM_LEDGER": ledger}
-        if self.speeds:
-            out["env"]["CONTINUUM_TB_SPEEDS"] = str((self.out / SPEEDS).resolve())
-        return out
-
-    def request_body(self, sub: PlannedSubmission) -> dict[str, Any]:
-        if sub.kind in ("task", "local"):
-            return self._with_ledger(sub.body)
-        return {**sub.body, "tasks": [self._with_ledger(t) for t in sub.body["tasks"]]}
-
-    async def _submit(self, sub: PlannedSubmission) -> None:
-        await asyncio.sleep(max(0.0, sub.at - self.hist.now()))
-        value = {"request": sub.request, "kind": sub.kind, "tasks": [dict(t) for t in sub.tasks]}
-        if sub.node is not None:
-            value["node"] = sub.node
-        self.hist.add("client", "invoke", "submit", value)
-        body = self.request_body(sub)
-        send = self._sender(sub, body)
-        done = {"request": sub.request}
-        maybe_sent = False
-        # Submissions are idempotent per id (an identical spec is accepted again),
-        # so transport errors are retried; if none of the tries may have reached
-        # the controller the outcome is a definite fail, otherwise indeterminate.
-        deadline = time.monotonic() + 20.0
-        while True:
-            try:
-                status, data = await send()
-            except (aiohttp.ClientConnectorError, local.LocalApiDown) as exc:
-                error = f"connect: {exc}"
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                maybe_sent = True
-                error = f"{type(exc).__name__}: {exc}"
-            else:
-                if status in (200, 201):
-                    self.hist.add("client", "ok", "submit", done)
-                    self.state.submitted += 1
-                    return
-                if 400 <= status < 500:
-                    self.hist.add(
-                        "client", "fail", "submit", {**done, "status": status, "error": data}
-                    )
-                    self._note(f"submission {sub.request} rejected ({status})")
-                    return
-                maybe_sent = True
-                error = f"HTTP {status}"
-            if time.monotonic() > deadline:
-                kind = "info" if maybe_sent else "fail"
-                self.hist.add("client", kind, "submit", {**done, "error": error})
-                return
-            await asyncio.sleep(0.5)
-
-    def _sender(
-        self, sub: PlannedSubmission, body: dict[str, Any]
-    ) -> Callable[[], Awaitable[tuple[int, Any]]]:
-        """How one submission is sent: to the controller's REST API, or (``local``) to
-        its agent's local API."""
-        if sub.kind == "local":
-            assert sub.node is not None and self._session is not None
-            agent, session = self.agents[sub.node], self._session
-            return lambda: local.submit(session, agent, body)
-        path = "/api/v1/tasks" if sub.kind == "task" else "/api/v1/workflows"
-        return lambda: self._api("POST", path, body)
-
-    # -- faults --------------------------------------------------------------------------
-
-    async def _apply(self, step: Step) -> None:
-        await asyncio.sleep(max(0.0, step.at - self.hist.now()))
-        await self.apply_step(step)
-
-    async def apply_step(self, step: Step) -> None:
-        """Apply one timeline step now and record it as a nemesis op."""
-        nodes = tuple(step.nodes) if isinstance(step.nodes, tuple) else ()
-        if step.op in CONTROLLER_OPS:
-            nodes = ()  # the plan resolved the default selector; these ops name no agent
-        p = dict(step.params)
-        op = step.op
-        direction = str(p.get("direction", "both"))
-        for n in nodes:
-            proxy, link = self.proxies[n], self.links.get(n)
-            if op == "partition":
-                if link is not None and direction == "both":
-                    await asyncio.to_thread(link.down)
-                else:
-                    proxy.cut(direction)  # type: ignore[arg-type]
-            elif op == "heal":
-                proxy.clear()
-                if link is not None:
-                    await asyncio.to_thread(link.up)
-            elif op == "delay":
-                proxy.set_delay(float(p["ms"]), float(p.get("jitter_ms", 0.0)))
-            elif op == "throttle":
-                proxy.set_bandwidth(float(p["bytes_per_s"]))
-            elif op == "flap":
-                proxy.flap(float(p["down_s"]), float(p["up_s"]))
-            elif op == "reset":
-                proxy.reset()
-            elif op == "lossy":
-                proxy.set_lossy(_lossy(p), direction)  # type: ignore[arg-type]
-            elif op == "pause":
-                self.agents[n].pause()
-            elif op == "resume":
-                self.agents[n].resume()
-            elif op == "kill":
-                self.agents[n].kill()
-            elif op == "restart" and not self.agents[n].alive:
-                self.agents[n].start()
-        if op == "controller-cut":
-            assert self.ctl_proxy is not None
-            self.ctl_proxy.cut(direction)  # type: ignore[arg-type]
-        elif op == "controller-heal":
-            assert self.ctl_proxy is not None
-            self.ctl_proxy.clear()
-        self.hist.add("nemesis", "info", op, {"nodes": list(nodes), **p})
-        self._note(f"{op} {','.join(nodes) or 'controller'}")
-        if op == "controller-restart":
-            await self._restart_controller(hard=bool(p.get("hard", True)))
-        if op in ("heal", "restart", "resume"):
-            self._spawn(self._measure_convergence(op, nodes, self.hist.now()))
-        elif op in ("controller-heal", "controller-restart"):
-            self._spawn(self._measure_convergence(op, tuple(self.node_ids), self.hist.now()))
-
-    async def _restart_controller(self, *, hard: bool) -> None:
-        assert self.controller is not None
-        ctl = self.controller
-        if hard:
-            ctl.kill()
-        else:
-            await asyncio.to_thread(ctl.stop)
-        ctl.start()
-        await asyncio.to_thread(ctl.wait_ready, READY_TIMEOUT_S)
-        self.hist.add("nemesis", "info", "controller-ready", {"starts": ctl.starts})
-
-    # -- observation -------------------------------------------------------------------------
-
-    async def _measure_convergence(self, cause: str, nodes: tuple[str, ...], at: float) -> None:
-        """Time from a heal until the healed agents' replicas equal the controller's.
-
-        Nodes still apart when the run stops measuring (a later fault on the same
-        node, or the end of the settle phase) are recorded as ``not-converged``."""
-        pending = set(nodes)
-        try:
-            while pending:
-                await asyncio.sleep(POLL_S)
-                ctl = await asyncio.to_thread(self.observer.controller_hashes)
-                if ctl is None:
-                    continue
-                for n in sorted(pending):
-                    alive = self.agents[n].alive
-                    if alive and await asyncio.to_thread(self.observer.node_converged, n, ctl):
-                        pending.discard(n)
-                        value = {
-                            "cause": cause,
-                            "node": n,
-                            "heal_at": round(at, 3),
-                            "after_s": round(self.hist.now() - at, 3),
-                        }
-                        self.hist.add("monitor", "info", "converged", value)
-        finally:
-            for n in sorted(pending):
-                value = {"cause": cause, "node": n, "heal_at": round(at, 3), "after_s": None}
-                self.hist.add("monitor", "info", "not-converged", value)
-
-    async def _poll_status(self) -> None:
-        """Keep the live display's counts fresh (what the system says, for the eye only)."""
-        while True:
-            ctl = await asyncio.to_thread(self.observer.status_counts)
-            if ctl is not None:
-                self.state.tasks = ctl
-            for n in await self._nodes():
-                if n.get("node_id") in self.state.nodes:
-                    self.state.nodes[n["node_id"]].link = str(n.get("link_state", "?"))
-            for n in self.node_ids:
-                with contextlib.suppress(OSError, sqlite3.Error):
-                    depth = collect.outbox_depth(collect.agent_journal(self.out, n))
-                    self.state.nodes[n].outbox = depth
-            self.state.elapsed = self.hist.now()
-            self._refresh()
-            await asyncio.sleep(1.0)
-
-    async def _settle(self) -> dict[str, Any]:
-        """Wait for quiescence (at most ``settle_s``). Also records, for the liveness
-        invariant, when each task still open at the first look became terminal,
-        in seconds after the final heal."""
-        started = time.monotonic()
-        stable, why = 0, ""
-        first_open: set[str] | None = None
-        open_: set[str] = set()
-        terminal_after: dict[str, float] = {}
-        while time.monotonic() - started < self.settle:
-            ok, why, now_open = await asyncio.to_thread(
-                self.observer.quiescent, acknowledged(self.hist.ops)
-            )
-            if now_open is not None:
-                open_ = now_open
-                first_open = set(now_open) if first_open is None else first_open
-                for t in first_open - now_open - terminal_after.keys():
-                    terminal_after[t] = round(self.hist.now() - self._final_heal_at, 3)
-            stable = stable + 1 if ok else 0
-            if stable >= 2:
-                break
-            self.state.phase = f"settling: {why}"
-            await asyncio.sleep(0.5)
-        took = time.monotonic() - started
-        return {
-            "quiescent": stable >= 2,
-            "after_s": round(took, 3),
-            "last": why,
-            "liveness_bound_s": self.scenario.liveness_bound_s,
-            "open_at_first_look": len(first_open or ()),
-            "terminal_after_heal_s": terminal_after,
-            "still_open": sorted(open_),
-        }
-
-    def _baseline_loss(self) -> None:
-        """``--lossy S``: every agent's link loses, duplicates and delays a share S of
-        PUBLISH packets each way from the start to the final heal; other faults' heals
-        keep it."""
-        if not self.options.lossy:
-            return
-        share = self.options.lossy
-        params = {"drop": share, "duplicate": share, "delay": share, "delay_ms": 500.0}
-        for proxy in self.proxies.values():
-            proxy.baseline = _lossy(params)
-            proxy.clear()
-        value = {"nodes": self.node_ids, **params, "baseline": True}
-        self.hist.add("nemesis", "info", "lossy", value)
-
-    async def _heal_all(self) -> None:
-        for proxy in [*self.proxies.values(), *([self.ctl_proxy] if self.ctl_proxy else [])]:
-            proxy.baseline = None
-            proxy.clear()
-        for link in self.links.values():
-            await asyncio.to_thread(link.up)
-        for agent in self.agents.values():
-            agent.resume()
-        restarted = [n for n, a in self.agents.items() if not a.alive]
-        for n in restarted:
-            self.agents[n].start()
-        if self.controller is not None and not self.controller.alive:
-            self.controller.start()
-            await asyncio.to_thread(self.controller.wait_ready, READY_TIMEOUT_S)
-        self._final_heal_at = self.hist.now()
-        self.hist.add(
-            "nemesis",
-            "info",
-            "heal",
-            {"nodes": list(self.node_ids), "final": True, "restarted": restarted},
-        )
-        self._spawn(self._measure_convergence("final-heal", tuple(self.node_ids), self.hist.now()))
 
     # -- the run ---------------------------------------------------------------------------------
 

@@ -38,14 +38,34 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from shared.errors import Problem, ValidationError
 from shared.vocab import Level, Tier
 
+from .scenario_read import Reader, level_names, selector_problem
+from .scenario_types import (
+    CONTROLLER_OPS,
+    DIRECTIONS,
+    OPS,
+    RANDOM_OPS,
+    SHARES,
+    WORKLOAD_LEVELS,
+    AgentGroup,
+    Burst,
+    LocalGen,
+    RandomNemesis,
+    Scenario,
+    Step,
+    TaskMix,
+    Topology,
+    WorkflowGen,
+    Workload,
+)
+
 __all__ = [
+    "CONTROLLER_OPS",
     "OPS",
     "AgentGroup",
     "Burst",
@@ -62,290 +82,17 @@ __all__ = [
     "scenario_dir",
 ]
 
-# op → {param: (type, required)}; every op except controller ones takes ``nodes``.
-OPS: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
-    "partition": {"direction": (str, False)},
-    "heal": {},
-    "delay": {"ms": ((int, float), True), "jitter_ms": ((int, float), False)},
-    "throttle": {"bytes_per_s": ((int, float), True)},
-    "flap": {"down_s": ((int, float), True), "up_s": ((int, float), True)},
-    "reset": {},
-    "kill": {},
-    "restart": {},
-    "pause": {},
-    "resume": {},
-    "lossy": {
-        "drop": ((int, float), False),
-        "duplicate": ((int, float), False),
-        "delay": ((int, float), False),
-        "delay_ms": ((int, float), False),
-        "direction": (str, False),
-    },
-    "controller-restart": {"hard": (bool, False)},
-    "controller-cut": {"direction": (str, False)},
-    "controller-heal": {},
-}
-CONTROLLER_OPS = frozenset({"controller-restart", "controller-cut", "controller-heal"})
-DIRECTIONS = ("both", "up", "down")
-WORKLOAD_LEVELS = ("strong", "causal", "eventual", "adaptive")
-RANDOM_OPS = (
-    "partition",
-    "partition-up",
-    "partition-down",
-    "flap",
-    "delay",
-    "kill",
-    "reset",
-    "pause",
-    "lossy",
-)
-#: Shares of PUBLISH packets (0..1) in a ``lossy`` step.
-SHARES = ("drop", "duplicate", "delay")
-
-
-@dataclass(frozen=True, slots=True)
-class AgentGroup:
-    """A template for agents; agents are dealt to groups in turn (or by ``count``)."""
-
-    tier: str = "edge"
-    labels: Mapping[str, str] = field(default_factory=dict)
-    cpus: float = 2.0
-    memory_mb: int = 1024
-    count: int | None = None
-    #: How fast the group's agents work: the ledger task stretches its ``sleep_ms`` by
-    #: ``1 / speed`` on them (1.0: a server core; 0.25: a single-board device).
-    speed: float = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class Topology:
-    agents: int = 3
-    groups: tuple[AgentGroup, ...] = (AgentGroup(),)
-
-
-@dataclass(frozen=True, slots=True)
-class TaskMix:
-    level: str = "causal"
-    weight: float = 1.0
-    sleep_ms: tuple[int, int] = (100, 300)
-    fail_rate: float = 0.0  # share of tasks whose command exits 1
-    idempotent: bool = False
-    priority: int = 50
-    max_disconnect_s: float | None = None
-    min: str | None = None  # adaptive bounds
-    max: str | None = None
-    max_attempts: int = 3
-    name: str | None = None  # lets a burst draw from this mix only (``bursts.mix``)
-    labels: Mapping[str, str] = field(default_factory=dict)  # placement.labels: pins work
-    deadline_s: float | None = None  # the spec's deadline_s (counted from the submission)
-    kind: str | None = None  # the task's name, what the controller learns a run time for
-    max_latency_ms: float | None = None  # placement.max_latency_ms: a latency-bound task
-    cpu: float = 0.1  # resources.cpu: the cores the controller reserves for the task
-
-
-@dataclass(frozen=True, slots=True)
-class Burst:
-    at: float
-    count: int
-    level: str | None = None  # restrict the burst to mixes of this level
-    mix: str | None = None  # or to the mix of this name (it may have weight 0)
-
-
-@dataclass(frozen=True, slots=True)
-class LocalGen:
-    """``count`` tasks submitted to an agent's own local API (not the controller's), from
-    ``at`` every ``every_s``: work a device accepts by itself, even while cut off."""
-
-    at: float
-    nodes: str | tuple[str, ...] = "agent-1"
-    count: int = 1
-    every_s: float = 0.0
-    level: str = "causal"  # causal | eventual: what an agent accepts without the cloud
-    sleep_ms: tuple[int, int] = (500, 1500)
-
-
-@dataclass(frozen=True, slots=True)
-class WorkflowGen:
-    """``count`` workflows at ``at`` (then every ``every_s``): a layered DAG of
-    ``depth`` layers of ``width`` tasks, each depending on every task of the layer above."""
-
-    at: float = 0.0
-    count: int = 1
-    every_s: float = 0.0
-    width: int = 2
-    depth: int = 2
-    level: str = "causal"
-    sleep_ms: tuple[int, int] = (100, 200)
-
-
-@dataclass(frozen=True, slots=True)
-class Workload:
-    rate_per_s: float = 1.0
-    start_s: float = 0.0
-    stop_s: float | None = None  # default: the scenario's duration
-    mix: tuple[TaskMix, ...] = (TaskMix(),)
-    bursts: tuple[Burst, ...] = ()
-    workflows: tuple[WorkflowGen, ...] = ()
-    local: tuple[LocalGen, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Step:
-    at: float
-    op: str
-    nodes: str | tuple[str, ...] = "all"
-    params: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class RandomNemesis:
-    """A seeded random fault schedule (Jepsen's nemesis generator): one fault at a
-    time, on random nodes, each lasting 1..``max_fault_s`` and then healed."""
-
-    start_s: float = 5.0
-    stop_s: float | None = None
-    interval_s: float = 5.0
-    max_fault_s: float = 8.0
-    ops: tuple[str, ...] = RANDOM_OPS
-    lease_s: tuple[float, float] | None = None  # strong lease drawn from [lo, hi] per seed
-
-
-@dataclass(frozen=True, slots=True)
-class Scenario:
-    name: str
-    description: str = ""
-    duration_s: float = 30.0
-    seed: int = 0
-    settle_s: float = 60.0  # max wait for quiescence after the final heal
-    liveness_bound_s: float = 30.0  # every acknowledged task terminal this soon after it
-    topology: Topology = Topology()
-    workload: Workload = Workload()
-    timeline: tuple[Step, ...] = ()
-    nemesis: RandomNemesis | None = None
-    controller: Mapping[str, Any] = field(default_factory=dict)  # merged into its config
-    agent: Mapping[str, Any] = field(default_factory=dict)  # merged into every agent's config
-    path: str | None = None
-
 
 def scenario_dir() -> Path:
     """The shipped scenarios (``simulations/scenarios/``)."""
     return Path(__file__).resolve().parent.parent / "scenarios"
 
 
-class _Reader:
-    """Collects problems while reading typed fields out of nested tables."""
-
-    def __init__(self) -> None:
-        self.problems: list[Problem] = []
-
-    def bad(self, path: str, message: str) -> None:
-        self.problems.append(Problem(path, message))
-
-    def table(self, data: Mapping[str, Any], key: str, path: str) -> Mapping[str, Any]:
-        value = data.get(key, {})
-        if not isinstance(value, Mapping):
-            self.bad(path, f"must be a table, not {type(value).__name__}")
-            return {}
-        return value
-
-    def tables(self, data: Mapping[str, Any], key: str, path: str) -> list[Mapping[str, Any]]:
-        value = data.get(key, [])
-        if not isinstance(value, list) or not all(isinstance(v, Mapping) for v in value):
-            self.bad(path, "must be an array of tables ([[...]])")
-            return []
-        return value
-
-    def labels(self, data: Mapping[str, Any], key: str, path: str) -> dict[str, str]:
-        value = data.get(key, {})
-        if not isinstance(value, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-        ):
-            self.bad(path, "must be a table of string → string")
-            return {}
-        return dict(value)
-
-    def unknown(self, data: Mapping[str, Any], allowed: set[str], path: str) -> None:
-        for key in sorted(set(data) - allowed):
-            self.bad(f"{path}.{key}" if path else key, "unknown field")
-
-    def num(
-        self,
-        data: Mapping[str, Any],
-        key: str,
-        path: str,
-        default: float | None,
-        *,
-        lo: float | None = 0.0,
-        hi: float | None = None,
-        integer: bool = False,
-    ) -> Any:
-        value = data.get(key, default)
-        if value is None:
-            return None
-        kinds: tuple[type, ...] = (int,) if integer else (int, float)
-        if isinstance(value, bool) or not isinstance(value, kinds):
-            self.bad(path, f"must be {'an integer' if integer else 'a number'}")
-            return default
-        if lo is not None and value < lo:
-            self.bad(path, f"must be ≥ {lo}")
-        if hi is not None and value > hi:
-            self.bad(path, f"must be ≤ {hi}")
-        return value
-
-    def choice(
-        self, data: Mapping[str, Any], key: str, path: str, default: str | None, options: Any
-    ) -> Any:
-        value = data.get(key, default)
-        if value is not None and value not in options:
-            self.bad(path, f"must be one of {', '.join(map(str, options))}; got {value!r}")
-            return default
-        return value
-
-    def range_ms(
-        self, data: Mapping[str, Any], key: str, path: str, default: tuple[int, int]
-    ) -> Any:
-        value = data.get(key, list(default))
-        if isinstance(value, int) and not isinstance(value, bool):
-            value = [value, value]
-        ok = (
-            isinstance(value, list)
-            and len(value) == 2
-            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
-            and value[0] <= value[1]
-        )
-        if not ok:
-            self.bad(path, "must be an integer ≥ 0 or [lo, hi] with 0 ≤ lo ≤ hi")
-            return default
-        return (value[0], value[1])
-
-
-def _selector_problem(sel: Any) -> str | None:
-    if isinstance(sel, list):
-        if not sel or not all(isinstance(s, str) and s.startswith("agent-") for s in sel):
-            return "a list of node names must hold names like 'agent-2'"
-        return None
-    if not isinstance(sel, str):
-        return "must be a selector string or a list of node names"
-    if sel in ("all", "half", "one", "others"):
-        return None
-    if sel.startswith("random:"):
-        return None if sel[7:].isdigit() and int(sel[7:]) > 0 else "random:K needs K ≥ 1"
-    if sel.startswith("tier:"):
-        return None if sel[5:] in [t.value for t in Tier] else f"unknown tier in {sel!r}"
-    if sel.startswith("agent-") and sel[6:].isdigit() and int(sel[6:]) >= 1:
-        return None
-    return f"unknown selector {sel!r} (all, half, one, others, random:K, tier:T, agent-N)"
-
-
-def _level_names() -> list[str]:
-    return [lv.value for lv in Level]
-
-
-def _parse_mix(r: _Reader, m: Mapping[str, Any], path: str) -> TaskMix:
+def _parse_mix(r: Reader, m: Mapping[str, Any], path: str) -> TaskMix:
     r.unknown(m, set(TaskMix.__slots__), path)  # type: ignore[attr-defined]
     level = r.choice(m, "level", f"{path}.level", "causal", WORKLOAD_LEVELS)
-    lo = r.choice(m, "min", f"{path}.min", None, _level_names())
-    hi = r.choice(m, "max", f"{path}.max", None, _level_names())
+    lo = r.choice(m, "min", f"{path}.min", None, level_names())
+    hi = r.choice(m, "max", f"{path}.max", None, level_names())
     if level == "adaptive":
         lo, hi = lo or "eventual", hi or "strong"
         if Level(lo).strength > Level(hi).strength:
@@ -373,7 +120,7 @@ def _parse_mix(r: _Reader, m: Mapping[str, Any], path: str) -> TaskMix:
     )
 
 
-def _name(r: _Reader, m: Mapping[str, Any], key: str, path: str) -> str | None:
+def _name(r: Reader, m: Mapping[str, Any], key: str, path: str) -> str | None:
     """An optional non-empty string."""
     value = m.get(key)
     if value is not None and (not isinstance(value, str) or not value):
@@ -382,7 +129,7 @@ def _name(r: _Reader, m: Mapping[str, Any], key: str, path: str) -> str | None:
     return value
 
 
-def _parse_step(r: _Reader, s: Mapping[str, Any], path: str) -> Step | None:
+def _parse_step(r: Reader, s: Mapping[str, Any], path: str) -> Step | None:
     op = s.get("op")
     if op not in OPS:
         r.bad(f"{path}.op", f"must be one of {', '.join(OPS)}; got {op!r}")
@@ -414,7 +161,7 @@ def _parse_step(r: _Reader, s: Mapping[str, Any], path: str) -> Step | None:
     nodes: str | tuple[str, ...] = "all"
     if op not in CONTROLLER_OPS:
         raw = s.get("nodes", "all")
-        problem = _selector_problem(raw)
+        problem = selector_problem(raw)
         if problem:
             r.bad(f"{path}.nodes", problem)
         nodes = tuple(raw) if isinstance(raw, list) else raw
@@ -423,7 +170,7 @@ def _parse_step(r: _Reader, s: Mapping[str, Any], path: str) -> Step | None:
 
 def parse_scenario(data: Mapping[str, Any], *, source: str | None = None) -> Scenario:
     """Validate a parsed TOML document; raise one ValidationError with every problem."""
-    r = _Reader()
+    r = Reader()
     r.unknown(
         data,
         {
@@ -515,7 +262,7 @@ def parse_scenario(data: Mapping[str, Any], *, source: str | None = None) -> Sce
         p = f"workload.local[{i}]"
         r.unknown(lg, set(LocalGen.__slots__), p)  # type: ignore[attr-defined]
         raw = lg.get("nodes", "agent-1")
-        problem = _selector_problem(raw)
+        problem = selector_problem(raw)
         if problem:
             r.bad(f"{p}.nodes", problem)
         at = r.num(lg, "at", f"{p}.at", None)

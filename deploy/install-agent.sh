@@ -22,8 +22,12 @@
 #   4. installs edge-agent.service, enables it and (re)starts it.
 # Re-running upgrades the package; options given again that differ from the last run are
 # reported and applied (the previous config is kept as agent.toml.bak); options left out
-# keep their last value. --dry-run prints the steps without doing them; --root DIR puts
-# every path under DIR (tests), creating no user.
+# keep their last value. After an install from a bundle, the bundle's values are the last
+# run's: a re-run without --bundle keeps the node id, its password file and certificates,
+# and applies only the options given (a different --node-id or --username is refused: the
+# bundle's password is that node's; enroll the new name and re-run with its bundle).
+# --dry-run prints the steps without doing them; --root DIR puts every path under DIR
+# (tests), creating no user.
 set -eu
 
 NAME=install-agent
@@ -37,7 +41,7 @@ RUN_HINT="edge-agent run --config $CONF_DIR/agent.toml"
 . "$(cd "$(dirname "$0")" && pwd)/install-common.sh"
 
 NODE_ID="" BROKER="" PORT="" TIER="" USERNAME="" TLS="" CA_FILE="" CERT_FILE="" KEY_FILE=""
-PASSWORD_FILE="" BUNDLE=""
+PASSWORD_FILE="" BUNDLE="" SECRET_FILE=""
 usage() { sed -n '2,/^set -eu/p' "$0" | sed '$d'; }
 while [ $# -gt 0 ]; do
     parse_common_option "$@"
@@ -67,6 +71,12 @@ done
 given_node=$NODE_ID given_broker=$BROKER given_port=$PORT given_tier=$TIER
 given_user=$USERNAME given_tls=$TLS given_ca=$CA_FILE given_cert=$CERT_FILE given_key=$KEY_FILE
 load_settings
+# A node joined from a bundle (SECRET_FILE: its broker.password_file) keeps its name.
+if [ -z "$BUNDLE" ] && [ -n "$SECRET_FILE" ] && { [ "${given_node:-$NODE_ID}" != "$NODE_ID" ] \
+    || [ "${given_user:-$USERNAME}" != "$USERNAME" ]; }; then
+    die "this device joined as $NODE_ID from a bundle, whose password is that node's: \
+enroll the new name and re-run with its --bundle"
+fi
 # TLS without a port means the TLS listener's port, not the plaintext one kept from before.
 if [ "$given_tls" = true ] && [ -z "$given_port" ] && [ "${PORT:-1883}" = 1883 ]; then
     given_port=8883
@@ -86,11 +96,30 @@ fi
 precheck
 
 say "installing the edge agent under ${ROOT:-/}"
-record_settings NODE_ID BROKER PORT TIER USERNAME TLS CA_FILE CERT_FILE KEY_FILE
+SETTINGS="NODE_ID BROKER PORT TIER USERNAME TLS CA_FILE CERT_FILE KEY_FILE SECRET_FILE"
+# shellcheck disable=SC2086  # a list of names
+[ -n "$BUNDLE" ] || record_settings $SETTINGS  # from a bundle: once it is applied, below
 ensure_user
 ensure_venv
 link_tools edge-agent
 BIN="$ROOT$PREFIX/.venv/bin"
+
+# settings_of CONFIG: the settings (as install.env assignments) a joined config holds.
+settings_of() {
+    "$BIN/python" - "$1" <<'EOF'
+import shlex, sys
+from edge_agent.config import load_config
+cfg = load_config(sys.argv[1])
+node, broker = cfg.node, cfg.broker
+for name, value in (
+    ("NODE_ID", node.id), ("TIER", node.tier), ("BROKER", broker.host),
+    ("PORT", broker.port), ("USERNAME", broker.username), ("TLS", str(broker.tls).lower()),
+    ("CA_FILE", broker.ca_file), ("CERT_FILE", broker.cert_file),
+    ("KEY_FILE", broker.key_file), ("SECRET_FILE", broker.password_file),
+):
+    print(f"{name}={shlex.quote(str(value))}")
+EOF
+}
 
 # 3. the config
 run mkdir -p "$ROOT$CONF_DIR"
@@ -100,6 +129,13 @@ if [ -n "$BUNDLE" ]; then
     say "writing $CONFIG from the bundle"
     run "$BIN/edge-agent" join "$BUNDLE" --config "$CONFIG" --state-dir "$ROOT$STATE_DIR" \
         $force || die "the bundle was not applied"
+    # What the bundle set becomes this install's settings, for the next run to keep.
+    if [ "$DRY_RUN" = false ]; then
+        joined=$(settings_of "$CONFIG") || die "cannot read back $CONFIG"
+        eval "$joined"
+    fi
+    # shellcheck disable=SC2086
+    record_settings $SETTINGS
     CHANGED=true
 elif [ "$CHANGED" = true ] || [ ! -f "$CONFIG" ]; then
     set -- --node-id "$NODE_ID" --tier "$TIER" --state-dir "$ROOT$STATE_DIR"
@@ -108,6 +144,7 @@ elif [ "$CHANGED" = true ] || [ ! -f "$CONFIG" ]; then
     [ "$TLS" = true ] && set -- "$@" --tls
     [ -n "$CA_FILE" ] && set -- "$@" --ca-file "$CA_FILE"
     [ -n "$CERT_FILE" ] && set -- "$@" --cert-file "$CERT_FILE" --key-file "$KEY_FILE"
+    [ -n "$SECRET_FILE" ] && set -- "$@" --password-file "$SECRET_FILE"
     if [ -f "$CONFIG" ]; then run cp -p "$CONFIG" "$CONFIG.bak"; say "previous config kept as $CONFIG.bak"; fi
     say "writing $CONFIG"
     # The commented example with this device's values, validated (exit 2 if not).

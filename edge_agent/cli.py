@@ -107,6 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     device.add_argument("--ca-file", help="broker.ca_file")
     device.add_argument("--cert-file", help="broker.cert_file (mutual TLS)")
     device.add_argument("--key-file", help="broker.key_file (mutual TLS)")
+    device.add_argument("--password-file", help="broker.password_file (a joined node's)")
 
     sub.add_parser(
         "run",
@@ -159,6 +160,7 @@ def _device_values(args: argparse.Namespace) -> dict[str, object]:
         ("ca_file", "broker.ca_file"),
         ("cert_file", "broker.cert_file"),
         ("key_file", "broker.key_file"),
+        ("password_file", "broker.password_file"),
     ):
         if getattr(args, option) is not None:
             values[key] = getattr(args, option)

@@ -1,6 +1,7 @@
 """deploy/install-agent.sh and deploy/install-controller.sh under ``--root``: checks before
 changes, with and without systemd, a bad package, dry runs, and re-runs that report and apply
-changed options. Installs are real (venv + pip, offline from the wheelhouse)."""
+changed options (also after an install from a bundle, which keeps the node and its secrets).
+Installs are real (venv + pip, offline from the wheelhouse)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from pathlib import Path
 
 import pytest
 from deploy_harness import REPO, installer_env, wheel_of
+
+from shared.enrolment import Bundle, encode_bundle
 
 # Real installs: minutes on a loaded machine, beyond the suite's default.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -180,3 +183,68 @@ def test_controller_install_then_rerun_keeps_its_secrets(test_root: Path, wheelh
     assert new["agents"]["broker_port"] == 9883
     assert new["api"]["token"] == data["api"]["token"]
     assert new["broker"]["password"] == data["broker"]["password"]
+
+
+def test_agent_rerun_after_a_bundle_keeps_the_node_and_its_secrets(
+    test_root: Path, wheelhouse: Path
+) -> None:
+    """Installed from a bundle (mutual TLS), then re-run: without options nothing changes;
+    a changed option is reported and applied while the node id, its password file and its
+    certificates stay; another node id is refused before anything changes."""
+    env = installer_env(test_root, wheelhouse, systemd=True)
+    wheel = str(wheel_of(wheelhouse))
+    pem = "-----BEGIN CERTIFICATE-----\nnot checked here\n-----END CERTIFICATE-----\n"
+    bundle = test_root / "edge-7.bundle"
+    bundle.write_text(
+        encode_bundle(
+            Bundle(
+                "edge-7",
+                "device",
+                "mqtt.example.org",
+                8883,
+                True,
+                "edge-7",
+                "s3cret",
+                pem,
+                pem,
+                pem,
+            )
+        )
+    )
+    first = _run(AGENT, test_root, env, "--bundle", str(bundle), "--package", wheel, "--no-start")
+    assert first.returncode == 0, first.stderr
+    conf_dir = test_root / "etc/edge-agent"
+    config = conf_dir / "agent.toml"
+    joined = tomllib.loads(config.read_text())
+    secrets = {
+        p.name: p.read_bytes()
+        for p in conf_dir.iterdir()
+        if p.suffix in (".password", ".crt", ".key")
+    }
+    assert set(secrets) == {"broker.password", "ca.crt", "edge-7.crt", "edge-7.key"}
+
+    same = _run(AGENT, test_root, env, "--package", wheel, "--no-start")
+    assert same.returncode == 0, same.stderr
+    assert "changed:" not in same.stdout and tomllib.loads(config.read_text()) == joined
+
+    again = _run(
+        AGENT, test_root, env, "--tier", "edge", "--port", "8884", "--package", wheel, "--no-start"
+    )
+    assert again.returncode == 0, again.stderr
+    assert "changed: PORT '8883' -> '8884'" in again.stdout
+    assert "changed: TIER 'device' -> 'edge'" in again.stdout
+    data = tomllib.loads(config.read_text())
+    assert (data["node"]["tier"], data["broker"]["port"]) == ("edge", 8884)
+    kept = ("host", "username", "password_file", "tls", "ca_file", "cert_file", "key_file")
+    assert {k: data["broker"][k] for k in kept} == {k: joined["broker"][k] for k in kept}
+    assert (data["node"]["id"], data["node"]["state_dir"]) == (
+        "edge-7",
+        joined["node"]["state_dir"],
+    )
+    assert {p.name: p.read_bytes() for p in conf_dir.iterdir() if p.name in secrets} == secrets
+    assert (conf_dir / "agent.toml.bak").exists()
+
+    before = config.read_bytes()
+    renamed = _run(AGENT, test_root, env, "--node-id", "edge-8", "--package", wheel, "--no-start")
+    assert renamed.returncode == 1 and "joined as edge-7 from a bundle" in renamed.stderr
+    assert config.read_bytes() == before

@@ -1,9 +1,12 @@
 """Issue 12's goals in the simulator: does adaptation pay, over several seeds?
 
-On every shipped simulator scenario, the five placement modes (declared
-consistency) run over ``SIM_GOALS_SEEDS`` (default ``1-5``); per mode the mean
-deadline-miss rate, WAN MB, energy and harm (re-executions of non-idempotent tasks)
-with their 95 % interval (``simulations.sim.stats``). Goal rows, per scenario:
+On every shipped simulator scenario, and on the *held-out* ones
+(``benchmarks/heldout/*.toml``: written to check that the policy was not fitted to
+the shipped ones, never tuned against; see its README), the five placement modes
+(declared consistency) run over ``SIM_GOALS_SEEDS`` (default ``1-5``); per mode
+the mean deadline-miss rate, WAN MB, energy and harm (re-executions of
+non-idempotent tasks) with their 95 % interval (``simulations.sim.stats``). Goal
+rows, per scenario:
 
 - ``adaptive`` has the lowest mean miss rate of the five modes (within 0.2
   percentage points of the best counts);
@@ -17,18 +20,25 @@ On ``partitions-frequent`` also the consistency goal: adaptive consistency
 causes no more harm than ``causal``, and is strictly better than each fixed level
 on one of the two.
 
-``SIM_GOALS_QUICK=1`` cuts every scenario to 60 simulated seconds and one seed (a
-smoke run; its figures are not the goals').
+Environment: ``SIM_GOALS_QUICK=1`` cuts every scenario to 60 simulated seconds and
+one seed (a smoke run; its figures are not the goals'); ``SIM_GOALS_ONLY`` a
+comma-separated list of scenario names; ``SIM_GOALS_JOBS`` worker processes;
+``SIM_GOALS_RUNS`` a JSON-lines file of finished runs: runs found there are not
+run again and new ones are appended (a long measurement survives an interruption).
+After the goal rows it prints a Markdown table of every mode's figures.
 """
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 from _report import emit
 
-from simulations.sim.records import Result
-from simulations.sim.runner import run_policies
+from simulations.sim.model import simulate
 from simulations.sim.scenario import load, parse_policy, scenario_dir
 from simulations.sim.stats import Summary, parse_seeds, summarise
 
@@ -36,58 +46,97 @@ MODES = ("cloud_only", "edge_only", "hybrid_static", "hybrid_dynamic", "adaptive
 LEVELS = ("strong", "causal", "eventual")
 #: "within 0.2 percentage points of the best counts"
 TIE_PP = 0.2
+#: Held-out scenarios: not shipped, not tuned against (benchmarks/heldout/README.md).
+HELDOUT = Path(__file__).resolve().parent / "heldout"
+CONSISTENCY = "partitions-frequent"
+METRICS = ("deadline_miss_rate", "wan_mb", "energy_kj", "harm")
+
+Key = tuple[str, str, int]  # scenario, policy, seed
+Runs = dict[Key, dict[str, float]]
 
 
-def _runs(name: str, policies: list[str], seeds: list[int | None], quick: bool) -> list[Result]:
-    scenario = load(scenario_dir() / f"{name}.toml", params={"duration_s": 60} if quick else None)
-    return run_policies(scenario, [parse_policy(p) for p in policies], seeds=seeds)
+def _one(path: str, policy: str, seed: int, quick: bool) -> tuple[Key, dict[str, float]]:
+    scenario = load(path, params={"duration_s": 60} if quick else None)
+    result = simulate(scenario, parse_policy(policy), seed=seed)
+    return (scenario.name, result.policy, seed), {m: result.metrics[m] for m in METRICS}
 
 
-def _by_policy(results: list[Result], metric: str) -> dict[str, Summary]:
-    values: dict[str, list[float]] = {}
-    for r in results:
-        values.setdefault(r.policy, []).append(r.metrics[metric])
-    return {policy: summarise(v) for policy, v in values.items()}
+def _measure(work: list[tuple[str, str, int]], quick: bool, runs: Runs, log: str | None) -> None:
+    """Run every ``(path, policy, seed)`` not yet in ``runs`` (appending to ``log``)."""
+    todo = [w for w in work if (Path(w[0]).stem, parse_policy(w[1]).name, w[2]) not in runs]
+    jobs = int(os.environ.get("SIM_GOALS_JOBS", "1"))
+
+    def record(key: Key, metrics: dict[str, float]) -> None:
+        runs[key] = metrics
+        if log:
+            with open(log, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps({"key": list(key), "metrics": metrics}) + "\n")
+
+    if not todo:
+        return
+    if jobs <= 1:
+        for item in todo:
+            record(*_one(*item, quick))
+        return
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        for key, metrics in pool.map(_one, *zip(*todo, strict=True), [quick] * len(todo)):
+            record(key, metrics)
 
 
-def _modes(name: str, seeds: list[int | None], quick: bool) -> None:
-    results = _runs(name, list(MODES), seeds, quick)
-    miss = _by_policy(results, "deadline_miss_rate")
-    wan = _by_policy(results, "wan_mb")
-    energy = _by_policy(results, "energy_kj")
-    harm = _by_policy(results, "harm")
-    key = {m: f"{m}/declared" for m in MODES}
+def _load_runs(log: str | None) -> Runs:
+    runs: Runs = {}
+    if log and os.path.exists(log):
+        with open(log, encoding="utf-8") as fh:
+            for line in fh:
+                row = json.loads(line)
+                name, policy, seed = row["key"]
+                runs[(name, policy, int(seed))] = row["metrics"]
+    return runs
+
+
+def _summary(runs: Runs, name: str, policy: str, seeds: Iterable[int], metric: str) -> Summary:
+    return summarise([runs[(name, policy, s)][metric] for s in seeds])
+
+
+def _modes(name: str, runs: Runs, seeds: list[int], heldout: bool) -> None:
+    label = f"{name} (held out)" if heldout else name
+
+    def get(mode: str, metric: str) -> Summary:
+        return _summary(runs, name, f"{mode}/declared", seeds, metric)
+
+    miss = {m: get(m, "deadline_miss_rate") for m in MODES}
+    wan = {m: get(m, "wan_mb") for m in MODES}
+    energy = {m: get(m, "energy_kj") for m in MODES}
+    harm = {m: get(m, "harm") for m in MODES}
     for mode in MODES:
-        p = key[mode]
         emit(
-            f"sim goals: {name} {mode} deadline miss",
-            measured=100 * miss[p].mean,
+            f"sim goals: {label} {mode} deadline miss",
+            measured=100 * miss[mode].mean,
             unit="%",
             direction="lower",
-            note=f"± {100 * miss[p].half:.2f} (95 %, {miss[p].n} seeds); "
-            f"WAN {wan[p].mean:,.0f} MB, energy {energy[p].mean:,.0f} kJ, "
-            f"harm {harm[p].mean:,.1f}",
+            note=f"± {100 * miss[mode].half:.2f} (95 %, {miss[mode].n} seeds); "
+            f"WAN {wan[mode].mean:,.0f} MB, energy {energy[mode].mean:,.0f} kJ, "
+            f"harm {harm[mode].mean:,.1f} ± {harm[mode].half:,.1f}",
         )
-    ad = key["adaptive"]
-    best = min((miss[key[m]].mean for m in MODES if m != "adaptive"), default=0.0)
+    best = min(miss[m].mean for m in MODES if m != "adaptive")
     emit(
-        f"sim goals: {name} adaptive miss minus the best other mode",
-        measured=100 * (miss[ad].mean - best),
+        f"sim goals: {label} adaptive miss minus the best other mode",
+        measured=100 * (miss["adaptive"].mean - best),
         unit="pp",
         goal=TIE_PP,
         direction="lower",
     )
     emit(
-        f"sim goals: {name} adaptive WAN / cloud_only WAN",
-        measured=wan[ad].mean / max(wan[key["cloud_only"]].mean, 1e-9),
+        f"sim goals: {label} adaptive WAN / cloud_only WAN",
+        measured=wan["adaptive"].mean / max(wan["cloud_only"].mean, 1e-9),
         unit="x",
         goal=1.0,
         direction="lower",
     )
-    lowest = min(energy[key[m]].mean for m in MODES)
+    lowest = min(energy[m].mean for m in MODES)
     emit(
-        f"sim goals: {name} adaptive energy / lowest mode's",
-        measured=energy[ad].mean / lowest,
+        f"sim goals: {label} adaptive energy / lowest mode's",
+        measured=energy["adaptive"].mean / lowest,
         unit="x",
         goal=1.05,
         direction="lower",
@@ -95,7 +144,7 @@ def _modes(name: str, seeds: list[int | None], quick: bool) -> None:
     if name == "pureedgesim-10k":
         emit(
             f"sim goals: {name} adaptive deadline miss",
-            measured=100 * miss[ad].mean,
+            measured=100 * miss["adaptive"].mean,
             unit="%",
             goal=0.5,
             direction="lower",
@@ -103,21 +152,19 @@ def _modes(name: str, seeds: list[int | None], quick: bool) -> None:
     if name == "wan-100ms":
         emit(
             f"sim goals: {name} adaptive miss minus edge_only's",
-            measured=100 * (miss[ad].mean - miss[key["edge_only"]].mean),
+            measured=100 * (miss["adaptive"].mean - miss["edge_only"].mean),
             unit="pp",
             goal=0.0,
             direction="lower",
         )
 
 
-def _consistency(seeds: list[int | None], quick: bool) -> None:
-    name = "partitions-frequent"
-    policies = [f"hybrid_dynamic/{c}" for c in (*LEVELS, "adaptive")]
-    results = _runs(name, policies, seeds, quick)
-    miss = _by_policy(results, "deadline_miss_rate")
-    harm = _by_policy(results, "harm")
-    ad = "hybrid_dynamic/adaptive"
+def _consistency(runs: Runs, seeds: list[int]) -> None:
+    name = CONSISTENCY
     fixed = [f"hybrid_dynamic/{c}" for c in LEVELS]
+    ad = "hybrid_dynamic/adaptive"
+    miss = {p: _summary(runs, name, p, seeds, "deadline_miss_rate") for p in (*fixed, ad)}
+    harm = {p: _summary(runs, name, p, seeds, "harm") for p in (*fixed, ad)}
     best = min(miss[p].mean for p in fixed)
     emit(
         f"sim goals: {name} adaptive consistency miss minus the best fixed level",
@@ -125,7 +172,10 @@ def _consistency(seeds: list[int | None], quick: bool) -> None:
         unit="pp",
         goal=0.0,
         direction="lower",
-        note=", ".join(f"{p.split('/')[1]} {100 * miss[p].mean:.2f} %" for p in (*fixed, ad)),
+        note=", ".join(
+            f"{p.split('/')[1]} {100 * miss[p].mean:.2f} ± {100 * miss[p].half:.2f} %"
+            for p in (*fixed, ad)
+        ),
     )
     emit(
         f"sim goals: {name} adaptive consistency harm minus causal's",
@@ -145,14 +195,53 @@ def _consistency(seeds: list[int | None], quick: bool) -> None:
     )
 
 
+def _table(runs: Runs, scenarios: list[tuple[str, bool]], seeds: list[int]) -> str:
+    """Every mode's figures, mean ± 95 % half-width over the seeds (Markdown)."""
+
+    def cell(s: Summary, scale: float = 1.0, digits: int = 2) -> str:
+        return f"{scale * s.mean:,.{digits}f} ± {scale * s.half:,.{digits}f}"
+
+    lines = [
+        f"| scenario | policy | miss % | WAN MB | energy kJ | harm |  ({len(seeds)} seeds)",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, heldout in scenarios:
+        policies = sorted({k[1] for k in runs if k[0] == name})
+        for policy in policies:
+            if not all((name, policy, seed) in runs for seed in seeds):
+                continue
+            miss, wan, energy, harm = (
+                _summary(runs, name, policy, seeds, metric) for metric in METRICS
+            )
+            lines.append(
+                f"| {name}{' (held out)' if heldout else ''} | {policy} | "
+                f"{cell(miss, 100)} | {cell(wan, digits=0)} | "
+                f"{cell(energy, digits=0)} | {cell(harm, digits=1)} |"
+            )
+    return "\n".join(lines)
+
+
 def main() -> None:
     quick = os.environ.get("SIM_GOALS_QUICK") == "1"
-    seeds: list[int | None] = (
-        [1] if quick else list(parse_seeds(os.environ.get("SIM_GOALS_SEEDS", "1-5")))
-    )
-    for path in sorted(scenario_dir().glob("*.toml")):
-        _modes(path.stem, seeds, quick)
-    _consistency(seeds, quick)
+    seeds = [1] if quick else parse_seeds(os.environ.get("SIM_GOALS_SEEDS", "1-5"))
+    only = {n for n in os.environ.get("SIM_GOALS_ONLY", "").split(",") if n}
+    paths = [(p, False) for p in sorted(scenario_dir().glob("*.toml"))]
+    paths += [(p, True) for p in sorted(HELDOUT.glob("*.toml"))]
+    paths = [(p, h) for p, h in paths if not only or p.stem in only]
+    work: list[tuple[str, str, int]] = []
+    for path, _ in paths:
+        policies = list(MODES)
+        if path.stem == CONSISTENCY:
+            policies += [f"hybrid_dynamic/{c}" for c in (*LEVELS, "adaptive")]
+        work += [(str(path), p, s) for p in policies for s in seeds]
+    log = os.environ.get("SIM_GOALS_RUNS")
+    runs = _load_runs(log)
+    _measure(work, quick, runs, log)
+    for path, heldout in paths:
+        _modes(path.stem, runs, seeds, heldout)
+        if path.stem == CONSISTENCY:
+            _consistency(runs, seeds)
+    print(_table(runs, [(p.stem, h) for p, h in paths], seeds))
 
 
 if __name__ == "__main__":

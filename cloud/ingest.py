@@ -25,7 +25,7 @@ from shared.authz import (
     may_read,
 )
 from shared.clocks import HybridClock, Timestamp
-from shared.crdt import TaskRecord, digest, missing, visible_status
+from shared.crdt import TaskRecord, digest, missing, record_digest, visible_status
 from shared.decisions import lease_refusal
 from shared.errors import ClockSkewError, RemoteProtocolError, SpecConflictError, ValidationError
 from shared.model import parse_task_spec
@@ -418,13 +418,19 @@ class Ingest:
         self.uow.queue_records(node_id, missing(relevant, entries))
         for part in digest_parts(digest(relevant), after=body.after, upto=body.upto):
             self.uow.queue(node_id, "digest", part)
-        # A task placed here that the node holds no record of never got its
-        # `place` (lost session, expired message): send it again.
+        # A task placed here with no attempt of its epoch, of which the node holds no
+        # record or exactly ours (it got the record through anti-entropy, not the `place`:
+        # a lost session, a dropped message), may never have been queued there: send the
+        # `place` again. A node that has it queued or ran it recognises the epoch
+        # (``edge_agent.inbound``: ``duplicate_placement``); one whose copy differs holds
+        # something we lack (an attempt), sent to us on our digest.
         for task_id in sorted(t for t in self.tasks.active_on(node_id) if body.covers(t)):
             rec = self.tasks.records[task_id]
             assert rec.placement is not None
             epoch = rec.placement.epoch
-            if task_id not in entries and not any(a.epoch == epoch for a in rec.attempts.values()):
+            if entries.get(task_id) in (None, record_digest(rec)) and not any(
+                a.epoch == epoch for a in rec.attempts.values()
+            ):
                 self.scheduler.send_place(task_id)
 
 

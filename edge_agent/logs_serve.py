@@ -1,13 +1,12 @@
 """The node's answer to ``log_request``: the live output of an attempt running here.
 
-The watchdog of a running attempt rewrites ``live.json`` in the attempt's run directory (its
-current output tails and byte counts, ``edge_agent/_watchdog.py``) at most once a second
-while output arrives. A request names the attempt by its dot; only an attempt of this node
-that is running now is read (the run directory comes from the executor, never from the
-request), and the answer is at most the span the request asked for
-(``shared.protocol.log_span``). For anything else the answer says ``running: false``: the
-controller then serves what the attempt's end uploaded. Nothing is journaled: a lost
-request or answer is simply asked again.
+While output arrives, the task supervisor rewrites ``live.json`` in the attempt's run
+directory (its current output tails and byte counts; the format: ``_livelog.py``) at most
+once a second. A request names the attempt by its dot; only an attempt of this node that is
+running now is read (the run directory comes from the executor, never from the request),
+and the answer is at most the span the request asked for (``shared.protocol.log_span``). For
+anything else the answer says ``running: false``: the controller then serves what the
+attempt's end uploaded. Nothing is journaled: a lost request or answer is simply asked again.
 """
 
 from __future__ import annotations
@@ -24,12 +23,12 @@ from shared.protocol import LogChunk, LogRequest, log_span
 
 __all__ = ["LogServer", "read_live"]
 
-#: live.json holds two tails of ``executor.output_tail_bytes``, JSON-escaped.
+#: live.json (``_livelog.LIVE``) holds two tails of ``executor.output_tail_bytes``, escaped.
 _MAX_LIVE_BYTES = 16 << 20
 
 
 def read_live(run_dir: Path) -> dict[str, Any] | None:
-    """The watchdog's ``live.json`` (``None`` before the first output, or unreadable)."""
+    """The attempt's ``live.json`` (``None`` before its first output, or unreadable)."""
     try:
         run_fd = _safefs.open_dir(run_dir)
     except OSError:

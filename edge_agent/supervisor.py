@@ -53,6 +53,7 @@ import sys
 import time
 
 import _cgroup  # this script's directory is sys.path[0]
+import _livelog
 import _safefs
 import _tasktree
 
@@ -86,6 +87,7 @@ class Attempt:
         self.work_fd: int | None = None
         self.tails = {"stdout": bytearray(), "stderr": bytearray()}
         self.written = {"stdout": 0, "stderr": 0}
+        self.live_at: float | None = None  # output arrived: when live.json is next written
         self.pipes = 0
         self.code: int | None = None  # as Popen.returncode, once the leader is reaped
         self.cpu_s = 0.0
@@ -255,6 +257,10 @@ class Supervisor:
         """Fence, time out and escalate what is due; the next instant something is due."""
         wake = now + _TICK_S
         for attempt in self.attempts.values():
+            if attempt.live_at is not None and now >= attempt.live_at:
+                attempt.live_at = None  # continuum logs of a running task (_livelog.py)
+                _livelog.write_live(attempt.run_dir, attempt.tails, attempt.written)
+            wake = min(wake, attempt.live_at or wake)
             if attempt.code is not None:
                 continue
             if attempt.reason == "exited":
@@ -279,6 +285,7 @@ class Supervisor:
             attempt.pipes -= 1
             return
         attempt.written[name] += len(chunk)
+        attempt.live_at = attempt.live_at or time.monotonic() + _livelog.LIVE_S
         tail = attempt.tails[name]
         tail += chunk
         if len(tail) > attempt.tail_max:

@@ -1,7 +1,8 @@
 """``make soak``: the testbed's goals measured over many runs, per broker.
 
     python -m simulations.testbed.soak [--demo N] [--seeds K] [--brokers mosquitto,embedded]
-                                       [--lossy SHARE] [--budget-min M] [--out DIR]
+                                       [--only NAME,...] [--lossy SHARE] [--budget-min M]
+                                       [--out DIR]
 
 Runs, interleaved over the brokers so a soak cut short by its budget still covers both:
 
@@ -9,6 +10,9 @@ Runs, interleaved over the brokers so a soak cut short by its budget still cover
 2. every other shipped scenario once, with a strong lease drawn from 3-6 s (``--lease-s``,
    fixed per scenario name) and, with ``--lossy``, every agent link lossy;
 3. ``random`` over seeds 1..``--seeds`` (its own lease draw, 3-6 s), ``--lossy`` likewise.
+
+``--only`` keeps the runs of the named scenarios (``partition-basic`` for the demo,
+``random`` for the seeds): a round that re-runs what failed.
 
 Each run is a separate ``continuum testbed run`` process with its own directory under
 ``--out``; its ``report.json`` gives the verdict, the duration and the violated invariants.
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -39,6 +44,7 @@ from .scenario import scenario_dir
 __all__ = ["Job", "Outcome", "jobs", "main", "summarize"]
 
 DEMO = "partition-basic"
+DEMO_GOAL_S = 120.0  # the demo's goal: each run under 2 minutes
 RUN_TIMEOUT_S = 420
 
 
@@ -76,6 +82,8 @@ class Outcome:
     total_s: float | None = None
     violations: dict[str, dict[str, Any]] = field(default_factory=dict)
     autonomy: str | None = None  # the demo: "k of n" of the cut agent's executions
+    autonomy_share: float | None = None  # the demo: k / n
+    load: float | None = None  # the host's 1-minute load average when the run ended
 
 
 def lease_for(name: str) -> float:
@@ -87,8 +95,16 @@ def shipped() -> list[str]:
     return sorted(p.stem for p in scenario_dir().glob("*.toml"))
 
 
-def jobs(brokers: Sequence[str], *, demo: int, seeds: int, lossy: float | None) -> list[Job]:
-    """Every run of a soak, in the order it is made (brokers interleaved)."""
+def jobs(
+    brokers: Sequence[str],
+    *,
+    demo: int,
+    seeds: int,
+    lossy: float | None,
+    only: Sequence[str] = (),
+) -> list[Job]:
+    """Every run of a soak, in the order it is made (brokers interleaved); with ``only``,
+    those of the named scenarios."""
     plan: list[list[Job]] = [
         [Job("demo", DEMO, b, index=i) for b in brokers] for i in range(1, demo + 1)
     ]
@@ -102,7 +118,7 @@ def jobs(brokers: Sequence[str], *, demo: int, seeds: int, lossy: float | None) 
         [Job("random", "random", b, seed=s, lossy=lossy) for b in brokers]
         for s in range(1, seeds + 1)
     ]
-    return [job for group in plan for job in group]
+    return [job for group in plan for job in group if not only or job.scenario in only]
 
 
 def run_one(job: Job, out: Path) -> Outcome:
@@ -114,12 +130,14 @@ def run_one(job: Job, out: Path) -> Outcome:
                 job.argv(run_dir), stdout=log, stderr=subprocess.STDOUT, timeout=RUN_TIMEOUT_S
             ).returncode
         except subprocess.TimeoutExpired:
-            return Outcome(job, "TIMEOUT", time.monotonic() - started)
+            return Outcome(job, "TIMEOUT", time.monotonic() - started, load=os.getloadavg()[0])
     wall = time.monotonic() - started
+    load = os.getloadavg()[0]
     try:
         report = json.loads((run_dir / "report.json").read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
-        return Outcome(job, "NO-START" if rc == 2 else "UNKNOWN", wall)
+        # exit 2: it could not start; otherwise the harness failed before its report
+        return Outcome(job, "NO-START" if rc == 2 else "NO-REPORT", wall, load=load)
     valid = report.get("valid")
     verdict = "VALID" if valid is True else "INVALID" if valid is False else "UNKNOWN"
     violations = {
@@ -128,10 +146,11 @@ def run_one(job: Job, out: Path) -> Outcome:
         if r.get("valid") is not True
     }
     timings = report.get("timings", {})
-    autonomy = None
+    autonomy = share = None
     for node, a in (timings.get("autonomy_by_node") or {}).items():
         autonomy = f"{node}: {a['while_cut']} of {a['completed']}"
-    return Outcome(job, verdict, wall, timings.get("total_s"), violations, autonomy)
+        share = a["while_cut"] / a["completed"] if a["completed"] else 0.0
+    return Outcome(job, verdict, wall, timings.get("total_s"), violations, autonomy, share, load)
 
 
 def _fmt(values: Iterable[float]) -> str:
@@ -187,10 +206,28 @@ def summarize(outcomes: Sequence[Outcome], left_out: Sequence[Job], header: str 
                 f"{k}: {json.dumps(v['counts'])[:160]}" for k, v in o.violations.items()
             )
             lines.append(f"- `{o.job.name}` {o.verdict} {what}")
-    demos = [o for o in outcomes if o.job.kind == "demo" and o.autonomy]
+    demos = [o for o in outcomes if o.job.kind == "demo"]
     if demos:
-        lines += ["", "Demo autonomy (the cut agent's executions completed while cut off):", ""]
-        lines += [f"- `{o.job.name}`: {o.autonomy}" for o in demos]
+        lines += ["", "Demo goals (VALID, under 2 min, at least 1/3 of the cut agent's executions"]
+        lines += ["completed while cut off):", ""]
+        for broker in sorted({o.job.broker for o in demos}):
+            mine = [o for o in demos if o.job.broker == broker]
+            valid = sum(o.verdict == "VALID" for o in mine)
+            quick = sum((o.total_s or o.wall_s) < DEMO_GOAL_S for o in mine)
+            shown = sum((o.autonomy_share or 0.0) >= 1 / 3 for o in mine)
+            lines.append(
+                f"- {broker}: VALID {valid} of {len(mine)}, under 2 min {quick} of {len(mine)}, "
+                f"autonomy shown {shown} of {len(mine)} ("
+                + ", ".join(o.autonomy or "-" for o in mine)
+                + ")"
+            )
+    loads = [o.load for o in outcomes if o.load is not None]
+    if loads:
+        lines += [
+            "",
+            f"Host load (1-minute average at each run's end, {os.cpu_count()} CPUs): "
+            f"median {statistics.median(loads):.1f}, max {max(loads):.1f}",
+        ]
     if left_out:
         lines += ["", f"Not run (budget): {len(left_out)} runs, e.g. {left_out[0].name}"]
     return "\n".join(lines) + "\n"
@@ -201,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--demo", type=int, default=10, help="demo runs per broker (10)")
     parser.add_argument("--seeds", type=int, default=20, help="random seeds per broker (20)")
     parser.add_argument("--brokers", default="mosquitto,embedded")
+    parser.add_argument("--only", default="", help="scenario names, comma-separated (all)")
     parser.add_argument("--lossy", type=float, default=0.05, help="0 for none (0.05)")
     parser.add_argument("--budget-min", type=float, default=0.0, help="0: no budget")
     parser.add_argument("--out", default="runs/soak")
@@ -212,7 +250,11 @@ def main(argv: list[str] | None = None) -> int:
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     out = Path(args.out) / time.strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True)
-    todo = jobs(brokers, demo=args.demo, seeds=args.seeds, lossy=args.lossy or None)
+    only = [name for name in args.only.split(",") if name]
+    unknown = sorted(set(only) - set(shipped()))
+    if unknown:
+        parser.error(f"--only: no shipped scenario {', '.join(unknown)}")
+    todo = jobs(brokers, demo=args.demo, seeds=args.seeds, lossy=args.lossy or None, only=only)
     deadline = time.monotonic() + args.budget_min * 60 if args.budget_min else None
     outcomes: list[Outcome] = []
     for n, job in enumerate(todo, start=1):

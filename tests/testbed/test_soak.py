@@ -20,10 +20,24 @@ def test_jobs_interleave_brokers_and_cover_every_scenario() -> None:
     assert lease_for("asymmetric") == lease_for("asymmetric")
     argv = Job("scenario", "asymmetric", "embedded", lease_s=4.2, lossy=0.05).argv(Path("runs/x"))
     assert argv[-4:] == ["--lease-s", "4.2", "--lossy", "0.05"]
+    rerun = jobs(["embedded"], demo=2, seeds=2, lossy=None, only=["random", "asymmetric"])
+    assert [j.name for j in rerun] == [
+        "embedded-asymmetric",
+        "embedded-random-s1",
+        "embedded-random-s2",
+    ]
 
 
 def test_summary_counts_valid_runs_and_names_the_rest() -> None:
-    ok = Outcome(Job("demo", DEMO, "embedded", index=1), "VALID", 50.0, 45.0, autonomy="a: 9 of 14")
+    ok = Outcome(
+        Job("demo", DEMO, "embedded", index=1),
+        "VALID",
+        50.0,
+        45.0,
+        autonomy="a: 9 of 14",
+        autonomy_share=9 / 14,
+        load=3.5,
+    )
     bad = Outcome(
         Job("random", "random", "embedded", seed=4),
         "INVALID",
@@ -36,3 +50,5 @@ def test_summary_counts_valid_runs_and_names_the_rest() -> None:
     assert "| embedded | random seeds: 1 | 0 | 1 | 88 / 88 | liveness x1 |" in text
     assert "embedded-random-s4" in text and "a: 9 of 14" in text
     assert "Not run (budget): 1 runs" in text
+    assert "- embedded: VALID 1 of 1, under 2 min 1 of 1, autonomy shown 1 of 1" in text
+    assert "median 3.5, max 3.5" in text

@@ -1,21 +1,27 @@
 """Live logs of a running attempt: the span a reader gets (``shared.protocol.log_span``, laws
-over arbitrary streams) and the controller's side of ``log_request`` / ``log_chunk``
-(``cloud/log_stream.py``): only the asked node's answer to an outstanding request counts,
-an unreachable node is never asked. The whole path with a real agent and broker:
-tests/agent/test_task_logs_e2e.py."""
+over arbitrary streams), the controller's side of ``log_request`` / ``log_chunk``
+(``cloud/log_stream.py``: only the asked node's answer to an outstanding request counts, an
+unreachable node is never asked) and the logs route over a real controller. The whole
+path with a real agent and broker: tests/agent/test_task_logs_e2e.py."""
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from aiohttp.test_utils import TestClient, TestServer
+from cloud_harness import NodeScript, make_config
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cloud.api import build_app
+from cloud.controller import Controller
 from cloud.log_stream import LiveLogs
 from cloud.metrics import ControllerMetrics
-from shared.protocol import MAX_LOG_CHUNK, LogChunk, LogRequest, log_span
+from cloud.store import Store
+from shared.protocol import MAX_LOG_CHUNK, LogChunk, LogRequest, Presence, decode, log_span
 from shared.vocab import LinkState
 
 N = "edge-1"
@@ -138,3 +144,90 @@ def test_an_unreachable_node_is_not_asked_and_silence_times_out() -> None:
         assert len(uow.sent) == 1 and not live._pending
 
     asyncio.run(scenario())
+
+
+# ------------------------------------------------------------ the route, over a real controller
+
+
+class _Node(NodeScript):
+    """A node whose messages the test hands to the controller; it answers ``log_request``
+    from ``output`` as an agent would (``edge_agent/logs_serve.py``)."""
+
+    def __init__(self, node_id: str) -> None:
+        super().__init__(node_id)
+        self.out: list[tuple[str, bytes]] = []
+        self.output = b""
+
+    def _transmit(self, topic_: str, payload: bytes, *, wait: bool) -> None:
+        self.out.append((topic_, payload))
+
+    def answer(self, req: LogRequest) -> None:
+        span = log_span(self.output, len(self.output), req.offset, req.max_bytes)
+        self.publish(
+            "up",
+            LogChunk(
+                req.request_id, req.task_id, req.attempt, req.stream, True, *span, len(self.output)
+            ),
+        )
+
+
+def test_the_logs_route_reads_a_running_attempt_from_its_node(tmp_path: Path) -> None:
+    async def main() -> None:
+        node = _Node(N)
+        asked: list[LogRequest] = []
+
+        def send(node_id: str, payload: bytes, qos: int) -> None:
+            env = decode(payload)
+            if env.type == "log_request" and node_id == N:
+                asked.append(env.body)
+                node.answer(env.body)
+                asyncio.get_running_loop().call_soon(hand_over)
+
+        def hand_over() -> None:
+            messages, node.out = node.out, []
+            controller.ingest(messages)
+
+        cfg = make_config(tmp_path)
+        store = Store(cfg.db_path)
+        controller = Controller(cfg, store, ControllerMetrics(), send=send)
+        client = TestClient(TestServer(build_app(controller, token="t", max_body_bytes=1 << 20)))
+        await client.start_server()
+        try:
+            node.hello()
+            hand_over()
+            controller.submit_task({"id": "t-1", "command": ["sleep", "60"]})
+            assert controller.get_task("t-1")["node"] == N
+            dot = node.start("t-1", 1)
+            hand_over()
+            node.output = b"line 1\nline 2\n"
+
+            async def logs(**query: Any) -> dict[str, Any]:
+                resp = await client.get(
+                    "/api/v1/tasks/t-1/logs", params=query, headers={"Authorization": "Bearer t"}
+                )
+                assert resp.status == 200, await resp.text()
+                return dict(await resp.json())
+
+            live = await logs()
+            assert (live["live"], live["available"], live["text"], live["next_offset"]) == (
+                True,
+                True,
+                "line 1\nline 2\n",
+                14,
+            )
+            assert asked[-1].attempt == f"{dot[0]}:{dot[1]}" and asked[-1].stream == "stdout"
+            rest = await logs(offset="7")
+            assert (rest["text"], rest["offset"], rest["truncated"]) == ("line 2\n", 7, False)
+
+            node.publish("presence", Presence(status="offline"))
+            hand_over()
+            before = len(asked)
+            gone = await logs()
+            assert len(asked) == before  # an offline node is not asked
+            assert (gone["available"], gone["live"], gone["text"]) == (False, False, "")
+            assert gone["message"] == f"running on {N}; its log is available when it ends"
+        finally:
+            await client.close()
+            store.close()
+
+    asyncio.run(main())

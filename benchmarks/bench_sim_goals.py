@@ -233,7 +233,7 @@ def main() -> None:
         policies = list(MODES)
         if path.stem == CONSISTENCY:
             policies += [f"hybrid_dynamic/{c}" for c in (*LEVELS, "adaptive")]
-        work += [(str(path), p, s) for p in policies for s in seeds]
+        work += [(str(path), p, s) for s in seeds for p in policies]  # whole seeds first
     log = os.environ.get("SIM_GOALS_RUNS")
     runs = _load_runs(log)
     _measure(work, quick, runs, log)

@@ -34,6 +34,7 @@ from shared.decisions import (
 )
 from shared.health import LinkStats
 from shared.learning import DEFAULT_WORK_S
+from shared.model import MAX_DEADLINE_S
 from shared.placement import (
     Decision,
     NodeTable,
@@ -387,9 +388,12 @@ class Scheduler:
         return True
 
     def send_place(self, task_id: str) -> None:
-        """Queue the ``place`` message of the task's current placement."""
+        """Queue the ``place`` message of the task's current placement, with the
+        seconds left to its deadline (counted from submission): the agent's queue
+        orders by the same deadline."""
         rec = self.tasks.records[task_id]
         assert rec.placement is not None and rec.spec is not None
+        left = self.deadline_left(task_id)
         self.uow.queue(
             rec.placement.node,
             "place",
@@ -400,6 +404,7 @@ class Scheduler:
                 level=(self.tasks.meta[task_id].level or Level(rec.placement.level)).value,
                 lease_s=rec.placement.lease_s,
                 inputs=self._inputs(rec.spec),
+                deadline_left_s=None if left is None else max(left, -MAX_DEADLINE_S),
             ),
         )
 

@@ -164,6 +164,7 @@ class Inbound:
                 source="placed",
                 lease_s=body.lease_s,
                 inputs=body.inputs,
+                deadline_left_s=body.deadline_left_s,
             )
             core.event("placed", task_id, epoch=epoch, level=body.level, lease_s=body.lease_s)
 

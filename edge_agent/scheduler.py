@@ -68,10 +68,13 @@ class LocalScheduler:
         inputs: dict[str, Any] | None = None,
         failures: int = 0,
         not_before_ms: int | None = None,
+        deadline_left_s: float | None = None,
     ) -> None:
-        """Journal a queue entry (inside the caller's transaction)."""
+        """Journal a queue entry (inside the caller's transaction). A task's deadline
+        counts from its submission: a placed one brings the seconds left
+        (``deadline_left_s``, from the controller), a local one is submitted now."""
         now_ms = self.core.clock.wall_ms()
-        deadline_s = spec.get("deadline_s")
+        deadline_s = spec.get("deadline_s") if deadline_left_s is None else deadline_left_s
         row = QueuedRow(
             task_id=task_id,
             epoch=epoch,

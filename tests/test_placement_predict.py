@@ -37,29 +37,30 @@ def test_a_node_twice_as_fast_is_predicted_twice_as_fast() -> None:
 
 
 def test_a_backlog_delays_the_prediction_when_no_core_is_free_for_the_task() -> None:
-    # "full" lags the node: the table says no core is free (work the controller does
-    # not know of), so the task waits for the backlog to drain through 4 cores;
-    # "spare" has a core free: the task starts at once, whatever else runs there
+    # "crowded" runs 4 tasks on its 4 cores, each reserving 0.1: a running task uses a
+    # whole core whatever it reserved, so the new one waits for the backlog to drain
+    # through the 4 cores; "spare" has a core no task runs on: the task starts at
+    # once, whatever else is placed there
     table = NodeTable(
         [
             _node("idle"),
-            _node("full", backlog_s=8.0, cpu_free=0.0),
-            _node("spare", backlog_s=8.0, cpu_free=1.0),
+            _node("crowded", backlog_s=8.0, cpu_free=3.6, running=4),
+            _node("spare", backlog_s=8.0, cpu_free=3.7, running=3),
         ]
     )
     demand = TaskDemand(task_id="t", work_s=1.0)
     facts = NodeFacts.of(table)
-    _, queue, _ = predict_score(
-        facts, table, demand, timing(facts, table, demand, np.ones(len(table), dtype=bool))
-    )
-    idle, full, spare = (table.index[n] for n in ("idle", "full", "spare"))
+    everyone = np.ones(len(table), dtype=bool)
+    _, queue, _ = predict_score(facts, table, demand, timing(facts, table, demand, everyone))
+    idle, crowded, spare = (table.index[n] for n in ("idle", "crowded", "spare"))
     assert queue[idle] == 0.0 and queue[spare] == 0.0
-    assert queue[full] == pytest.approx(8.0 / 4)  # backlog over its cores
+    assert queue[crowded] == pytest.approx(8.0 / 4)  # backlog over its cores
     finish = fixed(facts, table, demand) + queue
-    assert finish[full] == pytest.approx(finish[idle] + 2.0)
-    # the explained decision shows the same parts (the full node is exhausted)
+    assert finish[crowded] == pytest.approx(finish[idle] + 2.0)
+    # the explanation shows the same parts, and the crowded node loses
     parts = _prediction(table, demand)
-    assert parts["spare"]["queue_s"] == 0.0 and "full" not in parts
+    assert parts["crowded"]["queue_s"] == pytest.approx(2.0) and parts["spare"]["queue_s"] == 0.0
+    assert place(table, demand, mode=ADAPTIVE).node_id != "crowded"
 
 
 def test_placing_adds_to_the_backlog_the_next_decision_sees() -> None:

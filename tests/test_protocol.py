@@ -134,6 +134,7 @@ EXAMPLES: dict[str, tuple[Body, str]] = {
             level=Level.STRONG,
             lease_s=30.0,
             inputs={"t1": {"answer": 42}},
+            deadline_left_s=-1.5,
         ),
         CTL,
     ),
@@ -478,6 +479,7 @@ def _set(path: str, value: object) -> Callable[[dict[str, Any]], None]:
         ("ack", _set("heartbeat_id", "a b"), "body.heartbeat_id"),
         ("deltas", _set("records", {}), "body.records"),
         ("place", _set("inputs", []), "body.inputs"),
+        ("place", _set("deadline_left_s", 1e12), "body.deadline_left_s"),
     ],
 )
 def test_body_field_validation(

@@ -4,8 +4,8 @@ For a task on node ``i``, seconds from the decision to the result at the control
 
     dispatch  = rtt_i / 2                      (+ rtt_i for a strong task: the lease round trip)
     transfer  = input MB * 8 / bandwidth_i     (0 on a node holding the data source)
-    queue     = backlog_i / (cpus_i * speed_i) when the node has no free core for the task,
-                else 0 (placement reserves cores: placed work never shares a core)
+    queue     = backlog_i / (cpus_i * speed_i) when no core of the node is free for the
+                task (``queue_wait``), else 0: a task with a core of its own starts at once
     execution = work / speed_i                 (work in reference-core seconds)
     return    = rtt_i / 2 + output MB * 8 / bandwidth_i
     finish_i  = the sum
@@ -177,17 +177,20 @@ def _parts(
     return dispatch, transfer, execute, back
 
 
-def queue_wait(backlog: Any, capacity: Any, cpu_free: Any, cpu: float) -> Any:
-    """Seconds a task needing ``cpu`` cores waits on a node before it starts (columns
-    or one row's floats alike). Placement reserves a task's cores while it is placed,
-    so work placed on a node with enough free cores starts at once, whatever else
-    runs there: the node's backlog is ahead of the task only when its free cores
-    (the reservations as the caller's table has them) cannot take it; then the
-    backlog drains through all its cores (``capacity`` = cores x speed): a fluid
-    estimate of when enough of them free up. Exhaustion keeps such a node off the
-    candidates as long as the table is exact; the term prices a table that lags the
-    node (work the controller does not know of, counted into ``backlog``)."""
-    return backlog / capacity * (cpu > cpu_free)
+def queue_wait(
+    backlog: Any, capacity: Any, cpus: Any, cpu_free: Any, running: Any, cpu: float
+) -> Any:
+    """Seconds a task reserving ``cpu`` cores waits for them on a node (columns or one
+    row's floats alike). A running task is taken to use at least one whole core,
+    whatever fraction it reserved (a CPU-bound process does not stop at its 0.1), so
+    the task gets cores of its own when both the unreserved cores (``cpu_free``) and
+    the cores not taken by a running task (``cpus - running``) have room for
+    ``max(cpu, 1)``: then it starts at once, whatever else runs there, and the
+    backlog does not delay it. Otherwise the placed, unfinished work ahead of it
+    drains through all the node's cores (``capacity`` = cores x speed): a fluid
+    estimate of when enough of them free up."""
+    need = max(cpu, 1.0)
+    return backlog / capacity * ((need > cpu_free) | (running + need > cpus))
 
 
 def _share(values: FloatArray, mask: BoolArray) -> FloatArray:
@@ -222,7 +225,9 @@ def score(
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
     """``(score, queue, cost)`` of every node (the caller keeps the candidates).
     Each score depends on its own node only, never on the other candidates."""
-    queue = queue_wait(table.backlog, facts.capacity, table.cpu_free, demand.cpu)
+    queue = queue_wait(
+        table.backlog, facts.capacity, table.cpus, table.cpu_free, table.running, demand.cpu
+    )
     finish = fixed(facts, table, demand) + queue
     taken = 1.0 + (demand.cpu - table.cpu_free) * facts.inv_cpus
     cost = t.base_cost + np.minimum(np.maximum(table.load, taken), 1.0) / 4.0

@@ -22,6 +22,7 @@ from shared.crdt import TaskRecord, record_to_wire
 from shared.errors import Problem, ValidationError
 from shared.ids import MAX_TASK_ID_LEN, check_task_id
 from shared.model import (
+    MAX_DEADLINE_S,
     MAX_DEPENDS_ON,
     MAX_LABEL_VALUE_LEN,
     MAX_LABELS,
@@ -545,7 +546,10 @@ class Pong(Body):
 class Place(Body):
     """Run ``spec`` under ``epoch`` at ``level``. The spec is only checked to be a table
     here: the agent validates it with ``shared.model`` and reports an invalid one as a
-    failed attempt. ``inputs`` holds the JSON results of the task's dependencies."""
+    failed attempt. ``inputs`` holds the JSON results of the task's dependencies.
+    ``deadline_left_s``: seconds left, when sent, until the task's deadline (its
+    ``deadline_s`` counts from its submission; negative once passed; ``None``: no
+    deadline, or a controller that does not send it)."""
 
     TYPE: ClassVar[str] = "place"
 
@@ -555,6 +559,7 @@ class Place(Body):
     level: Level
     lease_s: float | None = None
     inputs: dict[str, Any] = field(default_factory=dict)
+    deadline_left_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -564,6 +569,7 @@ class Place(Body):
             "level": str(self.level),
             "lease_s": self.lease_s,
             "inputs": dict(self.inputs),
+            "deadline_left_s": self.deadline_left_s,
         }
 
     @classmethod
@@ -584,6 +590,7 @@ class Place(Body):
                         table.error(str(dep)[:80], f"bad key: task id {why}")
                     else:
                         inputs[dep] = value
+        left = f.opt_number("deadline_left_s", min=-MAX_DEADLINE_S, max=MAX_DEADLINE_S)
         return cls(
             task_id=task_id,
             epoch=epoch,
@@ -591,6 +598,7 @@ class Place(Body):
             level=level,
             lease_s=lease_s,
             inputs=inputs,
+            deadline_left_s=left,
         )
 
 

@@ -238,8 +238,9 @@ class PredictedState:
         ok = self.ok = shape.mask & (first_exhausted(shape.need, free) < 0)
         run = fixed(facts, table, self.demand)
         self.finish = run + queue_wait(
-            table.backlog, facts.capacity, table.cpu_free, self.demand.cpu
-        )
+            table.backlog, facts.capacity, table.cpus, table.cpu_free, table.running,
+            self.demand.cpu,
+        )  # fmt: skip
         self.reach = np.where(ok, self.finish * facts.widen, -math.inf)
         self.keep = np.where(ok, 1.0 - self._cost(table), -BOUND)
         #: every finish finite and >= 0: a late node's score needs no guard
@@ -273,8 +274,9 @@ class PredictedState:
         ``_predict.score``'s columns, operation for operation."""
         _, run, base_cost, capacity, inv_cpus, _, load = self._rows
         queue = queue_wait(
-            table.backlog.item(j), capacity[j], table.cpu_free.item(j), self.demand.cpu
-        )
+            table.backlog.item(j), capacity[j], table.cpus.item(j), table.cpu_free.item(j),
+            table.running.item(j), self.demand.cpu,
+        )  # fmt: skip
         taken = 1.0 + (self.demand.cpu - table.cpu_free.item(j)) * inv_cpus[j]
         return queue, run[j] + queue, base_cost[j] + _min(_max(load[j], taken), 1.0) / 4.0
 

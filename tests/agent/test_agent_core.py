@@ -287,3 +287,38 @@ def test_a_frozen_agent_holds_placed_causal_work_until_the_controller_is_heard(
         assert [row.task_id for row in agent.core.journal.queued()] == []
     finally:
         agent.core.journal.close()
+
+
+def test_a_deadline_counts_from_submission_not_from_queueing_on_the_node(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``deadline_s`` counts from the task's submission everywhere (docs/task-spec.md): a
+    placed task brings the seconds its controller had left when it sent the placement,
+    so the queue's earliest-deadline order ranks it by the deadline the user set; a
+    local submission is submitted on arrival. A placement without the field (an older
+    controller) falls back to the spec's ``deadline_s`` from now."""
+    clock = _ManualClock()
+    agent = _agent(tmp_path, clock)
+    monkeypatch.setattr(agent.scheduler, "start_ready", lambda: None)  # all stay queued
+    try:
+        now_ms = clock.wall_ms()
+        for task_id, left in (("waited", 2.5), ("older", None)):
+            task = {"id": task_id, "command": ["true"], "deadline_s": 10.0}
+            place = Place(
+                task_id=task_id,
+                epoch=1,
+                spec=task,
+                level=Level.CAUSAL,
+                deadline_left_s=left,
+            )
+            agent.handle(_message("cloud", "core-1", "down", "place", place))
+        task = {"id": "core-1:l1", "command": ["true"], "deadline_s": 10.0}
+        assert _submit(agent, task)[0] == 201
+        deadlines = {row.task_id: row.deadline_ms for row in agent.core.journal.queued()}
+        assert deadlines == {
+            "waited": now_ms + 2_500,
+            "older": now_ms + 10_000,
+            "core-1:l1": now_ms + 10_000,
+        }
+    finally:
+        agent.core.journal.close()

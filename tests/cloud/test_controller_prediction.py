@@ -268,3 +268,17 @@ def test_learned_state_survives_a_controller_restart(ha: MemoryHarness) -> None:
     assert ha.controller.scheduler.work_of(task("x", name="job")) == pytest.approx(
         after.work_of("job").value
     )
+
+
+def test_the_placement_carries_the_deadline_left_since_submission(ha: MemoryHarness) -> None:
+    """``deadline_s`` counts from submission: the agent is sent what is left of it, so
+    its queue orders by the deadline the user set, not by when the task reached it."""
+    c = ha.controller
+    c.submit_task(task("waited", deadline_s=30.0))
+    c.submit_task(task("free"))
+    c.tasks.meta["waited"].submitted_ms -= 12_000  # queued 12 s before a node came
+    n1 = ha.node("n1")
+    waited = n1.expect("place", lambda e: e.body.task_id == "waited").body
+    assert 30.0 - 12.0 - 5.0 < waited.deadline_left_s <= 30.0 - 12.0
+    free = n1.expect("place", lambda e: e.body.task_id == "free").body
+    assert free.deadline_left_s is None

@@ -62,13 +62,23 @@ def test_steps_become_proxy_faults_and_history_ops(tmp_path: Path) -> None:
         assert b.history.ops[-1]["value"]["nodes"] == []  # names no agent
         await b.apply_step(Step(5.0, "controller-heal", tuple(b.node_ids)))
         assert b.ctl_proxy.faults == {}
-        b.history.close()
         ops = [(op["process"], op["f"], op["value"]["nodes"]) for op in b.history.ops]
         assert ops[0] == ("nemesis", "partition", ["agent-1"])
         assert ops[-1] == ("nemesis", "controller-heal", [])
-        for task in list(b._tasks):  # the convergence monitors started by the heal
+        monitors = list(b._tasks)  # the convergence monitors started by the heals
+        assert monitors
+        await asyncio.sleep(0)  # let them start
+        for task in monitors:
             task.cancel()
-        await asyncio.gather(*b._tasks, return_exceptions=True)
+        results = await asyncio.gather(*monitors, return_exceptions=True)
+        assert all(isinstance(r, asyncio.CancelledError) for r in results), results
+        # a monitor stopped before its nodes converged records them as not converged
+        stopped = [op["value"] for op in b.history.ops if op["f"] == "not-converged"]
+        assert {(v["cause"], v["node"]) for v in stopped} >= {
+            ("heal", "agent-1"),
+            ("heal", "agent-2"),
+        }
+        b.history.close()
 
     asyncio.run(scenario())
 

@@ -22,7 +22,6 @@ import _cgroup  # the supervisor's directory is sys.path[0]
 import _safefs
 
 __all__ = [
-    "SpawnError",
     "harvest_child",
     "limit_reason",
     "orphans",
@@ -46,10 +45,6 @@ _FSIZE_SIGNS = ("File too large",)
 libc = ctypes.CDLL(None, use_errno=True)
 
 
-class SpawnError(OSError):
-    """The task could not be started (its ``argv[0]`` missing, a credential refused)."""
-
-
 def _drop_to(ids: tuple[int, int]) -> None:
     os.setgroups([])
     os.setresgid(ids[1], ids[1], ids[1])
@@ -58,15 +53,16 @@ def _drop_to(ids: tuple[int, int]) -> None:
 
 def spawn(
     spec: dict, work_fd: int, ids: tuple[int, int] | None, cgroup: str | None
-) -> tuple[int, int, int]:
-    """Fork and exec the task in a session of its own: ``(pid, stdout fd, stderr fd)``.
+) -> tuple[int, int, int, int]:
+    """Fork and exec the task in a session of its own: ``(pid, stdout fd, stderr fd, exec
+    fd)``; the call does not wait for the exec (the supervisor goes on meanwhile).
 
     In the child, in this order: into the attempt's cgroup while still privileged (every
     descendant is then born there), the task's user, umask 022, the rlimits of
     ``spec["limits"]``, then ``PR_SET_PDEATHSIG`` (a credential change would reset it): the
     task dies with the supervisor. It starts in ``work_fd`` (never a path a task could
-    swap). An exec failure comes back through a close-on-exec pipe as
-    :class:`SpawnError`."""
+    swap). An exec failure comes back as text on the exec fd (a close-on-exec pipe: it reads
+    end-of-file once the exec happened), and the child exits 127."""
     parent = os.getpid()
     argv, env = spec["argv"], spec["env"]
     # The PATH search happens here: after the switch to the task's user the child may not
@@ -111,31 +107,34 @@ def spawn(
             os._exit(127)
     for fd in (out_w, err_w, fail_w, null):
         os.close(fd)
-    failure = os.read(fail_r, 4096)
-    os.close(fail_r)
-    if failure:
-        os.waitpid(pid, 0)
-        os.close(out_r)
-        os.close(err_r)
-        raise SpawnError(failure.decode("utf-8", "replace"))
-    return pid, out_r, err_r
+    return pid, out_r, err_r, fail_r
 
 
-def _proc_table() -> dict[int, tuple[int, int, int]]:
-    """``pid -> (ppid, pgrp, session)`` of every live, non-zombie process (``/proc``)."""
-    table: dict[int, tuple[int, int, int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+def _children(pid: int) -> list[int]:
+    """The children of ``pid`` (every thread's: ``/proc/PID/task/*/children``)."""
+    kids: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return kids
+    for tid in tasks:
         try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                data = fh.read()
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as fh:
+                kids += [int(word) for word in fh.read().split()]
         except OSError:
             continue
-        fields = data[data.rfind(b")") + 2 :].split()
-        if fields[0] != b"Z":
-            table[int(entry)] = (int(fields[1]), int(fields[2]), int(fields[3]))
-    return table
+    return kids
+
+
+def _below(roots: list[int]) -> list[int]:
+    """``roots`` and all their descendants."""
+    found, todo = set(roots), list(roots)
+    while todo:
+        for kid in _children(todo.pop()):
+            if kid not in found:
+                found.add(kid)
+                todo.append(kid)
+    return sorted(found)
 
 
 def _carries(pid: int, marker: bytes) -> bool:
@@ -149,42 +148,27 @@ def _carries(pid: int, marker: bytes) -> bool:
 def tree(leader: int, cgroup: str | None, marker: bytes, others: set[int]) -> list[int]:
     """The attempt's live processes: its cgroup's members when it has one (one file read).
 
-    Otherwise from ``/proc``: the leader's session and process group (its pid: it called
-    ``setsid``), every supervisor orphan (reparented here) that is not one of ``others``
-    (other attempts' leaders and helpers) and carries ``marker`` (``KEY=value``) in its
-    environment, and all their descendants. A daemon that both leaves the session and
-    clears its environment is only found by a cgroup (docs/agent.md)."""
+    Otherwise the leader's descendants and those of the supervisor's orphans (a subreaper
+    inherits every process whose parent died: a ``setsid`` daemon lands here) that are not
+    one of ``others`` (other attempts' leaders and helpers) and carry ``marker``
+    (``KEY=value``) in their environment. A daemon that both escapes and clears its
+    environment is only told from another attempt's by a cgroup (docs/agent.md); it is
+    still killed once no attempt runs (:func:`orphans`)."""
     pids = _cgroup.members(cgroup) if cgroup is not None else None
     if pids is not None:
         return pids
-    table = _proc_table()
-    me = os.getpid()
-    roots = {
+    strays = [
         pid
-        for pid, (ppid, pgrp, sid) in table.items()
-        if pid == leader
-        or leader in (pgrp, sid)
-        or (ppid == me and pid not in others and _carries(pid, marker))
-    }
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _, _) in table.items():
-        children.setdefault(ppid, []).append(pid)
-    found, todo = set(roots), list(roots)
-    while todo:
-        for kid in children.get(todo.pop(), []):
-            if kid not in found:
-                found.add(kid)
-                todo.append(kid)
-    found.discard(me)
-    return sorted(found)
+        for pid in _children(os.getpid())
+        if pid != leader and pid not in others and _carries(pid, marker)
+    ]
+    return _below([leader, *strays])
 
 
 def orphans(others: set[int]) -> list[int]:
     """The supervisor's descendants that belong to no attempt it runs (``others``: the live
     attempts' leaders and helpers): leftovers, killed when nothing else runs."""
-    table = _proc_table()
-    me = os.getpid()
-    return [pid for pid, (ppid, _, _) in table.items() if ppid == me and pid not in others]
+    return _below([pid for pid in _children(os.getpid()) if pid not in others])
 
 
 def signal_tree(pids: list[int], pgid: int, sig: int, cgroup: str | None) -> None:

@@ -28,7 +28,14 @@ from edge_agent.clock import Clock, SystemClock
 from edge_agent.config import AgentConfig, bind_address
 from edge_agent.core import Core
 from edge_agent.inbound import Inbound
-from edge_agent.inbox import ApiCall, InboxEvent, LinkChanged, MessageArrived, StopRequested
+from edge_agent.inbox import (
+    ApiCall,
+    InboxEvent,
+    LinkChanged,
+    MessageArrived,
+    StopRequested,
+    TasksReported,
+)
 from edge_agent.metrics import MetricsServer
 from edge_agent.recovery import recover
 from edge_agent.scheduler import LocalScheduler
@@ -65,6 +72,8 @@ class Agent:
         self.scheduler = LocalScheduler(self.core, self.uplink)
         self.inbound = Inbound(self.core, self.uplink, self.scheduler)
         self.inbox: queue.Queue[InboxEvent] = queue.Queue()
+        # An exit reported by the supervisor wakes the loop at once, not on the next tick.
+        self.core.executor.link.notify = lambda: self.inbox.put(TasksReported())
         self.connectivity = Connectivity.DISCONNECTED
         self.autonomy = autonomy_level(Connectivity.DISCONNECTED)
         self.api: LocalApi | None = None
@@ -275,7 +284,7 @@ class Agent:
                     event.result = result if result is not None else (500, {"error": "internal"})
                 finally:
                     event.done.set()
-            case StopRequested():
+            case StopRequested() | TasksReported():
                 pass
 
     def _on_api(self, method: str, path: str, body: bytes) -> tuple[int, object]:
@@ -294,8 +303,7 @@ class Agent:
         """Between events: outcomes, connectivity, the uplink's cadences, leases, starts,
         and the slow housekeeping timers."""
         core, scheduler = self.core, self.scheduler
-        for outcome in core.executor.poll():
-            core.safely(scheduler.on_outcome, outcome)
+        core.safely(scheduler.on_outcomes, core.executor.poll())
         self._update_connectivity()
         core.safely(self.uplink.tick)
         scheduler.renew_leases()
@@ -342,8 +350,8 @@ class Agent:
     # -- shutdown --------------------------------------------------------------------
     def _shutdown(self) -> None:
         core = self.core
-        for outcome in core.executor.poll():
-            core.safely(self.scheduler.on_outcome, outcome)
+        core.safely(self.scheduler.on_outcomes, core.executor.poll())
+        core.executor.close()  # the supervisor exits once nothing runs (or outlives us)
         transport = self.uplink.transport
         if transport is not None:
             if self.uplink.link_up:

@@ -23,20 +23,19 @@ import logging
 import math
 import os
 import pwd
-import select
+import queue
 import shutil
 import signal
-import socket
-import subprocess
 import sys
-import time
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edge_agent import _cgroup, _safefs
 from edge_agent.config import ExecutorConfig
+from edge_agent.supervisor_link import LOST, SupervisorError, SupervisorLink
 
 __all__ = [
     "Executor",
@@ -50,9 +49,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("edge_agent.executor")
-_SUPERVISOR = str(Path(__file__).with_name("supervisor.py"))
-_SOCKET = "supervisor.sock"  # in the runs directory (see supervisor.py)
-_SEND_TIMEOUT_S = 10.0  # a supervisor never blocks on its clients: this is only a safety net
 _WORK = "work"  # the task's own directory inside the run directory (see supervisor.py)
 _MAX_RESULT_BYTES = 64 * 1024
 _MAX_STATUS_BYTES = 1 << 20  # status.json: tails and result are bounded well below this
@@ -120,22 +116,21 @@ class RunningAttempt:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class SupervisorError(OSError):
-    """The supervisor could not be started or reached."""
-
-
 class Executor:
-    def __init__(self, runs_dir: Path, cfg: ExecutorConfig) -> None:
+    def __init__(
+        self, runs_dir: Path, cfg: ExecutorConfig, notify: Callable[[], None] | None = None
+    ) -> None:
+        """``notify`` is called (on another thread) when the supervisor reports something:
+        the caller's cue to :meth:`poll`."""
         self.runs_dir = runs_dir
         self.cfg = cfg
         self.running: dict[str, RunningAttempt] = {}
         self._ids = task_user(cfg.run_as)
-        self._conn: socket.socket | None = None
-        self._buf = b""
-        self._supervisor_pid = 0
+        env = {k: os.environ[k] for k in _PASSED_ENV if k in os.environ}  # no secrets
+        self.link = SupervisorLink(runs_dir, env, notify)
         self._attached: dict[str, dict[str, Any]] = {}  # what the supervisor runs: started
         self._exits: dict[str, dict[str, Any]] = {}  # ended, not yet taken by poll()
-        self._spawned: list[subprocess.Popen[bytes]] = []  # reaped once they exit
+        self._trash: queue.SimpleQueue[Path] | None = None  # run directories to remove
         _safefs.private_dir(runs_dir, self._ids[1])
         if self._ids[0] is None:
             # Tasks as the agent's own user can do whatever the agent can (docs/agent.md).
@@ -150,86 +145,23 @@ class Executor:
     def supervisor_pid(self) -> int:
         """The supervisor's pid, starting it when none runs (``SupervisorError`` if that
         fails)."""
-        if self._conn is None:
-            self._connect(start=True)
-        return self._supervisor_pid
+        if not self.link.connected:
+            self._attach(start=True)
+        return self.link.pid
 
-    def _connect(self, *, start: bool) -> bool:
-        """Connect (and say hello) to this runs directory's supervisor; with ``start``, start
-        one when none answers. ``False``: none runs and ``start`` was not asked."""
-        for _ in range(50):
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(_SEND_TIMEOUT_S)
-            runs_fd = _safefs.open_dir(self.runs_dir)
-            try:
-                sock.connect(f"/proc/self/fd/{runs_fd}/{_SOCKET}")
-                sock.sendall(b'{"op":"hello"}\n')
-                hello = self._read_hello(sock)
-            except OSError:
-                sock.close()
-                if not start:
-                    return False
-                self._start_supervisor()
-                continue
-            finally:
-                os.close(runs_fd)
-            self._conn, self._supervisor_pid = sock, int(hello["pid"])
+    def _attach(self, *, start: bool) -> None:
+        hello = self.link.connect(start=start)
+        if hello is not None:
             self._attached = dict(hello.get("running") or {})
             self._exits.update(hello.get("done") or {})
-            return True
-        raise SupervisorError(f"no supervisor answers in {self.runs_dir}")
 
-    def _read_hello(self, sock: socket.socket) -> dict[str, Any]:
-        """The supervisor's answer to hello (what runs, and the exits it holds)."""
-        self._buf = b""
-        while b"\n" not in self._buf:
-            chunk = sock.recv(65536)
-            if not chunk:
-                raise ConnectionResetError("the supervisor closed the connection")
-            self._buf += chunk
-        line, _, self._buf = self._buf.partition(b"\n")
-        hello = json.loads(line)
-        if hello.get("ev") != "hello":
-            raise ConnectionResetError(f"unexpected first message {hello!r}")
-        self._take(self._lines())
-        return hello
-
-    def _start_supervisor(self) -> None:
-        env = {k: os.environ[k] for k in _PASSED_ENV if k in os.environ}  # no secrets
-        proc = subprocess.Popen(
-            [sys.executable, "-S", "-E", _SUPERVISOR, str(self.runs_dir)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-            close_fds=True,
-            env=env,
-        )
-        assert proc.stdout is not None
-        with proc.stdout:
-            word = proc.stdout.readline().strip()  # ready, or busy: another one runs (exiting)
-        self._spawned = [p for p in self._spawned if p.poll() is None] + [proc]
-        if word != b"ready":
-            time.sleep(0.05)
-
-    def _send(self, msg: dict[str, Any]) -> bool:
-        if self._conn is None:
-            return False
-        try:
-            self._conn.sendall(json.dumps(msg, separators=(",", ":")).encode() + b"\n")
-        except OSError:
-            self._lost()
-            return False
-        return True
-
-    def _lines(self) -> list[dict[str, Any]]:
-        *lines, self._buf = self._buf.split(b"\n")
-        return [json.loads(line) for line in lines if line.strip()]
-
-    def _take(self, messages: list[dict[str, Any]]) -> None:
-        for msg in messages:
+    def _take(self) -> None:
+        """Apply what the supervisor reported since the last call."""
+        for msg in self.link.drain():
             key = str(msg.get("attempt"))
-            if msg.get("ev") == "started":
+            if msg is LOST:
+                self._lost()
+            elif msg.get("ev") == "started":
                 self._attached[key] = msg
                 running = self.running.get(key)
                 if running is not None:
@@ -238,36 +170,18 @@ class Executor:
                 self._attached.pop(key, None)
                 self._exits[key] = msg["status"]
 
-    def _receive(self) -> None:
-        """Everything the supervisor has said since the last call (never blocks)."""
-        conn = self._conn
-        while conn is not None and select.select([conn], [], [], 0)[0]:
-            try:
-                chunk = conn.recv(1 << 20)
-            except OSError:
-                chunk = b""
-            if not chunk:
-                self._lost()
-                return
-            self._buf += chunk
-            self._take(self._lines())
-
     def _lost(self) -> None:
         """The supervisor is gone (killed: it exits on its own only with nobody connected):
         its tasks died with it (``PR_SET_PDEATHSIG``); what left their session is killed
         with their cgroup by :meth:`poll`."""
-        if self._conn is not None:
-            self._conn.close()
-        self._conn, self._attached = None, {}
+        self._attached = {}
         for running in self.running.values():
             if running.attempt not in self._exits:
                 running.orphaned = True
 
     def close(self) -> None:
         """Disconnect; a supervisor with nothing to run then exits."""
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self.link.close()
 
     # -- attempts --------------------------------------------------------------------
     def run_dir(self, task_id: str, attempt: str) -> Path:
@@ -335,12 +249,12 @@ class Executor:
             os.close(run_fd)
         msg = {"op": "launch", "attempt": launch.attempt, "run_dir": str(run_dir), "spec": spec}
         try:
-            sent = self.supervisor_pid() > 0 and self._send(msg)
-        except (SupervisorError, OSError) as exc:
+            sent = self.supervisor_pid() > 0 and self.link.send(msg)
+        except OSError as exc:  # SupervisorError included
             sent, why = False, f"{type(exc).__name__}: {exc}"
         else:
             why = "the supervisor went away"
-        running = RunningAttempt(launch.task_id, launch.attempt, run_dir, self._supervisor_pid)
+        running = RunningAttempt(launch.task_id, launch.attempt, run_dir, self.link.pid)
         self.running[launch.attempt] = running
         if not sent:
             self._exits[launch.attempt] = {"reason": "spawn_failed", "stderr_tail": why}
@@ -350,13 +264,13 @@ class Executor:
         """Re-attach to an attempt started by a previous agent process: one the supervisor
         still runs or holds the outcome of, or whose ``status.json`` it left; ``None``
         means the attempt is gone (``watchdog_pid``, the journal's, is not needed)."""
-        if self._conn is None:
-            self._connect(start=False)
+        if not self.link.connected:
+            self._attach(start=False)
         run_dir = self.run_dir(task_id, attempt)
         known = attempt in self._attached or attempt in self._exits
         if not known and _status(run_dir) is None:
             return None
-        running = RunningAttempt(task_id, attempt, run_dir, self._supervisor_pid or watchdog_pid)
+        running = RunningAttempt(task_id, attempt, run_dir, self.link.pid or watchdog_pid)
         running.pgid = _read_pgid(run_dir)
         running.orphaned = not known
         self.running[attempt] = running
@@ -389,17 +303,17 @@ class Executor:
         """Move the fence of a running attempt (``None`` lifts it, for a level downgrade)."""
         if attempt not in self.running:
             return False
-        return self._send({"op": "deadline", "attempt": attempt, "deadline": deadline})
+        return self.link.send({"op": "deadline", "attempt": attempt, "deadline": deadline})
 
     def stop(self, attempt: str, reason: str) -> bool:
         """SIGTERM the attempt's tree, SIGKILL after the grace; the outcome says ``reason``."""
         if attempt not in self.running:
             return False
-        return self._send({"op": "stop", "attempt": attempt, "reason": reason})
+        return self.link.send({"op": "stop", "attempt": attempt, "reason": reason})
 
     def poll(self) -> list[Outcome]:
         """Outcomes of attempts that ended since the last call (each reported once)."""
-        self._receive()
+        self._take()
         done: list[Outcome] = []
         for attempt, running in list(self.running.items()):
             status = self._exits.pop(attempt, None)
@@ -443,11 +357,21 @@ class Executor:
 
     def cleanup(self, task_id: str, attempt: str) -> None:
         """Acknowledge a finished attempt's outcome to the supervisor (call once it is
-        journaled: the supervisor forgets it) and remove its directory. The supervisor has
-        emptied ``work/`` as the task's user; ``rmtree`` works through directory
-        descriptors, so a link left there is removed, never followed."""
-        self._send({"op": "ack", "attempt": attempt})
-        run_dir = self.run_dir(task_id, attempt)
+        journaled: the supervisor forgets it) and have its directory removed (by a helper
+        thread, off the caller's loop)."""
+        self.link.send({"op": "ack", "attempt": attempt})
+        if self._trash is None:  # removing directories costs milliseconds on a busy disk
+            self._trash = queue.SimpleQueue()
+            threading.Thread(target=_remove_dirs, args=(self._trash,), daemon=True).start()
+        self._trash.put(self.run_dir(task_id, attempt))
+
+
+def _remove_dirs(trash: queue.SimpleQueue[Path]) -> None:
+    """Remove finished attempts' directories, for ever. The supervisor has emptied ``work/``
+    as the task's user; ``rmtree`` works through directory descriptors, so a link left there
+    is removed, never followed."""
+    while True:
+        run_dir = trash.get()
         with contextlib.suppress(OSError):
             os.rmdir(run_dir / _WORK)  # empty: removable without reading the task's directory
         shutil.rmtree(run_dir, ignore_errors=True)

@@ -10,7 +10,14 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-__all__ = ["ApiCall", "InboxEvent", "LinkChanged", "MessageArrived", "StopRequested"]
+__all__ = [
+    "ApiCall",
+    "InboxEvent",
+    "LinkChanged",
+    "MessageArrived",
+    "StopRequested",
+    "TasksReported",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,4 +51,9 @@ class StopRequested:
     """SIGTERM/SIGINT: drain and stop."""
 
 
-InboxEvent = MessageArrived | LinkChanged | ApiCall | StopRequested
+@dataclass(frozen=True, slots=True)
+class TasksReported:
+    """The task supervisor reported something (an exit): the tick that follows polls it."""
+
+
+InboxEvent = MessageArrived | LinkChanged | ApiCall | StopRequested | TasksReported

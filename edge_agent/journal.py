@@ -1,8 +1,14 @@
-"""The agent's durable journal: SQLite in WAL mode, written through sqlite-utils.
+"""The agent's durable journal: SQLite in WAL mode (the standard library's ``sqlite3``: no
+wrapper, which on an agent would also pull numpy in and cost ~10 MB of idle memory).
 
 Every state change is committed here *before* the agent acts on it or sends it (see
 ``edge_agent/core.py``), so a ``kill -9`` at any instant loses nothing: the restarted agent
-re-reads its records, re-sends its outbox and sweeps the attempts it had started. One thread
+re-reads its records, re-sends its outbox and sweeps the attempts it had started. Each
+transaction is one fsync (``synchronous=FULL``), so callers group what they can: every start
+of a scheduling pass, every outcome of a poll (``edge_agent/scheduler.py``). An outbox *ack*
+costs none of its own: deleting acknowledged rows only saves re-sending them, so the delete
+rides in the next transaction, or is committed unsynced before the outbox is read (a power cut
+may undo it; the controller then gets those deltas again and merges them idempotently). One thread
 (the agent's core loop) writes; other processes (the testbed, ``sqlite3`` on a device) may
 read concurrently thanks to WAL.
 
@@ -32,8 +38,6 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-
-import sqlite_utils
 
 __all__ = ["Journal", "JournalError", "ProcessRow", "QueuedRow"]
 
@@ -117,16 +121,21 @@ class JournalError(RuntimeError):
 class Journal:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self.db = sqlite_utils.Database(conn)
+        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")  # a power cut must not undo an ack
         self.db.execute("PRAGMA busy_timeout=5000")
-        self.db.conn.executescript(_SCHEMA)
+        self.db.executescript(_SCHEMA)
         self._depth = 0
+        self._acked = 0  # an outbox ack not yet deleted (see ack())
 
     def close(self) -> None:
-        self.db.conn.close()
+        self.db.close()
+
+    def _rows(self, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
+        cur = self.db.execute(sql, params or [])
+        names = [col[0] for col in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
     @contextmanager
     def transaction(self) -> Iterator[Journal]:
@@ -141,22 +150,23 @@ class Journal:
         self._depth = 1
         try:
             self.db.execute("BEGIN IMMEDIATE")
+            changes = self.db.total_changes
             try:
                 yield self
             except BaseException:
                 self.db.execute("ROLLBACK")
                 raise
+            if self.db.total_changes != changes:  # synced anyway: the pending ack rides along
+                self._delete_acked()
             self.db.execute("COMMIT")
         except sqlite3.Error as exc:
-            if self.db.conn.in_transaction:
-                self.db.conn.rollback()
+            if self.db.in_transaction:
+                self.db.rollback()
             raise JournalError(f"journal write failed: {exc}") from exc
         finally:
             self._depth = 0
 
     def _replace(self, table: str, row: dict[str, Any]) -> None:
-        # Plain INSERT OR REPLACE: sqlite-utils' upsert introspects the schema on every call,
-        # which costs more than the write itself on the dispatch path.
         cols = ", ".join(row)
         marks = ", ".join("?" for _ in row)
         self.db.execute(
@@ -189,8 +199,8 @@ class Journal:
         )
 
     def records(self) -> Iterator[dict[str, Any]]:
-        for row in self.db["records"].rows:
-            yield json.loads(row["record"])
+        for (record,) in self.db.execute("SELECT record FROM records"):
+            yield json.loads(record)
 
     def prune_records(self, statuses: list[str], older_than_ms: int) -> list[str]:
         """Delete the records in one of ``statuses`` unchanged since ``older_than_ms``
@@ -207,7 +217,7 @@ class Journal:
                 [*statuses, older_than_ms],
             )
         ]
-        self.db.conn.executemany("DELETE FROM records WHERE task_id = ?", [[t] for t in ids])
+        self.db.executemany("DELETE FROM records WHERE task_id = ?", [[t] for t in ids])
         return ids
 
     # outbox --------------------------------------------------------------------------
@@ -219,25 +229,51 @@ class Journal:
         return int(cur.lastrowid or 0)
 
     def outbox_batch(self, after_seq: int, limit: int) -> list[tuple[int, dict[str, Any]]]:
+        self._delete_acked()
         rows = self.db.execute(
             "SELECT seq, delta FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", [after_seq, limit]
         ).fetchall()
         return [(int(seq), json.loads(delta)) for seq, delta in rows]
 
     def ack(self, up_to_seq: int) -> int:
-        """Delete rows covered by a cumulative ack; returns how many went."""
-        return self.db.execute("DELETE FROM outbox WHERE seq <= ?", [up_to_seq]).rowcount
+        """Drop rows covered by a cumulative ack; returns how many went. The delete itself
+        waits for the next transaction or outbox read (no fsync of its own)."""
+        if up_to_seq <= self._acked:
+            return 0
+        gone = self.db.execute(
+            "SELECT COUNT(*) FROM outbox WHERE seq > ? AND seq <= ?", [self._acked, up_to_seq]
+        ).fetchone()[0]
+        self._acked = up_to_seq
+        return int(gone)
+
+    def _delete_acked(self) -> None:
+        """Carry out the pending ack: inside the current transaction, or outside any as one
+        unsynced commit (before a read of the outbox)."""
+        if not self._acked:
+            return
+        if self._depth:
+            self.db.execute("DELETE FROM outbox WHERE seq <= ?", [self._acked])
+        else:
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            try:
+                self.db.execute("DELETE FROM outbox WHERE seq <= ?", [self._acked])
+            finally:
+                self.db.execute("PRAGMA synchronous=FULL")
+        self._acked = 0
 
     def outbox_depth(self) -> int:
+        self._delete_acked()
         return int(self.db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
 
     def outbox_last_seq(self) -> int:
         """The highest ``seq`` in the outbox (0 when empty)."""
+        self._delete_acked()
         return int(self.db.execute("SELECT MAX(seq) FROM outbox").fetchone()[0] or 0)
 
     def outbox_acked_seq(self) -> int:
         """What the controller has acknowledged, as far as the outbox shows: every row
         below the oldest one left (0 when empty: sequence numbers never go back)."""
+        self._delete_acked()
         first = self.db.execute("SELECT MIN(seq) FROM outbox").fetchone()[0]
         return 0 if first is None else int(first) - 1
 
@@ -298,7 +334,7 @@ class Journal:
         )
 
     def queued(self) -> list[QueuedRow]:
-        return [QueuedRow.from_row(row) for row in self.db["queue"].rows]
+        return [QueuedRow.from_row(row) for row in self._rows("SELECT * FROM queue")]
 
     # processes -----------------------------------------------------------------------
     def put_process(self, row: ProcessRow) -> None:
@@ -307,19 +343,14 @@ class Journal:
     def set_process_deadline(self, attempt: str, deadline: float | None) -> None:
         self.db.execute("UPDATE processes SET deadline = ? WHERE attempt = ?", [deadline, attempt])
 
-    def set_process_watchdog(self, attempt: str, watchdog_pid: int) -> None:
-        self.db.execute(
-            "UPDATE processes SET watchdog_pid = ? WHERE attempt = ?", [watchdog_pid, attempt]
-        )
-
     def remove_process(self, attempt: str) -> None:
         self.db.execute("DELETE FROM processes WHERE attempt = ?", [attempt])
 
     def processes(self) -> list[ProcessRow]:
-        return [ProcessRow.from_row(row) for row in self.db["processes"].rows]
+        return [ProcessRow.from_row(row) for row in self._rows("SELECT * FROM processes")]
 
     def process(self, attempt: str) -> ProcessRow | None:
-        rows = list(self.db["processes"].rows_where("attempt = ?", [attempt]))
+        rows = self._rows("SELECT * FROM processes WHERE attempt = ?", [attempt])
         return ProcessRow.from_row(rows[0]) if rows else None
 
     # meta ----------------------------------------------------------------------------

@@ -153,12 +153,39 @@ class LocalScheduler:
 
     # -- starts --------------------------------------------------------------------
     def start_ready(self) -> None:
-        """Start what the queue order, admission and (for strong work) a live lease allow."""
+        """Start what the queue order, admission and (for strong work) a live lease allow.
+
+        Every start of the pass is journaled in one transaction (one fsync, issue 14), and the
+        processes are launched only once it has committed: a start is durable before it is
+        acted on or reported."""
         core = self.core
         free = core.cfg.executor.max_concurrent - len(core.running)
         rows = self._queued() if free > 0 else []
         if not rows:
             return
+        if not core.safely(core.executor.supervisor_pid):
+            return
+        launches: list[Launch] = []
+        try:
+            with core.txn():
+                self._plan_starts(rows, free, launches)
+        except BaseException:
+            for launch in launches:  # rolled back: these never started
+                core.running.pop(launch.attempt, None)
+            core.reload_replica()
+            raise
+        for launch in launches:
+            core.executor.launch(launch)
+
+    def _plan_starts(
+        self,
+        rows: list[tuple[QueuedTask, QueuedRow]],
+        free: int,
+        launches: list[Launch],
+    ) -> None:
+        """Journal the starts the queue allows now (inside the caller's transaction) and add
+        their launches to ``launches``."""
+        core = self.core
         now = core.clock.mono()
         now_ms = core.clock.wall_ms()
         by_id = {task.task_id: row for task, row in rows}
@@ -201,7 +228,9 @@ class LocalScheduler:
             ):
                 core.counters["held_out_of_contact"] += 1
                 continue
-            core.safely(self._start, rec, row, deadline)
+            launch = self._start(rec, row, deadline)
+            if launch is not None:
+                launches.append(launch)
             free -= 1
 
     def _out_of_contact_s(self, row: QueuedRow, spec: dict[str, Any], now: float) -> float:
@@ -231,7 +260,9 @@ class LocalScheduler:
                 mem += rec.spec["resources"]["memory_mb"]
         return {"cpu": cpu, "memory_mb": mem}
 
-    def _start(self, rec: TaskRecord, row: QueuedRow, deadline: float | None) -> None:
+    def _start(self, rec: TaskRecord, row: QueuedRow, deadline: float | None) -> Launch | None:
+        """Journal one start (inside the caller's transaction): what to launch once it
+        commits, ``None`` when the task cannot start."""
         core = self.core
         spec = rec.spec
         assert spec is not None
@@ -241,7 +272,7 @@ class LocalScheduler:
             if target is None:
                 why = f"callable {spec['callable']!r} is not allow-listed"
                 self.fail_unstartable(rec, row, why)
-                return
+                return None
         dot, delta = start_attempt(
             rec, node=core.node, epoch=row.epoch, writer=core.node, hlc=core.stamp()
         )
@@ -251,43 +282,38 @@ class LocalScheduler:
             task_id=row.task_id,
             epoch=row.epoch,
             level=row.level,
-            watchdog_pid=0,
+            watchdog_pid=core.executor.link.pid,  # the supervisor, started by start_ready
             pgid=None,
             started_ms=core.clock.wall_ms(),
             deadline=deadline,
             failures=row.failures,
             source=row.source,
         )
-        with core.txn():
-            core.change(delta)
-            core.journal.remove_queued(row.task_id)
-            core.journal.put_process(process)
-            core.event(
-                "started",
-                row.task_id,
-                attempt=attempt,
-                epoch=row.epoch,
-                level=row.level,
-                deadline=deadline,
-            )
-        running = core.executor.launch(
-            Launch(
-                task_id=row.task_id,
-                attempt=attempt,
-                epoch=row.epoch,
-                argv=spec["command"],
-                callable_target=target,
-                args=spec["args"],
-                env=spec["env"],
-                inputs=row.inputs,
-                timeout_s=spec["timeout_s"],
-                deadline=deadline,
-                resources=spec["resources"],  # rlimits (issue 11)
-            )
+        core.change(delta)
+        core.journal.remove_queued(row.task_id)
+        core.journal.put_process(process)
+        core.event(
+            "started",
+            row.task_id,
+            attempt=attempt,
+            epoch=row.epoch,
+            level=row.level,
+            deadline=deadline,
         )
         core.running[attempt] = Running(row.task_id, dot, row.epoch, row.level)
-        with core.txn():
-            core.journal.set_process_watchdog(attempt, running.watchdog_pid)
+        return Launch(
+            task_id=row.task_id,
+            attempt=attempt,
+            epoch=row.epoch,
+            argv=spec["command"],
+            callable_target=target,
+            args=spec["args"],
+            env=spec["env"],
+            inputs=row.inputs,
+            timeout_s=spec["timeout_s"],
+            deadline=deadline,
+            resources=spec["resources"],  # rlimits (issue 11)
+        )
 
     def fail_unstartable(self, rec: TaskRecord, row: QueuedRow, reason: str) -> None:
         core = self.core
@@ -297,70 +323,64 @@ class LocalScheduler:
             core.event("unstartable", rec.task_id, reason=reason)
 
     # -- outcomes and retries ------------------------------------------------------
-    def on_outcome(self, outcome: Outcome) -> None:
+    def on_outcomes(self, outcomes: list[Outcome]) -> None:
+        """Journal a batch of ended attempts in one transaction (one fsync, issue 14); only
+        once it has committed are they logged, acknowledged to the supervisor (which then
+        forgets them) and their run directories removed. A finish is durable before it is
+        reported upstream: the uplink sends only what the journal holds."""
+        core = self.core
+        if not outcomes:
+            return
+        with core.txn():
+            ended = [self._journal_outcome(outcome) for outcome in outcomes]
+        for outcome, (status, reason, epoch) in zip(outcomes, ended, strict=True):
+            _log_outcome(outcome, status, reason, epoch)
+            core.counters[f"outcome_{status.name.lower()}"] += 1
+            if outcome.reason == "fenced":
+                core.leases.drop(outcome.task_id)
+            core.executor.cleanup(outcome.task_id, outcome.attempt)
+
+    def _journal_outcome(self, outcome: Outcome) -> tuple[AttemptStatus, str | None, int | None]:
+        """Journal one ended attempt and its retry (inside the caller's transaction)."""
         core = self.core
         run = core.running.pop(outcome.attempt, None)
         proc = core.journal.process(outcome.attempt)
         rec = core.replica.get(outcome.task_id)
-        if rec is None:
-            return
-        dot = run.dot if run is not None else parse_dot(outcome.attempt)
         status, reason = status_of(outcome)
-        with core.txn():
-            finished = set_status(
-                rec,
-                dot,
-                status,
-                writer=core.node,
-                hlc=core.stamp(),
-                exit_code=outcome.exit_code,
-                result=outcome.result,
-                reason=reason,
-                log=attempt_log(outcome),
-            )
-            core.change(finished)
-            core.journal.remove_process(outcome.attempt)
-            core.event(
-                "finished",
-                outcome.task_id,
-                attempt=outcome.attempt,
-                status=status.name.lower(),
-                reason=outcome.reason,
-                exit_code=outcome.exit_code,
-                signal=outcome.signal,
-                duration_s=round(outcome.duration_s, 4),
-                deadline=outcome.deadline,
-                fenced_at=outcome.fenced_at,
-                stdout_tail=outcome.stdout_tail[-1024:],
-                stderr_tail=outcome.stderr_tail[-1024:],
-            )
-            if proc is not None:
-                self.maybe_retry(outcome.task_id, proc, status, reason)
-        core.counters[f"outcome_{status.name.lower()}"] += 1
-        log.log(
-            logging.INFO
-            if reason in _STOPPED_ON_PURPOSE
-            else _OUTCOME_LOG_LEVEL.get(status, logging.DEBUG),
-            "task %s %s (%s)",
-            outcome.task_id,
-            status.name.lower(),
-            reason or "exit_code 0",
-            extra={
-                "fields": {
-                    "task_id": outcome.task_id,
-                    "attempt": outcome.attempt,
-                    "epoch": proc.epoch if proc is not None else None,
-                    "status": status.name.lower(),
-                    "reason": reason,
-                    "exit_code": outcome.exit_code,
-                    "signal": outcome.signal,
-                    "duration_s": round(outcome.duration_s, 3),
-                }
-            },
+        epoch = proc.epoch if proc is not None else None
+        if rec is None:
+            return status, reason, epoch
+        dot = run.dot if run is not None else parse_dot(outcome.attempt)
+        finished = set_status(
+            rec,
+            dot,
+            status,
+            writer=core.node,
+            hlc=core.stamp(),
+            exit_code=outcome.exit_code,
+            result=outcome.result,
+            reason=reason,
+            log=attempt_log(outcome),
         )
-        if outcome.reason == "fenced":
-            core.leases.drop(outcome.task_id)
-        core.executor.cleanup(outcome.task_id, outcome.attempt)
+        core.change(finished)
+        core.journal.remove_process(outcome.attempt)
+        core.event(
+            "finished",
+            outcome.task_id,
+            attempt=outcome.attempt,
+            status=status.name.lower(),
+            reason=outcome.reason,
+            exit_code=outcome.exit_code,
+            signal=outcome.signal,
+            duration_s=round(outcome.duration_s, 4),
+            deadline=outcome.deadline,
+            fenced_at=outcome.fenced_at,
+            stdout_tail=outcome.stdout_tail[-1024:],
+            stderr_tail=outcome.stderr_tail[-1024:],
+        )
+        if proc is not None:
+            self.maybe_retry(outcome.task_id, proc, status, reason)
+        return status, reason, epoch
 
     def maybe_retry(
         self, task_id: str, proc: ProcessRow, status: AttemptStatus, reason: str | None
@@ -455,8 +475,34 @@ class LocalScheduler:
             core.replica.forget(task_id)
 
 
+def _log_outcome(
+    outcome: Outcome, status: AttemptStatus, reason: str | None, epoch: int | None
+) -> None:
+    log.log(
+        logging.INFO
+        if reason in _STOPPED_ON_PURPOSE
+        else _OUTCOME_LOG_LEVEL.get(status, logging.DEBUG),
+        "task %s %s (%s)",
+        outcome.task_id,
+        status.name.lower(),
+        reason or "exit_code 0",
+        extra={
+            "fields": {
+                "task_id": outcome.task_id,
+                "attempt": outcome.attempt,
+                "epoch": epoch,
+                "status": status.name.lower(),
+                "reason": reason,
+                "exit_code": outcome.exit_code,
+                "signal": outcome.signal,
+                "duration_s": round(outcome.duration_s, 3),
+            }
+        },
+    )
+
+
 def attempt_log(outcome: Outcome) -> AttemptLog:
-    """The output tails sent with an attempt's end (``continuum logs``): the watchdog keeps
+    """The output tails sent with an attempt's end (``continuum logs``): the supervisor keeps
     the last ``executor.output_tail_bytes`` of each stream, and each is cut to what one
     attempt may carry on the wire (``shared.crdt.MAX_LOG_TAIL``)."""
     return AttemptLog(
@@ -468,7 +514,7 @@ def attempt_log(outcome: Outcome) -> AttemptLog:
 
 
 def status_of(outcome: Outcome) -> tuple[AttemptStatus, str | None]:
-    """Map a watchdog outcome onto the attempt lattice and a reason string."""
+    """Map a supervisor's outcome onto the attempt lattice and a reason string."""
     if outcome.succeeded:
         return AttemptStatus.SUCCEEDED, None
     if outcome.reason == "cancelled":

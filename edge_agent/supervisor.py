@@ -220,7 +220,7 @@ class Supervisor:
             run_fd = _safefs.open_dir(run_dir)
             try:
                 attempt.work_fd = _safefs.open_dir(WORK, dir_fd=run_fd)
-                attempt.pid, out, err = _tasktree.spawn(
+                attempt.pid, out, err, exec_fd = _tasktree.spawn(
                     spec, attempt.work_fd, attempt.ids, attempt.cgroup
                 )
                 with contextlib.suppress(OSError):
@@ -235,9 +235,10 @@ class Supervisor:
             self.finish(attempt)
             return
         self.pids[attempt.pid] = (attempt, "leader")
-        attempt.pipes = 2
+        attempt.pipes = 3
         self.sel.register(out, selectors.EVENT_READ, ("stdout", attempt))
         self.sel.register(err, selectors.EVENT_READ, ("stderr", attempt))
+        self.sel.register(exec_fd, selectors.EVENT_READ, ("exec", attempt))
         self.broadcast({"ev": "started", "attempt": key, **attempt.started_info()})
 
     def others(self, attempt: Attempt) -> set[int]:
@@ -278,7 +279,13 @@ class Supervisor:
         return wake
 
     def read_stream(self, name: str, attempt: Attempt, fd: int) -> None:
+        """A chunk of the task's stdout or stderr (kept: its tail), or of the exec pipe (any
+        text there: the exec failed, and the child exits 127)."""
         chunk = os.read(fd, 65536)
+        if name == "exec" and chunk:
+            attempt.reason = "spawn_failed"
+            attempt.tails["stderr"] += chunk[-attempt.tail_max :]
+            return
         if not chunk:
             self.sel.unregister(fd)
             os.close(fd)

@@ -17,8 +17,9 @@ clock ``wall``):
    are restarted, and the run waits (at most ``settle_s``) for quiescence: every
    acknowledged task terminal at the controller, every agent's outbox empty and
    its records equal to the controller's;
-4. **judge**: ledgers, journals and the controller's store are read
-   (:mod:`.collect`), the checker runs, and the report and plots are written.
+4. **judge**: the ledgers are read and every process's records collected
+   through its ``dump`` command (:mod:`.collect`), the checker runs, and the
+   report and plots are written.
 
 Workload tasks run the stdlib-only ledger task by its file path with
 ``CONTINUUM_LEDGER`` in their spec env, so they leave fsync'd execution records

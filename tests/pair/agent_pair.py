@@ -42,7 +42,7 @@ from edge_agent.inbox import ApiCall
 from shared.crdt import TaskRecord
 from shared.protocol import Body, Envelope, Place, decode, encode, topic
 
-WAIT_S = 30.0
+WAIT_S = 60.0
 #: The agent's sections as the broker-backed e2e tests configure them (``agent_harness``).
 AGENT_CONFIG: dict[str, dict[str, Any]] = {
     "node": {"tier": "edge"},

@@ -1,11 +1,12 @@
 """What the agent does with what the controller tells it, on the in-memory pair
 (``agent_pair``): cancels (a user's, and a re-placement's revocation), repeated and stale
-placements, an invalid spec, strong work and its lease, retries while partitioned, and
-malformed messages. Moved here from the broker-backed ``tests/agent/test_agent_e2e.py``,
-where the broker was not the subject. Placements the real controller would not send in
-this state (a repeat, an older epoch, an invalid spec) are sent as it sends them
-(:meth:`AgentPair.down`); what "upstream" means there is what the agent sent
-(:meth:`AgentPair.sent_record`), as a scripted controller would have merged it."""
+placements, an invalid spec, strong work and its lease, retries while partitioned, a real
+re-placement during a cut, and malformed messages. Moved here from the broker-backed
+``tests/agent/test_agent_e2e.py``, where the broker was not the subject. Placements the
+real controller would not send in this state (a repeat, an older epoch, an invalid spec)
+are sent as it sends them (:meth:`AgentPair.down`); what "upstream" means there is what
+the agent sent (:meth:`AgentPair.sent_record`), as a scripted controller would have
+merged it."""
 
 from __future__ import annotations
 
@@ -238,3 +239,42 @@ def test_malformed_down_messages_never_crash_the_agent(
     assert fuzzed.agent.core.counters["internal_errors"] == 0
     code, _ = fuzzed.api("GET", "/v1/status")
     assert code == 200
+
+
+def test_work_re_placed_during_a_cut_stops_here_when_the_link_returns(
+    pair: AgentPair, gate: Path
+) -> None:
+    """The real re-placement: the agent is cut off (its last will reaches the
+    controller) while a causal task runs; once the task's ``max_disconnect_s`` is out,
+    the controller places it on n2 under epoch 2. When the link returns, the agent
+    learns of it and stops its superseded attempt; the task lives on at n2."""
+    pair.connect()
+    task = spec("t-away", sh(f"while [ ! -e {gate} ]; do sleep 0.05; done"), max_disconnect_s=5)
+    pair.submit(task)
+    pair.run_until(lambda: pair.task_status("t-away") == "running", "the task to start")
+    n2 = pair.h.node("n2")
+    pair.link.cut(will=True)
+    pair.step()
+    for _ in range(8):  # the controller's clock only: a cut agent hears nothing anyway
+        pair.h.tick(1.0)
+        pair.h.keep_alive("n2")
+    placed = n2.expect("place", lambda e: e.body.task_id == "t-away")
+    assert placed.body.epoch == 2
+    assert pair.task_status("t-away") == "running"  # causal: it ran on through the cut
+    pair.link.connect()
+    pair.run_until(lambda: pair.status()["running"] == [], "the superseded attempt to stop")
+    (finished,) = pair.events("finished")
+    assert finished["reason"] == "superseded"
+    rec = pair.agent.replica.get("t-away")
+    assert rec is not None and rec.placement is not None
+    assert (rec.placement.node, rec.placement.epoch) == ("n2", 2)
+    assert not rec.cancel_requested
+    pair.run_until(
+        lambda: any(
+            a["node"] == "edge-1" and a["reason"] == "superseded"
+            for a in pair.task("t-away")["attempts"]
+        ),
+        "the stopped attempt upstream",
+    )
+    row = pair.task("t-away")
+    assert (row["node"], row["epoch"]) == ("n2", 2) and row["status"] != "cancelled"

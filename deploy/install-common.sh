@@ -182,7 +182,7 @@ start_unit() {
         say "installed, not started: systemctl start $service"
     elif [ "$CHANGED" = true ] || ! systemctl is-active --quiet "$service"; then
         run systemctl restart "$service"
-        say "started $service; check: systemctl status $service"
+        [ "$DRY_RUN" = true ] || say "started $service; check: systemctl status $service"
     else
         say "$service is running and nothing changed"
     fi

@@ -133,13 +133,14 @@ def _modes(name: str, runs: Runs, seeds: list[int], heldout: bool) -> None:
         goal=1.0,
         direction="lower",
     )
-    lowest = min(energy[m].mean for m in MODES)
+    frugal = min(MODES, key=lambda m: energy[m].mean)
     emit(
         f"sim goals: {label} adaptive energy / lowest mode's",
-        measured=energy["adaptive"].mean / lowest,
+        measured=energy["adaptive"].mean / energy[frugal].mean,
         unit="x",
         goal=1.05,
         direction="lower",
+        note=f"lowest: {frugal} ({100 * miss[frugal].mean:.2f} % misses)",
     )
     if name == "pureedgesim-10k":
         emit(

@@ -78,9 +78,10 @@ class Agents:
         t = task.t_arr
         net = self.net
         path = net.dev_ctrl[task.dev]
-        since = net.tl.down_since(path.down, t)
         g = self.topo.dev_node[task.dev]
-        if since is not None and g >= 0:
+        # only a computing device can run its own task: the others skip the outage lookup
+        since = net.tl.down_since(path.down, t) if g >= 0 else None
+        if since is not None:
             autonomy = autonomy_level(connectivity(t - since, self.spec.ack_period_s))
             # a device's own submissions run as causal or eventual (docs/agent.md)
             level = clamp_level(Level.CAUSAL, lo=task.lo, hi=task.hi)

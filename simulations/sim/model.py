@@ -20,6 +20,7 @@ its node (crash) and no retry was left; otherwise it is *in flight*.
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable, Mapping
 from types import SimpleNamespace
@@ -308,7 +309,17 @@ class Simulation:
             loop.at(item[0], wl.flow_start, item)
         loop.at(0.0, self.ctl.telemetry)
         self.sched.trace(len(wl.arr_t))
-        loop.run(self.sc.duration_s)
+        # The run allocates a Task and an Attempt per task and frees them without
+        # cycles, so the cyclic collector only re-walks the live ones (about 7 % of
+        # the run's CPU on pureedgesim-10k); refcounting frees everything as before
+        # and the collector runs again once the loop is done.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            loop.run(self.sc.duration_s)
+        finally:
+            if collecting:
+                gc.enable()
         wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
         events = self.loop.events + self.counters.generated
         metrics, latencies = measure(

@@ -61,6 +61,8 @@ _SHIFT = np.int64(1 << 32)
 #: after the tie key (< 2**32) is subtracted.
 _NONE = np.int64(np.iinfo(np.int64).min + (1 << 33))
 _NONE_INT = int(_NONE)
+#: Rank bases kept per predicted shape for deadlines other than the current one.
+_KEPT = 4
 
 
 class ShapeState:
@@ -197,6 +199,16 @@ def place_many(
     return out
 
 
+def _packed(finish: float, reach: float, keep: float, deadline: float) -> int | None:
+    """The rank base of one row for ``deadline``: the rule of ``_predict.score`` for
+    a finite finish >= 0 (no guard needed), quantised and packed as ``_rebase`` does
+    for the whole column; ``None`` when the value is outside [-BOUND, BOUND]."""
+    value = keep if reach <= deadline else -finish / (finish + max(deadline, 1.0))
+    if -BOUND <= value <= BOUND:
+        return round(value * SCALE) * (1 << 32) + 0xFFFFFFFF
+    return None
+
+
 def _max(a: float, b: float) -> float:
     """``np.maximum`` of two floats (NaN wins, as in numpy)."""
     return a if a >= b else b if b > a else math.nan
@@ -214,18 +226,23 @@ class PredictedState:
     the node passes the filters and has room; on rows that can take the task also
     ``finish * widen`` (the deadline test) and ``1 - cost`` (a safe node's score),
     elsewhere ``-inf`` and ``-BOUND`` (so the deadline rule gives them ``-BOUND``).
+    They are kept as Python lists (a row update is a handful of scalar operations;
+    the column forms are built only when a whole column is scored).
 
     The tasks of one tick mostly share a deadline, so the rank bases for the last
     deadline seen are kept too (``q * 2**32 + 0xFFFFFFFF``, ``_NONE`` where the
     node cannot take the task, as ``ShapeState``): a task then costs one argmax
-    with its tie key, as in ``place_many``. Scores that are not finite or outside
+    with its tie key, as in ``place_many``. The deadlines left recur from tick to
+    tick (they are rounded), so the bases of the last ``_KEPT`` other deadlines are
+    kept aside with the log position they were current at, and caught up row by
+    row when their deadline comes back. Scores that are not finite or outside
     [-BOUND, BOUND] leave the bases unset and go through ``_select.top_rows``.
     ``demand`` is the shape's demand without a deadline. Rows off the shape's
     filters are never updated."""
 
     __slots__ = (
-        "_rows", "base", "deadline", "demand", "facts", "finish", "hashes", "keep", "log", "ok",
-        "reach", "seen", "shape", "tame", "version",
+        "_rows", "base", "bases", "deadline", "demand", "facts", "finish", "hashes", "keep", "log",
+        "ok", "reach", "seen", "shape", "tame", "version",
     )  # fmt: skip
 
     def __init__(
@@ -235,21 +252,25 @@ class PredictedState:
         assert t is not None, "a predicted mode's shape"
         self.demand, self.shape, self.facts, self.version = shape.demand, shape, facts, version
         free = (table.cpu_free, table.memory_free, table.disk_free)
-        ok = self.ok = shape.mask & (first_exhausted(shape.need, free) < 0)
+        ok = shape.mask & (first_exhausted(shape.need, free) < 0)
         run = fixed(facts, table, self.demand)
-        self.finish = run + queue_wait(
+        finish = run + queue_wait(
             table.backlog, facts.capacity, table.cpus, table.cpu_free, table.running,
             self.demand.cpu,
         )  # fmt: skip
-        self.reach = np.where(ok, self.finish * facts.widen, -math.inf)
-        self.keep = np.where(ok, 1.0 - self._cost(table), -BOUND)
         #: every finish finite and >= 0: a late node's score needs no guard
-        self.tame = bool(np.all((self.finish >= 0) & (self.finish < math.inf)))
+        self.tame = bool(np.all((finish >= 0) & (finish < math.inf)))
+        self.ok: list[bool] = ok.tolist()
+        self.finish: list[float] = finish.tolist()
+        self.reach: list[float] = np.where(ok, finish * facts.widen, -math.inf).tolist()
+        self.keep: list[float] = np.where(ok, 1.0 - self._cost(table), -BOUND).tolist()
         self.hashes = table.hash
         self.log, self.seen = log, len(log)
         #: the deadline ``base`` is for (``base`` None: not usable for it)
         self.deadline: float | None = None
         self.base: np.ndarray | None = None
+        #: bases of other deadlines, with the log length they were current at
+        self.bases: dict[float, tuple[np.ndarray, int]] = {}
         # per row, the static values the row update reads, as Python floats
         self._rows = tuple(
             c.tolist()
@@ -273,11 +294,12 @@ class PredictedState:
         """``(queue, finish, cost)`` of row ``j`` now: the scalar form of
         ``_predict.score``'s columns, operation for operation."""
         _, run, base_cost, capacity, inv_cpus, _, load = self._rows
+        cpu, free = self.demand.cpu, table.cpu_free.item(j)
         queue = queue_wait(
-            table.backlog.item(j), capacity[j], table.cpus.item(j), table.cpu_free.item(j),
-            table.running.item(j), self.demand.cpu,
+            table.backlog.item(j), capacity[j], table.cpus.item(j), free,
+            table.running.item(j), cpu,
         )  # fmt: skip
-        taken = 1.0 + (self.demand.cpu - table.cpu_free.item(j)) * inv_cpus[j]
+        taken = 1.0 + (cpu - free) * inv_cpus[j]
         return queue, run[j] + queue, base_cost[j] + _min(_max(load[j], taken), 1.0) / 4.0
 
     def update(self, table: NodeTable, j: int) -> None:
@@ -300,15 +322,13 @@ class PredictedState:
         reach = self.reach[j] = finish * self._rows[5][j]
         keep = self.keep[j] = 1.0 - cost
         if not 0.0 <= finish < math.inf:
-            self.tame, self.base = False, None
+            self.tame, self.base, self.bases = False, None, {}
         elif base is not None:
-            deadline: float = self.deadline  # type: ignore[assignment]
-            # the rule of ``score`` for one row (finish >= 0 and finite: no guard)
-            value = keep if reach <= deadline else -finish / (finish + max(deadline, 1.0))
-            if -BOUND <= value <= BOUND:
-                base[j] = round(value * SCALE) * (1 << 32) + 0xFFFFFFFF
-            else:
+            packed = _packed(finish, reach, keep, self.deadline)  # type: ignore[arg-type]
+            if packed is None:
                 self.base = None
+            else:
+                base[j] = packed
 
     def _cost(self, table: NodeTable) -> np.ndarray:
         """The cost of every row now, as ``_predict.score`` computes it."""
@@ -320,38 +340,71 @@ class PredictedState:
         """``_predict.score``'s value for a task with ``deadline`` on every row that
         can take it (``-BOUND`` elsewhere while the deadline is finite), under the
         caller's ``np.errstate``: inf and NaN as in the column form."""
-        finish = self.finish
+        finish = np.array(self.finish)
         if deadline is None:
             cost = self._cost(table)
             return 1.0 / (1.0 + finish * (1.0 + COST_WEIGHT * cost))  # type: ignore[no-any-return]
         late = -finish / (finish + max(deadline, 1.0))
         if not (self.tame and math.isfinite(deadline)):
             late = np.where(np.isfinite(late), late, -1.0)
-        return np.where(self.reach <= deadline, self.keep, late)
+        return np.where(np.array(self.reach) <= deadline, np.array(self.keep), late)
 
     def choose(self, table: NodeTable, deadline: float | None, tie: int) -> int:
         """The row ``_select.top_rows`` ranks first for a task with ``deadline`` and
         tie seed ``tie``, or -1 when no node can take it."""
         if deadline != self.deadline or self.base is None:
-            self._rebase(table, deadline)
-        if self.base is not None:
-            j = int((self.base - (self.hashes ^ tie)).argmax())
-            return j if self.base[j] != _NONE else -1
+            self._switch(table, deadline)
+        base = self.base
+        if base is not None:
+            j = int((base - (self.hashes ^ tie)).argmax())
+            return j if base.item(j) != _NONE_INT else -1
+        ok = np.array(self.ok)
         with np.errstate(invalid="ignore", divide="ignore"):
             value = self.score(table, deadline)
-        top = top_rows(value, self.ok, self.hashes, tie, 1)
-        return int(top[0]) if len(top) and self.ok[top[0]] else -1
+        top = top_rows(value, ok, self.hashes, tie, 1)
+        return int(top[0]) if len(top) and ok[top[0]] else -1
+
+    def _switch(self, table: NodeTable, deadline: float | None) -> None:
+        """Rank bases for ``deadline``: the kept ones caught up with the rows the log
+        names since they were current (every row on the shape's filters that moved
+        since was updated here), else computed afresh (``_rebase``)."""
+        bases, log = self.bases, self.log
+        if self.base is not None and self.deadline is not None:
+            bases[self.deadline] = (self.base, len(log))
+            if len(bases) > _KEPT:
+                del bases[next(iter(bases))]
+        kept = bases.pop(deadline, None) if deadline is not None else None
+        if kept is not None and self.tame:
+            base, at = kept
+            mask, ok = self._rows[0], self.ok
+            finish, reach, keep = self.finish, self.reach, self.keep
+            for j in set(log[at:]):
+                if not mask[j]:
+                    continue
+                if not ok[j]:
+                    base[j] = _NONE_INT
+                    continue
+                packed = _packed(finish[j], reach[j], keep[j], deadline)  # type: ignore[arg-type]
+                if packed is None:
+                    break
+                base[j] = packed
+            else:
+                self.deadline, self.base = deadline, base
+                return
+        self._rebase(table, deadline)
 
     def _rebase(self, table: NodeTable, deadline: float | None) -> None:
         """Rank bases for ``deadline``, when its scores allow them."""
         self.deadline, self.base = deadline, None
         if deadline is None or not (self.tame and math.isfinite(deadline)):
             return
-        with np.errstate(invalid="ignore", divide="ignore"):
-            value = self.score(table, deadline)
+        # every finish finite and >= 0, the deadline finite: no invalid or zero division
+        value = self.score(table, deadline)
         if not (value.min() >= -BOUND and value.max() <= BOUND):
             return
-        self.base = np.where(self.ok, quantise(value).astype(np.int64) * _SHIFT + _LOW, _NONE)
+        self.base = np.where(
+            np.array(self.ok), quantise(value).astype(np.int64) * _SHIFT + _LOW, _NONE
+        )
 
 
 def place_predicted(
@@ -370,24 +423,30 @@ def place_predicted(
     explained ``place_batch`` decision's first candidate shows). Stops at the first
     task no node has room for, as ``place_many``."""
     state.catch_up(table)
-    demand, facts = state.demand, state.facts
+    demand = state.demand
     cpu, memory, disk = state.shape.need
     work = demand.work
-    out: list[tuple[int, float | None]] = []
+    rows: list[int] = []
+    parts: list[tuple[float, float, float]] = []  # (queue, finish, cost) when explained
+    log = state.log
     for task_id, epoch, deadline in zip(task_ids, epochs, deadlines, strict=True):
         j = state.choose(table, deadline, tie_seed(task_id, epoch, seed))
         if j < 0:
             break
-        predicted = None
         if explain:
-            queue, _, cost = state.row(table, j)
-            names, values = breakdown(
-                facts, table, demand, np.array([j]), np.array([queue]), np.array([cost])
-            )
-            predicted = values[0][names.index("finish_s")]
+            parts.append(state.row(table, j))
         table.allocate(j, cpu, memory, disk, work_s=work)
         state.update(table, j)
-        state.log.append(j)
-        out.append((j, predicted))
-    state.seen = len(state.log)  # its own allocations are already applied
-    return out
+        log.append(j)
+        rows.append(j)
+    state.seen = len(log)  # its own allocations are already applied
+    if not explain:
+        return [(j, None) for j in rows]
+    if not rows:
+        return []
+    # the breakdown reads only the static facts and each row's queue and cost as the
+    # task saw them: one call for the batch gives each row what its own call gives
+    queue, _, cost = (np.array(c) for c in zip(*parts, strict=True))
+    names, values = breakdown(state.facts, table, demand, np.array(rows), queue, cost)
+    at = names.index("finish_s")
+    return [(j, v[at]) for j, v in zip(rows, values, strict=True)]

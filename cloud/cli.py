@@ -83,7 +83,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
             return 2
         token, password = old.api.token or None, old.broker.password or None
     if args.broker_user:
-        password = password or secrets.token_urlsafe(24)
+        password = password or secrets.token_hex(24)
     agents_host, agents_port = _split_host_port(args.agents_broker or "", 8883)
     try:
         text = render_default_config(

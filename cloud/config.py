@@ -247,7 +247,7 @@ def render_default_config(
     """The file ``cloud-controller init`` writes: every key, its default, a comment; the
     arguments fill what an installation knows (``deploy/install-controller.sh``). The result
     is validated, so a bad argument is a ``ValidationError`` here, not at the next start."""
-    token = token or secrets.token_urlsafe(32)
+    token = token or secrets.token_hex(32)
     text = f"""\
 # Continuum cloud controller. Relative paths are relative to this file.
 

@@ -110,7 +110,7 @@ def set_password(path: Path, user: str, password: str | None = None) -> str:
     why = check_node_id(user)
     if why:
         raise CredentialsError(f"username {user!r} {why}")
-    password = password or secrets.token_urlsafe(24)
+    password = password or secrets.token_hex(24)
     lines = [line for name, line in _entries(path) if name != user]
     lines.append(f"{user}:{hash_password(password)}")
     _write(path, lines)

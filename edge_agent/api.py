@@ -56,7 +56,7 @@ log = logging.getLogger("edge_agent.api")
 def api_token(path: Path) -> str:
     """The bearer token of the TCP API, created (0600 from the first byte) when absent."""
     with contextlib.suppress(FileExistsError):
-        _safefs.write_private(path, secrets.token_urlsafe(32).encode() + b"\n")
+        _safefs.write_private(path, secrets.token_hex(32).encode() + b"\n")
     fd = _safefs.open_dir(path.parent)
     try:
         raw = _safefs.read_file_at(fd, path.name, 4096)

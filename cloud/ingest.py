@@ -97,12 +97,16 @@ class Ingest:
         }
         self._received: dict[str, Any] = {}
         self._acked_now: set[str] = set()
+        # Nodes whose unasked contact this batch already counted (one batch shares one
+        # ``now``: a second message says nothing new of the link).
+        self._heard_now: set[str] = set()
         self._refusal_events = RefusalEvents()  # bounds the event rows refusals cause
 
     def batch(self, messages: Iterable[tuple[str, bytes]], now: float) -> None:
         """Handle one batch (inside the caller's unit of work)."""
         changed: Changed = {}
         self._acked_now = set()
+        self._heard_now = set()
         for topic, payload in messages:
             self._handle(topic, payload, now, changed)
         for task_id, before in changed.items():
@@ -150,10 +154,14 @@ class Ingest:
             counter = self._received[env.type] = self.metrics.messages.labels(type=env.type)
         counter.inc()
         entry = self.registry.ensure(node_id, now, wall)
-        if not _broker_said(env):
+        if _broker_said(env):
+            self._heard_now.discard(node_id)  # after its will, the next word counts again
+        elif node_id not in self._heard_now:
             unasked = env.type != "pong"
             change = self.registry.contact(entry, now, wall, unasked=unasked)
             self.reconciler.link_changes([change], now)
+            if unasked:
+                self._heard_now.add(node_id)
         handler(entry, env, now, changed)
 
     # -- node state -------------------------------------------------------------------

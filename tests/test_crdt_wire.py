@@ -152,6 +152,74 @@ def test_wire_junk_raises_only_validation_error(data: dict[str, Any]) -> None:
     assert TaskRecord.from_dict(json.loads(json.dumps(record_to_wire(rec)))) == rec
 
 
+# The wire form's meaning, spelled as the translation to the canonical form it
+# replaced (the reader used to build this dict, then read it): the reference model the
+# direct wire reader must agree with, value for value and problem for problem.
+_ATTEMPT_KEYS = ("epoch", "status", "hlc", "started_hlc", "exit_code", "result", "reason")
+_ATTEMPT_KEYS += ("log", "node")
+_STATUS_NAMES = {int(s): s.name.lower() for s in AttemptStatus}
+
+
+def _canonical_of_wire(data: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": data.get("i")}
+    for short, key in (("c", "context"), ("d", "dots"), ("s", "spec")):
+        if short in data:
+            out[key] = data[short]
+    placement = data.get("p")
+    if isinstance(placement, list) and 4 <= len(placement) <= 5:
+        names = ("epoch", "node", "level", "hlc", "lease_s")
+        out["placement"] = dict(zip(names, placement, strict=False))
+    elif placement is not None:
+        out["placement"] = placement
+    attempts = data.get("a")
+    if isinstance(attempts, dict):
+        out["attempts"] = {key: _canonical_attempt(key, value) for key, value in attempts.items()}
+    elif attempts is not None:
+        out["attempts"] = attempts
+    cancel = data.get("x", 0)
+    out["cancel"] = cancel == 1 if type(cancel) is int and cancel in (0, 1) else cancel
+    return out
+
+
+def _canonical_attempt(key: str, value: object) -> object:
+    if not isinstance(value, list) or not 3 <= len(value) <= len(_ATTEMPT_KEYS):
+        return value
+    writer = key.partition(":")[0]
+    attempt = {k: v for k, v in zip(_ATTEMPT_KEYS, value, strict=False) if v is not None}
+    if type(attempt.get("status")) is int:
+        attempt["status"] = _STATUS_NAMES.get(attempt["status"], attempt["status"])
+    for name in ("hlc", "started_hlc"):
+        stamp = attempt.get(name)
+        if isinstance(stamp, str) and stamp.count(".") < 2:
+            wall, _, logical = stamp.partition(".")
+            attempt[name] = f"{wall}.{logical or '0'}.{writer}"
+    started, hlc = attempt.get("started_hlc"), attempt.get("hlc")
+    if type(started) is int and 0 <= started < 2**63 and isinstance(hlc, str):
+        wall_hex = hlc.partition(".")[0]
+        try:
+            wall = int(wall_hex, 16) if len(wall_hex) <= 16 else None
+        except ValueError:
+            wall = None
+        if wall is not None and wall >= started:
+            attempt["started_hlc"] = f"{wall - started:x}.0.{writer}"
+    return attempt
+
+
+def _outcome(data: object) -> object:
+    try:
+        return TaskRecord.from_dict(data)
+    except ValidationError as exc:
+        return exc.problems
+
+
+@settings(max_examples=400, deadline=None)
+@given(WIRE_JUNK | records().map(lambda rec: json.loads(json.dumps(record_to_wire(rec)))))
+def test_the_wire_reader_agrees_with_the_canonical_reader(data: dict[str, Any]) -> None:
+    """Read directly (one pass, no canonical dict), a wire record gives the record, or
+    the problems with their canonical paths, that its canonical translation gives."""
+    assert _outcome(data) == _outcome(_canonical_of_wire(data))
+
+
 def test_a_status_delta_is_under_a_tenth_of_the_full_record_on_the_wire() -> None:
     """The figure benchmarks/bench_crdt.py reports, on a small record."""
     stamp = "19ace6f6c06.0.edge-2"

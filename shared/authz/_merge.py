@@ -37,7 +37,7 @@ from typing import Any, NamedTuple
 
 from shared.authz._namespace import origin_of
 from shared.clocks import VersionVector
-from shared.crdt import Attempt, Dot, Placement, TaskRecord, merge
+from shared.crdt import Attempt, Dot, Placement, TaskRecord, attempt_beats, placement_beats
 
 __all__ = [
     "DEFAULT_POLICY",
@@ -94,6 +94,7 @@ DEFAULT_POLICY = MergePolicy()
 
 _NO_ATTEMPTS: Mapping[Dot, Attempt] = MappingProxyType({})
 _NO_HISTORY: Mapping[int, str] = MappingProxyType({})
+_NO_EVENTS: tuple[VersionVector, frozenset[Dot]] = (VersionVector(), frozenset())
 
 
 def authorize_delta(
@@ -138,7 +139,7 @@ def authorize_delta(
     foreign = _foreign_events(node, base, delta)
     if foreign:
         refusals.append(Refusal(Reason.CONTEXT, f"events the record lacks: {foreign}"))
-    context, dots = VersionVector(), frozenset[Dot]()
+    context, dots = _NO_EVENTS
     if not refusals:
         context = VersionVector({node: delta.context.get(node)})
         dots = frozenset(dot for dot in delta.dots if dot[0] == node)
@@ -185,8 +186,8 @@ def _placement(
     refusals: list[Refusal],
 ) -> Placement | None:
     ours = base.placement
-    if new is None or not _wins(TaskRecord(base.task_id, placement=ours), placement=new):
-        return None
+    if new is None or (ours is not None and not placement_beats(new, ours)):
+        return None  # loses the join: nothing to write
     if ours is None and owns and new.epoch == 0 and new.node == node:
         return new  # the origin's own placement of a task submitted on it
     if (
@@ -212,11 +213,8 @@ def _attempts(
     keep: dict[Dot, Attempt] = {}
     for dot, attempt in attempts.items():
         ours = base.attempts.get(dot)
-        if ours is not None and not _wins(
-            TaskRecord(base.task_id, attempts=MappingProxyType({dot: ours})),
-            attempts=MappingProxyType({dot: attempt}),
-        ):
-            continue
+        if ours is not None and not attempt_beats(attempt, ours):
+            continue  # loses the join: nothing to write
         refusal = _attempt_refused(node, dot, attempt, ours, placed)
         if refusal is None:
             keep[dot] = attempt
@@ -241,11 +239,6 @@ def _attempt_refused(
             Reason.REWRITE, f"{where}: {ours.status.name} -> {attempt.status.name} is not forward"
         )
     return None
-
-
-def _wins(ours: TaskRecord, **theirs: Any) -> bool:
-    """Whether the join of ``ours`` with a record holding ``theirs`` differs from it."""
-    return merge(ours, TaskRecord(ours.task_id, **theirs)) is not ours
 
 
 def _foreign_events(node: str, base: TaskRecord, delta: TaskRecord) -> list[str]:

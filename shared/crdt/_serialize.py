@@ -17,13 +17,18 @@ Hashes never see the wire form: they hash the canonical dict.
 ``record_from_dict`` is reached by network data (through the protocol
 decoder): it reads either form (a dict with ``"i"`` is the wire form), checks
 every field, collects every problem with its path, and raises only
-:class:`~shared.errors.ValidationError`.
+:class:`~shared.errors.ValidationError`. The wire form is read directly, in
+one pass, into the same checks the canonical form goes through (an attempt's
+fields are checked by one function whichever form carried them), so a delta
+from the network is decoded and validated once, without an intermediate
+canonical dict, and its problems are named by their canonical paths.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from types import MappingProxyType
 from typing import Any
 
@@ -182,52 +187,58 @@ def _started_offset(hlc: str, started: str | None, writer: str) -> str | int | N
     return offset if offset >= 0 else started
 
 
-def _wire_to_dict(data: dict[str, Any]) -> dict[str, Any]:
-    """The canonical dict of a wire-form record, for the one validating parser below;
-    shapes it cannot map are passed on as they are, for that parser to report."""
-    out: dict[str, Any] = {"id": data.get("i")}
-    for short, key in (("c", "context"), ("d", "dots"), ("s", "spec")):
-        if short in data:
-            out[key] = data[short]
+def _record_from_wire(data: dict[str, Any]) -> TaskRecord:
+    """Read a wire-form record (``record_to_wire``) straight into the checks of the
+    canonical reader: same values, same problems and paths, no canonical dict built."""
     placement = data.get("p")
     if isinstance(placement, list) and 4 <= len(placement) <= 5:
-        out["placement"] = dict(
-            zip(("epoch", "node", "level", "hlc", "lease_s"), placement, strict=False)
-        )
-    elif placement is not None:
-        out["placement"] = placement
+        placement = dict(zip(("epoch", "node", "level", "hlc", "lease_s"), placement, strict=False))
     attempts = data.get("a")
-    if isinstance(attempts, dict):
-        out["attempts"] = {
-            key: _wire_attempt(key, value) if isinstance(key, str) else value
-            for key, value in attempts.items()
-        }
-    elif attempts is not None:
-        out["attempts"] = attempts
     cancel = data.get("x", 0)
-    out["cancel"] = cancel == 1 if type(cancel) is int and cancel in (0, 1) else cancel
-    return out
+    return _record(
+        data.get("i"),
+        data.get("c", {}),
+        data.get("d", []),
+        data.get("s"),
+        placement,
+        ({} if attempts is None else attempts, _wire_attempt),
+        cancel == 1 if type(cancel) is int and cancel in (0, 1) else cancel,
+    )
 
 
-def _wire_attempt(key: str, value: object) -> object:
+def _wire_attempt(
+    value: object, writer: str, counter: int, path: str, problems: list[Problem]
+) -> Attempt | None:
+    """One wire attempt (a positional list; a canonical object is read as such), its
+    values restored as ``_attempt_to_wire`` shortened them, then checked."""
     if not isinstance(value, list) or not 3 <= len(value) <= len(_ATTEMPT_WIRE):
-        return value
-    writer = key.partition(":")[0]
-    attempt = {k: v for k, v in zip(_ATTEMPT_WIRE, value, strict=False) if v is not None}
-    status = attempt.get("status")
+        return _parse_attempt(value, writer, counter, path, problems)
+    epoch, status, hlc, started, exit_code, result, reason, log, node = (
+        *value,
+        *(None,) * (len(_ATTEMPT_WIRE) - len(value)),
+    )
     if type(status) is int:
-        attempt["status"] = _STATUS_BY_CODE.get(status, status)
-    for at in _WIRE_STAMPS:
-        stamp = attempt.get(_ATTEMPT_WIRE[at])
-        if isinstance(stamp, str) and stamp.count(".") < 2:
-            wall, _, logical = stamp.partition(".")
-            attempt[_ATTEMPT_WIRE[at]] = f"{wall}.{logical or '0'}.{writer}"
-    started, hlc = attempt.get("started_hlc"), attempt.get("hlc")
+        status = _STATUS_BY_CODE.get(status, status)
+    hlc, started = _full_stamp(hlc, writer), _full_stamp(started, writer)
     if type(started) is int and 0 <= started <= MAX_INT and isinstance(hlc, str):
         wall = _wall_ms(hlc)
         if wall is not None and wall >= started:
-            attempt["started_hlc"] = f"{wall - started:x}.0.{writer}"
-    return attempt
+            started = f"{wall - started:x}.0.{writer}"
+    return _check_attempt(
+        writer if node is None else node,
+        counter,
+        (epoch, status, hlc, exit_code, result, reason, started, log),
+        path,
+        problems,
+    )
+
+
+def _full_stamp(stamp: object, writer: str) -> object:
+    """A stamp as ``_short_stamp`` wrote it, whole again (anything else as it is)."""
+    if isinstance(stamp, str) and stamp.count(".") < 2:
+        wall, _, logical = stamp.partition(".")
+        return f"{wall}.{logical or '0'}.{writer}"
+    return stamp
 
 
 def _wall_ms(hlc: str) -> int | None:
@@ -254,26 +265,50 @@ def content_hash(rec: TaskRecord) -> str:
 
 
 def record_from_dict(data: object) -> TaskRecord:
-    problems: list[Problem] = []
     if isinstance(data, dict) and "i" in data and "id" not in data:
-        data = _wire_to_dict(data)
+        return _record_from_wire(data)
     if not isinstance(data, dict):
         raise ValidationError(
             [Problem("", f"must be an object, not {type(data).__name__}")], what="task record"
         )
-    task_id = data.get("id")
+    return _record(
+        data.get("id"),
+        data.get("context", {}),
+        data.get("dots", []),
+        data.get("spec"),
+        data.get("placement"),
+        (data.get("attempts", {}), _parse_attempt),
+        data.get("cancel", False),
+    )
+
+
+#: Reads one attempt of a form: (value, writer, counter, path, problems) -> the attempt.
+_AttemptReader = Callable[[object, str, int, str, list[Problem]], "Attempt | None"]
+
+
+def _record(
+    task_id: object,
+    context_data: object,
+    dots_data: object,
+    spec: object,
+    placement_data: object,
+    attempts_data: tuple[object, _AttemptReader],
+    cancel: object,
+) -> TaskRecord:
+    """Check every field (either form: ``attempts_data`` pairs the attempt map with its
+    form's reader) and build the record, or raise with every problem."""
+    problems: list[Problem] = []
     why = check_task_id(task_id)
     if why is not None:
         problems.append(Problem("id", f"task id {why}"))
 
     context = VersionVector()
     try:
-        context = VersionVector.from_dict(data.get("context", {}), path="context")
+        context = VersionVector.from_dict(context_data, path="context")
     except ValidationError as exc:
         problems.extend(exc.problems)
-    dots = _parse_dots(data.get("dots", []), problems)
+    dots = _parse_dots(dots_data, problems)
 
-    spec = data.get("spec")
     if spec is not None:
         if not isinstance(spec, dict):
             problems.append(Problem("spec", "must be an object or null"))
@@ -282,10 +317,9 @@ def record_from_dict(data: object) -> TaskRecord:
             if spec.get("id") != task_id:
                 problems.append(Problem("spec.id", "must equal the record's id"))
 
-    placement = _parse_placement(data.get("placement"), problems)
-    attempts = _parse_attempts(data.get("attempts", {}), problems)
+    placement = _parse_placement(placement_data, problems)
+    attempts = _parse_attempts(*attempts_data, problems)
 
-    cancel = data.get("cancel", False)
     if not isinstance(cancel, bool):
         problems.append(Problem("cancel", "must be a boolean"))
 
@@ -293,7 +327,7 @@ def record_from_dict(data: object) -> TaskRecord:
         raise ValidationError(problems, what="task record")
     assert isinstance(task_id, str)
     context, compact_dots = compact(context, dots)
-    return TaskRecord(task_id, spec, placement, attempts, cancel, context, compact_dots)
+    return TaskRecord(task_id, spec, placement, attempts, cancel, context, compact_dots)  # type: ignore[arg-type]
 
 
 def _parse_dot(text: object) -> Dot | None:
@@ -367,7 +401,9 @@ def _parse_placement(data: object, problems: list[Problem]) -> Placement | None:
     return Placement(epoch, node, level, None if lease_s is None else float(lease_s), hlc)  # type: ignore[arg-type]
 
 
-def _parse_attempts(data: object, problems: list[Problem]) -> MappingProxyType[Dot, Attempt]:
+def _parse_attempts(
+    data: object, read: _AttemptReader, problems: list[Problem]
+) -> MappingProxyType[Dot, Attempt]:
     if not isinstance(data, dict):
         problems.append(Problem("attempts", "must be an object"))
         return MappingProxyType({})
@@ -382,23 +418,44 @@ def _parse_attempts(data: object, problems: list[Problem]) -> MappingProxyType[D
             problems.append(Problem(path, "key must be '<writer node id>:<counter >= 1>'"))
             continue
         writer, counter = dot
-        attempt = _parse_attempt(value, writer, counter, path, problems)
+        attempt = read(value, writer, counter, path, problems)
         if attempt is not None:
-            attempts[(writer, counter)] = attempt
+            attempts[dot] = attempt
     return MappingProxyType(attempts)
 
 
 def _parse_attempt(
     data: object, writer: str, counter: int, path: str, problems: list[Problem]
 ) -> Attempt | None:
+    """One attempt in the canonical form (an object)."""
     if not isinstance(data, dict):
         problems.append(Problem(path, "must be an object"))
         return None
+    fields = (
+        data.get("epoch"),
+        data.get("status"),
+        data.get("hlc"),
+        data.get("exit_code"),
+        data.get("result"),
+        data.get("reason"),
+        data.get("started_hlc"),
+        data.get("log"),
+    )
+    return _check_attempt(data.get("node", writer), counter, fields, path, problems)
+
+
+def _check_attempt(
+    node: object,
+    counter: int,
+    fields: tuple[object, object, object, object, object, object, object, object],
+    path: str,
+    problems: list[Problem],
+) -> Attempt | None:
+    """The attempt of dot counter ``counter`` run by ``node`` from its ``fields``
+    (epoch, status name, hlc, exit code, result, reason, started hlc, log), whichever
+    form carried them; ``None`` with every problem added to ``problems``."""
+    epoch, status, hlc, exit_code, result, reason, started, log_data = fields
     before = len(problems)
-    node = data.get("node", writer)
-    epoch, status, hlc = data.get("epoch"), data.get("status"), data.get("hlc")
-    exit_code, result = data.get("exit_code"), data.get("result")
-    reason, started = data.get("reason"), data.get("started_hlc")
     if (why := check_node_id(node)) is not None:
         problems.append(Problem(f"{path}.node", f"node id {why}"))
     if (why := _int_problem(epoch, 0)) is not None:
@@ -409,14 +466,15 @@ def _parse_attempt(
         problems.append(Problem(f"{path}.hlc", why))
     if exit_code is not None and (why := _int_problem(exit_code, -MAX_INT)) is not None:
         problems.append(Problem(f"{path}.exit_code", why))
-    problems.extend(json_problems(result, f"{path}.result"))
+    if result is not None:
+        problems.extend(json_problems(result, f"{path}.result"))
     if reason is not None and (not isinstance(reason, str) or len(reason) > MAX_REASON_LEN):
         problems.append(
             Problem(f"{path}.reason", f"must be a string of at most {MAX_REASON_LEN} chars")
         )
     if started is not None and (why := _hlc_problem(started)) is not None:
         problems.append(Problem(f"{path}.started_hlc", why))
-    log = _parse_log(data.get("log"), f"{path}.log", problems)
+    log = _parse_log(log_data, f"{path}.log", problems)
     if len(problems) > before:
         return None
     return Attempt(
@@ -425,10 +483,10 @@ def _parse_attempt(
         epoch,  # type: ignore[arg-type]
         _STATUS_BY_NAME[status],  # type: ignore[index]
         hlc,  # type: ignore[arg-type]
-        exit_code,
+        exit_code,  # type: ignore[arg-type]
         result,
-        reason,
-        started,
+        reason,  # type: ignore[arg-type]
+        started,  # type: ignore[arg-type]
         log,
     )
 

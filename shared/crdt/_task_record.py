@@ -64,6 +64,7 @@ __all__ = [
     "Dot",
     "Placement",
     "TaskRecord",
+    "attempt_beats",
     "compact",
     "covers",
     "join_context",
@@ -73,6 +74,7 @@ __all__ = [
     "merge",
     "new_record",
     "place",
+    "placement_beats",
     "request_cancel",
     "set_status",
     "start_attempt",
@@ -189,8 +191,9 @@ class TaskRecord(NamedTuple):
 # ---------------------------------------------------------------- the join
 
 
-def _attempt_beats(x: Attempt, y: Attempt) -> bool:
-    """``x`` strictly above ``y`` in the per-dot attempt order."""
+def attempt_beats(x: Attempt, y: Attempt) -> bool:
+    """``x`` strictly above ``y`` in the per-dot attempt order (joining ``x`` into a
+    record holding ``y`` at that dot changes it)."""
     if x.status != y.status:
         return x.status > y.status
     if x == y:
@@ -201,7 +204,9 @@ def _attempt_beats(x: Attempt, y: Attempt) -> bool:
     )
 
 
-def _placement_beats(x: Placement, y: Placement) -> bool:
+def placement_beats(x: Placement, y: Placement) -> bool:
+    """``x`` strictly above ``y`` in the placement order (joining ``x`` into a record
+    holding ``y`` changes it)."""
     if x.epoch != y.epoch:
         return x.epoch > y.epoch
     if x == y:
@@ -235,7 +240,7 @@ def merge(a: TaskRecord, b: TaskRecord) -> TaskRecord:
     if (
         placement is None
         or placement is placement_a
-        or (placement_a is not None and not _placement_beats(placement, placement_a))
+        or (placement_a is not None and not placement_beats(placement, placement_a))
     ):
         placement = placement_a
 
@@ -252,7 +257,7 @@ def merge(a: TaskRecord, b: TaskRecord) -> TaskRecord:
         changed: dict[Dot, Attempt] | None = None
         for dot, theirs in small.items():
             ours = large.get(dot)
-            if ours is None or (ours is not theirs and _attempt_beats(theirs, ours)):
+            if ours is None or (ours is not theirs and attempt_beats(theirs, ours)):
                 if changed is None:
                     changed = dict(large)
                 changed[dot] = theirs

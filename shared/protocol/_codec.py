@@ -30,7 +30,7 @@ from typing import Any, Final, NoReturn
 from shared import PROTOCOL_VERSION
 from shared.clocks import Timestamp
 from shared.errors import LocalProtocolError, RemoteProtocolError, ValidationError
-from shared.ids import check_node_id
+from shared.ids import check_node_id, is_node_id
 from shared.model import Fields
 from shared.protocol._bodies import BODY_TYPES, MAX_INT, Body, check_message_id
 from shared.protocol._envelope import MAX_MESSAGE_BYTES, Envelope
@@ -75,6 +75,9 @@ def _too_deep(value: object, limit: int) -> bool:
 
 
 _CONTAINERS = (dict, list)  # what json.loads nests
+
+#: One decoder for every message (``json.loads`` with options builds one per call).
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
 
 
 def _may_be_too_deep(text: str, limit: int) -> bool:
@@ -170,7 +173,7 @@ def _decode(payload: object) -> Envelope:
         )
     try:
         text = bytes(payload).decode("utf-8")
-        doc = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+        doc = _DECODER.decode(text)
     except RecursionError as exc:
         raise RemoteProtocolError("JSON nested too deep", reason="too_deep") from exc
     except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
@@ -201,8 +204,9 @@ def _envelope(doc: dict[str, Any], type_: str, cls: type[Body]) -> Envelope:
     f = Fields(doc, "", strict=False)  # unknown fields are ignored (forward compatibility)
     ident = f.string("id", max_len=256, check=check_message_id)
     sender = f.string("from", max_len=256, check=check_node_id)
+    sender_ok = is_node_id(sender)
     hlc = f.string("hlc", max_len=256)
-    if hlc.count(".") == 1 and check_node_id(sender) is None:
+    if sender_ok and hlc.count(".") == 1:
         hlc = f"{hlc}.{sender}"  # written without the sender's id (``_short_hlc``)
     stamp: Timestamp | None = None
     if f.has("hlc") and len(hlc) <= 256:
@@ -213,7 +217,7 @@ def _envelope(doc: dict[str, Any], type_: str, cls: type[Body]) -> Envelope:
     seq = f.opt_integer("seq", min=0, max=MAX_INT)
     body_fields = f.sub("body", required=True)
     body = cls.read(body_fields) if body_fields is not None and body_fields.valid else None
-    if stamp is not None and check_node_id(sender) is None and stamp.node != sender:
+    if stamp is not None and sender_ok and stamp.node != sender:
         f.error("hlc", f"stamped by {stamp.node!r}, not by the sender {sender!r}")
     if f.problems or body is None:
         error = ValidationError(f.problems, what=f"{type_} message")

@@ -1,12 +1,12 @@
 """A cgroup v2 per task attempt, where the host gives the agent a writable one.
 
-Standard library only: the watchdog imports it from its own directory (like ``_safefs``), the
+Standard library only: the supervisor imports it from its own directory (like ``_safefs``), the
 executor as ``edge_agent._cgroup``. Only process *tracking* is used (no controllers need to be
-enabled): every process of the attempt is born in ``<the watchdog's cgroup>/continuum-<pid>``
+enabled): every process of the attempt is born in ``<the supervisor's cgroup>/continuum-<pid>-<n>``
 whatever session or parent it moves to, and ``cgroup.kill`` ends them all at once, even when
-the watchdog itself is gone. Where there is no cgroup v2, or it is not writable (an agent that
-is not root, ``ProtectControlGroups``), every function here says so and the watchdog's
-subreaper does the job alone (``_watchdog.py``).
+the supervisor itself is gone. Where there is no cgroup v2, or it is not writable (an agent that
+is not root, ``ProtectControlGroups``), every function here says so and the supervisor's
+subreaper does the job alone (``_tasktree.py``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,17 @@ import contextlib
 import os
 import time
 
-__all__ = ["PREFIX", "create", "enter", "is_ours", "kill", "members", "own_dir", "remove"]
+__all__ = [
+    "PREFIX",
+    "create",
+    "enter",
+    "is_ours",
+    "kill",
+    "members",
+    "own_dir",
+    "remove",
+    "try_remove",
+]
 
 PREFIX = "continuum-"
 
@@ -96,18 +106,21 @@ def kill(path: str) -> bool:
     return True
 
 
+def try_remove(path: str) -> bool:
+    """Remove the cgroup if it is empty; ``True`` when it is gone."""
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
 def remove(path: str, wait_s: float = 2.0) -> None:
     """Remove the (killed) cgroup once its last process has left it (best effort)."""
     end = time.monotonic() + wait_s
-    while True:
-        try:
-            os.rmdir(path)
-            return
-        except FileNotFoundError:
-            return
-        except OSError:
-            if time.monotonic() > end:
-                return
-            with contextlib.suppress(OSError):
-                kill(path)
-            time.sleep(0.01)
+    while not try_remove(path) and time.monotonic() <= end:
+        with contextlib.suppress(OSError):
+            kill(path)
+        time.sleep(0.01)

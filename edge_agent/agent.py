@@ -303,7 +303,9 @@ class Agent:
         """Between events: outcomes, connectivity, the uplink's cadences, leases, starts,
         and the slow housekeeping timers."""
         core, scheduler = self.core, self.scheduler
-        core.safely(scheduler.on_outcomes, core.executor.poll())
+        # Outcomes and starts in one transaction: a slot is reused as soon as it is freed.
+        starting = not core.draining and core.admission_stopped is None
+        core.safely(scheduler.settle, core.executor.poll(), start=starting)
         self._update_connectivity()
         core.safely(self.uplink.tick)
         scheduler.renew_leases()
@@ -312,8 +314,6 @@ class Agent:
             core.safely(scheduler.shed)
         if core.admission_stopped is not None and self._due("journal_probe", 5.0, now):
             core.safely(self._probe_journal)
-        if not core.draining and core.admission_stopped is None:
-            scheduler.start_ready()
         if self._due("prune", 600.0, now):
             with core.txn():
                 core.journal.prune_seen()

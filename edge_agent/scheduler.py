@@ -15,16 +15,15 @@ from typing import Any
 from edge_agent.core import Core, Running, attempt_key, parse_dot
 from edge_agent.executor import Launch, Outcome
 from edge_agent.journal import ProcessRow, QueuedRow
+from edge_agent.outcomes import attempt_log, log_outcome, status_of
 from edge_agent.telemetry import Sampler
 from edge_agent.uplink import Uplink
 from shared.authz import LOCAL_TOKEN_HEX, local_task_id, origin_of, pinned_to_origin
 from shared.autonomy import QueuedTask, admit, may_start, order_queue, select_for_shedding
 from shared.consistency import AgentLease
 from shared.crdt import (
-    AttemptLog,
     AttemptStatus,
     TaskRecord,
-    log_tail,
     max_attempts,
     new_record,
     place,
@@ -40,10 +39,6 @@ __all__ = ["LocalScheduler", "status_of"]
 
 log = logging.getLogger("edge_agent")
 
-#: How an ended attempt is logged: failures are what an operator looks for, except the
-#: attempts this agent stopped on purpose (its own stop, a newer placement elsewhere).
-_OUTCOME_LOG_LEVEL = {AttemptStatus.FAILED: logging.WARNING, AttemptStatus.CANCELLED: logging.INFO}
-_STOPPED_ON_PURPOSE = frozenset({"agent_shutdown", "superseded"})
 
 #: A spec's priority when it names none (``shared.model`` fills it in for parsed specs).
 _DEFAULT_PRIORITY = 50
@@ -153,39 +148,52 @@ class LocalScheduler:
 
     # -- starts --------------------------------------------------------------------
     def start_ready(self) -> None:
-        """Start what the queue order, admission and (for strong work) a live lease allow.
+        """Start what the queue order, admission and (for strong work) a live lease allow."""
+        self.settle([], start=True)
 
-        Every start of the pass is journaled in one transaction (one fsync, issue 14), and the
-        processes are launched only once it has committed: a start is durable before it is
-        acted on or reported."""
+    def settle(self, outcomes: list[Outcome], *, start: bool) -> None:
+        """One pass's journal work in one transaction (one fsync, issue 14): the attempts
+        that ended, then (with ``start``) the starts the queue allows, a slot just freed
+        included. Only once it has committed are the ended attempts logged and acknowledged
+        to the supervisor (which then forgets them) and the new ones launched: a start and a
+        finish are durable before they are acted on or reported (the uplink sends only what
+        the journal holds)."""
         core = self.core
-        free = core.cfg.executor.max_concurrent - len(core.running)
-        rows = self._queued() if free > 0 else []
-        if not rows:
-            return
-        if not core.safely(core.executor.supervisor_pid):
+        free = core.cfg.executor.max_concurrent - len(core.running) + len(outcomes)
+        start = (
+            start
+            and free > 0
+            and bool(self._queued())
+            and bool(core.safely(core.executor.supervisor_pid))
+        )
+        if not outcomes and not start:
             return
         launches: list[Launch] = []
         try:
             with core.txn():
-                self._plan_starts(rows, free, launches)
+                ended = [self._journal_outcome(outcome) for outcome in outcomes]
+                if start:
+                    self._plan_starts(launches)
         except BaseException:
             for launch in launches:  # rolled back: these never started
                 core.running.pop(launch.attempt, None)
             core.reload_replica()
             raise
+        for outcome, (status, reason, epoch) in zip(outcomes, ended, strict=True):
+            log_outcome(outcome, status, reason, epoch)
+            core.counters[f"outcome_{status.name.lower()}"] += 1
+            if outcome.reason == "fenced":
+                core.leases.drop(outcome.task_id)
+            core.executor.cleanup(outcome.task_id, outcome.attempt)
         for launch in launches:
             core.executor.launch(launch)
 
-    def _plan_starts(
-        self,
-        rows: list[tuple[QueuedTask, QueuedRow]],
-        free: int,
-        launches: list[Launch],
-    ) -> None:
+    def _plan_starts(self, launches: list[Launch]) -> None:
         """Journal the starts the queue allows now (inside the caller's transaction) and add
         their launches to ``launches``."""
         core = self.core
+        free = core.cfg.executor.max_concurrent - len(core.running)
+        rows = self._queued() if free > 0 else []
         now = core.clock.mono()
         now_ms = core.clock.wall_ms()
         by_id = {task.task_id: row for task, row in rows}
@@ -282,7 +290,7 @@ class LocalScheduler:
             task_id=row.task_id,
             epoch=row.epoch,
             level=row.level,
-            watchdog_pid=core.executor.link.pid,  # the supervisor, started by start_ready
+            watchdog_pid=core.executor.link.pid,  # the supervisor, started by settle
             pgid=None,
             started_ms=core.clock.wall_ms(),
             deadline=deadline,
@@ -324,21 +332,8 @@ class LocalScheduler:
 
     # -- outcomes and retries ------------------------------------------------------
     def on_outcomes(self, outcomes: list[Outcome]) -> None:
-        """Journal a batch of ended attempts in one transaction (one fsync, issue 14); only
-        once it has committed are they logged, acknowledged to the supervisor (which then
-        forgets them) and their run directories removed. A finish is durable before it is
-        reported upstream: the uplink sends only what the journal holds."""
-        core = self.core
-        if not outcomes:
-            return
-        with core.txn():
-            ended = [self._journal_outcome(outcome) for outcome in outcomes]
-        for outcome, (status, reason, epoch) in zip(outcomes, ended, strict=True):
-            _log_outcome(outcome, status, reason, epoch)
-            core.counters[f"outcome_{status.name.lower()}"] += 1
-            if outcome.reason == "fenced":
-                core.leases.drop(outcome.task_id)
-            core.executor.cleanup(outcome.task_id, outcome.attempt)
+        """Journal ended attempts in one transaction (:meth:`settle`, no starts)."""
+        self.settle(outcomes, start=False)
 
     def _journal_outcome(self, outcome: Outcome) -> tuple[AttemptStatus, str | None, int | None]:
         """Journal one ended attempt and its retry (inside the caller's transaction)."""
@@ -473,56 +468,3 @@ class LocalScheduler:
                 core.event("records_forgotten", None, count=len(gone))
         for task_id in gone:
             core.replica.forget(task_id)
-
-
-def _log_outcome(
-    outcome: Outcome, status: AttemptStatus, reason: str | None, epoch: int | None
-) -> None:
-    log.log(
-        logging.INFO
-        if reason in _STOPPED_ON_PURPOSE
-        else _OUTCOME_LOG_LEVEL.get(status, logging.DEBUG),
-        "task %s %s (%s)",
-        outcome.task_id,
-        status.name.lower(),
-        reason or "exit_code 0",
-        extra={
-            "fields": {
-                "task_id": outcome.task_id,
-                "attempt": outcome.attempt,
-                "epoch": epoch,
-                "status": status.name.lower(),
-                "reason": reason,
-                "exit_code": outcome.exit_code,
-                "signal": outcome.signal,
-                "duration_s": round(outcome.duration_s, 3),
-            }
-        },
-    )
-
-
-def attempt_log(outcome: Outcome) -> AttemptLog:
-    """The output tails sent with an attempt's end (``continuum logs``): the supervisor keeps
-    the last ``executor.output_tail_bytes`` of each stream, and each is cut to what one
-    attempt may carry on the wire (``shared.crdt.MAX_LOG_TAIL``)."""
-    return AttemptLog(
-        log_tail(outcome.stdout_tail),
-        log_tail(outcome.stderr_tail),
-        outcome.stdout_bytes,
-        outcome.stderr_bytes,
-    )
-
-
-def status_of(outcome: Outcome) -> tuple[AttemptStatus, str | None]:
-    """Map a supervisor's outcome onto the attempt lattice and a reason string."""
-    if outcome.succeeded:
-        return AttemptStatus.SUCCEEDED, None
-    if outcome.reason == "cancelled":
-        return AttemptStatus.CANCELLED, "cancelled"
-    if outcome.reason == "exited":
-        return AttemptStatus.FAILED, f"exit_code {outcome.exit_code}"
-    if outcome.reason == "fenced":
-        return AttemptStatus.FAILED, "lease_expired"
-    if outcome.reason == "spawn_failed":
-        return AttemptStatus.FAILED, ("spawn_failed: " + outcome.stderr_tail)[:1000]
-    return AttemptStatus.FAILED, outcome.reason

@@ -1,12 +1,11 @@
 """The agent's task supervisor: one long-lived process that runs every task attempt.
 
 Run as a *script* (``python -S -E supervisor.py RUNS_DIR``), standard library only (plus
-``_safefs``, ``_cgroup`` and ``_tasktree`` from this directory), so it starts in tens of
-milliseconds and costs one small interpreter for all tasks, not one per task. The agent starts
-it on its first launch (``executor.py``); it lives in its own session, so it outlives the
-agent: a ``kill -9``'d or ``SIGSTOP``'d agent does not stop it from fencing strong tasks at
-their lease deadline, timing tasks out, ending their trees and keeping their outcomes. A
-restarted agent connects again and re-attaches to what runs.
+``_safefs``, ``_cgroup``, ``_tasktree``, ``_livelog`` from this directory): one small
+interpreter for all tasks, not one per task. The agent starts it on its first launch
+(``supervisor_link.py``); in its own session, it outlives the agent: a ``kill -9``'d or
+``SIGSTOP``'d agent does not stop it from fencing strong tasks at their lease deadline, timing
+tasks out, ending their trees and keeping their outcomes. A restarted agent re-attaches.
 
 Containment (``_tasktree.py``): the supervisor is a *child subreaper*, every task runs in a
 session of its own, as ``run_as``, with its rlimits and ``PR_SET_PDEATHSIG`` towards the
@@ -241,12 +240,10 @@ class Supervisor:
         self.sel.register(exec_fd, selectors.EVENT_READ, ("exec", attempt))
         self.broadcast({"ev": "started", "attempt": key, **attempt.started_info()})
 
-    def others(self, attempt: Attempt) -> set[int]:
-        return {pid for pid, (other, _) in self.pids.items() if other is not attempt}
-
     def signal(self, attempt: Attempt, sig: int) -> None:
+        """Signal the attempt's tree (``others``: the other attempts' leaders and helpers)."""
         if attempt.pid:
-            others = self.others(attempt)
+            others = {pid for pid, (other, _) in self.pids.items() if other is not attempt}
             pids = _tasktree.tree(attempt.pid, attempt.cgroup, attempt.marker, others)
             _tasktree.signal_tree(pids, attempt.pid, sig, attempt.cgroup)
 
@@ -266,8 +263,9 @@ class Supervisor:
                 continue
             if attempt.reason == "exited":
                 if attempt.deadline is not None and now >= attempt.deadline:
-                    attempt.reason, attempt.fenced_at = "fenced", now
+                    attempt.reason = "fenced"
                     self.signal(attempt, signal.SIGKILL)  # the lease is over: no grace past it
+                    attempt.fenced_at = time.monotonic()  # after the kill: nothing ran later
                 elif now >= attempt.timeout_at:
                     self.stop(attempt, "timeout")
             if attempt.kill_at is not None and now >= attempt.kill_at:
@@ -339,7 +337,7 @@ class Supervisor:
     def cgroup_left(self, attempt: Attempt) -> bool:
         """Whether the attempt's (killed) cgroup is still there: it is removed before the
         outcome is reported, once its last process is gone (given up after a while)."""
-        if attempt.cgroup is None or _try_rmdir(attempt.cgroup):
+        if attempt.cgroup is None or _cgroup.try_remove(attempt.cgroup):
             return False
         if time.monotonic() < attempt.cgroup_by:
             _cgroup.kill(attempt.cgroup)
@@ -420,12 +418,10 @@ class Supervisor:
 
     # -- the loop ------------------------------------------------------------------
     def on_term(self, signum: int, frame: object) -> None:
-        """Someone stops the supervisor itself (service stop): take every tree down."""
-        self.terminating = True
+        self.terminating = True  # a service stop: every tree is taken down, then we exit
 
     def wanted(self) -> bool:
-        """Run while something runs or an agent is connected (or, just started, until the
-        agent that started it connects)."""
+        """While something runs or an agent is connected (or, new, until one connects)."""
         if self.attempts:
             return True
         if self.terminating:
@@ -460,19 +456,9 @@ class Supervisor:
             self.reap()
             for attempt in list(self.attempts.values()):
                 self.progress(attempt)
-            self.cgroups = [path for path in self.cgroups if not _try_rmdir(path)]
+            self.cgroups = [path for path in self.cgroups if not _cgroup.try_remove(path)]
         for path in self.cgroups:
             _cgroup.remove(path)
-
-
-def _try_rmdir(path: str) -> bool:
-    try:
-        os.rmdir(path)
-    except FileNotFoundError:
-        return True
-    except OSError:
-        return False
-    return True
 
 
 def main(runs_dir: str) -> int:
@@ -491,7 +477,8 @@ def main(runs_dir: str) -> int:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(SOCKET, dir_fd=runs_fd)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(socket_path(runs_fd))  # short: a run directory's path may not fit sun_path
+    # Through the directory's descriptor: short whatever its path (sun_path holds 108 bytes).
+    listener.bind(f"/proc/self/fd/{runs_fd}/{SOCKET}")
     os.chmod(SOCKET, 0o600, dir_fd=runs_fd)  # connecting needs write access: ours only
     listener.listen(64)
     listener.setblocking(False)
@@ -512,12 +499,6 @@ def main(runs_dir: str) -> int:
             os.unlink(SOCKET, dir_fd=runs_fd)
         listener.close()
     return 0
-
-
-def socket_path(runs_fd: int) -> str:
-    """The socket's address through a descriptor of the runs directory (``/proc/self/fd``:
-    short whatever the directory's path, and still subject to its permissions)."""
-    return f"/proc/self/fd/{runs_fd}/{SOCKET}"
 
 
 if __name__ == "__main__":

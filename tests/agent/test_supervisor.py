@@ -169,7 +169,8 @@ def test_a_restarted_agent_reattaches_to_its_running_tasks(
     rec = cloud.record("t-wait")
     assert rec is not None
     assert [a.result for a in rec.attempts.values()] == [{"waited": 1}]  # one attempt, once
-    assert agent.query("SELECT COUNT(*) FROM processes")[0][0] == 0
+    no_rows = lambda: agent.query("SELECT COUNT(*) FROM processes")[0][0] == 0  # noqa: E731
+    wait_until(no_rows, 30, "both attempts' process rows to go")
     assert len(agent.events("started")) == 2  # nothing was started again
 
 

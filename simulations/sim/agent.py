@@ -161,7 +161,11 @@ class Agents:
                 placed_node=self.topo.node_ids[g],
             )
             ready = at.t_grant = net.deliver(ctrl, t_req, CONTROL_BITS)
-            if not decision.granted:  # the attempt may not start (docs/consistency.md)
+            # a grant held by a cut can arrive after the agent's deadline for its
+            # request (``agent_deadline`` from the send): expired, it may not start
+            policy = self.lease_policy
+            late = ready >= policy.agent_deadline(t_recv, policy.duration_s)
+            if not decision.granted or late:  # the attempt may not start (docs/consistency.md)
                 at.stop, at.outcome = ready, Outcome.REFUSED
                 at.report = net.deliver(ctrl, ready, CONTROL_BITS)
                 self.open_on[g].append(at)

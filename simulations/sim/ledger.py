@@ -16,7 +16,15 @@ From the replicas:
 - ``status``: the controller's visible status per task at the horizon;
 - ``converged_at(node, t)``: the first delivery at or after ``t`` after which the
   controller's replica contains everything the node's replica holds (the join of
-  the two equals the controller's), i.e. the node's held deltas have arrived.
+  the two equals the controller's), i.e. the node's held deltas have arrived;
+- ``observed_convergence(node, t)``: what the testbed measures
+  (``simulations/testbed/observe.py`` ``node_converged``, polled every ``poll_s``
+  from ``t``): the node's outbox is empty (everything it wrote was acknowledged)
+  and each record it holds equals the controller's. The node learns the
+  controller's changes to its records (another node's result, a re-placement)
+  only from the answers to its digests (``digests``: per node, when a digest
+  reaches the controller and when the answer is back), as the agent does
+  (``cloud/ingest.py`` ``_on_digest``: the controller sends what it lacks).
 
 Cost grows with the number of attempts (every delta is a real merge), so it is for
 small runs (the sim-to-real bridge, tests), not the million-task scenarios.
@@ -42,7 +50,7 @@ from shared.crdt import (
     visible_status,
 )
 
-__all__ = ["CONTROLLER", "LedgerReplay", "converged_at", "replay"]
+__all__ = ["CONTROLLER", "LedgerReplay", "converged_at", "observed_convergence", "replay"]
 
 CONTROLLER = "controller"
 _OUTCOME = {
@@ -62,6 +70,8 @@ class LedgerReplay:
     nodes: dict[tuple[str, str], TaskRecord]
     #: per node: times at which a delta from it reached the controller
     arrivals: dict[str, list[float]] = field(default_factory=dict)
+    #: per node: (written, reached the controller) of every delta it sent
+    sent: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
 
     @property
     def duplicates(self) -> int:
@@ -76,6 +86,16 @@ class LedgerReplay:
     def status(self) -> Counter[str]:
         """The controller's visible status of every task it knows, counted."""
         return Counter(str(visible_status(rec)) for rec in self.controller.values())
+
+    def in_sync(self, node: str, now: float, ack_s: float) -> bool:
+        """The testbed's test at ``now``: every delta ``node`` wrote by then was
+        acknowledged (reached the controller ``ack_s`` before), and each record it
+        holds equals the controller's."""
+        if any(
+            written <= now and reached + ack_s > now for written, reached in self.sent.get(node, ())
+        ):
+            return False
+        return all(self.controller.get(t) == rec for (n, t), rec in self.nodes.items() if n == node)
 
     def converged(self, node: str) -> bool:
         """Does the controller hold everything ``node`` holds (at the horizon)?"""
@@ -93,7 +113,10 @@ def _stamp(t: float, seq: int, writer: str) -> Timestamp:
 
 
 def replay(
-    attempts: Iterable[Any], specs: Mapping[str, dict[str, Any]], horizon: float
+    attempts: Iterable[Any],
+    specs: Mapping[str, dict[str, Any]],
+    horizon: float,
+    digests: Mapping[str, Iterable[tuple[float, float]]] | None = None,
 ) -> LedgerReplay:
     """Build the replicas from traced attempts (``simulations.sim.model`` ``_Attempt``
     objects with ``node_id``/``task_id`` resolved by the caller: each item needs
@@ -111,9 +134,13 @@ def replay(
 
     for a in attempts:
         push(a.t_place if not a.local else a.start, "attempt", a)
+    for node, exchanges in (digests or {}).items():
+        for reached, back in exchanges:
+            push(reached, "digest", (node, back))
     ctrl: dict[str, TaskRecord] = {}
     nodes: dict[tuple[str, str], TaskRecord] = {}
     arrivals: dict[str, list[float]] = defaultdict(list)
+    sent: dict[str, list[tuple[float, float]]] = defaultdict(list)
     dots: dict[int, tuple[str, int]] = {}
     n = 0
 
@@ -131,6 +158,13 @@ def replay(
             apply(key, delta)
             if isinstance(key, str):
                 arrivals[source].append(t)
+            continue
+        if kind == "digest":  # the controller answers with its copy of the node's records
+            node, back = payload
+            for key in [k for k in nodes if k[0] == node]:
+                tid = key[1]
+                if tid in ctrl and ctrl[tid] != nodes[key]:
+                    push(back, "deliver", (key, ctrl[tid], CONTROLLER))
             continue
         a = payload
         tid, node = a.task_id, a.node_id
@@ -181,6 +215,7 @@ def replay(
             dots[id(a)] = dot
             apply(key, delta)
             if kind == "start":
+                sent[node].append((t, a.start_rep))
                 push(a.start_rep, "deliver", (tid, delta, node))
             end = min(a.stop, a.cancel_at)
             push(end, "end", a)
@@ -189,8 +224,9 @@ def replay(
             status = AttemptStatus.CANCELLED if a.cancel_at < a.stop else _OUTCOME[a.outcome]
             delta = set_status(nodes[key], dot, status, writer=node, hlc=_stamp(t, n, node))
             apply(key, delta)
+            sent[node].append((t, a.report))
             push(a.report, "deliver", (tid, nodes[key], node))
-    return LedgerReplay(ctrl, nodes, dict(arrivals))
+    return LedgerReplay(ctrl, nodes, dict(arrivals), dict(sent))
 
 
 def converged_at(
@@ -208,4 +244,26 @@ def converged_at(
     for t in candidates:
         if replay(attempts, specs, t).converged(node):
             return t
+    return None
+
+
+def observed_convergence(
+    attempts: list[Any],
+    specs: Mapping[str, dict[str, Any]],
+    node: str,
+    after: float,
+    horizon: float,
+    *,
+    digests: Mapping[str, Iterable[tuple[float, float]]],
+    ack_s: float,
+    poll_s: float,
+) -> float | None:
+    """The first poll (every ``poll_s``, the first one ``poll_s`` after ``after``) at
+    which ``node`` is in sync with the controller as the testbed tests it
+    (``LedgerReplay.in_sync``), or ``None`` if none is by ``horizon``."""
+    t = after + poll_s
+    while t <= horizon:
+        if replay(attempts, specs, t, digests).in_sync(node, t, ack_s):
+            return t
+        t += poll_s
     return None

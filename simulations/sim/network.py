@@ -218,6 +218,7 @@ class Network:
         self.session = self.up + G  # virtual links: device sessions, then node sessions
         count = self.session + D + G
         self.seed = seed
+        self.devices = D
         self.keepalive_s = session.keepalive_s
         self.cadence_s = session.telemetry_s
         #: the agent's reconnect schedule (edge_agent/transport.py: jitter 0.5, the
@@ -286,6 +287,8 @@ class Network:
                     parts[g] = P(n.device, *own)
             self.part.append(parts)
         self.tl = Timelines(count)
+        #: per session link, when its agent reconnected (``resume`` after a dropped session)
+        self.reconnects: dict[int, list[float]] = {}
         self.fallible: list[bool] = [False] * count
         self.wan_bytes = 0.0
         self.link_j = 0.0
@@ -339,36 +342,52 @@ class Network:
             for path in parts.values():
                 path.down = tuple(x for x in path.links if f[x])
         rng = np.random.default_rng([self.seed, 66])
+        self.reconnects = {}
         for v, path in enumerate([*self.dev_ctrl, *self.ctrl], start=self.session):
             crash = tuple(x for x in path.links if f[x] and self.node <= x < self.up)
             cuts = [x for x in path.links if f[x] and not self.node <= x < self.up]
             outages = merge_intervals(iv for x in cuts for iv in tl.intervals(x))
             if outages:
-                tl.set(v, [(a, self.resume(a, b, rng)) for a, b in outages])
+                resumed = [(a, *self.resume(a, b, rng)) for a, b in outages]
+                tl.set(v, [(a, back) for a, back, _ in resumed])
+                self.reconnects[v] = [back for _, back, new in resumed if new]
                 path.down = (v, *crash)
             else:
                 path.down = crash
         self.fallible = [st is not None for st in tl.starts]
 
-    def resume(self, a: float, b: float, rng: np.random.Generator) -> float:
-        """When an agent's session is back after its path was cut over ``[a, b)``.
+    def resume(self, a: float, b: float, rng: np.random.Generator) -> tuple[float, bool]:
+        """When an agent's session is back after its path was cut over ``[a, b)``,
+        and whether on a new connection (then it announces itself, sends its outbox
+        from the last ack and a full digest).
 
-        The broker drops a client it has not heard from for 1.5 keep-alives (its
-        last message went out up to one telemetry period before the cut); a shorter
-        cut leaves the connection held, and it resumes at ``b``. A dropped agent
-        retries on its reconnect schedule from the moment it knows (the heal, or
-        its own keep-alive timeout two keep-alives after the cut, whichever is
-        first), and the session resumes at its first attempt after ``b``."""
+        A cut holds what is sent, it does not drop it. The broker drops a client it
+        has not heard from for 1.5 keep-alives (its last message went out up to one
+        telemetry period before the cut); a shorter cut leaves the connection held,
+        and it resumes at ``b``. The agent's MQTT client (paho) pings one keep-alive
+        after the last bytes it received (up to a keep-alive before the cut: it pings
+        whenever the broker is quiet that long) and gives up one keep-alive later.
+        Then it waits its backoff (``edge_agent/transport.py``) and connects: over
+        the cut the connection attempt hangs without an answer for a keep-alive, then
+        fails, and the next waits a doubled backoff. An attempt hanging at ``b`` goes
+        through at ``b``; otherwise the session resumes at the next attempt after
+        ``b``. A heal before the agent gave up hands it the broker's close at ``b``:
+        it reconnects one backoff later."""
+        keepalive = self.keepalive_s
         last = a - self.cadence_s * float(rng.random())
-        if b - last < 1.5 * self.keepalive_s:
-            return b
-        t = min(b, a + 2.0 * self.keepalive_s)
+        if b - last < 1.5 * keepalive:
+            return b, False
+        heard = a - keepalive * float(rng.random())
+        t = min(b, heard + 2.0 * keepalive)
         failures = 1
         while True:
             t += backoff_delay(self.reconnect, failures, rng)
-            failures += 1
             if t >= b:
-                return t
+                return t, True
+            if t + keepalive > b:
+                return b, True
+            t += keepalive
+            failures += 1
 
     def exp(self) -> float:
         """A standard exponential draw (pre-drawn in blocks: much cheaper per call)."""
@@ -416,6 +435,10 @@ class Network:
     def restarted(self, g: int, t: float) -> float:
         """When node ``g`` is up at or after ``t`` (after a crash, its restart)."""
         return self.tl.next_up((self.node + g,), t)
+
+    def session_link(self, g: int) -> int:
+        """The virtual link of node ``g``'s MQTT session (``reconnects`` is keyed by it)."""
+        return self.session + self.devices + g
 
     def control_links(self, path: Path) -> tuple[int, ...]:
         """A node's control path without the node itself (whose outage is a crash,

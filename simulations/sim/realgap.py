@@ -35,8 +35,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from cloud.config import parse_config as parse_controller_config
+from edge_agent.config import parse_config as parse_agent_config
 from shared.vocab import PlacementMode, Tier
-from simulations.sim.ledger import converged_at, replay
+from simulations.sim.ledger import converged_at, observed_convergence, replay
 from simulations.sim.model import Simulation
 from simulations.sim.scenario import (
     Controller,
@@ -50,18 +52,20 @@ from simulations.sim.scenario import (
     Workflow,
     Workload,
 )
+from simulations.testbed.observe import POLL_S
 from simulations.testbed.plan import Plan, make_plan
+from simulations.testbed.processes import AgentProcess, ControllerProcess
 from simulations.testbed.scenario import Scenario, load_scenario
 from simulations.testbed.scenario import scenario_dir as testbed_dir
 
 __all__ = [
     "LOOPBACK_MS",
     "PROCESS_START_S",
-    "TESTBED_TIMING",
     "SimRun",
     "compare",
     "main",
     "run_testbed_scenario",
+    "testbed_timing",
 ]
 
 #: One hop over loopback through the broker (publish → deliver), one way.
@@ -69,18 +73,53 @@ LOOPBACK_MS = 2.0
 #: Starting the ledger task's interpreter for one execution.
 PROCESS_START_S = 0.08
 _CUT_OPS = ("partition", "flap", "controller-cut")
-#: The controller's and the agents' timing as ``simulations/testbed/processes.py``
-#: configures the real processes (heartbeats every second, 10 s leases, MQTT
-#: keep-alive 5 s, reconnects from 0.5 s to 4 s, autonomy period 6 s).
-TESTBED_TIMING = Controller(
-    placement_interval_s=0.0,
-    telemetry_s=1.0,
-    lease_s=10.0,
-    ack_period_s=6.0,
-    keepalive_s=5.0,
-    reconnect_min_s=0.5,
-    reconnect_max_s=4.0,
-)
+
+
+def testbed_timing(scenario: Scenario, plan: Plan) -> Controller:
+    """The controller's and the agents' timing as the testbed configures the real
+    processes: the configs ``simulations/testbed/processes.py`` writes (with the
+    scenario's ``[controller]`` and ``[agent]`` tables and the run's lease), read by
+    the shells' own loaders, so the shells' defaults fill in what the testbed leaves
+    out (the agent's reconnect backoff and anti-entropy period among them)."""
+    node = plan.nodes[0]
+    agent = parse_agent_config(
+        AgentProcess(
+            name=node.node_id,
+            workdir=Path("agent"),
+            ready_file=Path("agent.ready.json"),
+            node=node,
+            overrides=scenario.agent,
+        ).config()
+    )
+    overrides = dict(scenario.controller)
+    if plan.extra.get("lease_s") is not None:
+        overrides["consistency"] = {
+            **overrides.get("consistency", {}),
+            "lease_s": plan.extra["lease_s"],
+        }
+    ctl = parse_controller_config(
+        ControllerProcess(
+            name="controller",
+            workdir=Path("controller"),
+            ready_file=Path("controller.ready.json"),
+            broker_port=1883,  # where the broker is does not matter here, only a valid port
+            overrides=overrides,
+        ).config()
+    )
+    return Controller(
+        placement_interval_s=0.0,
+        telemetry_s=ctl.health.heartbeat_interval_s,
+        lease_s=ctl.consistency.lease_s,
+        suspect_missed=ctl.health.suspect_missed,
+        confirm_after_s=ctl.health.confirm_after_s,
+        lease_margin_s=ctl.consistency.lease_margin_s,
+        upgrade_dwell_s=ctl.consistency.upgrade_dwell_s,
+        ack_period_s=agent.autonomy.period_s,
+        keepalive_s=float(agent.broker.keepalive_s),
+        reconnect_min_s=agent.broker.reconnect_min_s,
+        reconnect_max_s=agent.broker.reconnect_max_s,
+        antientropy_s=agent.antientropy_s,
+    )
 
 
 def _key(body: dict[str, Any]) -> tuple[Any, ...]:
@@ -221,7 +260,7 @@ def to_sim(
         ),
         links=Links(access=fast, metro=hop, wan=hop, lan=hop),
         workload=Workload(rate_per_device=0.0, types=tuple(types) or (TaskType(),)),
-        controller=TESTBED_TIMING,
+        controller=testbed_timing(scenario, plan),
     )
     # agents in plan order → sim node ids of their tier, in order
     per_tier: dict[Tier, int] = defaultdict(int)
@@ -293,11 +332,27 @@ class SimRun:
             latency[self.types[k].level].append(t_end - t_sub)
         views, specs = sim.traced()
         ledger = replay(views, specs, sc.duration_s)
+        digests = _digests(sim, sc.controller.antientropy_s)
         convergence = []
-        for node, cause, t in heals:
-            at = converged_at(views, specs, self.names[node], t, sc.duration_s)
-            after = None if at is None else at - t
-            convergence.append({"node": node, "cause": cause, "heal_at": t, "after_s": after})
+        # the testbed heals everything at the end of the plan and measures every agent
+        final = [(n.node_id, "final-heal", plan.duration_s) for n in plan.nodes]
+        for node, cause, t in [*heals, *final]:
+            name = self.names[node]
+            g = sim.topo.index[name]
+            held = converged_at(views, specs, name, t, sc.duration_s)
+            seen = observed_convergence(
+                views, specs, name, t, sc.duration_s,
+                digests=digests, ack_s=sim.net.ctrl[g].lat, poll_s=POLL_S,
+            )  # fmt: skip
+            convergence.append(
+                {
+                    "node": node,
+                    "cause": cause,
+                    "heal_at": t,
+                    "after_s": None if seen is None else seen - t,
+                    "controller_holds_after_s": None if held is None else held - t,
+                }
+            )
         return {
             "scenario": self.scenario.name,
             "seed": plan.seed,
@@ -319,11 +374,36 @@ class SimRun:
                 "process_start_s": PROCESS_START_S,
                 "keepalive_s": sc.controller.keepalive_s,
                 "reconnect_s": [sc.controller.reconnect_min_s, sc.controller.reconnect_max_s],
+                "antientropy_s": sc.controller.antientropy_s,
+                "poll_s": POLL_S,
             },
         }
 
     def _type(self, body: dict[str, Any]) -> int:
         return self.keys.index(_key(body))
+
+
+def _digests(sim: Simulation, every: float) -> dict[str, list[tuple[float, float]]]:
+    """Per node, its digests as (reached the controller, answer back): one on every
+    connection (the first, and each reconnect of ``Network.resume``), then every
+    ``every`` seconds while its control path is up, until the next reconnect
+    (``shared/protocol/_session.py``: a full digest on every connection, then each
+    anti-entropy period)."""
+    net, horizon = sim.net, sim.sc.duration_s
+    out: dict[str, list[tuple[float, float]]] = {}
+    for g, node_id in enumerate(sim.topo.node_ids):
+        path = net.ctrl[g]
+        starts = [0.0, *net.reconnects.get(net.session_link(g), [])]
+        exchanges = []
+        for c, stop in zip(starts, [*starts[1:], horizon], strict=True):
+            t = c
+            while t < stop:
+                if net.is_up(path, t):
+                    reached = net.deliver(path, t)
+                    exchanges.append((reached, net.deliver(path, reached)))
+                t += every
+        out[node_id] = exchanges
+    return out
 
 
 def _summary(values: list[float]) -> dict[str, float | int | None]:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from edge_agent.config import AgentConfig
 from shared.errors import Problem, ValidationError
 from shared.vocab import Level, PlacementMode
 
@@ -168,6 +169,10 @@ class Workload:
     workflows: tuple[Workflow, ...] = ()
 
 
+#: The agent's configuration defaults (its MQTT session and sync loop timing).
+_AGENT = AgentConfig()
+
+
 @dataclass(frozen=True, slots=True)
 class Controller:
     """Controller and agent timing (the production defaults of shared.health/consistency)."""
@@ -182,14 +187,17 @@ class Controller:
     link_window_s: float = 300.0  # window of RTT samples that grades a link
     lease_margin_s: float = 5.0  # drift margin before a strong task may move
     upgrade_dwell_s: float = 60.0  # good samples this long before a level goes up
-    ack_period_s: float = 15.0  # autonomy period T (docs/agent.md)
+    ack_period_s: float = _AGENT.autonomy.period_s  # autonomy period T (docs/agent.md)
     retry_backoff_s: float = 0.5
-    # an agent's MQTT session (edge_agent/config.py [broker] defaults): the broker drops
-    # a silent client after 1.5 x keepalive_s; the agent reconnects with a jittered
-    # exponential backoff from reconnect_min_s to reconnect_max_s
-    keepalive_s: float = 10.0
-    reconnect_min_s: float = 1.0
-    reconnect_max_s: float = 60.0
+    # an agent's MQTT session and sync loop, by default as the agent's own defaults
+    # (edge_agent/config.py, read from there): the broker drops a silent client after
+    # 1.5 x keepalive_s; the agent reconnects with a jittered exponential backoff from
+    # reconnect_min_s to reconnect_max_s, sends a full digest on every connection and
+    # then every antientropy_s (the controller answers with what the agent lacks)
+    keepalive_s: float = float(_AGENT.broker.keepalive_s)
+    reconnect_min_s: float = _AGENT.broker.reconnect_min_s
+    reconnect_max_s: float = _AGENT.broker.reconnect_max_s
+    antientropy_s: float = _AGENT.antientropy_s
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,6 +43,7 @@ from _report import emit
 
 from shared.crdt import TaskRecord
 from simulations.testbed import collect
+from simulations.testbed.processes import AgentProcess
 from simulations.testbed.proxy import FaultProxy
 from simulations.testbed.runner import RunOptions, Testbed, start_broker
 from simulations.testbed.scenario import parse_scenario
@@ -58,11 +59,11 @@ STORM_UPDATES = 20  # per agent, made while cut
 BATCH = 64
 
 
-def _post(port: int, body: dict[str, Any]) -> int:
+def _post(url: str, token: str, body: dict[str, Any]) -> int:
     req = urllib.request.Request(
-        f"http://127.0.0.1:{port}/v1/tasks",
+        f"{url}/v1/tasks",
         data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
         method="POST",
     )
     try:
@@ -72,18 +73,22 @@ def _post(port: int, body: dict[str, Any]) -> int:
         return int(exc.code)
 
 
-def _local_work(port: int, node: str, updates: int) -> int:
-    """Block the executor with one long task, then submit updates/2 tasks; returns
-    how many submissions were accepted."""
+def _local_work(agent: AgentProcess, node: str, updates: int) -> int:
+    """Block the executor with one long task, then submit updates/2 tasks through the
+    agent's local API (TCP, with the bearer token it keeps beside its ready file);
+    returns how many submissions were accepted."""
+    url = f"http://127.0.0.1:{int(agent.ready['api_port'])}"
+    token = (agent.ready_file.parent / "api.token").read_text(encoding="ascii").strip()
     spec = {"command": ["sleep", "3600"], "timeout_s": 3600, "consistency": {"level": "causal"}}
-    accepted = int(_post(port, {**spec, "id": f"bench-{node}-block"}) == 201)
+    # Ids in the node's own namespace ('<node>:<name>'), the only ones it may create.
+    accepted = int(_post(url, token, {**spec, "id": f"{node}:bench-block"}) == 201)
     for i in range(max(1, updates // 2 - 1)):
         body = {
-            "id": f"bench-{node}-{i}",
+            "id": f"{node}:bench-{i}",
             "command": ["true"],
             "consistency": {"level": "eventual"},
         }
-        accepted += int(_post(port, body) == 201)
+        accepted += int(_post(url, token, body) == 201)
     return accepted
 
 
@@ -116,10 +121,7 @@ def run_convergence(tmp: Path) -> tuple[dict[str, dict[str, Any]], str]:
 
     async def during(bed: Testbed) -> None:
         await asyncio.sleep(max(0.0, CUT_AT + 0.5 - bed.hist.now()))
-        jobs = [
-            asyncio.to_thread(_local_work, int(bed.agents[n].ready["api_port"]), n, u)
-            for n, (_, u) in CASES.items()
-        ]
+        jobs = [asyncio.to_thread(_local_work, bed.agents[n], n, u) for n, (_, u) in CASES.items()]
         for node, count in zip(CASES, await asyncio.gather(*jobs), strict=True):
             accepted[node] = count
         for node, (offline, _) in sorted(CASES.items(), key=lambda kv: kv[1][0]):
@@ -238,9 +240,8 @@ def run_storm(tmp: Path, agents: int) -> tuple[float | None, list[float], int, f
     async def during(bed: Testbed) -> None:
         # Every agent records STORM_UPDATES updates while cut, so each has to sync.
         await asyncio.sleep(max(0.0, 2.5 - bed.hist.now()))
-        ports = {n: int(a.ready["api_port"]) for n, a in bed.agents.items()}
         await asyncio.gather(
-            *(asyncio.to_thread(_local_work, p, n, STORM_UPDATES) for n, p in ports.items())
+            *(asyncio.to_thread(_local_work, a, n, STORM_UPDATES) for n, a in bed.agents.items())
         )
 
     bed = Testbed(scenario, RunOptions(out=tmp / "storm"), during=during)

@@ -431,11 +431,16 @@ class Ingest:
         # a lost session, a dropped message), may never have been queued there: send the
         # `place` again. A node that has it queued or ran it recognises the epoch
         # (``edge_agent.inbound``: ``duplicate_placement``); one whose copy differs holds
-        # something we lack (an attempt), sent to us on our digest.
+        # something we lack (an attempt), sent to us on our digest. A placement the node
+        # wrote itself (epoch 0 of a task it originated, ``shared.authz``) came with no
+        # `place` to lose: it is queued there (behind a busy executor, say), and
+        # re-sending it on every digest would cost the node a transaction per task.
         for task_id in sorted(t for t in self.tasks.active_on(node_id) if body.covers(t)):
             rec = self.tasks.records[task_id]
             assert rec.placement is not None
             epoch = rec.placement.epoch
+            if epoch == 0 and self.tasks.meta[task_id].origin == node_id:
+                continue
             if entries.get(task_id) in (None, record_digest(rec)) and not any(
                 a.epoch == epoch for a in rec.attempts.values()
             ):

@@ -106,6 +106,26 @@ def test_digest_is_answered_with_what_the_node_lacks(h: Harness) -> None:
     assert not n1.received("place")
 
 
+def test_a_queued_local_submission_is_not_sent_its_place(h: Harness) -> None:
+    """A task a node submitted and placed on itself (epoch 0) came with no `place` to
+    lose: queued there behind busy executors, it is not sent one on the node's digest
+    (a reconnect with hundreds queued would cost the node a transaction per task)."""
+    n1 = h.node("n1")
+    local = local_task_id("n1", "0000000000b1")
+    spec = parse_task_spec({"id": local, "command": ["true"]}).to_dict()
+    stamp = n1.clock.now(wall_ms())
+    created = new_record(local, spec, writer="n1", hlc=stamp)
+    n1.records[local] = merge(
+        created,
+        place(created, epoch=0, node="n1", level="causal", lease_s=None, writer="n1", hlc=stamp),
+    )
+    n1.send_deltas([n1.records[local]])
+    h.await_msg(n1, "ack", lambda e: e.body.up_to_seq == n1.seq)
+    n1.publish("up", Digest(entries={local: record_digest(h.controller.records[local])}))
+    h.await_msg(n1, "digest")
+    assert not n1.received("place")
+
+
 def test_adaptive_mode_moves_idempotent_eventual_work_off_a_slow_link(tmp_path: Path) -> None:
     h = MemoryHarness(tmp_path, make_config(tmp_path, placement={"mode": "adaptive"}))
     try:

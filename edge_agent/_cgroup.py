@@ -12,6 +12,7 @@ subreaper does the job alone (``_tasktree.py``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
 
@@ -30,8 +31,11 @@ __all__ = [
 PREFIX = "continuum-"
 
 
+@functools.cache
 def own_dir() -> str | None:
-    """The directory of this process's cgroup v2, ``None`` without a cgroup v2 mount."""
+    """The directory of this process's cgroup v2, ``None`` without a cgroup v2 mount. Read
+    once per process (the supervisor creates a cgroup per attempt beside it): a process is
+    not moved to another cgroup under the agent's feet."""
     try:
         with open("/proc/self/cgroup", encoding="ascii") as fh:
             relative = next(line[3:].strip() for line in fh if line.startswith("0::"))

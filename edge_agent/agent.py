@@ -249,6 +249,7 @@ class Agent:
     def _loop(self) -> None:
         core = self.core
         drain_until: float | None = None
+        ticked = core.clock.mono()
         while True:
             try:
                 event: InboxEvent | None = self.inbox.get(timeout=_TICK_S)
@@ -260,6 +261,9 @@ class Agent:
                 core.draining = True
                 drain_until = core.clock.mono() + self.cfg.executor.shutdown_grace_s
                 core.safely(core.persist_event, "draining", None, running=len(core.running))
+            if not self.inbox.empty() and core.clock.mono() - ticked < _TICK_S:
+                continue  # a burst: handle it first, then one tick (one journal pass) for all
+            ticked = core.clock.mono()
             core.safely(self.tick)
             if drain_until is not None:
                 if not core.running:

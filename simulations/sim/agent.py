@@ -14,6 +14,7 @@ control path stays down past its lease is fenced at the agent's deadline
 
 from __future__ import annotations
 
+import heapq
 import math
 import random
 from collections.abc import Callable
@@ -66,6 +67,8 @@ class Agents:
         self.counters = counters
         self.loop = loop
         self.rng = random.Random(f"{seed}:retry")
+        #: per node with an executor limit, when each busy slot frees (a heap)
+        self.busy: list[list[float]] = [[] for _ in range(topo.count)]
         self.submit: Callable[[Task, float], None] = lambda task, t: None
         self.ended: Callable[[Attempt], None] = lambda at: None
         #: an attempt gave its resources back
@@ -214,9 +217,16 @@ class Agents:
     def _execute(
         self, at: Attempt, task: Task, tt: TaskType, g: int, start: float, data_path: Path | None
     ) -> None:
-        """Execution from ``start``: where it stops (crash, fence, failure) and when
-        its report and result arrive."""
+        """Execution from ``start`` (or once one of the node's executor slots frees:
+        the agent queues what it cannot run yet): where it stops (crash, fence,
+        failure) and when its report and result arrive."""
         topo = self.topo
+        slots, busy = topo.slots[g], self.busy[g]
+        if slots:
+            while busy and busy[0] <= start:
+                heapq.heappop(busy)
+            if len(busy) >= slots:
+                start = heapq.heappop(busy)
         at.start = start
         at.end = end = start + topo.start_s[g] + task.mi / topo.mips[g]
         stop, outcome = end, Outcome.OK
@@ -230,6 +240,8 @@ class Agents:
         if outcome == Outcome.OK and task.fail_u < tt.fail_rate:
             outcome = Outcome.FAIL
         at.stop, at.outcome = stop, outcome
+        if slots:
+            heapq.heappush(busy, stop)
         self._finalise(at, task, g, data_path)
 
     def _fence_time(self, ctrl: Path, t_recv: float, t_grant: float, stop: float) -> float | None:

@@ -35,13 +35,11 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from cloud.config import parse_config as parse_controller_config
-from edge_agent.config import parse_config as parse_agent_config
 from shared.vocab import PlacementMode, Tier
 from simulations.sim.ledger import converged_at, observed_convergence, replay
 from simulations.sim.model import Simulation
+from simulations.sim.realgap_config import testbed_configs, testbed_timing
 from simulations.sim.scenario import (
-    Controller,
     LinkClass,
     Links,
     NodeClass,
@@ -54,7 +52,6 @@ from simulations.sim.scenario import (
 )
 from simulations.testbed.observe import POLL_S
 from simulations.testbed.plan import Plan, make_plan
-from simulations.testbed.processes import AgentProcess, ControllerProcess
 from simulations.testbed.scenario import Scenario, load_scenario
 from simulations.testbed.scenario import scenario_dir as testbed_dir
 
@@ -65,7 +62,6 @@ __all__ = [
     "compare",
     "main",
     "run_testbed_scenario",
-    "testbed_timing",
 ]
 
 #: One hop over loopback through the broker (publish → deliver), one way.
@@ -73,53 +69,6 @@ LOOPBACK_MS = 2.0
 #: Starting the ledger task's interpreter for one execution.
 PROCESS_START_S = 0.08
 _CUT_OPS = ("partition", "flap", "controller-cut")
-
-
-def testbed_timing(scenario: Scenario, plan: Plan) -> Controller:
-    """The controller's and the agents' timing as the testbed configures the real
-    processes: the configs ``simulations/testbed/processes.py`` writes (with the
-    scenario's ``[controller]`` and ``[agent]`` tables and the run's lease), read by
-    the shells' own loaders, so the shells' defaults fill in what the testbed leaves
-    out (the agent's reconnect backoff and anti-entropy period among them)."""
-    node = plan.nodes[0]
-    agent = parse_agent_config(
-        AgentProcess(
-            name=node.node_id,
-            workdir=Path("agent"),
-            ready_file=Path("agent.ready.json"),
-            node=node,
-            overrides=scenario.agent,
-        ).config()
-    )
-    overrides = dict(scenario.controller)
-    if plan.extra.get("lease_s") is not None:
-        overrides["consistency"] = {
-            **overrides.get("consistency", {}),
-            "lease_s": plan.extra["lease_s"],
-        }
-    ctl = parse_controller_config(
-        ControllerProcess(
-            name="controller",
-            workdir=Path("controller"),
-            ready_file=Path("controller.ready.json"),
-            broker_port=1883,  # where the broker is does not matter here, only a valid port
-            overrides=overrides,
-        ).config()
-    )
-    return Controller(
-        placement_interval_s=0.0,
-        telemetry_s=ctl.health.heartbeat_interval_s,
-        lease_s=ctl.consistency.lease_s,
-        suspect_missed=ctl.health.suspect_missed,
-        confirm_after_s=ctl.health.confirm_after_s,
-        lease_margin_s=ctl.consistency.lease_margin_s,
-        upgrade_dwell_s=ctl.consistency.upgrade_dwell_s,
-        ack_period_s=agent.autonomy.period_s,
-        keepalive_s=float(agent.broker.keepalive_s),
-        reconnect_min_s=agent.broker.reconnect_min_s,
-        reconnect_max_s=agent.broker.reconnect_max_s,
-        antientropy_s=agent.antientropy_s,
-    )
 
 
 def _key(body: dict[str, Any]) -> tuple[Any, ...]:
@@ -207,6 +156,7 @@ def to_sim(
     first = plan.nodes[0]
     hop = LinkClass(latency_ms=LOOPBACK_MS / 2, spread=0.2, jitter_ms=0.5, bandwidth_mbps=1000)
     fast = LinkClass(latency_ms=0.0, spread=0.0, jitter_ms=0.0, bandwidth_mbps=10000)
+    agent, ctl = testbed_configs(scenario, plan)
 
     def node_class(count: int) -> NodeClass:
         return NodeClass(
@@ -215,6 +165,7 @@ def to_sim(
             mips=1000.0,
             memory_mb=float(first.memory_mb),
             start_s=PROCESS_START_S,
+            slots=agent.executor.max_concurrent,
         )
 
     types: list[TaskType] = []
@@ -260,7 +211,7 @@ def to_sim(
         ),
         links=Links(access=fast, metro=hop, wan=hop, lan=hop),
         workload=Workload(rate_per_device=0.0, types=tuple(types) or (TaskType(),)),
-        controller=testbed_timing(scenario, plan),
+        controller=testbed_timing(agent, ctl),
     )
     # agents in plan order → sim node ids of their tier, in order
     per_tier: dict[Tier, int] = defaultdict(int)

@@ -63,6 +63,7 @@ class NodeClass:
     mtbf_s: float = 0.0  # node crashes; 0 = never
     mttr_s: float = 60.0
     start_s: float = 0.0  # fixed cost of starting an execution (process spawn)
+    slots: int = 0  # executions at once (the agent's executor.max_concurrent); 0 = as cpus allow
     compute_share: float = 1.0  # devices only: share that execute tasks
     battery: bool = False
 

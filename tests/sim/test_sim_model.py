@@ -195,3 +195,30 @@ def test_strong_work_never_runs_twice() -> None:
         for spans in runs.values():
             spans.sort()
             assert all(b[0] >= a[1] for a, b in itertools.pairwise(spans))
+
+
+def test_executor_slots_queue_work_on_the_node() -> None:
+    """A node whose agent runs one execution at a time (``slots = 1``, the agent's
+    ``executor.max_concurrent``) starts the second of two simultaneous tasks when the
+    first stops, although its cpus could hold both."""
+    sc = parse(
+        {
+            "kind": "sim",
+            "name": "slots",
+            "duration_s": 30,
+            "topology": {
+                "sites": 1,
+                "device": {"count": 1, "compute_share": 0.0},
+                "edge": {"count": 1, "cpus": 4, "mips": 1000, "slots": 1},
+                "cloud": {"count": 0},
+            },
+            "workload": {"rate_per_device": 0.0, "types": [{"name": "t", "level": "eventual"}]},
+            "controller": {"placement_interval_s": 0},
+        }
+    )
+    sim = Simulation(sc, parse_policy("edge_only"))
+    sim.inject(arrivals=[(1.0, 0, 0, 2000.0, 0.0, 0.0, 1.0), (1.0, 0, 0, 2000.0, 0.0, 0.0, 1.0)])
+    sim.attempt_log = []
+    assert sim.run().metrics["succeeded"] == 2
+    first, second = sorted(sim.attempt_log, key=lambda a: a.start)
+    assert first.stop > first.start and second.start == first.stop

@@ -1,6 +1,6 @@
 """Run one allow-listed Python callable as a task process (``python -m edge_agent._callable``).
 
-The callable runs in its own process (under the same watchdog as argv tasks) so that timeouts,
+The callable runs in its own process (under the same supervisor as argv tasks) so that timeouts,
 fencing and crashes treat both kinds alike. It is called as ``fn(args, inputs)`` with the task's
 ``args`` object and its dependency outputs; its JSON-able return value becomes the result.
 Only names the agent's config allow-lists ever reach this module: the agent maps the task's

@@ -13,7 +13,7 @@ __all__ = ["Clock", "SystemClock"]
 class Clock(Protocol):
     def mono(self) -> float:
         """Monotonic seconds: deadlines, leases, cadences (never compared across processes,
-        except with a watchdog on the same host reading ``CLOCK_MONOTONIC`` too)."""
+        except with the task supervisor on the same host reading ``CLOCK_MONOTONIC`` too)."""
         ...
 
     def wall_ms(self) -> int:

@@ -1,9 +1,10 @@
 """The restart sweep: resume from the journal after a crash, ``kill -9`` or power cut.
 
 Records come back into memory and the HLC resumes past its last stamp; then every attempt
-the journal says was running is settled: a live watchdog is *adopted* (a strong attempt's
-lease is renewed from now on; the watchdog still fences at the recorded deadline), one that
-finished while the agent was down is harvested by the executor's next poll, and the rest are
+the journal says was running is settled: one the task supervisor still runs is *re-attached*
+(a strong attempt's lease is renewed from now on; the supervisor still fences at the recorded
+deadline), one that finished while the agent was down is harvested by the executor's next
+poll (the supervisor kept its outcome, or left it in ``status.json``), and the rest are
 ``failed`` with reason ``agent_restart`` (idempotent non-strong tasks are then re-queued).
 """
 

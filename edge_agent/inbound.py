@@ -80,13 +80,12 @@ class Inbound:
             self._reject(exc.reason, str(exc))
             return
         try:
-            sent = Timestamp.decode(env.hlc)
-            core.hlc.receive(sent, core.clock.wall_ms())
+            core.hlc.receive(Timestamp.decode(env.hlc), core.clock.wall_ms())
         except (ClockSkewError, ValueError) as exc:
             self._reject("clock_skew", str(exc))
             return
         body = env.body
-        self.uplink.heard(sent.wall_ms)  # the controller speaks: no heartbeat needed a while
+        self.uplink.heard()  # the controller speaks: no heartbeat needed a while
         if isinstance(body, Ack):
             self.uplink.on_ack(body)
             return

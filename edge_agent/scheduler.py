@@ -235,6 +235,7 @@ class LocalScheduler:
                 max_disconnect_s=float(rec.spec.get("max_disconnect_s", 300.0)),
             ):
                 core.counters["held_out_of_contact"] += 1
+                self.uplink.probe(now)  # the next ack is the contact it waits for
                 continue
             launch = self._start(rec, row, deadline)
             if launch is not None:

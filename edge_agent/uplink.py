@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import math
 import secrets
 from typing import Any
 
@@ -17,6 +18,7 @@ from edge_agent import __version__
 from edge_agent.core import Core
 from edge_agent.telemetry import Sampler, capacity, rounded, worth_reporting
 from edge_agent.transport import Transport
+from shared.autonomy import ContactClock
 from shared.crdt import TaskRecord
 from shared.errors import LocalProtocolError
 from shared.protocol import (
@@ -43,6 +45,9 @@ log = logging.getLogger("edge_agent")
 #: Bytes of deltas in one ``up`` batch (tests/test_protocol.py checks it fits a message).
 _UP_BATCH_BYTES = 200_000
 
+#: Seconds between two contact probes (``Uplink.probe``).
+_PROBE_EVERY_S = 1.0
+
 
 class Uplink:
     def __init__(self, core: Core, session: UplinkSession) -> None:
@@ -56,10 +61,11 @@ class Uplink:
         self._ids = map(f"{secrets.token_hex(6)}.{{:x}}".format, itertools.count(1))
         # The telemetry last sent on this connection, and when (monotonic).
         self._telemetry: tuple[dict[str, Any], float] | None = None
-        # Monotonic time of the controller's last word to us, as of when it was *sent*
-        # (the causal start gate, ``LocalScheduler.start_ready``). A fresh process counts
+        # When the controller last certainly heard us (``shared.autonomy.ContactClock``:
+        # the causal start gate, ``LocalScheduler.start_ready``). A fresh process counts
         # from its start: the time it was down before is not known here.
-        self.last_contact = core.clock.mono()
+        self.contact = ContactClock(core.clock.mono())
+        self._probed_at = -math.inf
 
     @property
     def link_up(self) -> bool:
@@ -111,25 +117,32 @@ class Uplink:
         self._telemetry = None  # a new connection starts with a full report
         self.run(self.session.link_changed(up, self.core.clock.mono()))
 
-    def heard(self, sent_ms: int) -> None:
-        """A valid message from the controller arrived (any type), sent at ``sent_ms``
-        (its HLC's wall part, the controller's clock). Contact dates from the send, not
-        the handling: a message that waited in the inbox or a socket while this process
-        was frozen says nothing of what the controller decided meanwhile. Clock skew
-        shifts it by at most the HLC's accepted drift; a stamp ahead of ours counts as
-        sent now."""
-        now = self.core.clock.mono()
-        age_s = max(0, self.core.clock.wall_ms() - sent_ms) / 1000.0
-        self.last_contact = max(self.last_contact, now - age_s)
-        self.session.heard(now)
+    def heard(self) -> None:
+        """A valid message from the controller arrived (any type): no heartbeat is needed
+        for a while. It is no contact for the causal start gate: the controller keeps
+        talking to a node it cannot hear (``out_of_contact_s``)."""
+        self.session.heard(self.core.clock.mono())
 
     def out_of_contact_s(self, now: float) -> float:
-        """Seconds since the controller was last heard, on the monotonic clock (which also
-        runs while the process is frozen, e.g. by SIGSTOP)."""
-        return max(0.0, now - self.last_contact)
+        """Seconds since the controller last certainly heard us: since the first send of
+        the latest heartbeat or outbox batch it acknowledged, on the monotonic clock (which
+        also runs while the process is frozen, e.g. by SIGSTOP)."""
+        return self.contact.out_of_contact_s(now)
+
+    def probe(self, now: float) -> None:
+        """Ask for contact now (a heartbeat, which the controller acknowledges), at most once
+        a second: the start gate holds work for lack of it while the link is up (a quiet
+        node's last acknowledged message may be old)."""
+        if self.link_up and now - self._probed_at >= _PROBE_EVERY_S:
+            self._probed_at = now
+            self.heartbeat()
 
     def on_ack(self, body: Ack) -> None:
         self.last_sync_ms = self.core.clock.wall_ms()
+        if body.heartbeat_id is not None:
+            self.contact.answered(("heartbeat", body.heartbeat_id))
+        if body.up_to_seq is not None:
+            self.contact.answered(("batch", body.up_to_seq))
         up_to = self.session.ack(body, self.core.clock.mono())
         if up_to is not None:
             with self.core.txn():
@@ -212,7 +225,9 @@ class Uplink:
                 last = seq
             if self.publish("up", "deltas", Deltas(records=tuple(batch)), seq=last) is None:
                 return
-            self.session.flushed(last, self.core.clock.mono())
+            now = self.core.clock.mono()
+            self.contact.sent(("batch", last), now)
+            self.session.flushed(last, now)
 
     def send_digest(self) -> None:
         """Anti-entropy: the digest of every record, in parts under the message size bound
@@ -225,7 +240,9 @@ class Uplink:
         body = Heartbeat(rtt_ms=None if rtt is None else round(rtt, 1))
         env_id = self.publish("up", "heartbeat", body)
         if env_id is not None:
-            self.session.heartbeat_sent(env_id, self.core.clock.mono())
+            now = self.core.clock.mono()
+            self.contact.sent(("heartbeat", env_id), now)
+            self.session.heartbeat_sent(env_id, now)
 
     def send_telemetry(self) -> None:
         """Sample now; send only what ``worth_reporting`` says is news (or due)."""

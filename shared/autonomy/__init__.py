@@ -16,11 +16,13 @@ from shared.autonomy._admission import (
     shortage,
 )
 from shared.autonomy._connectivity import AutonomyLevel, autonomy_level, connectivity
+from shared.autonomy._contact import ContactClock
 from shared.autonomy._queue import QueuedTask, QueuePolicy, effective_priority, order_queue
 
 __all__ = [
     "Admission",
     "AutonomyLevel",
+    "ContactClock",
     "QueuePolicy",
     "QueuedTask",
     "admit",

@@ -24,6 +24,7 @@ from shared.protocol import (
     Envelope,
     LeaseGrant,
     LeaseRequest,
+    Ping,
     Place,
     Presence,
     decode,
@@ -231,18 +232,20 @@ def test_strong_work_asks_for_no_more_leases_than_free_slots(tmp_path: Path) -> 
         agent.core.journal.close()
 
 
-def test_a_frozen_agent_holds_placed_causal_work_until_the_controller_is_heard(
+def test_a_frozen_agent_holds_placed_causal_work_until_the_controller_hears_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The soak's frozen agent: two causal tasks (``max_disconnect_s`` 10) queued, then the
     process is frozen for 15 s (the monotonic clock runs on). Thawed, it starts neither:
-    the controller may have re-placed them; an ack sent before the freeze and handled only
-    now is no contact. A local submission still starts (it stays on its node). The first
-    contact brings the newer placement of ``c1`` (elsewhere): ``c1`` is dropped from the
-    queue, ``c2`` (still ours) starts."""
+    the controller may have re-placed them. Messages the controller sent meanwhile (a ping
+    sent 12 s in, read after the thaw) are no contact: it talks to a node it cannot hear. A
+    local submission still starts (it stays on its node). The agent probes (a heartbeat);
+    the newer placement of ``c1`` (elsewhere) arrives first and drops it from the queue;
+    the ack of the probe is the contact: ``c2`` (still ours) starts."""
     clock = _ManualClock()
     agent = _agent(tmp_path, clock, executor={"max_concurrent": 4})
-    agent.uplink.transport = _Transport()  # type: ignore[assignment]
+    transport = _Transport()
+    agent.uplink.transport = transport  # type: ignore[assignment]
     started: list[str] = []
 
     def start(rec: TaskRecord, row: QueuedRow, deadline: float | None) -> None:
@@ -254,20 +257,20 @@ def test_a_frozen_agent_holds_placed_causal_work_until_the_controller_is_heard(
     monkeypatch.setattr(agent.scheduler, "_start", start)
     try:
         agent.handle(LinkChanged(True))
-        ack = Ack(heartbeat_id=None)
-        agent.handle(_message("cloud", "core-1", "down", "ack", ack, sent_ms=clock.wall_ms()))
         for task_id in ("c1", "c2"):
             task = {"id": task_id, "command": ["true"], "max_disconnect_s": 10.0}
             place = Place(task_id=task_id, epoch=1, spec=task, level=Level.CAUSAL, lease_s=None)
             sent_ms = clock.wall_ms()
             agent.handle(_message("cloud", "core-1", "down", "place", place, sent_ms=sent_ms))
-        frozen_at = clock.wall_ms()
+        ping_ms = clock.wall_ms() + 12_000
         clock.now += 15.0  # SIGSTOP ... SIGCONT: nothing ran meanwhile
-        agent.handle(_message("cloud", "core-1", "down", "ack", ack, sent_ms=frozen_at))
+        agent.handle(_message("cloud", "core-1", "down", "ping", Ping(), sent_ms=ping_ms))
         assert _submit(agent, {"id": "core-1:l1", "command": ["true"]})[0] == 201
         agent.tick()
         assert started == ["core-1:l1"]
         assert agent.core.counters["held_out_of_contact"] == 2
+        probes = [e.id for e in transport.sent if e.type == "heartbeat"]
+        assert probes
         rec = agent.replica.get("c1")
         assert rec is not None
         cloud = HybridClock("cloud")
@@ -282,6 +285,10 @@ def test_a_frozen_agent_holds_placed_causal_work_until_the_controller_is_heard(
         )
         news = Deltas(records=(moved,))
         agent.handle(_message("cloud", "core-1", "down", "deltas", news, sent_ms=clock.wall_ms()))
+        agent.tick()
+        assert started == ["core-1:l1"]  # still no contact: the controller has not answered
+        ack = Ack(heartbeat_id=probes[-1])
+        agent.handle(_message("cloud", "core-1", "down", "ack", ack, sent_ms=clock.wall_ms()))
         agent.tick()
         assert started == ["core-1:l1", "c2"]
         assert [row.task_id for row in agent.core.journal.queued()] == []

@@ -209,10 +209,44 @@ class Agents:
         if task.state is not TaskState.OPEN or superseded:
             self.freed(old)
             return
+        contact = self._held_until(old, now)
+        if contact is not None:
+            self.loop.at(contact, self._retry_on_contact, old)
+            return
         at = Attempt(task, g, old.epoch, old.level, now, local=old.local, retry=old.retry + 1)
         at.work = old.work
         at.t_recv = now
         self._begin(at, task, g, with_input=False)
+
+    def _held_until(self, old: Attempt, now: float) -> float | None:
+        """The agent's start gate (``shared.autonomy.may_start``) on a retry of its own:
+        a causal attempt does not start once the controller has been silent for the
+        task's ``max_disconnect_s`` (silent since its control path went down), the
+        bound after which the controller may re-place it. It waits for the next
+        contact (returned), which brings the newer placement if there is one. A
+        strong retry asks for a lease instead (``_begin``); the node's own local runs
+        stay its own (as a local submission pinned to its node, never re-placed)."""
+        if old.level is _STRONG or old.local:
+            return None
+        links = self.net.control_links(self.net.ctrl[old.node])
+        since = self.net.tl.down_since(links, now)
+        if since is None or may_start(
+            old.level,
+            None,
+            now,
+            out_of_contact_s=now - since,
+            max_disconnect_s=self.types[old.task.tt].max_disconnect_s,
+        ):
+            return None
+        return self.net.tl.next_up(links, now)
+
+    def _retry_on_contact(self, old: Attempt) -> None:
+        """A held retry at the next contact: dropped if the controller placed the task
+        anew meanwhile (the contact brings that record), else retried now."""
+        if old.epoch != old.task.epoch:
+            self.freed(old)
+            return
+        self._retry_now(old)
 
     def _execute(
         self, at: Attempt, task: Task, tt: TaskType, g: int, start: float, data_path: Path | None

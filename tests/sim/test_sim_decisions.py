@@ -100,3 +100,36 @@ def test_a_session_resumes_at_the_heal_or_after_a_reconnect(cut_s: float) -> Non
             assert back >= b
     if cut_s > 2.5 * net.keepalive_s:  # the agent gave up and probes: both cases happen
         assert seen == {True, False}
+
+
+def test_a_causal_retry_waits_for_contact_after_max_disconnect() -> None:
+    """The agent's start gate (``may_start``) on its own retries: a causal retry does
+    not start once the node's control path has been down for the task's
+    ``max_disconnect_s``; it waits for the heal, and is dropped there if the
+    controller placed the task anew meanwhile (never run on both)."""
+    types = [
+        {
+            "name": "f",
+            "fail_rate": 0.7,
+            "max_attempts": 8,
+            "level": "causal",
+            "max_disconnect_s": 3,
+            "compute_mi": [4000, 8000],  # 1-2 s a run: chains of failures span the cut
+        }
+    ]
+    sc = _failing(workload={"rate_per_device": 0.5, "types": types})
+    sim = Simulation(sc, parse_policy("hybrid_dynamic"))
+    cut = (10.0, 40.0)
+    sim.inject(uplink_down={"edge-0-0": [cut], "edge-0-1": [cut]})
+    sim.attempt_log = []
+    m = sim.run().metrics
+    net = sim.net
+    held = 0
+    for at in sim.attempt_log:
+        if not at.retry:
+            continue
+        links = net.control_links(net.ctrl[at.node])
+        since = net.tl.down_since(links, at.t_recv)
+        assert since is None or at.t_recv - since < 3.0 or at.outcome == Outcome.REFUSED
+        held += at.t_recv >= cut[1] and at.task.attempts > 0
+    assert m["retried"] > 0 and held > 0  # some retries waited for the heal and ran then

@@ -2,9 +2,10 @@
 
 We drive ``client.loop()`` ourselves instead of paho's ``loop_start()`` because paho's built-in
 reconnect backs off without jitter: after a broker restart every agent of a fleet would come
-back in lock-step. Here the delay comes from ``shared.model.backoff_delay`` (exponential,
-capped, jittered; the shared policy, not a copy of it) between ``reconnect_min_s`` and
-``reconnect_max_s``.
+back in lock-step. Here the delay comes from ``shared.protocol.reconnect_wait`` (the shared
+policy, not a copy of it): exponential, capped, jittered between ``reconnect_min_s`` and
+``reconnect_max_s``, and counted from the start of the failed probe, so a connect that hung
+on a cut link is followed at once and the heal finds one out.
 
 The session is persistent (``clean_session=False``, a stable client id): the broker keeps our
 ``down`` subscription and queues QoS 1 messages while we are away. paho keeps in-flight QoS 1
@@ -25,8 +26,10 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
+from edge_agent.clock import Clock, SystemClock
 from edge_agent.config import BrokerConfig
-from shared.model import RetryPolicy, backoff_delay
+from shared.model import RetryPolicy
+from shared.protocol import reconnect_wait
 
 __all__ = ["Transport"]
 
@@ -46,8 +49,10 @@ class Transport:
         will: Callable[[], tuple[str, bytes]],
         resolve: Callable[[], tuple[str, int] | None],
         rng: random.Random,
+        clock: Clock | None = None,
     ) -> None:
         self.cfg = cfg
+        self._clock = clock or SystemClock()
         self._subscriptions = subscriptions
         self._on_message = on_message
         self._on_link = on_link
@@ -126,6 +131,7 @@ class Transport:
     def _run(self) -> None:
         failures = 0
         while not self._stop.is_set():
+            probe_started: float | None = self._clock.mono()  # None once it connected
             target = self._resolve()
             if target is not None:
                 topic, payload = self._will()
@@ -140,7 +146,7 @@ class Transport:
                         if rc != mqtt.MQTT_ERR_SUCCESS:
                             break
                         if self.connected:
-                            failures = 0
+                            failures, probe_started = 0, None
                     if self._stop.is_set():
                         # let a clean DISCONNECT go out
                         self._client.loop(timeout=0.2)
@@ -148,7 +154,8 @@ class Transport:
             if self._stop.is_set():
                 break
             failures += 1
-            self._stop.wait(backoff_delay(self._policy, failures, self._rng))
+            probing_s = 0.0 if probe_started is None else self._clock.mono() - probe_started
+            self._stop.wait(reconnect_wait(self._policy, failures, probing_s, self._rng))
 
     def _set_link(self, up: bool) -> None:
         if up != self.connected:

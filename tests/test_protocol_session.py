@@ -5,11 +5,14 @@ silent while connected."""
 from __future__ import annotations
 
 import itertools
+import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.protocol import Ack, SessionTiming, UplinkCommand, UplinkSession
+from shared.model import RetryPolicy, backoff_delay
+from shared.protocol import Ack, SessionTiming, UplinkCommand, UplinkSession, reconnect_wait
 
 C = UplinkCommand
 T = 3.0
@@ -165,3 +168,26 @@ def test_acks_of_batches_are_the_heartbeat_of_a_busy_session() -> None:
         session.flushed(seq, t)
         session.ack(Ack(up_to_seq=seq), t + 0.01)
     assert len(session.rtt_ms) > 0 and session.ack_age(t + 0.02) == 0.0
+
+
+@settings(max_examples=300)
+@given(
+    st.floats(0.01, 5.0),
+    st.floats(1.0, 60.0),
+    st.integers(1, 40),
+    st.floats(0.0, 120.0),
+    st.integers(0, 2**32),
+)
+def test_reconnect_probes_are_paced_from_their_starts(
+    min_s: float, max_s: float, failures: int, probing_s: float, seed: int
+) -> None:
+    """The next probe starts a jittered backoff after the failed one *started*: a
+    probe that hung longer than that is followed at once (one is always out on a cut
+    link), a refused one waits it out (no storm on a broker that is down)."""
+    policy = RetryPolicy(
+        max_attempts=1, backoff_s=min_s, multiplier=2.0, backoff_max_s=max_s, jitter=0.5
+    )
+    backoff = backoff_delay(policy, failures, random.Random(seed))
+    wait = reconnect_wait(policy, failures, probing_s, random.Random(seed))
+    assert wait >= 0.0
+    assert probing_s + wait == pytest.approx(max(probing_s, backoff))

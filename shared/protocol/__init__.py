@@ -50,7 +50,7 @@ from shared.protocol._logs import (
     LogSpan,
     log_span,
 )
-from shared.protocol._session import SessionTiming, UplinkCommand, UplinkSession
+from shared.protocol._session import SessionTiming, UplinkCommand, UplinkSession, reconnect_wait
 from shared.protocol._topics import (
     ALLOWED_TYPES,
     MAX_TOPIC_LEN,
@@ -120,6 +120,7 @@ __all__ = [
     "encode",
     "log_span",
     "parse_topic",
+    "reconnect_wait",
     "subscription",
     "topic",
 ]

@@ -36,9 +36,10 @@ from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
 
+from shared.model import RetryPolicy, UniformSource, backoff_delay
 from shared.protocol._bodies import Ack
 
-__all__ = ["SessionTiming", "UplinkCommand", "UplinkSession"]
+__all__ = ["SessionTiming", "UplinkCommand", "UplinkSession", "reconnect_wait"]
 
 _MAX_HEARTBEATS = 32
 _RTT_SAMPLES = 64
@@ -218,3 +219,17 @@ class UplinkSession:
         if self.recoveries == 1:
             return self._resend_all(now, UplinkCommand.RESUBSCRIBE)
         return [UplinkCommand.RECONNECT]
+
+
+def reconnect_wait(
+    policy: RetryPolicy, failures: int, probing_s: float, rng: UniformSource
+) -> float:
+    """Seconds until the next connect probe after ``failures`` failed ones in a row, the
+    last of which was out for ``probing_s`` (from its start until it failed; 0 for a
+    connection that had been up). Probes are paced from their starts: a refused connect
+    (the broker down or restarting) waits out the jittered backoff, so a fleet does not
+    come back in lock-step; a connect that hung unanswered longer than that (a cut link
+    holds it) is followed at once. While a link is cut one probe is therefore always
+    out, and the heal finds it within a round trip, still with at most one connect per
+    node per backoff period."""
+    return max(0.0, backoff_delay(policy, failures, rng) - probing_s)

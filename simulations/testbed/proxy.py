@@ -12,7 +12,10 @@ Fault model, per direction (``up`` = client → upstream, i.e. agent → broker;
   the kernel's socket buffers, as a partitioned TCP peer's would sit in its
   retransmit queue; EOFs are not propagated either. Whether the connection
   survives is up to the endpoints' keep-alives, exactly as on a real link.
-  New connections are accepted and held silent (a connect that "hangs").
+  New connections are accepted and held silent (a connect that "hangs"); one
+  opened while cut reaches the upstream only at the heal, and not at all if its
+  client gave up first (a handshake that never got through leaves nothing on the
+  far side: no abandoned connect replays its CONNECT into the broker at the heal).
 - **delay**: each chunk is delivered ``ms ± jitter_ms`` after it was read, in
   order (a chunk never overtakes the previous one).
 - **bandwidth**: at most ``bytes_per_s`` per direction per connection.
@@ -289,6 +292,10 @@ class FaultProxy:
         task.add_done_callback(self._tasks.discard)
 
     async def _accept(self, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter) -> None:
+        early = await self._held_until_open(c_reader)
+        if early is None:  # the client gave up while cut: the upstream never hears of it
+            c_writer.transport.abort()
+            return
         try:
             u_reader, u_writer = await asyncio.open_connection(
                 self.upstream_host, self.upstream_port
@@ -310,9 +317,33 @@ class FaultProxy:
                     w.close()
                 done.set()
 
-        self._spawn(self._pump("up", c_reader, u_writer, finished))
+        self._spawn(self._pump("up", c_reader, u_writer, finished, first=early))
         self._spawn(self._pump("down", u_reader, c_writer, finished))
         await done.wait()
+
+    async def _held_until_open(self, reader: asyncio.StreamReader) -> bytes | None:
+        """What a new client sent while the ``up`` link was cut, once it is open (``b""``
+        when it was not cut); ``None`` if the client hung up first."""
+        opened = self._links["up"].open
+        early = bytearray()
+        while not opened.is_set():
+            read = asyncio.ensure_future(reader.read(_CHUNK))
+            healed = asyncio.ensure_future(opened.wait())
+            await asyncio.wait({read, healed}, return_when=asyncio.FIRST_COMPLETED)
+            healed.cancel()
+            if not read.done():
+                read.cancel()  # nothing is lost: unread bytes stay in the reader
+                with contextlib.suppress(asyncio.CancelledError):
+                    await read
+                break
+            try:
+                data = read.result()
+            except OSError:
+                return None
+            if not data:
+                return None
+            early += data
+        return bytes(early)
 
     def _mangle(
         self,
@@ -349,8 +380,10 @@ class FaultProxy:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         finished: object,
+        first: bytes = b"",
     ) -> None:
-        """Read → (hold while cut) → delay → throttle → write, preserving order.
+        """Read → (hold while cut) → delay → throttle → write, preserving order;
+        ``first``: bytes already read from ``reader``, sent ahead of the rest.
 
         Reading and writing are two tasks joined by a queue so a delay adds latency
         without cutting throughput to one chunk per delay.
@@ -369,9 +402,10 @@ class FaultProxy:
             nonlocal framer
             last_due = 0.0
             try:
+                pending = first
                 while True:
                     await link.open.wait()
-                    data = await reader.read(_CHUNK)
+                    data, pending = pending or await reader.read(_CHUNK), b""
                     if not data:
                         break
                     if framer is not None:

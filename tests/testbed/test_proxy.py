@@ -121,6 +121,31 @@ def test_cut_holds_new_connections_silent() -> None:
     asyncio.run(main())
 
 
+def test_a_connect_abandoned_while_cut_never_reaches_the_upstream() -> None:
+    """A connection opened during a cut and closed before the heal is gone, like a
+    handshake that never got through: the heal replays nothing of it upstream."""
+
+    async def main() -> None:
+        async with echo_and_proxy() as (echo, proxy):
+            proxy.cut()
+            gone_r, gone = await connect(proxy)
+            gone.write(b"abandoned")
+            gone.write_eof()  # the client gives up (its reading side stays open)
+            with contextlib.suppress(ConnectionError):  # the proxy drops it: EOF or reset
+                assert await asyncio.wait_for(gone_r.read(), 10) == b""
+            gone.close()
+            r, w = await connect(proxy)
+            w.write(b"kept")
+            await w.drain()
+            proxy.heal()
+            assert await asyncio.wait_for(r.readexactly(4), 10) == b"kept"
+            w.close()
+            assert echo.received == b"kept"
+            assert proxy.stats.connections == 1
+
+    asyncio.run(main())
+
+
 def test_one_way_cut_up_blocks_only_client_to_server() -> None:
     async def main() -> None:
         async with echo_and_proxy() as (echo, proxy):

@@ -168,6 +168,178 @@ def _parse_step(r: Reader, s: Mapping[str, Any], path: str) -> Step | None:
     return Step(at=float(at), op=op, nodes=nodes, params=params)
 
 
+def _topology(r: Reader, data: Mapping[str, Any]) -> Topology:
+    """``[topology]`` and its ``[[topology.groups]]``."""
+    topo = r.table(data, "topology", "topology")
+    r.unknown(topo, {"agents", "groups"}, "topology")
+    groups = []
+    for i, g in enumerate(r.tables(topo, "groups", "topology.groups")):
+        p = f"topology.groups[{i}]"
+        r.unknown(g, set(AgentGroup.__slots__), p)  # type: ignore[attr-defined]
+        groups.append(
+            AgentGroup(
+                tier=r.choice(g, "tier", f"{p}.tier", "edge", [t.value for t in Tier]),
+                labels=r.labels(g, "labels", f"{p}.labels"),
+                cpus=r.num(g, "cpus", f"{p}.cpus", 2.0, lo=0.1),
+                memory_mb=r.num(g, "memory_mb", f"{p}.memory_mb", 1024, lo=16, integer=True),
+                count=r.num(g, "count", f"{p}.count", None, lo=1, integer=True),
+                speed=r.num(g, "speed", f"{p}.speed", 1.0, lo=0.01, hi=100.0),
+            )
+        )
+    return Topology(
+        agents=r.num(topo, "agents", "topology.agents", 3, lo=1, hi=500, integer=True),
+        groups=tuple(groups) or (AgentGroup(),),
+    )
+
+
+def _bursts(r: Reader, wl: Mapping[str, Any], mixes: tuple[TaskMix, ...]) -> list[Burst]:
+    """``[[workload.bursts]]``: each names a level of ``mixes`` or one of their names."""
+    bursts = []
+    for i, b in enumerate(r.tables(wl, "bursts", "workload.bursts")):
+        p = f"workload.bursts[{i}]"
+        r.unknown(b, {"at", "count", "level", "mix"}, p)
+        level = r.choice(b, "level", f"{p}.level", None, WORKLOAD_LEVELS)
+        if level is not None and level not in {m.level for m in mixes or (TaskMix(),)}:
+            r.bad(f"{p}.level", f"no workload.mix entry has level {level!r}")
+        mix_name = r.choice(b, "mix", f"{p}.mix", None, [m.name for m in mixes if m.name])
+        if level is not None and mix_name is not None:
+            r.bad(p, "give level or mix, not both")
+        bursts.append(
+            Burst(
+                at=r.num(b, "at", f"{p}.at", 0.0),
+                count=r.num(b, "count", f"{p}.count", 1, lo=1, integer=True),
+                level=level,
+                mix=mix_name,
+            )
+        )
+    return bursts
+
+
+def _local(r: Reader, wl: Mapping[str, Any]) -> list[LocalGen]:
+    """``[[workload.local]]``: submissions to an agent's own local API."""
+    local = []
+    for i, lg in enumerate(r.tables(wl, "local", "workload.local")):
+        p = f"workload.local[{i}]"
+        r.unknown(lg, set(LocalGen.__slots__), p)  # type: ignore[attr-defined]
+        raw = lg.get("nodes", "agent-1")
+        problem = selector_problem(raw)
+        if problem:
+            r.bad(f"{p}.nodes", problem)
+        at = r.num(lg, "at", f"{p}.at", None)
+        if at is None:
+            r.bad(f"{p}.at", "is required")
+        local.append(
+            LocalGen(
+                at=float(at or 0.0),
+                nodes=tuple(raw) if isinstance(raw, list) else raw,
+                count=r.num(lg, "count", f"{p}.count", 1, lo=1, integer=True),
+                every_s=r.num(lg, "every_s", f"{p}.every_s", 0.0),
+                level=r.choice(lg, "level", f"{p}.level", "causal", ("causal", "eventual")),
+                sleep_ms=r.range_ms(lg, "sleep_ms", f"{p}.sleep_ms", (500, 1500)),
+            )
+        )
+    return local
+
+
+def _workflows(r: Reader, wl: Mapping[str, Any]) -> list[WorkflowGen]:
+    """``[[workload.workflows]]``: layered DAGs."""
+    workflows = []
+    for i, w in enumerate(r.tables(wl, "workflows", "workload.workflows")):
+        p = f"workload.workflows[{i}]"
+        r.unknown(w, set(WorkflowGen.__slots__), p)  # type: ignore[attr-defined]
+        workflows.append(
+            WorkflowGen(
+                at=r.num(w, "at", f"{p}.at", 0.0),
+                count=r.num(w, "count", f"{p}.count", 1, lo=1, integer=True),
+                every_s=r.num(w, "every_s", f"{p}.every_s", 0.0),
+                width=r.num(w, "width", f"{p}.width", 2, lo=1, hi=20, integer=True),
+                depth=r.num(w, "depth", f"{p}.depth", 2, lo=1, hi=20, integer=True),
+                level=r.choice(
+                    w, "level", f"{p}.level", "causal", ("strong", "causal", "eventual")
+                ),
+                sleep_ms=r.range_ms(w, "sleep_ms", f"{p}.sleep_ms", (100, 200)),
+            )
+        )
+    return workflows
+
+
+def _workload(r: Reader, data: Mapping[str, Any]) -> Workload:
+    """``[workload]``: arrivals, mixes, bursts, local submissions and workflows."""
+    wl = r.table(data, "workload", "workload")
+    r.unknown(
+        wl, {"rate_per_s", "start_s", "stop_s", "mix", "bursts", "workflows", "local"}, "workload"
+    )
+    mixes = tuple(
+        _parse_mix(r, m, f"workload.mix[{i}]")
+        for i, m in enumerate(r.tables(wl, "mix", "workload.mix"))
+    )
+    if mixes and sum(m.weight for m in mixes) <= 0:
+        r.bad("workload.mix", "weights must not all be 0")
+    names = [m.name for m in mixes if m.name]
+    if len(names) != len(set(names)):
+        r.bad("workload.mix", "mix names must be unique")
+    bursts = _bursts(r, wl, mixes)
+    local = _local(r, wl)
+    workflows = _workflows(r, wl)
+    stop = r.num(wl, "stop_s", "workload.stop_s", None)
+    return Workload(
+        rate_per_s=r.num(wl, "rate_per_s", "workload.rate_per_s", 1.0, hi=1000.0),
+        start_s=r.num(wl, "start_s", "workload.start_s", 0.0),
+        stop_s=stop,
+        mix=mixes or (TaskMix(),),
+        bursts=tuple(bursts),
+        workflows=tuple(workflows),
+        local=tuple(local),
+    )
+
+
+def _timeline(r: Reader, data: Mapping[str, Any], duration: float) -> list[Step]:
+    """``[[timeline]]``: every step within ``duration``."""
+    timeline = []
+    for i, s in enumerate(r.tables(data, "timeline", "timeline")):
+        step = _parse_step(r, s, f"timeline[{i}]")
+        if step is not None:
+            if step.at > duration:
+                r.bad(f"timeline[{i}].at", f"is after the scenario's duration_s ({duration})")
+            timeline.append(step)
+    return timeline
+
+
+def _nemesis(r: Reader, data: Mapping[str, Any]) -> RandomNemesis | None:
+    """The ``[nemesis]`` table (``None`` without one)."""
+    if "nemesis" not in data:
+        return None
+    nm = r.table(data, "nemesis", "nemesis")
+    r.unknown(
+        nm,
+        {"kind", "start_s", "stop_s", "interval_s", "max_fault_s", "ops", "lease_s"},
+        "nemesis",
+    )
+    lease = nm.get("lease_s")
+    if lease is not None and not (
+        isinstance(lease, list)
+        and len(lease) == 2
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in lease)
+        and 3 <= lease[0] <= lease[1]
+    ):
+        r.bad("nemesis.lease_s", "must be [lo, hi] seconds with 3 ≤ lo ≤ hi")
+        lease = None
+    if nm.get("kind", "random") != "random":
+        r.bad("nemesis.kind", "only 'random' is supported")
+    ops = nm.get("ops", list(RANDOM_OPS))
+    if not isinstance(ops, list) or not ops or any(o not in RANDOM_OPS for o in ops):
+        r.bad("nemesis.ops", f"must be a non-empty list of {', '.join(RANDOM_OPS)}")
+        ops = list(RANDOM_OPS)
+    return RandomNemesis(
+        start_s=r.num(nm, "start_s", "nemesis.start_s", 5.0),
+        stop_s=r.num(nm, "stop_s", "nemesis.stop_s", None),
+        interval_s=r.num(nm, "interval_s", "nemesis.interval_s", 5.0, lo=0.1),
+        max_fault_s=r.num(nm, "max_fault_s", "nemesis.max_fault_s", 8.0, lo=1.0),
+        ops=tuple(ops),
+        lease_s=None if lease is None else (float(lease[0]), float(lease[1])),
+    )
+
+
 def parse_scenario(data: Mapping[str, Any], *, source: str | None = None) -> Scenario:
     """Validate a parsed TOML document; raise one ValidationError with every problem."""
     r = Reader()
@@ -205,146 +377,13 @@ def parse_scenario(data: Mapping[str, Any], *, source: str | None = None) -> Sce
     settle = r.num(data, "settle_s", "settle_s", 60.0, lo=1.0)
     bound = r.num(data, "liveness_bound_s", "liveness_bound_s", 30.0, lo=1.0)
 
-    topo = r.table(data, "topology", "topology")
-    r.unknown(topo, {"agents", "groups"}, "topology")
-    groups = []
-    for i, g in enumerate(r.tables(topo, "groups", "topology.groups")):
-        p = f"topology.groups[{i}]"
-        r.unknown(g, set(AgentGroup.__slots__), p)  # type: ignore[attr-defined]
-        groups.append(
-            AgentGroup(
-                tier=r.choice(g, "tier", f"{p}.tier", "edge", [t.value for t in Tier]),
-                labels=r.labels(g, "labels", f"{p}.labels"),
-                cpus=r.num(g, "cpus", f"{p}.cpus", 2.0, lo=0.1),
-                memory_mb=r.num(g, "memory_mb", f"{p}.memory_mb", 1024, lo=16, integer=True),
-                count=r.num(g, "count", f"{p}.count", None, lo=1, integer=True),
-                speed=r.num(g, "speed", f"{p}.speed", 1.0, lo=0.01, hi=100.0),
-            )
-        )
-    topology = Topology(
-        agents=r.num(topo, "agents", "topology.agents", 3, lo=1, hi=500, integer=True),
-        groups=tuple(groups) or (AgentGroup(),),
-    )
+    topology = _topology(r, data)
 
-    wl = r.table(data, "workload", "workload")
-    r.unknown(
-        wl, {"rate_per_s", "start_s", "stop_s", "mix", "bursts", "workflows", "local"}, "workload"
-    )
-    mixes = tuple(
-        _parse_mix(r, m, f"workload.mix[{i}]")
-        for i, m in enumerate(r.tables(wl, "mix", "workload.mix"))
-    )
-    if mixes and sum(m.weight for m in mixes) <= 0:
-        r.bad("workload.mix", "weights must not all be 0")
-    names = [m.name for m in mixes if m.name]
-    if len(names) != len(set(names)):
-        r.bad("workload.mix", "mix names must be unique")
-    bursts = []
-    for i, b in enumerate(r.tables(wl, "bursts", "workload.bursts")):
-        p = f"workload.bursts[{i}]"
-        r.unknown(b, {"at", "count", "level", "mix"}, p)
-        level = r.choice(b, "level", f"{p}.level", None, WORKLOAD_LEVELS)
-        if level is not None and level not in {m.level for m in mixes or (TaskMix(),)}:
-            r.bad(f"{p}.level", f"no workload.mix entry has level {level!r}")
-        mix_name = r.choice(b, "mix", f"{p}.mix", None, [m.name for m in mixes if m.name])
-        if level is not None and mix_name is not None:
-            r.bad(p, "give level or mix, not both")
-        bursts.append(
-            Burst(
-                at=r.num(b, "at", f"{p}.at", 0.0),
-                count=r.num(b, "count", f"{p}.count", 1, lo=1, integer=True),
-                level=level,
-                mix=mix_name,
-            )
-        )
-    local = []
-    for i, lg in enumerate(r.tables(wl, "local", "workload.local")):
-        p = f"workload.local[{i}]"
-        r.unknown(lg, set(LocalGen.__slots__), p)  # type: ignore[attr-defined]
-        raw = lg.get("nodes", "agent-1")
-        problem = selector_problem(raw)
-        if problem:
-            r.bad(f"{p}.nodes", problem)
-        at = r.num(lg, "at", f"{p}.at", None)
-        if at is None:
-            r.bad(f"{p}.at", "is required")
-        local.append(
-            LocalGen(
-                at=float(at or 0.0),
-                nodes=tuple(raw) if isinstance(raw, list) else raw,
-                count=r.num(lg, "count", f"{p}.count", 1, lo=1, integer=True),
-                every_s=r.num(lg, "every_s", f"{p}.every_s", 0.0),
-                level=r.choice(lg, "level", f"{p}.level", "causal", ("causal", "eventual")),
-                sleep_ms=r.range_ms(lg, "sleep_ms", f"{p}.sleep_ms", (500, 1500)),
-            )
-        )
-    workflows = []
-    for i, w in enumerate(r.tables(wl, "workflows", "workload.workflows")):
-        p = f"workload.workflows[{i}]"
-        r.unknown(w, set(WorkflowGen.__slots__), p)  # type: ignore[attr-defined]
-        workflows.append(
-            WorkflowGen(
-                at=r.num(w, "at", f"{p}.at", 0.0),
-                count=r.num(w, "count", f"{p}.count", 1, lo=1, integer=True),
-                every_s=r.num(w, "every_s", f"{p}.every_s", 0.0),
-                width=r.num(w, "width", f"{p}.width", 2, lo=1, hi=20, integer=True),
-                depth=r.num(w, "depth", f"{p}.depth", 2, lo=1, hi=20, integer=True),
-                level=r.choice(
-                    w, "level", f"{p}.level", "causal", ("strong", "causal", "eventual")
-                ),
-                sleep_ms=r.range_ms(w, "sleep_ms", f"{p}.sleep_ms", (100, 200)),
-            )
-        )
-    stop = r.num(wl, "stop_s", "workload.stop_s", None)
-    workload = Workload(
-        rate_per_s=r.num(wl, "rate_per_s", "workload.rate_per_s", 1.0, hi=1000.0),
-        start_s=r.num(wl, "start_s", "workload.start_s", 0.0),
-        stop_s=stop,
-        mix=mixes or (TaskMix(),),
-        bursts=tuple(bursts),
-        workflows=tuple(workflows),
-        local=tuple(local),
-    )
+    workload = _workload(r, data)
 
-    timeline = []
-    for i, s in enumerate(r.tables(data, "timeline", "timeline")):
-        step = _parse_step(r, s, f"timeline[{i}]")
-        if step is not None:
-            if step.at > duration:
-                r.bad(f"timeline[{i}].at", f"is after the scenario's duration_s ({duration})")
-            timeline.append(step)
+    timeline = _timeline(r, data, duration)
 
-    nemesis = None
-    if "nemesis" in data:
-        nm = r.table(data, "nemesis", "nemesis")
-        r.unknown(
-            nm,
-            {"kind", "start_s", "stop_s", "interval_s", "max_fault_s", "ops", "lease_s"},
-            "nemesis",
-        )
-        lease = nm.get("lease_s")
-        if lease is not None and not (
-            isinstance(lease, list)
-            and len(lease) == 2
-            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in lease)
-            and 3 <= lease[0] <= lease[1]
-        ):
-            r.bad("nemesis.lease_s", "must be [lo, hi] seconds with 3 ≤ lo ≤ hi")
-            lease = None
-        if nm.get("kind", "random") != "random":
-            r.bad("nemesis.kind", "only 'random' is supported")
-        ops = nm.get("ops", list(RANDOM_OPS))
-        if not isinstance(ops, list) or not ops or any(o not in RANDOM_OPS for o in ops):
-            r.bad("nemesis.ops", f"must be a non-empty list of {', '.join(RANDOM_OPS)}")
-            ops = list(RANDOM_OPS)
-        nemesis = RandomNemesis(
-            start_s=r.num(nm, "start_s", "nemesis.start_s", 5.0),
-            stop_s=r.num(nm, "stop_s", "nemesis.stop_s", None),
-            interval_s=r.num(nm, "interval_s", "nemesis.interval_s", 5.0, lo=0.1),
-            max_fault_s=r.num(nm, "max_fault_s", "nemesis.max_fault_s", 8.0, lo=1.0),
-            ops=tuple(ops),
-            lease_s=None if lease is None else (float(lease[0]), float(lease[1])),
-        )
+    nemesis = _nemesis(r, data)
     controller = r.table(data, "controller", "controller")
     agent = r.table(data, "agent", "agent")
     if r.problems:

@@ -390,14 +390,17 @@ class Controller:
                     ),
                     now=now,
                 )
-                if decision.move:
+                if decision.move and self._move(at, decision, now):
                     task.moved_at = now
                     budget[node_id] = budget.get(node_id, 0) - 1
-                    self._move(at, decision, now)
 
-    def _move(self, at: Attempt, decision: MoveDecision, now: float) -> None:
-        """Supersede ``at`` and queue its task for a new placement (a new epoch)."""
+    def _move(self, at: Attempt, decision: MoveDecision, now: float) -> bool:
+        """Supersede ``at`` and queue its task for a new placement (a new epoch), if a
+        node outside the decision's exclusions would take it now; else it stays where
+        it runs (``False``), as the controller leaves it when its placement finds none."""
         task = at.task
+        if not self.sched.can_place(task, frozenset(decision.exclude), now):
+            return False
         at.superseded, at.superseded_at = True, now
         if at.level is _STRONG and self.lease_known(task, now) is None:
             # its request has not arrived: it will be refused as stale
@@ -406,6 +409,7 @@ class Controller:
         self.counters.replaced += 1
         task.exclude = frozenset(decision.exclude)
         self.sched.enqueue(task, now)
+        return True
 
     # -------------------------------------------------------------- retries
     def ended(self, at: Attempt) -> None:

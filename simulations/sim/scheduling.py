@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,7 @@ from shared.placement import (
     Decision,
     NodeTable,
     TaskDemand,
+    place,
     place_batch,
     prepare,
 )
@@ -254,6 +256,20 @@ class Scheduler:
             table.memory_free[:] = mem
             table.running[:] = topo.running[gidx]
             self.logs[site].extend(rows.tolist())
+
+    def can_place(self, task: Task, exclude: frozenset[str], now: float) -> bool:
+        """Whether a node of ``task``'s site outside ``exclude`` would take it now
+        (``shared.placement.place`` on the site's table as it stands): the controller
+        places a task it moves at once, and leaves it where it runs when no node
+        would (``cloud/reconcile.py`` ``_move``)."""
+        self._sync(task.site)
+        demand = replace(self.demand(task), exclude=exclude)
+        if self.mode in PREDICTED_MODES:
+            demand = self.inputs.demand(task, demand, now)
+        decision = place(
+            self.tables[task.site], demand, mode=self.mode, seed=self.seed, explain=False
+        )
+        return decision.node_id is not None
 
     def demand(self, task: Task) -> TaskDemand:
         """What placement reads of ``task`` (one object per type, level and exclusion)."""

@@ -430,12 +430,6 @@ def test_triggers_move_the_same_tasks_at_the_same_ticks(
     assert moves == ({1, 31} if trace.name == "latency" else {1, 2})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="drift: simulations/sim/controller.py Controller._move supersedes and re-queues a "
-    "task trigger_move says to move even when no other node can take it; the controller "
-    "(cloud/reconcile.py _move -> Scheduler.place) then leaves it where it runs",
-)
 def test_a_trigger_with_nowhere_to_go_leaves_the_task_in_place(tmp_path: Path) -> None:
     """One node, too slow for the task's latency bound, and no other node to take it:
     ``trigger_move`` says move on both sides; the controller finds no node and leaves

@@ -156,7 +156,9 @@ def plain_place(nodes: list[dict[str, Any]], d: TaskDemand, tie: int) -> dict[st
         transfer = d.data_size_mb * 8.0 / n["bandwidth"] if d.data_size_mb > 0 else 0.0
         execute = d.work / n["speed"]
         fixed = (rtt / 2 + (rtt if strong else 0.0)) + transfer + execute + rtt / 2
-        finish = fixed + n["backlog"] / (n["cpus"] * n["speed"])
+        # placed work never shares a core: the backlog is ahead only without a free core
+        queue = n["backlog"] / (n["cpus"] * n["speed"]) if d.cpu > n["cpu_free"] else 0.0
+        finish = fixed + queue
         battery = n["battery"]
         drain = 1.0 if battery is None else 2.0 - min(max(battery, 0.0), 100.0) / 100.0
         survive = math.exp(-n["partition_rate"] * fixed / 3600.0) * (1.0 - _RISK[n["link"]])

@@ -30,6 +30,7 @@ from shared.protocol import LogChunk
 from shared.vocab import Level, TaskStatus
 
 from .api_access import ApiToken, RateLimit, access_middlewares, parse_tokens
+from .api_group import Outcome, SubmitGroup
 from .api_http import (
     NotFound,
     error_middleware,
@@ -71,7 +72,7 @@ class NodeBusy(Exception):
 class ApiService(Protocol):
     """What the API needs from the controller (see ``cloud.controller.Controller``)."""
 
-    def submit_task(self, data: dict[str, Any]) -> tuple[dict[str, Any], bool]: ...
+    def submit_tasks(self, batch: list[dict[str, Any]]) -> list[Outcome]: ...
     def submit_workflow(self, data: dict[str, Any]) -> tuple[dict[str, Any], bool]: ...
     def list_tasks(self, **filters: Any) -> dict[str, Any]: ...
     def get_task(self, task_id: str) -> dict[str, Any]: ...
@@ -119,6 +120,7 @@ def _choices(request: web.Request, name: str, allowed: frozenset[str]) -> tuple[
 class Handlers(LogHandlers):
     def __init__(self, service: ApiService) -> None:
         self.service = service
+        self.submits = SubmitGroup(service.submit_tasks)
 
     async def _body(self, request: web.Request) -> dict[str, Any]:
         data = parse_json_body(await request.read())
@@ -145,7 +147,7 @@ class Handlers(LogHandlers):
     async def submit_task(self, request: web.Request) -> web.Response:
         data = await self._body(request)
         self._known_dependencies(data)
-        result, created = self.service.submit_task(data)
+        result, created = await self.submits.submit(data)
         return _json(result, status=201 if created else 200)
 
     def _known_dependencies(self, data: dict[str, Any]) -> None:

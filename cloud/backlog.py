@@ -8,7 +8,10 @@ costs nothing per pass. It is woken (looked at again) by what could unblock it:
 - ``nodes``: a change to what placement's filters read of the nodes
   (``Registry.generation``: a node joined or said hello, a link changed state, a drain);
 - ``resources``: the same, or resources freed (``TaskTable.freed``: a reservation ended);
-- any: ``RECHECK_S`` after it was parked (round trips and telemetry drift without an event).
+- any: ``RECHECK_S`` after it was parked (round trips and telemetry drift without an
+  event), oldest first and at most ``RECHECK_PER_S`` a second: with more than
+  ``RECHECK_S * RECHECK_PER_S`` parked, each waits longer for its recheck, so an idle
+  controller's cost stays flat however large the backlog.
 
 Every pass costs in proportion to what changed and what is awake, never to the size
 of the parked backlog.
@@ -21,10 +24,12 @@ from collections import deque
 from .registry import Registry
 from .tasks import TaskTable
 
-__all__ = ["RECHECK_S", "Backlog"]
+__all__ = ["RECHECK_PER_S", "RECHECK_S", "Backlog"]
 
-#: A parked task is looked at again at least this often (seconds).
+#: A parked task is looked at again after this long (seconds) ...
 RECHECK_S = 30.0
+#: ... but no more parked tasks a second than this are (a budget, banked up to one second).
+RECHECK_PER_S = 20.0
 _WHY = ("deps", "nodes", "resources")
 
 
@@ -38,6 +43,7 @@ class Backlog:
         self._recheck: deque[tuple[float, str]] = deque()  # (parked at, task), oldest first
         self._nodes_seen = registry.generation
         self._freed_seen = tasks.freed
+        self._budget, self._budget_at = RECHECK_PER_S, float("-inf")
 
     def forget(self) -> None:
         """Look at every unplaced task again (memory was reloaded from the store)."""
@@ -62,11 +68,16 @@ class Backlog:
         if self.tasks.freed != self._freed_seen:
             self._freed_seen = self.tasks.freed
             self._wake_all("resources")
-        while self._recheck and now - self._recheck[0][0] >= RECHECK_S:
+        self._budget = min(
+            RECHECK_PER_S, self._budget + max(now - self._budget_at, 0.0) * RECHECK_PER_S
+        )
+        self._budget_at = now
+        while self._recheck and self._budget >= 1.0 and now - self._recheck[0][0] >= RECHECK_S:
             at, task_id = self._recheck.popleft()
             parked = self._parked.get(task_id)
-            if parked is not None and parked[1] == at:
+            if parked is not None and parked[1] == at:  # else woken or parked again since
                 self._wake(task_id)
+                self._budget -= 1.0
         unplaced = self.tasks.unplaced
         self._awake &= unplaced
         return list(self._awake)

@@ -40,6 +40,7 @@ from shared.protocol import LogChunk, Ping
 from shared.vocab import LinkState
 
 from .api import NodeBusy, NotFound
+from .api_group import Outcome
 from .config import ControllerConfig
 from .ingest import Ingest
 from .log_stream import LiveLogs
@@ -255,21 +256,47 @@ class Controller:
         return task_id, True
 
     def submit_task(self, data: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-        if "tasks" in data:
-            raise ValidationError(
-                [Problem("tasks", "a workflow: POST it to /api/v1/workflows")], what="task spec"
-            )
-        spec: TaskSpec = parse_task_spec({"id": f"t-{uuid.uuid4().hex[:12]}", **data})
+        (outcome,) = self.submit_tasks([data])
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def submit_tasks(self, batch: list[dict[str, Any]]) -> list[Outcome]:
+        """Lone tasks in one unit of work: one transaction, one placement pass (the
+        API's group commit, ``cloud.api_group``). Each item's outcome is
+        ``(task, created)`` or the error it alone raised (a bad spec, an id taken by
+        another spec); a failed commit raises for all."""
+        outcomes: list[Outcome | None] = [None] * len(batch)
+        specs: dict[int, TaskSpec] = {}
+        for i, data in enumerate(batch):
+            try:
+                if "tasks" in data:
+                    raise ValidationError(
+                        [Problem("tasks", "a workflow: POST it to /api/v1/workflows")],
+                        what="task spec",
+                    )
+                specs[i] = parse_task_spec({"id": f"t-{uuid.uuid4().hex[:12]}", **data})
+            except ValidationError as exc:
+                outcomes[i] = exc
         now = self.mono()
-        created = False
+        created: dict[int, bool] = {}
 
         def work() -> None:
-            nonlocal created
-            _, created = self._create(spec.to_dict(), self.wall_ms())
+            submitted_ms = self.wall_ms()
+            for i, spec in specs.items():
+                try:
+                    created[i] = self._create(spec.to_dict(), submitted_ms)[1]
+                except SpecConflictError as exc:
+                    outcomes[i] = exc
             self.scheduler.schedule(now)
 
-        self._commit(work)
-        return self.get_task(spec.id), created
+        if specs:
+            self._commit(work)
+        for i, was_created in created.items():
+            outcomes[i] = (self.get_task(specs[i].id), was_created)
+        answered = [o for o in outcomes if o is not None]
+        assert len(answered) == len(batch)  # each item was created, or raised
+        return answered
 
     def submit_workflow(self, data: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         wf: WorkflowSpec = parse_workflow({"id": f"w-{uuid.uuid4().hex[:12]}", **data})

@@ -11,7 +11,7 @@ import pytest
 from memory_bus import MemoryHarness
 
 import cloud.scheduling
-from cloud.backlog import RECHECK_S
+from cloud.backlog import RECHECK_PER_S, RECHECK_S
 from shared.crdt import AttemptStatus
 
 
@@ -91,3 +91,28 @@ def test_at_most_a_batch_is_placed_per_pass(
     assert c.get_task("p1")["node"] is None
     h.tick(0.5)
     gpu.expect("place", lambda e: e.body.task_id == "p1")
+
+
+def test_rechecks_are_rate_bounded_however_large_the_backlog(h: MemoryHarness) -> None:
+    """Past RECHECK_S, parked tasks are looked at again oldest first, RECHECK_PER_S a
+    second at most (a budget banked up to one second): an idle controller's cost does
+    not grow with the backlog; every one of them is still rechecked, in time."""
+    h.node("n1")
+    c = h.controller
+    parked = int(3 * RECHECK_PER_S)
+    for i in range(parked):
+        c.submit_task(task(f"g{i}", placement={"labels": {"gpu": "yes"}}))
+    before = evaluated(h)
+    start = h.clock()
+    while h.clock() < start + RECHECK_S - 1.0:  # a second's budget banks meanwhile
+        h.tick(0.5)
+        h.keep_alive("n1")
+    assert evaluated(h) == before
+    seen: list[int] = []
+    while sum(seen) < parked:
+        h.tick(0.5)
+        h.keep_alive("n1")
+        seen.append(evaluated(h) - before - sum(seen))
+    assert seen[:2] == [0, RECHECK_PER_S]  # due at RECHECK_S: the banked second's worth
+    assert max(seen[2:]) <= RECHECK_PER_S * 0.5  # then half a second's per 0.5 s tick
+    assert infeasible(h) == parked  # tasks, not retries

@@ -24,7 +24,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shared.model import RetryPolicy, backoff_delay
+from edge_agent.transport import _JITTER as RECONNECT_JITTER
+from shared.model import RetryPolicy
+from shared.protocol import reconnect_wait
 from shared.vocab import Tier
 from simulations.sim.scenario import Controller, Failures, LinkClass, Links
 from simulations.sim.topology import Topology
@@ -221,14 +223,14 @@ class Network:
         self.devices = D
         self.keepalive_s = session.keepalive_s
         self.cadence_s = session.telemetry_s
-        #: the agent's reconnect schedule (edge_agent/transport.py: jitter 0.5, the
-        #: cap lowered so a jittered delay stays under reconnect_max_s)
+        #: the agent's reconnect schedule, as edge_agent/transport.py builds it (its
+        #: jitter; the cap lowered so a jittered delay stays under reconnect_max_s)
         self.reconnect = RetryPolicy(
             max_attempts=1,
             backoff_s=session.reconnect_min_s,
             multiplier=2.0,
-            backoff_max_s=session.reconnect_max_s / 1.5,
-            jitter=0.5,
+            backoff_max_s=session.reconnect_max_s / (1 + RECONNECT_JITTER),
+            jitter=RECONNECT_JITTER,
         )
         lat, jit, bw, nj, wan = (
             [0.0] * count,
@@ -367,27 +369,28 @@ class Network:
         and it resumes at ``b``. The agent's MQTT client (paho) pings one keep-alive
         after the last bytes it received (up to a keep-alive before the cut: it pings
         whenever the broker is quiet that long) and gives up one keep-alive later.
-        Then it waits its backoff (``edge_agent/transport.py``) and connects: over
-        the cut the connection attempt hangs without an answer for a keep-alive, then
-        fails, and the next waits a doubled backoff. An attempt hanging at ``b`` goes
-        through at ``b``; otherwise the session resumes at the next attempt after
-        ``b``. A heal before the agent gave up hands it the broker's close at ``b``:
-        it reconnects one backoff later."""
+        Then it waits its backoff and probes (``edge_agent/transport.py``): over the
+        cut a connection attempt hangs without an answer for a keep-alive, then
+        fails, and the next probe waits ``shared.protocol.reconnect_wait`` (the
+        doubled backoff less the time the failed probe was out: at once when it hung
+        longer). A probe out at ``b`` goes through at ``b``; otherwise the session
+        resumes at the next probe after ``b``. A heal before the agent gave up hands
+        it the broker's close at ``b``: it reconnects one backoff later."""
         keepalive = self.keepalive_s
         last = a - self.cadence_s * float(rng.random())
         if b - last < 1.5 * keepalive:
             return b, False
         heard = a - keepalive * float(rng.random())
         t = min(b, heard + 2.0 * keepalive)
-        failures = 1
+        failures, probing = 1, 0.0
         while True:
-            t += backoff_delay(self.reconnect, failures, rng)
+            t += reconnect_wait(self.reconnect, failures, probing, rng)
             if t >= b:
                 return t, True
             if t + keepalive > b:
                 return b, True
             t += keepalive
-            failures += 1
+            failures, probing = failures + 1, keepalive
 
     def exp(self) -> float:
         """A standard exponential draw (pre-drawn in blocks: much cheaper per call)."""

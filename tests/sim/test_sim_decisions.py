@@ -82,8 +82,9 @@ def test_levels_adapt_per_task() -> None:
 def test_a_session_resumes_at_the_heal_or_after_a_reconnect(cut_s: float) -> None:
     """A cut shorter than 1.5 keep-alives (minus the silence before it) keeps the
     connection: the session resumes at the heal. A longer one was dropped: the agent
-    reconnects, at the heal when a connection attempt hangs over the cut then, else
-    at its next attempt, within one backoff (at most ``reconnect_max_s``)."""
+    reconnects, at the heal when a connection attempt hangs over the cut then (its
+    probes follow one another at once while they hang: ``reconnect_wait``), else at
+    its next probe, within one backoff (at most ``reconnect_max_s``)."""
     sim = Simulation(_failing(), parse_policy("hybrid_dynamic"))
     net = sim.net
     rng = np.random.default_rng(0)
@@ -98,8 +99,8 @@ def test_a_session_resumes_at_the_heal_or_after_a_reconnect(cut_s: float) -> Non
             seen.add(back == b)
         else:
             assert back >= b
-    if cut_s > 2.5 * net.keepalive_s:  # the agent gave up and probes: both cases happen
-        assert seen == {True, False}
+    if cut_s > 2.5 * net.keepalive_s:  # the agent gave up and probes: one is out at the heal
+        assert True in seen
 
 
 def test_a_causal_retry_waits_for_contact_after_max_disconnect() -> None:

@@ -9,7 +9,7 @@
    ``make bench`` short; the issue's 60 s window is ``BENCH_AGENT_WINDOW_S=60``. No task has
    run yet, so no task supervisor runs either.
 2. **Dispatch**: ``BENCH_AGENT_TASKS`` (default 200) no-op tasks (``true``) submitted at once
-   to the local API (8 clients) and run to success (journal, supervisor, outcome, sync), in
+   to the local API (4 clients) and run to success (journal, supervisor, outcome, sync), in
    tasks per second, beside a bare ``subprocess.run(["true"])`` loop right after. Goal ≥ 300/s.
 3. **Per-task overhead**: ``BENCH_AGENT_SLEEPERS`` (default 20) ``sleep`` tasks running at
    once: what the agent and its supervisor hold beyond what they held with none running,
@@ -59,7 +59,7 @@ WINDOW_S = float(os.environ.get("BENCH_AGENT_WINDOW_S", "20"))
 WARMUP_S = 5.0
 TASKS = int(os.environ.get("BENCH_AGENT_TASKS", "200"))
 SLEEPERS = int(os.environ.get("BENCH_AGENT_SLEEPERS", "20"))
-SUBMITTERS = 8  # local API clients submitting at once
+SUBMITTERS = 4  # local API clients submitting at once (the API listens with a backlog of 5)
 
 
 class _Acker:

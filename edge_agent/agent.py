@@ -16,6 +16,7 @@ decisions out. Time comes from one :class:`~edge_agent.clock.Clock`.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -52,6 +53,13 @@ __all__ = ["Agent"]
 log = logging.getLogger("edge_agent")
 
 _TICK_S = 0.1
+_BURST = 64  # local submissions journaled in one transaction, at most
+
+
+def _submits(call: ApiCall) -> bool:
+    return call.method == "POST" and call.path == "/v1/tasks"
+
+
 _API_WAIT_S = 10.0
 
 
@@ -81,6 +89,7 @@ class Agent:
         self.metrics_port: int | None = None
         self.advert: Any = None
         self._timers: dict[str, float] = {}
+        self._held: InboxEvent | None = None  # taken from the inbox after a burst, not yet handled
 
     # -- what the local API reads ----------------------------------------------------
     @property
@@ -251,11 +260,14 @@ class Agent:
         drain_until: float | None = None
         ticked = core.clock.mono()
         while True:
+            event, self._held = self._held, None
             try:
-                event: InboxEvent | None = self.inbox.get(timeout=_TICK_S)
+                event = event or self.inbox.get(timeout=_TICK_S)
             except queue.Empty:
                 event = None
-            if event is not None:
+            if isinstance(event, ApiCall) and _submits(event):
+                self._submit_burst(event)
+            elif event is not None:
                 self.handle(event)
             if isinstance(event, StopRequested) and drain_until is None:
                 core.draining = True
@@ -290,6 +302,28 @@ class Agent:
                     event.done.set()
             case StopRequested() | TasksReported():
                 pass
+
+    def _submit_burst(self, first: ApiCall) -> None:
+        """Local submissions queued together share one transaction (one fsync): each is
+        answered only once it has committed, or with an error if it did not."""
+        calls = [first]
+        while len(calls) < _BURST:
+            try:
+                event = self.inbox.get_nowait()
+            except queue.Empty:
+                break
+            if not (isinstance(event, ApiCall) and _submits(event)):
+                self._held = event  # handled next, in order
+                break
+            calls.append(event)
+        answers = self.core.safely(self._submit_all, calls) or []
+        for call, answer in itertools.zip_longest(calls, answers[: len(calls)]):
+            call.result = answer if answer is not None else (500, {"error": "internal"})
+            call.done.set()
+
+    def _submit_all(self, calls: list[ApiCall]) -> list[tuple[int, object]]:
+        with self.core.txn():
+            return [self._on_api(call.method, call.path, call.body) for call in calls]
 
     def _on_api(self, method: str, path: str, body: bytes) -> tuple[int, object]:
         from edge_agent.localapi import route

@@ -12,6 +12,7 @@ import os
 import pwd
 import shutil
 import stat
+import subprocess
 import sys
 import tempfile
 import time
@@ -298,3 +299,45 @@ def test_the_work_directory_is_emptied_as_the_tasks_user(ex: Executor) -> None:
     assert out.succeeded and out.result == {"v": 1}
     assert list((running.run_dir / "work").iterdir()) == []
     assert Path("/etc/passwd").read_bytes() == passwd
+
+
+# Without a cgroup: a process that becomes a child subreaper (as the supervisor is) starts an
+# attempt whose daemon leaves its session, and a process of another attempt beside it; the
+# attempt's tree is found by its marker and ended, the other process is left alone.
+NO_CGROUP_TREE = """
+import os, signal, sys, time
+sys.path.insert(0, sys.argv[1])
+import _tasktree
+_tasktree.libc.prctl(_tasktree.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+py, daemon, pid_dir = sys.argv[2], sys.argv[3], sys.argv[4]
+work = os.open(pid_dir, os.O_RDONLY)
+def start(marker, argv):
+    env = {"PATH": "/usr/bin:/bin", "CONTINUUM_INPUTS": marker}
+    pid, *fds = _tasktree.spawn({"argv": argv, "env": env, "limits": {}}, work, None, None)
+    for fd in fds:
+        os.close(fd)
+    return pid
+leader = start("/a/inputs.json", [py, "-c", daemon, "leave", pid_dir])
+other = start("/b/inputs.json", ["sleep", "60"])
+os.waitpid(leader, 0)  # the leader is gone; its daemon is now this process's child
+found = _tasktree.tree(leader, None, b"CONTINUUM_INPUTS=/a/inputs.json", {other})
+mine = int(open(os.path.join(pid_dir, "daemon.pid")).read())
+assert mine in found and other not in found, (mine, other, found)
+_tasktree.signal_tree(found, leader, signal.SIGKILL, None)
+assert os.waitpid(mine, 0)[0] == mine  # killed, and reaped here
+assert os.waitpid(other, os.WNOHANG) == (0, 0)  # still running
+os.kill(other, signal.SIGKILL)
+print("ok")
+"""
+
+
+def test_without_a_cgroup_the_tree_is_found_by_its_marker(shared_dir: Path) -> None:  # noqa: F811
+    edge_agent_dir = str(Path(_cgroup.__file__).parent)
+    out = subprocess.run(
+        [PY, "-S", "-c", NO_CGROUP_TREE, edge_agent_dir, PY, DAEMON, str(shared_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.stdout.strip() == "ok", out.stderr

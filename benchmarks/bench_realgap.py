@@ -18,7 +18,7 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
+import time
 from pathlib import Path
 
 from _report import emit
@@ -29,6 +29,8 @@ from simulations.testbed.scenario import scenario_dir
 SCENARIOS = ("partition-basic", "strong-vs-eventual")
 GAP = 0.15
 CONTINUUM = Path(sys.executable).with_name("continuum")
+#: Where the testbed runs are kept (git-ignored ``runs/``), to read what a figure came from.
+RUNS = Path(__file__).resolve().parent.parent / "runs" / "bench"
 
 
 def _gap(name: str, what: str, sim: float | None, testbed: float | None, note: str) -> None:
@@ -47,13 +49,13 @@ def _gap(name: str, what: str, sim: float | None, testbed: float | None, note: s
 
 def main() -> None:
     for name in SCENARIOS:
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / name
-            run = [str(CONTINUUM), "testbed", "run", name, "--no-progress", "--out", str(out)]
-            proc = subprocess.run(run, check=False, capture_output=True, text=True)
-            load = "load average " + ", ".join(f"{x:.1f}" for x in os.getloadavg())
-            report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+        out = RUNS / f"realgap-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run = [str(CONTINUUM), "testbed", "run", name, "--no-progress", "--out", str(out)]
+        proc = subprocess.run(run, check=False, capture_output=True, text=True)
+        load = "load average " + ", ".join(f"{x:.1f}" for x in os.getloadavg())
+        report = json.loads((out / "report.json").read_text(encoding="utf-8"))
         valid = f"testbed {'VALID' if report.get('valid') else 'INVALID'} (exit {proc.returncode})"
+        valid += f" in runs/bench/{out.name}"
         gap = compare(run_testbed_scenario(scenario_dir() / f"{name}.toml"), report)
         for level, row in sorted(gap["latency"].items()):
             s, t = row["sim"], row["testbed"] or {}
@@ -61,9 +63,12 @@ def main() -> None:
                 counts = f"n {s['count']}/{t.get('count', 0)}"
                 _gap(name, f"{level} latency {q}", s[q], t.get(q), f"{counts}; {valid}; {load}")
         conv = gap["convergence_max_s"]
-        _gap(
-            name, "convergence after a heal (max)", conv["sim"], conv["testbed"], f"{valid}; {load}"
+        heals = ", ".join(
+            f"{c['node']} {c['cause']} {c['after_s']}"
+            for c in report.get("timings", {}).get("convergence_after_heal", [])
         )
+        note = f"testbed per heal: {heals}; {valid}; {load}"
+        _gap(name, "convergence after a heal (max)", conv["sim"], conv["testbed"], note)
 
 
 if __name__ == "__main__":

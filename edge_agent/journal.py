@@ -12,7 +12,8 @@ may undo it; the controller then gets those deltas again and merges them idempot
 (the agent's core loop) writes; other processes (the testbed, ``sqlite3`` on a device) may
 read concurrently thanks to WAL.
 
-Tables (documented for the testbed in docs/agent.md; columns only ever get added):
+Tables (private to the agent: other processes read them through ``edge-agent dump``,
+edge_agent/dump.py; columns only ever get added):
 
 - ``records(task_id PK, record, status, epoch, node, level, updated_ms)`` — the CRDT record of
   every task this agent has seen (``record`` is ``TaskRecord.to_dict()`` as JSON).

@@ -147,6 +147,7 @@ def _carries(pid: int, marker: bytes) -> bool:
 
 def tree(leader: int, cgroup: str | None, marker: bytes, others: set[int]) -> list[int]:
     """The attempt's live processes: its cgroup's members when it has one (one file read).
+    ``leader``: the task's pid while it is not reaped, else 0 (a reaped pid may be reused).
 
     Otherwise the leader's descendants and those of the supervisor's orphans (a subreaper
     inherits every process whose parent died: a ``setsid`` daemon lands here) that are not
@@ -162,7 +163,7 @@ def tree(leader: int, cgroup: str | None, marker: bytes, others: set[int]) -> li
         for pid in _children(os.getpid())
         if pid != leader and pid not in others and _carries(pid, marker)
     ]
-    return _below([leader, *strays])
+    return _below([pid for pid in (leader, *strays) if pid > 0])
 
 
 def orphans(others: set[int]) -> list[int]:

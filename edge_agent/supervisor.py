@@ -79,8 +79,8 @@ class Attempt:
         self.started = time.monotonic()
         self.timeout_at = self.started + float(spec["timeout_s"])
         self.reason = "exited"
-        self.fenced_at: float | None = None
-        self.kill_at: float | None = None
+        self.fenced_at: float | None = None  # when the fence's kill was sent
+        self.kill_at: float | None = None  # after a SIGTERM: when the SIGKILL follows
         self.pid = 0
         self.cgroup: str | None = None
         self.work_fd: int | None = None
@@ -91,11 +91,10 @@ class Attempt:
         self.code: int | None = None  # as Popen.returncode, once the leader is reaped
         self.cpu_s = 0.0
         self.tree_ended = False
-        self.cgroup_by = 0.0
-        self.harvest_pid: int | None = None
+        self.cgroup_by = 0.0  # when the outcome stops waiting for the cgroup to empty
+        self.harvest_pid: int | None = None  # the reader of output.json, and its pipe
         self.harvest_fd: int | None = None
-        self.output = bytearray()
-        self.output_ok = False
+        self.output, self.output_ok = bytearray(), False
 
     def started_info(self) -> dict:
         return {"pid": self.pid, "pgid": self.pid, "started": self.started, "cgroup": self.cgroup}
@@ -117,9 +116,7 @@ class Supervisor:
         self.pids: dict[int, tuple[Attempt, str]] = {}  # leader / harvester -> attempt
         self.cgroups: list[str] = []  # killed, to remove once empty
         self.seq = 0
-        self.terminating = False
-        self.busy = False
-        self.accepted = False
+        self.terminating = self.busy = self.accepted = False
         self.first_wait = time.monotonic() + _FIRST_CLIENT_S
 
     # -- clients -------------------------------------------------------------------
@@ -244,7 +241,8 @@ class Supervisor:
         """Signal the attempt's tree (``others``: the other attempts' leaders and helpers)."""
         if attempt.pid:
             others = {pid for pid, (other, _) in self.pids.items() if other is not attempt}
-            pids = _tasktree.tree(attempt.pid, attempt.cgroup, attempt.marker, others)
+            leader = attempt.pid if attempt.code is None else 0  # a reaped pid may be reused
+            pids = _tasktree.tree(leader, attempt.cgroup, attempt.marker, others)
             _tasktree.signal_tree(pids, attempt.pid, sig, attempt.cgroup)
 
     def stop(self, attempt: Attempt, reason: str) -> None:

@@ -334,6 +334,10 @@ class Journal:
             "UPDATE queue SET level = ? WHERE task_id = ? AND epoch = ?", [level, task_id, epoch]
         )
 
+    def has_queued(self) -> bool:
+        """Whether anything waits in the queue (without reading it all)."""
+        return self.db.execute("SELECT 1 FROM queue LIMIT 1").fetchone() is not None
+
     def queued(self) -> list[QueuedRow]:
         return [QueuedRow.from_row(row) for row in self._rows("SELECT * FROM queue")]
 

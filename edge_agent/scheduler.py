@@ -163,7 +163,7 @@ class LocalScheduler:
         start = (
             start
             and free > 0
-            and bool(self._queued())
+            and core.journal.has_queued()
             and bool(core.safely(core.executor.supervisor_pid))
         )
         if not outcomes and not start:

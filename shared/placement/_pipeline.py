@@ -13,7 +13,10 @@ decision never reads stale state.
 
 ``place_batch`` places tasks in order, allocating each chosen node in the table;
 static halves are kept in a ``ShapeCache`` (least recently used, bounded in bytes:
-one per call unless the caller passes its own). ``place`` is the single-task form
+one per call unless the caller passes its own). A task no node can take (every node
+filtered out or short of room) lends its decision to the tasks after it that the
+filters and exhaustion read alike, until the next allocation: a backlog of blocked
+work costs one decision per kind of task, not per task. ``place`` is the single-task form
 of the same code and leaves the table alone.
 
 Modes (``docs/placement.md``): ``adaptive`` ranks by predicted completion time
@@ -258,22 +261,51 @@ def place_batch(
     if epochs is not None and len(epochs) != len(demands):
         raise ValueError("epochs must have one entry per demand")
     shapes: ShapeCache[Shape | NodeFacts] = cache if cache is not None else ShapeCache()
+    # Decisions where every node was filtered out or lacked room, by what decides
+    # that: on the same table a task with the same key gets the very same decision
+    # (no candidates, the same counts), so it is reused until an allocation.
+    blocked: dict[tuple[object, ...], Decision] = {}
     out: list[Decision] = []
     for k, demand in enumerate(demands):
-        epoch = 0 if epochs is None else epochs[k]
-        decision = place(
-            table,
-            demand,
-            mode=mode,
-            weights=weights,
-            seed=seed,
-            epoch=epoch,
-            cache=shapes,
-            explain=explain,
-        )
-        if decision.node_id is not None:
+        key = _feasibility(demand, mode)
+        decision = blocked.get(key)
+        if decision is None:
+            decision = place(
+                table,
+                demand,
+                mode=mode,
+                weights=weights,
+                seed=seed,
+                epoch=0 if epochs is None else epochs[k],
+                cache=shapes,
+                explain=explain,
+            )
+        if decision.node_id is None:
+            if decision.explanation.feasible == 0:  # not merely unrankable
+                blocked[key] = decision
+        else:
             table.allocate(
                 decision.node_id, demand.cpu, demand.memory_mb, demand.disk_mb, work_s=demand.work
             )
+            blocked.clear()
         out.append(decision)
     return out
+
+
+def _feasibility(demand: TaskDemand, mode: PlacementMode | str) -> tuple[object, ...]:
+    """Everything a decision that finds no node reads of the task: the resolved mode
+    (its explanation names it; it bounds the tiers), what the filters read and the
+    resources exhaustion compares (never the task id, work or deadline: those only
+    rank candidates)."""
+    resolved = resolve_mode(demand, mode)
+    return (
+        resolved,
+        demand.tiers & MODE_TIERS[resolved],
+        demand.level,
+        demand.max_latency_ms,
+        demand.labels,
+        demand.exclude,
+        demand.cpu,
+        demand.memory_mb,
+        demand.disk_mb,
+    )

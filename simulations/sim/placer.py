@@ -241,8 +241,8 @@ class PredictedState:
     filters are never updated."""
 
     __slots__ = (
-        "_rows", "base", "bases", "deadline", "demand", "facts", "finish", "hashes", "keep", "log",
-        "ok", "reach", "seen", "shape", "tame", "version",
+        "_keys", "_rows", "base", "bases", "deadline", "demand", "facts", "finish", "hashes",
+        "keep", "log", "ok", "reach", "seen", "shape", "tame", "version",
     )  # fmt: skip
 
     def __init__(
@@ -265,6 +265,7 @@ class PredictedState:
         self.reach: list[float] = np.where(ok, finish * facts.widen, -math.inf).tolist()
         self.keep: list[float] = np.where(ok, 1.0 - self._cost(table), -BOUND).tolist()
         self.hashes = table.hash
+        self._keys = table.hash.astype(np.int64)  # int64: cheaper to mix with the bases
         self.log, self.seen = log, len(log)
         #: the deadline ``base`` is for (``base`` None: not usable for it)
         self.deadline: float | None = None
@@ -356,7 +357,8 @@ class PredictedState:
             self._switch(table, deadline)
         base = self.base
         if base is not None:
-            j = int((base - (self.hashes ^ tie)).argmax())
+            # int64 xor of two 32-bit values = the uint32 xor of ``_select.ranks``
+            j = int((base - (self._keys ^ tie)).argmax())
             return j if base.item(j) != _NONE_INT else -1
         ok = np.array(self.ok)
         with np.errstate(invalid="ignore", divide="ignore"):

@@ -1,6 +1,7 @@
 """MQTT shell of the controller (paho-mqtt 2.x, callback API VERSION2).
 
-Paho runs its network loop in its own thread; received messages are appended
+Paho (``cloud.mqtt_client``: reads ahead, no self-wake per ``PUBACK``) runs its network
+loop in its own thread; received messages are appended
 to a buffer there and handed to the asyncio loop as ``(topic, payload)`` pairs,
 one loop wake-up per burst (not per message: ``call_soon_threadsafe`` writes
 to the loop's self-pipe), and nothing else happens in paho's thread, so all
@@ -32,6 +33,7 @@ from paho.mqtt.properties import Properties
 from shared.protocol import subscription, topic
 
 from .config import BrokerConfig
+from .mqtt_client import Client
 
 __all__ = ["MqttTransport"]
 
@@ -60,11 +62,9 @@ class MqttTransport:
         self._v5 = cfg.protocol == "5"
         self.connected = threading.Event()
         if self._v5:
-            client = mqtt.Client(
-                CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
-            )
+            client = Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
         else:
-            client = mqtt.Client(
+            client = Client(
                 CallbackAPIVersion.VERSION2,
                 client_id=client_id,
                 protocol=mqtt.MQTTv311,

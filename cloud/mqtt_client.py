@@ -1,0 +1,74 @@
+"""paho's MQTT client without two per-message costs of a busy subscriber.
+
+The controller receives every node's messages (QoS 1) on one connection, and paho
+spends as much time per message as the ingest does (bench_ingest, py-spy):
+
+- **Reads**: paho asks the socket for each packet's first byte, then its length
+  bytes one at a time, then its body: three or more ``recv`` calls per message. Here
+  ``_sock_recv`` serves those reads from one read-ahead buffer, refilled with a
+  single ``recv`` of up to :data:`READ_AHEAD` bytes, and ``loop_read`` keeps reading
+  while the buffer holds bytes (``select`` only sees the socket's).
+- **Wake-ups**: every packet paho queues (each ``PUBACK``) also writes a byte to a
+  socket pair to wake the network thread's ``select``. A packet the network thread
+  queues itself needs no wake-up: that thread writes what is queued before it
+  selects again. Packets queued by other threads (our publishes) still wake it.
+
+Both touch paho internals (``_sock_recv``, ``_sock_close``, ``_packet_queue``,
+``_sockpairW``, ``_thread``) of the 2.x line pinned in pyproject.toml;
+tests/cloud/test_controller_broker.py runs the controller's transport on a real broker.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import MQTTErrorCode
+
+__all__ = ["READ_AHEAD", "Client"]
+
+#: Bytes asked of the socket per ``recv``: many small messages at once, one packet at most.
+READ_AHEAD = 262_144
+
+
+class Client(mqtt.Client):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._read_buf = b""
+        self._read_pos = 0
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        if self._read_pos >= len(self._read_buf):
+            # Raises BlockingIOError when nothing is there (paho's "try again later");
+            # b"" is the peer's EOF, passed on as paho expects it.
+            self._read_buf, self._read_pos = super()._sock_recv(READ_AHEAD), 0
+        out = self._read_buf[self._read_pos : self._read_pos + bufsize]
+        self._read_pos += len(out)
+        return out
+
+    def _sock_close(self) -> None:
+        self._read_buf, self._read_pos = b"", 0  # never read an old connection's bytes
+        super()._sock_close()
+
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        rc = super().loop_read(max_packets)
+        while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self._read_pos < len(self._read_buf):
+            rc = super().loop_read(max_packets)
+        return rc
+
+    def _packet_queue(
+        self,
+        command: int,
+        packet: bytes | bytearray,
+        mid: int,
+        qos: int,
+        info: mqtt.MQTTMessageInfo | None = None,
+    ) -> MQTTErrorCode:
+        if threading.current_thread() is not self._thread:
+            return super()._packet_queue(command, packet, mid, qos, info)
+        wake, self._sockpairW = self._sockpairW, None  # queued by the network thread itself
+        try:
+            return super()._packet_queue(command, packet, mid, qos, info)
+        finally:
+            self._sockpairW = wake

@@ -1,0 +1,64 @@
+"""cloud.mqtt_client on a real Mosquitto: with reads served from one read-ahead buffer
+and no self-wake per PUBACK, a QoS 1 subscriber still gets every message of a burst,
+in order, small and large (packets split across reads), and its own publishes from
+another thread still go out at once (acknowledged by the broker)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from cloud.mqtt_client import READ_AHEAD, Client
+from simulations.testbed.broker import MosquittoBroker
+
+pytestmark = [pytest.mark.broker, pytest.mark.timeout(120)]
+
+
+def _connected(client: mqtt.Client, port: int, topic: str | None = None) -> None:
+    ready = threading.Event()
+    if topic is not None:
+        client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
+        client.on_subscribe = lambda *_: ready.set()
+    else:
+        client.on_connect = lambda *_: ready.set()
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    assert ready.wait(30)
+
+
+def test_a_burst_arrives_whole_and_in_order(mosquitto: MosquittoBroker) -> None:
+    got: list[bytes] = []
+    done = threading.Event()
+    payloads = [f"{i:06d}".encode() * (1 + i % 40) for i in range(3000)]
+    payloads[1500] = b"L" * (READ_AHEAD + 12_345)  # one packet longer than a read
+    sub = Client(mqtt.CallbackAPIVersion.VERSION2, client_id="sub", protocol=mqtt.MQTTv5)
+    sub.max_inflight_messages_set(1000)
+
+    def on_message(_c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
+        got.append(msg.payload)
+        if len(got) == len(payloads):
+            done.set()
+
+    sub.on_message = on_message
+    _connected(sub, mosquitto.port, "burst/#")
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="pub", protocol=mqtt.MQTTv5)
+    pub.max_inflight_messages_set(1000)
+    _connected(pub, mosquitto.port)
+    try:
+        infos = [pub.publish("burst/x", p, qos=1) for p in payloads]
+        assert done.wait(60), f"{len(got)} of {len(payloads)} arrived"
+        assert got == payloads
+        # The subscriber's own publish, from this thread, is sent and acknowledged.
+        own = sub.publish("elsewhere", b"ack", qos=1)
+        deadline = time.monotonic() + 30
+        while not own.is_published():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert all(info.is_published() for info in infos)
+    finally:
+        for client in (pub, sub):
+            client.disconnect()
+            client.loop_stop()

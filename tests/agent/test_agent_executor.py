@@ -1,5 +1,6 @@
-"""Executor and watchdog with real processes: env contract, results, timeouts, bounded output,
-fencing (also when the launching process is killed), renewal, cancel, unprivileged user."""
+"""Executor and task supervisor with real processes: env contract, results, timeouts, bounded
+output, fencing (also when the launching process is killed), renewal, cancel, unprivileged
+user."""
 
 from __future__ import annotations
 
@@ -164,7 +165,7 @@ def test_renewal_moves_the_fence(ex: Executor, tmp_path: Path) -> None:
 
 def test_fence_holds_when_the_agent_is_killed(tmp_path: Path) -> None:
     """The launching process (standing in for the agent) is SIGKILLed right after the launch:
-    the watchdog alone stops the task at its deadline."""
+    the supervisor alone stops the task at its deadline."""
     ledger = tmp_path / "ledger"
     runs = tmp_path / "runs"
     code = textwrap.dedent(
@@ -195,14 +196,14 @@ def test_fence_holds_when_the_agent_is_killed(tmp_path: Path) -> None:
     # No tick after the fence (under heavy load the task may not have ticked at all).
     ticks = ledger.read_text().split() if ledger.exists() else []
     assert all(float(x) <= result["fenced_at"] for x in ticks)
-    # A restarted agent adopts the finished watchdog and harvests its outcome.
+    # A restarted agent re-attaches and harvests the outcome the supervisor left.
     ex = Executor(runs, ExecutorConfig(run_as=""))
     assert ex.adopt("t-k", "n1:1", int(wd_pid)) is not None
     (out,) = _wait(ex)
     assert out.reason == "fenced"
 
 
-def test_killing_the_watchdog_kills_the_task(ex: Executor, tmp_path: Path) -> None:
+def test_killing_the_supervisor_kills_the_task(ex: Executor, tmp_path: Path) -> None:
     running = ex.launch(_launch("t-pdeath", ["sleep", "60"]))
     while not (running.run_dir / "started.json").exists():
         time.sleep(0.01)
@@ -250,9 +251,10 @@ def test_callable_runs_in_its_own_process(ex: Executor, tmp_path: Path) -> None:
     assert out.succeeded and out.result == {"v": 42}
 
 
-def test_a_stop_sent_before_the_watchdog_reads_is_not_lost(ex: Executor) -> None:
-    """Right after ``launch`` the watchdog may not have opened its FIFO yet; the line is kept
-    and delivered on a later poll (a cancel arriving with the placement must still stop)."""
+def test_a_stop_sent_right_after_the_launch_is_not_lost(ex: Executor) -> None:
+    """A stop sent right after ``launch``, before the task has even been forked, still
+    stops it (a cancel arriving with the placement must; the supervisor reads its socket in
+    order)."""
     ex.launch(_launch("t-early", ["sleep", "30"]))
     assert ex.stop(_launch("t-early", None).attempt, "cancelled")
     (out,) = _wait(ex, limit=10)

@@ -177,7 +177,7 @@ def test_output_symlink_to_a_root_only_file_is_not_the_result(
     assert root_only_file.read_text() == "TOP SECRET\n"
 
 
-def test_an_output_fifo_does_not_hang_the_watchdog(ex: Executor) -> None:
+def test_an_output_fifo_does_not_hang_the_supervisor(ex: Executor) -> None:
     ex.launch(_launch("t-fifo", ["/bin/sh", "-c", "mkfifo output.json && echo '{\"v\": 1}'"]))
     out = _wait(ex, limit=30)
     assert out.succeeded and out.result == {"v": 1}
@@ -268,11 +268,11 @@ def test_each_attempt_has_its_own_cgroup(ex: Executor) -> None:
 
 
 @NEEDS_CGROUP
-def test_a_task_that_kills_its_watchdog_leaves_no_daemon(
+def test_a_task_that_kills_its_supervisor_leaves_no_daemon(
     tmp_path: Path,
     shared_dir: Path,  # noqa: F811 - the imported fixture
 ) -> None:
-    """Only a task running as the agent's own user can signal its watchdog; the subreaper is
+    """Only a task running as the agent's own user can signal its supervisor; the subreaper is
     then gone, but the attempt's cgroup still holds the daemon and the agent kills it."""
     ex = Executor(tmp_path / "runs", ExecutorConfig(run_as="", kill_grace_s=0.5))
     script = DAEMON.replace('print("ready", flush=True)', "os.kill(os.getppid(), 9)")
@@ -282,13 +282,13 @@ def test_a_task_that_kills_its_watchdog_leaves_no_daemon(
     assert out.reason == "lost"
     end = time.monotonic() + 20
     while not _gone(daemon):
-        assert time.monotonic() < end, f"the daemon {daemon} outlived its lost watchdog"
+        assert time.monotonic() < end, f"the daemon {daemon} outlived its lost supervisor"
         time.sleep(0.05)
 
 
 def test_the_work_directory_is_emptied_as_the_tasks_user(ex: Executor) -> None:
     """What the task left (files, directories, a link to a system file) is removed by the
-    watchdog with the task's rights before the outcome is reported; the link's target stays."""
+    supervisor with the task's rights before the outcome is reported; the link's target stays."""
     passwd = Path("/etc/passwd").read_bytes()
     script = (
         "mkdir -p d/e && touch d/e/f && ln -s /etc/passwd link && ln -s /etc d/etc && "

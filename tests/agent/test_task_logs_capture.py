@@ -1,4 +1,4 @@
-"""The agent's side of task logs, with real watchdog processes: each stream's tail and its
+"""The agent's side of task logs, with the real task supervisor: each stream's tail and its
 full byte count come back in the outcome, and what is sent with the attempt's end
 (``scheduler.attempt_log``) fits the wire bound whatever the tail size configured."""
 

@@ -276,6 +276,16 @@ class Executor:
         self.running[attempt] = running
         return running
 
+    def release_unclaimed(self) -> list[str]:
+        """After the restart sweep: acknowledge the outcomes the supervisor still holds for
+        attempts nobody adopted (journaled just before a crash that lost the ack) and remove
+        their directories; their keys."""
+        unclaimed = [key for key in self._exits if key not in self.running]
+        for key in unclaimed:
+            del self._exits[key]
+            self.cleanup(key.rpartition("/")[0], key)
+        return unclaimed
+
     def orphan_pgid(self, task_id: str, attempt: str) -> int | None:
         """Process group of an attempt whose supervisor is gone (for a restart sweep)."""
         return _read_pgid(self.run_dir(task_id, attempt))

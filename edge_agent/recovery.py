@@ -56,6 +56,7 @@ def recover(core: Core, scheduler: LocalScheduler) -> None:
                 and key not in known
             ):
                 _fail_lost(core, scheduler, rec.task_id, key, None)
+    core.executor.release_unclaimed()  # outcomes already journaled: the supervisor forgets them
 
 
 def _fail_lost(

@@ -259,3 +259,28 @@ def test_a_stop_sent_right_after_the_launch_is_not_lost(ex: Executor) -> None:
     assert ex.stop(_launch("t-early", None).attempt, "cancelled")
     (out,) = _wait(ex, limit=10)
     assert out.reason == "cancelled"
+
+
+def test_a_restart_acknowledges_outcomes_nobody_claims(tmp_path: Path) -> None:
+    """An outcome journaled just before a crash (its ack lost) stays with the supervisor while
+    other attempts keep it alive; the restarted agent, adopting only what its journal still
+    lists, acknowledges the rest, and the supervisor forgets it."""
+    runs = tmp_path / "runs"
+    first = Executor(runs, ExecutorConfig(run_as=""))
+    sleeper = first.launch(_launch("t-sleeper", ["sleep", "60"]))
+    done = first.launch(_launch("t-done", ["true"]))
+    (out,) = _wait(first)
+    assert out.attempt == done.attempt  # journaled here; the crash comes before the ack
+    first.close()
+    second = Executor(runs, ExecutorConfig(run_as=""))
+    assert second.adopt(sleeper.task_id, sleeper.attempt, sleeper.watchdog_pid) is not None
+    assert second.release_unclaimed() == [done.attempt]
+    second.stop(sleeper.attempt, "cancelled")
+    (stopped,) = _wait(second)
+    assert stopped.reason == "cancelled"
+    second.cleanup(sleeper.task_id, sleeper.attempt)
+    third = Executor(runs, ExecutorConfig(run_as=""))
+    hello = third.link.connect(start=False)
+    assert hello is None or done.attempt not in hello["done"]  # forgotten (or it left)
+    third.close()
+    second.close()

@@ -41,6 +41,7 @@ from shared.placement import (
     NodeView,
     TaskDemand,
     Weights,
+    feasibility_key,
     place_batch,
 )
 from shared.placement import place as place_task
@@ -226,7 +227,17 @@ class Scheduler:
 
     def schedule(self, now: float) -> None:
         """Place every ready task that is not parked (cancel those whose dependencies
-        can never succeed), at most ``WAKE_BATCH`` of them, best first."""
+        can never succeed), at most ``WAKE_BATCH`` of them, best first: in rounds
+        while the placed tasks wake others of their kind (``Backlog.placed``)."""
+        budget = WAKE_BATCH
+        while budget > 0:
+            looked, woken = self._round(now, budget)
+            budget -= looked
+            if not woken:
+                return
+
+    def _round(self, now: float, budget: int) -> tuple[int, int]:
+        """One round of :meth:`schedule`: ``(tasks placed or parked, tasks woken)``."""
         tasks = self.tasks
         ready: list[Candidate] = []
         for task_id in self.backlog.due(now):
@@ -253,8 +264,9 @@ class Scheduler:
                     )
                 )
         if not ready:
-            return
-        order = placement_order(ready)[:WAKE_BATCH]
+            return 0, 0
+        by_id = {c.task_id: c for c in ready}
+        order = placement_order(ready)[:budget]
         demands = [self.demand(task_id) for task_id in order]
         started = time.perf_counter()
         decisions = place_batch(
@@ -266,11 +278,21 @@ class Scheduler:
             epochs=[tasks.next_epoch(task_id) for task_id in order],
         )
         each = (time.perf_counter() - started) / len(order)
+        woken = 0
         for task_id, demand, decision in zip(order, demands, decisions, strict=True):
             self.metrics.placement_seconds.observe(each)
-            if not self._decided(task_id, demand, decision, trigger=None, now=now):
-                why = "resources" if decision.explanation.exhausted else "nodes"
-                self.backlog.park(task_id, why, now)
+            if self._decided(task_id, demand, decision, trigger=None, now=now):
+                woken += self.backlog.placed(task_id)
+            else:
+                c = by_id[task_id]
+                self.backlog.park(
+                    task_id,
+                    "resources" if decision.explanation.exhausted else "nodes",
+                    now,
+                    kind=feasibility_key(demand, self.mode),
+                    order=(-c.priority, c.submitted_ms, task_id),
+                )
+        return len(order), woken
 
     def place(
         self,

@@ -56,6 +56,7 @@ __all__ = [
     "DEFAULT_WEIGHTS",
     "PREDICTED_MODES",
     "Shape",
+    "feasibility_key",
     "place",
     "place_batch",
     "prepare",
@@ -267,7 +268,7 @@ def place_batch(
     blocked: dict[tuple[object, ...], Decision] = {}
     out: list[Decision] = []
     for k, demand in enumerate(demands):
-        key = _feasibility(demand, mode)
+        key = feasibility_key(demand, mode)
         decision = blocked.get(key)
         if decision is None:
             decision = place(
@@ -292,11 +293,12 @@ def place_batch(
     return out
 
 
-def _feasibility(demand: TaskDemand, mode: PlacementMode | str) -> tuple[object, ...]:
+def feasibility_key(demand: TaskDemand, mode: PlacementMode | str) -> tuple[object, ...]:
     """Everything a decision that finds no node reads of the task: the resolved mode
     (its explanation names it; it bounds the tiers), what the filters read and the
     resources exhaustion compares (never the task id, work or deadline: those only
-    rank candidates)."""
+    rank candidates). Tasks with equal keys are placeable on the same nodes of a
+    table, or on none (the controller's backlog parks them together)."""
     resolved = resolve_mode(demand, mode)
     return (
         resolved,

@@ -11,7 +11,7 @@ import pytest
 from memory_bus import MemoryHarness
 
 import cloud.scheduling
-from cloud.backlog import RECHECK_PER_S, RECHECK_S
+from cloud.backlog import FOLLOWERS, RECHECK_PER_S, RECHECK_S
 from shared.crdt import AttemptStatus
 
 
@@ -100,8 +100,8 @@ def test_rechecks_are_rate_bounded_however_large_the_backlog(h: MemoryHarness) -
     h.node("n1")
     c = h.controller
     parked = int(3 * RECHECK_PER_S)
-    for i in range(parked):
-        c.submit_task(task(f"g{i}", placement={"labels": {"gpu": "yes"}}))
+    for i in range(parked):  # each of its own kind (tasks of one kind: one is rechecked)
+        c.submit_task(task(f"g{i}", placement={"labels": {"gpu": f"model-{i}"}}))
     before = evaluated(h)
     start = h.clock()
     while h.clock() < start + RECHECK_S - 1.0:  # a second's budget banks meanwhile
@@ -116,3 +116,50 @@ def test_rechecks_are_rate_bounded_however_large_the_backlog(h: MemoryHarness) -
     assert seen[:2] == [0, RECHECK_PER_S]  # due at RECHECK_S: the banked second's worth
     assert max(seen[2:]) <= RECHECK_PER_S * 0.5  # then half a second's per 0.5 s tick
     assert infeasible(h) == parked  # tasks, not retries
+
+
+def test_tasks_of_one_kind_cost_one_decision_and_go_in_placement_order(h: MemoryHarness) -> None:
+    """Tasks the filters and exhaustion read alike queue behind one parked head: a
+    change wakes the head only; each one placed wakes the next FOLLOWERS of its kind,
+    best first (a later task of higher priority too)."""
+    n1 = h.node("n1", cpus=1.0)
+    c = h.controller
+    c.submit_task(task("run", resources={"cpu": 1}))
+    n1.expect("place", lambda e: e.body.task_id == "run")
+    for i in range(40):
+        c.submit_task(task(f"w{i:02d}", resources={"cpu": 1}))
+    c.submit_task(task("urgent", resources={"cpu": 1}, priority=90))
+    assert infeasible(h) == 41
+    before = evaluated(h)
+    h.node("n2", cpus=0.5)  # a node change: the kind's head is looked at, no other
+    assert evaluated(h) == before + 1
+    dot = n1.start("run", 1)
+    n1.finish("run", dot, AttemptStatus.SUCCEEDED)
+    h.await_msg(n1, "ack", lambda e: e.body.up_to_seq == n1.seq)
+    assert c.get_task("urgent")["node"] == "n1"  # the head went first
+    assert evaluated(h) <= before + 2 + FOLLOWERS  # the head, then the followers it woke
+    assert all(c.get_task(f"w{i:02d}")["node"] is None for i in range(40))
+
+
+def test_a_large_node_takes_a_whole_kind_in_one_pass(h: MemoryHarness) -> None:
+    h.node("n1", cpus=1.0)
+    c = h.controller
+    for i in range(100):
+        c.submit_task(task(f"w{i:02d}", resources={"cpu": 2}))
+    # its hello: the kind's head is placed, then its followers in rounds of one pass
+    big = h.node("big", cpus=256.0, memory_mb=100_000.0)
+    assert sum(1 for i in range(100) if c.get_task(f"w{i:02d}")["node"] == "big") == 100
+    big.expect("place", lambda e: e.body.task_id == "w99")
+
+
+def test_a_cancelled_head_hands_its_kind_on(h: MemoryHarness) -> None:
+    n1 = h.node("n1", cpus=1.0)
+    c = h.controller
+    c.submit_task(task("run", resources={"cpu": 1}))
+    for name in ("a", "b", "c"):
+        c.submit_task(task(name, resources={"cpu": 1}))
+    c.cancel_task("a", "test")  # the head leaves: the next of its kind is looked at
+    h.tick(0.5)
+    dot = n1.start("run", 1)
+    n1.finish("run", dot, AttemptStatus.SUCCEEDED)
+    h.await_msg(n1, "place", lambda e: e.body.task_id == "b")

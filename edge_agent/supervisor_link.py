@@ -3,9 +3,10 @@ commands, and hand what it reports to the core thread.
 
 The supervisor (``supervisor.py``) is one per runs directory; the first launch starts it and a
 restarted agent finds it again through ``runs/supervisor.sock``. A reader thread takes each
-report off the socket as it arrives and calls ``notify`` (the agent wakes its core loop with
-it, so an exit is handled at once rather than on the next tick); the core thread collects the
-reports with :meth:`SupervisorLink.drain`. Sends happen on the core thread.
+report off the socket as it arrives and, for an exit or a lost connection, calls ``notify``
+(the agent wakes its core loop with it, so an exit is handled at once rather than on the next
+tick); the core thread collects the reports with :meth:`SupervisorLink.drain`. Sends happen
+on the core thread.
 """
 
 from __future__ import annotations
@@ -139,6 +140,8 @@ class SupervisorLink:
 
     def _put(self, report: dict[str, Any]) -> None:
         self._reports.append(report)
+        if report.get("ev") == "started":
+            return  # nothing to act on: taken with the next poll, no wake-up of its own
         if not self._notified.is_set():
             self._notified.set()
             if self.notify is not None:

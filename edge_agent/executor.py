@@ -28,7 +28,7 @@ import shutil
 import signal
 import sys
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,21 +113,18 @@ class RunningAttempt:
     pgid: int | None = None
     cgroup: str | None = None
     orphaned: bool = False  # its supervisor is gone: the outcome is status.json, or lost
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Executor:
-    def __init__(
-        self, runs_dir: Path, cfg: ExecutorConfig, notify: Callable[[], None] | None = None
-    ) -> None:
-        """``notify`` is called (on another thread) when the supervisor reports something:
+    def __init__(self, runs_dir: Path, cfg: ExecutorConfig) -> None:
+        """``link.notify``, when set, is called (on another thread) when an attempt ended:
         the caller's cue to :meth:`poll`."""
         self.runs_dir = runs_dir
         self.cfg = cfg
         self.running: dict[str, RunningAttempt] = {}
         self._ids = task_user(cfg.run_as)
         env = {k: os.environ[k] for k in _PASSED_ENV if k in os.environ}  # no secrets
-        self.link = SupervisorLink(runs_dir, env, notify)
+        self.link = SupervisorLink(runs_dir, env)
         self._attached: dict[str, dict[str, Any]] = {}  # what the supervisor runs: started
         self._exits: dict[str, dict[str, Any]] = {}  # ended, not yet taken by poll()
         self._trash: queue.SimpleQueue[Path] | None = None  # run directories to remove

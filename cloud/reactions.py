@@ -1,5 +1,6 @@
 """What a merged change means: events, outcome statistics, learning, conflicts,
-lease release.
+lease release, and the change sent on to the other nodes that hold the record
+(``cloud.fanout``: a hedged task's old holder hears of the new holder's attempt).
 
 Learning (``shared.learning`` on ``Registry.learner``): a succeeded attempt's run
 (start to exit, the node's own stamps) teaches its node's speed and its kind's
@@ -18,6 +19,7 @@ from shared.crdt import Attempt, AttemptStatus, TaskRecord, visible_status
 from shared.decisions import RunningAttempt, holder_stopped, running_conflicts
 from shared.learning import observe_finish, observe_run
 
+from .fanout import forward
 from .metrics import ControllerMetrics
 from .registry import NodeEntry, Registry, work_key
 from .store import Store
@@ -67,6 +69,7 @@ class Reactions:
             self.tasks.ended.add(task_id)
         self._check_conflict(task_id, rec, meta)
         self._release_lease(task_id, rec, new_status.terminal)
+        forward(self.tasks, self.uow, task_id, before)
 
     def _release_lease(self, task_id: str, rec: TaskRecord, terminal: bool) -> None:
         """A lease ends with its task, or as soon as its holder reported every attempt

@@ -41,6 +41,7 @@ from shared.placement import NodeTable
 from shared.protocol import Cancel, LevelChange, digest_parts
 from shared.vocab import Level, PlacementMode
 
+from .fanout import forward, share
 from .metrics import ControllerMetrics
 from .registry import NodeEntry, Registry
 from .scheduling import Scheduler
@@ -126,9 +127,10 @@ class Reconciler:
     def send_cancel(self, node_id: str, rec: TaskRecord, reason: str) -> None:
         """A user's cancel reaches the node as state and as a command: the record
         carries the task-wide flag (the agent never raises it itself: a ``cancel``
-        only revokes its attempts up to the epoch), the command stops them now."""
+        only revokes its attempts up to the epoch), the command stops them now. Every
+        other node holding the record (an earlier holder) gets the flag too."""
         assert rec.placement is not None
-        self.uow.queue_records(node_id, [rec])
+        share(self.tasks, self.uow, rec.task_id)
         self.uow.queue(
             node_id, "cancel", Cancel(task_id=rec.task_id, epoch=rec.placement.epoch, reason=reason)
         )
@@ -407,7 +409,9 @@ class Reconciler:
     def _fence_old(self, task_id: str, node_id: str) -> None:
         """The old node's attempts are presumed lost (its own report, if it comes,
         outranks this inference) and it gets the superseding record (queued at the
-        broker until it returns; anti-entropy on reconnect sends it as well)."""
+        broker until it returns; anti-entropy on reconnect sends it as well); the new
+        holder gets the losses its ``place`` predates."""
+        before = self.tasks.records[task_id]
         for dot, attempt in sorted(self.tasks.records[task_id].attempts.items()):
             if attempt.node == node_id and not attempt.status.terminal:
                 self.tasks.apply(
@@ -420,6 +424,7 @@ class Reconciler:
                         reason="node partitioned; re-placed",
                     )
                 )
+        forward(self.tasks, self.uow, task_id, before, skip=(node_id,))
         self._supersede(task_id, node_id)
 
 

@@ -50,6 +50,7 @@ from shared.vocab import Level, LinkState, PlacementMode
 
 from .backlog import Backlog
 from .config import ControllerConfig
+from .fanout import forward
 from .metrics import ControllerMetrics
 from .registry import NodeEntry, Registry, work_key
 from .tasks import TaskTable
@@ -406,16 +407,23 @@ class Scheduler:
                 old_node=old_node,
                 explanation=explanation,
             )
+        # Nodes that held the task earlier learn of the new epoch; the node it leaves is
+        # the caller's (``cloud.reconcile``: told at once, or after a hedge not at all).
+        forward(self.tasks, self.uow, task_id, rec, skip=(node_id, old_node or node_id))
         self.send_place(task_id)
         return True
 
     def send_place(self, task_id: str) -> None:
-        """Queue the ``place`` message of the task's current placement, with the
-        seconds left to its deadline (counted from submission): the agent's queue
-        orders by the same deadline."""
+        """Queue the record, then the ``place`` message of the task's current placement,
+        with the seconds left to its deadline (counted from submission): the agent's
+        queue orders by the same deadline. With the record first, the node holds the
+        controller's own placement (and whatever earlier holders wrote) and keeps no copy
+        of its own (``edge_agent.inbound``), so its record equals ours from the start
+        instead of from its next anti-entropy digest."""
         rec = self.tasks.records[task_id]
         assert rec.placement is not None and rec.spec is not None
         left = self.deadline_left(task_id)
+        self.uow.queue_records(rec.placement.node, [rec])
         self.uow.queue(
             rec.placement.node,
             "place",

@@ -36,6 +36,7 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from shared.authz._namespace import origin_of
+from shared.authz._readers import readers
 from shared.clocks import VersionVector
 from shared.crdt import Attempt, Dot, Placement, TaskRecord, attempt_beats, placement_beats
 
@@ -262,11 +263,7 @@ def may_read(
     """Whether ``node`` may be sent ``rec`` (answering its digest): it originated the
     task, it is or was placed there (``placed``: the placement history), or it ran an
     attempt of it."""
-    if origin == node or (rec.placement is not None and rec.placement.node == node):
-        return True
-    if node in placed.values():
-        return True
-    return any(attempt.node == node for attempt in rec.attempts.values())
+    return node in readers(rec, origin, placed)
 
 
 def accept_seq(

@@ -111,6 +111,8 @@ def _victim_task(h: Harness, edge2: ScriptedNode) -> tuple[str, tuple[str, int]]
         }
     )
     placed = h.await_msg(edge2, "place", lambda e: e.body.task_id == "t-victim")
+    # the record that comes before each ``place`` (cloud.scheduling.send_place)
+    h.await_msg(edge2, "deltas", lambda e: any(r.task_id == "t-victim" for r in e.body.records))
     rec = new_record("t-victim", placed.body.spec, writer="edge-2", hlc=edge2.clock.now(0))
     edge2.records["t-victim"] = merge(
         rec,

@@ -106,8 +106,8 @@ class Backlog:
                 self.placed(head)
         gone = self._awake - unplaced
         self._awake -= gone
-        for task_id in gone:
-            self._kind_of.pop(task_id, None)
+        for task_id in gone:  # left another way (cancelled): the next of its kind goes on
+            self.placed(task_id)
         return list(self._awake)
 
     def park(

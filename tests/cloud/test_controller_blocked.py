@@ -163,3 +163,21 @@ def test_a_cancelled_head_hands_its_kind_on(h: MemoryHarness) -> None:
     dot = n1.start("run", 1)
     n1.finish("run", dot, AttemptStatus.SUCCEEDED)
     h.await_msg(n1, "place", lambda e: e.body.task_id == "b")
+
+
+def test_tasks_of_a_kind_that_leave_strand_none_behind_them(h: MemoryHarness) -> None:
+    """A placed task wakes the next of its kind; the head and the tasks queued behind
+    it cancelled, the last of the kind is still placed when a slot frees."""
+    n1 = h.node("n1", cpus=1.0)
+    c = h.controller
+    c.submit_task(task("run", resources={"cpu": 1}))
+    for i in range(FOLLOWERS + 2):
+        c.submit_task(task(f"w{i:02d}", resources={"cpu": 1}))
+    n2 = h.node("n2", cpus=1.0)  # w00 is placed there and wakes the next FOLLOWERS
+    n2.expect("place", lambda e: e.body.task_id == "w00")
+    for i in range(1, FOLLOWERS + 1):
+        c.cancel_task(f"w{i:02d}", "test")
+    h.tick(0.5)
+    dot = n1.start("run", 1)
+    n1.finish("run", dot, AttemptStatus.SUCCEEDED)
+    h.await_msg(n1, "place", lambda e: e.body.task_id == f"w{FOLLOWERS + 1:02d}")

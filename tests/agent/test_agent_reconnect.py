@@ -141,7 +141,7 @@ def test_a_broker_that_is_down_is_probed_with_backoff_and_found_when_back(
         wait_for("two refused probes", lambda: agent.probes >= lost_at + 2)
         # Refused at once, each probe waited out a jittered backoff: no storm.
         refused = agent.waits.asked[-2:]
-        assert all(0.1 < w <= 0.6 for w in refused), refused
+        assert all(0.0 < w <= 0.6 for w in refused), refused
         broker.start()
         wait_for("the link to come back", lambda: agent.up)
     finally:

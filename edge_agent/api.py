@@ -177,7 +177,13 @@ def _content_length(headers: http.client.HTTPMessage) -> tuple[int, tuple[int, s
 
 
 class _Quiet:
-    """Server mixin: a failing connection is logged in one line, never a traceback on stderr."""
+    """Server mixin: a failing connection is logged in one line, never a traceback on stderr.
+
+    The listen backlog is 64, not socketserver's 5: a Unix socket refuses (EAGAIN) a
+    connection beyond the backlog instead of queueing it, so a few local clients submitting
+    at once got errors while the agent was busy."""
+
+    request_queue_size = 64
 
     def handle_error(self, request: object, client_address: object) -> None:
         log.warning("local API connection failed", exc_info=False)

@@ -22,7 +22,7 @@ import logging
 import os
 import queue
 import random
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge_agent.api import LocalApi
 from edge_agent.clock import Clock, SystemClock
@@ -37,7 +37,6 @@ from edge_agent.inbox import (
     StopRequested,
     TasksReported,
 )
-from edge_agent.metrics import MetricsServer
 from edge_agent.recovery import recover
 from edge_agent.scheduler import LocalScheduler
 from edge_agent.telemetry import Sampler
@@ -47,6 +46,9 @@ from shared.autonomy import autonomy_level, connectivity
 from shared.crdt import Replica
 from shared.protocol import SessionTiming, UplinkSession, topic
 from shared.vocab import Connectivity
+
+if TYPE_CHECKING:  # prometheus_client is imported only where [metrics] bind is set
+    from edge_agent.metrics import MetricsServer
 
 __all__ = ["Agent"]
 
@@ -216,6 +218,8 @@ class Agent:
         address = bind_address(self.cfg.metrics.bind)
         if address is None:
             return
+        from edge_agent.metrics import MetricsServer  # ~0.6 MB an idle agent without it saves
+
         server = MetricsServer(address, self._status_snapshot)
         try:
             self.metrics_port = server.start()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from edge_agent.metrics import render
 from shared.crdt import visible_status
 
 if TYPE_CHECKING:
@@ -48,6 +47,8 @@ def route(agent: Agent, method: str, path: str, body: bytes) -> tuple[int, objec
         record = _redacted(rec.to_dict())
         return 200, {"id": rec.task_id, "status": str(visible_status(rec)), "record": record}
     if path == "/metrics" and method == "GET":
+        from edge_agent.metrics import render  # prometheus_client, loaded on first scrape
+
         return 200, render(agent.status())
     return 404, {"error": "not_found", "path": path, "message": f"no route {method} {path}"}
 

@@ -178,6 +178,7 @@ class Ingest:
             "memory_mb": cap.memory_mb,
             "disk_mb": cap.disk_mb,
             "battery_pct": cap.battery_pct,
+            "slots": cap.slots,
         }
         entry.agent_version = body.agent_version
         entry.api_port = body.api_port

@@ -114,6 +114,13 @@ class NodeEntry:
     def memory_mb(self) -> float:
         return float(self.capacity.get("memory_mb") or 0.0)
 
+    @property
+    def slots(self) -> int:
+        """Attempts the node's agent runs at once, as its hello advertised (validated:
+        ``shared.protocol.Capacity``); 0 when it did not (an older agent): no limit
+        but the cpus."""
+        return int(self.capacity.get("slots") or 0)
+
     def record_outcome(self, succeeded: bool, *, duration_s: float | None = None) -> None:
         """Success- and failure-rate EWMAs (0.9 old / 0.1 new: a placement score term
         and the failure-rate trigger) and, for successes, the run duration (slowdown)."""

@@ -119,6 +119,7 @@ class Scheduler:
                     speed=speed,
                     backlog_s=self.backlog_s(entry, speed, now),
                     error=learner.error_of(node_id, tier),
+                    slots=entry.slots,
                     **({} if bandwidth is None else {"bandwidth_mbps": bandwidth}),
                 )
             )

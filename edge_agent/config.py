@@ -24,6 +24,7 @@ from typing import Any
 from shared.errors import Problem, ValidationError
 from shared.ids import check_node_id
 from shared.model import read_settings, rule, setting
+from shared.protocol import MAX_SLOTS
 from shared.vocab import Tier
 
 __all__ = [
@@ -147,7 +148,7 @@ class AutonomyConfig:
 
 @dataclass(frozen=True, slots=True)
 class ExecutorConfig:
-    max_concurrent: int = setting(4, min=1)
+    max_concurrent: int = setting(4, min=1, max=MAX_SLOTS)  # advertised in the hello
     run_as: str = "nobody"  # used only when the agent runs as root
     # RLIMIT_NPROC of run_as (when tasks run as run_as); 0 = none
     max_task_processes: int = setting(256, min=0)

@@ -201,6 +201,7 @@ class Uplink:
                     memory_mb=cap["memory_mb"],
                     disk_mb=cap["disk_mb"],
                     battery_pct=cap["battery_pct"],
+                    slots=cfg.executor.max_concurrent,
                 ),
                 api_port=self.api_port,
             ),

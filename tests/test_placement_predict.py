@@ -63,6 +63,47 @@ def test_a_backlog_delays_the_prediction_when_no_core_is_free_for_the_task() -> 
     assert place(table, demand, mode=ADAPTIVE).node_id != "crowded"
 
 
+def _queue(table: NodeTable, demand: TaskDemand) -> dict[str, float]:
+    facts = NodeFacts.of(table)
+    everyone = np.ones(len(table), dtype=bool)
+    _, queue, _ = predict_score(facts, table, demand, timing(facts, table, demand, everyone))
+    return dict(zip(table.ids, queue.tolist(), strict=True))
+
+
+def test_a_node_whose_agent_slots_are_taken_queues_a_new_task_even_with_free_cores() -> None:
+    # the three nodes have 3.9 cores free and 1 task placed; "one_slot"'s agent runs one
+    # attempt at once, so the new task waits in its local queue for the backlog to
+    # drain through that one slot; "older" advertises no slots (an agent that predates
+    # them): as before, cores only
+    common = {"cpus": 4, "speed": 1.0, "cpu_free": 3.9, "running": 1, "backlog_s": 3.0}
+    table = NodeTable(
+        [_node("one_slot", slots=1, **common), _node("two_slots", slots=2, **common),
+         _node("older", **common)]
+    )  # fmt: skip
+    demand = TaskDemand(task_id="t", work_s=1.0)
+    queue = _queue(table, demand)
+    assert queue["one_slot"] == pytest.approx(3.0 / 1)  # the backlog over its one slot
+    assert queue["two_slots"] == 0.0 and queue["older"] == 0.0
+    assert _prediction(table, demand)["one_slot"]["queue_s"] == pytest.approx(3.0)
+    assert place(table, demand, mode=ADAPTIVE).node_id != "one_slot"
+
+
+def test_placed_unstarted_tasks_count_against_the_slots_and_drain_through_them() -> None:
+    # 8 cores, tasks of 0.1 cpu, an agent running 4 at once (the default): the cores
+    # would start 8 at once, but each task placed counts against a slot whether it has
+    # started or waits in the agent's queue, so the 5th waits for the 4 ahead of it,
+    # which drain through the 4 slots, not the 8 cores
+    table = NodeTable([_node("n", cpus=8, speed=1.0, slots=4)])
+    demand = TaskDemand(task_id="t", cpu=0.1, work_s=1.0)
+    for _ in range(4):
+        assert _queue(table, demand)["n"] == 0.0
+        table.allocate("n", 0.1, 10.0, work_s=1.0)
+    assert _queue(table, demand)["n"] == pytest.approx(4.0 / 4)
+    # without the slots (an older agent): as before, cores only
+    older = NodeTable([_node("n", cpus=8, speed=1.0, running=4, cpu_free=7.6, backlog_s=4.0)])
+    assert _queue(older, demand)["n"] == 0.0
+
+
 def test_placing_adds_to_the_backlog_the_next_decision_sees() -> None:
     table = NodeTable([_node("a", cpus=1), _node("b", cpus=1)])
     first, second = place_batch(
@@ -143,6 +184,9 @@ def test_defaults_keep_callers_that_supply_nothing_new_working() -> None:
     assert NodeView(node_id="c", tier=Tier.CLOUD).wan is True
     table = NodeTable([view])
     assert table.view("d") == view
+    assert view.slots == 0 and table.slots[0] == math.inf  # no limit but the cpus
+    limited = NodeView(node_id="s", tier=Tier.EDGE, slots=3)
+    assert NodeTable([limited]).view("s") == limited
     assert place(table, TaskDemand(task_id="t"), mode=ADAPTIVE).node_id == "d"
 
 
@@ -166,6 +210,27 @@ def test_more_backlog_or_less_speed_never_makes_a_node_more_attractive(
     base = score(speed=speed, backlog_s=backlog)
     assert score(speed=speed, backlog_s=backlog + extra) <= base + 1e-12
     assert score(speed=speed / 2, backlog_s=backlog) <= base + 1e-12
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.one_of(st.none(), st.floats(0.1, 100.0)),
+    st.integers(0, 8),
+    st.integers(1, 8),
+    st.integers(0, 8),
+    st.floats(0.0, 50.0),
+)
+def test_fewer_slots_never_make_a_node_more_attractive(
+    deadline: float | None, running: int, slots: int, more: int, backlog: float
+) -> None:
+    demand = TaskDemand(task_id="t", cpu=0.1, work_s=1.0, deadline_s=deadline)
+
+    def score(**kw: object) -> float:
+        view = _node("n", running=running, cpu_free=4 - 0.1 * running, backlog_s=backlog, **kw)
+        return place(NodeTable([view]), demand, mode=ADAPTIVE).explanation.candidates[0].score
+
+    assert score(slots=slots) <= score(slots=slots + more) + 1e-12
+    assert score(slots=slots) <= score() + 1e-12  # no slots advertised: no limit
 
 
 def test_a_deadline_already_passed_still_gets_the_earliest_finish() -> None:

@@ -19,6 +19,7 @@ from shared.protocol import (
     MAX_DIGEST_VALUE_LEN,
     MAX_JSON_DEPTH,
     MAX_MESSAGE_BYTES,
+    MAX_SLOTS,
     NODE_KINDS,
     PROTOCOL_VERSION,
     TOPIC_RULES,
@@ -451,6 +452,12 @@ def _set(path: str, value: object) -> Callable[[dict[str, Any]], None]:
         ("hello", _set("labels", {"bad key!": "x"}), "body.labels"),
         ("hello", _set("capacity.cpus", 0), "body.capacity.cpus"),
         ("hello", _set("capacity", None), "body.capacity"),
+        ("hello", _set("capacity.slots", 0), "body.capacity.slots"),
+        ("hello", _set("capacity.slots", -1), "body.capacity.slots"),
+        ("hello", _set("capacity.slots", 1_000_001), "body.capacity.slots"),
+        ("hello", _set("capacity.slots", 2.5), "body.capacity.slots"),
+        ("hello", _set("capacity.slots", "4"), "body.capacity.slots"),
+        ("hello", _set("capacity.slots", True), "body.capacity.slots"),
         ("hello", _set("api_port", 70_000), "body.api_port"),
         ("hello", _set("agent_version", ""), "body.agent_version"),
         ("presence", _set("status", "away"), "body.status"),
@@ -491,6 +498,20 @@ def test_body_field_validation(
         decode(_raw(doc))
     assert info.value.reason == "invalid"
     assert f"- {where}" in str(info.value), str(info.value)
+
+
+def test_capacity_slots_are_optional_and_written_only_when_known() -> None:
+    """An agent that predates ``slots`` sends a capacity without it: it decodes to
+    ``None`` (placement: as many as the cpus allow); a known one round-trips, bounded
+    by ``MAX_SLOTS``."""
+    doc = _doc("hello")
+    assert "slots" not in doc["body"]["capacity"]
+    assert decode(_raw(doc)).body.capacity.slots is None
+    doc["body"]["capacity"]["slots"] = MAX_SLOTS
+    assert decode(_raw(doc)).body.capacity.slots == MAX_SLOTS
+    cap = Capacity(cpus=2, memory_mb=1.0, disk_mb=1.0, slots=4)
+    assert cap.to_dict()["slots"] == 4
+    assert Capacity.from_dict(cap.to_dict()) == cap
 
 
 @pytest.mark.parametrize("type_", ["lease_request", "lease_grant"])

@@ -4,8 +4,10 @@ For a task on node ``i``, seconds from the decision to the result at the control
 
     dispatch  = rtt_i / 2                      (+ rtt_i for a strong task: the lease round trip)
     transfer  = input MB * 8 / bandwidth_i     (0 on a node holding the data source)
-    queue     = backlog_i / (cpus_i * speed_i) when no core of the node is free for the
-                task (``queue_wait``), else 0: a task with a core of its own starts at once
+    queue     = backlog_i / (min(cpus_i, slots_i) * speed_i) when no core of the node
+                is free for the task or every executor slot of its agent is taken
+                (``queue_wait``), else 0: a task with a core and a slot of its own
+                starts at once
     execution = work / speed_i                 (work in reference-core seconds)
     return    = rtt_i / 2 + output MB * 8 / bandwidth_i
     finish_i  = the sum
@@ -96,7 +98,7 @@ class NodeFacts:
     rtt_s: FloatArray
     per_mb: FloatArray  # seconds per MB over the node's bandwidth (inf without any)
     inv_speed: FloatArray
-    capacity: FloatArray  # cpus * speed
+    capacity: FloatArray  # min(cpus, slots) * speed: the node's drain rate
     inv_cpus: FloatArray
     energy_rate: FloatArray  # joules per reference-core second of work, battery weighed
     survive: FloatArray  # success * (1 - risk of the link's grade)
@@ -116,7 +118,7 @@ class NodeFacts:
             rtt_s=table.rtt_ms / 1000.0,
             per_mb=np.divide(8.0, bandwidth, out=np.full(len(table), np.inf), where=bandwidth > 0),
             inv_speed=inv_speed,
-            capacity=np.maximum(table.cpus * table.speed, TINY),
+            capacity=np.maximum(np.minimum(table.cpus, table.slots) * table.speed, TINY),
             inv_cpus=1.0 / np.maximum(table.cpus, TINY),
             energy_rate=table.power * drain * inv_speed,
             survive=np.clip(table.success, 0.0, 1.0) * (1.0 - LINK_RISK_BY_CODE[table.link]),
@@ -178,19 +180,23 @@ def _parts(
 
 
 def queue_wait(
-    backlog: Any, capacity: Any, cpus: Any, cpu_free: Any, running: Any, cpu: float
+    backlog: Any, capacity: Any, cpus: Any, cpu_free: Any, running: Any, slots: Any, cpu: float
 ) -> Any:
     """Seconds a task reserving ``cpu`` cores waits for them on a node (columns or one
     row's floats alike). A running task is taken to use at least one whole core,
     whatever fraction it reserved (a CPU-bound process does not stop at its 0.1), so
     the task gets cores of its own when both the unreserved cores (``cpu_free``) and
     the cores not taken by a running task (``cpus - running``) have room for
-    ``max(cpu, 1)``: then it starts at once, whatever else runs there, and the
-    backlog does not delay it. Otherwise the placed, unfinished work ahead of it
-    drains through all the node's cores (``capacity`` = cores x speed): a fluid
-    estimate of when enough of them free up."""
+    ``max(cpu, 1)``, and it gets an executor slot of its own when the attempts placed
+    there and unfinished (``running``: started or waiting in the agent's local queue)
+    leave one of the agent's ``slots`` (``inf``: no limit but the cpus). With both it
+    starts at once, whatever else runs there, and the backlog does not delay it.
+    Otherwise the placed, unfinished work ahead of it drains through as many cores
+    as run at once (``capacity`` = min(cores, slots) x speed): a fluid estimate of
+    when enough of them free up."""
     need = max(cpu, 1.0)
-    return backlog / capacity * ((need > cpu_free) | (running + need > cpus))
+    busy = (need > cpu_free) | (running + need > cpus) | (running + 1.0 > slots)
+    return backlog / capacity * busy
 
 
 def _share(values: FloatArray, mask: BoolArray) -> FloatArray:
@@ -226,7 +232,13 @@ def score(
     """``(score, queue, cost)`` of every node (the caller keeps the candidates).
     Each score depends on its own node only, never on the other candidates."""
     queue = queue_wait(
-        table.backlog, facts.capacity, table.cpus, table.cpu_free, table.running, demand.cpu
+        table.backlog,
+        facts.capacity,
+        table.cpus,
+        table.cpu_free,
+        table.running,
+        table.slots,
+        demand.cpu,
     )
     finish = fixed(facts, table, demand) + queue
     taken = 1.0 + (demand.cpu - table.cpu_free) * facts.inv_cpus

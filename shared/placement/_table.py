@@ -64,7 +64,9 @@ class NodeView:
     ``power_w`` the watts one busy core adds (default: ``TIER_POWER_W`` of the
     tier), ``wan`` whether data to and from the node crosses the WAN (default: cloud
     tier only), ``error`` the node's learned prediction error,
-    ``|log(actual / predicted)|`` (default ``PRIOR_ERROR``).
+    ``|log(actual / predicted)|`` (default ``PRIOR_ERROR``), ``slots`` the attempts
+    the node's agent runs at once (its ``executor.max_concurrent``, advertised in its
+    hello; 0, the default: not advertised, as many as the cpus allow).
     """
 
     node_id: str
@@ -91,6 +93,7 @@ class NodeView:
     power_w: float | None = None
     wan: bool | None = None
     error: float | None = None
+    slots: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tier", Tier(self.tier))
@@ -143,7 +146,8 @@ class NodeTable:
     arithmetic), ``load``, ``success``, ``rtt_ms``, ``bandwidth``, ``link`` (int8,
     ``LINK_CODES``), ``draining`` (bool), ``battery`` (NaN on mains),
     ``partition_rate``, ``speed``, ``backlog``, ``power``, ``wan`` (bool),
-    ``error``, ``hash`` (uint32 ``node_hash``). Label and data-source lookups are
+    ``error``, ``slots`` (``inf`` where the view's is 0: no limit but the cpus),
+    ``hash`` (uint32 ``node_hash``). Label and data-source lookups are
     answered as cached boolean masks.
     """
 
@@ -181,6 +185,7 @@ class NodeTable:
         self.power = col(v.power_w for v in rows)  # type: ignore[misc]
         self.wan = np.fromiter((bool(v.wan) for v in rows), dtype=np.bool_, count=len(rows))
         self.error = col(v.error for v in rows)  # type: ignore[misc]
+        self.slots = col(v.slots if v.slots > 0 else math.inf for v in rows)
         self.hash = np.fromiter((node_hash(i) for i in ids), dtype=np.uint32, count=len(rows))
         self._label_masks: dict[tuple[str, str], BoolArray] = {}
         self._source_masks: dict[str, BoolArray] = {}
@@ -253,6 +258,7 @@ class NodeTable:
             power_w=float(self.power[i]),
             wan=bool(self.wan[i]),
             error=float(self.error[i]),
+            slots=int(self.slots[i]) if math.isfinite(self.slots[i]) else 0,
         )
 
     def views(self) -> list[NodeView]:

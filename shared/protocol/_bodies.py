@@ -40,6 +40,7 @@ __all__ = [
     "MAX_INT",
     "MAX_LEASE_S",
     "MAX_REASON_LEN",
+    "MAX_SLOTS",
     "PRESENCE_STATUSES",
     "Ack",
     "Body",
@@ -74,6 +75,10 @@ MAX_REASON_LEN: Final = 1_000
 MAX_LEASE_S: Final = 86_400.0
 #: Largest round trip a heartbeat may report (ms): a minute is no longer a link, but an outage.
 MAX_RTT_MS: Final = 60_000.0
+#: Most executor slots a node may advertise (``capacity.slots``; the agent's
+#: ``executor.max_concurrent`` is bounded by it too): more attempts at once than any
+#: node has cores (``capacity.cpus`` ≤ 1e6) is no limit.
+MAX_SLOTS: Final = 1_000_000
 #: Longest lease ``request_id`` (the agent's ``<incarnation>-<n>``).
 MAX_REQUEST_ID_LEN: Final = 128
 #: ``presence.status`` values (``offline`` is also the last will).
@@ -193,7 +198,10 @@ def _averages(f: Fields) -> dict[str, dict[str, float]]:
 
 @dataclass(frozen=True, slots=True)
 class Capacity(Body):
-    """What a node offers (part of ``hello``): CPUs, memory and disk in MiB, battery %."""
+    """What a node offers (part of ``hello``): CPUs, memory and disk in MiB, battery %,
+    and ``slots``, the attempts its agent runs at once (``executor.max_concurrent``;
+    ``None`` from an agent that predates it: as many as the cpus allow). Left out of
+    the dict when ``None``."""
 
     TYPE: ClassVar[str] = "capacity"
 
@@ -201,14 +209,16 @@ class Capacity(Body):
     memory_mb: float
     disk_mb: float
     battery_pct: float | None = None
+    slots: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "cpus": self.cpus,
             "memory_mb": self.memory_mb,
             "disk_mb": self.disk_mb,
             "battery_pct": self.battery_pct,
         }
+        return out if self.slots is None else {**out, "slots": self.slots}
 
     @classmethod
     def read(cls, f: Fields) -> Self:
@@ -217,6 +227,7 @@ class Capacity(Body):
             memory_mb=f.number("memory_mb", min=0),
             disk_mb=f.number("disk_mb", min=0),
             battery_pct=f.opt_number("battery_pct", min=0, max=100),
+            slots=f.opt_integer("slots", min=1, max=MAX_SLOTS),
         )
 
 

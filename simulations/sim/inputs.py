@@ -95,6 +95,7 @@ class PlacementInputs:
                     battery_pct=100.0 if n.cls.battery else None,
                     power_w=(n.cls.max_w - n.cls.idle_w) / n.cls.cpus,
                     wan=part.wan,
+                    slots=n.cls.slots,
                 )
             )
         return out

@@ -256,7 +256,7 @@ class PredictedState:
         run = fixed(facts, table, self.demand)
         finish = run + queue_wait(
             table.backlog, facts.capacity, table.cpus, table.cpu_free, table.running,
-            self.demand.cpu,
+            table.slots, self.demand.cpu,
         )  # fmt: skip
         #: every finish finite and >= 0: a late node's score needs no guard
         self.tame = bool(np.all((finish >= 0) & (finish < math.inf)))
@@ -298,7 +298,7 @@ class PredictedState:
         cpu, free = self.demand.cpu, table.cpu_free.item(j)
         queue = queue_wait(
             table.backlog.item(j), capacity[j], table.cpus.item(j), free,
-            table.running.item(j), cpu,
+            table.running.item(j), table.slots.item(j), cpu,
         )  # fmt: skip
         taken = 1.0 + (cpu - free) * inv_cpus[j]
         return queue, run[j] + queue, base_cost[j] + _min(_max(load[j], taken), 1.0) / 4.0

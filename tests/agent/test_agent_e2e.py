@@ -67,10 +67,11 @@ def succeeded_attempts(cloud: ScriptedCloud, task_id: str) -> list[Any]:
 def test_registration_presence_and_last_will(
     cloud: ScriptedCloud, make_agent: AgentFactory, mosquitto: Any
 ) -> None:
-    agent = make_agent().start()
+    agent = make_agent(executor={"max_concurrent": 3}).start()
     hello = wait_until(lambda: cloud.messages("hello"), 10, "hello")[0].body
     assert str(hello.tier) == "edge"
     assert hello.capacity.cpus >= 1 and hello.capacity.memory_mb > 0
+    assert hello.capacity.slots == 3  # executor.max_concurrent: what placement queues against
     assert hello.api_port == agent.api_port
     assert retained_presence(mosquitto.host, mosquitto.port, "edge-1") == "online"
     wait_until(lambda: agent.status()["connectivity"] == "connected", 10, "connected")

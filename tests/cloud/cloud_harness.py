@@ -170,6 +170,7 @@ class NodeScript:
         labels: dict[str, str] | None = None,
         cpus: float = 4.0,
         memory_mb: float = 4096.0,
+        slots: int | None = None,
     ) -> None:
         self.publish(
             "hello",
@@ -178,7 +179,7 @@ class NodeScript:
                 labels=labels or {},
                 agent_version="test",
                 protocol_version=PROTOCOL_VERSION,
-                capacity=Capacity(cpus=cpus, memory_mb=memory_mb, disk_mb=10_000.0),
+                capacity=Capacity(cpus=cpus, memory_mb=memory_mb, disk_mb=10_000.0, slots=slots),
             ),
         )
         self.publish("presence", Presence(status="online"))

@@ -176,6 +176,22 @@ def test_a_backlog_delays_the_prediction_and_moves_work_elsewhere(ha: MemoryHarn
     assert c.scheduler.backlog_s(entry, 1.0, ha.clock()) == pytest.approx(6.0)
 
 
+def test_a_node_s_executor_slots_from_its_hello_delay_the_prediction(ha: MemoryHarness) -> None:
+    # Both nodes have 8 cores and one task placed (not started); n1's agent runs one
+    # attempt at once (its hello's slots), n2's advertises none (an older agent).
+    ha.node("n1", labels={"name": "one"}, cpus=8, slots=1)
+    ha.node("n2", labels={"name": "two"}, cpus=8)
+    c = ha.controller
+    assert c.registry.nodes["n1"].slots == 1 and c.registry.nodes["n2"].slots == 0
+    c.submit_task(on("one", "q1"))
+    c.submit_task(on("two", "q2"))
+    c.submit_task(task("t"))
+    assert c.get_task("t")["node"] == "n2"
+    terms = candidates(ha, "t")
+    assert terms["n1"]["queue_s"] == pytest.approx(1.0 / 1)  # the backlog over its one slot
+    assert terms["n2"]["queue_s"] == pytest.approx(0.0)
+
+
 def test_a_deadline_excludes_a_slow_node(ha: MemoryHarness) -> None:
     ha.node("n-dev", tier="device", labels={"name": "dev"})
     edge = ha.node("n-edge", tier="edge", labels={"name": "edge"})

@@ -148,7 +148,12 @@ def test_place_predicted_matches_place_batch(seed: int, nodes: int, explain: boo
     scheduler logs them), and the same predicted finish as an explained decision."""
     rng = random.Random(seed)
     views = [
-        dataclasses.replace(v, speed=rng.uniform(0.2, 2.0), backlog_s=rng.choice([0.0, 3.0]))
+        dataclasses.replace(
+            v,
+            speed=rng.uniform(0.2, 2.0),
+            backlog_s=rng.choice([0.0, 3.0]),
+            slots=rng.choice([0, 0, 1, 2]),
+        )
         for v in _views(rng, nodes)
     ]
     base = TaskDemand(

@@ -328,7 +328,11 @@ class Supervisor:
                 self.signal(attempt, signal.SIGKILL)
 
     def end_tree(self, attempt: Attempt) -> None:
-        """Nothing of the attempt outlives it, whatever session it moved to."""
+        """Nothing of the attempt outlives it, whatever session it moved to. A cgroup that is
+        already empty is just removed: every process of the attempt is born in it, so there is
+        nothing to kill (the usual case: a task that left nothing behind)."""
+        if attempt.cgroup is not None and _cgroup.try_remove(attempt.cgroup):
+            return
         self.signal(attempt, signal.SIGKILL)
         attempt.cgroup_by = time.monotonic() + _CGROUP_WAIT_S
 

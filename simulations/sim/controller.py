@@ -401,7 +401,7 @@ class Controller:
         task = at.task
         if not self.sched.can_place(task, frozenset(decision.exclude), now):
             return False
-        at.superseded, at.superseded_at = True, now
+        at.superseded, at.superseded_at, at.fence = True, now, decision.fence
         if at.level is _STRONG and self.lease_known(task, now) is None:
             # its request has not arrived: it will be refused as stale
             self.leases.release(task.id, at.epoch)

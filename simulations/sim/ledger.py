@@ -21,10 +21,21 @@ From the replicas:
   (``simulations/testbed/observe.py`` ``node_converged``, polled every ``poll_s``
   from ``t``): the node's outbox is empty (everything it wrote was acknowledged)
   and each record it holds equals the controller's. The node learns the
-  controller's changes to its records (another node's result, a re-placement)
-  only from the answers to its digests (``digests``: per node, when a digest
-  reaches the controller and when the answer is back), as the agent does
-  (``cloud/ingest.py`` ``_on_digest``: the controller sends what it lacks).
+  controller's changes to its records from two sources, as the agent does: the
+  answers to its digests (``digests``: per node, when a digest reaches the
+  controller and when the answer is back; ``cloud/ingest.py`` ``_on_digest``: the
+  controller sends what it lacks) and the controller's fan-out (``send``).
+
+**Fan-out** (``cloud/fanout.py``): whenever the controller's replica of a task
+gains events (a node's delta merged, a placement), each node that
+``shared.authz.lacking`` names gets the controller's whole record, sent then and
+arriving at ``send(node, t)`` (the network's control path: held over a cut until the
+session resumes, as the broker holds a persistent session's messages). As in
+``cloud/scheduling.py``, a placement's fan-out skips the new holder (it gets the
+record with its ``place``) and the node the task leaves, which is told at once only
+when the move fenced it (``fence``, ``cloud/reconcile.py`` ``_fence_old``; its
+lost marks are not modelled); a hedged node learns of the move from later changes.
+Without ``send`` nothing is fanned out (digests only).
 
 Cost grows with the number of attempts (every delta is a real merge), so it is for
 small runs (the sim-to-real bridge, tests), not the million-task scenarios.
@@ -34,10 +45,11 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared.authz import lacking
 from shared.clocks import Timestamp
 from shared.crdt import (
     AttemptStatus,
@@ -50,7 +62,17 @@ from shared.crdt import (
     visible_status,
 )
 
-__all__ = ["CONTROLLER", "LedgerReplay", "converged_at", "observed_convergence", "replay"]
+__all__ = [
+    "CONTROLLER",
+    "LedgerReplay",
+    "Send",
+    "converged_at",
+    "observed_convergence",
+    "replay",
+]
+
+#: When a message the controller sends ``node`` at ``t`` arrives there.
+Send = Callable[[str, float], float]
 
 CONTROLLER = "controller"
 _OUTCOME = {
@@ -117,12 +139,15 @@ def replay(
     specs: Mapping[str, dict[str, Any]],
     horizon: float,
     digests: Mapping[str, Iterable[tuple[float, float]]] | None = None,
+    send: Send | None = None,
 ) -> LedgerReplay:
     """Build the replicas from traced attempts (``simulations.sim.model`` ``_Attempt``
     objects with ``node_id``/``task_id`` resolved by the caller: each item needs
     ``task_id, node_id, epoch, level, local, t_ctrl, t_place, t_recv, start,
-    start_rep, stop, report, outcome, cancel_at``). ``specs`` maps task ids to the
-    spec dict each record is created with."""
+    start_rep, stop, report, outcome, cancel_at, fence``). ``specs`` maps task ids to
+    the spec dict each record is created with; ``send`` times the fan-out (see the
+    module docstring)."""
+    attempts = list(attempts)
     events: list[tuple[float, int, str, Any]] = []
     seq = 0
 
@@ -142,6 +167,9 @@ def replay(
     arrivals: dict[str, list[float]] = defaultdict(list)
     sent: dict[str, list[tuple[float, float]]] = defaultdict(list)
     dots: dict[int, tuple[str, int]] = {}
+    origin: dict[str, str | None] = {}
+    placed: dict[str, dict[int, str]] = defaultdict(dict)
+    fenced = {(a.task_id, a.epoch) for a in attempts if getattr(a, "fence", False)}
     n = 0
 
     def apply(key: tuple[str, str] | str, delta: TaskRecord) -> None:
@@ -150,14 +178,23 @@ def replay(
         else:
             nodes[key] = merge(nodes[key], delta) if key in nodes else delta
 
+    def fan_out(t: float, tid: str, before: TaskRecord | None, skip: set[str]) -> None:
+        if send is None:
+            return
+        rec = ctrl[tid]
+        for node in sorted(lacking(before, rec, origin.get(tid), placed[tid]) - skip):
+            push(send(node, t), "deliver", ((node, tid), rec, CONTROLLER))
+
     while events:
         t, _, kind, payload = heapq.heappop(events)
         n += 1
         if kind == "deliver":
             key, delta, source = payload
+            before = ctrl.get(key) if isinstance(key, str) else None
             apply(key, delta)
             if isinstance(key, str):
                 arrivals[source].append(t)
+                fan_out(t, key, before, set())
             continue
         if kind == "digest":  # the controller answers with its copy of the node's records
             node, back = payload
@@ -172,10 +209,12 @@ def replay(
             if getattr(a, "retry", 0):
                 pass  # the node retries under the same placement: no new record or place
             elif a.local:
+                origin.setdefault(tid, node)
                 if (node, tid) not in nodes:
                     delta = new_record(tid, specs[tid], writer=node, hlc=_stamp(t, n, node))
                     apply((node, tid), delta)
             else:
+                before = ctrl.get(tid)
                 if tid not in ctrl:
                     apply(
                         tid,
@@ -193,6 +232,12 @@ def replay(
                     hlc=_stamp(t, n, CONTROLLER),
                 )
                 apply(tid, delta)
+                # the node it leaves is told at once only when the move fenced it
+                held = placed[tid]
+                last = max(held, default=None)
+                skip = {node} if last is None or (tid, last) in fenced else {node, held[last]}
+                held[a.epoch] = node
+                fan_out(t, tid, before, skip)
                 push(a.t_recv, "deliver", ((node, tid), ctrl[tid], CONTROLLER))
             if a.start < a.stop:
                 push(a.start, "start", a)
@@ -257,13 +302,15 @@ def observed_convergence(
     digests: Mapping[str, Iterable[tuple[float, float]]],
     ack_s: float,
     poll_s: float,
+    send: Send | None = None,
 ) -> float | None:
     """The first poll (every ``poll_s``, the first one ``poll_s`` after ``after``) at
     which ``node`` is in sync with the controller as the testbed tests it
-    (``LedgerReplay.in_sync``), or ``None`` if none is by ``horizon``."""
+    (``LedgerReplay.in_sync``; ``send``: the fan-out's timing), or ``None`` if none
+    is by ``horizon``."""
     t = after + poll_s
     while t <= horizon:
-        if replay(attempts, specs, t, digests).in_sync(node, t, ack_s):
+        if replay(attempts, specs, t, digests, send).in_sync(node, t, ack_s):
             return t
         t += poll_s
     return None

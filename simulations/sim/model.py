@@ -128,8 +128,7 @@ class Simulation:
             at.outcome, at.start = Outcome.REFUSED, at.stop
         if self.attempt_log is not None:
             self.attempt_log.append(at)
-            path = self.net.ctrl[g]
-            at.start_rep = self.net.tl.next_up(path.down, at.start) + path.lat
+            at.start_rep = self.net.held_arrival(self.net.ctrl[g], at.start)
         tt = self.sc.workload.types[task.tt]
         topo, c = self.topo, self.counters
         if at.level is _STRONG:
@@ -145,6 +144,8 @@ class Simulation:
             cancel_at = self.net.deliver(self.net.ctrl[g], task.report)
             if cancel_at < at.stop:
                 at.cancel_at = cancel_at
+                if self.attempt_log is not None:  # its cancel is reported, not its end
+                    at.report = self.net.held_arrival(self.net.ctrl[g], cancel_at)
                 topo.busy[g] += max(0.0, cancel_at - at.start) * tt.cpu
                 c.cancelled += 1
                 self._free(at)
@@ -234,7 +235,12 @@ class Simulation:
         """Replay the traced attempts through ``shared.crdt`` (needs ``attempt_log``
         set before ``run``; small runs only, see ``simulations.sim.ledger``)."""
         views, specs = self.traced()
-        return replay(views, specs, self.sc.duration_s)
+        return replay(views, specs, self.sc.duration_s, send=self.control_arrival)
+
+    def control_arrival(self, node_id: str, t: float) -> float:
+        """When a message the controller sends ``node_id`` at ``t`` arrives (the
+        ledger's fan-out, ``simulations.sim.ledger.Send``)."""
+        return self.net.held_arrival(self.net.ctrl[self.topo.index[node_id]], t)
 
     def traced(self) -> tuple[list[Any], dict[str, dict[str, Any]]]:
         """The traced attempts as ``ledger.replay`` reads them, and the task specs."""
@@ -266,6 +272,7 @@ class Simulation:
                     report=at.report,
                     outcome=at.outcome,
                     cancel_at=at.cancel_at,
+                    fence=at.fence,
                 )
             )
         return views, specs

@@ -401,6 +401,12 @@ class Network:
         self._exp_i = i + 1
         return self._exp_block[i]  # type: ignore[no-any-return]
 
+    def held_arrival(self, path: Path, t: float) -> float:
+        """When a control message sent at ``t`` arrives, held while the path is down,
+        without jitter and unmetered (tracing only: it draws nothing, so a replay at
+        any horizon sees the same times and the run's own draws are untouched)."""
+        return (self.tl.next_up(path.down, t) if path.down else t) + path.lat
+
     def is_up(self, path: Path, t: float) -> bool:
         return not path.down or self.tl.next_up(path.down, t) <= t
 

@@ -282,7 +282,7 @@ class SimRun:
         for k, t_sub, t_end in sim.trace:
             latency[self.types[k].level].append(t_end - t_sub)
         views, specs = sim.traced()
-        ledger = replay(views, specs, sc.duration_s)
+        ledger = replay(views, specs, sc.duration_s, send=sim.control_arrival)
         digests = _digests(sim, sc.controller.antientropy_s)
         convergence = []
         # the testbed heals everything at the end of the plan and measures every agent
@@ -294,6 +294,7 @@ class SimRun:
             seen = observed_convergence(
                 views, specs, name, t, sc.duration_s,
                 digests=digests, ack_s=sim.net.ctrl[g].lat, poll_s=POLL_S,
+                send=sim.control_arrival,
             )  # fmt: skip
             convergence.append(
                 {

@@ -137,6 +137,7 @@ class Attempt:
     outcome: str = Outcome.OK
     start_rep: float = INF  # tracing only
     cancel_at: float = INF  # tracing only
+    fence: bool = False  # tracing only: superseded by a move that fenced it
 
 
 @dataclass(slots=True)

@@ -59,7 +59,7 @@ WINDOW_S = float(os.environ.get("BENCH_AGENT_WINDOW_S", "20"))
 WARMUP_S = 5.0
 TASKS = int(os.environ.get("BENCH_AGENT_TASKS", "200"))
 SLEEPERS = int(os.environ.get("BENCH_AGENT_SLEEPERS", "20"))
-SUBMITTERS = 4  # local API clients submitting at once (the API listens with a backlog of 5)
+SUBMITTERS = 4  # local API clients submitting at once
 
 
 class _Acker:

@@ -157,7 +157,7 @@ class Agent:
         """Before the first event: the restart sweep and the resource sampler. :meth:`run`
         calls it; a test that drives :meth:`handle` and :meth:`tick` itself does too."""
         recover(self.core, self.scheduler)
-        sampler = Sampler(self.core.state_dir)
+        sampler = Sampler(self.core.state_dir, tasks_root=lambda: self.core.executor.link.pid)
         self.uplink.sampler = self.scheduler.sampler = sampler
 
     def run(self) -> int:

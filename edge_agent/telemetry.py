@@ -6,25 +6,40 @@ they need no sample history (constant memory on a small device).
 An idle node should be nearly silent: a sample is sampled every ``autonomy.telemetry_s`` but
 reported only when it moved by a threshold (:func:`worth_reporting`) or the last report is
 :data:`REFRESH_S` old, and rounded (:func:`rounded`) to what placement can tell apart.
+
+A sample also carries ``own_cpu``, the cores the agent's own task processes used
+(:class:`OwnUsage`), so that admission can tell a busy neighbour from busy tasks of ours
+(``shared.autonomy.admit``); it is absent while unknown.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-__all__ = ["REFRESH_S", "Sampler", "capacity", "rounded", "worth_reporting"]
+__all__ = [
+    "OWN_EVERY_S",
+    "REFRESH_S",
+    "OwnUsage",
+    "Sampler",
+    "capacity",
+    "rounded",
+    "worth_reporting",
+]
 
 _WINDOWS = {"1m": 60.0, "5m": 300.0, "15m": 900.0}
 
 #: The longest time between two telemetry reports while connected (seconds).
 REFRESH_S = 60.0
+#: How often the task processes' CPU time is read (seconds): a walk of the process table
+#: (about a millisecond per hundred processes), not once per scheduling pass.
+OWN_EVERY_S = 1.0
 #: A move of at least this many points (of the one-minute average, where there is one) is
 #: reported at once.
 _POINTS = {"cpu_pct": 10.0, "memory_pct": 5.0, "battery_pct": 5.0}
@@ -97,14 +112,87 @@ def capacity(state_dir: Path) -> dict[str, Any]:
     }
 
 
+def _cpu_seconds(proc: psutil.Process) -> float:
+    """CPU time of ``proc`` and of its children it has waited for (a task's short-lived
+    helpers count as the task's)."""
+    times = proc.cpu_times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
+@dataclass
+class OwnUsage:
+    """Cores used by the descendants of ``root()``, the supervisor's pid (0: none known).
+
+    Every task process descends from the supervisor, which is their subreaper, so the sum of
+    its descendants' CPU times is what our tasks used; the supervisor itself is left out. The
+    usage is the growth of that sum between two readings at least ``every_s`` apart, per
+    second; between readings the last figure stands. A process seen for the first time
+    counts with its whole CPU time (it started since the last reading), one that ended
+    in between loses its last share (a slight underestimate). A task started since the last
+    reading counts as using nothing until the next one (admission's reservation check still
+    bounds what we start meanwhile). ``None`` (unknown) before the second reading (unless
+    the first finds no task process) and whenever the supervisor is unknown or gone.
+    """
+
+    root: Callable[[], int]
+    every_s: float = OWN_EVERY_S
+    cores: float | None = None
+    _proc: psutil.Process | None = None
+    _times: dict[tuple[int, float], float] = field(default_factory=dict)
+    _at: float | None = None
+
+    def measure(self, now: float) -> float | None:
+        """The usage as of ``now`` (monotonic seconds), read again when ``every_s`` passed."""
+        if self._at is not None and now - self._at < self.every_s:
+            return self.cores
+        times = self._read()
+        if times is None:
+            self._times, self._at, self.cores = {}, None, None
+            return None
+        if self._at is not None and now > self._at:
+            used = sum(t - self._times.get(key, 0.0) for key, t in times.items())
+            self.cores = max(0.0, used) / (now - self._at)
+        elif not times:
+            self.cores = 0.0  # nothing of ours runs: known at the first reading
+        self._times, self._at = times, now
+        return self.cores
+
+    def _read(self) -> dict[tuple[int, float], float] | None:
+        """CPU seconds of each descendant, by (pid, start time); ``None`` without a root."""
+        pid = self.root()
+        if pid <= 0:
+            return None
+        try:
+            if self._proc is None or self._proc.pid != pid:
+                self._proc = psutil.Process(pid)
+            children = self._proc.children(recursive=True)  # fails on a reused pid
+        except psutil.Error:
+            self._proc = None
+            return None
+        times: dict[tuple[int, float], float] = {}
+        for child in children:
+            try:
+                times[(child.pid, child.create_time())] = _cpu_seconds(child)
+            except psutil.Error:  # ended meanwhile
+                continue
+        return times
+
+
 @dataclass
 class Sampler:
+    """Samples of the node's resources. With ``tasks_root`` (the supervisor's pid, 0 while
+    none is known) a sample also has ``own_cpu`` once it is known (:class:`OwnUsage`)."""
+
     state_dir: Path
+    tasks_root: Callable[[], int] | None = None
     _avg: dict[str, dict[str, float]] = field(default_factory=dict)
     _last: float | None = None
+    _own: OwnUsage | None = None
 
     def __post_init__(self) -> None:
         psutil.cpu_percent(None)  # prime: the first call always returns 0.0
+        if self.tasks_root is not None:
+            self._own = OwnUsage(self.tasks_root)
 
     def sample(self, now: float) -> dict[str, Any]:
         mem = psutil.virtual_memory()
@@ -133,4 +221,7 @@ class Sampler:
                     a = math.exp(-dt / window)
                     avgs[name] = a * prev + (1 - a) * values[key]
         values["averages"] = {k: dict(v) for k, v in self._avg.items()}
+        own = None if self._own is None else self._own.measure(now)
+        if own is not None:
+            values["own_cpu"] = own
         return values

@@ -221,6 +221,24 @@ def test_admit_cpu_only_while_our_tasks_hold_cpu() -> None:
     assert refused.reason == "cpu_reserved"
 
 
+def test_admit_cpu_busy_only_when_waiting_for_our_tasks_helps() -> None:
+    # A neighbour keeps both cores busy; one task of ours holds a reservation.
+    busy = {"memory_free_mb": 4000.0, "cpu_pct": 100.0, "cpus": 2}
+    want, held = {"cpu": 0.5, "memory_mb": 10}, {"cpu": 0.5}
+    # Our task sleeps (or waits on IO): its end frees no CPU, so waiting helps nobody.
+    assert admit(want, {**busy, "own_cpu": 0.0}, held, running=1)
+    assert admit(want, {**busy, "own_cpu": 0.2}, held, running=1)
+    # Our task burns a core: once it ends there is room, so the start waits.
+    refused = admit(want, {**busy, "own_cpu": 1.0}, held, running=1)
+    assert (refused.ok, refused.reason) == (False, "cpu_busy")
+    # Unknown own usage (the simulator, an older caller): refused as before.
+    assert admit(want, busy, held, running=1).reason == "cpu_busy"
+    assert admit(want, {**busy, "own_cpu": "x"}, held, running=1).reason == "cpu_busy"
+    # The reservation check is not relaxed by idle tasks.
+    refused = admit({"cpu": 1.6, "memory_mb": 10}, {**busy, "own_cpu": 0.0}, held, running=1)
+    assert refused.reason == "cpu_reserved"
+
+
 def test_admit_treats_missing_metrics_as_unknown() -> None:
     assert admit({"cpu": 4.0, "memory_mb": 10**6}, None, {"cpu": 3.0}, running=1)
     assert admit({"cpu": 1.0, "memory_mb": 10}, {"cpu_pct": True, "memory_free_mb": "x"})
@@ -233,18 +251,35 @@ def test_admit_treats_missing_metrics_as_unknown() -> None:
     held=st.floats(0, 64),
     cpus=st.integers(1, 64),
     busy=st.floats(0, 100),
+    own=st.none() | st.floats(0, 64),
 )
 def test_admitted_tasks_fit(
-    want_mem: float, free: float, want_cpu: float, held: float, cpus: int, busy: float
+    want_mem: float,
+    free: float,
+    want_cpu: float,
+    held: float,
+    cpus: int,
+    busy: float,
+    own: float | None,
 ) -> None:
     metrics = {"memory_free_mb": free, "cpu_pct": busy, "cpus": cpus}
-    decision = admit({"cpu": want_cpu, "memory_mb": want_mem}, metrics, {"cpu": held}, running=1)
+    resources = {"cpu": want_cpu, "memory_mb": want_mem}
+    known = metrics if own is None else {**metrics, "own_cpu": own}
+    decision = admit(resources, known, {"cpu": held}, running=1)
+    idle = cpus * (1 - busy / 100)
+    # Waiting for our tasks frees at most what they use (all of it while that is unknown).
+    room_by_waiting = math.inf if own is None else idle + own
     if decision:
         assert want_mem <= free
         assert held + want_cpu <= cpus
-        assert want_cpu <= cpus * (1 - busy / 100) + 1e-9
+        assert want_cpu <= idle + 1e-9 or want_cpu > room_by_waiting
     else:
         assert decision.reason in ("memory", "cpu_reserved", "cpu_busy")
+        assert decision.reason != "cpu_busy" or idle < want_cpu <= room_by_waiting
+    # Knowing our own usage only ever admits more, never refuses what was admitted.
+    before = admit(resources, metrics, {"cpu": held}, running=1)
+    assert decision.ok or not before.ok
+    assert decision.reason in (before.reason, None)
 
 
 # ---------------------------------------------------------------- shedding

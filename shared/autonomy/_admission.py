@@ -2,8 +2,9 @@
 
 Metrics are a plain mapping, as ``edge_agent.telemetry.Sampler.sample`` returns them (and as
 the simulator fakes them): ``memory_free_mb``, ``cpu_pct`` (0-100, all CPUs together),
-optionally ``cpus`` and ``averages["cpu_pct"]["1m"]``. A missing metric is *unknown* and
-does not block: the agent must not freeze because a sensor is absent on some device.
+optionally ``cpus``, ``own_cpu`` (cores our own task processes used over the last sampling
+interval) and ``averages["cpu_pct"]["1m"]``. A missing metric is *unknown* and does not
+block: the agent must not freeze because a sensor is absent on some device.
 """
 
 from __future__ import annotations
@@ -53,12 +54,17 @@ def admit(
     Refused, in this order: ``concurrency_limit`` (``running ≥ max_concurrent``);
     ``memory`` (request above free memory less ``headroom_mb``); ``cpu_reserved`` (the
     requests of running tasks, ``reserved["cpu"]``, plus this one exceed ``cpus``);
-    ``cpu_busy`` (request above the idle CPU psutil shows, ``cpus · (1 - cpu_pct/100)``).
+    ``cpu_busy`` (request above the idle CPU psutil shows, ``idle = cpus · (1 - cpu_pct/100)``,
+    and waiting for our tasks could make room: request ≤ ``idle + own_cpu``).
 
     The two CPU checks apply only while some of our tasks hold a reservation: with nothing
     of ours running, waiting cannot free any CPU we control, and a busy neighbour (or an
-    oversized request) would otherwise starve the queue forever. Memory is checked always:
-    starting a task into an out-of-memory kill helps nobody.
+    oversized request) would otherwise starve the queue forever. By the same reasoning
+    waiting frees only the CPU our running tasks actually use (``own_cpu``): when even all of
+    it would not make room (sleeping or IO-bound tasks beside a busy neighbour), refusing only
+    delays the start. An unknown ``own_cpu`` counts as "waiting may help" (the refusal as
+    before). Memory is checked always: starting a task into an out-of-memory kill helps
+    nobody.
     """
     if max_concurrent is not None and running >= max_concurrent:
         return Admission(False, "concurrency_limit")
@@ -75,7 +81,11 @@ def admit(
     if cpus is not None and held_cpu + want_cpu > cpus:
         return Admission(False, "cpu_reserved")
     busy = _number(metrics, "cpu_pct")
-    if cpus is not None and busy is not None and want_cpu > cpus * (1.0 - busy / 100.0):
+    if cpus is None or busy is None:
+        return _ADMITTED
+    idle = cpus * (1.0 - busy / 100.0)
+    own = _number(metrics, "own_cpu")
+    if want_cpu > idle and (own is None or want_cpu <= idle + own):
         return Admission(False, "cpu_busy")
     return _ADMITTED
 

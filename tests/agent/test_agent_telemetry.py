@@ -1,14 +1,24 @@
 """Telemetry is news or a refresh (issue 14): a sample is sent when a count changed or a
-figure moved by its threshold, else at most every ``REFRESH_S``; values are rounded."""
+figure moved by its threshold, else at most every ``REFRESH_S``; values are rounded. A sample
+carries the CPU our own task processes use (``own_cpu``), measured on real processes."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+from agent_harness import wait_until
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge_agent.telemetry import REFRESH_S, rounded, worth_reporting
+from edge_agent.telemetry import REFRESH_S, Sampler, rounded, worth_reporting
 
 
 def _report(**over: Any) -> dict[str, Any]:
@@ -55,3 +65,61 @@ def test_rounding_keeps_what_placement_reads(cpu: float, free: float, load: floa
     assert abs(out["memory_free_mb"] - free) <= 0.5
     assert all(abs(v - load) <= 0.005 for v in out["load"])
     assert rounded(out) == out  # rounding twice changes nothing
+
+
+# ---------------------------------------------------------------- own task usage
+
+#: A stand-in supervisor: it starts one task process (the code in argv[1]) and waits for it.
+_ROOT = "import subprocess, sys; subprocess.Popen([sys.executable, '-c', sys.argv[1]]).wait()"
+_BURN = "print('ready', flush=True)\nwhile True: pass"
+_SLEEP = "import time\nprint('ready', flush=True)\ntime.sleep(3600)"
+
+
+@contextlib.contextmanager
+def _tasks(task: str) -> Iterator[subprocess.Popen[bytes]]:
+    """A root process with one task process under it, running ``task`` (ready when yielded)."""
+    root = subprocess.Popen(
+        [sys.executable, "-c", _ROOT, task], stdout=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        assert root.stdout is not None
+        assert root.stdout.readline().strip() == b"ready"
+        yield root
+    finally:
+        os.killpg(root.pid, signal.SIGKILL)
+        root.wait()
+
+
+def _own(sampler: Sampler) -> float | None:
+    return sampler.sample(time.monotonic()).get("own_cpu")
+
+
+def test_own_usage_counts_a_burning_task(tmp_path: Path) -> None:
+    with _tasks(_BURN) as root:
+        sampler = Sampler(tmp_path, tasks_root=lambda: root.pid)
+        # Under contention the burner may get a small share: any clear use will do.
+        wait_until(lambda: (_own(sampler) or 0.0) >= 0.1, 60.0, "the burner's CPU use")
+
+
+def test_own_usage_of_a_sleeping_task_is_about_nothing(tmp_path: Path) -> None:
+    with _tasks(_SLEEP) as root:
+        sampler = Sampler(tmp_path, tasks_root=lambda: root.pid)
+        readings: list[float] = []
+
+        def read() -> bool:
+            own = _own(sampler)
+            readings.extend([] if own is None else [own])
+            return bool(readings)
+
+        wait_until(read, 60.0, "a reading")
+        assert max(readings) < 0.05
+
+
+def test_own_usage_is_unknown_without_a_live_root(tmp_path: Path) -> None:
+    assert "own_cpu" not in Sampler(tmp_path).sample(time.monotonic())
+    nobody = Sampler(tmp_path, tasks_root=lambda: 0)
+    assert "own_cpu" not in nobody.sample(0.0) and "own_cpu" not in nobody.sample(5.0)
+    with _tasks(_SLEEP) as root:
+        pid = root.pid
+    gone = Sampler(tmp_path, tasks_root=lambda: pid)
+    assert "own_cpu" not in gone.sample(0.0) and "own_cpu" not in gone.sample(5.0)

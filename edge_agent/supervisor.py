@@ -1,7 +1,7 @@
 """The agent's task supervisor: one long-lived process that runs every task attempt.
 
 Run as a *script* (``python -S -E supervisor.py RUNS_DIR``), standard library only (plus
-``_safefs``, ``_cgroup``, ``_tasktree``, ``_livelog`` from this directory): one small
+``_safefs``, ``_cgroup``, ``_tasktree``, ``_livelog``, ``_attempt`` from this directory): one small
 interpreter for all tasks, not one per task. The agent starts it on its first launch
 (``supervisor_link.py``); in its own session, it outlives the agent: a ``kill -9``'d or
 ``SIGSTOP``'d agent does not stop it from fencing strong tasks at their lease deadline, timing
@@ -55,6 +55,7 @@ import _cgroup  # this script's directory is sys.path[0]
 import _livelog
 import _safefs
 import _tasktree
+from _attempt import Attempt
 
 SOCKET = "supervisor.sock"
 LOCK = "supervisor.lock"
@@ -62,42 +63,6 @@ WORK = "work"
 _TICK_S = 1.0  # the longest sleep: timers are re-checked at least this often
 _CGROUP_WAIT_S = 2.0  # how long an outcome waits for its cgroup to empty
 _FIRST_CLIENT_S = 30.0  # how long a new supervisor waits for the agent that started it
-
-
-class Attempt:
-    """One task attempt, from spawn until its outcome is acknowledged."""
-
-    def __init__(self, key: str, run_dir: str, spec: dict) -> None:
-        self.key, self.run_dir, self.spec = key, run_dir, spec
-        uid, gid = spec.get("uid"), spec.get("gid")
-        self.ids = None if uid is None else (uid, gid if gid is not None else uid)
-        self.deadline = spec.get("deadline")
-        self.grace = float(spec.get("grace_s", 5.0))
-        self.limits: dict = spec.get("limits") or {}
-        self.tail_max = int(spec.get("tail_bytes", 4096))
-        self.marker = ("CONTINUUM_INPUTS=" + run_dir + "/inputs.json").encode()
-        self.started = time.monotonic()
-        self.timeout_at = self.started + float(spec["timeout_s"])
-        self.reason = "exited"
-        self.fenced_at: float | None = None  # when the fence's kill was sent
-        self.kill_at: float | None = None  # after a SIGTERM: when the SIGKILL follows
-        self.pid = 0
-        self.cgroup: str | None = None
-        self.work_fd: int | None = None
-        self.tails = {"stdout": bytearray(), "stderr": bytearray()}
-        self.written = {"stdout": 0, "stderr": 0}
-        self.live_at: float | None = None  # output arrived: when live.json is next written
-        self.pipes = 0
-        self.code: int | None = None  # as Popen.returncode, once the leader is reaped
-        self.cpu_s = 0.0
-        self.tree_ended = False
-        self.cgroup_by = 0.0  # when the outcome stops waiting for the cgroup to empty
-        self.harvest_pid: int | None = None  # the reader of output.json, and its pipe
-        self.harvest_fd: int | None = None
-        self.output, self.output_ok = bytearray(), False
-
-    def started_info(self) -> dict:
-        return {"pid": self.pid, "pgid": self.pid, "started": self.started, "cgroup": self.cgroup}
 
 
 class Supervisor:

@@ -10,7 +10,6 @@ values, for the install script); a test parses it, so it cannot rot.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import logging
 import os
@@ -290,6 +289,8 @@ def take_environ(name: str) -> str | None:
     value = os.environ.get(name)
     if value is None:
         return None
+    import ctypes  # only when a secret came through the environment: idle memory (agent.md)
+
     prefix = name.encode() + b"="
     with contextlib.suppress(OSError, ValueError, AttributeError):
         environ = ctypes.POINTER(ctypes.c_void_p).in_dll(ctypes.CDLL(None), "environ")

@@ -14,7 +14,6 @@ a spec) and non-finite floats (JSON parsers accept ``NaN``).
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Callable, Mapping
 from enum import StrEnum
@@ -130,6 +129,8 @@ class Fields:
         for key in self.data:
             if key in self._seen:
                 continue
+            import difflib  # only for a misspelt key: the agent's idle memory (docs/agent.md)
+
             hint = difflib.get_close_matches(str(key), known, n=1)
             suffix = f" (did you mean {hint[0]!r}?)" if hint else ""
             self.error(str(key), f"unknown field{suffix}")

@@ -357,7 +357,7 @@ antientropy_s = 0.0               # digest exchange period while connected; 0 = 
 retain_finished_s = 604800.0      # drop finished, acknowledged records after this; 0 = keep
 
 [executor]
-max_concurrent = 4
+max_concurrent = 4                # attempts at once; advertised in hello (capacity.slots)
 run_as = "nobody"                 # tasks run as this user when the agent runs as root
 max_task_processes = 256          # RLIMIT_NPROC of run_as; 0 = no limit
 kill_grace_s = 5.0                # SIGTERM → SIGKILL on timeout, cancel or fencing

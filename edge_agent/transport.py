@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import socket
 import ssl
 import threading
 from collections.abc import Callable
@@ -35,6 +36,14 @@ __all__ = ["Transport"]
 
 log = logging.getLogger("edge_agent.transport")
 _JITTER = 0.5
+
+
+def _no_delay(client: mqtt.Client, userdata: object, sock: socket.socket) -> None:
+    """Send every packet at once (``TCP_NODELAY``). Under Nagle's algorithm a small packet
+    queued behind an unacknowledged one (a lease request right after the placement's
+    ``PUBACK``) waits for the broker's delayed ACK: about 40 ms a hop on Linux."""
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class Transport:
@@ -85,6 +94,7 @@ class Transport:
                 keyfile=cfg.key_file or None,
                 cert_reqs=ssl.CERT_REQUIRED,
             )
+        client.on_socket_open = _no_delay
         client.on_connect = self._connected
         client.on_disconnect = self._disconnected
         client.on_message = self._message

@@ -221,7 +221,9 @@ class Inbound:
     def _on_lease_grant(self, env: Envelope, body: LeaseGrant) -> None:
         """Apply a grant or refusal that answers one of this process's outstanding
         requests exactly (``AgentLeases.answer``); anything else is logged and ignored.
-        A final refusal (fencing) drops the epoch's queued attempt: it can never start."""
+        A final refusal (fencing) drops the epoch's queued attempt: it can never start.
+        A grant for an attempt still queued is journaled in the transaction that starts
+        it (one fsync, not two: the start is durable before it is launched or reported)."""
         core = self.core
         now = core.clock.mono()
         answer = core.leases.answer(body, now)
@@ -229,7 +231,8 @@ class Inbound:
         mine = [(a, run) for a, run in core.attempts_of(task_id) if run.epoch == epoch]
         common = {"epoch": epoch, "request_id": body.request_id}
         core.counters[f"lease_answer_{answer.outcome}"] += 1
-        with core.txn():
+
+        def journal() -> None:
             self._mark_seen(env)
             if answer.outcome == GrantOutcome.GRANTED:
                 core.event(
@@ -258,6 +261,13 @@ class Inbound:
                 )
                 if final:
                     core.journal.remove_queued(task_id, epoch=epoch)
+
+        if answer.outcome == GrantOutcome.GRANTED and not mine:
+            start = not core.draining and core.admission_stopped is None
+            self.scheduler.settle([], start=start, first=journal)
+        else:
+            with core.txn():
+                journal()
         if answer.outcome == GrantOutcome.GRANTED:
             for attempt, run in mine:
                 if run.level == Level.STRONG:

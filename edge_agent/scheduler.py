@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from edge_agent.core import Core, Running, attempt_key, parse_dot
@@ -151,9 +152,12 @@ class LocalScheduler:
         """Start what the queue order, admission and (for strong work) a live lease allow."""
         self.settle([], start=True)
 
-    def settle(self, outcomes: list[Outcome], *, start: bool) -> None:
-        """One pass's journal work in one transaction (one fsync, issue 14): the attempts
-        that ended, then (with ``start``) the starts the queue allows, a slot just freed
+    def settle(
+        self, outcomes: list[Outcome], *, start: bool, first: Callable[[], None] | None = None
+    ) -> None:
+        """One pass's journal work in one transaction (one fsync, issue 14): ``first`` (the
+        writes of the message that allowed the pass: a lease grant), the attempts that
+        ended, then (with ``start``) the starts the queue allows, a slot just freed
         included. Only once it has committed are the ended attempts logged and acknowledged
         to the supervisor (which then forgets them) and the new ones launched: a start and a
         finish are durable before they are acted on or reported (the uplink sends only what
@@ -166,11 +170,13 @@ class LocalScheduler:
             and core.journal.has_queued()
             and bool(core.safely(core.executor.supervisor_pid))
         )
-        if not outcomes and not start:
+        if not outcomes and not start and first is None:
             return
         launches: list[Launch] = []
         try:
             with core.txn():
+                if first is not None:
+                    first()
                 ended = [self._journal_outcome(outcome) for outcome in outcomes]
                 if start:
                     self._plan_starts(launches)

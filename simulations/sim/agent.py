@@ -146,8 +146,10 @@ class Agents:
         return at
 
     def _begin(self, at: Attempt, task: Task, g: int, *, with_input: bool) -> None:
-        """From the placement's arrival ``at.t_recv``: (strong) the lease round trip,
-        the input transfer, execution; the end is scheduled."""
+        """From the placement's arrival ``at.t_recv``: (strong) the lease round trip
+        (request hop, the controller's durable commit of the grant, grant hop: what a
+        strong start costs beyond an eventual one, whose journal commits it shares), the
+        input transfer, execution; the end is scheduled."""
         tt = self.types[task.tt]
         net = self.net
         ctrl = net.ctrl[g]
@@ -163,7 +165,7 @@ class Agents:
                 placed_epoch=task.epoch,
                 placed_node=self.topo.node_ids[g],
             )
-            ready = at.t_grant = net.deliver(ctrl, t_req, CONTROL_BITS)
+            ready = at.t_grant = net.deliver(ctrl, t_req + self.spec.commit_s, CONTROL_BITS)
             # a grant held by a cut can arrive after the agent's deadline for its
             # request (``agent_deadline`` from the send): expired, it may not start
             policy = self.lease_policy

@@ -182,6 +182,9 @@ class Controller:
     telemetry_s: float = 3.0  # heartbeats, link grading, table refresh, consistency samples
     max_queue_s: float = 30.0  # a task no node can take for this long fails
     lease_s: float = 30.0
+    # one durable commit of the controller's store (an fsync: cloud/store.py runs SQLite
+    # with synchronous=FULL); a lease grant is sent only once it committed (cloud/ingest.py)
+    commit_s: float = 0.0
     # the controller's [health] and [consistency] settings (cloud/config.py defaults)
     suspect_missed: int = 3  # heartbeats missed before a link is suspected
     confirm_after_s: float = 30.0  # suspected this long: failure confirmed
@@ -380,6 +383,7 @@ def _check(s: SimScenario, problems: list[Problem]) -> None:
         "need suspect_missed >= 1, confirm_after_s >= 0, link_window_s > 0",
     )
     need(c.lease_margin_s >= 0 and c.upgrade_dwell_s >= 0, "controller", "margins must be >= 0")
+    need(c.commit_s >= 0, "controller.commit_s", "must be ≥ 0")
     need(
         c.keepalive_s > 0 and 0 < c.reconnect_min_s <= c.reconnect_max_s,
         "controller",

@@ -166,6 +166,8 @@ class Inbound:
                 deadline_left_s=body.deadline_left_s,
             )
             core.event("placed", task_id, epoch=epoch, level=body.level, lease_s=body.lease_s)
+        if body.level == Level.STRONG:
+            self.scheduler.request_placed(task_id, epoch, body.lease_s)
 
     def _acted_on(self, rec: TaskRecord, epoch: int) -> bool:
         """Whether this node already holds an attempt of ``epoch`` (in the record, the

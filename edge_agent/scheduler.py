@@ -433,6 +433,19 @@ class LocalScheduler:
         self.uplink.publish("up", "lease_request", request)
         self.core.counters["lease_requests"] += 1
 
+    def request_placed(self, task_id: str, epoch: int, lease_s: float | None) -> None:
+        """Ask for a just-placed (and journaled) strong task's lease at once rather than in
+        the next start pass, which may first have to start the supervisor (about 60 ms
+        cold, on the first launch): the round trip overlaps that. Only while every queued
+        task has a slot (no more leases than slots; the pass asks for the others)."""
+        core = self.core
+        if core.draining or core.admission_stopped is not None:
+            return
+        if len(core.running) + len(core.journal.queued()) > core.cfg.executor.max_concurrent:
+            return
+        now = core.clock.mono()
+        self.request_lease(core.leases.for_start(task_id, epoch, lease_s, now), now)
+
     def renew_leases(self) -> None:
         now = self.core.clock.mono()
         for run in list(self.core.running.values()):

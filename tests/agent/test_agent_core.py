@@ -232,6 +232,33 @@ def test_strong_work_asks_for_no_more_leases_than_free_slots(tmp_path: Path) -> 
         agent.core.journal.close()
 
 
+def test_a_strong_placement_asks_for_its_lease_once_journaled_not_at_the_next_pass(
+    tmp_path: Path,
+) -> None:
+    """The request leaves as the placement is handled, after it committed (its ``placed``
+    event is in the journal), before any start pass (which may first start the supervisor):
+    the round trip overlaps that. The pass that follows does not ask again."""
+    agent = _agent(tmp_path)
+    transport = _Transport()
+    agent.uplink.transport = transport  # type: ignore[assignment]
+    try:
+        agent.handle(LinkChanged(True))
+        agent.handle(_message("cloud", "core-1", "down", "ack", Ack(heartbeat_id=None)))
+        task = {"id": "s0", "command": ["true"], "consistency": "strong"}
+        place = Place(task_id="s0", epoch=1, spec=task, level=Level.STRONG, lease_s=6.0)
+        agent.handle(_message("cloud", "core-1", "down", "place", place))
+        assert [(r.task_id, r.epoch) for r in transport.requests()] == [("s0", 1)]
+        placed = agent.core.journal.db.execute(
+            "SELECT COUNT(*) FROM events WHERE kind = 'placed' AND task_id = 's0'"
+        ).fetchone()[0]
+        assert placed == 1
+        agent.tick()
+        assert len(transport.requests()) == 1
+    finally:
+        agent.core.executor.close()
+        agent.core.journal.close()
+
+
 def test_a_frozen_agent_holds_placed_causal_work_until_the_controller_hears_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

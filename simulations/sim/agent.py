@@ -69,6 +69,8 @@ class Agents:
         self.rng = random.Random(f"{seed}:retry")
         #: per node with an executor limit, when each busy slot frees (a heap)
         self.busy: list[list[float]] = [[] for _ in range(topo.count)]
+        #: per node, when its agent's task supervisor is up (None: not started yet)
+        self.supervisor_up: list[float | None] = [None] * topo.count
         self.submit: Callable[[Task, float], None] = lambda task, t: None
         self.ended: Callable[[Attempt], None] = lambda at: None
         #: an attempt gave its resources back
@@ -257,6 +259,11 @@ class Agents:
         the agent queues what it cannot run yet): where it stops (crash, fence,
         failure) and when its report and result arrive."""
         topo = self.topo
+        if topo.supervisor_start_s[g]:
+            up = self.supervisor_up[g]
+            if up is None:  # the first launch starts it, from the placement's arrival on
+                up = self.supervisor_up[g] = at.t_recv + topo.supervisor_start_s[g]
+            start = max(start, up)
         slots, busy = topo.slots[g], self.busy[g]
         if slots:
             while busy and busy[0] <= start:

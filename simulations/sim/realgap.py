@@ -8,6 +8,7 @@ the simulator sees the very tasks, sleeps and faults the real processes see:
   testbed posts to the controller's API); each agent is a node of its tier;
   every hop is a loopback hop (``LOOPBACK_MS``) and an execution costs a process
   start (``PROCESS_START_S``) plus its ``--sleep-ms`` (1 MI = 1 ms at 1000 MIPS);
+  an agent's first execution also waits for its supervisor (``SUPERVISOR_START_S``);
   a strong start waits for the lease round trip: request hop, the controller's
   durable commit of the grant (``COMMIT_S``), grant hop;
 - faults: ``partition``/``flap`` of an agent → outages of that agent's own uplink
@@ -61,6 +62,7 @@ __all__ = [
     "COMMIT_S",
     "LOOPBACK_MS",
     "PROCESS_START_S",
+    "SUPERVISOR_START_S",
     "SimRun",
     "compare",
     "main",
@@ -71,6 +73,10 @@ __all__ = [
 LOOPBACK_MS = 2.0
 #: Starting the ledger task's interpreter for one execution.
 PROCESS_START_S = 0.08
+#: The agent starts its task supervisor (a Python interpreter) on its first launch and
+#: that launch waits for it: 44-83 ms from spawn to its hello, median 59, over 8 starts
+#: on this machine at a load of 5.3 (2026-12-02).
+SUPERVISOR_START_S = 0.06
 #: One durable commit of the controller's store before a lease grant leaves it: one fsync
 #: of SQLite's WAL (``synchronous=FULL``), about 4 ms a write + fsync of 4 KiB on this
 #: machine's disk (median of 30, 0.6-8 ms, 2026-12-02).
@@ -172,6 +178,7 @@ def to_sim(
             mips=1000.0,
             memory_mb=float(first.memory_mb),
             start_s=PROCESS_START_S,
+            supervisor_start_s=SUPERVISOR_START_S,
             slots=agent.executor.max_concurrent,
         )
 
@@ -332,6 +339,7 @@ class SimRun:
                 "loopback_ms": LOOPBACK_MS,
                 "process_start_s": PROCESS_START_S,
                 "commit_s": COMMIT_S,
+                "supervisor_start_s": SUPERVISOR_START_S,
                 "keepalive_s": sc.controller.keepalive_s,
                 "reconnect_s": [sc.controller.reconnect_min_s, sc.controller.reconnect_max_s],
                 "antientropy_s": sc.controller.antientropy_s,

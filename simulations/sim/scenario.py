@@ -63,6 +63,9 @@ class NodeClass:
     mtbf_s: float = 0.0  # node crashes; 0 = never
     mttr_s: float = 60.0
     start_s: float = 0.0  # fixed cost of starting an execution (process spawn)
+    # the node's first execution also waits for the agent to start its task supervisor
+    # (edge_agent/supervisor_link.py: on the first launch, from the placement's arrival)
+    supervisor_start_s: float = 0.0
     slots: int = 0  # executions at once (the agent's executor.max_concurrent); 0 = as cpus allow
     compute_share: float = 1.0  # devices only: share that execute tasks
     battery: bool = False
@@ -342,6 +345,7 @@ def _check(s: SimScenario, problems: list[Problem]) -> None:
         need(nc.mtbf_s >= 0 and nc.mttr_s > 0, f"topology.{tier}", "need mtbf_s ≥ 0, mttr_s > 0")
         need(0 <= nc.compute_share <= 1, f"topology.{tier}.compute_share", "must be in [0, 1]")
         need(nc.start_s >= 0, f"topology.{tier}.start_s", "must be ≥ 0")
+        need(nc.supervisor_start_s >= 0, f"topology.{tier}.supervisor_start_s", "must be ≥ 0")
     for name in ("access", "metro", "wan", "lan"):
         lc: LinkClass = getattr(s.links, name)
         need(lc.latency_ms >= 0 and lc.jitter_ms >= 0, f"links.{name}", "latencies must be ≥ 0")

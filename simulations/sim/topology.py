@@ -50,6 +50,7 @@ class Topology:
         self.mem = np.array([n.cls.memory_mb for n in nodes], dtype=np.float64)
         self.mips = [n.cls.mips for n in nodes]
         self.start_s = [n.cls.start_s for n in nodes]
+        self.supervisor_start_s = [n.cls.supervisor_start_s for n in nodes]
         self.slots = [n.cls.slots for n in nodes]  # 0: no executor limit beyond the cpus
         self.cpu_free = self.cpus.copy()
         self.mem_free = self.mem.copy()

@@ -13,8 +13,15 @@ spends as much time per message as the ingest does (bench_ingest, py-spy):
   queues itself needs no wake-up: that thread writes what is queued before it
   selects again. Packets queued by other threads (our publishes) still wake it.
 
-Both touch paho internals (``_sock_recv``, ``_sock_close``, ``_packet_queue``,
-``_sockpairW``, ``_thread``) of the 2.x line pinned in pyproject.toml;
+- **Decoding**: under MQTT 5 paho builds a ``Properties`` object for every
+  ``PUBLISH`` (about a tenth of the controller's time holding the GIL under ingest,
+  py-spy ``--gil``). A QoS 1 ``PUBLISH`` whose property section is empty (every node
+  message) is decoded here into the same ``MQTTMessage``, ``properties`` ``None``, and
+  acknowledged as paho does; any other packet, or with paho's logging on, goes to paho.
+
+All touch paho internals (``_sock_recv``, ``_sock_close``, ``_packet_queue``,
+``_sockpairW``, ``_thread``, ``_in_packet``, ``_handle_publish``, ``_handle_on_message``,
+``_send_puback``, ``_manual_ack``, ``_logger``) of the 2.x line pinned in pyproject.toml;
 tests/cloud/test_controller_broker.py runs the controller's transport on a real broker.
 """
 
@@ -72,3 +79,28 @@ class Client(mqtt.Client):
             return super()._packet_queue(command, packet, mid, qos, info)
         finally:
             self._sockpairW = wake
+
+    def _handle_publish(self) -> MQTTErrorCode:
+        header, packet = self._in_packet["command"], self._in_packet["packet"]
+        plain = (
+            header & 0x06 == 0x02  # QoS 1
+            and self._protocol == mqtt.MQTTv5
+            and not self._manual_ack
+            and self.on_log is None
+            and self._logger is None
+        )
+        if plain and len(packet) >= 2:
+            props = 4 + int.from_bytes(packet[:2], "big")  # topic length, topic, packet id
+            plain = len(packet) > props and packet[props] == 0  # no properties
+        if not plain:
+            return super()._handle_publish()  # paho decodes, checks and logs it
+        message = mqtt.MQTTMessage(
+            mid=int.from_bytes(packet[props - 2 : props], "big"), topic=bytes(packet[2 : props - 2])
+        )
+        message.dup = bool(header & 0x08)
+        message.qos = 1
+        message.retain = bool(header & 0x01)
+        message.payload = bytes(packet[props + 1 :])
+        message.timestamp = mqtt.time_func()
+        self._handle_on_message(message)
+        return self._send_puback(message.mid)

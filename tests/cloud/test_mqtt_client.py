@@ -10,6 +10,8 @@ import time
 
 import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from cloud.mqtt_client import READ_AHEAD, Client
 from simulations.testbed.broker import MosquittoBroker
@@ -62,3 +64,46 @@ def test_a_burst_arrives_whole_and_in_order(mosquitto: MosquittoBroker) -> None:
         for client in (pub, sub):
             client.disconnect()
             client.loop_stop()
+
+
+def test_publishes_with_and_without_properties_keep_their_fields(
+    mosquitto: MosquittoBroker,
+) -> None:
+    """QoS 1 without properties is decoded by ``Client._handle_publish`` itself; with
+    properties, or QoS 0, paho decodes it: each arrives with its topic, QoS, payload and
+    properties, and the QoS 1 ones are acknowledged (the broker sends the next)."""
+    got: list[mqtt.MQTTMessage] = []
+    done = threading.Event()
+    sub = Client(mqtt.CallbackAPIVersion.VERSION2, client_id="sub2", protocol=mqtt.MQTTv5)
+
+    def on_message(_c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
+        got.append(msg)
+        if len(got) == 4:
+            done.set()
+
+    sub.on_message = on_message
+    _connected(sub, mosquitto.port, "fields/#")
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="pub2", protocol=mqtt.MQTTv5)
+    _connected(pub, mosquitto.port)
+    props = Properties(PacketTypes.PUBLISH)
+    props.UserProperty = ("k", "v")
+    try:
+        pub.publish("fields/plain", b"one", qos=1)
+        pub.publish("fields/props", b"two", qos=1, properties=props)
+        pub.publish("fields/q0", b"three", qos=0)
+        pub.publish("fields/plain/empty", b"", qos=1)
+        assert done.wait(60), f"{len(got)} of 4 arrived"
+    finally:
+        for client in (pub, sub):
+            client.disconnect()
+            client.loop_stop()
+    by_topic = {m.topic: m for m in got}
+    assert {t: (m.qos, m.payload) for t, m in by_topic.items()} == {
+        "fields/plain": (1, b"one"),
+        "fields/props": (1, b"two"),
+        "fields/q0": (0, b"three"),
+        "fields/plain/empty": (1, b""),
+    }
+    assert by_topic["fields/plain"].properties is None
+    assert by_topic["fields/props"].properties.UserProperty == [("k", "v")]
+    assert all(not m.retain and not m.dup and m.mid for m in got if m.qos == 1)

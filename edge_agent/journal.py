@@ -341,6 +341,10 @@ class Journal:
         """Whether anything waits in the queue (without reading it all)."""
         return self.db.execute("SELECT 1 FROM queue LIMIT 1").fetchone() is not None
 
+    def queued_count(self) -> int:
+        """How many rows wait in the queue (without reading them)."""
+        return int(self.db.execute("SELECT COUNT(*) FROM queue").fetchone()[0])
+
     def queued(self) -> list[QueuedRow]:
         """Every queued row. The scheduler reads the queue on each pass, so this avoids the
         per-row dict of :meth:`_rows` and decodes ``inputs`` only where a row has some

@@ -441,7 +441,7 @@ class LocalScheduler:
         core = self.core
         if core.draining or core.admission_stopped is not None:
             return
-        if len(core.running) + len(core.journal.queued()) > core.cfg.executor.max_concurrent:
+        if len(core.running) + core.journal.queued_count() > core.cfg.executor.max_concurrent:
             return
         now = core.clock.mono()
         self.request_lease(core.leases.for_start(task_id, epoch, lease_s, now), now)

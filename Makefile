@@ -45,10 +45,11 @@ demo: $(STAMP) mosquitto
 	rm -rf runs/demo
 	$(VENV)/bin/continuum testbed run partition-basic --agents 3 --out runs/demo
 
-# The testbed's goals over many runs (not part of `make test`; hours at the defaults):
-# the demo 10 times per broker, every shipped scenario with leases of 3-6 s, `random` over
-# 20 seeds, with 5 % of PUBLISH packets lost/doubled/delayed on every link. Summary in
-# runs/soak/<time>/summary.md. E.g. make soak SOAK_ARGS="--demo 3 --seeds 5 --budget-min 60"
+# The testbed's goals over many runs (not part of `make test`; 80 runs, about 75 minutes at
+# the defaults on 2 cores): the demo 10 times per broker, every shipped scenario with leases
+# of 3-6 s, `random` over 20 seeds, with 5 % of PUBLISH packets lost/doubled/delayed on every
+# link. Summary in runs/soak/<time>/summary.md. E.g. make soak SOAK_ARGS="--demo 3 --seeds 5"
+# or SOAK_ARGS="--only frozen-agent,random --seeds 3" (docs/testbed.md, Soak).
 SOAK_ARGS ?=
 soak: $(STAMP) mosquitto
 	$(PY) -m simulations.testbed.soak $(SOAK_ARGS)

@@ -40,6 +40,8 @@ REFRESH_S = 60.0
 #: How often the task processes' CPU time is read (seconds): a walk of the process table
 #: (about a millisecond per hundred processes), not once per scheduling pass.
 OWN_EVERY_S = 1.0
+#: The shortest window over which the host's CPU share is read (``Sampler._cpu_pct``).
+CPU_WINDOW_S = 0.5
 #: A move of at least this many points (of the one-minute average, where there is one) is
 #: reported at once.
 _POINTS = {"cpu_pct": 10.0, "memory_pct": 5.0, "battery_pct": 5.0}
@@ -188,11 +190,23 @@ class Sampler:
     _avg: dict[str, dict[str, float]] = field(default_factory=dict)
     _last: float | None = None
     _own: OwnUsage | None = None
+    _cpu: tuple[float, float] | None = None  # (when read, cpu_pct): see CPU_WINDOW_S
 
     def __post_init__(self) -> None:
         psutil.cpu_percent(None)  # prime: the first call always returns 0.0
         if self.tasks_root is not None:
             self._own = OwnUsage(self.tasks_root)
+
+    def _cpu_pct(self, now: float) -> float:
+        """psutil's CPU share since its previous read; read again only after
+        :data:`CPU_WINDOW_S`. Two reads a few milliseconds apart (two scheduling passes in a
+        burst) give psutil's meaningless 0.0, which made admission depend on tick timing:
+        an agent whose passes came close together saw an idle host however busy it was."""
+        if self._cpu is not None and now - self._cpu[0] < CPU_WINDOW_S:
+            return self._cpu[1]
+        value = float(psutil.cpu_percent(None))
+        self._cpu = (now, value)
+        return value
 
     def sample(self, now: float) -> dict[str, Any]:
         mem = psutil.virtual_memory()
@@ -200,7 +214,7 @@ class Sampler:
         load = os.getloadavg()
         values = {
             "cpus": psutil.cpu_count() or 1,
-            "cpu_pct": psutil.cpu_percent(None),
+            "cpu_pct": self._cpu_pct(now),
             "memory_pct": mem.percent,
             "memory_free_mb": mem.available / 2**20,
             "disk_free_mb": disk.free / 2**20,

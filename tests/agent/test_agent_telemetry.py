@@ -14,10 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from agent_harness import wait_until
 from hypothesis import given
 from hypothesis import strategies as st
 
+from edge_agent import telemetry
 from edge_agent.telemetry import REFRESH_S, Sampler, rounded, worth_reporting
 
 
@@ -123,3 +125,16 @@ def test_own_usage_is_unknown_without_a_live_root(tmp_path: Path) -> None:
         pid = root.pid
     gone = Sampler(tmp_path, tasks_root=lambda: pid)
     assert "own_cpu" not in gone.sample(0.0) and "own_cpu" not in gone.sample(5.0)
+
+
+def test_the_cpu_share_is_read_over_a_window_not_per_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two passes milliseconds apart must not read psutil twice: its second answer would be
+    the meaningless 0.0 of an empty interval (an idle host for admission)."""
+    reads = iter([0.0, 97.0, 12.0])  # the prime, then two real reads
+    monkeypatch.setattr(telemetry.psutil, "cpu_percent", lambda interval=None: next(reads))
+    sampler = telemetry.Sampler(tmp_path)
+    assert sampler.sample(100.0)["cpu_pct"] == 97.0
+    assert sampler.sample(100.0 + telemetry.CPU_WINDOW_S / 10)["cpu_pct"] == 97.0
+    assert sampler.sample(100.0 + telemetry.CPU_WINDOW_S)["cpu_pct"] == 12.0

@@ -181,6 +181,12 @@ class Supervisor:
             run_fd = _safefs.open_dir(run_dir)
             try:
                 attempt.work_fd = _safefs.open_dir(WORK, dir_fd=run_fd)
+                if attempt.cgroup is not None:
+                    # Named before the task exists: a task that kills us before the write
+                    # below still leaves the agent the cgroup to end its tree with.
+                    info = json.dumps({**attempt.started_info(), "pid": None, "pgid": None})
+                    with contextlib.suppress(OSError):
+                        _safefs.write_file_at(run_fd, "started.json", info.encode(), sync=False)
                 attempt.pid, out, err, exec_fd = _tasktree.spawn(
                     spec, attempt.work_fd, attempt.ids, attempt.cgroup
                 )

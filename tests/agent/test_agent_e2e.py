@@ -7,6 +7,7 @@ in-memory pair with a real controller: ``tests/pair``. Each test stays within ~2
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -213,8 +214,11 @@ def test_restart_fails_lost_attempts_and_reruns_idempotent_ones(
     # The whole attempt dies with the agent (watchdog and task): a power cut, say.
     (watchdog_pid,) = (r[0] for r in agent.query("SELECT watchdog_pid FROM processes"))
     (started,) = agent.state_dir.glob("runs/*/started.json")
-    os.killpg(int(json.loads(started.read_text())["pgid"]), signal.SIGKILL)
+    # The supervisor first: killed second, it could see its task die and keep that outcome
+    # (exit by SIGKILL) for the restarted agent, which is not what a power cut leaves.
     os.kill(watchdog_pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):  # PR_SET_PDEATHSIG may have ended it
+        os.killpg(int(json.loads(started.read_text())["pgid"]), signal.SIGKILL)
     agent.start()
     wait_until(lambda: cloud.status("t-lost") == "succeeded", 15, "the idempotent re-run")
     rec = cloud.record("t-lost")

@@ -2,7 +2,7 @@
 
 A spec is validated once, at the edge of the system (CLI, REST API, local agent
 API), into a :class:`TaskSpec` or :class:`WorkflowSpec`; everything downstream
-trusts its canonical dict (``to_dict()``, CONTRACTS §1). Bad input raises one
+trusts its canonical dict (``to_dict()``, docs/task-spec.md). Bad input raises one
 :class:`~shared.errors.ValidationError` listing every problem with its path.
 :class:`Fields` is the validating reader the parsers use; config files and wire
 bodies use it too; :func:`read_settings` builds a config file's frozen dataclasses with it.

@@ -3,7 +3,7 @@
 ``parse_task_spec`` turns a dict loaded from TOML or JSON into a frozen
 :class:`TaskSpec`, or raises one :class:`~shared.errors.ValidationError` that
 lists every problem with its field path. ``TaskSpec.to_dict()`` gives the
-canonical dict of CONTRACTS §1 (every key present, defaults filled): that dict
+canonical dict of docs/task-spec.md (every key present, defaults filled): that dict
 is what the CRDT stores verbatim and what ``place`` messages carry, so
 ``parse_task_spec(spec.to_dict()) == spec`` must hold exactly.
 
@@ -74,7 +74,7 @@ MAX_DATA_SIZE_MB: Final = 1e9
 #: The wire spelling of an adaptive consistency level.
 ADAPTIVE: Final = "adaptive"
 
-#: Environment names the agent sets itself (CONTRACTS §7); a spec may not override them.
+#: Environment names the agent sets itself (docs/agent.md); a spec may not override them.
 RESERVED_ENV: Final = frozenset(
     {
         "CONTINUUM_TASK_ID",
@@ -244,7 +244,7 @@ class TaskSpec:
     workflow: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The canonical dict of CONTRACTS §1 (fresh containers; safe to mutate)."""
+        """The canonical dict of docs/task-spec.md (fresh containers; safe to mutate)."""
         return {
             "id": self.id,
             "name": self.name,

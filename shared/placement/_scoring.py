@@ -67,9 +67,8 @@ MODE_TIERS: dict[PlacementMode, frozenset[Tier]] = {
     PlacementMode.ADAPTIVE: frozenset(Tier),
 }
 
-# Tier factors from the seed's data-aware placement score (seed001-a §E6), mapped
-# onto Continuum's four tiers (EdgeDevice -> device, EdgeCloud -> edge; the seed's
-# LocalDevice has no counterpart). Unlike the seed, they are blended per task by
+# Tier factors of a data-aware placement score (docs/placement.md), one per tier of
+# Continuum's. They are blended per task by
 # its latency sensitivity and compute weight instead of added unnormalised.
 COMPUTE_FIT: dict[Tier, float] = {
     Tier.DEVICE: 0.3,
@@ -96,8 +95,8 @@ TINY = 1e-12
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Weights:
-    """Weight of each term (non-negative). Defaults follow the seed's executor
-    selection (best fit 0.4, success 0.2, load 0.2; seed001-b §A6) with the
+    """Weight of each term (non-negative). Defaults follow a classic executor
+    selection (best fit 0.4, success 0.2, load 0.2; docs/placement.md) with the
     continuum terms added at comparable strength."""
 
     fit: float = 0.4
@@ -142,7 +141,7 @@ def fit_term(
 ) -> FloatArray:
     """Best fit: mean over the demanded dimensions of need / free (1 = fills the node).
 
-    As the seed's tightness ``1 / (1 + (free - need) / need)``, which is need / free.
+    As the tightness ``1 / (1 + (free - need) / need)``, which is need / free.
     ``count`` is the number of dimensions with need > 0 (at least 1). Broadcasts like
     ``first_exhausted``; the operation order is fixed so every path gets the same bits.
     """

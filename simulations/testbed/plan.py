@@ -153,7 +153,7 @@ def task_body(
     depends_on: list[str] | None = None,
     output: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A task submission body (canonical spec fields, CONTRACTS §1). ``command``
+    """A task submission body (canonical spec fields, docs/task-spec.md). ``command``
     holds only the ledger task's arguments; the runner prefixes the interpreter
     and script path and adds the ledger env."""
     fail = rng.random() < mix.fail_rate

@@ -22,6 +22,7 @@ from shared.decisions import (
     Trigger,
     TriggerFacts,
     agent_retries,
+    drain_move,
     fired_triggers,
     holder_stopped,
     movable,
@@ -64,6 +65,37 @@ def test_non_idempotent_work_is_never_hedged_by_a_policy_move() -> None:
     assert not trigger_move(
         facts(node_triggers=(OVERLOAD,), overload_budget=1, movability=eventual), now=100
     ).move
+
+
+@given(
+    level=st.sampled_from([Level.CAUSAL, Level.EVENTUAL]),
+    started=st.booleans(),
+    epoch=st.integers(1, 3),
+    lease_epoch=st.one_of(st.none(), st.integers(1, 3)),
+    until=st.floats(0, 100),
+    now=st.floats(0, 100),
+)
+def test_no_move_hedges_non_idempotent_work(
+    level: Level, started: bool, epoch: int, lease_epoch: int | None, until: float, now: float
+) -> None:
+    # neither a policy move nor a drain re-places non-idempotent work whose attempt
+    # was heard started: a second run of its side effect is harm, not a hedge
+    held = None if lease_epoch is None else lease(lease_epoch, until=until)
+    work = Movability(level=level, epoch=epoch, started=started, lease=held)
+    assert not movable(work, now=now).move
+    drained = drain_move(work, node_id="a", now=now)
+    if started:
+        assert not drained.move and drained.later  # a live lease of the epoch holds it too
+    if drained.move:  # only before it started, and the old node is told (superseded)
+        assert not started and drained.exclude == ("a",)
+
+
+def test_drain_hedges_idempotent_eventual_work_only() -> None:
+    running = Movability(level=Level.EVENTUAL, epoch=1, started=True)
+    d = drain_move(running, node_id="a", now=0.0)
+    assert not d.move and "not idempotent" in d.reason
+    d = drain_move(replace(running, idempotent=True), node_id="a", now=0.0)
+    assert d.move and "idempotent" in d.reason and d.exclude == ("a",)
 
 
 def test_strong_moves_only_without_a_lease_of_this_epoch() -> None:

@@ -25,7 +25,8 @@ What may move, and when (``_movement``)
 
 A node leaving on purpose (``_lifecycle``)
     ``drain_move(Movability, node_id=, now=)``: work of a draining or removed node moves
-    by its level (eventual at once, strong without a live lease, causal before it starts).
+    by its level (idempotent eventual at once, strong without a live lease, causal and
+    non-idempotent eventual before they start: non-idempotent work is never hedged).
 
 Attempts and leases (``_attempts``)
     ``running_conflicts(level, [RunningAttempt...], flagged=)``: attempts running at once

@@ -5,8 +5,11 @@ An operator drains a node (``continuum drain``) to empty it, or removes it
 then moves by its own consistency level, on a node that is still in reach (an
 unreachable node's work follows the partition rule, ``partition_move``):
 
-- ``eventual`` moves at once: a second run is a harmless hedge, and the old node
-  stops its attempt when the superseding record reaches it;
+- ``eventual`` work that is ``idempotent`` moves at once: a second run is a
+  harmless hedge, and the old node stops its attempt when the superseding record
+  reaches it; a non-idempotent one moves as ``causal`` does (below): a hedge of
+  it would run its side effect twice, so no move re-places it while its attempt
+  may be running;
 - ``strong`` moves only without a live lease (no lease for this epoch, or one
   past its deadline plus the controller's margin: its holder was fenced by then);
   the old node's attempts of the epoch are presumed lost once a lease was granted
@@ -34,10 +37,10 @@ def drain_move(facts: Movability, *, node_id: str, now: float) -> MoveDecision:
     lease = facts.lease if facts.lease is not None and facts.lease.epoch == facts.epoch else None
     if lease is not None and lease.live(now):  # any level: it may have risen to strong
         return MoveDecision.wait(f"{facts.level.value}: a live lease holds it here")
-    if facts.level is Level.EVENTUAL:
+    if facts.level is Level.EVENTUAL and facts.idempotent:
         return MoveDecision(
             move=True,
-            reason="eventual: moves at once (a stale run is a harmless hedge)",
+            reason="eventual, idempotent: moves at once (a stale run is a harmless hedge)",
             trigger=trigger,
             exclude=(node_id,),
         )
@@ -49,8 +52,10 @@ def drain_move(facts: Movability, *, node_id: str, now: float) -> MoveDecision:
             exclude=(node_id,),
             fence=lease is not None,
         )
+    # causal, and eventual work that is not idempotent: never hedged
+    kind = "causal" if facts.level is Level.CAUSAL else "eventual, not idempotent"
     if facts.started:
-        return MoveDecision.wait("causal: started here, runs to its end")
+        return MoveDecision.wait(f"{kind}: started here, runs to its end")
     return MoveDecision(
-        move=True, reason="causal: not started yet", trigger=trigger, exclude=(node_id,)
+        move=True, reason=f"{kind}: not started yet", trigger=trigger, exclude=(node_id,)
     )

@@ -22,23 +22,28 @@ from shared.decisions import Movability, drain_move
 from shared.vocab import Level
 
 
-def _all_on_n1(h: MemoryHarness, levels: dict[str, str]) -> None:
-    """n1 and n2 in pool x, every task of ``levels`` placed on n1 (n2 drained meanwhile)."""
+def _all_on_n1(
+    h: MemoryHarness, levels: dict[str, str], idempotent: frozenset[str] = frozenset()
+) -> None:
+    """n1 and n2 in pool x, every task of ``levels`` placed on n1 (n2 drained meanwhile);
+    those named in ``idempotent`` are."""
     h.node("n1", labels={"pool": "x"})
     h.node("n2", labels={"pool": "x"})
     c = h.controller
     c.set_draining("n2", True)
     for task_id, level in levels.items():
-        c.submit_task(task(task_id, level))
+        c.submit_task(task(task_id, level, idempotent=task_id in idempotent))
         h.nodes["n1"].expect("place", lambda e, t=task_id: e.body.task_id == t)
     c.set_draining("n2", False)
 
 
 def test_drain_moves_work_by_its_level_and_reports_the_node_empty(h: MemoryHarness) -> None:
-    _all_on_n1(h, {"e": "eventual", "c0": "causal", "c1": "causal", "s0": "strong", "s1": "strong"})
+    levels = {"e": "eventual", "e1": "eventual", "c0": "causal", "c1": "causal"}
+    _all_on_n1(h, {**levels, "s0": "strong", "s1": "strong"}, idempotent=frozenset({"e"}))
     n1 = h.nodes["n1"]
     c = h.controller
     n1.start("e", 1)
+    dot_e1 = n1.start("e1", 1)
     dot_c1 = n1.start("c1", 1)
     n1.request_lease("s1", 1)
     assert h.await_msg(n1, "lease_grant").body.granted
@@ -47,18 +52,21 @@ def test_drain_moves_work_by_its_level_and_reports_the_node_empty(h: MemoryHarne
 
     assert c.set_draining("n1", True)["drained"] is False
     h.tick(STEP)
-    # eventual at once (started or not), causal not started, strong without a lease
+    # idempotent eventual at once (started or not), causal not started, strong without a lease
     for moved in ("e", "c0", "s0"):
         assert placed(h, moved) == ("n2", 2), moved
-    # a started causal task and a strong one under a live lease stay
-    assert placed(h, "c1") == ("n1", 1) and placed(h, "s1") == ("n1", 1)
+    # a started causal task, a started eventual one that is not idempotent (never
+    # hedged) and a strong one under a live lease stay
+    for stays in ("c1", "e1", "s1"):
+        assert placed(h, stays) == ("n1", 1), stays
     # the old node learns its placement of e was superseded
     assert n1.received("deltas", lambda env: any(r.task_id == "e" for r in env.body.records))
     node = c.get_node("n1")
-    assert node["draining"] and not node["drained"] and node["tasks"] == ["c1", "s1"]
+    assert node["draining"] and not node["drained"] and node["tasks"] == ["c1", "e1", "s1"]
     assert not h.events(kind="drained")
 
     n1.finish("c1", dot_c1)
+    n1.finish("e1", dot_e1)
     n1.finish("s1", dot_s1)
     h.await_msg(n1, "ack", lambda e: e.body.up_to_seq == n1.seq)
     h.keep_alive("n1", "n2")
@@ -72,12 +80,18 @@ def test_drain_moves_work_by_its_level_and_reports_the_node_empty(h: MemoryHarne
 @given(
     level=st.sampled_from(list(Level)),
     started=st.booleans(),
+    idempotent=st.booleans(),
     lease_epoch=st.one_of(st.none(), st.integers(1, 3)),
     replace_after=st.floats(0, 100),
     now=st.floats(0, 100),
 )
 def test_drain_laws(
-    level: Level, started: bool, lease_epoch: int | None, replace_after: float, now: float
+    level: Level,
+    started: bool,
+    idempotent: bool,
+    lease_epoch: int | None,
+    replace_after: float,
+    now: float,
 ) -> None:
     lease = (
         None
@@ -91,10 +105,13 @@ def test_drain_laws(
             replace_after=replace_after,
         )
     )
-    facts = Movability(level=level, epoch=2, started=started, lease=lease)
+    facts = Movability(level=level, epoch=2, started=started, lease=lease, idempotent=idempotent)
     d = drain_move(facts, node_id="n1", now=now)
     held = lease is not None and lease.epoch == 2 and lease.live(now)
-    if held or (level is Level.CAUSAL and started):
+    # a started attempt keeps causal work, and eventual work that is not idempotent
+    # (non-idempotent work is never hedged)
+    kept = level is Level.CAUSAL or (level is Level.EVENTUAL and not idempotent)
+    if held or (kept and started):
         assert not d.move and d.later  # asked again: the lease ends, the attempt ends
     else:
         assert d.move and d.exclude == ("n1",) and (d.trigger or "").startswith("drain: ")

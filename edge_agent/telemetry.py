@@ -1,4 +1,5 @@
-"""System metrics from psutil: capacity for ``hello``, samples for ``telemetry``.
+"""System metrics (read from ``/proc`` and ``/sys``, :mod:`edge_agent._procfs`): capacity for
+``hello``, samples for ``telemetry``.
 
 Averages over 1, 5 and 15 minutes are exponentially decayed like the kernel's load average, so
 they need no sample history (constant memory on a small device).
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
+from edge_agent._procfs import CpuMeter, battery_pct, descendants, memory_mb, proc_times
 
 __all__ = [
     "OWN_EVERY_S",
@@ -96,29 +97,21 @@ def worth_reporting(last: Mapping[str, Any] | None, now: Mapping[str, Any], age_
     )
 
 
-def _battery() -> float | None:
-    try:
-        battery = psutil.sensors_battery()
-    except (AttributeError, OSError, RuntimeError):
-        return None
-    return None if battery is None else float(battery.percent)
+def _disk_mb(path: Path) -> tuple[float, float]:
+    """``(total, free)`` MB of the file system holding ``path`` (free: what an unprivileged
+    user may still write)."""
+    fs = os.statvfs(path)
+    return fs.f_blocks * fs.f_frsize / 2**20, fs.f_bavail * fs.f_frsize / 2**20
 
 
 def capacity(state_dir: Path) -> dict[str, Any]:
     """What the node offers, for registration."""
     return {
-        "cpus": psutil.cpu_count() or 1,
-        "memory_mb": psutil.virtual_memory().total / 2**20,
-        "disk_mb": psutil.disk_usage(str(state_dir)).total / 2**20,
-        "battery_pct": _battery(),
+        "cpus": os.cpu_count() or 1,
+        "memory_mb": memory_mb()[0],
+        "disk_mb": _disk_mb(state_dir)[0],
+        "battery_pct": battery_pct(),
     }
-
-
-def _cpu_seconds(proc: psutil.Process) -> float:
-    """CPU time of ``proc`` and of its children it has waited for (a task's short-lived
-    helpers count as the task's)."""
-    times = proc.cpu_times()
-    return times.user + times.system + times.children_user + times.children_system
 
 
 @dataclass
@@ -126,7 +119,8 @@ class OwnUsage:
     """Cores used by the descendants of ``root()``, the supervisor's pid (0: none known).
 
     Every task process descends from the supervisor, which is their subreaper, so the sum of
-    its descendants' CPU times is what our tasks used; the supervisor itself is left out. The
+    its descendants' CPU times (each with the children it waited for: a task's short-lived
+    helpers count as the task's) is what our tasks used; the supervisor itself is left out. The
     usage is the growth of that sum between two readings at least ``every_s`` apart, per
     second; between readings the last figure stands. A process seen for the first time
     counts with its whole CPU time (it started since the last reading), one that ended
@@ -139,8 +133,8 @@ class OwnUsage:
     root: Callable[[], int]
     every_s: float = OWN_EVERY_S
     cores: float | None = None
-    _proc: psutil.Process | None = None
-    _times: dict[tuple[int, float], float] = field(default_factory=dict)
+    _root: tuple[int, int] | None = None  # (pid, start) of the root last read
+    _times: dict[tuple[int, int], float] = field(default_factory=dict)
     _at: float | None = None
 
     def measure(self, now: float) -> float | None:
@@ -159,25 +153,19 @@ class OwnUsage:
         self._times, self._at = times, now
         return self.cores
 
-    def _read(self) -> dict[tuple[int, float], float] | None:
-        """CPU seconds of each descendant, by (pid, start time); ``None`` without a root."""
+    def _read(self) -> dict[tuple[int, int], float] | None:
+        """CPU seconds of each descendant, by (pid, start time); ``None`` without a root, and
+        once when the root's pid now names another process (its descendants are not ours)."""
         pid = self.root()
-        if pid <= 0:
+        root = None if pid <= 0 else proc_times(pid)
+        if root is None:
+            self._root = None
             return None
-        try:
-            if self._proc is None or self._proc.pid != pid:
-                self._proc = psutil.Process(pid)
-            children = self._proc.children(recursive=True)  # fails on a reused pid
-        except psutil.Error:
-            self._proc = None
+        known, self._root = self._root, (pid, root.start)
+        if known is not None and known[0] == pid and known != self._root:
+            self._root = None  # a reused pid
             return None
-        times: dict[tuple[int, float], float] = {}
-        for child in children:
-            try:
-                times[(child.pid, child.create_time())] = _cpu_seconds(child)
-            except psutil.Error:  # ended meanwhile
-                continue
-        return times
+        return {(child, t.start): t.cpu_s for child, t in descendants(pid).items()}
 
 
 @dataclass
@@ -190,38 +178,38 @@ class Sampler:
     _avg: dict[str, dict[str, float]] = field(default_factory=dict)
     _last: float | None = None
     _own: OwnUsage | None = None
+    meter: CpuMeter = field(default_factory=CpuMeter)  # started (primed) with the sampler
     _cpu: tuple[float, float] | None = None  # (when read, cpu_pct): see CPU_WINDOW_S
 
     def __post_init__(self) -> None:
-        psutil.cpu_percent(None)  # prime: the first call always returns 0.0
         if self.tasks_root is not None:
             self._own = OwnUsage(self.tasks_root)
 
     def _cpu_pct(self, now: float) -> float:
-        """psutil's CPU share since its previous read; read again only after
+        """The host's CPU share since the previous read; read again only after
         :data:`CPU_WINDOW_S`. Two reads a few milliseconds apart (two scheduling passes in a
-        burst) give psutil's meaningless 0.0, which made admission depend on tick timing:
-        an agent whose passes came close together saw an idle host however busy it was."""
+        burst) give the meaningless 0.0 of an empty interval, which made admission depend on
+        tick timing: an agent whose passes came close together saw an idle host however
+        busy it was."""
         if self._cpu is not None and now - self._cpu[0] < CPU_WINDOW_S:
             return self._cpu[1]
-        value = float(psutil.cpu_percent(None))
+        value = self.meter.percent()
         self._cpu = (now, value)
         return value
 
     def sample(self, now: float) -> dict[str, Any]:
-        mem = psutil.virtual_memory()
-        disk = psutil.disk_usage(str(self.state_dir))
+        total_mb, available_mb = memory_mb()
         load = os.getloadavg()
         values = {
-            "cpus": psutil.cpu_count() or 1,
+            "cpus": os.cpu_count() or 1,
             "cpu_pct": self._cpu_pct(now),
-            "memory_pct": mem.percent,
-            "memory_free_mb": mem.available / 2**20,
-            "disk_free_mb": disk.free / 2**20,
+            "memory_pct": 100.0 * (total_mb - available_mb) / total_mb,
+            "memory_free_mb": available_mb,
+            "disk_free_mb": _disk_mb(self.state_dir)[1],
             "load1": load[0],
             "load5": load[1],
             "load15": load[2],
-            "battery_pct": _battery(),
+            "battery_pct": battery_pct(),
         }
         dt = 0.0 if self._last is None else max(0.0, now - self._last)
         self._last = now

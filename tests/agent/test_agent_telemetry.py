@@ -19,7 +19,7 @@ from agent_harness import wait_until
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge_agent import telemetry
+from edge_agent import _procfs, telemetry
 from edge_agent.telemetry import REFRESH_S, Sampler, rounded, worth_reporting
 
 
@@ -127,14 +127,83 @@ def test_own_usage_is_unknown_without_a_live_root(tmp_path: Path) -> None:
     assert "own_cpu" not in gone.sample(0.0) and "own_cpu" not in gone.sample(5.0)
 
 
-def test_the_cpu_share_is_read_over_a_window_not_per_pass(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Two passes milliseconds apart must not read psutil twice: its second answer would be
-    the meaningless 0.0 of an empty interval (an idle host for admission)."""
-    reads = iter([0.0, 97.0, 12.0])  # the prime, then two real reads
-    monkeypatch.setattr(telemetry.psutil, "cpu_percent", lambda interval=None: next(reads))
-    sampler = telemetry.Sampler(tmp_path)
+class _ScriptedMeter:
+    """The host's CPU share as a script of readings (the input, not the part under test)."""
+
+    def __init__(self, *reads: float) -> None:
+        self.reads = iter(reads)
+
+    def percent(self) -> float:
+        return next(self.reads)
+
+
+def test_the_cpu_share_is_read_over_a_window_not_per_pass(tmp_path: Path) -> None:
+    """Two passes milliseconds apart must not read the share twice: the second answer would
+    be the meaningless 0.0 of an empty interval (an idle host for admission)."""
+    sampler = telemetry.Sampler(tmp_path, meter=_ScriptedMeter(97.0, 12.0))  # type: ignore[arg-type]
     assert sampler.sample(100.0)["cpu_pct"] == 97.0
     assert sampler.sample(100.0 + telemetry.CPU_WINDOW_S / 10)["cpu_pct"] == 97.0
     assert sampler.sample(100.0 + telemetry.CPU_WINDOW_S)["cpu_pct"] == 12.0
+
+
+# ---------------------------------------------------------------- /proc and /sys
+
+
+def test_a_burning_process_shows_in_the_host_cpu_share_and_its_times() -> None:
+    meter = _procfs.CpuMeter()
+    with _tasks(_BURN) as root:
+        (pid, before), *_ = _procfs.descendants(root.pid).items()
+        assert before.ppid == root.pid and _procfs.proc_times(pid) is not None
+        wait_until(lambda: _cpu_s(pid) >= before.cpu_s + 0.2, 60.0, "the burner's CPU time")
+    assert 0.0 < meter.percent() <= 100.0  # it burnt on this host in between
+    assert _procfs.proc_times(root.pid) is None  # killed and reaped (by us)
+
+
+def _cpu_s(pid: int) -> float:
+    times = _procfs.proc_times(pid)
+    return 0.0 if times is None else times.cpu_s
+
+
+def test_descendants_are_the_whole_tree_below_the_root_only() -> None:
+    with _tasks(_SLEEP) as root:
+        below = _procfs.descendants(root.pid)
+        assert len(below) == 1 and root.pid not in below
+        assert _procfs.descendants(next(iter(below))) == {}
+        assert root.pid in _procfs.descendants(os.getpid())
+
+
+def test_memory_is_the_kernels_total_and_available() -> None:
+    total, available = _procfs.memory_mb()
+    assert 0 < available <= total
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({}, None),
+        ({"AC/online": "1"}, None),
+        ({"BAT0/capacity": "81"}, 81.0),
+        ({"BAT1/energy_now": "30", "BAT1/energy_full": "40", "BAT1/capacity": "1"}, 75.0),
+        ({"BAT0/charge_now": "0", "BAT0/charge_full": "40"}, 0.0),
+        ({"BAT0/charge_now": "5", "BAT0/charge_full": "10", "BAT9/capacity": "3"}, 50.0),
+        ({"BAT0/status": "Unknown"}, None),
+    ],
+)
+def test_the_battery_is_the_first_one_sys_shows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, files: dict[str, str], expected: float | None
+) -> None:
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(text + "\n")
+    monkeypatch.setattr(_procfs, "_POWER_SUPPLY", tmp_path)
+    assert _procfs.battery_pct() == expected
+    monkeypatch.setattr(_procfs, "_POWER_SUPPLY", tmp_path / "absent")
+    assert _procfs.battery_pct() is None
+
+
+def test_the_agent_imports_no_psutil() -> None:
+    """The reads psutil would make are made directly: importing it cost an idle agent ~0.8 MB
+    (docs/agent.md, "Footprint")."""
+    code = "import sys, edge_agent.agent, edge_agent.cli; print('psutil' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

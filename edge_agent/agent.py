@@ -28,6 +28,7 @@ from edge_agent.api import LocalApi
 from edge_agent.clock import Clock, SystemClock
 from edge_agent.config import AgentConfig, bind_address
 from edge_agent.core import Core
+from edge_agent.executor import Launch, Outcome
 from edge_agent.inbound import Inbound
 from edge_agent.inbox import (
     ApiCall,
@@ -38,7 +39,7 @@ from edge_agent.inbox import (
     TasksReported,
 )
 from edge_agent.recovery import recover
-from edge_agent.scheduler import LocalScheduler
+from edge_agent.scheduler import Ended, LocalScheduler
 from edge_agent.telemetry import Sampler
 from edge_agent.transport import Transport
 from edge_agent.uplink import Uplink
@@ -308,7 +309,8 @@ class Agent:
                 pass
 
     def _submit_burst(self, first: ApiCall) -> None:
-        """Local submissions queued together share one transaction (one fsync): each is
+        """Local submissions queued together share one transaction (one fsync) with the
+        pass that journals what ended and starts what may start (``settle``): each is
         answered only once it has committed, or with an error if it did not."""
         calls = [first]
         while len(calls) < _BURST:
@@ -320,14 +322,32 @@ class Agent:
                 self._held = event  # handled next, in order
                 break
             calls.append(event)
-        answers = self.core.safely(self._submit_all, calls) or []
+        answers: list[tuple[int, object]] = []
+        then = self.core.safely(self._submit_all, calls, answers)
         for call, answer in itertools.zip_longest(calls, answers[: len(calls)]):
             call.result = answer if answer is not None else (500, {"error": "internal"})
             call.done.set()
+        if then is not None:  # answered first: the clients' next requests overlap the launches
+            self.core.safely(self.scheduler.carry_out, *then)
 
-    def _submit_all(self, calls: list[ApiCall]) -> list[tuple[int, object]]:
-        with self.core.txn():
-            return [self._on_api(call.method, call.path, call.body) for call in calls]
+    def _submit_all(
+        self, calls: list[ApiCall], answers: list[tuple[int, object]]
+    ) -> tuple[list[Outcome], list[Ended], list[Launch]]:
+        """Journal ``calls`` and a scheduling pass in one transaction; ``answers`` stays
+        empty unless it committed. What the pass ended and starts is carried out after."""
+
+        def submit() -> None:
+            answers.extend(self._on_api(call.method, call.path, call.body) for call in calls)
+
+        outcomes = self.core.executor.poll()
+        try:
+            ended, launches = self.scheduler.journal_pass(
+                outcomes, start=self._starting(), first=submit
+            )
+        except BaseException:
+            answers.clear()
+            raise
+        return outcomes, ended, launches
 
     def _on_api(self, method: str, path: str, body: bytes) -> tuple[int, object]:
         from edge_agent.localapi import route
@@ -346,8 +366,7 @@ class Agent:
         and the slow housekeeping timers."""
         core, scheduler = self.core, self.scheduler
         # Outcomes and starts in one transaction: a slot is reused as soon as it is freed.
-        starting = not core.draining and core.admission_stopped is None
-        core.safely(scheduler.settle, core.executor.poll(), start=starting)
+        core.safely(scheduler.settle, core.executor.poll(), start=self._starting())
         self._update_connectivity()
         core.safely(self.uplink.tick)
         scheduler.renew_leases()
@@ -362,6 +381,9 @@ class Agent:
         retain = self.cfg.autonomy.retain_finished_s
         if retain > 0 and self._due("retain", min(600.0, max(1.0, retain / 2)), now):
             core.safely(scheduler.forget_finished, retain)
+
+    def _starting(self) -> bool:
+        return not self.core.draining and self.core.admission_stopped is None
 
     def _probe_journal(self) -> None:
         """While admission is stopped, try one small write now and then; resume when it works."""

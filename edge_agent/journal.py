@@ -36,9 +36,11 @@ import json
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+
+from edge_agent.runqueue import RunQueue
 
 __all__ = ["Journal", "JournalError", "ProcessRow", "QueuedRow"]
 
@@ -132,6 +134,9 @@ class Journal:
         self.db.executescript(_SCHEMA)
         self._depth = 0
         self._acked = 0  # an outbox ack not yet deleted (see ack())
+        # The queue table in memory, for the scheduler's passes: every write below goes to
+        # the table first, then here; a rollback rebuilds it from the table.
+        self.runq = RunQueue(self._read_queue())
 
     def close(self) -> None:
         self.db.close()
@@ -159,6 +164,7 @@ class Journal:
                 yield self
             except BaseException:
                 self.db.execute("ROLLBACK")
+                self._reload_queue()
                 raise
             if self.db.total_changes != changes:  # synced anyway: the pending ack rides along
                 self._delete_acked()
@@ -166,9 +172,20 @@ class Journal:
         except sqlite3.Error as exc:
             if self.db.in_transaction:
                 self.db.rollback()
+                self._reload_queue()
             raise JournalError(f"journal write failed: {exc}") from exc
         finally:
             self._depth = 0
+
+    def _reload_queue(self) -> None:
+        """After a rollback: the index holds what the table holds again. A table that cannot
+        be read leaves it as it was (the agent has stopped admitting work by then, and a
+        queued row whose record was rolled back is skipped: it has no record)."""
+        try:
+            rows = self._read_queue()
+        except sqlite3.Error:
+            return
+        self.runq.reset(rows)
 
     def _replace(self, table: str, row: dict[str, Any]) -> None:
         cols = ", ".join(row)
@@ -316,8 +333,10 @@ class Journal:
         )
 
     # queue ---------------------------------------------------------------------------
+    # Each write goes to the table, then (once the statement succeeded) to ``runq``.
     def put_queued(self, row: QueuedRow) -> None:
         self._replace("queue", row.to_row())
+        self.runq.put(row)
 
     def remove_queued(self, task_id: str, *, epoch: int | None = None) -> None:
         """Drop the task's queued entry (only if it is for ``epoch``, when given)."""
@@ -325,30 +344,37 @@ class Journal:
             self.db.execute("DELETE FROM queue WHERE task_id = ?", [task_id])
         else:
             self.db.execute("DELETE FROM queue WHERE task_id = ? AND epoch = ?", [task_id, epoch])
+        self.runq.remove(task_id, epoch=epoch)
 
     def revoke_queued(self, task_id: str, up_to_epoch: int) -> None:
         """Drop the task's queued entry if it is for ``up_to_epoch`` or an earlier one."""
         self.db.execute(
             "DELETE FROM queue WHERE task_id = ? AND epoch <= ?", [task_id, up_to_epoch]
         )
+        self.runq.remove(task_id, up_to=up_to_epoch)
 
     def set_queued_level(self, task_id: str, epoch: int, level: str) -> None:
         self.db.execute(
             "UPDATE queue SET level = ? WHERE task_id = ? AND epoch = ?", [level, task_id, epoch]
         )
+        row = self.runq.get(task_id)
+        if row is not None and row.epoch == epoch:
+            self.runq.put(replace(row, level=level))
 
     def has_queued(self) -> bool:
-        """Whether anything waits in the queue (without reading it all)."""
-        return self.db.execute("SELECT 1 FROM queue LIMIT 1").fetchone() is not None
+        """Whether anything waits in the queue (from memory)."""
+        return bool(len(self.runq))
 
     def queued_count(self) -> int:
-        """How many rows wait in the queue (without reading them)."""
-        return int(self.db.execute("SELECT COUNT(*) FROM queue").fetchone()[0])
+        """How many rows wait in the queue (from memory)."""
+        return len(self.runq)
 
     def queued(self) -> list[QueuedRow]:
-        """Every queued row. The scheduler reads the queue on each pass, so this avoids the
-        per-row dict of :meth:`_rows` and decodes ``inputs`` only where a row has some
-        (200 rows: 830 -> 560 us here)."""
+        """Every queued row (from memory: ``runq``)."""
+        return self.runq.rows()
+
+    def _read_queue(self) -> list[QueuedRow]:
+        """Every row of the queue table, decoding ``inputs`` only where a row has some."""
         cur = self.db.execute(f"SELECT {', '.join(_QUEUED_FIELDS)} FROM queue")
         return [
             QueuedRow(

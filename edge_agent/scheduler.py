@@ -16,12 +16,12 @@ from typing import Any
 from edge_agent.core import Core, Running, attempt_key, parse_dot
 from edge_agent.executor import Launch, Outcome
 from edge_agent.journal import ProcessRow, QueuedRow
+from edge_agent.leasing import LeaseRequests
 from edge_agent.outcomes import attempt_log, log_outcome, status_of
 from edge_agent.telemetry import Sampler
 from edge_agent.uplink import Uplink
 from shared.authz import LOCAL_TOKEN_HEX, local_task_id, origin_of, pinned_to_origin
-from shared.autonomy import QueuedTask, admit, may_start, order_queue, select_for_shedding
-from shared.consistency import AgentLease
+from shared.autonomy import admit, may_start, select_for_shedding
 from shared.crdt import (
     AttemptStatus,
     TaskRecord,
@@ -44,8 +44,18 @@ log = logging.getLogger("edge_agent")
 #: A spec's priority when it names none (``shared.model`` fills it in for parsed specs).
 _DEFAULT_PRIORITY = 50
 
+#: How an attempt ended, as journaled: its status, reason and epoch.
+Ended = tuple[AttemptStatus, str | None, int | None]
 
-class LocalScheduler:
+
+def _plus(reserved: dict[str, float], resources: dict[str, Any]) -> dict[str, float]:
+    return {
+        "cpu": reserved["cpu"] + resources["cpu"],
+        "memory_mb": reserved["memory_mb"] + resources["memory_mb"],
+    }
+
+
+class LocalScheduler(LeaseRequests):
     def __init__(self, core: Core, uplink: Uplink) -> None:
         self.core = core
         self.uplink = uplink
@@ -86,20 +96,6 @@ class LocalScheduler:
         )
         self.core.journal.put_queued(row)
 
-    def _queued(self) -> list[tuple[QueuedTask, QueuedRow]]:
-        return [
-            (
-                QueuedTask(
-                    task_id=row.task_id,
-                    priority=row.priority,
-                    deadline=None if row.deadline_ms is None else row.deadline_ms / 1000.0,
-                    enqueued=row.enqueued_ms / 1000.0,
-                ),
-                row,
-            )
-            for row in self.core.journal.queued()
-        ]
-
     def submit_local(self, data: object) -> tuple[int, object]:
         """A task submitted to the local API: validated by the shared model, run as causal or
         eventual (strong needs the controller), journaled and synced upstream later."""
@@ -129,20 +125,18 @@ class LocalScheduler:
             return 409, {"error": "exists", "id": spec["id"]}
         if core.admission_stopped is not None:
             return 503, {"error": "admission_stopped", "why": core.admission_stopped}
-        with core.txn():
-            core.change(new_record(spec["id"], spec, writer=core.node, hlc=core.stamp()))
-            rec = core.replica.get(spec["id"])
-            assert rec is not None
-            placed = place(
-                rec,
-                epoch=0,
-                node=core.node,
-                level=str(level),
-                lease_s=None,
-                writer=core.node,
-                hlc=core.stamp(),
-            )
-            core.change(placed)
+        created = new_record(spec["id"], spec, writer=core.node, hlc=core.stamp())
+        placed = place(
+            created,
+            epoch=0,
+            node=core.node,
+            level=str(level),
+            lease_s=None,
+            writer=core.node,
+            hlc=core.stamp(),
+        )
+        with core.txn():  # one delta (their join): one record write and one outbox row
+            core.change(created.merge(placed))
             self.enqueue(spec["id"], 0, str(level), spec, source="local", lease_s=None)
             core.event("submitted_locally", spec["id"], level=str(level))
         return 201, {"id": spec["id"], "level": str(level), "status": "pending"}
@@ -162,29 +156,49 @@ class LocalScheduler:
         to the supervisor (which then forgets them) and the new ones launched: a start and a
         finish are durable before they are acted on or reported (the uplink sends only what
         the journal holds)."""
+        ended, launches = self.journal_pass(outcomes, start=start, first=first)
+        self.carry_out(outcomes, ended, launches)
+
+    def journal_pass(
+        self, outcomes: list[Outcome], *, start: bool, first: Callable[[], None] | None = None
+    ) -> tuple[list[Ended], list[Launch]]:
+        """:meth:`settle`'s transaction: what ended and what to launch once it committed.
+        Raises (everything rolled back) when it could not commit."""
         core = self.core
-        free = core.cfg.executor.max_concurrent - len(core.running) + len(outcomes)
-        start = (
-            start
-            and free > 0
-            and core.journal.has_queued()
-            and bool(core.safely(core.executor.supervisor_pid))
-        )
-        if not outcomes and not start and first is None:
-            return
         launches: list[Launch] = []
+        if not outcomes and first is None and not (start and self._may_start(0)):
+            return [], launches
         try:
             with core.txn():
                 if first is not None:
                     first()
                 ended = [self._journal_outcome(outcome) for outcome in outcomes]
-                if start:
+                if start and self._may_start(0):
                     self._plan_starts(launches)
         except BaseException:
             for launch in launches:  # rolled back: these never started
                 core.running.pop(launch.attempt, None)
             core.reload_replica()
             raise
+        return ended, launches
+
+    def _may_start(self, ending: int) -> bool:
+        """Whether a pass could start something: a free slot (``ending`` attempts are about
+        to free theirs), queued work, and a supervisor (started here when none runs)."""
+        core = self.core
+        free = core.cfg.executor.max_concurrent - len(core.running) + ending
+        return (
+            free > 0
+            and core.journal.has_queued()
+            and bool(core.safely(core.executor.supervisor_pid))
+        )
+
+    def carry_out(
+        self, outcomes: list[Outcome], ended: list[Ended], launches: list[Launch]
+    ) -> None:
+        """After :meth:`journal_pass` committed: log and acknowledge the ended attempts to the
+        supervisor (which then forgets them), and launch the new ones."""
+        core = self.core
         for outcome, (status, reason, epoch) in zip(outcomes, ended, strict=True):
             log_outcome(outcome, status, reason, epoch)
             core.counters[f"outcome_{status.name.lower()}"] += 1
@@ -199,15 +213,13 @@ class LocalScheduler:
         their launches to ``launches``."""
         core = self.core
         free = core.cfg.executor.max_concurrent - len(core.running)
-        rows = self._queued() if free > 0 else []
         now = core.clock.mono()
         now_ms = core.clock.wall_ms()
-        by_id = {task.task_id: row for task, row in rows}
         metrics = self.sampler.sample(now) if self.sampler else None
-        for task in order_queue([task for task, _ in rows], now_ms / 1000.0):
+        reserved = self._reserved()
+        for row in core.journal.runq.ordered(now_ms / 1000.0):
             if free <= 0:
                 break
-            row = by_id[task.task_id]
             rec = core.replica.get(row.task_id)
             if row.not_before_ms > now_ms or rec is None or rec.spec is None:
                 continue
@@ -216,7 +228,7 @@ class LocalScheduler:
             admission = admit(
                 rec.spec["resources"],
                 metrics,
-                self._reserved(),
+                reserved,
                 running=len(core.running),
                 max_concurrent=core.cfg.executor.max_concurrent,
                 headroom_mb=core.cfg.executor.min_free_memory_mb,
@@ -246,6 +258,7 @@ class LocalScheduler:
             launch = self._start(rec, row, deadline)
             if launch is not None:
                 launches.append(launch)
+                reserved = _plus(reserved, rec.spec["resources"])
             free -= 1
 
     def _out_of_contact_s(self, row: QueuedRow, spec: dict[str, Any], now: float) -> float:
@@ -257,23 +270,14 @@ class LocalScheduler:
             return 0.0
         return self.uplink.out_of_contact_s(now)
 
-    def _grant_expected(self, task_id: str, now: float) -> bool:
-        """Whether a strong task's lease request is likely answered soon: the controller
-        acknowledged us within a period and no refusal's backoff is running. Its slot is then
-        kept for it (a grant for a task that cannot start only lapses); otherwise the slot
-        goes on to other work, as it must when cut off."""
-        session = self.uplink.session
-        connected = session.link_up and session.ack_age(now) < self.core.cfg.autonomy.period_s
-        return connected and not self.core.leases.backing_off(task_id, now)
-
     def _reserved(self) -> dict[str, float]:
-        cpu = mem = 0.0
+        """What the running attempts requested (once per pass; each start adds its own)."""
+        reserved = {"cpu": 0.0, "memory_mb": 0.0}
         for run in self.core.running.values():
             rec = self.core.replica.get(run.task_id)
             if rec is not None and rec.spec is not None:
-                cpu += rec.spec["resources"]["cpu"]
-                mem += rec.spec["resources"]["memory_mb"]
-        return {"cpu": cpu, "memory_mb": mem}
+                reserved = _plus(reserved, rec.spec["resources"])
+        return reserved
 
     def _start(self, rec: TaskRecord, row: QueuedRow, deadline: float | None) -> Launch | None:
         """Journal one start (inside the caller's transaction): what to launch once it
@@ -342,7 +346,7 @@ class LocalScheduler:
         """Journal ended attempts in one transaction (:meth:`settle`, no starts)."""
         self.settle(outcomes, start=False)
 
-    def _journal_outcome(self, outcome: Outcome) -> tuple[AttemptStatus, str | None, int | None]:
+    def _journal_outcome(self, outcome: Outcome) -> Ended:
         """Journal one ended attempt and its retry (inside the caller's transaction)."""
         core = self.core
         run = core.running.pop(outcome.attempt, None)
@@ -420,57 +424,25 @@ class LocalScheduler:
         )
         core.event("retry_scheduled", task_id, failures=failures, delay_s=round(delay, 3))
 
-    # -- leases (strong tasks) -----------------------------------------------------
-    def request_lease(self, lease: AgentLease, now: float) -> None:
-        """Send a lease request when one is due (``AgentLeases.due``). Not journaled: a
-        lost one is sent again; the deadline counts from its send. Recorded as sent even
-        if the publish fails: a grant for it then only starts the deadline earlier (safe)."""
-        if not self.uplink.link_up:
-            return
-        request = self.core.leases.due(lease, now)
-        if request is None:
-            return
-        self.uplink.publish("up", "lease_request", request)
-        self.core.counters["lease_requests"] += 1
-
-    def request_placed(self, task_id: str, epoch: int, lease_s: float | None) -> None:
-        """Ask for a just-placed (and journaled) strong task's lease at once rather than in
-        the next start pass, which may first have to start the supervisor (about 60 ms
-        cold, on the first launch): the round trip overlaps that. Only while every queued
-        task has a slot (no more leases than slots; the pass asks for the others)."""
-        core = self.core
-        if core.draining or core.admission_stopped is not None:
-            return
-        if len(core.running) + core.journal.queued_count() > core.cfg.executor.max_concurrent:
-            return
-        now = core.clock.mono()
-        self.request_lease(core.leases.for_start(task_id, epoch, lease_s, now), now)
-
-    def renew_leases(self) -> None:
-        now = self.core.clock.mono()
-        for run in list(self.core.running.values()):
-            if run.level == Level.STRONG:
-                self.request_lease(self.core.leases.for_running(run.task_id, run.epoch), now)
-
     # -- pressure and retention ----------------------------------------------------
     def shed(self) -> None:
         core = self.core
         if self.sampler is None:
             return
         metrics = self.sampler.sample(core.clock.mono())
-        rows = self._queued()
+        runq = core.journal.runq
         victims = select_for_shedding(
-            [task for task, _ in rows],
+            runq.tasks(),
             metrics,
             min_free_memory_mb=core.cfg.executor.min_free_memory_mb,
             max_cpu_percent=core.cfg.executor.max_cpu_percent,
         )
-        by_id = {task.task_id: row for task, row in rows}
         for task in victims:
             rec = core.replica.get(task.task_id)
-            if rec is None:
+            row = runq.get(task.task_id)
+            if rec is None or row is None:
                 continue
-            self.fail_unstartable(rec, by_id[task.task_id], "shed")
+            self.fail_unstartable(rec, row, "shed")
             core.counters["shed"] += 1
 
     def forget_finished(self, retain_s: float) -> None:

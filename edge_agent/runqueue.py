@@ -1,0 +1,133 @@
+"""The journal's queue held in memory: the rows of the ``queue`` table and their start order.
+
+The journal (``edge_agent/journal.py``) stays the durable truth: it writes every change to the
+table first and then here, and rebuilds this index from the table when it opens and when a
+transaction rolls back. The scheduler's passes read the index, never the table, so a pass no
+longer reads, decodes and sorts the whole queue (issue 14: the cost of a start grew with the
+backlog).
+
+The order is ``shared.autonomy.order_queue``'s, cached: an order sorted at ``t`` stays the
+order at every ``now`` at which no task has crossed into another aging step
+(``effective_priority``, whole steps), so it is re-sorted only after a task was added (or
+changed its priority, deadline or age) and when the clock leaves that window. Removing a task
+keeps the rest in order: the removed entry is skipped, and dropped at the next compaction.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from shared.autonomy import QueuedTask, QueuePolicy, effective_priority, order_queue
+
+if TYPE_CHECKING:  # the journal imports this module
+    from edge_agent.journal import QueuedRow
+
+__all__ = ["RunQueue"]
+
+# Re-sort this far before an aging step boundary: float rounding never shows a stale order.
+_EDGE_S = 1e-3
+
+
+@dataclass(slots=True)
+class _Entry:
+    row: QueuedRow
+    task: QueuedTask  # what order_queue and select_for_shedding read
+
+
+def _task(row: QueuedRow) -> QueuedTask:
+    return QueuedTask(
+        task_id=row.task_id,
+        priority=row.priority,
+        deadline=None if row.deadline_ms is None else row.deadline_ms / 1000.0,
+        enqueued=row.enqueued_ms / 1000.0,
+    )
+
+
+class RunQueue:
+    """The queued rows by task id, and their start order (see the module's docstring)."""
+
+    def __init__(self, rows: Iterable[QueuedRow] = ()) -> None:
+        self._entries: dict[str, _Entry] = {}
+        self._order: list[_Entry] | None = None  # sorted, may hold removed entries
+        self._window = (math.inf, -math.inf)  # [from, until): the order holds for now there
+        self._stale = 0  # removed entries still in _order
+        self.reset(rows)
+
+    def reset(self, rows: Iterable[QueuedRow]) -> None:
+        """Hold exactly ``rows`` (what the table holds)."""
+        self._entries = {row.task_id: _Entry(row, _task(row)) for row in rows}
+        self._order = None
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, task_id: str) -> QueuedRow | None:
+        entry = self._entries.get(task_id)
+        return None if entry is None else entry.row
+
+    def rows(self) -> list[QueuedRow]:
+        return [entry.row for entry in self._entries.values()]
+
+    def tasks(self) -> list[QueuedTask]:
+        return [entry.task for entry in self._entries.values()]
+
+    def put(self, row: QueuedRow) -> None:
+        """Add or replace the task's row; the order is re-sorted only if it may change."""
+        old = self._entries.get(row.task_id)
+        task = _task(row)
+        if old is not None and old.task == task:
+            old.row = row  # same place in the order (a level change): updated in place
+            return
+        self._entries[row.task_id] = _Entry(row, task)
+        if old is not None:
+            self._stale += 1
+        self._order = None
+
+    def remove(self, task_id: str, *, epoch: int | None = None, up_to: int | None = None) -> None:
+        """Drop the task's row: any, only for ``epoch``, or only for ``up_to`` or earlier."""
+        entry = self._entries.get(task_id)
+        if entry is None:
+            return
+        if (epoch is not None and entry.row.epoch != epoch) or (
+            up_to is not None and entry.row.epoch > up_to
+        ):
+            return
+        del self._entries[task_id]
+        self._stale += 1
+
+    def ordered(self, now: float) -> Iterator[QueuedRow]:
+        """The rows in ``order_queue`` order at ``now`` (wall-clock seconds). Rows removed
+        while iterating are skipped; rows added meanwhile wait for the next call."""
+        order = self._current(now)
+        entries = self._entries
+        for entry in order:
+            if entries.get(entry.row.task_id) is entry:
+                yield entry.row
+
+    def _current(self, now: float) -> list[_Entry]:
+        start, until = self._window
+        if self._order is None or not start <= now < until:
+            self._sort(now)
+        elif self._stale > 32 and self._stale * 2 > len(self._order):
+            entries = self._entries
+            self._order = [e for e in self._order if entries.get(e.row.task_id) is e]
+            self._stale = 0
+        assert self._order is not None
+        return self._order
+
+    def _sort(self, now: float) -> None:
+        by_task = {id(entry.task): entry for entry in self._entries.values()}
+        tasks = order_queue([entry.task for entry in self._entries.values()], now)
+        self._order = [by_task[id(task)] for task in tasks]
+        self._stale = 0
+        start, until = -math.inf, math.inf
+        aging = QueuePolicy().aging_s  # order_queue's default, as the scheduler calls it
+        for task in tasks:
+            step = effective_priority(task, now) - task.priority
+            begins = task.enqueued + step * aging if step else -math.inf
+            start = max(start, begins + _EDGE_S)
+            until = min(until, task.enqueued + (step + 1) * aging - _EDGE_S)
+        self._window = (start, until)

@@ -73,6 +73,8 @@ class Agents:
         self.supervisor_up: list[float | None] = [None] * topo.count
         self.submit: Callable[[Task, float], None] = lambda task, t: None
         self.ended: Callable[[Attempt], None] = lambda at: None
+        self.node_tier = topo.node_tier
+        self.dev_node = topo.dev_node
         #: an attempt gave its resources back
         self.freed: Callable[[Attempt], None] = lambda at: None
 
@@ -142,12 +144,13 @@ class Agents:
         taken): compute the attempt's timeline and schedule its end."""
         task.epoch += 1
         at = Attempt(task, g, task.epoch, task.level, now)
-        self.counters.placed_tier[self.topo.node_tier[g]] += 1
-        at.t_recv = self.net.deliver(self.net.ctrl[g], now, CONTROL_BITS)
-        self._begin(at, task, g, with_input=True)
+        self.counters.placed_tier[self.node_tier[g]] += 1
+        net = self.net
+        at.t_recv = net.deliver(net.ctrl[g], now, CONTROL_BITS)
+        self._begin(at, task, g, True)
         return at
 
-    def _begin(self, at: Attempt, task: Task, g: int, *, with_input: bool) -> None:
+    def _begin(self, at: Attempt, task: Task, g: int, with_input: bool) -> None:
         """From the placement's arrival ``at.t_recv``: (strong) the lease round trip
         (request hop, the controller's durable commit of the grant, grant hop: what a
         strong start costs beyond an eventual one, whose journal commits it shares), the
@@ -179,7 +182,7 @@ class Agents:
                 self.loop.at(at.stop, self.ended, at)
                 return
         # input data from the device to the node (already there for a retry)
-        if g == self.topo.dev_node[task.dev]:
+        if g == self.dev_node[task.dev]:
             t_in, data_path = t_recv, None
         else:
             data_path = net.part[task.site][g]
@@ -188,7 +191,7 @@ class Agents:
                 if with_input
                 else t_recv
             )
-        self._execute(at, task, tt, g, max(ready, t_in), data_path)
+        self._execute(at, task, tt, g, t_in if t_in > ready else ready, data_path)
         self.open_on[g].append(at)
         self.loop.at(at.stop, self.ended, at)
 
@@ -220,7 +223,7 @@ class Agents:
         at = Attempt(task, g, old.epoch, old.level, now, local=old.local, retry=old.retry + 1)
         at.work = old.work
         at.t_recv = now
-        self._begin(at, task, g, with_input=False)
+        self._begin(at, task, g, False)
 
     def _held_until(self, old: Attempt, now: float) -> float | None:
         """The agent's start gate (``shared.autonomy.may_start``) on a retry of its own:
@@ -258,14 +261,15 @@ class Agents:
         """Execution from ``start`` (or once one of the node's executor slots frees:
         the agent queues what it cannot run yet): where it stops (crash, fence,
         failure) and when its report and result arrive."""
-        topo = self.topo
+        topo, net = self.topo, self.net
         if topo.supervisor_start_s[g]:
             up = self.supervisor_up[g]
             if up is None:  # the first launch starts it, from the placement's arrival on
                 up = self.supervisor_up[g] = at.t_recv + topo.supervisor_start_s[g]
             start = max(start, up)
-        slots, busy = topo.slots[g], self.busy[g]
+        slots = topo.slots[g]
         if slots:
+            busy = self.busy[g]
             while busy and busy[0] <= start:
                 heapq.heappop(busy)
             if len(busy) >= slots:
@@ -273,19 +277,31 @@ class Agents:
         at.start = start
         at.end = end = start + topo.start_s[g] + task.mi / topo.mips[g]
         stop, outcome = end, Outcome.OK
-        crash = self.net.crash_in(g, at.t_recv, end)
+        crash = net.crash_in(g, at.t_recv, end)
         if crash is not None:
             stop, outcome = crash, Outcome.LOST
-        if at.level is _STRONG and not at.local:
-            fence = self._fence_time(self.net.ctrl[g], at.t_recv, at.t_grant, stop)
+        strong = at.level is _STRONG
+        if strong and not at.local:
+            fence = self._fence_time(net.ctrl[g], at.t_recv, at.t_grant, stop)
             if fence is not None and fence < stop:
                 stop, outcome = fence, Outcome.FENCED
-        if outcome == Outcome.OK and task.fail_u < tt.fail_rate:
+        if outcome is Outcome.OK and task.fail_u < tt.fail_rate:
             outcome = Outcome.FAIL
         at.stop, at.outcome = stop, outcome
         if slots:
-            heapq.heappush(busy, stop)
-        self._finalise(at, task, g, data_path)
+            heapq.heappush(self.busy[g], stop)
+        # the report to the controller; on success, the result at the device
+        at.report = report = net.deliver(net.ctrl[g], stop, CONTROL_BITS)
+        if outcome is not Outcome.OK:
+            return
+        if data_path is None:
+            at.t_done = stop
+        else:
+            at.t_done = net.deliver_data(task.dev, data_path, stop, task.out_bits)
+        if strong:
+            # state changes count once the controller acknowledged them
+            ack_at_device = net.deliver(net.dev_ctrl[task.dev], report, CONTROL_BITS)
+            at.t_done = max(at.t_done, ack_at_device)
 
     def _fence_time(self, ctrl: Path, t_recv: float, t_grant: float, stop: float) -> float | None:
         """Where an outage of the control path outlasts the lease: the agent's deadline
@@ -301,17 +317,3 @@ class Agents:
         last_send = t_recv + math.floor((a - t_recv) / period) * period
         deadline = policy.agent_deadline(last_send, policy.duration_s)
         return deadline if deadline < back else None
-
-    def _finalise(self, at: Attempt, task: Task, g: int, data_path: Path | None) -> None:
-        net = self.net
-        at.report = net.deliver(net.ctrl[g], at.stop, CONTROL_BITS)
-        if at.outcome != Outcome.OK:
-            return
-        if data_path is None:
-            at.t_done = at.stop
-        else:
-            at.t_done = net.deliver_data(task.dev, data_path, at.stop, task.out_bits)
-        if at.level is _STRONG:
-            # state changes count once the controller acknowledged them
-            ack_at_device = net.deliver(net.dev_ctrl[task.dev], at.report, CONTROL_BITS)
-            at.t_done = max(at.t_done, ack_at_device)

@@ -23,7 +23,6 @@ report arrived).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -205,8 +204,8 @@ class Controller:
         task.level = placement_level(self.specs[task.tt], facts, policy=self.adaptation)
         task.adaptive = None
 
-    def _adapt_levels(self, now: float) -> None:
-        for g, at in self._live(now):
+    def _adapt_levels(self, now: float, live: list[tuple[int, Attempt]]) -> None:
+        for g, at in live:
             task = at.task
             if task.lo is task.hi or at.epoch != task.epoch:
                 continue
@@ -270,26 +269,28 @@ class Controller:
         levels, refresh the tables, re-place what may move."""
         topo = self.topo
         self.system = self.health(now)
-        self._adapt_levels(now)
+        live = self._live(now)  # nothing below ends a task; a move only supersedes
+        self._adapt_levels(now, live)
         load = 1.0 - topo.cpu_free / topo.cpus
         self.sched.refresh(topo.link, load, np.array(topo.success), topo.prate)
-        self._partition_moves(now)
+        self._partition_moves(now, live)
         if self.mode is PlacementMode.ADAPTIVE:
-            self._trigger_moves(now, changed)
+            self._trigger_moves(now, changed, [(g, a) for g, a in live if not a.superseded])
         self._retry_moves(now)
 
     # ------------------------------------------------------------- facts
-    def _live(self, now: float) -> Iterator[tuple[int, Attempt]]:
+    def _live(self, now: float) -> list[tuple[int, Attempt]]:
         """Per node, the attempts the controller believes placed there: report not
         arrived, not superseded, task open (drops the reported ones as it goes)."""
-        for g, opened in enumerate(self.open_on):
+        out: list[tuple[int, Attempt]] = []
+        open_on = self.open_on
+        for g, opened in enumerate(open_on):
             if not opened:
                 continue
             kept = [a for a in opened if a.report > now]
-            self.open_on[g] = kept
-            for a in kept:
-                if not a.superseded and a.task.state is _OPEN:
-                    yield g, a
+            open_on[g] = kept
+            out.extend((g, a) for a in kept if not a.superseded and a.task.state is _OPEN)
+        return out
 
     def lease_known(self, task: Task, now: float) -> Lease | None:
         """The task's lease as the controller knows it at ``now`` (the simulator
@@ -315,10 +316,10 @@ class Controller:
         )
 
     # --------------------------------------------------------- re-placement
-    def _partition_moves(self, now: float) -> None:
+    def _partition_moves(self, now: float, live: list[tuple[int, Attempt]]) -> None:
         """``partition_move`` for every task on a node out of reach."""
         by_node: dict[int, list[Attempt]] = {}
-        for g, at in self._live(now):
+        for g, at in live:
             if self.link_state[g] in DOWN and at.epoch == at.task.epoch:
                 by_node.setdefault(g, []).append(at)
         for g, attempts in by_node.items():
@@ -339,10 +340,15 @@ class Controller:
                 if decision.move:
                     self._move(at, decision, now)
 
-    def _trigger_moves(self, now: float, changed: list[tuple[int, LinkState, LinkState]]) -> None:
+    def _trigger_moves(
+        self,
+        now: float,
+        changed: list[tuple[int, LinkState, LinkState]],
+        placed: list[tuple[int, Attempt]],
+    ) -> None:
         """``fired_triggers`` over the nodes, then ``trigger_move`` per task."""
         live: dict[int, list[Attempt]] = {}
-        for g, at in self._live(now):
+        for g, at in placed:
             if at.epoch == at.task.epoch:
                 live.setdefault(g, []).append(at)
         node_ids = self.topo.node_ids

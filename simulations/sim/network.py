@@ -396,10 +396,14 @@ class Network:
         """A standard exponential draw (pre-drawn in blocks: much cheaper per call)."""
         i = self._exp_i
         if i >= len(self._exp_block):
-            self._exp_block = self._exp_rng.standard_exponential(1 << 16).tolist()
+            self._refill()
             i = 0
         self._exp_i = i + 1
         return self._exp_block[i]  # type: ignore[no-any-return]
+
+    def _refill(self) -> None:
+        self._exp_block = self._exp_rng.standard_exponential(1 << 16).tolist()
+        self._exp_i = 0
 
     def held_arrival(self, path: Path, t: float) -> float:
         """When a control message sent at ``t`` arrives, held while the path is down,
@@ -412,14 +416,23 @@ class Network:
 
     def deliver(self, path: Path, t: float, bits: float = 0.0) -> float:
         """Arrival time of a message of ``bits`` sent at ``t`` (held while a link is
-        down); the bits are counted on the path's links (energy, WAN bytes)."""
+        down); the bits are counted on the path's links (energy, WAN bytes). The
+        jitter draw is ``exp`` inlined: this runs several times per task."""
         t0 = self.tl.next_up(path.down, t) if path.down else t
         if bits:
             self.link_j += bits * path.j_per_bit
             if path.wan:
                 self.wan_bytes += bits / 8.0
             t0 += bits / path.bw
-        return t0 + path.lat + (path.jit * self.exp() if path.jit > 0 else 0.0)
+        jit = path.jit
+        if jit > 0:
+            i = self._exp_i
+            if i >= len(self._exp_block):
+                self._refill()
+                i = 0
+            self._exp_i = i + 1
+            return t0 + path.lat + jit * self._exp_block[i]
+        return t0 + path.lat
 
     def deliver_data(self, dev: int, part: Path, t: float, bits: float) -> float:
         """``deliver`` over device ``dev``'s access link followed by ``part`` (the
@@ -434,12 +447,24 @@ class Network:
             self.wan_bytes += bits / 8.0
         jit = net.jit[dev] + part.jit
         bw = net.bw[dev] if net.bw[dev] < part.bw else part.bw
-        lat = net.lat[dev] + part.lat
-        return t + bits / bw + lat + (jit * self.exp() if jit > 0 else 0.0)
+        t = t + bits / bw + (net.lat[dev] + part.lat)  # in this order (floats)
+        if jit > 0:
+            i = self._exp_i
+            if i >= len(self._exp_block):
+                self._refill()
+                i = 0
+            self._exp_i = i + 1
+            return t + jit * self._exp_block[i]
+        return t
 
     def crash_in(self, g: int, t0: float, t1: float) -> float | None:
-        """When node ``g`` crashes within ``[t0, t1)``, if it does."""
-        return self.tl.first_down((self.node + g,), t0, t1)
+        """When node ``g`` crashes within ``[t0, t1)``, if it does (``first_down``
+        on the node's own link, spelled out: once per attempt)."""
+        st = self.tl.starts[self.node + g]
+        if st is None:
+            return None
+        i = bisect_right(st, t0 - 1e-12)
+        return st[i] if i < len(st) and st[i] < t1 else None
 
     def restarted(self, g: int, t: float) -> float:
         """When node ``g`` is up at or after ``t`` (after a crash, its restart)."""

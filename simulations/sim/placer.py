@@ -74,7 +74,9 @@ class ShapeState:
     list shared by the shapes of one table and version, cheapest) or, without a
     log, the rows that differ from a snapshot of the free columns."""
 
-    __slots__ = ("base", "free", "hashes", "log", "mask", "seen", "shape", "static", "version")
+    __slots__ = (
+        "base", "free", "hashes", "log", "mask", "need", "seen", "shape", "static", "version",
+    )  # fmt: skip
 
     def __init__(self, table: NodeTable, shape: Shape, version: int, log: list[int] | None) -> None:
         self.shape = shape
@@ -89,6 +91,7 @@ class ShapeState:
         self.hashes = table.hash.astype(np.int64)
         self.mask: list[bool] = shape.mask.tolist()
         self.static: list[float] = shape.static.tolist()
+        self.need = shape.need
         self.log = log
         self.seen = 0 if log is None else len(log)
         self.free = None if log is not None else tuple(c.copy() for c in free)
@@ -98,8 +101,9 @@ class ShapeState:
         if self.log is not None:
             log = self.log
             if self.seen < len(log):
+                base, rank = self.base, self.rank
                 for j in set(log[self.seen :]):
-                    self.base[j] = self.rank(table, j)
+                    base[j] = rank(table, j)
                 self.seen = len(log)
             return
         c0, c1, c2 = table.cpu_free, table.memory_free, table.disk_free
@@ -116,17 +120,23 @@ class ShapeState:
         ``quantise``, operation for operation (as ``shared.placement._batch`` does)."""
         if not self.mask[j]:
             return _NONE_INT
-        shape = self.shape
-        n0, n1, n2 = shape.need
-        f0, f1, f2 = (
-            float(table.cpu_free[j]),
-            float(table.memory_free[j]),
-            float(table.disk_free[j]),
-        )
-        if n0 > f0 or n1 > f1 or n2 > f2:
+        n0, n1, n2 = self.need
+        f0 = table.cpu_free.item(j)
+        if n0 > f0:
             return _NONE_INT
-        fit = (n0 / max(f0, TINY) + n1 / max(f1, TINY) + n2 / max(f2, TINY)) / shape.count
-        total = self.static[j] + shape.wfit * fit
+        f1 = table.memory_free.item(j)
+        if n1 > f1:
+            return _NONE_INT
+        f2 = table.disk_free.item(j)
+        if n2 > f2:
+            return _NONE_INT
+        # ``max(f, TINY)`` spelled out, as ``max`` evaluates it
+        fit = (
+            n0 / (TINY if f0 < TINY else f0)
+            + n1 / (TINY if f1 < TINY else f1)
+            + n2 / (TINY if f2 < TINY else f2)
+        ) / self.shape.count
+        total = self.static[j] + self.shape.wfit * fit
         return round(total * SCALE) * (1 << 32) + 0xFFFFFFFF
 
 

@@ -39,7 +39,13 @@ from shared.vocab import Level, PlacementMode, Tier
 from simulations.sim.inputs import PlacementInputs
 from simulations.sim.loop import Loop
 from simulations.sim.metrics import Counters
-from simulations.sim.placer import PredictedState, ShapeCache, place_many, place_predicted
+from simulations.sim.placer import (
+    PredictedState,
+    ShapeCache,
+    ShapeState,
+    place_many,
+    place_predicted,
+)
 from simulations.sim.records import Attempt, Task, TaskState
 from simulations.sim.scenario import SimScenario, TaskType
 from simulations.sim.topology import Topology
@@ -94,6 +100,8 @@ class Scheduler:
         #: the adaptive mode's own batch path (``place_predicted``), untraced runs only
         self.predicted = placer == "cached" and mode in PREDICTED_MODES and trace <= 0
         self.pstates: dict[_QueueKey, PredictedState] = {}
+        #: per queue, its shape's ``ShapeState`` (from ``cache``) while its version stands
+        self.sstates: dict[_QueueKey, ShapeState] = {}
         self.facts: list[tuple[int, NodeFacts] | None] = [None] * topo.sites
         self.cache = ShapeCache()
         self.trace_left = trace
@@ -120,6 +128,7 @@ class Scheduler:
             table = NodeTable(inputs.views(s))
             self.tables.append(table)
             self.gidx.append(np.array([topo.index[i] for i in table.ids], dtype=np.intp))
+        self.glist: list[list[int]] = [gidx.tolist() for gidx in self.gidx]
         self.version = [0] * topo.sites
         self.logs: list[list[int]] = [[] for _ in range(topo.sites)]  # rows moved, per version
         self.shapes: list[SharedShapes[Any]] = [SharedShapes() for _ in range(topo.sites)]
@@ -219,18 +228,18 @@ class Scheduler:
             active[key] = None
         max_q = self.ctl.max_queue_s
         synced: set[int] = set()
-        topo = self.topo
+        topo, stuck, version = self.topo, self.stuck, self.version
         freed, S, R = topo.freed, topo.sites, topo.regions
         for key in list(active):
             q = queues[key]
             site = key[0]
-            mark = (freed[site], freed[S + site % R], freed[-1], self.version[site])
-            if self.stuck.get(key) != mark:
+            mark = (freed[site], freed[S + site % R], freed[-1], version[site])
+            if stuck.get(key) != mark:
                 if site not in synced:
                     self._sync(site)
                     synced.add(site)
-                if not self._place_queue(site, q, now):
-                    self.stuck[key] = mark
+                if not self._place_queue(key, q, now):
+                    stuck[key] = mark
             while q and (q[0].state is not _OPEN or now - q[0].entered > max_q):
                 task = q.popleft()
                 if task.state is _OPEN:
@@ -292,20 +301,29 @@ class Scheduler:
             self.demands[key] = demand
         return demand
 
+    def _cached(self, key: _QueueKey, demand: TaskDemand) -> ShapeState:
+        """The queue's ``ShapeState`` on its site's table version, caught up (the
+        queue key names its demand, so the shape is looked up once per version)."""
+        site = key[0]
+        version, log = self.version[site], self.logs[site]
+        state = self.sstates.get(key)
+        if state is not None and state.version == version and state.log is log:
+            state.catch_up(self.tables[site])
+            return state
+        state = self.sstates[key] = self.cache.get(
+            site, version, self.tables[site], demand, self.mode, log
+        )
+        return state
+
     def _choose(
         self, site: int, batch: list[Task], demand: TaskDemand, now: float
     ) -> list[tuple[int, Decision | None, float | None, float]]:
         """``(row, decision, predicted finish, work)`` for the placed prefix of
-        ``batch`` (one task shape); the decision (with its explanation) from
-        ``place_batch`` only, the predicted finish from an explained batch."""
+        ``batch`` (one task shape) on the explained and predicted paths; the
+        decision (with its explanation) from ``place_batch`` only, the predicted
+        finish from an explained batch."""
         table = self.tables[site]
         epochs = [t.epoch + 1 for t in batch]
-        if not self.explained:
-            state = self.cache.get(
-                site, self.version[site], table, demand, self.mode, self.logs[site]
-            )
-            rows = place_many(table, state, [t.id for t in batch], epochs, seed=self.seed)
-            return [(row, None, None, 0.0) for row in rows]
         self._batches += 1
         explain = self.trace_left > 0 or self._batches % EXPLAIN_EVERY == 0
         if self.predicted:
@@ -370,10 +388,11 @@ class Scheduler:
             }
         )
 
-    def _place_queue(self, site: int, q: deque[Task], now: float) -> bool:
+    def _place_queue(self, key: _QueueKey, q: deque[Task], now: float) -> bool:
         """Place from the head of one queue (one task shape) until it is empty
         (``True``) or no node has room (``False``; the rest stays queued in order)."""
-        gidx, topo = self.gidx[site], self.topo
+        site = key[0]
+        glist, topo, place, table = self.glist[site], self.topo, self.place, self.tables[site]
         size = 8  # grows while everything fits: a full site costs little per tick
         while q:
             batch: list[Task] = []
@@ -384,18 +403,30 @@ class Scheduler:
             if not batch:
                 return True
             demand = self.demand(batch[0])
-            rows = self._choose(site, batch, demand, now)
-            for task, (row, decision, predicted, work) in zip(batch, rows, strict=False):
-                g = int(gidx[row])
-                topo.take(g, demand.cpu, demand.memory_mb, work)
-                sampled = self.trace_left > 0 and self.trace_rng.random() < self.trace_rate
-                if decision is not None and sampled:
-                    self._sample(task, decision, now)
-                at = self.place(task, g, now, predicted)
-                at.work = work
-                at.predicted = predicted or 0.0
-            if len(rows) < len(batch):
-                q.extendleft(reversed(batch[len(rows) :]))
+            cpu, memory = demand.cpu, demand.memory_mb
+            if self.explained:
+                rows = self._choose(site, batch, demand, now)
+                for task, (row, decision, predicted, work) in zip(batch, rows, strict=False):
+                    g = glist[row]
+                    topo.take(g, cpu, memory, work)
+                    sampled = self.trace_left > 0 and self.trace_rng.random() < self.trace_rate
+                    if decision is not None and sampled:
+                        self._sample(task, decision, now)
+                    at = place(task, g, now, predicted)
+                    at.work = work
+                    at.predicted = predicted or 0.0
+                placed = len(rows)
+            else:  # the cached path: no decision, prediction or work to carry
+                state = self._cached(key, demand)
+                epochs = [t.epoch + 1 for t in batch]
+                chosen = place_many(table, state, [t.id for t in batch], epochs, seed=self.seed)
+                for task, row in zip(batch, chosen, strict=False):
+                    g = glist[row]
+                    topo.take(g, cpu, memory)
+                    place(task, g, now, None)
+                placed = len(chosen)
+            if placed < len(batch):
+                q.extendleft(reversed(batch[placed:]))
                 return False
             size = min(2 * size, _BATCH)
         return True

@@ -25,6 +25,7 @@ __all__ = [
     "harvest_child",
     "limit_reason",
     "orphans",
+    "release",
     "signal_tree",
     "spawn",
     "tree",
@@ -52,10 +53,19 @@ def _drop_to(ids: tuple[int, int]) -> None:
 
 
 def spawn(
-    spec: dict, work_fd: int, ids: tuple[int, int] | None, cgroup: str | None
-) -> tuple[int, int, int, int]:
+    spec: dict,
+    work_fd: int,
+    ids: tuple[int, int] | None,
+    cgroup: str | None,
+    *,
+    gate: bool = False,
+) -> tuple[int, ...]:
     """Fork and exec the task in a session of its own: ``(pid, stdout fd, stderr fd, exec
-    fd)``; the call does not wait for the exec (the supervisor goes on meanwhile).
+    fd)``; the call does not wait for the exec (the supervisor goes on meanwhile). With
+    ``gate`` a fifth descriptor comes back: the child waits before its exec until
+    :func:`release` is called on it (the supervisor names the attempt's pid and cgroup in
+    ``started.json`` first, so nothing of the task runs before the agent could find it), and
+    exits 137 without exec'ing if the descriptor is closed unreleased (the supervisor died).
 
     In the child, in this order: into the attempt's cgroup while still privileged (every
     descendant is then born there), the task's user, umask 022, the rlimits of
@@ -73,10 +83,13 @@ def spawn(
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     fail_r, fail_w = os.pipe()  # close-on-exec (PEP 446): EOF means the exec happened
+    gate_r, gate_w = os.pipe() if gate else (-1, -1)
     null = os.open(os.devnull, os.O_RDONLY)
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child execs or exits
         try:
+            if gate:
+                os.close(gate_w)
             os.setsid()
             for fd, target in ((null, 0), (out_w, 1), (err_w, 2)):
                 os.dup2(fd, target)
@@ -89,6 +102,8 @@ def spawn(
                 resource.setrlimit(_RLIMITS[name], (soft, hard))
             libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
             if os.getppid() != parent:  # the supervisor died before we armed the signal
+                os._exit(137)
+            if gate and os.read(gate_r, 1) != b"1":  # died before releasing us
                 os._exit(137)
             os.fchdir(work_fd)
             failure: OSError = FileNotFoundError(2, "No such file or directory", argv[0])
@@ -107,7 +122,17 @@ def spawn(
             os._exit(127)
     for fd in (out_w, err_w, fail_w, null):
         os.close(fd)
+    if gate:
+        os.close(gate_r)
+        return pid, out_r, err_r, fail_r, gate_w
     return pid, out_r, err_r, fail_r
+
+
+def release(gate: int) -> None:
+    """Let a child spawned with ``gate`` go on to its exec."""
+    with contextlib.suppress(OSError):  # it died already: its exit is reported as usual
+        os.write(gate, b"1")
+    os.close(gate)
 
 
 def _children(pid: int) -> list[int]:

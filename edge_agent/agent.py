@@ -318,6 +318,8 @@ class Agent:
                 event = self.inbox.get_nowait()
             except queue.Empty:
                 break
+            if isinstance(event, TasksReported):
+                continue  # only a wake-up: this pass polls the outcomes anyway
             if not (isinstance(event, ApiCall) and _submits(event)):
                 self._held = event  # handled next, in order
                 break

@@ -34,7 +34,8 @@ uid is refused). Every client gets every event.
 text of ``output.json`` or null). An outcome no client has acknowledged is also written to
 ``status.json`` in the run directory once no agent is connected, and the supervisor exits when
 no agent is connected and nothing runs, so a restarted agent finds every outcome either here
-or there. ``started.json`` (``pid``, ``pgid``, ``started``, ``cgroup``) is written at spawn:
+or there. ``started.json`` (``pid``, ``pgid``, ``started``, ``cgroup``) is written at spawn, before
+the task's exec (the child waits at a gate for it, ``_tasktree.spawn``):
 an agent that finds the supervisor gone kills what is left through it.
 """
 
@@ -181,18 +182,18 @@ class Supervisor:
             run_fd = _safefs.open_dir(run_dir)
             try:
                 attempt.work_fd = _safefs.open_dir(WORK, dir_fd=run_fd)
-                if attempt.cgroup is not None:
-                    # Named before the task exists: a task that kills us before the write
-                    # below still leaves the agent the cgroup to end its tree with.
-                    info = json.dumps({**attempt.started_info(), "pid": None, "pgid": None})
-                    with contextlib.suppress(OSError):
-                        _safefs.write_file_at(run_fd, "started.json", info.encode(), sync=False)
-                attempt.pid, out, err, exec_fd = _tasktree.spawn(
-                    spec, attempt.work_fd, attempt.ids, attempt.cgroup
+                attempt.pid, out, err, exec_fd, gate = _tasktree.spawn(
+                    spec, attempt.work_fd, attempt.ids, attempt.cgroup, gate=True
                 )
-                with contextlib.suppress(OSError):
-                    info = json.dumps(attempt.started_info()).encode()
-                    _safefs.write_file_at(run_fd, "started.json", info, sync=False)
+                # Written while the child waits at its gate: the task runs only once the
+                # agent could find its pid and cgroup here (a task that kills us at once
+                # still leaves the agent the cgroup to end its tree with).
+                try:
+                    with contextlib.suppress(OSError):
+                        info = json.dumps(attempt.started_info()).encode()
+                        _safefs.write_file_at(run_fd, "started.json", info, sync=False)
+                finally:
+                    _tasktree.release(gate)
             finally:
                 os.close(run_fd)
         except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:

@@ -1,74 +1,157 @@
 """Sim-to-real gap (issue 10 item 6): the simulator against the testbed on the same
-scenarios, seeds and faults.
+scenarios, seeds and faults, pooled over repeated runs.
 
-For ``partition-basic`` and ``strong-vs-eventual``: one testbed run (real controller,
-agents and broker, ``continuum testbed run``), then the same scenario and seed in the
-simulator (``continuum simulate realgap``, ``simulations/sim/realgap.py``), which
-takes the controller's and the agents' timing from the configs the testbed writes
-for them. Per level, the p50 and p95 latency (submission to the end of the first
-successful execution), and the worst convergence after a heal (as the testbed polls
-it), each as the gap ``|sim / testbed - 1|`` (goal ≤ 0.15). The testbed's figure is
-the baseline in the note. This 2-core machine is shared, and real latencies rise with
-its load, so the load average is in every note.
+For ``partition-basic`` and ``strong-vs-eventual``: ``RUNS`` testbed runs each (real
+controller, agents and broker, ``continuum testbed run --seed``, seeds from the
+scenario's own upwards), and the simulator on the same scenario and seeds
+(``simulations/sim/realgap.py``, which takes the controller's and the agents' timing
+from the configs the testbed writes for them). Per level, the pooled p50 and p95
+latency (submission to the end of the first successful execution) on each side, and
+convergence after a heal (pooled median and worst), each as the gap
+``|sim / testbed - 1|`` (goal ≤ 0.15) with ``n`` on both sides, the range of the
+per-run figures over the repeats, the testbed's 95 % confidence interval and the load
+average before and after every testbed run (``/proc/loadavg``: real latencies rise
+with the machine's load). A percentile whose pooled samples are too small to bound it
+(``simulations/sim/realgap_stats.py``: fewer than 6 values for a p50, 72 for a p95) is
+reported with its ``n`` and figures but no goal.
+
+``CONTINUUM_REALGAP_RUNS`` (default 4) sets the repeats; run alone, ``--runs`` does,
+and ``--from DIR...`` judges testbed runs already made (their plan gives scenario and
+seed; their ``loadavg.json`` the load, when this script made them).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 from _report import emit
 
-from simulations.sim.realgap import compare, run_testbed_scenario
-from simulations.testbed.scenario import scenario_dir
+from simulations.sim.realgap import run_testbed_scenario
+from simulations.sim.realgap_stats import pooled_convergence, pooled_latency, testbed_latencies
+from simulations.testbed.scenario import load_scenario, scenario_dir
 
 SCENARIOS = ("partition-basic", "strong-vs-eventual")
 GAP = 0.15
+RUNS = int(os.environ.get("CONTINUUM_REALGAP_RUNS", "4"))
 CONTINUUM = Path(sys.executable).with_name("continuum")
 #: Where the testbed runs are kept (git-ignored ``runs/``), to read what a figure came from.
-RUNS = Path(__file__).resolve().parent.parent / "runs" / "bench"
+RUNS_DIR = Path(__file__).resolve().parent.parent / "runs" / "bench"
+LOADAVG = "loadavg.json"
 
 
-def _gap(name: str, what: str, sim: float | None, testbed: float | None, note: str) -> None:
-    if sim is None or not testbed:
-        emit(f"realgap: {name} {what}", measured=float("nan"), unit="", note=f"no figure; {note}")
+def _testbed(name: str, seed: int) -> Path:
+    """One testbed run; the load average before and after it in its ``loadavg.json``."""
+    out = RUNS_DIR / f"realgap-{name}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    before = os.getloadavg()
+    run = [str(CONTINUUM), "testbed", "run", name, "--seed", str(seed), "--no-progress"]
+    proc = subprocess.run([*run, "--out", str(out)], check=False, capture_output=True, text=True)
+    load = {"before": before, "after": os.getloadavg(), "exit": proc.returncode}
+    (out / LOADAVG).write_text(json.dumps(load) + "\n", encoding="utf-8")
+    return out
+
+
+def _one(run_dir: Path) -> dict[str, Any]:
+    """A testbed run and the simulation of its scenario and seed, side by side."""
+    report = json.loads((run_dir / "report.json").read_text(encoding="utf-8"))
+    plan = json.loads((run_dir / "plan.json").read_text(encoding="utf-8"))
+    load_file = run_dir / LOADAVG
+    load = json.loads(load_file.read_text(encoding="utf-8")) if load_file.exists() else {}
+    sim = run_testbed_scenario(scenario_dir() / f"{plan['scenario']}.toml", seed=plan["seed"])
+    heals = report.get("timings", {}).get("convergence_after_heal", [])
+    return {
+        "scenario": plan["scenario"],
+        "seed": plan["seed"],
+        "dir": run_dir.name,
+        "valid": bool(report.get("valid")),
+        "load": load,
+        "testbed": testbed_latencies(run_dir),
+        "sim": sim["latencies"],
+        "testbed_heals": [h["after_s"] for h in heals if h.get("after_s") is not None],
+        "sim_heals": [c["after_s"] for c in sim["convergence_after_heal"] if c["after_s"]],
+    }
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def _span(pair: list[float] | None) -> str:
+    return "-" if not pair else f"{pair[0]:.3f}-{pair[1]:.3f}"
+
+
+def _emit(name: str, what: str, row: dict[str, Any], context: str) -> None:
+    figures = (
+        f"n {row['n_sim']}/{row['n_testbed']}; sim {_fmt(row['sim'])} s "
+        f"(runs {_span(row['sim_runs'])}), testbed {_fmt(row['testbed'])} s "
+        f"(runs {_span(row['testbed_runs'])}, 95 % CI {_span(row['testbed_ci'])})"
+    )
+    if row["gap"] is None:
+        emit(
+            f"realgap: {name} {what}", measured=float("nan"), unit="", note=f"no figure; {figures}"
+        )
         return
+    judged = row["judged"]
     emit(
         f"realgap: {name} {what}, |sim / testbed - 1|",
-        measured=abs(sim / testbed - 1.0),
+        measured=row["gap"],
         unit="",
-        goal=GAP,
+        goal=GAP if judged else None,
         direction="lower",
-        note=f"sim {sim:.3f} s, testbed {testbed:.3f} s; {note}",
+        note=("" if judged else "NOT JUDGED: too few samples to bound it; ")
+        + f"{figures}; {context}",
+    )
+    print(
+        f"{name:20} {what:28} n {row['n_sim']:4}/{row['n_testbed']:<4} "
+        f"sim {_fmt(row['sim'])} [{_span(row['sim_runs'])}]  "
+        f"testbed {_fmt(row['testbed'])} [{_span(row['testbed_runs'])}] "
+        f"CI {_span(row['testbed_ci'])}  gap {row['gap']:.3f}{'' if judged else ' (not judged)'}",
+        file=sys.stderr,
     )
 
 
-def main() -> None:
-    for name in SCENARIOS:
-        out = RUNS / f"realgap-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        run = [str(CONTINUUM), "testbed", "run", name, "--no-progress", "--out", str(out)]
-        proc = subprocess.run(run, check=False, capture_output=True, text=True)
-        load = "load average " + ", ".join(f"{x:.1f}" for x in os.getloadavg())
-        report = json.loads((out / "report.json").read_text(encoding="utf-8"))
-        valid = f"testbed {'VALID' if report.get('valid') else 'INVALID'} (exit {proc.returncode})"
-        valid += f" in runs/bench/{out.name}"
-        gap = compare(run_testbed_scenario(scenario_dir() / f"{name}.toml"), report)
-        for level, row in sorted(gap["latency"].items()):
-            s, t = row["sim"], row["testbed"] or {}
-            for q in ("p50", "p95"):
-                counts = f"n {s['count']}/{t.get('count', 0)}"
-                _gap(name, f"{level} latency {q}", s[q], t.get(q), f"{counts}; {valid}; {load}")
-        conv = gap["convergence_max_s"]
-        heals = ", ".join(
-            f"{c['node']} {c['cause']} {c['after_s']}"
-            for c in report.get("timings", {}).get("convergence_after_heal", [])
+def judge(runs: list[dict[str, Any]]) -> None:
+    by_scenario: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in runs:
+        by_scenario[r["scenario"]].append(r)
+    for name, rs in sorted(by_scenario.items()):
+        loads = "; ".join(
+            f"seed {r['seed']} {'VALID' if r['valid'] else 'INVALID'} load "
+            + (
+                "/".join(f"{x:.1f}" for x in (*r["load"]["before"][:1], *r["load"]["after"][:1]))
+                if r["load"]
+                else "?"
+            )
+            for r in rs
         )
-        note = f"testbed per heal: {heals}; {valid}; {load}"
-        _gap(name, "convergence after a heal (max)", conv["sim"], conv["testbed"], note)
+        context = f"{len(rs)} runs ({loads}; load 1-min before/after)"
+        latency = pooled_latency([r["sim"] for r in rs], [r["testbed"] for r in rs])
+        for level, rows in latency.items():
+            for q, row in rows.items():
+                _emit(name, f"{level} latency {q}", row, context)
+        conv = pooled_convergence([r["sim_heals"] for r in rs], [r["testbed_heals"] for r in rs])
+        for q, row in conv.items():
+            _emit(name, f"convergence after heal {q}", row, context)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=RUNS, help="testbed runs per scenario")
+    parser.add_argument("--from", dest="dirs", nargs="*", type=Path, help="judge these runs")
+    args = parser.parse_args(argv)
+    dirs = args.dirs or [
+        _testbed(name, load_scenario(scenario_dir() / f"{name}.toml").seed + i)
+        for i in range(args.runs)
+        for name in SCENARIOS
+    ]
+    judge([_one(d) for d in dirs])
 
 
 if __name__ == "__main__":

@@ -141,12 +141,13 @@ class Agents:
     # --------------------------------------------------------------- nodes
     def start(self, task: Task, g: int, now: float) -> Attempt:
         """The controller placed ``task`` on node ``g`` at ``now`` (resources already
-        taken): compute the attempt's timeline and schedule its end."""
+        taken): compute the attempt's timeline and schedule its end. The placement
+        leaves once the controller's store committed it (``commit_s``, cloud/uow.py)."""
         task.epoch += 1
         at = Attempt(task, g, task.epoch, task.level, now)
         self.counters.placed_tier[self.node_tier[g]] += 1
         net = self.net
-        at.t_recv = net.deliver(net.ctrl[g], now, CONTROL_BITS)
+        at.t_recv = net.deliver(net.ctrl[g], now + self.spec.commit_s, CONTROL_BITS)
         self._begin(at, task, g, True)
         return at
 

@@ -6,8 +6,10 @@ the simulator sees the very tasks, sleeps and faults the real processes see:
 
 - topology: one site; the submitter is a device that does not compute (the
   testbed posts to the controller's API); each agent is a node of its tier;
-  every hop is a loopback hop (``LOOPBACK_MS``) and an execution costs a process
-  start (``PROCESS_START_S``) plus its ``--sleep-ms`` (1 MI = 1 ms at 1000 MIPS);
+  every hop is a loopback hop (``LOOPBACK_MS``); a placement leaves the controller once
+  its store committed it (``COMMIT_S``); an execution costs the durable writes before
+  the task's work (``START_FSYNCS`` of ``COMMIT_S`` each), a process start
+  (``PROCESS_START_S``) and its ``--sleep-ms`` (1 MI = 1 ms at 1000 MIPS);
   an agent's first execution also waits for its supervisor (``SUPERVISOR_START_S``);
   a strong start waits for the lease round trip: request hop, the controller's
   durable commit of the grant (``COMMIT_S``), grant hop;
@@ -53,6 +55,7 @@ from simulations.sim.scenario import (
     Workflow,
     Workload,
 )
+from simulations.testbed.metrics import percentile
 from simulations.testbed.observe import POLL_S
 from simulations.testbed.plan import Plan, make_plan
 from simulations.testbed.scenario import Scenario, load_scenario
@@ -62,6 +65,7 @@ __all__ = [
     "COMMIT_S",
     "LOOPBACK_MS",
     "PROCESS_START_S",
+    "START_FSYNCS",
     "SUPERVISOR_START_S",
     "SimRun",
     "compare",
@@ -81,6 +85,13 @@ SUPERVISOR_START_S = 0.06
 #: of SQLite's WAL (``synchronous=FULL``), about 4 ms a write + fsync of 4 KiB on this
 #: machine's disk (median of 30, 0.6-8 ms, 2026-12-02).
 COMMIT_S = 0.004
+#: Durable writes between a placement's arrival and the task's work, one fsync each
+#: (``COMMIT_S``): the agent's journal commits of the placement (edge_agent/inbound.py)
+#: and of the start (edge_agent/scheduler.py ``settle``: a start is durable before it is
+#: launched), and the ledger task's fsync'd ``start`` line, after which its sleep begins
+#: (simulations/testbed/ledger_task.py). A strong start has the same two agent commits
+#: (the grant is journaled in the start's transaction).
+START_FSYNCS = 3
 _CUT_OPS = ("partition", "flap", "controller-cut")
 
 
@@ -177,7 +188,7 @@ def to_sim(
             cpus=first.cpus,
             mips=1000.0,
             memory_mb=float(first.memory_mb),
-            start_s=PROCESS_START_S,
+            start_s=PROCESS_START_S + START_FSYNCS * COMMIT_S,
             supervisor_start_s=SUPERVISOR_START_S,
             slots=agent.executor.max_concurrent,
         )
@@ -339,6 +350,7 @@ class SimRun:
                 "loopback_ms": LOOPBACK_MS,
                 "process_start_s": PROCESS_START_S,
                 "commit_s": COMMIT_S,
+                "start_fsyncs": START_FSYNCS,
                 "supervisor_start_s": SUPERVISOR_START_S,
                 "keepalive_s": sc.controller.keepalive_s,
                 "reconnect_s": [sc.controller.reconnect_min_s, sc.controller.reconnect_max_s],
@@ -375,15 +387,13 @@ def _digests(sim: Simulation, every: float) -> dict[str, list[tuple[float, float
 
 
 def _summary(values: list[float]) -> dict[str, float | int | None]:
-    if not values:
-        return {"count": 0, "p50": None, "p95": None, "max": None}
-    ordered = sorted(values)
-
-    def pct(q: float) -> float:
-        rank = max(1, min(len(ordered), round(q / 100.0 * len(ordered) + 0.5)))
-        return ordered[rank - 1]
-
-    return {"count": len(ordered), "p50": pct(50), "p95": pct(95), "max": ordered[-1]}
+    """Count, p50, p95 and max, with the testbed's nearest-rank percentile."""
+    return {
+        "count": len(values),
+        "p50": percentile(values, 50),
+        "p95": percentile(values, 95),
+        "max": max(values, default=None),
+    }
 
 
 def run_testbed_scenario(path: str | Path, *, seed: int | None = None) -> dict[str, Any]:

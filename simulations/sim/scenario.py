@@ -186,7 +186,8 @@ class Controller:
     max_queue_s: float = 30.0  # a task no node can take for this long fails
     lease_s: float = 30.0
     # one durable commit of the controller's store (an fsync: cloud/store.py runs SQLite
-    # with synchronous=FULL); a lease grant is sent only once it committed (cloud/ingest.py)
+    # with synchronous=FULL); a placement or a lease grant is sent only once it committed
+    # (cloud/uow.py)
     commit_s: float = 0.0
     # the controller's [health] and [consistency] settings (cloud/config.py defaults)
     suspect_missed: int = 3  # heartbeats missed before a link is suspected

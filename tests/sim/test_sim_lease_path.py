@@ -1,6 +1,7 @@
 """What the simulator charges a start beyond the execution (simulations/sim/agent.py): a
 strong start's lease path (request hop, the controller's durable commit of the grant,
-``Controller.commit_s``, grant hop) and a node's first launch, which waits for the agent's
+``Controller.commit_s``, grant hop), the controller's commit of a placement before it
+leaves, and a node's first launch, which waits for the agent's
 task supervisor (``NodeClass.supervisor_start_s``)."""
 
 from __future__ import annotations
@@ -37,14 +38,16 @@ def _run(
     return sim
 
 
-def test_the_grant_leaves_after_the_controllers_commit() -> None:
-    """The same run with a 50 ms commit: the grant, and so the start, come exactly that
-    much later; the request leaves at the same time (the draws do not change)."""
+def test_the_placement_and_the_grant_leave_after_the_controllers_commit() -> None:
+    """The same run with a 50 ms commit: the placement arrives that much later (and the
+    request leaves that much later), the grant and so the start twice that (the draws do
+    not change)."""
     (fast,) = _run("strong", [1.0]).attempt_log
     (slow,) = _run("strong", [1.0], commit_s=0.05).attempt_log
-    assert slow.t_req == fast.t_req
-    assert slow.t_grant - fast.t_grant == pytest.approx(0.05)
-    assert slow.start - fast.start == pytest.approx(0.05)
+    assert slow.t_recv - fast.t_recv == pytest.approx(0.05)
+    assert slow.t_req - fast.t_req == pytest.approx(0.05)
+    assert slow.t_grant - fast.t_grant == pytest.approx(0.1)
+    assert slow.start - fast.start == pytest.approx(0.1)
     assert fast.t_grant > fast.t_req > fast.t_recv
 
 

@@ -55,11 +55,11 @@ def test_a_burst_arrives_whole_and_in_order(mosquitto: MosquittoBroker) -> None:
         assert got == payloads
         # The subscriber's own publish, from this thread, is sent and acknowledged.
         own = sub.publish("elsewhere", b"ack", qos=1)
-        deadline = time.monotonic() + 30
-        while not own.is_published():
-            assert time.monotonic() < deadline
+        # The publisher's PUBACKs can trail the subscriber's deliveries on a loaded machine.
+        deadline = time.monotonic() + 60
+        while not (own.is_published() and all(info.is_published() for info in infos)):
+            assert time.monotonic() < deadline, "publishes not acknowledged within 60 s"
             time.sleep(0.01)
-        assert all(info.is_published() for info in infos)
     finally:
         for client in (pub, sub):
             client.disconnect()

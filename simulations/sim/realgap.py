@@ -225,7 +225,7 @@ def to_sim(
         description=f"testbed scenario {scenario.name} run in the simulator",
         duration_s=plan.duration_s + scenario.settle_s,
         seed=plan.seed,
-        policies=(Policy(PlacementMode.HYBRID_DYNAMIC, "declared"),),
+        policies=(Policy(PlacementMode(ctl.placement.mode), "declared"),),
         topology=Topology(
             sites=1,
             regions=1,

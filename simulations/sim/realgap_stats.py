@@ -16,21 +16,15 @@ scenarios and seeds) and says, per level and percentile:
   all: 6 values for a median, 72 for a p95 (0.95^72 < 0.025: with fewer, nothing in the
   sample bounds the p95 from above at that confidence). A figure that is not judged
   is still reported, with its ``n``, never dropped.
-
-The testbed's per-task latencies are computed from its run directory with the
-testbed's own ``summarize_run`` (its ``report.json`` keeps only the summaries).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
-from simulations.testbed import collect
-from simulations.testbed.metrics import percentile, summarize_run
-from simulations.testbed.report import load_run
+from simulations.testbed.metrics import percentile
 
 __all__ = [
     "CONFIDENCE",
@@ -38,7 +32,6 @@ __all__ = [
     "pooled_convergence",
     "pooled_latency",
     "quantile_ranks",
-    "testbed_latencies",
 ]
 
 #: Confidence of the percentile intervals (two-sided).
@@ -140,12 +133,3 @@ def pooled_convergence(
         "judged": bool(s_all and t_all),
     }
     return {"p50": _row(sim_runs, testbed_runs, 50.0), "max": worst}
-
-
-def testbed_latencies(run_dir: Path) -> dict[str, list[float]]:
-    """Per level, every task's latency of a testbed run (as its report summarises them)."""
-    run = load_run(run_dir, recollect=False)
-    history = collect.read_history(run_dir)
-    ledger = collect.read_ledgers(sorted(collect.ledger_dir(run_dir).glob("*.jsonl")))
-    end = float(run["collected"]["end_wall"])
-    return summarize_run(history, ledger, run["nodes"], end)["latencies"]

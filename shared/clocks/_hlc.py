@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from shared.errors import ClockSkewError
 from shared.ids import MAX_NODE_ID_LEN, is_node_id
@@ -48,10 +49,22 @@ class Timestamp:
         (including non-canonical spellings such as leading zeros)."""
         if not isinstance(text, str):
             raise ValueError(f"HLC timestamp must be a string, not {type(text).__name__}")
-        match = _ENCODED.fullmatch(text)
-        if match is None or not is_node_id(match.group(3)):
-            raise ValueError(f"not an HLC timestamp: {text[:80]!r}")
-        return cls(int(match.group(1), 16), int(match.group(2), 16), match.group(3))
+        # A plain copy of a str subclass: the cache must never call foreign __eq__/__hash__.
+        return _decoded(text if type(text) is str else str.__str__(text))
+
+
+#: Decoded stamps kept (a message's stamp is read by the codec, the clock and the
+#: reactions; an attempt's by the record parser and the learner): bounded, since the
+#: texts come from the network. Failures are not cached (lru_cache caches returns only).
+DECODED_CACHE = 8192
+
+
+@lru_cache(maxsize=DECODED_CACHE)
+def _decoded(text: str) -> Timestamp:
+    match = _ENCODED.fullmatch(text)
+    if match is None or not is_node_id(match.group(3)):
+        raise ValueError(f"not an HLC timestamp: {text[:80]!r}")
+    return Timestamp(int(match.group(1), 16), int(match.group(2), 16), match.group(3))
 
 
 class HybridClock:

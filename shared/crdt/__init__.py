@@ -8,7 +8,12 @@ return deltas; ``merge`` is the join; ``visible_status`` is derived, never store
 
 from shared.crdt._digest import digest, missing, record_digest
 from shared.crdt._replica import Batch, Replica
-from shared.crdt._serialize import canonical_bytes, content_hash, record_to_wire
+from shared.crdt._serialize import (
+    canonical_bytes,
+    content_hash,
+    record_from_dict,
+    record_to_wire,
+)
 from shared.crdt._task_record import (
     DEFAULT_MAX_ATTEMPTS,
     MAX_LOG_TAIL,
@@ -54,6 +59,7 @@ __all__ = [
     "place",
     "placement_beats",
     "record_digest",
+    "record_from_dict",
     "record_to_wire",
     "request_cancel",
     "set_status",

@@ -225,6 +225,7 @@ def _wire_attempt(
         if wall is not None and wall >= started:
             started = f"{wall - started:x}.0.{writer}"
     return _check_attempt(
+        writer,
         writer if node is None else node,
         counter,
         (epoch, status, hlc, exit_code, result, reason, started, log),
@@ -441,22 +442,24 @@ def _parse_attempt(
         data.get("started_hlc"),
         data.get("log"),
     )
-    return _check_attempt(data.get("node", writer), counter, fields, path, problems)
+    return _check_attempt(writer, data.get("node", writer), counter, fields, path, problems)
 
 
 def _check_attempt(
+    writer: str,
     node: object,
     counter: int,
     fields: tuple[object, object, object, object, object, object, object, object],
     path: str,
     problems: list[Problem],
 ) -> Attempt | None:
-    """The attempt of dot counter ``counter`` run by ``node`` from its ``fields``
+    """The attempt of dot ``(writer, counter)`` run by ``node`` from its ``fields``
     (epoch, status name, hlc, exit code, result, reason, started hlc, log), whichever
-    form carried them; ``None`` with every problem added to ``problems``."""
+    form carried them; ``None`` with every problem added to ``problems``. ``writer``
+    was checked with the dot's key: ``node`` is checked only when it is another."""
     epoch, status, hlc, exit_code, result, reason, started, log_data = fields
     before = len(problems)
-    if (why := check_node_id(node)) is not None:
+    if node is not writer and (why := check_node_id(node)) is not None:
         problems.append(Problem(f"{path}.node", f"node id {why}"))
     if (why := _int_problem(epoch, 0)) is not None:
         problems.append(Problem(f"{path}.epoch", why))

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, ClassVar, Final, Self
 
-from shared.crdt import TaskRecord, record_to_wire
+from shared.crdt import TaskRecord, record_from_dict, record_to_wire
 from shared.errors import Problem, ValidationError
 from shared.ids import MAX_TASK_ID_LEN, check_task_id
 from shared.model import (
@@ -381,7 +381,7 @@ class Deltas(Body):
         base = f.path_of("records")
         for index, item in enumerate(items):
             try:
-                records.append(TaskRecord.from_dict(item))
+                records.append(record_from_dict(item))
             except ValidationError as exc:
                 at = join_path(base, index)
                 f.problems.extend(

@@ -201,6 +201,48 @@ def _decode(payload: object) -> Envelope:
 
 
 def _envelope(doc: dict[str, Any], type_: str, cls: type[Body]) -> Envelope:
+    head = _plain_head(doc)
+    if head is None:
+        return _checked_envelope(doc, type_, cls)
+    f = Fields(doc["body"], "body", strict=False)
+    body = cls.read(f)
+    if f.problems:
+        error = ValidationError(f.problems, what=f"{type_} message")
+        raise RemoteProtocolError(str(error), reason="invalid") from error
+    ident, sender, hlc, seq = head
+    return Envelope(type=type_, id=ident, sender=sender, hlc=hlc, body=body, seq=seq)
+
+
+def _plain_head(doc: dict[str, Any]) -> tuple[str, str, str, int | None] | None:
+    """(id, sender, whole hlc, seq) of an envelope whose every header field passes the
+    checks of :func:`_checked_envelope` and whose body is an object; ``None`` for any
+    other (``_checked_envelope`` then names every problem). The common case without the
+    ``Fields`` bookkeeping: it accepts a subset of what that path accepts, with the
+    same values (tests/test_protocol_fuzz.py holds the two paths to that)."""
+    ident, sender, hlc, seq = doc.get("id"), doc.get("from"), doc.get("hlc"), doc.get("seq")
+    if not (
+        type(ident) is str
+        and len(ident) <= 256
+        and check_message_id(ident) is None
+        and type(sender) is str
+        and is_node_id(sender)
+        and type(hlc) is str
+        and len(hlc) <= 256
+        and (seq is None or (type(seq) is int and 0 <= seq <= MAX_INT))
+        and type(doc.get("body")) is dict
+    ):
+        return None
+    if hlc.count(".") == 1:
+        hlc = f"{hlc}.{sender}"  # written without the sender's id (``_short_hlc``)
+    try:
+        stamp = Timestamp.decode(hlc)
+    except ValueError:
+        return None
+    return (ident, sender, hlc, seq) if stamp.node == sender else None
+
+
+def _checked_envelope(doc: dict[str, Any], type_: str, cls: type[Body]) -> Envelope:
+    """Every header field checked through ``Fields``, every problem collected."""
     f = Fields(doc, "", strict=False)  # unknown fields are ignored (forward compatibility)
     ident = f.string("id", max_len=256, check=check_message_id)
     sender = f.string("from", max_len=256, check=check_node_id)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import resource
 import signal
@@ -44,6 +45,13 @@ _RLIMITS = {
 _MEMORY_SIGNS = ("MemoryError", "Cannot allocate memory", "out of memory", "bad_alloc")
 _FSIZE_SIGNS = ("File too large",)
 libc = ctypes.CDLL(None, use_errno=True)
+
+
+@functools.cache
+def _devnull() -> int:
+    """One ``/dev/null`` for every task's stdin (close-on-exec here; ``dup2`` gives each
+    child its own inheritable copy), not an ``open`` per spawn."""
+    return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
 
 
 def _drop_to(ids: tuple[int, int]) -> None:
@@ -84,7 +92,7 @@ def spawn(
     err_r, err_w = os.pipe()
     fail_r, fail_w = os.pipe()  # close-on-exec (PEP 446): EOF means the exec happened
     gate_r, gate_w = os.pipe() if gate else (-1, -1)
-    null = os.open(os.devnull, os.O_RDONLY)
+    null = _devnull()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child execs or exits
         try:
@@ -120,7 +128,7 @@ def spawn(
                 os.write(fail_w, f"{type(exc).__name__}: {exc}".encode("utf-8", "replace"))
         finally:
             os._exit(127)
-    for fd in (out_w, err_w, fail_w, null):
+    for fd in (out_w, err_w, fail_w):
         os.close(fd)
     if gate:
         os.close(gate_r)

@@ -381,7 +381,27 @@ def _remove_dirs(trash: queue.SimpleQueue[Path]) -> None:
         run_dir = trash.get()
         with contextlib.suppress(OSError):
             os.rmdir(run_dir / _WORK)  # empty: removable without reading the task's directory
-        shutil.rmtree(run_dir, ignore_errors=True)
+        if not _remove_files_dir(run_dir):
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _remove_files_dir(run_dir: Path) -> bool:
+    """Remove a directory that holds only files (a run directory once ``work/`` is gone, the
+    usual case) with a few system calls, links unlinked, never followed; ``False`` (nothing
+    left half-done that ``rmtree`` cannot finish) when it holds anything else."""
+    try:
+        run_fd = _safefs.open_dir(run_dir)
+    except OSError:
+        return False
+    try:
+        for name in os.listdir(run_fd):
+            os.unlink(name, dir_fd=run_fd)  # a directory: IsADirectoryError
+        os.rmdir(run_dir)
+    except OSError:
+        return False
+    finally:
+        os.close(run_fd)
+    return True
 
 
 def task_limits(

@@ -36,7 +36,7 @@ import json
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +89,8 @@ class QueuedRow:
     inputs: dict[str, Any] = field(default_factory=dict)  # the dependencies' results
 
     def to_row(self) -> dict[str, Any]:
-        return {**asdict(self), "inputs": json.dumps(self.inputs)}
+        # Not dataclasses.asdict: it deep-copies every field (a tenth of a submission's time).
+        return {**_fields_of(self, _QUEUED_FIELDS), "inputs": json.dumps(self.inputs)}
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> QueuedRow:
@@ -97,6 +98,11 @@ class QueuedRow:
 
 
 _QUEUED_FIELDS = tuple(f.name for f in fields(QueuedRow))  # ``inputs`` last
+
+
+def _fields_of(row: object, names: tuple[str, ...]) -> dict[str, Any]:
+    """A row's fields by name (their values are plain: no copy needed)."""
+    return {name: getattr(row, name) for name in names}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -117,6 +123,9 @@ class ProcessRow:
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> ProcessRow:
         return cls(**row)
+
+
+_PROCESS_FIELDS = tuple(f.name for f in fields(ProcessRow))
 
 
 class JournalError(RuntimeError):
@@ -386,7 +395,7 @@ class Journal:
 
     # processes -----------------------------------------------------------------------
     def put_process(self, row: ProcessRow) -> None:
-        self._replace("processes", asdict(row))
+        self._replace("processes", _fields_of(row, _PROCESS_FIELDS))
 
     def set_process_deadline(self, attempt: str, deadline: float | None) -> None:
         self.db.execute("UPDATE processes SET deadline = ? WHERE attempt = ?", [deadline, attempt])

@@ -323,9 +323,20 @@ class AgentPair:
             while core.running and time.monotonic() < end:
                 agent.core.safely(agent.tick)
                 time.sleep(0.02)
-        for started in (core.state_dir / "runs").glob("**/started.json"):
+        for started in _started_files(core.state_dir / "runs"):
             with contextlib.suppress(ValueError, OSError):
                 pgid = int(json.loads(started.read_text(encoding="utf-8"))["pgid"])
                 os.killpg(pgid, signal.SIGKILL)
         core.journal.close()
         assert core.counters["internal_errors"] == 0, dict(core.counters)
+
+
+def _started_files(runs: Path) -> list[Path]:
+    """Every attempt's ``started.json`` under ``runs``. The agent removes an attempt's
+    directory once its outcome is handled, which can happen while the walk is inside it
+    (``FileNotFoundError`` from the walk): then the walk starts again, a bounded number of
+    times (each retry sees fewer directories to lose)."""
+    for _ in range(20):
+        with contextlib.suppress(FileNotFoundError):
+            return list(runs.glob("**/started.json"))
+    return list(runs.glob("**/started.json"))

@@ -175,8 +175,15 @@ def make_run(tmp: Path, *, diverge: bool = False, overlap: bool = False) -> Path
     return run
 
 
-def test_collect_hashes_both_sides_with_one_function(tmp_path: Path) -> None:
-    run = make_run(tmp_path)
+@pytest.fixture(scope="module")
+def clean_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One clean run for the tests that only read it or judge it again (each dump starts
+    a process: built once, not once per test)."""
+    return make_run(tmp_path_factory.mktemp("clean"))
+
+
+def test_collect_hashes_both_sides_with_one_function(clean_run: Path) -> None:
+    run = clean_run
     state = collect.collect_state(run, [*NODES, "agent-9"])
     assert state["controller"]["t1"]["status"] == "succeeded"
     assert state["agents"]["agent-1"]["t1"] == state["controller"]["t1"]["hash"]
@@ -193,8 +200,8 @@ def test_collect_hashes_both_sides_with_one_function(tmp_path: Path) -> None:
     assert observer.node_converged("agent-2", ctl)
 
 
-def test_judge_clean_run_writes_report_and_plots(tmp_path: Path) -> None:
-    run = make_run(tmp_path)
+def test_judge_clean_run_writes_report_and_plots(clean_run: Path) -> None:
+    run = clean_run
     report = judge(run)
     assert report["valid"] is True, report["invariants"]
     saved = json.loads((run / collect.REPORT).read_text())
@@ -216,9 +223,10 @@ def test_diverged_replica_fails_convergence(tmp_path: Path) -> None:
     assert report["invariants"]["convergence"]["counts"]["diverged"] == 1
 
 
-def test_check_cli_exit_status(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    good = make_run(tmp_path / "a")
-    assert cli.main(["check", str(good)]) == 0
+def test_check_cli_exit_status(
+    clean_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["check", str(clean_run)]) == 0
     bad = make_run(tmp_path / "b", overlap=True)
     assert cli.main(["check", str(bad)]) == 1
     out = capsys.readouterr().out

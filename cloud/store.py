@@ -37,6 +37,8 @@ from typing import Any
 
 import sqlite_utils
 
+from .checkpoint import Checkpointer
+
 __all__ = ["EventRow", "LeaseRow", "Store", "TaskRow"]
 
 # Schema version; bump with a migration when a table changes shape.
@@ -170,10 +172,14 @@ class Store:
         self.db.enable_wal()
         conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
         conn.execute("PRAGMA busy_timeout=5000")
+        # Checkpoints off the committing thread (cloud/checkpoint.py): not in a POST's commit.
+        conn.execute("PRAGMA wal_autocheckpoint=0")
+        self._checkpointer = Checkpointer(str(path), synchronous=synchronous)
         self._in_tx = False
         self._create_schema()
 
     def close(self) -> None:
+        self._checkpointer.stop()
         self.conn.close()
 
     # -- schema ---------------------------------------------------------------

@@ -217,13 +217,18 @@ def test_a_mutual_tls_bundle_connects_and_a_certless_client_does_not(tmp_path: P
             )
             == 0
         )
-        assert _connects(port, cfg.broker.ca_file, cfg.broker.password, "", "") != 0
+        assert _connects(port, cfg.broker.ca_file, cfg.broker.password, "", "") not in (
+            0,
+            "no answer",
+        )
     finally:
         stop_process(broker)
 
 
 def _connects(port: int, ca: str, password: str, cert: str, key: str) -> int | str:
-    """The CONNACK reason code (0 = accepted), or the TLS error's text."""
+    """The CONNACK reason code (0 = accepted), the TLS error's text, or "closed" when the
+    broker closed the connection without a CONNACK (with TLS 1.3 a missing client
+    certificate is found after the client's handshake has returned)."""
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="x")
     client.username_pw_set("edge-1", password)
     client.tls_set(ca_certs=ca, certfile=cert or None, keyfile=key or None)
@@ -234,16 +239,20 @@ def _connects(port: int, ca: str, password: str, cert: str, key: str) -> int | s
         result.append(int(reason.value))  # type: ignore[attr-defined]
         answered.set()
 
+    def on_disconnect(_c: object, _u: object, _f: object, _reason: object, _p: object) -> None:
+        answered.set()
+
     client.on_connect = on_connect
+    client.on_disconnect = on_disconnect
     try:
         client.connect("localhost", port)
     except (ssl.SSLError, OSError) as exc:
         return str(exc)
     client.loop_start()
     try:
-        if not answered.wait(10):
+        if not answered.wait(30):
             return "no answer"
-        return result[0]
+        return result[0] if result else "closed"
     finally:
         client.loop_stop()
         client.disconnect()

@@ -271,7 +271,7 @@ class Controller:
         self.system = self.health(now)
         live = self._live(now)  # nothing below ends a task; a move only supersedes
         self._adapt_levels(now, live)
-        load = 1.0 - topo.cpu_free / topo.cpus
+        load = 1.0 - np.array(topo.cpu_free) / topo.cpus
         self.sched.refresh(topo.link, load, np.array(topo.success), topo.prate)
         self._partition_moves(now, live)
         if self.mode is PlacementMode.ADAPTIVE:

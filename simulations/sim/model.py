@@ -67,6 +67,7 @@ class Simulation:
         node_labels: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         self.sc = scenario
+        self.types = scenario.workload.types
         self.policy = policy
         self.mode = policy.mode
         self.seed = s = scenario.seed if seed is None else seed
@@ -121,17 +122,18 @@ class Simulation:
         node retries it itself where ``shared.decisions.agent_retries`` says so;
         otherwise the controller decides on its report (``Controller.ended``)."""
         task, g = at.task, at.node
+        strong = at.level is _STRONG
         # re-placed before its lease request arrived: refused as a stale epoch, so
         # it never ran (fencing token = epoch)
-        stale = at.level is _STRONG and at.superseded and at.t_req >= at.superseded_at
+        stale = strong and at.superseded and at.t_req >= at.superseded_at
         if stale or at.outcome == Outcome.REFUSED:
             at.outcome, at.start = Outcome.REFUSED, at.stop
         if self.attempt_log is not None:
             self.attempt_log.append(at)
             at.start_rep = self.net.held_arrival(self.net.ctrl[g], at.start)
-        tt = self.sc.workload.types[task.tt]
+        tt = self.types[task.tt]
         topo, c = self.topo, self.counters
-        if at.level is _STRONG:
+        if strong:
             self.ctl.leases.release(task.id, at.epoch)  # on its terminal report
         if at.outcome == Outcome.REFUSED:
             c.refused += 1
@@ -184,7 +186,7 @@ class Simulation:
         self.loop.at(max(at.report, self.loop.now), self.ctl.ended, at)
 
     def _free(self, at: Attempt) -> None:
-        tt = self.sc.workload.types[at.task.tt]
+        tt = self.types[at.task.tt]
         self.topo.give_back(at.node, tt.cpu, tt.memory_mb, at.work)
         self.sched.kick()
 
@@ -193,7 +195,7 @@ class Simulation:
         task.executions += 1
         if task.executions > 1:
             c.duplicates += 1
-            if not self.sc.workload.types[task.tt].idempotent:
+            if not self.types[task.tt].idempotent:
                 c.harm += 1
         if at.t_done >= task.best:
             return
@@ -207,7 +209,7 @@ class Simulation:
             task.result_at = len(c.lat)
             c.lat.append(at.t_done - task.t_arr)
             c.done_at.append(at.t_done)
-            c.deadline.append(self.sc.workload.types[task.tt].deadline_s)
+            c.deadline.append(self.types[task.tt].deadline_s)
             if task.flow is not None:
                 self.loop.at(at.t_done, self._flow_step, task)
         else:

@@ -43,6 +43,8 @@ __all__ = [
 
 #: One control message (placement, lease, report) on the wire: 512 bytes.
 CONTROL_BITS = 512 * 8
+#: Exponential draws made at once for the jitter (``Network.exp``).
+_BLOCK = 1 << 16
 _INF = math.inf
 
 
@@ -296,7 +298,7 @@ class Network:
         self.link_j = 0.0
         self._exp_rng = np.random.default_rng([seed, 44])
         self._exp_block: list[float] = []
-        self._exp_i = 0
+        self._exp_i = _BLOCK  # drawn at the first use
 
     def draw_failures(
         self, topo: Topology, links: Links, failures: Failures, horizon: float, seed: int
@@ -395,14 +397,14 @@ class Network:
     def exp(self) -> float:
         """A standard exponential draw (pre-drawn in blocks: much cheaper per call)."""
         i = self._exp_i
-        if i >= len(self._exp_block):
+        if i >= _BLOCK:
             self._refill()
             i = 0
         self._exp_i = i + 1
         return self._exp_block[i]  # type: ignore[no-any-return]
 
     def _refill(self) -> None:
-        self._exp_block = self._exp_rng.standard_exponential(1 << 16).tolist()
+        self._exp_block = self._exp_rng.standard_exponential(_BLOCK).tolist()
         self._exp_i = 0
 
     def held_arrival(self, path: Path, t: float) -> float:
@@ -427,7 +429,7 @@ class Network:
         jit = path.jit
         if jit > 0:
             i = self._exp_i
-            if i >= len(self._exp_block):
+            if i >= _BLOCK:
                 self._refill()
                 i = 0
             self._exp_i = i + 1
@@ -450,7 +452,7 @@ class Network:
         t = t + bits / bw + (net.lat[dev] + part.lat)  # in this order (floats)
         if jit > 0:
             i = self._exp_i
-            if i >= len(self._exp_block):
+            if i >= _BLOCK:
                 self._refill()
                 i = 0
             self._exp_i = i + 1

@@ -252,7 +252,7 @@ class PredictedState:
 
     __slots__ = (
         "_keys", "_rows", "base", "bases", "deadline", "demand", "facts", "finish", "hashes",
-        "keep", "log", "ok", "reach", "seen", "shape", "tame", "version",
+        "keep", "log", "need", "ok", "reach", "seen", "shape", "tame", "version",
     )  # fmt: skip
 
     def __init__(
@@ -261,6 +261,7 @@ class PredictedState:
         t = shape.timing
         assert t is not None, "a predicted mode's shape"
         self.demand, self.shape, self.facts, self.version = shape.demand, shape, facts, version
+        self.need = shape.need
         free = (table.cpu_free, table.memory_free, table.disk_free)
         ok = shape.mask & (first_exhausted(shape.need, free) < 0)
         run = fixed(facts, table, self.demand)
@@ -287,7 +288,7 @@ class PredictedState:
             c.tolist()
             for c in (
                 shape.mask, run, t.base_cost, facts.capacity, facts.inv_cpus,
-                facts.widen, table.load,
+                facts.widen, table.load, table.cpus, table.slots,
             )
         )  # fmt: skip
 
@@ -295,28 +296,27 @@ class PredictedState:
         """Redo the rows the site's log names since the last call."""
         log = self.log
         if self.seen < len(log):
-            mask = self._rows[0]
+            mask, update = self._rows[0], self.update
             for j in set(log[self.seen :]):
                 if mask[j]:
-                    self.update(table, j)
+                    update(table, j)
             self.seen = len(log)
 
     def row(self, table: NodeTable, j: int) -> tuple[float, float, float]:
         """``(queue, finish, cost)`` of row ``j`` now: the scalar form of
         ``_predict.score``'s columns, operation for operation."""
-        _, run, base_cost, capacity, inv_cpus, _, load = self._rows
+        _, run, base_cost, capacity, inv_cpus, _, load, cpus, slots = self._rows
         cpu, free = self.demand.cpu, table.cpu_free.item(j)
         queue = queue_wait(
-            table.backlog.item(j), capacity[j], table.cpus.item(j), free,
-            table.running.item(j), table.slots.item(j), cpu,
-        )  # fmt: skip
+            table.backlog.item(j), capacity[j], cpus[j], free, table.running.item(j), slots[j], cpu
+        )
         taken = 1.0 + (cpu - free) * inv_cpus[j]
         return queue, run[j] + queue, base_cost[j] + _min(_max(load[j], taken), 1.0) / 4.0
 
     def update(self, table: NodeTable, j: int) -> None:
         """Row ``j`` (on the shape's filters) with its current free resources and
         backlog. A row without room keeps its stale finish: no rule reads it."""
-        n0, n1, n2 = self.shape.need
+        n0, n1, n2 = self.need
         base = self.base
         if (
             n0 > table.cpu_free.item(j)

@@ -129,6 +129,16 @@ class Scheduler:
             self.tables.append(table)
             self.gidx.append(np.array([topo.index[i] for i in table.ids], dtype=np.intp))
         self.glist: list[list[int]] = [gidx.tolist() for gidx in self.gidx]
+        #: per site, each node's row, and the rows of nodes other sites share (read
+        #: at every sync; the site's own nodes are read when ``topo.touched`` names them)
+        self.row_of: list[dict[int, int]] = [{g: r for r, g in enumerate(gl)} for gl in self.glist]
+        self.shared_rows: list[list[tuple[int, int]]] = [
+            [(r, g) for r, g in enumerate(gl) if topo.local_site[g] != s]
+            for s, gl in enumerate(self.glist)
+        ]
+        #: per site, rows whose running count differs while their resources do not:
+        #: brought up to date at the next sync that moves any row
+        self.silent: list[dict[int, int]] = [{} for _ in range(topo.sites)]
         self.version = [0] * topo.sites
         self.logs: list[list[int]] = [[] for _ in range(topo.sites)]  # rows moved, per version
         self.shapes: list[SharedShapes[Any]] = [SharedShapes() for _ in range(topo.sites)]
@@ -251,20 +261,43 @@ class Scheduler:
 
     def _sync(self, site: int) -> None:
         """Bring the site's table up to the global free resources (releases, and
-        other sites' use of shared rows), logging the rows that moved."""
-        gidx, table, topo = self.gidx[site], self.tables[site], self.topo
-        cpu, mem = topo.cpu_free[gidx], topo.mem_free[gidx]
-        moved = (table.cpu_free != cpu) | (table.memory_free != mem)
-        if self.explained:
-            backlog = topo.backlog[gidx]
-            moved |= table.backlog != backlog  # the prediction reads it
-            table.backlog[:] = backlog
-        rows = np.flatnonzero(moved)
-        if len(rows):
-            table.cpu_free[:] = cpu
-            table.memory_free[:] = mem
-            table.running[:] = topo.running[gidx]
-            self.logs[site].extend(rows.tolist())
+        other sites' use of shared rows), logging the rows that moved: those whose
+        free CPU or memory (or backlog, which the prediction reads) differ. The
+        candidates are the site's own nodes that ``topo.touched`` names and the
+        shared rows: every other row equals its node already. When a row moves,
+        every row's running count is brought up to date too."""
+        table, topo = self.tables[site], self.topo
+        touched = topo.touched[site]
+        rows: list[tuple[int, int]] = self.shared_rows[site]
+        if touched:
+            row_of = self.row_of[site]
+            rows = rows + [(row_of[g], g) for g in touched]
+            touched.clear()
+        cpu, mem, running, backlog = topo.cpu_free, topo.mem_free, topo.running, topo.backlog
+        t_cpu, t_mem, t_run, t_back = (
+            table.cpu_free, table.memory_free, table.running, table.backlog
+        )  # fmt: skip
+        explained, silent = self.explained, self.silent[site]
+        log = self.logs[site]
+        moved = False
+        for r, g in rows:
+            if (
+                t_cpu.item(r) != cpu[g]
+                or t_mem.item(r) != mem[g]
+                or (explained and t_back.item(r) != backlog[g])
+            ):
+                t_cpu[r], t_mem[r], t_run[r] = cpu[g], mem[g], running[g]
+                if explained:
+                    t_back[r] = backlog[g]
+                silent.pop(r, None)
+                log.append(r)
+                moved = True
+            elif t_run.item(r) != running[g]:
+                silent[r] = g
+        if moved and silent:
+            for r, g in silent.items():
+                t_run[r] = running[g]
+            silent.clear()
 
     def can_place(self, task: Task, exclude: frozenset[str], now: float) -> bool:
         """Whether a node of ``task``'s site outside ``exclude`` would take it now

@@ -52,10 +52,11 @@ class Topology:
         self.start_s = [n.cls.start_s for n in nodes]
         self.supervisor_start_s = [n.cls.supervisor_start_s for n in nodes]
         self.slots = [n.cls.slots for n in nodes]  # 0: no executor limit beyond the cpus
-        self.cpu_free = self.cpus.copy()
-        self.mem_free = self.mem.copy()
-        self.running = np.zeros(G)
-        self.backlog = np.zeros(G)  # placed, unfinished work (reference-core seconds)
+        # the columns an attempt moves, as Python floats (two scalar updates per attempt)
+        self.cpu_free: list[float] = self.cpus.tolist()
+        self.mem_free: list[float] = self.mem.tolist()
+        self.running = [0.0] * G
+        self.backlog = [0.0] * G  # placed, unfinished work (reference-core seconds)
         self.success = [1.0] * G  # success-rate EWMA per node
         self.link = np.zeros(G, dtype=np.int8)  # LINK_CODES grade seen by the controller
         self.prate = np.zeros(G)  # partitions per hour seen by the controller
@@ -71,6 +72,11 @@ class Topology:
             else -1
             for n in nodes
         ]
+        #: per site, its own nodes (edge servers, computing devices) whose columns
+        #: moved since the scheduler last read them; a regional or cloud node is in
+        #: several sites' tables, which read it every time
+        self.touched: list[set[int]] = [set() for _ in range(S)]
+        self.local_site = [n.site if n.tier in (Tier.EDGE, Tier.DEVICE) else -1 for n in nodes]
 
     def members(self, site: int) -> list[int]:
         """The nodes a task from ``site`` may run on: the site's own, its region's
@@ -89,6 +95,9 @@ class Topology:
         self.running[g] += 1
         if work_s:
             self.backlog[g] += work_s
+        site = self.local_site[g]
+        if site >= 0:
+            self.touched[site].add(g)
 
     def give_back(self, g: int, cpu: float, memory_mb: float, work_s: float = 0.0) -> None:
         """An attempt on ``g`` ended: its resources are free again."""
@@ -98,6 +107,9 @@ class Topology:
         if work_s:
             self.backlog[g] = max(0.0, self.backlog[g] - work_s)
         self.freed[self.freed_counter[g]] += 1
+        site = self.local_site[g]
+        if site >= 0:
+            self.touched[site].add(g)
 
     def computing_devices(self) -> int:
         return sum(1 for g in self.dev_node if g >= 0)

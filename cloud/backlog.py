@@ -130,6 +130,13 @@ class Backlog:
         self._by_why[why].add(task_id)
         self._recheck.append((now, task_id))
 
+    def parked_head(self, kind: Hashable) -> tuple[str, str] | None:
+        """``(head, why)`` when ``kind`` has a head that is parked (found blocked, and
+        not woken since by anything that could unblock it); ``None`` otherwise."""
+        _, head = self._heads.get(kind, ((), ""))
+        parked = self._parked.get(head)
+        return None if parked is None else (head, parked[0])
+
     def placed(self, task_id: str) -> int:
         """``task_id`` left the backlog (placed, or a head cancelled): wake the next
         ``FOLLOWERS`` of its kind. Returns how many were woken."""

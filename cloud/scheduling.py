@@ -269,19 +269,26 @@ class Scheduler:
             return 0, 0
         by_id = {c.task_id: c for c in ready}
         order = placement_order(ready)[:budget]
-        demands = [self.demand(task_id) for task_id in order]
+        rounds: list[tuple[str, TaskDemand, tuple[object, ...]]] = []
+        for task_id in order:
+            demand = self.demand(task_id)
+            kind = feasibility_key(demand, self.mode)
+            if not self._behind_head(task_id, kind, by_id[task_id], now):
+                rounds.append((task_id, demand, kind))
+        if not rounds:
+            return len(order), 0
         started = time.perf_counter()
         decisions = place_batch(
             self.table(now),
-            demands,
+            [demand for _, demand, _ in rounds],
             mode=self.mode,
             weights=self.weights,
             seed=self.cfg.placement.seed,
-            epochs=[tasks.next_epoch(task_id) for task_id in order],
+            epochs=[tasks.next_epoch(task_id) for task_id, _, _ in rounds],
         )
-        each = (time.perf_counter() - started) / len(order)
+        each = (time.perf_counter() - started) / len(rounds)
         woken = 0
-        for task_id, demand, decision in zip(order, demands, decisions, strict=True):
+        for (task_id, demand, kind), decision in zip(rounds, decisions, strict=True):
             self.metrics.placement_seconds.observe(each)
             if self._decided(task_id, demand, decision, trigger=None, now=now):
                 woken += self.backlog.placed(task_id)
@@ -291,10 +298,31 @@ class Scheduler:
                     task_id,
                     "resources" if decision.explanation.exhausted else "nodes",
                     now,
-                    kind=feasibility_key(demand, self.mode),
+                    kind=kind,
                     order=(-c.priority, c.submitted_ms, task_id),
                 )
         return len(order), woken
+
+    def _behind_head(
+        self, task_id: str, kind: tuple[object, ...], c: Candidate, now: float
+    ) -> bool:
+        """Park ``task_id`` without a decision when its kind's head is parked: the head
+        was found blocked and nothing that could unblock it has happened since (it
+        would be awake: ``cloud.backlog``), so the task is blocked as the head is, for
+        the same reason, and queues behind it (or heads the kind, when it comes first).
+        A POST to a backlog of one kind then costs no node table and no placement."""
+        head = self.backlog.parked_head(kind)
+        if head is None:
+            return False
+        head_id, why = head
+        blocked = self.tasks.meta[head_id]
+        if blocked.blocked_reason is None or blocked.explanation is None:
+            return False
+        self._blocked(task_id, blocked.blocked_reason, blocked.explanation, trigger=None)
+        self.backlog.park(
+            task_id, why, now, kind=kind, order=(-c.priority, c.submitted_ms, task_id)
+        )
+        return True
 
     def place(
         self,
@@ -344,20 +372,8 @@ class Scheduler:
         epoch = self.tasks.next_epoch(task_id)
         explanation = decision.explanation.to_dict()
         if decision.node_id is None:
-            if meta.blocked_reason is None:  # tasks found blocked, not attempts
-                self.metrics.placements.labels(outcome="infeasible").inc()
             reason = f"no feasible node: {explanation.get('filtered') or explanation}"
-            if meta.blocked_reason != reason:
-                meta.blocked_reason = reason
-                meta.explanation = explanation
-                self.uow.dirty_tasks.add(task_id)
-                self.uow.event(
-                    "placement_blocked",
-                    reason,
-                    task_id=task_id,
-                    trigger=trigger,
-                    explanation=explanation,
-                )
+            self._blocked(task_id, reason, explanation, trigger=trigger)
             return False
         meta.blocked_reason = None
         node_id = decision.node_id
@@ -413,6 +429,26 @@ class Scheduler:
         forward(self.tasks, self.uow, task_id, rec, skip=(node_id, old_node or node_id))
         self.send_place(task_id)
         return True
+
+    def _blocked(
+        self, task_id: str, reason: str, explanation: dict[str, Any], *, trigger: str | None
+    ) -> None:
+        """Nothing is feasible for ``task_id``: counted once per task, its reason
+        kept and logged once per reason."""
+        meta = self.tasks.meta[task_id]
+        if meta.blocked_reason is None:  # tasks found blocked, not attempts
+            self.metrics.placements.labels(outcome="infeasible").inc()
+        if meta.blocked_reason != reason:
+            meta.blocked_reason = reason
+            meta.explanation = explanation
+            self.uow.dirty_tasks.add(task_id)
+            self.uow.event(
+                "placement_blocked",
+                reason,
+                task_id=task_id,
+                trigger=trigger,
+                explanation=explanation,
+            )
 
     def send_place(self, task_id: str) -> None:
         """Queue the record, then the ``place`` message of the task's current placement,

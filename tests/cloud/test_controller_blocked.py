@@ -181,3 +181,29 @@ def test_tasks_of_a_kind_that_leave_strand_none_behind_them(h: MemoryHarness) ->
     dot = n1.start("run", 1)
     n1.finish("run", dot, AttemptStatus.SUCCEEDED)
     h.await_msg(n1, "place", lambda e: e.body.task_id == f"w{FOLLOWERS + 1:02d}")
+
+
+def test_a_task_of_a_blocked_kind_is_parked_behind_its_head_without_a_decision(
+    h: MemoryHarness,
+) -> None:
+    """The kind's head is parked (found blocked, nothing changed since): a new task of the
+    kind takes its reason and queues, with no node table and no placement (a POST costs
+    the same with any backlog); a task of another kind is still decided."""
+    n1 = h.node("n1", cpus=1.0)
+    c = h.controller
+    c.submit_task(task("run", resources={"cpu": 1}))
+    n1.expect("place", lambda e: e.body.task_id == "run")
+    c.submit_task(task("head", resources={"cpu": 1}))
+    before = evaluated(h)
+    for i in range(20):
+        c.submit_task(task(f"w{i:02d}", resources={"cpu": 1}))
+    assert evaluated(h) == before  # no decision for any of them
+    assert infeasible(h) == 21  # each counted, as found blocked
+    reason = c.get_task("head")["blocked_reason"]
+    assert reason and all(c.get_task(f"w{i:02d}")["blocked_reason"] == reason for i in range(20))
+    c.submit_task(task("other", resources={"cpu": 0.5}))  # fits n1? no: n1 is full
+    assert evaluated(h) == before + 1
+    dot = n1.start("run", 1)
+    n1.finish("run", dot, AttemptStatus.SUCCEEDED)
+    h.await_msg(n1, "ack", lambda e: e.body.up_to_seq == n1.seq)
+    assert c.get_task("head")["node"] == "n1"  # the head, still first of its kind

@@ -220,40 +220,6 @@ def test_idempotent_work_on_a_flaky_link_is_hedged_and_other_work_stays_causal()
     assert "link degraded" in target.reason and "not idempotent" in target.reason
 
 
-def test_idempotent_work_is_hedged_only_where_the_hedge_can_beat_its_deadline() -> None:
-    # the controller re-places eventual work hedge_after_s into an outage: a 2 s
-    # deadline cannot wait 9 s, so the hedge would be wasted work and it stays causal
-    kw = {"link": LinkState.DEGRADED, "idempotent": True, "partition_rate_per_h": 30.0}
-    policy = AdaptationPolicy(hedge_after_s=9.0)
-    tight = cost_target(E, S, run_s=0.5, slack_s=1.5, policy=policy, **kw)  # type: ignore[arg-type]
-    assert tight.level is C
-    ample = cost_target(E, S, run_s=0.5, slack_s=9.5, policy=policy, **kw)  # type: ignore[arg-type]
-    assert ample.level is E
-    assert cost_target(E, S, run_s=0.5, slack_s=None, policy=policy, **kw).level is E  # type: ignore[arg-type]
-    # a detector that suspects at once leaves every deadline to the hedge
-    prompt = AdaptationPolicy(hedge_after_s=0.0)
-    assert cost_target(E, S, run_s=0.5, slack_s=1.5, policy=prompt, **kw).level is E  # type: ignore[arg-type]
-
-
-@settings(max_examples=200, deadline=None)
-@given(
-    links,
-    st.floats(0, 1e4),
-    st.floats(0, 100),
-    st.one_of(st.none(), st.floats(-1e3, 1e4)),
-    st.floats(0, 600),
-)
-def test_eventual_only_where_a_hedge_is_in_time(
-    link: LinkState | None, run_s: float, rate: float, slack: float | None, after: float
-) -> None:
-    target = cost_target(
-        E, S, link=link, idempotent=True, run_s=run_s, partition_rate_per_h=rate,
-        slack_s=slack, policy=AdaptationPolicy(hedge_after_s=after),
-    )  # fmt: skip
-    if target.level is E:
-        assert slack is None or after + run_s <= slack
-
-
 def test_costs_grow_with_the_outage_risk() -> None:
     calm = level_costs(link=LinkState.HEALTHY, idempotent=False, run_s=60.0)
     rough = level_costs(link=LinkState.CRITICAL, idempotent=False, run_s=60.0)

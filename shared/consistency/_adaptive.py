@@ -23,13 +23,9 @@ rate over the run and the risk of its current grade):
   miss with probability ``p``; and it needs about two extra round trips (lease,
   acknowledgement), a sure miss when they do not fit in the slack;
 - ``causal`` keeps running and only its result waits: half of that, ``p / 2``;
-- ``eventual`` is re-placed (hedged) as soon as the controller suspects the node,
-  ``AdaptationPolicy.hedge_after_s`` into the outage: the hedge rescues the
-  deadline only when that wait plus a fresh run fits in the slack; otherwise the
-  task waits for its result like ``causal`` (``p / 2``) and the hedge is wasted
-  work. Either way a duplicate run with probability ``p``, which costs nothing
-  for an ``idempotent`` task and ``DUPLICATE_HARM`` misses for any other.
-  ``causal`` is re-placed only once the
+- ``eventual`` is re-placed at once (hedging): no waiting, but a duplicate run
+  with probability ``p``, which costs nothing for an ``idempotent`` task and
+  ``DUPLICATE_HARM`` misses for any other. ``causal`` is re-placed only once the
   node has been out of contact for ``max_disconnect_s``: a duplicate with
   probability ``p * exp(-max_disconnect_s / outage_s)`` (outages of mean length
   ``outage_s``, exponentially distributed; 0 when unknown), priced the same way;
@@ -48,7 +44,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from shared.health import LinkPolicy, SystemHealth, clamp_level, default_level
+from shared.health import SystemHealth, clamp_level, default_level
 from shared.learning import LINK_STATE_RISK
 from shared.vocab import Level, LinkState
 
@@ -81,29 +77,18 @@ _LINK_AS_HEALTH = {
 }
 
 
-#: How long a silent node goes unsuspected with the default link policy
-#: (``heartbeat_interval_s`` x ``suspect_missed``): the earliest an eventual hedge starts.
-_SUSPECT_AFTER_S = LinkPolicy().heartbeat_interval_s * LinkPolicy().suspect_missed
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AdaptationPolicy:
-    """Damping of level changes: ``bad_samples`` to go down, ``dwell_s`` of good ones to go up.
-
-    ``prior_link`` grades a node without a round trip; ``hedge_after_s`` is how far
-    into an outage the controller re-places eventual work (its link policy's time to
-    suspect a silent node: ``heartbeat_interval_s`` x ``suspect_missed``, or the
-    broker's last will if sooner), a fact of the failure detector, not a tunable."""
+    """Damping of level changes: ``bad_samples`` to go down, ``dwell_s`` of good ones to go up."""
 
     bad_samples: int = 2
     dwell_s: float = 60.0
     prior_link: LinkState = LinkState.HEALTHY
-    hedge_after_s: float = _SUSPECT_AFTER_S
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "prior_link", LinkState(self.prior_link))
-        if self.bad_samples < 1 or self.dwell_s < 0 or self.hedge_after_s < 0:
-            raise ValueError("bad_samples must be ≥ 1, dwell_s and hedge_after_s ≥ 0")
+        if self.bad_samples < 1 or self.dwell_s < 0:
+            raise ValueError("bad_samples must be ≥ 1 and dwell_s ≥ 0")
 
 
 class LevelTarget:
@@ -178,24 +163,20 @@ def level_costs(
     rtt_ms: float = 0.0,
     max_disconnect_s: float = 300.0,
     outage_s: float = 0.0,
-    hedge_after_s: float = 0.0,
 ) -> dict[Level, float]:
     """Expected cost of running at each level on a node now, in deadline misses
     (see the module doc). ``run_s``: how long the attempt is exposed (its predicted
     run); ``slack_s``: time to spare before its deadline (``None``: no deadline);
-    ``outage_s``: the node's mean outage length (0: unknown); ``hedge_after_s``:
-    how far into an outage an eventual hedge starts."""
+    ``outage_s``: the node's mean outage length (0: unknown)."""
     survive = math.exp(-max(partition_rate_per_h, 0.0) * max(run_s, 0.0) / 3600.0)
     p_out = 1.0 - survive * (1.0 - LINK_STATE_RISK[LinkState(link)])
     late = slack_s is not None and STRONG_ROUND_TRIPS * rtt_ms / 1000.0 > slack_s
     harm = 0.0 if idempotent else DUPLICATE_HARM
     outlasts = math.exp(-max_disconnect_s / outage_s) if outage_s > 0 else 0.0
-    # a hedge rescues the deadline only if it starts and runs again within the slack
-    rescued = slack_s is None or hedge_after_s + max(run_s, 0.0) <= slack_s
     return {
         Level.STRONG: 1.0 if late else p_out,
         Level.CAUSAL: p_out / 2.0 + p_out * outlasts * harm,
-        Level.EVENTUAL: (0.0 if rescued else p_out / 2.0) + p_out * harm,
+        Level.EVENTUAL: p_out * harm,
     }
 
 
@@ -215,8 +196,7 @@ def cost_target(
 ) -> LevelTarget:
     """The cheapest level within ``[lo, hi]`` by ``level_costs`` (ties: the stronger).
     ``link`` ``None``: no round trip measured yet, graded ``policy.prior_link``."""
-    policy = policy or AdaptationPolicy()
-    graded = LinkState(link) if link is not None else policy.prior_link
+    graded = LinkState(link) if link is not None else (policy or AdaptationPolicy()).prior_link
     costs = level_costs(
         link=graded,
         idempotent=idempotent,
@@ -226,7 +206,6 @@ def cost_target(
         rtt_ms=rtt_ms,
         max_disconnect_s=max_disconnect_s,
         outage_s=outage_s,
-        hedge_after_s=policy.hedge_after_s,
     )
     allowed = [lv for lv in costs if lo.strength <= lv.strength <= hi.strength]
     if not idempotent and hi is not Level.EVENTUAL:

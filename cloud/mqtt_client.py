@@ -16,17 +16,23 @@ spends as much time per message as the ingest does (bench_ingest, py-spy):
 - **Decoding**: under MQTT 5 paho builds a ``Properties`` object for every
   ``PUBLISH`` (about a tenth of the controller's time holding the GIL under ingest,
   py-spy ``--gil``). A QoS 1 ``PUBLISH`` whose property section is empty (every node
-  message) is decoded here into the same ``MQTTMessage``, ``properties`` ``None``, and
-  acknowledged as paho does; any other packet, or with paho's logging on, goes to paho.
+  message) is decoded here into the same ``MQTTMessage``, ``properties`` ``None``; any
+  other packet, or with paho's logging on, goes to paho.
+- **Acknowledgements**: paho queues each ``PUBACK`` as its own packet and writes each
+  with its own ``send``. The ``PUBACK`` of a message decoded here is sent, as paho
+  would, only after ``on_message`` returned, but together with those of every other
+  message of the same read-ahead buffer: one packet, one ``send`` per burst. Acks not
+  yet queued when the connection ends are dropped with it (the broker redelivers).
 
 All touch paho internals (``_sock_recv``, ``_sock_close``, ``_packet_queue``,
 ``_sockpairW``, ``_thread``, ``_in_packet``, ``_handle_publish``, ``_handle_on_message``,
-``_send_puback``, ``_manual_ack``, ``_logger``) of the 2.x line pinned in pyproject.toml;
+``_sock``, ``_manual_ack``, ``_logger``) of the 2.x line pinned in pyproject.toml;
 tests/cloud/test_controller_broker.py runs the controller's transport on a real broker.
 """
 
 from __future__ import annotations
 
+import struct
 import threading
 from typing import Any
 
@@ -37,6 +43,8 @@ __all__ = ["READ_AHEAD", "Client"]
 
 #: Bytes asked of the socket per ``recv``: many small messages at once, one packet at most.
 READ_AHEAD = 262_144
+#: A ``PUBACK`` as paho writes it (``_send_command_with_mid``): type, length 2, packet id.
+_PUBACK = struct.Struct("!BBH")
 
 
 class Client(mqtt.Client):
@@ -44,6 +52,7 @@ class Client(mqtt.Client):
         super().__init__(*args, **kwargs)
         self._read_buf = b""
         self._read_pos = 0
+        self._pubacks: list[bytes] = []  # PUBACKs of this read-ahead buffer's messages
 
     def _sock_recv(self, bufsize: int) -> bytes:
         if self._read_pos >= len(self._read_buf):
@@ -56,12 +65,17 @@ class Client(mqtt.Client):
 
     def _sock_close(self) -> None:
         self._read_buf, self._read_pos = b"", 0  # never read an old connection's bytes
+        self._pubacks.clear()  # nor acknowledge its packet ids on the next one
         super()._sock_close()
 
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
         rc = super().loop_read(max_packets)
         while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self._read_pos < len(self._read_buf):
             rc = super().loop_read(max_packets)
+        if self._pubacks:
+            acks, self._pubacks = b"".join(self._pubacks), []
+            if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self._sock is not None:
+                self._packet_queue(mqtt.PUBACK, acks, 0, 1)
         return rc
 
     def _packet_queue(
@@ -103,4 +117,5 @@ class Client(mqtt.Client):
         message.payload = bytes(packet[props + 1 :])
         message.timestamp = mqtt.time_func()
         self._handle_on_message(message)
-        return self._send_puback(message.mid)
+        self._pubacks.append(_PUBACK.pack(mqtt.PUBACK, 2, message.mid))  # sent by loop_read
+        return MQTTErrorCode.MQTT_ERR_SUCCESS

@@ -9,6 +9,7 @@ starting with a letter or digit.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 __all__ = [
     "MAX_NODE_ID_LEN",
@@ -27,7 +28,16 @@ _TASK_ID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._:-]{{0,{MAX_TASK_ID_LEN - 1}}}")
 
 
 def is_node_id(value: object) -> bool:
+    if type(value) is str:  # exact str only: a subclass's __eq__ must not reach the cache
+        return _is_node_id_text(value)
     return isinstance(value, str) and _NODE_ID.fullmatch(value) is not None
+
+
+@lru_cache(maxsize=4096)
+def _is_node_id_text(value: str) -> bool:
+    """The few node ids of a fleet are checked in every message (sender, dots, version
+    vectors, stamps): remembered, bounded (the texts come from the network)."""
+    return _NODE_ID.fullmatch(value) is not None
 
 
 def is_task_id(value: object) -> bool:

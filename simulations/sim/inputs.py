@@ -141,10 +141,13 @@ class PlacementInputs:
             self.predicted(task, template), task_id=task.id, deadline_s=self.deadline(task, now)
         )
 
-    def deadline(self, task: Task, now: float) -> float:
+    def deadline(self, task: Task, now: float) -> float | None:
         """Seconds left to ``task``'s deadline at ``now``, rounded down to
-        ``DEADLINE_STEP_S``."""
+        ``DEADLINE_STEP_S``; ``None`` for a kind whose ``deadline_s`` is infinite (ranked
+        as the controller ranks a task without ``deadline_s``)."""
         left = self.types[task.tt].deadline_s - (now - task.t_arr)
+        if math.isinf(left):
+            return None
         return math.floor(left / DEADLINE_STEP_S) * DEADLINE_STEP_S
 
     def predicted(self, task: Task, template: TaskDemand) -> TaskDemand:

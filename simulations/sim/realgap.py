@@ -17,8 +17,10 @@ the simulator sees the very tasks, sleeps and faults the real processes see:
   until its ``heal``; ``kill`` → a node outage until ``restart`` (the attempt dies);
   ``controller-cut`` → every agent's uplink; ``delay``, ``throttle``, ``reset``
   and a controller restart are not modelled (listed in ``unmodelled``);
-- workload: every planned task with its level, bounds and sleep; workflows as
-  layered DAGs of the same width and depth.
+- workload: every planned task with its level, bounds, sleep and deadline (none
+  unless its spec has one); workflows as layered DAGs of the same width and depth;
+- the controller places in the testbed controller's own mode (its config's
+  ``placement.mode``).
 
 Reported, per level as the testbed reports them: task latency from submission to
 the end of the first successful execution (count, p50, p95, max), and per heal
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
@@ -106,6 +109,7 @@ def _key(body: dict[str, Any]) -> tuple[Any, ...]:
         body.get("max_disconnect_s", 300.0),
         labels,
         bool(body.get("idempotent")),
+        body.get("deadline_s"),
     )
 
 
@@ -208,7 +212,8 @@ def to_sim(
                         compute_mi=(1.0, 1.0),
                         input_kb=(0.0, 0.0),
                         output_kb=(0.0, 0.0),
-                        deadline_s=60.0,
+                        # none unless the spec has one (infinite: ranked without one)
+                        deadline_s=math.inf if key[6] is None else float(key[6]),
                         cpu=float(body["resources"]["cpu"]),
                         memory_mb=float(body["resources"]["memory_mb"]),
                         level=c["level"],

@@ -185,19 +185,13 @@ class Executor:
         return self.runs_dir / f"{task_id}--{attempt.rsplit(':', 1)[-1]}"
 
     def launch(self, launch: Launch) -> RunningAttempt:
-        """Write the attempt's files, then ask the supervisor to start it. A supervisor that
-        cannot be reached makes the attempt end at once as ``spawn_failed``.
-
-        The run directory stays the agent's (0700, or 0710 with the task's group so that a task
-        running as ``run_as`` can reach its ``work/``); only ``work/`` and the task's own input
-        files belong to the task's user."""
+        """Ask the supervisor to start an attempt: it makes the run directory and writes the
+        task's files (``_attempt.make_run_dir``: the directory stays the agent's user's, only
+        ``work/`` and the task's own input files belong to the task's user), then spawns it.
+        A supervisor that cannot be reached makes the attempt end at once as
+        ``spawn_failed``."""
         run_dir = self.run_dir(launch.task_id, launch.attempt)
-        if run_dir.is_symlink():
-            run_dir.unlink()
-        elif run_dir.exists():
-            shutil.rmtree(run_dir)
         uid, gid = self._ids
-        _safefs.private_dir(run_dir, gid)
         work = run_dir / _WORK
         env = {k: os.environ[k] for k in _PASSED_ENV if k in os.environ}
         env.update(launch.env)
@@ -232,19 +226,13 @@ class Executor:
             ),
             "result_max": _MAX_RESULT_BYTES,
         }
-        owner = None if uid is None else (uid, gid if gid is not None else uid)
-        run_fd = _safefs.open_dir(run_dir)
-        try:
-            os.mkdir(_WORK, 0o700, dir_fd=run_fd)
-            if owner is not None:
-                os.chown(_WORK, *owner, dir_fd=run_fd, follow_symlinks=False)
-            for name, content in task_files.items():
-                data = json.dumps(content).encode()
-                # Not synced: after a power cut the attempt is lost anyway.
-                _safefs.write_file_at(run_fd, name, data, mode=0o400, owner=owner, sync=False)
-        finally:
-            os.close(run_fd)
-        msg = {"op": "launch", "attempt": launch.attempt, "run_dir": str(run_dir), "spec": spec}
+        msg = {
+            "op": "launch",
+            "attempt": launch.attempt,
+            "run_dir": str(run_dir),
+            "spec": spec,
+            "files": {name: json.dumps(content) for name, content in task_files.items()},
+        }
         try:
             sent = self.supervisor_pid() > 0 and self.link.send(msg)
         except OSError as exc:  # SupervisorError included

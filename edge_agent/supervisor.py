@@ -56,11 +56,10 @@ import _cgroup  # this script's directory is sys.path[0]
 import _livelog
 import _safefs
 import _tasktree
-from _attempt import Attempt
+from _attempt import WORK, Attempt, make_run_dir
 
 SOCKET = "supervisor.sock"
 LOCK = "supervisor.lock"
-WORK = "work"
 _TICK_S = 1.0  # the longest sleep: timers are re-checked at least this often
 _CGROUP_WAIT_S = 2.0  # how long an outcome waits for its cgroup to empty
 _FIRST_CLIENT_S = 30.0  # how long a new supervisor waits for the agent that started it
@@ -161,7 +160,8 @@ class Supervisor:
             self.send(conn, hello)
         elif op == "launch":
             if attempt is None and key not in self.done:  # a launch is resent after a reconnect
-                self.launch(str(key), str(msg["run_dir"]), dict(msg["spec"]))
+                files = dict(msg.get("files") or {})
+                self.launch(str(key), str(msg["run_dir"]), dict(msg["spec"]), files)
         elif op == "deadline" and attempt is not None and attempt.reason == "exited":
             deadline = msg.get("deadline")
             attempt.deadline = None if deadline is None else float(deadline)
@@ -173,12 +173,13 @@ class Supervisor:
             self.persisted.discard(key)
 
     # -- attempts ------------------------------------------------------------------
-    def launch(self, key: str, run_dir: str, spec: dict) -> None:
+    def launch(self, key: str, run_dir: str, spec: dict, files: dict) -> None:
         attempt = Attempt(key, run_dir, spec)
         self.attempts[key] = attempt
         self.seq += 1
         attempt.cgroup = _cgroup.create(f"{os.getpid()}-{self.seq}")
         try:
+            make_run_dir(run_dir, attempt.ids, files)
             run_fd = _safefs.open_dir(run_dir)
             try:
                 attempt.work_fd = _safefs.open_dir(WORK, dir_fd=run_fd)

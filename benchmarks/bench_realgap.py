@@ -57,6 +57,7 @@ def _testbed(name: str, seed: int) -> Path:
     run = [str(CONTINUUM), "testbed", "run", name, "--seed", str(seed), "--no-progress"]
     proc = subprocess.run([*run, "--out", str(out)], check=False, capture_output=True, text=True)
     load = {"before": before, "after": os.getloadavg(), "exit": proc.returncode}
+    out.mkdir(parents=True, exist_ok=True)  # a run that died early: its load still kept
     (out / LOADAVG).write_text(json.dumps(load) + "\n", encoding="utf-8")
     return out
 

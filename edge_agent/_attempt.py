@@ -13,19 +13,26 @@ import _safefs  # this script's directory is sys.path[0]
 WORK = "work"  # the task's own directory inside the run directory
 
 
-def make_run_dir(run_dir: str, ids: tuple[int, int] | None, files: dict) -> None:
+def make_run_dir(run_dir: str, ids: tuple[int, int] | None, files: dict) -> int:
     """The attempt's run directory, made here rather than by the agent (off its core
-    thread, issue 14): the agent's user's (0700, or 0710 with the task's group so that a task
-    running as ``run_as`` can reach its ``work/``), replacing whatever was left under that
-    name; ``work/`` and the task's files (``files``: name -> text, 0400) belong to the task's
-    user (``ids``; ``None``: ours)."""
-    if os.path.islink(run_dir):
-        os.unlink(run_dir)
-    elif os.path.exists(run_dir):
-        shutil.rmtree(run_dir)
-    _safefs.private_dir(run_dir, None if ids is None else ids[1])
+    thread, issue 14), and a descriptor of it: the agent's user's (0700 under the
+    supervisor's umask 077, or 0710 with the task's group so that a task running as
+    ``run_as`` can reach its ``work/``), replacing whatever was left under that name;
+    ``work/`` and the task's files (``files``: name -> text, 0400) belong to the task's user
+    (``ids``; ``None``: ours)."""
+    try:
+        os.mkdir(run_dir, 0o700)
+    except FileExistsError:  # left by an earlier process under this attempt's name
+        if os.path.islink(run_dir):
+            os.unlink(run_dir)
+        else:
+            shutil.rmtree(run_dir)
+        os.mkdir(run_dir, 0o700)
     run_fd = _safefs.open_dir(run_dir)
     try:
+        if ids is not None:
+            os.fchown(run_fd, -1, ids[1])
+            os.fchmod(run_fd, 0o710)
         os.mkdir(WORK, 0o700, dir_fd=run_fd)
         if ids is not None:
             os.chown(WORK, *ids, dir_fd=run_fd, follow_symlinks=False)
@@ -34,8 +41,10 @@ def make_run_dir(run_dir: str, ids: tuple[int, int] | None, files: dict) -> None
                 raise ValueError(f"not a file name: {name!r}")
             # Not synced: after a power cut the attempt is lost anyway.
             _safefs.write_file_at(run_fd, name, text.encode(), mode=0o400, owner=ids, sync=False)
-    finally:
+    except BaseException:
         os.close(run_fd)
+        raise
+    return run_fd
 
 
 class Attempt:

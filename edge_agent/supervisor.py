@@ -179,8 +179,7 @@ class Supervisor:
         self.seq += 1
         attempt.cgroup = _cgroup.create(f"{os.getpid()}-{self.seq}")
         try:
-            make_run_dir(run_dir, attempt.ids, files)
-            run_fd = _safefs.open_dir(run_dir)
+            run_fd = make_run_dir(run_dir, attempt.ids, files)
             try:
                 attempt.work_fd = _safefs.open_dir(WORK, dir_fd=run_fd)
                 attempt.pid, out, err, exec_fd, gate = _tasktree.spawn(

@@ -214,17 +214,20 @@ class Uplink:
             rows = self.core.journal.outbox_batch(self.session.sent_seq, batch_max)
             if not rows:
                 return
-            batch: list[TaskRecord] = []
+            batch: dict[str, TaskRecord] = {}  # a task's deltas in the batch, joined: one each
             size = 0
             last = self.session.sent_seq
             for seq, delta in rows:
                 raw = len(json.dumps(delta))
                 if batch and size + raw > _UP_BATCH_BYTES:
                     break
-                batch.append(TaskRecord.from_dict(delta))
+                rec = TaskRecord.from_dict(delta)
+                ahead = batch.get(rec.task_id)
+                batch[rec.task_id] = rec if ahead is None else ahead.merge(rec)
                 size += raw
                 last = seq
-            if self.publish("up", "deltas", Deltas(records=tuple(batch)), seq=last) is None:
+            body = Deltas(records=tuple(batch.values()))
+            if self.publish("up", "deltas", body, seq=last) is None:
                 return
             now = self.core.clock.mono()
             self.contact.sent(("batch", last), now)

@@ -18,6 +18,10 @@ spends as much time per message as the ingest does (bench_ingest, py-spy):
   py-spy ``--gil``). A QoS 1 ``PUBLISH`` whose property section is empty (every node
   message) is decoded here into the same ``MQTTMessage``, ``properties`` ``None``; any
   other packet, or with paho's logging on, goes to paho.
+- **Delivery**: paho looks every message's topic up in its per-topic callbacks
+  (``message_callback_add``) under a lock before it calls ``on_message``. A client that
+  never registered one (the controller) calls ``on_message`` directly, with paho's
+  callback lock and exception handling.
 - **Acknowledgements**: paho queues each ``PUBACK`` as its own packet and writes each
   with its own ``send``. The ``PUBACK`` of a message decoded here is sent, as paho
   would, only after ``on_message`` returned, but together with those of every other
@@ -26,8 +30,9 @@ spends as much time per message as the ingest does (bench_ingest, py-spy):
 
 All touch paho internals (``_sock_recv``, ``_sock_close``, ``_packet_queue``,
 ``_sockpairW``, ``_thread``, ``_in_packet``, ``_handle_publish``, ``_handle_on_message``,
-``_sock``, ``_manual_ack``, ``_logger``) of the 2.x line pinned in pyproject.toml;
-tests/cloud/test_controller_broker.py runs the controller's transport on a real broker.
+``_sock``, ``_manual_ack``, ``_logger``, ``_in_callback_mutex``, ``_userdata``) of the 2.x
+line pinned in pyproject.toml; tests/cloud/test_controller_broker.py runs the controller's
+transport on a real broker.
 """
 
 from __future__ import annotations
@@ -53,6 +58,11 @@ class Client(mqtt.Client):
         self._read_buf = b""
         self._read_pos = 0
         self._pubacks: list[bytes] = []  # PUBACKs of this read-ahead buffer's messages
+        self._filtered = False  # a per-topic callback was ever registered
+
+    def message_callback_add(self, sub: str, callback: Any) -> None:
+        self._filtered = True
+        super().message_callback_add(sub, callback)
 
     def _sock_recv(self, bufsize: int) -> bytes:
         if self._read_pos >= len(self._read_buf):
@@ -116,6 +126,22 @@ class Client(mqtt.Client):
         message.retain = bool(header & 0x01)
         message.payload = bytes(packet[props + 1 :])
         message.timestamp = mqtt.time_func()
-        self._handle_on_message(message)
+        if self._filtered:
+            self._handle_on_message(message)
+        else:
+            self._deliver(message)
         self._pubacks.append(_PUBACK.pack(mqtt.PUBACK, 2, message.mid))  # sent by loop_read
         return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _deliver(self, message: mqtt.MQTTMessage) -> None:
+        """``_handle_on_message`` without per-topic callbacks: ``on_message`` under the
+        callback lock; its exception raised unless ``suppress_exceptions``."""
+        on_message = self.on_message
+        if on_message is None:
+            return
+        with self._in_callback_mutex:
+            try:
+                on_message(self, self._userdata, message)
+            except Exception:
+                if not self.suppress_exceptions:
+                    raise

@@ -150,6 +150,8 @@ class MqttTransport:
 
     def _handle_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         self._inbox.append((msg.topic, msg.payload))
+        if self._wake_pending:  # a hand-over is scheduled and will find this message
+            return
         with self._wake_lock:
             if self._wake_pending:
                 return

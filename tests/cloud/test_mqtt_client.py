@@ -107,3 +107,41 @@ def test_publishes_with_and_without_properties_keep_their_fields(
     assert by_topic["fields/plain"].properties is None
     assert by_topic["fields/props"].properties.UserProperty == [("k", "v")]
     assert all(not m.retain and not m.dup and m.mid for m in got if m.qos == 1)
+
+
+def test_per_topic_callbacks_still_take_their_messages(mosquitto: MosquittoBroker) -> None:
+    """Without per-topic callbacks ``on_message`` is called directly; once one is added,
+    paho's lookup routes its topic's messages to it and only the rest to ``on_message``."""
+    plain: list[str] = []
+    special: list[str] = []
+    done = threading.Event()
+    sub = Client(mqtt.CallbackAPIVersion.VERSION2, client_id="sub3", protocol=mqtt.MQTTv5)
+
+    def note(into: list[str]) -> mqtt.CallbackOnMessage:
+        def on(_c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
+            into.append(msg.topic)
+            if len(plain) + len(special) == 3:
+                done.set()
+
+        return on
+
+    sub.on_message = note(plain)
+    _connected(sub, mosquitto.port, "cb/#")
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="pub3", protocol=mqtt.MQTTv5)
+    _connected(pub, mosquitto.port)
+    try:
+        pub.publish("cb/a", b"1", qos=1).wait_for_publish(30)
+        deadline = time.monotonic() + 30
+        while not plain:
+            assert time.monotonic() < deadline, "first message not delivered"
+            time.sleep(0.01)
+        sub.message_callback_add("cb/special", note(special))
+        pub.publish("cb/special", b"2", qos=1)
+        pub.publish("cb/b", b"3", qos=1)
+        assert done.wait(30), f"{plain} {special}"
+    finally:
+        for client in (pub, sub):
+            client.disconnect()
+            client.loop_stop()
+    assert sorted(plain) == ["cb/a", "cb/b"]
+    assert special == ["cb/special"]

@@ -166,14 +166,14 @@ class LocalScheduler(LeaseRequests):
         Raises (everything rolled back) when it could not commit."""
         core = self.core
         launches: list[Launch] = []
-        if not outcomes and first is None and not (start and self._may_start(0)):
+        if not outcomes and first is None and not (start and self._may_start()):
             return [], launches
         try:
             with core.txn():
                 if first is not None:
                     first()
                 ended = [self._journal_outcome(outcome) for outcome in outcomes]
-                if start and self._may_start(0):
+                if start and self._may_start():
                     self._plan_starts(launches)
         except BaseException:
             for launch in launches:  # rolled back: these never started
@@ -182,13 +182,12 @@ class LocalScheduler(LeaseRequests):
             raise
         return ended, launches
 
-    def _may_start(self, ending: int) -> bool:
-        """Whether a pass could start something: a free slot (``ending`` attempts are about
-        to free theirs), queued work, and a supervisor (started here when none runs)."""
+    def _may_start(self) -> bool:
+        """Whether a pass could start something: a free slot, queued work, and a supervisor
+        (started here when none runs)."""
         core = self.core
-        free = core.cfg.executor.max_concurrent - len(core.running) + ending
         return (
-            free > 0
+            core.cfg.executor.max_concurrent > len(core.running)
             and core.journal.has_queued()
             and bool(core.safely(core.executor.supervisor_pid))
         )

@@ -14,7 +14,7 @@ import pytest
 from edge_agent.agent import Agent
 from edge_agent.config import parse_config
 from edge_agent.executor import Launch, Outcome, RunningAttempt
-from edge_agent.inbox import ApiCall
+from edge_agent.inbox import ApiCall, TasksReported
 from edge_agent.journal import Journal
 
 
@@ -128,3 +128,39 @@ def test_an_ack_costs_no_synced_commit_of_its_own(tmp_path: Path) -> None:
         assert [s for s, _ in journal.outbox_batch(0, 10)] == [seqs[2] + 1]
     finally:
         journal.close()
+
+
+def test_a_burst_of_submissions_shares_one_commit_with_the_pass_it_allows(
+    agent: Agent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Local submissions taken together, the ends polled with them and the starts they allow
+    are one transaction (issue 14); each submission is answered once that committed, before
+    the launches; a wake-up for an exit between them does not split the burst."""
+    _submit(agent, "a")
+    agent.scheduler.start_ready()
+    ended = _outcomes(agent, 1)
+    monkeypatch.setattr(agent.core.executor, "poll", lambda: ended)
+    order = _statements(agent)
+    launch = agent.core.executor.launch
+    calls = [
+        ApiCall("POST", "/v1/tasks", json.dumps({"id": f"core-1:{name}", "command": ["true"]}))
+        for name in ("b", "c", "d")
+    ]
+
+    def launch_in_order(request: Launch) -> RunningAttempt:
+        order.append(f"launch, answered {sum(call.done.is_set() for call in calls)}")
+        return launch(request)
+
+    monkeypatch.setattr(agent.core.executor, "launch", launch_in_order)
+    agent.inbox.put(calls[1])
+    agent.inbox.put(TasksReported())
+    agent.inbox.put(calls[2])
+    agent._submit_burst(calls[0])
+    assert [call.result[0] for call in calls] == [201, 201, 201]
+    assert order.count("COMMIT") == 1
+    assert [step for step in order if step.startswith("launch")] == ["launch, answered 3"] * 3
+    assert order.index("COMMIT") < order.index("launch, answered 3")
+    monkeypatch.undo()
+    agent.scheduler.settle(_outcomes(agent, 3), start=False)
+    done = agent.core.journal.db.execute("SELECT status FROM records").fetchall()
+    assert sorted(done) == [("succeeded",)] * 4

@@ -11,6 +11,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from cloud_harness import make_config
 
+import cloud.api_group
 from cloud.api import build_app
 from cloud.api_group import Outcome, SubmitGroup
 from cloud.controller import Controller
@@ -41,6 +42,37 @@ def test_submissions_of_one_turn_share_a_commit_and_keep_their_own_outcomes() ->
     assert batches == [["a", "taken", "b"], ["c"]]  # a lone one is its own group
     assert (a, b, c) == (({"id": "a"}, True), ({"id": "b"}, True), ({"id": "c"}, True))
     assert isinstance(taken, SpecConflictError)
+
+
+def test_a_group_waits_for_as_many_as_the_last_one_held(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Clients answered together come back one by one: after a group of three, the next
+    waits (at most GATHER_S) for three, so submissions read in separate turns share a
+    commit; one that stays short commits when GATHER_S is up; after a group of one,
+    nothing waits."""
+    batches: list[list[str]] = []
+
+    def submit_many(batch: list[dict[str, Any]]) -> list[Outcome]:
+        batches.append([d["id"] for d in batch])
+        return [(d, True) for d in batch]
+
+    async def later(group: SubmitGroup, task_id: str, turns: int) -> object:
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        return await group.submit({"id": task_id})
+
+    async def main() -> None:
+        group = SubmitGroup(submit_many)
+        await asyncio.gather(*(group.submit({"id": i}) for i in ("a", "b", "c")))
+        monkeypatch.setattr(cloud.api_group, "GATHER_S", 3600.0)  # complete, not timed out
+        await asyncio.gather(
+            *(later(group, i, turns) for i, turns in (("d", 0), ("e", 3), ("f", 6)))
+        )
+        monkeypatch.setattr(cloud.api_group, "GATHER_S", 0.0)
+        await group.submit({"id": "g"})  # one of three expected: committed when time is up
+        await group.submit({"id": "h"})  # after a group of one: on the next turn
+
+    asyncio.run(main())
+    assert batches == [["a", "b", "c"], ["d", "e", "f"], ["g"], ["h"]]
 
 
 def test_a_failed_commit_fails_every_member_and_a_gone_client_is_skipped() -> None:

@@ -47,6 +47,15 @@ _FSIZE_SIGNS = ("File too large",)
 libc = ctypes.CDLL(None, use_errno=True)
 
 
+@functools.lru_cache(maxsize=256)
+def _candidates(name: str, path: str | None) -> tuple[str, ...]:
+    """Where the child looks for ``name`` (in order), for a ``PATH`` of ``path``."""
+    if "/" in name:
+        return (name,)
+    dirs = os.get_exec_path({} if path is None else {"PATH": path})
+    return tuple(os.path.join(d, name) for d in dirs)
+
+
 @functools.cache
 def _devnull() -> int:
     """One ``/dev/null`` for every task's stdin (close-on-exec here; ``dup2`` gives each
@@ -85,9 +94,7 @@ def spawn(
     argv, env = spec["argv"], spec["env"]
     # The PATH search happens here: after the switch to the task's user the child may not
     # read the interpreter's own modules (os.get_exec_path imports one).
-    paths = (
-        [argv[0]] if "/" in argv[0] else [os.path.join(d, argv[0]) for d in os.get_exec_path(env)]
-    )
+    paths = _candidates(argv[0], env.get("PATH"))
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     fail_r, fail_w = os.pipe()  # close-on-exec (PEP 446): EOF means the exec happened

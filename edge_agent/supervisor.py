@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import gc
 import json
 import os
 import selectors
@@ -462,6 +463,7 @@ def main(runs_dir: str) -> int:
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     supervisor = Supervisor(runs_dir, listener, wake_r)
     signal.signal(signal.SIGTERM, supervisor.on_term)
+    gc.freeze()  # what is imported by now is never collected: a fork's child shares it
     print("ready", flush=True)
     null = os.open(os.devnull, os.O_WRONLY)
     os.dup2(null, 1)

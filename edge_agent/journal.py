@@ -23,7 +23,9 @@ edge_agent/dump.py; columns only ever get added):
 - ``seen(msg_id PK, at_ms)`` — ids of processed ``down`` messages (deduplication).
 - ``events(id PK AUTOINCREMENT, at_ms, mono, hlc, kind, task_id, data)`` — append-only log.
 - ``queue(task_id PK, epoch, level, priority, deadline_ms, enqueued_ms, not_before_ms,
-  failures, source, lease_s, inputs)`` — work waiting for a start (or for a retry).
+  failures, source, lease_s, inputs)`` — work waiting for a start (or for a retry); also
+  held in memory, in start order, as ``Journal.runq`` (``edge_agent/runqueue.py``), which
+  every write here keeps and a rollback rebuilds.
 - ``processes(attempt PK, task_id, epoch, level, watchdog_pid, pgid, started_ms, deadline,
   failures, source)`` — attempts running now (``deadline``: lease fence, ``CLOCK_MONOTONIC``
   seconds); swept on restart.

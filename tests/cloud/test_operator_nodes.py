@@ -29,10 +29,16 @@ SPEC = {"command": ["true"], "placement": {"labels": {"site": "a"}}}
 
 
 def _submit(
-    ready: dict[str, Any], capsys: pytest.CaptureFixture[str], tmp: Path, task_id: str, level: str
+    ready: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
+    tmp: Path,
+    task_id: str,
+    level: str,
+    **extra: Any,
 ) -> None:
     path = tmp / f"{task_id}.json"
-    path.write_text(json.dumps({"id": task_id, **SPEC, "consistency": {"level": level}}))
+    spec = {"id": task_id, **SPEC, "consistency": {"level": level}, **extra}
+    path.write_text(json.dumps(spec))
     continuum(ready, capsys, "--json", "submit", str(path))
 
 
@@ -54,7 +60,8 @@ def test_drain_node_remove_logs_and_metrics(
             n.hello(tier="edge", labels={"site": "a"})
         wait_for(lambda: len(continuum(ready, capsys, "--json", "nodes")["nodes"]) == 2)
         continuum(ready, capsys, "drain", "n2")  # both tasks land on n1
-        _submit(ready, capsys, tmp_path, "e", "eventual")
+        # a drain moves started eventual work only when it is idempotent (shared/decisions)
+        _submit(ready, capsys, tmp_path, "e", "eventual", idempotent=True)
         _submit(ready, capsys, tmp_path, "c", "causal")
         n1.expect("place", lambda e: e.body.task_id == "e")
         n1.expect("place", lambda e: e.body.task_id == "c")

@@ -8,8 +8,9 @@ backlog).
 
 The order is ``shared.autonomy.order_queue``'s, cached: an order sorted at ``t`` stays the
 order at every ``now`` at which no task has crossed into another aging step
-(``effective_priority``, whole steps), so it is re-sorted only after a task was added (or
-changed its priority, deadline or age) and when the clock leaves that window. Removing a task
+(``effective_priority``, whole steps), so it is sorted again only when the clock leaves that
+window. A task added meanwhile is put in its place by a binary search whose comparisons are
+``order_queue``'s own (of two tasks); many at once are sorted with the rest. Removing a task
 keeps the rest in order: the removed entry is skipped, and dropped at the next compaction.
 """
 
@@ -29,6 +30,7 @@ __all__ = ["RunQueue"]
 
 # Re-sort this far before an aging step boundary: float rounding never shows a stale order.
 _EDGE_S = 1e-3
+_AGING_S = QueuePolicy().aging_s  # order_queue's default, as the scheduler calls it
 
 
 @dataclass(slots=True)
@@ -54,12 +56,14 @@ class RunQueue:
         self._order: list[_Entry] | None = None  # sorted, may hold removed entries
         self._window = (math.inf, -math.inf)  # [from, until): the order holds for now there
         self._stale = 0  # removed entries still in _order
+        self._pending: list[_Entry] = []  # added since: placed at the next ordered()
         self.reset(rows)
 
     def reset(self, rows: Iterable[QueuedRow]) -> None:
         """Hold exactly ``rows`` (what the table holds)."""
         self._entries = {row.task_id: _Entry(row, _task(row)) for row in rows}
         self._order = None
+        self._pending = []
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -81,10 +85,12 @@ class RunQueue:
         if old is not None and old.task == task:
             old.row = row  # same place in the order (a level change): updated in place
             return
-        self._entries[row.task_id] = _Entry(row, task)
+        entry = _Entry(row, task)
+        self._entries[row.task_id] = entry
         if old is not None:
             self._stale += 1
-        self._order = None
+        if self._order is not None:
+            self._pending.append(entry)  # its key needs ``now``: placed by _current
 
     def remove(self, task_id: str, *, epoch: int | None = None, up_to: int | None = None) -> None:
         """Drop the task's row: any, only for ``epoch``, or only for ``up_to`` or earlier."""
@@ -100,7 +106,8 @@ class RunQueue:
 
     def ordered(self, now: float) -> Iterator[QueuedRow]:
         """The rows in ``order_queue`` order at ``now`` (wall-clock seconds). Rows removed
-        while iterating are skipped; rows added meanwhile wait for the next call."""
+        while iterating are skipped; rows added meanwhile wait for the next call (which must
+        come after this iteration ended or was dropped)."""
         order = self._current(now)
         entries = self._entries
         for entry in order:
@@ -109,9 +116,13 @@ class RunQueue:
 
     def _current(self, now: float) -> list[_Entry]:
         start, until = self._window
-        if self._order is None or not start <= now < until:
+        pending, self._pending = self._pending, []
+        if self._order is None or not start <= now < until or 16 * len(pending) > len(self):
             self._sort(now)
-        elif self._stale > 32 and self._stale * 2 > len(self._order):
+        else:
+            for entry in pending:
+                self._insert(entry, now)
+        if self._stale > 32 and self._stale * 2 > len(self._order):
             entries = self._entries
             self._order = [e for e in self._order if entries.get(e.row.task_id) is e]
             self._stale = 0
@@ -123,11 +134,31 @@ class RunQueue:
         tasks = order_queue([entry.task for entry in self._entries.values()], now)
         self._order = [by_task[id(task)] for task in tasks]
         self._stale = 0
-        start, until = -math.inf, math.inf
-        aging = QueuePolicy().aging_s  # order_queue's default, as the scheduler calls it
+        self._window = (-math.inf, math.inf)
         for task in tasks:
-            step = effective_priority(task, now) - task.priority
-            begins = task.enqueued + step * aging if step else -math.inf
-            start = max(start, begins + _EDGE_S)
-            until = min(until, task.enqueued + (step + 1) * aging - _EDGE_S)
-        self._window = (start, until)
+            self._narrow(task, now)
+
+    def _insert(self, entry: _Entry, now: float) -> None:
+        """Put ``entry`` in its place in the current order (valid at ``now``)."""
+        assert self._order is not None
+        order, task = self._order, entry.task
+        low, high = 0, len(order)
+        while low < high:
+            mid = (low + high) // 2
+            if order_queue((order[mid].task, task), now)[0] is task:
+                high = mid
+            else:
+                low = mid + 1
+        order.insert(low, entry)
+        self._narrow(task, now)
+
+    def _narrow(self, task: QueuedTask, now: float) -> None:
+        """Keep in the window only the instants at which ``task`` is in its aging step of
+        ``now`` (its key, hence its place, is the same there)."""
+        step = effective_priority(task, now) - task.priority
+        begins = task.enqueued + step * _AGING_S if step else -math.inf
+        start, until = self._window
+        self._window = (
+            max(start, begins + _EDGE_S),
+            min(until, task.enqueued + (step + 1) * _AGING_S - _EDGE_S),
+        )

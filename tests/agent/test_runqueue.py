@@ -56,11 +56,19 @@ _remove = st.tuples(st.just("remove"), st.sampled_from(_IDS), st.none() | st.int
 _look = st.tuples(st.just("look"), st.integers(-5_000, 200_000))  # now, ms (may go back)
 
 
+_PREFILL = [
+    _row(f"n1:p{i}", priority=(i % 4) * 10, enqueued_ms=i * 997 % 60_000, deadline_ms=None)
+    for i in range(40)
+]
+
+
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.one_of(_put, _remove, _look), max_size=60))
-def test_the_order_is_order_queues_at_every_instant(ops: list[tuple]) -> None:
-    runq = RunQueue()
-    table: dict[str, QueuedRow] = {}
+@given(st.lists(st.one_of(_put, _remove, _look), max_size=60), st.booleans())
+def test_the_order_is_order_queues_at_every_instant(ops: list[tuple], prefill: bool) -> None:
+    """With ``prefill`` a few additions between two looks are put in place one by one (the
+    rest of the time the whole queue is sorted again)."""
+    table: dict[str, QueuedRow] = {row.task_id: row for row in _PREFILL} if prefill else {}
+    runq = RunQueue(table.values())
     for op in ops:
         if op[0] == "put":
             _, task_id, priority, enqueued, deadline, epoch = op

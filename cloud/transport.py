@@ -69,6 +69,11 @@ class MqttTransport:
         self._wake_lock = threading.Lock()
         self._wake_pending = False
         self._v5 = cfg.protocol == "5"
+        # Every command's properties (paho only packs them): built once, not per message.
+        self._command_props: Properties | None = None
+        if self._v5 and cfg.command_expiry_s > 0:
+            self._command_props = Properties(PacketTypes.PUBLISH)
+            self._command_props.MessageExpiryInterval = cfg.command_expiry_s
         self.connected = threading.Event()
         if self._v5:
             client = Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
@@ -172,8 +177,6 @@ class MqttTransport:
     def send_down(self, node_id: str, payload: bytes, *, qos: int = 1) -> None:
         """QoS 1 on the node's ``down`` (paho queues it while the broker is away);
         QoS 0 for probes (pings), which must not be queued for an absent node."""
-        props = None
-        if self._v5 and self.cfg.command_expiry_s > 0:
-            props = Properties(PacketTypes.PUBLISH)
-            props.MessageExpiryInterval = self.cfg.command_expiry_s
-        self.client.publish(topic(node_id, "down"), payload, qos=qos, properties=props)
+        self.client.publish(
+            topic(node_id, "down"), payload, qos=qos, properties=self._command_props
+        )

@@ -56,7 +56,7 @@ class Timestamp:
 #: Decoded stamps kept (a message's stamp is read by the codec, the clock and the
 #: reactions; an attempt's by the record parser and the learner): bounded, since the
 #: texts come from the network. Failures are not cached (lru_cache caches returns only).
-DECODED_CACHE = 8192
+DECODED_CACHE = 4096
 
 
 @lru_cache(maxsize=DECODED_CACHE)

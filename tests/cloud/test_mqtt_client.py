@@ -5,6 +5,7 @@ another thread still go out at once (acknowledged by the broker)."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 
@@ -13,7 +14,9 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from cloud.config import BrokerConfig
 from cloud.mqtt_client import READ_AHEAD, Client
+from cloud.transport import MqttTransport
 from simulations.testbed.broker import MosquittoBroker
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(120)]
@@ -145,3 +148,36 @@ def test_per_topic_callbacks_still_take_their_messages(mosquitto: MosquittoBroke
             client.loop_stop()
     assert sorted(plain) == ["cb/a", "cb/b"]
     assert special == ["cb/special"]
+
+
+def test_every_command_on_down_carries_the_message_expiry(mosquitto: MosquittoBroker) -> None:
+    """The transport builds the commands' MQTT 5 properties once; each command still
+    arrives with its message expiry."""
+    got: list[mqtt.MQTTMessage] = []
+    done = threading.Event()
+    node = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="node4", protocol=mqtt.MQTTv5)
+
+    def on_message(_c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
+        got.append(msg)
+        if len(got) == 2:
+            done.set()
+
+    node.on_message = on_message
+    _connected(node, mosquitto.port, "continuum/v1/nodes/n4/down")
+    loop = asyncio.new_event_loop()
+    cfg = BrokerConfig(port=mosquitto.port, command_expiry_s=600)
+    transport = MqttTransport(cfg, client_id="ctl4", loop=loop, on_message=lambda t, p: None)
+    transport.start()
+    try:
+        assert transport.connected.wait(30)
+        transport.send_down("n4", b"one")
+        transport.send_down("n4", b"two")
+        assert done.wait(30), f"{len(got)} of 2 arrived"
+    finally:
+        transport.stop()
+        node.disconnect()
+        node.loop_stop()
+        loop.close()
+    assert [m.payload for m in got] == [b"one", b"two"]
+    # The broker passes on the time left: at most the expiry, never absent.
+    assert all(0 < m.properties.MessageExpiryInterval <= 600 for m in got)

@@ -7,7 +7,9 @@ spends as much time per message as the ingest does (bench_ingest, py-spy):
   bytes one at a time, then its body: three or more ``recv`` calls per message. Here
   ``_sock_recv`` serves those reads from one read-ahead buffer, refilled with a
   single ``recv`` of up to :data:`READ_AHEAD` bytes, and ``loop_read`` keeps reading
-  while the buffer holds bytes (``select`` only sees the socket's).
+  while the buffer holds bytes (``select`` only sees the socket's). A packet wholly in
+  the buffer is taken from it at once (``_packet_read``); one cut by the buffer's end,
+  or with a malformed length, is read by paho from where it starts.
 - **Wake-ups**: every packet paho queues (each ``PUBACK``) also writes a byte to a
   socket pair to wake the network thread's ``select``. A packet the network thread
   queues itself needs no wake-up: that thread writes what is queued before it
@@ -30,9 +32,10 @@ spends as much time per message as the ingest does (bench_ingest, py-spy):
 
 All touch paho internals (``_sock_recv``, ``_sock_close``, ``_packet_queue``,
 ``_sockpairW``, ``_thread``, ``_in_packet``, ``_handle_publish``, ``_handle_on_message``,
-``_sock``, ``_manual_ack``, ``_logger``, ``_in_callback_mutex``, ``_userdata``) of the 2.x
-line pinned in pyproject.toml; tests/cloud/test_controller_broker.py runs the controller's
-transport on a real broker.
+``_sock``, ``_manual_ack``, ``_logger``, ``_in_callback_mutex``, ``_userdata``,
+``_packet_read``, ``_packet_handle``, ``_msgtime_mutex``) of the 2.x line pinned in
+pyproject.toml; tests/cloud/test_mqtt_client.py and tests/cloud/test_controller_broker.py
+run them on a real broker.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
+from paho.mqtt.exception import MalformedPacket
 
 __all__ = ["READ_AHEAD", "Client"]
 
@@ -77,6 +81,57 @@ class Client(mqtt.Client):
         self._read_buf, self._read_pos = b"", 0  # never read an old connection's bytes
         self._pubacks.clear()  # nor acknowledge its packet ids on the next one
         super()._sock_close()
+
+    def _packet_read(self) -> MQTTErrorCode:
+        """paho's ``_packet_read`` for a packet wholly in the read-ahead buffer: its
+        fixed header (type byte, 1-4 length bytes) and body taken in one step; paho's
+        state afterwards is what its own read leaves. Anything else goes to paho."""
+        buf, start = self._read_buf, self._read_pos
+        end = len(buf)
+        if self._in_packet["command"] != 0 or end - start < 2:
+            return super()._packet_read()
+        length, at = 0, start + 1
+        for shift in (0, 7, 14, 21):  # the remaining length: 7 bits a byte, at most 4
+            if at >= end:
+                return super()._packet_read()
+            byte = buf[at]
+            at += 1
+            length |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                break
+        else:
+            return super()._packet_read()  # a fifth length byte: paho refuses it
+        if at + length > end:
+            return super()._packet_read()
+        self._read_pos = at + length
+        self._in_packet = {
+            "command": buf[start],
+            "have_remaining": 1,
+            "remaining_count": [],
+            "remaining_mult": 1,
+            "remaining_length": length,
+            "packet": bytearray(buf[at : at + length]),
+            "to_process": 0,
+            "pos": 0,
+        }
+        try:
+            rc = self._packet_handle()
+        except MalformedPacket as exc:
+            self._easy_log(mqtt.MQTT_LOG_DEBUG, "Received malformed packet: %s", exc)
+            rc = MQTTErrorCode.MQTT_ERR_PROTOCOL
+        self._in_packet = {
+            "command": 0,
+            "have_remaining": 0,
+            "remaining_count": [],
+            "remaining_mult": 1,
+            "remaining_length": 0,
+            "packet": bytearray(b""),
+            "to_process": 0,
+            "pos": 0,
+        }
+        with self._msgtime_mutex:
+            self._last_bytes_received = mqtt.time_func()
+        return rc
 
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
         rc = super().loop_read(max_packets)

@@ -11,6 +11,7 @@ import time
 
 import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -181,3 +182,51 @@ def test_every_command_on_down_carries_the_message_expiry(mosquitto: MosquittoBr
     assert [m.payload for m in got] == [b"one", b"two"]
     # The broker passes on the time left: at most the expiry, never absent.
     assert all(0 < m.properties.MessageExpiryInterval <= 600 for m in got)
+
+
+class _Chunks:
+    """A socket whose reads return the given chunks, then "no data yet"."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+
+    def recv(self, bufsize: int) -> bytes:
+        if not self.chunks:
+            raise BlockingIOError
+        return self.chunks.pop(0)
+
+    def close(self) -> None:
+        self.chunks.clear()
+
+
+def _publish(topic: bytes, mid: int, payload: bytes) -> tuple[int, bytes, bytes]:
+    """(type byte, body, whole packet) of an MQTT 5 QoS 1 PUBLISH without properties."""
+    body = len(topic).to_bytes(2, "big") + topic + mid.to_bytes(2, "big") + b"\x00" + payload
+    length, n = b"", len(body)
+    while True:
+        n, digit = divmod(n, 128)
+        length += bytes([digit | (0x80 if n else 0)])
+        if not n:
+            break
+    return 0x32, body, bytes([0x32]) + length + body
+
+
+def test_packets_whole_in_the_buffer_and_cut_by_its_end_are_read_alike() -> None:
+    """Every split of a stream of packets into two reads (a fixed header or a body cut
+    anywhere) hands paho's packet handler the same packets, in order."""
+    packets = [_publish(b"t/a", 1, b"x" * 5), _publish(b"t/b", 2, b"y" * 300)]
+    packets.append(_publish(b"t/c", 3, b""))
+    stream = b"".join(p[2] for p in packets)
+    for cut in range(1, len(stream)):
+        client = Client(mqtt.CallbackAPIVersion.VERSION2, client_id="cut", protocol=mqtt.MQTTv5)
+        seen: list[tuple[int, bytes]] = []
+
+        def handle(c: Client = client, into: list[tuple[int, bytes]] = seen) -> MQTTErrorCode:
+            into.append((c._in_packet["command"], bytes(c._in_packet["packet"])))
+            return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+        client._packet_handle = handle  # type: ignore[method-assign]
+        client._sock = _Chunks([stream[:cut], stream[cut:]])  # type: ignore[assignment]
+        while client._packet_read() == MQTTErrorCode.MQTT_ERR_SUCCESS:
+            pass
+        assert seen == [(kind, body) for kind, body, _ in packets], cut

@@ -6,16 +6,19 @@ transaction rolls back. The scheduler's passes read the index, never the table, 
 longer reads, decodes and sorts the whole queue (issue 14: the cost of a start grew with the
 backlog).
 
-The order is ``shared.autonomy.order_queue``'s, cached: an order sorted at ``t`` stays the
-order at every ``now`` at which no task has crossed into another aging step
-(``effective_priority``, whole steps), so it is sorted again only when the clock leaves that
-window. A task added meanwhile is put in its place by a binary search whose comparisons are
-``order_queue``'s own (of two tasks); many at once are sorted with the rest. Removing a task
-keeps the rest in order: the removed entry is skipped, and dropped at the next compaction.
+The order is ``shared.autonomy.order_queue``'s, cached. A task's place in it changes only
+when its waiting time crosses into another aging step (``effective_priority``, whole steps):
+each placed task's step end waits in a heap, and a pass first moves the tasks whose step
+ended (taken out, put back by a binary search whose comparisons are ``order_queue``'s own, of
+two tasks), then puts the tasks added since in their places the same way. Many at once (or a
+clock that went back) sort the whole queue again. Removing a task keeps the rest in order:
+the removed entry is skipped, and dropped at the next compaction.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -54,9 +57,11 @@ class RunQueue:
     def __init__(self, rows: Iterable[QueuedRow] = ()) -> None:
         self._entries: dict[str, _Entry] = {}
         self._order: list[_Entry] | None = None  # sorted, may hold removed entries
-        self._window = (math.inf, -math.inf)  # [from, until): the order holds for now there
+        self._ends: list[tuple[float, int, _Entry]] = []  # placed entries by their step's end
+        self._start = math.inf  # the latest step start placed: the order is unknown before
         self._stale = 0  # removed entries still in _order
         self._pending: list[_Entry] = []  # added since: placed at the next ordered()
+        self._seq = itertools.count()  # heap ties
         self.reset(rows)
 
     def reset(self, rows: Iterable[QueuedRow]) -> None:
@@ -79,7 +84,7 @@ class RunQueue:
         return [entry.task for entry in self._entries.values()]
 
     def put(self, row: QueuedRow) -> None:
-        """Add or replace the task's row; the order is re-sorted only if it may change."""
+        """Add or replace the task's row (placed in the order at the next :meth:`ordered`)."""
         old = self._entries.get(row.task_id)
         task = _task(row)
         if old is not None and old.task == task:
@@ -115,50 +120,67 @@ class RunQueue:
                 yield entry.row
 
     def _current(self, now: float) -> list[_Entry]:
-        start, until = self._window
+        entries = self._entries
         pending, self._pending = self._pending, []
-        if self._order is None or not start <= now < until or 16 * len(pending) > len(self):
-            self._sort(now)
-        else:
-            for entry in pending:
-                self._insert(entry, now)
+        if self._order is None or now < self._start:
+            return self._sort(now)
+        moved = []
+        while self._ends and self._ends[0][0] <= now:
+            entry = heapq.heappop(self._ends)[2]
+            if entries.get(entry.row.task_id) is entry:
+                moved.append(entry)
+        if 16 * (len(moved) + len(pending)) > len(self):
+            return self._sort(now)
+        for entry in moved:  # taken out (the old entry is left stale), put back below
+            fresh = _Entry(entry.row, entry.task)
+            entries[entry.row.task_id] = fresh
+            self._stale += 1
+            pending.append(fresh)
         if self._stale > 32 and self._stale * 2 > len(self._order):
-            entries = self._entries
             self._order = [e for e in self._order if entries.get(e.row.task_id) is e]
             self._stale = 0
-        assert self._order is not None
+        for entry in pending:
+            if entries.get(entry.row.task_id) is entry:
+                self._insert(entry, now)
         return self._order
 
-    def _sort(self, now: float) -> None:
+    def _sort(self, now: float) -> list[_Entry]:
         by_task = {id(entry.task): entry for entry in self._entries.values()}
         tasks = order_queue([entry.task for entry in self._entries.values()], now)
         self._order = [by_task[id(task)] for task in tasks]
         self._stale = 0
-        self._window = (-math.inf, math.inf)
-        for task in tasks:
-            self._narrow(task, now)
+        self._ends, self._start = [], -math.inf
+        for entry in self._order:
+            self._placed(entry, now)
+        return self._order
 
     def _insert(self, entry: _Entry, now: float) -> None:
-        """Put ``entry`` in its place in the current order (valid at ``now``)."""
+        """Put ``entry`` in its place in the current order (valid at ``now``). A stale entry
+        met on the way is dropped, never compared: its key may have changed in place."""
         assert self._order is not None
-        order, task = self._order, entry.task
+        order, task, entries = self._order, entry.task, self._entries
         low, high = 0, len(order)
         while low < high:
             mid = (low + high) // 2
-            if order_queue((order[mid].task, task), now)[0] is task:
+            other = order[mid]
+            if entries.get(other.row.task_id) is not other:
+                del order[mid]
+                self._stale -= 1
+                high -= 1
+                continue
+            if order_queue((other.task, task), now)[0] is task:
                 high = mid
             else:
                 low = mid + 1
         order.insert(low, entry)
-        self._narrow(task, now)
+        self._placed(entry, now)
 
-    def _narrow(self, task: QueuedTask, now: float) -> None:
-        """Keep in the window only the instants at which ``task`` is in its aging step of
-        ``now`` (its key, hence its place, is the same there)."""
+    def _placed(self, entry: _Entry, now: float) -> None:
+        """Note when ``entry``'s task, placed at ``now``, leaves its aging step (its key, hence
+        its place, is the same until then)."""
+        task = entry.task
         step = effective_priority(task, now) - task.priority
-        begins = task.enqueued + step * _AGING_S if step else -math.inf
-        start, until = self._window
-        self._window = (
-            max(start, begins + _EDGE_S),
-            min(until, task.enqueued + (step + 1) * _AGING_S - _EDGE_S),
-        )
+        if step:
+            self._start = max(self._start, task.enqueued + step * _AGING_S + _EDGE_S)
+        ends = task.enqueued + (step + 1) * _AGING_S - _EDGE_S
+        heapq.heappush(self._ends, (ends, next(self._seq), entry))

@@ -132,3 +132,16 @@ def test_a_failed_commit_leaves_the_index_as_the_table(tmp_path: Path) -> None:
         journal.db.execute("INSERT INTO no_such_table VALUES (1)")
     assert [r.task_id for r in journal.queued()] == [_IDS[0]]
     journal.close()
+
+
+def test_tasks_crossing_an_aging_step_move_one_by_one() -> None:
+    """Tasks enqueued a quarter second apart cross their aging steps one at a time: each look
+    moves the one or two that crossed (two priority bands, so crossing changes places)."""
+    rows = [
+        _row(f"n1:s{i}", priority=50 + (i % 2), enqueued_ms=250 * i, deadline_ms=None)
+        for i in range(64)
+    ]
+    runq = RunQueue(rows)
+    for tick in range(300):
+        now = 9.0 + tick * 0.1  # 9 s .. 39 s: every task crosses two or three steps
+        assert [r.task_id for r in runq.ordered(now)] == _expected(rows, now)

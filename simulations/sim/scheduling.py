@@ -441,7 +441,7 @@ class Scheduler:
                 rows = self._choose(site, batch, demand, now)
                 for task, (row, decision, predicted, work) in zip(batch, rows, strict=False):
                     g = glist[row]
-                    topo.take(g, cpu, memory, work)
+                    topo.take(g, cpu, memory, work, False)
                     sampled = self.trace_left > 0 and self.trace_rng.random() < self.trace_rate
                     if decision is not None and sampled:
                         self._sample(task, decision, now)
@@ -455,7 +455,7 @@ class Scheduler:
                 chosen = place_many(table, state, [t.id for t in batch], epochs, seed=self.seed)
                 for task, row in zip(batch, chosen, strict=False):
                     g = glist[row]
-                    topo.take(g, cpu, memory)
+                    topo.take(g, cpu, memory, 0.0, False)
                     place(task, g, now, None)
                 placed = len(chosen)
             if placed < len(batch):

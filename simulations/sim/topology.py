@@ -88,16 +88,21 @@ class Topology:
             if n.site == site or (n.tier is Tier.REGIONAL and n.region == r) or n.tier is Tier.CLOUD
         ]
 
-    def take(self, g: int, cpu: float, memory_mb: float, work_s: float = 0.0) -> None:
-        """An attempt starts holding ``cpu`` and ``memory_mb`` on node ``g``."""
+    def take(
+        self, g: int, cpu: float, memory_mb: float, work_s: float = 0.0, mark: bool = True
+    ) -> None:
+        """An attempt starts holding ``cpu`` and ``memory_mb`` on node ``g``
+        (``mark`` False: the caller's table took the same from a row equal to the
+        node's, so nothing is left for the site's sync to read)."""
         self.cpu_free[g] -= cpu
         self.mem_free[g] -= memory_mb
         self.running[g] += 1
         if work_s:
             self.backlog[g] += work_s
-        site = self.local_site[g]
-        if site >= 0:
-            self.touched[site].add(g)
+        if mark:
+            site = self.local_site[g]
+            if site >= 0:
+                self.touched[site].add(g)
 
     def give_back(self, g: int, cpu: float, memory_mb: float, work_s: float = 0.0) -> None:
         """An attempt on ``g`` ended: its resources are free again."""

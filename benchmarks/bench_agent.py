@@ -306,7 +306,11 @@ def main() -> None:
             for t in threads:
                 t.join()
             (rss, cpu), (base_rss, base_cpu) = results["agent"], results["baseline"]
-            note = f"idle {WINDOW_S:.0f} s, connectivity {status['connectivity']}; {_load()}"
+            held = len(psutil.Process(agent.pid).children())
+            note = (
+                f"idle {WINDOW_S:.0f} s, connectivity {status['connectivity']}; the agent "
+                f"process alone ({held} supervisor running); {_load()}"
+            )
             emit(
                 "agent idle RSS",
                 measured=rss,

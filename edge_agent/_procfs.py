@@ -22,17 +22,25 @@ __all__ = ["CpuMeter", "ProcTimes", "battery_pct", "descendants", "memory_mb", "
 
 _TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
 _POWER_SUPPLY = Path("/sys/class/power_supply")
+_MEMINFO_PATH = Path("/proc/meminfo")
+
+
+_MEMINFO = (b"MemTotal", b"MemAvailable", b"MemFree", b"Buffers", b"Cached")
 
 
 def memory_mb() -> tuple[float, float]:
-    """``(total, available)`` memory in MB, from ``/proc/meminfo``."""
-    fields: dict[str, float] = {}
-    with open("/proc/meminfo", "rb") as f:
+    """``(total, available)`` memory in MB, from ``/proc/meminfo``: ``MemAvailable``, or
+    on a kernel older than 3.14 that lacks it, free memory plus buffers and page cache."""
+    fields: dict[bytes, float] = {}
+    with _MEMINFO_PATH.open("rb") as f:
         for line in f:
             name, _, rest = line.partition(b":")
-            if name in (b"MemTotal", b"MemAvailable"):
-                fields[name.decode()] = int(rest.split()[0]) / 1024  # kB
-    return fields["MemTotal"], fields.get("MemAvailable", 0.0)
+            if name in _MEMINFO:
+                fields[name] = int(rest.split()[0]) / 1024  # kB
+    available = fields.get(b"MemAvailable")
+    if available is None:
+        available = sum(fields.get(name, 0.0) for name in (b"MemFree", b"Buffers", b"Cached"))
+    return fields[b"MemTotal"], available
 
 
 def _cpu_ticks() -> tuple[int, int]:

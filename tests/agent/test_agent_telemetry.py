@@ -172,9 +172,17 @@ def test_descendants_are_the_whole_tree_below_the_root_only() -> None:
         assert root.pid in _procfs.descendants(os.getpid())
 
 
-def test_memory_is_the_kernels_total_and_available() -> None:
+def test_memory_is_the_kernels_total_and_available(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     total, available = _procfs.memory_mb()
     assert 0 < available <= total
+    old_kernel = tmp_path / "meminfo"  # before 3.14: no MemAvailable
+    old_kernel.write_text(
+        "MemTotal: 2048000 kB\nMemFree: 102400 kB\nBuffers: 51200 kB\nCached: 204800 kB\n"
+    )
+    monkeypatch.setattr(_procfs, "_MEMINFO_PATH", old_kernel)
+    assert _procfs.memory_mb() == (2000.0, 350.0)
 
 
 @pytest.mark.parametrize(

@@ -54,7 +54,7 @@ def admit(
     Refused, in this order: ``concurrency_limit`` (``running ≥ max_concurrent``);
     ``memory`` (request above free memory less ``headroom_mb``); ``cpu_reserved`` (the
     requests of running tasks, ``reserved["cpu"]``, plus this one exceed ``cpus``);
-    ``cpu_busy`` (request above the idle CPU psutil shows, ``idle = cpus · (1 - cpu_pct/100)``,
+    ``cpu_busy`` (request above the host's idle CPU share, ``idle = cpus · (1 - cpu_pct/100)``,
     and waiting for our tasks could make room: request ≤ ``idle + own_cpu``).
 
     The two CPU checks apply only while some of our tasks hold a reservation: with nothing

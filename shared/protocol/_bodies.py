@@ -302,7 +302,8 @@ def _at_default(value: object) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Telemetry(Body):
-    """A psutil sample, the local queue and link statistics (QoS 0: a lost one is replaced)."""
+    """A host sample (CPU, memory, disk, battery), the local queue and link statistics
+    (QoS 0: a lost one is replaced)."""
 
     TYPE: ClassVar[str] = "telemetry"
 

@@ -119,7 +119,8 @@ def test_agent_install_then_rerun_with_changed_options(test_root: Path, wheelhou
     assert f"ExecStart={test_root}/opt/edge-agent/.venv/bin/edge-agent run" in unit
     # The extras came along: the agent's own imports work in the installed venv.
     venv_python = test_root / "opt/edge-agent/.venv/bin/python"
-    subprocess.run([str(venv_python), "-c", "import sqlite_utils, paho.mqtt, psutil"], check=True)
+    imports = "import sqlite_utils, paho.mqtt, zeroconf, prometheus_client"
+    subprocess.run([str(venv_python), "-c", imports], check=True)
     assert (test_root / "usr/local/bin/edge-agent").exists()
 
     ca = test_root / "ca.crt"

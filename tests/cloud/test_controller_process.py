@@ -87,6 +87,10 @@ def setup(tmp_path: Path, mosquitto) -> Iterator[tuple[ControllerProc, dict[str,
     finally:
         if ctl.proc is not None and ctl.proc.poll() is None:
             ctl.kill(signal.SIGKILL)
+        # pytest shows a teardown's output only when the test failed: the controller's side
+        log = tmp_path / "controller.log"
+        if log.exists():
+            print("controller.log (last 60 lines):", *log.read_text().splitlines()[-60:], sep="\n")
 
 
 def _token(ready: dict[str, Any]) -> str:

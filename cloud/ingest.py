@@ -153,6 +153,10 @@ class Ingest:
         if counter is None:
             counter = self._received[env.type] = self.metrics.messages.labels(type=env.type)
         counter.inc()
+        if env.type == "pong" and self.registry.get(node_id) is None:
+            # The answer to a ping of a node we forgot (removed while the ping was out):
+            # nothing to learn from it, and it must not bring the node back.
+            return
         entry = self.registry.ensure(node_id, now, wall)
         if _broker_said(env):
             self._heard_now.discard(node_id)  # after its will, the next word counts again

@@ -162,6 +162,24 @@ def test_an_idle_node_is_removed_without_force(h: MemoryHarness) -> None:
     assert h.controller.list_nodes()["nodes"] == []
 
 
+def test_a_late_pong_does_not_bring_a_removed_node_back(h: MemoryHarness) -> None:
+    """A ping out when the node was removed, answered after: the answer is dropped; the
+    node's own next message does bring it back, unregistered (docs/operations.md)."""
+    n1 = h.node("n1")
+    n1.answer_pings = False
+    while not n1.received("ping"):  # silent for a heartbeat interval: pinged
+        h.tick(STEP)
+        h.pump()
+    ping = n1.expect("ping")
+    assert h.controller.remove_node("n1", force=False)["removed"] is True
+    n1.pong(ping)
+    h.pump()
+    assert h.controller.list_nodes()["nodes"] == []
+    n1.heartbeat()
+    h.pump_until(lambda: len(h.controller.list_nodes()["nodes"]) == 1)
+    assert h.controller.list_nodes()["nodes"][0]["registered"] is False
+
+
 def _departing(tmp_path: Path) -> MemoryHarness:
     cfg = make_config(
         tmp_path,

@@ -27,8 +27,12 @@ edge_agent/dump.py; columns only ever get added):
   held in memory, in start order, as ``Journal.runq`` (``edge_agent/runqueue.py``), which
   every write here keeps and a rollback rebuilds.
 - ``processes(attempt PK, task_id, epoch, level, watchdog_pid, pgid, started_ms, deadline,
-  failures, source)`` — attempts running now (``deadline``: lease fence, ``CLOCK_MONOTONIC``
-  seconds); swept on restart.
+  failures, source, task_deadline_ms)`` — attempts running now (``deadline``: lease fence,
+  ``CLOCK_MONOTONIC`` seconds; ``task_deadline_ms``: the queue row's ``deadline_ms``, so a
+  retry keeps the task's deadline); swept on restart.
+
+A column added after a release is also in ``_ADDED`` (``_add_columns``): a journal written by
+an earlier version gets it when it is opened, ``NULL`` in the rows it already holds.
 - ``meta(key PK, value)`` — small agent state (last HLC, counters).
 """
 
@@ -67,9 +71,12 @@ CREATE TABLE IF NOT EXISTS processes (
     attempt TEXT PRIMARY KEY, task_id TEXT NOT NULL, epoch INTEGER NOT NULL,
     level TEXT NOT NULL, watchdog_pid INTEGER NOT NULL, pgid INTEGER,
     started_ms INTEGER NOT NULL, deadline REAL, failures INTEGER NOT NULL DEFAULT 0,
-    source TEXT NOT NULL DEFAULT 'placed');
+    source TEXT NOT NULL DEFAULT 'placed', task_deadline_ms INTEGER);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+
+#: Columns added since a release (table, column, declaration): ``_add_columns``.
+_ADDED = (("processes", "task_deadline_ms", "INTEGER"),)
 
 _SEEN_KEEP = 20_000
 
@@ -109,7 +116,9 @@ def _fields_of(row: object, names: tuple[str, ...]) -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProcessRow:
-    """A running attempt. ``deadline``: its lease fence (``CLOCK_MONOTONIC`` seconds)."""
+    """A running attempt. ``deadline``: its lease fence (``CLOCK_MONOTONIC`` seconds);
+    ``task_deadline_ms``: the task's deadline as its queue row held it (wall-clock ms, ``None``
+    for none, or in a row an earlier version wrote), which a retry keeps."""
 
     attempt: str
     task_id: str
@@ -121,6 +130,7 @@ class ProcessRow:
     deadline: float | None
     failures: int
     source: str
+    task_deadline_ms: int | None = None
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> ProcessRow:
@@ -143,6 +153,7 @@ class Journal:
         self.db.execute("PRAGMA synchronous=FULL")  # a power cut must not undo an ack
         self.db.execute("PRAGMA busy_timeout=5000")
         self.db.executescript(_SCHEMA)
+        self._add_columns()
         self._depth = 0
         self._acked = 0  # an outbox ack not yet deleted (see ack())
         # The queue table in memory, for the scheduler's passes: every write below goes to
@@ -151,6 +162,14 @@ class Journal:
 
     def close(self) -> None:
         self.db.close()
+
+    def _add_columns(self) -> None:
+        """Bring a journal an earlier version wrote up to this schema: the columns it lacks
+        (``CREATE TABLE IF NOT EXISTS`` leaves an existing table as it is)."""
+        for table, column, decl in _ADDED:
+            have = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
     def _rows(self, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
         cur = self.db.execute(sql, params or [])

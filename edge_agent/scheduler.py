@@ -86,7 +86,7 @@ class LocalScheduler(LeaseRequests):
             epoch=epoch,
             level=str(level),
             priority=int(spec.get("priority", _DEFAULT_PRIORITY)),
-            deadline_ms=None if deadline_s is None else now_ms + int(deadline_s * 1000),
+            deadline_ms=None if deadline_s is None else now_ms + round(deadline_s * 1000),
             enqueued_ms=now_ms,
             not_before_ms=not_before_ms if not_before_ms is not None else now_ms,
             failures=failures,
@@ -306,6 +306,7 @@ class LocalScheduler(LeaseRequests):
             deadline=deadline,
             failures=row.failures,
             source=row.source,
+            task_deadline_ms=row.deadline_ms,  # a retry keeps it (maybe_retry)
         )
         core.change(delta)
         core.journal.remove_queued(row.task_id)
@@ -391,7 +392,10 @@ class LocalScheduler(LeaseRequests):
         self, task_id: str, proc: ProcessRow, status: AttemptStatus, reason: str | None
     ) -> None:
         """Re-queue an ended attempt on this node, same epoch, with the task's backoff, when
-        ``shared.decisions.agent_retries`` says so and the retry budget lasts."""
+        ``shared.decisions.agent_retries`` says so and the retry budget lasts. The retry keeps
+        the task's deadline (counted from its submission: the attempt's journal row carries
+        it); one already past is queued like any task past its deadline (it ranks first in its
+        priority band)."""
         core = self.core
         rec = core.replica.get(task_id)
         if (
@@ -411,6 +415,8 @@ class LocalScheduler(LeaseRequests):
             core.event("retries_exhausted", task_id, failures=failures)
             return
         delay = backoff_delay(RetryPolicy(**rec.spec["retry"]), failures, core.rng)
+        now_ms = core.clock.wall_ms()
+        deadline_ms = proc.task_deadline_ms  # None from an earlier version's row: from now
         self.enqueue(
             task_id,
             proc.epoch,
@@ -419,7 +425,8 @@ class LocalScheduler(LeaseRequests):
             source=proc.source or "placed",
             lease_s=None,
             failures=failures,
-            not_before_ms=core.clock.wall_ms() + int(delay * 1000),
+            not_before_ms=now_ms + int(delay * 1000),
+            deadline_left_s=None if deadline_ms is None else (deadline_ms - now_ms) / 1000,
         )
         core.event("retry_scheduled", task_id, failures=failures, delay_s=round(delay, 3))
 

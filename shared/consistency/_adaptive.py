@@ -168,16 +168,45 @@ def level_costs(
     (see the module doc). ``run_s``: how long the attempt is exposed (its predicted
     run); ``slack_s``: time to spare before its deadline (``None``: no deadline);
     ``outage_s``: the node's mean outage length (0: unknown)."""
+    costs = _costs(
+        LinkState(link),
+        idempotent,
+        run_s,
+        partition_rate_per_h,
+        slack_s,
+        rtt_ms,
+        max_disconnect_s,
+        outage_s,
+    )
+    return dict(zip(_BY_STRENGTH_DESC, costs, strict=True))
+
+
+#: The levels strongest first: the order of ``_costs`` and of the search for the cheapest.
+_BY_STRENGTH_DESC = (Level.STRONG, Level.CAUSAL, Level.EVENTUAL)
+#: ``Level.strength`` as a plain lookup (the property costs a call per read).
+_STRENGTH = {lv: lv.strength for lv in Level}
+#: Wire name (or ``Level``: a ``StrEnum`` hashes as its value) -> ``Level``, without
+#: the enum's constructor.
+_LEVEL_NAMED: dict[str, Level] = {lv.value: lv for lv in Level}
+
+
+def _costs(
+    link: LinkState,
+    idempotent: bool,
+    run_s: float,
+    partition_rate_per_h: float,
+    slack_s: float | None,
+    rtt_ms: float,
+    max_disconnect_s: float,
+    outage_s: float,
+) -> tuple[float, float, float]:
+    """``level_costs`` as ``(strong, causal, eventual)``, for a ``LinkState`` ``link``."""
     survive = math.exp(-max(partition_rate_per_h, 0.0) * max(run_s, 0.0) / 3600.0)
-    p_out = 1.0 - survive * (1.0 - LINK_STATE_RISK[LinkState(link)])
+    p_out = 1.0 - survive * (1.0 - LINK_STATE_RISK[link])
     late = slack_s is not None and STRONG_ROUND_TRIPS * rtt_ms / 1000.0 > slack_s
     harm = 0.0 if idempotent else DUPLICATE_HARM
     outlasts = math.exp(-max_disconnect_s / outage_s) if outage_s > 0 else 0.0
-    return {
-        Level.STRONG: 1.0 if late else p_out,
-        Level.CAUSAL: p_out / 2.0 + p_out * outlasts * harm,
-        Level.EVENTUAL: p_out * harm,
-    }
+    return 1.0 if late else p_out, p_out / 2.0 + p_out * outlasts * harm, p_out * harm
 
 
 def cost_target(
@@ -195,27 +224,44 @@ def cost_target(
     policy: AdaptationPolicy | None = None,
 ) -> LevelTarget:
     """The cheapest level within ``[lo, hi]`` by ``level_costs`` (ties: the stronger).
-    ``link`` ``None``: no round trip measured yet, graded ``policy.prior_link``."""
-    graded = LinkState(link) if link is not None else (policy or AdaptationPolicy()).prior_link
-    costs = level_costs(
-        link=graded,
-        idempotent=idempotent,
-        run_s=run_s,
-        partition_rate_per_h=partition_rate_per_h,
-        slack_s=slack_s,
-        rtt_ms=rtt_ms,
-        max_disconnect_s=max_disconnect_s,
-        outage_s=outage_s,
+    ``link`` ``None``: no round trip measured yet, graded ``policy.prior_link``.
+
+    Runs once per adaptive task placed and per sample, so it skips what it can: no
+    enum constructor for a value that already is one, no cost dict, and the reason
+    is formatted only when read (``LevelTarget``)."""
+    if link is None:
+        graded = (policy or AdaptationPolicy()).prior_link
+    else:
+        graded = link if type(link) is LinkState else LinkState(link)
+    costs = _costs(
+        graded,
+        idempotent,
+        run_s,
+        partition_rate_per_h,
+        slack_s,
+        rtt_ms,
+        max_disconnect_s,
+        outage_s,
     )
-    allowed = [lv for lv in costs if lo.strength <= lv.strength <= hi.strength]
-    if not idempotent and hi is not Level.EVENTUAL:
+    weakest, strongest = _STRENGTH[lo], _STRENGTH[hi]
+    if not idempotent and strongest > 0:
         # A duplicate of non-idempotent work is harm no deadline buys back: eventual is
         # never chosen while the bounds allow a stronger level, whatever the costs say.
-        allowed = [lv for lv in allowed if lv is not Level.EVENTUAL]
-    level = min(allowed, key=lambda lv: (costs[lv], -lv.strength))
+        weakest = max(weakest, 1)
+    # Strongest first, replaced only by a strictly cheaper level: ties go to the stronger.
+    level, best = None, 0.0
+    for lv, cost in zip(_BY_STRENGTH_DESC, costs, strict=True):
+        if weakest <= _STRENGTH[lv] <= strongest and (level is None or cost < best):
+            level, best = lv, cost
+    if level is None:
+        raise ValueError(f"no level within bounds: min {lo} > max {hi}")
 
     def reason() -> str:
-        shown = ", ".join(f"{lv} {costs[lv]:.3g}" for lv in allowed)
+        shown = ", ".join(
+            f"{lv} {cost:.3g}"
+            for lv, cost in zip(_BY_STRENGTH_DESC, costs, strict=True)
+            if weakest <= _STRENGTH[lv] <= strongest
+        )
         unsampled = "" if link is not None else " (no sample yet)"
         kind = "idempotent" if idempotent else "not idempotent"
         return f"cost {shown}: link {graded}{unsampled}, {kind}"
@@ -232,12 +278,19 @@ def level_bounds(spec: Mapping[str, Any]) -> tuple[Level, Level, bool]:
     """
     consistency = spec["consistency"]
     if consistency["level"] != "adaptive":
-        level = Level(consistency["level"])
+        level = _level(consistency["level"])
         return level, level, True
-    lo, hi = Level(consistency["min"]), Level(consistency["max"])
-    if lo.strength > hi.strength:
+    lo, hi = _level(consistency["min"]), _level(consistency["max"])
+    if _STRENGTH[lo] > _STRENGTH[hi]:
         raise ValueError(f"consistency bounds inverted: min {lo} > max {hi}")
     return lo, hi, lo is hi
+
+
+def _level(name: Any) -> Level:
+    """``Level(name)`` by lookup (read per placement of an adaptive task); raises the
+    same ``ValueError`` on an unknown name."""
+    found = _LEVEL_NAMED.get(name) if isinstance(name, str) else None
+    return found if found is not None else Level(name)
 
 
 class AdaptiveLevel:

@@ -232,8 +232,9 @@ def observe_run(
     (``hint_s``/``bound_s``: the kind's prior, as in ``LearnerState.work_of``)."""
     if not (seconds > 0 and math.isfinite(seconds)):
         return
-    s = state.speed_of(node_id, tier)
-    w = state.work_of(kind, hint_s, bound_s)
+    key = _tier_key(tier)
+    s = state.speed.get(node_id) or state.speed_of(node_id, tier)
+    w = state.work.get(kind) or state.work_of(kind, hint_s, bound_s)
     var_s, var_w = s.var + DRIFT_VAR, w.var + DRIFT_VAR
     surprise = math.log(seconds) - (w.log - s.log)
     total = var_s + var_w + OBSERVATION_VAR
@@ -241,9 +242,14 @@ def observe_run(
     speed = Estimate(s.log - gain_s * surprise, var_s * (1 - gain_s), s.samples + 1)
     state.speed[node_id] = speed
     state.work[kind] = Estimate(w.log + gain_w * surprise, var_w * (1 - gain_w), w.samples + 1)
-    key = Tier(tier).value
     pooled = state.tier_speed.get(key)
     state.tier_speed[key] = speed.log if pooled is None else ewma(pooled, speed.log)
+
+
+def _tier_key(tier: Tier | str) -> str:
+    """The tier's wire name, the key of the per-tier pools (a ``Tier`` as it is: this
+    runs once per finished run, and ``Tier(...)`` costs more than the rest of the key)."""
+    return tier.value if type(tier) is Tier else Tier(tier).value
 
 
 def observe_finish(
@@ -261,7 +267,7 @@ def observe_finish(
     sample = abs(math.log(actual_s / predicted_s))
     state.error[node_id] = ewma(state.error_of(node_id, tier), sample)
     if tier:
-        key = Tier(tier).value
+        key = _tier_key(tier)
         state.tier_error[key] = ewma(state.tier_error.get(key, PRIOR_ERROR), sample)
 
 

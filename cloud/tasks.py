@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.consistency import AdaptationPolicy, AdaptiveLevel, LeaseBook, LeasePolicy, level_bounds
-from shared.crdt import TaskRecord, canonical_bytes, merge, visible_status
+from shared.crdt import TaskRecord, canonical_bytes, canonical_json, merge, visible_status
 from shared.decisions import AttemptFacts
 from shared.vocab import Level, TaskStatus
 
@@ -52,18 +52,39 @@ class TaskMeta:
     predicted_s: float | None = None
     work_s: float | None = None
     started_at: float | None = None
-    _explanation_text: tuple[dict[str, Any], str] | None = None
+    _explanation_text: tuple[object, str] | None = None
+    _spec_text: tuple[object, str] | None = None
 
     def explanation_json(self) -> str | None:
         """The explanation as stored JSON, serialised once per decision (a task's
         row is rewritten on every status change, its explanation is not)."""
         if self.explanation is None:
             return None
-        cached = self._explanation_text
-        if cached is None or cached[0] is not self.explanation:
-            text = json.dumps(self.explanation, separators=(",", ":"), sort_keys=True)
-            cached = self._explanation_text = (self.explanation, text)
-        return cached[1]
+        self._explanation_text = _text_of(self._explanation_text, self.explanation, _dumps)
+        return self._explanation_text[1]
+
+    def spec_json(self, spec: dict[str, Any] | None) -> str | None:
+        """``canonical_json(spec)`` of the task's record spec, serialised once: the
+        spec is immutable (a merge keeps the held object), and keyed by identity, so
+        a record that gains its spec, or any other spec object, is encoded anew."""
+        if spec is None:
+            return None
+        self._spec_text = _text_of(self._spec_text, spec, canonical_json)
+        return self._spec_text[1]
+
+
+def _dumps(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def _text_of(
+    cached: tuple[object, str] | None, value: object, encode: Callable[[object], str]
+) -> tuple[object, str]:
+    """``cached`` while it was made from this very object, else ``(value, encode(value))``
+    (the cache holds the object, so its identity cannot be reused while cached)."""
+    if cached is not None and cached[0] is value:
+        return cached
+    return value, encode(value)
 
 
 class TaskTable:
@@ -197,7 +218,8 @@ class TaskTable:
         rec = self.records[task_id]
         meta = self.meta[task_id]
         spec = rec.spec or {}
-        raw = canonical_bytes(rec)  # one serialisation for the stored text and the hash
+        # One serialisation for the stored text and the hash, the spec's spliced in.
+        raw = canonical_bytes(rec, meta.spec_json(rec.spec))
         return TaskRow(
             task_id=task_id,
             record=raw.decode("ascii"),

@@ -6,6 +6,7 @@ return deltas; ``merge`` is the join; ``visible_status`` is derived, never store
 ``Replica`` holds one node's records with a delta buffer per peer.
 """
 
+from shared.crdt._canonical import canonical_json
 from shared.crdt._digest import digest, missing, record_digest
 from shared.crdt._replica import Batch, Replica
 from shared.crdt._serialize import (
@@ -49,6 +50,7 @@ __all__ = [
     "TaskRecord",
     "attempt_beats",
     "canonical_bytes",
+    "canonical_json",
     "content_hash",
     "digest",
     "log_tail",

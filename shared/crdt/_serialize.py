@@ -252,9 +252,21 @@ def _wall_ms(hlc: str) -> int | None:
         return None
 
 
-def canonical_bytes(rec: TaskRecord) -> bytes:
-    """Sorted-key compact JSON of ``rec.to_dict()`` (ASCII)."""
-    return canonical_json(record_to_dict(rec)).encode("ascii")
+def canonical_bytes(rec: TaskRecord, spec_json: str | None = None) -> bytes:
+    """Sorted-key compact JSON of ``rec.to_dict()`` (ASCII).
+
+    ``spec_json``, when given, must be ``canonical_json(rec.spec)``: a holder of
+    the record that kept its spec's encoding (the spec never changes, see
+    ``shared/crdt/_task_record.py``) passes it, and it is spliced in instead of
+    re-encoded, the same bytes at a fraction of the cost (the spec is most of a
+    record). The splice relies on ``"spec"`` sorting after every other key of
+    the dict form, so it is the last member of the object.
+    """
+    if spec_json is None or rec.spec is None:
+        return canonical_json(record_to_dict(rec)).encode("ascii")
+    rest = record_to_dict(rec)
+    del rest["spec"]
+    return f'{canonical_json(rest)[:-1]},"spec":{spec_json}}}'.encode("ascii")
 
 
 def content_hash(rec: TaskRecord) -> str:

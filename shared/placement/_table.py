@@ -275,13 +275,21 @@ class NodeTable:
         work_s: float = 0.0,
     ) -> None:
         """A task was placed on ``node``: take its resources, count it as running,
-        add its work (reference-core seconds) to the node's backlog."""
+        add its work (reference-core seconds) to the node's backlog.
+
+        Runs once per placement: each column is read as a Python float (``item``)
+        and written back, the same double arithmetic as ``column[i] -= x`` at less
+        than half its cost; a zero disk or work leaves its column untouched
+        (``x - 0.0`` is ``x``; so is ``x + 0.0`` but for ``x`` = -0.0, which compares
+        and sums as 0.0)."""
         i = self.index[node] if isinstance(node, str) else node
-        self.cpu_free[i] -= cpu
-        self.memory_free[i] -= memory_mb
-        self.disk_free[i] -= disk_mb
-        self.running[i] += 1
-        self.backlog[i] += work_s
+        self.cpu_free[i] = self.cpu_free.item(i) - cpu
+        self.memory_free[i] = self.memory_free.item(i) - memory_mb
+        if disk_mb:
+            self.disk_free[i] = self.disk_free.item(i) - disk_mb
+        self.running[i] = self.running.item(i) + 1.0
+        if work_s:
+            self.backlog[i] = self.backlog.item(i) + work_s
 
     def release(
         self,

@@ -134,6 +134,10 @@ class LinkMonitor:
         self._lost = 0
         self._measured: tuple[tuple[float, float, int], str] | None = None
         self._state, self._reason = LinkState.HEALTHY, "registered"
+        # every feed ends in a settle: a poll at the instant of the last one, with no
+        # feed since, would trim nothing and grade the same (``stats`` right after a
+        # probe's ``rtt``, once per node and heartbeat), so it is skipped
+        self._settled_at: float | None = None
 
     # -- feeds ---------------------------------------------------------------
 
@@ -171,7 +175,10 @@ class LinkMonitor:
 
     def poll(self, now: float) -> LinkStateChanged | None:
         """Re-evaluate at ``now`` without new input (suspicion, confirmation, window ageing)."""
-        return self._settle(self._advance(now))
+        now = self._advance(now)
+        if now == self._settled_at:
+            return None
+        return self._settle(now)
 
     # -- queries -------------------------------------------------------------
 
@@ -305,6 +312,7 @@ class LinkMonitor:
         return LinkState.CRITICAL, measured
 
     def _settle(self, now: float) -> LinkStateChanged | None:
+        self._settled_at = now
         self._trim(now)
         new, reason = self._grade(now)
         old, self._state, self._reason = self._state, new, reason

@@ -46,8 +46,13 @@ __all__ = ["EventRow", "LeaseRow", "Store", "TaskRow"]
 SCHEMA_VERSION = 2
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
+
+
 def _dumps(value: object) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+    """Compact sorted-key JSON, as ``json.dumps`` with these options writes it, from one
+    encoder (``json.dumps`` builds a new one at every call that passes options)."""
+    return _ENCODER.encode(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,27 +78,28 @@ class TaskRow:
     # Every epoch's node (``TaskMeta.placed``); empty in rows of a schema-1 file.
     placed: Mapping[int, str] = field(default_factory=dict)
 
-    def as_db_row(self) -> dict[str, Any]:
-        return {
-            "task_id": self.task_id,
-            "record": self.record if isinstance(self.record, str) else _dumps(self.record),
-            "status": self.status,
-            "node": self.node,
-            "epoch": self.epoch,
-            "level": self.level,
-            "workflow": self.workflow,
-            "priority": self.priority,
-            "content_hash": self.content_hash,
-            "submitted_ms": self.submitted_ms,
-            "updated_ms": self.updated_ms,
-            "explanation": (
+    def as_db_values(self) -> tuple[Any, ...]:
+        """The row's column values, in ``_TASK_COLUMNS`` order."""
+        return (
+            self.task_id,
+            self.record if isinstance(self.record, str) else _dumps(self.record),
+            self.status,
+            self.node,
+            self.epoch,
+            self.level,
+            self.workflow,
+            self.priority,
+            self.content_hash,
+            self.submitted_ms,
+            self.updated_ms,
+            (
                 self.explanation
                 if self.explanation is None or isinstance(self.explanation, str)
                 else _dumps(self.explanation)
             ),
-            "origin": self.origin,
-            "placed": _dumps({str(epoch): node for epoch, node in self.placed.items()}),
-        }
+            self.origin,
+            _dumps({str(epoch): node for epoch, node in self.placed.items()}),
+        )
 
     @classmethod
     def from_db_row(cls, row: Mapping[str, Any]) -> TaskRow:
@@ -313,7 +319,7 @@ class Store:
         with self.transaction():
             self.conn.executemany(
                 f"INSERT OR REPLACE INTO tasks ({_TASK_COLUMNS}) VALUES ({placeholders})",
-                [tuple(r.as_db_row().values()) for r in rows],
+                [r.as_db_values() for r in rows],
             )
 
     def get_task(self, task_id: str) -> TaskRow | None:

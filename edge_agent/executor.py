@@ -140,11 +140,14 @@ class Executor:
 
     # -- the supervisor --------------------------------------------------------------
     def supervisor_pid(self) -> int:
-        """The supervisor's pid, starting it when none runs (``SupervisorError`` if that
-        fails)."""
+        """The pid of the supervisor to launch with, starting it when none runs
+        (``SupervisorError`` if that fails); 0 while one of an older version still has
+        attempts of ours: launches wait, then it is let go (``supervisor_link.py``)."""
+        if self.link.connected and self.link.outdated and not self.link.owed:
+            self.link.close()
         if not self.link.connected:
             self._attach(start=True)
-        return self.link.pid
+        return 0 if self.link.outdated else self.link.pid
 
     def _attach(self, *, start: bool) -> None:
         hello = self.link.connect(start=start)

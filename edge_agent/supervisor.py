@@ -16,8 +16,10 @@ the task's rights.
 Protocol: newline-delimited JSON on ``RUNS_DIR/supervisor.sock`` (``0600``; a peer of another
 uid is refused). Every client gets every event.
 
-- ``{"op": "hello"}`` -> ``{"ev": "hello", "pid", "running": {attempt: started}, "done":
-  {attempt: status}}``: a restarted agent re-attaches with this.
+- ``{"op": "hello"}`` -> ``{"ev": "hello", "protocol", "pid", "running": {attempt: started},
+  "done": {attempt: status}}``: a restarted agent re-attaches with this. ``protocol``:
+  :data:`PROTOCOL` (none before it was added: version 1); an agent attached to a supervisor of
+  another version sends it no launch (``supervisor_link.py``).
 - ``{"op": "launch", "attempt", "run_dir", "spec"}`` -> ``{"ev": "started", "attempt",
   "pid", "pgid", "cgroup", "started"}``, later ``{"ev": "exit", "attempt", "status"}``.
   ``spec``: ``argv``, ``env``, ``uid``/``gid`` (or null), ``timeout_s``, ``deadline``
@@ -64,6 +66,10 @@ LOCK = "supervisor.lock"
 _TICK_S = 1.0  # the longest sleep: timers are re-checked at least this often
 _CGROUP_WAIT_S = 2.0  # how long an outcome waits for its cgroup to empty
 _FIRST_CLIENT_S = 30.0  # how long a new supervisor waits for the agent that started it
+#: What this supervisor understands, announced in its hello: raised with every change an agent
+#: must not send to an older one (2: it makes the run directory, ``_attempt.make_run_dir``).
+#: ``supervisor_link.PROTOCOL`` is the agent's side.
+PROTOCOL = 2
 
 
 class Supervisor:
@@ -157,7 +163,13 @@ class Supervisor:
         attempt = self.attempts.get(key) if isinstance(key, str) else None
         if op == "hello":
             running = {k: a.started_info() for k, a in self.attempts.items()}
-            hello = {"ev": "hello", "pid": os.getpid(), "running": running, "done": self.done}
+            hello = {
+                "ev": "hello",
+                "protocol": PROTOCOL,
+                "pid": os.getpid(),
+                "running": running,
+                "done": self.done,
+            }
             self.send(conn, hello)
         elif op == "launch":
             if attempt is None and key not in self.done:  # a launch is resent after a reconnect

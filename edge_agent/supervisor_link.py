@@ -7,6 +7,14 @@ report off the socket as it arrives and, for an exit or a lost connection, calls
 (the agent wakes its core loop with it, so an exit is handled at once rather than on the next
 tick); the core thread collects the reports with :meth:`SupervisorLink.drain`. Sends happen
 on the core thread.
+
+Upgrades: the supervisor outlives the agent, so a new agent may find one started by an older
+version, which would fail what this version sends it (``spawn_failed`` on every launch since
+the supervisor makes the run directory). Its hello says its :data:`PROTOCOL` (none: 1). The
+agent keeps such a supervisor for the attempts it already runs (their exits, fencing, stops and
+acks are the same there) and sends it no launch (:attr:`SupervisorLink.outdated`); once none of
+them is owed an ack (:attr:`SupervisorLink.owed`) it disconnects, the old supervisor exits (no
+agent, nothing running) and one of this version is started for the next launch.
 """
 
 from __future__ import annotations
@@ -32,6 +40,9 @@ _SUPERVISOR = str(Path(__file__).with_name("supervisor.py"))
 _SOCKET = "supervisor.sock"
 _SEND_TIMEOUT_S = 10.0  # a supervisor never blocks on its clients: only a safety net
 _TRIES = 50
+#: The supervisor protocol this agent speaks (``supervisor.PROTOCOL``, its side); 1: a
+#: supervisor whose hello names none.
+PROTOCOL = 2
 #: What :meth:`SupervisorLink.drain` reports when the connection broke (the supervisor died).
 LOST: dict[str, Any] = {"ev": "lost"}
 
@@ -48,6 +59,8 @@ class SupervisorLink:
         self.env = env  # the supervisor's own environment: no secrets
         self.notify = notify
         self.pid = 0
+        self.outdated = False  # the supervisor attached speaks another protocol: no launches
+        self.owed: set[str] = set()  # of an outdated one: its attempts not yet acknowledged
         self._sock: socket.socket | None = None
         self._reports: collections.deque[dict[str, Any]] = collections.deque()
         self._notified = threading.Event()
@@ -60,7 +73,8 @@ class SupervisorLink:
     def connect(self, *, start: bool) -> dict[str, Any] | None:
         """Connect and say hello: the supervisor's answer (``pid``, ``running``, ``done``).
         With ``start`` one is started when none answers (``SupervisorError`` if that keeps
-        failing); without, ``None`` when none runs."""
+        failing), and an outdated one that runs nothing is left to exit, not attached;
+        without, ``None`` when none runs."""
         for _ in range(_TRIES):
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.settimeout(_SEND_TIMEOUT_S)
@@ -78,7 +92,13 @@ class SupervisorLink:
                 continue
             finally:
                 os.close(runs_fd)
-            self._sock, self.pid = sock, int(hello["pid"])
+            outdated = _protocol(hello) != PROTOCOL
+            if start and outdated and not hello.get("running"):
+                sock.close()  # with no agent connected it exits: then one of ours starts
+                time.sleep(0.05)
+                continue
+            self._sock, self.pid, self.outdated = sock, int(hello["pid"]), outdated
+            self.owed = {*(hello.get("running") or ()), *(hello.get("done") or ())}
             threading.Thread(
                 target=self._read, args=(sock, rest), name="supervisor-link", daemon=True
             ).start()
@@ -107,6 +127,8 @@ class SupervisorLink:
         sock = self._sock
         if sock is None:
             return False
+        if msg.get("op") == "ack":
+            self.owed.discard(str(msg.get("attempt")))
         try:
             sock.sendall(json.dumps(msg, separators=(",", ":")).encode() + b"\n")
         except OSError:
@@ -162,6 +184,12 @@ class SupervisorLink:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
+
+
+def _protocol(hello: dict[str, Any]) -> int:
+    """The protocol a supervisor's hello announces: 1 when it names none (or none valid)."""
+    version = hello.get("protocol", 1)
+    return version if isinstance(version, int) else 1
 
 
 def _read_hello(sock: socket.socket) -> tuple[dict[str, Any], bytes]:

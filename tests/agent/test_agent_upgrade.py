@@ -6,14 +6,19 @@ on the same state directory, with a real supervisor and real tasks."""
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 from agent_harness import sh, wait_until
 from test_agent_core import _agent, _ManualClock, _submit
 
+from edge_agent import supervisor_link
 from edge_agent.agent import Agent
 from edge_agent.journal import Journal
 from edge_agent.recovery import recover
+from shared.crdt import visible_status
 
 
 def _agent_here(tmp_path: Path, clock: _ManualClock) -> Agent:
@@ -107,3 +112,74 @@ def test_a_journal_of_the_previous_version_opens_and_its_rows_retry_as_before(
             assert (proc.attempt, proc.watchdog_pid, proc.task_deadline_ms) == ("t/n:1", 42, None)
         finally:
             journal.close()
+
+
+#: A real supervisor of this code that announces protocol 1, as one started by an agent of an
+#: earlier version does (its hello named no protocol: 1); started as the link starts one.
+_OLD_SUPERVISOR = (
+    "import sys; sys.path.insert(0, sys.argv[1]); import supervisor; "
+    "supervisor.PROTOCOL = 1; sys.exit(supervisor.main(sys.argv[2]))"
+)
+
+
+def _start_old_supervisor(runs: Path) -> subprocess.Popen[bytes]:
+    edge_agent_dir = str(Path(supervisor_link.__file__).parent)
+    proc = subprocess.Popen(
+        [sys.executable, "-S", "-E", "-c", _OLD_SUPERVISOR, edge_agent_dir, str(runs)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == b"ready"
+    proc.stdout.close()
+    return proc
+
+
+def _status(agent: Agent, task_id: str) -> str | None:
+    rec = agent.replica.get(task_id)
+    return None if rec is None else str(visible_status(rec))
+
+
+def test_an_older_supervisor_keeps_its_attempts_and_gets_no_launch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An agent of the previous version (its link speaks protocol 1) ran ``old`` on a
+    supervisor of that version, which outlives it. The upgraded agent re-attaches to that
+    supervisor for ``old`` (its exit is reported as ever) but sends it no launch: ``new``
+    waits in the queue, never ``spawn_failed``. Once ``old`` ended and was acknowledged, the
+    agent lets the old supervisor go (it exits) and starts one of its own version, which runs
+    ``new``."""
+    clock = _ManualClock()
+    gate = tmp_path / "old-may-end"
+    agent = _agent_here(tmp_path, clock)
+    old_supervisor = _start_old_supervisor(agent.core.executor.runs_dir)
+    try:
+        monkeypatch.setattr(supervisor_link, "PROTOCOL", 1)  # the previous version's agent
+        task = {"id": "core-1:old", "command": sh(f"while [ ! -e {gate} ]; do sleep 0.02; done")}
+        assert _submit(agent, task)[0] == 201
+        agent.tick()
+        (proc,) = agent.core.journal.processes()
+        assert proc.watchdog_pid == old_supervisor.pid
+        monkeypatch.undo()  # the upgrade
+        agent = _restart(agent, tmp_path, clock)
+        link = agent.core.executor.link
+        assert (link.pid, link.outdated, link.owed) == (old_supervisor.pid, True, {proc.attempt})
+        assert _submit(agent, {"id": "core-1:new", "command": ["true"]})[0] == 201
+        for _ in range(5):
+            agent.tick()
+        assert [row.task_id for row in agent.core.journal.queued()] == ["core-1:new"]
+        assert [p.task_id for p in agent.core.journal.processes()] == ["core-1:old"]
+        gate.touch()
+        wait_until(
+            lambda: agent.tick() or _status(agent, "core-1:new") == "succeeded", 30, "new ran"
+        )
+        assert _status(agent, "core-1:old") == "succeeded"
+        assert old_supervisor.wait(timeout=60) == 0  # let go: it exited
+        assert not link.outdated and link.pid not in (0, old_supervisor.pid)
+        assert agent.core.counters["outcome_failed"] == 0  # no spawn_failed
+    finally:
+        _close(agent)
+        if old_supervisor.poll() is None:
+            old_supervisor.kill()
+            old_supervisor.wait()

@@ -248,3 +248,53 @@ def test_long_outages_make_causal_risky_for_non_idempotent_work() -> None:
     # outages that usually outlast max_disconnect_s: causal would re-run it; strong never does
     long = cost_target(E, S, idempotent=False, outage_s=3000.0, max_disconnect_s=60.0, **kw)  # type: ignore[arg-type]
     assert long.level is S
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    levels,
+    levels,
+    links,
+    st.booleans(),
+    st.floats(0, 1e4),
+    st.floats(0, 100),
+    st.one_of(st.none(), st.floats(0, 1e4)),
+    st.floats(0, 1e4),
+    st.floats(0, 1e4),
+)
+def test_cost_target_is_the_cheapest_allowed_level_of_level_costs(
+    a: Level,
+    b: Level,
+    link: LinkState | None,
+    idempotent: bool,
+    run_s: float,
+    rate: float,
+    slack: float | None,
+    rtt: float,
+    outage: float,
+) -> None:
+    """The module doc's rule, written out with ``level_costs``: within the bounds
+    (eventual out for non-idempotent work while a stronger level is allowed), the
+    lowest cost, ties to the stronger; the reason lists exactly those levels."""
+    lo, hi = (a, b) if a.strength <= b.strength else (b, a)
+    kw = {
+        "idempotent": idempotent, "run_s": run_s, "partition_rate_per_h": rate,
+        "slack_s": slack, "rtt_ms": rtt, "outage_s": outage,
+    }  # fmt: skip
+    target = cost_target(lo, hi, link=link, **kw)  # type: ignore[arg-type]
+    costs = level_costs(link=link or LinkState.HEALTHY, **kw)  # type: ignore[arg-type]
+    allowed = [lv for lv in costs if lo.strength <= lv.strength <= hi.strength]
+    if not idempotent and hi is not E:
+        allowed = [lv for lv in allowed if lv is not E]
+    assert target.level is min(allowed, key=lambda lv: (costs[lv], -lv.strength))
+    shown = ", ".join(f"{lv} {costs[lv]:.3g}" for lv in allowed)
+    assert target.reason.startswith(f"cost {shown}: link ")
+
+
+def test_level_bounds_reads_names_and_levels_and_refuses_unknown_ones() -> None:
+    assert level_bounds(spec("adaptive", "eventual", "strong")) == (E, S, False)
+    assert level_bounds(spec("adaptive", E, S)) == (E, S, False)  # type: ignore[arg-type]
+    assert level_bounds(spec("strong")) == (S, S, True)
+    for bad in (spec("adaptive", "weak", "strong"), spec("firm"), spec("adaptive", 1, "strong")):  # type: ignore[arg-type]
+        with pytest.raises(ValueError):
+            level_bounds(bad)

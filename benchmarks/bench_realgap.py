@@ -11,7 +11,10 @@ convergence after a heal (pooled median and worst), each as the gap
 ``|sim / testbed - 1|`` (goal ≤ 0.15) with ``n`` on both sides, the range of the
 per-run figures over the repeats, the testbed's 95 % confidence interval and the load
 average before and after every testbed run (``/proc/loadavg``: real latencies rise
-with the machine's load). A percentile whose pooled samples are too small to bound it
+with the machine's load). The simulator's two machine costs, a process start and a
+durable commit, are measured right before each testbed run, under its load
+(``simulations/sim/realgap_machine.py``), and simulated with that run's seed. A
+percentile whose pooled samples are too small to bound it
 (``simulations/sim/realgap_stats.py``: fewer than 6 values for a p50, 72 for a p95) is
 reported with its ``n`` and figures but no goal.
 
@@ -35,6 +38,7 @@ from typing import Any
 from _report import emit
 
 from simulations.sim.realgap import run_testbed_scenario
+from simulations.sim.realgap_machine import MachineTiming, measure
 from simulations.sim.realgap_stats import pooled_convergence, pooled_latency
 from simulations.testbed import collect
 from simulations.testbed.metrics import summarize_run
@@ -53,10 +57,16 @@ LOADAVG = "loadavg.json"
 def _testbed(name: str, seed: int) -> Path:
     """One testbed run; the load average before and after it in its ``loadavg.json``."""
     out = RUNS_DIR / f"realgap-{name}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    machine = measure()  # the machine's costs under the load this run will see
     before = os.getloadavg()
     run = [str(CONTINUUM), "testbed", "run", name, "--seed", str(seed), "--no-progress"]
     proc = subprocess.run([*run, "--out", str(out)], check=False, capture_output=True, text=True)
-    load = {"before": before, "after": os.getloadavg(), "exit": proc.returncode}
+    load = {
+        "before": before,
+        "after": os.getloadavg(),
+        "exit": proc.returncode,
+        "machine": machine.as_dict(),
+    }
     out.mkdir(parents=True, exist_ok=True)  # a run that died early: its load still kept
     (out / LOADAVG).write_text(json.dumps(load) + "\n", encoding="utf-8")
     return out
@@ -78,7 +88,10 @@ def _one(run_dir: Path) -> dict[str, Any]:
     plan = json.loads((run_dir / "plan.json").read_text(encoding="utf-8"))
     load_file = run_dir / LOADAVG
     load = json.loads(load_file.read_text(encoding="utf-8")) if load_file.exists() else {}
-    sim = run_testbed_scenario(scenario_dir() / f"{plan['scenario']}.toml", seed=plan["seed"])
+    machine = MachineTiming.from_dict(load.get("machine"))  # measured before the run
+    sim = run_testbed_scenario(
+        scenario_dir() / f"{plan['scenario']}.toml", seed=plan["seed"], machine=machine
+    )
     heals = report.get("timings", {}).get("convergence_after_heal", [])
     return {
         "scenario": plan["scenario"],
@@ -132,6 +145,13 @@ def _emit(name: str, what: str, row: dict[str, Any], context: str) -> None:
     )
 
 
+def _machine(load: dict[str, Any]) -> str:
+    m = MachineTiming.from_dict(load.get("machine"))
+    return f"{m.process_start_s * 1000:.0f}/{m.commit_s * 1000:.1f} ms" + (
+        "" if load.get("machine") else " (defaults)"
+    )
+
+
 def judge(runs: list[dict[str, Any]]) -> None:
     by_scenario: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in runs:
@@ -144,9 +164,14 @@ def judge(runs: list[dict[str, Any]]) -> None:
                 if r["load"]
                 else "?"
             )
+            + " start/commit "
+            + _machine(r["load"])
             for r in rs
         )
-        context = f"{len(rs)} runs ({loads}; load 1-min before/after)"
+        context = (
+            f"{len(rs)} runs ({loads}; load 1-min before/after; the process start and "
+            "commit simulated, measured before the run)"
+        )
         latency = pooled_latency([r["sim"] for r in rs], [r["testbed"] for r in rs])
         for level, rows in latency.items():
             for q, row in rows.items():

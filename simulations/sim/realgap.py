@@ -7,12 +7,14 @@ the simulator sees the very tasks, sleeps and faults the real processes see:
 - topology: one site; the submitter is a device that does not compute (the
   testbed posts to the controller's API); each agent is a node of its tier;
   every hop is a loopback hop (``LOOPBACK_MS``); a placement leaves the controller once
-  its store committed it (``COMMIT_S``); an execution costs the durable writes before
-  the task's work (``START_FSYNCS`` of ``COMMIT_S`` each), a process start
-  (``PROCESS_START_S``) and its ``--sleep-ms`` (1 MI = 1 ms at 1000 MIPS);
+  its store committed it (a commit, ``MachineTiming.commit_s``); an execution costs the
+  durable writes before the task's work (``START_FSYNCS`` commits), a process start
+  (``MachineTiming.process_start_s``) and its ``--sleep-ms`` (1 MI = 1 ms at 1000 MIPS);
   an agent's first execution also waits for its supervisor (``SUPERVISOR_START_S``);
   a strong start waits for the lease round trip: request hop, the controller's
-  durable commit of the grant (``COMMIT_S``), grant hop;
+  durable commit of the grant, grant hop. The two machine costs are the defaults of
+  ``simulations.sim.realgap_machine.MachineTiming`` unless measured (the bench measures
+  them before each testbed run, under that run's load);
 - faults: ``partition``/``flap`` of an agent → outages of that agent's own uplink
   until its ``heal``; ``kill`` → a node outage until ``restart`` (the attempt dies);
   ``controller-cut`` → every agent's uplink; ``delay``, ``throttle``, ``reset``
@@ -47,6 +49,7 @@ from shared.vocab import PlacementMode, Tier
 from simulations.sim.ledger import converged_at, observed_convergence, replay
 from simulations.sim.model import Simulation
 from simulations.sim.realgap_config import testbed_configs, testbed_timing
+from simulations.sim.realgap_machine import DEFAULT_MACHINE, MachineTiming
 from simulations.sim.scenario import (
     LinkClass,
     Links,
@@ -65,9 +68,7 @@ from simulations.testbed.scenario import Scenario, load_scenario
 from simulations.testbed.scenario import scenario_dir as testbed_dir
 
 __all__ = [
-    "COMMIT_S",
     "LOOPBACK_MS",
-    "PROCESS_START_S",
     "START_FSYNCS",
     "SUPERVISOR_START_S",
     "SimRun",
@@ -78,22 +79,16 @@ __all__ = [
 
 #: One hop over loopback through the broker (publish → deliver), one way.
 LOOPBACK_MS = 2.0
-#: Starting the ledger task's interpreter for one execution.
-PROCESS_START_S = 0.08
 #: The agent starts its task supervisor (a Python interpreter) on its first launch and
 #: that launch waits for it: 44-83 ms from spawn to its hello, median 59, over 8 starts
 #: on this machine at a load of 5.3 (2026-12-02).
 SUPERVISOR_START_S = 0.06
-#: One durable commit of the controller's store before a lease grant leaves it: one fsync
-#: of SQLite's WAL (``synchronous=FULL``), about 4 ms a write + fsync of 4 KiB on this
-#: machine's disk (median of 30, 0.6-8 ms, 2026-12-02).
-COMMIT_S = 0.004
 #: Durable writes between a placement's arrival and the task's work, one fsync each
-#: (``COMMIT_S``): the agent's journal commits of the placement (edge_agent/inbound.py)
-#: and of the start (edge_agent/scheduler.py ``settle``: a start is durable before it is
-#: launched), and the ledger task's fsync'd ``start`` line, after which its sleep begins
-#: (simulations/testbed/ledger_task.py). A strong start has the same two agent commits
-#: (the grant is journaled in the start's transaction).
+#: (``MachineTiming.commit_s``): the agent's journal commits of the placement
+#: (edge_agent/inbound.py) and of the start (edge_agent/scheduler.py ``settle``: a start is
+#: durable before it is launched), and the ledger task's fsync'd ``start`` line, after
+#: which its sleep begins (simulations/testbed/ledger_task.py). A strong start has the
+#: same two agent commits (the grant is journaled in the start's transaction).
 START_FSYNCS = 3
 _CUT_OPS = ("partition", "flap", "controller-cut")
 
@@ -174,10 +169,11 @@ def _fault_windows(
 
 
 def to_sim(
-    scenario: Scenario, plan: Plan
+    scenario: Scenario, plan: Plan, machine: MachineTiming = DEFAULT_MACHINE
 ) -> tuple[SimScenario, dict[str, str], list[tuple[Any, ...]], list[TaskType]]:
-    """The simulator scenario for a testbed plan, the agent → sim node map, and the
-    task types (one per distinct level, bounds and ``max_disconnect_s``) with their keys."""
+    """The simulator scenario for a testbed plan on a machine of ``machine``'s costs, the
+    agent → sim node map, and the task types (one per distinct level, bounds and
+    ``max_disconnect_s``) with their keys."""
     counts: dict[Tier, int] = defaultdict(int)
     for n in plan.nodes:
         counts[Tier(n.tier)] += 1
@@ -192,7 +188,7 @@ def to_sim(
             cpus=first.cpus,
             mips=1000.0,
             memory_mb=float(first.memory_mb),
-            start_s=PROCESS_START_S + START_FSYNCS * COMMIT_S,
+            start_s=machine.process_start_s + START_FSYNCS * machine.commit_s,
             supervisor_start_s=SUPERVISOR_START_S,
             slots=agent.executor.max_concurrent,
         )
@@ -241,7 +237,7 @@ def to_sim(
         ),
         links=Links(access=fast, metro=hop, wan=hop, lan=hop),
         workload=Workload(rate_per_device=0.0, types=tuple(types) or (TaskType(),)),
-        controller=replace(testbed_timing(agent, ctl), commit_s=COMMIT_S),
+        controller=replace(testbed_timing(agent, ctl), commit_s=machine.commit_s),
     )
     # agents in plan order → sim node ids of their tier, in order
     per_tier: dict[Tier, int] = defaultdict(int)
@@ -262,10 +258,17 @@ def to_sim(
 class SimRun:
     """A testbed scenario simulated: latencies by level and convergence after heals."""
 
-    def __init__(self, scenario: Scenario, *, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        scenario: Scenario,
+        *,
+        seed: int | None = None,
+        machine: MachineTiming = DEFAULT_MACHINE,
+    ) -> None:
         self.scenario = scenario
+        self.machine = machine
         self.plan = make_plan(scenario, seed=seed)
-        self.sim_scenario, self.names, self.keys, self.types = to_sim(scenario, self.plan)
+        self.sim_scenario, self.names, self.keys, self.types = to_sim(scenario, self.plan, machine)
 
     def run(self) -> dict[str, Any]:
         plan, sc = self.plan, self.sim_scenario
@@ -353,8 +356,7 @@ class SimRun:
             "unmodelled": unmodelled,
             "assumptions": {
                 "loopback_ms": LOOPBACK_MS,
-                "process_start_s": PROCESS_START_S,
-                "commit_s": COMMIT_S,
+                **self.machine.as_dict(),
                 "start_fsyncs": START_FSYNCS,
                 "supervisor_start_s": SUPERVISOR_START_S,
                 "keepalive_s": sc.controller.keepalive_s,
@@ -401,9 +403,11 @@ def _summary(values: list[float]) -> dict[str, float | int | None]:
     }
 
 
-def run_testbed_scenario(path: str | Path, *, seed: int | None = None) -> dict[str, Any]:
+def run_testbed_scenario(
+    path: str | Path, *, seed: int | None = None, machine: MachineTiming = DEFAULT_MACHINE
+) -> dict[str, Any]:
     """Simulate a testbed scenario file (see the module docstring)."""
-    return SimRun(load_scenario(path), seed=seed).run()
+    return SimRun(load_scenario(path), seed=seed, machine=machine).run()
 
 
 def compare(sim: dict[str, Any], testbed: dict[str, Any]) -> dict[str, Any]:

@@ -31,131 +31,19 @@ import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
 from .checkpoint import Checkpointer
+from .rows import EventRow, LeaseRow, TaskRow, compact_json
 
 __all__ = ["EventRow", "LeaseRow", "Store", "TaskRow"]
 
 # Schema version; bump with a migration when a table changes shape.
 # 2: ``tasks.placed`` (:meth:`Store._migrate` adds it to an older file).
 SCHEMA_VERSION = 2
-
-
-_ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
-
-
-def _dumps(value: object) -> str:
-    """Compact sorted-key JSON, as ``json.dumps`` with these options writes it, from one
-    encoder (``json.dumps`` builds a new one at every call that passes options)."""
-    return _ENCODER.encode(value)
-
-
-@dataclass(frozen=True, slots=True)
-class TaskRow:
-    """What the store keeps for one task: the record plus derived columns."""
-
-    task_id: str
-    # The record's dict; rows built for writing may carry its canonical JSON text
-    # instead (already serialised for the content hash). Rows read back hold dicts.
-    record: dict[str, Any] | str
-    status: str
-    node: str | None
-    epoch: int
-    level: str | None
-    workflow: str | None
-    priority: int
-    content_hash: str
-    submitted_ms: int
-    updated_ms: int
-    # Like ``record``: a dict, or its JSON text when the writer has it already.
-    explanation: dict[str, Any] | str | None = None
-    origin: str | None = None  # node that submitted it locally; None: the API
-    # Every epoch's node (``TaskMeta.placed``); empty in rows of a schema-1 file.
-    placed: Mapping[int, str] = field(default_factory=dict)
-
-    def as_db_values(self) -> tuple[Any, ...]:
-        """The row's column values, in ``_TASK_COLUMNS`` order."""
-        return (
-            self.task_id,
-            self.record if isinstance(self.record, str) else _dumps(self.record),
-            self.status,
-            self.node,
-            self.epoch,
-            self.level,
-            self.workflow,
-            self.priority,
-            self.content_hash,
-            self.submitted_ms,
-            self.updated_ms,
-            (
-                self.explanation
-                if self.explanation is None or isinstance(self.explanation, str)
-                else _dumps(self.explanation)
-            ),
-            self.origin,
-            _dumps({str(epoch): node for epoch, node in self.placed.items()}),
-        )
-
-    @classmethod
-    def from_db_row(cls, row: Mapping[str, Any]) -> TaskRow:
-        explanation = row["explanation"]
-        return cls(
-            task_id=row["task_id"],
-            record=json.loads(row["record"]),
-            status=row["status"],
-            node=row["node"],
-            epoch=row["epoch"],
-            level=row["level"],
-            workflow=row["workflow"],
-            priority=row["priority"],
-            content_hash=row["content_hash"],
-            submitted_ms=row["submitted_ms"],
-            updated_ms=row["updated_ms"],
-            explanation=None if explanation is None else json.loads(explanation),
-            origin=row["origin"],
-            placed={int(epoch): node for epoch, node in json.loads(row["placed"] or "{}").items()},
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class EventRow:
-    seq: int
-    ts_ms: int
-    kind: str
-    task_id: str | None
-    node_id: str | None
-    epoch: int | None
-    reason: str
-    data: dict[str, Any]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "seq": self.seq,
-            "ts_ms": self.ts_ms,
-            "kind": self.kind,
-            "task_id": self.task_id,
-            "node_id": self.node_id,
-            "epoch": self.epoch,
-            "reason": self.reason,
-            "data": self.data,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class LeaseRow:
-    task_id: str
-    epoch: int
-    node_id: str
-    duration_s: float
-    granted_ms: int
-    # Wall-clock time after which the controller may treat the lease as expired:
-    # grant + duration + margin, fixed at grant time.
-    deadline_ms: int
 
 
 _TASK_COLUMNS = (
@@ -299,7 +187,7 @@ class Store:
     def upsert_node(self, node_id: str, **fields: Any) -> None:
         row: dict[str, Any] = {"node_id": node_id}
         for key, value in fields.items():
-            row[key] = _dumps(value) if key in ("labels", "capacity", "telemetry") else value
+            row[key] = compact_json(value) if key in ("labels", "capacity", "telemetry") else value
         with self.transaction():
             self.db["nodes"].upsert(row, pk="node_id")
 
@@ -380,7 +268,7 @@ class Store:
                 {
                     "workflow_id": workflow_id,
                     "name": name,
-                    "spec": _dumps(spec),
+                    "spec": compact_json(spec),
                     "submitted_ms": ts_ms,
                 },
                 pk="workflow_id",
@@ -438,7 +326,7 @@ class Store:
                         ev.get("node_id"),
                         ev.get("epoch"),
                         ev.get("reason", ""),
-                        _dumps(ev.get("data") or {}),
+                        compact_json(ev.get("data") or {}),
                     )
                     for ev in events
                 ],
@@ -497,7 +385,7 @@ class Store:
 
     def put_learner(self, doc: Mapping[str, Any]) -> None:
         """Replace the learned state (one small row in ``meta``)."""
-        self.db["meta"].upsert({"key": "learner", "value": _dumps(doc)}, pk="key")
+        self.db["meta"].upsert({"key": "learner", "value": compact_json(doc)}, pk="key")
 
     # -- peers (outbox acknowledgements) -------------------------------------
 

@@ -11,7 +11,6 @@ node entries (an active placed task counts against its node, and only it).
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from shared.decisions import AttemptFacts
 from shared.vocab import Level, TaskStatus
 
 from .registry import Registry
-from .store import LeaseRow, TaskRow
+from .rows import LeaseRow, TaskRow, compact_json
 from .uow import UnitOfWork
 
 __all__ = ["TaskMeta", "TaskTable", "attempt_facts"]
@@ -60,7 +59,7 @@ class TaskMeta:
         row is rewritten on every status change, its explanation is not)."""
         if self.explanation is None:
             return None
-        self._explanation_text = _text_of(self._explanation_text, self.explanation, _dumps)
+        self._explanation_text = _text_of(self._explanation_text, self.explanation, compact_json)
         return self._explanation_text[1]
 
     def spec_json(self, spec: dict[str, Any] | None) -> str | None:
@@ -71,10 +70,6 @@ class TaskMeta:
             return None
         self._spec_text = _text_of(self._spec_text, spec, canonical_json)
         return self._spec_text[1]
-
-
-def _dumps(value: object) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
 def _text_of(

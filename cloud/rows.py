@@ -98,6 +98,19 @@ class EventRow:
     reason: str
     data: dict[str, Any]
 
+    @classmethod
+    def from_db_row(cls, row: Mapping[str, Any]) -> EventRow:
+        return cls(
+            seq=row["seq"],
+            ts_ms=row["ts_ms"],
+            kind=row["kind"],
+            task_id=row["task_id"],
+            node_id=row["node_id"],
+            epoch=row["epoch"],
+            reason=row["reason"],
+            data=json.loads(row["data"]),
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "seq": self.seq,

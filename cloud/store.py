@@ -352,19 +352,7 @@ class Store:
             f"WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?"
         )
         args.append(limit)
-        return [
-            EventRow(
-                seq=r["seq"],
-                ts_ms=r["ts_ms"],
-                kind=r["kind"],
-                task_id=r["task_id"],
-                node_id=r["node_id"],
-                epoch=r["epoch"],
-                reason=r["reason"],
-                data=json.loads(r["data"]),
-            )
-            for r in self.conn.execute(sql, args)
-        ]
+        return [EventRow.from_db_row(r) for r in self.conn.execute(sql, args)]
 
     def count_events_by_kind(self) -> dict[str, int]:
         sql = "SELECT kind, COUNT(*) FROM events GROUP BY kind"

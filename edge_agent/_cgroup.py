@@ -54,14 +54,24 @@ def own_dir() -> str | None:
 
 
 def create(name: str) -> str | None:
-    """A new cgroup ``PREFIX + name`` beside this process's, or ``None`` where not possible."""
+    """A new cgroup ``PREFIX + name`` beside this process's, or ``None`` where not possible.
+
+    Names carry the supervisor's pid, and pids are reused: a cgroup left by an earlier
+    process of the same pid (killed, its tree not yet gone) must not cost this attempt
+    its containment, so a taken name gets a random suffix instead."""
     base = own_dir()
     if base is None:
         return None
-    path = os.path.join(base, PREFIX + name)
-    try:
-        os.mkdir(path, 0o755)
-    except OSError:
+    for suffix in ("", *(f"-{os.urandom(4).hex()}" for _ in range(3))):
+        path = os.path.join(base, PREFIX + name + suffix)
+        try:
+            os.mkdir(path, 0o755)
+            break
+        except FileExistsError:
+            continue
+        except OSError:
+            return None
+    else:
         return None
     if not os.path.exists(os.path.join(path, "cgroup.kill")):  # before Linux 5.14
         remove(path)

@@ -254,6 +254,22 @@ NEEDS_CGROUP = pytest.mark.skipif(not _has_cgroups(), reason="no writable cgroup
 
 
 @NEEDS_CGROUP
+def test_a_taken_cgroup_name_still_gives_a_new_cgroup() -> None:
+    """A stale cgroup of an earlier process with the same pid (pids are reused) does not
+    leave the next attempt without one."""
+    stale = _cgroup.create(f"stale-{os.getpid()}")
+    assert stale is not None
+    try:
+        fresh = _cgroup.create(f"stale-{os.getpid()}")
+        assert fresh is not None and fresh != stale
+        assert os.path.basename(fresh).startswith(os.path.basename(stale) + "-")
+        assert _cgroup.is_ours(fresh)
+        _cgroup.remove(fresh)
+    finally:
+        _cgroup.remove(stale)
+
+
+@NEEDS_CGROUP
 def test_each_attempt_has_its_own_cgroup(ex: Executor) -> None:
     running = ex.launch(_launch("t-cg", ["cat", "/proc/self/cgroup"]))
     out = _wait(ex)

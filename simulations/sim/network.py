@@ -418,8 +418,7 @@ class Network:
 
     def deliver(self, path: Path, t: float, bits: float = 0.0) -> float:
         """Arrival time of a message of ``bits`` sent at ``t`` (held while a link is
-        down); the bits are counted on the path's links (energy, WAN bytes). The
-        jitter draw is ``exp`` inlined: this runs several times per task."""
+        down); the bits are counted on the path's links (energy, WAN bytes)."""
         t0 = self.tl.next_up(path.down, t) if path.down else t
         if bits:
             self.link_j += bits * path.j_per_bit
@@ -427,14 +426,7 @@ class Network:
                 self.wan_bytes += bits / 8.0
             t0 += bits / path.bw
         jit = path.jit
-        if jit > 0:
-            i = self._exp_i
-            if i >= _BLOCK:
-                self._refill()
-                i = 0
-            self._exp_i = i + 1
-            return t0 + path.lat + jit * self._exp_block[i]
-        return t0 + path.lat
+        return t0 + path.lat + jit * self.exp() if jit > 0 else t0 + path.lat
 
     def deliver_data(self, dev: int, part: Path, t: float, bits: float) -> float:
         """``deliver`` over device ``dev``'s access link followed by ``part`` (the
@@ -450,14 +442,7 @@ class Network:
         jit = net.jit[dev] + part.jit
         bw = net.bw[dev] if net.bw[dev] < part.bw else part.bw
         t = t + bits / bw + (net.lat[dev] + part.lat)  # in this order (floats)
-        if jit > 0:
-            i = self._exp_i
-            if i >= _BLOCK:
-                self._refill()
-                i = 0
-            self._exp_i = i + 1
-            return t + jit * self._exp_block[i]
-        return t
+        return t + jit * self.exp() if jit > 0 else t
 
     def crash_in(self, g: int, t0: float, t1: float) -> float | None:
         """When node ``g`` crashes within ``[t0, t1)``, if it does (``first_down``

@@ -1,16 +1,37 @@
-"""A minimal synchronous client (stdlib only) of the controller's REST API, for ``continuum``
-and scripts: JSON in and out, the bearer token on every request, SSE for the event stream."""
+"""Minimal synchronous clients (stdlib only) for ``continuum`` and scripts: the controller's
+REST API (JSON in and out, the bearer token on every request, SSE for the event stream), an
+agent's local API (``AgentClient``), and a task submission that fails over from the first to
+the second while the controller is out of reach (``submit_task``, by
+``shared.autonomy.Failover``; docs/operations.md, "Submitting while the controller is out of
+reach")."""
 
 from __future__ import annotations
 
+import http.client
 import json
+import socket
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ApiClient", "ApiError", "segment"]
+from shared.autonomy import Failover, Route
+from shared.model import parse_task_spec
+from shared.vocab import Level
+
+__all__ = [
+    "AgentClient",
+    "ApiClient",
+    "ApiError",
+    "BothUnreachable",
+    "Submitted",
+    "segment",
+    "submit_task",
+    "undelivered",
+]
 
 
 class ApiError(Exception):
@@ -23,10 +44,20 @@ class ApiError(Exception):
 class ApiClient:
     """Minimal synchronous client (stdlib only) of the controller's REST API."""
 
-    def __init__(self, url: str, token: str, *, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        timeout_s: float = 30.0,
+        connect_timeout_s: float | None = None,
+    ) -> None:
         self.url = url.rstrip("/")
         self.token = token
         self.timeout_s = timeout_s
+        #: a shorter limit on the connection alone (``None``: ``timeout_s``); the answer
+        #: still has ``timeout_s`` (a slow answer is not an unreachable controller)
+        self.connect_timeout_s = connect_timeout_s
 
     def _request(self, method: str, path: str, body: object = None, *, stream: bool = False) -> Any:
         data = None if body is None else json.dumps(body).encode()
@@ -34,8 +65,13 @@ class ApiClient:
         req.add_header("Authorization", f"Bearer {self.token}")
         if data is not None:
             req.add_header("Content-Type", "application/json")
+        timeout = None if stream else self.timeout_s
         try:
-            resp = urllib.request.urlopen(req, timeout=None if stream else self.timeout_s)
+            if self.connect_timeout_s is None:
+                resp = urllib.request.urlopen(req, timeout=timeout)
+            else:
+                handlers = (_Http(self.connect_timeout_s), _Https(self.connect_timeout_s))
+                resp = urllib.request.build_opener(*handlers).open(req, timeout=timeout)
         except urllib.error.HTTPError as exc:
             raw = exc.read().decode(errors="replace")
             try:
@@ -82,3 +118,201 @@ def _query(query: dict[str, Any]) -> str:
 def segment(value: str) -> str:
     """``value`` quoted as one path segment (``/`` included)."""
     return urllib.parse.quote(value, safe="")
+
+
+# -- a connection timeout of its own ---------------------------------------------------
+
+
+class _ConnectTimeout(http.client.HTTPConnection):
+    """Connects within ``connect_timeout``, then reads with the request's timeout."""
+
+    def __init__(self, *args: Any, connect_timeout: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.connect_timeout = connect_timeout
+
+    def connect(self) -> None:
+        read, self.timeout = self.timeout, self.connect_timeout
+        try:
+            super().connect()
+        finally:
+            self.timeout = read
+        self.sock.settimeout(read)
+
+
+class _ConnectTimeoutTls(_ConnectTimeout, http.client.HTTPSConnection):
+    pass
+
+
+class _Http(urllib.request.HTTPHandler):
+    def __init__(self, connect_timeout: float) -> None:
+        super().__init__()
+        self.connect_timeout = connect_timeout
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_ConnectTimeout, req, connect_timeout=self.connect_timeout)
+
+
+class _Https(urllib.request.HTTPSHandler):
+    def __init__(self, connect_timeout: float) -> None:
+        super().__init__()
+        self.connect_timeout = connect_timeout
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_ConnectTimeoutTls, req, connect_timeout=self.connect_timeout)
+
+
+def undelivered(exc: BaseException) -> bool:
+    """Whether ``exc`` says a request never reached the server: its connection was refused,
+    timed out, or failed before the request was sent (urllib raises ``URLError`` only then;
+    an HTTP error answer is ``ApiError``, and a request sent whose answer never came is a
+    plain ``OSError``, which may have been acted on: neither counts)."""
+    return (
+        isinstance(exc, urllib.error.URLError)
+        and not isinstance(exc, urllib.error.HTTPError)
+        and isinstance(exc.reason, OSError)
+    )
+
+
+# -- an agent's local API --------------------------------------------------------------
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+class AgentClient:
+    """An agent's local API (docs/agent.md, "Local API"): ``unix:PATH`` (or a bare path) is
+    its Unix socket (run as the agent's user or root), ``http://HOST:PORT`` its TCP listener
+    with the bearer ``token`` of its ``api.token_file``. A connection that fails raises
+    ``OSError``; an answer other than 2xx raises ``ApiError``."""
+
+    def __init__(self, url: str, token: str | None = None, *, timeout_s: float = 30.0) -> None:
+        self.url, self.token, self.timeout_s = url, token, timeout_s
+        if url.startswith("http://"):
+            parsed = urllib.parse.urlsplit(url)
+            if not parsed.hostname or parsed.port is None:
+                raise ValueError(f"{url}: give the agent's API as http://HOST:PORT")
+            self._tcp: tuple[str, int] | None = (parsed.hostname, parsed.port)
+            self._socket = ""
+        elif url.startswith(("unix:", "/", ".")):
+            self._tcp, self._socket = None, url.removeprefix("unix:")
+        else:
+            raise ValueError(f"{url}: give the agent's API as unix:PATH or http://HOST:PORT")
+
+    def request(self, method: str, path: str, body: object = None) -> Any:
+        conn = (
+            http.client.HTTPConnection(*self._tcp, timeout=self.timeout_s)
+            if self._tcp is not None
+            else _UnixConnection(self._socket, self.timeout_s)
+        )
+        headers = {"Content-Type": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        data = None if body is None else json.dumps(body).encode()
+        try:
+            conn.request(method, path, body=data, headers=headers)
+            resp = conn.getresponse()
+            raw = resp.read()
+        except http.client.HTTPException as exc:
+            raise OSError(f"bad answer from the agent: {exc}") from exc
+        finally:
+            conn.close()
+        try:
+            payload: Any = json.loads(raw)
+        except ValueError:
+            payload = raw.decode("utf-8", "replace")
+        if not 200 <= resp.status < 300:
+            raise ApiError(resp.status, payload)
+        return payload
+
+
+# -- a submission that fails over -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """Where a task went (``Route``) and the answer: the controller's task, or the agent's
+    ``{"id", "level", "status"}``; ``why`` says why it went to the agent."""
+
+    route: Route
+    answer: dict[str, Any]
+    why: str = ""
+
+
+class BothUnreachable(Exception):
+    """Neither the controller nor the fallback agent took the task."""
+
+    def __init__(self, controller: BaseException, agent: BaseException) -> None:
+        self.controller, self.agent = controller, agent
+        super().__init__(f"the controller: {_reason(controller)}; the agent: {_reason(agent)}")
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, urllib.error.URLError):
+        return str(exc.reason)
+    if isinstance(exc, ApiError) and isinstance(exc.body, dict):
+        return f"HTTP {exc.status}: {exc.body.get('message', exc.body)}"
+    return str(exc)
+
+
+def min_level(spec: object) -> Level | None:
+    """The spec's weakest allowed level, ``None`` when it is not a valid task spec (the
+    controller will say why). A spec without an id is read as if it had one (both APIs
+    name it)."""
+    if isinstance(spec, dict) and "id" not in spec:
+        spec = {**spec, "id": "unnamed"}
+    try:
+        return parse_task_spec(spec).consistency.min
+    except Exception:  # a ValidationError, or anything a malformed spec raises
+        return None
+
+
+def submit_task(
+    api: ApiClient,
+    spec: dict[str, Any],
+    agent: AgentClient | None,
+    *,
+    breaker: Failover | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> Submitted:
+    """Submit ``spec`` where ``shared.autonomy.Failover`` says: the controller first (the
+    breaker closed; a fresh one unless the caller keeps one across submissions); when the
+    request is not delivered (``undelivered``) and the rule allows (an agent given, the
+    spec not strong-only), to ``agent``'s local API. Raises the controller's error when it
+    does not fail over, ``BothUnreachable`` when the agent fails too."""
+    br = breaker if breaker is not None else Failover()
+    lo = min_level(spec) or Level.CAUSAL  # an invalid spec: the controller's 400 says why
+    failure: BaseException | None = None
+    if br.route(min_level=lo, fallback=agent is not None) is Route.CONTROLLER:
+        try:
+            answer = api.post("/api/v1/tasks", spec)
+        except urllib.error.URLError as exc:
+            if not undelivered(exc):
+                raise
+            br.failed(clock())
+            failure = exc
+            if br.route(min_level=lo, fallback=agent is not None) is Route.CONTROLLER:
+                raise
+        else:
+            br.reached(clock())
+            return Submitted(Route.CONTROLLER, answer)
+    assert agent is not None  # the route is the agent only with one
+    why = f"the controller at {api.url} is unreachable"
+    if failure is not None:
+        why += f" ({_reason(failure)})"
+    try:
+        return Submitted(Route.AGENT, agent.request("POST", "/v1/tasks", spec), why)
+    except (OSError, ApiError) as exc:
+        raise BothUnreachable(failure or OSError(why), exc) from exc

@@ -34,6 +34,7 @@ from shared.vocab import TaskStatus
 
 from .api_client import ApiClient, ApiError
 from .api_client import segment as _q
+from .operator_failover import add_fallback_arguments, submit_failover
 from .operator_logs import add_logs_arguments, show_logs
 from .operator_nodes import drain, remove_node, show_node
 from .operator_render import (
@@ -144,6 +145,8 @@ def _wait_for(
 
 def _cmd_submit(args: argparse.Namespace, api: ApiClient, console: Console) -> int:
     body = load_submission_file(args.file)
+    if args.fallback_agent and "tasks" not in body:
+        return submit_failover(args, api, body, console, done=_cmd_submit_done, wait=_wait_for)
     if "tasks" in body:
         result = api.post("/api/v1/workflows", body)
         if args.json:
@@ -151,7 +154,12 @@ def _cmd_submit(args: argparse.Namespace, api: ApiClient, console: Console) -> i
         else:
             console.print(f"workflow {result['workflow_id']}: {len(result['tasks'])} tasks")
         return 0
-    result = api.post("/api/v1/tasks", body)
+    return _cmd_submit_done(args, api, api.post("/api/v1/tasks", body), console)
+
+
+def _cmd_submit_done(
+    args: argparse.Namespace, api: ApiClient, result: dict[str, Any], console: Console
+) -> int:
     if args.wait:
         result = _wait_for(
             f"task {result['task_id']} to finish",
@@ -352,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--wait", action="store_true", help="wait until the task ends; exit 1 unless it succeeded"
     )
     _wait_options(p, "how long --wait waits")
+    add_fallback_arguments(p)
     for name, text in (
         ("get", "show a task with its attempts"),
         ("explain", "why a task is where it is, at the level it is"),

@@ -1,0 +1,106 @@
+"""A plain device's failover to its site's edge agents in the simulator
+(``shared.autonomy.Failover`` in ``simulations/sim/agent.py``): only while its path to the
+controller is down, learned by one unanswered attempt per outage, never for strong-only work,
+and the result counted at the device."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from shared.autonomy import CONNECT_TIMEOUT_S
+from simulations.sim.model import Simulation
+from simulations.sim.records import TaskState
+from simulations.sim.scenario import parse, parse_policy
+
+#: Two sites, two edge servers each, a cloud; no random failures: the test cuts site 0's
+#: metro link from 20 s to 60 s.
+QUIET: dict[str, Any] = {
+    "kind": "sim",
+    "name": "failover",
+    "duration_s": 90,
+    "seed": 3,
+    "topology": {
+        "sites": 2,
+        "regions": 1,
+        "device": {"count": 40, "compute_share": 0.0},
+        "edge": {"count": 2, "cpus": 8, "mips": 20000},
+        "cloud": {"count": 1, "cpus": 64, "mips": 20000},
+    },
+    "workload": {
+        "rate_per_device": 0.5,
+        "types": [
+            {"name": "quick", "level": "causal", "deadline_s": 0.5, "compute_mi": [500, 1000]}
+        ],
+    },
+}
+CUT = (20.0, 60.0)
+
+
+def _run(level: str = "causal", cut: bool = True, mode: str = "adaptive") -> tuple[Simulation, Any]:
+    spec = dict(QUIET)
+    spec["workload"] = {
+        **QUIET["workload"],
+        "types": [{**QUIET["workload"]["types"][0], "level": level}],
+    }
+    sim = Simulation(parse(spec), parse_policy(mode))
+    if cut:
+        sim.net.add_outages(sim.net.metro + 0, [CUT])
+        sim.net.mark_fallible()
+    timeouts: dict[int, list[tuple[float, float]]] = {}
+    timed_out = sim.agents._timed_out
+
+    def counted(task: Any) -> None:
+        timeouts.setdefault(task.dev, []).append((task.t_arr, sim.loop.now))
+        timed_out(task)
+
+    sim.agents._timed_out = counted  # type: ignore[method-assign]
+    tasks: list[Any] = []
+    submit = sim.agents._submit_plain
+
+    def kept(task: Any, path: Any, t: float) -> None:
+        tasks.append(task)
+        submit(task, path, t)
+
+    sim.agents._submit_plain = kept  # type: ignore[method-assign]
+    result = sim.run()
+    return sim, (result, timeouts, tasks)
+
+
+@pytest.mark.parametrize("mode", ["cloud_only", "adaptive"])
+def test_cut_off_devices_fail_over_once_per_outage_and_meet_deadlines(mode: str) -> None:
+    sim, (result, timeouts, tasks) = _run(mode=mode)
+    site0 = [t for t in tasks if t.site == 0 and CUT[0] + 2 < t.t_arr < CUT[1] - 5]
+    assert sim.agents.failovers > 0.8 * len(site0)
+    # the timeout is paid only by the attempts sent before the first one failed: for
+    # the rest of the outage the breaker stays open
+    assert timeouts and all(sim.topo.dev_site[d] == 0 for d in timeouts)
+    for paid in timeouts.values():
+        opened = min(at for _, at in paid)
+        assert all(sent < opened for sent, _ in paid)
+        assert all(CUT[0] <= sent < CUT[1] for sent, _ in paid)
+    # once the breaker is open, the tasks run on the site's edge servers in time, their
+    # result back at the device over its access link
+    met = [t for t in site0 if t.state is TaskState.SUCCEEDED and t.best - t.t_arr <= 0.5]
+    assert len(met) > 0.8 * len(site0)
+    # the first task of each device paid the connect timeout
+    first = {}
+    for t in sorted(tasks, key=lambda t: t.t_arr):
+        if t.dev in timeouts and t.t_arr >= CUT[0]:
+            first.setdefault(t.dev, t)
+    assert all(t.best - t.t_arr > CONNECT_TIMEOUT_S for t in first.values())
+    assert result.metrics["deadline_miss_rate"] < 0.05
+
+
+def test_no_outage_no_failover() -> None:
+    sim, (_, timeouts, _) = _run(cut=False)
+    assert sim.agents.failovers == 0 and not timeouts and not sim.agents.breakers
+
+
+def test_strong_only_work_waits_for_the_controller() -> None:
+    sim, (_, timeouts, tasks) = _run(level="strong")
+    assert sim.agents.failovers == 0
+    assert timeouts  # the devices still learned of the outage
+    held = [t for t in tasks if t.site == 0 and CUT[0] + 2 < t.t_arr < CUT[1] - 5]
+    assert held and all(t.t_ctrl >= CUT[1] for t in held)

@@ -287,7 +287,9 @@ def main() -> None:
                 if time.monotonic() > deadline or agent.poll() is not None:
                     raise SystemExit("the agent did not become ready")
                 time.sleep(0.1)
-            api = LocalClient(socket_path=state / "agent.sock", timeout=30)
+            # Kept-alive connections, one per submitting thread, as a client submitting
+            # bursts would hold (a connection per request cost the agent a thread each).
+            api = LocalClient(socket_path=state / "agent.sock", timeout=30, keep_alive=True)
             if ONLY == "dispatch":
                 _dispatch(api, work, psutil.Process(agent.pid))
                 return

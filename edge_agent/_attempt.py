@@ -39,8 +39,9 @@ def make_run_dir(run_dir: str, ids: tuple[int, int] | None, files: dict) -> int:
         for name, text in files.items():
             if "/" in name or name in ("", ".", ".."):
                 raise ValueError(f"not a file name: {name!r}")
-            # Not synced: after a power cut the attempt is lost anyway.
-            _safefs.write_file_at(run_fd, name, text.encode(), mode=0o400, owner=ids, sync=False)
+            # Not synced: after a power cut the attempt is lost anyway. Created in place: the
+            # directory is new (nothing to replace), and the task cannot write in it.
+            _safefs.create_file_at(run_fd, name, text.encode(), mode=0o400, owner=ids)
     except BaseException:
         os.close(run_fd)
         raise

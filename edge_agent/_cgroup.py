@@ -20,10 +20,12 @@ __all__ = [
     "PREFIX",
     "create",
     "enter",
+    "enter_procs",
     "is_ours",
     "kill",
     "members",
     "own_dir",
+    "procs_file",
     "remove",
     "try_remove",
 ]
@@ -79,13 +81,30 @@ def create(name: str) -> str | None:
     return path
 
 
+def procs_file(path: str) -> str:
+    """The file a process writes its pid to to move into the cgroup ``path``."""
+    return os.path.join(path, "cgroup.procs")
+
+
 def enter(path: str) -> bool:
     """Move the calling process into ``path`` (its children are then born there)."""
+    return enter_procs(procs_file(path))
+
+
+def enter_procs(procs: str) -> bool:
+    """:func:`enter` by the cgroup's ``cgroup.procs`` (:func:`procs_file`), with bare system
+    calls: a task's forked child calls it, where every Python object made (a text file and
+    its codec) costs page copies."""
     try:
-        with open(os.path.join(path, "cgroup.procs"), "w", encoding="ascii") as fh:
-            fh.write(str(os.getpid()))
+        fd = os.open(procs, os.O_WRONLY | os.O_CLOEXEC)
     except OSError:
         return False
+    try:
+        os.write(fd, b"%d" % os.getpid())
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
     return True
 
 

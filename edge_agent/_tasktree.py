@@ -45,6 +45,7 @@ _RLIMITS = {
 _MEMORY_SIGNS = ("MemoryError", "Cannot allocate memory", "out of memory", "bad_alloc")
 _FSIZE_SIGNS = ("File too large",)
 libc = ctypes.CDLL(None, use_errno=True)
+_SIGKILL = int(signal.SIGKILL)  # a plain int: no enum conversion in the forked child
 
 
 @functools.lru_cache(maxsize=256)
@@ -54,6 +55,26 @@ def _candidates(name: str, path: str | None) -> tuple[str, ...]:
         return (name,)
     dirs = os.get_exec_path({} if path is None else {"PATH": path})
     return tuple(os.path.join(d, name) for d in dirs)
+
+
+def _from_first_present(paths: tuple[str, ...]) -> tuple[str, ...]:
+    """``paths`` from the first one that exists on: the ones before it would only fail in
+    the child with ``ENOENT``/``ENOTDIR``, each failure an exception raised in a forked
+    interpreter, whose every touched page is a copy (with a dozen ``PATH`` entries before
+    ``/usr/bin`` that was most of a spawn's cost). Looked up here, on each spawn (never
+    cached: a program may be installed or removed at any time), and only skipped when
+    certainly absent: a name the parent may not look at is still tried by the child, which
+    therefore tries exactly what it tried before, in the same order, and fails the same
+    way when nothing is there (``paths`` whole)."""
+    for index, path in enumerate(paths):
+        try:
+            os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError:
+            pass
+        return paths[index:]
+    return paths
 
 
 @functools.cache
@@ -94,7 +115,11 @@ def spawn(
     argv, env = spec["argv"], spec["env"]
     # The PATH search happens here: after the switch to the task's user the child may not
     # read the interpreter's own modules (os.get_exec_path imports one).
-    paths = _candidates(argv[0], env.get("PATH"))
+    paths = _from_first_present(_candidates(argv[0], env.get("PATH")))
+    limits = [
+        (_RLIMITS[name], (soft, hard)) for name, (soft, hard) in (spec.get("limits") or {}).items()
+    ]
+    procs = None if cgroup is None else _cgroup.procs_file(cgroup)
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     fail_r, fail_w = os.pipe()  # close-on-exec (PEP 446): EOF means the exec happened
@@ -108,14 +133,14 @@ def spawn(
             os.setsid()
             for fd, target in ((null, 0), (out_w, 1), (err_w, 2)):
                 os.dup2(fd, target)
-            if cgroup is not None:
-                _cgroup.enter(cgroup)
+            if procs is not None:
+                _cgroup.enter_procs(procs)
             if ids is not None:
                 _drop_to(ids)
             os.umask(0o022)  # the agent's own 077 is not the task's business
-            for name, (soft, hard) in (spec.get("limits") or {}).items():
-                resource.setrlimit(_RLIMITS[name], (soft, hard))
-            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            for which, pair in limits:
+                resource.setrlimit(which, pair)
+            libc.prctl(PR_SET_PDEATHSIG, _SIGKILL, 0, 0, 0)
             if os.getppid() != parent:  # the supervisor died before we armed the signal
                 os._exit(137)
             if gate and os.read(gate_r, 1) != b"1":  # died before releasing us

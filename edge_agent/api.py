@@ -33,11 +33,13 @@ import json
 import logging
 import os
 import secrets
+import select
 import socket
 import socketserver
 import stat
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterator
 from email.utils import formatdate
 from http import HTTPStatus
@@ -362,9 +364,21 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
+#: How long a kept-alive connection may sit idle before it is not reused: well under the
+#: server's ``HEADER_TIMEOUT_S``, after which it closes it (a request sent just as the server
+#: closes could not be told from one the agent dropped).
+_REUSE_IDLE_S = HEADER_TIMEOUT_S / 4
+
+
 class LocalClient:
     """Talks to a running agent: ``edge-agent status``, the tests and the benchmark use it.
-    Connection failures raise ``OSError``."""
+    Connection failures raise ``OSError``.
+
+    By default every request has a connection of its own. With ``keep_alive`` each thread
+    keeps its connection for its next requests (HTTP/1.1 keep-alive: no connect, and no
+    server thread started, per request), used again only while the agent has not closed it
+    and for at most ``_REUSE_IDLE_S`` idle, so a request is never sent on a connection the
+    server may be closing; :meth:`close` closes them all."""
 
     def __init__(
         self,
@@ -374,11 +388,16 @@ class LocalClient:
         token: str | None = None,
         host: str = "127.0.0.1",
         timeout: float = 10.0,
+        keep_alive: bool = False,
     ) -> None:
         if (socket_path is None) == (port is None):
             raise ValueError("give a socket path or a port")
         self.socket_path, self.port, self.token = socket_path, port, token
         self.host, self.timeout = host, timeout
+        self.keep_alive = keep_alive
+        self._mine = threading.local()  # this thread's kept connection and its last use
+        self._kept: list[http.client.HTTPConnection] = []
+        self._lock = threading.Lock()
 
     @classmethod
     def for_config(cls, cfg: AgentConfig, port: int | None = None) -> LocalClient:
@@ -401,11 +420,10 @@ class LocalClient:
 
     def request(self, method: str, path: str, body: object | None = None) -> tuple[int, Any]:
         """``(status, payload)``: JSON answers parsed, anything else as text."""
-        conn = (
-            _UnixConnection(self.socket_path, self.timeout)
-            if self.socket_path is not None
-            else http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
-        )
+        conn = self._kept_connection() if self.keep_alive else None
+        kept = conn is not None
+        if conn is None:
+            conn = self._connection()
         headers = {"Content-Type": "application/json"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
@@ -415,9 +433,55 @@ class LocalClient:
             resp = conn.getresponse()
             raw = resp.read()
         except http.client.HTTPException as exc:
+            self._forget(conn)
             raise OSError(f"bad answer from the agent: {exc}") from exc
-        finally:
+        except BaseException:
+            self._forget(conn)
+            raise
+        if self.keep_alive and not resp.will_close:
+            self._keep(conn, kept)
+        else:
             conn.close()
         if resp.getheader("Content-Type", "").startswith("application/json"):
             return resp.status, json.loads(raw)
         return resp.status, raw.decode("utf-8", "replace")
+
+    def close(self) -> None:
+        """Close the kept connections (of every thread)."""
+        with self._lock:
+            kept, self._kept = self._kept, []
+        for conn in kept:
+            conn.close()
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self.socket_path is not None:
+            return _UnixConnection(self.socket_path, self.timeout)
+        return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+
+    def _kept_connection(self) -> http.client.HTTPConnection | None:
+        """This thread's kept connection when it may be used again, else ``None`` (a stale
+        one is closed)."""
+        conn, used = getattr(self._mine, "conn", None), getattr(self._mine, "used", 0.0)
+        if conn is None:
+            return None
+        self._mine.conn = None
+        sock = conn.sock
+        if (
+            sock is not None
+            and time.monotonic() - used < _REUSE_IDLE_S
+            and not select.select([sock], [], [], 0)[0]  # readable: closed by the agent
+        ):
+            return conn
+        self._forget(conn)
+        return None
+
+    def _keep(self, conn: http.client.HTTPConnection, kept: bool) -> None:
+        self._mine.conn, self._mine.used = conn, time.monotonic()
+        if not kept:
+            with self._lock:
+                self._kept.append(conn)
+
+    def _forget(self, conn: http.client.HTTPConnection) -> None:
+        conn.close()
+        with self._lock, contextlib.suppress(ValueError):
+            self._kept.remove(conn)

@@ -128,9 +128,14 @@ class Core:
             )
             if send:
                 self.journal.add_outbox(merged.task_id, delta.to_dict(), now_ms=now_ms)
-            if self.hlc.last is not None:
-                self.journal.set_meta("hlc", self.hlc.last.encode())
+            if self.hlc.last is not None:  # the latest, once per transaction
+                self.journal.set_meta_at_commit("hlc", self._hlc_last)
             self.replica.apply(delta)
+
+    def _hlc_last(self) -> str:
+        last = self.hlc.last
+        assert last is not None  # a change stamped it
+        return last.encode()
 
     def fail_unrun(self, rec: TaskRecord, epoch: int, reason: str) -> None:
         """Record an attempt of ``epoch`` that failed before it could run (an invalid spec,

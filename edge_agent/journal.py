@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -156,6 +156,7 @@ class Journal:
         self._add_columns()
         self._depth = 0
         self._acked = 0  # an outbox ack not yet deleted (see ack())
+        self._at_commit: dict[str, Callable[[], str]] = {}  # set_meta_at_commit
         # The queue table in memory, for the scheduler's passes: every write below goes to
         # the table first, then here; a rollback rebuilds it from the table.
         self.runq = RunQueue(self._read_queue())
@@ -198,6 +199,8 @@ class Journal:
                 raise
             if self.db.total_changes != changes:  # synced anyway: the pending ack rides along
                 self._delete_acked()
+            for key, value in self._at_commit.items():
+                self.set_meta(key, value())
             self.db.execute("COMMIT")
         except sqlite3.Error as exc:
             if self.db.in_transaction:
@@ -206,6 +209,17 @@ class Journal:
             raise JournalError(f"journal write failed: {exc}") from exc
         finally:
             self._depth = 0
+            self._at_commit.clear()
+
+    def set_meta_at_commit(self, key: str, value: Callable[[], str]) -> None:
+        """Write ``meta[key] = value()`` once, as the last write of the current transaction
+        (``value`` is called then): a value many changes of one transaction update, such
+        as the last HLC, costs one row write per commit, not one per change. Outside a
+        transaction it is written at once."""
+        if self._depth:
+            self._at_commit[key] = value
+        else:
+            self.set_meta(key, value())
 
     def _reload_queue(self) -> None:
         """After a rollback: the index holds what the table holds again. A table that cannot

@@ -85,6 +85,8 @@ class Supervisor:
         self.done_dirs: dict[str, str] = {}  # of ``done``: the run directory
         self.persisted: set[str] = set()  # of ``done``: written to status.json
         self.clients: dict[socket.socket, list[bytearray]] = {}  # -> [input, output]
+        self.unsent: set[socket.socket] = set()  # clients with output queued by this pass
+        self.writing: set[socket.socket] = set()  # clients registered for EVENT_WRITE
         self.pids: dict[int, tuple[Attempt, str]] = {}  # leader / harvester -> attempt
         self.cgroups: list[str] = []  # killed, to remove once empty
         self.seq = 0
@@ -107,6 +109,7 @@ class Supervisor:
     def drop(self, conn: socket.socket) -> None:
         self.sel.unregister(conn)
         del self.clients[conn]
+        self.writing.discard(conn)
         conn.close()
         if not self.clients:  # nobody to tell: what ended is kept on disk too
             for key in list(self.done):
@@ -134,9 +137,18 @@ class Supervisor:
                 self.send(conn, {"ev": "error", "error": f"{type(exc).__name__}: {exc}"})
 
     def send(self, conn: socket.socket, msg: dict) -> None:
+        """Queue ``msg`` for ``conn``: what a pass of the loop queued goes out at its end
+        (:meth:`flush_all`), in one write, which the agent reads at once."""
         out = self.clients[conn][1]
         out += json.dumps(msg, separators=(",", ":")).encode() + b"\n"
-        self.flush(conn)
+        self.unsent.add(conn)
+
+    def flush_all(self) -> None:
+        """Send what this pass queued (called once per pass of the loop)."""
+        for conn in self.unsent:
+            if conn in self.clients:
+                self.flush(conn)
+        self.unsent.clear()
 
     def broadcast(self, msg: dict) -> None:
         for conn in list(self.clients):
@@ -154,8 +166,10 @@ class Supervisor:
         except OSError:
             self.drop(conn)
             return
-        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if out else 0)
-        self.sel.modify(conn, events, ("client", conn))
+        if bool(out) != (conn in self.writing):  # the write interest changes: tell epoll
+            self.writing.symmetric_difference_update((conn,))
+            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if out else 0)
+            self.sel.modify(conn, events, ("client", conn))
 
     def handle(self, conn: socket.socket, msg: dict) -> None:
         op = msg["op"]
@@ -204,7 +218,7 @@ class Supervisor:
                 try:
                     with contextlib.suppress(OSError):
                         info = json.dumps(attempt.started_info()).encode()
-                        _safefs.write_file_at(run_fd, "started.json", info, sync=False)
+                        _safefs.create_file_at(run_fd, "started.json", info)
                 finally:
                     _tasktree.release(gate)
             finally:
@@ -443,6 +457,7 @@ class Supervisor:
             self.reap()
             for attempt in list(self.attempts.values()):
                 self.progress(attempt)
+            self.flush_all()
             self.cgroups = [path for path in self.cgroups if not _cgroup.try_remove(path)]
         for path in self.cgroups:
             _cgroup.remove(path)

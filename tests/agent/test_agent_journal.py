@@ -66,3 +66,31 @@ def test_seen_prune_keeps_recent(tmp_path: Path) -> None:
             j.mark_seen(f"m{i}", now_ms=i)
         j.prune_seen()
     assert j.seen("m9")
+
+
+def test_meta_at_commit_is_written_once_with_the_latest_value(tmp_path: Path) -> None:
+    """``set_meta_at_commit`` (the agent's HLC, issue 14): however many changes a transaction
+    makes, the row is written once, at commit, with the value of then; a rolled-back
+    transaction writes nothing; outside a transaction it is written at once."""
+    j = Journal(tmp_path / "j.sqlite")
+    values = iter(["1", "2", "3"])
+    calls: list[str] = []
+
+    def value() -> str:
+        calls.append(next(values))
+        return calls[-1]
+
+    with j.transaction():
+        for _ in range(5):
+            j.set_meta_at_commit("hlc", value)
+        assert j.get_meta("hlc") is None and calls == []  # nothing before the commit
+    assert j.get_meta("hlc") == "1" and calls == ["1"]
+    with pytest.raises(RuntimeError), j.transaction():
+        j.set_meta_at_commit("hlc", value)
+        raise RuntimeError("rolled back")
+    assert j.get_meta("hlc") == "1" and calls == ["1"]
+    with j.transaction():
+        pass  # nothing pending is left from the rolled-back one
+    assert calls == ["1"]
+    j.set_meta_at_commit("hlc", value)
+    assert j.get_meta("hlc") == "2"

@@ -85,3 +85,44 @@ def test_malformed_heads_are_refused_and_the_connection_closed(
     answer = _talk(api_socket, head)
     assert answer.split(b" ", 2)[1] == status, answer[:200]
     assert b"Content-Type: application/json" in answer
+
+
+def test_a_kept_alive_client_reuses_its_connection_and_replaces_a_closed_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``LocalClient(keep_alive=True)`` (issue 14: the dispatch bench's submitters): one
+    connection, hence one server thread, for a thread's requests; one the agent closed (its
+    header timeout) is noticed before a request is sent on it and replaced; ``close`` ends
+    them."""
+    import select
+    import threading
+
+    from edge_agent import api as api_module
+    from edge_agent.api import LocalClient
+
+    monkeypatch.setattr(api_module, "HEADER_TIMEOUT_S", 0.3)  # the server's idle close
+    monkeypatch.setattr(api_module, "_REUSE_IDLE_S", 60.0)  # only the close tells
+    cfg = parse_config({"node": {"id": "edge-1", "state_dir": str(tmp_path)}}, env={})
+    served: list[str] = []
+    api = LocalApi(
+        cfg, lambda m, p, b: (served.append(threading.current_thread().name), (200, {}))[1]
+    )
+    api.start()
+    client = LocalClient(socket_path=cfg.api_socket, keep_alive=True)
+    try:
+        for _ in range(5):
+            assert client.request("POST", "/x", {"a": 1}) == (200, {})
+        assert len(served) == 5 and len(set(served)) == 1
+        kept = client._mine.conn
+        assert kept is not None and kept.sock is not None
+        assert select.select([kept.sock], [], [], 30)[0]  # the server closed it
+        assert client.request("GET", "/y") == (200, {})
+        assert len(set(served)) == 2
+        plain = LocalClient(socket_path=cfg.api_socket)  # the default: one per request
+        for _ in range(2):
+            assert plain.request("GET", "/z") == (200, {})
+        assert len(set(served)) == 4
+    finally:
+        client.close()
+        api.stop()
+    assert client._kept == []

@@ -127,7 +127,7 @@ class Core:
                 now_ms=now_ms,
             )
             if send:
-                self.journal.add_outbox(merged.task_id, delta.to_dict(), now_ms=now_ms)
+                self.journal.add_outbox(merged.task_id, delta.to_dict(), now_ms=now_ms, obj=delta)
             if self.hlc.last is not None:  # the latest, once per transaction
                 self.journal.set_meta_at_commit("hlc", self._hlc_last)
             self.replica.apply(delta)

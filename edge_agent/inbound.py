@@ -285,7 +285,7 @@ class Inbound:
             self._mark_seen(env)
             now_ms = core.clock.wall_ms()
             for rec in missing:
-                core.journal.add_outbox(rec.task_id, rec.to_dict(), now_ms=now_ms)
+                core.journal.add_outbox(rec.task_id, rec.to_dict(), now_ms=now_ms, obj=rec)
         self.uplink.flush()
 
     def _on_deltas(self, env: Envelope, body: Deltas) -> None:

@@ -44,11 +44,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from edge_agent.runqueue import RunQueue
 
-__all__ = ["Journal", "JournalError", "ProcessRow", "QueuedRow"]
+__all__ = ["Journal", "JournalError", "OutboxRow", "ProcessRow", "QueuedRow"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -79,6 +79,16 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 _ADDED = (("processes", "task_deadline_ms", "INTEGER"),)
 
 _SEEN_KEEP = 20_000
+_OUTBOX_OBJS = 10_000  # outbox objects kept in memory at most (Journal.outbox_pending)
+
+
+class OutboxRow(NamedTuple):
+    """An outbox row as the uplink sends it (``Journal.outbox_pending``)."""
+
+    seq: int
+    obj: object  # what add_outbox was given, or None
+    delta: dict[str, Any] | None  # the row parsed, when obj is None
+    size: int  # bytes of its JSON
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -157,6 +167,10 @@ class Journal:
         self._depth = 0
         self._acked = 0  # an outbox ack not yet deleted (see ack())
         self._at_commit: dict[str, Callable[[], str]] = {}  # set_meta_at_commit
+        # add_outbox's objects by seq (committed; and those of the open transaction): the
+        # uplink sends them without parsing the rows back (outbox_pending).
+        self._outbox_objs: dict[int, tuple[object, int]] = {}
+        self._outbox_new: dict[int, tuple[object, int]] = {}
         # The queue table in memory, for the scheduler's passes: every write below goes to
         # the table first, then here; a rollback rebuilds it from the table.
         self.runq = RunQueue(self._read_queue())
@@ -202,6 +216,7 @@ class Journal:
             for key, value in self._at_commit.items():
                 self.set_meta(key, value())
             self.db.execute("COMMIT")
+            self._keep_outbox_objs()
         except sqlite3.Error as exc:
             if self.db.in_transaction:
                 self.db.rollback()
@@ -210,6 +225,7 @@ class Journal:
         finally:
             self._depth = 0
             self._at_commit.clear()
+            self._outbox_new.clear()  # kept above once committed; rolled back otherwise
 
     def set_meta_at_commit(self, key: str, value: Callable[[], str]) -> None:
         """Write ``meta[key] = value()`` once, as the last write of the current transaction
@@ -286,12 +302,43 @@ class Journal:
         return ids
 
     # outbox --------------------------------------------------------------------------
-    def add_outbox(self, task_id: str, delta: dict[str, Any], *, now_ms: int) -> int:
+    def add_outbox(
+        self, task_id: str, delta: dict[str, Any], *, now_ms: int, obj: object = None
+    ) -> int:
+        """Append ``delta`` (``obj``: what it is the dict of, if the caller has it; the
+        uplink then sends that rather than parsing the row back). Returns its ``seq``."""
+        text = json.dumps(delta, separators=(",", ":"), sort_keys=True)
         cur = self.db.execute(
             "INSERT INTO outbox (task_id, delta, created_ms) VALUES (?, ?, ?)",
-            [task_id, json.dumps(delta, separators=(",", ":"), sort_keys=True), now_ms],
+            [task_id, text, now_ms],
         )
-        return int(cur.lastrowid or 0)
+        seq = int(cur.lastrowid or 0)
+        if obj is not None and len(self._outbox_objs) + len(self._outbox_new) < _OUTBOX_OBJS:
+            self._outbox_new[seq] = (obj, len(text))
+            if not self._depth:  # committed already (autocommit)
+                self._keep_outbox_objs()
+        return seq
+
+    def _keep_outbox_objs(self) -> None:
+        self._outbox_objs.update(self._outbox_new)
+        self._outbox_new.clear()
+
+    def outbox_pending(self, after_seq: int, limit: int) -> list[OutboxRow]:
+        """:meth:`outbox_batch` with, for each row, the object ``add_outbox`` was given
+        (``obj``; ``None`` for rows written by an earlier process, or beyond the bound kept:
+        ``delta`` is then the row parsed) and the size of its JSON."""
+        self._delete_acked()
+        rows = self.db.execute(
+            "SELECT seq, delta FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", [after_seq, limit]
+        ).fetchall()
+        out = []
+        for seq, text in rows:
+            kept = self._outbox_objs.get(seq)
+            if kept is not None:
+                out.append(OutboxRow(int(seq), kept[0], None, kept[1]))
+            else:
+                out.append(OutboxRow(int(seq), None, json.loads(text), len(text)))
+        return out
 
     def outbox_batch(self, after_seq: int, limit: int) -> list[tuple[int, dict[str, Any]]]:
         self._delete_acked()
@@ -309,6 +356,9 @@ class Journal:
             "SELECT COUNT(*) FROM outbox WHERE seq > ? AND seq <= ?", [self._acked, up_to_seq]
         ).fetchone()[0]
         self._acked = up_to_seq
+        objs = self._outbox_objs  # in seq order: the acknowledged ones are its first
+        while objs and (first := next(iter(objs))) <= up_to_seq:
+            del objs[first]
         return int(gone)
 
     def _delete_acked(self) -> None:

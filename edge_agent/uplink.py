@@ -8,7 +8,6 @@ says so and sent only when it changed enough or is due (``edge_agent.telemetry``
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import math
 import secrets
@@ -208,20 +207,24 @@ class Uplink:
         )
 
     def flush(self) -> None:
-        """Publish unsent outbox rows in batches (rows stay until acknowledged)."""
+        """Publish unsent outbox rows in batches (rows stay until acknowledged).
+
+        Each delta is validated once, by ``encode`` (which refuses a message the controller
+        would refuse): the deltas this process journaled are sent as the objects it made
+        (``Journal.outbox_pending``), not parsed back from their rows first; only rows an
+        earlier process wrote are parsed here."""
         batch_max = self.core.cfg.autonomy.batch_max
         while self.link_up:
-            rows = self.core.journal.outbox_batch(self.session.sent_seq, batch_max)
+            rows = self.core.journal.outbox_pending(self.session.sent_seq, batch_max)
             if not rows:
                 return
             batch: dict[str, TaskRecord] = {}  # a task's deltas in the batch, joined: one each
             size = 0
             last = self.session.sent_seq
-            for seq, delta in rows:
-                raw = len(json.dumps(delta))
+            for seq, obj, delta, raw in rows:
                 if batch and size + raw > _UP_BATCH_BYTES:
                     break
-                rec = TaskRecord.from_dict(delta)
+                rec = obj if isinstance(obj, TaskRecord) else TaskRecord.from_dict(delta)
                 ahead = batch.get(rec.task_id)
                 batch[rec.task_id] = rec if ahead is None else ahead.merge(rec)
                 size += raw

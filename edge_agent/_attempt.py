@@ -72,6 +72,7 @@ class Attempt:
         self.written = {"stdout": 0, "stderr": 0}
         self.live_at: float | None = None  # output arrived: when live.json is next written
         self.pipes = 0
+        self.pipes_seen = 0  # the leader exited, pipes open: 1 once seen, 2 once killed
         self.code: int | None = None  # as Popen.returncode, once the leader is reaped
         self.cpu_s = 0.0
         self.tree_ended = False

@@ -75,10 +75,22 @@ def create(name: str) -> str | None:
             return None
     else:
         return None
-    if not os.path.exists(os.path.join(path, "cgroup.kill")):  # before Linux 5.14
+    if not _kill_supported(path):  # before Linux 5.14
         remove(path)
         return None
     return path
+
+
+_KILL_SEEN: list[bool] = []  # cgroup.kill was there once: the kernel has it (no stat each)
+
+
+def _kill_supported(path: str) -> bool:
+    if _KILL_SEEN:
+        return True
+    if os.path.exists(os.path.join(path, "cgroup.kill")):
+        _KILL_SEEN.append(True)
+        return True
+    return False
 
 
 def procs_file(path: str) -> str:

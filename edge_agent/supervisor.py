@@ -323,8 +323,6 @@ class Supervisor:
                 continue
             attempt.code = code
             attempt.cpu_s = usage.ru_utime + usage.ru_stime
-            if attempt.pipes:  # a descendant still holds the pipes: end the tree
-                self.signal(attempt, signal.SIGKILL)
 
     def end_tree(self, attempt: Attempt) -> None:
         """Nothing of the attempt outlives it, whatever session it moved to. A cgroup that is
@@ -348,7 +346,10 @@ class Supervisor:
 
     def progress(self, attempt: Attempt) -> None:
         """Move an attempt whose leader exited on: end its tree, harvest, report."""
-        if attempt.code is None or attempt.pipes:
+        if attempt.code is None:
+            return
+        if attempt.pipes:
+            self.pipes_held(attempt)
             return
         if not attempt.tree_ended:
             attempt.tree_ended = True
@@ -366,6 +367,17 @@ class Supervisor:
                 self.busy = True
                 return
             self.finish(attempt)
+
+    def pipes_held(self, attempt: Attempt) -> None:
+        """The leader exited with its output pipes still open. Usually only their end is
+        not read yet (the loop reads it in its next pass, looking again at once): the tree
+        is killed only if they are still open after that pass (a descendant holds them),
+        rather than on every exit (a cgroup kill and a tree walk each, issue 14)."""
+        if attempt.pipes_seen == 0:
+            attempt.pipes_seen, self.busy = 1, True
+        elif attempt.pipes_seen == 1:
+            attempt.pipes_seen = 2
+            self.signal(attempt, signal.SIGKILL)
 
     def finish(self, attempt: Attempt) -> None:
         del self.attempts[attempt.key]

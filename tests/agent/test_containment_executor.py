@@ -357,3 +357,22 @@ def test_without_a_cgroup_the_tree_is_found_by_its_marker(shared_dir: Path) -> N
         check=False,
     )
     assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_a_descendant_holding_the_output_pipes_ends_with_the_leader(
+    ex: Executor,
+    shared_dir: Path,  # noqa: F811 - the imported fixture
+) -> None:
+    """The leader exits while a child it left keeps its stdout and stderr open: the attempt
+    still ends (the supervisor kills what holds the pipes once a pass has read what was
+    pending, issue 14), as ``exited`` with the leader's code, and the child with it."""
+    pid_file = shared_dir / "holder.pid"
+    script = f"sleep 300 & echo $! > {pid_file}.tmp && mv {pid_file}.tmp {pid_file}; exit 3"
+    ex.launch(_launch("t-holder", ["/bin/sh", "-c", script], timeout_s=60.0))
+    out = _wait(ex, limit=30.0)
+    assert (out.reason, out.exit_code) == ("exited", 3)
+    holder = int(pid_file.read_text())
+    end = time.monotonic() + 10
+    while not _gone(holder):  # the kill is sent before the outcome; the reaping follows
+        assert time.monotonic() < end, f"the pipe holder {holder} outlived the attempt"
+        time.sleep(0.02)

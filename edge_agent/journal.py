@@ -42,10 +42,18 @@ import json
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
+from edge_agent._journal_rows import (
+    PROCESS_FIELDS,
+    QUEUED_FIELDS,
+    OutboxRow,
+    ProcessRow,
+    QueuedRow,
+    fields_of,
+)
 from edge_agent.runqueue import RunQueue
 
 __all__ = ["Journal", "JournalError", "OutboxRow", "ProcessRow", "QueuedRow"]
@@ -82,74 +90,6 @@ _SEEN_KEEP = 20_000
 _OUTBOX_OBJS = 10_000  # outbox objects kept in memory at most (Journal.outbox_pending)
 
 
-class OutboxRow(NamedTuple):
-    """An outbox row as the uplink sends it (``Journal.outbox_pending``)."""
-
-    seq: int
-    obj: object  # what add_outbox was given, or None
-    delta: dict[str, Any] | None  # the row parsed, when obj is None
-    size: int  # bytes of its JSON
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class QueuedRow:
-    """Work waiting for a start or a retry (times in wall-clock milliseconds)."""
-
-    task_id: str
-    epoch: int
-    level: str
-    priority: int
-    deadline_ms: int | None
-    enqueued_ms: int
-    not_before_ms: int
-    failures: int
-    source: str  # ``placed`` by the controller or ``local`` (the local API)
-    lease_s: float | None
-    inputs: dict[str, Any] = field(default_factory=dict)  # the dependencies' results
-
-    def to_row(self) -> dict[str, Any]:
-        # Not dataclasses.asdict: it deep-copies every field (a tenth of a submission's time).
-        return {**_fields_of(self, _QUEUED_FIELDS), "inputs": json.dumps(self.inputs)}
-
-    @classmethod
-    def from_row(cls, row: dict[str, Any]) -> QueuedRow:
-        return cls(**{**row, "inputs": json.loads(row.get("inputs") or "{}")})
-
-
-_QUEUED_FIELDS = tuple(f.name for f in fields(QueuedRow))  # ``inputs`` last
-
-
-def _fields_of(row: object, names: tuple[str, ...]) -> dict[str, Any]:
-    """A row's fields by name (their values are plain: no copy needed)."""
-    return {name: getattr(row, name) for name in names}
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ProcessRow:
-    """A running attempt. ``deadline``: its lease fence (``CLOCK_MONOTONIC`` seconds);
-    ``task_deadline_ms``: the task's deadline as its queue row held it (wall-clock ms, ``None``
-    for none, or in a row an earlier version wrote), which a retry keeps."""
-
-    attempt: str
-    task_id: str
-    epoch: int
-    level: str
-    watchdog_pid: int
-    pgid: int | None
-    started_ms: int
-    deadline: float | None
-    failures: int
-    source: str
-    task_deadline_ms: int | None = None
-
-    @classmethod
-    def from_row(cls, row: dict[str, Any]) -> ProcessRow:
-        return cls(**row)
-
-
-_PROCESS_FIELDS = tuple(f.name for f in fields(ProcessRow))
-
-
 class JournalError(RuntimeError):
     """A write failed (disk full, I/O error). Nothing committed before it is lost; the agent
     stops admitting work until writes succeed again."""
@@ -171,6 +111,11 @@ class Journal:
         # uplink sends them without parsing the rows back (outbox_pending).
         self._outbox_objs: dict[int, tuple[object, int]] = {}
         self._outbox_new: dict[int, tuple[object, int]] = {}
+        # The outbox's highest seq as committed, and the highest seq acknowledged: what
+        # outbox_last_seq answers from memory (no read, no pending delete per tick).
+        self._max_seq = int(self.db.execute("SELECT MAX(seq) FROM outbox").fetchone()[0] or 0)
+        self._new_max_seq = 0  # of the open transaction
+        self._acked_max = 0
         # The queue table in memory, for the scheduler's passes: every write below goes to
         # the table first, then here; a rollback rebuilds it from the table.
         self.runq = RunQueue(self._read_queue())
@@ -226,6 +171,7 @@ class Journal:
             self._depth = 0
             self._at_commit.clear()
             self._outbox_new.clear()  # kept above once committed; rolled back otherwise
+            self._new_max_seq = 0
 
     def set_meta_at_commit(self, key: str, value: Callable[[], str]) -> None:
         """Write ``meta[key] = value()`` once, as the last write of the current transaction
@@ -313,15 +259,19 @@ class Journal:
             [task_id, text, now_ms],
         )
         seq = int(cur.lastrowid or 0)
+        self._new_max_seq = max(self._new_max_seq, seq)
         if obj is not None and len(self._outbox_objs) + len(self._outbox_new) < _OUTBOX_OBJS:
             self._outbox_new[seq] = (obj, len(text))
-            if not self._depth:  # committed already (autocommit)
-                self._keep_outbox_objs()
+        if not self._depth:  # committed already (autocommit)
+            self._keep_outbox_objs()
         return seq
 
     def _keep_outbox_objs(self) -> None:
+        """What add_outbox noted in the transaction that just committed."""
         self._outbox_objs.update(self._outbox_new)
         self._outbox_new.clear()
+        self._max_seq = max(self._max_seq, self._new_max_seq)
+        self._new_max_seq = 0
 
     def outbox_pending(self, after_seq: int, limit: int) -> list[OutboxRow]:
         """:meth:`outbox_batch` with, for each row, the object ``add_outbox`` was given
@@ -356,6 +306,7 @@ class Journal:
             "SELECT COUNT(*) FROM outbox WHERE seq > ? AND seq <= ?", [self._acked, up_to_seq]
         ).fetchone()[0]
         self._acked = up_to_seq
+        self._acked_max = max(self._acked_max, up_to_seq)
         objs = self._outbox_objs  # in seq order: the acknowledged ones are its first
         while objs and (first := next(iter(objs))) <= up_to_seq:
             del objs[first]
@@ -381,9 +332,11 @@ class Journal:
         return int(self.db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
 
     def outbox_last_seq(self) -> int:
-        """The highest ``seq`` in the outbox (0 when empty)."""
-        self._delete_acked()
-        return int(self.db.execute("SELECT MAX(seq) FROM outbox").fetchone()[0] or 0)
+        """The highest ``seq`` in the outbox (0 when empty), from memory: rows are only
+        added (``add_outbox``) and deleted a prefix at a time by acks, so it is the highest
+        committed seq unless an ack covered it (the uplink asks on every tick: it was a
+        query, and an unsynced commit of the pending delete, each time)."""
+        return self._max_seq if self._max_seq > self._acked_max else 0
 
     def outbox_acked_seq(self) -> int:
         """What the controller has acknowledged, as far as the outbox shows: every row
@@ -469,10 +422,10 @@ class Journal:
 
     def _read_queue(self) -> list[QueuedRow]:
         """Every row of the queue table, decoding ``inputs`` only where a row has some."""
-        cur = self.db.execute(f"SELECT {', '.join(_QUEUED_FIELDS)} FROM queue")
+        cur = self.db.execute(f"SELECT {', '.join(QUEUED_FIELDS)} FROM queue")
         return [
             QueuedRow(
-                **dict(zip(_QUEUED_FIELDS[:-1], row[:-1], strict=True)),
+                **dict(zip(QUEUED_FIELDS[:-1], row[:-1], strict=True)),
                 inputs=json.loads(row[-1]) if row[-1] and row[-1] != "{}" else {},
             )
             for row in cur.fetchall()
@@ -480,7 +433,7 @@ class Journal:
 
     # processes -----------------------------------------------------------------------
     def put_process(self, row: ProcessRow) -> None:
-        self._replace("processes", _fields_of(row, _PROCESS_FIELDS))
+        self._replace("processes", fields_of(row, PROCESS_FIELDS))
 
     def set_process_deadline(self, attempt: str, deadline: float | None) -> None:
         self.db.execute("UPDATE processes SET deadline = ? WHERE attempt = ?", [deadline, attempt])

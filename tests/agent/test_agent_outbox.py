@@ -67,3 +67,34 @@ def test_journaled_deltas_go_up_as_made_and_an_invalid_one_is_still_refused(
         assert core.counters["encode_errors"] == 1
     finally:
         core.journal.close()
+
+
+def test_the_last_seq_is_answered_from_memory_as_the_table_would(tmp_path: Path) -> None:
+    """``outbox_last_seq`` (asked on every tick) without a query or the pending delete: the
+    highest committed seq, 0 once an ack covers it, unchanged by a rolled-back insert, and
+    the table's own answer after a reopen."""
+    j = Journal(tmp_path / "j.sqlite")
+
+    def table() -> int:
+        j._delete_acked()
+        return int(j.db.execute("SELECT MAX(seq) FROM outbox").fetchone()[0] or 0)
+
+    assert j.outbox_last_seq() == 0 == table()
+    with j.transaction():
+        first = j.add_outbox("t", {}, now_ms=1)
+        second = j.add_outbox("t", {}, now_ms=1)
+    assert j.outbox_last_seq() == second == table()
+    with pytest.raises(RuntimeError), j.transaction():
+        j.add_outbox("t", {}, now_ms=2)
+        raise RuntimeError("rolled back")
+    assert j.outbox_last_seq() == second == table()
+    j.ack(first)
+    assert j.outbox_last_seq() == second == table()
+    j.ack(second)
+    assert j.outbox_last_seq() == 0 == table()
+    third = j.add_outbox("t", {}, now_ms=3)  # autocommit
+    assert j.outbox_last_seq() == third == table()
+    j.close()
+    reopened = Journal(tmp_path / "j.sqlite")
+    assert reopened.outbox_last_seq() == third
+    reopened.close()

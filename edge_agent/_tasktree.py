@@ -120,6 +120,8 @@ def spawn(
         (_RLIMITS[name], (soft, hard)) for name, (soft, hard) in (spec.get("limits") or {}).items()
     ]
     procs = None if cgroup is None else _cgroup.procs_file(cgroup)
+    # Made here, not in the child: every object the forked child makes costs copied pages.
+    failure: OSError = FileNotFoundError(2, "No such file or directory", argv[0])
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     fail_r, fail_w = os.pipe()  # close-on-exec (PEP 446): EOF means the exec happened
@@ -146,7 +148,6 @@ def spawn(
             if gate and os.read(gate_r, 1) != b"1":  # died before releasing us
                 os._exit(137)
             os.fchdir(work_fd)
-            failure: OSError = FileNotFoundError(2, "No such file or directory", argv[0])
             for path in paths:
                 try:
                     os.execve(path, argv, env)

@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 from _report import emit
 
-from shared.vocab import Tier
+from shared.vocab import Level, Tier
 from simulations.sim.metrics import Counters, measure
 from simulations.sim.model import Simulation, simulate
 from simulations.sim.scenario import load, parse_policy, scenario_dir
@@ -95,7 +95,8 @@ def _floors(sim: Simulation) -> dict[str, float]:
       agent of its site in time either (failover, ``shared.autonomy.Failover``: the
       first moment its access link and one of its site's edge servers are up, plus
       that path's latency, is after the deadline; no timeout, transfer or run time
-      counted, so a lower bound). Such a task misses in every mode;
+      counted, so a lower bound), or whose declared level is strong-only (it never
+      fails over). Such a task misses in every mode;
     - ``energy_kj``: every node's idle draw (the simulator's own accounting of a run
       with nothing executed), plus every arrival's compute on the cheapest cores
       with room for it (joules per MI = a node's marginal watts per core over its
@@ -106,15 +107,18 @@ def _floors(sim: Simulation) -> dict[str, float]:
     S = topo.sites
     deadlines = [t.deadline_s for t in sc.workload.types]
     arrivals = zip(wl.arr_t.tolist(), wl.arr_dev.tolist(), wl.arr_type.tolist(), strict=True)
+    strong_only = [wl.bounds(k)[0] is Level.STRONG for k in range(len(deadlines))]
     late = [
-        (t, dev, deadlines[k])
+        (t, dev, deadlines[k], strong_only[k])
         for t, dev, k in arrivals
         if topo.dev_node[dev] < 0
         and net.tl.next_up(net.dev_ctrl[dev].down, t) - t + net.dev_ctrl[dev].lat > deadlines[k]
     ]
     edges = [[g for g in topo.members(s) if topo.nodes[g].tier is Tier.EDGE] for s in range(S)]
 
-    def agent_in_time(t: float, dev: int, deadline: float) -> bool:
+    def agent_in_time(t: float, dev: int, deadline: float, strong_only: bool) -> bool:
+        if strong_only:  # never fails over: it needs the controller's lease
+            return False
         parts = net.part[topo.dev_site[dev]]
         lat = net.net.lat[dev]
         return any(

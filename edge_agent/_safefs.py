@@ -27,6 +27,7 @@ __all__ = [
     "empty_dir",
     "open_dir",
     "private_dir",
+    "put_file_at",
     "read_file_at",
     "write_file_at",
     "write_private",
@@ -34,6 +35,7 @@ __all__ = [
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_REWRITE_FLAGS = os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -132,6 +134,45 @@ def create_file_at(
         _write_all(fd, data, sync=False)
     finally:
         os.close(fd)
+
+
+def put_file_at(
+    dir_fd: int,
+    name: str,
+    data: bytes,
+    *,
+    mode: int = 0o600,
+    owner: tuple[int, int] | None = None,
+) -> None:
+    """Write ``name`` in ``dir_fd``, rewriting in place the regular file already there (a
+    reused run directory's: no inode freed and another allocated; ``data`` should not be
+    empty, see below) or creating it (:func:`create_file_at`). Anything else under that
+    name (a symlink, a FIFO) or a file that cannot be opened for writing goes through
+    :func:`write_file_at` (unlinked, never followed). Not synced."""
+    try:
+        fd = os.open(name, _REWRITE_FLAGS, dir_fd=dir_fd)
+    except FileNotFoundError:
+        create_file_at(dir_fd, name, data, mode=mode, owner=owner)
+        return
+    except OSError:
+        write_file_at(dir_fd, name, data, mode=mode, owner=owner, sync=False)
+        return
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise IsADirectoryError(name)  # not reached for a symlink (O_NOFOLLOW: ELOOP)
+        if owner is not None:
+            os.fchown(fd, *owner)
+        os.fchmod(fd, mode)
+        _write_all(fd, data, sync=False)
+        # Cut after writing, never opened with O_TRUNC: ext4 writes a file's pending data
+        # out when it is truncated to zero (its replace-by-truncate heuristic), an I/O wait
+        # each time. The file is only ever read whole (and a cut one is unparsable JSON).
+        os.ftruncate(fd, len(data))
+    except OSError:
+        os.close(fd)
+        write_file_at(dir_fd, name, data, mode=mode, owner=owner, sync=False)
+        return
+    os.close(fd)
 
 
 def write_private(path: str | os.PathLike[str], data: bytes, *, replace: bool = False) -> None:

@@ -127,6 +127,7 @@ class Executor:
         self.link = SupervisorLink(runs_dir, env)
         self._attached: dict[str, dict[str, Any]] = {}  # what the supervisor runs: started
         self._exits: dict[str, dict[str, Any]] = {}  # ended, not yet taken by poll()
+        self._kept: set[str] = set()  # ended attempts whose directory the supervisor keeps
         self._trash: queue.SimpleQueue[Path] | None = None  # run directories to remove
         _safefs.private_dir(runs_dir, self._ids[1])
         if self._ids[0] is None:
@@ -270,7 +271,7 @@ class Executor:
         their directories; their keys."""
         unclaimed = [key for key in self._exits if key not in self.running]
         for key in unclaimed:
-            del self._exits[key]
+            self._note_kept(key, self._exits.pop(key))
             self.cleanup(key.rpartition("/")[0], key)
         return unclaimed
 
@@ -315,7 +316,9 @@ class Executor:
         done: list[Outcome] = []
         for attempt, running in list(self.running.items()):
             status = self._exits.pop(attempt, None)
-            if status is None and running.orphaned:
+            if status is not None:
+                self._note_kept(attempt, status)
+            elif running.orphaned:
                 status = _status(running.run_dir) or self._lost_attempt(running)
             if status is None:
                 continue
@@ -353,11 +356,21 @@ class Executor:
             stderr_bytes=_count(status.get("stderr_bytes"), stderr),
         )
 
+    def _note_kept(self, attempt: str, status: dict[str, Any]) -> None:
+        """A status the supervisor sent (not one read from disk) may say it keeps the run
+        directory (``keep_dir``: reused for a later attempt)."""
+        if status.get("keep_dir") is True:
+            self._kept.add(attempt)
+
     def cleanup(self, task_id: str, attempt: str) -> None:
-        """Acknowledge a finished attempt's outcome to the supervisor (call once it is
-        journaled: the supervisor forgets it) and have its directory removed (by a helper
-        thread, off the caller's loop)."""
-        self.link.send({"op": "ack", "attempt": attempt})
+        """Acknowledge a finished attempt's outcome to the supervisor (once journaled: it is
+        forgotten there) and have its directory removed by a helper thread (off the loop),
+        unless the supervisor takes it over with the ack."""
+        sent = self.link.send({"op": "ack", "attempt": attempt})
+        if attempt in self._kept:
+            self._kept.discard(attempt)
+            if sent:
+                return
         if self._trash is None:  # removing directories costs milliseconds on a busy disk
             self._trash = queue.SimpleQueue()
             threading.Thread(target=_remove_dirs, args=(self._trash,), daemon=True).start()

@@ -1,11 +1,12 @@
 """The agent's task supervisor: one long-lived process that runs every task attempt.
 
 Run as a *script* (``python -S -E supervisor.py RUNS_DIR``), standard library only (plus
-``_safefs``, ``_cgroup``, ``_tasktree``, ``_livelog``, ``_attempt`` from this directory): one small
-interpreter for all tasks, not one per task. The agent starts it on its first launch
-(``supervisor_link.py``); in its own session, it outlives the agent: a ``kill -9``'d or
-``SIGSTOP``'d agent does not stop it from fencing strong tasks at their lease deadline, timing
-tasks out, ending their trees and keeping their outcomes. A restarted agent re-attaches.
+``_safefs``, ``_cgroup``, ``_tasktree``, ``_livelog``, ``_attempt``, ``_clients`` from this
+directory): one small interpreter for all tasks, not one per task. The agent starts it on
+its first launch (``supervisor_link.py``); in its own session, it outlives the agent: a
+``kill -9``'d or ``SIGSTOP``'d agent does not stop it from fencing strong tasks at their
+lease deadline, timing tasks out, ending their trees and keeping their outcomes. A restarted
+agent re-attaches.
 
 Containment (``_tasktree.py``): the supervisor is a *child subreaper*, every task runs in a
 session of its own, as ``run_as``, with its rlimits and ``PR_SET_PDEATHSIG`` towards the
@@ -33,7 +34,10 @@ uid is refused). Every client gets every event.
 ``cancelled``, ``stopped``, ``spawn_failed``, ``memory_limit``, ``cpu_limit``,
 ``file_size_limit``), ``started``, ``ended``, ``deadline``, ``fenced_at``, ``stdout_tail``,
 ``stderr_tail`` (the last ``tail_bytes``), ``stdout_bytes``, ``stderr_bytes``, ``output`` (the
-text of ``output.json`` or null). An outcome no client has acknowledged is also written to
+text of ``output.json`` or null), and ``keep_dir: true`` when the supervisor takes the run
+directory over once the outcome is acknowledged (kept for a later attempt, whose launch
+renames and reuses it: no inode freed and allocated again; the agent then leaves it). An
+outcome no client has acknowledged is also written to
 ``status.json`` in the run directory once no agent is connected, and the supervisor exits when
 no agent is connected and nothing runs, so a restarted agent finds every outcome either here
 or there. ``started.json`` (``pid``, ``pgid``, ``started``, ``cgroup``) is written at spawn, before
@@ -49,9 +53,9 @@ import gc
 import json
 import os
 import selectors
+import shutil
 import signal
 import socket
-import struct
 import sys
 import time
 
@@ -59,20 +63,22 @@ import _cgroup  # this script's directory is sys.path[0]
 import _livelog
 import _safefs
 import _tasktree
-from _attempt import WORK, Attempt, make_run_dir
+from _attempt import SPARE, STARTED, WORK, Attempt, make_run_dir, recycle
+from _clients import ClientIO
 
 SOCKET = "supervisor.sock"
 LOCK = "supervisor.lock"
 _TICK_S = 1.0  # the longest sleep: timers are re-checked at least this often
 _CGROUP_WAIT_S = 2.0  # how long an outcome waits for its cgroup to empty
 _FIRST_CLIENT_S = 30.0  # how long a new supervisor waits for the agent that started it
+_SPARES = 32  # run directories kept for reuse at most
 #: What this supervisor understands, announced in its hello: raised with every change an agent
 #: must not send to an older one (2: it makes the run directory, ``_attempt.make_run_dir``).
 #: ``supervisor_link.PROTOCOL`` is the agent's side.
 PROTOCOL = 2
 
 
-class Supervisor:
+class Supervisor(ClientIO):
     def __init__(self, runs_dir: str, listener: socket.socket, wake_fd: int) -> None:
         self.runs_dir = runs_dir
         self.listener = listener
@@ -89,88 +95,13 @@ class Supervisor:
         self.writing: set[socket.socket] = set()  # clients registered for EVENT_WRITE
         self.pids: dict[int, tuple[Attempt, str]] = {}  # leader / harvester -> attempt
         self.cgroups: list[str] = []  # killed, to remove once empty
+        self.spares: list[str] = []  # acknowledged attempts' run directories, for reuse
+        self.keep: set[str] = set()  # of ``done``: directories the agent leaves to us
         self.seq = 0
         self.terminating = self.busy = self.accepted = False
         self.first_wait = time.monotonic() + _FIRST_CLIENT_S
 
     # -- clients -------------------------------------------------------------------
-    def accept(self) -> None:
-        with contextlib.suppress(BlockingIOError):
-            conn, _ = self.listener.accept()
-            creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-            if struct.unpack("3i", creds)[1] != os.geteuid():
-                conn.close()
-                return
-            conn.setblocking(False)
-            self.accepted = True
-            self.clients[conn] = [bytearray(), bytearray()]
-            self.sel.register(conn, selectors.EVENT_READ, ("client", conn))
-
-    def drop(self, conn: socket.socket) -> None:
-        self.sel.unregister(conn)
-        del self.clients[conn]
-        self.writing.discard(conn)
-        conn.close()
-        if not self.clients:  # nobody to tell: what ended is kept on disk too
-            for key in list(self.done):
-                self.persist(key)
-
-    def read_client(self, conn: socket.socket) -> None:
-        try:
-            chunk = conn.recv(65536)
-        except BlockingIOError:
-            return
-        except OSError:
-            chunk = b""
-        if not chunk:
-            self.drop(conn)
-            return
-        buf = self.clients[conn][0]
-        buf += chunk
-        *lines, rest = buf.split(b"\n")
-        buf[:] = rest
-        for line in lines:
-            try:
-                msg = json.loads(line)
-                self.handle(conn, msg)
-            except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                self.send(conn, {"ev": "error", "error": f"{type(exc).__name__}: {exc}"})
-
-    def send(self, conn: socket.socket, msg: dict) -> None:
-        """Queue ``msg`` for ``conn``: what a pass of the loop queued goes out at its end
-        (:meth:`flush_all`), in one write, which the agent reads at once."""
-        out = self.clients[conn][1]
-        out += json.dumps(msg, separators=(",", ":")).encode() + b"\n"
-        self.unsent.add(conn)
-
-    def flush_all(self) -> None:
-        """Send what this pass queued (called once per pass of the loop)."""
-        for conn in self.unsent:
-            if conn in self.clients:
-                self.flush(conn)
-        self.unsent.clear()
-
-    def broadcast(self, msg: dict) -> None:
-        for conn in list(self.clients):
-            self.send(conn, msg)
-
-    def flush(self, conn: socket.socket) -> None:
-        """Send what the client's buffer holds; a frozen agent's backlog waits here (the
-        supervisor never blocks on a client)."""
-        out = self.clients[conn][1]
-        try:
-            while out:
-                del out[: conn.send(out)]
-        except BlockingIOError:
-            pass
-        except OSError:
-            self.drop(conn)
-            return
-        if bool(out) != (conn in self.writing):  # the write interest changes: tell epoll
-            self.writing.symmetric_difference_update((conn,))
-            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if out else 0)
-            self.sel.modify(conn, events, ("client", conn))
-
     def handle(self, conn: socket.socket, msg: dict) -> None:
         op = msg["op"]
         key = msg.get("attempt")
@@ -196,8 +127,21 @@ class Supervisor:
             self.stop(attempt, str(msg.get("reason") or "cancelled"))
         elif op == "ack":
             self.done.pop(key, None)
-            self.done_dirs.pop(key, None)
+            run_dir = self.done_dirs.pop(key, None)
             self.persisted.discard(key)
+            if key in self.keep:  # its directory is ours to keep or remove, not the agent's
+                self.keep.discard(key)
+                self.keep_dir(str(run_dir))
+
+    def keep_dir(self, run_dir: str) -> None:
+        """An acknowledged attempt's run directory: kept as a spare for the next launch
+        (``_attempt.make_run_dir``), or removed when enough are kept."""
+        self.seq += 1
+        spare = os.path.join(self.runs_dir, f"{SPARE}{os.getpid()}-{self.seq}")
+        if len(self.spares) < _SPARES and recycle(run_dir, spare):
+            self.spares.append(spare)
+        else:
+            shutil.rmtree(run_dir, ignore_errors=True)
 
     # -- attempts ------------------------------------------------------------------
     def launch(self, key: str, run_dir: str, spec: dict, files: dict) -> None:
@@ -206,7 +150,8 @@ class Supervisor:
         self.seq += 1
         attempt.cgroup = _cgroup.create(f"{os.getpid()}-{self.seq}")
         try:
-            run_fd = make_run_dir(run_dir, attempt.ids, files)
+            spare = self.spares.pop() if self.spares else None
+            run_fd = make_run_dir(run_dir, attempt.ids, files, spare)
             try:
                 attempt.work_fd = _safefs.open_dir(WORK, dir_fd=run_fd)
                 attempt.pid, out, err, exec_fd, gate = _tasktree.spawn(
@@ -218,7 +163,7 @@ class Supervisor:
                 try:
                     with contextlib.suppress(OSError):
                         info = json.dumps(attempt.started_info()).encode()
-                        _safefs.create_file_at(run_fd, "started.json", info)
+                        _safefs.put_file_at(run_fd, STARTED, info)
                 finally:
                     _tasktree.release(gate)
             finally:
@@ -381,6 +326,15 @@ class Supervisor:
 
     def finish(self, attempt: Attempt) -> None:
         del self.attempts[attempt.key]
+        # Its directory is reused only when nothing of the attempt can be left to write in
+        # it: its cgroup emptied and removed, work/ empty, the task having run.
+        keep = (
+            attempt.cgroup is not None
+            and attempt.cgroup not in self.cgroups
+            and attempt.reason != "spawn_failed"
+            and attempt.work_fd is not None
+            and not _listdir(attempt.work_fd)
+        )
         if attempt.work_fd is not None:
             os.close(attempt.work_fd)
         code = attempt.code or 0
@@ -405,6 +359,9 @@ class Supervisor:
             "stderr_bytes": attempt.written["stderr"],
             "output": attempt.output.decode("utf-8", "replace") if ok else None,
         }
+        if keep:  # the agent leaves the directory to us (kept for the next attempt)
+            status["keep_dir"] = True
+            self.keep.add(attempt.key)
         self.done[attempt.key] = status
         self.done_dirs[attempt.key] = attempt.run_dir
         self.broadcast({"ev": "exit", "attempt": attempt.key, "status": status})
@@ -473,6 +430,15 @@ class Supervisor:
             self.cgroups = [path for path in self.cgroups if not _cgroup.try_remove(path)]
         for path in self.cgroups:
             _cgroup.remove(path)
+        for spare in self.spares:
+            shutil.rmtree(spare, ignore_errors=True)
+
+
+def _listdir(fd: int) -> list[str]:
+    try:
+        return os.listdir(fd)
+    except OSError:
+        return ["?"]  # unreadable: not known to be empty
 
 
 def main(runs_dir: str) -> int:
@@ -490,6 +456,9 @@ def main(runs_dir: str) -> int:
         return 0
     with contextlib.suppress(FileNotFoundError):
         os.unlink(SOCKET, dir_fd=runs_fd)
+    for name in os.listdir(runs_fd):  # spares an earlier supervisor kept (it was killed)
+        if name.startswith(SPARE):
+            shutil.rmtree(os.path.join(runs_dir, name), ignore_errors=True)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     # Through the directory's descriptor: short whatever its path (sun_path holds 108 bytes).
     listener.bind(f"/proc/self/fd/{runs_fd}/{SOCKET}")

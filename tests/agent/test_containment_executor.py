@@ -376,3 +376,54 @@ def test_a_descendant_holding_the_output_pipes_ends_with_the_leader(
     while not _gone(holder):  # the kill is sent before the outcome; the reaping follows
         assert time.monotonic() < end, f"the pipe holder {holder} outlived the attempt"
         time.sleep(0.02)
+
+
+def _spares(ex: Executor) -> list[str]:
+    return sorted(name for name in os.listdir(ex.runs_dir) if name.startswith(".spare-"))
+
+
+@NEEDS_CGROUP
+def test_an_acknowledged_run_directory_is_reused_exactly_as_a_new_one(ex: Executor) -> None:
+    """Issue 14: the supervisor takes an acknowledged attempt's directory over (kept as a
+    spare, not removed by the agent) and a later launch reuses it: same inode, yet made as
+    a new one (modes, owners, an empty ``work/``, its own inputs, ``started.json`` naming
+    its own pid), nothing of the earlier attempt left in it."""
+    used = "cat ../inputs.json; echo '{\"r\": 1}' > output.json; echo x > stray.txt"
+    first = ex.launch(_launch("t-used", ["/bin/sh", "-c", used], inputs={"n": 1}))
+    done = _wait(ex)
+    assert done.succeeded and done.stdout_tail.strip() == '{"n": 1}'
+    inode = first.run_dir.stat().st_ino
+    ex.cleanup(first.task_id, first.attempt)
+    end = time.monotonic() + 30
+    while first.run_dir.exists() or not _spares(ex):  # renamed by the supervisor on the ack
+        assert time.monotonic() < end, "the acknowledged directory was not kept"
+        time.sleep(0.02)
+    check = "cat ../inputs.json; ls -A"  # from work/: the test's own dirs may be closed
+    second = ex.launch(_launch("t-next", ["/bin/sh", "-c", check], inputs={"n": 2}))
+    out = _wait(ex)
+    assert out.succeeded and out.stdout_tail.strip() == '{"n": 2}'  # work/ held nothing
+    assert second.run_dir.stat().st_ino == inode and _spares(ex) == []
+    task_user = pwd.getpwnam(ex.cfg.run_as) if ex.cfg.run_as else None
+    uid = os.geteuid() if task_user is None else task_user.pw_uid
+    info = second.run_dir.stat()
+    assert stat.S_IMODE(info.st_mode) == (0o700 if task_user is None else 0o710)
+    work = (second.run_dir / "work").stat()
+    assert stat.S_IMODE(work.st_mode) == 0o700 and work.st_uid == uid
+    inputs = (second.run_dir / "inputs.json").stat()
+    assert stat.S_IMODE(inputs.st_mode) == 0o400 and inputs.st_uid == uid
+    started = json.loads((second.run_dir / "started.json").read_text())
+    assert started["pid"] == second.pgid and started["pid"] != first.pgid
+    assert sorted(os.listdir(second.run_dir)) == ["inputs.json", "started.json", "work"]
+    ex.cleanup(second.task_id, second.attempt)
+
+
+def test_a_failed_spawn_leaves_its_directory_to_the_agent(ex: Executor) -> None:
+    """What the supervisor does not keep (here: an exec that failed) the agent removes."""
+    running = ex.launch(_launch("t-noexec", ["no-such-program-anywhere"]))
+    assert _wait(ex).reason == "spawn_failed"
+    ex.cleanup(running.task_id, running.attempt)
+    end = time.monotonic() + 30
+    while running.run_dir.exists():
+        assert time.monotonic() < end, "the failed attempt's directory was not removed"
+        time.sleep(0.02)
+    assert _spares(ex) == []

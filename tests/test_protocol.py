@@ -255,14 +255,15 @@ def test_nulls_and_defaults_round_trip() -> None:
 
 
 def test_agents_largest_up_batch_fits() -> None:
-    """The agent cuts ``up`` batches at 200,000 bytes of ``json.dumps(delta)``; such a batch
-    must encode under the message limit with the envelope around it."""
+    """The agent cuts ``up`` batches at 200,000 bytes of its outbox rows' compact JSON
+    (``edge_agent/uplink.py``); such a batch must encode under the message limit with the
+    envelope around it."""
     records: list[TaskRecord] = []
     size = 0
     index = 0
     while True:
         rec = _records(f"task-{index:05d}")[0]
-        raw = len(json.dumps(rec.to_dict()))
+        raw = len(json.dumps(rec.to_dict(), separators=(",", ":")))
         if size + raw > 200_000:
             break
         records.append(rec)

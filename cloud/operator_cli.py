@@ -355,7 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, help=text, parents=[common])
 
     p = add("submit", "submit a task or workflow file (.toml, .json, .yaml; - = JSON on stdin)")
-    p.add_argument("file")
+    p.add_argument(
+        "file", help="a task or workflow file (.toml, .json, .yaml); - reads JSON from stdin"
+    )
     p.add_argument(
         "--wait", action="store_true", help="wait until the task ends; exit 1 unless it succeeded"
     )

@@ -367,10 +367,8 @@ class Executor:
         forgotten there) and have its directory removed by a helper thread (off the loop),
         unless the supervisor takes it over with the ack."""
         sent = self.link.send({"op": "ack", "attempt": attempt})
-        if attempt in self._kept:
-            self._kept.discard(attempt)
-            if sent:
-                return
+        if attempt in self._kept and (self._kept.remove(attempt) or sent):
+            return
         if self._trash is None:  # removing directories costs milliseconds on a busy disk
             self._trash = queue.SimpleQueue()
             threading.Thread(target=_remove_dirs, args=(self._trash,), daemon=True).start()

@@ -102,12 +102,7 @@ def write_file_at(
             continue  # someone re-planted it between unlink and open: never write through it
     else:
         raise FileExistsError(f"{tmp} keeps reappearing; not writing through it")
-    try:
-        if owner is not None:
-            os.fchown(fd, *owner)
-        _write_all(fd, data, sync)
-    finally:
-        os.close(fd)
+    _fill_and_close(fd, data, owner, sync)
     os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
 
 
@@ -128,10 +123,15 @@ def create_file_at(
     except FileExistsError:
         write_file_at(dir_fd, name, data, mode=mode, owner=owner, sync=False)
         return
+    _fill_and_close(fd, data, owner, False)
+
+
+def _fill_and_close(fd: int, data: bytes, owner: tuple[int, int] | None, sync: bool) -> None:
+    """Give a freshly created file its owner and contents; the descriptor is closed."""
     try:
         if owner is not None:
             os.fchown(fd, *owner)
-        _write_all(fd, data, sync=False)
+        _write_all(fd, data, sync)
     finally:
         os.close(fd)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import ssl
 import time
 import urllib.error
 import urllib.parse
@@ -194,29 +195,49 @@ class _UnixConnection(http.client.HTTPConnection):
 
 class AgentClient:
     """An agent's local API (docs/agent.md, "Local API"): ``unix:PATH`` (or a bare path) is
-    its Unix socket (run as the agent's user or root), ``http://HOST:PORT`` its TCP listener
-    with the bearer ``token`` of its ``api.token_file``. A connection that fails raises
-    ``OSError``; an answer other than 2xx raises ``ApiError``."""
+    its Unix socket (run as the agent's user or root), ``http://HOST:PORT`` its loopback TCP
+    listener and ``https://HOST:PORT`` its TLS one (the site's agents), both with the bearer
+    ``token`` of its ``api.token_file``. HTTPS verifies the agent's certificate and host name
+    against ``ca_file`` (else the system's CAs). A connection that fails (a certificate that
+    does not verify included) raises ``OSError``; an answer other than 2xx ``ApiError``."""
 
-    def __init__(self, url: str, token: str | None = None, *, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        *,
+        timeout_s: float = 30.0,
+        ca_file: str | None = None,
+    ) -> None:
         self.url, self.token, self.timeout_s = url, token, timeout_s
-        if url.startswith("http://"):
+        self._tls: ssl.SSLContext | None = None
+        if url.startswith(("http://", "https://")):
             parsed = urllib.parse.urlsplit(url)
             if not parsed.hostname or parsed.port is None:
-                raise ValueError(f"{url}: give the agent's API as http://HOST:PORT")
+                raise ValueError(f"{url}: give the agent's API as {parsed.scheme}://HOST:PORT")
             self._tcp: tuple[str, int] | None = (parsed.hostname, parsed.port)
             self._socket = ""
+            if parsed.scheme == "https":
+                self._tls = ssl.create_default_context(cafile=ca_file)
         elif url.startswith(("unix:", "/", ".")):
             self._tcp, self._socket = None, url.removeprefix("unix:")
         else:
-            raise ValueError(f"{url}: give the agent's API as unix:PATH or http://HOST:PORT")
+            raise ValueError(
+                f"{url}: give the agent's API as unix:PATH, http://HOST:PORT or https://HOST:PORT"
+            )
+        if ca_file and self._tls is None:
+            raise ValueError(f"{url}: a CA file is for an https:// agent")
 
     def request(self, method: str, path: str, body: object = None) -> Any:
-        conn = (
-            http.client.HTTPConnection(*self._tcp, timeout=self.timeout_s)
-            if self._tcp is not None
-            else _UnixConnection(self._socket, self.timeout_s)
-        )
+        conn: http.client.HTTPConnection
+        if self._tcp is None:
+            conn = _UnixConnection(self._socket, self.timeout_s)
+        elif self._tls is not None:
+            conn = http.client.HTTPSConnection(
+                *self._tcp, timeout=self.timeout_s, context=self._tls
+            )
+        else:
+            conn = http.client.HTTPConnection(*self._tcp, timeout=self.timeout_s)
         headers = {"Content-Type": "application/json"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"

@@ -28,14 +28,21 @@ def add_fallback_arguments(p: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="when the controller cannot be reached (connection refused or not made within "
         f"{CONNECT_TIMEOUT_S:g} s; never after any answer), submit the task to this agent's "
-        "local API instead (unix:PATH or http://HOST:PORT): it runs there as causal or "
+        "local API instead (unix:PATH, http://HOST:PORT on its host, or https://HOST:PORT "
+        "for a site agent with api.tls_cert_file): it runs there as causal or "
         "eventual and syncs to the controller later; strong-only tasks and workflows never "
         "fail over",
     )
     p.add_argument(
         "--fallback-token-file",
         metavar="FILE",
-        help="the agent's api.token_file, for an http:// --fallback-agent",
+        help="the agent's api.token_file, for an http:// or https:// --fallback-agent",
+    )
+    p.add_argument(
+        "--fallback-ca-file",
+        metavar="FILE",
+        help="CA bundle (PEM) that signed an https:// --fallback-agent's certificate "
+        "(default: the system's CAs); the host name in the URL must match the certificate",
     )
 
 
@@ -51,9 +58,11 @@ def submit_failover(
     """Submit ``spec`` by ``submit_task``; a task the controller took is reported by ``done``
     (as without the option), one the agent took is printed with where it went and why, and
     ``--wait`` follows it on the agent. Exit 1 when neither took it."""
-    token_file = args.fallback_token_file
-    token = Path(token_file).read_text(encoding="ascii").strip() if token_file else None
-    agent = AgentClient(args.fallback_agent, token)
+    try:
+        agent = _agent(args)
+    except (OSError, ValueError) as exc:  # before anything is sent: a usage error
+        print(f"continuum: {exc}", file=sys.stderr)
+        return 2
     api.connect_timeout_s = CONNECT_TIMEOUT_S
     try:
         sent = submit_task(api, spec, agent)
@@ -78,3 +87,20 @@ def submit_failover(
         why = f"  why: {sent.why}; it syncs to the controller later"
         console.print(why, markup=False, soft_wrap=True)
     return 1 if args.wait and result["status"] != TaskStatus.SUCCEEDED else 0
+
+
+def _agent(args: argparse.Namespace) -> AgentClient:
+    """The fallback agent's client; ``OSError``/``ValueError`` naming the option at fault."""
+    token = None
+    if args.fallback_token_file:
+        try:
+            token = Path(args.fallback_token_file).read_text(encoding="ascii").strip()
+        except OSError as exc:
+            why = f"--fallback-token-file {args.fallback_token_file}: {exc.strerror}"
+            raise OSError(why) from exc
+    try:
+        return AgentClient(args.fallback_agent, token, ca_file=args.fallback_ca_file)
+    except ValueError as exc:
+        raise ValueError(f"--fallback-agent {exc}") from exc
+    except OSError as exc:  # the CA bundle
+        raise OSError(f"--fallback-ca-file {args.fallback_ca_file}: {exc.strerror or exc}") from exc

@@ -1,5 +1,5 @@
 """The local API's transport: a small threading HTTP/1.1 server (``socketserver`` and a request
-parser of ~40 lines, :func:`_read_head`), and the client that talks to it.
+parser of ~40 lines, :func:`edge_agent._http_head.read_head`), and the client that talks to it.
 
 A tiny server on purpose (an idle agent must stay under 30 MB, aiohttp alone is ~15 MB, and the
 stdlib's ``http.server`` with its ``email`` header parsing and ``html`` tables cost ~0.4 MB
@@ -16,7 +16,8 @@ Who may call it (docs/agent.md, "Security"):
   (``SO_PEERCRED``) must be the agent's or root's.
 - ``api.transport = "tcp"``: loopback ``host:port``, and every request carries
   ``Authorization: Bearer <token>`` with the token of ``api.token_file`` (created 0600 when
-  absent); anything else is ``401``.
+  absent); anything else is ``401``. With ``api.tls_cert_file``/``tls_key_file`` it is
+  HTTPS, and ``host`` may be the site network's (``edge_agent/_api_tls.py``).
 
 Bodies: ``Content-Length`` must be a plain decimal number of at most ``MAX_BODY`` bytes (a
 negative, non-numeric, repeated-and-different or oversized value is ``400``/``413`` JSON and
@@ -47,12 +48,12 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent import _safefs
+from edge_agent._http_head import MAX_BODY, BadRequest, content_length, header, read_head
 from edge_agent.config import AgentConfig
 
 __all__ = ["HEADER_TIMEOUT_S", "MAX_BODY", "Handler", "LocalApi", "LocalClient", "api_token"]
 
 Handler = Callable[[str, str, bytes], tuple[int, object]]
-MAX_BODY = 256 * 1024
 HEADER_TIMEOUT_S = 10.0
 _MAX_PATH = 100  # sun_path holds 108 bytes; longer paths go through /proc/self/fd
 log = logging.getLogger("edge_agent.api")
@@ -88,67 +89,7 @@ def _unix_address(path: Path) -> Iterator[str]:
 
 
 _METHODS = frozenset({"GET", "POST", "DELETE"})
-_MAX_LINE = 65536  # a longer request line is 414, a longer header line 431 (as http.server)
-_MAX_HEADERS = 100
 _PHRASES = {status.value: status.phrase for status in HTTPStatus}
-
-
-class _BadRequest(Exception):
-    """A request that is answered ``status`` (JSON) and whose connection is then closed."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def _read_head(rfile: Any) -> tuple[str, str, str, dict[str, list[str]]] | None:
-    """``(method, path, version, headers)`` of the next request on ``rfile`` (header names
-    lower-cased, values stripped of spaces and tabs), ``None`` when the client closed.
-
-    The stdlib's ``http.server`` parsed this before (its ``email``-based header parser cost
-    more per request than the rest of a local submission's parsing, and the module and its
-    ``html`` tables ~0.4 MB of an idle agent); the answers to malformed input are the same:
-    414 for a request line over 64 KiB, 431 for a header line over 64 KiB or more than 100
-    headers, 400 for a line that is not ``METHOD PATH HTTP/1.x``, 505 for HTTP/2 and later."""
-    raw = rfile.readline(_MAX_LINE + 1)
-    if not raw:
-        return None
-    if len(raw) > _MAX_LINE:
-        raise _BadRequest(414, "Request-URI Too Long")
-    words = raw.decode("iso-8859-1").rstrip("\r\n").split()
-    if len(words) != 3 or not words[2].startswith("HTTP/"):
-        raise _BadRequest(400, "Bad request syntax")
-    method, path, version = words
-    numbers = version[5:].split(".")
-    if len(numbers) != 2 or not all(n.isascii() and n.isdigit() and len(n) < 10 for n in numbers):
-        raise _BadRequest(400, "Bad request version")
-    if int(numbers[0]) >= 2:
-        raise _BadRequest(505, "Invalid HTTP version")
-    if path.startswith("//"):  # as http.server: never a scheme-relative reference
-        path = "/" + path.lstrip("/")
-    headers: dict[str, list[str]] = {}
-    last: list[str] | None = None
-    while True:
-        line = rfile.readline(_MAX_LINE + 1)
-        if len(line) > _MAX_LINE:
-            raise _BadRequest(431, "Line too long")
-        if line in (b"\r\n", b"\n", b""):
-            return method, path, version, headers
-        if sum(map(len, headers.values())) >= _MAX_HEADERS:
-            raise _BadRequest(431, "Too many headers")
-        text = line.decode("iso-8859-1").rstrip("\r\n")
-        if text[:1] in (" ", "\t") and last:  # an obsolete folded continuation line
-            last[-1] += " " + text.strip(" \t")
-            continue
-        name, colon, value = text.partition(":")
-        if not colon or not name or name != name.strip():
-            raise _BadRequest(400, "Bad header line")
-        last = headers.setdefault(name.lower(), [])
-        last.append(value.strip(" \t"))
-
-
-def _header(headers: dict[str, list[str]], name: str) -> str:
-    return (headers.get(name) or [""])[0]
 
 
 def _make_handler(dispatch: Handler, token: str | None) -> type[socketserver.BaseRequestHandler]:
@@ -167,34 +108,34 @@ def _make_handler(dispatch: Handler, token: str | None) -> type[socketserver.Bas
                     pass
             except TimeoutError:
                 log.debug("api: request timed out")
-            except _BadRequest as exc:
+            except BadRequest as exc:
                 self.close_connection = True
                 with contextlib.suppress(OSError):
                     self._reply(exc.status, {"error": "bad_request", "message": str(exc)})
 
         def _one(self) -> bool:
             """Serve one request; whether the connection stays open for another."""
-            head = _read_head(self.rfile)
+            head = read_head(self.rfile)
             if head is None:
                 return False
             method, path, version, headers = head
-            connection = _header(headers, "connection").lower()
+            connection = header(headers, "connection").lower()
             old = version in ("HTTP/1.0", "HTTP/0.9")  # keep-alive only when asked for
             self.close_connection = connection == "close" or (old and connection != "keep-alive")
             if method not in _METHODS:
-                raise _BadRequest(501, f"Unsupported method ({method!r})")
-            if _header(headers, "expect").lower() == "100-continue" and not old:
+                raise BadRequest(501, f"Unsupported method ({method!r})")
+            if header(headers, "expect").lower() == "100-continue" and not old:
                 self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             self._serve(method, path, headers)
             return not self.close_connection
 
         def _serve(self, method: str, path: str, headers: dict[str, list[str]]) -> None:
             if expected is not None and not hmac.compare_digest(
-                _header(headers, "authorization").encode(), expected
+                header(headers, "authorization").encode(), expected
             ):
                 self._fail(401, "unauthorized", "send Authorization: Bearer <api.token_file>")
                 return
-            length, problem = _content_length(headers)
+            length, problem = content_length(headers)
             if problem is not None:
                 self._fail(*problem)
                 return
@@ -233,24 +174,6 @@ def _make_handler(dispatch: Handler, token: str | None) -> type[socketserver.Bas
             self.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + data)
 
     return _Request
-
-
-def _content_length(headers: dict[str, list[str]]) -> tuple[int, tuple[int, str, str] | None]:
-    """The body's length, or ``(0, (status, error, message))`` for a request we refuse."""
-    if _header(headers, "transfer-encoding"):
-        return 0, (411, "length_required", "send the body with a Content-Length")
-    values = {v.strip() for v in headers.get("content-length", [])}
-    if not values:
-        return 0, None
-    if len(values) > 1:
-        return 0, (400, "bad_content_length", "conflicting Content-Length headers")
-    (value,) = values
-    if not (value.isascii() and value.isdigit()):
-        return 0, (400, "bad_content_length", "Content-Length must be a decimal byte count")
-    digits = value.lstrip("0") or "0"  # leading zeros are legal; int() of huge input is not cheap
-    if len(digits) > 12 or int(digits) > MAX_BODY:
-        return 0, (413, "too_large", f"bodies are limited to {MAX_BODY} bytes")
-    return int(digits), None
 
 
 class _Quiet:
@@ -312,6 +235,17 @@ def _answers(path: Path) -> bool:
     return True
 
 
+def _tls_server(
+    address: tuple[str, int], request: type[socketserver.BaseRequestHandler], cert: str, key: str
+) -> socketserver.BaseServer:
+    from edge_agent._api_tls import TlsListener, server_context
+
+    class _TlsServer(TlsListener, _TcpServer):
+        tls_context, handshake_s = server_context(cert, key), HEADER_TIMEOUT_S
+
+    return _TlsServer(address, request)
+
+
 class LocalApi:
     """The server, listening as ``cfg.api`` says, in one daemon thread."""
 
@@ -319,8 +253,11 @@ class LocalApi:
         self.socket_path: Path | None = None
         if cfg.api.transport == "tcp":
             request = _make_handler(handler, api_token(cfg.api_token_file))
-            self._server: socketserver.BaseServer = _TcpServer(
-                (cfg.api.host, cfg.api.port), request
+            address = (cfg.api.host, cfg.api.port)
+            self._server: socketserver.BaseServer = (
+                _tls_server(address, request, cfg.api.tls_cert_file, cfg.api.tls_key_file)
+                if cfg.api.tls_cert_file  # HTTPS; ssl is imported only by an agent that needs it
+                else _TcpServer(address, request)
             )
         else:
             self.socket_path = cfg.api_socket
@@ -389,9 +326,12 @@ class LocalClient:
         host: str = "127.0.0.1",
         timeout: float = 10.0,
         keep_alive: bool = False,
+        pinned_cert: str | None = None,
     ) -> None:
         if (socket_path is None) == (port is None):
             raise ValueError("give a socket path or a port")
+        #: HTTPS trusting exactly this certificate (the agent's own, ``api.tls_cert_file``)
+        self.pinned_cert = pinned_cert
         self.socket_path, self.port, self.token = socket_path, port, token
         self.host, self.timeout = host, timeout
         self.keep_alive = keep_alive
@@ -413,7 +353,9 @@ class LocalClient:
         token = None
         with contextlib.suppress(OSError):
             token = cfg.api_token_file.read_text(encoding="ascii").strip()
-        return cls(port=port, token=token, host=cfg.api.host)
+        # a listener on every interface is reached over loopback
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(cfg.api.host, cfg.api.host)
+        return cls(port=port, token=token, host=host, pinned_cert=cfg.api.tls_cert_file or None)
 
     def __str__(self) -> str:
         return str(self.socket_path) if self.socket_path else f"{self.host}:{self.port}"
@@ -456,6 +398,12 @@ class LocalClient:
     def _connection(self) -> http.client.HTTPConnection:
         if self.socket_path is not None:
             return _UnixConnection(self.socket_path, self.timeout)
+        if self.pinned_cert is not None:
+            from edge_agent._api_tls import pinned_context
+
+            return http.client.HTTPSConnection(
+                self.host, self.port, timeout=self.timeout, context=pinned_context(self.pinned_cert)
+            )
         return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
 
     def _kept_connection(self) -> http.client.HTTPConnection | None:

@@ -37,6 +37,7 @@ __all__ = [
     "MetricsConfig",
     "NodeConfig",
     "bind_address",
+    "is_loopback",
     "load_config",
     "parse_config",
     "render_example",
@@ -50,12 +51,9 @@ log = logging.getLogger("edge_agent.config")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
-def _loopback(host: str) -> str | None:
-    return (
-        None
-        if host in ("127.0.0.1", "::1", "localhost")
-        else "the local API listens on loopback only"
-    )
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this host only (where the local API needs no TLS)."""
+    return host in ("127.0.0.1", "::1", "localhost")
 
 
 def bind_address(bind: str) -> tuple[str, int] | None:
@@ -107,13 +105,18 @@ class BrokerConfig:
 @dataclass(frozen=True, slots=True)
 class ApiConfig:
     """The local API: a Unix socket only the agent's user can open, unless TCP is asked for
-    explicitly, and then every request needs the bearer token of ``token_file``."""
+    explicitly, and then every request needs the bearer token of ``token_file``. TCP listens
+    on loopback unless TLS is configured (``tls_cert_file`` and ``tls_key_file``): then
+    ``host`` may be the site network's address, so that the site's devices can fail over to
+    this agent (``edge_agent/_api_tls.py``)."""
 
     transport: str = setting("unix", choices=("unix", "tcp"))
     socket: str = ""  # unix: empty = <state_dir>/agent.sock
-    host: str = setting("127.0.0.1", check=_loopback)  # tcp: loopback only
+    host: str = setting("127.0.0.1", non_empty=True)  # tcp: loopback unless TLS
     port: int = setting(8787, min=0, max=65535)  # tcp: 0 = ephemeral (see agent.ready.json)
     token_file: str = ""  # tcp: empty = <state_dir>/api.token (created 0600 when absent)
+    tls_cert_file: str = ""  # tcp: PEM certificate (chain) the listener presents
+    tls_key_file: str = ""  # tcp: its PEM private key (0600)
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +225,26 @@ def _semantic_problems(cfg: AgentConfig) -> list[Problem]:
         problems.append(Problem("broker.reconnect_min_s", "need 0 < reconnect_min_s <= max"))
     if not cfg.broker.host and not cfg.discovery.enabled:
         problems.append(Problem("broker.host", "empty host needs discovery.enabled = true"))
+    return problems + _api_problems(cfg.api)
+
+
+def _api_problems(api: ApiConfig) -> list[Problem]:
+    """TLS goes with TCP, cert with key; beyond loopback only with TLS (the token must not
+    cross a network in clear)."""
+    problems = []
+    tls = bool(api.tls_cert_file or api.tls_key_file)
+    if tls and api.transport != "tcp":
+        problems.append(Problem("api.tls_cert_file", 'TLS needs transport = "tcp"'))
+    if tls and not (api.tls_cert_file and api.tls_key_file):
+        problems.append(Problem("api.tls_key_file", "set both tls_cert_file and tls_key_file"))
+    if not tls and not is_loopback(api.host):
+        problems.append(
+            Problem(
+                "api.host",
+                "the local API listens on loopback only, unless tls_cert_file and "
+                "tls_key_file are set",
+            )
+        )
     return problems
 
 
@@ -335,9 +358,11 @@ reconnect_max_s = 2.0
 [api]
 transport = "unix"                # unix: socket 0600 in the state dir; tcp: loopback + token
 socket = ""                       # unix: empty = <state_dir>/agent.sock
-host = "127.0.0.1"                # tcp: loopback only
+host = "127.0.0.1"                # tcp: loopback, or the site's address with TLS below
 port = 8787                       # tcp: 0 = ephemeral (see agent.ready.json)
 token_file = ""                   # tcp: bearer token; empty = <state_dir>/api.token (made 0600)
+tls_cert_file = ""                # tcp: PEM certificate (chain): HTTPS, and any host allowed
+tls_key_file = ""                 # tcp: its private key (0600)
 
 [metrics]
 bind = ""                         # Prometheus /metrics on host:port, e.g. "0.0.0.0:9464"; "" = off

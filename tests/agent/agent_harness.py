@@ -247,6 +247,7 @@ class AgentProcess:
         for name, values in sections.items():
             config.setdefault(name, {}).update(values)
         self.api_tcp = config["api"].get("transport") == "tcp"
+        self.api_cert: str | None = config["api"].get("tls_cert_file")
         self.api_socket = Path(config["api"].get("socket") or self.state_dir / "agent.sock")
         workdir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(_toml(config), encoding="utf-8")
@@ -320,7 +321,7 @@ class AgentProcess:
         if not self.api_tcp:
             return LocalClient(socket_path=self.api_socket)
         token = (self.state_dir / "api.token").read_text(encoding="ascii").strip()
-        return LocalClient(port=self.api_port, token=token)
+        return LocalClient(port=self.api_port, token=token, pinned_cert=self.api_cert)
 
     def api(self, method: str, path: str, body: object | None = None) -> tuple[int, Any]:
         return self.client.request(method, path, body)

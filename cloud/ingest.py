@@ -96,6 +96,7 @@ class Ingest:
             "log_chunk": lambda entry, env, now, _: on_log_chunk(entry.node_id, env.body),
         }
         self._received: dict[str, Any] = {}
+        self._received_now: dict[str, int] = {}  # messages of the batch in hand, by type
         self._acked_now: set[str] = set()
         # Nodes whose unasked contact this batch already counted (one batch shares one
         # ``now``: a second message says nothing new of the link).
@@ -107,8 +108,14 @@ class Ingest:
         changed: Changed = {}
         self._acked_now = set()
         self._heard_now = set()
-        for topic, payload in messages:
-            self._handle(topic, payload, now, changed)
+        received = self._received_now = {}
+        try:
+            for topic, payload in messages:
+                self._handle(topic, payload, now, changed)
+        finally:
+            # Counted per type once a batch (a labelled counter costs a lock a call).
+            for type_, count in received.items():
+                self._counter(type_).inc(count)
         for task_id, before in changed.items():
             self.reactions.after_change(task_id, before)
         self.scheduler.schedule(now)
@@ -149,10 +156,8 @@ class Ingest:
         if handler is None:
             self.reject("unexpected_type", env.type, topic)
             return
-        counter = self._received.get(env.type)
-        if counter is None:
-            counter = self._received[env.type] = self.metrics.messages.labels(type=env.type)
-        counter.inc()
+        received = self._received_now
+        received[env.type] = received.get(env.type, 0) + 1
         if env.type == "pong" and self.registry.get(node_id) is None:
             # The answer to a ping of a node we forgot (removed while the ping was out):
             # nothing to learn from it, and it must not bring the node back.
@@ -167,6 +172,13 @@ class Ingest:
             if unasked:
                 self._heard_now.add(node_id)
         handler(entry, env, now, changed)
+
+    def _counter(self, type_: str) -> Any:
+        """The received-messages counter of ``type_`` (its labelled child, kept)."""
+        counter = self._received.get(type_)
+        if counter is None:
+            counter = self._received[type_] = self.metrics.messages.labels(type=type_)
+        return counter
 
     # -- node state -------------------------------------------------------------------
 
@@ -242,7 +254,8 @@ class Ingest:
                 refused.append(("", jump))
             self._advance_ack(node_id, mark)
             self._acked_now.add(node_id)
-        self._report_refusals(node_id, refused)
+        if refused:
+            self._report_refusals(node_id, refused)
 
     def _report_refusals(self, node_id: str, refused: list[tuple[str, Refusal]]) -> None:
         """What one message of ``node_id`` was refused: each part counted per reason;
@@ -302,7 +315,8 @@ class Ingest:
             originated=originated.get(node_id, 0),
             placed=meta.placed if meta is not None else {},
         )
-        refused.extend((delta.task_id, r) for r in verdict.refusals)
+        if verdict.refusals:
+            refused.extend((delta.task_id, r) for r in verdict.refusals)
         if verdict.accepted is None:
             return
         delta = verdict.accepted
@@ -316,7 +330,7 @@ class Ingest:
                 self.uow.event("delta_rejected", why, task_id=delta.task_id, node_id=node_id)
                 return
         # A record we never saw is the node's own local submission (authorised above).
-        if delta.task_id not in self.tasks.meta:
+        if meta is None:
             self.tasks.meta[delta.task_id] = TaskMeta(
                 submitted_ms=self.uow.wall_ms(), origin=node_id
             )

@@ -14,6 +14,8 @@ was merged (``TaskTable.apply`` already refreshed the indexes).
 
 from __future__ import annotations
 
+from typing import Any
+
 from shared.clocks import Timestamp
 from shared.crdt import Attempt, AttemptStatus, TaskRecord, visible_status
 from shared.decisions import RunningAttempt, holder_stopped, running_conflicts
@@ -43,6 +45,9 @@ class Reactions:
         self.uow = uow
         self.store = store
         self.metrics = metrics
+        # Per node, the labelled children of the learning gauges (a ``labels`` call
+        # costs a lock and a lookup; nodes are few and their children never removed).
+        self._gauges: dict[str, tuple[Any, Any]] = {}
 
     def after_change(self, task_id: str, before: TaskRecord | None) -> None:
         rec = self.tasks.records[task_id]
@@ -126,7 +131,7 @@ class Reactions:
                 hint_s=hint_s,
                 bound_s=bound_s,
             )
-            self.metrics.node_speed.labels(node=node_id).set(learner.speed_of(node_id, tier).value)
+            self._gauges_of(node_id)[0].set(learner.speed_of(node_id, tier).value)
             self.registry.learned = True
         meta = self.tasks.meta[rec.task_id]
         current = rec.placement is not None and rec.placement.epoch == attempt.epoch
@@ -134,8 +139,18 @@ class Reactions:
             actual = self.tasks.mono() - meta.placed_at
             observe_finish(learner, node_id, meta.predicted_s, actual, tier)
             meta.predicted_s = None  # one sample per placement
-            self.metrics.prediction_error.labels(node=node_id).set(learner.error_of(node_id, tier))
+            self._gauges_of(node_id)[1].set(learner.error_of(node_id, tier))
             self.registry.learned = True
+
+    def _gauges_of(self, node_id: str) -> tuple[Any, Any]:
+        """(speed, prediction error) gauges of ``node_id``."""
+        gauges = self._gauges.get(node_id)
+        if gauges is None:
+            gauges = self._gauges[node_id] = (
+                self.metrics.node_speed.labels(node=node_id),
+                self.metrics.prediction_error.labels(node=node_id),
+            )
+        return gauges
 
     def _note_starts(
         self, task_id: str, before: TaskRecord | None, rec: TaskRecord, meta: TaskMeta
@@ -162,7 +177,10 @@ class Reactions:
 
     def _check_conflict(self, task_id: str, rec: TaskRecord, meta: TaskMeta) -> None:
         """Two attempts running at once on different nodes, for a task whose level
-        forbids it (``shared.decisions.running_conflicts``): flagged once per pair."""
+        forbids it (``shared.decisions.running_conflicts``): flagged once per pair (a
+        pair needs two attempts)."""
+        if len(rec.attempts) < 2:
+            return
         attempts = [
             RunningAttempt(dot=dot, node=a.node, status=a.status) for dot, a in rec.attempts.items()
         ]

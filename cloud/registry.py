@@ -58,6 +58,10 @@ def work_key(spec: Mapping[str, Any]) -> tuple[str, float | None, float | None]:
     )
 
 
+#: Tiers by wire name (``Tier(name)`` costs an enum lookup; read once per finished run).
+_TIERS: dict[str, Tier] = {tier.value: tier for tier in Tier}
+
+
 @dataclass
 class NodeEntry:
     node_id: str
@@ -101,10 +105,7 @@ class NodeEntry:
     @property
     def tier_of(self) -> Tier | None:
         """The node's tier (``None`` for a name no tier has: such a node is never placed on)."""
-        try:
-            return Tier(self.tier)
-        except ValueError:
-            return None
+        return _TIERS.get(self.tier)
 
     @property
     def cpus(self) -> float:

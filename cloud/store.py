@@ -373,7 +373,11 @@ class Store:
 
     def put_learner(self, doc: Mapping[str, Any]) -> None:
         """Replace the learned state (one small row in ``meta``)."""
-        self.db["meta"].upsert({"key": "learner", "value": compact_json(doc)}, pk="key")
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('learner', ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [compact_json(doc)],
+        )
 
     # -- peers (outbox acknowledgements) -------------------------------------
 

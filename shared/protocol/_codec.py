@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+from functools import lru_cache
 from typing import Any, Final, NoReturn
 
 from shared import PROTOCOL_VERSION
@@ -36,7 +37,7 @@ from shared.protocol._bodies import BODY_TYPES, MAX_INT, Body, check_message_id
 from shared.protocol._envelope import MAX_MESSAGE_BYTES, Envelope
 from shared.protocol._topics import ALLOWED_TYPES, NODE_KINDS, parse_topic
 
-__all__ = ["MAX_JSON_DEPTH", "decode", "decode_from", "encode"]
+__all__ = ["MAX_JSON_DEPTH", "PARSED_TOPICS", "decode", "decode_from", "encode"]
 
 #: Deepest JSON nesting accepted. Records nest specs and results (each bounded to 32 by
 #: ``shared.crdt``) inside ``body.records[i]``; 64 leaves room and keeps every later
@@ -145,10 +146,18 @@ def decode(payload: object) -> Envelope:
         ) from exc
 
 
+#: Topics parsed (a fleet's few nodes times a few kinds, each read in every message):
+#: bounded, since the texts come from the network. Failures are not cached.
+PARSED_TOPICS: Final = 4096
+
+_parsed_topic = lru_cache(maxsize=PARSED_TOPICS)(parse_topic)
+
+
 def decode_from(topic: object, payload: object) -> Envelope:
     """:func:`decode` for a message received on ``topic``: also checks that its type is
     allowed on that topic kind and, on a node's own topics, that the node sent it."""
-    node_id, kind = parse_topic(topic)
+    # Exact str only: a subclass's __eq__/__hash__ must not reach the cache.
+    node_id, kind = _parsed_topic(topic) if type(topic) is str else parse_topic(topic)
     env = decode(payload)
     if env.type not in ALLOWED_TYPES[kind]:
         raise RemoteProtocolError(
@@ -162,7 +171,8 @@ def decode_from(topic: object, payload: object) -> Envelope:
 
 
 def _decode(payload: object) -> Envelope:
-    if not isinstance(payload, bytes | bytearray | memoryview):
+    exact = type(payload) is bytes  # every received message: decoded without a copy
+    if not exact and not isinstance(payload, bytes | bytearray | memoryview):
         raise RemoteProtocolError(
             f"payload must be bytes, not {type(payload).__name__}", reason="invalid"
         )
@@ -172,7 +182,7 @@ def _decode(payload: object) -> Envelope:
             f"message is {size} bytes (limit {MAX_MESSAGE_BYTES})", reason="too_large"
         )
     try:
-        text = bytes(payload).decode("utf-8")
+        text = (payload if exact else bytes(payload)).decode("utf-8")
         doc = _DECODER.decode(text)
     except RecursionError as exc:
         raise RemoteProtocolError("JSON nested too deep", reason="too_deep") from exc

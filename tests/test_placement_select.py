@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.placement._select import exact_top_rows, top_rows
+from shared.placement._select import exact_top_rows, lead_rows, top_rows
 
 _SPECIAL = [
     0.0, 1.0, -1.0, 0.5, 0.5 + 4e-10, 0.5 - 6e-10, 1e-9, 2.5e-9, -2.0, -2.0 + 1e-9, 2.0,
@@ -42,3 +42,38 @@ def test_top_rows_equals_the_exact_ranking(
         expected = exact_top_rows(total, ok, hashes, tie, limit)
         got = top_rows(total, ok, hashes, tie, limit)
     assert got.tolist() == expected.tolist()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.floats(-1.0, 1.0, allow_nan=False), st.booleans(), st.integers(0, 7)),
+        min_size=1,
+        max_size=40,
+    ),
+    st.integers(0, 40),
+    st.integers(0, 2**32 - 1),
+    st.sampled_from([1, 2, 5]),
+    st.sampled_from([0.0, 1e-9, 3e-9, 1e-3]),
+)
+def test_a_settled_lead_ranks_as_every_row_would(
+    rows: list[tuple[float, bool, int]], size: int, tie: int, limit: int, gap: float
+) -> None:
+    """``lead_rows`` over the best rows by score (the lead), with every other row
+    scoring at most ``beyond``: when it answers, it is ``top_rows`` over every row
+    (rows near the edge of the lead, within a few quanta, included)."""
+    total = np.array([s for s, _, _ in rows], dtype=np.float64)
+    ok = np.array([o for _, o, _ in rows], dtype=np.bool_)
+    hashes = np.array([h * 0x9E3779B1 % 2**32 for _, _, h in rows], dtype=np.uint32)
+    order = np.argsort(-np.where(ok, total, -np.inf), kind="stable")
+    lead = np.sort(order[:size])
+    rest = order[size:]
+    rest_ok = rest[ok[rest]]
+    # the rows left out score at most beyond; beyond a little above their best
+    beyond = float(total[rest_ok].max()) + gap if len(rest_ok) else -np.inf
+    got = lead_rows(total[lead], ok[lead], hashes[lead], tie, limit, beyond)
+    expected = top_rows(total, ok, hashes, tie, limit)
+    if len(rest_ok) == 0:
+        assert got is not None
+    if got is not None:
+        assert lead[got].tolist() == expected.tolist()

@@ -19,6 +19,13 @@ filters and exhaustion read alike, until the next allocation: a backlog of block
 work costs one decision per kind of task, not per task. ``place`` is the single-task form
 of the same code and leaves the table alone.
 
+Within a batch, an ``adaptive`` decision of a shape seen before mostly scores only
+that shape's *lead*, the ``LEAD_ROWS`` best rows of its last full scoring: the
+batch's own allocations only lower scores, so the rows left out still score at
+most what the best of them scored then, and when the lead's best rows score above
+that they are the best of every row (``_predicted``; the same decision, bit for
+bit, as scoring every row).
+
 Modes (``docs/placement.md``): ``adaptive`` ranks by predicted completion time
 (``PREDICTED_MODES``); ``cloud_only`` and ``edge_only`` restrict tiers;
 ``hybrid_static`` scores only the task's declared preferences (tier fit,
@@ -29,16 +36,27 @@ triggers (``_triggers``), which the caller evaluates.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
+import numpy.typing as npt
 
 from shared.placement._cache import ShapeCache
 from shared.placement._demand import TaskDemand
 from shared.placement._explain import TOP_CANDIDATES, Candidate, Decision, Explanation
 from shared.placement._filters import DIMENSIONS, FILTERS, Counts
-from shared.placement._predict import NodeFacts, Timing, breakdown, score, timing
+from shared.placement._predict import (
+    NodeFacts,
+    Standing,
+    Timing,
+    breakdown,
+    lowers,
+    rate,
+    tame,
+    timing,
+)
 from shared.placement._scoring import (
     MODE_TIERS,
     TERMS,
@@ -47,8 +65,8 @@ from shared.placement._scoring import (
     resolve_mode,
     static_terms,
 )
-from shared.placement._select import tie_seed, top_rows
-from shared.placement._table import BoolArray, FloatArray, NodeTable
+from shared.placement._select import lead_rows, tie_seed, top_rows
+from shared.placement._table import BoolArray, FloatArray, IntArray, NodeTable
 from shared.vocab import PlacementMode
 
 __all__ = [
@@ -139,41 +157,84 @@ def prepare(
     return Shape(effective, mode, mask, filtered, static, None, need, count, w["fit"])
 
 
-def _decide(table: NodeTable, shape: Shape, tie: int, explain: bool) -> Decision:
+@dataclass(slots=True)
+class Lead:
+    """One shape's best rows at one point of a batch (``_predicted``): ``rows`` in
+    row order, what scoring them reads that is the shape's own and does not move
+    (``run``, ``base_cost``: ``Standing``) and their tie hashes, and ``beyond``, the
+    best score of the rows with room left out (``-inf``: none was)."""
+
+    rows: IntArray
+    beyond: float
+    run: FloatArray
+    base_cost: FloatArray
+    hashes: npt.NDArray[np.uint32]
+
+    @property
+    def nbytes(self) -> int:
+        return self.rows.nbytes + self.run.nbytes + self.base_cost.nbytes + self.hashes.nbytes
+
+    def standing(self, table: NodeTable, facts: NodeFacts) -> Standing:
+        """``Standing.of`` on the lead's rows (two gathers)."""
+        rows = self.rows
+        return Standing(self.run, self.base_cost, table.load[rows], *facts.nodes[:, rows])
+
+
+#: How many rows a lead keeps: the best ones of a full scoring, rescored first by
+#: the next decision of the shape (a few hundred rows cost about as much to score
+#: as a few dozen, and settle far more decisions).
+LEAD_ROWS = 256
+# Byte budget of the leads one batch keeps (about 1,200 shapes of 256 rows).
+_LEAD_BYTES = 8 * 1024 * 1024
+
+
+def _decide(
+    table: NodeTable,
+    shape: Shape,
+    tie: int,
+    explain: bool,
+    leads: ShapeCache[Lead] | None = None,
+    key: Hashable = None,
+) -> Decision:
     """The dynamic half: exhaustion, the rank of every remaining candidate, the
     explanation of the best ``TOP_CANDIDATES`` (only the chosen node's id when not
-    ``explain``). Works on whole columns: cheaper than gathering the candidates."""
+    ``explain``). Works on whole columns: cheaper than gathering the candidates,
+    except where a predicted shape's lead settles the decision (``leads``, by the
+    shape's ``key``: see ``_predicted``)."""
     free = (table.cpu_free, table.memory_free, table.disk_free)
     n0, n1, n2 = shape.need
     mask = shape.mask
-    over_cpu, over_memory = n0 > free[0], n1 > free[1]
-    short = over_cpu | over_memory | (n2 > free[2])
-    ok = mask & ~short
+    over_cpu = n0 > free[0]
+    over_either = over_cpu | (n1 > free[1])
+    ok = mask & ~(over_either | (n2 > free[2]))
     exhausted: Counts = {}
-    lacking = int(np.count_nonzero(mask & short))
+    # the rows past the filters less those with room
+    lacking = len(mask) - sum(shape.filtered.values()) - int(np.count_nonzero(ok))
     if lacking:
         # ``first_exhausted`` counted from the comparisons at hand: cpu first, then
         # memory where cpu sufficed, disk for the rest
-        by_cpu = mask & over_cpu
-        cpu = int(np.count_nonzero(by_cpu))
-        memory = int(np.count_nonzero(mask & over_memory & ~by_cpu))
+        cpu = int(np.count_nonzero(mask & over_cpu))
+        memory = int(np.count_nonzero(mask & over_either)) - cpu
         counts = zip(DIMENSIONS, (cpu, memory, lacking - cpu - memory), strict=True)
         exhausted = {name: c for name, c in counts if c}
-    demand, facts = shape.demand, shape.facts
-    if shape.timing is not None and facts is not None:
-        total, queue, cost = score(facts, table, demand, shape.timing)
+    demand, facts, t = shape.demand, shape.facts, shape.timing
+    limit = TOP_CANDIDATES if explain else 1
+    if t is not None and facts is not None:
+        if not t.bounded:
+            leads = None
+        best, scores, queue, cost = _predicted(table, facts, demand, t, ok, tie, limit, leads, key)
     else:
         fit = fit_term(shape.need, shape.count, free)
         total = shape.static + shape.wfit * fit
+        best = top_rows(total, ok, table.hash, tie, limit)
+        scores = total[best]
     chosen: str | None = None
     candidates: tuple[Candidate, ...] = ()
     if not explain:
-        top = top_rows(total, ok, table.hash, tie, 1)
-        chosen = table.ids[top[0]] if len(top) and ok[top[0]] else None
+        chosen = table.ids[best[0]] if len(best) and ok[best[0]] else None
     else:
-        best = top_rows(total, ok, table.hash, tie, TOP_CANDIDATES)
-        if shape.timing is not None and facts is not None:
-            names, values = breakdown(facts, table, demand, best, queue[best], cost[best])
+        if t is not None and facts is not None:
+            names, values = breakdown(facts, table, demand, best, queue, cost)
         else:
             names = TERMS
             matrix = static_terms(table, demand, shape.mode, best)
@@ -182,7 +243,7 @@ def _decide(table: NodeTable, shape: Shape, tie: int, explain: bool) -> Decision
         ids = table.ids
         candidates = tuple(
             Candidate(ids[i], s, v, names)
-            for i, s, v in zip(best.tolist(), total[best].tolist(), values, strict=True)
+            for i, s, v in zip(best.tolist(), scores.tolist(), values, strict=True)
         )
         chosen = candidates[0].node_id if candidates else None
     explanation = Explanation(
@@ -196,17 +257,80 @@ def _decide(table: NodeTable, shape: Shape, tie: int, explain: bool) -> Decision
     return Decision(chosen, explanation)
 
 
+def _predicted(
+    table: NodeTable,
+    facts: NodeFacts,
+    demand: TaskDemand,
+    t: Timing,
+    ok: BoolArray,
+    tie: int,
+    limit: int,
+    leads: ShapeCache[Lead] | None,
+    key: Hashable,
+) -> tuple[IntArray, FloatArray, FloatArray, FloatArray]:
+    """The best ``limit`` rows of a predicted mode, with their score, queue wait and
+    cost: the rows ``top_rows`` picks from every row's score.
+
+    With ``leads`` (a batch, on a bounded shape and a tame table: ``Timing``), the
+    shape's lead is rescored first: since it was taken, only allocations of the
+    batch with non-negative needs changed the table (``place_batch`` drops the
+    leads otherwise), and those only lower scores and room (``lowers``), so every
+    row left out still scores at most the lead's recorded best of them. When the
+    best rows of the lead score above that (``lead_rows``), they are the best of
+    every row; otherwise every row is scored, and the best ``LEAD_ROWS`` of them
+    become the shape's lead (and give the best rows, unless that cannot settle it
+    either: a tie across its edge)."""
+    lead = leads.get(key) if leads is not None else None
+    if lead is not None:
+        rows = lead.rows
+        total, queue, cost = rate(
+            demand,
+            lead.standing(table, facts),
+            table.backlog[rows],
+            table.cpu_free[rows],
+            table.running[rows],
+        )
+        top = lead_rows(total, ok[rows], lead.hashes, tie, limit, lead.beyond)
+        if top is not None:
+            return rows[top], total[top], queue[top], cost[top]
+    standing = Standing.of(facts, table, demand, t)
+    total, queue, cost = rate(demand, standing, table.backlog, table.cpu_free, table.running)
+    best = None
+    if leads is not None and tame(table):
+        lead = _lead(table, standing, total, ok)
+        leads.put(key, lead, lead.nbytes)
+        rows = lead.rows
+        top = lead_rows(total[rows], ok[rows], lead.hashes, tie, limit, lead.beyond)
+        best = None if top is None else rows[top]
+    if best is None:
+        best = top_rows(total, ok, table.hash, tie, limit)
+    return best, total[best], queue[best], cost[best]
+
+
+def _lead(table: NodeTable, standing: Standing, total: FloatArray, ok: BoolArray) -> Lead:
+    """The best ``LEAD_ROWS`` rows with room by ``total`` (every score of the table
+    now), or every row with room when there are no more."""
+    rows = np.flatnonzero(ok)
+    beyond = -math.inf
+    if len(rows) > LEAD_ROWS:
+        scores = total[rows]
+        order = np.argpartition(-scores, LEAD_ROWS)
+        rows, beyond = np.sort(rows[order[:LEAD_ROWS]]), float(scores[order[LEAD_ROWS]])
+    return Lead(rows, beyond, standing.run[rows], standing.base_cost[rows], table.hash[rows])
+
+
 def _shape(
     table: NodeTable,
     demand: TaskDemand,
     mode: PlacementMode | str,
     weights: Weights,
     cache: ShapeCache[Shape | NodeFacts] | None,
-) -> Shape:
+) -> tuple[Hashable, Shape]:
+    """The shape of ``demand`` and its cache key (from ``cache`` when there)."""
     resolved = resolve_mode(demand, mode)
-    if cache is None:
-        return prepare(table, demand, resolved, weights)
     key = (demand.shape, resolved, weights)
+    if cache is None:
+        return key, prepare(table, demand, resolved, weights)
     shape = cache.get(key)
     if shape is None:
         facts = None
@@ -217,7 +341,7 @@ def _shape(
                 cache.put(_FACTS, facts, facts.nbytes)
         shape = prepare(table, demand, resolved, weights, facts)  # type: ignore[arg-type]
         cache.put(key, shape, shape.nbytes)
-    return shape  # type: ignore[return-value]
+    return key, shape  # type: ignore[return-value]
 
 
 def place(
@@ -236,7 +360,7 @@ def place(
     Does not touch the table: the caller ``allocate`` s on the chosen node.
     ``explain=False`` leaves the explanation's candidates out (its counts and the
     chosen node stay): for callers that never read them, such as the simulator."""
-    shape = _shape(table, demand, mode, weights, cache)
+    _, shape = _shape(table, demand, mode, weights, cache)
     return _decide(table, shape, tie_seed(demand.task_id, epoch, seed), explain)
 
 
@@ -252,43 +376,42 @@ def place_batch(
     explain: bool = True,
 ) -> list[Decision]:
     """Place ``demands`` in order, allocating each chosen node in ``table`` (its
-    resources, and its work on the backlog): each decision sees the ones before.
+    resources, and its work on the backlog): each decision sees the ones before,
+    and is the decision ``place`` gives on the table as it stands then.
 
     ``epochs`` (default all 0) feeds each task's tie seed. ``cache`` keeps static
     halves across calls; it is only valid while the table's telemetry columns
     stand (``clear()`` it after ``update``); by default a fresh one per call.
-    ``explain`` as for ``place``.
+    ``explain`` as for ``place``. Leads (``_predicted``) live for one call: between
+    calls the caller may release resources, which raises scores.
     """
     if epochs is not None and len(epochs) != len(demands):
         raise ValueError("epochs must have one entry per demand")
     shapes: ShapeCache[Shape | NodeFacts] = cache if cache is not None else ShapeCache()
+    leads: ShapeCache[Lead] = ShapeCache(_LEAD_BYTES)
     # Decisions where every node was filtered out or lacked room, by what decides
     # that: on the same table a task with the same key gets the very same decision
     # (no candidates, the same counts), so it is reused until an allocation.
     blocked: dict[tuple[object, ...], Decision] = {}
     out: list[Decision] = []
     for k, demand in enumerate(demands):
-        key = feasibility_key(demand, mode)
-        decision = blocked.get(key)
+        kind = feasibility_key(demand, mode)
+        decision = blocked.get(kind)
         if decision is None:
-            decision = place(
-                table,
-                demand,
-                mode=mode,
-                weights=weights,
-                seed=seed,
-                epoch=0 if epochs is None else epochs[k],
-                cache=shapes,
-                explain=explain,
-            )
+            key, shape = _shape(table, demand, mode, weights, shapes)
+            tie = tie_seed(demand.task_id, 0 if epochs is None else epochs[k], seed)
+            decision = _decide(table, shape, tie, explain, leads, key)
         if decision.node_id is None:
             if decision.explanation.feasible == 0:  # not merely unrankable
-                blocked[key] = decision
+                blocked[kind] = decision
         else:
+            work = demand.work
             table.allocate(
-                decision.node_id, demand.cpu, demand.memory_mb, demand.disk_mb, work_s=demand.work
+                decision.node_id, demand.cpu, demand.memory_mb, demand.disk_mb, work_s=work
             )
             blocked.clear()
+            if not lowers(demand.cpu, demand.memory_mb, demand.disk_mb, work):
+                leads.clear()
         out.append(decision)
     return out
 

@@ -55,14 +55,19 @@ from shared.vocab import Level
 
 __all__ = [
     "COST_WEIGHT",
+    "NODE_ROWS",
     "PREDICTION_TERMS",
     "SAFETY",
     "NodeFacts",
+    "Standing",
     "Timing",
     "breakdown",
     "fixed",
+    "lowers",
     "queue_wait",
+    "rate",
     "score",
+    "tame",
     "timing",
 ]
 
@@ -88,21 +93,28 @@ PREDICTION_TERMS: tuple[str, ...] = (
 
 IntArray = npt.NDArray[np.intp]
 Index = IntArray | slice
+_EVERY = slice(None)
+# ``tame``: the backlogs' sum times this must stay finite (backlog / TINY, with room).
+_BACKLOG_SCALE = 1e14
+# ``lowers``: the largest need or work of an allocation that keeps a table tame.
+_MOST = 1e100
 
 
 @dataclass(slots=True)
 class NodeFacts:
     """What the prediction reads of the nodes, whatever the task: derived from the
-    table's columns once per table state (kept in the shape cache beside the shapes)."""
+    table's columns once per table state (kept in the shape cache beside the shapes).
+
+    ``nodes`` stacks what the queue wait, utilisation and margin read of a node,
+    ``NODE_ROWS`` (``capacity``, ``cpus``, ``slots``, ``inv_cpus`` and ``widen``
+    are views of its rows): one gather takes all five for a few rows."""
 
     rtt_s: FloatArray
     per_mb: FloatArray  # seconds per MB over the node's bandwidth (inf without any)
     inv_speed: FloatArray
-    capacity: FloatArray  # min(cpus, slots) * speed: the node's drain rate
-    inv_cpus: FloatArray
+    nodes: FloatArray  # NODE_ROWS x nodes
     energy_rate: FloatArray  # joules per reference-core second of work, battery weighed
     survive: FloatArray  # success * (1 - risk of the link's grade)
-    widen: FloatArray  # exp(SAFETY * error)
     wan: BoolArray
     rate_per_s: FloatArray  # partitions per second
     partitions: bool  # any node with a partition rate
@@ -114,28 +126,50 @@ class NodeFacts:
         battery = table.battery
         drain = np.where(np.isnan(battery), 1.0, 2.0 - np.clip(battery, 0.0, 100.0) / 100.0)
         rate = table.partition_rate / 3600.0
+        nodes = np.stack(
+            [
+                np.maximum(np.minimum(table.cpus, table.slots) * table.speed, TINY),
+                table.cpus,
+                table.slots,
+                1.0 / np.maximum(table.cpus, TINY),
+                np.exp(SAFETY * table.error),
+            ]
+        )
         return cls(
             rtt_s=table.rtt_ms / 1000.0,
             per_mb=np.divide(8.0, bandwidth, out=np.full(len(table), np.inf), where=bandwidth > 0),
             inv_speed=inv_speed,
-            capacity=np.maximum(np.minimum(table.cpus, table.slots) * table.speed, TINY),
-            inv_cpus=1.0 / np.maximum(table.cpus, TINY),
+            nodes=nodes,
             energy_rate=table.power * drain * inv_speed,
             survive=np.clip(table.success, 0.0, 1.0) * (1.0 - LINK_RISK_BY_CODE[table.link]),
-            widen=np.exp(SAFETY * table.error),
             wan=table.wan.copy(),
             rate_per_s=rate,
             partitions=bool(np.any(rate > 0)),
         )
 
     @property
+    def capacity(self) -> FloatArray:
+        """min(cpus, slots) * speed (at least ``TINY``): the node's drain rate."""
+        return self.nodes[0]
+
+    @property
+    def inv_cpus(self) -> FloatArray:
+        return self.nodes[3]
+
+    @property
+    def widen(self) -> FloatArray:
+        """exp(SAFETY * error)."""
+        return self.nodes[4]
+
+    @property
     def nbytes(self) -> int:
         return sum(getattr(self, f).nbytes for f in _FACT_ARRAYS)
 
 
+#: The rows of ``NodeFacts.nodes``.
+NODE_ROWS = ("capacity", "cpus", "slots", "inv_cpus", "widen")
 _FACT_ARRAYS = (
-    "rtt_s", "per_mb", "inv_speed", "capacity", "inv_cpus", "energy_rate", "survive", "widen",
-    "wan", "rate_per_s",
+    "rtt_s", "per_mb", "inv_speed", "nodes", "energy_rate", "survive", "wan", "rate_per_s",
 )  # fmt: skip
 
 
@@ -148,9 +182,17 @@ class Timing:
     gathering a subset. The fixed time (``fixed``) is static too but not kept:
     recomputing it is a few column operations per decision, and leaving it out
     halves what a cached shape holds, so twice as many shapes fit a cache's budget
-    (a miss costs a whole ``timing``)."""
+    (a miss costs a whole ``timing``).
+
+    ``bounded``: on every row past the filters the fixed time is >= 0 (inf allowed),
+    the static cost shares lie in [0, 3/4], the load is >= 0 and the drain rate is
+    a number: then, while the table is ``tame``, every score of such a row lies in
+    [-1, 1] (finite, so ``_select.top_rows`` ranks exactly), and allocating a task
+    with non-negative needs and work on a row can only lower its score (more queue
+    wait, more utilisation: ``lowers``)."""
 
     base_cost: FloatArray
+    bounded: bool = False
 
     @property
     def nbytes(self) -> int:
@@ -208,22 +250,75 @@ def _share(values: FloatArray, mask: BoolArray) -> FloatArray:
 def fixed(facts: NodeFacts, table: NodeTable, demand: TaskDemand) -> FloatArray:
     """Dispatch + transfer + execution + return of every node: the part of the
     predicted finish that does not move with placements."""
-    dispatch, transfer, execute, back = _parts(facts, table, demand, slice(None))
+    dispatch, transfer, execute, back = _parts(facts, table, demand, _EVERY)
     return dispatch + transfer + execute + back  # type: ignore[no-any-return]
 
 
 def timing(facts: NodeFacts, table: NodeTable, demand: TaskDemand, mask: BoolArray) -> Timing:
     """The static half of the prediction for ``demand``; shares are of the largest
     among ``mask`` (the nodes past the filters)."""
-    every = slice(None)
     survive = facts.survive
+    run = fixed(facts, table, demand)
     if facts.partitions:
-        run = fixed(facts, table, demand)
         survive = survive * np.exp(-facts.rate_per_s * np.minimum(run, 1e9))
     # energy = work * energy_rate: its share of the largest does not depend on the work
     energy = _share(facts.energy_rate, mask) if demand.work > 0 else 0.0
-    wan = _share(np.where(facts.wan, _moved(table, demand, every) + demand.output_mb, 0.0), mask)
-    return Timing(base_cost=(energy + wan + (1.0 - survive)) / 4.0)
+    wan = _share(np.where(facts.wan, _moved(table, demand, _EVERY) + demand.output_mb, 0.0), mask)
+    base_cost = (energy + wan + (1.0 - survive)) / 4.0
+    rows = np.flatnonzero(mask)
+    bounded = bool(
+        np.all(
+            (run[rows] >= 0.0)
+            & (base_cost[rows] >= 0.0)
+            & (base_cost[rows] <= 0.75)
+            & (table.load[rows] >= 0.0)
+            & (facts.capacity[rows] >= TINY)
+        )
+    )
+    return Timing(base_cost, bounded)
+
+
+def tame(table: NodeTable) -> bool:
+    """Whether the dynamic columns keep the scores of a ``Timing.bounded`` shape in
+    [-1, 1]: backlogs >= 0 and small enough that a queue wait stays finite
+    (``backlog / TINY``, with room for ``lowers`` allocations), free cpus finite (so
+    utilisation is never NaN). Three reductions: a NaN or inf anywhere fails them."""
+    backlog = table.backlog
+    return bool(
+        backlog.min() >= 0.0
+        and math.isfinite(backlog.sum() * _BACKLOG_SCALE + table.cpu_free.sum())
+    )
+
+
+def lowers(cpu: float, memory_mb: float, disk_mb: float, work: float) -> bool:
+    """Whether allocating a task with these needs and work on a node can only lower
+    its score for every task shape and leave it no more room, and keeps a ``tame``
+    table tame: each >= 0 and at most ``_MOST`` (free resources go down, running
+    and backlog up, so the queue wait, the utilisation and the predicted finish
+    only grow, and never overflow)."""
+    return all(0.0 <= x <= _MOST for x in (cpu, memory_mb, disk_mb, work))
+
+
+@dataclass(slots=True)
+class Standing:
+    """What ``score`` reads of some nodes, for one task shape, that does not move
+    with placements: the fixed time (``fixed``), the static cost (``Timing``), the
+    load, and the node facts the queue wait, utilisation and margin read
+    (``NodeFacts.nodes``, ``NODE_ROWS`` in order). Of every node (``of``), or of a
+    few rows of that (``_pipeline``'s leads: the same values)."""
+
+    run: FloatArray
+    base_cost: FloatArray
+    load: FloatArray
+    capacity: FloatArray
+    cpus: FloatArray
+    slots: FloatArray
+    inv_cpus: FloatArray
+    widen: FloatArray
+
+    @classmethod
+    def of(cls, facts: NodeFacts, table: NodeTable, demand: TaskDemand, t: Timing) -> Standing:
+        return cls(fixed(facts, table, demand), t.base_cost, table.load, *facts.nodes)
 
 
 def score(
@@ -231,29 +326,39 @@ def score(
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
     """``(score, queue, cost)`` of every node (the caller keeps the candidates).
     Each score depends on its own node only, never on the other candidates."""
-    queue = queue_wait(
-        table.backlog,
-        facts.capacity,
-        table.cpus,
-        table.cpu_free,
-        table.running,
-        table.slots,
-        demand.cpu,
-    )
-    finish = fixed(facts, table, demand) + queue
-    taken = 1.0 + (demand.cpu - table.cpu_free) * facts.inv_cpus
-    cost = t.base_cost + np.minimum(np.maximum(table.load, taken), 1.0) / 4.0
-    deadline = demand.deadline_s
+    standing = Standing.of(facts, table, demand, t)
+    return rate(demand, standing, table.backlog, table.cpu_free, table.running)
+
+
+def rate(
+    demand: TaskDemand,
+    s: Standing,
+    backlog: FloatArray,
+    cpu_free: FloatArray,
+    running: FloatArray,
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """``score`` of the nodes ``s`` holds, given their backlog, free cpus and
+    running counts now (the same rows): element by element the same operations,
+    so a subset of rows gets the bits the whole column has there."""
+    queue = queue_wait(backlog, s.capacity, s.cpus, cpu_free, running, s.slots, demand.cpu)
+    finish = s.run + queue
+    taken = 1.0 + (demand.cpu - cpu_free) * s.inv_cpus
+    cost = s.base_cost + np.minimum(np.maximum(s.load, taken), 1.0) / 4.0
+    return _rule(finish, cost, s.widen, demand.deadline_s), queue, cost
+
+
+def _rule(
+    finish: FloatArray, cost: FloatArray, widen: FloatArray, deadline: float | None
+) -> FloatArray:
+    """The score of a predicted finish and cost (the module docstring's rule)."""
     with np.errstate(invalid="ignore", divide="ignore"):
         if deadline is not None:
             # any positive scale keeps "earliest first"; the deadline (at least 1 s,
             # so that a deadline already passed still orders finishes to 1e-9 s)
             late = -finish / (finish + max(deadline, 1.0))
-            safe = finish * facts.widen <= deadline
-            value = np.where(safe, 1.0 - cost, np.where(np.isfinite(late), late, -1.0))
-        else:
-            value = 1.0 / (1.0 + finish * (1.0 + COST_WEIGHT * cost))
-    return value, queue, cost
+            safe = finish * widen <= deadline
+            return np.where(safe, 1.0 - cost, np.where(np.isfinite(late), late, -1.0))  # type: ignore[no-any-return]
+        return 1.0 / (1.0 + finish * (1.0 + COST_WEIGHT * cost))  # type: ignore[no-any-return]
 
 
 def breakdown(

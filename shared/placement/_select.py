@@ -22,6 +22,7 @@ the tests compare against.
 from __future__ import annotations
 
 import hashlib
+import math
 
 import numpy as np
 import numpy.typing as npt
@@ -32,6 +33,7 @@ __all__ = [
     "BOUND",
     "SCALE",
     "exact_top_rows",
+    "lead_rows",
     "near_best",
     "order_by_rank",
     "quantise",
@@ -136,3 +138,30 @@ def rank_rows(
         return rows
     rank = ranks(quantise(scored[rows]), hashes[rows], tie)
     return rows[order_by_rank(rows, rank, limit)]  # type: ignore[no-any-return]
+
+
+def lead_rows(
+    total: FloatArray,
+    ok: BoolArray,
+    hashes: npt.NDArray[np.uint32],
+    tie: int,
+    limit: int,
+    beyond: float,
+) -> IntArray | None:
+    """``top_rows`` over a lead (``_pipeline``): a subset of the rows, whose scores
+    on ``ok`` are finite and in [-1, 1], where every row left out that can take the
+    task scores at most ``beyond`` (give or take a few ulps; ``-inf``: there is no
+    such row). Positions in the subset, best first, as ``top_rows`` over every row
+    would give them, or ``None`` when a row left out might rank among them: unless
+    ``beyond`` is ``-inf``, the ``limit``-th best of the subset must score
+    ``_MARGIN`` or more above ``beyond``, so it quantises strictly above every row
+    left out and outranks it whatever its tie key."""
+    if beyond == -math.inf:
+        return top_rows(total, ok, hashes, tie, limit)
+    scored = np.where(ok, total, -BOUND)
+    if len(scored) < max(limit, 1):
+        return None
+    floor = scored.max() if limit == 1 else -np.partition(-scored, limit - 1)[limit - 1]
+    if not floor >= beyond + _MARGIN:
+        return None
+    return rank_rows(np.flatnonzero(scored >= floor - _MARGIN), scored, hashes, tie, limit)

@@ -13,13 +13,13 @@ from typing import Any
 
 from rich.console import Console
 
-from shared.autonomy import CONNECT_TIMEOUT_S, Route
-from shared.vocab import TaskStatus
+from shared.autonomy import CONNECT_TIMEOUT_S, Failover, Route
+from shared.vocab import Level, TaskStatus
 
-from .api_client import AgentClient, ApiClient, BothUnreachable, segment, submit_task
+from .api_client import AgentClient, ApiClient, BothUnreachable, min_level, segment, submit_task
 from .operator_render import print_json
 
-__all__ = ["add_fallback_arguments", "submit_failover"]
+__all__ = ["add_fallback_arguments", "connect_timeout_s", "submit_failover"]
 
 
 def add_fallback_arguments(p: argparse.ArgumentParser) -> None:
@@ -27,7 +27,8 @@ def add_fallback_arguments(p: argparse.ArgumentParser) -> None:
         "--fallback-agent",
         metavar="URL",
         help="when the controller cannot be reached (connection refused or not made within "
-        f"{CONNECT_TIMEOUT_S:g} s; never after any answer), submit the task to this agent's "
+        f"{CONNECT_TIMEOUT_S:g} s, or by the task's deadline_s when sooner; never after any "
+        "answer), submit the task to this agent's "
         "local API instead (unix:PATH, http://HOST:PORT on its host, or https://HOST:PORT "
         "for a site agent with api.tls_cert_file): it runs there as causal or "
         "eventual and syncs to the controller later; strong-only tasks and workflows never "
@@ -44,6 +45,20 @@ def add_fallback_arguments(p: argparse.ArgumentParser) -> None:
         help="CA bundle (PEM) that signed an https:// --fallback-agent's certificate "
         "(default: the system's CAs); the host name in the URL must match the certificate",
     )
+
+
+def connect_timeout_s(spec: dict[str, Any]) -> float:
+    """How long this process waits for the controller's connection (``Failover.connect_wait``):
+    it submits once, so it has measured no round trip (RFC 6298's initial
+    ``CONNECT_TIMEOUT_S``); and for a task that may fail over (not strong-only), never past
+    its ``deadline_s``: a connection not made by then delivered nothing, so the agent cannot
+    run it twice, and waiting longer only makes it later there. The agent's expected finish
+    is unknown here (0)."""
+    deadline = spec.get("deadline_s")
+    weak = (min_level(spec) or Level.CAUSAL) is not Level.STRONG
+    if weak and isinstance(deadline, int | float) and not isinstance(deadline, bool):
+        return Failover().connect_wait(deadline_left_s=float(deadline)).timeout_s
+    return Failover().connect_wait().timeout_s
 
 
 def submit_failover(
@@ -63,7 +78,7 @@ def submit_failover(
     except (OSError, ValueError) as exc:  # before anything is sent: a usage error
         print(f"continuum: {exc}", file=sys.stderr)
         return 2
-    api.connect_timeout_s = CONNECT_TIMEOUT_S
+    api.connect_timeout_s = connect_timeout_s(spec)
     try:
         sent = submit_task(api, spec, agent)
     except BothUnreachable as exc:

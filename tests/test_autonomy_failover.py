@@ -9,7 +9,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.autonomy import CONNECT_TIMEOUT_S, PROBE_S, Failover, Route
+from shared.autonomy import (
+    CONNECT_TIMEOUT_S,
+    PROBE_S,
+    RTO_MAX_S,
+    RTO_MIN_S,
+    ConnectWait,
+    Failover,
+    Route,
+)
 from shared.vocab import Level
 
 WEAK = (Level.EVENTUAL, Level.CAUSAL)
@@ -101,3 +109,94 @@ def test_the_route_is_the_agent_exactly_when_open_weak_and_with_a_fallback(
             assert br.next_probe == math.inf
         else:
             assert last is not None and br.next_probe == last + br.probe_s
+
+
+# -- how long a connection attempt may go unanswered (RFC 6298, and the deadline) --------------
+
+
+def test_no_round_trip_sample_waits_the_initial_second() -> None:
+    br = Failover()
+    assert br.srtt is None and br.rto_s == CONNECT_TIMEOUT_S == 1.0
+    assert br.connect_wait() == ConnectWait(1.0, True)
+
+
+def test_rfc6298_estimator_first_sample_then_smoothing() -> None:
+    br = Failover()
+    br.observe_rtt(0.1)  # (2.2): SRTT = R, RTTVAR = R/2, RTO = SRTT + 4·RTTVAR = 3R
+    assert br.srtt == 0.1 and br.rttvar == 0.05 and br.rto_s == pytest.approx(0.3)
+    br.observe_rtt(0.2)  # (2.3): RTTVAR first, from the old SRTT
+    assert br.rttvar == pytest.approx(0.75 * 0.05 + 0.25 * 0.1)
+    assert br.srtt == pytest.approx(0.875 * 0.1 + 0.125 * 0.2)
+
+
+def test_a_steady_path_converges_to_the_lower_bound_and_a_slow_one_above_it() -> None:
+    fast, slow, huge = Failover(), Failover(), Failover()
+    for _ in range(50):
+        fast.observe_rtt(0.01)
+        slow.observe_rtt(0.4)
+        huge.observe_rtt(100.0)
+    assert fast.rto_s == RTO_MIN_S
+    assert 0.4 <= slow.rto_s < 0.41
+    assert huge.rto_s == RTO_MAX_S
+
+
+@pytest.mark.parametrize("bad", [-0.1, math.inf, math.nan])
+def test_an_invalid_sample_is_ignored(bad: float) -> None:
+    br = Failover()
+    br.observe_rtt(bad)
+    assert br.srtt is None and br.rto_s == CONNECT_TIMEOUT_S
+
+
+def _measured(rtt: float, n: int = 50) -> Failover:
+    br = Failover()
+    for _ in range(n):
+        br.observe_rtt(rtt)
+    return br
+
+
+def test_the_deadline_gives_up_early_without_opening_the_breaker() -> None:
+    br = _measured(0.05)  # RTO 0.2 s
+    # 0.25 s left, the fallback needs 0.1: waiting past 0.15 s forfeits it
+    assert br.connect_wait(deadline_left_s=0.25, fallback_s=0.1) == ConnectWait(
+        pytest.approx(0.15), False
+    )
+    # enough slack: the RTT-based timeout, which opens the breaker
+    assert br.connect_wait(deadline_left_s=0.5, fallback_s=0.1) == ConnectWait(br.rto_s, True)
+    # the fallback cannot meet it at all: nothing gained by giving up early
+    assert br.connect_wait(deadline_left_s=0.1, fallback_s=0.2) == ConnectWait(br.rto_s, True)
+    # never before the expected answer (SRTT): that would bypass a healthy controller
+    assert br.connect_wait(deadline_left_s=0.12, fallback_s=0.1).timeout_s == pytest.approx(0.05)
+
+
+def test_no_sample_the_deadline_alone_bounds_the_initial_second() -> None:
+    """The operator's one-shot ``continuum submit``: no round trip measured, the agent's
+    finish unknown (0): it waits no longer than the deadline."""
+    br = Failover()
+    assert br.connect_wait(deadline_left_s=0.3) == ConnectWait(0.3, False)
+    assert br.connect_wait(deadline_left_s=5.0) == ConnectWait(CONNECT_TIMEOUT_S, True)
+
+
+samples = st.lists(st.floats(min_value=0.0, max_value=5.0), max_size=20)
+maybe = st.one_of(st.none(), st.floats(min_value=-1.0, max_value=100.0))
+
+
+@given(samples, maybe, st.floats(min_value=0.0, max_value=10.0))
+def test_the_wait_never_exceeds_the_rto_and_opens_exactly_at_it(
+    rtts: list[float], deadline: float | None, fallback: float
+) -> None:
+    """Whatever was measured: the wait is within RTO_MIN_S … RTO_MAX_S (1 s with no sample)
+    or an early give-up; only the RTT-based timeout opens the breaker; an early give-up
+    leaves the fallback its expected time before the deadline (or waits the expected
+    round trip), and comes only when the fallback can meet the deadline."""
+    br = Failover()
+    for r in rtts:
+        br.observe_rtt(r)
+    rto = br.rto_s
+    assert (rto == CONNECT_TIMEOUT_S) if not rtts else (RTO_MIN_S <= rto <= RTO_MAX_S)
+    wait = br.connect_wait(deadline_left_s=deadline, fallback_s=fallback)
+    assert wait.timeout_s <= rto
+    assert wait.opens == (wait.timeout_s == rto)
+    if not wait.opens:
+        assert deadline is not None and deadline - fallback > 0
+        slack = deadline - fallback
+        assert wait.timeout_s == max(slack, br.srtt or 0.0)

@@ -17,14 +17,25 @@ from shared.autonomy._admission import (
 )
 from shared.autonomy._connectivity import AutonomyLevel, autonomy_level, connectivity
 from shared.autonomy._contact import ContactClock
-from shared.autonomy._failover import CONNECT_TIMEOUT_S, PROBE_S, Failover, Route
+from shared.autonomy._failover import (
+    CONNECT_TIMEOUT_S,
+    PROBE_S,
+    RTO_MAX_S,
+    RTO_MIN_S,
+    ConnectWait,
+    Failover,
+    Route,
+)
 from shared.autonomy._queue import QueuedTask, QueuePolicy, effective_priority, order_queue
 
 __all__ = [
     "CONNECT_TIMEOUT_S",
     "PROBE_S",
+    "RTO_MAX_S",
+    "RTO_MIN_S",
     "Admission",
     "AutonomyLevel",
+    "ConnectWait",
     "ContactClock",
     "Failover",
     "QueuePolicy",

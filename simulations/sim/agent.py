@@ -4,9 +4,9 @@ When a task appears at its device, a computing device that is cut off from the
 controller runs it itself when ``shared.autonomy`` says it is autonomous enough,
 the level allows it (``may_start``) and it has room (``admit``); otherwise the
 submission travels to the controller. A plain device submits by its breaker
-(``shared.autonomy.Failover``): to the controller, or, once an attempt found the
-controller out of reach, to an edge server of its site, whose agent runs it alone
-(``_to_agent``). When the controller places an attempt, its
+(``simulations.sim.failover``): to the controller, or, once an attempt found the
+controller out of reach, to an edge server of its site, whose agent runs it alone.
+When the controller places an attempt, its
 whole timeline is computed at once from the link timelines: placement message →
 (strong: lease request and grant from ``LeaseBook``) → input transfer → start
 cost + MI / MIPS → result at the device (strong: and the controller's ack). A
@@ -23,10 +23,7 @@ import random
 from collections.abc import Callable
 
 from shared.autonomy import (
-    CONNECT_TIMEOUT_S,
     AutonomyLevel,
-    Failover,
-    Route,
     admit,
     autonomy_level,
     connectivity,
@@ -36,6 +33,7 @@ from shared.consistency import LeaseBook, LeasePolicy
 from shared.health import clamp_level
 from shared.model import RetryPolicy, backoff_delay
 from shared.vocab import Level, Tier
+from simulations.sim.failover import PlainDevices
 from simulations.sim.loop import Loop
 from simulations.sim.metrics import Counters
 from simulations.sim.network import CONTROL_BITS, Network, Path
@@ -89,27 +87,20 @@ class Agents:
         self.dev_node = topo.dev_node
         #: an attempt gave its resources back
         self.freed: Callable[[Attempt], None] = lambda at: None
-        #: per plain device that once found the controller out of reach, its breaker
-        self.breakers: dict[int, Failover] = {}
-        #: per site, its edge servers: the agents a plain device of the site falls back to
-        self.site_edges = [
-            [g for g in topo.members(s) if topo.node_tier[g] is Tier.EDGE]
-            for s in range(topo.sites)
-        ]
-        #: submissions that went to a site's agent instead of the controller
-        self.failovers = 0
+        #: the plain devices' submissions and failover (``simulations.sim.failover``)
+        self.plain = PlainDevices(self)
 
     # ------------------------------------------------------------- devices
     def arrive(self, task: Task) -> None:
         """A task appears at its device at ``task.t_arr``: a computing device runs it
         itself when it is cut off and autonomy allows, a plain one submits by its
-        breaker (``_submit_plain``); else it goes to the controller."""
+        breaker (``PlainDevices.submit``); else it goes to the controller."""
         t = task.t_arr
         net = self.net
         path = net.dev_ctrl[task.dev]
         g = self.topo.dev_node[task.dev]
         if g < 0:
-            self._submit_plain(task, path, t)
+            self.plain.submit(task, path, t)
             return
         since = net.tl.down_since(path.down, t)
         if since is not None:
@@ -120,7 +111,7 @@ class Agents:
                 autonomy.rank >= AutonomyLevel.HIGHLY_AUTONOMOUS.rank
                 and level is not _STRONG
                 and may_start(level, None, t)
-                and self._admit_local(g, task)
+                and self.admit_local(g, task)
             ):
                 task.level = level
                 self._run_local(task, g, t)
@@ -134,103 +125,6 @@ class Agents:
         task.entered = task.t_ctrl = t_c
         self.submit(task, t_c)
 
-    # ---------------------------------------------- plain devices: failover
-    def _submit_plain(self, task: Task, path: Path, t: float) -> None:
-        """A plain device's submission, by its breaker (``shared.autonomy.Failover``).
-        What the device knows is what its attempts told it: with the breaker closed it
-        tries the controller, and an attempt whose answer cannot come within
-        ``CONNECT_TIMEOUT_S`` (its session is down until later) fails at the timeout
-        (``_timed_out``); with the breaker open it goes to an agent of its site at
-        once, and only a background probe (``_probe``) closes the breaker."""
-        br = self.breakers.get(task.dev)
-        if br is not None and br.down_since is not None:
-            self._probe(br, path, t)
-            if br.down_since is not None:
-                if br.route(min_level=task.lo, fallback=bool(self.site_edges[task.site])) is (
-                    Route.AGENT
-                ):
-                    self._to_agent(task, t)
-                else:  # known out of reach: queued for it (strong-only, no agent)
-                    self.to_controller(task, t)
-                return
-        if path.down and self.net.tl.next_up(path.down, t) + 2 * path.lat > t + CONNECT_TIMEOUT_S:
-            self.loop.at(t + CONNECT_TIMEOUT_S, self._timed_out, task)
-            return
-        self.to_controller(task, t)
-
-    def _timed_out(self, task: Task) -> None:
-        """The device's attempt to reach the controller went unanswered: the breaker
-        opens, and the submission goes where it says now."""
-        now = self.loop.now
-        br = self.breakers.get(task.dev)
-        if br is None:
-            br = self.breakers[task.dev] = Failover()
-        br.failed(now)
-        if br.route(min_level=task.lo, fallback=bool(self.site_edges[task.site])) is Route.AGENT:
-            self._to_agent(task, now)
-        else:
-            self.to_controller(task, now)
-
-    def _probe(self, br: Failover, path: Path, t: float) -> None:
-        """The device's background probes up to ``t``, one every ``Failover.probe_s``
-        from the failure: the first sent while the path is up closes the breaker once
-        its answer is back (a round trip later; an answer still on its way by ``t``
-        leaves it open for now)."""
-        rtt = 2 * path.lat
-        is_up = self.net.is_up
-        while br.next_probe <= t:
-            p = br.next_probe
-            if is_up(path, p):
-                if p + rtt <= t:
-                    br.reached(p + rtt)
-                return
-            br.probe_sent(p)
-
-    def _to_agent(self, task: Task, t: float) -> None:
-        """The submission goes to an edge server of the device's site (from the one
-        its index picks, then the next): a crashed one, or any while the device's own
-        access link is down, leaves the connection unanswered for
-        ``CONNECT_TIMEOUT_S``; one without room (``_admit_local``) answers at once (a
-        round trip). The first that admits it runs it alone (``_run_at_site``); when
-        none does, the submission goes to the controller after all."""
-        net, dev = self.net, task.dev
-        edges = self.site_edges[task.site]
-        access_down = net.fallible[dev] and net.tl.next_up((dev,), t) > t
-        if access_down:  # no agent answers either
-            self.to_controller(task, t + CONNECT_TIMEOUT_S)
-            return
-        parts = net.part[task.site]
-        first = (dev // self.topo.sites) % len(edges)
-        for i in range(len(edges)):
-            g = edges[(first + i) % len(edges)]
-            part = parts[g]
-            if not net.is_up(part, t):
-                t += CONNECT_TIMEOUT_S
-            elif self._admit_local(g, task):
-                self._run_at_site(task, g, t, part)
-                return
-            else:
-                t += 2 * (net.net.lat[dev] + part.lat)
-        self.to_controller(task, t)
-
-    def _run_at_site(self, task: Task, g: int, t: float, part: Path) -> None:
-        """Edge server ``g``'s agent took the device's submission sent at ``t`` on its
-        local API: it runs it alone at ``causal`` (clamped into the task's bounds,
-        never strong), the input with the submission over the access link, the result
-        back to the device. The controller learns of it with the node's sync; the
-        run is left to its node (not in ``open_on``: no partition or trigger move)."""
-        tt = self.types[task.tt]
-        self.topo.take(g, tt.cpu, tt.memory_mb)
-        self.counters.local_runs += 1
-        self.failovers += 1
-        task.level = clamp_level(Level.CAUSAL, lo=task.lo, hi=task.hi)
-        task.epoch += 1
-        at = Attempt(task, g, task.epoch, task.level, t, local=True)
-        at.t_recv = self.net.deliver_data(task.dev, part, t, task.in_bits + CONTROL_BITS)
-        self._execute(at, task, tt, g, at.t_recv, part)
-        self.counters.placed_tier[self.node_tier[g]] += 1
-        self.loop.at(at.stop, self.ended, at)
-
     def submit_local(self, item: tuple[Task, int]) -> None:
         """A task submitted to node ``g``'s own local API: the node runs it itself,
         at its declared level (an agent accepts causal or eventual work alone)."""
@@ -238,7 +132,7 @@ class Agents:
         task.level = task.lo
         self._run_local(task, g, task.t_arr)
 
-    def _admit_local(self, g: int, task: Task) -> bool:
+    def admit_local(self, g: int, task: Task) -> bool:
         tt = self.types[task.tt]
         topo = self.topo
         cpus = float(topo.cpus[g])
@@ -259,7 +153,7 @@ class Agents:
         task.epoch += 1
         at = Attempt(task, g, task.epoch, task.level, t, local=True)
         at.t_recv = at.start = t
-        self._execute(at, task, tt, g, t, None)
+        self.execute(at, task, tt, g, t, None)
         self.counters.placed_tier[Tier.DEVICE] += 1
         self.open_on[g].append(at)
         self.loop.at(at.stop, self.ended, at)
@@ -318,7 +212,7 @@ class Agents:
                 if with_input
                 else t_recv
             )
-        self._execute(at, task, tt, g, t_in if t_in > ready else ready, data_path)
+        self.execute(at, task, tt, g, t_in if t_in > ready else ready, data_path)
         self.open_on[g].append(at)
         self.loop.at(at.stop, self.ended, at)
 
@@ -382,7 +276,7 @@ class Agents:
             return
         self._retry_now(old)
 
-    def _execute(
+    def execute(
         self, at: Attempt, task: Task, tt: TaskType, g: int, start: float, data_path: Path | None
     ) -> None:
         """Execution from ``start`` (or once one of the node's executor slots frees:

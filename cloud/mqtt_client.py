@@ -18,8 +18,9 @@ spends as much time per message as the ingest does (bench_ingest, py-spy):
 - **Decoding**: under MQTT 5 paho builds a ``Properties`` object for every
   ``PUBLISH`` (about a tenth of the controller's time holding the GIL under ingest,
   py-spy ``--gil``). A QoS 1 ``PUBLISH`` whose property section is empty (every node
-  message) is decoded here into the same ``MQTTMessage``, ``properties`` ``None``; any
-  other packet, or with paho's logging on, goes to paho.
+  message) is decoded here into the same ``MQTTMessage``, ``properties`` ``None`` (one
+  wholly in the read-ahead buffer straight from it, without paho's in-packet dict and
+  dispatch); any other packet, or with paho's logging on, goes to paho.
 - **Delivery**: paho looks every message's topic up in its per-topic callbacks
   (``message_callback_add``) under a lock before it calls ``on_message``. A client that
   never registered one (the controller) calls ``on_message`` directly, with paho's
@@ -104,13 +105,24 @@ class Client(mqtt.Client):
         if at + length > end:
             return super()._packet_read()
         self._read_pos = at + length
+        command, packet = buf[start], buf[at : at + length]
+        if command & 0xF0 == mqtt.PUBLISH and self._plain_publish(command, packet):
+            rc = MQTTErrorCode.MQTT_ERR_SUCCESS  # paho's in-packet state untouched: idle
+        else:
+            rc = self._handle_in_packet(command, packet)
+        with self._msgtime_mutex:
+            self._last_bytes_received = mqtt.time_func()
+        return rc
+
+    def _handle_in_packet(self, command: int, packet: bytes) -> MQTTErrorCode:
+        """paho's handling of one whole packet, through its in-packet state."""
         self._in_packet = {
-            "command": buf[start],
+            "command": command,
             "have_remaining": 1,
             "remaining_count": [],
             "remaining_mult": 1,
-            "remaining_length": length,
-            "packet": bytearray(buf[at : at + length]),
+            "remaining_length": len(packet),
+            "packet": bytearray(packet),
             "to_process": 0,
             "pos": 0,
         }
@@ -129,8 +141,6 @@ class Client(mqtt.Client):
             "to_process": 0,
             "pos": 0,
         }
-        with self._msgtime_mutex:
-            self._last_bytes_received = mqtt.time_func()
         return rc
 
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
@@ -160,19 +170,26 @@ class Client(mqtt.Client):
             self._sockpairW = wake
 
     def _handle_publish(self) -> MQTTErrorCode:
-        header, packet = self._in_packet["command"], self._in_packet["packet"]
-        plain = (
+        if self._plain_publish(self._in_packet["command"], self._in_packet["packet"]):
+            return MQTTErrorCode.MQTT_ERR_SUCCESS
+        return super()._handle_publish()  # paho decodes, checks and logs it
+
+    def _plain_publish(self, header: int, packet: bytes | bytearray) -> bool:
+        """Deliver and queue the ``PUBACK`` of a QoS 1 ``PUBLISH`` with an empty property
+        section (``header``: its fixed header's first byte; ``packet``: its body); ``False``,
+        having done nothing, for any other (paho's to handle)."""
+        if not (
             header & 0x06 == 0x02  # QoS 1
             and self._protocol == mqtt.MQTTv5
             and not self._manual_ack
             and self.on_log is None
             and self._logger is None
-        )
-        if plain and len(packet) >= 2:
-            props = 4 + int.from_bytes(packet[:2], "big")  # topic length, topic, packet id
-            plain = len(packet) > props and packet[props] == 0  # no properties
-        if not plain:
-            return super()._handle_publish()  # paho decodes, checks and logs it
+            and len(packet) >= 2
+        ):
+            return False
+        props = 4 + int.from_bytes(packet[:2], "big")  # topic length, topic, packet id
+        if len(packet) <= props or packet[props] != 0:  # properties: paho's
+            return False
         message = mqtt.MQTTMessage(
             mid=int.from_bytes(packet[props - 2 : props], "big"), topic=bytes(packet[2 : props - 2])
         )
@@ -186,7 +203,7 @@ class Client(mqtt.Client):
         else:
             self._deliver(message)
         self._pubacks.append(_PUBACK.pack(mqtt.PUBACK, 2, message.mid))  # sent by loop_read
-        return MQTTErrorCode.MQTT_ERR_SUCCESS
+        return True
 
     def _deliver(self, message: mqtt.MQTTMessage) -> None:
         """``_handle_on_message`` without per-topic callbacks: ``on_message`` under the

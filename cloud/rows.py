@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 __all__ = ["EventRow", "LeaseRow", "TaskRow", "compact_json"]
@@ -18,6 +19,14 @@ def compact_json(value: object) -> str:
     """Compact sorted-key JSON, as ``json.dumps`` with these options writes it, from one
     encoder (``json.dumps`` builds a new one at every call that passes options)."""
     return _ENCODER.encode(value)
+
+
+@lru_cache(maxsize=4096)
+def _placed_json(placed: tuple[tuple[int, str], ...]) -> str:
+    """The ``placed`` column of a placement history (epoch -> node, as ``(epoch, node)``
+    pairs): encoded at every row write, and most tasks share a few histories (one epoch
+    on one of a fleet's nodes). Bounded; the values are the controller's own."""
+    return compact_json({str(epoch): node for epoch, node in placed})
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +72,7 @@ class TaskRow:
                 else compact_json(self.explanation)
             ),
             self.origin,
-            compact_json({str(epoch): node for epoch, node in self.placed.items()}),
+            _placed_json(tuple(self.placed.items())),
         )
 
     @classmethod

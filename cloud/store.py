@@ -326,7 +326,7 @@ class Store:
                         ev.get("node_id"),
                         ev.get("epoch"),
                         ev.get("reason", ""),
-                        compact_json(ev.get("data") or {}),
+                        compact_json(data) if (data := ev.get("data")) else "{}",
                     )
                     for ev in events
                 ],

@@ -63,6 +63,8 @@ MAX_ATTEMPTS_PER_RECORD = 1_000
 #: Bound on context dots (events beyond a gap) accepted from untrusted input.
 MAX_DOTS_PER_RECORD = 4_096
 
+_NO_CONTEXT = VersionVector()
+_NO_DOTS: frozenset[Dot] = frozenset()
 _STATUS_BY_NAME = {status.name.lower(): status for status in AttemptStatus}
 _STATUS_NAME = {status: name for name, status in _STATUS_BY_NAME.items()}
 _LEVELS = frozenset(str(level) for level in Level)
@@ -318,12 +320,15 @@ def _record(
     if why is not None:
         problems.append(Problem("id", f"task id {why}"))
 
-    context = VersionVector()
-    try:
-        context = VersionVector.from_dict(context_data, path="context")
-    except ValidationError as exc:
-        problems.extend(exc.problems)
-    dots = _parse_dots(dots_data, problems)
+    context = _NO_CONTEXT
+    if type(context_data) is not dict or context_data:  # a delta: a context or a dot
+        try:
+            context = VersionVector.from_dict(context_data, path="context")
+        except ValidationError as exc:
+            problems.extend(exc.problems)
+    dots = (
+        _NO_DOTS if type(dots_data) is list and not dots_data else _parse_dots(dots_data, problems)
+    )
 
     if spec is not None:
         if not isinstance(spec, dict):

@@ -213,7 +213,8 @@ def _publish(topic: bytes, mid: int, payload: bytes) -> tuple[int, bytes, bytes]
 
 def test_packets_whole_in_the_buffer_and_cut_by_its_end_are_read_alike() -> None:
     """Every split of a stream of packets into two reads (a fixed header or a body cut
-    anywhere) hands paho's packet handler the same packets, in order."""
+    anywhere) hands the same packets, in order, to paho's packet handler or (a plain
+    PUBLISH wholly in the buffer) straight to the client's own publish handler."""
     packets = [_publish(b"t/a", 1, b"x" * 5), _publish(b"t/b", 2, b"y" * 300)]
     packets.append(_publish(b"t/c", 3, b""))
     stream = b"".join(p[2] for p in packets)
@@ -225,7 +226,14 @@ def test_packets_whole_in_the_buffer_and_cut_by_its_end_are_read_alike() -> None
             into.append((c._in_packet["command"], bytes(c._in_packet["packet"])))
             return MQTTErrorCode.MQTT_ERR_SUCCESS
 
+        def plain(
+            header: int, body: bytes | bytearray, into: list[tuple[int, bytes]] = seen
+        ) -> bool:
+            into.append((header, bytes(body)))
+            return True
+
         client._packet_handle = handle  # type: ignore[method-assign]
+        client._plain_publish = plain  # type: ignore[method-assign]
         client._sock = _Chunks([stream[:cut], stream[cut:]])  # type: ignore[assignment]
         while client._packet_read() == MQTTErrorCode.MQTT_ERR_SUCCESS:
             pass

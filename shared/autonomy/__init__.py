@@ -17,6 +17,7 @@ from shared.autonomy._admission import (
 )
 from shared.autonomy._connectivity import AutonomyLevel, autonomy_level, connectivity
 from shared.autonomy._contact import ContactClock
+from shared.autonomy._deadline import DeadlineJob, EdfPlan, plan_edf
 from shared.autonomy._failover import (
     CONNECT_TIMEOUT_S,
     PROBE_S,
@@ -37,6 +38,8 @@ __all__ = [
     "AutonomyLevel",
     "ConnectWait",
     "ContactClock",
+    "DeadlineJob",
+    "EdfPlan",
     "Failover",
     "QueuePolicy",
     "QueuedTask",
@@ -47,6 +50,7 @@ __all__ = [
     "effective_priority",
     "may_start",
     "order_queue",
+    "plan_edf",
     "select_for_shedding",
     "shortage",
 ]

@@ -309,6 +309,7 @@ class Agents:
         if outcome is Outcome.OK and task.fail_u < tt.fail_rate:
             outcome = Outcome.FAIL
         at.stop, at.outcome = stop, outcome
+        self.plain.started(at)
         if slots:
             heapq.heappush(self.busy[g], stop)
         # the report to the controller; on success, the result at the device

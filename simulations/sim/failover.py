@@ -13,10 +13,19 @@ the site at once (``_to_agent``), and only a background probe (``_probe``) close
 
 from __future__ import annotations
 
+import heapq
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from shared.autonomy import CONNECT_TIMEOUT_S, Failover, Route
+from shared.autonomy import (
+    CONNECT_TIMEOUT_S,
+    DeadlineJob,
+    EdfPlan,
+    Failover,
+    Route,
+    plan_edf,
+)
 from shared.health import clamp_level
 from shared.vocab import Level, Tier
 from simulations.sim.network import CONTROL_BITS, Path
@@ -45,8 +54,17 @@ class PlainDevices:
         ]
         #: submissions that went to a site's agent instead of the controller
         self.failovers = 0
-        #: per (site, kind), the fallback's expected time from submission to result
-        self._fallback: dict[tuple[int, int], float] = {}
+        #: per (site, kind, edge), the transfers and run an edge's agent expects
+        self._expected: dict[tuple[int, int, int], tuple[float, float]] = {}
+        self.is_edge = [tier is Tier.EDGE for tier in topo.node_tier]
+        #: per edge server, the submissions its agent holds, in admission order
+        self.queue: dict[int, list[_Queued]] = {}
+        #: per node, its runs as a heap of (end, expected end), for the edges' agents
+        self.running: list[list[tuple[float, float]]] = [[] for _ in range(topo.count)]
+        #: per edge server, when its queue is next looked at
+        self.drain_at: dict[int, float] = {}
+        #: queued submissions an edge's plan refused later (tried elsewhere)
+        self.handed_back = 0
 
     def submit(self, task: Task, path: Path, t: float) -> None:
         """A plain device's new submission at ``t`` (see the module docstring)."""
@@ -80,21 +98,11 @@ class PlainDevices:
         self.ag.to_controller(task, t)
 
     def _fallback_s(self, task: Task) -> float:
-        """What the device expects the fallback to take, submission to result: the round
-        trip to its site's (first) edge server, the kind's mean input and output over
-        that path and its mean run there (what a device learns from its earlier fallbacks
-        or an agent advertises; the simulator gives it the kind's means)."""
-        key = (task.site, task.tt)
-        est = self._fallback.get(key)
-        if est is None:
-            ag = self.ag
-            tt, g = ag.types[task.tt], self.site_edges[task.site][0]
-            part, lat = ag.net.part[task.site][g], ag.net.net.lat[task.dev]
-            bw = min(part.bw, ag.net.net.bw[task.dev])
-            bits = (sum(tt.input_kb) + sum(tt.output_kb)) / 2 * 8192.0
-            run = ag.topo.start_s[g] + sum(tt.compute_mi) / 2 / ag.topo.mips[g]
-            est = self._fallback[key] = 2 * (lat + part.lat) + bits / bw + run
-        return est
+        """What the device expects the fallback to take, submission to result: the
+        transfers and run its site's first edge server expects (``_expect``: what a
+        device learns from its earlier fallbacks or an agent advertises)."""
+        transfers, run = self._expect(task, self.site_edges[task.site][0])
+        return transfers + run
 
     def _timed_out(self, item: tuple[Task, bool]) -> None:
         """The device's attempt to reach the controller went unanswered: past the
@@ -129,14 +137,13 @@ class PlainDevices:
                 return
             br.probe_sent(p)
 
-    def _to_agent(self, task: Task, t: float) -> None:
+    def _to_agent(self, task: Task, t: float, offset: int = 0) -> None:
         """The submission goes to an edge server of the device's site (from the one
-        its index picks, then the next): a crashed one, or any while the device's own
-        access link is down, leaves the connection unanswered for
-        ``CONNECT_TIMEOUT_S`` (no round trip to it measured); one without room
-        (``Agents.admit_local``) answers at once (a round trip). The first that admits
-        it runs it alone (``_run_at_site``); when none does, the submission goes to the
-        controller after all."""
+        its index picks, then the next; ``offset``: the ones already tried): a crashed
+        one, or any while the device's own access link is down, leaves the connection
+        unanswered for ``CONNECT_TIMEOUT_S`` (no round trip to it measured); one whose
+        plan has no room by the deadline (``_offer``) answers at once (a round trip).
+        When none admits it, the submission goes to the controller after all."""
         ag = self.ag
         net, dev = ag.net, task.dev
         edges = self.site_edges[task.site]
@@ -146,33 +153,158 @@ class PlainDevices:
             return
         parts = net.part[task.site]
         first = (dev // ag.topo.sites) % len(edges)
-        for i in range(len(edges)):
+        for i in range(offset, len(edges)):
             g = edges[(first + i) % len(edges)]
             part = parts[g]
             if not net.is_up(part, t):
                 t += CONNECT_TIMEOUT_S
-            elif ag.admit_local(g, task):
-                self._run_at_site(task, g, t, part)
+            elif self._offer(g, task, t, i, part):
                 return
             else:
                 t += 2 * (net.net.lat[dev] + part.lat)
         ag.to_controller(task, t)
 
-    def _run_at_site(self, task: Task, g: int, t: float, part: Path) -> None:
-        """Edge server ``g``'s agent took the device's submission sent at ``t`` on its
-        local API: it runs it alone at ``causal`` (clamped into the task's bounds,
-        never strong), the input with the submission over the access link, the result
-        back to the device. The controller learns of it with the node's sync; the
-        run is left to its node (not in ``open_on``: no partition or trigger move)."""
-        ag = self.ag
+    # ----------------------------------------------- an edge agent's local queue
+    def _expect(self, task: Task, g: int) -> tuple[float, float]:
+        """``(transfers, run)``: what edge ``g``'s agent expects of ``task``'s kind, in
+        seconds: the input in and the result back over the device's path (latencies and
+        the kind's mean sizes), and its mean run on one of ``g``'s cores (what an agent
+        learns of a kind from its own runs; the simulator gives it the kind's means)."""
+        key = (task.site, task.tt, g)
+        est = self._expected.get(key)
+        if est is None:
+            ag = self.ag
+            tt, part = ag.types[task.tt], ag.net.part[task.site][g]
+            bw = min(part.bw, ag.net.net.bw[task.dev])
+            bits = (sum(tt.input_kb) + sum(tt.output_kb)) / 2 * 8192.0
+            transfers = 2 * (ag.net.net.lat[task.dev] + part.lat) + bits / bw
+            run = ag.topo.start_s[g] + sum(tt.compute_mi) / 2 / ag.topo.mips[g]
+            est = self._expected[key] = (transfers, run)
+        return est
+
+    def _offer(self, g: int, task: Task, t: float, offset: int, part: Path) -> bool:
+        """Edge ``g``'s agent is offered ``task`` at ``t``: it keeps it when its plan
+        (``shared.autonomy.plan_edf``) can still finish it by its deadline, less the
+        transfers, with every task it holds; queued tasks the plan refuses are handed
+        back (``_hand_back``). A kept task's input comes with the submission."""
+        transfers, run = self._expect(task, g)
+        deadline = task.t_arr + self.ag.types[task.tt].deadline_s - transfers
+        job = DeadlineJob(task.id, deadline, run)
+        queue = self.queue.setdefault(g, [])
+        plan = plan_edf(self._free_at(g, t), [q.job for q in queue], t, job)
+        if not plan.admits(task.id):
+            self._settle(g, plan, t)
+            return False
+        t_recv = self.ag.net.deliver_data(task.dev, part, t, task.in_bits + CONTROL_BITS)
+        queue.append(_Queued(job, task, offset, t_recv))
+        self._settle(g, plan, t)
+        return True
+
+    def _settle(self, g: int, plan: EdfPlan, t: float) -> None:
+        """Apply ``plan`` to ``g``'s queue at ``t``: hand back what it refuses, start its
+        head while a core is free (strict EDF), and look again when the next run on
+        ``g`` ends (when none that the agent knows of runs, nothing it holds can start:
+        the rest is handed back)."""
+        queue = self.queue[g]
+        kept = {job.key for job in plan.kept}
+        for q in [q for q in queue if q.job.key not in kept]:
+            queue.remove(q)
+            self._hand_back(q, g, t)
+        by_key = {q.job.key: q for q in queue}
+        for job in plan.kept:
+            q = by_key[job.key]
+            if not self.ag.admit_local(g, q.task):
+                break
+            queue.remove(q)
+            self._run_at_site(q, g, t)
+        if not queue:
+            return
+        running = self.running[g]
+        if not running:
+            self._hand_back_all(g, t)
+            return
+        when = running[0][0]
+        if not t < self.drain_at.get(g, -1.0) <= when:
+            self.drain_at[g] = when
+            self.ag.loop.at(when, self._drain, g)
+
+    def _drain(self, g: int) -> None:
+        """A run on ``g`` ended while its queue held tasks: plan again, start what fits
+        (a crash ended it: the agent is down, its submitters try elsewhere)."""
+        now = self.ag.loop.now
+        if self.drain_at.get(g) == now:
+            del self.drain_at[g]
+        queue = self.queue.get(g)
+        if not queue:
+            return
+        if self.ag.net.restarted(g, now) > now:  # the node crashed: its agent answers no one
+            self._hand_back_all(g, now)
+            return
+        self._settle(g, plan_edf(self._free_at(g, now), [q.job for q in queue], now), now)
+
+    def _free_at(self, g: int, t: float) -> list[float]:
+        """When each of ``g``'s cores is free for queued work, as its agent expects: now
+        for a free one, else the start of the run on it plus the run it expects."""
+        running = self.running[g]
+        while running and running[0][0] <= t:
+            heapq.heappop(running)
+        topo = self.ag.topo
+        cores = int(topo.cpus[g])
+        busy = min(len(running), max(0, cores - int(topo.cpu_free[g])))
+        ends = sorted(end for _, end in running)[:busy]
+        return [t] * (cores - busy) + ends
+
+    def started(self, at: Attempt) -> None:
+        """Any attempt's run was scheduled on node ``at.node`` (``Agents.execute``): an
+        edge server's agent keeps when it ends (``at.stop``, the moment it frees its
+        core) and when it expects it to (its start plus the kind's expected run)."""
+        g = at.node
+        if self.is_edge[g]:
+            run = self._expect(at.task, g)[1]
+            heapq.heappush(self.running[g], (at.stop, at.start + run))
+
+    def _hand_back(self, q: _Queued, g: int, t: float) -> None:
+        """A queued task the plan refused: never started, so the device may send it
+        elsewhere; it learns of it one way later and tries the next edge server then."""
+        net, task = self.ag.net, q.task
+        back = t + net.net.lat[task.dev] + net.part[task.site][g].lat
+        self.handed_back += 1
+        self.ag.loop.at(back, self._try_next, q)
+
+    def _hand_back_all(self, g: int, t: float) -> None:
+        queue = self.queue[g]
+        while queue:
+            self._hand_back(queue.pop(0), g, t)
+
+    def _try_next(self, q: _Queued) -> None:
+        self._to_agent(q.task, self.ag.loop.now, q.offset + 1)
+
+    def _run_at_site(self, q: _Queued, g: int, now: float) -> None:
+        """Edge server ``g``'s agent starts the device's queued submission at ``now``
+        (once its input is there): it runs it alone at ``causal`` (clamped into the
+        task's bounds, never strong), the result back to the device. The controller
+        learns of it with the node's sync; the run is left to its node (not in
+        ``open_on``: no partition or trigger move)."""
+        ag, task = self.ag, q.task
         tt = ag.types[task.tt]
         ag.topo.take(g, tt.cpu, tt.memory_mb)
         ag.counters.local_runs += 1
         self.failovers += 1
         task.level = clamp_level(Level.CAUSAL, lo=task.lo, hi=task.hi)
         task.epoch += 1
-        at = Attempt(task, g, task.epoch, task.level, t, local=True)
-        at.t_recv = ag.net.deliver_data(task.dev, part, t, task.in_bits + CONTROL_BITS)
-        ag.execute(at, task, tt, g, at.t_recv, part)
+        at = Attempt(task, g, task.epoch, task.level, now, local=True)
+        at.t_recv = q.t_recv
+        ag.execute(at, task, tt, g, max(q.t_recv, now), ag.net.part[task.site][g])
         ag.counters.placed_tier[ag.node_tier[g]] += 1
         ag.loop.at(at.stop, ag.ended, at)
+
+
+@dataclass(slots=True)
+class _Queued:
+    """A submission an edge agent holds: its plan entry, the task, the device's index
+    into its site's edges (where to go on if handed back), when its input arrived."""
+
+    job: DeadlineJob
+    task: Task
+    offset: int
+    t_recv: float

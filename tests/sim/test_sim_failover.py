@@ -114,3 +114,39 @@ def test_strong_only_work_waits_for_the_controller() -> None:
     assert timeouts  # the devices still learned of the outage
     held = [t for t in tasks if t.site == 0 and CUT[0] + 2 < t.t_arr < CUT[1] - 5]
     assert held and all(t.t_ctrl >= CUT[1] for t in held)
+
+
+def test_an_overloaded_site_edge_keeps_the_urgent_work_and_hands_back_long_runs() -> None:
+    """Site 0 cut off, its two edge servers of 16 cores each offered ~70 core-seconds of
+    work a second, nearly all of it long runs with a long deadline: the agents' plans
+    (``shared.autonomy.plan_edf``) keep the short urgent tasks in time and hand back the
+    long runs they cannot finish; nothing handed back ever ran, nothing ran twice."""
+    spec = dict(QUIET)
+    quick = {**QUIET["workload"]["types"][0], "weight": 1}
+    slow = {
+        "name": "long",
+        "level": "causal",
+        "weight": 1,
+        "deadline_s": 20,
+        "compute_mi": [60000, 80000],
+    }
+    spec["workload"] = {"rate_per_device": 2.0, "types": [quick, slow]}
+    spec["topology"] = {**QUIET["topology"], "edge": {"count": 2, "cpus": 16, "mips": 20000}}
+    sim = Simulation(parse(spec), parse_policy("adaptive"))
+    sim.net.add_outages(sim.net.metro + 0, [CUT])
+    sim.net.mark_fallible()
+    plain = sim.agents.plain
+    seen: list[Any] = []
+    submit = plain.submit
+
+    def kept(task: Any, path: Any, t: float) -> None:
+        seen.append(task)
+        submit(task, path, t)
+
+    plain.submit = kept  # type: ignore[method-assign]
+    result = sim.run()
+    assert plain.handed_back > 0 and result.metrics["duplicates"] == 0
+    tasks = [t for t in seen if t.site == 0 and CUT[0] + 2 < t.t_arr < CUT[1] - 5]
+    urgent = [t for t in tasks if t.tt == 0]
+    met = [t for t in urgent if t.state is TaskState.SUCCEEDED and t.best - t.t_arr <= 0.5]
+    assert len(met) > 0.9 * len(urgent)

@@ -93,10 +93,11 @@ def test_conservation(policy: str) -> None:
 def test_stormy_run_exercises_every_outcome() -> None:
     """The conservation check above is not vacuous: failures, losses, hedges,
     retries, fencing, local autonomy and workflows all happen in this scenario (a
-    loss needs every attempt of a task to die in a crash: two seeds)."""
+    loss needs every attempt of a task to die in a crash: two seeds; seeds 4 and 6 fence
+    nothing since plain devices fail over to their site's edge agents)."""
     totals: dict[str, float] = {}
     for policy in ("hybrid_dynamic/strong", "hybrid_dynamic/eventual", "adaptive/adaptive"):
-        for seed in (4, 6):
+        for seed in (2, 9):
             for k, v in simulate(_stormy(seed=seed), parse_policy(policy)).metrics.items():
                 totals[k] = totals.get(k, 0) + v
     for key in (

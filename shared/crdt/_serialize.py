@@ -108,10 +108,15 @@ def _attempt_to_dict(writer: str, attempt: Attempt) -> dict[str, Any]:
     }
     if attempt.node != writer:
         out["node"] = attempt.node
-    for key in ("exit_code", "result", "reason", "started_hlc"):
-        value = getattr(attempt, key)
-        if value is not None:
-            out[key] = value
+    # Unrolled (every stored row encodes each attempt of its record).
+    if attempt.exit_code is not None:
+        out["exit_code"] = attempt.exit_code
+    if attempt.result is not None:
+        out["result"] = attempt.result
+    if attempt.reason is not None:
+        out["reason"] = attempt.reason
+    if attempt.started_hlc is not None:
+        out["started_hlc"] = attempt.started_hlc
     if attempt.log is not None:
         # Empty tails and zero counts are left out: most tails are one stream.
         out["log"] = {key: value for key, value in attempt.log._asdict().items() if value}

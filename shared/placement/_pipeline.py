@@ -52,6 +52,7 @@ from shared.placement._predict import (
     Standing,
     Timing,
     breakdown,
+    fixed,
     lowers,
     rate,
     tame,
@@ -127,10 +128,12 @@ def prepare(
     mode: PlacementMode,
     weights: Weights,
     facts: NodeFacts | None = None,
+    run: FloatArray | None = None,
 ) -> Shape:
     """Run the static filters and the static half of the ranking for ``demand``
     under an already resolved mode (``facts``: the table's ``NodeFacts`` if the
-    caller has them, for the predicted modes)."""
+    caller has them, for the predicted modes; ``run``: the demand's ``fixed`` time
+    on them, if it has that)."""
     allowed = MODE_TIERS[mode]
     effective = demand if demand.tiers <= allowed else replace(demand, tiers=demand.tiers & allowed)
     mask = np.ones(len(table), dtype=np.bool_)
@@ -145,7 +148,7 @@ def prepare(
         facts = facts if facts is not None else NodeFacts.of(table)
         return Shape(
             effective, mode, mask, filtered, static,
-            timing(facts, table, effective, mask), need, count, 0.0, facts,
+            timing(facts, table, effective, mask, run), need, count, 0.0, facts,
         )  # fmt: skip
     static = np.zeros(len(table), dtype=np.float64)
     w = weights.normalised(mode)
@@ -175,9 +178,8 @@ class Lead:
         return self.rows.nbytes + self.run.nbytes + self.base_cost.nbytes + self.hashes.nbytes
 
     def standing(self, table: NodeTable, facts: NodeFacts) -> Standing:
-        """``Standing.of`` on the lead's rows (two gathers)."""
-        rows = self.rows
-        return Standing(self.run, self.base_cost, table.load[rows], *facts.nodes[:, rows])
+        """``Standing.of`` on the lead's rows."""
+        return Standing.take(self.run, self.base_cost, facts, table, self.rows)
 
 
 #: How many rows a lead keeps: the best ones of a full scoring, rescored first by
@@ -195,12 +197,14 @@ def _decide(
     explain: bool,
     leads: ShapeCache[Lead] | None = None,
     key: Hashable = None,
+    run: FloatArray | None = None,
 ) -> Decision:
     """The dynamic half: exhaustion, the rank of every remaining candidate, the
     explanation of the best ``TOP_CANDIDATES`` (only the chosen node's id when not
     ``explain``). Works on whole columns: cheaper than gathering the candidates,
     except where a predicted shape's lead settles the decision (``leads``, by the
-    shape's ``key``: see ``_predicted``)."""
+    shape's ``key``: see ``_predicted``; ``run``: the shape's fixed time when the
+    caller just computed it, for its first decision)."""
     free = (table.cpu_free, table.memory_free, table.disk_free)
     n0, n1, n2 = shape.need
     mask = shape.mask
@@ -222,7 +226,9 @@ def _decide(
     if t is not None and facts is not None:
         if not t.bounded:
             leads = None
-        best, scores, queue, cost = _predicted(table, facts, demand, t, ok, tie, limit, leads, key)
+        best, scores, queue, cost = _predicted(
+            table, facts, demand, t, ok, tie, limit, leads, key, run
+        )
     else:
         fit = fit_term(shape.need, shape.count, free)
         total = shape.static + shape.wfit * fit
@@ -267,6 +273,7 @@ def _predicted(
     limit: int,
     leads: ShapeCache[Lead] | None,
     key: Hashable,
+    run: FloatArray | None,
 ) -> tuple[IntArray, FloatArray, FloatArray, FloatArray]:
     """The best ``limit`` rows of a predicted mode, with their score, queue wait and
     cost: the rows ``top_rows`` picks from every row's score.
@@ -293,7 +300,7 @@ def _predicted(
         top = lead_rows(total, ok[rows], lead.hashes, tie, limit, lead.beyond)
         if top is not None:
             return rows[top], total[top], queue[top], cost[top]
-    standing = Standing.of(facts, table, demand, t)
+    standing = Standing.of(facts, table, demand, t, run)
     total, queue, cost = rate(demand, standing, table.backlog, table.cpu_free, table.running)
     best = None
     if leads is not None and tame(table):
@@ -308,14 +315,13 @@ def _predicted(
 
 
 def _lead(table: NodeTable, standing: Standing, total: FloatArray, ok: BoolArray) -> Lead:
-    """The best ``LEAD_ROWS`` rows with room by ``total`` (every score of the table
-    now), or every row with room when there are no more."""
-    rows = np.flatnonzero(ok)
-    beyond = -math.inf
-    if len(rows) > LEAD_ROWS:
-        scores = total[rows]
-        order = np.argpartition(-scores, LEAD_ROWS)
-        rows, beyond = np.sort(rows[order[:LEAD_ROWS]]), float(scores[order[LEAD_ROWS]])
+    """The rows with room that score above the ``LEAD_ROWS + 1``-th best of them
+    (``beyond``; every row with room, and ``-inf``, when there are no more): at most
+    ``LEAD_ROWS`` rows, fewer when scores tie there. One partition, no sort."""
+    scored = np.where(ok, total, -math.inf)
+    k = len(scored) - LEAD_ROWS - 1
+    beyond = float(np.partition(scored, k)[k]) if k >= 0 else -math.inf
+    rows = np.flatnonzero(scored > beyond)
     return Lead(rows, beyond, standing.run[rows], standing.base_cost[rows], table.hash[rows])
 
 
@@ -325,13 +331,15 @@ def _shape(
     mode: PlacementMode | str,
     weights: Weights,
     cache: ShapeCache[Shape | NodeFacts] | None,
-) -> tuple[Hashable, Shape]:
-    """The shape of ``demand`` and its cache key (from ``cache`` when there)."""
+) -> tuple[Hashable, Shape, FloatArray | None]:
+    """The shape of ``demand``, its cache key, and, when the shape was prepared now
+    in a predicted mode, the fixed time its first decision needs (``Standing``)."""
     resolved = resolve_mode(demand, mode)
     key = (demand.shape, resolved, weights)
     if cache is None:
-        return key, prepare(table, demand, resolved, weights)
+        return key, prepare(table, demand, resolved, weights), None
     shape = cache.get(key)
+    run = None
     if shape is None:
         facts = None
         if resolved in PREDICTED_MODES:
@@ -339,9 +347,10 @@ def _shape(
             if facts is None:
                 facts = NodeFacts.of(table)
                 cache.put(_FACTS, facts, facts.nbytes)
-        shape = prepare(table, demand, resolved, weights, facts)  # type: ignore[arg-type]
+            run = fixed(facts, table, demand)  # type: ignore[arg-type]
+        shape = prepare(table, demand, resolved, weights, facts, run)  # type: ignore[arg-type]
         cache.put(key, shape, shape.nbytes)
-    return key, shape  # type: ignore[return-value]
+    return key, shape, run  # type: ignore[return-value]
 
 
 def place(
@@ -360,8 +369,8 @@ def place(
     Does not touch the table: the caller ``allocate`` s on the chosen node.
     ``explain=False`` leaves the explanation's candidates out (its counts and the
     chosen node stay): for callers that never read them, such as the simulator."""
-    _, shape = _shape(table, demand, mode, weights, cache)
-    return _decide(table, shape, tie_seed(demand.task_id, epoch, seed), explain)
+    _, shape, run = _shape(table, demand, mode, weights, cache)
+    return _decide(table, shape, tie_seed(demand.task_id, epoch, seed), explain, run=run)
 
 
 def place_batch(
@@ -395,15 +404,14 @@ def place_batch(
     blocked: dict[tuple[object, ...], Decision] = {}
     out: list[Decision] = []
     for k, demand in enumerate(demands):
-        kind = feasibility_key(demand, mode)
-        decision = blocked.get(kind)
+        decision = blocked.get(feasibility_key(demand, mode)) if blocked else None
         if decision is None:
-            key, shape = _shape(table, demand, mode, weights, shapes)
+            key, shape, run = _shape(table, demand, mode, weights, shapes)
             tie = tie_seed(demand.task_id, 0 if epochs is None else epochs[k], seed)
-            decision = _decide(table, shape, tie, explain, leads, key)
+            decision = _decide(table, shape, tie, explain, leads, key, run)
         if decision.node_id is None:
             if decision.explanation.feasible == 0:  # not merely unrankable
-                blocked[kind] = decision
+                blocked[feasibility_key(demand, mode)] = decision
         else:
             work = demand.work
             table.allocate(

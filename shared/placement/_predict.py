@@ -55,7 +55,6 @@ from shared.vocab import Level
 
 __all__ = [
     "COST_WEIGHT",
-    "NODE_ROWS",
     "PREDICTION_TERMS",
     "SAFETY",
     "NodeFacts",
@@ -103,21 +102,20 @@ _MOST = 1e100
 @dataclass(slots=True)
 class NodeFacts:
     """What the prediction reads of the nodes, whatever the task: derived from the
-    table's columns once per table state (kept in the shape cache beside the shapes).
-
-    ``nodes`` stacks what the queue wait, utilisation and margin read of a node,
-    ``NODE_ROWS`` (``capacity``, ``cpus``, ``slots``, ``inv_cpus`` and ``widen``
-    are views of its rows): one gather takes all five for a few rows."""
+    table's columns once per table state (kept in the shape cache beside the shapes)."""
 
     rtt_s: FloatArray
     per_mb: FloatArray  # seconds per MB over the node's bandwidth (inf without any)
     inv_speed: FloatArray
-    nodes: FloatArray  # NODE_ROWS x nodes
+    capacity: FloatArray  # min(cpus, slots) * speed: the node's drain rate
+    inv_cpus: FloatArray
     energy_rate: FloatArray  # joules per reference-core second of work, battery weighed
     survive: FloatArray  # success * (1 - risk of the link's grade)
+    widen: FloatArray  # exp(SAFETY * error)
     wan: BoolArray
     rate_per_s: FloatArray  # partitions per second
     partitions: bool  # any node with a partition rate
+    bounded: bool  # every node tame enough for ``Timing.bounded`` (see there)
 
     @classmethod
     def of(cls, table: NodeTable) -> NodeFacts:
@@ -126,50 +124,43 @@ class NodeFacts:
         battery = table.battery
         drain = np.where(np.isnan(battery), 1.0, 2.0 - np.clip(battery, 0.0, 100.0) / 100.0)
         rate = table.partition_rate / 3600.0
-        nodes = np.stack(
-            [
-                np.maximum(np.minimum(table.cpus, table.slots) * table.speed, TINY),
-                table.cpus,
-                table.slots,
-                1.0 / np.maximum(table.cpus, TINY),
-                np.exp(SAFETY * table.error),
-            ]
+        capacity = np.maximum(np.minimum(table.cpus, table.slots) * table.speed, TINY)
+        rtt_s = table.rtt_ms / 1000.0
+        energy_rate = table.power * drain * inv_speed
+        survive = np.clip(table.success, 0.0, 1.0) * (1.0 - LINK_RISK_BY_CODE[table.link])
+        # >= 0 fails on NaN too
+        bounded = bool(
+            np.all(rtt_s >= 0.0)
+            and np.all(inv_speed >= 0.0)
+            and np.all(energy_rate >= 0.0)
+            and np.all(survive >= 0.0)
+            and np.all((rate >= 0.0) & (rate < math.inf))
+            and np.all(table.load >= 0.0)
+            and np.all(capacity >= TINY)
         )
         return cls(
-            rtt_s=table.rtt_ms / 1000.0,
+            rtt_s=rtt_s,
             per_mb=np.divide(8.0, bandwidth, out=np.full(len(table), np.inf), where=bandwidth > 0),
             inv_speed=inv_speed,
-            nodes=nodes,
-            energy_rate=table.power * drain * inv_speed,
-            survive=np.clip(table.success, 0.0, 1.0) * (1.0 - LINK_RISK_BY_CODE[table.link]),
+            capacity=capacity,
+            inv_cpus=1.0 / np.maximum(table.cpus, TINY),
+            energy_rate=energy_rate,
+            survive=survive,
+            widen=np.exp(SAFETY * table.error),
             wan=table.wan.copy(),
             rate_per_s=rate,
             partitions=bool(np.any(rate > 0)),
+            bounded=bounded,
         )
-
-    @property
-    def capacity(self) -> FloatArray:
-        """min(cpus, slots) * speed (at least ``TINY``): the node's drain rate."""
-        return self.nodes[0]
-
-    @property
-    def inv_cpus(self) -> FloatArray:
-        return self.nodes[3]
-
-    @property
-    def widen(self) -> FloatArray:
-        """exp(SAFETY * error)."""
-        return self.nodes[4]
 
     @property
     def nbytes(self) -> int:
         return sum(getattr(self, f).nbytes for f in _FACT_ARRAYS)
 
 
-#: The rows of ``NodeFacts.nodes``.
-NODE_ROWS = ("capacity", "cpus", "slots", "inv_cpus", "widen")
 _FACT_ARRAYS = (
-    "rtt_s", "per_mb", "inv_speed", "nodes", "energy_rate", "survive", "wan", "rate_per_s",
+    "rtt_s", "per_mb", "inv_speed", "capacity", "inv_cpus", "energy_rate", "survive", "widen",
+    "wan", "rate_per_s",
 )  # fmt: skip
 
 
@@ -184,12 +175,16 @@ class Timing:
     halves what a cached shape holds, so twice as many shapes fit a cache's budget
     (a miss costs a whole ``timing``).
 
-    ``bounded``: on every row past the filters the fixed time is >= 0 (inf allowed),
-    the static cost shares lie in [0, 3/4], the load is >= 0 and the drain rate is
-    a number: then, while the table is ``tame``, every score of such a row lies in
-    [-1, 1] (finite, so ``_select.top_rows`` ranks exactly), and allocating a task
-    with non-negative needs and work on a row can only lower its score (more queue
-    wait, more utilisation: ``lowers``)."""
+    ``bounded``: every score of a row past the filters lies in [-1, 1] (finite, so
+    ``_select.top_rows`` ranks exactly) while the table is ``tame``, and allocating
+    a task with ``lowers`` needs on a row can only lower its score. It holds when the
+    node facts are (``NodeFacts.bounded``: round trips, energy rates, survival and
+    load >= 0, speeds and partition rates finite and >= 0, drain rates >= ``TINY``)
+    and the task's work, input and output are finite and >= 0: then the fixed time
+    is >= 0 (inf allowed), each cost share lies in [0, 1] on those rows, the cost in
+    [0, 1], and the rule's scores in [-1, 1]; more queue wait and utilisation only
+    lower them.
+    """
 
     base_cost: FloatArray
     bounded: bool = False
@@ -213,7 +208,10 @@ def _parts(
     rtt_s, per_mb = facts.rtt_s[idx], facts.per_mb[idx]
     dispatch = rtt_s * (1.5 if demand.level is Level.STRONG else 0.5)
     moved = _moved(table, demand, idx)
-    transfer = np.where(np.greater(moved, 0), moved * per_mb, 0.0)
+    if isinstance(moved, np.ndarray):
+        transfer = np.where(moved > 0, moved * per_mb, 0.0)
+    else:  # the same input for every node: the same where, decided once
+        transfer = moved * per_mb if moved > 0 else np.zeros(len(per_mb))
     execute = demand.work * facts.inv_speed[idx]
     back = rtt_s / 2.0
     if demand.output_mb > 0:
@@ -254,28 +252,27 @@ def fixed(facts: NodeFacts, table: NodeTable, demand: TaskDemand) -> FloatArray:
     return dispatch + transfer + execute + back  # type: ignore[no-any-return]
 
 
-def timing(facts: NodeFacts, table: NodeTable, demand: TaskDemand, mask: BoolArray) -> Timing:
+def timing(
+    facts: NodeFacts,
+    table: NodeTable,
+    demand: TaskDemand,
+    mask: BoolArray,
+    run: FloatArray | None = None,
+) -> Timing:
     """The static half of the prediction for ``demand``; shares are of the largest
-    among ``mask`` (the nodes past the filters)."""
+    among ``mask`` (the nodes past the filters). ``run``: ``fixed`` if the caller
+    has it."""
     survive = facts.survive
-    run = fixed(facts, table, demand)
     if facts.partitions:
+        run = fixed(facts, table, demand) if run is None else run
         survive = survive * np.exp(-facts.rate_per_s * np.minimum(run, 1e9))
     # energy = work * energy_rate: its share of the largest does not depend on the work
     energy = _share(facts.energy_rate, mask) if demand.work > 0 else 0.0
     wan = _share(np.where(facts.wan, _moved(table, demand, _EVERY) + demand.output_mb, 0.0), mask)
-    base_cost = (energy + wan + (1.0 - survive)) / 4.0
-    rows = np.flatnonzero(mask)
-    bounded = bool(
-        np.all(
-            (run[rows] >= 0.0)
-            & (base_cost[rows] >= 0.0)
-            & (base_cost[rows] <= 0.75)
-            & (table.load[rows] >= 0.0)
-            & (facts.capacity[rows] >= TINY)
-        )
+    bounded = facts.bounded and all(
+        0.0 <= x < math.inf for x in (demand.work, demand.data_size_mb, demand.output_mb)
     )
-    return Timing(base_cost, bounded)
+    return Timing((energy + wan + (1.0 - survive)) / 4.0, bounded)
 
 
 def tame(table: NodeTable) -> bool:
@@ -302,10 +299,9 @@ def lowers(cpu: float, memory_mb: float, disk_mb: float, work: float) -> bool:
 @dataclass(slots=True)
 class Standing:
     """What ``score`` reads of some nodes, for one task shape, that does not move
-    with placements: the fixed time (``fixed``), the static cost (``Timing``), the
-    load, and the node facts the queue wait, utilisation and margin read
-    (``NodeFacts.nodes``, ``NODE_ROWS`` in order). Of every node (``of``), or of a
-    few rows of that (``_pipeline``'s leads: the same values)."""
+    with placements: the fixed time (``fixed``), the static cost (``Timing``), and
+    the load and node facts the queue wait, utilisation and margin read. Of every
+    node (``of``), or of a few rows of that (``take``: the same values)."""
 
     run: FloatArray
     base_cost: FloatArray
@@ -317,8 +313,34 @@ class Standing:
     widen: FloatArray
 
     @classmethod
-    def of(cls, facts: NodeFacts, table: NodeTable, demand: TaskDemand, t: Timing) -> Standing:
-        return cls(fixed(facts, table, demand), t.base_cost, table.load, *facts.nodes)
+    def of(
+        cls,
+        facts: NodeFacts,
+        table: NodeTable,
+        demand: TaskDemand,
+        t: Timing,
+        run: FloatArray | None = None,
+    ) -> Standing:
+        """Of every node (``run``: ``fixed`` if the caller has it)."""
+        return cls(
+            fixed(facts, table, demand) if run is None else run, t.base_cost, table.load,
+            facts.capacity, table.cpus, table.slots, facts.inv_cpus, facts.widen,
+        )  # fmt: skip
+
+    @classmethod
+    def take(
+        cls,
+        run: FloatArray,
+        base_cost: FloatArray,
+        facts: NodeFacts,
+        table: NodeTable,
+        rows: IntArray,
+    ) -> Standing:
+        """``of`` on ``rows``, given the shape's own ``run`` and ``base_cost`` there."""
+        return cls(
+            run, base_cost, table.load[rows], facts.capacity[rows], table.cpus[rows],
+            table.slots[rows], facts.inv_cpus[rows], facts.widen[rows],
+        )  # fmt: skip
 
 
 def score(

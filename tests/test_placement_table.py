@@ -76,3 +76,16 @@ def test_label_and_source_masks() -> None:
     assert t.label_mask("zone", "y").tolist() == [False, False, False]
     assert t.source_mask("cam-1").tolist() == [False, False, True]
     assert t.source_mask("a").tolist() == [True, False, False]
+
+
+def test_tier_and_size_masks_are_cached_and_the_size_masks_bounded() -> None:
+    t = NodeTable.from_views(_views())  # rows a (cloud, 8 cpus), b (edge, 2), c (device, 1)
+    edge_or_device = frozenset({Tier.EDGE, Tier.DEVICE})
+    assert t.tier_mask(edge_or_device).tolist() == [False, True, True]
+    assert t.tier_mask(edge_or_device) is t.tier_mask(frozenset({Tier.DEVICE, Tier.EDGE}))
+    assert t.size_mask(2.0, 512.0, 0.0).tolist() == [True, True, False]
+    assert t.size_mask(2.0, 512.0, 0.0) is t.size_mask(2.0, 512.0, 0.0)
+    for cpu in range(1000):
+        t.size_mask(float(cpu), 0.0, 0.0)
+    assert len(t._size_masks) <= 256
+    assert t.size_mask(2.0, 512.0, 0.0).tolist() == [True, True, False]

@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from shared.placement._demand import TaskDemand
-from shared.placement._table import LINK_CODES, BoolArray, NodeTable
+from shared.placement._table import LINK_CODES, TIERS, BoolArray, NodeTable
 from shared.vocab import Level, LinkState
 
 __all__ = [
@@ -73,7 +73,9 @@ def not_draining(table: NodeTable, demand: TaskDemand, mask: BoolArray) -> tuple
 
 
 def tier_allowed(table: NodeTable, demand: TaskDemand, mask: BoolArray) -> tuple[BoolArray, Counts]:
-    return _keep(mask, demand.tier_mask()[table.tier], "tier")
+    if demand.tiers.issuperset(TIERS):  # drops nothing
+        return mask, {}
+    return _keep(mask, table.tier_mask(demand.tiers), "tier")
 
 
 def link_up(table: NodeTable, demand: TaskDemand, mask: BoolArray) -> tuple[BoolArray, Counts]:
@@ -112,12 +114,7 @@ def labels_match(table: NodeTable, demand: TaskDemand, mask: BoolArray) -> tuple
 
 
 def large_enough(table: NodeTable, demand: TaskDemand, mask: BoolArray) -> tuple[BoolArray, Counts]:
-    ok = (
-        (table.cpus >= demand.cpu)
-        & (table.memory >= demand.memory_mb)
-        & (table.disk >= demand.disk_mb)
-    )
-    return _keep(mask, ok, "too_small")
+    return _keep(mask, table.size_mask(demand.cpu, demand.memory_mb, demand.disk_mb), "too_small")
 
 
 def not_excluded(table: NodeTable, demand: TaskDemand, mask: BoolArray) -> tuple[BoolArray, Counts]:

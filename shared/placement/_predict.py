@@ -268,7 +268,10 @@ def timing(
         survive = survive * np.exp(-facts.rate_per_s * np.minimum(run, 1e9))
     # energy = work * energy_rate: its share of the largest does not depend on the work
     energy = _share(facts.energy_rate, mask) if demand.work > 0 else 0.0
-    wan = _share(np.where(facts.wan, _moved(table, demand, _EVERY) + demand.output_mb, 0.0), mask)
+    crossing = _moved(table, demand, _EVERY) + demand.output_mb  # MB over the WAN, if WAN
+    wan = 0.0
+    if isinstance(crossing, np.ndarray) or crossing > 0:  # else every share is 0
+        wan = _share(np.where(facts.wan, crossing, 0.0), mask)
     bounded = facts.bounded and all(
         0.0 <= x < math.inf for x in (demand.work, demand.data_size_mb, demand.output_mb)
     )

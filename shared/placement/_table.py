@@ -34,6 +34,9 @@ TIERS: tuple[Tier, ...] = tuple(sorted(Tier, key=lambda t: t.rank))
 LINK_CODES: dict[LinkState, int] = {state: state.severity for state in LinkState}
 _LINK_BY_CODE = {code: state for state, code in LINK_CODES.items()}
 
+# ``NodeTable.size_mask`` keeps the masks of this many needs (oldest out first).
+_SIZES = 256
+
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.intp]
@@ -189,6 +192,8 @@ class NodeTable:
         self.hash = np.fromiter((node_hash(i) for i in ids), dtype=np.uint32, count=len(rows))
         self._label_masks: dict[tuple[str, str], BoolArray] = {}
         self._source_masks: dict[str, BoolArray] = {}
+        self._tier_masks: dict[frozenset[Tier], BoolArray] = {}
+        self._size_masks: dict[tuple[float, float, float], BoolArray] = {}
 
     @classmethod
     def from_views(cls, views: Iterable[NodeView]) -> NodeTable:
@@ -206,6 +211,26 @@ class NodeTable:
                 (lab.get(key) == value for lab in self._labels), dtype=np.bool_, count=len(self)
             )
             self._label_masks[(key, value)] = mask
+        return mask
+
+    def tier_mask(self, tiers: frozenset[Tier]) -> BoolArray:
+        """Nodes whose tier is in ``tiers`` (cached; a node's tier changes only by upsert)."""
+        mask = self._tier_masks.get(tiers)
+        if mask is None:
+            mask = np.array([t in tiers for t in TIERS], dtype=np.bool_)[self.tier]
+            self._tier_masks[tiers] = mask
+        return mask
+
+    def size_mask(self, cpu: float, memory_mb: float, disk_mb: float) -> BoolArray:
+        """Nodes whose capacity is at least this in every dimension (cached, for the
+        last ``_SIZES`` needs asked; capacity changes only by upsert)."""
+        key = (cpu, memory_mb, disk_mb)
+        mask = self._size_masks.get(key)
+        if mask is None:
+            mask = (self.cpus >= cpu) & (self.memory >= memory_mb) & (self.disk >= disk_mb)
+            if len(self._size_masks) >= _SIZES:
+                del self._size_masks[next(iter(self._size_masks))]
+            self._size_masks[key] = mask
         return mask
 
     def source_mask(self, source: str) -> BoolArray:

@@ -133,6 +133,21 @@ def test_leads_are_dropped_when_an_allocation_could_raise_a_score() -> None:
         assert repr(got) == repr(expected)  # NaN scores, equal but never ==
 
 
+def test_a_node_owing_disk_is_short_of_it_even_for_tasks_needing_none() -> None:
+    """A node whose free disk went below 0 (the controller allocated more than it had)
+    is exhausted for every task, in a batch as one at a time."""
+    views = [NodeView(node_id=f"n{i}", tier="edge", cpus=4, disk_mb=100.0) for i in range(3)]
+    demands = [TaskDemand(task_id=f"t{i}", cpu=0.5) for i in range(4)]
+    t1, t2 = NodeTable.from_views(views), NodeTable.from_views(views)
+    for t in (t1, t2):
+        t.allocate("n1", 0.0, 0.0, 150.0)
+    expected = _sequential(t1, demands, mode=PlacementMode.ADAPTIVE)
+    got = place_batch(t2, demands, mode=PlacementMode.ADAPTIVE, epochs=[k % 3 for k in range(4)])
+    assert got == expected
+    assert all(d.explanation.exhausted == {"disk": 1} for d in got)
+    assert all(d.node_id != "n1" for d in got)
+
+
 def test_batch_fills_nodes_then_reports_exhaustion() -> None:
     table = NodeTable.from_views([NodeView(node_id="a", tier="edge", cpus=1, memory_mb=1024)])
     decisions = place_batch(table, [TaskDemand(task_id=f"t{i}", cpu=0.5) for i in range(3)])

@@ -198,19 +198,23 @@ def _decide(
     leads: ShapeCache[Lead] | None = None,
     key: Hashable = None,
     run: FloatArray | None = None,
+    disk_owed: bool = True,
 ) -> Decision:
     """The dynamic half: exhaustion, the rank of every remaining candidate, the
     explanation of the best ``TOP_CANDIDATES`` (only the chosen node's id when not
     ``explain``). Works on whole columns: cheaper than gathering the candidates,
     except where a predicted shape's lead settles the decision (``leads``, by the
     shape's ``key``: see ``_predicted``; ``run``: the shape's fixed time when the
-    caller just computed it, for its first decision)."""
+    caller just computed it, for its first decision). ``disk_owed=False``: the
+    caller knows no node's free disk is below 0, so a task needing no disk is short
+    of it nowhere."""
     free = (table.cpu_free, table.memory_free, table.disk_free)
     n0, n1, n2 = shape.need
     mask = shape.mask
     over_cpu = n0 > free[0]
     over_either = over_cpu | (n1 > free[1])
-    ok = mask & ~(over_either | (n2 > free[2]))
+    short = over_either | (n2 > free[2]) if disk_owed or not n2 <= 0 else over_either
+    ok = mask & ~short
     exhausted: Counts = {}
     # the rows past the filters less those with room
     lacking = len(mask) - sum(shape.filtered.values()) - int(np.count_nonzero(ok))
@@ -398,6 +402,8 @@ def place_batch(
         raise ValueError("epochs must have one entry per demand")
     shapes: ShapeCache[Shape | NodeFacts] = cache if cache is not None else ShapeCache()
     leads: ShapeCache[Lead] = ShapeCache(_LEAD_BYTES)
+    # a chosen node had room, so the batch's own allocations never owe disk
+    disk_owed = bool(np.any(table.disk_free < 0.0))
     # Decisions where every node was filtered out or lacked room, by what decides
     # that: on the same table a task with the same key gets the very same decision
     # (no candidates, the same counts), so it is reused until an allocation.
@@ -408,16 +414,17 @@ def place_batch(
         if decision is None:
             key, shape, run = _shape(table, demand, mode, weights, shapes)
             tie = tie_seed(demand.task_id, 0 if epochs is None else epochs[k], seed)
-            decision = _decide(table, shape, tie, explain, leads, key, run)
+            decision = _decide(table, shape, tie, explain, leads, key, run, disk_owed)
         if decision.node_id is None:
             if decision.explanation.feasible == 0:  # not merely unrankable
                 blocked[feasibility_key(demand, mode)] = decision
         else:
             work = demand.work
-            table.allocate(
-                decision.node_id, demand.cpu, demand.memory_mb, demand.disk_mb, work_s=work
-            )
+            row = table.index[decision.node_id]
+            table.allocate(row, demand.cpu, demand.memory_mb, demand.disk_mb, work_s=work)
             blocked.clear()
+            # (a node without room is chosen only when scores are not numbers)
+            disk_owed = disk_owed or table.disk_free.item(row) < 0.0
             if not lowers(demand.cpu, demand.memory_mb, demand.disk_mb, work):
                 leads.clear()
         out.append(decision)

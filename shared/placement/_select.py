@@ -173,7 +173,8 @@ def lead_rows(
     scored = np.where(ok, total, -BOUND)
     if len(scored) < max(limit, 1):
         return None
-    floor = scored.max() if limit == 1 else -np.partition(-scored, limit - 1)[limit - 1]
+    k = len(scored) - limit  # the limit-th best
+    floor = scored.max() if limit == 1 else np.partition(scored, k)[k]
     if not floor >= beyond + _MARGIN:
         return None
     return rank_rows(np.flatnonzero(scored >= floor - _MARGIN), scored, hashes, tie, limit)

@@ -81,6 +81,17 @@ _CONTAINERS = (dict, list)  # what json.loads nests
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
 
 
+def _json(text: str) -> object:
+    """``_DECODER.decode(text)``: a document starting at the first character and ending
+    at the last (every message we send) is scanned without the decoder's two whitespace
+    matches; anything else goes to ``decode``, which says what is wrong with it."""
+    try:
+        doc, end = _DECODER.scan_once(text, 0)
+    except StopIteration:  # nothing scannable at the start: decode names the problem
+        return _DECODER.decode(text)
+    return doc if end == len(text) else _DECODER.decode(text)
+
+
 def _may_be_too_deep(text: str, limit: int) -> bool:
     """Cheap bound before the walk: JSON with no more than ``limit`` opening brackets
     (in strings or not) cannot nest deeper than ``limit``; most messages have a few."""
@@ -183,7 +194,7 @@ def _decode(payload: object) -> Envelope:
         )
     try:
         text = (payload if exact else bytes(payload)).decode("utf-8")
-        doc = _DECODER.decode(text)
+        doc = _json(text)
     except RecursionError as exc:
         raise RemoteProtocolError("JSON nested too deep", reason="too_deep") from exc
     except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors

@@ -89,6 +89,8 @@ PREDICTION_TERMS: tuple[str, ...] = (
     "margin_s",
     "cost",
 )
+# What a candidate of a task without a deadline shows.
+_NO_MARGIN = tuple(n for n in PREDICTION_TERMS if n != "margin_s")
 
 IntArray = npt.NDArray[np.intp]
 Index = IntArray | slice
@@ -179,7 +181,7 @@ class Timing:
     ``_select.top_rows`` ranks exactly) while the table is ``tame``, and allocating
     a task with ``lowers`` needs on a row can only lower its score. It holds when the
     node facts are (``NodeFacts.bounded``: round trips, energy rates, survival and
-    load >= 0, speeds and partition rates finite and >= 0, drain rates >= ``TINY``)
+    load >= 0, speeds not NaN, partition rates finite and >= 0, drain rates >= ``TINY``)
     and the task's work, input and output are finite and >= 0: then the fixed time
     is >= 0 (inf allowed), each cost share lies in [0, 1] on those rows, the cost in
     [0, 1], and the rule's scores in [-1, 1]; more queue wait and utilisation only
@@ -403,6 +405,6 @@ def breakdown(
     if demand.deadline_s is not None:
         columns.append(demand.deadline_s - finish * facts.widen[rows])
     else:
-        names = tuple(n for n in names if n != "margin_s")
+        names = _NO_MARGIN
     columns.append(cost)
     return names, list(zip(*(c.tolist() for c in columns), strict=True))

@@ -148,6 +148,13 @@ def test_a_node_owing_disk_is_short_of_it_even_for_tasks_needing_none() -> None:
     assert all(d.node_id != "n1" for d in got)
 
 
+def test_a_batch_on_a_table_without_nodes_places_nothing() -> None:
+    for mode in (PlacementMode.ADAPTIVE, PlacementMode.HYBRID_DYNAMIC):
+        decisions = place_batch(NodeTable([]), [TaskDemand(task_id="t")] * 2, mode=mode)
+        assert [d.node_id for d in decisions] == [None, None]
+        assert decisions[0].explanation.evaluated == 0
+
+
 def test_batch_fills_nodes_then_reports_exhaustion() -> None:
     table = NodeTable.from_views([NodeView(node_id="a", tier="edge", cpus=1, memory_mb=1024)])
     decisions = place_batch(table, [TaskDemand(task_id=f"t{i}", cpu=0.5) for i in range(3)])

@@ -287,7 +287,7 @@ def tame(table: NodeTable) -> bool:
     utilisation is never NaN). Three reductions: a NaN or inf anywhere fails them."""
     backlog = table.backlog
     return bool(
-        backlog.min() >= 0.0
+        backlog.min(initial=math.inf) >= 0.0  # (no node: nothing to bound)
         and math.isfinite(backlog.sum() * _BACKLOG_SCALE + table.cpu_free.sum())
     )
 

@@ -377,13 +377,16 @@ def rate(
 def _rule(
     finish: FloatArray, cost: FloatArray, widen: FloatArray, deadline: float | None
 ) -> FloatArray:
-    """The score of a predicted finish and cost (the module docstring's rule)."""
+    """The score of a predicted finish and cost (the module docstring's rule); the
+    late score is not computed when every node is safe (a lead's best rows often)."""
     with np.errstate(invalid="ignore", divide="ignore"):
         if deadline is not None:
+            safe = finish * widen <= deadline
+            if safe.all():
+                return 1.0 - cost  # type: ignore[no-any-return]
             # any positive scale keeps "earliest first"; the deadline (at least 1 s,
             # so that a deadline already passed still orders finishes to 1e-9 s)
             late = -finish / (finish + max(deadline, 1.0))
-            safe = finish * widen <= deadline
             return np.where(safe, 1.0 - cost, np.where(np.isfinite(late), late, -1.0))  # type: ignore[no-any-return]
         return 1.0 / (1.0 + finish * (1.0 + COST_WEIGHT * cost))  # type: ignore[no-any-return]
 

@@ -1,5 +1,6 @@
 """A least-recently-used cache with a byte budget, for the static half of placement
-per task shape (``_pipeline.Shape``): bounded in memory whatever the number of
+per task shape (``_pipeline.Shape``) and, within one ``place_batch``, the adaptive
+mode's leads (``_pipeline.Lead``): bounded in memory whatever the number of
 distinct shapes, and emptied by dropping it."""
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from shared.autonomy import Failover, Route
+from shared.autonomy import ConnectWait, Failover, Route
 from shared.model import parse_task_spec
 from shared.vocab import Level
 
@@ -300,6 +300,20 @@ def min_level(spec: object) -> Level | None:
         return None
 
 
+def connect_wait(breaker: Failover, spec: dict[str, Any], fallback: bool) -> ConnectWait:
+    """How long ``submit_task`` waits for the controller's connection (``Failover.connect_wait``,
+    from the round trips ``breaker`` measured; RFC 6298's initial second before any): for a
+    task that may fail over (a fallback given, not strong-only), never past its ``deadline_s``
+    (a connection not made by then delivered nothing, so the agent cannot run it twice, and
+    waiting longer only makes it later there; the agent's expected finish is unknown here:
+    0)."""
+    deadline = spec.get("deadline_s")
+    weak = (min_level(spec) or Level.CAUSAL) is not Level.STRONG
+    if fallback and weak and isinstance(deadline, int | float) and not isinstance(deadline, bool):
+        return breaker.connect_wait(deadline_left_s=float(deadline))
+    return breaker.connect_wait()
+
+
 def submit_task(
     api: ApiClient,
     spec: dict[str, Any],
@@ -309,22 +323,28 @@ def submit_task(
     clock: Callable[[], float] = time.monotonic,
 ) -> Submitted:
     """Submit ``spec`` where ``shared.autonomy.Failover`` says: the controller first (the
-    breaker closed; a fresh one unless the caller keeps one across submissions); when the
-    request is not delivered (``undelivered``) and the rule allows (an agent given, the
-    spec not strong-only), to ``agent``'s local API. Raises the controller's error when it
-    does not fail over, ``BothUnreachable`` when the agent fails too."""
+    breaker closed; a fresh one unless the caller keeps one across submissions), waiting
+    ``connect_wait`` for the connection (set on ``api``); when the request is not delivered
+    (``undelivered``) and the rule allows (an agent given, the spec not strong-only), to
+    ``agent``'s local API. Only an RTT-based timeout opens the breaker; a deadline-driven
+    give-up sends this task alone to the agent. Raises the controller's error when it does
+    not fail over, ``BothUnreachable`` when the agent fails too."""
     br = breaker if breaker is not None else Failover()
     lo = min_level(spec) or Level.CAUSAL  # an invalid spec: the controller's 400 says why
+    may_fail_over = agent is not None and lo is not Level.STRONG
     failure: BaseException | None = None
     if br.route(min_level=lo, fallback=agent is not None) is Route.CONTROLLER:
+        wait = connect_wait(br, spec, agent is not None)
+        api.connect_timeout_s = wait.timeout_s
         try:
             answer = api.post("/api/v1/tasks", spec)
         except urllib.error.URLError as exc:
             if not undelivered(exc):
                 raise
-            br.failed(clock())
+            if wait.opens:
+                br.failed(clock())
             failure = exc
-            if br.route(min_level=lo, fallback=agent is not None) is Route.CONTROLLER:
+            if not may_fail_over:
                 raise
         else:
             br.reached(clock())

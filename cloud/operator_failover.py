@@ -13,13 +13,13 @@ from typing import Any
 
 from rich.console import Console
 
-from shared.autonomy import CONNECT_TIMEOUT_S, Failover, Route
-from shared.vocab import Level, TaskStatus
+from shared.autonomy import CONNECT_TIMEOUT_S, Route
+from shared.vocab import TaskStatus
 
-from .api_client import AgentClient, ApiClient, BothUnreachable, min_level, segment, submit_task
+from .api_client import AgentClient, ApiClient, BothUnreachable, segment, submit_task
 from .operator_render import print_json
 
-__all__ = ["add_fallback_arguments", "connect_timeout_s", "submit_failover"]
+__all__ = ["add_fallback_arguments", "submit_failover"]
 
 
 def add_fallback_arguments(p: argparse.ArgumentParser) -> None:
@@ -47,20 +47,6 @@ def add_fallback_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def connect_timeout_s(spec: dict[str, Any]) -> float:
-    """How long this process waits for the controller's connection (``Failover.connect_wait``):
-    it submits once, so it has measured no round trip (RFC 6298's initial
-    ``CONNECT_TIMEOUT_S``); and for a task that may fail over (not strong-only), never past
-    its ``deadline_s``: a connection not made by then delivered nothing, so the agent cannot
-    run it twice, and waiting longer only makes it later there. The agent's expected finish
-    is unknown here (0)."""
-    deadline = spec.get("deadline_s")
-    weak = (min_level(spec) or Level.CAUSAL) is not Level.STRONG
-    if weak and isinstance(deadline, int | float) and not isinstance(deadline, bool):
-        return Failover().connect_wait(deadline_left_s=float(deadline)).timeout_s
-    return Failover().connect_wait().timeout_s
-
-
 def submit_failover(
     args: argparse.Namespace,
     api: ApiClient,
@@ -78,7 +64,6 @@ def submit_failover(
     except (OSError, ValueError) as exc:  # before anything is sent: a usage error
         print(f"continuum: {exc}", file=sys.stderr)
         return 2
-    api.connect_timeout_s = connect_timeout_s(spec)
     try:
         sent = submit_task(api, spec, agent)
     except BothUnreachable as exc:

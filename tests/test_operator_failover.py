@@ -1,6 +1,6 @@
-"""``continuum submit --fallback-agent``'s connect timeout (``cloud.operator_failover``): one
-submission per process, so no round trip measured (RFC 6298's initial second), bounded by the
-task's deadline when it may fail over."""
+"""``continuum submit --fallback-agent``'s connect timeout (``cloud.api_client.connect_wait``):
+one submission per process, so no round trip measured (RFC 6298's initial second), bounded by
+the task's deadline when it may fail over; only the RTT-based timeout opens the breaker."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from cloud.operator_failover import connect_timeout_s
-from shared.autonomy import CONNECT_TIMEOUT_S
+from cloud.api_client import connect_wait
+from shared.autonomy import CONNECT_TIMEOUT_S, Failover
 
 BASE: dict[str, Any] = {"id": "t1", "command": ["true"]}
 
@@ -26,4 +26,11 @@ BASE: dict[str, Any] = {"id": "t1", "command": ["true"]}
     ],
 )
 def test_connect_timeout(extra: dict[str, Any], expect: float) -> None:
-    assert connect_timeout_s({**BASE, **extra}) == pytest.approx(expect)
+    wait = connect_wait(Failover(), {**BASE, **extra}, fallback=True)
+    assert wait.timeout_s == pytest.approx(expect)
+    assert wait.opens == (expect == CONNECT_TIMEOUT_S)  # a deadline give-up does not open it
+
+
+def test_without_a_fallback_the_deadline_changes_nothing() -> None:
+    wait = connect_wait(Failover(), {**BASE, "deadline_s": 0.3}, fallback=False)
+    assert wait == (CONNECT_TIMEOUT_S, True)

@@ -7,6 +7,7 @@ in a thread."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from cloud.controller import Controller
 from cloud.metrics import ControllerMetrics
 from cloud.operator_cli import main
 from cloud.store import Store
+from shared.autonomy import Failover
 
 TOKEN = "test-token"
 
@@ -62,6 +64,27 @@ def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def _full_listener() -> Iterator[int]:
+    """The port of a listener whose accept queue is full: new SYNs go unanswered (a
+    connection not made, as across a cut)."""
+    with socket.socket() as full:
+        full.bind(("127.0.0.1", 0))
+        full.listen(0)
+        port = full.getsockname()[1]
+        queued = []
+        for _ in range(4):  # fill the accept queue: later SYNs go unanswered
+            c = socket.socket()
+            c.setblocking(False)
+            c.connect_ex(("127.0.0.1", port))
+            queued.append(c)
+        try:
+            yield port
+        finally:
+            for c in queued:
+                c.close()
 
 
 def _write(tmp_path: Path, text: str) -> str:
@@ -164,22 +187,9 @@ def test_a_connection_not_made_in_time_fails_over_a_sent_request_unanswered_does
     the task (no failover: the caller gets the timeout)."""
     agent = make_agent().start()
     spec = {"command": ["true"]}
-    with socket.socket() as full:
-        full.bind(("127.0.0.1", 0))
-        full.listen(0)
-        port = full.getsockname()[1]
-        queued = []
-        for _ in range(4):  # fill the accept queue: later SYNs go unanswered
-            c = socket.socket()
-            c.setblocking(False)
-            c.connect_ex(("127.0.0.1", port))
-            queued.append(c)
-        try:
-            api = ApiClient(f"http://127.0.0.1:{port}", TOKEN, connect_timeout_s=0.5)
-            sent = submit_task(api, spec, AgentClient(f"unix:{agent.api_socket}"))
-        finally:
-            for c in queued:
-                c.close()
+    with _full_listener() as port:
+        api = ApiClient(f"http://127.0.0.1:{port}", TOKEN)
+        sent = submit_task(api, spec, AgentClient(f"unix:{agent.api_socket}"))
     assert sent.route == "agent" and "timed out" in sent.why
     wait_until(lambda: len(_agent_tasks(agent)) == 1, 30, "the task on the agent")
     with socket.socket() as silent:
@@ -189,3 +199,24 @@ def test_a_connection_not_made_in_time_fails_over_a_sent_request_unanswered_does
         with pytest.raises(TimeoutError):
             submit_task(api, spec, AgentClient(f"unix:{agent.api_socket}"))
     assert len(_agent_tasks(agent)) == 1
+
+
+def test_a_deadline_give_up_sends_the_task_over_without_opening_the_breaker(
+    make_agent: AgentFactory,
+) -> None:
+    """A connection not made within the task's deadline (0.3 s, sooner than the RTT rule's
+    1 s): this task goes to the agent, but the kept breaker stays closed (no evidence against
+    the controller yet); the RTT timeout on a task without a deadline opens it."""
+    agent = make_agent().start()
+    breaker = Failover()
+    fallback = AgentClient(f"unix:{agent.api_socket}")
+    with _full_listener() as port:
+        api = ApiClient(f"http://127.0.0.1:{port}", TOKEN)
+        urgent = {"command": ["true"], "deadline_s": 0.3}
+        sent = submit_task(api, urgent, fallback, breaker=breaker)
+        assert sent.route == "agent" and api.connect_timeout_s == 0.3
+        assert breaker.down_since is None
+        sent = submit_task(api, {"command": ["true"]}, fallback, breaker=breaker)
+        assert sent.route == "agent" and api.connect_timeout_s == 1.0
+        assert breaker.down_since is not None
+    wait_until(lambda: len(_agent_tasks(agent)) == 2, 30, "both tasks on the agent")

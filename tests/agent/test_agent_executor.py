@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import zlib
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ PY = sys.executable
 def _launch(task_id: str, argv: list[str] | None, **kw: object) -> Launch:
     base: dict[str, object] = dict(
         task_id=task_id,
-        attempt=f"n1:{abs(hash(task_id)) % 1000 + 1}",
+        attempt=f"n1:{zlib.crc32(task_id.encode())}",  # same id, same attempt; hash() is salted
         epoch=1,
         argv=argv,
         callable_target=None,

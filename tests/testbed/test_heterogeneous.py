@@ -5,6 +5,7 @@ of non-idempotent tasks) from ground truth; ``compare`` summarises runs per mode
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,9 @@ from simulations.testbed.runner import RunOptions, Testbed
 from simulations.testbed.scenario import load_scenario, parse_scenario
 
 T0 = 1_800_000_000.0
+# Request ids must be distinct per submission: hash(str) is salted per process, so
+# ``hash(task) % 1000`` collided now and then and merged two submissions.
+_REQUESTS = itertools.count(1)
 
 
 def test_groups_carry_speeds_and_mixes_carry_deadlines(tmp_path: Path) -> None:
@@ -74,7 +78,7 @@ def _submit(task: str, at: float, deadline: float | None, idempotent: bool = Fal
         meta["deadline_s"] = deadline
     if idempotent:
         meta["idempotent"] = True
-    req = hash(task) % 1000
+    req = next(_REQUESTS)
     return [
         {
             "f": "submit",

@@ -65,6 +65,9 @@ class ApiConfig:
     token: str = ""
     token_file: str = ""
     max_body_bytes: int = 1_048_576
+    # Each token's bucket (cloud/api_access.py): refilled at rate_per_s, holding burst.
+    rate_per_s: float = setting(50.0, min=0, exclusive_min=True)
+    burst: float = setting(200.0, min=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +266,8 @@ host = "127.0.0.1"
 port = 8470                      # 0 = ephemeral (see controller.ready.json)
 token = "{token}"                # bearer token of the REST API (or token_file = "...")
 max_body_bytes = 1048576
+rate_per_s = 50.0                # requests a second per token (a bucket of `burst`); 429 past it
+burst = 200.0
 
 [broker]
 host = "127.0.0.1"

@@ -28,6 +28,7 @@ from collections import deque
 from pathlib import Path
 
 from .api import build_app
+from .api_access import RateLimit
 from .api_http import start_api
 from .config import ControllerConfig
 from .controller import Controller
@@ -105,7 +106,12 @@ class ControllerProcess:
         self.controller = controller = Controller(
             cfg, store, ControllerMetrics(), send=self._sender(transport)
         )
-        app = build_app(controller, token=cfg.api_token(), max_body_bytes=cfg.api.max_body_bytes)
+        app = build_app(
+            controller,
+            token=cfg.api_token(),
+            max_body_bytes=cfg.api.max_body_bytes,
+            rate=RateLimit(cfg.api.rate_per_s, cfg.api.burst),
+        )
         runner, self.api_port = await start_api(app, cfg.api.host, cfg.api.port)
         if self.settle_gc:
             _settle_gc()

@@ -62,7 +62,7 @@ def test_init_writes_a_loadable_config_and_refuses_to_overwrite(tmp_path: Path) 
 
 def test_a_bad_value_is_reported_once_with_its_bounds() -> None:
     data = {
-        "api": {"token": "t", "port": 70000},
+        "api": {"token": "t", "port": 70000, "rate_per_s": 0},
         "agents": {"broker_port": 0, "tls": "yes"},
         "health": {"suspect_missed": 0, "window_s": -1},
         "controller": {"node_id": "a/b", "log_level": "loud"},
@@ -74,6 +74,7 @@ def test_a_bad_value_is_reported_once_with_its_bounds() -> None:
     assert len(problems) == len(err.value.problems)  # one problem per key
     assert problems == {
         "api.port": "must be ≤ 65535 (got 70000)",
+        "api.rate_per_s": "must be > 0 (got 0)",
         "agents.broker_port": "must be ≥ 1 (got 0)",
         "agents.tls": "must be true or false, not a string",
         "health.suspect_missed": "must be ≥ 1 (got 0)",

@@ -14,6 +14,8 @@ import sys
 import tempfile
 import time
 import tomllib
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -64,23 +66,29 @@ class ControllerProc:
         return self.proc.wait(timeout=20)
 
 
-@pytest.fixture
-def setup(tmp_path: Path, mosquitto) -> Iterator[tuple[ControllerProc, dict[str, Any]]]:  # type: ignore[no-untyped-def]
+def quick_config(tmp_path: Path, broker_port: int, *edits: tuple[str, str]) -> Path:
+    """``cloud-controller init``'s config made quick for tests, with ``edits`` on top."""
     config = tmp_path / "controller.toml"
     assert controller_main(["init", "--path", str(config)]) == 0
     text = config.read_text()
     for old, new in (
         ("port = 8470", "port = 0"),
-        ("port = 1883", f"port = {mosquitto.port}"),
+        ("port = 1883", f"port = {broker_port}"),
         ("tick_s = 0.5", "tick_s = 0.1"),
         ("heartbeat_interval_s = 40.0", "heartbeat_interval_s = 0.5"),
         # a round trip slowed by a loaded test machine ages out in seconds
         ("window_s = 300.0", "window_s = 5.0"),
+        *edits,
     ):
         assert old in text
         text = text.replace(old, new)
     config.write_text(text)
-    ctl = ControllerProc(config)
+    return config
+
+
+@pytest.fixture
+def setup(tmp_path: Path, mosquitto) -> Iterator[tuple[ControllerProc, dict[str, Any]]]:  # type: ignore[no-untyped-def]
+    ctl = ControllerProc(quick_config(tmp_path, mosquitto.port))
     ready = ctl.start()
     try:
         yield ctl, ready
@@ -347,3 +355,30 @@ def test_a_user_cancel_stops_the_agent_and_the_task_ends_cancelled(
             return status == 200 and task["status"] == "cancelled"
 
         wait_for(agent_sees_cancelled, timeout_s=15)
+
+
+def test_the_api_rate_limit_is_a_setting(tmp_path: Path, mosquitto) -> None:  # type: ignore[no-untyped-def]
+    """``[api] rate_per_s`` and ``burst`` reach the running API: a bucket of 2 refilled once
+    a minute answers the third request 429 with Retry-After."""
+    config = quick_config(
+        tmp_path,
+        mosquitto.port,
+        ("rate_per_s = 50.0", "rate_per_s = 0.0167"),
+        ("burst = 200.0", "burst = 2"),
+    )
+    ctl = ControllerProc(config)
+    ready = ctl.start()
+    try:
+        headers = {"Authorization": f"Bearer {_token(ready)}"}
+        codes = []
+        for _ in range(3):
+            req = urllib.request.Request(f"{ready['api_url']}/api/v1/tasks", headers=headers)
+            try:
+                with urllib.request.urlopen(req, timeout=30) as resp:
+                    codes.append(resp.status)
+            except urllib.error.HTTPError as err:
+                codes.append(err.code)
+                assert int(err.headers["Retry-After"]) >= 1
+        assert codes == [200, 200, 429]
+    finally:
+        ctl.kill(signal.SIGKILL)

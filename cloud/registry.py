@@ -33,7 +33,7 @@ from shared.decisions import (
     update_failure_rate,
 )
 from shared.health import LinkMonitor, LinkPolicy, LinkStateChanged
-from shared.learning import LearnerState, observe_rtt, task_kind
+from shared.learning import LearnerState, observe_rtt, work_key
 from shared.placement import update_success
 from shared.vocab import LinkState, Tier
 
@@ -43,19 +43,6 @@ __all__ = ["NodeEntry", "Registry", "work_key"]
 _MAX_PENDING_PINGS = 10_000
 # Run durations kept per node for the slowdown trigger.
 _DURATIONS = 20
-
-
-def work_key(spec: Mapping[str, Any]) -> tuple[str, float | None, float | None]:
-    """How the learner knows a task's work: ``(kind, hint_s, bound_s)`` for
-    ``LearnerState.work_of`` and ``observe_run`` (the spec's optional positive
-    ``work_s`` hint; its ``deadline_s`` bounds the default)."""
-    hint, deadline = spec.get("work_s"), spec.get("deadline_s")
-    valid = isinstance(hint, int | float) and not isinstance(hint, bool) and hint > 0
-    return (
-        task_kind(spec),
-        float(hint) if valid else None,
-        None if deadline is None else float(deadline),
-    )
 
 
 #: Tiers by wire name (``Tier(name)`` costs an enum lookup; read once per finished run).

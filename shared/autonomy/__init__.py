@@ -17,7 +17,7 @@ from shared.autonomy._admission import (
 )
 from shared.autonomy._connectivity import AutonomyLevel, autonomy_level, connectivity
 from shared.autonomy._contact import ContactClock
-from shared.autonomy._deadline import DeadlineJob, EdfPlan, plan_edf
+from shared.autonomy._deadline import DeadlineJob, EdfPlan, edf_finish, plan_edf
 from shared.autonomy._failover import (
     CONNECT_TIMEOUT_S,
     PROBE_S,
@@ -47,6 +47,7 @@ __all__ = [
     "admit",
     "autonomy_level",
     "connectivity",
+    "edf_finish",
     "effective_priority",
     "may_start",
     "order_queue",

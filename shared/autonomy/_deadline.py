@@ -32,10 +32,11 @@ Pure and clock-free: ``now``, ``free_at`` and deadlines are seconds on the calle
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["DeadlineJob", "EdfPlan", "plan_edf"]
+__all__ = ["DeadlineJob", "EdfPlan", "edf_finish", "plan_edf"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,3 +113,24 @@ def plan_edf(
             start = starts[-1]  # ``job`` is still the last one kept
     starts, _ = _schedule(cores, kept)
     return EdfPlan(tuple(kept), tuple(starts), tuple(refused))
+
+
+def edf_finish(
+    free_at: Sequence[float], jobs: Sequence[DeadlineJob], now: float, key: str
+) -> float:
+    """When the task named ``key`` would finish were all of ``jobs`` planned, none refused:
+    EDF order (deadline ties in the given order), each on the core that frees first, as in
+    ``plan_edf``. What a refusal reports: a task refused by rule 1 finishes late even
+    first; one refused by rule 2 may finish in time itself while others behind it would
+    not. ``inf`` with no core; ``KeyError`` when no job is named ``key``."""
+    cores = [max(now, t) for t in free_at]
+    ordered = sorted(jobs, key=lambda job: job.deadline)  # stable: ties keep their order
+    if not cores:
+        if any(job.key == key for job in ordered):
+            return math.inf
+        raise KeyError(key)
+    starts, _ = _schedule(cores, ordered)
+    for job, start in zip(ordered, starts, strict=True):
+        if job.key == key:
+            return start + job.run_s
+    raise KeyError(key)

@@ -28,6 +28,7 @@ from shared.learning._estimates import (
     observe_run,
     observe_transfer,
     task_kind,
+    work_key,
 )
 
 __all__ = [
@@ -50,4 +51,5 @@ __all__ = [
     "observe_run",
     "observe_transfer",
     "task_kind",
+    "work_key",
 ]

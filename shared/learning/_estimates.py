@@ -55,6 +55,7 @@ __all__ = [
     "observe_run",
     "observe_transfer",
     "task_kind",
+    "work_key",
 ]
 
 #: Per-core speed a node of each tier is assumed to have before its first run,
@@ -215,6 +216,19 @@ def task_kind(spec: Mapping[str, Any]) -> str:
     if name:
         return str(name)
     return " ".join(str(a) for a in spec.get("command") or ())
+
+
+def work_key(spec: Mapping[str, Any]) -> tuple[str, float | None, float | None]:
+    """How the learner knows a task's work: ``(kind, hint_s, bound_s)`` for
+    ``LearnerState.work_of`` and ``observe_run`` (the spec's optional positive
+    ``work_s`` hint; its ``deadline_s`` bounds the default)."""
+    hint, deadline = spec.get("work_s"), spec.get("deadline_s")
+    valid = isinstance(hint, int | float) and not isinstance(hint, bool) and hint > 0
+    return (
+        task_kind(spec),
+        float(hint) if valid else None,
+        None if deadline is None else float(deadline),
+    )
 
 
 def observe_run(

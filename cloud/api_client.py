@@ -15,7 +15,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,10 +25,12 @@ from shared.vocab import Level
 
 __all__ = [
     "AgentClient",
+    "AgentUnreachable",
     "ApiClient",
     "ApiError",
     "BothUnreachable",
     "Submitted",
+    "deadline_refusal",
     "segment",
     "submit_task",
     "undelivered",
@@ -193,13 +195,19 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
+class AgentUnreachable(OSError):
+    """The connection to an agent's local API was not made: nothing was sent to it."""
+
+
 class AgentClient:
     """An agent's local API (docs/agent.md, "Local API"): ``unix:PATH`` (or a bare path) is
     its Unix socket (run as the agent's user or root), ``http://HOST:PORT`` its loopback TCP
     listener and ``https://HOST:PORT`` its TLS one (the site's agents), both with the bearer
     ``token`` of its ``api.token_file``. HTTPS verifies the agent's certificate and host name
-    against ``ca_file`` (else the system's CAs). A connection that fails (a certificate that
-    does not verify included) raises ``OSError``; an answer other than 2xx ``ApiError``."""
+    against ``ca_file`` (else the system's CAs). A connection that is not made (a
+    certificate that does not verify included) raises ``AgentUnreachable``, one that fails
+    after the request may have been sent another ``OSError``; an answer other than 2xx
+    ``ApiError``."""
 
     def __init__(
         self,
@@ -243,6 +251,11 @@ class AgentClient:
             headers["Authorization"] = f"Bearer {self.token}"
         data = None if body is None else json.dumps(body).encode()
         try:
+            conn.connect()
+        except OSError as exc:
+            conn.close()
+            raise AgentUnreachable(str(exc.strerror or exc)) from exc
+        try:
             conn.request(method, path, body=data, headers=headers)
             resp = conn.getresponse()
             raw = resp.read()
@@ -265,19 +278,46 @@ class AgentClient:
 @dataclass(frozen=True, slots=True)
 class Submitted:
     """Where a task went (``Route``) and the answer: the controller's task, or the agent's
-    ``{"id", "level", "status"}``; ``why`` says why it went to the agent."""
+    ``{"id", "level", "status"}``; ``why`` says why it went to an agent, ``agent`` which."""
 
     route: Route
     answer: dict[str, Any]
     why: str = ""
+    agent: AgentClient | None = None
 
 
 class BothUnreachable(Exception):
-    """Neither the controller nor the fallback agent took the task."""
+    """Neither the controller nor any fallback agent took the task. ``agents``: each agent
+    asked, with why it did not take it (``agent``: the last one's)."""
 
-    def __init__(self, controller: BaseException, agent: BaseException) -> None:
-        self.controller, self.agent = controller, agent
-        super().__init__(f"the controller: {_reason(controller)}; the agent: {_reason(agent)}")
+    def __init__(
+        self, controller: BaseException, agents: Sequence[tuple[str, BaseException]]
+    ) -> None:
+        self.controller, self.agents = controller, list(agents)
+        self.agent = self.agents[-1][1]
+        named = len(self.agents) > 1  # one agent: the caller named it
+        said = "; ".join(
+            f"the agent{f' {url}' if named else ''}: {_reason(exc)}" for url, exc in self.agents
+        )
+        super().__init__(f"the controller: {_reason(controller)}; {said}")
+
+    @property
+    def deadline_infeasible(self) -> bool:
+        """Whether an agent answered that it cannot meet the task's deadline (the others, if
+        any, were out of reach or refused it too): the task is late everywhere it was
+        offered, not lost in transit."""
+        return any(deadline_refusal(exc) for _, exc in self.agents)
+
+
+def deadline_refusal(exc: BaseException) -> bool:
+    """Whether ``exc`` is an agent's ``503 deadline_infeasible``: an answer (the agent is up
+    and took nothing), so the next agent may be tried; never evidence against the controller."""
+    return (
+        isinstance(exc, ApiError)
+        and exc.status == 503
+        and isinstance(exc.body, dict)
+        and exc.body.get("error") == "deadline_infeasible"
+    )
 
 
 def _reason(exc: BaseException) -> str:
@@ -317,7 +357,7 @@ def connect_wait(breaker: Failover, spec: dict[str, Any], fallback: bool) -> Con
 def submit_task(
     api: ApiClient,
     spec: dict[str, Any],
-    agent: AgentClient | None,
+    agent: AgentClient | Sequence[AgentClient] | None,
     *,
     breaker: Failover | None = None,
     clock: Callable[[], float] = time.monotonic,
@@ -325,16 +365,22 @@ def submit_task(
     """Submit ``spec`` where ``shared.autonomy.Failover`` says: the controller first (the
     breaker closed; a fresh one unless the caller keeps one across submissions), waiting
     ``connect_wait`` for the connection (set on ``api``); when the request is not delivered
-    (``undelivered``) and the rule allows (an agent given, the spec not strong-only), to
-    ``agent``'s local API. Only an RTT-based timeout opens the breaker; a deadline-driven
-    give-up sends this task alone to the agent. Raises the controller's error when it does
-    not fail over, ``BothUnreachable`` when the agent fails too."""
+    (``undelivered``) and the rule allows (an agent given, the spec not strong-only), to the
+    agents' local APIs in the order given. Only an RTT-based timeout opens the breaker; a
+    deadline-driven give-up sends this task alone to the agents. An agent that answers
+    without taking the task (``503 deadline_infeasible``: it cannot meet the deadline, or
+    any other error) or cannot be connected to is followed by the next; one whose answer
+    never came (it may hold the task) ends the search with that error, as two agents could
+    then run it. Agents' answers never touch the breaker (it is the controller's). Raises
+    the controller's error when it does not fail over, ``BothUnreachable`` when no agent
+    took it."""
+    agents = [] if agent is None else [agent] if isinstance(agent, AgentClient) else list(agent)
     br = breaker if breaker is not None else Failover()
     lo = min_level(spec) or Level.CAUSAL  # an invalid spec: the controller's 400 says why
-    may_fail_over = agent is not None and lo is not Level.STRONG
+    may_fail_over = bool(agents) and lo is not Level.STRONG
     failure: BaseException | None = None
-    if br.route(min_level=lo, fallback=agent is not None) is Route.CONTROLLER:
-        wait = connect_wait(br, spec, agent is not None)
+    if br.route(min_level=lo, fallback=bool(agents)) is Route.CONTROLLER:
+        wait = connect_wait(br, spec, bool(agents))
         api.connect_timeout_s = wait.timeout_s
         try:
             answer = api.post("/api/v1/tasks", spec)
@@ -349,11 +395,20 @@ def submit_task(
         else:
             br.reached(clock())
             return Submitted(Route.CONTROLLER, answer)
-    assert agent is not None  # the route is the agent only with one
+    assert agents  # the route is an agent only with one
     why = f"the controller at {api.url} is unreachable"
     if failure is not None:
         why += f" ({_reason(failure)})"
-    try:
-        return Submitted(Route.AGENT, agent.request("POST", "/v1/tasks", spec), why)
-    except (OSError, ApiError) as exc:
-        raise BothUnreachable(failure or OSError(why), exc) from exc
+    declined: list[tuple[str, BaseException]] = []
+    for client in agents:
+        try:
+            answer = client.request("POST", "/v1/tasks", spec)
+        except (AgentUnreachable, ApiError) as exc:
+            declined.append((client.url, exc))
+            continue
+        except OSError as exc:  # sent, unanswered: this agent may hold the task
+            declined.append((client.url, exc))
+            break
+        said = "".join(f"; the agent {url}: {_reason(exc)}" for url, exc in declined)
+        return Submitted(Route.AGENT, answer, why + said, client)
+    raise BothUnreachable(failure or OSError(why), declined)

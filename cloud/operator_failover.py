@@ -19,25 +19,34 @@ from shared.vocab import TaskStatus
 from .api_client import AgentClient, ApiClient, BothUnreachable, segment, submit_task
 from .operator_render import print_json
 
-__all__ = ["add_fallback_arguments", "submit_failover"]
+__all__ = ["EXIT_DEADLINE", "add_fallback_arguments", "submit_failover"]
+
+#: ``continuum submit``'s exit status when no agent took a failed-over task and one of them
+#: answered that it cannot meet its deadline (1: not submitted for another reason).
+EXIT_DEADLINE = 3
 
 
 def add_fallback_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--fallback-agent",
         metavar="URL",
+        action="append",
         help="when the controller cannot be reached (connection refused or not made within "
         f"{CONNECT_TIMEOUT_S:g} s, or by the task's deadline_s when sooner; never after any "
         "answer), submit the task to this agent's "
         "local API instead (unix:PATH, http://HOST:PORT on its host, or https://HOST:PORT "
         "for a site agent with api.tls_cert_file): it runs there as causal or "
         "eventual and syncs to the controller later; strong-only tasks and workflows never "
-        "fail over",
+        "fail over. Repeat it for more agents, tried in order: the next when one cannot "
+        "be reached or declines (503 deadline_infeasible: it cannot meet deadline_s); "
+        f"exit {EXIT_DEADLINE} when none took it and one said it cannot meet the deadline",
     )
     p.add_argument(
         "--fallback-token-file",
         metavar="FILE",
-        help="the agent's api.token_file, for an http:// or https:// --fallback-agent",
+        action="append",
+        help="the agent's api.token_file, for an http:// or https:// --fallback-agent (once "
+        "for every agent, or once per --fallback-agent, in their order)",
     )
     p.add_argument(
         "--fallback-ca-file",
@@ -57,20 +66,23 @@ def submit_failover(
     wait: Callable[[str, float, Callable[[], dict[str, Any] | None]], dict[str, Any]],
 ) -> int:
     """Submit ``spec`` by ``submit_task``; a task the controller took is reported by ``done``
-    (as without the option), one the agent took is printed with where it went and why, and
-    ``--wait`` follows it on the agent. Exit 1 when neither took it."""
+    (as without the option), one an agent took is printed with where it went and why, and
+    ``--wait`` follows it on that agent. Exit 1 when none took it, ``EXIT_DEADLINE`` when
+    one of the agents answered that it cannot meet the deadline."""
     try:
-        agent = _agent(args)
+        agents = _agents(args)
     except (OSError, ValueError) as exc:  # before anything is sent: a usage error
         print(f"continuum: {exc}", file=sys.stderr)
         return 2
     try:
-        sent = submit_task(api, spec, agent)
+        sent = submit_task(api, spec, agents)
     except BothUnreachable as exc:
         print(f"continuum: the task was not submitted: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_DEADLINE if exc.deadline_infeasible else 1
     if sent.route is Route.CONTROLLER:
         return done(args, api, sent.answer, console)
+    agent = sent.agent
+    assert agent is not None
     result = sent.answer
     if args.wait:
 
@@ -89,18 +101,35 @@ def submit_failover(
     return 1 if args.wait and result["status"] != TaskStatus.SUCCEEDED else 0
 
 
-def _agent(args: argparse.Namespace) -> AgentClient:
-    """The fallback agent's client; ``OSError``/``ValueError`` naming the option at fault."""
-    token = None
-    if args.fallback_token_file:
-        try:
-            token = Path(args.fallback_token_file).read_text(encoding="ascii").strip()
-        except OSError as exc:
-            why = f"--fallback-token-file {args.fallback_token_file}: {exc.strerror}"
-            raise OSError(why) from exc
+def _agents(args: argparse.Namespace) -> list[AgentClient]:
+    """The fallback agents' clients; ``OSError``/``ValueError`` naming the option at fault."""
+    urls: list[str] = args.fallback_agent
+    files: list[str] = args.fallback_token_file or []
+    if len(files) not in (0, 1, len(urls)):
+        raise ValueError(
+            f"--fallback-token-file: give one for every agent or one per --fallback-agent "
+            f"({len(urls)}), not {len(files)}"
+        )
+    tokens = [_token(path) for path in files]
+    if len(tokens) == 1:
+        tokens *= len(urls)
+    return [
+        _agent(url, tokens[i] if tokens else None, args.fallback_ca_file)
+        for i, url in enumerate(urls)
+    ]
+
+
+def _token(path: str) -> str:
     try:
-        return AgentClient(args.fallback_agent, token, ca_file=args.fallback_ca_file)
+        return Path(path).read_text(encoding="ascii").strip()
+    except OSError as exc:
+        raise OSError(f"--fallback-token-file {path}: {exc.strerror}") from exc
+
+
+def _agent(url: str, token: str | None, ca_file: str | None) -> AgentClient:
+    try:
+        return AgentClient(url, token, ca_file=ca_file)
     except ValueError as exc:
         raise ValueError(f"--fallback-agent {exc}") from exc
     except OSError as exc:  # the CA bundle
-        raise OSError(f"--fallback-ca-file {args.fallback_ca_file}: {exc.strerror or exc}") from exc
+        raise OSError(f"--fallback-ca-file {ca_file}: {exc.strerror or exc}") from exc

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from edge_agent.core import Core, Running, attempt_key, parse_dot
+from edge_agent.deadline_plan import DeadlineInfeasible, DeadlinePlanner
 from edge_agent.executor import Launch, Outcome
 from edge_agent.journal import ProcessRow, QueuedRow
 from edge_agent.leasing import LeaseRequests
@@ -60,6 +61,7 @@ class LocalScheduler(LeaseRequests):
         self.core = core
         self.uplink = uplink
         self.sampler: Sampler | None = None
+        self.deadlines = DeadlinePlanner(core)
 
     # -- the queue -----------------------------------------------------------------
     def enqueue(
@@ -98,7 +100,9 @@ class LocalScheduler(LeaseRequests):
 
     def submit_local(self, data: object) -> tuple[int, object]:
         """A task submitted to the local API: validated by the shared model, run as causal or
-        eventual (strong needs the controller), journaled and synced upstream later."""
+        eventual (strong needs the controller), kept only when its deadline can be met
+        (``DeadlinePlanner``: ``503 deadline_infeasible`` otherwise, nothing journaled),
+        journaled and synced upstream later."""
         core = self.core
         if isinstance(data, dict) and "id" not in data:
             data = {**data, "id": local_task_id(core.node, uuid.uuid4().hex[:LOCAL_TOKEN_HEX])}
@@ -125,6 +129,11 @@ class LocalScheduler(LeaseRequests):
             return 409, {"error": "exists", "id": spec["id"]}
         if core.admission_stopped is not None:
             return 503, {"error": "admission_stopped", "why": core.admission_stopped}
+        try:
+            hand_back = self.deadlines.admit(spec, core.clock.wall_ms() / 1000.0)
+        except DeadlineInfeasible as exc:
+            core.counters["deadline_infeasible"] += 1
+            return 503, exc.as_dict()
         created = new_record(spec["id"], spec, writer=core.node, hlc=core.stamp())
         placed = place(
             created,
@@ -139,6 +148,7 @@ class LocalScheduler(LeaseRequests):
             core.change(created.merge(placed))
             self.enqueue(spec["id"], 0, str(level), spec, source="local", lease_s=None)
             core.event("submitted_locally", spec["id"], level=str(level))
+            self.deadlines.hand_back(hand_back, for_task=spec["id"])
         return 201, {"id": spec["id"], "level": str(level), "status": "pending"}
 
     # -- starts --------------------------------------------------------------------
@@ -200,12 +210,20 @@ class LocalScheduler(LeaseRequests):
         core = self.core
         for outcome, (status, reason, epoch) in zip(outcomes, ended, strict=True):
             log_outcome(outcome, status, reason, epoch)
+            if status is AttemptStatus.SUCCEEDED:
+                self._learn(outcome)
             core.counters[f"outcome_{status.name.lower()}"] += 1
             if outcome.reason == "fenced":
                 core.leases.drop(outcome.task_id)
             core.executor.cleanup(outcome.task_id, outcome.attempt)
         for launch in launches:
             core.executor.launch(launch)
+
+    def _learn(self, outcome: Outcome) -> None:
+        """A succeeded attempt teaches the deadline plan its kind's run time."""
+        rec = self.core.replica.get(outcome.task_id)
+        if rec is not None and rec.spec is not None:
+            self.deadlines.runs.observe(rec.spec, outcome.duration_s)
 
     def _plan_starts(self, launches: list[Launch]) -> None:
         """Journal the starts the queue allows now (inside the caller's transaction) and add

@@ -29,8 +29,10 @@ What the plan reads, and its assumptions:
   only the controller may move it), as is work without a deadline (the queue starts deadline
   work first within a priority band, ``shared.autonomy.order_queue``). The plan assumes EDF
   order, which the queue follows within a band; a higher-priority task runs first whatever
-  its deadline, so across bands the plan may be optimistic. It is made again at each local
-  submission with a deadline: what an overrun made hopeless is handed back then.
+  its deadline, so across bands the plan may be optimistic. It is made at each local
+  submission with a deadline, and again while such tasks wait: once the least slack of the
+  last plan has passed (a delay grows no faster than time), and after each start (which may
+  take a slot the plan counted on); what became hopeless is handed back then.
 
 Tasks without a deadline pay nothing for planning; every succeeded attempt pays one learner
 update (a few float operations).
@@ -163,6 +165,11 @@ class DeadlinePlanner:
     def __init__(self, core: Core) -> None:
         self.core = core
         self.runs = RunTimes(core.node, core.cfg.node.tier)
+        #: when to plan the held tasks again (wall seconds; ``inf``: none held): once the
+        #: least slack of what the last plan kept has passed, since a delay (an overrun)
+        #: grows no faster than time passes; at once after a start (``started``), which may
+        #: take a slot the plan counted on (work it does not plan: placed, no deadline)
+        self.next_s = math.inf
 
     def admit(self, spec: Mapping[str, Any], now: float) -> list[DeadlineJob]:
         """Plan ``spec`` (just submitted, not journaled) at ``now`` (wall seconds, the clock
@@ -187,11 +194,39 @@ class DeadlinePlanner:
                 deadline_s=float(deadline_s),
                 run_s=run_s,
             )
+        self._planned(plan.kept, plan.starts, now)
         return [job for job in plan.refused if job.key != new.key]
 
-    def hand_back(self, jobs: Iterable[DeadlineJob], *, for_task: str) -> None:
-        """Hand back queued local tasks the plan refused to keep ``for_task`` (inside the
-        caller's transaction, the one that admits it): each leaves the queue and ends
+    def started(self) -> None:
+        """Attempts started: plan the held tasks again at the next pass."""
+        if self.next_s != math.inf:
+            self.next_s = 0.0
+
+    def replan_if_due(self) -> None:
+        """Plan the held tasks again when ``next_s`` came (a scheduling pass calls this:
+        one comparison while nothing is held), and hand back what became hopeless (its own
+        transaction)."""
+        if self.next_s == math.inf:
+            return
+        now = self.core.clock.wall_ms() / 1000.0
+        if now < self.next_s:
+            return
+        queued = self._queued()
+        free_at = slot_free_at(self.core.cfg.executor.max_concurrent, self._ends(now), now)
+        plan = plan_edf(free_at, queued, now)
+        self._planned(plan.kept, plan.starts, now)
+        if plan.refused:
+            with self.core.txn():
+                self.hand_back(plan.refused, for_task=None)
+
+    def _planned(self, kept: Sequence[DeadlineJob], starts: Sequence[float], now: float) -> None:
+        slack = [job.deadline - start - job.run_s for job, start in zip(kept, starts, strict=True)]
+        self.next_s = now + max(0.0, min(slack)) if slack else math.inf
+
+    def hand_back(self, jobs: Iterable[DeadlineJob], *, for_task: str | None) -> None:
+        """Hand back queued local tasks the plan refused, to keep ``for_task`` (inside the
+        caller's transaction, the one that admits it) or, ``None``, because they became
+        hopeless (an overrun ahead of them): each leaves the queue and ends
         ``cancelled`` (nothing waits for it, nothing retries it), its attempt ``failed``
         with reason ``deadline_infeasible`` (what its submitter reads), with an event."""
         core = self.core

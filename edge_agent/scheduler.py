@@ -9,6 +9,7 @@ inputs from the journal and the executor and carries the decisions out.
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -166,6 +167,8 @@ class LocalScheduler(LeaseRequests):
         to the supervisor (which then forgets them) and the new ones launched: a start and a
         finish are durable before they are acted on or reported (the uplink sends only what
         the journal holds)."""
+        if self.deadlines.next_s != math.inf:  # local deadline work waits
+            self.core.safely(self.deadlines.replan_if_due)  # a failure never holds the pass
         ended, launches = self.journal_pass(outcomes, start=start, first=first)
         self.carry_out(outcomes, ended, launches)
 
@@ -218,6 +221,8 @@ class LocalScheduler(LeaseRequests):
             core.executor.cleanup(outcome.task_id, outcome.attempt)
         for launch in launches:
             core.executor.launch(launch)
+        if launches:
+            self.deadlines.started()
 
     def _learn(self, outcome: Outcome) -> None:
         """A succeeded attempt teaches the deadline plan its kind's run time."""

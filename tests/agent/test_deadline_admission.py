@@ -13,7 +13,6 @@ of ``sleep`` (seconds), not a scheduling delay.
 from __future__ import annotations
 
 import socket
-import time
 from pathlib import Path
 from typing import Any
 
@@ -107,11 +106,24 @@ def test_running_work_delays_the_plan(make_agent: AgentFactory) -> None:
     assert code == 201, body
 
 
+def _handed_back(agent: AgentProcess, task_id: str) -> dict[str, Any]:
+    """The task was handed back: cancelled, its attempt failed ``deadline_infeasible``, out
+    of the queue, with one ``handed_back`` event (returned)."""
+    assert agent.task_status(task_id) == "cancelled"
+    _, task = agent.api("GET", f"/v1/tasks/{task_id}")
+    (attempt,) = task["record"]["attempts"].values()
+    assert attempt["status"] == "failed" and attempt["reason"] == "deadline_infeasible"
+    assert task_id not in [q["task_id"] for q in agent.status()["queue"]]
+    (event,) = [e for e in agent.events("handed_back") if e["task_id"] == task_id]
+    assert event["reason"] == "deadline_infeasible"
+    return event
+
+
 def test_a_queued_task_made_hopeless_is_handed_back(make_agent: AgentFactory) -> None:
     """``late`` is admitted behind a ``long`` run expected to end in 2 s (due in 4 s); the run
-    overruns (it sleeps 30 s), so once ``late``'s deadline passed, the next local submission
-    with a deadline hands it back: it leaves the queue, ends cancelled with its attempt failed
-    ``deadline_infeasible`` and a ``handed_back`` event, and the newcomer is admitted."""
+    overruns (it sleeps 30 s), so ``late`` becomes hopeless while it waits: the agent plans
+    again as its slack runs out and hands it back on its own (cancelled, its attempt failed
+    ``deadline_infeasible``, a ``handed_back`` event); a later submission is admitted."""
     agent = make_agent(executor=ONE_SLOT).start()
     _run(agent, LONG)
     _run(agent, SHORT)
@@ -120,19 +132,37 @@ def test_a_queued_task_made_hopeless_is_handed_back(make_agent: AgentFactory) ->
     wait_until(lambda: agent.status()["running"], 60, "the overrunning run to start")
     code, late = _submit(agent, {**SHORT, "deadline_s": 4.0})
     assert code == 201, late
-    due = time.time() + 4.0
-    wait_until(lambda: time.time() > due, 60, "the queued task's deadline to pass")
+    wait_until(lambda: agent.task_status(late["id"]) == "cancelled", 60, "the hand-back")
+    event = _handed_back(agent, late["id"])
+    assert event["for_task"] is None
     code, new = _submit(agent, {**SHORT, "deadline_s": 60.0})
     assert code == 201, new
-    assert agent.task_status(late["id"]) == "cancelled"
-    (event,) = agent.events("handed_back")
-    assert event["task_id"] == late["id"] and event["reason"] == "deadline_infeasible"
-    assert event["for_task"] == new["id"]
-    _, task = agent.api("GET", f"/v1/tasks/{late['id']}")
-    (attempt,) = task["record"]["attempts"].values()
-    assert attempt["status"] == "failed" and attempt["reason"] == "deadline_infeasible"
     assert [q["task_id"] for q in agent.status()["queue"]] == [new["id"]]
     assert agent.status()["counters"]["handed_back"] == 1
+
+
+def test_an_urgent_task_takes_the_place_of_a_longer_queued_one(make_agent: AgentFactory) -> None:
+    """Moore-Hodgson on a real agent: its one slot is held by a task of a kind it never ran
+    (planned busy until its 20 s timeout); ``big`` (3 s learned, due in 24 s) fits behind
+    it; ``small`` (2 s learned, due in 23 s) goes first by EDF and would make ``big`` late
+    by about a second, so the longer ``big`` is handed back for it, in the transaction that
+    admits ``small``. (The margins hold while ``big`` is submitted within 1 s of the
+    blocker's start.)"""
+    agent = make_agent(executor=ONE_SLOT).start()
+    big_kind = {"name": "big", "command": ["sleep", "3"]}
+    small_kind = {"name": "small", "command": ["sleep", "2"]}
+    _run(agent, big_kind)
+    _run(agent, small_kind)
+    code, body = _submit(agent, {"name": "block", "command": ["sleep", "60"], "timeout_s": 20})
+    assert code == 201, body
+    wait_until(lambda: agent.status()["running"], 60, "the blocker to start")
+    code, big = _submit(agent, {**big_kind, "deadline_s": 24.0})
+    assert code == 201, big
+    code, small = _submit(agent, {**small_kind, "deadline_s": 23.0})
+    assert code == 201, small
+    event = _handed_back(agent, big["id"])
+    assert event["for_task"] == small["id"]
+    assert [q["task_id"] for q in agent.status()["queue"]] == [small["id"]]
 
 
 def test_submit_task_takes_a_503_as_an_answer_and_tries_the_next_agent(

@@ -45,6 +45,7 @@ from simulations.sim.topology import Topology
 __all__ = ["Agents"]
 
 _STRONG = Level.STRONG
+_OK = Outcome.OK
 
 
 class Agents:
@@ -89,6 +90,12 @@ class Agents:
         self.freed: Callable[[Attempt], None] = lambda at: None
         #: the plain devices' submissions and failover (``simulations.sim.failover``)
         self.plain = PlainDevices(self)
+        # what every attempt reads, bound once (the per-task path)
+        self.commit_s = spec.commit_s
+        self.ctrl, self.part = net.ctrl, net.part
+        self.placed_tier = counters.placed_tier
+        self.slots, self.mips, self.start_s = topo.slots, topo.mips, topo.start_s
+        self.supervisor_start_s = topo.supervisor_start_s
 
     # ------------------------------------------------------------- devices
     def arrive(self, task: Task) -> None:
@@ -163,11 +170,10 @@ class Agents:
         """The controller placed ``task`` on node ``g`` at ``now`` (resources already
         taken): compute the attempt's timeline and schedule its end. The placement
         leaves once the controller's store committed it (``commit_s``, cloud/uow.py)."""
-        task.epoch += 1
-        at = Attempt(task, g, task.epoch, task.level, now)
-        self.counters.placed_tier[self.node_tier[g]] += 1
-        net = self.net
-        at.t_recv = net.deliver(net.ctrl[g], now + self.spec.commit_s, CONTROL_BITS)
+        task.epoch = epoch = task.epoch + 1
+        at = Attempt(task, g, epoch, task.level, now)
+        self.placed_tier[self.node_tier[g]] += 1
+        at.t_recv = self.net.deliver(self.ctrl[g], now + self.commit_s, CONTROL_BITS)
         self._begin(at, task, g, True)
         return at
 
@@ -178,7 +184,7 @@ class Agents:
         input transfer, execution; the end is scheduled."""
         tt = self.types[task.tt]
         net = self.net
-        ctrl = net.ctrl[g]
+        ctrl = self.ctrl[g]
         t_recv = ready = at.t_recv
         if at.level is _STRONG and not at.local:
             at.t_req = t_req = net.deliver(ctrl, t_recv, CONTROL_BITS)
@@ -206,7 +212,7 @@ class Agents:
         if g == self.dev_node[task.dev]:
             t_in, data_path = t_recv, None
         else:
-            data_path = net.part[task.site][g]
+            data_path = self.part[task.site][g]
             t_in = (
                 net.deliver_data(task.dev, data_path, t_recv, task.in_bits)
                 if with_input
@@ -282,13 +288,14 @@ class Agents:
         """Execution from ``start`` (or once one of the node's executor slots frees:
         the agent queues what it cannot run yet): where it stops (crash, fence,
         failure) and when its report and result arrive."""
-        topo, net = self.topo, self.net
-        if topo.supervisor_start_s[g]:
+        net = self.net
+        sup = self.supervisor_start_s[g]
+        if sup:
             up = self.supervisor_up[g]
             if up is None:  # the first launch starts it, from the placement's arrival on
-                up = self.supervisor_up[g] = at.t_recv + topo.supervisor_start_s[g]
+                up = self.supervisor_up[g] = at.t_recv + sup
             start = max(start, up)
-        slots = topo.slots[g]
+        slots = self.slots[g]
         if slots:
             busy = self.busy[g]
             while busy and busy[0] <= start:
@@ -296,25 +303,25 @@ class Agents:
             if len(busy) >= slots:
                 start = heapq.heappop(busy)
         at.start = start
-        at.end = end = start + topo.start_s[g] + task.mi / topo.mips[g]
-        stop, outcome = end, Outcome.OK
+        at.end = end = start + self.start_s[g] + task.mi / self.mips[g]
+        stop, outcome = end, _OK
         crash = net.crash_in(g, at.t_recv, end)
         if crash is not None:
             stop, outcome = crash, Outcome.LOST
         strong = at.level is _STRONG
         if strong and not at.local:
-            fence = self._fence_time(net.ctrl[g], at.t_recv, at.t_grant, stop)
+            fence = self._fence_time(self.ctrl[g], at.t_recv, at.t_grant, stop)
             if fence is not None and fence < stop:
                 stop, outcome = fence, Outcome.FENCED
-        if outcome is Outcome.OK and task.fail_u < tt.fail_rate:
+        if outcome is _OK and task.fail_u < tt.fail_rate:
             outcome = Outcome.FAIL
         at.stop, at.outcome = stop, outcome
         self.plain.started(at)
         if slots:
             heapq.heappush(self.busy[g], stop)
         # the report to the controller; on success, the result at the device
-        at.report = report = net.deliver(net.ctrl[g], stop, CONTROL_BITS)
-        if outcome is not Outcome.OK:
+        at.report = report = net.deliver(self.ctrl[g], stop, CONTROL_BITS)
+        if outcome is not _OK:
             return
         if data_path is None:
             at.t_done = stop

@@ -23,7 +23,7 @@ tick share a few shapes and their static halves are computed once.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -145,10 +145,15 @@ class PlacementInputs:
         """Seconds left to ``task``'s deadline at ``now``, rounded down to
         ``DEADLINE_STEP_S``; ``None`` for a kind whose ``deadline_s`` is infinite (ranked
         as the controller ranks a task without ``deadline_s``)."""
-        left = self.types[task.tt].deadline_s - (now - task.t_arr)
-        if math.isinf(left):
-            return None
-        return math.floor(left / DEADLINE_STEP_S) * DEADLINE_STEP_S
+        return self.deadlines((task,), now)[0]
+
+    def deadlines(self, tasks: Sequence[Task], now: float) -> list[float | None]:
+        """``deadline`` of each of ``tasks``, tasks of one kind (a placement batch)."""
+        deadline_s = self.types[tasks[0].tt].deadline_s
+        if math.isinf(deadline_s):  # every deadline left is infinite too
+            return [None] * len(tasks)
+        floor, step = math.floor, DEADLINE_STEP_S
+        return [floor((deadline_s - (now - t.t_arr)) / step) * step for t in tasks]
 
     def predicted(self, task: Task, template: TaskDemand) -> TaskDemand:
         """What ``demand`` gives every task of ``task``'s kind until the next
@@ -184,16 +189,15 @@ class PlacementInputs:
         if not self.learn:
             return
         g = at.node
-        node_id = self.node_ids[g]
-        run_s = at.stop - at.start
+        node_id, tier, tt = self.node_ids[g], self.tiers[g], self.types[at.task.tt]
         observe_run(
             self.learner,
             node_id=node_id,
-            tier=self.tiers[g],
-            kind=self.types[at.task.tt].name,
-            seconds=run_s,
-            bound_s=self.types[at.task.tt].deadline_s,
+            tier=tier,
+            kind=tt.name,
+            seconds=at.stop - at.start,
+            bound_s=tt.deadline_s,
         )
         if at.predicted > 0:  # what the prediction is of: placement to result at the device
             actual = at.t_done - at.t_place
-            observe_finish(self.learner, node_id, at.predicted, actual, self.tiers[g])
+            observe_finish(self.learner, node_id, at.predicted, actual, tier)

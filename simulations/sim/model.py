@@ -40,7 +40,7 @@ from simulations.sim.loop import Loop, make_loop
 from simulations.sim.metrics import Counters, measure
 from simulations.sim.network import Network
 from simulations.sim.records import INF, Attempt, Outcome, Result, Task, TaskState
-from simulations.sim.scenario import Policy, SimScenario
+from simulations.sim.scenario import Policy, SimScenario, TaskType
 from simulations.sim.scheduling import Scheduler
 from simulations.sim.topology import Topology
 from simulations.sim.workload import Workload
@@ -48,7 +48,9 @@ from simulations.sim.workload import Workload
 __all__ = ["Result", "Simulation", "simulate"]
 
 _OPEN = TaskState.OPEN
+_SUCCEEDED = TaskState.SUCCEEDED
 _STRONG = Level.STRONG
+_OK, _REFUSED = Outcome.OK, Outcome.REFUSED
 
 
 class Simulation:
@@ -123,11 +125,13 @@ class Simulation:
         otherwise the controller decides on its report (``Controller.ended``)."""
         task, g = at.task, at.node
         strong = at.level is _STRONG
+        outcome = at.outcome
         # re-placed before its lease request arrived: refused as a stale epoch, so
         # it never ran (fencing token = epoch)
         stale = strong and at.superseded and at.t_req >= at.superseded_at
-        if stale or at.outcome == Outcome.REFUSED:
-            at.outcome, at.start = Outcome.REFUSED, at.stop
+        if stale or outcome == _REFUSED:
+            outcome = at.outcome = _REFUSED
+            at.start = at.stop
         if self.attempt_log is not None:
             self.attempt_log.append(at)
             at.start_rep = self.net.held_arrival(self.net.ctrl[g], at.start)
@@ -135,13 +139,15 @@ class Simulation:
         topo, c = self.topo, self.counters
         if strong:
             self.ctl.leases.release(task.id, at.epoch)  # on its terminal report
-        if at.outcome == Outcome.REFUSED:
+        if outcome == _REFUSED:
             c.refused += 1
             if stale:
-                self._free(at)
+                self._free(at, tt)
                 return
-        ran = max(0.0, at.stop - at.start)
-        if task.state is TaskState.SUCCEEDED and task.best < INF:
+        ran = at.stop - at.start
+        if not ran > 0.0:  # ``max(0.0, ran)``
+            ran = 0.0
+        if task.state is _SUCCEEDED and task.best < INF:
             # the controller cancels the others once a success is reported
             cancel_at = self.net.deliver(self.net.ctrl[g], task.report)
             if cancel_at < at.stop:
@@ -150,45 +156,48 @@ class Simulation:
                     at.report = self.net.held_arrival(self.net.ctrl[g], cancel_at)
                 topo.busy[g] += max(0.0, cancel_at - at.start) * tt.cpu
                 c.cancelled += 1
-                self._free(at)
+                self._free(at, tt)
                 return
         topo.busy[g] += ran * tt.cpu
-        ok = at.outcome == Outcome.OK
-        if at.outcome != Outcome.REFUSED:
-            topo.success[g] = update_success(topo.success[g], ok)
+        ok = outcome == _OK
+        if outcome != _REFUSED:
+            success = topo.success
+            success[g] = update_success(success[g], ok)
             self.ctl.outcome(g, ok, ran)
         if ok:
-            self._free(at)
+            self._free(at, tt)
             self.inputs.finished(at)
             self._succeeded(at, task)
             return
         if at.superseded or task.state is not _OPEN:
-            self._free(at)
+            self._free(at, tt)
             return
-        if at.outcome == Outcome.FENCED:
+        if outcome == Outcome.FENCED:
             c.fenced += 1
         task.attempts += 1
         if task.attempts >= tt.max_attempts:
-            self._free(at)
-            self._finish(task, TaskState.LOST if at.outcome == Outcome.LOST else TaskState.FAILED)
+            self._free(at, tt)
+            self._finish(task, TaskState.LOST if outcome == Outcome.LOST else TaskState.FAILED)
             return
         facts = AttemptFacts(
             node=topo.node_ids[g],
             epoch=at.epoch,
             status=AttemptStatus.FAILED,
-            reason=REASONS[at.outcome],
+            reason=REASONS[outcome],
         )
         if agent_retries(facts, level=at.level, idempotent=tt.idempotent):
             c.retried += 1
             self.agents.retry(at)
             return
-        self._free(at)
+        self._free(at, tt)
         self.loop.at(max(at.report, self.loop.now), self.ctl.ended, at)
 
-    def _free(self, at: Attempt) -> None:
-        tt = self.types[at.task.tt]
+    def _free(self, at: Attempt, tt: TaskType | None = None) -> None:
+        if tt is None:
+            tt = self.types[at.task.tt]
         self.topo.give_back(at.node, tt.cpu, tt.memory_mb, at.work)
-        self.sched.kick()
+        if self.sched.exact:  # only exact mode retries on a release (``Scheduler.kick``)
+            self.sched.kick()
 
     def _succeeded(self, at: Attempt, task: Task) -> None:
         c = self.counters
@@ -197,24 +206,25 @@ class Simulation:
             c.duplicates += 1
             if not self.types[task.tt].idempotent:
                 c.harm += 1
-        if at.t_done >= task.best:
+        t_done = at.t_done
+        if t_done >= task.best:
             return
-        task.best = at.t_done
+        task.best = t_done
         task.report = at.report
         if task.state is _OPEN:
             if self.trace is not None:
                 self.trace.append((task.tt, task.t_arr, at.stop))
-            task.state = TaskState.SUCCEEDED
+            task.state = _SUCCEEDED
             c.open_tasks -= 1
             task.result_at = len(c.lat)
-            c.lat.append(at.t_done - task.t_arr)
-            c.done_at.append(at.t_done)
+            c.lat.append(t_done - task.t_arr)
+            c.done_at.append(t_done)
             c.deadline.append(self.types[task.tt].deadline_s)
             if task.flow is not None:
-                self.loop.at(at.t_done, self._flow_step, task)
+                self.loop.at(t_done, self._flow_step, task)
         else:
-            c.lat[task.result_at] = at.t_done - task.t_arr
-            c.done_at[task.result_at] = at.t_done
+            c.lat[task.result_at] = t_done - task.t_arr
+            c.done_at[task.result_at] = t_done
 
     def _flow_step(self, task: Task) -> None:
         self.workload.flow_step(task, self.loop.now)

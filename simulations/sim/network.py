@@ -120,6 +120,18 @@ class Timelines:
     def next_up(self, path: Sequence[int], t: float) -> float:
         """Earliest time ``>= t`` at which every link of ``path`` is up."""
         starts, ends = self.starts, self.ends
+        if len(path) == 1:
+            # one link: one look suffices (its intervals are merged, so the next one
+            # starts after this one ends)
+            link = path[0]
+            st = starts[link]
+            if st is not None:
+                i = bisect_right(st, t) - 1
+                if i >= 0:
+                    end = ends[link][i]  # type: ignore[index]
+                    if t < end:
+                        return end
+            return t
         moved = True
         while moved:
             moved = False
@@ -426,7 +438,15 @@ class Network:
                 self.wan_bytes += bits / 8.0
             t0 += bits / path.bw
         jit = path.jit
-        return t0 + path.lat + jit * self.exp() if jit > 0 else t0 + path.lat
+        if jit > 0:
+            # ``self.exp()``, inlined (several draws per task)
+            i = self._exp_i
+            if i >= _BLOCK:
+                self._refill()
+                i = 0
+            self._exp_i = i + 1
+            return t0 + path.lat + jit * self._exp_block[i]  # type: ignore[no-any-return]
+        return t0 + path.lat
 
     def deliver_data(self, dev: int, part: Path, t: float, bits: float) -> float:
         """``deliver`` over device ``dev``'s access link followed by ``part`` (the
@@ -442,7 +462,15 @@ class Network:
         jit = net.jit[dev] + part.jit
         bw = net.bw[dev] if net.bw[dev] < part.bw else part.bw
         t = t + bits / bw + (net.lat[dev] + part.lat)  # in this order (floats)
-        return t + jit * self.exp() if jit > 0 else t
+        if jit > 0:
+            # ``self.exp()``, inlined
+            i = self._exp_i
+            if i >= _BLOCK:
+                self._refill()
+                i = 0
+            self._exp_i = i + 1
+            return t + jit * self._exp_block[i]  # type: ignore[no-any-return]
+        return t
 
     def crash_in(self, g: int, t0: float, t1: float) -> float | None:
         """When node ``g`` crashes within ``[t0, t1)``, if it does (``first_down``

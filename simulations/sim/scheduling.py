@@ -114,6 +114,7 @@ class Scheduler:
         self.pump: Callable[[float], None] = lambda now: None
         self.progress: Callable[[float, float], None] | None = None
         self.exact = self.ctl.placement_interval_s <= 0
+        self.dt = self.ctl.placement_interval_s
         self.pending: list[Task] = []
         self.buckets: dict[int, list[Task]] = {}
         self.queues: dict[_QueueKey, deque[Task]] = {}
@@ -170,12 +171,17 @@ class Scheduler:
     # ------------------------------------------------------------- inbox
     def receive(self, task: Task, t_c: float) -> None:
         """A submission reaches the controller at ``t_c``: into the next tick's bucket."""
-        dt = self.ctl.placement_interval_s
-        if dt <= 0:
+        if self.exact:
             self.loop.at(t_c, self._receive_now, task)
+            return
+        k = math.ceil(t_c / self.dt - 1e-9)
+        if k <= self._k_done:
+            k = self._k_done + 1
+        bucket = self.buckets.get(k)
+        if bucket is None:
+            self.buckets[k] = [task]
         else:
-            k = max(math.ceil(t_c / dt - 1e-9), self._k_done + 1)
-            self.buckets.setdefault(k, []).append(task)
+            bucket.append(task)
 
     def enqueue(self, task: Task, now: float) -> None:
         """Queue ``task`` for the next placement round (a re-placement at ``now``)."""
@@ -225,14 +231,15 @@ class Scheduler:
         make progress (see the module docstring)."""
         inbox, self.pending = self.pending, []
         queues, active = self.queues, self.active
+        level_of = self.level_of
         for task in inbox:
             if task.state is not _OPEN:
                 continue
             if task.epoch == 0:
-                task.level = self.level_of(task)
+                task.level = level_of(task)
             key = (task.site, task.tt, task.level, task.exclude)
             q = queues.get(key)
-            if q is None:
+            if q is None:  # an emptied queue is kept for its key's next task
                 q = queues[key] = deque()
             q.append(task)
             active[key] = None
@@ -240,15 +247,16 @@ class Scheduler:
         synced: set[int] = set()
         topo, stuck, version = self.topo, self.stuck, self.version
         freed, S, R = topo.freed, topo.sites, topo.regions
+        place_queue, sync = self._place_queue, self._sync
         for key in list(active):
             q = queues[key]
             site = key[0]
             mark = (freed[site], freed[S + site % R], freed[-1], version[site])
             if stuck.get(key) != mark:
                 if site not in synced:
-                    self._sync(site)
+                    sync(site)
                     synced.add(site)
-                if not self._place_queue(key, q, now):
+                if not place_queue(key, q, now):
                     stuck[key] = mark
             while q and (q[0].state is not _OPEN or now - q[0].entered > max_q):
                 task = q.popleft()
@@ -257,7 +265,6 @@ class Scheduler:
                     self.done(task, TaskState.FAILED)
             if not q:
                 del active[key]
-                del queues[key]
 
     def _sync(self, site: int) -> None:
         """Bring the site's table up to the global free resources (releases, and
@@ -352,22 +359,13 @@ class Scheduler:
         self, site: int, batch: list[Task], demand: TaskDemand, now: float
     ) -> list[tuple[int, Decision | None, float | None, float]]:
         """``(row, decision, predicted finish, work)`` for the placed prefix of
-        ``batch`` (one task shape) on the explained and predicted paths; the
-        decision (with its explanation) from ``place_batch`` only, the predicted
+        ``batch`` (one task shape) on the explained path (``place_batch``, with
+        explanations; the predicted path is ``_choose_predicted``); the predicted
         finish from an explained batch."""
         table = self.tables[site]
         epochs = [t.epoch + 1 for t in batch]
         self._batches += 1
         explain = self.trace_left > 0 or self._batches % EXPLAIN_EVERY == 0
-        if self.predicted:
-            pstate = self._predicted_state(site, batch[0], demand)
-            work = pstate.demand.work
-            deadlines = [self.inputs.deadline(t, now) for t in batch]
-            placed = place_predicted(
-                table, pstate, [t.id for t in batch], epochs, deadlines,
-                seed=self.seed, explain=explain,
-            )  # fmt: skip
-            return [(row, None, predicted, work) for row, predicted in placed]
         demands = [self.inputs.demand(t, demand, now) for t in batch]
         decisions = place_batch(
             table,
@@ -387,6 +385,25 @@ class Scheduler:
                 predicted = dec.explanation.candidates[0].terms.get("finish_s")
             out.append((table.index[dec.node_id], dec, predicted, d.work))
         return out
+
+    def _choose_predicted(
+        self, site: int, batch: list[Task], demand: TaskDemand, now: float
+    ) -> tuple[list[tuple[int, float | None]], float]:
+        """The ``adaptive`` mode's batch path, untraced: ``(row, predicted finish)`` of
+        the placed prefix of ``batch`` (``place_predicted``) and the shape's work."""
+        self._batches += 1
+        explain = self._batches % EXPLAIN_EVERY == 0  # untraced runs only
+        pstate = self._predicted_state(site, batch[0], demand)
+        placed = place_predicted(
+            self.tables[site],
+            pstate,
+            [t.id for t in batch],
+            [t.epoch + 1 for t in batch],
+            self.inputs.deadlines(batch, now),
+            seed=self.seed,
+            explain=explain,
+        )
+        return placed, pstate.demand.work
 
     def _predicted_state(self, site: int, task: Task, demand: TaskDemand) -> PredictedState:
         """The adaptive path's state of ``task``'s queue shape on the site's table
@@ -426,18 +443,31 @@ class Scheduler:
         (``True``) or no node has room (``False``; the rest stays queued in order)."""
         site = key[0]
         glist, topo, place, table = self.glist[site], self.topo, self.place, self.tables[site]
+        take = topo.take
         size = 8  # grows while everything fits: a full site costs little per tick
+        popleft = q.popleft
         while q:
             batch: list[Task] = []
-            while q and len(batch) < size:
-                task = q.popleft()
+            n = 0
+            while q and n < size:
+                task = popleft()
                 if task.state is _OPEN:
                     batch.append(task)
+                    n += 1
             if not batch:
                 return True
             demand = self.demand(batch[0])
             cpu, memory = demand.cpu, demand.memory_mb
-            if self.explained:
+            if self.predicted:  # adaptive, untraced: nothing to sample
+                chosen, work = self._choose_predicted(site, batch, demand, now)
+                for task, (row, predicted) in zip(batch, chosen, strict=False):
+                    g = glist[row]
+                    take(g, cpu, memory, work, False)
+                    at = place(task, g, now, predicted)
+                    at.work = work
+                    at.predicted = predicted or 0.0
+                placed = len(chosen)
+            elif self.explained:
                 rows = self._choose(site, batch, demand, now)
                 for task, (row, decision, predicted, work) in zip(batch, rows, strict=False):
                     g = glist[row]

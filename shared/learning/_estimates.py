@@ -155,8 +155,8 @@ class LearnerState:
         found = self.speed.get(node_id)
         if found is not None:
             return found
-        tier = Tier(tier)
-        pooled = self.tier_speed.get(tier.value)
+        tier = tier if type(tier) is Tier else Tier(tier)
+        pooled = self.tier_speed.get(tier._value_)  # ``tier.value``, without the descriptor
         log = pooled if pooled is not None else math.log(TIER_SPEED[tier])
         return Estimate(log, math.log(TIER_SPREAD) ** 2)
 
@@ -180,7 +180,7 @@ class LearnerState:
         found = self.error.get(node_id)
         if found is not None:
             return found
-        return self.tier_error.get(Tier(tier).value, PRIOR_ERROR) if tier else PRIOR_ERROR
+        return self.tier_error.get(_tier_key(tier), PRIOR_ERROR) if tier else PRIOR_ERROR
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -263,7 +263,8 @@ def observe_run(
 def _tier_key(tier: Tier | str) -> str:
     """The tier's wire name, the key of the per-tier pools (a ``Tier`` as it is: this
     runs once per finished run, and ``Tier(...)`` costs more than the rest of the key)."""
-    return tier.value if type(tier) is Tier else Tier(tier).value
+    # ``_value_`` is what ``value`` returns, without the enum descriptor (also per run)
+    return tier._value_ if type(tier) is Tier else Tier(tier)._value_
 
 
 def observe_finish(

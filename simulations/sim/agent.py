@@ -100,8 +100,9 @@ class Agents:
     # ------------------------------------------------------------- devices
     def arrive(self, task: Task) -> None:
         """A task appears at its device at ``task.t_arr``: a computing device runs it
-        itself when it is cut off and autonomy allows, a plain one submits by its
-        breaker (``PlainDevices.submit``); else it goes to the controller."""
+        itself when it is cut off and autonomy allows; otherwise the device, computing
+        or plain, submits by its breaker (``PlainDevices.submit``: the controller, or
+        an edge agent of its site when the controller is out of reach)."""
         t = task.t_arr
         net = self.net
         path = net.dev_ctrl[task.dev]
@@ -123,7 +124,7 @@ class Agents:
                 task.level = level
                 self._run_local(task, g, t)
                 return
-        self.to_controller(task, t)
+        self.plain.submit(task, path, t)
 
     def to_controller(self, task: Task, t: float) -> None:
         """The submission leaves the device for the controller at ``t`` (held while

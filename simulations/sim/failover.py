@@ -1,4 +1,5 @@
-"""A plain device's submission, by its breaker (``shared.autonomy.Failover``).
+"""A device's submission, by its breaker (``shared.autonomy.Failover``): a plain device's
+always, a computing device's when it does not run the task itself (``Agents.arrive``).
 
 What the device knows is what its attempts told it. With the breaker closed it tries the
 controller and waits for the connection as ``Failover.connect_wait`` says: RFC 6298's
@@ -19,7 +20,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from shared.autonomy import (
-    CONNECT_TIMEOUT_S,
     DeadlineJob,
     EdfPlan,
     Failover,
@@ -45,8 +45,11 @@ class PlainDevices:
     def __init__(self, agents: Agents) -> None:
         self.ag = agents
         topo = agents.topo
-        #: per plain device that submitted once, its breaker (and round-trip estimate)
+        #: per device that submitted once, its breaker (and round-trip estimate)
         self.breakers: dict[int, Failover] = {}
+        #: per device that tried its site's edges once, its round-trip estimate of that
+        #: path (a ``Failover`` used for ``observe_rtt`` and ``rto_s`` alone)
+        self.edge_rtt: dict[int, Failover] = {}
         #: per site, its edge servers: the agents a plain device of the site falls back to
         self.site_edges = [
             [g for g in topo.members(s) if topo.node_tier[g] is Tier.EDGE]
@@ -141,15 +144,22 @@ class PlainDevices:
         """The submission goes to an edge server of the device's site (from the one
         its index picks, then the next; ``offset``: the ones already tried): a crashed
         one, or any while the device's own access link is down, leaves the connection
-        unanswered for ``CONNECT_TIMEOUT_S`` (no round trip to it measured); one whose
-        plan has no room by the deadline (``_offer``) answers at once (a round trip).
-        When none admits it, the submission goes to the controller after all."""
+        unanswered for the device's RFC 6298 timeout on its edge path (``Failover.rto_s``
+        over the round trips of its answered connections to its site's edges:
+        ``CONNECT_TIMEOUT_S`` before the first, ``RTO_MIN_S`` at least, as for the
+        controller); one whose plan has no room by the deadline (``_offer``) answers at
+        once (a round trip). When none admits it, the submission goes to the
+        controller after all."""
         ag = self.ag
         net, dev = ag.net, task.dev
         edges = self.site_edges[task.site]
+        est = self.edge_rtt.get(dev)
+        if est is None:
+            est = self.edge_rtt[dev] = Failover()
+        wait = est.rto_s  # RFC 6298 over the device's answered connections to its edges
         access_down = net.fallible[dev] and net.tl.next_up((dev,), t) > t
         if access_down:  # no agent answers either
-            ag.to_controller(task, t + CONNECT_TIMEOUT_S)
+            ag.to_controller(task, t + wait)
             return
         parts = net.part[task.site]
         first = (dev // ag.topo.sites) % len(edges)
@@ -157,11 +167,13 @@ class PlainDevices:
             g = edges[(first + i) % len(edges)]
             part = parts[g]
             if not net.is_up(part, t):
-                t += CONNECT_TIMEOUT_S
-            elif self._offer(g, task, t, i, part):
+                t += wait
+                continue
+            rtt = 2 * (net.net.lat[dev] + part.lat)
+            est.observe_rtt(rtt)  # answered (admitted or refused): a sample
+            if self._offer(g, task, t, i, part):
                 return
-            else:
-                t += 2 * (net.net.lat[dev] + part.lat)
+            t += rtt
         ag.to_controller(task, t)
 
     # ----------------------------------------------- an edge agent's local queue

@@ -150,3 +150,46 @@ def test_an_overloaded_site_edge_keeps_the_urgent_work_and_hands_back_long_runs(
     urgent = [t for t in tasks if t.tt == 0]
     met = [t for t in urgent if t.state is TaskState.SUCCEEDED and t.best - t.t_arr <= 0.5]
     assert len(met) > 0.9 * len(urgent)
+
+
+def test_a_cut_off_computing_device_whose_core_is_busy_fails_over_too() -> None:
+    """A computing device cut off from the controller runs its own task when autonomy
+    allows and its core is free; otherwise it submits by its breaker as a plain device
+    does, so the task goes to an edge agent of its site instead of waiting at the
+    controller for the outage to end (before, every such task was held there: 0
+    failovers, all late)."""
+    spec = dict(QUIET)
+    spec["topology"] = {
+        **QUIET["topology"],
+        "device": {"count": 40, "compute_share": 1.0, "cpus": 1, "mips": 2000},
+    }
+    sim = Simulation(parse(spec), parse_policy("adaptive"))
+    sim.net.add_outages(sim.net.metro + 0, [CUT])
+    sim.net.mark_fallible()
+    plain = sim.agents.plain
+    seen: list[Any] = []
+    submit = plain.submit
+
+    def kept(task: Any, path: Any, t: float) -> None:
+        seen.append(task)
+        submit(task, path, t)
+
+    plain.submit = kept  # type: ignore[method-assign]
+    sim.run()
+    cut = [t for t in seen if t.site == 0 and CUT[0] + 2 < t.t_arr < CUT[1] - 5]
+    assert cut and plain.failovers > 0.5 * len(cut)
+    held = [t for t in cut if CUT[1] <= t.t_ctrl < float("inf")]  # reached it after the heal
+    assert len(held) < 0.2 * len(cut)
+    met = [t for t in cut if t.state is TaskState.SUCCEEDED and t.best - t.t_arr <= 0.5]
+    assert len(met) > 0.8 * len(cut)
+
+
+def test_a_device_times_out_on_its_edge_path_by_its_own_round_trips() -> None:
+    """A device that reached its site's edges measured that path: a crashed edge or a
+    cut access link then costs it RFC 6298's timeout over those round trips (at least
+    ``RTO_MIN_S``), not the 1 s of a path with no sample."""
+    sim, _ = _run()
+    edge_rtt = sim.agents.plain.edge_rtt
+    assert edge_rtt and all(sim.topo.dev_site[d] == 0 for d in edge_rtt)
+    measured = [e for e in edge_rtt.values() if e.srtt is not None]
+    assert measured and all(e.rto_s == RTO_MIN_S for e in measured)

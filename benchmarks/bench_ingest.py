@@ -5,10 +5,22 @@ starts, ``NODES`` nodes register (hello) and ``NODES * TASKS_PER_NODE`` tasks ar
 submitted through the REST API (as workflows of independent tasks) and placed by
 the controller. Then every node reports, as an agent does, one ``deltas`` message
 when it starts an attempt and one when the attempt succeeds, each with its outbox
-sequence number (paho, QoS 1, payloads encoded beforehand). The clock stops when
-the controller's store, read through its own SQLite connection (so only committed
-state counts), has acknowledged every sequence number of every node and holds
-every task as succeeded: merged, persisted and acknowledged.
+sequence number: a QoS 1 ``PUBLISH`` on its own MQTT 5 connection, at most
+``INFLIGHT`` unacknowledged at a time or the broker's Receive Maximum if lower (the
+testbed's Mosquitto: 100), each message written with its own ``send``. The clock
+stops when the controller's store, read through its own SQLite connection (so only
+committed state counts), has acknowledged every sequence number of every node and
+holds every task as succeeded: merged, persisted and acknowledged.
+
+The nodes are a load generator, not agents: on a real fleet each runs on its own
+machine, here all 20 share the controller's cores. So they cost little
+(:class:`Publisher`): every ``PUBLISH`` frame is encoded before the clock starts
+and one thread writes them and reads the broker's ``PUBACK``s (each checked) for
+all 20 connections. Until issue 14's session 7 they were 20 paho clients, 20
+network threads, which cost the machine about as much CPU per message as the
+controller (90-130 us, measured beside it) and so took that CPU from it, and
+which kept up to 200 unacknowledged (paho ignores the Receive Maximum); the note
+gives what the bench process costs now.
 
 Baseline, same run: the same with ``ingest.batch_max = 1``, one SQLite transaction
 per message (on fewer tasks, to bound the bench's time).
@@ -20,19 +32,23 @@ change much) and the load average, so a figure taken beside other work can be re
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import select
 import signal
+import socket
 import sqlite3
+import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 import uuid
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import psutil
 from _report import emit
 
@@ -54,6 +70,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NODES = 20
 TASKS_PER_NODE = 500  # two messages each: 20,000 messages
 BASELINE_TASKS_PER_NODE = 100
+INFLIGHT = 200  # unacknowledged PUBLISHes per node (the broker's Receive Maximum if lower)
 
 
 class BenchNode:
@@ -107,6 +124,162 @@ class BenchNode:
             self.seq += 1
             out.append(self.envelope(Deltas(records=(done,)), seq=self.seq))
         return out
+
+
+def _varint(n: int) -> bytes:
+    """An MQTT variable byte integer."""
+    out = bytearray()
+    while True:
+        n, byte = n >> 7, n & 0x7F
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _string(text: str) -> bytes:
+    raw = text.encode()
+    return struct.pack("!H", len(raw)) + raw
+
+
+def publish_frame(topic_: str, payload: bytes, packet_id: int) -> bytes:
+    """An MQTT 5 QoS 1 ``PUBLISH`` (no properties), as paho encodes one."""
+    rest = _string(topic_) + struct.pack("!H", packet_id) + b"\x00" + payload
+    return b"\x32" + _varint(len(rest)) + rest
+
+
+#: CONNACK property id -> its size (-1: a 2-byte length, then that many bytes; -2: a pair).
+_PROPERTY_SIZES = {0x11: 4, 0x12: -1, 0x13: 2, 0x15: -1, 0x16: -1, 0x1A: -1, 0x1C: -1, 0x1F: -1,
+                   0x21: 2, 0x22: 2, 0x24: 1, 0x25: 1, 0x26: -2, 0x27: 4, 0x28: 1, 0x29: 1,
+                   0x2A: 1}  # fmt: skip
+
+
+class Publisher:
+    """One node's MQTT 5 connection: what the bench's nodes need and nothing else
+    (``CONNECT``, QoS 1 ``PUBLISH``, the broker's ``PUBACK``s). Frames are built
+    beforehand (:func:`publish_frame`); :func:`publish_all` drives every node's
+    connection from one thread."""
+
+    def __init__(self, node_id: str, port: int) -> None:
+        self.node_id = node_id
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        body = b"\x00\x04MQTT\x05\x02\x00\x00\x00" + _string(node_id)  # clean start, no keepalive
+        self.sock.sendall(b"\x10" + _varint(len(body)) + body)
+        self.buf = b""
+        kind, packet = self._packet()
+        if kind != 0x20 or packet[1] != 0:
+            raise SystemExit(f"bench: {node_id} not connected ({kind:#x} {packet[:2].hex()})")
+        self.window = min(INFLIGHT, _receive_maximum(packet[2:]))
+        self.inflight = 0
+        self.acked = 0
+        self.next_id = 1
+
+    def frame(self, topic_: str, payload: bytes) -> bytes:
+        """The next ``PUBLISH`` of this connection (packet ids 1..65535 in turn: the
+        window is far smaller, so an id is never reused while unacknowledged)."""
+        packet_id, self.next_id = self.next_id, self.next_id % 65535 + 1
+        return publish_frame(topic_, payload, packet_id)
+
+    def send(self, frame: bytes) -> None:
+        self.sock.sendall(frame)
+        self.inflight += 1
+
+    def _packet(self) -> tuple[int, bytes]:
+        """The next whole packet from the broker (blocking)."""
+        while True:
+            got = _split(self.buf)
+            if got is not None:
+                kind, packet, self.buf = got
+                return kind, packet
+            data = self.sock.recv(65536)
+            if not data:
+                raise SystemExit(f"bench: the broker closed {self.node_id}'s connection")
+            self.buf += data
+
+    def read_acks(self) -> None:
+        """Take the ``PUBACK``s that arrived (the socket is readable); any failure or
+        other packet ends the bench."""
+        data = self.sock.recv(65536)
+        if not data:
+            raise SystemExit(f"bench: the broker closed {self.node_id}'s connection")
+        self.buf += data
+        while (got := _split(self.buf)) is not None:
+            kind, packet, self.buf = got
+            if kind != 0x40 or (len(packet) > 2 and packet[2] >= 0x80):
+                raise SystemExit(f"bench: {self.node_id} got {kind:#x} {packet[:3].hex()}")
+            self.inflight -= 1
+            self.acked += 1
+
+    def publish_wait(self, topic_: str, payload: bytes) -> None:
+        """One message, waiting for its ``PUBACK``."""
+        self.send(self.frame(topic_, payload))
+        while self.inflight:
+            self.read_acks()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.sendall(b"\xe0\x00")  # DISCONNECT, normal
+        self.sock.close()
+
+
+def _split(buf: bytes) -> tuple[int, bytes, bytes] | None:
+    """(packet type, packet body, the rest) of the first whole packet in ``buf``."""
+    length, at = 0, 1
+    for shift in (0, 7, 14, 21):
+        if at >= len(buf):
+            return None
+        byte = buf[at]
+        at += 1
+        length |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            break
+    if at + length > len(buf):
+        return None
+    return buf[0] & 0xF0, buf[at : at + length], buf[at + length :]
+
+
+def _receive_maximum(connack: bytes) -> int:
+    """The Receive Maximum of a CONNACK's properties (65,535 when absent)."""
+    length, at, shift = 0, 0, 0
+    while True:
+        byte = connack[at]
+        at += 1
+        length |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            break
+    end, found = at + length, 65535
+    while at < end:
+        prop = connack[at]
+        size = _PROPERTY_SIZES[prop]
+        at += 1
+        if prop == 0x21:
+            found = struct.unpack_from("!H", connack, at)[0]
+        if size == -2:
+            for _ in range(2):
+                at += 2 + struct.unpack_from("!H", connack, at)[0]
+        elif size == -1:
+            at += 2 + struct.unpack_from("!H", connack, at)[0]
+        else:
+            at += size
+    return found
+
+
+def publish_all(work: list[tuple[Publisher, list[bytes]]], stop: threading.Event) -> None:
+    """Every node's frames in turn (message i of each node, then i + 1), each node
+    keeping at most its window unacknowledged; returns once all are acknowledged."""
+    pos = [0] * len(work)
+    by_sock = {p.sock: p for p, _ in work}
+    while not stop.is_set():
+        for n, (pub, frames) in enumerate(work):
+            if pos[n] < len(frames) and pub.inflight < pub.window:
+                pub.send(frames[pos[n]])
+                pos[n] += 1
+        if all(p.acked == len(frames) for p, frames in work):
+            return
+        sending = any(pos[n] < len(f) and p.inflight < p.window for n, (p, f) in enumerate(work))
+        readable, _, _ = select.select(list(by_sock), [], [], 0 if sending else 1.0)
+        for sock in readable:
+            by_sock[sock].read_acks()
 
 
 def api(url: str, path: str, body: object = None) -> object:
@@ -182,23 +355,22 @@ def _cpu_s(proc: psutil.Process) -> float:
     return float(times.user + times.system)
 
 
-def measure(workdir: Path, broker_port: int, batch_max: int, tasks: int) -> tuple[float, float]:
-    """(messages/s, messages per controller CPU-second) over the measured window."""
+def measure(
+    workdir: Path, broker_port: int, batch_max: int, tasks: int
+) -> tuple[float, float, float]:
+    """(messages/s, messages per controller CPU-second, the bench process's own CPU-us
+    a message: its publisher and its polling of the store) over the measured window."""
     proc, url = run_controller(workdir, broker_port, batch_max)
-    ctl = psutil.Process(proc.pid)
+    ctl, me = psutil.Process(proc.pid), psutil.Process()
     db = sqlite3.connect(str(workdir / "state" / "controller.db"), timeout=30)
-    clients: list[mqtt.Client] = []
+    pubs: list[Publisher] = []
+    stop = threading.Event()
+    sender: threading.Thread | None = None
     try:
         nodes = [BenchNode(f"bench{n:02d}") for n in range(NODES)]
         for node in nodes:
-            c = mqtt.Client(
-                mqtt.CallbackAPIVersion.VERSION2, client_id=node.node_id, protocol=mqtt.MQTTv5
-            )
-            c.max_inflight_messages_set(200)
-            c.connect("127.0.0.1", broker_port)
-            c.loop_start()
-            c.publish(topic(node.node_id, "hello"), node.hello(), qos=1)
-            clients.append(c)
+            pubs.append(Publisher(node.node_id, broker_port))
+            pubs[-1].publish_wait(topic(node.node_id, "hello"), node.hello())
         wait(lambda: len(api(url, "/api/v1/nodes")["nodes"]) == NODES, "nodes registered")  # type: ignore[index]
         total = NODES * tasks
         for w in range(0, total, 1000):
@@ -219,33 +391,33 @@ def measure(workdir: Path, broker_port: int, batch_max: int, tasks: int) -> tupl
         by_node: dict[str, list[str]] = {n.node_id: [] for n in nodes}
         for task_id, node_id in db.execute("SELECT task_id, node FROM tasks ORDER BY task_id"):
             by_node[node_id].append(task_id)
-        prepared = [
-            (c, topic(n.node_id, "up"), n.reports(by_node[n.node_id]))
-            for c, n in zip(clients, nodes, strict=True)
+        work = [
+            (pub, [pub.frame(topic(n.node_id, "up"), m) for m in n.reports(by_node[n.node_id])])
+            for pub, n in zip(pubs, nodes, strict=True)
         ]
-        messages = sum(len(p) for _, _, p in prepared)
+        messages = sum(len(frames) for _, frames in work)
         acked = sum(n.seq for n in nodes)
-        longest = max(len(p) for _, _, p in prepared)
 
-        started, cpu_started = time.perf_counter(), _cpu_s(ctl)
-        for i in range(longest):
-            for c, name, msgs in prepared:
-                if i < len(msgs):
-                    c.publish(name, msgs[i], qos=1)
+        started, cpu_started, own_started = time.perf_counter(), _cpu_s(ctl), _cpu_s(me)
+        sender = threading.Thread(target=publish_all, args=(work, stop), daemon=True)
+        sender.start()
         while db.execute("SELECT COALESCE(SUM(acked_seq), 0) FROM peers").fetchone()[0] < acked:
             if proc.poll() is not None:
                 raise SystemExit("controller died during the bench")
             time.sleep(0.01)
         elapsed, cpu = time.perf_counter() - started, _cpu_s(ctl) - cpu_started
+        own = _cpu_s(me) - own_started
         done = db.execute("SELECT COUNT(*) FROM tasks WHERE status = 'succeeded'").fetchone()[0]
         if done != total:
             raise SystemExit(f"only {done} of {total} tasks merged as succeeded")
-        return messages / elapsed, messages / cpu
+        return messages / elapsed, messages / cpu, own / messages * 1e6
     finally:
+        stop.set()
+        if sender is not None:
+            sender.join(timeout=30)
         db.close()
-        for c in clients:
-            c.disconnect()
-            c.loop_stop()
+        for pub in pubs:
+            pub.close()
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
 
@@ -254,8 +426,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         broker = MosquittoBroker(workdir=Path(tmp) / "mosquitto").start()
         try:
-            batched, per_cpu = measure(Path(tmp) / "batched", broker.port, 500, TASKS_PER_NODE)
-            single, _ = measure(Path(tmp) / "single", broker.port, 1, BASELINE_TASKS_PER_NODE)
+            batched, per_cpu, pub_us = measure(
+                Path(tmp) / "batched", broker.port, 500, TASKS_PER_NODE
+            )
+            single, _, _ = measure(Path(tmp) / "single", broker.port, 1, BASELINE_TASKS_PER_NODE)
         finally:
             broker.stop()
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
@@ -269,7 +443,9 @@ def main() -> None:
         note=f"{NODES} nodes through Mosquitto, {2 * NODES * TASKS_PER_NODE} start/finish "
         "reports of placed tasks, synchronous=full; the clock stops when the store has "
         "acknowledged every sequence number and holds every task succeeded; "
-        f"{per_cpu:,.0f} messages per controller CPU-second; load average {load} "
+        f"{per_cpu:,.0f} messages per controller CPU-second ({1e6 / per_cpu:.0f} CPU-us a "
+        f"message); the bench process (its publisher thread, frames built beforehand, and the "
+        f"store polling) {pub_us:.0f} CPU-us a message; load average {load} "
         f"on {os.cpu_count()} CPUs",
     )
 

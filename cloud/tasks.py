@@ -156,6 +156,19 @@ class TaskTable:
         self._reserve(task_id, rec, active)
 
     def _reserve(self, task_id: str, rec: TaskRecord, active: bool) -> None:
+        """Hold the task's resources on the node it is placed on while it is active (a
+        spec never changes, so a reservation on the same, still known node stands)."""
+        held = self._reserved_on.get(task_id)
+        if (
+            held is not None
+            and active
+            and rec.placement is not None
+            and rec.placement.node == held
+            and rec.spec is not None
+            and (entry := self.registry.get(held)) is not None
+            and task_id in entry.reserved
+        ):
+            return
         old = self._reserved_on.pop(task_id, None)
         if old is not None and (entry := self.registry.get(old)) is not None:
             entry.reserved.pop(task_id, None)
@@ -163,7 +176,9 @@ class TaskTable:
             if old is not None:
                 self.freed += 1
             return
-        entry = self.registry.ensure(rec.placement.node, self.mono(), self.uow.wall_ms())
+        entry = self.registry.get(rec.placement.node)
+        if entry is None:
+            entry = self.registry.ensure(rec.placement.node, self.mono(), self.uow.wall_ms())
         res = rec.spec.get("resources") or {}
         entry.reserved[task_id] = (float(res.get("cpu", 0)), float(res.get("memory_mb", 0)))
         self._reserved_on[task_id] = rec.placement.node

@@ -274,6 +274,37 @@ def test_an_attempt_of_a_superseded_epoch_counts_for_the_node_placed_then() -> N
     assert may_read(N, rec, None, {1: N}) and not may_read(N, rec, None)
 
 
+def test_the_placement_in_force_speaks_for_its_epoch_over_the_history() -> None:
+    """The history passed in may lag the record (or, forged, disagree with it): at the
+    epoch in force the record's placement decides, at any other the history."""
+    rec = _placed(on=N, epoch=2)
+    _, now = start_attempt(rec, node=N, epoch=2, writer=N, hlc=_t(10, N))
+    for placed in ({}, {2: OTHER}, {1: OTHER}):
+        verdict = authorize_delta(N, rec, now, origin=None, originated=0, placed=placed)
+        assert verdict.refusals == () and _merged(rec, verdict) == merge(rec, now)
+    _, old = start_attempt(rec, node=N, epoch=1, writer=N, hlc=_t(11, N))
+    assert _reasons(authorize_delta(N, rec, old, origin=None, originated=0, placed={1: OTHER})) == {
+        Reason.NOT_PLACED
+    }
+    refused = authorize_delta(OTHER, rec, now, origin=None, originated=0, placed={2: OTHER})
+    assert Reason.FOREIGN_ATTEMPT in _reasons(refused)
+
+
+def test_an_honest_delta_keeps_its_own_events_and_a_mixed_one_only_those() -> None:
+    rec = _placed(on=N)
+    _, delta = start_attempt(rec, node=N, epoch=1, writer=N, hlc=_t(10, N))
+    accepted = _authorize(rec, delta).accepted
+    assert accepted is not None
+    assert (accepted.context, accepted.dots) == (delta.context, delta.dots)
+    # Foreign events the record holds already: no refusal, and only N's are kept.
+    mixed = delta._replace(
+        context=delta.context.merge(VersionVector({CONTROLLER: rec.context.get(CONTROLLER)}))
+    )
+    verdict = _authorize(rec, mixed)
+    assert verdict.refusals == () and verdict.accepted is not None
+    assert verdict.accepted.context == VersionVector({N: delta.context.get(N)})
+
+
 def test_a_locally_submitted_task_is_adopted_with_its_whole_history() -> None:
     task_id = local_task_id(N, "00000000abcd")
     assert origin_of(task_id) == N

@@ -100,3 +100,18 @@ def test_restart_from_last_stays_monotone() -> None:
     before = HybridClock("n").now(10_000)
     clock = HybridClock("n", last=before)
     assert clock.now(5) > before  # physical clock stepped back across the restart
+
+
+@given(STAMPS)
+def test_decoded_and_issued_stamps_are_ordinary_frozen_timestamps(stamp: Timestamp) -> None:
+    """Stamps made without the dataclass ``__init__`` (decoding, the clock) are equal,
+    equally hashed, ordered and as frozen as constructed ones."""
+    decoded = Timestamp.decode(stamp.encode())
+    assert type(decoded) is Timestamp
+    assert decoded == stamp and hash(decoded) == hash(stamp) and not decoded < stamp
+    assert repr(decoded) == repr(stamp)
+    issued = HybridClock(stamp.node).receive(stamp, stamp.wall_ms)
+    assert issued == Timestamp(stamp.wall_ms, stamp.logical + 1, stamp.node)
+    for made in (decoded, issued, HybridClock("me").now(stamp.wall_ms)):
+        with pytest.raises(AttributeError):
+            made.wall_ms = 0  # type: ignore[misc]

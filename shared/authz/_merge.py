@@ -129,10 +129,11 @@ def authorize_delta(
     spec = _spec(base, delta.spec, owns, refusals)
     placement = _placement(node, base, delta.placement, owns, refusals)
     in_force = base.placement if placement is None else placement
-    history = dict(placed)
-    if in_force is not None:
-        history[in_force.epoch] = in_force.node
-    attempts = _attempts(node, base, delta.attempts, history, refusals)
+    attempts = _NO_ATTEMPTS
+    if delta.attempts:
+        # The placement in force overrides the history at its epoch (read, not copied).
+        history = placed if in_force is None else _History(placed, in_force)
+        attempts = _attempts(node, base, delta.attempts, history, refusals)
     cancel = delta.cancel_requested and not base.cancel_requested
     if cancel and not owns:
         refusals.append(Refusal(Reason.CANCEL, "only the task's origin may cancel it"))
@@ -142,12 +143,37 @@ def authorize_delta(
         refusals.append(Refusal(Reason.CONTEXT, f"events the record lacks: {foreign}"))
     context, dots = _NO_EVENTS
     if not refusals:
-        context = VersionVector({node: delta.context.get(node)})
-        dots = frozenset(dot for dot in delta.dots if dot[0] == node)
+        context, dots = _own_events(node, delta)
     if not (spec or placement or attempts or cancel or context or dots):
         return Verdict(None, tuple(refusals))
     accepted = TaskRecord(task_id, spec, placement, attempts, cancel, context, dots)
     return Verdict(accepted, tuple(refusals))
+
+
+class _History(NamedTuple):
+    """The placement history ``placed`` with the placement in force at its epoch: the
+    ``get`` of ``{**placed, in_force.epoch: in_force.node}`` without building it."""
+
+    placed: Mapping[int, str]
+    in_force: Placement
+
+    def get(self, epoch: int, default: str | None = None) -> str | None:
+        if epoch == self.in_force.epoch:
+            return self.in_force.node
+        return self.placed.get(epoch, default)
+
+
+def _own_events(node: str, delta: TaskRecord) -> tuple[VersionVector, frozenset[Dot]]:
+    """``node``'s own events of ``delta``'s causal context: its entry of the vector and
+    its dots (the delta's own objects when they hold nothing else, as an honest node's
+    delta does)."""
+    context = delta.context
+    if not _only_own(node, context):
+        context = VersionVector({node: context.get(node)})
+    dots = delta.dots
+    if any(dot[0] != node for dot in dots):
+        dots = frozenset(dot for dot in dots if dot[0] == node)
+    return context, dots
 
 
 def _creation_refused(
@@ -208,7 +234,7 @@ def _attempts(
     node: str,
     base: TaskRecord,
     attempts: Mapping[Dot, Attempt],
-    placed: Mapping[int, str],
+    placed: Mapping[int, str] | _History,
     refusals: list[Refusal],
 ) -> Mapping[Dot, Attempt]:
     keep: dict[Dot, Attempt] = {}
@@ -225,25 +251,43 @@ def _attempts(
 
 
 def _attempt_refused(
-    node: str, dot: Dot, attempt: Attempt, ours: Attempt | None, placed: Mapping[int, str]
+    node: str,
+    dot: Dot,
+    attempt: Attempt,
+    ours: Attempt | None,
+    placed: Mapping[int, str] | _History,
 ) -> Refusal | None:
-    where = f"attempt {dot[0]}:{dot[1]}"
     if dot[0] != node or attempt.node != node:
-        return Refusal(Reason.FOREIGN_ATTEMPT, f"{where} run by {attempt.node}")
+        return Refusal(Reason.FOREIGN_ATTEMPT, f"{_where(dot)} run by {attempt.node}")
     if ours is None:
         if placed.get(attempt.epoch) != node:
             at = placed.get(attempt.epoch, "nowhere")
-            return Refusal(Reason.NOT_PLACED, f"{where} at epoch {attempt.epoch}, placed on {at}")
+            return Refusal(
+                Reason.NOT_PLACED, f"{_where(dot)} at epoch {attempt.epoch}, placed on {at}"
+            )
         return None
     if attempt.status <= ours.status or attempt.epoch != ours.epoch:
         return Refusal(
-            Reason.REWRITE, f"{where}: {ours.status.name} -> {attempt.status.name} is not forward"
+            Reason.REWRITE,
+            f"{_where(dot)}: {ours.status.name} -> {attempt.status.name} is not forward",
         )
     return None
 
 
+def _where(dot: Dot) -> str:
+    """How a refusal names an attempt (built only for a refusal)."""
+    return f"attempt {dot[0]}:{dot[1]}"
+
+
+def _only_own(node: str, context: VersionVector) -> bool:
+    """``context`` names no writer but ``node`` (a vector stores no zero entries)."""
+    return len(context) == (1 if context.get(node) else 0)
+
+
 def _foreign_events(node: str, base: TaskRecord, delta: TaskRecord) -> list[str]:
     """Events of writers other than ``node`` named by ``delta`` that ``base`` lacks."""
+    if _only_own(node, delta.context) and all(dot[0] == node for dot in delta.dots):
+        return []  # only the node's own events (an honest delta): nothing foreign
     lacking = [
         f"{writer}:{count}"
         for writer, count in delta.context.items()

@@ -58,4 +58,16 @@ def lacking(
     writers = new_writers(before, after)
     if not writers:
         return frozenset()
+    if len(writers) == 1 and _sole_reader(next(iter(writers)), after, origin, placed):
+        return frozenset()  # the usual report: its node is the record's only reader
     return frozenset(n for n in readers(after, origin, placed) if writers - {n})
+
+
+def _sole_reader(node: str, rec: TaskRecord, origin: str | None, placed: Mapping[int, str]) -> bool:
+    """``readers(rec, origin, placed) <= {node}``, without building the set."""
+    return (
+        (origin is None or origin == node)
+        and (rec.placement is None or rec.placement.node == node)
+        and all(n == node for n in placed.values())
+        and all(a.node == node for a in rec.attempts.values())
+    )

@@ -379,12 +379,11 @@ class Deltas(Body):
     def read(cls, f: Fields) -> Self:
         items = f.sequence("records", max_items=MAX_DELTAS, required=True) or []
         records: list[TaskRecord] = []
-        base = f.path_of("records")
         for index, item in enumerate(items):
             try:
                 records.append(record_from_dict(item))
             except ValidationError as exc:
-                at = join_path(base, index)
+                at = join_path(f.path_of("records"), index)  # paths built for problems only
                 f.problems.extend(
                     Problem(join_path(at, p.path) if p.path else at, p.message)
                     for p in exc.problems

@@ -30,6 +30,7 @@ import numpy as np
 
 from shared.learning import LearnerState, observe_finish, observe_rtt, observe_run
 from shared.placement import NodeTable, NodeView, TaskDemand
+from shared.vocab import Tier
 from simulations.sim.network import Network
 from simulations.sim.records import Attempt, Task
 from simulations.sim.scenario import SimScenario, TaskType
@@ -63,6 +64,8 @@ class PlacementInputs:
         ref_mips = sc.topology.edge.mips
         self.runtime = [(sum(t.compute_mi) / 2) / ref_mips for t in self.types]
         self.work = self._works()
+        #: ``predicted``'s demands until the next tick, per (kind, template id)
+        self._predicted: dict[tuple[int, int], tuple[TaskDemand, TaskDemand]] = {}
         self.node_ids = topo.node_ids
         self.tiers = topo.node_tier
         self.speed = self._speeds()
@@ -120,13 +123,27 @@ class PlacementInputs:
     def tick(self) -> None:
         """Read the learned work of every kind and speed of every node (once per
         telemetry tick)."""
+        self._predicted.clear()
         if self.learn:
             self.work = self._works()
             self.speed = self._speeds()
 
     def _speeds(self) -> list[float]:
-        learner, tiers = self.learner, self.tiers
-        return [learner.speed_of(nid, tiers[g]).value for g, nid in enumerate(self.node_ids)]
+        """Every node's learned speed (``speed_of``). A node without samples has its
+        tier's prior, the same for every such node of the tier: asked once per tier."""
+        learner, tiers, known = self.learner, self.tiers, self.learner.speed
+        prior: dict[Tier, float] = {}
+        out = []
+        for g, nid in enumerate(self.node_ids):
+            if nid in known:
+                out.append(learner.speed_of(nid, tiers[g]).value)
+                continue
+            tier = tiers[g]
+            value = prior.get(tier)
+            if value is None:
+                value = prior[tier] = learner.speed_of(nid, tier).value
+            out.append(value)
+        return out
 
     def _works(self) -> list[float]:
         """Each kind's learned work (before its first run: the default, bounded by
@@ -158,9 +175,14 @@ class PlacementInputs:
     def predicted(self, task: Task, template: TaskDemand) -> TaskDemand:
         """What ``demand`` gives every task of ``task``'s kind until the next
         telemetry tick, but without an id or deadline (the static half of the
-        adaptive ranking reads neither)."""
+        adaptive ranking reads neither). Built once per kind and template until
+        then (``TaskDemand`` is frozen; its validation is not free)."""
+        key = (task.tt, id(template))
+        hit = self._predicted.get(key)
+        if hit is not None and hit[0] is template:
+            return hit[1]
         tt = self.types[task.tt]
-        return TaskDemand(
+        demand = TaskDemand(
             task_id=template.task_id,
             cpu=template.cpu,
             memory_mb=template.memory_mb,
@@ -175,6 +197,8 @@ class PlacementInputs:
             output_mb=(sum(tt.output_kb) / 2) / 1024.0,
             idempotent=tt.idempotent,
         )
+        self._predicted[key] = (template, demand)
+        return demand
 
     def work_and_speed(self, task: Task, g: int) -> tuple[float, float]:
         """``(work, speed)`` of ``task`` on node ``g`` as the controller knows them:

@@ -59,7 +59,12 @@ class PlainDevices:
         self.failovers = 0
         #: per (site, kind, edge), the transfers and run an edge's agent expects
         self._expected: dict[tuple[int, int, int], tuple[float, float]] = {}
-        self.is_edge = [tier is Tier.EDGE for tier in topo.node_tier]
+        #: nodes whose agents take devices' submissions: the edge servers (for their
+        #: site's devices) and the computing devices (for their own)
+        self.is_agent = [tier is Tier.EDGE for tier in topo.node_tier]
+        for g in topo.dev_node:
+            if g >= 0:
+                self.is_agent[g] = True
         #: per edge server, the submissions its agent holds, in admission order
         self.queue: dict[int, list[_Queued]] = {}
         #: per node, its runs as a heap of (end, expected end), for the edges' agents
@@ -140,9 +145,10 @@ class PlainDevices:
                 return
             br.probe_sent(p)
 
-    def _to_agent(self, task: Task, t: float, offset: int = 0) -> None:
-        """The submission goes to an edge server of the device's site (from the one
-        its index picks, then the next; ``offset``: the ones already tried): a crashed
+    def _to_agent(self, task: Task, t: float, offset: int | None = None) -> None:
+        """The submission goes to an agent: a computing device's own first (``_own``;
+        offset -1), then an edge server of the device's site (from the one its index
+        picks, then the next; ``offset``: the ones already tried): a crashed
         one, or any while the device's own access link is down, leaves the connection
         unanswered for the device's RFC 6298 timeout on its edge path (``Failover.rto_s``
         over the round trips of its answered connections to its site's edges:
@@ -152,6 +158,13 @@ class PlainDevices:
         controller after all."""
         ag = self.ag
         net, dev = ag.net, task.dev
+        own = ag.topo.dev_node[dev]
+        if offset is None:
+            offset = -1 if own >= 0 else 0
+        if offset < 0:
+            if self._own(own, task, t):
+                return
+            offset = 0
         edges = self.site_edges[task.site]
         est = self.edge_rtt.get(dev)
         if est is None:
@@ -176,25 +189,41 @@ class PlainDevices:
             t += rtt
         ag.to_controller(task, t)
 
+    def _own(self, g: int, task: Task, t: float) -> bool:
+        """A computing device's own agent is offered the device's task first: the
+        nearest agent (no transfer, no network: its own cut access link does not
+        matter) decides by the same plan as an edge's (``_offer``). This is the
+        agent's local API, not autonomy: a cut-off device's *own* decision to run new
+        work (``Agents.arrive``, by its autonomy level) comes before the breaker; here
+        the breaker already chose an agent, and the device's own is one."""
+        if self.ag.net.restarted(g, t) > t:  # its agent is down
+            return False
+        return self._offer(g, task, t, -1, None)
+
     # ----------------------------------------------- an edge agent's local queue
     def _expect(self, task: Task, g: int) -> tuple[float, float]:
         """``(transfers, run)``: what edge ``g``'s agent expects of ``task``'s kind, in
         seconds: the input in and the result back over the device's path (latencies and
-        the kind's mean sizes), and its mean run on one of ``g``'s cores (what an agent
-        learns of a kind from its own runs; the simulator gives it the kind's means)."""
-        key = (task.site, task.tt, g)
+        the kind's mean sizes; none on the device's own node), and its mean run on one
+        of ``g``'s cores (what an agent learns of a kind from its own runs; the
+        simulator gives it the kind's means)."""
+        ag = self.ag
+        own = g == ag.topo.dev_node[task.dev]
+        key = (-1 if own else task.site, task.tt, g)
         est = self._expected.get(key)
         if est is None:
-            ag = self.ag
-            tt, part = ag.types[task.tt], ag.net.part[task.site][g]
-            bw = min(part.bw, ag.net.net.bw[task.dev])
-            bits = (sum(tt.input_kb) + sum(tt.output_kb)) / 2 * 8192.0
-            transfers = 2 * (ag.net.net.lat[task.dev] + part.lat) + bits / bw
+            tt = ag.types[task.tt]
+            transfers = 0.0
+            if not own:
+                part = ag.net.part[task.site][g]
+                bw = min(part.bw, ag.net.net.bw[task.dev])
+                bits = (sum(tt.input_kb) + sum(tt.output_kb)) / 2 * 8192.0
+                transfers = 2 * (ag.net.net.lat[task.dev] + part.lat) + bits / bw
             run = ag.topo.start_s[g] + sum(tt.compute_mi) / 2 / ag.topo.mips[g]
             est = self._expected[key] = (transfers, run)
         return est
 
-    def _offer(self, g: int, task: Task, t: float, offset: int, part: Path) -> bool:
+    def _offer(self, g: int, task: Task, t: float, offset: int, part: Path | None) -> bool:
         """Edge ``g``'s agent is offered ``task`` at ``t``: it keeps it when its plan
         (``shared.autonomy.plan_edf``) can still finish it by its deadline, less the
         transfers, with every task it holds; queued tasks the plan refuses are handed
@@ -207,7 +236,9 @@ class PlainDevices:
         if not plan.admits(task.id):
             self._settle(g, plan, t)
             return False
-        t_recv = self.ag.net.deliver_data(task.dev, part, t, task.in_bits + CONTROL_BITS)
+        t_recv = t  # the device's own node (``part`` None) holds the input
+        if part is not None:
+            t_recv = self.ag.net.deliver_data(task.dev, part, t, task.in_bits + CONTROL_BITS)
         queue.append(_Queued(job, task, offset, t_recv))
         self._settle(g, plan, t)
         return True
@@ -271,7 +302,7 @@ class PlainDevices:
         edge server's agent keeps when it ends (``at.stop``, the moment it frees its
         core) and when it expects it to (its start plus the kind's expected run)."""
         g = at.node
-        if self.is_edge[g]:
+        if self.is_agent[g]:
             run = self._expect(at.task, g)[1]
             heapq.heappush(self.running[g], (at.stop, at.start + run))
 
@@ -279,7 +310,9 @@ class PlainDevices:
         """A queued task the plan refused: never started, so the device may send it
         elsewhere; it learns of it one way later and tries the next edge server then."""
         net, task = self.ag.net, q.task
-        back = t + net.net.lat[task.dev] + net.part[task.site][g].lat
+        back = t
+        if q.offset >= 0:  # from an edge (the device's own agent answers at once)
+            back += net.net.lat[task.dev] + net.part[task.site][g].lat
         self.handed_back += 1
         self.ag.loop.at(back, self._try_next, q)
 
@@ -306,7 +339,8 @@ class PlainDevices:
         task.epoch += 1
         at = Attempt(task, g, task.epoch, task.level, now, local=True)
         at.t_recv = q.t_recv
-        ag.execute(at, task, tt, g, max(q.t_recv, now), ag.net.part[task.site][g])
+        path = ag.net.part[task.site][g] if q.offset >= 0 else None
+        ag.execute(at, task, tt, g, max(q.t_recv, now), path)
         ag.counters.placed_tier[ag.node_tier[g]] += 1
         ag.loop.at(at.stop, ag.ended, at)
 

@@ -193,3 +193,35 @@ def test_a_device_times_out_on_its_edge_path_by_its_own_round_trips() -> None:
     assert edge_rtt and all(sim.topo.dev_site[d] == 0 for d in edge_rtt)
     measured = [e for e in edge_rtt.values() if e.srtt is not None]
     assert measured and all(e.rto_s == RTO_MIN_S for e in measured)
+
+
+def test_a_computing_device_cut_off_by_its_own_access_link_runs_its_task_itself() -> None:
+    """A computing device whose own access link is cut reaches no edge and no controller,
+    but its own agent: its breaker's fallback offers the task there first (the same
+    plan as an edge's), so the tasks of the cut's first seconds, before autonomy lets
+    the device start new work on its own, still meet their deadline (before, they went
+    to the controller and waited for the heal)."""
+    spec = dict(QUIET)
+    spec["topology"] = {
+        **QUIET["topology"],
+        "device": {"count": 40, "compute_share": 1.0, "cpus": 1, "mips": 8000},
+    }
+    sim = Simulation(parse(spec), parse_policy("adaptive"))
+    cut_devs = range(10)
+    for d in cut_devs:
+        sim.net.add_outages(d, [CUT])
+    sim.net.mark_fallible()
+    plain = sim.agents.plain
+    seen: list[Any] = []
+    submit = plain.submit
+
+    def kept(task: Any, path: Any, t: float) -> None:
+        seen.append(task)
+        submit(task, path, t)
+
+    plain.submit = kept  # type: ignore[method-assign]
+    sim.run()
+    early = [t for t in seen if t.dev in cut_devs and CUT[0] + 0.5 < t.t_arr < CUT[0] + 6]
+    assert early and plain.failovers >= 0.8 * len(early)
+    met = [t for t in early if t.state is TaskState.SUCCEEDED and t.best - t.t_arr <= 0.5]
+    assert len(met) > 0.8 * len(early)

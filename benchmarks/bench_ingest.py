@@ -282,6 +282,16 @@ def publish_all(work: list[tuple[Publisher, list[bytes]]], stop: threading.Event
             by_sock[sock].read_acks()
 
 
+def _publish_all_or_note(
+    work: list[tuple[Publisher, list[bytes]]], stop: threading.Event, failed: list[BaseException]
+) -> None:
+    """:func:`publish_all` on a thread: what ends it early is noted for the main thread."""
+    try:
+        publish_all(work, stop)
+    except BaseException as exc:  # SystemExit included: a thread would swallow it
+        failed.append(exc)
+
+
 def api(url: str, path: str, body: object = None) -> object:
     req = urllib.request.Request(
         url + path,
@@ -399,11 +409,16 @@ def measure(
         acked = sum(n.seq for n in nodes)
 
         started, cpu_started, own_started = time.perf_counter(), _cpu_s(ctl), _cpu_s(me)
-        sender = threading.Thread(target=publish_all, args=(work, stop), daemon=True)
+        failed: list[BaseException] = []
+        sender = threading.Thread(
+            target=_publish_all_or_note, args=(work, stop, failed), daemon=True
+        )
         sender.start()
         while db.execute("SELECT COALESCE(SUM(acked_seq), 0) FROM peers").fetchone()[0] < acked:
             if proc.poll() is not None:
                 raise SystemExit("controller died during the bench")
+            if failed:
+                raise SystemExit(f"publishing failed: {failed[0]}")
             time.sleep(0.01)
         elapsed, cpu = time.perf_counter() - started, _cpu_s(ctl) - cpu_started
         own = _cpu_s(me) - own_started

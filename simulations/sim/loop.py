@@ -82,8 +82,10 @@ class SimPyLoop:
 
     def __init__(self) -> None:
         import simpy  # the sim extra; imported here so the heap loop needs nothing
+        from simpy.events import NORMAL, Event
 
         self._env = simpy.Environment()
+        self._event, self._normal = Event, NORMAL
         self.events = 0
 
     @property
@@ -91,7 +93,18 @@ class SimPyLoop:
         return float(self._env.now)
 
     def at(self, when: float, callback: Callback, arg: Any = None) -> None:
-        self.after(when - self._env.now, callback, arg)
+        # A timeout is scheduled at ``now + delay``, and ``now + (when - now)`` is not
+        # always ``when`` in floats (nor is any ``now + d`` for some ``when``: rounding
+        # ties), so events the heap loop has in one order could run in another. The
+        # event is what ``Timeout`` builds, queued at ``when`` itself as
+        # ``Environment.schedule`` queues it (simpy 4's ``_queue`` entry).
+        env = self._env
+        event = self._event(env)
+        event._ok, event._value = True, None
+        event.callbacks.append(lambda _event: self._fire(callback, arg))  # type: ignore[union-attr]
+        now = env.now
+        entry = (when if when > now else now, self._normal, next(env._eid), event)
+        heapq.heappush(env._queue, entry)  # type: ignore[misc]
 
     def after(self, delay: float, callback: Callback, arg: Any = None) -> None:
         event = self._env.timeout(delay if delay > 0 else 0.0)

@@ -40,3 +40,23 @@ def test_an_event_at_the_horizon_runs() -> None:
 def test_unknown_loop_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown event loop"):
         make_loop("nope")
+
+
+@pytest.mark.parametrize("factory", [HeapLoop, SimPyLoop])
+def test_an_event_runs_at_exactly_its_time(factory: type) -> None:
+    """``at(when)`` fires at ``when`` itself on both loops. From ``now`` = 0.1 no
+    delay ``d`` gives ``0.1 + d == 0.42232750095416866`` in floats (a rounding tie), so
+    a SimPy timeout of ``when - now`` ran one ulp late and could reorder events."""
+    loop = factory()
+    when = 0.42232750095416866
+    seen: list[float] = []
+
+    def later(_: object) -> None:
+        seen.append(loop.now)
+
+    def first(_: object) -> None:
+        loop.at(when, later)
+
+    loop.at(0.1, first)
+    loop.run(1.0)
+    assert seen == [when]

@@ -33,6 +33,7 @@ CANONICAL_DEFAULTS: dict[str, Any] = {
     "priority": 50,
     "timeout_s": 60.0,
     "deadline_s": None,
+    "work_s": None,
     "retry": {
         "max_attempts": 3,
         "backoff_s": 1.0,
@@ -181,6 +182,8 @@ def test_error_text_lists_paths() -> None:
         ({"args": {"x": 1}}, "args", "callable"),
         ({"workflow": "no way"}, "workflow", "letters"),
         ({"idempotent": 1}, "idempotent", "true or false"),
+        ({"work_s": 0}, "work_s", "> 0"),
+        ({"work_s": True}, "work_s", "number"),
     ],
 )
 def test_each_rule_names_field_and_problem(extra: dict[str, Any], path: str, fragment: str) -> None:
@@ -275,6 +278,7 @@ def task_dicts(draw: st.DrawFn) -> dict[str, Any]:
         "priority": st.integers(0, 100),
         "timeout_s": _pos,
         "deadline_s": _pos | st.none(),
+        "work_s": _pos | st.none(),
         "retry": st.fixed_dictionaries(
             {},
             optional={

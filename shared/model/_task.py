@@ -235,6 +235,10 @@ class TaskSpec:
     priority: int = 50
     timeout_s: float = 60.0
     deadline_s: float | None = None
+    #: Optional hint: the task's run time on a reference core (speed 1.0), in seconds. The
+    #: prior of the learners' per-kind run time (shared.learning ``work_key``) until runs of
+    #: its kind are measured; it never bounds a run (``timeout_s`` does).
+    work_s: float | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     consistency: ConsistencySpec = field(default_factory=ConsistencySpec)
     placement: PlacementConstraints = field(default_factory=PlacementConstraints)
@@ -256,6 +260,7 @@ class TaskSpec:
             "priority": self.priority,
             "timeout_s": self.timeout_s,
             "deadline_s": self.deadline_s,
+            "work_s": self.work_s,
             "retry": self.retry.to_dict(),
             "consistency": self.consistency.to_dict(),
             "placement": self.placement.to_dict(),
@@ -298,6 +303,7 @@ def read_task_spec(fields: Fields) -> TaskSpec | None:
     priority = fields.integer("priority", 50, min=0, max=MAX_PRIORITY)
     timeout_s = fields.number("timeout_s", 60.0, min=0.0, max=MAX_TIMEOUT_S, exclusive_min=True)
     deadline_s = fields.opt_number("deadline_s", min=0.0, max=MAX_DEADLINE_S, exclusive_min=True)
+    work_s = fields.opt_number("work_s", min=0.0, max=MAX_TIMEOUT_S, exclusive_min=True)
     retry = _read_retry(fields.sub("retry"))
     consistency = _read_consistency(fields)
     placement = _read_placement(fields.sub("placement"))
@@ -330,6 +336,7 @@ def read_task_spec(fields: Fields) -> TaskSpec | None:
         priority=priority,
         timeout_s=timeout_s,
         deadline_s=deadline_s,
+        work_s=work_s,
         retry=retry,
         consistency=consistency,
         placement=placement,

@@ -89,6 +89,17 @@ def test_a_learned_run_time_decides_admission(make_agent: AgentFactory) -> None:
     assert code == 201, body
 
 
+def test_the_specs_work_hint_is_the_prior_before_any_run(make_agent: AgentFactory) -> None:
+    """A kind the agent never ran is planned from the spec's ``work_s`` (reference-core
+    seconds, docs/task-spec.md): 5 s of work cannot meet a 1 s deadline, 0.1 s can."""
+    agent = make_agent(executor=ONE_SLOT).start()
+    code, body = _submit(agent, {**LONG, "work_s": 5.0, "deadline_s": 1.0})
+    assert code == 503, body
+    assert body["error"] == "deadline_infeasible" and body["run_s"] > 4.9
+    code, body = _submit(agent, {**SHORT, "work_s": 0.1, "deadline_s": 1.0})
+    assert code == 201, body
+
+
 def test_running_work_delays_the_plan(make_agent: AgentFactory) -> None:
     """With its one slot taken by a ``long`` run (2 s expected), a ``short`` task due in
     0.5 s cannot be met (it would start when the slot frees) and is refused; due in 30 s it

@@ -215,6 +215,16 @@ def test_a_deadline_excludes_a_slow_node(ha: MemoryHarness) -> None:
     assert terms["n-dev"]["exec_s"] == pytest.approx(4.0 * terms["n-edge"]["exec_s"])
 
 
+def test_the_specs_work_hint_is_the_prior_of_a_kind_never_run(ha: MemoryHarness) -> None:
+    """``work_s`` (docs/task-spec.md) is accepted by the API and is the kind's work until
+    runs are measured: the predicted execution on the edge is the hint, not the default."""
+    ha.node("n-edge", tier="edge", labels={"name": "edge"})
+    c = ha.controller
+    c.submit_task(task("hinted", name="hinted-kind", work_s=2.5, deadline_s=60.0))
+    assert c.get_task("hinted")["node"] == "n-edge"
+    assert candidates(ha, "hinted")["n-edge"]["exec_s"] == pytest.approx(2.5)
+
+
 def test_a_fresh_node_without_a_pong_gets_the_prior_level(ha: MemoryHarness) -> None:
     n1 = ha.node("n1")
     c = ha.controller

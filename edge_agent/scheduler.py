@@ -311,8 +311,7 @@ class LocalScheduler(LeaseRequests):
         if spec["callable"] is not None:
             target = core.cfg.executor.callables.get(spec["callable"])
             if target is None:
-                why = f"callable {spec['callable']!r} is not allow-listed"
-                self.fail_unstartable(rec, row, why)
+                self.fail_unstartable(rec, row, "callable_not_allowed", callable=spec["callable"])
                 return None
         dot, delta = start_attempt(
             rec, node=core.node, epoch=row.epoch, writer=core.node, hlc=core.stamp()
@@ -357,12 +356,17 @@ class LocalScheduler(LeaseRequests):
             resources=spec["resources"],  # rlimits (issue 11)
         )
 
-    def fail_unstartable(self, rec: TaskRecord, row: QueuedRow, reason: str) -> None:
+    def fail_unstartable(
+        self, rec: TaskRecord, row: QueuedRow, reason: str, **detail: object
+    ) -> None:
+        """Decline a queued task before it runs (``reason`` in ``shared.decisions.DECLINED``):
+        a failed attempt this node never retries; the controller places the task again,
+        elsewhere (``retry_move``)."""
         core = self.core
         with core.txn():
             core.fail_unrun(rec, row.epoch, reason)
             core.journal.remove_queued(rec.task_id)
-            core.event("unstartable", rec.task_id, reason=reason)
+            core.event("unstartable", rec.task_id, reason=reason, **detail)
 
     # -- outcomes and retries ------------------------------------------------------
     def on_outcomes(self, outcomes: list[Outcome]) -> None:

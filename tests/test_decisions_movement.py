@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from shared.consistency import Lease
 from shared.crdt import AttemptStatus as A
 from shared.decisions import (
+    DECLINED,
     TRIGGER_COOLDOWN_S,
     AttemptFacts,
     Movability,
@@ -251,6 +252,19 @@ def test_agent_retry_rule() -> None:
     assert not retries(A.LOST, "node partitioned; re-placed")
     assert retries(A.FAILED, "agent_restart", idem=True)
     assert not retries(A.FAILED, "agent_restart", Level.STRONG, idem=True)
+    for declined in DECLINED:  # the node would decline it again
+        assert not retries(A.FAILED, declined, idem=True)
+
+
+def test_a_declined_task_is_placed_again_elsewhere() -> None:
+    """An agent that shed a task, or does not allow its callable, never retries it; the
+    controller places it again, avoiding that node. An ordinary failure it retries itself."""
+    for declined in DECLINED:
+        attempt = AttemptFacts(node="a", epoch=1, status=A.FAILED, reason=declined)
+        d = retry_move(rfacts(level=Level.CAUSAL, attempts=(attempt,)), now=0.0)
+        assert d.move and d.exclude == ("a",), declined
+    failed = AttemptFacts(node="a", epoch=1, status=A.FAILED, reason="exit_code 1")
+    assert not retry_move(rfacts(level=Level.CAUSAL, attempts=(failed,)), now=0.0).move
 
 
 def test_fenced_strong_attempt_on_a_healthy_node_is_placed_again() -> None:

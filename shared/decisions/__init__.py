@@ -67,6 +67,7 @@ from shared.decisions._levels import (
 )
 from shared.decisions._lifecycle import drain_move
 from shared.decisions._movement import (
+    DECLINED,
     DOWN,
     OVERLOAD_MOVES_PER_TICK,
     TRIGGER_COOLDOWN_S,
@@ -109,6 +110,7 @@ from shared.decisions._workflow import (
 
 __all__ = [
     "AVAILABLE",
+    "DECLINED",
     "DOWN",
     "OVERLOAD_MOVES_PER_TICK",
     "TRIGGERS",

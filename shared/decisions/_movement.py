@@ -43,6 +43,7 @@ from shared.decisions._triggers import Trigger, failure_rate, latency_violated, 
 from shared.vocab import Level, LinkState, TaskStatus
 
 __all__ = [
+    "DECLINED",
     "DOWN",
     "OVERLOAD_MOVES_PER_TICK",
     "TRIGGER_COOLDOWN_S",
@@ -69,9 +70,14 @@ TRIGGER_COOLDOWN_S = 30.0
 OVERLOAD_MOVES_PER_TICK = 1
 #: Link states in which a node is out of reach (the partition rule applies).
 DOWN = frozenset({LinkState.PARTITIONED, LinkState.FAILED})
+#: Reasons an agent gives when it declines a task before running it: shed under pressure,
+#: a callable it does not allow. It would decline again, so it never retries them; placing
+#: the task again (elsewhere) decides.
+DECLINED = frozenset({"shed", "callable_not_allowed"})
+
 #: Reasons for which an agent does not retry a failed attempt itself (fenced at the
-#: lease deadline, superseded by a newer epoch).
-_AGENT_GIVES_UP = frozenset({"lease_expired", "fenced", "superseded"})
+#: lease deadline, superseded by a newer epoch, declined).
+_AGENT_GIVES_UP = frozenset({"lease_expired", "fenced", "superseded"}) | DECLINED
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -343,4 +349,6 @@ def retry_move(facts: RetryFacts, *, now: float) -> MoveDecision:
         move=True,
         reason=f"{facts.level.value} attempt {status} ({last.reason}), not retried by its node",
         trigger=f"retry: {facts.level.value} attempt {status} on {facts.node_id} ({last.reason})",
+        # a node that declined the task would decline it again
+        exclude=(facts.node_id,) if last.reason in DECLINED else (),
     )

@@ -105,6 +105,26 @@ def test_an_ordinary_failure_is_left_to_the_nodes_own_retry(h: MemoryHarness) ->
     assert not n1.received("place")
 
 
+def test_a_task_its_node_declined_is_placed_again_elsewhere(h: MemoryHarness) -> None:
+    """An agent that shed a queued task (or does not allow its callable) never retries it
+    (``shared.decisions.DECLINED``): the controller places it again, on another node."""
+    n1 = h.node("n1", labels={"pool": "x"})
+    n2 = h.node("n2", labels={"pool": "x"})
+    c = h.controller
+    c.set_draining("n2", True)
+    c.submit_task(task("k", "causal"))
+    n1.expect("place", lambda e: e.body.task_id == "k")
+    c.set_draining("n2", False)
+    dot = n1.start("k", 1)
+    n1.finish("k", dot, AttemptStatus.FAILED, reason="shed")
+    h.await_msg(n1, "ack", lambda e: e.body.up_to_seq == n1.seq)
+    h.tick(STEP)
+    n2.expect("place", lambda e: e.body.task_id == "k" and e.body.epoch == 2)
+    assert placed(h, "k") == ("n2", 2)
+    (replaced,) = h.events(task_id="k", kind="replaced")
+    assert replaced["reason"].startswith("retry: causal attempt failed on n1 (shed)")
+
+
 def test_after_a_restart_a_superseded_lease_does_not_block_the_new_holder(
     h: MemoryHarness,
 ) -> None:

@@ -17,9 +17,8 @@ What the plan reads, and its assumptions:
   its callable, else its command), learned from this agent's own succeeded attempts by the
   controller's learner (``shared.learning.observe_run``: a Kalman/EWMA update in log space,
   this node's speed and the kind's work together); before a kind's first run, the spec's
-  optional ``work_s`` hint over the tier's prior speed (``shared.model`` does not accept the
-  key yet); with neither, no plan: the task is
-  admitted as before (nothing is promised for it, and later plans leave it out). Learned
+  optional ``work_s`` hint (docs/task-spec.md) over the tier's prior speed; with neither, no
+  plan: the task is admitted as before (nothing is promised for it, and later plans leave it out). Learned
   since the agent started (not persisted).
 - **slots**: ``executor.max_concurrent``, each free now or when the attempt on it is expected
   to end (its start plus its kind's expected run, at least now); an attempt of a kind with no

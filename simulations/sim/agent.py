@@ -140,16 +140,22 @@ class Agents:
         task.level = task.lo
         self._run_local(task, g, task.t_arr)
 
-    def admit_local(self, g: int, task: Task) -> bool:
+    def admit_local(
+        self, g: int, task: Task, unseen: tuple[float, float, int] = (0.0, 0.0, 0)
+    ) -> bool:
+        """May node ``g``'s agent start ``task`` now (``shared.autonomy.admit``)?
+        ``unseen``: the cpu, memory and count of the attempts placed on ``g`` whose
+        placement has not reached its agent yet (held by a cut): reserved in the
+        controller's accounting, unknown to the agent."""
         tt = self.types[task.tt]
         topo = self.topo
         cpus = float(topo.cpus[g])
-        free = float(topo.cpu_free[g])
+        free = float(topo.cpu_free[g]) + unseen[0]
         decision = admit(
             {"cpu": tt.cpu, "memory_mb": tt.memory_mb},
-            {"cpus": cpus, "memory_free_mb": float(topo.mem_free[g])},
+            {"cpus": cpus, "memory_free_mb": float(topo.mem_free[g]) + unseen[1]},
             {"cpu": cpus - free},
-            running=int(topo.running[g]),
+            running=int(topo.running[g]) - unseen[2],
         )
         return bool(decision) and tt.cpu <= free
 

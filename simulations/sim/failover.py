@@ -67,8 +67,11 @@ class PlainDevices:
                 self.is_agent[g] = True
         #: per edge server, the submissions its agent holds, in admission order
         self.queue: dict[int, list[_Queued]] = {}
-        #: per node, its runs as a heap of (end, expected end), for the edges' agents
-        self.running: list[list[tuple[float, float]]] = [[] for _ in range(topo.count)]
+        #: per node, its runs as a heap of (end, expected end, placement received, cpu,
+        #: memory), for the agents that take devices' submissions
+        self.running: list[list[tuple[float, float, float, float, float]]] = [
+            [] for _ in range(topo.count)
+        ]
         #: per edge server, when its queue is next looked at
         self.drain_at: dict[int, float] = {}
         #: queued submissions an edge's plan refused later (tried elsewhere)
@@ -254,9 +257,10 @@ class PlainDevices:
             queue.remove(q)
             self._hand_back(q, g, t)
         by_key = {q.job.key: q for q in queue}
+        unseen = self._unseen(g, t)
         for job in plan.kept:
             q = by_key[job.key]
-            if not self.ag.admit_local(g, q.task):
+            if not self.ag.admit_local(g, q.task, unseen):
                 break
             queue.remove(q)
             self._run_at_site(q, g, t)
@@ -287,15 +291,35 @@ class PlainDevices:
 
     def _free_at(self, g: int, t: float) -> list[float]:
         """When each of ``g``'s cores is free for queued work, as its agent expects: now
-        for a free one, else the start of the run on it plus the run it expects."""
+        for a free one, else the start of the run on it plus the run it expects. Only
+        the attempts the agent has received count (``_unseen``)."""
         running = self.running[g]
         while running and running[0][0] <= t:
             heapq.heappop(running)
         topo = self.ag.topo
         cores = int(topo.cpus[g])
-        busy = min(len(running), max(0, cores - int(topo.cpu_free[g])))
-        ends = sorted(end for _, end in running)[:busy]
+        seen = [r for r in running if r[2] <= t]
+        free = topo.cpu_free[g] + sum(r[3] for r in running if r[2] > t)
+        busy = min(len(seen), max(0, cores - int(free)))
+        ends = sorted(r[1] for r in seen)[:busy]
         return [t] * (cores - busy) + ends
+
+    def _unseen(self, g: int, t: float) -> tuple[float, float, int]:
+        """The cpu, memory and count of the attempts placed on ``g`` whose placement
+        has not reached its agent by ``t`` (held by a cut of the controller's path):
+        the controller's accounting reserves them from the placement on, but the agent
+        knows only what it received, and admits its local work without them (in the
+        product as here; the held attempt starts at the heal, when the agent has it).
+        Counting them kept up to half of a cut site's edge cores out of its failover
+        for a whole regional outage."""
+        cpu = memory = 0.0
+        n = 0
+        for r in self.running[g]:
+            if r[2] > t and r[0] > t:
+                cpu += r[3]
+                memory += r[4]
+                n += 1
+        return cpu, memory, n
 
     def started(self, at: Attempt) -> None:
         """Any attempt's run was scheduled on node ``at.node`` (``Agents.execute``): an
@@ -304,7 +328,9 @@ class PlainDevices:
         g = at.node
         if self.is_agent[g]:
             run = self._expect(at.task, g)[1]
-            heapq.heappush(self.running[g], (at.stop, at.start + run))
+            tt = self.ag.types[at.task.tt]
+            entry = (at.stop, at.start + run, at.t_recv, tt.cpu, tt.memory_mb)
+            heapq.heappush(self.running[g], entry)
 
     def _hand_back(self, q: _Queued, g: int, t: float) -> None:
         """A queued task the plan refused: never started, so the device may send it

@@ -5,13 +5,15 @@ and the result counted at the device."""
 
 from __future__ import annotations
 
+import heapq
 from typing import Any
 
 import pytest
 
 from shared.autonomy import CONNECT_TIMEOUT_S, RTO_MIN_S
+from shared.vocab import Level
 from simulations.sim.model import Simulation
-from simulations.sim.records import TaskState
+from simulations.sim.records import Task, TaskState
 from simulations.sim.scenario import parse, parse_policy
 
 #: Two sites, two edge servers each, a cloud; no random failures: the test cuts site 0's
@@ -225,3 +227,25 @@ def test_a_computing_device_cut_off_by_its_own_access_link_runs_its_task_itself(
     assert early and plain.failovers >= 0.8 * len(early)
     met = [t for t in early if t.state is TaskState.SUCCEEDED and t.best - t.t_arr <= 0.5]
     assert len(met) > 0.8 * len(early)
+
+
+def test_an_edge_agent_plans_without_the_placements_a_cut_still_holds() -> None:
+    """The controller's accounting reserves an attempt's core from its placement on;
+    the agent knows of it only once the placement arrives. While a cut holds the
+    placements, the agent plans and admits its site's failed-over work on the cores it
+    sees free (before, they stayed reserved for the whole outage)."""
+    sim = Simulation(parse(QUIET), parse_policy("adaptive"))
+    plain, topo = sim.agents.plain, sim.topo
+    g = plain.site_edges[0][0]
+    cores = int(topo.cpus[g])
+    for _ in range(cores):  # one per core, held by a cut until 100 s
+        topo.take(g, 1.0, 128.0)
+        heapq.heappush(plain.running[g], (105.0, 104.0, 100.0, 1.0, 128.0))
+    task = Task("t", 0, 0, 0, 10.0, 700.0, 1e5, 1e4, 1.0, Level.EVENTUAL, Level.STRONG)
+    assert plain._unseen(g, 10.0) == (float(cores), 128.0 * cores, cores)
+    assert plain._free_at(g, 10.0) == [10.0] * cores
+    assert not sim.agents.admit_local(g, task)  # the controller's view: full
+    assert sim.agents.admit_local(g, task, plain._unseen(g, 10.0))
+    # once they arrived, the agent runs them: its cores free at their expected ends
+    assert plain._unseen(g, 101.0) == (0.0, 0.0, 0)
+    assert plain._free_at(g, 101.0) == [104.0] * cores

@@ -26,7 +26,7 @@ from shared.authz import (
 )
 from shared.clocks import HybridClock, Timestamp
 from shared.crdt import TaskRecord, digest, missing, record_digest, visible_status
-from shared.decisions import lease_refusal
+from shared.decisions import lease_refusal, place_resend_due
 from shared.errors import ClockSkewError, RemoteProtocolError, SpecConflictError, ValidationError
 from shared.model import parse_task_spec
 from shared.protocol import (
@@ -454,16 +454,24 @@ class Ingest:
         # wrote itself (epoch 0 of a task it originated, ``shared.authz``) came with no
         # `place` to lose: it is queued there (behind a busy executor, say), and
         # re-sending it on every digest would cost the node a transaction per task.
+        # Nor is a controller's `place` sent on every digest: a task queued there looks
+        # the same as a lost one, so it is sent again at once after the node's reconnect,
+        # else after a backoff (``shared.decisions.place_resend_due``). The record is not
+        # queued with it: ``missing`` above sent it if the node lacks it.
         for task_id in sorted(t for t in self.tasks.active_on(node_id) if body.covers(t)):
             rec = self.tasks.records[task_id]
+            meta = self.tasks.meta[task_id]
             assert rec.placement is not None
             epoch = rec.placement.epoch
-            if epoch == 0 and self.tasks.meta[task_id].origin == node_id:
+            if epoch == 0 and meta.origin == node_id:
                 continue
-            if entries.get(task_id) in (None, record_digest(rec)) and not any(
-                a.epoch == epoch for a in rec.attempts.values()
+            if (
+                entries.get(task_id) in (None, record_digest(rec))
+                and not any(a.epoch == epoch for a in rec.attempts.values())
+                and place_resend_due(meta.place_sent_at, meta.place_resends, now)
             ):
-                self.scheduler.send_place(task_id)
+                meta.place_resends += 1
+                self.scheduler.send_place(task_id, now, record=False)
 
 
 def _broker_said(env: Envelope) -> bool:

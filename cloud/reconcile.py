@@ -114,9 +114,11 @@ class Reconciler:
         anti-entropy. Placements are *not* re-sent blindly: the node may have run
         one whose report is still in its outbox, and a second ``place`` would run
         it again; the digest handler re-sends only those the node's digest shows
-        it never received."""
+        it never received: the first digest after this ``hello`` may re-send every one
+        (a reconnect may follow a lost session; ``shared.decisions.place_resend_due``)."""
         for task_id in sorted(self.tasks.active_on(node_id)):
             rec = self.tasks.records[task_id]
+            self.tasks.meta[task_id].place_sent_at = None
             if rec.cancel_requested:
                 self.send_cancel(node_id, rec, "cancel requested")
         relevant = self.tasks.relevant(node_id)

@@ -427,7 +427,8 @@ class Scheduler:
         # Nodes that held the task earlier learn of the new epoch; the node it leaves is
         # the caller's (``cloud.reconcile``: told at once, or after a hedge not at all).
         forward(self.tasks, self.uow, task_id, rec, skip=(node_id, old_node or node_id))
-        self.send_place(task_id)
+        meta.place_resends = 0
+        self.send_place(task_id, now)
         return True
 
     def _blocked(
@@ -450,17 +451,20 @@ class Scheduler:
                 explanation=explanation,
             )
 
-    def send_place(self, task_id: str) -> None:
+    def send_place(self, task_id: str, now: float, *, record: bool = True) -> None:
         """Queue the record, then the ``place`` message of the task's current placement,
         with the seconds left to its deadline (counted from submission): the agent's
         queue orders by the same deadline. With the record first, the node holds the
         controller's own placement (and whatever earlier holders wrote) and keeps no copy
         of its own (``edge_agent.inbound``), so its record equals ours from the start
-        instead of from its next anti-entropy digest."""
+        instead of from its next anti-entropy digest (``record=False``: a re-send on
+        it, which brings the record only if lacking). ``now``: ``TaskMeta.place_sent_at``."""
         rec = self.tasks.records[task_id]
         assert rec.placement is not None and rec.spec is not None
+        self.tasks.meta[task_id].place_sent_at = now
         left = self.deadline_left(task_id)
-        self.uow.queue_records(rec.placement.node, [rec])
+        if record:
+            self.uow.queue_records(rec.placement.node, [rec])
         self.uow.queue(
             rec.placement.node,
             "place",

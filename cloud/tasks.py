@@ -51,6 +51,11 @@ class TaskMeta:
     predicted_s: float | None = None
     work_s: float | None = None
     started_at: float | None = None
+    # When the current epoch's `place` was last sent (monotonic; None: not since this
+    # process started, or the node reconnected since) and how often it was sent again
+    # (``shared.decisions.place_resend_due``; not persisted).
+    place_sent_at: float | None = None
+    place_resends: int = 0
     _explanation_text: tuple[object, str] | None = None
     _spec_text: tuple[object, str] | None = None
 

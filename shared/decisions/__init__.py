@@ -33,6 +33,11 @@ Attempts and leases (``_attempts``)
     on different nodes where the level forbids it; ``lease_refusal(known=, placed=,
     cancel_requested=, status=)``: a request refused before the lease book is asked.
 
+Re-sending a placement (``_resend``)
+    ``place_resend_due(sent_at, resends, now)``: a digest that shows a task's record but no
+    attempt of its epoch brings the ``place`` again after ``PLACE_RESEND``'s backoff (at once
+    after the node's reconnect).
+
 System health (``_health``)
     ``assess_health([LinkSample(state, rtt_p99_ms)...]) -> HealthReport`` (health,
     counts, p99, reason; ``detail()`` for the API).
@@ -87,6 +92,7 @@ from shared.decisions._movement import (
     retry_move,
     trigger_move,
 )
+from shared.decisions._resend import PLACE_RESEND, place_resend_due
 from shared.decisions._triggers import (
     TRIGGERS,
     Trigger,
@@ -113,6 +119,7 @@ __all__ = [
     "DECLINED",
     "DOWN",
     "OVERLOAD_MOVES_PER_TICK",
+    "PLACE_RESEND",
     "TRIGGERS",
     "TRIGGER_COOLDOWN_S",
     "AttemptFacts",
@@ -147,6 +154,7 @@ __all__ = [
     "movable",
     "overload",
     "partition_move",
+    "place_resend_due",
     "placement_level",
     "placement_order",
     "retry_move",

@@ -13,7 +13,8 @@ from memory_bus import MemoryHarness
 
 from shared.authz import local_task_id
 from shared.crdt import merge, new_record, place, record_digest, start_attempt
-from shared.model import parse_task_spec
+from shared.decisions import PLACE_RESEND
+from shared.model import base_delay, parse_task_spec
 from shared.protocol import Digest, Envelope, Heartbeat, encode, topic
 
 
@@ -83,6 +84,7 @@ def test_digest_is_answered_with_what_the_node_lacks(h: Harness) -> None:
     n1 = h.node("n1")
     h.controller.submit_task({"id": "t1", "command": ["true"]})
     n1.expect("place")
+    assert n1.take("deltas") is not None  # the record goes first (Scheduler.send_place)
     # The node lost its journal: its digest names nothing.
     n1.publish("up", Digest(entries={}))
     deltas = h.await_msg(n1, "deltas")
@@ -90,20 +92,52 @@ def test_digest_is_answered_with_what_the_node_lacks(h: Harness) -> None:
     assert rec.task_id == "t1" and rec.placement is not None and rec.spec is not None
     ours = h.await_msg(n1, "digest")
     assert ours.body.entries == {"t1": record_digest(h.controller.records["t1"])}
-    # It never got its placement either: the place is sent again, same epoch.
+    # The place went out a moment ago (it may be in flight): not sent again yet. After
+    # the node's reconnect (its hello: a session may have been lost) it is, same epoch.
+    assert not n1.received("place")
+    n1.hello()
+    n1.publish("up", Digest(entries={}))
     again = h.await_msg(n1, "place")
     assert again.body.task_id == "t1" and again.body.epoch == 1
+    assert len(h.await_msg(n1, "deltas").body.records) == 1  # the record: it lacks it
     # A node whose copy is exactly ours got the record, maybe not the place (the place
-    # lost, the record sent on a digest, as under a lossy broker): the place again. The
-    # agent recognises an epoch it queued or ran (edge_agent.inbound).
+    # dropped by the broker, the record sent on a digest): the place again, but only
+    # after a backoff since the last send (shared.decisions.place_resend_due) — queued
+    # behind a busy executor looks the same, and the agent recognises an epoch it
+    # queued or ran (edge_agent.inbound).
+    n1.publish("up", Digest(entries=ours.body.entries))
+    h.await_msg(n1, "digest")
+    assert not n1.received("place")
+    h.clock.advance(base_delay(PLACE_RESEND, 2))
     n1.publish("up", Digest(entries=ours.body.entries))
     h.await_msg(n1, "digest")
     assert h.await_msg(n1, "place").body.epoch == 1
+    assert not n1.received("deltas")  # it holds our record: the place alone
     # A node whose copy differs holds something we lack (it started the attempt, the
     # report still in its outbox): no place, our digest asks for its copy.
+    h.clock.advance(PLACE_RESEND.backoff_max_s)
     n1.publish("up", Digest(entries={"t1": "x"}))
     h.await_msg(n1, "digest")
     assert not n1.received("place")
+
+
+def test_a_queued_place_is_sent_again_with_backoff_not_on_every_digest(h: Harness) -> None:
+    """A task queued on its node behind busy executors shows our record and no attempt on
+    every digest: the place goes again at most after 30 s, 60 s, 120 s ... since the last
+    send (at most 8 minutes apart), not once per anti-entropy period."""
+    n1 = h.node("n1")
+    h.controller.submit_task({"id": "t1", "command": ["true"]})
+    n1.expect("place")
+    entries = {"t1": record_digest(h.controller.records["t1"])}
+    sent = 0
+    for _ in range(40):  # 40 digests 30 s apart: 20 minutes queued
+        h.clock.advance(30.0)
+        n1.publish("up", Digest(entries=entries))
+        h.await_msg(n1, "digest")
+        while n1.take("place") is not None:
+            sent += 1
+    # 30 s, then 60, 120, 240, 480, 480 (at 30, 90, 210, 450, 930, 1410 s of 1200).
+    assert sent == 5
 
 
 def test_a_queued_local_submission_is_not_sent_its_place(h: Harness) -> None:

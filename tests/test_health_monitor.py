@@ -198,3 +198,40 @@ def test_any_feed_keeps_invariants(ops: list[tuple[str, float, float]]) -> None:
         if op in ("rtt", "heard", "reconnected"):
             assert stats.state not in (LinkState.PARTITIONED, LinkState.FAILED)
             assert stats.silent_for_s == 0.0
+
+
+_feeds = st.lists(
+    st.tuples(
+        st.sampled_from(["rtt", "lost", "heard", "disconnected", "poll"]),
+        st.floats(0.0, 400.0),  # seconds since the last feed
+        st.floats(0.0, 300.0),  # an RTT in ms
+    ),
+    max_size=80,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_feeds, st.floats(0.0, 50.0))
+def test_grade_gives_the_figures_of_stats(
+    feeds: list[tuple[str, float, float]], later: float
+) -> None:
+    """``grade`` (a periodic pass's read) says what ``stats`` says, to the bit, with the
+    mean partition length, whatever came before and however long after."""
+    mon = LinkMonitor("n", now=0.0, policy=LinkPolicy(window_s=120.0))
+    twin = LinkMonitor("n", now=0.0, policy=LinkPolicy(window_s=120.0))
+    now = 0.0
+    for kind, step, rtt in feeds:
+        now += step
+        for m in (mon, twin):
+            m.rtt(rtt, now) if kind == "rtt" else getattr(m, kind)(now)
+    now += later
+    grade, stats = mon.grade(now), twin.stats(now)
+    lengths = stats.partition_lengths_s
+    assert grade == (
+        stats.state,
+        stats.rtt_p50_ms,
+        stats.rtt_p99_ms,
+        sum(lengths) / len(lengths) if lengths else 0.0,
+        stats.partition_rate_per_h,
+    )
+    assert mon.state is twin.state

@@ -26,10 +26,18 @@ import bisect
 import math
 from collections import deque
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from shared.vocab import LinkState
 
-__all__ = ["LinkMonitor", "LinkPolicy", "LinkStateChanged", "LinkStats", "percentile"]
+__all__ = [
+    "LinkGrade",
+    "LinkMonitor",
+    "LinkPolicy",
+    "LinkStateChanged",
+    "LinkStats",
+    "percentile",
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -90,6 +98,20 @@ class LinkStats:
     silent_for_s: float
     partitioned_since: float | None
     partition_lengths_s: tuple[float, ...]
+    partition_rate_per_h: float
+
+
+class LinkGrade(NamedTuple):
+    """What a controller's periodic pass reads of every node's link (``LinkMonitor.grade``):
+    the state, the RTT percentiles, the mean length of the partitions seen (``outage_s``,
+    0 with none) and the partition rate. ``stats`` gives the same figures in a full
+    snapshot (with the reason, loss, silence and every partition length), which a pass
+    over thousands of nodes per tick would build, and mostly drop, per node."""
+
+    state: LinkState
+    rtt_p50_ms: float | None
+    rtt_p99_ms: float | None
+    outage_s: float
     partition_rate_per_h: float
 
 
@@ -243,6 +265,20 @@ class LinkMonitor:
             partition_rate_per_h=self.partition_rate_per_h(now),
         )
 
+    def grade(self, now: float) -> LinkGrade:
+        """The figures of ``stats(now)`` a periodic pass needs (``LinkGrade``), and the
+        mean of its partition lengths; brings the state up to date as ``stats`` does."""
+        self.poll(now)
+        values = self._sorted
+        parts = self._partitions
+        return LinkGrade(
+            self._state,
+            percentile(values, 0.5) if values else None,
+            percentile(values, 0.99) if values else None,
+            sum(end - start for start, end in parts) / len(parts) if parts else 0.0,
+            self.partition_rate_per_h(self._now),
+        )
+
     # -- internals -----------------------------------------------------------
 
     def _advance(self, now: float) -> float:
@@ -295,7 +331,8 @@ class LinkMonitor:
         p99 = percentile(values, 0.99) if values else 0.0
         probes = len(self._probes)
         loss = self._lost / probes if probes else 0.0
-        recent = sum(1 for _, end in self._partitions if end >= now - p.window_s)
+        parts = self._partitions  # mostly none: spare the generator then
+        recent = sum(1 for _, end in parts if end >= now - p.window_s) if parts else 0
         key = (p99, loss, recent)
         if self._measured is None or self._measured[0] != key:
             text = f"p99 {p99:.0f} ms, loss {loss:.0%}, {recent} disconnect(s) in {p.window_s:g} s"

@@ -62,7 +62,7 @@ class Agents:
         net: Network,
         leases: LeaseBook,
         lease_policy: LeasePolicy,
-        open_on: list[list[Attempt]],
+        opened: Callable[[int, Attempt], None],
         counters: Counters,
         loop: Loop,
         seed: int,
@@ -73,8 +73,9 @@ class Agents:
         self.net = net
         self.leases = leases
         self.lease_policy = lease_policy
-        #: the controller's attempts per node, until their report arrives
-        self.open_on = open_on
+        #: hands the controller each attempt it may have to decide on while it runs
+        #: (``Controller.opened``)
+        self.opened = opened
         self.counters = counters
         self.loop = loop
         self.rng = random.Random(f"{seed}:retry")
@@ -169,7 +170,7 @@ class Agents:
         at.t_recv = at.start = t
         self.execute(at, task, tt, g, t, None)
         self.counters.placed_tier[Tier.DEVICE] += 1
-        self.open_on[g].append(at)
+        self.opened(g, at)
         self.loop.at(at.stop, self.ended, at)
 
     # --------------------------------------------------------------- nodes
@@ -212,7 +213,7 @@ class Agents:
             if not decision.granted or late:  # the attempt may not start (docs/consistency.md)
                 at.stop, at.outcome = ready, Outcome.REFUSED
                 at.report = net.deliver(ctrl, ready, CONTROL_BITS)
-                self.open_on[g].append(at)
+                self.opened(g, at)
                 self.loop.at(at.stop, self.ended, at)
                 return
         # input data from the device to the node (already there for a retry)
@@ -226,7 +227,7 @@ class Agents:
                 else t_recv
             )
         self.execute(at, task, tt, g, t_in if t_in > ready else ready, data_path)
-        self.open_on[g].append(at)
+        self.opened(g, at)
         self.loop.at(at.stop, self.ended, at)
 
     def retry(self, at: Attempt) -> None:

@@ -142,8 +142,12 @@ class Controller:
         self.pending_triggers: list[tuple[Trigger, ...]] = [()] * G
         self.specs = [type_spec(tt, *workload.bounds(k)) for k, tt in enumerate(self.types)]
         self._demand_levels: dict[int, Level] = {}
-        #: attempts per node whose report has not reached the controller yet
+        #: attempts per node whose report has not reached the controller yet (as of the
+        #: last tick; ``opened`` leaves out those reported before the next one)
         self.open_on: list[list[Attempt]] = [[] for _ in range(G)]
+        #: when ``decide`` next reads ``open_on`` (the next telemetry tick): -inf until
+        #: the first tick runs, so a caller that decides by hand sees every attempt
+        self.next_tick = -np.inf
         #: ended attempts waiting for ``retry_move`` to let their task be placed again
         self.retrying: list[Attempt] = []
 
@@ -220,16 +224,26 @@ class Controller:
                 task.level = change.new
                 self.counters.level_changes += 1
 
+    def opened(self, g: int, at: Attempt) -> None:
+        """Attempt ``at`` on node ``g`` is placed (its report time known): kept for the
+        ticks' decisions unless its report arrives by the next tick, which would drop
+        it unread (``_live`` keeps only reports after its ``now``): most attempts end
+        within one telemetry period, and every tick re-read them all before."""
+        if at.report > self.next_tick:
+            self.open_on[g].append(at)
+
     # ----------------------------------------------------------- telemetry
     def telemetry(self, _: object = None) -> None:
         """One heartbeat round: what got through to the monitors, then the
         controller's decisions on it (``decide``); then the next round."""
         now = self.loop.now
         net = self.net
+        self.next_tick = now + self.spec.telemetry_s
         changed: list[tuple[int, LinkState, LinkState]] = []
+        next_up = net.tl.next_up
         for g, mon in enumerate(self.monitors):
             path = net.ctrl[g]
-            if not net.is_up(path, now):
+            if path.down and next_up(path.down, now) > now:  # ``not net.is_up(path, now)``
                 change = mon.poll(now)
             else:
                 rtt = (
@@ -243,24 +257,28 @@ class Controller:
                 changed.append((g, change.old, change.new))
         self.decide(now, changed)
         self.sched.kick()
-        if now + self.spec.telemetry_s <= self.horizon:
-            self.loop.at(now + self.spec.telemetry_s, self.telemetry)
+        if self.next_tick <= self.horizon:
+            self.loop.at(self.next_tick, self.telemetry)
 
     def health(self, now: float) -> SystemHealth:
         """Every node's link as its monitor grades it at ``now`` (kept for the tick's
         decisions and the placement tables), and the system health from them
         (``assess_health``, as ``cloud/registry.py`` computes it)."""
         topo = self.topo
+        link_state, rtt_p50, outage_s = self.link_state, self.rtt_p50, self.outage_s
         samples: list[LinkSample] = []
+        codes: list[int] = []
+        rates: list[float] = []
         for g, mon in enumerate(self.monitors):
-            stats = mon.stats(now)
-            self.link_state[g] = stats.state
-            self.rtt_p50[g] = stats.rtt_p50_ms
-            lengths = stats.partition_lengths_s
-            self.outage_s[g] = sum(lengths) / len(lengths) if lengths else 0.0
-            samples.append(LinkSample(state=stats.state, rtt_p99_ms=stats.rtt_p99_ms))
-            topo.link[g] = LINK_CODES[stats.state]
-            topo.prate[g] = stats.partition_rate_per_h
+            state, p50, p99, outage, rate = mon.grade(now)
+            link_state[g] = state
+            rtt_p50[g] = p50
+            outage_s[g] = outage
+            samples.append(LinkSample(state=state, rtt_p99_ms=p99))
+            codes.append(LINK_CODES[state])
+            rates.append(rate)
+        topo.link[:] = codes
+        topo.prate[:] = rates
         return assess_health(samples).health
 
     def decide(self, now: float, changed: list[tuple[int, LinkState, LinkState]]) -> None:

@@ -98,7 +98,7 @@ class Simulation:
             net,
             ctl.leases,
             ctl.lease_policy,
-            ctl.open_on,
+            ctl.opened,
             c,
             self.loop,
             s,

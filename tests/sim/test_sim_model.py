@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 
 from shared.errors import ValidationError
+from simulations.sim.controller import Controller
 from simulations.sim.model import Simulation, simulate
+from simulations.sim.records import Attempt
 from simulations.sim.scenario import load, parse, parse_policy, scenario_dir
 
 #: Everything that can go wrong at once: crashes, flaps, outages, failures, overload.
@@ -223,3 +225,42 @@ def test_executor_slots_queue_work_on_the_node() -> None:
     assert sim.run().metrics["succeeded"] == 2
     first, second = sorted(sim.attempt_log, key=lambda a: a.start)
     assert first.stop > first.start and second.start == first.stop
+
+
+# -- the controller facade's tick: what it leaves out of its per-tick reads (attempts
+# -- reported before the next tick, ``Controller.opened``) must not change what it decides
+def _run(policy: str, **stormy: Any) -> tuple[dict[str, float], list[Any]]:
+    sim = Simulation(parse({**STORMY, **stormy}), parse_policy(policy))
+    sim.attempt_log = []
+    metrics = sim.run().metrics
+    for key in ("wall_s", "cpu_s", "events_per_s"):
+        metrics.pop(key)
+    views, _ = sim.traced()
+    return metrics, [vars(v) for v in views]
+
+
+@pytest.mark.parametrize("policy", ["adaptive/adaptive", "hybrid_dynamic/strong"])
+def test_leaving_out_attempts_reported_before_the_next_tick_changes_nothing(
+    policy: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fast = _run(policy, controller={**STORMY["controller"], "telemetry_s": 2.0})
+
+    def keep_all(self: Controller, g: int, at: Attempt) -> None:
+        self.open_on[g].append(at)
+
+    monkeypatch.setattr(Controller, "opened", keep_all)
+    assert _run(policy, controller={**STORMY["controller"], "telemetry_s": 2.0}) == fast
+
+
+def test_an_attempt_is_kept_only_when_reported_after_the_next_tick() -> None:
+    sim = Simulation(parse(STORMY), parse_policy("adaptive"))
+    ctl = sim.ctl
+    task = sim.workload.new_task(0, 0, 0.0, 1.0, 0.0, 0.0, 1.0)
+    early, late = (Attempt(task, 0, 1, task.level, 0.0, report=r) for r in (3.0, 3.5))
+    ctl.opened(0, early)  # no tick has run: a caller deciding by hand sees everything
+    assert ctl.open_on[0] == [early]
+    ctl.open_on[0].clear()
+    ctl.next_tick = 3.0
+    ctl.opened(0, early)
+    ctl.opened(0, late)
+    assert ctl.open_on[0] == [late]

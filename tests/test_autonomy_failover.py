@@ -200,3 +200,15 @@ def test_the_wait_never_exceeds_the_rto_and_opens_exactly_at_it(
         assert deadline is not None and deadline - fallback > 0
         slack = deadline - fallback
         assert wait.timeout_s == max(slack, br.srtt or 0.0)
+
+
+@given(
+    st.lists(st.floats(0.0, 200.0, allow_nan=False), min_size=1, max_size=30),
+)
+def test_the_rto_is_the_clamped_rfc6298_timeout_after_any_samples(samples: list[float]) -> None:
+    """``rto_s`` is ``SRTT + 4·RTTVAR`` clamped into ``[RTO_MIN_S, RTO_MAX_S]``, to the bit."""
+    br = Failover()
+    for rtt in samples:
+        br.observe_rtt(rtt)
+        assert br.srtt is not None
+        assert br.rto_s == min(RTO_MAX_S, max(RTO_MIN_S, br.srtt + 4 * br.rttvar))

@@ -137,9 +137,14 @@ class Failover:
     def rto_s(self) -> float:
         """RFC 6298's retransmission timeout: ``SRTT + 4·RTTVAR`` within ``RTO_MIN_S`` …
         ``RTO_MAX_S``; ``CONNECT_TIMEOUT_S`` before any sample."""
-        if self.srtt is None:
+        srtt = self.srtt
+        if srtt is None:
             return CONNECT_TIMEOUT_S
-        return min(RTO_MAX_S, max(RTO_MIN_S, self.srtt + 4 * self.rttvar))
+        # ``min(RTO_MAX_S, max(RTO_MIN_S, rto))`` spelled out: read on every submission
+        rto = srtt + 4 * self.rttvar
+        if not rto > RTO_MIN_S:
+            return RTO_MIN_S
+        return rto if rto < RTO_MAX_S else RTO_MAX_S
 
     def connect_wait(
         self, *, deadline_left_s: float | None = None, fallback_s: float = 0.0

@@ -59,6 +59,8 @@ class PlainDevices:
         self.failovers = 0
         #: per (site, kind, edge), the transfers and run an edge's agent expects
         self._expected: dict[tuple[int, int, int], tuple[float, float]] = {}
+        #: per node, the run its agent expects of each kind (``_runs_on``)
+        self._runs: list[list[float] | None] = [None] * topo.count
         #: nodes whose agents take devices' submissions: the edge servers (for their
         #: site's devices) and the computing devices (for their own)
         self.is_agent = [tier is Tier.EDGE for tier in topo.node_tier]
@@ -91,20 +93,25 @@ class PlainDevices:
                 else:  # known out of reach: queued for it (strong-only, no agent)
                     self.ag.to_controller(task, t)
                 return
+        rtt = 2 * path.lat
         deadline = self.ag.types[task.tt].deadline_s
-        if edges and task.lo is not _STRONG and not math.isinf(deadline):
-            wait = br.connect_wait(deadline_left_s=deadline, fallback_s=self._fallback_s(task))
+        fallback = edges and task.lo is not _STRONG and not math.isinf(deadline)
+        # the fallback's expectation is asked for either way: the first device of a site
+        # to ask fixes it for the others (``_expect`` caches it per site, kind and edge)
+        fallback_s = self._fallback_s(task) if fallback else 0.0
+        if not path.down:  # never cut: answered at once, so how long it would wait is moot
+            br.observe_rtt(rtt)
+            self.ag.to_controller(task, t)
+            return
+        if fallback:
+            wait = br.connect_wait(deadline_left_s=deadline, fallback_s=fallback_s)
         else:
             wait = br.connect_wait()
-        rtt = 2 * path.lat
-        if path.down:
-            up = self.ag.net.tl.next_up(path.down, t)
-            if up + rtt > t + wait.timeout_s:
-                self.ag.loop.at(t + wait.timeout_s, self._timed_out, (task, wait.opens))
-                return
-            if up <= t:  # answered to its first SYN: a sample (Karn's rule)
-                br.observe_rtt(rtt)
-        else:
+        up = self.ag.net.tl.next_up(path.down, t)
+        if up + rtt > t + wait.timeout_s:
+            self.ag.loop.at(t + wait.timeout_s, self._timed_out, (task, wait.opens))
+            return
+        if up <= t:  # answered to its first SYN: a sample (Karn's rule)
             br.observe_rtt(rtt)
         self.ag.to_controller(task, t)
 
@@ -222,9 +229,19 @@ class PlainDevices:
                 bw = min(part.bw, ag.net.net.bw[task.dev])
                 bits = (sum(tt.input_kb) + sum(tt.output_kb)) / 2 * 8192.0
                 transfers = 2 * (ag.net.net.lat[task.dev] + part.lat) + bits / bw
-            run = ag.topo.start_s[g] + sum(tt.compute_mi) / 2 / ag.topo.mips[g]
-            est = self._expected[key] = (transfers, run)
+            est = self._expected[key] = (transfers, self._runs_on(g)[task.tt])
         return est
+
+    def _runs_on(self, g: int) -> list[float]:
+        """Per task kind, the run ``g``'s agent expects (its start cost and the kind's
+        mean MI on one of its cores), computed once per node: ``started`` reads it for
+        every attempt an agent runs."""
+        runs = self._runs[g]
+        if runs is None:
+            topo = self.ag.topo
+            start, mips = topo.start_s[g], topo.mips[g]
+            runs = self._runs[g] = [start + sum(tt.compute_mi) / 2 / mips for tt in self.ag.types]
+        return runs
 
     def _offer(self, g: int, task: Task, t: float, offset: int, part: Path | None) -> bool:
         """Edge ``g``'s agent is offered ``task`` at ``t``: it keeps it when its plan
@@ -327,9 +344,10 @@ class PlainDevices:
         core) and when it expects it to (its start plus the kind's expected run)."""
         g = at.node
         if self.is_agent[g]:
-            run = self._expect(at.task, g)[1]
-            tt = self.ag.types[at.task.tt]
-            entry = (at.stop, at.start + run, at.t_recv, tt.cpu, tt.memory_mb)
+            k = at.task.tt
+            runs = self._runs[g] or self._runs_on(g)
+            tt = self.ag.types[k]
+            entry = (at.stop, at.start + runs[k], at.t_recv, tt.cpu, tt.memory_mb)
             heapq.heappush(self.running[g], entry)
 
     def _hand_back(self, q: _Queued, g: int, t: float) -> None:

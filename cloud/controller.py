@@ -25,6 +25,7 @@ when, system health, per-task levels), ``shared.placement``, ``shared.consistenc
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -59,6 +60,9 @@ __all__ = ["Controller"]
 
 log = logging.getLogger(__name__)
 
+#: Seconds between saves of the learned placement inputs (``_persist``).
+LEARNER_SAVE_S = 10.0
+
 
 class Controller:
     """See the module docstring. ``mono`` and ``wall_ms`` are injectable clocks."""
@@ -80,6 +84,7 @@ class Controller:
         self.mono = mono
         self.wall_ms = wall_ms
         self.clock = HybridClock(self.node_id)
+        self._learner_saved_at = -math.inf
         h, c = cfg.health, cfg.consistency
         self.registry = Registry(
             LinkPolicy(
@@ -181,9 +186,15 @@ class Controller:
         if uow.dirty_acks:
             acked = self._ingest.acked
             self.store.set_acked_seqs({n: acked[n] for n in uow.dirty_acks})
-        if self.registry.learned:  # a finished run taught something (pongs alone: not)
+        # A finished run taught something (pongs alone: not). Saved at most every
+        # LEARNER_SAVE_S, not with every batch: the state is an estimate (what a crash
+        # loses is learned again from the next runs), and its size grows with the kinds
+        # run (up to shared.learning.MAX_KINDS), not with the batch.
+        now = self.mono()
+        if self.registry.learned and now - self._learner_saved_at >= LEARNER_SAVE_S:
             self.store.put_learner(self.registry.learner.to_dict())
             self.registry.learned = False
+            self._learner_saved_at = now
 
     def flush(self) -> None:
         """Publish what the committed input queued (the commit already does)."""

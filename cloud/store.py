@@ -372,7 +372,8 @@ class Store:
         return doc
 
     def put_learner(self, doc: Mapping[str, Any]) -> None:
-        """Replace the learned state (one small row in ``meta``)."""
+        """Replace the learned state (one row in ``meta``: bounded by
+        ``shared.learning.MAX_KINDS``, saved at most every ``LEARNER_SAVE_S``)."""
         self.conn.execute(
             "INSERT INTO meta (key, value) VALUES ('learner', ?) "
             "ON CONFLICT(key) DO UPDATE SET value = excluded.value",

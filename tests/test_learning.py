@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from shared.learning import (
     DEFAULT_WORK_S,
+    MAX_KINDS,
     PRIOR_ERROR,
     TIER_SPEED,
     LearnerState,
@@ -123,3 +124,23 @@ def test_a_new_node_starts_from_what_its_tier_has_shown() -> None:
     assert state.error_of("d-new", Tier.DEVICE) > PRIOR_ERROR
     assert state.error_of("d-new") == PRIOR_ERROR
     assert LearnerState.from_dict(state.to_dict()) == state
+
+
+def test_work_estimates_keep_the_most_recently_run_kinds() -> None:
+    """Uniquely named tasks (``job-<n>``) must not grow the state (which the controller
+    persists) without bound: at most ``MAX_KINDS`` kinds, the most recently run, and a
+    kind run again keeps its estimate however many others came since."""
+    state = LearnerState()
+    observe_run(state, node_id="n", tier=Tier.EDGE, kind="steady", seconds=4.0)
+    for i in range(3 * MAX_KINDS):
+        observe_run(state, node_id="n", tier=Tier.EDGE, kind=f"job-{i}", seconds=1.0)
+        if i % 100 == 0:  # the steady kind keeps running among them
+            observe_run(state, node_id="n", tier=Tier.EDGE, kind="steady", seconds=4.0)
+        assert len(state.work) <= MAX_KINDS
+    assert state.work["steady"].samples == 1 + 3 * MAX_KINDS // 100 + 1
+    assert f"job-{3 * MAX_KINDS - 1}" in state.work and "job-0" not in state.work
+    # A stored state from before the bound is cut to it on load, the newest kept.
+    doc = state.to_dict()
+    doc["work"] = {f"old-{i}": [0.0, 0.1, 1] for i in range(2 * MAX_KINDS)}
+    loaded = LearnerState.from_dict(doc)
+    assert len(loaded.work) == MAX_KINDS and f"old-{2 * MAX_KINDS - 1}" in loaded.work

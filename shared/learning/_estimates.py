@@ -24,6 +24,12 @@ the first sample mostly overrides it).
 of pings and of transfers; a node's prediction error is the EWMA of
 ``|log(actual / predicted)|`` of whole attempts, from ``PRIOR_ERROR``. Placement
 widens its deadline margin by it.
+
+**Bounded.** Kinds are keyed by a spec's name (else its callable, else its command), and
+names are often unique per task (``job-<id>``): the work estimates keep at most
+``MAX_KINDS`` kinds, the most recently run (a kind seen once teaches little; one dropped
+starts again from its prior at its next run). Without the bound the state, which the
+controller persists, grew with every uniquely named task ever run.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ __all__ = [
     "EWMA_ALPHA",
     "HINT_SPREAD",
     "LINK_STATE_RISK",
+    "MAX_KINDS",
     "NO_HINT_SPREAD",
     "OBSERVATION_VAR",
     "PRIOR_ERROR",
@@ -89,6 +96,9 @@ DRIFT_VAR = math.log(1.1) ** 2
 #: Prediction error of a node with no finished attempt yet, ``|log(actual / predicted)|``:
 #: a factor of 1.5 either way.
 PRIOR_ERROR = math.log(1.5)
+#: Work estimates kept (the most recently run kinds); over it, the oldest quarter goes at
+#: once, so dropping costs O(1) a run on average.
+MAX_KINDS = 4_096
 #: Probability of trouble with the node's link during a run, from its current grade alone
 #: (partition statistics add to it): what placement's risk and the level costs read.
 LINK_STATE_RISK: dict[LinkState, float] = {
@@ -199,7 +209,9 @@ class LearnerState:
         try:
             return cls(
                 speed={str(k): Estimate.from_list(v) for k, v in data["speed"].items()},
-                work={str(k): Estimate.from_list(v) for k, v in data["work"].items()},
+                work=_newest(
+                    {str(k): Estimate.from_list(v) for k, v in data["work"].items()}, MAX_KINDS
+                ),
                 error={str(k): float(v) for k, v in data["error"].items()},
                 rtt_ms={str(k): float(v) for k, v in data["rtt_ms"].items()},
                 bandwidth_mbps={str(k): float(v) for k, v in data["bandwidth_mbps"].items()},
@@ -248,16 +260,25 @@ def observe_run(
         return
     key = _tier_key(tier)
     s = state.speed.get(node_id) or state.speed_of(node_id, tier)
-    w = state.work.get(kind) or state.work_of(kind, hint_s, bound_s)
+    works = state.work
+    # popped and put back: the dict's order is the kinds' recency (``MAX_KINDS``)
+    w = works.pop(kind, None) or state.work_of(kind, hint_s, bound_s)
     var_s, var_w = s.var + DRIFT_VAR, w.var + DRIFT_VAR
     surprise = math.log(seconds) - (w.log - s.log)
     total = var_s + var_w + OBSERVATION_VAR
     gain_s, gain_w = var_s / total, var_w / total
     speed = Estimate(s.log - gain_s * surprise, var_s * (1 - gain_s), s.samples + 1)
     state.speed[node_id] = speed
-    state.work[kind] = Estimate(w.log + gain_w * surprise, var_w * (1 - gain_w), w.samples + 1)
+    works[kind] = Estimate(w.log + gain_w * surprise, var_w * (1 - gain_w), w.samples + 1)
+    if len(works) > MAX_KINDS:
+        state.work = _newest(works, MAX_KINDS * 3 // 4)
     pooled = state.tier_speed.get(key)
     state.tier_speed[key] = speed.log if pooled is None else ewma(pooled, speed.log)
+
+
+def _newest(works: dict[str, Estimate], keep: int) -> dict[str, Estimate]:
+    """The ``keep`` most recently run kinds of ``works`` (ordered by recency)."""
+    return dict(list(works.items())[-keep:]) if len(works) > keep else works
 
 
 def _tier_key(tier: Tier | str) -> str:

@@ -17,6 +17,7 @@ import pytest
 from cloud_harness import Harness, NodeScript, make_config, wall_ms
 from memory_bus import MemoryHarness
 
+from cloud.controller import LEARNER_SAVE_S
 from shared.clocks import Timestamp
 from shared.crdt import AttemptStatus, TaskRecord, set_status, start_attempt
 from shared.errors import ValidationError
@@ -294,6 +295,23 @@ def test_learned_state_survives_a_controller_restart(ha: MemoryHarness) -> None:
     assert ha.controller.scheduler.work_of(task("x", name="job")) == pytest.approx(
         after.work_of("job").value
     )
+
+
+def test_learned_state_is_saved_at_most_every_learner_save_s(ha: MemoryHarness) -> None:
+    """Persisting the learner with every batch cost a write of the whole state per batch;
+    it is an estimate, so it is saved when a run taught something and the last save is
+    ``LEARNER_SAVE_S`` old (the controller's tick saves what is left)."""
+    n1 = ha.node("n1", labels={"name": "one"})
+    c, runs = ha.controller, Runs(ha)
+    c.submit_task(on("one", "a", name="job"))
+    runs.run(n1, "a", 3.0)
+    first = c.registry.learner.to_dict()
+    assert c.store.learner() == first  # the first lesson is saved at once
+    c.submit_task(on("one", "b", name="job"))
+    runs.run(n1, "b", 3.0)  # 3 s later: learned, not saved yet
+    assert c.registry.learner.to_dict() != first and c.store.learner() == first
+    ha.tick(LEARNER_SAVE_S)
+    assert c.store.learner() == c.registry.learner.to_dict()
 
 
 def test_the_placement_carries_the_deadline_left_since_submission(ha: MemoryHarness) -> None:

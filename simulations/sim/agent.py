@@ -42,10 +42,17 @@ from simulations.sim.scenario import Controller as ControllerSpec
 from simulations.sim.scenario import TaskType
 from simulations.sim.topology import Topology
 
-__all__ = ["Agents"]
+__all__ = ["REASONS", "Agents"]
 
 _STRONG = Level.STRONG
 _OK = Outcome.OK
+#: Why an ended attempt failed, as the node reports it (``shared.decisions.agent_retries``).
+REASONS = {
+    "fail": "exit",
+    "lost": "agent_restart",
+    "fenced": "fenced",
+    "refused": "lease_refused",
+}
 
 
 class Agents:

@@ -23,7 +23,6 @@ report arrived).
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
 
 import numpy as np
 
@@ -55,6 +54,7 @@ from shared.decisions import (
 from shared.health import LinkMonitor, LinkPolicy, SystemHealth
 from shared.placement import LINK_CODES
 from shared.vocab import Level, LinkState, PlacementMode, TaskStatus
+from simulations.sim.agent import REASONS
 from simulations.sim.loop import Loop
 from simulations.sim.metrics import Counters
 from simulations.sim.network import Network
@@ -68,27 +68,6 @@ __all__ = ["Controller"]
 
 _OPEN = TaskState.OPEN
 _STRONG = Level.STRONG
-#: Why an ended attempt failed, as the node reports it (``shared.decisions.agent_retries``).
-REASONS = {
-    "fail": "exit",
-    "lost": "agent_restart",
-    "fenced": "fenced",
-    "refused": "lease_refused",
-}
-
-
-def type_spec(tt: TaskType, lo: Level, hi: Level) -> dict[str, Any]:
-    """What the level functions read of a task spec: the bounds (as the consistency
-    policy sets them), ``idempotent``, ``max_disconnect_s``."""
-    if lo is hi:
-        consistency: dict[str, str] = {"level": lo.value}
-    else:
-        consistency = {"level": "adaptive", "min": lo.value, "max": hi.value}
-    return {
-        "consistency": consistency,
-        "idempotent": tt.idempotent,
-        "max_disconnect_s": tt.max_disconnect_s,
-    }
 
 
 class Controller:
@@ -140,13 +119,18 @@ class Controller:
         self.failure = [0.0] * G  # failure-rate EWMA per node (the failure_rate trigger)
         self.durations: list[deque[float]] = [deque(maxlen=20) for _ in range(G)]
         self.pending_triggers: list[tuple[Trigger, ...]] = [()] * G
-        self.specs = [type_spec(tt, *workload.bounds(k)) for k, tt in enumerate(self.types)]
+        # per node, last tick's NodeFacts and LinkSample (kept while their figures hold)
+        self._node_facts: list[NodeFacts | None] = [None] * G
+        self._samples: list[LinkSample | None] = [None] * G
+        self._outcomes: set[int] = set()
+        self.prate = [0.0] * G  # ``topo.prate`` as Python floats (read per placement)
+        self._max_latency = [tt.max_latency_ms for tt in self.types]
+        self.specs = [workload.spec(k) for k in range(len(self.types))]
         self._demand_levels: dict[int, Level] = {}
         #: attempts per node whose report has not reached the controller yet (as of the
         #: last tick; ``opened`` leaves out those reported before the next one)
         self.open_on: list[list[Attempt]] = [[] for _ in range(G)]
-        #: when ``decide`` next reads ``open_on`` (the next telemetry tick): -inf until
-        #: the first tick runs, so a caller that decides by hand sees every attempt
+        #: when ``decide`` next reads ``open_on``; -inf until a tick ran (then all are kept)
         self.next_tick = -np.inf
         #: ended attempts waiting for ``retry_move`` to let their task be placed again
         self.retrying: list[Attempt] = []
@@ -192,7 +176,7 @@ class Controller:
             run_s=run_s,
             slack_s=deadline_left - run_s,
             rtt_ms=rtt or 0.0,
-            partition_rate_per_h=float(self.topo.prate[g]),
+            partition_rate_per_h=self.prate[g],
             outage_s=self.outage_s[g],
         )
 
@@ -266,7 +250,7 @@ class Controller:
         (``assess_health``, as ``cloud/registry.py`` computes it)."""
         topo = self.topo
         link_state, rtt_p50, outage_s = self.link_state, self.rtt_p50, self.outage_s
-        samples: list[LinkSample] = []
+        samples = self._samples
         codes: list[int] = []
         rates: list[float] = []
         for g, mon in enumerate(self.monitors):
@@ -274,12 +258,14 @@ class Controller:
             link_state[g] = state
             rtt_p50[g] = p50
             outage_s[g] = outage
-            samples.append(LinkSample(state=state, rtt_p99_ms=p99))
+            sample = samples[g]
+            if sample is None or sample.state is not state or sample.rtt_p99_ms != p99:
+                samples[g] = LinkSample(state=state, rtt_p99_ms=p99)
             codes.append(LINK_CODES[state])
             rates.append(rate)
         topo.link[:] = codes
-        topo.prate[:] = rates
-        return assess_health(samples).health
+        topo.prate[:] = self.prate = rates
+        return assess_health(samples).health  # type: ignore[arg-type]
 
     def decide(self, now: float, changed: list[tuple[int, LinkState, LinkState]]) -> None:
         """One controller tick on what the link monitors know at ``now`` (``changed``:
@@ -375,28 +361,20 @@ class Controller:
             trig = link_degraded(old, new, strong_tasks=strong, node_id=node_ids[g])
             if trig is not None:
                 self.pending_triggers[g] = (*self.pending_triggers[g], trig)
-        fired = fired_triggers(
-            NodeFacts(
-                node_id=node_ids[g],
-                eligible=self.link_state[g] not in DOWN,
-                active_tasks=len(live.get(g, ())),
-                failure_ewma=self.failure[g],
-                durations=tuple(self.durations[g]),
-                pending=self.pending_triggers[g],
-            )
-            for g in range(self.topo.count)
-        )
+        fired = fired_triggers(self._facts_of_nodes(live))
         self.pending_triggers = [
             () if self.link_state[g] not in DOWN else p for g, p in enumerate(self.pending_triggers)
         ]
         budget = dict(fired.overload_budget)
+        max_latency = self._max_latency
         for g, attempts in live.items():
             node_id = node_ids[g]
             if self.link_state[g] in DOWN:
                 continue
             rtt = self.rtt_p50[g]
-            bounded = any(self.types[a.task.tt].max_latency_ms is not None for a in attempts)
-            if node_id not in fired.triggers and (rtt is None or not bounded):
+            node_triggers = fired.triggers.get(node_id, ())
+            bounded = any(max_latency[a.task.tt] is not None for a in attempts)
+            if not node_triggers and (rtt is None or not bounded):
                 continue  # nothing can fire here: spare building the facts
             for at in sorted(attempts, key=lambda a: a.task.id):
                 task = at.task
@@ -405,10 +383,10 @@ class Controller:
                         node_id=node_id,
                         adaptive=True,
                         level=task.level,
-                        node_triggers=fired.triggers.get(node_id, ()),
+                        node_triggers=node_triggers,
                         overload_budget=budget.get(node_id, 0),
                         rtt_ms=rtt,
-                        max_latency_ms=self.types[task.tt].max_latency_ms,
+                        max_latency_ms=max_latency[task.tt],
                         moved_at=task.moved_at,
                         movability=self._movability(at, now),
                     ),
@@ -417,6 +395,32 @@ class Controller:
                 if decision.move and self._move(at, decision, now):
                     task.moved_at = now
                     budget[node_id] = budget.get(node_id, 0) - 1
+
+    def _facts_of_nodes(self, live: dict[int, list[Attempt]]) -> list[NodeFacts]:
+        """Every node's ``NodeFacts`` for this pass: last pass's again where its figures
+        are the same (no outcome since, same reach, task count and pending triggers)."""
+        facts, outcomes, pending = self._node_facts, self._outcomes, self.pending_triggers
+        node_ids, link_state = self.topo.node_ids, self.link_state
+        for g, known in enumerate(facts):
+            eligible = link_state[g] not in DOWN
+            active = len(live[g]) if g in live else 0
+            if (
+                known is None
+                or g in outcomes
+                or known.eligible is not eligible
+                or known.active_tasks != active
+                or known.pending is not pending[g]
+            ):
+                facts[g] = NodeFacts(
+                    node_id=node_ids[g],
+                    eligible=eligible,
+                    active_tasks=active,
+                    failure_ewma=self.failure[g],
+                    durations=tuple(self.durations[g]),
+                    pending=pending[g],
+                )
+        outcomes.clear()
+        return facts  # type: ignore[return-value]
 
     def _move(self, at: Attempt, decision: MoveDecision, now: float) -> bool:
         """Supersede ``at`` and queue its task for a new placement (a new epoch), if a
@@ -490,5 +494,6 @@ class Controller:
         if self.mode is not PlacementMode.ADAPTIVE:
             return
         self.failure[g] = update_failure_rate(self.failure[g], not ok)
+        self._outcomes.add(g)
         if ok:
             self.durations[g].append(ran_s)

@@ -32,8 +32,8 @@ from shared.crdt import AttemptStatus
 from shared.decisions import AttemptFacts, agent_retries
 from shared.placement import PREDICTED_MODES, update_success
 from shared.vocab import Level
-from simulations.sim.agent import Agents
-from simulations.sim.controller import REASONS, Controller
+from simulations.sim.agent import REASONS, Agents
+from simulations.sim.controller import Controller
 from simulations.sim.inputs import PlacementInputs
 from simulations.sim.ledger import LedgerReplay, replay
 from simulations.sim.loop import Loop, make_loop

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -135,6 +136,21 @@ class Workload:
     def bounds(self, k: int) -> tuple[Level, Level]:
         """The level bounds of type ``k`` under the run's consistency policy."""
         return self._bounds[k]
+
+    def spec(self, k: int) -> dict[str, Any]:
+        """What the level functions read of type ``k``'s task spec: the bounds (as the
+        consistency policy sets them), ``idempotent``, ``max_disconnect_s``."""
+        tt = self.types[k]
+        lo, hi = self._bounds[k]
+        if lo is hi:
+            consistency: dict[str, str] = {"level": lo.value}
+        else:
+            consistency = {"level": "adaptive", "min": lo.value, "max": hi.value}
+        return {
+            "consistency": consistency,
+            "idempotent": tt.idempotent,
+            "max_disconnect_s": tt.max_disconnect_s,
+        }
 
     def _bounds_of(self, tt: TaskType) -> tuple[Level, Level]:
         c = self.policy.consistency

@@ -28,6 +28,7 @@ from edge_agent.api import LocalApi
 from edge_agent.clock import Clock, SystemClock
 from edge_agent.config import AgentConfig, bind_address
 from edge_agent.core import Core
+from edge_agent.deadline_plan import SAVE_S
 from edge_agent.executor import Launch, Outcome
 from edge_agent.inbound import Inbound
 from edge_agent.inbox import (
@@ -377,6 +378,8 @@ class Agent:
             core.safely(scheduler.shed)
         if core.admission_stopped is not None and self._due("journal_probe", 5.0, now):
             core.safely(self._probe_journal)
+        if self._due("run_times", SAVE_S, now):
+            core.safely(scheduler.deadlines.save)
         if self._due("prune", 600.0, now):
             with core.txn():
                 core.journal.prune_seen()
@@ -429,6 +432,7 @@ class Agent:
             self.api.stop()
         if self.metrics is not None:
             self.metrics.stop()
+        core.safely(self.scheduler.deadlines.save)
         core.safely(core.persist_event, "stopped", None)
         core.journal.close()
         (core.state_dir / "agent.ready.json").unlink(missing_ok=True)

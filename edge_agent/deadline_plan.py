@@ -18,8 +18,11 @@ What the plan reads, and its assumptions:
   controller's learner (``shared.learning.observe_run``: a Kalman/EWMA update in log space,
   this node's speed and the kind's work together); before a kind's first run, the spec's
   optional ``work_s`` hint (docs/task-spec.md) over the tier's prior speed; with neither, no
-  plan: the task is admitted as before (nothing is promised for it, and later plans leave it out). Learned
-  since the agent started (not persisted).
+  plan: the task is admitted as before (nothing is promised for it, and later plans leave
+  it out). Kept in the journal (``meta`` key ``run_times``), saved at most every ``SAVE_S``
+  while runs teach something and at shutdown, so a restarted agent plans with what it had
+  learned (a crash loses at most the last ``SAVE_S``: an estimate, learned again from the
+  next runs; a malformed copy is dropped with a warning).
 - **slots**: ``executor.max_concurrent``, each free now or when the attempt on it is expected
   to end (its start plus its kind's expected run, at least now); an attempt of a kind with no
   estimate holds its slot until its ``timeout_s`` (the only bound the agent has).
@@ -39,6 +42,8 @@ update (a few float operations).
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -51,10 +56,23 @@ from shared.vocab import Tier
 if TYPE_CHECKING:
     from edge_agent.core import Core
 
-__all__ = ["HANDED_BACK", "DeadlineInfeasible", "DeadlinePlanner", "RunTimes", "slot_free_at"]
+__all__ = [
+    "HANDED_BACK",
+    "RUN_TIMES_KEY",
+    "SAVE_S",
+    "DeadlineInfeasible",
+    "DeadlinePlanner",
+    "RunTimes",
+    "slot_free_at",
+]
 
 #: The reason of a refusal and of a hand-back (the local API's ``error``, the attempt's reason).
 HANDED_BACK = "deadline_infeasible"
+#: The journal's ``meta`` key of the learned run times, and the seconds between saves.
+RUN_TIMES_KEY = "run_times"
+SAVE_S = 10.0
+
+log = logging.getLogger(__name__)
 
 
 class DeadlineInfeasible(Exception):
@@ -128,12 +146,23 @@ class RunTimes:
     """What this agent expects a task's run to take (seconds on one of its slots), learned
     from its own succeeded attempts (``shared.learning``; see the module docstring)."""
 
-    def __init__(self, node_id: str, tier: str) -> None:
+    def __init__(self, node_id: str, tier: str, stored: str | None = None) -> None:
+        """``stored``: what ``to_json`` saved (``None``: nothing yet)."""
         self.node_id, self.tier = node_id, Tier(tier)  # an enum: the learner's fast path
         self.state = LearnerState()
+        self.learned = False  # since the last save
+        if stored is not None:
+            try:
+                self.state = LearnerState.from_dict(json.loads(stored))
+            except ValueError as exc:  # not JSON, or not a learner state
+                log.warning("stored run times dropped: %s", exc)
+
+    def to_json(self) -> str:
+        return json.dumps(self.state.to_dict(), separators=(",", ":"))
 
     def observe(self, spec: Mapping[str, Any], seconds: float) -> None:
         """A succeeded attempt of ``spec`` ran ``seconds`` (start to exit)."""
+        self.learned = True
         kind, hint_s, bound_s = work_key(spec)
         observe_run(
             self.state,
@@ -163,7 +192,7 @@ class DeadlinePlanner:
 
     def __init__(self, core: Core) -> None:
         self.core = core
-        self.runs = RunTimes(core.node, core.cfg.node.tier)
+        self.runs = RunTimes(core.node, core.cfg.node.tier, core.journal.get_meta(RUN_TIMES_KEY))
         #: when to plan the held tasks again (wall seconds; ``inf``: none held): once the
         #: least slack of what the last plan kept has passed, since a delay (an overrun)
         #: grows no faster than time passes; at once after a start (``started``), which may
@@ -195,6 +224,14 @@ class DeadlinePlanner:
             )
         self._planned(plan.kept, plan.starts, now)
         return [job for job in plan.refused if job.key != new.key]
+
+    def save(self) -> None:
+        """Journal the run times if a run taught something since the last save (the
+        agent calls it every ``SAVE_S`` and at shutdown)."""
+        if self.runs.learned:
+            with self.core.txn():
+                self.core.journal.set_meta(RUN_TIMES_KEY, self.runs.to_json())
+            self.runs.learned = False
 
     def started(self) -> None:
         """Attempts started: plan the held tasks again at the next pass."""

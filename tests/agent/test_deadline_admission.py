@@ -89,6 +89,24 @@ def test_a_learned_run_time_decides_admission(make_agent: AgentFactory) -> None:
     assert code == 201, body
 
 
+def test_learned_run_times_survive_a_restart(make_agent: AgentFactory) -> None:
+    """What the agent learned of a kind is journaled (at shutdown, and every ``SAVE_S``
+    while runs teach something): restarted, it refuses a deadline the kind cannot meet
+    without running it again, and a SIGKILL after a save keeps the saved estimate."""
+    agent = make_agent(executor=ONE_SLOT).start()
+    _run(agent, LONG)
+    assert agent.terminate() == 0
+    agent.start()
+    code, body = _submit(agent, {**LONG, "deadline_s": 1.0})
+    assert code == 503 and body["run_s"] > 1.0, body
+    stored = agent.query("SELECT value FROM meta WHERE key = 'run_times'")
+    assert stored and "long" in stored[0][0]
+    agent.kill()  # nothing learned since the last save: the journal keeps it
+    agent.start()
+    code, body = _submit(agent, {**LONG, "deadline_s": 1.0})
+    assert code == 503, body
+
+
 def test_the_specs_work_hint_is_the_prior_before_any_run(make_agent: AgentFactory) -> None:
     """A kind the agent never ran is planned from the spec's ``work_s`` (reference-core
     seconds, docs/task-spec.md): 5 s of work cannot meet a 1 s deadline, 0.1 s can."""

@@ -61,8 +61,10 @@ __all__ = [
     "Standing",
     "Timing",
     "breakdown",
+    "finish_of",
     "fixed",
     "lowers",
+    "parts",
     "queue_wait",
     "rate",
     "score",
@@ -219,6 +221,21 @@ def _parts(
     if demand.output_mb > 0:
         back = back + demand.output_mb * per_mb
     return dispatch, transfer, execute, back
+
+
+def parts(
+    facts: NodeFacts, table: NodeTable, demand: TaskDemand
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """``(dispatch, transfer, execution, return)`` of every node: elementwise what
+    ``breakdown`` shows of a few rows, for a caller explaining many decisions of one
+    shape on one table version (they do not move with placements)."""
+    return _parts(facts, table, demand, _EVERY)
+
+
+def finish_of(dispatch: Any, transfer: Any, queue: Any, execute: Any, back: Any) -> Any:
+    """The predicted finish from its parts, summed in the order the explanation lists
+    them (columns or one row's floats alike: the same double arithmetic)."""
+    return dispatch + transfer + queue + execute + back
 
 
 def queue_wait(
@@ -402,7 +419,7 @@ def breakdown(
     """Names and values of a few candidates' prediction, for the explanation:
     ``PREDICTION_TERMS``, without ``margin_s`` when the task has no deadline."""
     dispatch, transfer, execute, back = _parts(facts, table, demand, rows)
-    finish = dispatch + transfer + queue + execute + back
+    finish = finish_of(dispatch, transfer, queue, execute, back)
     columns = [dispatch, transfer, queue, execute, back, finish]
     names = PREDICTION_TERMS
     if demand.deadline_s is not None:

@@ -22,8 +22,9 @@ resources and backlog move; ``place_predicted`` applies the deadline rule and
 ``_select.top_rows`` per task. Operation for operation the same arithmetic, so the
 same node as ``shared.placement.place_batch``; ``tests/sim/test_sim_placer.py``
 checks it on random tables. The predicted finish of the chosen node (what the
-prediction error is learned from) comes from ``_predict.breakdown`` as in an
-explanation.
+prediction error is learned from) is ``_predict.breakdown``'s, from the same parts
+(``_predict.parts``, once per shape and table version) summed by the same
+``_predict.finish_of``.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from shared.placement import (
     resolve_mode,
     tie_seed,
 )
-from shared.placement._predict import NodeFacts, breakdown, fixed, queue_wait
+from shared.placement._predict import NodeFacts, finish_of, fixed, parts, queue_wait
 from shared.placement._select import BOUND, top_rows
 from shared.vocab import PlacementMode
 
@@ -251,8 +252,9 @@ class PredictedState:
     filters are never updated."""
 
     __slots__ = (
-        "_keys", "_rows", "base", "bases", "deadline", "demand", "facts", "finish", "hashes",
-        "keep", "log", "need", "ok", "reach", "seen", "shape", "tame", "version",
+        "_keys", "_mask", "_parts", "_rows", "base", "bases", "deadline", "demand", "facts",
+        "finish", "hashes", "keep", "log", "need", "ok", "reach", "seen", "shape", "tame",
+        "version",
     )  # fmt: skip
 
     def __init__(
@@ -278,17 +280,26 @@ class PredictedState:
         self.hashes = table.hash
         self._keys = table.hash.astype(np.int64)  # int64: cheaper to mix with the bases
         self.log, self.seen = log, len(log)
+        #: per row, ``(dispatch, transfer, execution, return)`` once a decision is explained
+        self._parts: list[tuple[float, float, float, float]] | None = None
         #: the deadline ``base`` is for (``base`` None: not usable for it)
         self.deadline: float | None = None
         self.base: np.ndarray | None = None
         #: bases of other deadlines, with the log length they were current at
         self.bases: dict[float, tuple[np.ndarray, int]] = {}
-        # per row, the static values the row update reads, as Python floats
-        self._rows = tuple(
-            c.tolist()
-            for c in (
-                shape.mask, run, t.base_cost, facts.capacity, facts.inv_cpus,
-                facts.widen, table.load, table.cpus, table.slots,
+        self._mask: list[bool] = shape.mask.tolist()
+        # per row, the static values a row update reads, as one tuple of Python floats
+        # (one index and an unpack per update rather than one index per value)
+        self._rows: list[tuple[float, ...]] = list(
+            zip(
+                *(
+                    c.tolist()
+                    for c in (
+                        run, t.base_cost, facts.capacity, facts.inv_cpus, facts.widen,
+                        table.load, table.cpus, table.slots,
+                    )
+                ),
+                strict=True,
             )
         )  # fmt: skip
 
@@ -296,7 +307,7 @@ class PredictedState:
         """Redo the rows the site's log names since the last call."""
         log = self.log
         if self.seen < len(log):
-            mask, update = self._rows[0], self.update
+            mask, update = self._mask, self.update
             for j in set(log[self.seen :]):
                 if mask[j]:
                     update(table, j)
@@ -305,13 +316,24 @@ class PredictedState:
     def row(self, table: NodeTable, j: int) -> tuple[float, float, float]:
         """``(queue, finish, cost)`` of row ``j`` now: the scalar form of
         ``_predict.score``'s columns, operation for operation."""
-        _, run, base_cost, capacity, inv_cpus, _, load, cpus, slots = self._rows
+        run, base_cost, capacity, inv_cpus, _, load, cpus, slots = self._rows[j]
         cpu, free = self.demand.cpu, table.cpu_free.item(j)
         queue = queue_wait(
-            table.backlog.item(j), capacity[j], cpus[j], free, table.running.item(j), slots[j], cpu
+            table.backlog.item(j), capacity, cpus, free, table.running.item(j), slots, cpu
         )
-        taken = 1.0 + (cpu - free) * inv_cpus[j]
-        return queue, run[j] + queue, base_cost[j] + _min(_max(load[j], taken), 1.0) / 4.0
+        taken = 1.0 + (cpu - free) * inv_cpus
+        return queue, run + queue, base_cost + _min(_max(load, taken), 1.0) / 4.0
+
+    def shown_finish(self, table: NodeTable, j: int, queue: float) -> float:
+        """The predicted finish an explained decision on row ``j`` shows for a queue
+        wait of ``queue`` (``_predict.breakdown``'s ``finish_s``): its parts are the
+        same on every row of this table version, so they are computed once, for all
+        rows, and summed here as ``breakdown`` sums them."""
+        if self._parts is None:
+            cols = parts(self.facts, table, self.demand)
+            self._parts = list(zip(*(c.tolist() for c in cols), strict=True))
+        dispatch, transfer, execute, back = self._parts[j]
+        return finish_of(dispatch, transfer, queue, execute, back)  # type: ignore[no-any-return]
 
     def update(self, table: NodeTable, j: int) -> None:
         """Row ``j`` (on the shape's filters) with its current free resources and
@@ -330,7 +352,7 @@ class PredictedState:
         self.ok[j] = True
         _, finish, cost = self.row(table, j)
         self.finish[j] = finish
-        reach = self.reach[j] = finish * self._rows[5][j]
+        reach = self.reach[j] = finish * self._rows[j][4]
         keep = self.keep[j] = 1.0 - cost
         if not 0.0 <= finish < math.inf:
             self.tame, self.base, self.bases = False, None, {}
@@ -388,7 +410,7 @@ class PredictedState:
         kept = bases.pop(deadline, None) if deadline is not None else None
         if kept is not None and self.tame:
             base, at = kept
-            mask, ok = self._rows[0], self.ok
+            mask, ok = self._mask, self.ok
             finish, reach, keep = self.finish, self.reach, self.keep
             for j in set(log[at:]):
                 if not mask[j]:
@@ -435,30 +457,19 @@ def place_predicted(
     explained ``place_batch`` decision's first candidate shows). Stops at the first
     task no node has room for, as ``place_many``."""
     state.catch_up(table)
-    demand = state.demand
     cpu, memory, disk = state.shape.need
-    work = demand.work
-    rows: list[int] = []
-    parts: list[tuple[float, float, float]] = []  # (queue, finish, cost) when explained
+    work = state.demand.work
+    out: list[tuple[int, float | None]] = []
     log = state.log
     for task_id, epoch, deadline in zip(task_ids, epochs, deadlines, strict=True):
         j = state.choose(table, deadline, tie_seed(task_id, epoch, seed))
         if j < 0:
             break
-        if explain:
-            parts.append(state.row(table, j))
+        # the queue wait as the task saw it, before its own allocation
+        finish = state.shown_finish(table, j, state.row(table, j)[0]) if explain else None
         table.allocate(j, cpu, memory, disk, work_s=work)
         state.update(table, j)
         log.append(j)
-        rows.append(j)
+        out.append((j, finish))
     state.seen = len(log)  # its own allocations are already applied
-    if not explain:
-        return [(j, None) for j in rows]
-    if not rows:
-        return []
-    # the breakdown reads only the static facts and each row's queue and cost as the
-    # task saw them: one call for the batch gives each row what its own call gives
-    queue, _, cost = (np.array(c) for c in zip(*parts, strict=True))
-    names, values = breakdown(state.facts, table, demand, np.array(rows), queue, cost)
-    at = names.index("finish_s")
-    return [(j, v[at]) for j, v in zip(rows, values, strict=True)]
+    return out

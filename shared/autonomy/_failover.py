@@ -78,6 +78,8 @@ RTO_MAX_S = 60.0
 #: RTTVAR ← (1 - beta)·RTTVAR + beta·|SRTT - R|.
 _ALPHA = 1 / 8
 _BETA = 1 / 4
+# the gains' complements and the bound of a valid sample, once (a sample per submission)
+_KEEP_ALPHA, _KEEP_BETA, _INF = 1 - _ALPHA, 1 - _BETA, math.inf
 #: Probe period while the controller is marked unreachable: a healed controller is bypassed
 #: for at most this long plus a round trip, and a client sends one connection attempt per
 #: period during an outage (0.2/s; a site of a thousand devices, 200/s at its edge router).
@@ -125,13 +127,14 @@ class Failover:
         """A connection to the controller was answered ``rtt_s`` after its first SYN, none
         resent (Karn's rule: the caller leaves out attempts that were retried): RFC 6298's
         (2.2) for the first sample, (2.3) after. A negative or non-finite sample is ignored."""
-        if not 0.0 <= rtt_s < math.inf:
+        if not 0.0 <= rtt_s < _INF:
             return
-        if self.srtt is None:
+        srtt = self.srtt
+        if srtt is None:
             self.srtt, self.rttvar = rtt_s, rtt_s / 2
         else:
-            self.rttvar = (1 - _BETA) * self.rttvar + _BETA * abs(self.srtt - rtt_s)
-            self.srtt = (1 - _ALPHA) * self.srtt + _ALPHA * rtt_s
+            self.rttvar = _KEEP_BETA * self.rttvar + _BETA * abs(srtt - rtt_s)
+            self.srtt = _KEEP_ALPHA * srtt + _ALPHA * rtt_s
 
     @property
     def rto_s(self) -> float:

@@ -98,6 +98,7 @@ class Agents:
         self.freed: Callable[[Attempt], None] = lambda at: None
         #: the plain devices' submissions and failover (``simulations.sim.failover``)
         self.plain = PlainDevices(self)
+        self.is_agent = self.plain.is_agent
         # what every attempt reads, bound once (the per-task path)
         self.commit_s = spec.commit_s
         self.ctrl, self.part = net.ctrl, net.part
@@ -331,7 +332,8 @@ class Agents:
         if outcome is _OK and task.fail_u < tt.fail_rate:
             outcome = Outcome.FAIL
         at.stop, at.outcome = stop, outcome
-        self.plain.started(at)
+        if self.is_agent[g]:  # ``PlainDevices.started`` keeps only an agent's runs
+            self.plain.started(at)
         if slots:
             heapq.heappush(self.busy[g], stop)
         # the report to the controller; on success, the result at the device

@@ -45,6 +45,7 @@ from shared.decisions import (
     demand_level,
     fired_triggers,
     link_degraded,
+    movable,
     partition_move,
     placement_level,
     retry_move,
@@ -289,11 +290,9 @@ class Controller:
         out: list[tuple[int, Attempt]] = []
         open_on = self.open_on
         for g, opened in enumerate(open_on):
-            if not opened:
-                continue
-            kept = [a for a in opened if a.report > now]
-            open_on[g] = kept
-            out.extend((g, a) for a in kept if not a.superseded and a.task.state is _OPEN)
+            if opened:
+                open_on[g] = kept = [a for a in opened if a.report > now]
+                out.extend((g, a) for a in kept if not a.superseded and a.task.state is _OPEN)
         return out
 
     def lease_known(self, task: Task, now: float) -> Lease | None:
@@ -307,8 +306,7 @@ class Controller:
         if not at.start < at.stop:
             return None
         path = self.net.ctrl[at.node]
-        heard = self.net.tl.next_up(path.down, at.start) + path.lat <= now
-        return at.start if heard else None
+        return at.start if self.net.tl.next_up(path.down, at.start) + path.lat <= now else None
 
     def _movability(self, at: Attempt, now: float) -> Movability:
         return Movability(
@@ -377,7 +375,9 @@ class Controller:
             if not node_triggers and (rtt is None or not bounded):
                 continue  # nothing can fire here: spare building the facts
             for at in sorted(attempts, key=lambda a: a.task.id):
-                task = at.task
+                task, movability = at.task, self._movability(at, now)
+                if not movable(movability, now=now).move:
+                    continue  # trigger_move moves nothing ``movable`` keeps (started ones)
                 decision = trigger_move(
                     TriggerFacts(
                         node_id=node_id,
@@ -388,7 +388,7 @@ class Controller:
                         rtt_ms=rtt,
                         max_latency_ms=max_latency[task.tt],
                         moved_at=task.moved_at,
-                        movability=self._movability(at, now),
+                        movability=movability,
                     ),
                     now=now,
                 )

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 __all__ = ["LOOPS", "HeapLoop", "Loop", "SimPyLoop", "make_loop"]
 
 Callback = Callable[[Any], None]
+_push = heapq.heappush
 
 
 class Loop(Protocol):
@@ -56,10 +57,9 @@ class HeapLoop:
         return self._now
 
     def at(self, when: float, callback: Callback, arg: Any = None) -> None:
-        self._seq += 1
-        heapq.heappush(
-            self._heap, (when if when > self._now else self._now, self._seq, callback, arg)
-        )
+        self._seq = seq = self._seq + 1  # one call per attempt: locals over attributes
+        now = self._now
+        _push(self._heap, (when if when > now else now, seq, callback, arg))
 
     def after(self, delay: float, callback: Callback, arg: Any = None) -> None:
         self.at(self._now + delay, callback, arg)

@@ -109,8 +109,9 @@ class Topology:
         self.cpu_free[g] += cpu
         self.mem_free[g] += memory_mb
         self.running[g] -= 1
-        if work_s:
-            self.backlog[g] = max(0.0, self.backlog[g] - work_s)
+        if work_s:  # ``max(0.0, backlog - work_s)``, spelled out (once per attempt)
+            left = self.backlog[g] - work_s
+            self.backlog[g] = left if left > 0.0 else 0.0
         self.freed[self.freed_counter[g]] += 1
         site = self.local_site[g]
         if site >= 0:

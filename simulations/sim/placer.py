@@ -389,8 +389,14 @@ class PredictedState:
             self._switch(table, deadline)
         base = self.base
         if base is not None:
-            # int64 xor of two 32-bit values = the uint32 xor of ``_select.ranks``
-            j = int((base - (self._keys ^ tie)).argmax())
+            # Distinct rank bases differ by at least 2**32 and a tie key is below it: a
+            # row alone with the highest base is first whatever the key (the first
+            # and the last highest are the same row; the common case, two argmaxes
+            # without the key's arithmetic). Else the bases with the keys, as
+            # ``place_many`` (int64 xor of two 32-bit values = ``_select.ranks``' uint32).
+            j = int(base.argmax())
+            if int(base[::-1].argmax()) + j != len(base) - 1:
+                j = int((base - (self._keys ^ tie)).argmax())
             return j if base.item(j) != _NONE_INT else -1
         ok = np.array(self.ok)
         with np.errstate(invalid="ignore", divide="ignore"):

@@ -210,3 +210,37 @@ def test_place_predicted_matches_place_batch(seed: int, nodes: int, explain: boo
                 log.append(row)
         k = hi
     assert got == expected
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_place_predicted_breaks_ties_as_place_batch(seed: int) -> None:
+    """Identical nodes: several rows share the highest rank base (the tie key decides,
+    and the bases alone cannot), and the same nodes as ``place_batch`` are chosen."""
+    rng = random.Random(seed)
+    views = [
+        NodeView(node_id=f"n{i:02d}", tier=Tier.EDGE, cpus=4.0, memory_mb=4096.0) for i in range(12)
+    ]
+    base = TaskDemand(task_id="shape", cpu=1.0, memory_mb=256.0, work_s=1.0)
+    n = 30
+    ids = [f"t{k}" for k in range(n)]
+    epochs = [1] * n
+    deadlines = [rng.choice([None, 0.5, 5.0, 5.0]) for _ in range(n)]
+    mode = PlacementMode.ADAPTIVE
+    expected_table = NodeTable(views)
+    expected = [
+        place_batch(
+            expected_table,
+            [dataclasses.replace(base, task_id=t, deadline_s=d)],
+            mode=mode,
+            seed=seed,
+            epochs=[1],
+        )[0].node_id
+        for t, d in zip(ids, deadlines, strict=True)
+    ]
+    table = NodeTable(views)
+    shape = prepare(table, base, mode, DEFAULT_WEIGHTS, NodeFacts.of(table))
+    state = PredictedState(table, shape, NodeFacts.of(table), 0, [])
+    placed = place_predicted(table, state, ids, epochs, deadlines, seed=seed)
+    got = [table.ids[row] for row, _ in placed] + [None] * (n - len(placed))
+    assert got == expected
+    assert len(set(got[:12])) > 1  # ties were broken by the key, not by row order

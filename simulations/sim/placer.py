@@ -220,16 +220,6 @@ def _packed(finish: float, reach: float, keep: float, deadline: float) -> int | 
     return None
 
 
-def _max(a: float, b: float) -> float:
-    """``np.maximum`` of two floats (NaN wins, as in numpy)."""
-    return a if a >= b else b if b > a else math.nan
-
-
-def _min(a: float, b: float) -> float:
-    """``np.minimum`` of two floats (NaN wins, as in numpy)."""
-    return a if a <= b else b if b < a else math.nan
-
-
 class PredictedState:
     """One ``adaptive``-mode shape on one table version (see the module docstring).
 
@@ -322,7 +312,11 @@ class PredictedState:
             table.backlog.item(j), capacity, cpus, free, table.running.item(j), slots, cpu
         )
         taken = 1.0 + (cpu - free) * inv_cpus
-        return queue, run + queue, base_cost + _min(_max(load, taken), 1.0) / 4.0
+        # ``np.minimum(np.maximum(load, taken), 1.0)`` on floats: NaN wins, as in numpy
+        # (spelled out: this runs for every row update)
+        util = load if load >= taken else taken if taken > load else math.nan
+        util = util if util <= 1.0 else 1.0 if util > 1.0 else math.nan
+        return queue, run + queue, base_cost + util / 4.0
 
     def shown_finish(self, table: NodeTable, j: int, queue: float) -> float:
         """The predicted finish an explained decision on row ``j`` shows for a queue

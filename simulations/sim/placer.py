@@ -66,6 +66,21 @@ _NONE_INT = int(_NONE)
 _KEPT = 4
 
 
+def _first(base: np.ndarray, keys: np.ndarray, tie: int) -> int:
+    """The row that ranks first: the argmax of ``base - (keys ^ tie)`` (int64 xor of
+    two 32-bit values = the uint32 xor of ``_select.ranks``).
+
+    Distinct rank bases differ by at least 2**32 and a tie key is below it, so a row
+    alone with the highest base is first whatever the key; it is alone when the
+    first and the last argmax (of the reversed view) name it, the common case: two
+    argmaxes and none of the key's arithmetic. Otherwise (equal quantised scores)
+    the bases with the keys."""
+    j = int(base.argmax())
+    if int(base[::-1].argmax()) + j != len(base) - 1:
+        j = int((base - (keys ^ tie)).argmax())
+    return j
+
+
 class ShapeState:
     """One shape on one table: the static half (``Shape``) and the dynamic half as
     packed rank bases (``q * 2**32 + 0xFFFFFFFF``, or ``_NONE`` when infeasible).
@@ -193,8 +208,7 @@ def place_many(
     free, log = state.free, state.log
     out: list[int] = []
     for task_id, epoch in zip(task_ids, epochs, strict=True):
-        # int64 xor of two 32-bit values = the uint32 xor of ``_select.ranks``
-        j = int((base - (hashes ^ tie_seed(task_id, epoch, seed))).argmax())
+        j = _first(base, hashes, tie_seed(task_id, epoch, seed))
         if base[j] == _NONE:
             break
         table.allocate(j, cpu, memory, disk)
@@ -232,7 +246,7 @@ class PredictedState:
 
     The tasks of one tick mostly share a deadline, so the rank bases for the last
     deadline seen are kept too (``q * 2**32 + 0xFFFFFFFF``, ``_NONE`` where the
-    node cannot take the task, as ``ShapeState``): a task then costs one argmax
+    node cannot take the task, as ``ShapeState``): a task then costs one ``_first``
     with its tie key, as in ``place_many``. The deadlines left recur from tick to
     tick (they are rounded), so the bases of the last ``_KEPT`` other deadlines are
     kept aside with the log position they were current at, and caught up row by
@@ -383,14 +397,7 @@ class PredictedState:
             self._switch(table, deadline)
         base = self.base
         if base is not None:
-            # Distinct rank bases differ by at least 2**32 and a tie key is below it: a
-            # row alone with the highest base is first whatever the key (the first
-            # and the last highest are the same row; the common case, two argmaxes
-            # without the key's arithmetic). Else the bases with the keys, as
-            # ``place_many`` (int64 xor of two 32-bit values = ``_select.ranks``' uint32).
-            j = int(base.argmax())
-            if int(base[::-1].argmax()) + j != len(base) - 1:
-                j = int((base - (self._keys ^ tie)).argmax())
+            j = _first(base, self._keys, tie)
             return j if base.item(j) != _NONE_INT else -1
         ok = np.array(self.ok)
         with np.errstate(invalid="ignore", divide="ignore"):

@@ -244,3 +244,27 @@ def test_place_predicted_breaks_ties_as_place_batch(seed: int) -> None:
     got = [table.ids[row] for row, _ in placed] + [None] * (n - len(placed))
     assert got == expected
     assert len(set(got[:12])) > 1  # ties were broken by the key, not by row order
+
+
+@pytest.mark.parametrize("mode", WEIGHTED)
+def test_place_many_breaks_ties_as_place(mode: PlacementMode) -> None:
+    """Identical nodes: several rows share the highest rank base, the tie key decides
+    (``_first``'s other branch), and the nodes are ``place``'s."""
+    tier = Tier.CLOUD if mode is PlacementMode.CLOUD_ONLY else Tier.EDGE  # one it allows
+    views = [
+        NodeView(node_id=f"n{i:02d}", tier=tier, cpus=4.0, memory_mb=4096.0) for i in range(12)
+    ]
+    demand = TaskDemand(task_id="shape", cpu=1.0, memory_mb=256.0)
+    ids = [f"t{k}" for k in range(30)]
+    expected_table = NodeTable(views)
+    expected = []
+    for tid in ids:
+        decision = place(expected_table, dataclasses.replace(demand, task_id=tid), mode=mode)
+        expected.append(decision.node_id)
+        if decision.node_id is not None:
+            expected_table.allocate(decision.node_id, demand.cpu, demand.memory_mb)
+    table = NodeTable(views)
+    state = ShapeCache().get("site", 0, table, demand, mode, [])
+    rows = place_many(table, state, ids, [0] * len(ids))
+    assert [table.ids[r] for r in rows] + [None] * (len(ids) - len(rows)) == expected
+    assert len(set(expected[:12])) > 1  # the key, not the row order, broke the ties

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import ssl
 import time
 import urllib.error
@@ -16,10 +17,8 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from edge_agent.api import UnixConnection
 from shared.autonomy import ConnectWait, Failover, Route
 from shared.model import parse_task_spec
 from shared.vocab import Level
@@ -180,6 +179,22 @@ def undelivered(exc: BaseException) -> bool:
 # -- an agent's local API --------------------------------------------------------------
 
 
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
 class AgentUnreachable(OSError):
     """The connection to an agent's local API was not made: nothing was sent to it."""
 
@@ -224,7 +239,7 @@ class AgentClient:
     def request(self, method: str, path: str, body: object = None) -> Any:
         conn: http.client.HTTPConnection
         if self._tcp is None:
-            conn = UnixConnection(Path(self._socket), self.timeout_s)
+            conn = _UnixConnection(self._socket, self.timeout_s)
         elif self._tls is not None:
             conn = http.client.HTTPSConnection(
                 *self._tcp, timeout=self.timeout_s, context=self._tls

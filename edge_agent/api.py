@@ -284,11 +284,7 @@ class LocalApi:
             self.socket_path.unlink(missing_ok=True)
 
 
-class UnixConnection(http.client.HTTPConnection):
-    """HTTP over the agent's Unix socket, reached even when its path is too long for
-    ``sun_path`` (``_unix_address``); the one connection every local client uses
-    (``edge-agent``'s own commands and ``cloud.api_client.AgentClient``)."""
-
+class _UnixConnection(http.client.HTTPConnection):
     def __init__(self, path: Path, timeout: float) -> None:
         super().__init__("localhost", timeout=timeout)
         self._path = path
@@ -401,7 +397,7 @@ class LocalClient:
 
     def _connection(self) -> http.client.HTTPConnection:
         if self.socket_path is not None:
-            return UnixConnection(self.socket_path, self.timeout)
+            return _UnixConnection(self.socket_path, self.timeout)
         if self.pinned_cert is not None:
             from edge_agent._api_tls import pinned_context
 

@@ -32,7 +32,6 @@ from shared.decisions import (
     placement_order,
     task_readiness,
 )
-from shared.health import LinkStats
 from shared.learning import DEFAULT_WORK_S
 from shared.model import MAX_DEADLINE_S
 from shared.placement import (
@@ -111,7 +110,7 @@ class Scheduler:
                     running=len(entry.reserved),
                     load=min(max(float(entry.telemetry.get("cpu_pct") or 0.0) / 100.0, 0.0), 1.0),
                     success_ewma=entry.success_ewma,
-                    rtt_ms=self.rtt_ms(entry, stats),
+                    rtt_ms=self.rtt_ms(entry, stats.rtt_p50_ms),
                     link_state=stats.state,
                     draining=entry.draining,
                     battery_pct=entry.capacity.get("battery_pct"),
@@ -128,11 +127,11 @@ class Scheduler:
     def table(self, now: float) -> NodeTable:
         return NodeTable.from_views(self.node_views(now))
 
-    def rtt_ms(self, entry: NodeEntry, stats: LinkStats) -> float:
+    def rtt_ms(self, entry: NodeEntry, p50_ms: float | None) -> float:
         """The node's round trip: the monitor's p50 over its window, else the
         learned average (kept across restarts), else 0 (nothing measured yet)."""
-        if stats.rtt_p50_ms is not None:
-            return stats.rtt_p50_ms
+        if p50_ms is not None:
+            return p50_ms
         return self.registry.learner.rtt_ms.get(entry.node_id, 0.0)
 
     def backlog_s(self, entry: NodeEntry, speed: float, now: float) -> float:
@@ -190,21 +189,20 @@ class Scheduler:
         tier = entry.tier_of if entry is not None else None
         if entry is None or tier is None:
             return LevelFacts(link=LinkState.FAILED)
-        stats = entry.monitor.stats(now)
-        rtt = self.rtt_ms(entry, stats)
+        grade = entry.monitor.grade(now)  # as the simulator reads it
+        rtt = self.rtt_ms(entry, grade.rtt_p50_ms)
         if finish_s is None:
             speed = self.registry.learner.speed_of(node_id, tier).value
             finish_s = self._remaining(task_id, speed, now) / speed + rtt / 1000.0
-        unsampled = stats.rtt_samples == 0 and stats.state is LinkState.HEALTHY
-        lengths = stats.partition_lengths_s
+        unsampled = grade.rtt_p50_ms is None and grade.state is LinkState.HEALTHY
         left = self.deadline_left(task_id)
         return LevelFacts(
-            link=None if unsampled else stats.state,
+            link=None if unsampled else grade.state,
             run_s=finish_s,
             slack_s=None if left is None else left - finish_s,
             rtt_ms=rtt,
-            partition_rate_per_h=stats.partition_rate_per_h,
-            outage_s=sum(lengths) / len(lengths) if lengths else 0.0,
+            partition_rate_per_h=grade.partition_rate_per_h,
+            outage_s=grade.outage_s,
         )
 
     def task_mode(self, spec: Mapping[str, Any]) -> PlacementMode:
@@ -452,13 +450,11 @@ class Scheduler:
             )
 
     def send_place(self, task_id: str, now: float, *, record: bool = True) -> None:
-        """Queue the record, then the ``place`` message of the task's current placement,
-        with the seconds left to its deadline (counted from submission): the agent's
-        queue orders by the same deadline. With the record first, the node holds the
-        controller's own placement (and whatever earlier holders wrote) and keeps no copy
-        of its own (``edge_agent.inbound``), so its record equals ours from the start
-        instead of from its next anti-entropy digest (``record=False``: a re-send on
-        it, which brings the record only if lacking). ``now``: ``TaskMeta.place_sent_at``."""
+        """Queue the record, then the ``place`` of the task's current placement with the
+        seconds left to its deadline (the agent's queue orders by it). With the record
+        first the node holds our placement and keeps no copy of its own
+        (``edge_agent.inbound``): its record equals ours at once, not after its next
+        digest (``record=False``: a re-send on one, ``missing`` brought the record)."""
         rec = self.tasks.records[task_id]
         assert rec.placement is not None and rec.spec is not None
         self.tasks.meta[task_id].place_sent_at = now

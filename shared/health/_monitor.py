@@ -248,16 +248,16 @@ class LinkMonitor:
         """Snapshot at ``now`` (also brings the state up to date)."""
         self.poll(now)
         now = self._now
-        values = self._sorted
         probes = len(self._probes)
         lost = self._lost
+        p50, p99 = self._rtt_percentiles()
         return LinkStats(
             node_id=self.node_id,
             state=self._state,
             reason=self._reason,
-            rtt_p50_ms=percentile(values, 0.5) if values else None,
-            rtt_p99_ms=percentile(values, 0.99) if values else None,
-            rtt_samples=len(values),
+            rtt_p50_ms=p50,
+            rtt_p99_ms=p99,
+            rtt_samples=len(self._sorted),
             loss_rate=lost / probes if probes else 0.0,
             silent_for_s=self.silent_for(now),
             partitioned_since=self._open_since,
@@ -269,17 +269,22 @@ class LinkMonitor:
         """The figures of ``stats(now)`` a periodic pass needs (``LinkGrade``), and the
         mean of its partition lengths; brings the state up to date as ``stats`` does."""
         self.poll(now)
-        values = self._sorted
         parts = self._partitions
         return LinkGrade(
             self._state,
-            percentile(values, 0.5) if values else None,
-            percentile(values, 0.99) if values else None,
+            *self._rtt_percentiles(),
             sum(end - start for start, end in parts) / len(parts) if parts else 0.0,
             self.partition_rate_per_h(self._now),
         )
 
     # -- internals -----------------------------------------------------------
+
+    def _rtt_percentiles(self) -> tuple[float | None, float | None]:
+        """p50 and p99 of the round trips in the window (``None`` without samples)."""
+        values = self._sorted
+        if not values:
+            return None, None
+        return percentile(values, 0.5), percentile(values, 0.99)
 
     def _advance(self, now: float) -> float:
         self._now = max(now, self._now)

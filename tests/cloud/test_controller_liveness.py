@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cloud_harness import Harness
+from cloud_harness import Harness, NodeScript
 from memory_bus import MemoryHarness
 
 from shared.crdt import AttemptStatus
@@ -29,6 +29,19 @@ def task(task_id: str, level: str, **fields: Any) -> dict[str, Any]:
 def placed(h: Harness, task_id: str) -> tuple[str | None, int]:
     t = h.controller.get_task(task_id)
     return t["node"], t["epoch"]
+
+
+def on_n1_while_n2_drains(
+    h: MemoryHarness, task_id: str, level: str
+) -> tuple[NodeScript, NodeScript]:
+    """Two nodes of one pool; ``task_id`` placed on n1 while n2 drains (still draining:
+    the caller lifts it when n2 should become the alternative)."""
+    n1 = h.node("n1", labels={"pool": "x"})
+    n2 = h.node("n2", labels={"pool": "x"})
+    h.controller.set_draining("n2", True)
+    h.controller.submit_task(task(task_id, level))
+    n1.expect("place", lambda e: e.body.task_id == task_id)
+    return n1, n2
 
 
 def test_a_last_will_is_not_contact_and_the_clock_runs_from_the_last_real_one(
@@ -108,13 +121,8 @@ def test_an_ordinary_failure_is_left_to_the_nodes_own_retry(h: MemoryHarness) ->
 def test_a_task_its_node_declined_is_placed_again_elsewhere(h: MemoryHarness) -> None:
     """An agent that shed a queued task (or does not allow its callable) never retries it
     (``shared.decisions.DECLINED``): the controller places it again, on another node."""
-    n1 = h.node("n1", labels={"pool": "x"})
-    n2 = h.node("n2", labels={"pool": "x"})
-    c = h.controller
-    c.set_draining("n2", True)
-    c.submit_task(task("k", "causal"))
-    n1.expect("place", lambda e: e.body.task_id == "k")
-    c.set_draining("n2", False)
+    n1, n2 = on_n1_while_n2_drains(h, "k", "causal")
+    h.controller.set_draining("n2", False)
     dot = n1.start("k", 1)
     n1.finish("k", dot, AttemptStatus.FAILED, reason="shed")
     h.await_msg(n1, "ack", lambda e: e.body.up_to_seq == n1.seq)
@@ -128,16 +136,11 @@ def test_a_task_its_node_declined_is_placed_again_elsewhere(h: MemoryHarness) ->
 def test_after_a_restart_a_superseded_lease_does_not_block_the_new_holder(
     h: MemoryHarness,
 ) -> None:
-    n1 = h.node("n1", labels={"pool": "x"})
-    n2 = h.node("n2", labels={"pool": "x"})
-    c = h.controller
-    c.set_draining("n2", True)
-    c.submit_task(task("s", "strong"))
-    n1.expect("place", lambda e: e.body.task_id == "s")
+    n1, n2 = on_n1_while_n2_drains(h, "s", "strong")
     n1.request_lease("s", 1)
     assert h.await_msg(n1, "lease_grant").body.granted
     n1.start("s", 1)
-    c.set_draining("n2", False)
+    h.controller.set_draining("n2", False)
     h.mnode("n1").connected = False  # n1 is cut off for good
     while placed(h, "s") != ("n2", 2):
         h.tick(STEP)

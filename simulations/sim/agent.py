@@ -36,7 +36,7 @@ from shared.vocab import Level, Tier
 from simulations.sim.failover import PlainDevices
 from simulations.sim.loop import Loop
 from simulations.sim.metrics import Counters
-from simulations.sim.network import CONTROL_BITS, Network, Path
+from simulations.sim.network import Network, Path
 from simulations.sim.records import Attempt, Outcome, Task, TaskState
 from simulations.sim.scenario import Controller as ControllerSpec
 from simulations.sim.scenario import TaskType
@@ -138,7 +138,7 @@ class Agents:
     def to_controller(self, task: Task, t: float) -> None:
         """The submission leaves the device for the controller at ``t`` (held while
         the path is down: the device's MQTT session keeps it)."""
-        t_c = self.net.deliver(self.net.dev_ctrl[task.dev], t, CONTROL_BITS)
+        t_c = self.net.control(self.net.dev_ctrl[task.dev], t)
         task.entered = task.t_ctrl = t_c
         self.submit(task, t_c)
 
@@ -189,7 +189,7 @@ class Agents:
         task.epoch = epoch = task.epoch + 1
         at = Attempt(task, g, epoch, task.level, now)
         self.placed_tier[self.node_tier[g]] += 1
-        at.t_recv = self.net.deliver(self.ctrl[g], now + self.commit_s, CONTROL_BITS)
+        at.t_recv = self.net.control(self.ctrl[g], now + self.commit_s)
         self._begin(at, task, g, True)
         return at
 
@@ -203,7 +203,7 @@ class Agents:
         ctrl = self.ctrl[g]
         t_recv = ready = at.t_recv
         if at.level is _STRONG and not at.local:
-            at.t_req = t_req = net.deliver(ctrl, t_recv, CONTROL_BITS)
+            at.t_req = t_req = net.control(ctrl, t_recv)
             decision = self.leases.request(
                 task_id=task.id,
                 node=self.topo.node_ids[g],
@@ -213,14 +213,14 @@ class Agents:
                 placed_epoch=task.epoch,
                 placed_node=self.topo.node_ids[g],
             )
-            ready = at.t_grant = net.deliver(ctrl, t_req + self.spec.commit_s, CONTROL_BITS)
+            ready = at.t_grant = net.control(ctrl, t_req + self.spec.commit_s)
             # a grant held by a cut can arrive after the agent's deadline for its
             # request (``agent_deadline`` from the send): expired, it may not start
             policy = self.lease_policy
             late = ready >= policy.agent_deadline(t_recv, policy.duration_s)
             if not decision.granted or late:  # the attempt may not start (docs/consistency.md)
                 at.stop, at.outcome = ready, Outcome.REFUSED
-                at.report = net.deliver(ctrl, ready, CONTROL_BITS)
+                at.report = net.control(ctrl, ready)
                 self.opened(g, at)
                 self.loop.at(at.stop, self.ended, at)
                 return
@@ -337,7 +337,7 @@ class Agents:
         if slots:
             heapq.heappush(self.busy[g], stop)
         # the report to the controller; on success, the result at the device
-        at.report = report = net.deliver(self.ctrl[g], stop, CONTROL_BITS)
+        at.report = report = net.control(self.ctrl[g], stop)
         if outcome is not _OK:
             return
         if data_path is None:
@@ -346,7 +346,7 @@ class Agents:
             at.t_done = net.deliver_data(task.dev, data_path, stop, task.out_bits)
         if strong:
             # state changes count once the controller acknowledged them
-            ack_at_device = net.deliver(net.dev_ctrl[task.dev], report, CONTROL_BITS)
+            ack_at_device = net.control(net.dev_ctrl[task.dev], report)
             at.t_done = max(at.t_done, ack_at_device)
 
     def _fence_time(self, ctrl: Path, t_recv: float, t_grant: float, stop: float) -> float | None:

@@ -225,14 +225,14 @@ class Controller:
         net = self.net
         self.next_tick = now + self.spec.telemetry_s
         changed: list[tuple[int, LinkState, LinkState]] = []
-        next_up = net.tl.next_up
+        next_up, jitter = net.tl.next_up, net.jitter
         for g, mon in enumerate(self.monitors):
             path = net.ctrl[g]
             if path.down and next_up(path.down, now) > now:  # ``not net.is_up(path, now)``
                 change = mon.poll(now)
             else:
                 rtt = (
-                    2000.0 * path.lat + 1000.0 * path.jit * net.exp()
+                    2000.0 * path.lat + 1000.0 * path.jit * next(jitter)
                     if path.jit
                     else 2000.0 * path.lat
                 )

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import chain
 
 import numpy as np
 
@@ -29,6 +30,7 @@ from shared.model import RetryPolicy
 from shared.protocol import reconnect_wait
 from shared.vocab import Tier
 from simulations.sim.scenario import Controller, Failures, LinkClass, Links
+from simulations.sim.timelines import Timelines, alternating, merge_intervals, poisson_intervals
 from simulations.sim.topology import Topology
 
 __all__ = [
@@ -43,134 +45,10 @@ __all__ = [
 
 #: One control message (placement, lease, report) on the wire: 512 bytes.
 CONTROL_BITS = 512 * 8
+_CONTROL_BYTES = CONTROL_BITS / 8.0
 #: Exponential draws made at once for the jitter (``Network.exp``).
 _BLOCK = 1 << 16
 _INF = math.inf
-
-
-def alternating(
-    rng: np.random.Generator, mtbf_s: float, mttr_s: float, horizon: float
-) -> list[tuple[float, float]]:
-    """Down intervals of an up/down process starting up at 0, until ``horizon``."""
-    if mtbf_s <= 0:
-        return []
-    out: list[tuple[float, float]] = []
-    t = 0.0
-    # draw in blocks: expected cycles = horizon / (mtbf + mttr)
-    block = max(4, int(2 * horizon / (mtbf_s + mttr_s)) + 4)
-    while t < horizon:
-        ups = rng.exponential(mtbf_s, block)
-        downs = rng.exponential(mttr_s, block)
-        for up, down in zip(ups.tolist(), downs.tolist(), strict=True):
-            start = t + up
-            if start >= horizon:
-                return out
-            t = start + down
-            out.append((start, t))
-    return out
-
-
-def poisson_intervals(
-    rng: np.random.Generator, rate_per_s: float, mean_s: float, horizon: float
-) -> list[tuple[float, float]]:
-    """Poisson-started intervals of exponential length (correlated outages)."""
-    if rate_per_s <= 0:
-        return []
-    n = int(rng.poisson(rate_per_s * horizon))
-    starts = np.sort(rng.uniform(0.0, horizon, n))
-    lengths = rng.exponential(mean_s, n)
-    return [(float(a), float(a + d)) for a, d in zip(starts, lengths, strict=True)]
-
-
-def merge_intervals(intervals: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
-    """Union of intervals, sorted and disjoint."""
-    out: list[tuple[float, float]] = []
-    for a, b in sorted(intervals):
-        if out and a <= out[-1][1]:
-            if b > out[-1][1]:
-                out[-1] = (out[-1][0], b)
-        else:
-            out.append((a, b))
-    return out
-
-
-class Timelines:
-    """Down intervals per link id (``None`` for a link that never goes down)."""
-
-    def __init__(self, count: int) -> None:
-        self.starts: list[list[float] | None] = [None] * count
-        self.ends: list[list[float] | None] = [None] * count
-
-    def set(self, link: int, intervals: Iterable[tuple[float, float]]) -> None:
-        merged = merge_intervals(intervals)
-        if merged:
-            self.starts[link] = [a for a, _ in merged]
-            self.ends[link] = [b for _, b in merged]
-        else:
-            self.starts[link] = self.ends[link] = None
-
-    def intervals(self, link: int) -> list[tuple[float, float]]:
-        starts, ends = self.starts[link], self.ends[link]
-        return [] if starts is None or ends is None else list(zip(starts, ends, strict=True))
-
-    def down_count(self, below: int | None = None) -> int:
-        """Outage intervals of the links with ids below ``below`` (default all)."""
-        return sum(len(s) for s in self.starts[:below] if s)
-
-    def next_up(self, path: Sequence[int], t: float) -> float:
-        """Earliest time ``>= t`` at which every link of ``path`` is up."""
-        starts, ends = self.starts, self.ends
-        if len(path) == 1:
-            # one link: one look suffices (its intervals are merged, so the next one
-            # starts after this one ends)
-            link = path[0]
-            st = starts[link]
-            if st is not None:
-                i = bisect_right(st, t) - 1
-                if i >= 0:
-                    end = ends[link][i]  # type: ignore[index]
-                    if t < end:
-                        return end
-            return t
-        moved = True
-        while moved:
-            moved = False
-            for link in path:
-                st = starts[link]
-                if st is None:
-                    continue
-                i = bisect_right(st, t) - 1
-                if i >= 0:
-                    end = ends[link][i]  # type: ignore[index]
-                    if t < end:
-                        t = end
-                        moved = True
-        return t
-
-    def down_since(self, path: Sequence[int], t: float) -> float | None:
-        """If ``path`` is down at ``t``: since when (the earliest start among the
-        intervals holding it down at ``t``); else ``None``."""
-        since: float | None = None
-        for link in path:
-            st = self.starts[link]
-            if st is None:
-                continue
-            i = bisect_right(st, t) - 1
-            if i >= 0 and t < self.ends[link][i]:  # type: ignore[index]
-                since = st[i] if since is None else min(since, st[i])
-        return since
-
-    def first_down(self, path: Sequence[int], t0: float, t1: float) -> float | None:
-        """Start of the first outage of any link of ``path`` beginning in ``[t0, t1)``."""
-        first: float | None = None
-        for link in path:
-            st = self.starts[link]
-            if st is None:
-                continue
-            i = bisect_right(st, t0 - 1e-12)
-            if i < len(st) and st[i] < t1 and (first is None or st[i] < first):
-                first = st[i]
-        return first
 
 
 @dataclass(slots=True)
@@ -187,17 +65,24 @@ class _Links:
 class Path:
     """A precomputed path: link ids, latency sum, jitter mean, bottleneck, J/bit, WAN?
     ``down`` lists the links of the path that ever go down (the only ones worth
-    checking; every link until the outages are drawn)."""
+    checking; every link until the outages are drawn); ``control`` those of them that
+    are not a node's own (``Network.control_links``, kept once computed).
+    ``ctl_tx``/``ctl_j``: a control message's transmission time and energy on it."""
 
-    __slots__ = ("bw", "down", "j_per_bit", "jit", "lat", "links", "wan")
+    __slots__ = ("bw", "control", "ctl_j", "ctl_tx", "down", "j_per_bit", "jit", "lat")
+    __slots__ += ("links", "wan")
 
     def __init__(self, links: tuple[int, ...], net: _Links) -> None:
         self.links = self.down = links
+        self.control: tuple[int, ...] | None = None
         self.lat = sum(net.lat[x] for x in links)
         self.jit = sum(net.jit[x] for x in links)
         self.bw = min((net.bw[x] for x in links), default=_INF)
         self.j_per_bit = sum(net.nj[x] for x in links) * 1e-9
         self.wan = any(net.wan[x] for x in links)
+        # what ``deliver`` computes for ``bits=CONTROL_BITS``, computed once (same floats)
+        self.ctl_tx = CONTROL_BITS / self.bw
+        self.ctl_j = CONTROL_BITS * self.j_per_bit
 
 
 class Network:
@@ -308,9 +193,12 @@ class Network:
         self.fallible: list[bool] = [False] * count
         self.wan_bytes = 0.0
         self.link_j = 0.0
-        self._exp_rng = np.random.default_rng([seed, 44])
-        self._exp_block: list[float] = []
-        self._exp_i = _BLOCK  # drawn at the first use
+        # standard exponential draws for the jitter, drawn ``_BLOCK`` at a time (the
+        # first block at the first use); ``next`` on it is one C call per draw
+        exp_rng = np.random.default_rng([seed, 44])
+        self.jitter: Iterator[float] = chain.from_iterable(
+            iter(lambda: exp_rng.standard_exponential(_BLOCK).tolist(), None)
+        )
 
     def draw_failures(
         self, topo: Topology, links: Links, failures: Failures, horizon: float, seed: int
@@ -357,6 +245,7 @@ class Network:
         for parts in self.part:
             for path in parts.values():
                 path.down = tuple(x for x in path.links if f[x])
+                path.control = None
         rng = np.random.default_rng([self.seed, 66])
         self.reconnects = {}
         for v, path in enumerate([*self.dev_ctrl, *self.ctrl], start=self.session):
@@ -370,6 +259,7 @@ class Network:
                 path.down = (v, *crash)
             else:
                 path.down = crash
+            path.control = None
         self.fallible = [st is not None for st in tl.starts]
 
     def resume(self, a: float, b: float, rng: np.random.Generator) -> tuple[float, bool]:
@@ -408,16 +298,7 @@ class Network:
 
     def exp(self) -> float:
         """A standard exponential draw (pre-drawn in blocks: much cheaper per call)."""
-        i = self._exp_i
-        if i >= _BLOCK:
-            self._refill()
-            i = 0
-        self._exp_i = i + 1
-        return self._exp_block[i]  # type: ignore[no-any-return]
-
-    def _refill(self) -> None:
-        self._exp_block = self._exp_rng.standard_exponential(_BLOCK).tolist()
-        self._exp_i = 0
+        return next(self.jitter)
 
     def held_arrival(self, path: Path, t: float) -> float:
         """When a control message sent at ``t`` arrives, held while the path is down,
@@ -438,14 +319,21 @@ class Network:
                 self.wan_bytes += bits / 8.0
             t0 += bits / path.bw
         jit = path.jit
+        if jit > 0:  # ``self.exp()``, inlined (several draws per task)
+            return t0 + path.lat + jit * next(self.jitter)
+        return t0 + path.lat
+
+    def control(self, path: Path, t: float) -> float:
+        """``deliver(path, t, CONTROL_BITS)``: a control message (placement, lease,
+        report), with its transmission time and energy computed once per path."""
+        down = path.down
+        t0 = (self.tl.next_up(down, t) if down else t) + path.ctl_tx
+        self.link_j += path.ctl_j
+        if path.wan:
+            self.wan_bytes += _CONTROL_BYTES
+        jit = path.jit
         if jit > 0:
-            # ``self.exp()``, inlined (several draws per task)
-            i = self._exp_i
-            if i >= _BLOCK:
-                self._refill()
-                i = 0
-            self._exp_i = i + 1
-            return t0 + path.lat + jit * self._exp_block[i]  # type: ignore[no-any-return]
+            return t0 + path.lat + jit * next(self.jitter)
         return t0 + path.lat
 
     def deliver_data(self, dev: int, part: Path, t: float, bits: float) -> float:
@@ -462,14 +350,8 @@ class Network:
         jit = net.jit[dev] + part.jit
         bw = net.bw[dev] if net.bw[dev] < part.bw else part.bw
         t = t + bits / bw + (net.lat[dev] + part.lat)  # in this order (floats)
-        if jit > 0:
-            # ``self.exp()``, inlined
-            i = self._exp_i
-            if i >= _BLOCK:
-                self._refill()
-                i = 0
-            self._exp_i = i + 1
-            return t + jit * self._exp_block[i]  # type: ignore[no-any-return]
+        if jit > 0:  # ``self.exp()``, inlined
+            return t + jit * next(self.jitter)
         return t
 
     def crash_in(self, g: int, t0: float, t1: float) -> float | None:
@@ -491,5 +373,8 @@ class Network:
 
     def control_links(self, path: Path) -> tuple[int, ...]:
         """A node's control path without the node itself (whose outage is a crash,
-        not a partition): its session."""
-        return tuple(x for x in path.down if not self.node <= x < self.up)
+        not a partition): its session (kept on the path until its ``down`` changes)."""
+        links = path.control
+        if links is None:
+            links = path.control = tuple(x for x in path.down if not self.node <= x < self.up)
+        return links

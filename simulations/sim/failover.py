@@ -61,6 +61,12 @@ class PlainDevices:
         self._expected: dict[tuple[int, int, int], tuple[float, float]] = {}
         #: per node, the run its agent expects of each kind (``_runs_on``)
         self._runs: list[list[float] | None] = [None] * topo.count
+        #: per site and kind, ``_fallback_s`` once asked (``_expect`` fixed it then)
+        self._fallback: list[list[float | None]] = [
+            [None] * len(agents.types) for _ in range(topo.sites)
+        ]
+        #: per kind, whether its deadline is finite (a fallback may meet it)
+        self._finite = [not math.isinf(tt.deadline_s) for tt in agents.types]
         #: nodes whose agents take devices' submissions: the edge servers (for their
         #: site's devices) and the computing devices (for their own)
         self.is_agent = [tier is Tier.EDGE for tier in topo.node_tier]
@@ -94,16 +100,22 @@ class PlainDevices:
                     self.ag.to_controller(task, t)
                 return
         rtt = 2 * path.lat
-        deadline = self.ag.types[task.tt].deadline_s
-        fallback = edges and task.lo is not _STRONG and not math.isinf(deadline)
-        # the fallback's expectation is asked for either way: the first device of a site
-        # to ask fixes it for the others (``_expect`` caches it per site, kind and edge)
-        fallback_s = self._fallback_s(task) if fallback else 0.0
+        fallback = edges and task.lo is not _STRONG and self._finite[task.tt]
+        fallback_s: float | None = 0.0
+        if fallback:
+            # the fallback's expectation is asked for either way: the first device of a
+            # site to ask fixes it for the others (``_expect`` caches it per site, kind and
+            # edge; kept here per site and kind once asked)
+            row = self._fallback[task.site]
+            fallback_s = row[task.tt]
+            if fallback_s is None:
+                fallback_s = row[task.tt] = self._fallback_s(task)
         if not path.down:  # never cut: answered at once, so how long it would wait is moot
             br.observe_rtt(rtt)
             self.ag.to_controller(task, t)
             return
         if fallback:
+            deadline = self.ag.types[task.tt].deadline_s
             wait = br.connect_wait(deadline_left_s=deadline, fallback_s=fallback_s)
         else:
             wait = br.connect_wait()

@@ -257,24 +257,35 @@ def observe_run(
     """A run of ``kind`` on ``node_id`` executed for ``seconds`` (start to exit, no
     queueing or transfers): update the node's speed and the kind's work together
     (``hint_s``/``bound_s``: the kind's prior, as in ``LearnerState.work_of``)."""
-    if not (seconds > 0 and math.isfinite(seconds)):
+    # (once per finished run, so spelled out: the estimates unpacked, built with
+    # ``tuple.__new__`` and the tier's EWMA inlined; the same arithmetic in the same order)
+    if not (seconds > 0 and _isfinite(seconds)):
         return
-    key = _tier_key(tier)
-    s = state.speed.get(node_id) or state.speed_of(node_id, tier)
+    key = tier._value_ if type(tier) is Tier else _tier_key(tier)
+    speeds = state.speed
+    s_log, s_var, s_n = speeds.get(node_id) or state.speed_of(node_id, tier)
     works = state.work
     # popped and put back: the dict's order is the kinds' recency (``MAX_KINDS``)
-    w = works.pop(kind, None) or state.work_of(kind, hint_s, bound_s)
-    var_s, var_w = s.var + DRIFT_VAR, w.var + DRIFT_VAR
-    surprise = math.log(seconds) - (w.log - s.log)
+    w_log, w_var, w_n = works.pop(kind, None) or state.work_of(kind, hint_s, bound_s)
+    var_s, var_w = s_var + DRIFT_VAR, w_var + DRIFT_VAR
+    surprise = _log(seconds) - (w_log - s_log)
     total = var_s + var_w + OBSERVATION_VAR
     gain_s, gain_w = var_s / total, var_w / total
-    speed = Estimate(s.log - gain_s * surprise, var_s * (1 - gain_s), s.samples + 1)
-    state.speed[node_id] = speed
-    works[kind] = Estimate(w.log + gain_w * surprise, var_w * (1 - gain_w), w.samples + 1)
+    speed_log = s_log - gain_s * surprise
+    speeds[node_id] = _new(Estimate, (speed_log, var_s * (1 - gain_s), s_n + 1))
+    works[kind] = _new(Estimate, (w_log + gain_w * surprise, var_w * (1 - gain_w), w_n + 1))
     if len(works) > MAX_KINDS:
         state.work = _newest(works, MAX_KINDS * 3 // 4)
-    pooled = state.tier_speed.get(key)
-    state.tier_speed[key] = speed.log if pooled is None else ewma(pooled, speed.log)
+    pools = state.tier_speed
+    pooled = pools.get(key)
+    # ``ewma(pooled, speed_log)``
+    pools[key] = speed_log if pooled is None else _KEEP * pooled + EWMA_ALPHA * speed_log
+
+
+_log, _isfinite = math.log, math.isfinite
+_new = tuple.__new__
+#: ``ewma``'s weight of the old value at the default alpha (``1.0 - EWMA_ALPHA``)
+_KEEP = 1.0 - EWMA_ALPHA
 
 
 def _newest(works: dict[str, Estimate], keep: int) -> dict[str, Estimate]:

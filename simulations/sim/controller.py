@@ -89,6 +89,7 @@ class Controller:
         self.spec = spec = sc.controller
         self.horizon = sc.duration_s
         self.mode = mode
+        self.adaptive = mode is PlacementMode.ADAPTIVE  # read per finished run
         self.topo = topo
         self.net = net
         self.sched = sched
@@ -231,11 +232,9 @@ class Controller:
             if path.down and next_up(path.down, now) > now:  # ``not net.is_up(path, now)``
                 change = mon.poll(now)
             else:
-                rtt = (
-                    2000.0 * path.lat + 1000.0 * path.jit * next(jitter)
-                    if path.jit
-                    else 2000.0 * path.lat
-                )
+                rtt = 2000.0 * path.lat
+                if path.jit:
+                    rtt += 1000.0 * path.jit * next(jitter)
                 change = mon.rtt(rtt, now)
                 self.sched.inputs.ping(g, rtt)
             if change is not None:
@@ -279,7 +278,7 @@ class Controller:
         load = 1.0 - np.array(topo.cpu_free) / topo.cpus
         self.sched.refresh(topo.link, load, np.array(topo.success), topo.prate)
         self._partition_moves(now, live)
-        if self.mode is PlacementMode.ADAPTIVE:
+        if self.adaptive:
             self._trigger_moves(now, changed, [(g, a) for g, a in live if not a.superseded])
         self._retry_moves(now)
 
@@ -491,9 +490,10 @@ class Controller:
         """What the controller records of a node from a reported outcome
         (``cloud/registry.py`` ``record_outcome``): failure EWMA, run durations
         (read only by the triggers of the adaptive mode)."""
-        if self.mode is not PlacementMode.ADAPTIVE:
+        if not self.adaptive:
             return
-        self.failure[g] = update_failure_rate(self.failure[g], not ok)
+        failure = self.failure
+        failure[g] = update_failure_rate(failure[g], not ok)
         self._outcomes.add(g)
         if ok:
             self.durations[g].append(ran_s)

@@ -30,7 +30,7 @@ import numpy as np
 
 from shared.learning import LearnerState, observe_finish, observe_rtt, observe_run
 from shared.placement import NodeTable, NodeView, TaskDemand
-from shared.vocab import Tier
+from shared.vocab import Level, Tier
 from simulations.sim.network import Network
 from simulations.sim.records import Attempt, Task
 from simulations.sim.scenario import SimScenario, TaskType
@@ -64,6 +64,8 @@ class PlacementInputs:
         ref_mips = sc.topology.edge.mips
         self.runtime = [(sum(t.compute_mi) / 2) / ref_mips for t in self.types]
         self.work = self._works()
+        #: ``template``'s demands, per (kind, level, exclusion)
+        self._templates: dict[tuple[int, Level, frozenset[str]], TaskDemand] = {}
         #: ``predicted``'s demands until the next tick, per (kind, template id)
         self._predicted: dict[tuple[int, int], tuple[TaskDemand, TaskDemand]] = {}
         self.node_ids = topo.node_ids
@@ -151,6 +153,28 @@ class PlacementInputs:
         return [self.learner.work_of(t.name, bound_s=t.deadline_s).value for t in self.types]
 
     # ----------------------------------------------------------------- tasks
+    def template(self, task: Task) -> TaskDemand:
+        """What placement reads of ``task``'s shape: one object per type, level and
+        exclusion (the scheduler's queues, and the template of ``demand``)."""
+        key = (task.tt, task.level, task.exclude)
+        demand = self._templates.get(key)
+        if demand is None:
+            tt = self.types[task.tt]
+            demand = TaskDemand(
+                task_id="sim",
+                cpu=tt.cpu,
+                memory_mb=tt.memory_mb,
+                preferred_tiers=tuple(Tier(t) for t in tt.preferred_tiers),
+                labels=dict(label.split("=", 1) for label in tt.labels),
+                max_latency_ms=tt.max_latency_ms,
+                data_size_mb=(sum(tt.input_kb) / 2) / 1024.0,
+                runtime_s=self.runtime[task.tt],
+                level=task.level,
+                exclude=task.exclude,
+            )
+            self._templates[key] = demand
+        return demand
+
     def demand(self, task: Task, template: TaskDemand, now: float) -> TaskDemand:
         """``task``'s own demand for the adaptive ranking: ``template`` (its shape)
         with its id, the learned work of its kind and the deadline left."""

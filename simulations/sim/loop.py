@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable
+from itertools import count
 from typing import Any, Protocol
 
 __all__ = ["LOOPS", "HeapLoop", "Loop", "SimPyLoop", "make_loop"]
@@ -48,7 +49,7 @@ class HeapLoop:
 
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, Callback, Any]] = []
-        self._seq = 0
+        self._seq = count(1)  # one ``next`` per event: no attribute to read and write back
         self._now = 0.0
         self.events = 0
 
@@ -57,9 +58,8 @@ class HeapLoop:
         return self._now
 
     def at(self, when: float, callback: Callback, arg: Any = None) -> None:
-        self._seq = seq = self._seq + 1  # one call per attempt: locals over attributes
         now = self._now
-        _push(self._heap, (when if when > now else now, seq, callback, arg))
+        _push(self._heap, (when if when > now else now, next(self._seq), callback, arg))
 
     def after(self, delay: float, callback: Callback, arg: Any = None) -> None:
         self.at(self._now + delay, callback, arg)

@@ -35,7 +35,7 @@ from shared.placement import (
 )
 from shared.placement import ShapeCache as SharedShapes
 from shared.placement._predict import NodeFacts
-from shared.vocab import Level, PlacementMode, Tier
+from shared.vocab import Level, PlacementMode
 from simulations.sim.inputs import PlacementInputs
 from simulations.sim.loop import Loop
 from simulations.sim.metrics import Counters
@@ -122,7 +122,6 @@ class Scheduler:
         self.stuck: dict[_QueueKey, tuple[int, int, int, int]] = {}
         self._kicked = False
         self._k_done = -1
-        self.demands: dict[tuple[int, Level, frozenset[str]], TaskDemand] = {}
         self.tables: list[NodeTable] = []
         self.gidx: list[np.ndarray] = []
         for s in range(topo.sites):
@@ -235,8 +234,8 @@ class Scheduler:
         for task in inbox:
             if task.state is not _OPEN:
                 continue
-            if task.epoch == 0:
-                task.level = level_of(task)
+            if task.epoch == 0:  # (``level_of`` gives a one-level task its level)
+                task.level = task.lo if task.lo is task.hi else level_of(task)
             key = (task.site, task.tt, task.level, task.exclude)
             q = queues.get(key)
             if q is None:  # an emptied queue is kept for its key's next task
@@ -251,13 +250,20 @@ class Scheduler:
         for key in list(active):
             q = queues[key]
             site = key[0]
-            mark = (freed[site], freed[S + site % R], freed[-1], version[site])
-            if stuck.get(key) != mark:
+            # a queue that found no room waits for a release at its site, its region or
+            # the cloud, or a new table version (the mark is read only for such a queue,
+            # and after a failed pass: placing frees nothing and bumps no version)
+            if key not in stuck or stuck[key] != (
+                freed[site],
+                freed[S + site % R],
+                freed[-1],
+                version[site],
+            ):
                 if site not in synced:
                     sync(site)
                     synced.add(site)
                 if not place_queue(key, q, now):
-                    stuck[key] = mark
+                    stuck[key] = (freed[site], freed[S + site % R], freed[-1], version[site])
             while q and (q[0].state is not _OPEN or now - q[0].entered > max_q):
                 task = q.popleft()
                 if task.state is _OPEN:
@@ -312,34 +318,13 @@ class Scheduler:
         places a task it moves at once, and leaves it where it runs when no node
         would (``cloud/reconcile.py`` ``_move``)."""
         self._sync(task.site)
-        demand = replace(self.demand(task), exclude=exclude)
+        demand = replace(self.inputs.template(task), exclude=exclude)
         if self.mode in PREDICTED_MODES:
             demand = self.inputs.demand(task, demand, now)
         decision = place(
             self.tables[task.site], demand, mode=self.mode, seed=self.seed, explain=False
         )
         return decision.node_id is not None
-
-    def demand(self, task: Task) -> TaskDemand:
-        """What placement reads of ``task`` (one object per type, level and exclusion)."""
-        key = (task.tt, task.level, task.exclude)
-        demand = self.demands.get(key)
-        if demand is None:
-            tt = self.types[task.tt]
-            demand = TaskDemand(
-                task_id="sim",
-                cpu=tt.cpu,
-                memory_mb=tt.memory_mb,
-                preferred_tiers=tuple(Tier(t) for t in tt.preferred_tiers),
-                labels=dict(label.split("=", 1) for label in tt.labels),
-                max_latency_ms=tt.max_latency_ms,
-                data_size_mb=(sum(tt.input_kb) / 2) / 1024.0,
-                runtime_s=self.inputs.runtime[task.tt],
-                level=task.level,
-                exclude=task.exclude,
-            )
-            self.demands[key] = demand
-        return demand
 
     def _cached(self, key: _QueueKey, demand: TaskDemand) -> ShapeState:
         """The queue's ``ShapeState`` on its site's table version, caught up (the
@@ -387,15 +372,16 @@ class Scheduler:
         return out
 
     def _choose_predicted(
-        self, site: int, batch: list[Task], demand: TaskDemand, now: float
+        self, key: _QueueKey, batch: list[Task], demand: TaskDemand, now: float
     ) -> tuple[list[tuple[int, float | None]], float]:
         """The ``adaptive`` mode's batch path, untraced: ``(row, predicted finish)`` of
-        the placed prefix of ``batch`` (``place_predicted``) and the shape's work."""
+        the placed prefix of ``batch`` (``place_predicted``; ``key`` its queue) and the
+        shape's work."""
         self._batches += 1
         explain = self._batches % EXPLAIN_EVERY == 0  # untraced runs only
-        pstate = self._predicted_state(site, batch[0], demand)
+        pstate = self._predicted_state(key, batch[0], demand)
         placed = place_predicted(
-            self.tables[site],
+            self.tables[key[0]],
             pstate,
             [t.id for t in batch],
             [t.epoch + 1 for t in batch],
@@ -405,10 +391,11 @@ class Scheduler:
         )
         return placed, pstate.demand.work
 
-    def _predicted_state(self, site: int, task: Task, demand: TaskDemand) -> PredictedState:
-        """The adaptive path's state of ``task``'s queue shape on the site's table
-        version (built again after a telemetry refresh), caught up by the caller."""
-        key = (site, task.tt, task.level, task.exclude)
+    def _predicted_state(self, key: _QueueKey, task: Task, demand: TaskDemand) -> PredictedState:
+        """The adaptive path's state of the shape of ``task``'s queue ``key`` on the
+        site's table version (built again after a telemetry refresh), caught up by the
+        caller."""
+        site = key[0]
         version, log = self.version[site], self.logs[site]
         state = self.pstates.get(key)
         if state is not None and state.version == version and state.log is log:
@@ -456,10 +443,10 @@ class Scheduler:
                     n += 1
             if not batch:
                 return True
-            demand = self.demand(batch[0])
+            demand = self.inputs.template(batch[0])
             cpu, memory = demand.cpu, demand.memory_mb
             if self.predicted:  # adaptive, untraced: nothing to sample
-                chosen, work = self._choose_predicted(site, batch, demand, now)
+                chosen, work = self._choose_predicted(key, batch, demand, now)
                 for task, (row, predicted) in zip(batch, chosen, strict=False):
                     g = glist[row]
                     take(g, cpu, memory, work, False)

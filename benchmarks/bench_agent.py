@@ -11,12 +11,12 @@
 2. **Dispatch**: ``BENCH_AGENT_TASKS`` (default 200) no-op tasks (``true``) submitted at once
    to the local API (4 clients) and run to success (journal, supervisor, outcome, sync), in
    tasks per second, beside a bare ``subprocess.run(["true"])`` loop right after. Goal ≥ 300/s.
-   Also the CPU time that cost per task (the agent's and its supervisor's, with the tasks the
-   supervisor reaped), beside the loop's own per ``true`` (its process and children): less
-   sensitive to the machine's load than the rate. ``BENCH_AGENT_ONLY=dispatch`` runs this part
-   alone (right after the agent is ready).
+   Also the CPU time that cost per task (the agent's, its supervisor's and the supervisor's
+   forker's, with the tasks the supervisor reaped), beside the loop's own per ``true`` (its
+   process and children): less sensitive to the machine's load than the rate.
+   ``BENCH_AGENT_ONLY=dispatch`` runs this part alone (right after the agent is ready).
 3. **Per-task overhead**: ``BENCH_AGENT_SLEEPERS`` (default 20) ``sleep`` tasks running at
-   once: what the agent and its supervisor hold beyond what they held with none running,
+   once: what the agent, its supervisor and forker hold beyond what they held with none running,
    divided by the tasks, beside the RSS of one task itself (a ``sleep``). Goal ≤ 1 MB each
    (the per-task Python watchdog this replaced held 11.8 MB each, issue 14).
 
@@ -162,6 +162,20 @@ def _commit_ms(path: Path, n: int = 50) -> float:
     return 1000 * statistics.median(times)
 
 
+def _helpers(agent: psutil.Process) -> tuple[list[psutil.Process], list[psutil.Process]]:
+    """(the agent's supervisor and the supervisor's forker, the tasks running): the forker
+    (``edge_agent/_forker.py``) is the supervisor's child that makes its tasks, which are
+    the supervisor's children too."""
+    helpers, tasks = [], []
+    for sup in agent.children():
+        helpers.append(sup)
+        for kid in sup.children():
+            with contextlib.suppress(psutil.Error):
+                forker = any(arg.endswith("_forker.py") for arg in kid.cmdline())
+                (helpers if forker else tasks).append(kid)
+    return helpers, tasks
+
+
 def _cpu_s(procs: list[psutil.Process]) -> float:
     """CPU seconds of ``procs`` and of the children each has reaped."""
     total = 0.0
@@ -175,7 +189,7 @@ def _dispatch(api: LocalClient, work: Path, agent: psutil.Process) -> None:
     """``TASKS`` no-op tasks through the agent, beside a bare loop right after."""
     before = _succeeded(api)
     load = _load()
-    cpu_before = _cpu_s([agent, *agent.children()])  # the supervisor, if one runs already
+    cpu_before = _cpu_s([agent, *_helpers(agent)[0]])  # the supervisor, if one runs already
     started = time.monotonic()
     with ThreadPoolExecutor(SUBMITTERS) as pool:  # submitted at once, as a burst arrives
         posts = [
@@ -189,7 +203,7 @@ def _dispatch(api: LocalClient, work: Path, agent: psutil.Process) -> None:
             raise SystemExit(f"only {done}/{TASKS} no-op tasks succeeded in 300 s")
         time.sleep(0.05)
     agent_rate = TASKS / (time.monotonic() - started)
-    agent_cpu = _cpu_s([agent, *agent.children()]) - cpu_before
+    agent_cpu = _cpu_s([agent, *_helpers(agent)[0]]) - cpu_before
     started, times = time.monotonic(), os.times()
     for _ in range(TASKS):
         subprocess.run(["true"], check=True)
@@ -213,14 +227,14 @@ def _dispatch(api: LocalClient, work: Path, agent: psutil.Process) -> None:
         direction="lower",
         baseline=1000 * bare_cpu / TASKS,
         baseline_name="subprocess.run(['true']) loop, its process + children",
-        note=f"the agent + its supervisor + the tasks it reaped, over the dispatch above; {load}",
+        note="the agent + its supervisor and forker + the tasks it reaped, over the dispatch "
+        f"above; {load}",
     )
 
 
 def _per_task(api: LocalClient, agent: psutil.Process) -> None:
     """RSS the agent and its supervisor add per running task."""
-    supervisors = agent.children()
-    held = _rss_mb([agent, *supervisors])
+    held = _rss_mb([agent, *_helpers(agent)[0]])
     load = _load()
     for i in range(SLEEPERS):
         _api(api, "POST", "/v1/tasks", _task(f"sleep-{i}", ["sleep", "600"]))
@@ -230,9 +244,8 @@ def _per_task(api: LocalClient, agent: psutil.Process) -> None:
             raise SystemExit(f"only {len(_running(api))}/{SLEEPERS} sleepers started")
         time.sleep(0.1)
     time.sleep(1.0)  # the supervisor's reports are handled
-    supervisors = agent.children()
-    tasks = [kid for sup in supervisors for kid in sup.children()]
-    overhead = (_rss_mb([agent, *supervisors]) - held) / SLEEPERS
+    helpers, tasks = _helpers(agent)
+    overhead = (_rss_mb([agent, *helpers]) - held) / SLEEPERS
     emit(
         "agent RSS per running task",
         measured=max(overhead, 0.0),
@@ -241,7 +254,8 @@ def _per_task(api: LocalClient, agent: psutil.Process) -> None:
         direction="lower",
         baseline=_rss_mb(tasks) / max(len(tasks), 1),
         baseline_name="the task itself (sleep)",
-        note=f"{SLEEPERS} sleeping tasks; agent + supervisor held {held:.1f} MB before; {load}",
+        note=f"{SLEEPERS} sleeping tasks; agent + supervisor + forker held {held:.1f} MB before; "
+        f"{load}",
     )
 
 

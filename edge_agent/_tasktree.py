@@ -13,16 +13,21 @@ still carry the attempt's marker in their environment (see :func:`tree`).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import functools
+import marshal
 import os
 import resource
 import signal
+import socket
+import sys
 
 import _cgroup  # the supervisor's directory is sys.path[0]
+import _child
 import _safefs
+from _child import drop_to, exec_child
 
 __all__ = [
+    "Forker",
     "harvest_child",
     "limit_reason",
     "orphans",
@@ -32,7 +37,6 @@ __all__ = [
     "tree",
 ]
 
-PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 _RLIMITS = {
     "as": resource.RLIMIT_AS,
@@ -44,8 +48,71 @@ _RLIMITS = {
 # these breaches to the process (ENOMEM, EFBIG), not to its parent.
 _MEMORY_SIGNS = ("MemoryError", "Cannot allocate memory", "out of memory", "bad_alloc")
 _FSIZE_SIGNS = ("File too large",)
-libc = ctypes.CDLL(None, use_errno=True)
-_SIGKILL = int(signal.SIGKILL)  # a plain int: no enum conversion in the forked child
+_FORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_forker.py")
+_ANSWER_S = 1.0  # the longest a launch waits for the forker (the supervisor's loop waits)
+libc = _child.libc
+
+
+class Forker:
+    """The supervisor's end: start the forker, ask it for children."""
+
+    def __init__(self) -> None:
+        self.pid = 0
+        self._sock: socket.socket | None = None
+
+    def start(self, env: dict[str, str]) -> None:
+        """Start the forker (best effort: without one, tasks are forked by the supervisor)."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            theirs.set_inheritable(True)
+            argv = [sys.executable, "-S", "-E", _FORKER, str(theirs.fileno())]
+            self.pid = os.posix_spawn(sys.executable, argv, env)
+        except OSError:
+            ours.close()
+            return
+        finally:
+            theirs.close()
+        ours.settimeout(_ANSWER_S)
+        self._sock = ours
+
+    @property
+    def running(self) -> bool:
+        """Whether children are asked of the forker (until it fails once)."""
+        return self._sock is not None
+
+    def spawn(self, task: tuple, fds: tuple[int, ...], cgroup: str | None) -> int | None:
+        """The pid of a child made by the forker for ``task`` with ``fds``
+        (``_tasktree.exec_child``'s arguments; the gate -1 when there is none), born in
+        ``cgroup``; ``None`` when it could not make one (the forker is then stopped: a child
+        it made late holds only these descriptors, which the caller closes)."""
+        sock = self._sock
+        if sock is None:
+            return None
+        try:
+            sent = [fd for fd in fds if fd >= 0]
+            socket.send_fds(sock, [marshal.dumps((task, cgroup))], sent)
+            pid = int(sock.recv(32))
+        except (OSError, ValueError):  # TimeoutError included: a stopped forker
+            pid = -1
+        if pid > 0:
+            return pid
+        self.stop()
+        return None
+
+    def stop(self) -> None:
+        """Stop using the forker: it exits on the closed socket (SIGKILL when it is stuck;
+        ``pid`` is 0 once the supervisor reaped it, so no reused pid is ever signalled)."""
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        if self.pid > 0:
+            with contextlib.suppress(OSError):
+                os.kill(self.pid, signal.SIGKILL)
+
+    def exited(self) -> None:
+        """The supervisor reaped the forker: no more requests, no signal to its pid."""
+        self.pid = 0
+        self.stop()
 
 
 @functools.lru_cache(maxsize=256)
@@ -84,12 +151,6 @@ def _devnull() -> int:
     return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
 
 
-def _drop_to(ids: tuple[int, int]) -> None:
-    os.setgroups([])
-    os.setresgid(ids[1], ids[1], ids[1])
-    os.setresuid(ids[0], ids[0], ids[0])
-
-
 def spawn(
     spec: dict,
     work_fd: int,
@@ -97,6 +158,7 @@ def spawn(
     cgroup: str | None,
     *,
     gate: bool = False,
+    forker: Forker | None = None,
 ) -> tuple[int, ...]:
     """Fork and exec the task in a session of its own: ``(pid, stdout fd, stderr fd, exec
     fd)``; the call does not wait for the exec (the supervisor goes on meanwhile). With
@@ -105,13 +167,11 @@ def spawn(
     ``started.json`` first, so nothing of the task runs before the agent could find it), and
     exits 137 without exec'ing if the descriptor is closed unreleased (the supervisor died).
 
-    In the child, in this order: into the attempt's cgroup while still privileged (every
-    descendant is then born there), the task's user, umask 022, the rlimits of
-    ``spec["limits"]``, then ``PR_SET_PDEATHSIG`` (a credential change would reset it): the
-    task dies with the supervisor. It starts in ``work_fd`` (never a path a task could
-    swap). An exec failure comes back as text on the exec fd (a close-on-exec pipe: it reads
-    end-of-file once the exec happened), and the child exits 127."""
-    parent = os.getpid()
+    With a running ``forker`` (``_forker.py``) the child is made by that small process, as
+    a child of ours all the same, born in ``cgroup``; else (none, or it failed) by a fork of
+    this process. Either way the child does what :func:`_child.exec_child` says, and an exec
+    failure comes back as text on the exec fd (a close-on-exec pipe: it reads end-of-file
+    once the exec happened), the child exiting 127."""
     argv, env = spec["argv"], spec["env"]
     # The PATH search happens here: after the switch to the task's user the child may not
     # read the interpreter's own modules (os.get_exec_path imports one).
@@ -119,54 +179,46 @@ def spawn(
     limits = [
         (_RLIMITS[name], (soft, hard)) for name, (soft, hard) in (spec.get("limits") or {}).items()
     ]
-    procs = None if cgroup is None else _cgroup.procs_file(cgroup)
-    # Made here, not in the child: every object the forked child makes costs copied pages.
-    failure: OSError = FileNotFoundError(2, "No such file or directory", argv[0])
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
-    fail_r, fail_w = os.pipe()  # close-on-exec (PEP 446): EOF means the exec happened
-    gate_r, gate_w = os.pipe() if gate else (-1, -1)
-    null = _devnull()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child execs or exits
-        try:
-            if gate:
-                os.close(gate_w)
-            os.setsid()
-            for fd, target in ((null, 0), (out_w, 1), (err_w, 2)):
-                os.dup2(fd, target)
-            if procs is not None:
-                _cgroup.enter_procs(procs)
-            if ids is not None:
-                _drop_to(ids)
-            os.umask(0o022)  # the agent's own 077 is not the task's business
-            for which, pair in limits:
-                resource.setrlimit(which, pair)
-            libc.prctl(PR_SET_PDEATHSIG, _SIGKILL, 0, 0, 0)
-            if os.getppid() != parent:  # the supervisor died before we armed the signal
-                os._exit(137)
-            if gate and os.read(gate_r, 1) != b"1":  # died before releasing us
-                os._exit(137)
-            os.fchdir(work_fd)
-            for path in paths:
-                try:
-                    os.execve(path, argv, env)
-                except (FileNotFoundError, NotADirectoryError):
-                    continue
-                except OSError as exc:  # found but not runnable: that is the error to report
-                    failure = exc
-            raise failure
-        except BaseException as exc:
-            with contextlib.suppress(BaseException):
-                os.write(fail_w, f"{type(exc).__name__}: {exc}".encode("utf-8", "replace"))
-        finally:
-            os._exit(127)
+    task = (argv, env, paths, limits, ids, os.getpid())
+    pid = None
+    if forker is not None and gate:  # a child made too late exits at its closed gate
+        pipes = _pipes(gate)
+        pid = forker.spawn(task, _child_fds(pipes, work_fd), cgroup)
+        if pid is None:  # fresh pipes below: a child the forker made late has only these
+            for fd in pipes:
+                if fd >= 0:
+                    os.close(fd)
+    if pid is None:
+        pipes = _pipes(gate)
+        procs = None if cgroup is None else _cgroup.procs_file(cgroup)
+        # Made here, not in the child: every object the forked child makes costs copied pages.
+        failure: OSError = FileNotFoundError(2, "No such file or directory", argv[0])
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child execs or exits
+            try:
+                if gate:
+                    os.close(pipes[7])
+                exec_child(task, _child_fds(pipes, work_fd), procs, failure)
+            finally:
+                os._exit(127)
+    out_r, out_w, err_r, err_w, fail_r, fail_w, gate_r, gate_w = pipes
     for fd in (out_w, err_w, fail_w):
         os.close(fd)
     if gate:
         os.close(gate_r)
         return pid, out_r, err_r, fail_r, gate_w
     return pid, out_r, err_r, fail_r
+
+
+def _pipes(gate: bool) -> tuple[int, ...]:
+    """A spawn's pipes, read end first: stdout, stderr, exec (close-on-exec, PEP 446: EOF
+    means the exec happened), and the gate (-1, -1 without one)."""
+    return (*os.pipe(), *os.pipe(), *os.pipe(), *(os.pipe() if gate else (-1, -1)))
+
+
+def _child_fds(pipes: tuple[int, ...], work_fd: int) -> tuple[int, ...]:
+    """:func:`_child.exec_child`'s descriptors from :func:`_pipes`'."""
+    return (_devnull(), pipes[1], pipes[3], pipes[5], work_fd, pipes[6])
 
 
 def release(gate: int) -> None:
@@ -282,7 +334,7 @@ def harvest_child(work_fd: int, ids: tuple[int, int] | None, limit: int) -> tupl
         try:
             os.close(rfd)
             if ids is not None:
-                _drop_to(ids)
+                drop_to(ids)
             data = _safefs.read_file_at(work_fd, "output.json", limit)
             with contextlib.suppress(Exception):  # best effort: never at the cost of the output
                 _safefs.empty_dir(work_fd)

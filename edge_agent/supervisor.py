@@ -97,6 +97,7 @@ class Supervisor(ClientIO):
         self.cgroups: list[str] = []  # killed, to remove once empty
         self.spares: list[str] = []  # acknowledged attempts' run directories, for reuse
         self.keep: set[str] = set()  # of ``done``: directories the agent leaves to us
+        self.forker = _tasktree.Forker()  # makes the tasks' processes (started by main)
         self.seq = 0
         self.terminating = self.busy = self.accepted = False
         self.first_wait = time.monotonic() + _FIRST_CLIENT_S
@@ -155,7 +156,12 @@ class Supervisor(ClientIO):
             try:
                 attempt.work_fd = _safefs.open_dir(WORK, dir_fd=run_fd)
                 attempt.pid, out, err, exec_fd, gate = _tasktree.spawn(
-                    spec, attempt.work_fd, attempt.ids, attempt.cgroup, gate=True
+                    spec,
+                    attempt.work_fd,
+                    attempt.ids,
+                    attempt.cgroup,
+                    gate=True,
+                    forker=self.forker,
                 )
                 # Written while the child waits at its gate: the task runs only once the
                 # agent could find its pid and cgroup here (a task that kills us at once
@@ -260,6 +266,8 @@ class Supervisor(ClientIO):
                 return
             attempt, role = self.pids.pop(pid, (None, ""))
             if attempt is None:
+                if pid == self.forker.pid:
+                    self.forker.exited()
                 continue
             code = os.waitstatus_to_exitcode(status)
             if role == "harvester":
@@ -368,7 +376,7 @@ class Supervisor(ClientIO):
         if not self.clients:
             self.persist(attempt.key)
         if not self.attempts:  # leftovers of ended trees (no cgroup to hold them)
-            for pid in _tasktree.orphans(set(self.pids)):
+            for pid in _tasktree.orphans({*self.pids, self.forker.pid}):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
 
@@ -476,6 +484,7 @@ def main(runs_dir: str) -> int:
     null = os.open(os.devnull, os.O_WRONLY)
     os.dup2(null, 1)
     os.close(null)
+    supervisor.forker.start(dict(os.environ))
     try:
         supervisor.run()
     finally:

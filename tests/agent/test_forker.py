@@ -1,0 +1,161 @@
+"""The supervisor's forker (edge_agent/_forker.py, issue 14): tasks are made by a small process,
+as the supervisor's own children (``CLONE_PARENT``), born in their attempt's cgroup; a forker
+that is gone or stuck costs nothing but speed (the supervisor forks itself, as before); the
+forker outlives each attempt and ends with its supervisor."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_agent_executor import _launch, _wait
+
+import edge_agent
+from edge_agent import _cgroup
+from edge_agent.config import ExecutorConfig
+from edge_agent.executor import Executor
+
+HERE = str(Path(edge_agent.__file__).parent)
+
+# Spawns ``sh -c 'echo $PPID'`` gated, through a forker, three times: with the forker, with
+# the forker stopped (SIGSTOP: the request times out), with it killed; prints per spawn the
+# child's exit code, the parent it saw, and whether the forker is still in use.
+SPAWN = """
+import os, signal, sys
+sys.path.insert(0, sys.argv[1])
+import _tasktree
+work = os.open(sys.argv[2], os.O_RDONLY)
+forker = _tasktree.Forker()
+forker.start({"PATH": "/usr/bin:/bin"})
+first = forker.pid
+def run():
+    spec = {"argv": ["sh", "-c", "echo $PPID"], "env": {"PATH": "/usr/bin:/bin"}, "limits": {}}
+    pid, out, err, exec_fd, gate = _tasktree.spawn(spec, work, None, None, gate=True, forker=forker)
+    _tasktree.release(gate)
+    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    said = os.read(out, 100).decode().strip()
+    for fd in (out, err, exec_fd):
+        os.close(fd)
+    return [code, said == str(os.getpid()), forker.running]
+results = [run()]
+os.kill(first, signal.SIGSTOP if sys.argv[3] == "stop" else signal.SIGKILL)
+results.append(run())
+while True:  # reap the forker and anything its late child left
+    try:
+        pid, _ = os.waitpid(-1, 0)
+    except ChildProcessError:
+        break
+    if pid == first:
+        forker.exited()
+print(results, forker.pid)
+"""
+
+
+@pytest.mark.parametrize("how", ["stop", "kill"])
+def test_a_forker_makes_the_callers_children_and_a_lost_one_is_not_needed(
+    tmp_path: Path, how: str
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-S", "-E", "-c", SPAWN, HERE, str(tmp_path), how],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    # First: made by the forker (still in use after it, so it answered with a pid), a child
+    # of ours. Then the forker is lost: the spawn still runs the task, as our child, by our
+    # own fork, and the forker is no longer asked (stopped, its pid forgotten once reaped).
+    assert done.stdout.split("]] ")[0] + "]]" == "[[0, True, True], [0, True, False]]"
+    assert done.stdout.split()[-1] == "0"
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _forkers(supervisor: int) -> list[int]:
+    return [
+        kid
+        for kid in _children(supervisor)
+        if b"_forker.py" in Path(f"/proc/{kid}/cmdline").read_bytes()
+    ]
+
+
+def _forker_of(supervisor: int) -> int:
+    """The supervisor's forker, once it started it (right after saying it is ready)."""
+    end = time.monotonic() + 30
+    while not (forkers := _forkers(supervisor)):
+        assert time.monotonic() < end, "no forker"
+        time.sleep(0.02)
+    (forker,) = forkers
+    return forker
+
+
+def _gone(pid: int) -> bool:
+    """Exited (a zombie not yet reaped counts: the test process is the supervisor's parent)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat[stat.rindex(")") + 2] == "Z"
+
+
+def test_the_forker_outlives_each_attempt_and_ends_with_its_supervisor(tmp_path: Path) -> None:
+    """Tasks are the supervisor's children, in their own cgroups where there are some; the
+    forker is not one of the leftovers killed when nothing runs, and it exits with the
+    supervisor."""
+    ex = Executor(tmp_path / "runs", ExecutorConfig(run_as="", kill_grace_s=0.5))
+    supervisor = ex.supervisor_pid()
+    forker = _forker_of(supervisor)
+    for n in range(2):
+        script = "echo $PPID; cat /proc/self/cgroup"
+        ex.launch(_launch(f"t-{n}", ["sh", "-c", script]))
+        (outcome,) = _wait(ex)
+        assert outcome.succeeded, outcome
+        ppid, *cgroups = outcome.stdout_tail.split()
+        assert int(ppid) == supervisor
+        if _cgroup.own_dir() is not None and os.access(_cgroup.own_dir() or "", os.W_OK):
+            assert any(f"/{_cgroup.PREFIX}{supervisor}-" in line for line in cgroups), cgroups
+        ex.cleanup(outcome.task_id, outcome.attempt)
+        assert _forkers(supervisor) == [forker]  # nothing ran: leftovers were killed, not it
+    ex.close()
+    end = time.monotonic() + 30
+    while not (_gone(supervisor) and _gone(forker)):
+        assert time.monotonic() < end, "the supervisor or its forker did not exit"
+        time.sleep(0.05)
+
+
+def test_a_task_holds_only_its_standard_streams(tmp_path: Path) -> None:
+    """Nothing of the forker's (its socket: a task could ask it for a child) nor of the
+    supervisor's reaches a task: its shell has descriptors 0, 1 and 2 only."""
+    ex = Executor(tmp_path / "runs", ExecutorConfig(run_as="", kill_grace_s=0.5))
+    _forker_of(ex.supervisor_pid())
+    ex.launch(_launch("t-fds", ["sh", "-c", "ls /proc/$$/fd"]))
+    (outcome,) = _wait(ex)
+    assert outcome.succeeded, outcome
+    assert sorted(outcome.stdout_tail.split()) == ["0", "1", "2"]
+    ex.close()
+
+
+def test_a_supervisor_whose_forker_died_still_runs_tasks(tmp_path: Path) -> None:
+    ex = Executor(tmp_path / "runs", ExecutorConfig(run_as="", kill_grace_s=0.5))
+    supervisor = ex.supervisor_pid()
+    forker = _forker_of(supervisor)
+    os.kill(forker, signal.SIGKILL)
+    end = time.monotonic() + 30
+    while forker in _children(supervisor):  # reaped by the supervisor's loop
+        assert time.monotonic() < end, "the forker was not reaped"
+        time.sleep(0.05)
+    ex.launch(_launch("t-after", ["sh", "-c", "echo $PPID"]))
+    (outcome,) = _wait(ex)
+    assert outcome.succeeded, outcome
+    assert int(outcome.stdout_tail.split()[0]) == supervisor
+    ex.close()

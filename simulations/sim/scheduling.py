@@ -447,8 +447,10 @@ class Scheduler:
             cpu, memory = demand.cpu, demand.memory_mb
             if self.predicted:  # adaptive, untraced: nothing to sample
                 chosen, work = self._choose_predicted(key, batch, demand, now)
-                for task, (row, predicted) in zip(batch, chosen, strict=False):
-                    g = glist[row]
+                # (the placed prefix of ``batch``: ``enumerate``, as ``zip(..., strict=False)``
+                # parses its keyword on every call, once per batch)
+                for i, (row, predicted) in enumerate(chosen):
+                    task, g = batch[i], glist[row]
                     take(g, cpu, memory, work, False)
                     at = place(task, g, now, predicted)
                     at.work = work
@@ -456,8 +458,8 @@ class Scheduler:
                 placed = len(chosen)
             elif self.explained:
                 rows = self._choose(site, batch, demand, now)
-                for task, (row, decision, predicted, work) in zip(batch, rows, strict=False):
-                    g = glist[row]
+                for i, (row, decision, predicted, work) in enumerate(rows):
+                    task, g = batch[i], glist[row]
                     topo.take(g, cpu, memory, work, False)
                     sampled = self.trace_left > 0 and self.trace_rng.random() < self.trace_rate
                     if decision is not None and sampled:
@@ -470,13 +472,15 @@ class Scheduler:
                 state = self._cached(key, demand)
                 epochs = [t.epoch + 1 for t in batch]
                 chosen = place_many(table, state, [t.id for t in batch], epochs, seed=self.seed)
-                for task, row in zip(batch, chosen, strict=False):
-                    g = glist[row]
+                for i, row in enumerate(chosen):
+                    task, g = batch[i], glist[row]
                     topo.take(g, cpu, memory, 0.0, False)
                     place(task, g, now, None)
                 placed = len(chosen)
             if placed < len(batch):
                 q.extendleft(reversed(batch[placed:]))
                 return False
-            size = min(2 * size, _BATCH)
+            size *= 2  # ``min(2 * size, _BATCH)``
+            if size > _BATCH:
+                size = _BATCH
         return True

@@ -12,6 +12,8 @@ import selectors
 import socket
 import struct
 
+_json = json.JSONEncoder(separators=(",", ":")).encode  # one encoder for every event
+
 
 class ClientIO:
     """Mixed into ``Supervisor``, which holds these attributes and handles each command
@@ -77,7 +79,7 @@ class ClientIO:
         """Queue ``msg`` for ``conn``: what a pass of the loop queued goes out at its end
         (:meth:`flush_all`), in one write, which the agent reads at once."""
         out = self.clients[conn][1]
-        out += json.dumps(msg, separators=(",", ":")).encode() + b"\n"
+        out += _json(msg).encode() + b"\n"
         self.unsent.add(conn)
 
     def flush_all(self) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 from edge_agent.clock import Clock
 from edge_agent.config import AgentConfig
 from edge_agent.executor import Executor, prepare_state_dir
-from edge_agent.journal import Journal, JournalError
+from edge_agent.journal import Journal, JournalError, row_json
 from shared.clocks import HybridClock, Timestamp
 from shared.crdt import (
     AttemptStatus,
@@ -111,15 +111,17 @@ class Core:
     def change(self, *deltas: TaskRecord, send: bool = True) -> None:
         """Journal each delta's merge (and queue the delta upstream unless ``send`` is
         false), then apply it in memory: call inside a transaction. Mutators read the
-        record they extend, so each is applied before the next is journaled."""
+        record they extend, so each is applied before the next is journaled. A new record
+        is its own delta: its JSON is made once for both rows."""
         for delta in deltas:
             current = self.replica.get(delta.task_id)
             merged = delta if current is None else current.merge(delta)
             placement = merged.placement
             now_ms = self.clock.wall_ms()
+            text = row_json(merged.to_dict())
             self.journal.put_record(
                 merged.task_id,
-                merged.to_dict(),
+                text,
                 status=str(visible_status(merged)),
                 epoch=placement.epoch if placement else None,
                 node=placement.node if placement else None,
@@ -127,7 +129,8 @@ class Core:
                 now_ms=now_ms,
             )
             if send:
-                self.journal.add_outbox(merged.task_id, delta.to_dict(), now_ms=now_ms, obj=delta)
+                row = text if merged is delta else delta.to_dict()
+                self.journal.add_outbox(merged.task_id, row, now_ms=now_ms, obj=delta)
             if self.hlc.last is not None:  # the latest, once per transaction
                 self.journal.set_meta_at_commit("hlc", self._hlc_last)
             self.replica.apply(delta)

@@ -56,7 +56,7 @@ from edge_agent._journal_rows import (
 )
 from edge_agent.runqueue import RunQueue
 
-__all__ = ["Journal", "JournalError", "OutboxRow", "ProcessRow", "QueuedRow"]
+__all__ = ["Journal", "JournalError", "OutboxRow", "ProcessRow", "QueuedRow", "row_json"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -88,6 +88,9 @@ _ADDED = (("processes", "task_deadline_ms", "INTEGER"),)
 
 _SEEN_KEEP = 20_000
 _OUTBOX_OBJS = 10_000  # outbox objects kept in memory at most (Journal.outbox_pending)
+#: A row's JSON, by one encoder each (``json.dumps`` with options builds one per call).
+row_json = json.JSONEncoder(separators=(",", ":"), sort_keys=True).encode
+_event_json = json.JSONEncoder(separators=(",", ":")).encode
 
 
 class JournalError(RuntimeError):
@@ -204,7 +207,7 @@ class Journal:
     def put_record(
         self,
         task_id: str,
-        record: dict[str, Any],
+        record: dict[str, Any] | str,
         *,
         status: str,
         epoch: int | None,
@@ -216,7 +219,7 @@ class Journal:
             "records",
             {
                 "task_id": task_id,
-                "record": json.dumps(record, separators=(",", ":"), sort_keys=True),
+                "record": record if isinstance(record, str) else row_json(record),
                 "status": status,
                 "epoch": epoch,
                 "node": node,
@@ -249,11 +252,12 @@ class Journal:
 
     # outbox --------------------------------------------------------------------------
     def add_outbox(
-        self, task_id: str, delta: dict[str, Any], *, now_ms: int, obj: object = None
+        self, task_id: str, delta: dict[str, Any] | str, *, now_ms: int, obj: object = None
     ) -> int:
-        """Append ``delta`` (``obj``: what it is the dict of, if the caller has it; the
-        uplink then sends that rather than parsing the row back). Returns its ``seq``."""
-        text = json.dumps(delta, separators=(",", ":"), sort_keys=True)
+        """Append ``delta`` (its dict, or that dict's :data:`row_json`; ``obj``: what it is
+        the dict of, if the caller has it; the uplink then sends that rather than parsing the
+        row back). Returns its ``seq``."""
+        text = delta if isinstance(delta, str) else row_json(delta)
         cur = self.db.execute(
             "INSERT INTO outbox (task_id, delta, created_ms) VALUES (?, ?, ?)",
             [task_id, text, now_ms],
@@ -376,7 +380,7 @@ class Journal:
     ) -> None:
         self.db.execute(
             "INSERT INTO events (at_ms, mono, hlc, kind, task_id, data) VALUES (?, ?, ?, ?, ?, ?)",
-            [now_ms, mono, hlc, kind, task_id, json.dumps(data, separators=(",", ":"))],
+            [now_ms, mono, hlc, kind, task_id, _event_json(data)],
         )
 
     # queue ---------------------------------------------------------------------------

@@ -45,6 +45,7 @@ _TRIES = 50
 PROTOCOL = 2
 #: What :meth:`SupervisorLink.drain` reports when the connection broke (the supervisor died).
 LOST: dict[str, Any] = {"ev": "lost"}
+_json = json.JSONEncoder(separators=(",", ":")).encode  # one encoder for every command
 
 
 class SupervisorError(OSError):
@@ -130,7 +131,7 @@ class SupervisorLink:
         if msg.get("op") == "ack":
             self.owed.discard(str(msg.get("attempt")))
         try:
-            sock.sendall(json.dumps(msg, separators=(",", ":")).encode() + b"\n")
+            sock.sendall(_json(msg).encode() + b"\n")
         except OSError:
             self.close()
             self._put(LOST)

@@ -42,6 +42,10 @@ _CLONE_PARENT = 0x00008000
 _CLONE_INTO_CGROUP = 0x200000000  # Linux 5.7
 _FDS = 6  # stdin, stdout, stderr, exec fd, work directory, gate (or one fewer)
 _MAX_REQUEST = 1 << 20
+_PR_SET_NAME = 15
+#: Our ``comm``: ``telemetry.FORKER_NAME``, by which the agent leaves us out of the CPU its
+#: tasks use (we are the supervisor's child, but no task).
+_NAME = b"continuum-fork"
 
 
 class _CloneArgs(ctypes.Structure):
@@ -125,6 +129,7 @@ def main(fd: int) -> int:
     os.set_inheritable(fd, False)
     parent = os.getppid()
     _child.libc.prctl(_child.PR_SET_PDEATHSIG, _signal.SIGKILL, 0, 0, 0)
+    _child.libc.prctl(_PR_SET_NAME, _NAME, 0, 0, 0)
     if os.getppid() != parent:
         return 0
     _signal.signal(_signal.SIGTERM, _signal.SIG_IGN)  # a service stop ends the supervisor first

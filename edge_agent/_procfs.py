@@ -76,6 +76,7 @@ class ProcTimes:
     ppid: int
     start: int
     cpu_s: float
+    name: str = ""  # its ``comm`` (the kernel's 15 characters of its name)
 
 
 def proc_times(pid: int) -> ProcTimes | None:
@@ -89,7 +90,9 @@ def proc_times(pid: int) -> ProcTimes | None:
     # counted from its closing parenthesis (state, ppid, ... utime is field 14).
     rest = data[data.rfind(b")") + 2 :].split()
     utime, stime, cutime, cstime = (int(v) for v in rest[11:15])
-    return ProcTimes(int(rest[1]), int(rest[19]), (utime + stime + cutime + cstime) * _TICK_S)
+    name = data[data.find(b"(") + 1 : data.rfind(b")")].decode("utf-8", "replace")
+    cpu_s = (utime + stime + cutime + cstime) * _TICK_S
+    return ProcTimes(int(rest[1]), int(rest[19]), cpu_s, name)
 
 
 def descendants(root: int) -> dict[int, ProcTimes]:

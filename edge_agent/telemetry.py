@@ -25,6 +25,7 @@ from typing import Any
 from edge_agent._procfs import CpuMeter, battery_pct, descendants, memory_mb, proc_times
 
 __all__ = [
+    "FORKER_NAME",
     "OWN_EVERY_S",
     "REFRESH_S",
     "OwnUsage",
@@ -43,6 +44,9 @@ REFRESH_S = 60.0
 OWN_EVERY_S = 1.0
 #: The shortest window over which the host's CPU share is read (``Sampler._cpu_pct``).
 CPU_WINDOW_S = 0.5
+#: The name (``comm``) the supervisor's forker gives itself (``edge_agent/_forker.py``): a
+#: child of the supervisor that runs no task, so its CPU is not the tasks' (``OwnUsage``).
+FORKER_NAME = "continuum-fork"
 #: A move of at least this many points (of the one-minute average, where there is one) is
 #: reported at once.
 _POINTS = {"cpu_pct": 10.0, "memory_pct": 5.0, "battery_pct": 5.0}
@@ -120,7 +124,10 @@ class OwnUsage:
 
     Every task process descends from the supervisor, which is their subreaper, so the sum of
     its descendants' CPU times (each with the children it waited for: a task's short-lived
-    helpers count as the task's) is what our tasks used; the supervisor itself is left out. The
+    helpers count as the task's) is what our tasks used; the supervisor itself is left out, and
+    so is its forker (named :data:`FORKER_NAME`: the supervisor's child that makes the tasks'
+    processes, with no descendant of its own; a task naming itself so only hides its own
+    CPU, which makes ``cpu_busy`` hold starts longer, never shorter). The
     usage is the growth of that sum between two readings at least ``every_s`` apart, per
     second; between readings the last figure stands. A process seen for the first time
     counts with its whole CPU time (it started since the last reading), one that ended
@@ -165,7 +172,11 @@ class OwnUsage:
         if known is not None and known[0] == pid and known != self._root:
             self._root = None  # a reused pid
             return None
-        return {(child, t.start): t.cpu_s for child, t in descendants(pid).items()}
+        return {
+            (child, t.start): t.cpu_s
+            for child, t in descendants(pid).items()
+            if t.name != FORKER_NAME
+        }
 
 
 @dataclass

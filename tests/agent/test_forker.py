@@ -19,6 +19,7 @@ import edge_agent
 from edge_agent import _cgroup
 from edge_agent.config import ExecutorConfig
 from edge_agent.executor import Executor
+from edge_agent.telemetry import FORKER_NAME, OwnUsage
 
 HERE = str(Path(edge_agent.__file__).parent)
 
@@ -131,6 +132,30 @@ def test_the_forker_outlives_each_attempt_and_ends_with_its_supervisor(tmp_path:
     while not (_gone(supervisor) and _gone(forker)):
         assert time.monotonic() < end, "the supervisor or its forker did not exit"
         time.sleep(0.05)
+
+
+def test_the_forker_is_no_task_in_what_the_tasks_use(tmp_path: Path) -> None:
+    """The forker names itself ``telemetry.FORKER_NAME``; the CPU the tasks use
+    (``OwnUsage``, read for admission) counts a running task, not the forker."""
+    ex = Executor(tmp_path / "runs", ExecutorConfig(run_as="", kill_grace_s=0.5))
+    supervisor = ex.supervisor_pid()
+    forker = _forker_of(supervisor)
+    end = time.monotonic() + 30
+    while Path(f"/proc/{forker}/comm").read_text().strip() != FORKER_NAME:
+        assert time.monotonic() < end, "the forker never named itself"
+        time.sleep(0.02)
+    launch = _launch("t-sleep", ["sleep", "30"])
+    ex.launch(launch)
+    end = time.monotonic() + 30
+    while not (tasks := [kid for kid in _children(supervisor) if kid != forker]):
+        assert time.monotonic() < end, "the task never started"
+        time.sleep(0.02)
+    counted = {pid for pid, _ in OwnUsage(lambda: supervisor)._read() or {}}
+    assert tasks[0] in counted and forker not in counted
+    ex.stop(launch.attempt, "cancelled")
+    (outcome,) = _wait(ex)
+    assert outcome.reason == "cancelled"
+    ex.close()
 
 
 def test_a_task_holds_only_its_standard_streams(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ Protocol on a socket pair (``SOCK_SEQPACKET``): the supervisor sends one request
 ``marshal`` of ``(task, cgroup path or None)`` (``exec_child``'s arguments) with the child's
 descriptors attached (``SCM_RIGHTS``), and reads back the child's pid as text, or ``-errno``
 when none could be made. Anything going wrong (no forker, one that died, a refusal, no answer
-within a second) makes ``Forker.spawn`` answer ``None`` and ``_tasktree.spawn`` fork the
+within 0.25 s) makes ``Forker.spawn`` answer ``None`` and ``_tasktree.spawn`` fork the
 supervisor as before; after a failure the forker is not used again (it is stopped).
 """
 

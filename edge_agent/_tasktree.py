@@ -49,7 +49,10 @@ _RLIMITS = {
 _MEMORY_SIGNS = ("MemoryError", "Cannot allocate memory", "out of memory", "bad_alloc")
 _FSIZE_SIGNS = ("File too large",)
 _FORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_forker.py")
-_ANSWER_S = 1.0  # the longest a launch waits for the forker (the supervisor's loop waits)
+#: The longest a launch waits for the forker's answer (it takes well under a millisecond): the
+#: supervisor's loop, its fences and timeouts included, waits meanwhile, so a stuck forker
+#: costs them at most this once (it is then stopped, and the supervisor forks for itself).
+_ANSWER_S = 0.25
 libc = _child.libc
 
 

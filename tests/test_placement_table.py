@@ -50,6 +50,22 @@ def test_allocate_and_release_in_place() -> None:
     assert (t.cpu_free[1], t.memory_free[1], t.running[1]) == (2.0, 512.0, 0.0)
 
 
+def test_allocate_returns_what_the_row_holds_after_it() -> None:
+    """What a caller keeping per-row state reads instead of the columns (the
+    simulator's adaptive path): free cpu and memory, running count, backlog."""
+    t = NodeTable.from_views(_views())
+    for work in (0.0, 1.5):
+        got = t.allocate("a", 0.25, 64.0, work_s=work)
+        assert got == (
+            t.cpu_free.item(0),
+            t.memory_free.item(0),
+            t.running.item(0),
+            t.backlog.item(0),
+        )
+        assert all(type(x) is float for x in got)
+    assert got == (7.5, 3968.0, 2.0, 1.5)
+
+
 def test_update_telemetry_columns() -> None:
     t = NodeTable.from_views(_views())
     t.update("a", load=0.7, link_state="degraded", battery_pct=None, draining=True)

@@ -298,9 +298,12 @@ class NodeTable:
         disk_mb: float = 0.0,
         *,
         work_s: float = 0.0,
-    ) -> None:
+    ) -> tuple[float, float, float, float]:
         """A task was placed on ``node``: take its resources, count it as running,
-        add its work (reference-core seconds) to the node's backlog.
+        add its work (reference-core seconds) to the node's backlog. Returns the
+        row's free cpu, free memory, running count and backlog after it, as Python
+        floats (the values ``item`` reads next): a caller keeping per-row state
+        needs not read them back.
 
         Runs once per placement: each column is read as a Python float (``item``)
         and written back, the same double arithmetic as ``column[i] -= x`` at less
@@ -308,13 +311,15 @@ class NodeTable:
         (``x - 0.0`` is ``x``; so is ``x + 0.0`` but for ``x`` = -0.0, which compares
         and sums as 0.0)."""
         i = self.index[node] if isinstance(node, str) else node
-        self.cpu_free[i] = self.cpu_free.item(i) - cpu
-        self.memory_free[i] = self.memory_free.item(i) - memory_mb
+        cpu_free = self.cpu_free[i] = self.cpu_free.item(i) - cpu
+        memory_free = self.memory_free[i] = self.memory_free.item(i) - memory_mb
         if disk_mb:
             self.disk_free[i] = self.disk_free.item(i) - disk_mb
-        self.running[i] = self.running.item(i) + 1.0
+        running = self.running[i] = self.running.item(i) + 1.0
+        backlog = self.backlog.item(i)
         if work_s:
-            self.backlog[i] = self.backlog.item(i) + work_s
+            backlog = self.backlog[i] = backlog + work_s
+        return cpu_free, memory_free, running, backlog
 
     def release(
         self,

@@ -1,0 +1,38 @@
+"""Packed rank bases and the row that ranks first: what the simulator's batch paths
+(``simulations.sim.placer`` for the weighted-sum modes, ``simulations.sim.predicted``
+for the ``adaptive`` mode) share.
+
+A rank base is ``q * 2**32 + 0xFFFFFFFF`` for a row with quantised score ``q``
+(``shared.placement._select.quantise``), ``NONE`` for a row that cannot take the
+task; a task's rank of a row is its base less the row's tie key (``node_hash ^
+tie_seed``), as ``_select.ranks`` packs it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["LOW", "NONE", "NONE_INT", "SHIFT", "first"]
+
+LOW = np.int64(0xFFFFFFFF)
+SHIFT = np.int64(1 << 32)
+#: Rank of an infeasible row: below any feasible rank (|q| ≤ 1e9, so ≥ -2**62) even
+#: after the tie key (< 2**32) is subtracted.
+NONE = np.int64(np.iinfo(np.int64).min + (1 << 33))
+NONE_INT = int(NONE)
+
+
+def first(base: np.ndarray, back: np.ndarray, keys: np.ndarray, tie: int) -> int:
+    """The row that ranks first: the argmax of ``base - (keys ^ tie)`` (int64 xor of
+    two 32-bit values = the uint32 xor of ``_select.ranks``); ``back`` is
+    ``base[::-1]`` (a view kept beside the bases: one view fewer per task).
+
+    Distinct rank bases differ by at least 2**32 and a tie key is below it, so a row
+    alone with the highest base is first whatever the key; it is alone when the
+    first and the last argmax (of the reversed view) name it, the common case: two
+    argmaxes and none of the key's arithmetic. Otherwise (equal quantised scores)
+    the bases with the keys."""
+    j = int(base.argmax())
+    if int(back.argmax()) + j != len(base) - 1:
+        j = int((base - (keys ^ tie)).argmax())
+    return j

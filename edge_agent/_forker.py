@@ -13,7 +13,8 @@ forked by the supervisor does (``_child.exec_child``). A raw ``clone3`` skips th
 and the interpreter's fork bookkeeping, which is safe here: this process has one thread and
 holds no lock, and the child only makes system calls until it execs or exits.
 
-Protocol on a socket pair (``SOCK_SEQPACKET``): the supervisor sends one request per task,
+Protocol on a socket pair (``SOCK_SEQPACKET``): once started the forker says ``ready`` (until
+then the supervisor forks its tasks itself); the supervisor sends one request per task,
 ``marshal`` of ``(task, cgroup path or None)`` (``exec_child``'s arguments) with the child's
 descriptors attached (``SCM_RIGHTS``), and reads back the child's pid as text, or ``-errno``
 when none could be made. Anything going wrong (no forker, one that died, a refusal, no answer
@@ -135,6 +136,7 @@ def main(fd: int) -> int:
     _signal.signal(_signal.SIGTERM, _signal.SIG_IGN)  # a service stop ends the supervisor first
     sock = _socket.socket(fileno=fd)
     with contextlib.suppress(OSError):
+        sock.send(b"ready")  # the supervisor asks nothing of us before
         _serve(sock)
     return 0
 

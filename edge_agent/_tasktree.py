@@ -62,6 +62,7 @@ class Forker:
     def __init__(self) -> None:
         self.pid = 0
         self._sock: socket.socket | None = None
+        self._ready = False  # it said so: its interpreter has started
 
     def start(self, env: dict[str, str]) -> None:
         """Start the forker (best effort: without one, tasks are forked by the supervisor)."""
@@ -83,14 +84,35 @@ class Forker:
         """Whether children are asked of the forker (until it fails once)."""
         return self._sock is not None
 
+    def ready(self) -> bool:
+        """Whether the forker has started and said so (looked at without waiting: the
+        interpreter's start takes tens of milliseconds, longer on a busy host, and the
+        supervisor forks for itself meanwhile rather than wait or give the forker up)."""
+        sock = self._sock
+        if sock is None or self._ready:
+            return self._ready and sock is not None
+        try:
+            word = sock.recv(32, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return False
+        except OSError:
+            word = b""
+        if word != b"ready":
+            self.stop()
+            return False
+        self._ready = True
+        return True
+
     def spawn(self, task: tuple, fds: tuple[int, ...], cgroup: str | None) -> int | None:
         """The pid of a child made by the forker for ``task`` with ``fds``
         (``_tasktree.exec_child``'s arguments; the gate -1 when there is none), born in
-        ``cgroup``; ``None`` when it could not make one (the forker is then stopped: a child
-        it made late holds only these descriptors, which the caller closes)."""
-        sock = self._sock
-        if sock is None:
+        ``cgroup``; ``None`` when it could not make one: not ready yet, or failed (the
+        forker is then stopped: a child it made late holds only these descriptors, which the
+        caller closes)."""
+        if not self.ready():
             return None
+        sock = self._sock
+        assert sock is not None
         try:
             sent = [fd for fd in fds if fd >= 0]
             socket.send_fds(sock, [marshal.dumps((task, cgroup))], sent)

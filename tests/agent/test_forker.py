@@ -23,18 +23,21 @@ from edge_agent.telemetry import FORKER_NAME, OwnUsage
 
 HERE = str(Path(edge_agent.__file__).parent)
 
-# Spawns ``sh -c 'echo $PPID'`` gated, through a forker, three times: with the forker, with
-# the forker stopped (SIGSTOP: the request times out), with it killed; prints per spawn the
-# child's exit code, the parent it saw, and whether the forker is still in use.
+# Spawns ``sh -c 'echo $PPID'`` gated through a forker four times: through one that has not
+# said it is ready (a socket nobody answers on), through a started one once it is ready, then
+# with it stopped (SIGSTOP: the request times out) or killed; prints per spawn the child's
+# exit code, whether its parent is us, and whether that forker is still in use.
 SPAWN = """
-import os, signal, sys
+import os, signal, socket, sys, time
 sys.path.insert(0, sys.argv[1])
 import _tasktree
 work = os.open(sys.argv[2], os.O_RDONLY)
+silent, unanswered = _tasktree.Forker(), socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+silent._sock = unanswered[0]
 forker = _tasktree.Forker()
 forker.start({"PATH": "/usr/bin:/bin"})
 first = forker.pid
-def run():
+def run(forker):
     spec = {"argv": ["sh", "-c", "echo $PPID"], "env": {"PATH": "/usr/bin:/bin"}, "limits": {}}
     pid, out, err, exec_fd, gate = _tasktree.spawn(spec, work, None, None, gate=True, forker=forker)
     _tasktree.release(gate)
@@ -43,9 +46,14 @@ def run():
     for fd in (out, err, exec_fd):
         os.close(fd)
     return [code, said == str(os.getpid()), forker.running]
-results = [run()]
+results = [run(silent)]
+end = time.monotonic() + 30
+while not forker.ready():
+    assert time.monotonic() < end, "the forker never said it is ready"
+    time.sleep(0.01)
+results.append(run(forker))
 os.kill(first, signal.SIGSTOP if sys.argv[3] == "stop" else signal.SIGKILL)
-results.append(run())
+results.append(run(forker))
 while True:  # reap the forker and anything its late child left
     try:
         pid, _ = os.waitpid(-1, 0)
@@ -68,11 +76,13 @@ def test_a_forker_makes_the_callers_children_and_a_lost_one_is_not_needed(
         timeout=60,
         check=True,
     )
-    # First: made by the forker (still in use after it, so it answered with a pid), a child
+    # Not ready: the task runs by our own fork, and that forker is still to be asked later.
+    # Ready: made by the forker (still in use after it, so it answered with a pid), a child
     # of ours. Then the forker is lost: the spawn still runs the task, as our child, by our
     # own fork, and the forker is no longer asked (stopped, its pid forgotten once reaped).
-    assert done.stdout.split("]] ")[0] + "]]" == "[[0, True, True], [0, True, False]]"
-    assert done.stdout.split()[-1] == "0"
+    results, _, pid = done.stdout.strip().rpartition(" ")
+    assert results == "[[0, True, True], [0, True, True], [0, True, False]]"
+    assert pid == "0"
 
 
 def _children(pid: int) -> list[int]:

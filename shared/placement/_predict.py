@@ -13,9 +13,11 @@ For a task on node ``i``, seconds from the decision to the result at the control
     finish_i  = the sum
 
 and its cost in [0, 1], the mean of four shares: energy (``power_i * execution``,
-doubled on an empty battery) and WAN megabytes, each over the largest among the
-nodes that pass the filters; the node's utilisation after taking the task
-(spreads load); and the risk of losing the run (``1 - success * P(no partition
+doubled on an empty battery, plus ``transfer_j_i`` joules per MB of input moved and
+output returned, where the node's path has a known transfer energy: the two ways a
+run spends energy beyond the idle draw every node pays anyway) and WAN megabytes,
+each over the largest among the nodes that pass the filters; the node's utilisation
+after taking the task (spreads load); and the risk of losing the run (``1 - success * P(no partition
 during the run) * (1 - link risk)``).
 
 The rule (higher score wins, scores in [-1, 1]):
@@ -114,6 +116,8 @@ class NodeFacts:
     capacity: FloatArray  # min(cpus, slots) * speed: the node's drain rate
     inv_cpus: FloatArray
     energy_rate: FloatArray  # joules per reference-core second of work, battery weighed
+    transfer_j: FloatArray  # joules per MB moved to or from the node (0: unknown)
+    transfers: bool  # any node with a transfer energy
     survive: FloatArray  # success * (1 - risk of the link's grade)
     widen: FloatArray  # exp(SAFETY * error)
     wan: BoolArray
@@ -132,11 +136,13 @@ class NodeFacts:
         rtt_s = table.rtt_ms / 1000.0
         energy_rate = table.power * drain * inv_speed
         survive = np.clip(table.success, 0.0, 1.0) * (1.0 - LINK_RISK_BY_CODE[table.link])
+        transfer_j = table.transfer_j.copy()
         # >= 0 fails on NaN too
         bounded = bool(
             np.all(rtt_s >= 0.0)
             and np.all(inv_speed >= 0.0)
             and np.all(energy_rate >= 0.0)
+            and np.all((transfer_j >= 0.0) & (transfer_j < math.inf))
             and np.all(survive >= 0.0)
             and np.all((rate >= 0.0) & (rate < math.inf))
             and np.all(table.load >= 0.0)
@@ -149,6 +155,8 @@ class NodeFacts:
             capacity=capacity,
             inv_cpus=1.0 / np.maximum(table.cpus, TINY),
             energy_rate=energy_rate,
+            transfer_j=transfer_j,
+            transfers=bool(np.any(transfer_j > 0.0)),
             survive=survive,
             widen=np.exp(SAFETY * table.error),
             wan=table.wan.copy(),
@@ -163,8 +171,8 @@ class NodeFacts:
 
 
 _FACT_ARRAYS = (
-    "rtt_s", "per_mb", "inv_speed", "capacity", "inv_cpus", "energy_rate", "survive", "widen",
-    "wan", "rate_per_s",
+    "rtt_s", "per_mb", "inv_speed", "capacity", "inv_cpus", "energy_rate", "transfer_j",
+    "survive", "widen", "wan", "rate_per_s",
 )  # fmt: skip
 
 
@@ -183,7 +191,8 @@ class Timing:
     ``_select.top_rows`` ranks exactly) while the table is ``tame``, and allocating
     a task with ``lowers`` needs on a row can only lower its score. It holds when the
     node facts are (``NodeFacts.bounded``: round trips, energy rates, survival and
-    load >= 0, speeds not NaN, partition rates finite and >= 0, drain rates >= ``TINY``)
+    load >= 0, transfer energies finite and >= 0, speeds not NaN, partition rates
+    finite and >= 0, drain rates >= ``TINY``)
     and the task's work, input and output are finite and >= 0: then the fixed time
     is >= 0 (inf allowed), each cost share lies in [0, 1] on those rows, the cost in
     [0, 1], and the rule's scores in [-1, 1]; more queue wait and utilisation only
@@ -285,9 +294,11 @@ def timing(
     if facts.partitions:
         run = fixed(facts, table, demand) if run is None else run
         survive = survive * np.exp(-facts.rate_per_s * np.minimum(run, 1e9))
-    # energy = work * energy_rate: its share of the largest does not depend on the work
-    energy = _share(facts.energy_rate, mask) if demand.work > 0 else 0.0
-    crossing = _moved(table, demand, _EVERY) + demand.output_mb  # MB over the WAN, if WAN
+    crossing = _moved(table, demand, _EVERY) + demand.output_mb  # MB on the node's path
+    if facts.transfers:  # execution's joules and the data path's
+        energy = _share(demand.work * facts.energy_rate + crossing * facts.transfer_j, mask)
+    else:  # work * energy_rate: its share of the largest does not depend on the work
+        energy = _share(facts.energy_rate, mask) if demand.work > 0 else 0.0
     wan = 0.0
     if isinstance(crossing, np.ndarray) or crossing > 0:  # else every share is 0
         wan = _share(np.where(facts.wan, crossing, 0.0), mask)

@@ -69,7 +69,10 @@ class NodeView:
     tier only), ``error`` the node's learned prediction error,
     ``|log(actual / predicted)|`` (default ``PRIOR_ERROR``), ``slots`` the attempts
     the node's agent runs at once (its ``executor.max_concurrent``, advertised in its
-    hello; 0, the default: not advertised, as many as the cpus allow).
+    hello; 0, the default: not advertised, as many as the cpus allow),
+    ``transfer_j_per_mb`` the joules one MB of a task's input or output costs on
+    every link of the path between the submitter and the node (LEAF's energy per
+    bit x 8e6; 0, the default: unknown, and the cost then prices execution alone).
     """
 
     node_id: str
@@ -97,6 +100,7 @@ class NodeView:
     wan: bool | None = None
     error: float | None = None
     slots: int = 0
+    transfer_j_per_mb: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tier", Tier(self.tier))
@@ -138,6 +142,7 @@ _UPDATABLE = {
     "power_w": "power",
     "wan": "wan",
     "error": "error",
+    "transfer_j_per_mb": "transfer_j",
 }
 
 
@@ -150,7 +155,7 @@ class NodeTable:
     ``LINK_CODES``), ``draining`` (bool), ``battery`` (NaN on mains),
     ``partition_rate``, ``speed``, ``backlog``, ``power``, ``wan`` (bool),
     ``error``, ``slots`` (``inf`` where the view's is 0: no limit but the cpus),
-    ``hash`` (uint32 ``node_hash``). Label and data-source lookups are
+    ``transfer_j``, ``hash`` (uint32 ``node_hash``). Label and data-source lookups are
     answered as cached boolean masks.
     """
 
@@ -189,6 +194,7 @@ class NodeTable:
         self.wan = np.fromiter((bool(v.wan) for v in rows), dtype=np.bool_, count=len(rows))
         self.error = col(v.error for v in rows)  # type: ignore[misc]
         self.slots = col(v.slots if v.slots > 0 else math.inf for v in rows)
+        self.transfer_j = col(v.transfer_j_per_mb for v in rows)
         self.hash = np.fromiter((node_hash(i) for i in ids), dtype=np.uint32, count=len(rows))
         self._label_masks: dict[tuple[str, str], BoolArray] = {}
         self._source_masks: dict[str, BoolArray] = {}
@@ -284,6 +290,7 @@ class NodeTable:
             wan=bool(self.wan[i]),
             error=float(self.error[i]),
             slots=int(self.slots[i]) if math.isfinite(self.slots[i]) else 0,
+            transfer_j_per_mb=float(self.transfer_j[i]),
         )
 
     def views(self) -> list[NodeView]:

@@ -8,7 +8,8 @@ a task's path that depends on the node (the controller is in the cloud and resul
 go back to the device, where the deadline is judged); it is also what a latency
 bound is checked against. Then the bandwidth of
 the path from the site's devices (input and output transfers), the marginal watts of
-a busy core (``power_w`` = (max - idle) / cpus), whether the site's data crosses the
+a busy core (``power_w`` = (max - idle) / cpus), the joules a MB costs on that path
+(``transfer_j_per_mb``, as ``Network`` charges it), whether the site's data crosses the
 WAN to reach it, and three learned columns refreshed at each telemetry tick: the
 RTT (its controller part: EWMA of the heartbeats, ``observe_rtt``), the per-core
 speed (``observe_run`` on every finished run) and the prediction error
@@ -101,6 +102,8 @@ class PlacementInputs:
                     power_w=(n.cls.max_w - n.cls.idle_w) / n.cls.cpus,
                     wan=part.wan,
                     slots=n.cls.slots,
+                    # LEAF's J/bit on the device's access link and the node's side
+                    transfer_j_per_mb=8e6 * (access.nj_per_bit * 1e-9 + part.j_per_bit),
                 )
             )
         return out

@@ -28,7 +28,9 @@ __all__ = ["Counters", "measure"]
 @dataclass(slots=True)
 class Counters:
     generated: int = 0
-    open_tasks: int = 0
+    #: each open task's absolute deadline, by task id: one still open when the run
+    #: ends is in flight, and a miss already if its deadline has passed
+    open_due: dict[str, float] = field(default_factory=dict)
     failed: int = 0
     lost: int = 0
     unplaceable: int = 0
@@ -68,9 +70,14 @@ def measure(
     ok = done <= T + 1e-9
     succeeded = int(ok.sum())
     late = int((lat[ok] > dl[ok]).sum())
-    in_flight = c.open_tasks + int((~ok).sum())
-    misses = late + c.failed + c.lost
-    decided = c.generated - in_flight
+    in_flight = len(c.open_due) + int((~ok).sum())
+    # A task unfinished when the run ends whose deadline had passed has missed it,
+    # whatever comes after: counted as a miss, not left out as undecided (which
+    # flattered a mode that leaves work waiting through an outage at the end).
+    expired = sum(1 for due in c.open_due.values() if due <= T + 1e-9)
+    expired += int((done[~ok] - lat[~ok] + dl[~ok] <= T + 1e-9).sum())
+    misses = late + c.failed + c.lost + expired
+    decided = c.generated - in_flight + expired
     ok_lat = lat[ok]
     energy_nodes = 0.0
     for g, n in enumerate(topo.nodes):
@@ -86,6 +93,7 @@ def measure(
         "failed": c.failed,
         "lost": c.lost,
         "in_flight": in_flight,
+        "expired_in_flight": expired,
         "deadline_miss_rate": misses / decided if decided else 0.0,
         "late": late,
         "latency_mean_s": float(ok_lat.mean()) if succeeded else math.nan,

@@ -217,7 +217,7 @@ class Simulation:
             if self.trace is not None:
                 self.trace.append((task.tt, task.t_arr, at.stop))
             task.state = _SUCCEEDED
-            c.open_tasks -= 1
+            c.open_due.pop(task.id, None)
             task.result_at = len(c.lat)
             c.lat.append(t_done - task.t_arr)
             c.done_at.append(t_done)
@@ -236,7 +236,7 @@ class Simulation:
             return
         task.state = state
         c = self.counters
-        c.open_tasks -= 1
+        c.open_due.pop(task.id, None)
         if state is TaskState.FAILED:
             c.failed += 1
         else:

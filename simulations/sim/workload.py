@@ -170,7 +170,7 @@ class Workload:
         task = Task(f"t{c.generated}", dev, self.dev_site[dev], tt, t, mi, ib, ob, u, lo, hi)
         task.entered = t
         c.generated += 1
-        c.open_tasks += 1
+        c.open_due[task.id] = t + self.types[tt].deadline_s
         return task
 
     def pump(self, now: float) -> None:

@@ -264,3 +264,33 @@ def test_an_attempt_is_kept_only_when_reported_after_the_next_tick() -> None:
     ctl.opened(0, early)
     ctl.opened(0, late)
     assert ctl.open_on[0] == [late]
+
+
+def test_work_left_waiting_past_its_deadline_is_a_miss() -> None:
+    """A task still in flight when the run ends whose deadline had passed has missed
+    it: counted as a miss and as decided, not left out (which flattered a mode that
+    leaves work waiting). Here one slow cloud core is far behind at the end."""
+    sc = parse(
+        {
+            "kind": "sim",
+            "name": "behind",
+            "duration_s": 30,
+            "seed": 1,
+            "topology": {
+                "sites": 1,
+                "device": {"count": 20, "compute_share": 0.0},
+                "edge": {"count": 0},
+                "cloud": {"count": 1, "cpus": 1, "mips": 1000},
+            },
+            "workload": {
+                "rate_per_device": 0.2,
+                "types": [{"name": "t", "compute_mi": [900, 1100], "deadline_s": 2.0}],
+            },
+        }
+    )
+    m = simulate(sc, parse_policy("cloud_only")).metrics
+    expired = m["expired_in_flight"]
+    assert 0 < expired <= m["in_flight"]
+    misses = m["late"] + m["failed"] + m["lost"] + expired
+    decided = m["generated"] - m["in_flight"] + expired
+    assert m["deadline_miss_rate"] == pytest.approx(misses / decided)

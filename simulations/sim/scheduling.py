@@ -342,15 +342,17 @@ class Scheduler:
 
     def _choose(
         self, site: int, batch: list[Task], demand: TaskDemand, now: float
-    ) -> list[tuple[int, Decision | None, float | None, float]]:
+    ) -> tuple[list[tuple[int, Decision | None, float | None, float]], bool]:
         """``(row, decision, predicted finish, work)`` for the placed prefix of
         ``batch`` (one task shape) on the explained path (``place_batch``, with
-        explanations; the predicted path is ``_choose_predicted``); the predicted
-        finish from an explained batch."""
+        explanations; the predicted path is ``_choose_predicted``), the predicted
+        finish from an explained batch; and whether the prediction error is learned
+        from this batch (``EXPLAIN_EVERY``)."""
         table = self.tables[site]
         epochs = [t.epoch + 1 for t in batch]
         self._batches += 1
-        explain = self.trace_left > 0 or self._batches % EXPLAIN_EVERY == 0
+        learn = self.trace_left > 0 or self._batches % EXPLAIN_EVERY == 0
+        explain = learn or self._levels(batch)
         demands = [self.inputs.demand(t, demand, now) for t in batch]
         decisions = place_batch(
             table,
@@ -369,16 +371,16 @@ class Scheduler:
             if dec.explanation.candidates:
                 predicted = dec.explanation.candidates[0].terms.get("finish_s")
             out.append((table.index[dec.node_id], dec, predicted, d.work))
-        return out
+        return out, learn
 
     def _choose_predicted(
         self, key: _QueueKey, batch: list[Task], demand: TaskDemand, now: float
-    ) -> tuple[list[tuple[int, float | None]], float]:
+    ) -> tuple[list[tuple[int, float | None]], float, bool]:
         """The ``adaptive`` mode's batch path, untraced: ``(row, predicted finish)`` of
-        the placed prefix of ``batch`` (``place_predicted``; ``key`` its queue) and the
-        shape's work."""
+        the placed prefix of ``batch`` (``place_predicted``; ``key`` its queue), the
+        shape's work, and whether the prediction error is learned from this batch."""
         self._batches += 1
-        explain = self._batches % EXPLAIN_EVERY == 0  # untraced runs only
+        learn = self._batches % EXPLAIN_EVERY == 0  # untraced runs only
         pstate = self._predicted_state(key, batch[0], demand)
         placed = place_predicted(
             self.tables[key[0]],
@@ -387,9 +389,17 @@ class Scheduler:
             [t.epoch + 1 for t in batch],
             self.inputs.deadlines(batch, now),
             seed=self.seed,
-            explain=explain,
+            explain=learn or self._levels(batch),
         )
-        return placed, pstate.demand.work
+        return placed, pstate.demand.work, learn
+
+    def _levels(self, batch: list[Task]) -> bool:
+        """Whether ``batch``'s level is chosen on its node from the placement's
+        predicted finish: an adaptive task in a mode that predicts one (the controller
+        passes every decision's finish to ``placement_level``, cloud/scheduling.py), so
+        it must not depend on whether the batch is one the error is learned from."""
+        task = batch[0]
+        return task.lo is not task.hi and self.mode in PREDICTED_MODES
 
     def _predicted_state(self, key: _QueueKey, task: Task, demand: TaskDemand) -> PredictedState:
         """The adaptive path's state of the shape of ``task``'s queue ``key`` on the
@@ -446,7 +456,7 @@ class Scheduler:
             demand = self.inputs.template(batch[0])
             cpu, memory = demand.cpu, demand.memory_mb
             if self.predicted:  # adaptive, untraced: nothing to sample
-                chosen, work = self._choose_predicted(key, batch, demand, now)
+                chosen, work, learn = self._choose_predicted(key, batch, demand, now)
                 # (the placed prefix of ``batch``: ``enumerate``, as ``zip(..., strict=False)``
                 # parses its keyword on every call, once per batch)
                 for i, (row, predicted) in enumerate(chosen):
@@ -454,10 +464,10 @@ class Scheduler:
                     take(g, cpu, memory, work, False)
                     at = place(task, g, now, predicted)
                     at.work = work
-                    at.predicted = predicted or 0.0
+                    at.predicted = (predicted or 0.0) if learn else 0.0
                 placed = len(chosen)
             elif self.explained:
-                rows = self._choose(site, batch, demand, now)
+                rows, learn = self._choose(site, batch, demand, now)
                 for i, (row, decision, predicted, work) in enumerate(rows):
                     task, g = batch[i], glist[row]
                     topo.take(g, cpu, memory, work, False)
@@ -466,7 +476,7 @@ class Scheduler:
                         self._sample(task, decision, now)
                     at = place(task, g, now, predicted)
                     at.work = work
-                    at.predicted = predicted or 0.0
+                    at.predicted = (predicted or 0.0) if learn else 0.0
                 placed = len(rows)
             else:  # the cached path: no decision, prediction or work to carry
                 state = self._cached(key, demand)

@@ -294,3 +294,26 @@ def test_work_left_waiting_past_its_deadline_is_a_miss() -> None:
     misses = m["late"] + m["failed"] + m["lost"] + expired
     decided = m["generated"] - m["in_flight"] + expired
     assert m["deadline_miss_rate"] == pytest.approx(misses / decided)
+
+
+@pytest.mark.parametrize("trace", [0, 5])
+def test_adaptive_levels_read_every_placements_predicted_finish(
+    monkeypatch: pytest.MonkeyPatch, trace: int
+) -> None:
+    """In the ``adaptive`` mode an adaptive task's level on its node is chosen from the
+    placement's predicted finish, as the controller does for every decision: not only
+    in the batches the prediction error is learned from (one in ``EXPLAIN_EVERY``),
+    traced or not."""
+    seen: list[float | None] = []
+    placed = Controller.placed
+
+    def spy(self: Controller, task: Any, g: int, now: float, run_s: float | None = None) -> None:
+        if task.lo is not task.hi:
+            seen.append(run_s)
+        placed(self, task, g, now, run_s)
+
+    monkeypatch.setattr(Controller, "placed", spy)
+    sc = _stormy(duration_s=30)
+    simulate(sc, parse_policy("adaptive/declared"), trace=trace)
+    assert len(seen) > 50
+    assert all(run_s is not None and run_s > 0 for run_s in seen)

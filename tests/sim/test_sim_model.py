@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -317,3 +318,17 @@ def test_adaptive_levels_read_every_placements_predicted_finish(
     simulate(sc, parse_policy("adaptive/declared"), trace=trace)
     assert len(seen) > 50
     assert all(run_s is not None and run_s > 0 for run_s in seen)
+
+
+HELDOUT = Path(__file__).resolve().parents[2] / "benchmarks" / "heldout"
+
+
+@pytest.mark.parametrize("path", sorted(HELDOUT.glob("*.toml")), ids=lambda p: p.stem)
+def test_every_held_out_scenario_runs_every_mode_it_declares(path: Path) -> None:
+    """``make bench`` runs the held-out scenarios (benchmarks/bench_sim_goals.py): each
+    must parse and run, here for 10 simulated seconds, under every policy it declares."""
+    sc = load(path, params={"duration_s": 10})
+    for policy in sc.policies:
+        m = simulate(sc, policy).metrics
+        assert m["generated"] > 0
+        assert m["generated"] == m["succeeded"] + m["failed"] + m["lost"] + m["in_flight"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import socket
 import ssl
 import time
@@ -179,19 +180,35 @@ def undelivered(exc: BaseException) -> bool:
 # -- an agent's local API --------------------------------------------------------------
 
 
+#: ``sun_path``'s 108 bytes, less room for the terminating NUL and a margin (as the agent's)
+_SUN_PATH = 100
+
+
 class _UnixConnection(http.client.HTTPConnection):
     def __init__(self, path: str, timeout: float) -> None:
         super().__init__("localhost", timeout=timeout)
         self.path = path
 
     def connect(self) -> None:
+        """Connect to ``path``; one too long for ``sun_path`` (108 bytes: a deep state
+        directory) is reached through a descriptor of its directory, as the agent binds it
+        (docs/agent.md, "Local API")."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
+        directory = -1
         try:
-            sock.connect(self.path)
+            address = self.path
+            if len(os.fsencode(address)) >= _SUN_PATH:
+                head, name = os.path.split(address)
+                directory = os.open(head or ".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+                address = f"/proc/self/fd/{directory}/{name}"
+            sock.connect(address)
         except OSError:
             sock.close()
             raise
+        finally:
+            if directory >= 0:
+                os.close(directory)
         self.sock = sock
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from agent_harness import AgentProcess, sh, spec, wait_until
 
+from cloud.api_client import AgentClient
 from edge_agent import api as api_module
 from edge_agent.api import HEADER_TIMEOUT_S, MAX_BODY, LocalApi, LocalClient
 from edge_agent.config import parse_config
@@ -95,6 +96,9 @@ def test_a_socket_path_longer_than_sun_path_works(tmp_path: Path) -> None:
     try:
         client = LocalClient(socket_path=cfg.api_socket)
         assert client.request("POST", "/x", {"a": 1}) == (200, {"echo": ["POST", "/x", 8]})
+        # and the operator's client (``continuum submit unix:PATH``)
+        operator = AgentClient(f"unix:{cfg.api_socket}")
+        assert operator.request("POST", "/x", {"a": 1}) == {"echo": ["POST", "/x", 8]}
         assert stat.S_IMODE(cfg.api_socket.stat().st_mode) == 0o600
         with pytest.raises(FileExistsError, match="another agent"):
             LocalApi(cfg, lambda method, path, body: (200, {}))  # a live socket is kept

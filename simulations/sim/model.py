@@ -114,10 +114,8 @@ class Simulation:
         sched.progress = progress
 
     def _place(self, task: Task, g: int, now: float, run_s: float | None) -> Attempt:
-        """A placement decision: the level on the chosen node (a task with one level
-        has nothing to choose: ``Controller.placed`` returns at once), then the attempt."""
-        if task.lo is not task.hi:
-            self.ctl.placed(task, g, now, run_s)
+        """A placement decision: the level on the chosen node, then the attempt."""
+        self.ctl.placed(task, g, now, run_s)
         return self.agents.start(task, g, now)
 
     # ----------------------------------------------------------- outcomes

@@ -14,7 +14,7 @@ the same table; ``tests/sim/test_sim_placer.py`` checks that on random tables.
 Explanations are not built.
 
 The ``adaptive`` mode's batch path is ``simulations.sim.predicted``'s
-(``PredictedState``, ``place_predicted``), re-exported here.
+(``PredictedState``, ``place_predicted``).
 """
 
 from __future__ import annotations
@@ -39,10 +39,9 @@ from shared.placement import (
     tie_seed,
 )
 from shared.vocab import PlacementMode
-from simulations.sim.predicted import PredictedState, place_predicted
 from simulations.sim.ranks import LOW, NONE, NONE_INT, SHIFT, first
 
-__all__ = ["PredictedState", "ShapeCache", "ShapeState", "place_many", "place_predicted"]
+__all__ = ["ShapeCache", "ShapeState", "place_many"]
 
 
 class ShapeState:

@@ -39,13 +39,8 @@ from shared.vocab import Level, PlacementMode
 from simulations.sim.inputs import PlacementInputs
 from simulations.sim.loop import Loop
 from simulations.sim.metrics import Counters
-from simulations.sim.placer import (
-    PredictedState,
-    ShapeCache,
-    ShapeState,
-    place_many,
-    place_predicted,
-)
+from simulations.sim.placer import ShapeCache, ShapeState, place_many
+from simulations.sim.predicted import PredictedState, place_predicted
 from simulations.sim.records import Attempt, Task, TaskState
 from simulations.sim.scenario import SimScenario, TaskType
 from simulations.sim.topology import Topology

@@ -21,7 +21,8 @@ from shared.placement import (
 )
 from shared.placement._predict import NodeFacts
 from shared.vocab import Level, LinkState, PlacementMode, Tier
-from simulations.sim.placer import PredictedState, ShapeCache, place_many, place_predicted
+from simulations.sim.placer import ShapeCache, place_many
+from simulations.sim.predicted import PredictedState, place_predicted
 
 
 def _views(rng: random.Random, n: int) -> list[NodeView]:

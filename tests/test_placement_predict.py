@@ -133,6 +133,28 @@ def test_among_safe_nodes_the_cheapest_wins() -> None:
     assert place(table, demand, mode=ADAPTIVE).node_id == "quiet"
 
 
+def test_a_live_link_s_grade_is_not_counted_as_risk_on_top_of_its_round_trips() -> None:
+    # "far" is graded degraded for its round trip alone (p99 over 100 ms), which its
+    # predicted finish already holds; the grade adds no risk of losing the run, so its
+    # cost is "near"'s; partitions (the rate) and lost attempts (success) do add it
+    nodes = [
+        _node("near", rtt_ms=100.0),
+        _node("far", rtt_ms=100.0, link_state=LinkState.DEGRADED),
+        _node("cut", rtt_ms=100.0, link_state=LinkState.PARTITIONED),
+        _node("flaky", rtt_ms=100.0, partition_rate_per_h=60.0),
+        _node("failing", rtt_ms=100.0, success_ewma=0.5),
+    ]
+    table = NodeTable(nodes)
+    demand = TaskDemand(task_id="t", work_s=60.0, deadline_s=100.0)
+    facts = NodeFacts.of(table)
+    everyone = np.ones(len(table), dtype=bool)
+    _, _, cost = predict_score(facts, table, demand, timing(facts, table, demand, everyone))
+    by = dict(zip(table.ids, cost.tolist(), strict=True))
+    assert by["far"] == by["near"]
+    assert by["cut"] == pytest.approx(by["near"] + 0.25)  # certain loss: a whole share
+    assert by["near"] < by["flaky"] < by["cut"] and by["near"] < by["failing"] < by["cut"]
+
+
 def test_when_no_node_can_make_it_the_earliest_finish_wins() -> None:
     table = NodeTable([_node("slow", speed=0.5), _node("fast", speed=1.0, load=1.0)])
     demand = TaskDemand(task_id="t", work_s=10.0, deadline_s=1.0)

@@ -18,7 +18,10 @@ output returned, where the node's path has a known transfer energy: the two ways
 run spends energy beyond the idle draw every node pays anyway) and WAN megabytes,
 each over the largest among the nodes that pass the filters; the node's utilisation
 after taking the task (spreads load); and the risk of losing the run (``1 - success * P(no partition
-during the run) * (1 - link risk)``).
+during the run)``, 1 out of contact). A live link's grade adds nothing: it sums the link's
+round trips (in the finish already), disconnects (the partition rate) and losses (attempts
+lost, in ``success``); the weighted-sum modes' grade risk on top charged a node graded
+``degraded`` for being over 100 ms of round trip away as a quarter likely to be lost.
 
 The rule (higher score wins, scores in [-1, 1]):
 
@@ -51,9 +54,9 @@ import numpy as np
 import numpy.typing as npt
 
 from shared.placement._demand import TaskDemand
-from shared.placement._scoring import LINK_RISK_BY_CODE, TINY
-from shared.placement._table import BoolArray, FloatArray, NodeTable
-from shared.vocab import Level
+from shared.placement._scoring import TINY
+from shared.placement._table import LINK_CODES, BoolArray, FloatArray, NodeTable
+from shared.vocab import Level, LinkState
 
 __all__ = [
     "COST_WEIGHT",
@@ -99,6 +102,8 @@ _NO_MARGIN = tuple(n for n in PREDICTION_TERMS if n != "margin_s")
 IntArray = npt.NDArray[np.intp]
 Index = IntArray | slice
 _EVERY = slice(None)
+#: The first link code of a node out of contact (partitioned, failed): worse codes only.
+_OUT_OF_CONTACT = LINK_CODES[LinkState.PARTITIONED]
 # ``tame``: the backlogs' sum times this must stay finite (backlog / TINY, with room).
 _BACKLOG_SCALE = 1e14
 # ``lowers``: the largest need or work of an allocation that keeps a table tame.
@@ -118,7 +123,7 @@ class NodeFacts:
     energy_rate: FloatArray  # joules per reference-core second of work, battery weighed
     transfer_j: FloatArray  # joules per MB moved to or from the node (0: unknown)
     transfers: bool  # any node with a transfer energy
-    survive: FloatArray  # success * (1 - risk of the link's grade)
+    survive: FloatArray  # success, 0 out of contact (partitioned, failed)
     widen: FloatArray  # exp(SAFETY * error)
     wan: BoolArray
     rate_per_s: FloatArray  # partitions per second
@@ -135,7 +140,9 @@ class NodeFacts:
         capacity = np.maximum(np.minimum(table.cpus, table.slots) * table.speed, TINY)
         rtt_s = table.rtt_ms / 1000.0
         energy_rate = table.power * drain * inv_speed
-        survive = np.clip(table.success, 0.0, 1.0) * (1.0 - LINK_RISK_BY_CODE[table.link])
+        # a live link's grade adds no risk: its round trips are in the finish, its
+        # disconnects in the partition rate, the attempts it lost in the success EWMA
+        survive = np.clip(table.success, 0.0, 1.0) * (table.link < _OUT_OF_CONTACT)
         transfer_j = table.transfer_j.copy()
         # >= 0 fails on NaN too
         bounded = bool(

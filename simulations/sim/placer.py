@@ -36,10 +36,10 @@ from shared.placement import (
     prepare,
     quantise,
     resolve_mode,
-    tie_seed,
 )
 from shared.vocab import PlacementMode
 from simulations.sim.ranks import LOW, NONE, NONE_INT, SHIFT, first
+from simulations.sim.rows import Rows
 
 __all__ = ["ShapeCache", "ShapeState", "place_many"]
 
@@ -51,14 +51,24 @@ class ShapeState:
     Later calls redo only the rows whose free resources moved since: either the
     rows the caller logged (``log``: every row whose free columns it changed, in a
     list shared by the shapes of one table and version, cheapest) or, without a
-    log, the rows that differ from a snapshot of the free columns."""
+    log, the rows that differ from a snapshot of the free columns. A row's free
+    resources are read from ``rows`` (``simulations.sim.rows``: the table's columns as
+    lists, one per table; a fresh one when not given; every allocation here goes
+    through it, and a row the snapshot finds moved is read back into it)."""
 
     __slots__ = (
-        "back", "base", "free", "hashes", "log", "mask", "need", "seen", "shape", "static",
-        "version",
+        "back", "base", "free", "hashes", "log", "mask", "need", "rows", "seen", "shape",
+        "static", "version",
     )  # fmt: skip
 
-    def __init__(self, table: NodeTable, shape: Shape, version: int, log: list[int] | None) -> None:
+    def __init__(
+        self,
+        table: NodeTable,
+        shape: Shape,
+        version: int,
+        log: list[int] | None,
+        rows: Rows | None = None,
+    ) -> None:
         self.shape = shape
         self.version = version
         free = (table.cpu_free, table.memory_free, table.disk_free)
@@ -76,6 +86,7 @@ class ShapeState:
         self.log = log
         self.seen = 0 if log is None else len(log)
         self.free = None if log is not None else tuple(c.copy() for c in free)
+        self.rows = rows if rows is not None else Rows(table)
 
     def catch_up(self, table: NodeTable) -> None:
         """Recompute the rows whose free resources changed since the last call."""
@@ -92,6 +103,7 @@ class ShapeState:
         moved = np.flatnonzero((c0 != s0) | (c1 != s1) | (c2 != s2))
         if len(moved):
             for j in moved.tolist():
+                self.rows.reread(j)
                 self.base[j] = self.rank(table, j)
             s0[moved], s1[moved], s2[moved] = c0[moved], c1[moved], c2[moved]
 
@@ -102,13 +114,14 @@ class ShapeState:
         if not self.mask[j]:
             return NONE_INT
         n0, n1, n2 = self.need
-        f0 = table.cpu_free.item(j)
+        rows = self.rows
+        f0 = rows.cpu[j]
         if n0 > f0:
             return NONE_INT
-        f1 = table.memory_free.item(j)
+        f1 = rows.memory[j]
         if n1 > f1:
             return NONE_INT
-        f2 = table.disk_free.item(j)
+        f2 = rows.disk[j]
         if n2 > f2:
             return NONE_INT
         # ``max(f, TINY)`` spelled out, as ``max`` evaluates it
@@ -138,10 +151,12 @@ class ShapeCache:
         demand: TaskDemand,
         mode: PlacementMode,
         log: list[int] | None = None,
+        rows: Rows | None = None,
     ) -> ShapeState:
         """The state for ``demand``'s shape, caught up with the table. With a
         ``log``, the caller appends every row whose free resources it changes
-        outside ``place_many`` and starts a new list when ``version`` changes."""
+        outside ``place_many`` (and writes it through ``rows``, the table's ``Rows``,
+        or reads it back there) and starts a new list when ``version`` changes."""
         if resolve_mode(demand, mode) in PREDICTED_MODES:
             raise ValueError(f"{mode.value}: ranked by prediction, use place_batch")
         ck = (key, demand.shape, mode)
@@ -151,7 +166,7 @@ class ShapeCache:
             return state
         shape = prepare(table, demand, resolve_mode(demand, mode), self.weights)
         self.prepared += 1
-        state = self._cache[ck] = ShapeState(table, shape, version, log)
+        state = self._cache[ck] = ShapeState(table, shape, version, log, rows)
         return state
 
 
@@ -170,13 +185,13 @@ def place_many(
     shape, base, back = state.shape, state.base, state.back
     hashes = state.hashes
     cpu, memory, disk = shape.need
-    free, log = state.free, state.log
+    free, log, allocate = state.free, state.log, state.rows.allocate
     out: list[int] = []
     for task_id, epoch in zip(task_ids, epochs, strict=True):
-        j = first(base, back, hashes, tie_seed(task_id, epoch, seed))
+        j = first(base, back, hashes, task_id, epoch, seed)
         if base[j] == NONE:
             break
-        table.allocate(j, cpu, memory, disk)
+        allocate(j, cpu, memory, disk, 0.0)
         base[j] = state.rank(table, j)
         if log is not None:
             log.append(j)

@@ -34,6 +34,7 @@ from shared.placement import (
 from shared.placement._predict import NodeFacts, finish_of, fixed, parts, queue_wait
 from shared.placement._select import BOUND, top_rows
 from simulations.sim.ranks import LOW, NONE, NONE_INT, SHIFT, first
+from simulations.sim.rows import Rows
 
 __all__ = ["PredictedState", "place_predicted"]
 
@@ -70,16 +71,24 @@ class PredictedState:
     row when their deadline comes back. Scores that are not finite or outside
     [-BOUND, BOUND] leave the bases unset and go through ``_select.top_rows``.
     ``demand`` is the shape's demand without a deadline. Rows off the shape's
-    filters are never updated."""
+    filters are never updated. A row's moving values are read from ``rows`` (the
+    table's columns as lists, ``simulations.sim.rows``; one per table, shared by its
+    shapes; a fresh one when not given)."""
 
     __slots__ = (
         "_columns", "_cpu", "_keys", "_mask", "_parts", "_rows", "back", "base", "bases",
         "deadline", "demand", "facts", "finish", "hashes", "keep", "log", "need", "ok", "reach",
-        "seen", "shape", "tame", "version",
+        "rows", "seen", "shape", "tame", "version",
     )  # fmt: skip
 
     def __init__(
-        self, table: NodeTable, shape: Shape, facts: NodeFacts, version: int, log: list[int]
+        self,
+        table: NodeTable,
+        shape: Shape,
+        facts: NodeFacts,
+        version: int,
+        log: list[int],
+        rows: Rows | None = None,
     ) -> None:
         t = shape.timing
         assert t is not None, "a predicted mode's shape"
@@ -105,6 +114,7 @@ class PredictedState:
         self.hashes = table.hash
         self._keys = table.hash.astype(np.int64)  # int64: cheaper to mix with the bases
         self.log, self.seen = log, len(log)
+        self.rows = rows if rows is not None else Rows(table)
         #: per row, ``(dispatch, transfer, execution, return)`` once a decision is explained
         self._parts: list[tuple[float, float, float, float]] | None = None
         #: the deadline ``base`` is for (``base`` None: not usable for it)
@@ -128,21 +138,20 @@ class PredictedState:
         """Redo the rows the site's log names since the last call."""
         log = self.log
         if self.seen < len(log):
-            mask, update = self._mask, self.update
-            cpu_free, memory_free = table.cpu_free.item, table.memory_free.item
-            running, backlog = table.running.item, table.backlog.item
+            mask, update, rows = self._mask, self.update, self.rows
+            free, memory, running, backlog = rows.cpu, rows.memory, rows.running, rows.backlog
             for j in set(log[self.seen :]):
                 if mask[j]:
-                    update(table, j, cpu_free(j), memory_free(j), running(j), backlog(j))
+                    update(table, j, free[j], memory[j], running[j], backlog[j])
             self.seen = len(log)
 
     def queue(self, table: NodeTable, j: int) -> float:
         """Row ``j``'s queue wait now (``_predict.queue_wait`` on its floats)."""
         _, _, capacity, _, _, _, cpus, slots = self._rows[j]
+        rows = self.rows
         return queue_wait(  # type: ignore[no-any-return]
-            table.backlog.item(j), capacity, cpus, table.cpu_free.item(j),
-            table.running.item(j), slots, self._cpu,
-        )  # fmt: skip
+            rows.backlog[j], capacity, cpus, rows.cpu[j], rows.running[j], slots, self._cpu
+        )
 
     def shown_finish(self, table: NodeTable, j: int, queue: float) -> float:
         """The predicted finish an explained decision on row ``j`` shows for a queue
@@ -165,7 +174,7 @@ class PredictedState:
         self._columns = None
         n0, n1, n2 = self.need
         base = self.base
-        if n0 > free or n1 > memory or n2 > table.disk_free.item(j):
+        if n0 > free or n1 > memory or n2 > self.rows.disk[j]:
             self.ok[j], self.reach[j], self.keep[j] = False, -math.inf, -BOUND
             if base is not None:
                 base[j] = NONE_INT
@@ -215,19 +224,21 @@ class PredictedState:
             late = np.where(np.isfinite(late), late, -1.0)
         return np.where(reach <= deadline, keep, late)
 
-    def choose(self, table: NodeTable, deadline: float | None, tie: int) -> int:
+    def choose(
+        self, table: NodeTable, deadline: float | None, task_id: str, epoch: int, seed: int
+    ) -> int:
         """The row ``_select.top_rows`` ranks first for a task with ``deadline`` and
-        tie seed ``tie``, or -1 when no node can take it."""
+        the tie seed of ``(task_id, epoch, seed)``, or -1 when no node can take it."""
         if deadline != self.deadline or self.base is None:
             self._switch(table, deadline)
         base = self.base
         if base is not None:
-            j = first(base, self.back, self._keys, tie)  # type: ignore[arg-type]
+            j = first(base, self.back, self._keys, task_id, epoch, seed)  # type: ignore[arg-type]
             return j if base.item(j) != NONE_INT else -1
         ok = np.array(self.ok) if self._columns is None else self._columns[0]
         with np.errstate(invalid="ignore", divide="ignore"):
             value = self.score(table, deadline)
-        top = top_rows(value, ok, self.hashes, tie, 1)
+        top = top_rows(value, ok, self.hashes, tie_seed(task_id, epoch, seed), 1)
         return int(top[0]) if len(top) and ok[top[0]] else -1
 
     def _switch(self, table: NodeTable, deadline: float | None) -> None:
@@ -294,20 +305,20 @@ def place_predicted(
     work = state.demand.work
     out: list[tuple[int, float | None]] = []
     log, keys, update, choose = state.log, state._keys, state.update, state.choose
-    allocate = table.allocate
+    allocate = state.rows.allocate
     for task_id, epoch, deadline in zip(task_ids, epochs, deadlines, strict=True):
         base = state.base
         if base is not None and deadline == state.deadline:
-            j = first(base, state.back, keys, tie_seed(task_id, epoch, seed))  # type: ignore[arg-type]
+            j = first(base, state.back, keys, task_id, epoch, seed)  # type: ignore[arg-type]
             if base.item(j) == NONE_INT:
                 break
         else:
-            j = choose(table, deadline, tie_seed(task_id, epoch, seed))
+            j = choose(table, deadline, task_id, epoch, seed)
             if j < 0:
                 break
         # the queue wait as the task saw it, before its own allocation
         finish = state.shown_finish(table, j, state.queue(table, j)) if explain else None
-        free, left, running, backlog = allocate(j, cpu, memory, disk, work_s=work)
+        free, left, running, backlog = allocate(j, cpu, memory, disk, work)
         update(table, j, free, left, running, backlog)
         log.append(j)
         out.append((j, finish))

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from shared.placement import tie_seed
+
 __all__ = ["LOW", "NONE", "NONE_INT", "SHIFT", "first"]
 
 LOW = np.int64(0xFFFFFFFF)
@@ -22,17 +24,21 @@ NONE = np.int64(np.iinfo(np.int64).min + (1 << 33))
 NONE_INT = int(NONE)
 
 
-def first(base: np.ndarray, back: np.ndarray, keys: np.ndarray, tie: int) -> int:
-    """The row that ranks first: the argmax of ``base - (keys ^ tie)`` (int64 xor of
-    two 32-bit values = the uint32 xor of ``_select.ranks``); ``back`` is
-    ``base[::-1]`` (a view kept beside the bases: one view fewer per task).
+def first(
+    base: np.ndarray, back: np.ndarray, keys: np.ndarray, task_id: str, epoch: int, seed: int
+) -> int:
+    """The row that ranks first for the decision ``(task_id, epoch, seed)``: the
+    argmax of ``base - (keys ^ tie)`` with ``tie = tie_seed(task_id, epoch, seed)``
+    (int64 xor of two 32-bit values = the uint32 xor of ``_select.ranks``); ``back``
+    is ``base[::-1]`` (a view kept beside the bases: one view fewer per task).
 
     Distinct rank bases differ by at least 2**32 and a tie key is below it, so a row
     alone with the highest base is first whatever the key; it is alone when the
     first and the last argmax (of the reversed view) name it, the common case: two
-    argmaxes and none of the key's arithmetic. Otherwise (equal quantised scores)
-    the bases with the keys."""
+    argmaxes, and neither the tie seed (a blake2b digest, pure, so computing it only
+    when read changes nothing) nor the key's arithmetic. Otherwise (equal quantised
+    scores) the bases with the keys."""
     j = int(base.argmax())
     if int(back.argmax()) + j != len(base) - 1:
-        j = int((base - (keys ^ tie)).argmax())
+        j = int((base - (keys ^ tie_seed(task_id, epoch, seed))).argmax())
     return j

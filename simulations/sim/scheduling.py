@@ -42,6 +42,7 @@ from simulations.sim.metrics import Counters
 from simulations.sim.placer import ShapeCache, ShapeState, place_many
 from simulations.sim.predicted import PredictedState, place_predicted
 from simulations.sim.records import Attempt, Task, TaskState
+from simulations.sim.rows import Rows
 from simulations.sim.scenario import SimScenario, TaskType
 from simulations.sim.topology import Topology
 
@@ -124,6 +125,8 @@ class Scheduler:
             self.tables.append(table)
             self.gidx.append(np.array([topo.index[i] for i in table.ids], dtype=np.intp))
         self.glist: list[list[int]] = [gidx.tolist() for gidx in self.gidx]
+        #: per site, its table's moving columns as lists (every write goes through it)
+        self.rows: list[Rows] = [Rows(table) for table in self.tables]
         #: per site, each node's row, and the rows of nodes other sites share (read
         #: at every sync; the site's own nodes are read when ``topo.touched`` names them)
         self.row_of: list[dict[int, int]] = [{g: r for r, g in enumerate(gl)} for gl in self.glist]
@@ -274,7 +277,7 @@ class Scheduler:
         candidates are the site's own nodes that ``topo.touched`` names and the
         shared rows: every other row equals its node already. When a row moves,
         every row's running count is brought up to date too."""
-        table, topo = self.tables[site], self.topo
+        topo, mirror = self.topo, self.rows[site]
         touched = topo.touched[site]
         rows: list[tuple[int, int]] = self.shared_rows[site]
         if touched:
@@ -282,29 +285,22 @@ class Scheduler:
             rows = rows + [(row_of[g], g) for g in touched]
             touched.clear()
         cpu, mem, running, backlog = topo.cpu_free, topo.mem_free, topo.running, topo.backlog
-        t_cpu, t_mem, t_run, t_back = (
-            table.cpu_free, table.memory_free, table.running, table.backlog
-        )  # fmt: skip
+        # the table's values read from its ``Rows`` lists, written to both
+        m_cpu, m_mem, m_run, m_back = mirror.cpu, mirror.memory, mirror.running, mirror.backlog
         explained, silent = self.explained, self.silent[site]
         log = self.logs[site]
         moved = False
         for r, g in rows:
-            if (
-                t_cpu.item(r) != cpu[g]
-                or t_mem.item(r) != mem[g]
-                or (explained and t_back.item(r) != backlog[g])
-            ):
-                t_cpu[r], t_mem[r], t_run[r] = cpu[g], mem[g], running[g]
-                if explained:
-                    t_back[r] = backlog[g]
+            if m_cpu[r] != cpu[g] or m_mem[r] != mem[g] or (explained and m_back[r] != backlog[g]):
+                mirror.set(r, cpu[g], mem[g], running[g], backlog[g] if explained else None)
                 silent.pop(r, None)
                 log.append(r)
                 moved = True
-            elif t_run.item(r) != running[g]:
+            elif m_run[r] != running[g]:
                 silent[r] = g
         if moved and silent:
             for r, g in silent.items():
-                t_run[r] = running[g]
+                mirror.set_running(r, running[g])
             silent.clear()
 
     def can_place(self, task: Task, exclude: frozenset[str], now: float) -> bool:
@@ -331,7 +327,7 @@ class Scheduler:
             state.catch_up(self.tables[site])
             return state
         state = self.sstates[key] = self.cache.get(
-            site, version, self.tables[site], demand, self.mode, log
+            site, version, self.tables[site], demand, self.mode, log, self.rows[site]
         )
         return state
 
@@ -359,13 +355,16 @@ class Scheduler:
             explain=explain,
         )
         out: list[tuple[int, Decision | None, float | None, float]] = []
+        reread = self.rows[site].reread  # ``place_batch`` allocated in the table itself
         for d, dec in zip(demands, decisions, strict=True):
             if dec.node_id is None:  # one shape: after the first refusal, all are refused
                 break
             predicted = None
             if dec.explanation.candidates:
                 predicted = dec.explanation.candidates[0].terms.get("finish_s")
-            out.append((table.index[dec.node_id], dec, predicted, d.work))
+            row = table.index[dec.node_id]
+            reread(row)
+            out.append((row, dec, predicted, d.work))
         return out, learn
 
     def _choose_predicted(
@@ -412,7 +411,9 @@ class Scheduler:
         shape = prepare(
             table, self.inputs.predicted(task, demand), self.mode, DEFAULT_WEIGHTS, known[1]
         )
-        state = self.pstates[key] = PredictedState(table, shape, known[1], version, log)
+        state = self.pstates[key] = PredictedState(
+            table, shape, known[1], version, log, self.rows[site]
+        )
         return state
 
     def _sample(self, task: Task, decision: Decision, now: float) -> None:

@@ -23,6 +23,7 @@ from shared.placement._predict import NodeFacts
 from shared.vocab import Level, LinkState, PlacementMode, Tier
 from simulations.sim.placer import ShapeCache, place_many
 from simulations.sim.predicted import PredictedState, place_predicted
+from simulations.sim.rows import Rows
 
 
 def _views(rng: random.Random, n: int) -> list[NodeView]:
@@ -106,17 +107,19 @@ def test_free_resources_moved_outside_are_picked_up(logged: bool) -> None:
     compared against the snapshot, or read from the caller's log."""
     views = [NodeView(node_id=f"n{i}", tier=Tier.EDGE, cpus=1.0) for i in range(3)]
     table = NodeTable(views)
+    mirror = Rows(table)
     demand = TaskDemand(task_id="x", cpu=1.0, memory_mb=1.0)
     cache = ShapeCache()
     log: list[int] | None = [] if logged else None
     mode = PlacementMode.HYBRID_DYNAMIC
-    state = cache.get(0, 0, table, demand, mode, log)
+    state = cache.get(0, 0, table, demand, mode, log, mirror)
     rows = place_many(table, state, ["a", "b", "c", "d"], [1, 1, 1, 1])
     assert len(rows) == 3  # "d" finds no room
     table.release(rows[0], 1.0, 1.0)
-    if log is not None:
+    if log is not None:  # the caller logs the row and reads it back into the lists
         log.append(rows[0])
-    state = cache.get(0, 0, table, demand, mode, log)
+        mirror.reread(rows[0])
+    state = cache.get(0, 0, table, demand, mode, log, mirror)
     assert place_many(table, state, ["d"], [1]) == [rows[0]]
     assert cache.prepared == 1
 
@@ -193,9 +196,10 @@ def test_place_predicted_matches_place_batch(seed: int, nodes: int, explain: boo
                 expected_table.release(row, 0.5, 100.0, work_s=1.0)
 
     table = NodeTable(views)
+    mirror = Rows(table)
     log: list[int] = []
     shape = prepare(table, base, mode, DEFAULT_WEIGHTS, NodeFacts.of(table))
-    state = PredictedState(table, shape, NodeFacts.of(table), 0, log)
+    state = PredictedState(table, shape, NodeFacts.of(table), 0, log, mirror)
     got: list[tuple[str | None, float | None]] = []
     k = 0
     while k < n:
@@ -209,6 +213,7 @@ def test_place_predicted_matches_place_batch(seed: int, nodes: int, explain: boo
             if after == hi - 1:
                 table.release(row, 0.5, 100.0, work_s=1.0)
                 log.append(row)
+                mirror.reread(row)
         k = hi
     assert got == expected
 
@@ -269,3 +274,39 @@ def test_place_many_breaks_ties_as_place(mode: PlacementMode) -> None:
     rows = place_many(table, state, ids, [0] * len(ids))
     assert [table.ids[r] for r in rows] + [None] * (len(ids) - len(rows)) == expected
     assert len(set(expected[:12])) > 1  # the key, not the row order, broke the ties
+
+
+def test_rows_stay_equal_to_the_table() -> None:
+    """``Rows`` holds the table's moving columns as the same Python floats: after its
+    own allocations and sets, and after a row written outside is read back."""
+    table = NodeTable(_views(random.Random(5), 6))
+    mirror = Rows(table)
+
+    def columns() -> list[list[float]]:
+        return [
+            table.cpu_free.tolist(),
+            table.memory_free.tolist(),
+            table.disk_free.tolist(),
+            table.running.tolist(),
+            table.backlog.tolist(),
+        ]
+
+    def lists() -> list[list[float]]:
+        return [mirror.cpu, mirror.memory, mirror.disk, mirror.running, mirror.backlog]
+
+    assert lists() == columns()
+    got = mirror.allocate(2, 0.5, 64.0, 1.0, 2.5)
+    assert got == (
+        table.cpu_free.item(2),
+        table.memory_free.item(2),
+        table.running.item(2),
+        table.backlog.item(2),
+    )
+    mirror.allocate(3, 0.25, 32.0, 0.0, 0.0)
+    mirror.set(4, 0.75, 100.0, 3.0)
+    mirror.set(1, 0.5, 50.0, 1.0, 1.5)
+    mirror.set_running(5, 2.0)
+    assert lists() == columns()
+    table.release(2, 0.5, 64.0, 1.0, work_s=2.5)
+    mirror.reread(2)
+    assert lists() == columns()

@@ -64,14 +64,19 @@ def _finite_float(text: str) -> float:
 
 def _too_deep(value: object, limit: int) -> bool:
     """Whether ``value`` nests containers deeper than ``limit`` (iterative: no recursion;
-    only containers are visited)."""
-    stack: list[tuple[object, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        children: Any = item.values() if isinstance(item, dict) else item
+    only containers are visited, one level of them at a time: no pair or call per value)."""
+    level: list[Any] = [value]
+    depth = 1
+    while level:
         if depth > limit:
             return True
-        stack.extend((child, depth + 1) for child in children if type(child) in _CONTAINERS)
+        below: list[Any] = []
+        for item in level:
+            for child in item.values() if type(item) is dict else item:
+                if type(child) in _CONTAINERS:
+                    below.append(child)
+        level = below
+        depth += 1
     return False
 
 

@@ -28,6 +28,8 @@ from shared.crdt import (
     Dot,
     Replica,
     TaskRecord,
+    canonical_bytes,
+    canonical_json,
     set_status,
     start_attempt,
     visible_status,
@@ -37,6 +39,9 @@ from shared.protocol import AgentLeases
 __all__ = ["Core", "Running", "attempt_key", "parse_dot"]
 
 log = logging.getLogger("edge_agent")
+
+#: Specs whose JSON ``Core._row_text`` keeps (a miss only costs encoding the spec again).
+_SPEC_TEXTS = 256
 
 
 def attempt_key(task_id: str, dot: Dot) -> str:
@@ -83,6 +88,7 @@ class Core:
         self.counters: Counter[str] = Counter()
         self.draining = False
         self.admission_stopped: str | None = None  # why (journal failure), or None
+        self._spec_texts: dict[str, tuple[dict[str, Any], str]] = {}  # _row_text
 
     # -- time ----------------------------------------------------------------------
     def stamp(self) -> Timestamp:
@@ -118,7 +124,7 @@ class Core:
             merged = delta if current is None else current.merge(delta)
             placement = merged.placement
             now_ms = self.clock.wall_ms()
-            text = row_json(merged.to_dict())
+            text = self._row_text(merged)
             self.journal.put_record(
                 merged.task_id,
                 text,
@@ -134,6 +140,23 @@ class Core:
             if self.hlc.last is not None:  # the latest, once per transaction
                 self.journal.set_meta_at_commit("hlc", self._hlc_last)
             self.replica.apply(delta)
+
+    def _row_text(self, rec: TaskRecord) -> str:
+        """``row_json(rec.to_dict())`` (the sorted-key form ``canonical_bytes`` writes), with
+        the spec's JSON made once per task: a task's record is rewritten whole at each of
+        its changes (submission, start, end), and its spec, which never changes, is most of
+        it. Kept for the latest :data:`_SPEC_TEXTS` specs, each with the spec object it is
+        the JSON of (another object under that id is encoded again)."""
+        spec = rec.spec
+        if spec is None:
+            return row_json(rec.to_dict())
+        kept = self._spec_texts.pop(rec.task_id, None)
+        if kept is None or kept[0] is not spec:
+            kept = (spec, canonical_json(spec))
+        self._spec_texts[rec.task_id] = kept  # the most recent last
+        if len(self._spec_texts) > _SPEC_TEXTS:
+            del self._spec_texts[next(iter(self._spec_texts))]
+        return canonical_bytes(rec, kept[1]).decode("ascii")
 
     def _hlc_last(self) -> str:
         last = self.hlc.last

@@ -356,3 +356,49 @@ def test_a_deadline_counts_from_submission_not_from_queueing_on_the_node(
         }
     finally:
         agent.core.journal.close()
+
+
+def test_a_record_row_is_its_sorted_json_with_the_spec_encoded_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``Core.change`` splices a task's spec JSON, kept from its first change, into each row
+    it rewrites: the row is still exactly ``row_json(record.to_dict())``; another spec
+    object under a kept id is encoded again; and only the latest specs are kept."""
+    from edge_agent import core as core_module
+    from edge_agent.journal import row_json
+    from shared.crdt import new_record, start_attempt
+
+    monkeypatch.setattr(core_module, "_SPEC_TEXTS", 2)
+    agent = _agent(tmp_path)
+    core = agent.core
+
+    def row(task_id: str) -> str:
+        (text,) = core.journal.db.execute(
+            "SELECT record FROM records WHERE task_id = ?", [task_id]
+        ).fetchone()
+        rec = core.replica.get(task_id)
+        assert rec is not None and text == row_json(rec.to_dict())
+        return text
+
+    try:
+        ids = [f"core-1:t{i}" for i in range(3)]
+        for task_id in ids:
+            assert _submit(agent, {"id": task_id, "command": ["true"], "env": {"K": "é"}})[0] == 201
+            row(task_id)
+        assert list(core._spec_texts) == ids[1:]  # the oldest left
+        for task_id in ids:  # a start rewrites each row: kept or not, the same text
+            rec = core.replica.get(task_id)
+            assert rec is not None
+            _, delta = start_attempt(rec, node="core-1", epoch=0, writer="core-1", hlc=core.stamp())
+            with core.txn():
+                core.change(delta)
+            row(task_id)
+        rec = core.replica.get(ids[2])
+        assert rec is not None and rec.spec is not None
+        other = {**rec.spec, "name": "renamed"}  # not a real event: only the encoding counts
+        core.replica.forget(ids[2])
+        with core.txn():
+            core.change(new_record(ids[2], other, writer="core-1", hlc=core.stamp()))
+        assert json.loads(row(ids[2]))["spec"]["name"] == "renamed"
+    finally:
+        core.journal.close()

@@ -106,9 +106,9 @@ def _floors(sim: Simulation) -> dict[str, float]:
     - ``energy_kj``: every node's idle draw (the simulator's own accounting of a run
       with nothing executed), plus every arrival's compute on the cheapest cores
       with room for it (joules per MI = a node's marginal watts per core over its
-      MIPS; each node busy at most the whole run), plus each bit of a plain device's
-      input and output once over its access link (a computing device's may stay on
-      it). A run that runs every task spends at least this much."""
+      MIPS, times the cores the task holds; each node busy at most the whole run),
+      plus each bit of a plain device's input and output once over its access link (a
+      computing device's may stay on it). A run that runs every task spends at least this much."""
     sc, net, wl, topo = sim.sc, sim.net, sim.workload, sim.topo
     S = topo.sites
     deadlines = [t.deadline_s for t in sc.workload.types]
@@ -135,7 +135,10 @@ def _floors(sim: Simulation) -> dict[str, float]:
         )
 
     idle_kj = measure(Counters(), sc, topo, net, events=0, wall=0.0, cpu=0.0)[0]["energy_kj"]
-    left, compute_j = float(wl.arr_mi.sum()), 0.0
+    # a run holds its task's ``cpu`` cores for mi / mips seconds (the simulator charges
+    # each held core): core-MI, not MI, is what the cores' capacity and joules are in
+    cores = np.array([t.cpu for t in sc.workload.types])[wl.arr_type]
+    left, compute_j = float((wl.arr_mi * cores).sum()), 0.0
     for cls in sorted(
         (n.cls for n in topo.nodes), key=lambda c: (c.max_w - c.idle_w) / c.cpus / c.mips
     ):

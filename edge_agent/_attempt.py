@@ -151,6 +151,7 @@ class Attempt:
         self.cpu_s = 0.0
         self.tree_ended = False
         self.cgroup_by = 0.0  # when the outcome stops waiting for the cgroup to empty
+        self.cgroup_removed = False  # by the supervisor, once the tree ended
         self.harvest_pid: int | None = None  # the reader of output.json, and its pipe
         self.harvest_fd: int | None = None
         self.output, self.output_ok = bytearray(), False

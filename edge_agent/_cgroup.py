@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import os
 import time
 
@@ -64,7 +65,9 @@ def create(name: str) -> str | None:
     base = own_dir()
     if base is None:
         return None
-    for suffix in ("", *(f"-{os.urandom(4).hex()}" for _ in range(3))):
+    # The random suffixes are drawn only when a name is taken (three getrandom calls for
+    # every attempt otherwise).
+    for suffix in itertools.chain(("",), (f"-{os.urandom(4).hex()}" for _ in range(3))):
         path = os.path.join(base, PREFIX + name + suffix)
         try:
             os.mkdir(path, 0o755)

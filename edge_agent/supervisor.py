@@ -282,6 +282,7 @@ class Supervisor(ClientIO):
         already empty is just removed: every process of the attempt is born in it, so there is
         nothing to kill (the usual case: a task that left nothing behind)."""
         if attempt.cgroup is not None and _cgroup.try_remove(attempt.cgroup):
+            attempt.cgroup_removed = True  # cgroup_left need not look again
             return
         self.signal(attempt, signal.SIGKILL)
         attempt.cgroup_by = time.monotonic() + _CGROUP_WAIT_S
@@ -289,7 +290,7 @@ class Supervisor(ClientIO):
     def cgroup_left(self, attempt: Attempt) -> bool:
         """Whether the attempt's (killed) cgroup is still there: it is removed before the
         outcome is reported, once its last process is gone (given up after a while)."""
-        if attempt.cgroup is None or _cgroup.try_remove(attempt.cgroup):
+        if attempt.cgroup is None or attempt.cgroup_removed or _cgroup.try_remove(attempt.cgroup):
             return False
         if time.monotonic() < attempt.cgroup_by:
             _cgroup.kill(attempt.cgroup)

@@ -14,7 +14,7 @@ import numpy as np
 
 from shared.placement import tie_seed
 
-__all__ = ["LOW", "NONE", "NONE_INT", "SHIFT", "first"]
+__all__ = ["LOW", "NONE", "NONE_INT", "SHIFT", "first", "ranked"]
 
 LOW = np.int64(0xFFFFFFFF)
 SHIFT = np.int64(1 << 32)
@@ -29,16 +29,24 @@ def first(
 ) -> int:
     """The row that ranks first for the decision ``(task_id, epoch, seed)``: the
     argmax of ``base - (keys ^ tie)`` with ``tie = tie_seed(task_id, epoch, seed)``
-    (int64 xor of two 32-bit values = the uint32 xor of ``_select.ranks``); ``back``
-    is ``base[::-1]`` (a view kept beside the bases: one view fewer per task).
+    (``ranked``); ``back`` is ``base[::-1]`` (a view kept beside the bases: one view
+    fewer per task).
 
     Distinct rank bases differ by at least 2**32 and a tie key is below it, so a row
     alone with the highest base is first whatever the key; it is alone when the
-    first and the last argmax (of the reversed view) name it, the common case: two
-    argmaxes, and neither the tie seed (a blake2b digest, pure, so computing it only
-    when read changes nothing) nor the key's arithmetic. Otherwise (equal quantised
-    scores) the bases with the keys."""
+    first and the last argmax (of the reversed view) name it, the common case in
+    the ``adaptive`` mode: two argmaxes, and neither the tie seed (a blake2b digest,
+    pure, so computing it only when read changes nothing) nor the key's arithmetic.
+    Otherwise (equal quantised scores) ``ranked``."""
     j = int(base.argmax())
     if int(back.argmax()) + j != len(base) - 1:
-        j = int((base - (keys ^ tie_seed(task_id, epoch, seed))).argmax())
+        j = ranked(base, keys, task_id, epoch, seed)
     return j
+
+
+def ranked(base: np.ndarray, keys: np.ndarray, task_id: str, epoch: int, seed: int) -> int:
+    """The argmax of ``base - (keys ^ tie)`` with ``tie = tie_seed(task_id, epoch,
+    seed)`` (int64 xor of two 32-bit values = the uint32 xor of ``_select.ranks``):
+    the row ``first`` returns, whether or not rows tie (``first`` only skips this
+    when none does)."""
+    return int((base - (keys ^ tie_seed(task_id, epoch, seed))).argmax())

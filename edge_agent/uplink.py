@@ -58,6 +58,7 @@ class Uplink:
         self.last_sync_ms: int | None = None  # wall clock of the last ack, for status
         # Message ids: unique per process (a fresh random prefix) and short on the wire.
         self._ids = map(f"{secrets.token_hex(6)}.{{:x}}".format, itertools.count(1))
+        self._passed_over: set[int] = set()  # outbox rows ``flush`` could not send
         # The telemetry last sent on this connection, and when (monotonic).
         self._telemetry: tuple[dict[str, Any], float] | None = None
         # When the controller last certainly heard us (``shared.autonomy.ContactClock``:
@@ -101,14 +102,21 @@ class Uplink:
         if self.transport is None or not self.transport.connected:
             return None
         env = self.new_envelope(type_, body, seq=seq)
-        try:
-            payload = encode(env)
-        except LocalProtocolError as exc:
-            log.error("cannot encode %s", type_, extra={"fields": {"error": str(exc)}})
-            self.core.counters["encode_errors"] += 1
+        payload = self._encode(env)
+        if payload is None:
             return None
         ok = self.transport.publish(topic(self.core.node, kind), payload, qos=qos, retain=retain)
         return env.id if ok else None
+
+    def _encode(self, env: Envelope) -> bytes | None:
+        """``encode(env)``; ``None``, logged and counted, when it refuses the message (one
+        the controller would refuse: it can never be sent as it is)."""
+        try:
+            return encode(env)
+        except LocalProtocolError as exc:
+            log.error("cannot encode %s", env.type, extra={"fields": {"error": str(exc)}})
+            self.core.counters["encode_errors"] += 1
+            return None
 
     # -- inputs --------------------------------------------------------------------
     def link_changed(self, up: bool) -> None:
@@ -212,14 +220,16 @@ class Uplink:
         Each delta is validated once, by ``encode`` (which refuses a message the controller
         would refuse): the deltas this process journaled are sent as the objects it made
         (``Journal.outbox_pending``), not parsed back from their rows first; only rows an
-        earlier process wrote are parsed here."""
-        batch_max = self.core.cfg.autonomy.batch_max
-        while self.link_up:
-            rows = self.core.journal.outbox_pending(self.session.sent_seq, batch_max)
+        earlier process wrote are parsed here. A batch ``encode`` refuses goes again one row
+        at a time, and a row refused alone is passed over (``_pass_over``): one delta that
+        can never be sent must not hold back every later one."""
+        batch_max = limit = self.core.cfg.autonomy.batch_max
+        while self.link_up and self.transport is not None and self.transport.connected:
+            rows = self.core.journal.outbox_pending(self.session.sent_seq, limit)
             if not rows:
                 return
             batch: dict[str, TaskRecord] = {}  # a task's deltas in the batch, joined: one each
-            size = 0
+            size = taken = 0
             last = self.session.sent_seq
             for seq, obj, delta, raw in rows:
                 if batch and size + raw > _UP_BATCH_BYTES:
@@ -228,13 +238,34 @@ class Uplink:
                 ahead = batch.get(rec.task_id)
                 batch[rec.task_id] = rec if ahead is None else ahead.merge(rec)
                 size += raw
+                taken += 1
                 last = seq
-            body = Deltas(records=tuple(batch.values()))
-            if self.publish("up", "deltas", body, seq=last) is None:
-                return
+            env = self.new_envelope("deltas", Deltas(records=tuple(batch.values())), seq=last)
+            payload = self._encode(env)
             now = self.core.clock.mono()
+            if payload is None:
+                if taken > 1:
+                    limit = 1  # find the row: the others go one by one until it is passed
+                else:
+                    self._pass_over(last, next(iter(batch)), now)
+                    limit = batch_max
+                continue
+            if not self.transport.publish(topic(self.core.node, "up"), payload, qos=1):
+                return
             self.contact.sent(("batch", last), now)
             self.session.flushed(last, now)
+
+    def _pass_over(self, seq: int, task_id: str, now: float) -> None:
+        """Outbox row ``seq`` (a delta of ``task_id``) cannot be sent: ``encode`` refused it
+        alone (logged there). Flushing goes on after it; the row stays in the outbox until
+        the acknowledgement of a later one covers it, and is passed over again if it comes
+        up again meanwhile (a reconnection resends from the last acknowledged row). The
+        task's record stays whole here; the controller lacks this change of it."""
+        if seq not in self._passed_over:
+            self._passed_over.add(seq)
+            self.core.counters["deltas_passed_over"] += 1
+            self.core.persist_event("delta_passed_over", task_id, seq=seq)
+        self.session.flushed(seq, now)
 
     def send_digest(self) -> None:
         """Anti-entropy: the digest of every record, in parts under the message size bound

@@ -98,3 +98,43 @@ def test_the_last_seq_is_answered_from_memory_as_the_table_would(tmp_path: Path)
     reopened = Journal(tmp_path / "j.sqlite")
     assert reopened.outbox_last_seq() == third
     reopened.close()
+
+
+def test_a_delta_encode_refuses_is_passed_over_and_the_later_ones_still_go_up(
+    tmp_path: Path,
+) -> None:
+    """One delta the controller would refuse (here an id it rejects; in the field, a record
+    over the message size bound) used to stop the outbox: every flush retried it and every
+    later delta waited behind it. Now the batch goes again row by row, the refused row is
+    passed over once (counted, an event), and the rows after it are sent."""
+    agent = _agent(tmp_path)
+    transport = _Transport()
+    agent.uplink.transport = transport  # type: ignore[assignment]
+    core = agent.core
+    try:
+        assert _submit(agent, {"id": "core-1:a", "command": ["true"]})[0] == 201
+        good = core.replica.get("core-1:a")
+        bad = good._replace(task_id="not a valid id!")
+        with core.txn():
+            core.journal.add_outbox(bad.task_id, bad.to_dict(), now_ms=1, obj=bad)
+        assert _submit(agent, {"id": "core-1:b", "command": ["true"]})[0] == 201
+        agent.uplink.session.link_changed(True, core.clock.mono())
+        agent.uplink.flush()
+        sent = [
+            r.task_id for e in transport.sent if isinstance(e.body, Deltas) for r in e.body.records
+        ]
+        assert sent == ["core-1:a", "core-1:b"]
+        assert core.counters["deltas_passed_over"] == 1
+        kinds = [k for (k,) in core.journal.db.execute("SELECT kind FROM events")]
+        assert kinds.count("delta_passed_over") == 1
+        # a reconnection resends from the last acknowledged row: passed over again, quietly
+        agent.uplink.session.link_changed(False, core.clock.mono())
+        agent.uplink.session.link_changed(True, core.clock.mono())
+        agent.uplink.flush()
+        resent = [
+            r.task_id for e in transport.sent if isinstance(e.body, Deltas) for r in e.body.records
+        ]
+        assert resent[len(sent) :] == ["core-1:a", "core-1:b"]
+        assert core.counters["deltas_passed_over"] == 1
+    finally:
+        core.journal.close()

@@ -9,6 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from shared.clocks import Timestamp
+from shared.crdt import new_record
 from shared.errors import ValidationError
 from shared.model import (
     MAX_ARG_LEN,
@@ -16,10 +18,12 @@ from shared.model import (
     MAX_ENV_ENTRIES,
     MAX_LABELS,
     MAX_NAME_LEN,
+    MAX_SPEC_BYTES,
     ConsistencySpec,
     TaskSpec,
     parse_task_spec,
 )
+from shared.protocol import MAX_MESSAGE_BYTES, Deltas, Envelope, Place, encode
 from shared.vocab import Level, PlacementMode, Tier
 
 CANONICAL_DEFAULTS: dict[str, Any] = {
@@ -337,3 +341,34 @@ def test_garbage_raises_only_validation_error(data: dict[str, Any]) -> None:
         assert all(isinstance(p.message, str) and p.message for p in exc.problems)
     else:
         assert isinstance(spec, TaskSpec)
+
+
+def _sized(n: int) -> dict[str, Any]:
+    """A task whose spec is ``n`` bytes of compact JSON or a few more (args of 4,000)."""
+    base = parse_task_spec({"id": "t-big", "command": ["true"]}).to_dict()
+    room = n - len(json.dumps(base, separators=(",", ":")))
+    words, tail = divmod(room, 4003)  # each ``"x..."`` plus its comma
+    command = ["true", *(["x" * 4000] * words), *(["y" * max(tail - 3, 1)] if tail > 3 else [])]
+    return {"id": "t-big", "command": command}
+
+
+def test_a_spec_too_big_for_one_message_is_refused_at_submission() -> None:
+    # before, the controller accepted it and could then never send its `place`; the agent's
+    # own submission could never go up: refused here, with the reason and the way out
+    within = parse_task_spec(_sized(MAX_SPEC_BYTES - 10))
+    assert len(json.dumps(within.to_dict(), separators=(",", ":"))) <= MAX_SPEC_BYTES
+    with pytest.raises(ValidationError, match="bytes as JSON, over 131,072") as info:
+        parse_task_spec(_sized(MAX_SPEC_BYTES + 10))
+    assert "a data source" in str(info.value)
+
+
+def test_a_spec_at_the_bound_fits_a_place_and_a_deltas_message() -> None:
+    spec = parse_task_spec(_sized(MAX_SPEC_BYTES - 10)).to_dict()
+    ts = Timestamp(1_700_000_000_000, 0, "n1")
+    record = new_record("t-big", spec, writer="n1", hlc=ts)
+    for body in (
+        Place(task_id="t-big", epoch=1, spec=spec, level=Level.CAUSAL),
+        Deltas(records=(record,)),
+    ):
+        env = Envelope(type=body.TYPE, id="e1", sender="n1", hlc=ts.encode(), body=body, seq=1)
+        assert len(encode(env)) <= MAX_MESSAGE_BYTES

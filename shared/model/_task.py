@@ -36,6 +36,7 @@ __all__ = [
     "MAX_LABELS",
     "MAX_LABEL_VALUE_LEN",
     "MAX_NAME_LEN",
+    "MAX_SPEC_BYTES",
     "RESERVED_ENV",
     "ConsistencySpec",
     "PlacementConstraints",
@@ -55,6 +56,11 @@ MAX_LABELS: Final = 64
 MAX_LABEL_KEY_LEN: Final = 63
 MAX_LABEL_VALUE_LEN: Final = 256
 MAX_ARGS_BYTES: Final = 65_536
+#: A whole task spec as compact ASCII JSON (its wire form). A task travels in one
+#: protocol message (``shared.protocol.MAX_MESSAGE_BYTES``, 256 KiB): in ``place`` with
+#: its dependencies' results, in ``deltas`` with its record's events. Half of it leaves
+#: them room; a bigger spec was accepted and then could never be sent (tests check both).
+MAX_SPEC_BYTES: Final = 131_072
 MAX_DEPENDS_ON: Final = 1000
 MAX_CALLABLE_LEN: Final = 200
 MAX_DATA_SOURCE_LEN: Final = 200
@@ -325,7 +331,7 @@ def read_task_spec(fields: Fields) -> TaskSpec | None:
     fields.finish()
     if len(fields.problems) > before:
         return None
-    return TaskSpec(
+    spec = TaskSpec(
         id=task_id,
         name=name,
         command=command,
@@ -345,6 +351,15 @@ def read_task_spec(fields: Fields) -> TaskSpec | None:
         depends_on=depends_on,
         workflow=workflow,
     )
+    size = len(json.dumps(spec.to_dict(), separators=(",", ":")))
+    if size > MAX_SPEC_BYTES:
+        fields.error(
+            None,
+            f"is {size:,} bytes as JSON, over {MAX_SPEC_BYTES:,}: a task travels in one "
+            "protocol message; pass large data as a file or a data source, not in the spec",
+        )
+        return None
+    return spec
 
 
 def _read_action(fields: Fields) -> tuple[tuple[str, ...] | None, str | None, dict[str, Any]]:

@@ -14,6 +14,7 @@ from memory_bus import MemoryHarness
 from shared.authz import local_task_id
 from shared.crdt import merge, new_record, place, record_digest, start_attempt
 from shared.decisions import PLACE_RESEND
+from shared.errors import ValidationError
 from shared.model import base_delay, parse_task_spec
 from shared.protocol import Digest, Envelope, Heartbeat, encode, topic
 
@@ -211,3 +212,14 @@ def test_adaptive_mode_moves_idempotent_eventual_work_off_a_slow_link(tmp_path: 
         assert h.controller.get_task("t2")["node"] == "n1"  # causal stays
     finally:
         h.close()
+
+
+def test_a_spec_too_big_to_send_is_refused_not_left_pending(h: Harness) -> None:
+    # it was accepted and placed, and its `place` (over the message bound) never went out:
+    # pending on its node for ever, with no error to its submitter
+    h.node("n1", cpus=2)
+    h.tick()
+    big = {"id": "big", "command": ["echo", *(["x" * 4000] * 40)]}
+    with pytest.raises(ValidationError, match="bytes as JSON"):
+        h.controller.submit_task(big)
+    assert "big" not in h.controller.records

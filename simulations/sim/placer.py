@@ -38,7 +38,7 @@ from shared.placement import (
     resolve_mode,
 )
 from shared.vocab import PlacementMode
-from simulations.sim.ranks import LOW, NONE, NONE_INT, SHIFT, ranked
+from simulations.sim.ranks import LOW, NONE, NONE_INT, SHIFT, alone, ranked
 from simulations.sim.rows import Rows
 
 __all__ = ["ShapeCache", "ShapeState", "place_many"]
@@ -61,8 +61,9 @@ class ShapeState:
     list shared by the shapes of one table and version, cheapest) or, without a
     log, the rows that differ from a snapshot of the free columns. A row's free
     resources are read from ``rows`` (``simulations.sim.rows``: the table's columns as
-    lists, one per table; a fresh one when not given; every allocation here goes
-    through it, and a row the snapshot finds moved is read back into it)."""
+    lists, one per table, shared by its shapes and required with a ``log``; without a
+    log a fresh one will do: every allocation here goes through it, and a row the
+    snapshot finds moved is read back into it)."""
 
     __slots__ = (
         "back", "base", "free", "hashes", "log", "mask", "need", "rows", "seen", "shape",
@@ -94,6 +95,10 @@ class ShapeState:
         self.log = log
         self.seen = 0 if log is None else len(log)
         self.free = None if log is not None else tuple(c.copy() for c in free)
+        if rows is None and log is not None:
+            # a logged row is ranked from the lists without reading the table back:
+            # they must be the ones every writer of the table writes through
+            raise ValueError("a logged ShapeState needs its table's shared Rows")
         self.rows = rows if rows is not None else Rows(table)
         #: choices left that rank with the keys at once (``TIE_RUN``)
         self.tied = 0
@@ -193,7 +198,7 @@ def place_many(
     placed prefix: it stops at the first task no node has room for (every later
     task of the same shape would be refused too)."""
     shape, base, back = state.shape, state.base, state.back
-    hashes, last, tied = state.hashes, len(base) - 1, state.tied
+    hashes, tied = state.hashes, state.tied
     cpu, memory, disk = shape.need
     free, log, allocate = state.free, state.log, state.rows.allocate
     out: list[int] = []
@@ -202,8 +207,8 @@ def place_many(
             tied -= 1
             j = ranked(base, hashes, task_id, epoch, seed)
         else:  # ``ranks.first``, noting a tie
-            j = int(base.argmax())
-            if int(back.argmax()) + j != last:
+            j = alone(base, back)
+            if j < 0:
                 j = ranked(base, hashes, task_id, epoch, seed)
                 tied = TIE_RUN
         if base.item(j) == NONE_INT:

@@ -73,7 +73,7 @@ class PredictedState:
     ``demand`` is the shape's demand without a deadline. Rows off the shape's
     filters are never updated. A row's moving values are read from ``rows`` (the
     table's columns as lists, ``simulations.sim.rows``; one per table, shared by its
-    shapes; a fresh one when not given)."""
+    shapes and by every writer of the table: the logged rows are not read back)."""
 
     __slots__ = (
         "_columns", "_cpu", "_keys", "_mask", "_parts", "_rows", "back", "base", "bases",
@@ -88,7 +88,7 @@ class PredictedState:
         facts: NodeFacts,
         version: int,
         log: list[int],
-        rows: Rows | None = None,
+        rows: Rows,
     ) -> None:
         t = shape.timing
         assert t is not None, "a predicted mode's shape"
@@ -114,7 +114,7 @@ class PredictedState:
         self.hashes = table.hash
         self._keys = table.hash.astype(np.int64)  # int64: cheaper to mix with the bases
         self.log, self.seen = log, len(log)
-        self.rows = rows if rows is not None else Rows(table)
+        self.rows = rows
         #: per row, ``(dispatch, transfer, execution, return)`` once a decision is explained
         self._parts: list[tuple[float, float, float, float]] | None = None
         #: the deadline ``base`` is for (``base`` None: not usable for it)

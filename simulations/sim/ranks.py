@@ -14,7 +14,7 @@ import numpy as np
 
 from shared.placement import tie_seed
 
-__all__ = ["LOW", "NONE", "NONE_INT", "SHIFT", "first", "ranked"]
+__all__ = ["LOW", "NONE", "NONE_INT", "SHIFT", "alone", "first", "ranked"]
 
 LOW = np.int64(0xFFFFFFFF)
 SHIFT = np.int64(1 << 32)
@@ -38,10 +38,15 @@ def first(
     the ``adaptive`` mode: two argmaxes, and neither the tie seed (a blake2b digest,
     pure, so computing it only when read changes nothing) nor the key's arithmetic.
     Otherwise (equal quantised scores) ``ranked``."""
+    j = alone(base, back)
+    return j if j >= 0 else ranked(base, keys, task_id, epoch, seed)
+
+
+def alone(base: np.ndarray, back: np.ndarray) -> int:
+    """The row alone with the highest rank base (the first argmax of ``base`` and the
+    last, read from ``back = base[::-1]``, agree), or -1 when rows tie for it."""
     j = int(base.argmax())
-    if int(back.argmax()) + j != len(base) - 1:
-        j = ranked(base, keys, task_id, epoch, seed)
-    return j
+    return j if int(back.argmax()) + j == len(base) - 1 else -1
 
 
 def ranked(base: np.ndarray, keys: np.ndarray, task_id: str, epoch: int, seed: int) -> int:

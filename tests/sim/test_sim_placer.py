@@ -85,10 +85,11 @@ def test_place_many_matches_place_then_allocate(
     table = NodeTable(views)
     cache = ShapeCache()
     log: list[int] | None = [] if logged else None
+    mirror = Rows(table) if logged else None  # a logged state reads the table's shared Rows
     got: list[str | None] = []
     # in three calls, as the simulator does across ticks (state carried over)
     for lo, hi in ((0, 10), (10, 25), (25, 60)):
-        state = cache.get("site", 0, table, demand, mode, log)
+        state = cache.get("site", 0, table, demand, mode, log, mirror)
         rows = place_many(table, state, ids[lo:hi], epochs[lo:hi], seed=seed)
         got += [table.ids[r] for r in rows]
         got += [None] * (hi - lo - len(rows))  # the refused suffix
@@ -245,7 +246,7 @@ def test_place_predicted_breaks_ties_as_place_batch(seed: int) -> None:
     ]
     table = NodeTable(views)
     shape = prepare(table, base, mode, DEFAULT_WEIGHTS, NodeFacts.of(table))
-    state = PredictedState(table, shape, NodeFacts.of(table), 0, [])
+    state = PredictedState(table, shape, NodeFacts.of(table), 0, [], Rows(table))
     placed = place_predicted(table, state, ids, epochs, deadlines, seed=seed)
     got = [table.ids[row] for row, _ in placed] + [None] * (n - len(placed))
     assert got == expected
@@ -270,10 +271,19 @@ def test_place_many_breaks_ties_as_place(mode: PlacementMode) -> None:
         if decision.node_id is not None:
             expected_table.allocate(decision.node_id, demand.cpu, demand.memory_mb)
     table = NodeTable(views)
-    state = ShapeCache().get("site", 0, table, demand, mode, [])
+    state = ShapeCache().get("site", 0, table, demand, mode, [], Rows(table))
     rows = place_many(table, state, ids, [0] * len(ids))
     assert [table.ids[r] for r in rows] + [None] * (len(ids) - len(rows)) == expected
     assert len(set(expected[:12])) > 1  # the key, not the row order, broke the ties
+
+
+def test_a_logged_shape_state_needs_the_table_s_shared_rows() -> None:
+    """A logged row is ranked from the lists, not read back from the table: a private
+    ``Rows`` would go stale as soon as another shape or the sync wrote the table."""
+    table = NodeTable([NodeView(node_id="n", tier=Tier.EDGE, cpus=4.0, memory_mb=4096.0)])
+    demand = TaskDemand(task_id="shape", cpu=1.0, memory_mb=256.0)
+    with pytest.raises(ValueError, match="shared Rows"):
+        ShapeCache().get(0, 0, table, demand, PlacementMode.HYBRID_DYNAMIC, [])
 
 
 def test_rows_stay_equal_to_the_table() -> None:

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from shared.consistency import AdaptiveLevel, level_bounds
-from shared.crdt import AttemptStatus, place, request_cancel, visible_status
+from shared.crdt import place, request_cancel, visible_status
 from shared.decisions import (
     Candidate,
     LevelFacts,
@@ -50,6 +50,7 @@ from shared.vocab import Level, LinkState, PlacementMode
 from .backlog import Backlog
 from .config import ControllerConfig
 from .fanout import forward
+from .inputs import dependency_results, unsendable
 from .metrics import ControllerMetrics
 from .registry import NodeEntry, Registry, work_key
 from .tasks import TaskTable
@@ -250,9 +251,14 @@ class Scheduler:
                     for d in spec.get("depends_on") or ()
                 ]
             )
-            if verdict.readiness is Readiness.CANCEL:
+            cancel = verdict.reason if verdict.readiness is Readiness.CANCEL else None
+            if verdict.readiness is Readiness.READY:
+                cancel = unsendable(
+                    task_id, spec, dependency_results(tasks.records, spec), self.uow.envelope
+                )
+            if cancel is not None:
                 tasks.apply(request_cancel(rec, writer=self.uow.node_id, hlc=self.uow.hlc()))
-                self.uow.event("task_cancelled", verdict.reason, task_id=task_id)
+                self.uow.event("task_cancelled", cancel, task_id=task_id)
             elif verdict.readiness is Readiness.WAITING:
                 self.backlog.park(task_id, "deps", now)
             else:
@@ -470,23 +476,10 @@ class Scheduler:
                 spec=rec.spec,
                 level=(self.tasks.meta[task_id].level or Level(rec.placement.level)).value,
                 lease_s=rec.placement.lease_s,
-                inputs=self._inputs(rec.spec),
+                inputs=dependency_results(self.tasks.records, rec.spec),
                 deadline_left_s=None if left is None else max(left, -MAX_DEADLINE_S),
             ),
         )
-
-    def _inputs(self, spec: Mapping[str, Any]) -> dict[str, Any]:
-        """JSON results of the dependencies (their succeeded attempt's result)."""
-        out: dict[str, Any] = {}
-        for dep in spec.get("depends_on") or ():
-            rec = self.tasks.records.get(dep)
-            if rec is None:
-                continue
-            for attempt in rec.attempts.values():
-                if attempt.status == AttemptStatus.SUCCEEDED:
-                    out[dep] = attempt.result
-                    break
-        return out
 
 
 def _predicted_finish(decision: Decision) -> float | None:

@@ -122,6 +122,37 @@ def test_workflow_runs_in_dependency_order_with_outputs_passed_on(h: Harness) ->
     assert [t["task_id"] for t in wf["tasks"]] == ["a", "b", "c", "d"]
 
 
+def test_a_task_whose_inputs_cannot_be_sent_is_cancelled_with_the_reason(h: Harness) -> None:
+    """Five dependencies of 60 kB results each: the dependent's ``place`` (its inputs) would
+    be over the 256 KiB message bound. It was placed and its ``place`` never sent: pending
+    on its node for ever. Now it is cancelled, with the sizes, and so are its dependents;
+    a dependent whose inputs fit still runs."""
+    node = h.node("n1", cpus=16)
+    parts = [f"m{i}" for i in range(5)]
+    h.controller.submit_workflow(
+        {
+            "id": "wf-big",
+            "tasks": [
+                *(task(p) for p in parts),
+                task("reduce", depends_on=parts),
+                task("after", depends_on=["reduce"]),
+                task("small", depends_on=parts[:2]),
+            ],
+        }
+    )
+    for p in parts:
+        node.expect("place", lambda e, p=p: e.body.task_id == p)
+        node.finish(p, node.start(p, 1), result="x" * 60_000)
+    h.pump_until(lambda: h.controller.get_task("reduce")["status"] == "cancelled")
+    (event,) = h.events(task_id="reduce", kind="task_cancelled")
+    assert event["reason"].startswith("inputs_too_large") and "300" in event["reason"]
+    assert not node.received("place", lambda e: e.body.task_id == "reduce")
+    h.tick()  # the next pass cancels its dependent
+    assert h.controller.get_task("after")["status"] == "cancelled"
+    place_small = h.await_msg(node, "place", lambda e: e.body.task_id == "small")
+    assert place_small.body.inputs == {p: "x" * 60_000 for p in parts[:2]}
+
+
 def test_failed_dependency_cancels_dependents(h: Harness) -> None:
     node = h.node("n1", cpus=8)
     h.controller.submit_workflow(

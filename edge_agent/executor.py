@@ -481,16 +481,17 @@ def _read_pgid(run_dir: Path) -> int | None:
 
 
 def _result(output: object, stdout_tail: str) -> Any:
-    """The task's JSON result: ``output.json`` when it wrote one (the supervisor read it as the
-    task's user, at most ``_MAX_RESULT_BYTES``), else the last stdout line when it parses as
-    JSON; bounded so that it fits in a message."""
-    if isinstance(output, str):
-        with contextlib.suppress(ValueError):
-            return json.loads(output)
-    lines = [line for line in stdout_tail.splitlines() if line.strip()]
-    if lines and len(lines[-1]) <= _MAX_RESULT_BYTES:
-        with contextlib.suppress(ValueError):
-            return json.loads(lines[-1])
+    """The task's JSON result: ``output.json`` when it wrote one that parses (the supervisor
+    read it as the task's user, at most ``_MAX_RESULT_BYTES``), else the last stdout line
+    when it parses; ``None`` over ``_MAX_RESULT_BYTES`` as ASCII JSON, the wire's form (a
+    non-ASCII character costs its escape): ``shared.crdt.log_limit`` counts on it."""
+    lines = [line for line in stdout_tail.splitlines() if line.strip()][-1:]
+    for text in [output, *lines] if isinstance(output, str) else lines:
+        if len(text) <= _MAX_RESULT_BYTES:
+            with contextlib.suppress(ValueError):
+                value = json.loads(text)
+                small = len(json.dumps(value, separators=(",", ":"))) <= _MAX_RESULT_BYTES
+                return value if small else None
     return None
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 from edge_agent.executor import Outcome
-from shared.crdt import AttemptLog, AttemptStatus, log_tail
+from shared.crdt import AttemptLog, AttemptStatus
 
 __all__ = ["attempt_log", "log_outcome", "status_of"]
 
@@ -51,13 +51,11 @@ def log_outcome(
 
 def attempt_log(outcome: Outcome) -> AttemptLog:
     """The output tails sent with an attempt's end (``continuum logs``): the supervisor keeps
-    the last ``executor.output_tail_bytes`` of each stream, and each is cut to what one
-    attempt may carry on the wire (``shared.crdt.MAX_LOG_TAIL``)."""
+    the last ``executor.output_tail_bytes`` of each stream; ``shared.crdt.set_status`` cuts
+    each to what one attempt of the task may carry on the wire (``log_limit``: at most
+    ``MAX_LOG_TAIL``, less for a task with many attempts or a large spec)."""
     return AttemptLog(
-        log_tail(outcome.stdout_tail),
-        log_tail(outcome.stderr_tail),
-        outcome.stdout_bytes,
-        outcome.stderr_bytes,
+        outcome.stdout_tail, outcome.stderr_tail, outcome.stdout_bytes, outcome.stderr_bytes
     )
 
 

@@ -68,6 +68,7 @@ __all__ = [
     "compact",
     "covers",
     "join_context",
+    "log_limit",
     "log_problems",
     "log_tail",
     "max_attempts",
@@ -75,6 +76,7 @@ __all__ = [
     "new_record",
     "place",
     "placement_beats",
+    "record_tail_room",
     "request_cancel",
     "set_status",
     "start_attempt",
@@ -88,6 +90,17 @@ MAX_REASON_LEN = 1_000
 #: Longest stdout or stderr tail an attempt carries, counted in characters of its JSON
 #: (ASCII, escaped) form: two tails and a result still fit one protocol message.
 MAX_LOG_TAIL = 16_384
+#: A full record travels in one protocol message (``shared.protocol.MAX_MESSAGE_BYTES``,
+#: 256 KiB): to a node it is placed on, and in anti-entropy. What the tails of all its
+#: attempts may take is what that leaves beside its spec, one result (the agent's bound,
+#: 64 KiB as JSON), each attempt's other fields (a reason may be 1,000 chars) and the
+#: record's own (placement, context, envelope) — :func:`log_limit`.
+_RECORD_BYTES = 256 * 1024
+_RESULT_ROOM = 64 * 1024
+_ATTEMPT_ROOM = 1_536
+_RECORD_ROOM = 4_096
+#: The largest spec (``shared.model.MAX_SPEC_BYTES``): the limit for it holds for any.
+_SPEC_ROOM = 131_072
 
 
 class AttemptStatus(IntEnum):
@@ -468,6 +481,8 @@ def set_status(
     if current is None:
         raise KeyError(f"task {rec.task_id!r} has no attempt {dot!r}")
     status = AttemptStatus(status)
+    if log is not None:
+        log = fit_log(log, rec.spec)
     problems = json_problems(result, "result")
     if reason is not None and (not isinstance(reason, str) or len(reason) > MAX_REASON_LEN):
         problems.append(Problem("reason", f"must be a string of at most {MAX_REASON_LEN} chars"))
@@ -522,6 +537,34 @@ def log_tail(text: str, limit: int = MAX_LOG_TAIL) -> str:
         size += cost
         start -= 1
     return text[start:]
+
+
+def log_limit(spec: Mapping[str, Any] | None, spec_chars: int = _SPEC_ROOM) -> int:
+    """Per stream, the tail one attempt of this task may carry (JSON chars, at most
+    :data:`MAX_LOG_TAIL`): the room a full record has for tails, shared by the two
+    streams of each attempt its retry policy allows, so that the record, with every
+    attempt ended and one succeeded with a full result, still fits one message. A task
+    retried 100 times keeps short tails; one that runs three times with a small spec
+    keeps the full 16 KiB. ``spec_chars``: the spec's JSON size (default: the largest)."""
+    n = max_attempts(spec)
+    return max(0, min(MAX_LOG_TAIL, record_tail_room(spec_chars, n) // (2 * n)))
+
+
+def record_tail_room(spec_chars: int, attempts: int) -> int:
+    """JSON chars a full record of a task with a ``spec_chars`` spec and ``attempts``
+    attempts has left for output tails in one message; negative: it may not fit even
+    without any (``shared.model`` refuses such a spec at submission)."""
+    return _RECORD_BYTES - spec_chars - _RESULT_ROOM - _RECORD_ROOM - attempts * _ATTEMPT_ROOM
+
+
+def fit_log(log: AttemptLog, spec: Mapping[str, Any] | None) -> AttemptLog:
+    """``log`` with each tail cut to :func:`log_limit` for the task (the byte counts
+    kept). The spec is measured only when a tail passes the limit of the largest one."""
+    floor = log_limit(spec)
+    if _json_size(log.stdout) <= floor and _json_size(log.stderr) <= floor:
+        return log
+    limit = log_limit(spec, len(canonical_json(spec)) if spec is not None else _SPEC_ROOM)
+    return log._replace(stdout=log_tail(log.stdout, limit), stderr=log_tail(log.stderr, limit))
 
 
 def log_problems(log: object, path: str) -> list[Problem]:

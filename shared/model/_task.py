@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from shared.crdt import record_tail_room
 from shared.errors import Problem, ValidationError
 from shared.ids import MAX_TASK_ID_LEN, check_task_id
 from shared.model._fields import Fields
@@ -357,6 +358,16 @@ def read_task_spec(fields: Fields) -> TaskSpec | None:
             None,
             f"is {size:,} bytes as JSON, over {MAX_SPEC_BYTES:,}: a task travels in one "
             "protocol message; pass large data as a file or a data source, not in the spec",
+        )
+        return None
+    attempts = spec.retry.max_attempts
+    if record_tail_room(size, attempts) < 0:
+        fits = max((n for n in range(1, attempts) if record_tail_room(size, n) >= 0), default=1)
+        fields.error(
+            "retry.max_attempts",
+            f"{attempts} attempts of a spec of {size:,} bytes as JSON make a task record "
+            f"too large for one protocol message: at most {fits} for this spec, or a "
+            "smaller spec",
         )
         return None
     return spec

@@ -87,6 +87,21 @@ def test_output_file_wins_over_stdout(ex: Executor) -> None:
     assert out.result == {"f": 1}
 
 
+def test_a_result_is_bounded_as_the_wire_writes_it(ex: Executor) -> None:
+    """30,000 'é' are 60 kB of UTF-8 in the file, under 64 KiB, but 180 kB as the wire's
+    ASCII JSON: a record with that result could not be sent. 10,000 (60 kB on the wire) is
+    kept."""
+    for task_id, n in (("t-wide", 30_000), ("t-fits", 10_000)):
+        script = (
+            "import json,os; open(os.environ['CONTINUUM_OUTPUT'],'w',encoding='utf-8')"
+            f".write(json.dumps('\u00e9' * {n}, ensure_ascii=False))"
+        )
+        ex.launch(_launch(task_id, [PY, "-c", script]))
+        (out,) = _wait(ex)
+        assert out.succeeded
+        assert out.result == (None if n == 30_000 else "\u00e9" * n)
+
+
 def test_nonzero_exit_and_bounded_tails(ex: Executor) -> None:
     script = (
         "import sys; sys.stdout.write('x' * 100000 + 'END'); sys.stderr.write('boom'); sys.exit(3)"

@@ -28,7 +28,14 @@ from cloud.controller import Controller
 from cloud.metrics import ControllerMetrics
 from cloud.store import Store
 from shared.clocks import HybridClock
-from shared.crdt import AttemptStatus, TaskRecord, merge, set_status, start_attempt
+from shared.crdt import (
+    AttemptLog,
+    AttemptStatus,
+    TaskRecord,
+    merge,
+    set_status,
+    start_attempt,
+)
 from shared.protocol import (
     PROTOCOL_VERSION,
     Body,
@@ -223,6 +230,7 @@ class NodeScript:
         status: AttemptStatus = AttemptStatus.SUCCEEDED,
         result: Any = None,
         reason: str | None = None,
+        log: AttemptLog | None = None,
     ) -> None:
         delta = set_status(
             self.records[task_id],
@@ -233,6 +241,7 @@ class NodeScript:
             exit_code=0 if status == AttemptStatus.SUCCEEDED else 1,
             result=result,
             reason=reason,
+            log=log,
         )
         self.send_deltas([self._apply(delta)])
 

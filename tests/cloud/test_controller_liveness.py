@@ -10,7 +10,7 @@ from typing import Any
 from cloud_harness import Harness, NodeScript
 from memory_bus import MemoryHarness
 
-from shared.crdt import AttemptStatus
+from shared.crdt import AttemptLog, AttemptStatus
 from shared.vocab import LinkState
 
 STEP = 0.5
@@ -131,6 +131,33 @@ def test_a_task_its_node_declined_is_placed_again_elsewhere(h: MemoryHarness) ->
     assert placed(h, "k") == ("n2", 2)
     (replaced,) = h.events(task_id="k", kind="replaced")
     assert replaced["reason"].startswith("retry: causal attempt failed on n1 (shed)")
+
+
+def test_a_task_retried_with_long_output_reaches_its_new_node_whole(h: MemoryHarness) -> None:
+    """Nine failed attempts, each with both tails full of escaped characters: the record the
+    controller sends ahead of the re-placement was over the message bound (encode refused
+    it, the new node ran without the task's history and its digests asked for it again).
+    The tails an attempt carries shrink with the retry budget (``shared.crdt.log_limit``)."""
+    n1 = h.node("n1", labels={"pool": "x"})
+    n2 = h.node("n2", labels={"pool": "x"})
+    h.controller.set_draining("n2", True)
+    h.controller.submit_task(task("k", "causal", retry={"max_attempts": 10}))
+    n1.expect("place", lambda e: e.body.task_id == "k")
+    noisy = AttemptLog("\x01" * 20_000, "\u00e9" * 20_000, 20_000, 40_000)
+    for i in range(9):
+        dot = n1.start("k", 1)  # the node's own retries under its placement
+        n1.finish(
+            "k", dot, AttemptStatus.FAILED, reason="shed" if i == 8 else "exit_code 1", log=noisy
+        )
+    h.await_msg(n1, "ack", lambda e: e.body.up_to_seq == n1.seq)
+    h.controller.set_draining("n2", False)
+    h.tick(STEP)
+    history = n2.expect(
+        "deltas", lambda e: any(r.task_id == "k" and r.attempts for r in e.body.records)
+    )
+    (rec,) = [r for r in history.body.records if r.task_id == "k"]
+    assert len(rec.attempts) == 9 and all(a.log is not None for a in rec.attempts.values())
+    n2.expect("place", lambda e: e.body.task_id == "k" and e.body.epoch == 2)
 
 
 def test_after_a_restart_a_superseded_lease_does_not_block_the_new_holder(

@@ -348,13 +348,7 @@ class Ingest:
 
     def _originated(self, node_id: str) -> int:
         """Active tasks ``node_id`` created (``shared.authz`` bounds them)."""
-        return sum(
-            1
-            for task_id, meta in self.tasks.meta.items()
-            if meta.origin == node_id
-            and (rec := self.tasks.records.get(task_id)) is not None
-            and not visible_status(rec).terminal
-        )
+        return len(self.tasks.originated.get(node_id, ()))
 
     def _advance_ack(self, node_id: str, seq: int) -> None:
         """Cumulative ack: everything up to ``seq`` is merged and (once this

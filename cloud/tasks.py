@@ -122,6 +122,9 @@ class TaskTable:
         self.ended: set[str] = set()
         self.adaptive: set[str] = set()  # tasks whose level adapts (bounds not fixed)
         self.latency_bound: set[str] = set()  # tasks with a ``max_latency_ms``
+        # Unfinished tasks each node submitted locally (``shared.authz`` bounds them): a
+        # node's new record is checked against it without a walk over every task ever.
+        self.originated: dict[str, set[str]] = defaultdict(set)
 
     # -- changes ------------------------------------------------------------------
 
@@ -147,9 +150,14 @@ class TaskTable:
         if old_node is not None:
             self.on_node[old_node].discard(task_id)
         self.unplaced.discard(task_id)
+        origin = self.meta[task_id].origin
         if status.terminal:  # for good: no level to adapt, no latency to watch
             self.adaptive.discard(task_id)
             self.latency_bound.discard(task_id)
+            if origin is not None:
+                self.originated[origin].discard(task_id)
+        elif origin is not None:
+            self.originated[origin].add(task_id)
         active = status in _ACTIVE and rec.spec is not None
         if active and rec.placement is not None:
             self.on_node[rec.placement.node].add(task_id)
@@ -264,6 +272,7 @@ class TaskTable:
         self.dependents.clear()
         self.adaptive.clear()
         self.latency_bound.clear()
+        self.originated.clear()
         self._placed_on.clear()
         self._reserved_on.clear()
         for entry in self.registry.nodes.values():

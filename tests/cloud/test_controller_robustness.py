@@ -12,11 +12,20 @@ from cloud_harness import Harness, ScriptedNode, make_config, wall_ms
 from memory_bus import MemoryHarness
 
 from shared.authz import local_task_id
-from shared.crdt import merge, new_record, place, record_digest, start_attempt
+from shared.crdt import TaskRecord, merge, new_record, place, record_digest, start_attempt
 from shared.decisions import PLACE_RESEND
 from shared.errors import ValidationError
 from shared.model import base_delay, parse_task_spec
 from shared.protocol import Digest, Envelope, Heartbeat, encode, topic
+
+
+def rejected_parts(h: Harness, reason: str) -> float:
+    """Parts of nodes' messages ``shared.authz`` refused for ``reason`` (this process)."""
+    for metric in h.controller.metrics.refused.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_total") and sample.labels["reason"] == reason:
+                return float(sample.value)
+    return 0.0
 
 
 def rejected(h: Harness, reason: str) -> float:
@@ -79,6 +88,44 @@ def test_local_submission_is_adopted_not_placed_and_bad_specs_rejected(h: Harnes
     h.tick(1.0)
     h.tick(1.0)
     assert not h.events(task_id=local, kind="placed")
+
+
+def test_a_nodes_quota_of_local_tasks_counts_its_unfinished_ones(h: Harness) -> None:
+    """``shared.authz`` lets a node have 1,000 unfinished tasks of its own: the 1,001st
+    new record is refused, one finishing makes room, and a restart counts them again
+    (an index, where it was a walk over every task the controller ever held)."""
+    n1 = h.node("n1")
+
+    def local(i: int) -> TaskRecord:
+        task_id = local_task_id("n1", f"{i:012x}")
+        spec = parse_task_spec({"id": task_id, "command": ["true"]}).to_dict()
+        stamp = n1.clock.now(wall_ms())
+        rec = new_record(task_id, spec, writer="n1", hlc=stamp)
+        rec = merge(
+            rec,
+            place(rec, epoch=0, node="n1", level="causal", lease_s=None, writer="n1", hlc=stamp),
+        )
+        n1.records[task_id] = rec
+        return rec
+
+    for first in range(0, 1000, 100):
+        n1.send_deltas([local(i) for i in range(first, first + 100)])
+    n1.send_deltas([local(1000)])
+    h.await_msg(n1, "ack", lambda e: e.body.up_to_seq == n1.seq)
+    extra = local_task_id("n1", f"{1000:012x}")
+    assert rejected_parts(h, "quota") == 1 and extra not in h.controller.records
+    done = local_task_id("n1", f"{0:012x}")
+    dot = n1.start(done, 0)
+    n1.finish(done, dot)
+    n1.send_deltas([n1.records[extra]])
+    h.await_msg(n1, "ack", lambda e: e.body.up_to_seq == n1.seq)
+    assert extra in h.controller.records
+    h.restart()
+    h.keep_alive("n1")
+    n1.send_deltas([local(1001)])
+    h.await_msg(n1, "ack", lambda e: e.body.up_to_seq == n1.seq)
+    assert rejected_parts(h, "quota") == 1  # a fresh process: this one counted anew
+    assert local_task_id("n1", f"{1001:012x}") not in h.controller.records
 
 
 def test_digest_is_answered_with_what_the_node_lacks(h: Harness) -> None:

@@ -7,7 +7,15 @@ import json
 from dataclasses import dataclass, field, fields
 from typing import Any, NamedTuple
 
-__all__ = ["PROCESS_FIELDS", "QUEUED_FIELDS", "OutboxRow", "ProcessRow", "QueuedRow", "fields_of"]
+__all__ = [
+    "PROCESS_FIELDS",
+    "QUEUED_FIELDS",
+    "OutboxRow",
+    "ProcessRow",
+    "QueuedRow",
+    "as_stored",
+    "fields_of",
+]
 
 
 class OutboxRow(NamedTuple):
@@ -76,3 +84,35 @@ class ProcessRow:
 
 
 PROCESS_FIELDS = tuple(f.name for f in fields(ProcessRow))
+
+
+def as_stored(row: ProcessRow) -> ProcessRow:
+    """``row`` as the ``processes`` table gives it back (``Journal.process`` answers from
+    memory with this): its columns' affinities applied as SQLite applies them to the values
+    bound (an int in the ``REAL`` column comes back a float, an integral float in an
+    ``INTEGER`` one an int, a ``str`` subclass as plain text)."""
+    return ProcessRow(
+        attempt=_text(row.attempt),
+        task_id=_text(row.task_id),
+        epoch=_integer(row.epoch),
+        level=_text(row.level),
+        watchdog_pid=_integer(row.watchdog_pid),
+        pgid=_integer(row.pgid),
+        started_ms=_integer(row.started_ms),
+        deadline=None if row.deadline is None else float(row.deadline),
+        failures=_integer(row.failures),
+        source=_text(row.source),
+        task_deadline_ms=_integer(row.task_deadline_ms),
+    )
+
+
+def _text(value: Any) -> Any:
+    return str.__str__(value) if isinstance(value, str) else value
+
+
+def _integer(value: Any) -> Any:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
+        return int(value)
+    return value

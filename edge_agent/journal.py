@@ -52,6 +52,7 @@ from edge_agent._journal_rows import (
     OutboxRow,
     ProcessRow,
     QueuedRow,
+    as_stored,
     fields_of,
 )
 from edge_agent.runqueue import RunQueue
@@ -122,6 +123,10 @@ class Journal:
         # The queue table in memory, for the scheduler's passes: every write below goes to
         # the table first, then here; a rollback rebuilds it from the table.
         self.runq = RunQueue(self._read_queue())
+        # The process rows this process wrote, as the table holds them (``process`` answers
+        # from here: an attempt's end read its row back with a query, issue 14). Dropped on a
+        # rollback and wherever a row changes in place; a miss reads the table.
+        self._procs: dict[str, ProcessRow] = {}
 
     def close(self) -> None:
         self.db.close()
@@ -158,6 +163,7 @@ class Journal:
             except BaseException:
                 self.db.execute("ROLLBACK")
                 self._reload_queue()
+                self._procs.clear()
                 raise
             if self.db.total_changes != changes:  # synced anyway: the pending ack rides along
                 self._delete_acked()
@@ -169,6 +175,7 @@ class Journal:
             if self.db.in_transaction:
                 self.db.rollback()
                 self._reload_queue()
+            self._procs.clear()
             raise JournalError(f"journal write failed: {exc}") from exc
         finally:
             self._depth = 0
@@ -437,18 +444,25 @@ class Journal:
 
     # processes -----------------------------------------------------------------------
     def put_process(self, row: ProcessRow) -> None:
+        self._procs.pop(row.attempt, None)
         self._replace("processes", fields_of(row, PROCESS_FIELDS))
+        self._procs[row.attempt] = as_stored(row)
 
     def set_process_deadline(self, attempt: str, deadline: float | None) -> None:
+        self._procs.pop(attempt, None)
         self.db.execute("UPDATE processes SET deadline = ? WHERE attempt = ?", [deadline, attempt])
 
     def remove_process(self, attempt: str) -> None:
+        self._procs.pop(attempt, None)
         self.db.execute("DELETE FROM processes WHERE attempt = ?", [attempt])
 
     def processes(self) -> list[ProcessRow]:
         return [ProcessRow.from_row(row) for row in self._rows("SELECT * FROM processes")]
 
     def process(self, attempt: str) -> ProcessRow | None:
+        kept = self._procs.get(attempt)
+        if kept is not None:
+            return kept
         rows = self._rows("SELECT * FROM processes WHERE attempt = ?", [attempt])
         return ProcessRow.from_row(rows[0]) if rows else None
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import enum
 import sqlite3
+from dataclasses import astuple
 from pathlib import Path
 
 import pytest
 
-from edge_agent.journal import Journal, JournalError
+from edge_agent.journal import Journal, JournalError, ProcessRow
 
 
 def test_outbox_seq_monotone_after_emptying(tmp_path: Path) -> None:
@@ -94,3 +96,55 @@ def test_meta_at_commit_is_written_once_with_the_latest_value(tmp_path: Path) ->
     assert calls == ["1"]
     j.set_meta_at_commit("hlc", value)
     assert j.get_meta("hlc") == "2"
+
+
+def _process(attempt: str, **changes: object) -> ProcessRow:
+    row = {
+        "attempt": attempt,
+        "task_id": "t",
+        "epoch": 2,
+        "level": "eventual",
+        "watchdog_pid": 7,
+        "pgid": None,
+        "started_ms": 1000,
+        "deadline": None,
+        "failures": 0,
+        "source": "local",
+        "task_deadline_ms": None,
+    }
+    return ProcessRow(**{**row, **changes})  # type: ignore[arg-type]
+
+
+class _Level(enum.StrEnum):
+    STRONG = "strong"
+
+
+def test_process_rows_from_memory_are_the_rows_the_table_holds(tmp_path: Path) -> None:
+    """``process`` answers from memory for rows this journal wrote (issue 14): exactly what
+    reading the table gives, its column types included, after every kind of write; a
+    rolled-back write is not answered."""
+    path = tmp_path / "j.sqlite"
+    j = Journal(path)
+    rows = [
+        _process("t/a:1"),
+        _process("t/a:2", deadline=5, level=_Level.STRONG, started_ms=2000.0, pgid=9),
+        _process("t/a:3", deadline=7.25, task_deadline_ms=3000, failures=2, source="placed"),
+    ]
+    with j.transaction():
+        for row in rows:
+            j.put_process(row)
+    with j.transaction():
+        j.set_process_deadline("t/a:3", 9.5)
+        j.remove_process("t/a:1")
+    with pytest.raises(RuntimeError), j.transaction():
+        j.put_process(_process("t/a:4"))
+        j.remove_process("t/a:2")
+        raise RuntimeError("rolled back")
+    fresh = Journal(path)  # reads the table
+    for attempt in ("t/a:1", "t/a:2", "t/a:3", "t/a:4"):
+        mine, stored = j.process(attempt), fresh.process(attempt)
+        assert mine == stored
+        assert mine is None or [type(v) for v in astuple(mine)] == [
+            type(v) for v in astuple(stored)
+        ]
+    assert j.process("t/a:2") is not None and type(j.process("t/a:2").deadline) is float

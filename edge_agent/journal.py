@@ -29,7 +29,8 @@ edge_agent/dump.py; columns only ever get added):
 - ``processes(attempt PK, task_id, epoch, level, watchdog_pid, pgid, started_ms, deadline,
   failures, source, task_deadline_ms)`` — attempts running now (``deadline``: lease fence,
   ``CLOCK_MONOTONIC`` seconds; ``task_deadline_ms``: the queue row's ``deadline_ms``, so a
-  retry keeps the task's deadline); swept on restart.
+  retry keeps the task's deadline); swept on restart. ``Journal.process`` answers from memory
+  for the rows this process wrote (as the table gives them back), reading the table otherwise.
 
 A column added after a release is also in ``_ADDED`` (``_add_columns``): a journal written by
 an earlier version gets it when it is opened, ``NULL`` in the rows it already holds.

@@ -55,6 +55,10 @@ class ControllerSection:
     # A node out of contact this long has departed: left out of system health (and so
     # of adaptive downgrades), not revived as partitioned by a restart.
     departed_after_s: float = setting(86_400.0, min=0, exclusive_min=True)
+    # A finished task unchanged this long leaves memory (the store keeps it, and it
+    # comes back when a node or a new dependent names it): memory holds the recent
+    # work, not the whole history. 0 keeps every task in memory.
+    keep_finished_s: float = setting(3_600.0, min=0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +264,7 @@ state_dir = {json.dumps(state_dir)}   # SQLite store, controller.ready.json
 log_level = "info"
 tick_s = 0.5                     # control loop period (links, levels, leases, pending work)
 departed_after_s = 86400.0       # out of contact this long: departed (left out of health)
+keep_finished_s = 3600.0         # a finished task quiet this long leaves memory (stays stored)
 
 [api]
 host = "127.0.0.1"

@@ -62,6 +62,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds between saves of the learned placement inputs (``_persist``).
 LEARNER_SAVE_S = 10.0
+#: Seconds between looks for finished tasks quiet long enough to leave memory.
+EVICT_EVERY_S = 60.0
 
 
 class Controller:
@@ -85,6 +87,7 @@ class Controller:
         self.wall_ms = wall_ms
         self.clock = HybridClock(self.node_id)
         self._learner_saved_at = -math.inf
+        self._evicted_at = -math.inf
         h, c = cfg.health, cfg.consistency
         self.registry = Registry(
             LinkPolicy(
@@ -147,7 +150,9 @@ class Controller:
 
     def _load_tasks(self) -> None:
         """Task state and acknowledged sequences from the store."""
-        self.tasks.load(self.store.all_tasks(), self.store.leases())
+        keep = self.cfg.controller.keep_finished_s
+        since = None if keep <= 0 else self.wall_ms() - int(keep * 1000)
+        self.tasks.load(self.store.held_tasks(since), self.store.leases())
         self.scheduler.backlog.forget()  # memory was reloaded: look at everything again
         self._ingest.acked = self.store.acked_seqs()
 
@@ -231,6 +236,10 @@ class Controller:
         self.reconciler.adapt_levels(now)
         self.reconciler.replace(now)
         self.scheduler.schedule(now)
+        keep = self.cfg.controller.keep_finished_s
+        if keep > 0 and now - self._evicted_at >= EVICT_EVERY_S:
+            self._evicted_at = now
+            self.tasks.evict(now, keep)
 
     def set_broker_connected(self, connected: bool) -> None:
         """The MQTT shell reports our own broker connection. After an outage of
@@ -255,7 +264,9 @@ class Controller:
 
     def _create(self, spec_dict: dict[str, Any], submitted_ms: int) -> tuple[str, bool]:
         task_id = spec_dict["id"]
-        existing = self.tasks.records.get(task_id)
+        existing = self.tasks.admit(task_id)  # a finished one may have left memory
+        for dep in spec_dict.get("depends_on") or ():
+            self.tasks.admit(dep)  # its result is this one's input
         if existing is not None and existing.spec is not None:
             if existing.spec != spec_dict:
                 raise SpecConflictError(task_id, content_hash(existing), "submitted")
@@ -332,7 +343,7 @@ class Controller:
         return self.get_workflow(wf.id), created_any
 
     def cancel_task(self, task_id: str, reason: str) -> dict[str, Any]:
-        if task_id not in self.tasks.records:
+        if self.tasks.admit(task_id) is None:
             raise NotFound("task", task_id)
 
         def work() -> None:

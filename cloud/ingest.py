@@ -25,7 +25,15 @@ from shared.authz import (
     may_read,
 )
 from shared.clocks import HybridClock, Timestamp
-from shared.crdt import TaskRecord, digest, missing, record_digest, visible_status
+from shared.crdt import (
+    HASH_CHARS,
+    TaskRecord,
+    digest,
+    missing,
+    parse_summary,
+    record_digest,
+    visible_status,
+)
 from shared.decisions import lease_refusal, place_resend_due
 from shared.errors import ClockSkewError, RemoteProtocolError, SpecConflictError, ValidationError
 from shared.model import parse_task_spec
@@ -303,7 +311,7 @@ class Ingest:
         write is merged, the rest is added to ``refused``; a bad delta is rejected
         alone, not its whole message. ``originated`` caches, per message, the
         node's active tasks it created (its quota)."""
-        before = self.tasks.records.get(delta.task_id)
+        before = self.tasks.admit(delta.task_id)  # a finished one may have left memory
         meta = self.tasks.meta.get(delta.task_id)
         if before is None and node_id not in originated:
             originated[node_id] = self._originated(node_id)
@@ -346,6 +354,25 @@ class Ingest:
         if after is not before and delta.task_id not in changed:
             changed[delta.task_id] = before
 
+    def _same_as_stored(self, entries: Mapping[str, str]) -> set[str]:
+        """The tasks a digest names that left memory (finished and quiet,
+        ``TaskTable.evict``) and that the node holds exactly as stored: a summary ends
+        with the record's content hash (``shared.crdt.record_digest``), and the same hash
+        is the same record. Answered with the node's own summary, they stay in the store;
+        any other one comes back into memory and is compared as usual."""
+        away = [t for t in entries if t not in self.tasks.records]
+        if not away:
+            return set()
+        stored = self.store.content_hashes(away)
+        same = {
+            t
+            for t, h in stored.items()
+            if (theirs := parse_summary(entries[t])) is not None and theirs.hash == h[:HASH_CHARS]
+        }
+        for t in stored.keys() - same:
+            self.tasks.admit(t)
+        return same
+
     def _originated(self, node_id: str) -> int:
         """Active tasks ``node_id`` created (``shared.authz`` bounds them)."""
         return len(self.tasks.originated.get(node_id, ()))
@@ -363,7 +390,7 @@ class Ingest:
         every answer echoes the request's ``request_id``."""
         req = env.body
         node_id = entry.node_id
-        rec = self.tasks.records.get(req.task_id)
+        rec = self.tasks.admit(req.task_id)
         refusal = lease_refusal(
             known=rec is not None,
             placed=rec is not None and rec.placement is not None,
@@ -425,19 +452,24 @@ class Ingest:
         node_id = entry.node_id
         body: Digest = env.body
         entries: Mapping[str, str] = body.entries
+        same = self._same_as_stored(entries)
         # A digest part speaks only for its range of ids (``Digest.covers``); a node
         # is answered only for its own tasks (``shared.authz.may_read``).
         relevant = {
             t: rec
-            for t, rec in self.tasks.relevant(node_id, entries).items()
+            for t, rec in self.tasks.relevant(node_id, set(entries) - same).items()
             if body.covers(t)
             and may_read(node_id, rec, self.tasks.meta[t].origin, self.tasks.meta[t].placed)
         }
-        unreadable = sum(1 for t in entries if body.covers(t) and t not in relevant)
+        unreadable = sum(
+            1 for t in entries if body.covers(t) and t not in relevant and t not in same
+        )
         if unreadable:
             self.metrics.refused.labels(reason=Reason.UNREADABLE.value).inc(unreadable)
         self.uow.queue_records(node_id, missing(relevant, entries))
-        for part in digest_parts(digest(relevant), after=body.after, upto=body.upto):
+        ours = digest(relevant)
+        ours.update((t, entries[t]) for t in same if body.covers(t))
+        for part in digest_parts(ours, after=body.after, upto=body.upto):
             self.uow.queue(node_id, "digest", part)
         # A task placed here with no attempt of its epoch, of which the node holds no
         # record or exactly ours (it got the record through anti-entropy, not the `place`:

@@ -34,6 +34,16 @@ class ControllerMetrics:
         self.tasks = Gauge(
             "continuum_tasks", "Tasks by visible status and level", ["status", "level"], registry=r
         )
+        self.tasks_in_memory = Gauge(
+            "continuum_tasks_in_memory",
+            "Tasks the controller holds in memory (unfinished and recently finished)",
+            registry=r,
+        )
+        self.tasks_admitted = Gauge(
+            "continuum_tasks_admitted",
+            "Finished tasks brought back from the store since the start (named again)",
+            registry=r,
+        )
         self.placements = Counter(
             "continuum_placements", "Placement decisions", ["outcome"], registry=r
         )

@@ -188,6 +188,8 @@ class Queries:
         m.tasks.clear()
         for status, level, n in self.store.count_tasks_by("status", "level"):
             m.tasks.labels(status=status, level=level or "none").set(n)
+        m.tasks_in_memory.set(len(self.tasks.records))
+        m.tasks_admitted.set(self.tasks.admitted)
         self._node_gauges(m, now)
 
     def _node_gauges(self, m: ControllerMetrics, now: float) -> None:

@@ -36,6 +36,8 @@ from typing import Any
 
 import sqlite_utils
 
+from shared.vocab import TaskStatus
+
 from .checkpoint import Checkpointer
 from .rows import EventRow, LeaseRow, TaskRow, compact_json
 
@@ -46,6 +48,8 @@ __all__ = ["EventRow", "LeaseRow", "Store", "TaskRow"]
 SCHEMA_VERSION = 2
 
 
+#: The statuses of a finished task (the ``status`` column).
+_FINISHED = tuple(s.value for s in TaskStatus if s.terminal)
 _TASK_COLUMNS = (
     "task_id, record, status, node, epoch, level, workflow, priority, content_hash, "
     "submitted_ms, updated_ms, explanation, origin, placed"
@@ -219,9 +223,28 @@ class Store:
         row = cur.fetchone()
         return None if row is None else TaskRow.from_db_row(row)
 
-    def all_tasks(self) -> Iterator[TaskRow]:
-        for row in self.conn.execute(f"SELECT {_TASK_COLUMNS} FROM tasks ORDER BY submitted_ms"):
+    def held_tasks(self, finished_since_ms: int | None = None) -> Iterator[TaskRow]:
+        """The tasks memory holds after a (re)start: every unfinished one, and the
+        finished ones written since ``finished_since_ms`` (``None``: all of them)."""
+        sql = f"SELECT {_TASK_COLUMNS} FROM tasks"
+        args: list[Any] = []
+        if finished_since_ms is not None:
+            marks = ", ".join("?" for _ in _FINISHED)
+            sql += f" WHERE status NOT IN ({marks}) OR updated_ms >= ?"
+            args = [*_FINISHED, finished_since_ms]
+        for row in self.conn.execute(sql + " ORDER BY submitted_ms", args):
             yield TaskRow.from_db_row(row)
+
+    def content_hashes(self, task_ids: Iterable[str]) -> dict[str, str]:
+        """The stored content hash of each of ``task_ids`` the store holds."""
+        ids = list(task_ids)
+        out: dict[str, str] = {}
+        for i in range(0, len(ids), 500):  # SQLite's bound on parameters
+            part = ids[i : i + 500]
+            marks = ", ".join("?" * len(part))
+            sql = f"SELECT task_id, content_hash FROM tasks WHERE task_id IN ({marks})"
+            out.update((r[0], r[1]) for r in self.conn.execute(sql, part))
+        return out
 
     def list_tasks(
         self,

@@ -121,10 +121,14 @@ class TaskTable:
         # (cloud.reconcile): only they are asked, not every placed task every tick.
         self.ended: set[str] = set()
         self.adaptive: set[str] = set()  # tasks whose level adapts (bounds not fixed)
+        self.admitted = 0  # tasks brought back from the store (:meth:`admit`)
         self.latency_bound: set[str] = set()  # tasks with a ``max_latency_ms``
         # Unfinished tasks each node submitted locally (``shared.authz`` bounds them): a
         # node's new record is checked against it without a walk over every task ever.
         self.originated: dict[str, set[str]] = defaultdict(set)
+        # Finished tasks in memory -> when their record last changed (monotonic):
+        # :meth:`evict` lets those quiet long enough go, :meth:`admit` brings one back.
+        self.quiet_since: dict[str, float] = {}
 
     # -- changes ------------------------------------------------------------------
 
@@ -140,6 +144,8 @@ class TaskTable:
             self.uow.dirty_tasks.add(delta.task_id)
             self.changed.add(delta.task_id)
             self.reindex(delta.task_id)
+            if delta.task_id in self.quiet_since:
+                self.quiet_since[delta.task_id] = self.mono()
         return new
 
     def reindex(self, task_id: str) -> None:
@@ -156,8 +162,11 @@ class TaskTable:
             self.latency_bound.discard(task_id)
             if origin is not None:
                 self.originated[origin].discard(task_id)
-        elif origin is not None:
-            self.originated[origin].add(task_id)
+            self.quiet_since.setdefault(task_id, self.mono())
+        else:
+            self.quiet_since.pop(task_id, None)
+            if origin is not None:
+                self.originated[origin].add(task_id)
         active = status in _ACTIVE and rec.spec is not None
         if active and rec.placement is not None:
             self.on_node[rec.placement.node].add(task_id)
@@ -263,8 +272,11 @@ class TaskTable:
     # -- restart ------------------------------------------------------------------
 
     def load(self, rows: Iterable[TaskRow], leases: Iterable[LeaseRow]) -> None:
-        """Task state from the store: records, levels, indexes and leases."""
+        """Task state from the store: records, levels, indexes and leases. ``rows`` are
+        those memory should hold (``Store.held_tasks``): a finished task is quiet since
+        its row's last write."""
         now = self.mono()
+        wall = self.uow.wall_ms()
         self.records.clear()
         self.meta.clear()
         self.unplaced.clear()
@@ -273,28 +285,14 @@ class TaskTable:
         self.adaptive.clear()
         self.latency_bound.clear()
         self.originated.clear()
+        self.quiet_since.clear()
         self._placed_on.clear()
         self._reserved_on.clear()
         for entry in self.registry.nodes.values():
             entry.reserved.clear()
         for row in rows:
-            rec = TaskRecord.from_dict(row.record)
-            self.records[row.task_id] = rec
-            meta = TaskMeta(
-                submitted_ms=row.submitted_ms, explanation=row.explanation, origin=row.origin
-            )
-            meta.level = Level(row.level) if row.level else None
-            # Placement history: as stored (every epoch, also those whose node never
-            # reported an attempt), completed from the record (each attempt was
-            # authorised on the node placed at its epoch; a schema-1 row stored none).
-            meta.placed = dict(row.placed)
-            for attempt in rec.attempts.values():
-                meta.placed.setdefault(attempt.epoch, attempt.node)
-            if rec.placement is not None:
-                meta.placed[rec.placement.epoch] = rec.placement.node
-            if rec.spec is not None:
-                self.register_spec(row.task_id, rec.spec, meta)
-            self.meta[row.task_id] = meta
+            self._hold(row)
+            self.quiet_since[row.task_id] = now - max(0.0, (wall - row.updated_ms) / 1000)
         for task_id in self.records:
             self.reindex(task_id)
         self.ended = set(self._placed_on)  # after a restart, every placed task is asked once
@@ -313,11 +311,82 @@ class TaskTable:
                     "granted_wall_ms": r.granted_ms,
                 }
                 for r in leases
-                if r.epoch >= self._placed_epoch(r.task_id)
+                if r.task_id in self.records and r.epoch >= self._placed_epoch(r.task_id)
             ],
             now=now,
             policy=self.lease_policy,
         )
+
+    def _hold(self, row: TaskRow) -> None:
+        """Take one stored task into memory (its indexes: the caller reindexes)."""
+        rec = TaskRecord.from_dict(row.record)
+        self.records[row.task_id] = rec
+        meta = TaskMeta(
+            submitted_ms=row.submitted_ms, explanation=row.explanation, origin=row.origin
+        )
+        meta.level = Level(row.level) if row.level else None
+        # Placement history: as stored (every epoch, also those whose node never
+        # reported an attempt), completed from the record (each attempt was
+        # authorised on the node placed at its epoch; a schema-1 row stored none).
+        meta.placed = dict(row.placed)
+        for attempt in rec.attempts.values():
+            meta.placed.setdefault(attempt.epoch, attempt.node)
+        if rec.placement is not None:
+            meta.placed[rec.placement.epoch] = rec.placement.node
+        if rec.spec is not None:
+            self.register_spec(row.task_id, rec.spec, meta)
+        self.meta[row.task_id] = meta
+
+    # -- what memory holds ----------------------------------------------------------
+
+    def admit(self, task_id: str) -> TaskRecord | None:
+        """The task's record, brought back from the store if it left memory (a node's
+        late delta or digest, a new dependent, an operator's cancel name it); ``None``
+        for a task never stored. Quiet from now on, so it stays a while."""
+        rec = self.records.get(task_id)
+        if rec is not None:
+            return rec
+        row = self.uow.store.get_task(task_id)
+        if row is None:
+            return None
+        self._hold(row)
+        self.reindex(task_id)
+        self.quiet_since[task_id] = self.mono()
+        self.admitted += 1
+        return self.records[task_id]
+
+    def evict(self, now: float, keep_s: float) -> int:
+        """Let finished tasks quiet for ``keep_s`` leave memory (not the store): their
+        record and metadata go, so memory holds the recent work, not every task ever.
+        Kept: a task changed in the unit of work in hand, one whose ended attempt the
+        retry rule has not looked at, one with a lease on record, one an unfinished
+        task depends on (its result is that task's input). Returns how many left."""
+        cutoff = now - keep_s
+        gone = [
+            task_id
+            for task_id, since in self.quiet_since.items()
+            if since <= cutoff
+            and task_id not in self.uow.dirty_tasks
+            and task_id not in self.ended
+            and self.leases.get(task_id) is None
+            and all(d in self.quiet_since for d in self.dependents.get(task_id, ()))
+        ]
+        for task_id in gone:
+            self._drop(task_id)
+        return len(gone)
+
+    def _drop(self, task_id: str) -> None:
+        rec = self.records.pop(task_id)
+        self.meta.pop(task_id)
+        del self.quiet_since[task_id]
+        self.changed.discard(task_id)
+        for dep in (rec.spec or {}).get("depends_on") or ():
+            edges = self.dependents.get(dep)
+            if edges is not None:
+                edges.discard(task_id)
+                if not edges:
+                    del self.dependents[dep]
+        self.dependents.pop(task_id, None)  # every dependent is finished (``evict``)
 
 
 def attempt_facts(rec: TaskRecord, *, epoch: int | None = None) -> tuple[AttemptFacts, ...]:

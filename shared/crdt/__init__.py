@@ -7,7 +7,7 @@ return deltas; ``merge`` is the join; ``visible_status`` is derived, never store
 """
 
 from shared.crdt._canonical import canonical_json
-from shared.crdt._digest import digest, missing, record_digest
+from shared.crdt._digest import HASH_CHARS, digest, missing, parse_summary, record_digest
 from shared.crdt._replica import Batch, Replica
 from shared.crdt._serialize import (
     canonical_bytes,
@@ -41,6 +41,7 @@ from shared.crdt._task_record import (
 
 __all__ = [
     "DEFAULT_MAX_ATTEMPTS",
+    "HASH_CHARS",
     "MAX_LOG_TAIL",
     "Attempt",
     "AttemptLog",
@@ -61,6 +62,7 @@ __all__ = [
     "merge",
     "missing",
     "new_record",
+    "parse_summary",
     "place",
     "placement_beats",
     "record_digest",

@@ -111,7 +111,8 @@ class ControllerMetrics:
         )
         self.node_rtt = Gauge(
             "continuum_node_rtt_seconds",
-            "Round trip of the controller's pings to the node, over the health window",
+            "Round trip between the controller and the node (its pings and the round trips the"
+            " node reports), over the health window",
             ["node", "quantile"],
             registry=r,
         )

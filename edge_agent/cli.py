@@ -28,7 +28,7 @@ __all__ = ["main"]
 _DESCRIPTION = """\
 Continuum edge agent: runs the tasks the controller places on this device, keeps running
 them when the uplink is gone (journal in SQLite, sync over MQTT when it returns), and accepts
-local work on a loopback HTTP API.
+local work on an HTTP API (a Unix socket by default; TCP on loopback, or beyond it with TLS).
 
   edge-agent join BUNDLE                config, password and certificates from an enrolment
                                         bundle (cloud-controller enroll NODE)

@@ -330,7 +330,8 @@ def take_environ(name: str) -> str | None:
 
 EXAMPLE_CONFIG = """\
 # edge-agent configuration (TOML). Every key is optional except node.id; the values
-# shown are the defaults. Reference: docs/agent.md.
+# shown are the defaults but broker.host (empty by default: find the broker with
+# zeroconf). Reference: docs/agent.md.
 
 log_level = "info"                # debug | info | warning | error
 

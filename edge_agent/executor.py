@@ -481,10 +481,9 @@ def _read_pgid(run_dir: Path) -> int | None:
 
 
 def _result(output: object, stdout_tail: str) -> Any:
-    """The task's JSON result: ``output.json`` when it wrote one that parses (the supervisor
-    read it as the task's user, at most ``_MAX_RESULT_BYTES``), else the last stdout line
-    when it parses; ``None`` over ``_MAX_RESULT_BYTES`` as ASCII JSON, the wire's form (a
-    non-ASCII character costs its escape): ``shared.crdt.log_limit`` counts on it."""
+    """The task's JSON result: ``output.json`` if it wrote one that parses (read by the
+    supervisor as the task's user), else the last stdout line if it parses; ``None`` over
+    ``_MAX_RESULT_BYTES`` as the wire's ASCII JSON (``shared.crdt.log_limit`` counts on it)."""
     lines = [line for line in stdout_tail.splitlines() if line.strip()][-1:]
     for text in [output, *lines] if isinstance(output, str) else lines:
         if len(text) <= _MAX_RESULT_BYTES:

@@ -11,8 +11,9 @@ moves the task's level toward the target with asymmetric damping:
   bad sample restarts the dwell, and each upgrade needs a fresh dwell;
 - the level never leaves the task's ``[min, max]``; a fixed-level task never changes.
 
-The seed's health-driven strategy had no hysteresis and no minimum time in a state,
-so it flapped; this is the fix. Every change is a ``LevelChanged`` with its reason.
+A health-driven level with no hysteresis and no minimum time in a state flaps with
+every noisy sample; this damping prevents it. Every change is a ``LevelChanged`` with
+its reason.
 
 ``cost_target`` computes the target by cost rather than by the health ladder: the
 expected cost of each level on the task's node now, in deadline misses. With

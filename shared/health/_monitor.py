@@ -17,7 +17,7 @@ It also keeps the history of partition lengths and the partition rate per hour t
 placement's link-reliability term needs. Gaps are judged from the timestamps passed
 in, not from how often the caller polls: a heartbeat that arrives after a silence
 longer than the suspicion timeout records that silence as a partition even if nobody
-asked for the state in between (the seed's sweep-counting detector did not).
+asked for the state in between (a detector that counts sweeps would not).
 """
 
 from __future__ import annotations
@@ -119,8 +119,8 @@ def percentile(sorted_values: list[float], q: float) -> float:
     """Nearest-rank percentile of an ascending, non-empty list (``q`` in (0, 1]).
 
     Nearest rank (``ceil(q·n)``-th smallest) never interpolates past a real sample,
-    so p99 of 100 samples is the 99th, not the maximum as the seed's
-    ``sorted[floor(0.99·n)]`` gave.
+    so p99 of 100 samples is the 99th, not the maximum that
+    ``sorted[floor(0.99·n)]`` gives.
     """
     n = len(sorted_values)
     if not n:

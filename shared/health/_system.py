@@ -1,9 +1,8 @@
 """System health (docs/consistency.md table) and the default consistency level it implies.
 
-The table comes from the seed's health-driven adaptive consistency, with its bugs
-fixed: zero nodes no longer divides by zero (no node available is an emergency),
-``available`` is clamped to ``[0, total]``, and an unknown p99 (no samples yet, or
-NaN) reads as unknown health, which the seed maps to the weakest level.
+Its edge cases are decided: zero nodes does not divide by zero (no node available
+is an emergency), ``available`` is clamped to ``[0, total]``, and an unknown p99 (no
+samples yet, or NaN) reads as unknown health, which maps to the weakest level.
 """
 
 from __future__ import annotations

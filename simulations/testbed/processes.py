@@ -325,7 +325,8 @@ class ControllerProcess(Managed):
                 "keepalive_s": 5,
             },
             # Failure detection scaled to a run of a minute: suspect after ~3 s of
-            # silence, confirm after 10 s (defaults are 9 s and 30 s).
+            # silence, confirm after 10 s (by default: 120 s of silence, 40 s heartbeats
+            # missed 3 times, confirmed 30 s later; a last will is heard at once).
             "health": {"heartbeat_interval_s": 1.0, "suspect_missed": 3, "confirm_after_s": 10.0},
             "consistency": {"lease_s": 10.0, "lease_margin_s": 2.0, "upgrade_dwell_s": 20.0},
         }

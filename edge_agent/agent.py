@@ -383,9 +383,10 @@ class Agent:
         if self._due("prune", 600.0, now):
             with core.txn():
                 core.journal.prune_seen()
-        retain = self.cfg.autonomy.retain_finished_s
-        if retain > 0 and self._due("retain", min(600.0, max(1.0, retain / 2)), now):
-            core.safely(scheduler.forget_finished, retain)
+        retain, keep = self.cfg.autonomy.retain_finished_s, self.cfg.autonomy.retain_finished_max
+        every = min(60.0 if keep > 0 else 600.0, max(1.0, retain / 2) if retain > 0 else 600.0)
+        if (retain > 0 or keep > 0) and self._due("retain", every, now):
+            core.safely(scheduler.forget_finished, retain, keep)
 
     def _starting(self) -> bool:
         return not self.core.draining and self.core.admission_stopped is None

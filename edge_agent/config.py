@@ -146,6 +146,9 @@ class AutonomyConfig:
     batch_max: int = setting(64, min=1)
     antientropy_s: float = setting(0.0, min=0)  # digest exchange while connected; 0 = 2 * period_s
     retain_finished_s: float = setting(604_800.0, min=0)  # finished records kept; 0 = forever
+    # At most this many finished, acknowledged records kept, the oldest forgotten first
+    # (each ~6.5 kB in memory: a busy device would otherwise hold days of work); 0 = no bound.
+    retain_finished_max: int = setting(2_000, min=0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,6 +384,7 @@ lease_margin_s = 0.5              # drift margin subtracted from strong-task lea
 batch_max = 64                    # CRDT deltas per `up` message
 antientropy_s = 0.0               # digest exchange period while connected; 0 = 2 * period_s
 retain_finished_s = 604800.0      # drop finished, acknowledged records after this; 0 = keep
+retain_finished_max = 2000        # and keep at most this many of them (oldest go); 0 = no bound
 
 [executor]
 max_concurrent = 4                # attempts at once; advertised in hello (capacity.slots)

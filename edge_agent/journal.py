@@ -240,20 +240,27 @@ class Journal:
         for (record,) in self.db.execute("SELECT record FROM records"):
             yield json.loads(record)
 
-    def prune_records(self, statuses: list[str], older_than_ms: int) -> list[str]:
-        """Delete the records in one of ``statuses`` unchanged since ``older_than_ms``
-        that nothing here still needs: no unacknowledged outbox row (the controller has
-        them), no queued entry, no process. Returns the ids deleted."""
+    def prune_records(
+        self, statuses: list[str], older_than_ms: int, keep_newest: int = 0
+    ) -> list[str]:
+        """Delete the records in one of ``statuses`` that nothing here still needs (no
+        unacknowledged outbox row: the controller has them; no queued entry, no process)
+        and that are unchanged since ``older_than_ms`` or, when ``keep_newest`` > 0,
+        older than the ``keep_newest`` most recently changed of them. Returns the ids."""
         marks = ", ".join("?" for _ in statuses)
+        by_age = "" if keep_newest > 0 else f" AND updated_ms < {int(older_than_ms)}"
+        rows = self.db.execute(
+            f"SELECT task_id, updated_ms FROM records WHERE status IN ({marks}){by_age}"
+            " AND task_id NOT IN (SELECT task_id FROM outbox)"
+            " AND task_id NOT IN (SELECT task_id FROM queue)"
+            " AND task_id NOT IN (SELECT task_id FROM processes)"
+            " ORDER BY updated_ms DESC, task_id DESC",
+            statuses,
+        ).fetchall()
         ids = [
-            row[0]
-            for row in self.db.execute(
-                f"SELECT task_id FROM records WHERE status IN ({marks}) AND updated_ms < ?"
-                " AND task_id NOT IN (SELECT task_id FROM outbox)"
-                " AND task_id NOT IN (SELECT task_id FROM queue)"
-                " AND task_id NOT IN (SELECT task_id FROM processes)",
-                [*statuses, older_than_ms],
-            )
+            task_id
+            for i, (task_id, updated_ms) in enumerate(rows)
+            if updated_ms < older_than_ms or 0 < keep_newest <= i
         ]
         self.db.executemany("DELETE FROM records WHERE task_id = ?", [[t] for t in ids])
         return ids

@@ -478,17 +478,18 @@ class LocalScheduler(LeaseRequests):
             self.fail_unstartable(rec, row, "shed")
             core.counters["shed"] += 1
 
-    def forget_finished(self, retain_s: float) -> None:
+    def forget_finished(self, retain_s: float, keep_max: int = 0) -> None:
         """Retention: a device does not keep finished work forever. Records that ended
-        (succeeded, failed, cancelled) more than ``retain_s`` ago and that the controller
-        has acknowledged (no outbox row) leave the journal and the replica, so the journal
+        (succeeded, failed, cancelled) that the controller has acknowledged (no outbox
+        row) leave the journal and the replica after ``retain_s`` (0: never for their
+        age) or beyond the ``keep_max`` most recent (0: no bound), so memory, the journal
         and every digest stay bounded by the recent work. The controller keeps them; it
         only asks a node about tasks placed on it and active, or named in its digest."""
         core = self.core
         terminal = [str(status) for status in TaskStatus if status.terminal]
-        older_than = core.clock.wall_ms() - int(retain_s * 1000)
+        older_than = core.clock.wall_ms() - int(retain_s * 1000) if retain_s > 0 else 0
         with core.txn():
-            gone = core.journal.prune_records(terminal, older_than)
+            gone = core.journal.prune_records(terminal, older_than, keep_max)
             if gone:
                 core.event("records_forgotten", None, count=len(gone))
         for task_id in gone:

@@ -178,6 +178,32 @@ def test_anti_entropy_repeats_while_connected(tmp_path: Path, h: MemoryHarness) 
         pair.close()
 
 
+def test_at_most_retain_finished_max_finished_records_are_kept(
+    tmp_path: Path, h: MemoryHarness
+) -> None:
+    """A busy device would hold days of finished records (about 6.5 kB each in memory):
+    beyond the newest ``retain_finished_max`` acknowledged ones, the oldest are forgotten,
+    whatever their age; unfinished work is never counted out."""
+    pair = AgentPair(
+        h,
+        tmp_path,
+        autonomy={"retain_finished_s": 0.0, "retain_finished_max": 2, "antientropy_s": 0.5},
+    )
+    try:
+        pair.connect()
+        pair.submit(spec("t-busy", ["sleep", "30"]))
+        for i in range(4):
+            pair.submit(spec(f"t-{i}", ["true"]))
+            pair.run_until(lambda i=i: pair.upstream(f"t-{i}") == "succeeded", "success upstream")
+        pair.skip_until(lambda: pair.task_status("t-1") is None, "the oldest forgotten")
+        rows = pair.agent.core.journal.db.execute("SELECT task_id FROM records").fetchall()
+        assert sorted(rows) == [("t-2",), ("t-3",), ("t-busy",)]
+        assert pair.task_status("t-busy") == "running"
+        assert pair.upstream("t-0") == "succeeded"  # the controller keeps its copy
+    finally:
+        pair.close()
+
+
 def test_finished_acknowledged_records_are_forgotten_after_the_retention(
     tmp_path: Path, h: MemoryHarness
 ) -> None:

@@ -62,7 +62,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds between saves of the learned placement inputs (``_persist``).
 LEARNER_SAVE_S = 10.0
-#: Seconds between looks for finished tasks quiet long enough to leave memory.
+#: Seconds between looks for finished tasks quiet long enough to leave memory (at most:
+#: half of ``keep_finished_s`` when that is shorter).
 EVICT_EVERY_S = 60.0
 
 
@@ -237,7 +238,7 @@ class Controller:
         self.reconciler.replace(now)
         self.scheduler.schedule(now)
         keep = self.cfg.controller.keep_finished_s
-        if keep > 0 and now - self._evicted_at >= EVICT_EVERY_S:
+        if keep > 0 and now - self._evicted_at >= min(EVICT_EVERY_S, keep / 2):
             self._evicted_at = now
             self.tasks.evict(now, keep)
 

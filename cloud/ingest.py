@@ -354,23 +354,23 @@ class Ingest:
         if after is not before and delta.task_id not in changed:
             changed[delta.task_id] = before
 
-    def _same_as_stored(self, entries: Mapping[str, str]) -> set[str]:
+    def _same_as_stored(self, node_id: str, entries: Mapping[str, str]) -> set[str]:
         """The tasks a digest names that left memory (finished and quiet,
         ``TaskTable.evict``) and that the node holds exactly as stored: a summary ends
         with the record's content hash (``shared.crdt.record_digest``), and the same hash
         is the same record. Answered with the node's own summary, they stay in the store;
-        any other one comes back into memory and is compared as usual."""
+        any other one the node may read comes back into memory and is compared as usual
+        (one it may not read stays out: naming tasks cannot fill the controller's memory)."""
         away = [t for t in entries if t not in self.tasks.records]
         if not away:
             return set()
-        stored = self.store.content_hashes(away)
-        same = {
-            t
-            for t, h in stored.items()
-            if (theirs := parse_summary(entries[t])) is not None and theirs.hash == h[:HASH_CHARS]
-        }
-        for t in stored.keys() - same:
-            self.tasks.admit(t)
+        same: set[str] = set()
+        for t, (content, readers) in self.store.digest_facts(away).items():
+            theirs = parse_summary(entries[t])
+            if theirs is not None and theirs.hash == content[:HASH_CHARS]:
+                same.add(t)
+            elif node_id in readers:
+                self.tasks.admit(t)
         return same
 
     def _originated(self, node_id: str) -> int:
@@ -452,7 +452,7 @@ class Ingest:
         node_id = entry.node_id
         body: Digest = env.body
         entries: Mapping[str, str] = body.entries
-        same = self._same_as_stored(entries)
+        same = self._same_as_stored(node_id, entries)
         # A digest part speaks only for its range of ids (``Digest.covers``); a node
         # is answered only for its own tasks (``shared.authz.may_read``).
         relevant = {

@@ -235,15 +235,22 @@ class Store:
         for row in self.conn.execute(sql + " ORDER BY submitted_ms", args):
             yield TaskRow.from_db_row(row)
 
-    def content_hashes(self, task_ids: Iterable[str]) -> dict[str, str]:
-        """The stored content hash of each of ``task_ids`` the store holds."""
+    def digest_facts(self, task_ids: Iterable[str]) -> dict[str, tuple[str, frozenset[str]]]:
+        """Per stored task of ``task_ids``: its content hash and the nodes that may read
+        it (``shared.authz.readers`` from the columns: its origin, the node of every
+        placement; an attempt runs only on the node placed at its epoch)."""
         ids = list(task_ids)
-        out: dict[str, str] = {}
+        out: dict[str, tuple[str, frozenset[str]]] = {}
         for i in range(0, len(ids), 500):  # SQLite's bound on parameters
             part = ids[i : i + 500]
             marks = ", ".join("?" * len(part))
-            sql = f"SELECT task_id, content_hash FROM tasks WHERE task_id IN ({marks})"
-            out.update((r[0], r[1]) for r in self.conn.execute(sql, part))
+            sql = (
+                "SELECT task_id, content_hash, origin, node, placed FROM tasks"
+                f" WHERE task_id IN ({marks})"
+            )
+            for task_id, content, origin, node, placed in self.conn.execute(sql, part):
+                readers = set(json.loads(placed or "{}").values()) | {origin, node}
+                out[task_id] = (content, frozenset(n for n in readers if n))
         return out
 
     def list_tasks(

@@ -140,3 +140,20 @@ def test_a_restart_loads_the_unfinished_and_the_recent(tmp_path: Path) -> None:
         assert "done" in c.records
     finally:
         h.close()
+
+
+def test_naming_tasks_it_may_not_read_brings_nothing_back(hk: MemoryHarness) -> None:
+    """A node's digest can name any id: one it may not read (placed elsewhere) stays in
+    the store, else a stolen device could fill the controller's memory with history."""
+    h = hk
+    h.node("n1", cpus=4)
+    n2 = h.node("n2", cpus=4)
+    h.controller.set_draining("n2", True)
+    h.controller.submit_task({"id": "done", "command": ["true"]})
+    finish(h, "n1", "done", 1)
+    quiet(h, KEEP_S + EVICT_EVERY_S)
+    assert "done" not in h.controller.records
+    n2.publish("up", Digest(entries={"done": "n2:1|||000000000000"}))
+    h.await_msg(n2, "digest")
+    assert "done" not in h.controller.records and h.controller.tasks.admitted == 0
+    assert not n2.received("deltas", lambda e: any(r.task_id == "done" for r in e.body.records))

@@ -240,7 +240,14 @@ class Controller:
         keep = self.cfg.controller.keep_finished_s
         if keep > 0 and now - self._evicted_at >= min(EVICT_EVERY_S, keep / 2):
             self._evicted_at = now
-            self.tasks.evict(now, keep)
+            gone = self.tasks.evict(now, keep)
+            if gone:
+                log.info(
+                    "%d finished tasks left memory (%d held)",
+                    gone,
+                    len(self.tasks.records),
+                    extra={"fields": {"evicted": gone, "held": len(self.tasks.records)}},
+                )
 
     def set_broker_connected(self, connected: bool) -> None:
         """The MQTT shell reports our own broker connection. After an outage of

@@ -295,6 +295,10 @@ class TaskTable:
             self.quiet_since[row.task_id] = now - max(0.0, (wall - row.updated_ms) / 1000)
         for task_id in self.records:
             self.reindex(task_id)
+        unfinished = [t for t in self.records if t not in self.quiet_since]
+        for task_id in unfinished:  # a dependency's result is its dependents' input
+            for dep in (self.records[task_id].spec or {}).get("depends_on") or ():
+                self.admit(dep)
         self.ended = set(self._placed_on)  # after a restart, every placed task is asked once
         # Our monotonic clock did not survive the restart: every stored lease of the
         # current epoch is honoured as if granted now (later than the truth, hence

@@ -157,3 +157,37 @@ def test_naming_tasks_it_may_not_read_brings_nothing_back(hk: MemoryHarness) -> 
     h.await_msg(n2, "digest")
     assert "done" not in h.controller.records and h.controller.tasks.admitted == 0
     assert not n2.received("deltas", lambda e: any(r.task_id == "done" for r in e.body.records))
+
+
+def test_a_restart_brings_back_what_unfinished_work_depends_on(tmp_path: Path) -> None:
+    """``b`` waits for a node big enough; its dependency ``a`` finished long before the
+    restart (by the store's clock) and is not loaded with the recent work, but comes back
+    with its dependent: ``b`` is placed with ``a``'s result as input."""
+    h = MemoryHarness(tmp_path, make_config(tmp_path, controller={"keep_finished_s": 0.001}))
+    try:
+        h.node("n1", cpus=2)
+        h.controller.submit_workflow(
+            {
+                "id": "wf",
+                "tasks": [
+                    {"id": "a", "command": ["true"]},
+                    {
+                        "id": "b",
+                        "command": ["true"],
+                        "depends_on": ["a"],
+                        "resources": {"cpu": 8},
+                    },
+                ],
+            }
+        )
+        finish(h, "n1", "a", {"x": 1})
+        h.tick()
+        assert h.controller.get_task("b")["status"] == "pending"
+        c = h.restart()
+        assert "a" in c.records and "b" in c.records
+        big = h.node("n2", cpus=16)
+        h.tick()
+        place = big.expect("place", lambda e: e.body.task_id == "b")
+        assert place.body.inputs == {"a": {"x": 1}}
+    finally:
+        h.close()

@@ -90,6 +90,9 @@ _ADDED = (("processes", "task_deadline_ms", "INTEGER"),)
 
 _SEEN_KEEP = 20_000
 _OUTBOX_OBJS = 10_000  # outbox objects kept in memory at most (Journal.outbox_pending)
+#: ``Journal._replace``'s statements by table and columns (a handful: every caller writes one
+#: fixed set of columns).
+_REPLACE_SQL: dict[tuple[str, ...], str] = {}
 #: A row's JSON, by one encoder each (``json.dumps`` with options builds one per call).
 row_json = json.JSONEncoder(separators=(",", ":"), sort_keys=True).encode
 _event_json = json.JSONEncoder(separators=(",", ":")).encode
@@ -205,11 +208,13 @@ class Journal:
         self.runq.reset(rows)
 
     def _replace(self, table: str, row: dict[str, Any]) -> None:
-        cols = ", ".join(row)
-        marks = ", ".join("?" for _ in row)
-        self.db.execute(
-            f"INSERT OR REPLACE INTO {table} ({cols}) VALUES ({marks})", list(row.values())
-        )
+        key = (table, *row)
+        sql = _REPLACE_SQL.get(key)
+        if sql is None:  # made once per table and columns (a few rows a task use it)
+            marks = ", ".join("?" for _ in row)
+            sql = f"INSERT OR REPLACE INTO {table} ({', '.join(row)}) VALUES ({marks})"
+            _REPLACE_SQL[key] = sql
+        self.db.execute(sql, list(row.values()))
 
     # records -------------------------------------------------------------------------
     def put_record(
@@ -223,17 +228,11 @@ class Journal:
         level: str | None,
         now_ms: int,
     ) -> None:
-        self._replace(
-            "records",
-            {
-                "task_id": task_id,
-                "record": record if isinstance(record, str) else row_json(record),
-                "status": status,
-                "epoch": epoch,
-                "node": node,
-                "level": level,
-                "updated_ms": now_ms,
-            },
+        text = record if isinstance(record, str) else row_json(record)
+        self.db.execute(
+            "INSERT OR REPLACE INTO records (task_id, record, status, epoch, node, level,"
+            " updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [task_id, text, status, epoch, node, level, now_ms],
         )
 
     def records(self) -> Iterator[dict[str, Any]]:

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
-from cloud_harness import Harness, ScriptedNode, make_config, wall_ms
+from cloud_harness import Harness, NodeScript, ScriptedNode, make_config, wall_ms
 from memory_bus import MemoryHarness
 
 from shared.authz import local_task_id
@@ -19,9 +20,29 @@ from shared.model import base_delay, parse_task_spec
 from shared.protocol import Digest, Envelope, Heartbeat, encode, topic
 
 
-def rejected_parts(h: Harness, reason: str) -> float:
-    """Parts of nodes' messages ``shared.authz`` refused for ``reason`` (this process)."""
-    for metric in h.controller.metrics.refused.collect():
+def local_record(node: NodeScript, task_id: str) -> TaskRecord:
+    """As an agent's local API makes one: a task in its namespace, placed on itself at
+    epoch 0."""
+    spec = parse_task_spec({"id": task_id, "command": ["true"]}).to_dict()
+    stamp = node.clock.now(wall_ms())
+    rec = new_record(task_id, spec, writer=node.node_id, hlc=stamp)
+    return merge(
+        rec,
+        place(
+            rec,
+            epoch=0,
+            node=node.node_id,
+            level="causal",
+            lease_s=None,
+            writer=node.node_id,
+            hlc=stamp,
+        ),
+    )
+
+
+def counted(counter: Any, reason: str) -> float:
+    """A controller counter's value for ``reason`` (this process)."""
+    for metric in counter.collect():
         for sample in metric.samples:
             if sample.name.endswith("_total") and sample.labels["reason"] == reason:
                 return float(sample.value)
@@ -29,11 +50,13 @@ def rejected_parts(h: Harness, reason: str) -> float:
 
 
 def rejected(h: Harness, reason: str) -> float:
-    for metric in h.controller.metrics.rejected.collect():
-        for sample in metric.samples:
-            if sample.name.endswith("_total") and sample.labels["reason"] == reason:
-                return float(sample.value)
-    return 0.0
+    """Messages from the network rejected for ``reason``."""
+    return counted(h.controller.metrics.rejected, reason)
+
+
+def rejected_parts(h: Harness, reason: str) -> float:
+    """Parts of nodes' messages ``shared.authz`` refused for ``reason``."""
+    return counted(h.controller.metrics.refused, reason)
 
 
 @pytest.mark.broker
@@ -65,13 +88,8 @@ def test_local_submission_is_adopted_not_placed_and_bad_specs_rejected(h: Harnes
     h.node("n2")
     # As an agent's local API does: an id in its namespace, placed on itself at epoch 0.
     local, local_bad = local_task_id("n1", "0000000000a1"), local_task_id("n1", "0000000000a2")
-    spec = parse_task_spec({"id": local, "command": ["true"]}).to_dict()
+    placed = local_record(n1, local)
     stamp = n1.clock.now(wall_ms())
-    created = new_record(local, spec, writer="n1", hlc=stamp)
-    placed = merge(
-        created,
-        place(created, epoch=0, node="n1", level="causal", lease_s=None, writer="n1", hlc=stamp),
-    )
     _, started = start_attempt(placed, node="n1", epoch=0, writer="n1", hlc=stamp)
     n1.records[local] = merge(placed, started)
     n1.send_deltas([n1.records[local]])
@@ -98,14 +116,7 @@ def test_a_nodes_quota_of_local_tasks_counts_its_unfinished_ones(h: Harness) -> 
 
     def local(i: int) -> TaskRecord:
         task_id = local_task_id("n1", f"{i:012x}")
-        spec = parse_task_spec({"id": task_id, "command": ["true"]}).to_dict()
-        stamp = n1.clock.now(wall_ms())
-        rec = new_record(task_id, spec, writer="n1", hlc=stamp)
-        rec = merge(
-            rec,
-            place(rec, epoch=0, node="n1", level="causal", lease_s=None, writer="n1", hlc=stamp),
-        )
-        n1.records[task_id] = rec
+        n1.records[task_id] = rec = local_record(n1, task_id)
         return rec
 
     for first in range(0, 1000, 100):

@@ -311,7 +311,7 @@ class Ingest:
         write is merged, the rest is added to ``refused``; a bad delta is rejected
         alone, not its whole message. ``originated`` caches, per message, the
         node's active tasks it created (its quota)."""
-        before = self.tasks.admit(delta.task_id)  # a finished one may have left memory
+        before = self._admit_for(node_id, delta.task_id)
         meta = self.tasks.meta.get(delta.task_id)
         if before is None and node_id not in originated:
             originated[node_id] = self._originated(node_id)
@@ -354,6 +354,18 @@ class Ingest:
         if after is not before and delta.task_id not in changed:
             changed[delta.task_id] = before
 
+    def _admit_for(self, node_id: str, task_id: str) -> TaskRecord | None:
+        """The record a node's message names: in memory, or brought back from the store
+        (a finished task that left it, ``TaskTable.evict``) when the node may read it;
+        ``None`` otherwise. Naming ids a node may not read loads nothing."""
+        rec = self.tasks.records.get(task_id)
+        if rec is not None:
+            return rec
+        facts = self.store.digest_facts([task_id]).get(task_id)
+        if facts is None or node_id not in facts[1]:
+            return None
+        return self.tasks.admit(task_id)
+
     def _same_as_stored(self, node_id: str, entries: Mapping[str, str]) -> set[str]:
         """The tasks a digest names that left memory (finished and quiet,
         ``TaskTable.evict``) and that the node holds exactly as stored: a summary ends
@@ -390,7 +402,7 @@ class Ingest:
         every answer echoes the request's ``request_id``."""
         req = env.body
         node_id = entry.node_id
-        rec = self.tasks.admit(req.task_id)
+        rec = self._admit_for(node_id, req.task_id)
         refusal = lease_refusal(
             known=rec is not None,
             placed=rec is not None and rec.placement is not None,

@@ -143,8 +143,9 @@ def test_a_restart_loads_the_unfinished_and_the_recent(tmp_path: Path) -> None:
 
 
 def test_naming_tasks_it_may_not_read_brings_nothing_back(hk: MemoryHarness) -> None:
-    """A node's digest can name any id: one it may not read (placed elsewhere) stays in
-    the store, else a stolen device could fill the controller's memory with history."""
+    """A node's digest or lease request can name any id: one it may not read (placed
+    elsewhere) stays in the store, else a stolen device could fill the controller's memory
+    with history."""
     h = hk
     h.node("n1", cpus=4)
     n2 = h.node("n2", cpus=4)
@@ -157,6 +158,9 @@ def test_naming_tasks_it_may_not_read_brings_nothing_back(hk: MemoryHarness) -> 
     h.await_msg(n2, "digest")
     assert "done" not in h.controller.records and h.controller.tasks.admitted == 0
     assert not n2.received("deltas", lambda e: any(r.task_id == "done" for r in e.body.records))
+    n2.request_lease("done", 1, request_id="i2-1")  # nor a lease request
+    assert not h.await_msg(n2, "lease_grant").body.granted
+    assert "done" not in h.controller.records and h.controller.tasks.admitted == 0
 
 
 def test_a_restart_brings_back_what_unfinished_work_depends_on(tmp_path: Path) -> None:

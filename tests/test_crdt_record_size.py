@@ -121,3 +121,11 @@ def test_tails_shrink_with_the_retry_budget_and_the_spec() -> None:
     limit = log_limit(rec.spec, len(canonical_json(rec.spec)))
     assert limit - 6 < len(attempt.log.stdout) * 6 <= limit < MAX_LOG_TAIL
     assert attempt.log.stdout_bytes == 2**40
+
+
+def test_the_bounds_are_the_protocols_and_the_models() -> None:
+    """``shared.crdt`` sits below both (it cannot import them): its copies must agree."""
+    from shared.crdt import _task_record
+
+    assert _task_record._RECORD_BYTES == MAX_MESSAGE_BYTES
+    assert _task_record._SPEC_ROOM == MAX_SPEC_BYTES

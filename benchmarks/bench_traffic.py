@@ -6,7 +6,11 @@ The agent reaches the broker through a counting TCP proxy
 (``simulations.testbed.proxy.FaultProxy``, no faults), which counts the MQTT bytes
 forwarded each way (TCP/IP headers are not counted). After the agent registered and a
 warm-up, the bytes of a window of ``BENCH_TRAFFIC_WINDOW_S`` seconds (120 by default: two
-of the longest idle cadence, the 60 s telemetry refresh) are the figure.
+of the longest idle cadence, the 60 s telemetry refresh) are the figure. Then the agent runs
+``BENCH_TRAFFIC_HISTORY`` no-op tasks (200 by default) and, once they are finished and a
+warm-up has passed, a second window is measured the same way: an idle node that has
+worked keeps its finished records (``autonomy.retain_finished_*``), and each periodic
+anti-entropy digest names every one of them.
 
 Baseline, same run: a bare paho client with the agent's default MQTT keep-alive, connected
 through another counting proxy and doing nothing, the floor any MQTT node pays to stay
@@ -36,6 +40,7 @@ from simulations.testbed.proxy import FaultProxy
 ROOT = Path(__file__).resolve().parents[1]
 WINDOW_S = float(os.environ.get("BENCH_TRAFFIC_WINDOW_S", "120"))
 WARMUP_S = 10.0
+HISTORY = int(os.environ.get("BENCH_TRAFFIC_HISTORY", "200"))
 GOAL_KBIT_S = 0.25
 
 
@@ -75,10 +80,28 @@ def _agent(workdir: Path, port: int) -> subprocess.Popen[bytes]:
     return _spawn(["edge_agent.cli", "run", "--config", str(config)], workdir / "agent.log")
 
 
-def _nodes(url: str) -> list[dict[str, object]]:
-    req = urllib.request.Request(url + "/api/v1/nodes", headers={"Authorization": "Bearer bench"})
+def _api(url: str, path: str, body: object | None = None) -> Any:
+    req = urllib.request.Request(
+        url + path,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": "Bearer bench", "Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=30) as resp:
-        return json.loads(resp.read())["nodes"]  # type: ignore[no-any-return]
+        return json.loads(resp.read())
+
+
+def _nodes(url: str) -> list[dict[str, object]]:
+    return _api(url, "/api/v1/nodes")["nodes"]  # type: ignore[no-any-return]
+
+
+def _run_history(url: str) -> None:
+    """``HISTORY`` no-op tasks through the controller, until every one succeeded."""
+    ids = [_api(url, "/api/v1/tasks", {"command": ["true"]})["task_id"] for _ in range(HISTORY)]
+    _wait(
+        lambda: all(_api(url, f"/api/v1/tasks/{t}")["status"] == "succeeded" for t in ids),
+        f"{HISTORY} tasks succeeded",
+        300,
+    )
 
 
 def _wait(pred, what: str, timeout_s: float) -> None:  # type: ignore[no-untyped-def]
@@ -124,13 +147,51 @@ class _Tally:
         self.client.disconnect()
 
 
-async def _measure(tmp: Path, broker_port: int) -> dict[str, Any]:
+class _Window:
+    """Bytes each way through a proxy from ``start`` to ``rates``."""
+
+    def __init__(self, proxy: FaultProxy) -> None:
+        self.proxy = proxy
+        self.up0 = self.down0 = 0
+
+    def start(self) -> None:
+        self.up0, self.down0 = self.proxy.stats.bytes_up, self.proxy.stats.bytes_down
+
+    def rates(self, elapsed: float) -> tuple[float, float]:
+        stats = self.proxy.stats
+        return (
+            _kbit_s(stats.bytes_up - self.up0, elapsed),
+            _kbit_s(stats.bytes_down - self.down0, elapsed),
+        )
+
+
+async def _window(agent: _Window, bare: _Window, tally: _Tally) -> dict[str, Any]:
+    """One idle window: the agent's and the bare client's rates, the agent's messages."""
+    tally.counts = {}
+    agent.start()
+    bare.start()
+    started, tally.on = time.monotonic(), True
+    await asyncio.sleep(WINDOW_S)
+    elapsed, tally.on = time.monotonic() - started, False
+    up, down = agent.rates(elapsed)
+    bare_up, bare_down = bare.rates(elapsed)
+    return {
+        "up": up,
+        "down": down,
+        "bare_up": bare_up,
+        "bare_down": bare_down,
+        "messages": tally.summary(),
+    }
+
+
+async def _measure(tmp: Path, broker_port: int) -> list[dict[str, Any]]:
     agent_proxy = await FaultProxy("agent", "127.0.0.1", broker_port).start()
     bare_proxy = await FaultProxy("bare", "127.0.0.1", broker_port).start()
     ctl, url = await asyncio.to_thread(_controller, tmp / "controller", broker_port)
     agent = _agent(tmp / "agent", agent_proxy.port)
     bare = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bare-1", clean_session=False)
     tally = _Tally(broker_port)
+    agent_w, bare_w = _Window(agent_proxy), _Window(bare_proxy)
     try:
         await asyncio.to_thread(
             _wait, lambda: any(n.get("registered") for n in _nodes(url)), "agent registered", 60
@@ -138,23 +199,18 @@ async def _measure(tmp: Path, broker_port: int) -> dict[str, Any]:
         bare.connect("127.0.0.1", bare_proxy.port, keepalive=BrokerConfig().keepalive_s)
         bare.loop_start()
         await asyncio.sleep(WARMUP_S)
-        up0, down0 = agent_proxy.stats.bytes_up, agent_proxy.stats.bytes_down
-        bup0, bdown0 = bare_proxy.stats.bytes_up, bare_proxy.stats.bytes_down
-        started, tally.on = time.monotonic(), True
-        await asyncio.sleep(WINDOW_S)
-        elapsed, tally.on = time.monotonic() - started, False
+        windows = [await _window(agent_w, bare_w, tally)]
+        if HISTORY > 0:
+            await asyncio.to_thread(_run_history, url)
+            await asyncio.sleep(WARMUP_S)
+            windows.append(await _window(agent_w, bare_w, tally))
         if agent.poll() is not None or ctl.poll() is not None:
-            raise SystemExit("a process died during the window")
+            raise SystemExit("a process died during a window")
         node = _nodes(url)[0]
-        return {
-            "up": _kbit_s(agent_proxy.stats.bytes_up - up0, elapsed),
-            "down": _kbit_s(agent_proxy.stats.bytes_down - down0, elapsed),
-            "bare_up": _kbit_s(bare_proxy.stats.bytes_up - bup0, elapsed),
-            "bare_down": _kbit_s(bare_proxy.stats.bytes_down - bdown0, elapsed),
-            "connections": float(agent_proxy.stats.to_dict().get("connections", 0)),
-            "link_healthy": float(node.get("link_state") == "healthy"),
-            "messages": tally.summary(),
-        }
+        for got in windows:
+            got["connections"] = float(agent_proxy.stats.to_dict().get("connections", 0))
+            got["link_healthy"] = float(node.get("link_state") == "healthy")
+        return windows
     finally:
         tally.stop()
         bare.loop_stop()
@@ -169,26 +225,29 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-traffic-") as tmp:
         broker = MosquittoBroker(workdir=Path(tmp) / "mosquitto").start()
         try:
-            got = asyncio.run(_measure(Path(tmp), broker.port))
+            windows = asyncio.run(_measure(Path(tmp), broker.port))
         finally:
             broker.stop()
-    note = (
-        f"{WINDOW_S:.0f} s idle window, default configs, one agent through a counting proxy;"
-        f" link {'healthy' if got['link_healthy'] else 'NOT healthy'} at the end;"
-        f" {got['connections']:.0f} connection(s); messages in the window: {got['messages']};"
-        " anchor: KubeEdge ≈ 0.25 kbit/s up"
-    )
-    for direction in ("up", "down"):
-        emit(
-            f"idle traffic per node, {direction} (MQTT bytes)",
-            measured=got[direction],
-            unit="kbit/s",
-            goal=GOAL_KBIT_S,
-            direction="lower",
-            baseline=got[f"bare_{direction}"],
-            baseline_name="bare MQTT connection with the agent's keep-alive (the floor)",
-            note=note,
+    for i, got in enumerate(windows):
+        when = "a fresh agent" if i == 0 else f"after {HISTORY} finished tasks"
+        note = (
+            f"{WINDOW_S:.0f} s idle window, {when}, default configs, one agent through a"
+            f" counting proxy; link {'healthy' if got['link_healthy'] else 'NOT healthy'} at"
+            f" the end; {got['connections']:.0f} connection(s); messages in the window:"
+            f" {got['messages']}; anchor: KubeEdge ≈ 0.25 kbit/s up"
         )
+        for direction in ("up", "down"):
+            emit(
+                f"idle traffic per node, {direction} (MQTT bytes)"
+                + ("" if i == 0 else f", after {HISTORY} tasks"),
+                measured=got[direction],
+                unit="kbit/s",
+                goal=GOAL_KBIT_S,
+                direction="lower",
+                baseline=got[f"bare_{direction}"],
+                baseline_name="bare MQTT connection with the agent's keep-alive (the floor)",
+                note=note,
+            )
 
 
 if __name__ == "__main__":

@@ -7,10 +7,11 @@ The agent reaches the broker through a counting TCP proxy
 forwarded each way (TCP/IP headers are not counted). After the agent registered and a
 warm-up, the bytes of a window of ``BENCH_TRAFFIC_WINDOW_S`` seconds (120 by default: two
 of the longest idle cadence, the 60 s telemetry refresh) are the figure. Then the agent runs
-``BENCH_TRAFFIC_HISTORY`` no-op tasks (200 by default) and, once they are finished and a
-warm-up has passed, a second window is measured the same way: an idle node that has
-worked keeps its finished records (``autonomy.retain_finished_*``), and each periodic
-anti-entropy digest names every one of them.
+``BENCH_TRAFFIC_HISTORY`` no-op tasks (200 by default) and, once they are finished and no
+longer recent to its periodic digests (``BENCH_TRAFFIC_SETTLE_S``, 11 minutes by default),
+a second window is measured the same way: an idle node that has worked keeps its finished
+records (``autonomy.retain_finished_*``), and a digest naming every one of them each period
+made its idle traffic grow with its history (``shared.crdt.Replica.periodic_digest``).
 
 Baseline, same run: a bare paho client with the agent's default MQTT keep-alive, connected
 through another counting proxy and doing nothing, the floor any MQTT node pays to stay
@@ -33,7 +34,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from _report import emit
 
-from edge_agent.config import BrokerConfig
+from edge_agent.config import AutonomyConfig, BrokerConfig
+from shared.crdt import RECENT_DIGESTS
 from simulations.testbed.broker import MosquittoBroker, stop_process
 from simulations.testbed.proxy import FaultProxy
 
@@ -41,6 +43,14 @@ ROOT = Path(__file__).resolve().parents[1]
 WINDOW_S = float(os.environ.get("BENCH_TRAFFIC_WINDOW_S", "120"))
 WARMUP_S = 10.0
 HISTORY = int(os.environ.get("BENCH_TRAFFIC_HISTORY", "200"))
+#: After the history, the wait before the second window: until the finished records are no
+#: longer "recent" to the agent's periodic digests (``shared.crdt.RECENT_DIGESTS`` periods of
+#: the default ``antientropy_s``, 2 T), plus a minute.
+SETTLE_S = float(
+    os.environ.get(
+        "BENCH_TRAFFIC_SETTLE_S", str(RECENT_DIGESTS * 2 * AutonomyConfig().period_s + 60)
+    )
+)
 GOAL_KBIT_S = 0.25
 
 
@@ -202,7 +212,7 @@ async def _measure(tmp: Path, broker_port: int) -> list[dict[str, Any]]:
         windows = [await _window(agent_w, bare_w, tally)]
         if HISTORY > 0:
             await asyncio.to_thread(_run_history, url)
-            await asyncio.sleep(WARMUP_S)
+            await asyncio.sleep(SETTLE_S)
             windows.append(await _window(agent_w, bare_w, tally))
         if agent.poll() is not None or ctl.poll() is not None:
             raise SystemExit("a process died during a window")

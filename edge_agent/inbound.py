@@ -278,9 +278,15 @@ class Inbound:
     # -- anti-entropy --------------------------------------------------------------
     def _on_digest(self, env: Envelope, body: Digest) -> None:
         """The cloud's digest: queue what it lacks in the range the digest covers (through
-        the outbox: acked, durable)."""
+        the outbox: acked, durable), among what our last digest named (it answers for
+        those; a periodic digest leaves out records long unchanged)."""
         core = self.core
-        missing = [r for r in core.replica.missing_for(body.entries) if body.covers(r.task_id)]
+        named = core.replica.named
+        missing = [
+            r
+            for r in core.replica.missing_for(body.entries)
+            if body.covers(r.task_id) and (named is None or r.task_id in named)
+        ]
         with core.txn():
             self._mark_seen(env)
             now_ms = core.clock.wall_ms()

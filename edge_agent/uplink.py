@@ -170,7 +170,9 @@ class Uplink:
         elif command == UplinkCommand.FLUSH:
             self.flush()
         elif command == UplinkCommand.DIGEST:
-            self.send_digest()
+            self.send_digest(self.core.replica.full_digest())
+        elif command == UplinkCommand.DIGEST_RECENT:
+            self.send_digest(self.core.replica.periodic_digest())
         elif command == UplinkCommand.HEARTBEAT:
             self.heartbeat()
         elif command == UplinkCommand.TELEMETRY:
@@ -267,10 +269,11 @@ class Uplink:
             self.core.persist_event("delta_passed_over", task_id, seq=seq)
         self.session.flushed(seq, now)
 
-    def send_digest(self) -> None:
-        """Anti-entropy: the digest of every record, in parts under the message size bound
-        (each covers a range of ids: the controller answers each with what we lack there)."""
-        for part in digest_parts(self.core.replica.digest()):
+    def send_digest(self, entries: dict[str, str]) -> None:
+        """Anti-entropy: a digest (every record after a (re)connect, those that may differ
+        periodically: ``shared.crdt.Replica``), in parts under the message size bound (each
+        covers a range of ids: the controller answers each with what we lack there)."""
+        for part in digest_parts(entries):
             self.publish("up", "digest", part)
 
     def heartbeat(self) -> None:

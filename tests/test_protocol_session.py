@@ -67,10 +67,10 @@ def test_the_digest_repeats_only_once_the_outbox_is_acknowledged() -> None:
     session.link_changed(True, 0.0)
     session.flushed(2, 0.1)
     session.ack(Ack(heartbeat_id=None), 2 * T)
-    assert C.DIGEST not in session.tick(2 * T + 0.1, 2)  # rows out, not yet acked
+    assert C.DIGEST_RECENT not in session.tick(2 * T + 0.1, 2)  # rows out, not yet acked
     session.ack(Ack(up_to_seq=2), 2 * T + 0.2)
-    assert C.DIGEST in session.tick(2 * T + 0.3, 2)
-    assert C.DIGEST not in session.tick(2 * T + 0.4, 2)
+    assert C.DIGEST_RECENT in session.tick(2 * T + 0.3, 2)  # the periodic one
+    assert C.DIGEST_RECENT not in session.tick(2 * T + 0.4, 2)
 
 
 def test_a_silent_session_resubscribes_then_reconnects_with_a_doubling_wait() -> None:
@@ -141,14 +141,16 @@ def test_an_idle_session_heartbeats_only_when_the_controller_is_quiet() -> None:
     t = 0.1
     while t < 20 * T:
         t = round(t + 0.05, 2)
-        sent += [(t, c) for c in session.tick(t, 0) if c in (C.HEARTBEAT, C.DIGEST)]
-        if sent and sent[-1] == (t, C.DIGEST):
+        sent += [(t, c) for c in session.tick(t, 0) if c in (C.HEARTBEAT, C.DIGEST_RECENT)]
+        if sent and sent[-1] == (t, C.DIGEST_RECENT):
             session.heard(t + 0.05)  # the controller's digest comes back
-    assert {c for _, c in sent} == {C.DIGEST}
+    assert {c for _, c in sent} == {C.DIGEST_RECENT}
     assert session.ack_age(t) == 0.0
     # The controller stops answering: a heartbeat T after the next digest, then owed.
     digest_at = next(
-        t2 for t2 in (t + i * 0.05 for i in range(1, 2000)) if C.DIGEST in session.tick(t2, 0)
+        t2
+        for t2 in (t + i * 0.05 for i in range(1, 2000))
+        if C.DIGEST_RECENT in session.tick(t2, 0)
     )
     assert C.HEARTBEAT not in session.tick(digest_at + T - 0.05, 0)
     assert C.HEARTBEAT in session.tick(digest_at + T, 0)

@@ -8,7 +8,7 @@ return deltas; ``merge`` is the join; ``visible_status`` is derived, never store
 
 from shared.crdt._canonical import canonical_json
 from shared.crdt._digest import HASH_CHARS, digest, missing, parse_summary, record_digest
-from shared.crdt._replica import Batch, Replica
+from shared.crdt._replica import RECENT_DIGESTS, SWEEP_DIGESTS, Batch, Replica
 from shared.crdt._serialize import (
     canonical_bytes,
     content_hash,
@@ -43,6 +43,8 @@ __all__ = [
     "DEFAULT_MAX_ATTEMPTS",
     "HASH_CHARS",
     "MAX_LOG_TAIL",
+    "RECENT_DIGESTS",
+    "SWEEP_DIGESTS",
     "Attempt",
     "AttemptLog",
     "AttemptStatus",

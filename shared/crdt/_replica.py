@@ -8,20 +8,38 @@ re-sent from the buffer; what a buffer cannot repair (a peer that was away
 long, a restart) digest-driven anti-entropy does: :meth:`Replica.digest` and
 :meth:`Replica.missing_for` (see ``_digest``).
 
+A node that keeps its finished work (retention) would name every record in every
+periodic digest, and its idle traffic would grow with its history:
+:meth:`Replica.periodic_digest` names only the records changed within the last
+:data:`RECENT_DIGESTS` periodic digests, the unfinished ones, and a rotating slice of the
+rest (each record at least once every :data:`SWEEP_DIGESTS`); a digest after a
+(re)connect (:meth:`Replica.full_digest`) names them all. :attr:`Replica.named` is what
+the last digest named (``None``: everything), so an answer is compared on that alone.
+
 Pure: no I/O, no clocks. The caller persists records and decides when to send.
 """
 
 from __future__ import annotations
 
+import zlib
+from collections import deque
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import NamedTuple
 
 from shared.crdt._digest import lacks, record_digest
-from shared.crdt._task_record import TaskRecord, merge
+from shared.crdt._task_record import TaskRecord, merge, visible_status
 from shared.ids import check_node_id
 
-__all__ = ["Batch", "Replica"]
+__all__ = ["RECENT_DIGESTS", "SWEEP_DIGESTS", "Batch", "Replica"]
+
+#: A periodic digest names every record changed within this many periodic digests (10
+#: minutes at the agent's default 30 s period): long enough for any change to be compared
+#: many times over, lost messages included.
+RECENT_DIGESTS = 20
+#: ... and one slice in this many of the records that did not change since (by a hash of
+#: the id): every record is compared at least this often (30 minutes by default).
+SWEEP_DIGESTS = 60
 
 
 class Batch(NamedTuple):
@@ -45,7 +63,18 @@ class Replica:
     :class:`~shared.errors.SpecConflictError` and changes nothing.
     """
 
-    __slots__ = ("_buffers", "_digests", "_records", "_seq", "node_id")
+    __slots__ = (
+        "_buffers",
+        "_changed",
+        "_changes",
+        "_digests",
+        "_marks",
+        "_records",
+        "_seq",
+        "_sweep",
+        "named",
+        "node_id",
+    )
 
     def __init__(self, node_id: str, peers: Iterable[str] = ()) -> None:
         why = check_node_id(node_id)
@@ -56,6 +85,11 @@ class Replica:
         self._buffers: dict[str, dict[str, _Pending]] = {}
         self._digests: dict[str, tuple[TaskRecord, str]] = {}
         self._seq = 0
+        self._changes = 0  # every change of a record counts one
+        self._changed: dict[str, int] = {}  # task id -> the count at its last change
+        self._marks: deque[int] = deque(maxlen=RECENT_DIGESTS)  # counts at periodic digests
+        self._sweep = 0
+        self.named: frozenset[str] | None = None  # what the last digest named (None: all)
         for peer in peers:
             self.add_peer(peer)
 
@@ -83,6 +117,7 @@ class Replica:
         delta for the task starts the record again (joins still hold)."""
         self._records.pop(task_id, None)
         self._digests.pop(task_id, None)
+        self._changed.pop(task_id, None)
         for buffer in self._buffers.values():
             buffer.pop(task_id, None)
 
@@ -97,6 +132,8 @@ class Replica:
         if merged is current:
             return merged
         self._records[delta.task_id] = merged
+        self._changes += 1
+        self._changed[delta.task_id] = self._changes
         if self._buffers:
             self._seq += 1
             for peer, buffer in self._buffers.items():
@@ -166,6 +203,30 @@ class Replica:
             if summary is not None:
                 out[task_id] = summary
         return out
+
+    def full_digest(self) -> dict[str, str]:
+        """Summaries of every record: the digest after a (re)connect. The periodic ones
+        start over from it."""
+        self._marks.clear()
+        self.named = None
+        return self.digest()
+
+    def periodic_digest(self) -> dict[str, str]:
+        """Summaries of the records that may differ from the peer's: changed within the
+        last :data:`RECENT_DIGESTS` periodic digests (all of them until that many were
+        made), unfinished, or in this digest's slice of the rest."""
+        since = self._marks[0] if len(self._marks) == RECENT_DIGESTS else -1
+        self._marks.append(self._changes)
+        part, self._sweep = self._sweep, (self._sweep + 1) % SWEEP_DIGESTS
+        ids = [
+            task_id
+            for task_id, rec in self._records.items()
+            if self._changed.get(task_id, 0) > since
+            or not visible_status(rec).terminal
+            or zlib.crc32(task_id.encode()) % SWEEP_DIGESTS == part
+        ]
+        self.named = frozenset(ids)
+        return self.digest(ids)
 
     def missing_for(self, entries: Mapping[str, str]) -> list[TaskRecord]:
         """Full records the side that sent digest ``entries`` lacks or may lack

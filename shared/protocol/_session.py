@@ -51,7 +51,8 @@ class UplinkCommand(StrEnum):
 
     ANNOUNCE = "announce"  # retained presence ``online`` and ``hello``
     FLUSH = "flush"  # publish outbox rows after ``sent_seq``, then call ``flushed``
-    DIGEST = "digest"  # the anti-entropy digest of every record
+    DIGEST = "digest"  # the anti-entropy digest of every record (after a (re)connect)
+    DIGEST_RECENT = "digest_recent"  # the periodic one (``shared.crdt.Replica.periodic_digest``)
     HEARTBEAT = "heartbeat"  # publish one, then call ``heartbeat_sent``
     TELEMETRY = "telemetry"
     RESUBSCRIBE = "resubscribe"  # subscribe to the node's ``down`` topic again
@@ -156,7 +157,7 @@ class UplinkSession:
             # decided before the heartbeat). Heard from within T, no heartbeat is needed;
             # not heard, a heartbeat asks.
             self._heartbeat_at = now + self.timing.period_s
-            commands.append(UplinkCommand.DIGEST)
+            commands.append(UplinkCommand.DIGEST_RECENT)
         if now >= self._heartbeat_at and self._owed_since is None:
             self._heartbeat_at = now + self.timing.heartbeat_s
             self._owe(now)

@@ -160,7 +160,11 @@ def test_a_restarted_agent_reattaches_to_its_running_tasks(
     agent.kill()
     assert _alive(supervisor)  # it outlives the agent, and its tasks run on
     agent.start()
-    wait_until(lambda: len(agent.events("adopted")) == 2, 20, "both attempts re-attached")
+    try:
+        wait_until(lambda: len(agent.events("adopted")) == 2, 20, "both attempts re-attached")
+    except AssertionError as exc:  # say what the restart did instead (a rare failure)
+        kinds = agent.query("SELECT kind, task_id, data FROM events ORDER BY id")
+        raise AssertionError(f"{exc}; the journal's events: {kinds[-30:]}") from exc
     assert {r["task_id"] for r in agent.status()["running"]} == {"t-wait", "t-sleep"}
     cloud.cancel("edge-1", "t-sleep", epoch=1, reason="operator")  # the channel still works
     wait_until(lambda: cloud.status("t-sleep") == "cancelled", 30, "the cancel after re-attach")

@@ -26,11 +26,9 @@ from shared.authz import (
 )
 from shared.clocks import HybridClock, Timestamp
 from shared.crdt import (
-    HASH_CHARS,
     TaskRecord,
     digest,
     missing,
-    parse_summary,
     record_digest,
     visible_status,
 )
@@ -311,10 +309,10 @@ class Ingest:
         write is merged, the rest is added to ``refused``; a bad delta is rejected
         alone, not its whole message. ``originated`` caches, per message, the
         node's active tasks it created (its quota)."""
-        before = self._admit_for(node_id, delta.task_id)
+        before = self.tasks.admit_for(node_id, delta.task_id)
         meta = self.tasks.meta.get(delta.task_id)
         if before is None and node_id not in originated:
-            originated[node_id] = self._originated(node_id)
+            originated[node_id] = len(self.tasks.originated.get(node_id, ()))
         verdict = authorize_delta(
             node_id,
             before,
@@ -354,41 +352,6 @@ class Ingest:
         if after is not before and delta.task_id not in changed:
             changed[delta.task_id] = before
 
-    def _admit_for(self, node_id: str, task_id: str) -> TaskRecord | None:
-        """The record a node's message names: in memory, or brought back from the store
-        (a finished task that left it, ``TaskTable.evict``) when the node may read it;
-        ``None`` otherwise. Naming ids a node may not read loads nothing."""
-        rec = self.tasks.records.get(task_id)
-        if rec is not None:
-            return rec
-        facts = self.store.digest_facts([task_id]).get(task_id)
-        if facts is None or node_id not in facts[1]:
-            return None
-        return self.tasks.admit(task_id)
-
-    def _same_as_stored(self, node_id: str, entries: Mapping[str, str]) -> set[str]:
-        """The tasks a digest names that left memory (finished and quiet,
-        ``TaskTable.evict``) and that the node holds exactly as stored: a summary ends
-        with the record's content hash (``shared.crdt.record_digest``), and the same hash
-        is the same record. Answered with the node's own summary, they stay in the store;
-        any other one the node may read comes back into memory and is compared as usual
-        (one it may not read stays out: naming tasks cannot fill the controller's memory)."""
-        away = [t for t in entries if t not in self.tasks.records]
-        if not away:
-            return set()
-        same: set[str] = set()
-        for t, (content, readers) in self.store.digest_facts(away).items():
-            theirs = parse_summary(entries[t])
-            if theirs is not None and theirs.hash == content[:HASH_CHARS]:
-                same.add(t)
-            elif node_id in readers:
-                self.tasks.admit(t)
-        return same
-
-    def _originated(self, node_id: str) -> int:
-        """Active tasks ``node_id`` created (``shared.authz`` bounds them)."""
-        return len(self.tasks.originated.get(node_id, ()))
-
     def _advance_ack(self, node_id: str, seq: int) -> None:
         """Cumulative ack: everything up to ``seq`` is merged and (once this
         transaction commits) durable. Deltas are joins, so a redelivery below the
@@ -402,7 +365,7 @@ class Ingest:
         every answer echoes the request's ``request_id``."""
         req = env.body
         node_id = entry.node_id
-        rec = self._admit_for(node_id, req.task_id)
+        rec = self.tasks.admit_for(node_id, req.task_id)
         refusal = lease_refusal(
             known=rec is not None,
             placed=rec is not None and rec.placement is not None,
@@ -464,7 +427,7 @@ class Ingest:
         node_id = entry.node_id
         body: Digest = env.body
         entries: Mapping[str, str] = body.entries
-        same = self._same_as_stored(node_id, entries)
+        same = self.tasks.same_as_stored(node_id, entries)
         # A digest part speaks only for its range of ids (``Digest.covers``); a node
         # is answered only for its own tasks (``shared.authz.may_read``).
         relevant = {

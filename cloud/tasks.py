@@ -17,7 +17,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.consistency import AdaptationPolicy, AdaptiveLevel, LeaseBook, LeasePolicy, level_bounds
-from shared.crdt import TaskRecord, canonical_bytes, canonical_json, merge, visible_status
+from shared.crdt import (
+    HASH_CHARS,
+    TaskRecord,
+    canonical_bytes,
+    canonical_json,
+    merge,
+    parse_summary,
+    visible_status,
+)
 from shared.decisions import AttemptFacts
 from shared.vocab import Level, TaskStatus
 
@@ -358,6 +366,35 @@ class TaskTable:
         self.quiet_since[task_id] = self.mono()
         self.admitted += 1
         return self.records[task_id]
+
+    def admit_for(self, node_id: str, task_id: str) -> TaskRecord | None:
+        """The record a node's message names: in memory, or brought back from the store
+        (a finished task that left it) when the node may read it (its origin or a node
+        it was placed on, from the stored columns); ``None`` otherwise. Naming ids a node
+        may not read loads nothing."""
+        rec = self.records.get(task_id)
+        if rec is not None:
+            return rec
+        facts = self.uow.store.digest_facts([task_id]).get(task_id)
+        if facts is None or node_id not in facts[1]:
+            return None
+        return self.admit(task_id)
+
+    def same_as_stored(self, node_id: str, entries: Mapping[str, str]) -> set[str]:
+        """The tasks a node's digest names that left memory and that it holds exactly as
+        stored: a summary ends with the record's content hash (``shared.crdt.record_digest``),
+        and the same hash is the same record. The caller answers them with the node's own
+        summary, and they stay in the store; any other one the node may read comes back
+        into memory to be compared as usual."""
+        away = [t for t in entries if t not in self.records]
+        same: set[str] = set()
+        for t, (content, readers) in self.uow.store.digest_facts(away).items():
+            theirs = parse_summary(entries[t])
+            if theirs is not None and theirs.hash == content[:HASH_CHARS]:
+                same.add(t)
+            elif node_id in readers:
+                self.admit(t)
+        return same
 
     def evict(self, now: float, keep_s: float) -> int:
         """Let finished tasks quiet for ``keep_s`` leave memory (not the store): their

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from edge_agent.api import LocalApi
 from edge_agent.clock import Clock, SystemClock
 from edge_agent.config import AgentConfig, bind_address
-from edge_agent.core import Core
+from edge_agent.core import Core, Running
 from edge_agent.deadline_plan import SAVE_S
 from edge_agent.executor import Launch, Outcome
 from edge_agent.inbound import Inbound
@@ -67,6 +67,15 @@ def _submits(call: ApiCall) -> bool:
 _API_WAIT_S = 10.0
 
 
+def _log_unconfirmed(running: dict[str, Running]) -> None:
+    """The agent exits with attempts whose stop it never saw confirmed: their process rows
+    stay in the journal, so the next start re-attaches to them or settles them as lost."""
+    log.warning(
+        "stopping without the end of running attempts",
+        extra={"fields": {"attempts": sorted(running)}},
+    )
+
+
 class Agent:
     def __init__(
         self, cfg: AgentConfig, *, clock: Clock | None = None, rng: random.Random | None = None
@@ -83,7 +92,10 @@ class Agent:
         self.uplink = Uplink(self.core, session)
         self.scheduler = LocalScheduler(self.core, self.uplink)
         self.inbound = Inbound(self.core, self.uplink, self.scheduler)
-        self.inbox: queue.Queue[InboxEvent] = queue.Queue()
+        # A SimpleQueue: its ``put`` is reentrant, and the signal handler puts on the same
+        # (main) thread that may be inside ``get`` holding a ``queue.Queue``'s lock; a
+        # SIGTERM landing there would hang the agent for ever instead of draining it.
+        self.inbox: queue.SimpleQueue[InboxEvent] = queue.SimpleQueue()
         # An exit reported by the supervisor wakes the loop at once, not on the next tick.
         self.core.executor.link.notify = lambda: self.inbox.put(TasksReported())
         self.connectivity = Connectivity.DISCONNECTED
@@ -264,6 +276,7 @@ class Agent:
     def _loop(self) -> None:
         core = self.core
         drain_until: float | None = None
+        stopped = False  # the attempts still running after the grace were told to stop
         ticked = core.clock.mono()
         while True:
             event, self._held = self._held, None
@@ -287,8 +300,12 @@ class Agent:
                 if not core.running:
                     return
                 if core.clock.mono() >= drain_until:
+                    if stopped:  # a stop unconfirmed (say, a supervisor not answering) must
+                        _log_unconfirmed(core.running)  # not hold the agent's exit for ever
+                        return
                     for attempt in list(core.running):
                         core.executor.stop(attempt, "agent_shutdown")
+                    stopped = True
                     drain_until = core.clock.mono() + self.cfg.executor.kill_grace_s + 2.0
 
     def handle(self, event: InboxEvent) -> None:

@@ -8,6 +8,7 @@ after the command."""
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import os
 import signal
@@ -220,6 +221,8 @@ def _run(config_path: str) -> int:
     from edge_agent.agent import Agent
 
     agent = Agent(cfg)
+    # ``kill -USR1``: every thread's stack on stderr, for an agent that looks stuck.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     signal.signal(signal.SIGTERM, lambda *_: agent.request_stop())
     signal.signal(signal.SIGINT, lambda *_: agent.request_stop())
     return agent.run()

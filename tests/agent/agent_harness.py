@@ -55,6 +55,19 @@ CLOUD_ID = "cloud"
 MIN_DEADLINE_S = 60.0
 
 
+def kill_tasks_of(runs: Path) -> None:
+    """SIGKILL every process whose environment names a run directory under ``runs``: the
+    tasks a test left behind and what they started. Not by the pgid a ``started.json``
+    recorded: once that group ended, the number may be another test's process group (pids
+    are reused, after 32,768 on many machines), and killing it fails that test instead."""
+    marker = b"CONTINUUM_INPUTS=" + os.fsencode(runs) + b"/"
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                if marker in Path(f"/proc/{entry}/environ").read_bytes():
+                    os.kill(int(entry), signal.SIGKILL)
+
+
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str, step: float = 0.05) -> Any:
     """Poll ``predicate`` until it returns something truthy; fail the test with ``what``.
 
@@ -298,21 +311,27 @@ class AgentProcess:
         self.proc.wait(timeout=10)
 
     def terminate(self, timeout: float = 15.0) -> int:
+        """SIGTERM and the exit code. An agent still running after ``timeout`` fails the
+        test with its threads' stacks (``kill -USR1``, edge_agent/cli.py) and its log."""
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=timeout)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGUSR1)
+            with contextlib.suppress(AssertionError):
+                wait_until(lambda: "Current thread" in self.log(), 10, "the stack dump")
+            self.kill()
+            raise AssertionError(
+                f"the agent did not exit {timeout} s after SIGTERM:\n{self.log()[-12000:]}"
+            ) from None
 
     def cleanup(self) -> None:
         """Stop the agent and any task process groups it left behind."""
         if self.alive:
-            try:
+            with contextlib.suppress(AssertionError):
                 self.terminate(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        for started in (self.state_dir / "runs").glob("**/started.json"):
-            with contextlib.suppress(ValueError, OSError):
-                pgid = int(json.loads(started.read_text(encoding="utf-8"))["pgid"])
-                os.killpg(pgid, signal.SIGKILL)
+        kill_tasks_of(self.state_dir / "runs")
 
     # -- local API --------------------------------------------------------------------
     @property

@@ -98,6 +98,21 @@ def test_sigterm_drains_and_exits_zero(
     assert retained_presence(mosquitto.host, mosquitto.port, "edge-1") == "offline"
 
 
+def test_sigusr1_dumps_every_threads_stack_and_the_agent_runs_on(
+    cloud: ScriptedCloud, make_agent: AgentFactory
+) -> None:
+    """``kill -USR1`` is how an operator (or a test that timed out) sees where a stuck agent
+    is: every thread's stack on stderr, and nothing else changes."""
+    agent = make_agent().start()
+    wait_until(lambda: cloud.messages("hello"), 10, "hello")
+    assert agent.proc is not None
+    agent.proc.send_signal(signal.SIGUSR1)
+    wait_until(lambda: "Current thread" in agent.log(), 10, "the stack dump")
+    assert "_loop" in agent.log()  # the core thread, waiting on its inbox
+    assert agent.alive and agent.status()["node_id"] == "edge-1"
+    assert agent.terminate() == 0
+
+
 def test_kill_9_mid_task_then_restart_keeps_the_journal_and_delivers_the_outbox(
     cloud: ScriptedCloud, make_agent: AgentFactory
 ) -> None:

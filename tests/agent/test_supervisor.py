@@ -202,3 +202,24 @@ def test_the_supervisor_ends_once_its_agent_stopped_and_nothing_runs(
     assert len(_supervisors(agent)) == 1
     agent.terminate()
     wait_until(lambda: not _supervisors(agent), 30, "the supervisor to exit")
+
+
+def test_sigterm_with_a_frozen_supervisor_still_exits_and_the_next_start_reattaches(
+    cloud: ScriptedCloud, make_agent: AgentFactory
+) -> None:
+    """A stop the supervisor never confirms bounds the agent's exit (the grace, then the kill
+    grace and a little): the attempt stays in the journal for the next start to settle."""
+    agent = make_agent(executor={"shutdown_grace_s": 0.5, "kill_grace_s": 1.0}).start()
+    wait_until(lambda: cloud.messages("hello"), 10, "hello")
+    place(cloud, "edge-1", spec("t-frozen", ["sleep", "300"]))
+    wait_until(lambda: agent.task_status("t-frozen") == "running", 20, "the task to run")
+    (supervisor,) = _supervisors(agent)
+    os.kill(supervisor, signal.SIGSTOP)
+    try:
+        assert agent.terminate() == 0
+        assert "stopping without the end of running attempts" in agent.log()
+    finally:
+        os.kill(supervisor, signal.SIGCONT)
+    agent.start()
+    wait_until(lambda: agent.events("adopted"), 20, "the attempt re-attached")
+    assert agent.task_status("t-frozen") == "running"

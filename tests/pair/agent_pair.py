@@ -25,15 +25,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import random
-import signal
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from agent_harness import kill_tasks_of
 from memory_bus import MemoryHarness
 
 from edge_agent.agent import Agent
@@ -323,20 +322,6 @@ class AgentPair:
             while core.running and time.monotonic() < end:
                 agent.core.safely(agent.tick)
                 time.sleep(0.02)
-        for started in _started_files(core.state_dir / "runs"):
-            with contextlib.suppress(ValueError, OSError):
-                pgid = int(json.loads(started.read_text(encoding="utf-8"))["pgid"])
-                os.killpg(pgid, signal.SIGKILL)
+        kill_tasks_of(core.state_dir / "runs")
         core.journal.close()
         assert core.counters["internal_errors"] == 0, dict(core.counters)
-
-
-def _started_files(runs: Path) -> list[Path]:
-    """Every attempt's ``started.json`` under ``runs``. The agent removes an attempt's
-    directory once its outcome is handled, which can happen while the walk is inside it
-    (``FileNotFoundError`` from the walk): then the walk starts again, a bounded number of
-    times (each retry sees fewer directories to lose)."""
-    for _ in range(20):
-        with contextlib.suppress(FileNotFoundError):
-            return list(runs.glob("**/started.json"))
-    return list(runs.glob("**/started.json"))

@@ -19,6 +19,7 @@ import time
 
 __all__ = [
     "PREFIX",
+    "carries",
     "create",
     "enter",
     "enter_procs",
@@ -133,6 +134,18 @@ def is_ours(path: object) -> bool:
         and os.path.dirname(path) == base.rstrip("/")
         and os.path.basename(path).startswith(PREFIX)
     )
+
+
+def carries(pid: int, marker: bytes) -> bool:
+    """Whether process ``pid`` has ``marker`` (an attempt's ``KEY=value``) in its environment.
+    What tells an attempt's processes where no cgroup does (``_tasktree.tree``), and what
+    the agent checks before it kills by a number it read back from a run directory: pids
+    and cgroup names are reused, and start again after a reboot."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            return marker in fh.read().split(b"\0")
+    except OSError:
+        return False
 
 
 def members(path: str) -> list[int] | None:

@@ -280,14 +280,6 @@ def _below(roots: list[int]) -> list[int]:
     return sorted(found)
 
 
-def _carries(pid: int, marker: bytes) -> bool:
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as fh:
-            return marker in fh.read().split(b"\0")
-    except OSError:
-        return False
-
-
 def tree(leader: int, cgroup: str | None, marker: bytes, others: set[int]) -> list[int]:
     """The attempt's live processes: its cgroup's members when it has one (one file read).
     ``leader``: the task's pid while it is not reaped, else 0 (a reaped pid may be reused).
@@ -304,7 +296,7 @@ def tree(leader: int, cgroup: str | None, marker: bytes, others: set[int]) -> li
     strays = [
         pid
         for pid in _children(os.getpid())
-        if pid != leader and pid not in others and _carries(pid, marker)
+        if pid != leader and pid not in others and _cgroup.carries(pid, marker)
     ]
     return _below([pid for pid in (leader, *strays) if pid > 0])
 

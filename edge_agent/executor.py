@@ -50,6 +50,7 @@ __all__ = [
 
 log = logging.getLogger("edge_agent.executor")
 _WORK = "work"  # the task's own directory inside the run directory (see supervisor.py)
+_INPUTS = "inputs.json"  # the task's inputs, in the run directory
 _MAX_RESULT_BYTES = 64 * 1024
 _MAX_STATUS_BYTES = 1 << 20  # status.json: tails and result are bounded well below this
 _PRIVATE_FILES = (
@@ -110,8 +111,6 @@ class RunningAttempt:
     attempt: str
     run_dir: Path
     watchdog_pid: int  # the supervisor's pid (the journal's ``processes.watchdog_pid``)
-    pgid: int | None = None
-    cgroup: str | None = None
     orphaned: bool = False  # its supervisor is gone: the outcome is status.json, or lost
 
 
@@ -164,9 +163,6 @@ class Executor:
                 self._lost()
             elif msg.get("ev") == "started":
                 self._attached[key] = msg
-                running = self.running.get(key)
-                if running is not None:
-                    running.pgid, running.cgroup = msg.get("pgid"), msg.get("cgroup")
             elif msg.get("ev") == "exit":
                 self._attached.pop(key, None)
                 self._exits[key] = msg["status"]
@@ -204,11 +200,11 @@ class Executor:
             CONTINUUM_TASK_ID=launch.task_id,
             CONTINUUM_ATTEMPT=launch.attempt.rpartition("/")[2],  # the dot, node:counter
             CONTINUUM_EPOCH=str(launch.epoch),
-            CONTINUUM_INPUTS=str(run_dir / "inputs.json"),  # also the tree's marker
+            CONTINUUM_INPUTS=str(run_dir / _INPUTS),  # also the tree's marker (:meth:`marker`)
             CONTINUUM_OUTPUT=str(work / "output.json"),
         )
         argv = launch.argv
-        task_files = {"inputs.json": launch.inputs}
+        task_files = {_INPUTS: launch.inputs}
         if launch.callable_target is not None:
             task_files["args.json"] = launch.args
             env["CONTINUUM_ARGS"] = str(run_dir / "args.json")
@@ -260,7 +256,6 @@ class Executor:
         if not known and _status(run_dir) is None:
             return None
         running = RunningAttempt(task_id, attempt, run_dir, self.link.pid or watchdog_pid)
-        running.pgid = _read_pgid(run_dir)
         running.orphaned = not known
         self.running[attempt] = running
         return running
@@ -275,25 +270,37 @@ class Executor:
             self.cleanup(key.rpartition("/")[0], key)
         return unclaimed
 
-    def orphan_pgid(self, task_id: str, attempt: str) -> int | None:
-        """Process group of an attempt whose supervisor is gone (for a restart sweep)."""
-        return _read_pgid(self.run_dir(task_id, attempt))
+    def marker(self, task_id: str, attempt: str) -> bytes:
+        """The environment entry every process of the attempt inherits (``launch``)."""
+        return b"CONTINUUM_INPUTS=" + os.fsencode(self.run_dir(task_id, attempt) / _INPUTS)
 
-    @staticmethod
-    def kill_group(pgid: int) -> bool:
-        """SIGKILL a process group; ``True`` when something was there."""
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            return False
-        return True
+    def kill_marked(self, task_id: str, attempt: str) -> bool:
+        """SIGKILL every process carrying the attempt's :meth:`marker`, for an attempt whose
+        supervisor is gone (``True`` when there was one): its tree, ``setsid`` daemons
+        included unless they cleared their environment (its cgroup holds those). Not the
+        process group its ``started.json`` names: once that group ended, the number may be
+        anyone's (pids are reused, and start again after a reboot), and the agent may be root."""
+        marker, killed = self.marker(task_id, attempt), False
+        for name in os.listdir("/proc"):
+            if name.isdigit() and _cgroup.carries(int(name), marker):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(int(name), signal.SIGKILL)
+                    killed = True
+        return killed
 
     def kill_cgroup(self, task_id: str, attempt: str) -> bool:
         """Kill and remove the cgroup of an attempt whose supervisor is gone (``True`` when
         there was one). The path comes from the run directory, so it must name an attempt's
-        cgroup beside the agent's own before anything is killed."""
+        cgroup beside the agent's own, and, when the cgroup holds processes, one of them must
+        carry the attempt's marker: the name, made of a supervisor's pid, may be another
+        supervisor's by now (a process that cleared its environment then stays)."""
         path = (_read_json(self.run_dir(task_id, attempt), "started.json") or {}).get("cgroup")
-        if not _cgroup.is_ours(path) or not _cgroup.kill(path):
+        if not _cgroup.is_ours(path):
+            return False
+        marker, members = self.marker(task_id, attempt), _cgroup.members(path) or []
+        if members and not any(_cgroup.carries(pid, marker) for pid in members):
+            return False
+        if not _cgroup.kill(path):
             return False
         _cgroup.remove(path)
         return True
@@ -328,10 +335,9 @@ class Executor:
 
     def _lost_attempt(self, running: RunningAttempt) -> dict[str, Any]:
         """An attempt whose supervisor died without a word: its task died with it
-        (``PR_SET_PDEATHSIG``); what left its session is still in its cgroup, when it has one."""
-        pgid = running.pgid or _read_pgid(running.run_dir)
-        if pgid is not None:
-            self.kill_group(pgid)
+        (``PR_SET_PDEATHSIG``); what left its session is still in its cgroup, when it has one,
+        or carries its marker."""
+        self.kill_marked(running.task_id, running.attempt)
         self.kill_cgroup(running.task_id, running.attempt)
         return {"reason": "lost", "exit_code": None, "signal": None}
 
@@ -471,13 +477,6 @@ def _status(run_dir: Path) -> dict[str, Any] | None:
     """The supervisor's final word left on disk (no agent was connected when the attempt
     ended), ``None`` otherwise."""
     return _read_json(run_dir, "status.json")
-
-
-def _read_pgid(run_dir: Path) -> int | None:
-    try:
-        return int((_read_json(run_dir, "started.json") or {})["pgid"])
-    except (KeyError, TypeError, ValueError):
-        return None
 
 
 def _result(output: object, stdout_tail: str) -> Any:

@@ -62,8 +62,7 @@ def recover(core: Core, scheduler: LocalScheduler) -> None:
 def _fail_lost(
     core: Core, scheduler: LocalScheduler, task_id: str, attempt: str, proc: ProcessRow | None
 ) -> None:
-    pgid = core.executor.orphan_pgid(task_id, attempt)
-    killed = pgid is not None and core.executor.kill_group(pgid)
+    killed = core.executor.kill_marked(task_id, attempt)
     killed = core.executor.kill_cgroup(task_id, attempt) or killed  # setsid escapees (issue 11)
     rec = core.replica.get(task_id)
     if rec is None:

@@ -6,9 +6,11 @@ task of an agent."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -18,6 +20,7 @@ import pytest
 from agent_harness import AgentFactory, AgentProcess, ScriptedCloud, place, sh, spec, wait_until
 from test_agent_e2e import shared_dir  # noqa: F401 - the fixture: a dir the task user can write
 
+from edge_agent import _cgroup
 from shared.crdt import AttemptStatus
 from shared.protocol import LeaseGrant
 
@@ -164,7 +167,9 @@ def test_a_restarted_agent_reattaches_to_its_running_tasks(
         wait_until(lambda: len(agent.events("adopted")) == 2, 20, "both attempts re-attached")
     except AssertionError as exc:  # say what the restart did instead (a rare failure)
         kinds = agent.query("SELECT kind, task_id, data FROM events ORDER BY id")
-        raise AssertionError(f"{exc}; the journal's events: {kinds[-30:]}") from exc
+        raise AssertionError(
+            f"{exc}; the journal's events: {kinds[-30:]}\nthe log:\n{agent.log()[-8000:]}"
+        ) from exc
     assert {r["task_id"] for r in agent.status()["running"]} == {"t-wait", "t-sleep"}
     cloud.cancel("edge-1", "t-sleep", epoch=1, reason="operator")  # the channel still works
     wait_until(lambda: cloud.status("t-sleep") == "cancelled", 30, "the cancel after re-attach")
@@ -223,3 +228,39 @@ def test_sigterm_with_a_frozen_supervisor_still_exits_and_the_next_start_reattac
     agent.start()
     wait_until(lambda: agent.events("adopted"), 20, "the attempt re-attached")
     assert agent.task_status("t-frozen") == "running"
+
+
+def test_a_restart_kills_only_the_lost_attempts_processes_not_what_reuses_its_numbers(
+    cloud: ScriptedCloud, make_agent: AgentFactory
+) -> None:
+    """The agent and its supervisor die (a power cut, say); the attempt's task dies with the
+    supervisor, and by the restart its recorded process group and cgroup name belong to
+    someone else (pids are reused, and start again after a reboot). The restart settles the
+    attempt as lost and kills nothing of theirs."""
+    agent = make_agent().start()
+    wait_until(lambda: cloud.messages("hello"), 10, "hello")
+    place(cloud, "edge-1", spec("t-gone", ["sleep", "300"]))
+    wait_until(lambda: agent.task_status("t-gone") == "running", 20, "the task to run")
+    found = lambda: list(agent.state_dir.glob("runs/*/started.json"))  # noqa: E731
+    (started_file,) = wait_until(found, 10, "the supervisor's started.json")
+    started = json.loads(started_file.read_text())
+    (supervisor,) = _supervisors(agent)
+    agent.kill()
+    os.kill(supervisor, signal.SIGKILL)
+    wait_until(lambda: not _alive(started["pid"]), 10, "the task to die with its supervisor")
+    decoy = subprocess.Popen(["sleep", "300"], start_new_session=True)  # its own group
+    cgroup = _cgroup.create(f"decoy-{os.getpid()}")  # None without a writable cgroup v2
+    try:
+        if cgroup is not None:
+            Path(_cgroup.procs_file(cgroup)).write_text(str(decoy.pid))
+        reused = {**started, "pid": decoy.pid, "pgid": decoy.pid, "cgroup": cgroup}
+        started_file.write_text(json.dumps(reused))
+        agent.start()
+        wait_until(lambda: agent.events("lost_on_restart"), 20, "the attempt settled as lost")
+        assert decoy.poll() is None  # neither its process group nor its cgroup was killed
+        assert agent.events("lost_on_restart")[0]["killed_survivors"] is False
+    finally:
+        decoy.kill()
+        decoy.wait()
+        if cgroup is not None:
+            _cgroup.remove(cgroup)

@@ -260,6 +260,15 @@ class Executor:
         self.running[attempt] = running
         return running
 
+    def whereabouts(self) -> str:
+        """Why :meth:`adopt` found an attempt gone, for the restart sweep's event: which
+        supervisor answered without it, or why none did."""
+        if self.link.connected:
+            return f"supervisor {self.link.pid} runs no such attempt"
+        if self.link.failure:
+            return f"no supervisor answered ({self.link.failure})"
+        return "no supervisor recorded"
+
     def release_unclaimed(self) -> list[str]:
         """After the restart sweep: acknowledge the outcomes the supervisor still holds for
         attempts nobody adopted (journaled just before a crash that lost the ack) and remove

@@ -81,7 +81,13 @@ def _fail_lost(
             core.change(failed)
         if proc is not None:
             core.journal.remove_process(attempt)
-        core.event("lost_on_restart", task_id, attempt=attempt, killed_survivors=killed)
+        core.event(
+            "lost_on_restart",
+            task_id,
+            attempt=attempt,
+            killed_survivors=killed,
+            supervisor=core.executor.whereabouts() if proc is not None else "never launched",
+        )
         if proc is not None:
             scheduler.maybe_retry(task_id, proc, AttemptStatus.FAILED, "agent_restart")
     core.executor.cleanup(task_id, attempt)

@@ -62,6 +62,7 @@ class SupervisorLink:
         self.pid = 0
         self.outdated = False  # the supervisor attached speaks another protocol: no launches
         self.owed: set[str] = set()  # of an outdated one: its attempts not yet acknowledged
+        self.failure = ""  # why the last connect found no supervisor (for the journal)
         self._sock: socket.socket | None = None
         self._reports: collections.deque[dict[str, Any]] = collections.deque()
         self._notified = threading.Event()
@@ -85,8 +86,9 @@ class SupervisorLink:
                 sock.connect(f"/proc/self/fd/{runs_fd}/{_SOCKET}")
                 sock.sendall(b'{"op":"hello"}\n')
                 hello, rest = _read_hello(sock)
-            except (OSError, ValueError):
+            except (OSError, ValueError) as exc:
                 sock.close()
+                self.failure = f"{type(exc).__name__}: {exc}"
                 if not start:
                     return None
                 self._start()

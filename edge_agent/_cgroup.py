@@ -16,6 +16,7 @@ import functools
 import itertools
 import os
 import time
+from typing import TypeGuard
 
 __all__ = [
     "PREFIX",
@@ -124,7 +125,7 @@ def enter_procs(procs: str) -> bool:
     return True
 
 
-def is_ours(path: object) -> bool:
+def is_ours(path: object) -> TypeGuard[str]:
     """Is ``path`` an attempt's cgroup beside this process's? A path read back from a run
     directory is checked before the agent kills anything in it."""
     base = own_dir()

@@ -25,7 +25,6 @@ import os
 import pwd
 import queue
 import shutil
-import signal
 import sys
 import threading
 from collections.abc import Mapping
@@ -33,7 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_agent import _cgroup, _safefs
+from edge_agent import _leftovers, _safefs
+from edge_agent._leftovers import INPUTS
 from edge_agent.config import ExecutorConfig
 from edge_agent.supervisor_link import LOST, SupervisorError, SupervisorLink
 
@@ -50,7 +50,6 @@ __all__ = [
 
 log = logging.getLogger("edge_agent.executor")
 _WORK = "work"  # the task's own directory inside the run directory (see supervisor.py)
-_INPUTS = "inputs.json"  # the task's inputs, in the run directory
 _MAX_RESULT_BYTES = 64 * 1024
 _MAX_STATUS_BYTES = 1 << 20  # status.json: tails and result are bounded well below this
 _PRIVATE_FILES = (
@@ -200,11 +199,11 @@ class Executor:
             CONTINUUM_TASK_ID=launch.task_id,
             CONTINUUM_ATTEMPT=launch.attempt.rpartition("/")[2],  # the dot, node:counter
             CONTINUUM_EPOCH=str(launch.epoch),
-            CONTINUUM_INPUTS=str(run_dir / _INPUTS),  # also the tree's marker (:meth:`marker`)
+            CONTINUUM_INPUTS=str(run_dir / INPUTS),  # also the attempt's marker (_leftovers)
             CONTINUUM_OUTPUT=str(work / "output.json"),
         )
         argv = launch.argv
-        task_files = {_INPUTS: launch.inputs}
+        task_files = {INPUTS: launch.inputs}
         if launch.callable_target is not None:
             task_files["args.json"] = launch.args
             env["CONTINUUM_ARGS"] = str(run_dir / "args.json")
@@ -279,40 +278,11 @@ class Executor:
             self.cleanup(key.rpartition("/")[0], key)
         return unclaimed
 
-    def marker(self, task_id: str, attempt: str) -> bytes:
-        """The environment entry every process of the attempt inherits (``launch``)."""
-        return b"CONTINUUM_INPUTS=" + os.fsencode(self.run_dir(task_id, attempt) / _INPUTS)
-
-    def kill_marked(self, task_id: str, attempt: str) -> bool:
-        """SIGKILL every process carrying the attempt's :meth:`marker`, for an attempt whose
-        supervisor is gone (``True`` when there was one): its tree, ``setsid`` daemons
-        included unless they cleared their environment (its cgroup holds those). Not the
-        process group its ``started.json`` names: once that group ended, the number may be
-        anyone's (pids are reused, and start again after a reboot), and the agent may be root."""
-        marker, killed = self.marker(task_id, attempt), False
-        for name in os.listdir("/proc"):
-            if name.isdigit() and _cgroup.carries(int(name), marker):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(int(name), signal.SIGKILL)
-                    killed = True
-        return killed
-
-    def kill_cgroup(self, task_id: str, attempt: str) -> bool:
-        """Kill and remove the cgroup of an attempt whose supervisor is gone (``True`` when
-        there was one). The path comes from the run directory, so it must name an attempt's
-        cgroup beside the agent's own, and, when the cgroup holds processes, one of them must
-        carry the attempt's marker: the name, made of a supervisor's pid, may be another
-        supervisor's by now (a process that cleared its environment then stays)."""
-        path = (_read_json(self.run_dir(task_id, attempt), "started.json") or {}).get("cgroup")
-        if not _cgroup.is_ours(path):
-            return False
-        marker, members = self.marker(task_id, attempt), _cgroup.members(path) or []
-        if members and not any(_cgroup.carries(pid, marker) for pid in members):
-            return False
-        if not _cgroup.kill(path):
-            return False
-        _cgroup.remove(path)
-        return True
+    def kill_leftovers(self, task_id: str, attempt: str) -> bool:
+        """Kill what is left of an attempt whose supervisor is gone (``_leftovers.kill``);
+        ``True`` when something was there."""
+        run_dir = self.run_dir(task_id, attempt)
+        return _leftovers.kill(run_dir, (_read_json(run_dir, "started.json") or {}).get("cgroup"))
 
     def set_deadline(self, attempt: str, deadline: float | None) -> bool:
         """Move the fence of a running attempt (``None`` lifts it, for a level downgrade)."""
@@ -346,8 +316,7 @@ class Executor:
         """An attempt whose supervisor died without a word: its task died with it
         (``PR_SET_PDEATHSIG``); what left its session is still in its cgroup, when it has one,
         or carries its marker."""
-        self.kill_marked(running.task_id, running.attempt)
-        self.kill_cgroup(running.task_id, running.attempt)
+        self.kill_leftovers(running.task_id, running.attempt)
         return {"reason": "lost", "exit_code": None, "signal": None}
 
     @staticmethod

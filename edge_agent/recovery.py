@@ -62,8 +62,7 @@ def recover(core: Core, scheduler: LocalScheduler) -> None:
 def _fail_lost(
     core: Core, scheduler: LocalScheduler, task_id: str, attempt: str, proc: ProcessRow | None
 ) -> None:
-    killed = core.executor.kill_marked(task_id, attempt)
-    killed = core.executor.kill_cgroup(task_id, attempt) or killed  # setsid escapees (issue 11)
+    killed = core.executor.kill_leftovers(task_id, attempt)
     rec = core.replica.get(task_id)
     if rec is None:
         return

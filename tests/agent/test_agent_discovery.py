@@ -59,7 +59,10 @@ def brokers() -> Iterator[None]:
 
 
 def test_broker_discovery_prefers_a_continuum_broker(brokers: None) -> None:
-    assert browse_broker(IFACES, 3.0) == ("127.0.0.1", 21883)
+    """The plain broker's name sorts first, yet a Continuum one is chosen: ours, or the one
+    the next test advertises if it runs at the same time (another worker)."""
+    chosen = browse_broker(IFACES, 3.0)
+    assert chosen is not None and chosen != ("127.0.0.1", 11883)
 
 
 @pytest.mark.e2e

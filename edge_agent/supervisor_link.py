@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import fcntl
 import json
 import os
 import socket
@@ -38,6 +39,10 @@ __all__ = ["LOST", "SupervisorError", "SupervisorLink"]
 
 _SUPERVISOR = str(Path(__file__).with_name("supervisor.py"))
 _SOCKET = "supervisor.sock"
+_LOCK = "supervisor.lock"  # held by the supervisor all its life (supervisor.py)
+#: How long a restarted agent waits for a supervisor that runs (it holds its lock) but does
+#: not answer (frozen, or starved for CPU) before it takes its attempts for lost.
+_LIVE_WAIT_S = 60.0
 _SEND_TIMEOUT_S = 10.0  # a supervisor never blocks on its clients: only a safety net
 _TRIES = 50
 #: The supervisor protocol this agent speaks (``supervisor.PROTOCOL``, its side); 1: a
@@ -77,24 +82,24 @@ class SupervisorLink:
         With ``start`` one is started when none answers (``SupervisorError`` if that keeps
         failing), and an outdated one that runs nothing is left to exit, not attached;
         without, ``None`` when none runs."""
+        patience = time.monotonic() + _LIVE_WAIT_S
         for _ in range(_TRIES):
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(_SEND_TIMEOUT_S)
-            runs_fd = _safefs.open_dir(self.runs_dir)
             try:
-                # Through the directory's descriptor: its path may not fit a socket address.
-                sock.connect(f"/proc/self/fd/{runs_fd}/{_SOCKET}")
-                sock.sendall(b'{"op":"hello"}\n')
-                hello, rest = _read_hello(sock)
+                sock, hello, rest = self._hello()
             except (OSError, ValueError) as exc:
-                sock.close()
                 self.failure = f"{type(exc).__name__}: {exc}"
-                if not start:
+                if start:
+                    self._start()
+                    continue
+                # One that runs but does not answer (frozen, starved) is asked again for a
+                # while: taken for gone, its attempts would be failed and killed.
+                while self._runs() and time.monotonic() < patience:
+                    time.sleep(0.2)
+                    with contextlib.suppress(OSError, ValueError):
+                        sock, hello, rest = self._hello()
+                        break
+                else:
                     return None
-                self._start()
-                continue
-            finally:
-                os.close(runs_fd)
             outdated = _protocol(hello) != PROTOCOL
             if start and outdated and not hello.get("running"):
                 sock.close()  # with no agent connected it exits: then one of ours starts
@@ -107,6 +112,40 @@ class SupervisorLink:
             ).start()
             return hello
         raise SupervisorError(f"no supervisor answers in {self.runs_dir}")
+
+    def _hello(self) -> tuple[socket.socket, dict[str, Any], bytes]:
+        """One connection and its hello: the socket, the answer, what followed it."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(_SEND_TIMEOUT_S)
+        runs_fd = _safefs.open_dir(self.runs_dir)
+        try:
+            # Through the directory's descriptor: its path may not fit a socket address.
+            sock.connect(f"/proc/self/fd/{runs_fd}/{_SOCKET}")
+            sock.sendall(b'{"op":"hello"}\n')
+            hello, rest = _read_hello(sock)
+        except BaseException:
+            sock.close()
+            raise
+        finally:
+            os.close(runs_fd)
+        return sock, hello, rest
+
+    def _runs(self) -> bool:
+        """Whether a supervisor runs for the directory, answering or not: the lock it takes
+        first and holds until it exits is taken."""
+        try:
+            fd = os.open(self.runs_dir / _LOCK, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # released with the descriptor
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+        return False
 
     def _start(self) -> None:
         proc = subprocess.Popen(

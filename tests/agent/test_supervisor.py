@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -266,3 +267,27 @@ def test_a_restart_kills_only_the_lost_attempts_processes_not_what_reuses_its_nu
         decoy.wait()
         if cgroup is not None:
             _cgroup.remove(cgroup)
+
+
+def test_a_restarted_agent_waits_for_a_frozen_supervisor_rather_than_kill_its_tasks(
+    cloud: ScriptedCloud, make_agent: AgentFactory
+) -> None:
+    """A supervisor that runs but does not answer (frozen here for longer than one hello may
+    take, 10 s) is asked again while it holds its lock: its attempts are re-attached once it
+    answers, not failed and killed as the attempts of a dead one would be."""
+    agent = make_agent().start()
+    wait_until(lambda: cloud.messages("hello"), 10, "hello")
+    place(cloud, "edge-1", spec("t-wait-for-it", ["sleep", "300"]))
+    wait_until(lambda: agent.task_status("t-wait-for-it") == "running", 20, "the task to run")
+    (supervisor,) = _supervisors(agent)
+    agent.kill()
+    os.kill(supervisor, signal.SIGSTOP)
+    thaw = threading.Timer(12.0, os.kill, (supervisor, signal.SIGCONT))  # the fault's length
+    thaw.start()
+    try:
+        agent.start(timeout=90)  # the restart sweep runs before the agent says it is ready
+        assert len(agent.events("adopted")) == 1 and not agent.events("lost_on_restart")
+        assert agent.task_status("t-wait-for-it") == "running"
+    finally:
+        thaw.cancel()
+        os.kill(supervisor, signal.SIGCONT)

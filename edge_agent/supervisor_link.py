@@ -82,24 +82,15 @@ class SupervisorLink:
         With ``start`` one is started when none answers (``SupervisorError`` if that keeps
         failing), and an outdated one that runs nothing is left to exit, not attached;
         without, ``None`` when none runs."""
-        patience = time.monotonic() + _LIVE_WAIT_S
         for _ in range(_TRIES):
             try:
-                sock, hello, rest = self._hello()
+                sock, hello, rest = self._hello() if start else self._hello_while_it_runs()
             except (OSError, ValueError) as exc:
                 self.failure = f"{type(exc).__name__}: {exc}"
-                if start:
-                    self._start()
-                    continue
-                # One that runs but does not answer (frozen, starved) is asked again for a
-                # while: taken for gone, its attempts would be failed and killed.
-                while self._runs() and time.monotonic() < patience:
-                    time.sleep(0.2)
-                    with contextlib.suppress(OSError, ValueError):
-                        sock, hello, rest = self._hello()
-                        break
-                else:
+                if not start:
                     return None
+                self._start()
+                continue
             outdated = _protocol(hello) != PROTOCOL
             if start and outdated and not hello.get("running"):
                 sock.close()  # with no agent connected it exits: then one of ours starts
@@ -129,6 +120,19 @@ class SupervisorLink:
         finally:
             os.close(runs_fd)
         return sock, hello, rest
+
+    def _hello_while_it_runs(self) -> tuple[socket.socket, dict[str, Any], bytes]:
+        """:meth:`_hello`, asked again for up to ``_LIVE_WAIT_S`` while a supervisor runs
+        without answering (frozen, starved): taken for gone, its attempts would be failed
+        and killed. Raises the last failure."""
+        patience = time.monotonic() + _LIVE_WAIT_S
+        while True:
+            try:
+                return self._hello()
+            except (OSError, ValueError):
+                if not self._runs() or time.monotonic() >= patience:
+                    raise
+            time.sleep(0.2)
 
     def _runs(self) -> bool:
         """Whether a supervisor runs for the directory, answering or not: the lock it takes

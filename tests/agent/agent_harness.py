@@ -25,6 +25,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from edge_agent import _leftovers
 from edge_agent.api import LocalClient
 from shared.clocks import HybridClock
 from shared.crdt import TaskRecord, request_cancel, visible_status
@@ -56,16 +57,13 @@ MIN_DEADLINE_S = 60.0
 
 
 def kill_tasks_of(runs: Path) -> None:
-    """SIGKILL every process whose environment names a run directory under ``runs``: the
-    tasks a test left behind and what they started. Not by the pgid a ``started.json``
-    recorded: once that group ended, the number may be another test's process group (pids
-    are reused, after 32,768 on many machines), and killing it fails that test instead."""
-    marker = b"CONTINUUM_INPUTS=" + os.fsencode(runs) + b"/"
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError):
-                if marker in Path(f"/proc/{entry}/environ").read_bytes():
-                    os.kill(int(entry), signal.SIGKILL)
+    """SIGKILL what the attempts under ``runs`` left running, the way the agent does for an
+    attempt whose supervisor is gone (``_leftovers.kill``: by its marker). Not by the pgid a
+    ``started.json`` recorded: once that group ended, the number may be another test's
+    process group (pids are reused), and killing it fails that test instead."""
+    with contextlib.suppress(FileNotFoundError):
+        for name in os.listdir(runs):  # a snapshot: the agent may be removing directories
+            _leftovers.kill(runs / name, None)
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str, step: float = 0.05) -> Any:

@@ -116,7 +116,8 @@ def _parser() -> argparse.ArgumentParser:
         help="run the agent in the foreground",
         description="Run the agent. Logs go to stderr, as JSON lines when not on a terminal. "
         "SIGTERM/SIGINT: stop taking work, let running tasks finish for "
-        "executor.shutdown_grace_s, persist, exit 0. Writes <state_dir>/agent.ready.json "
+        "executor.shutdown_grace_s, stop the rest, persist, exit 0. SIGUSR1: every "
+        "thread's stack on stderr (nothing else changes). Writes <state_dir>/agent.ready.json "
         '({"pid", "api_port", "metrics_port", "node_id"}) once listening.',
     )
 

@@ -7,6 +7,7 @@ forks maps again.
 
 from __future__ import annotations
 
+import _signal  # not signal: its enums are memory that every fork maps
 import contextlib
 import ctypes
 import os
@@ -34,10 +35,16 @@ def exec_child(task: tuple, fds: tuple[int, ...], procs: str | None, failure: OS
     was born there) while still privileged (every descendant is then born there), the task's
     user, umask 022, the rlimits, then ``PR_SET_PDEATHSIG`` (a credential change would reset
     it): the task dies with the supervisor (``parent``). It starts in the work directory
-    (never a path a task could swap)."""
+    (never a path a task could swap). First of all, every signal's disposition is set back
+    to the default: an exec keeps what is ignored, and our Python processes ignore SIGPIPE
+    and SIGXFSZ (the forker SIGTERM too), which a task must not inherit (``_spawnc.c`` does
+    the same)."""
     try:
         argv, env, paths, limits, ids, parent = task
         null, out_w, err_w, fail_w, work_fd, gate_r = fds
+        for sig in range(1, _signal.NSIG):  # a task starts with every disposition the
+            with contextlib.suppress(OSError, ValueError):  # default, not with what we
+                _signal.signal(sig, _signal.SIG_DFL)  # ignore (SIGPIPE, SIGXFSZ, SIGTERM)
         os.setsid()
         for fd, target in ((null, 0), (out_w, 1), (err_w, 2)):
             os.dup2(fd, target)

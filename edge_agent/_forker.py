@@ -36,11 +36,17 @@ import sys
 
 import _child  # the supervisor's directory is sys.path[0]
 
+try:  # compiled from _spawnc.c where the install could (optional): children made without
+    import _spawnc  # copying this process (see _make)
+except ImportError:
+    _spawnc = None
+
 __all__ = ["main"]
 
 _SYS_CLONE3 = 435  # the same number on every architecture (asm-generic, Linux 5.3)
 _CLONE_PARENT = 0x00008000
 _CLONE_INTO_CGROUP = 0x200000000  # Linux 5.7
+Fds = tuple[int, ...]
 _FDS = 6  # stdin, stdout, stderr, exec fd, work directory, gate (or one fewer)
 _MAX_REQUEST = 1 << 20
 _PR_SET_NAME = 15
@@ -84,19 +90,67 @@ def _serve(sock: _socket.socket) -> None:
             child_fds = (*fds, -1) if len(fds) == _FDS - 1 else tuple(fds)
             if len(child_fds) != _FDS:
                 raise ValueError("wrong descriptors")
-            pid = _make(task, child_fds, cgroup)
+            pid = _make(task, child_fds, cgroup, sock)
         except (ValueError, TypeError, EOFError):
             pid = -errno.EINVAL
         finally:
             for fd in fds:
                 os.close(fd)
-        sock.send(b"%d" % pid)
+        if pid is not None:  # else the child sent its pid itself
+            sock.send(b"%d" % pid)
 
 
-def _make(task: tuple, fds: tuple[int, ...], cgroup: str | None) -> int:
-    """One child, born in ``cgroup`` when not ``None``: its pid, or ``-errno``. A kernel
-    without ``CLONE_INTO_CGROUP`` (before 5.7) refuses: there is no attempt cgroup before
-    5.14 (``_cgroup.create``), so that is not expected."""
+def _make(
+    task: tuple, fds: tuple[int, ...], cgroup: str | None, sock: _socket.socket
+) -> int | None:
+    """One child, born in ``cgroup`` when not ``None``: its pid, ``-errno`` when none was made,
+    or ``None`` when the child sent its pid on ``sock`` itself (:func:`_share`)."""
+    if _spawnc is not None:
+        try:
+            return _share(task, fds, cgroup, sock)
+        except (ValueError, TypeError):
+            pass  # what the compiled part cannot pass (a NUL, an "=" in a name): a Python
+            # child raises it, as the task's spawn failure
+    return _clone(task, fds, cgroup)
+
+
+def _share(
+    task: tuple, fds: tuple[int, ...], cgroup: str | None, sock: _socket.socket
+) -> int | None:
+    """A child made by ``_spawnc`` (``_spawnc.c``): it shares our memory until its exec, we
+    being suspended meanwhile, so it sends its own pid (the supervisor releases its gate
+    before it execs). ``None`` once it has exec'd or exited, what failed before its exec
+    written on the exec pipe as a Python child writes it; ``-errno`` when none was made."""
+    argv, env, paths, limits, ids, parent = task
+    if any("=" in name for name in env):
+        raise ValueError("illegal environment variable name")
+    procs = None if cgroup is None else os.fsencode(os.path.join(cgroup, "cgroup.procs"))
+    pid, error, where = _spawnc.spawn(
+        [os.fsencode(arg) for arg in argv],
+        [os.fsencode(name) + b"=" + os.fsencode(value) for name, value in env.items()],
+        [os.fsencode(path) for path in paths],
+        [(which, soft, hard) for which, (soft, hard) in limits],
+        ids,
+        parent,
+        fds,
+        procs,
+        sock.fileno(),
+    )
+    if pid < 0:
+        return pid
+    if error:  # -2: before the exec; -1: no exec path found; i: exec path i
+        named = () if where < -1 else (paths[where] if where >= 0 else argv[0],)
+        exc = OSError(error, os.strerror(error), *named)
+        with contextlib.suppress(OSError):
+            os.write(fds[3], f"{type(exc).__name__}: {exc}".encode("utf-8", "replace"))
+    return None
+
+
+def _clone(task: tuple, fds: Fds, cgroup: str | None) -> int:
+    """One child cloned from this process (a copy of its memory), born in ``cgroup`` when
+    not ``None``: its pid, or ``-errno``. A kernel without ``CLONE_INTO_CGROUP`` (before 5.7)
+    refuses: there is no attempt cgroup before 5.14 (``_cgroup.create``), so that is not
+    expected."""
     cgroup_fd = -1
     # No exit_signal with CLONE_PARENT: the child sends our own (SIGCHLD) to the supervisor.
     args = _CloneArgs(flags=_CLONE_PARENT)

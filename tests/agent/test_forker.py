@@ -5,7 +5,9 @@ forker outlives each attempt and ends with its supervisor."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +24,34 @@ from edge_agent.executor import Executor
 from edge_agent.telemetry import FORKER_NAME, OwnUsage
 
 HERE = str(Path(edge_agent.__file__).parent)
+
+
+def _python_only(tmp_path: Path) -> str:
+    """The supervisor's scripts without the compiled part (``_spawnc``): there the forker
+    makes its children in Python, as on a host where the install could not compile it."""
+    where = tmp_path / "python-only"
+    where.mkdir()
+    for script in Path(HERE).glob("*.py"):
+        shutil.copy(script, where / script.name)
+    return str(where)
+
+
+@pytest.fixture(params=["compiled", "python"])
+def forker_dir(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where the forker's scripts are taken from: this checkout (with ``_spawnc`` where it
+    was compiled) or a copy without it."""
+    return HERE if request.param == "compiled" else _python_only(tmp_path)
+
+
+def test_the_compiled_part_is_built_where_a_compiler_is() -> None:
+    """``pip install`` compiles ``_spawnc.c`` when it can (optional in pyproject.toml): a
+    checkout whose install had a compiler must have it, or tasks quietly cost twice as much."""
+    if shutil.which("cc") is None:
+        pytest.skip("no C compiler here: the forker makes its children in Python")
+    from edge_agent import _spawnc
+
+    assert callable(_spawnc.spawn)
+
 
 # Spawns ``sh -c 'echo $PPID'`` gated through a forker four times: through one that has not
 # said it is ready (a socket nobody answers on), through a started one once it is ready, then
@@ -67,10 +97,10 @@ print(results, forker.pid)
 
 @pytest.mark.parametrize("how", ["stop", "kill"])
 def test_a_forker_makes_the_callers_children_and_a_lost_one_is_not_needed(
-    tmp_path: Path, how: str
+    tmp_path: Path, how: str, forker_dir: str
 ) -> None:
     done = subprocess.run(
-        [sys.executable, "-S", "-E", "-c", SPAWN, HERE, str(tmp_path), how],
+        [sys.executable, "-S", "-E", "-c", SPAWN, forker_dir, str(tmp_path), how],
         capture_output=True,
         text=True,
         timeout=60,
@@ -194,3 +224,76 @@ def test_a_supervisor_whose_forker_died_still_runs_tasks(tmp_path: Path) -> None
     assert outcome.succeeded, outcome
     assert int(outcome.stdout_tail.split()[0]) == supervisor
     ex.close()
+
+
+# Spawns each of the specs given as JSON through a ready forker and prints, per spec, the
+# child's exit code, its stdout and what its exec pipe said (a failure before the exec).
+SPAWN_EACH = """
+import json, os, sys, time
+sys.path.insert(0, sys.argv[1])
+import _tasktree
+work = os.open(sys.argv[2], os.O_RDONLY)
+forker = _tasktree.Forker()
+forker.start({"PATH": "/usr/bin:/bin"})
+end = time.monotonic() + 30
+while not forker.ready():
+    assert time.monotonic() < end, "the forker never said it is ready"
+    time.sleep(0.01)
+results = []
+for spec in json.loads(sys.argv[3]):
+    pid, out, err, exec_fd, gate = _tasktree.spawn(spec, work, None, None, gate=True, forker=forker)
+    _tasktree.release(gate)
+    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    said = os.read(exec_fd, 4096).decode()
+    results.append([code, os.read(out, 4096).decode(), said])
+    for fd in (out, err, exec_fd):
+        os.close(fd)
+assert forker.running, "the forker failed: its children were not its own"
+print(json.dumps(results))
+"""
+
+
+def _spawn_each(forker_dir: str, work: Path, specs: list[dict]) -> list[list]:
+    done = subprocess.run(
+        [sys.executable, "-S", "-E", "-c", SPAWN_EACH, forker_dir, str(work), json.dumps(specs)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_what_fails_before_the_exec_reads_the_same_either_way(
+    tmp_path: Path, forker_dir: str
+) -> None:
+    """A program that is nowhere, one that is not executable, an environment the exec
+    refuses: the task's spawn failure says so in the words of the Python child's exception,
+    whether the forker's child was made by the compiled part or in Python."""
+    plain = tmp_path / "plain-file"
+    plain.write_text("not a program\n")
+    env = {"PATH": "/usr/bin:/bin"}
+    specs = [
+        {"argv": ["no-such-program-here"], "env": env},
+        {"argv": [str(plain)], "env": env},
+        {"argv": ["true"], "env": {**env, "A=B": "c"}},
+        {"argv": ["sh", "-c", "echo ran"], "env": env},
+    ]
+    assert _spawn_each(forker_dir, tmp_path, specs) == [
+        [127, "", "FileNotFoundError: [Errno 2] No such file or directory: 'no-such-program-here'"],
+        [127, "", f"PermissionError: [Errno 13] Permission denied: '{plain}'"],
+        [127, "", "ValueError: illegal environment variable name"],
+        [0, "ran\n", ""],
+    ]
+
+
+def test_a_task_starts_with_every_signal_at_its_default(tmp_path: Path, forker_dir: str) -> None:
+    """Our Python processes ignore SIGPIPE and SIGXFSZ (the forker SIGTERM too) and an exec
+    keeps what is ignored: a task must not inherit that (a stop's SIGTERM would go
+    unheard until the SIGKILL, ``yes | head`` would not end by SIGPIPE)."""
+    spec = {"argv": ["sh", "-c", "grep SigIgn /proc/self/status"], "env": {"PATH": "/usr/bin"}}
+    ((code, out, _),) = _spawn_each(forker_dir, tmp_path, [spec])
+    assert code == 0
+    ignored = int(out.split()[1], 16)
+    for sig in (signal.SIGPIPE, signal.SIGTERM, signal.SIGXFSZ, signal.SIGINT, signal.SIGHUP):
+        assert not ignored & (1 << (sig - 1)), (sig, out)

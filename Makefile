@@ -9,7 +9,8 @@ STAMP  := $(VENV)/.installed-test
 
 .PHONY: test lint bench install mosquitto clean demo soak
 
-$(STAMP): pyproject.toml
+# _spawnc.c: the forker's compiled part, built in place by the editable install.
+$(STAMP): pyproject.toml edge_agent/_spawnc.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
@@ -55,4 +56,4 @@ soak: $(STAMP) mosquitto
 	$(PY) -m simulations.testbed.soak $(SOAK_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build *.egg-info edge_agent/*.so

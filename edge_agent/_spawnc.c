@@ -43,7 +43,7 @@
 
 /* Where a child failed (``where``): before the exec, at exec path ``i >= 0``, or nowhere
  * found. */
-enum { AT_NONE = -3, AT_SETUP = -2, AT_NOT_FOUND = -1 };
+enum { AT_SETUP = -2, AT_NOT_FOUND = -1 };
 
 typedef struct {
     char **argv, **envp, **paths;
@@ -58,8 +58,10 @@ typedef struct {
     const char *procs; /* the attempt's cgroup.procs, or NULL */
     int sock;
     sigset_t mask; /* the forker's, restored in the child */
-    /* written by the child (shared memory), read once it has exec'd or exited */
-    volatile int error, where;
+    /* written by the child (shared memory), read once it has exec'd or exited: ``failed``
+     * only on its way to exit 127 (an exec that failed before one that worked leaves its
+     * errno and path here, and is no failure) */
+    volatile int failed, error, where;
 } Request;
 
 static int format_pid(char *out, long value) {
@@ -77,6 +79,7 @@ static int format_pid(char *out, long value) {
 static void fail(Request *r, int where) {
     r->error = errno;
     r->where = where;
+    r->failed = 1;
     _exit(127);
 }
 
@@ -137,6 +140,7 @@ static int child(void *arg) {
     }
     if (r->where == AT_NOT_FOUND)
         r->error = ENOENT;
+    r->failed = 1;
     _exit(127);
 }
 
@@ -173,8 +177,9 @@ PyDoc_STRVAR(spawn_doc,
 "limits: [(resource, soft, hard)]; ids: (uid, gid) or None; parent: the supervisor's\n"
 "pid; fds: the six descriptors; procs: the cgroup's cgroup.procs or None; sock: where\n"
 "the child sends its pid). Returns once the child has exec'd or exited: pid -errno when\n"
-"no child was made; else error 0, or the errno of what failed before the exec and\n"
-"where (-2 before the exec paths, -1 none found, i: exec path i).");
+"no child was made; else error 0 (it exec'd, or exited without a word: 137), or the\n"
+"errno of what failed before the exec and where (-2 before the exec paths, -1 none\n"
+"found, i: exec path i).");
 
 static PyObject *spawn(PyObject *self, PyObject *args) {
     (void)self;
@@ -189,7 +194,6 @@ static PyObject *spawn(PyObject *self, PyObject *args) {
     memset(&r, 0, sizeof r);
     r.parent = parent;
     r.sock = sock;
-    r.where = AT_NONE;
     if (PyTuple_GET_SIZE(fds) != FDS) {
         PyErr_SetString(PyExc_ValueError, "six descriptors are expected");
         return NULL;
@@ -251,7 +255,7 @@ static PyObject *spawn(PyObject *self, PyObject *args) {
     if (pid < 0)
         result = Py_BuildValue("(iii)", -error, 0, 0);
     else
-        result = Py_BuildValue("(iii)", (int)pid, r.where == AT_NONE ? 0 : r.error, r.where);
+        result = Py_BuildValue("(iii)", (int)pid, r.failed ? r.error : 0, r.where);
 done:
     if (stack != MAP_FAILED)
         munmap(stack, STACK_SIZE);

@@ -269,21 +269,26 @@ def test_what_fails_before_the_exec_reads_the_same_either_way(
 ) -> None:
     """A program that is nowhere, one that is not executable, an environment the exec
     refuses: the task's spawn failure says so in the words of the Python child's exception,
-    whether the forker's child was made by the compiled part or in Python."""
+    whether the forker's child was made by the compiled part or in Python; a program found
+    first on PATH but not runnable, then runnable further on, runs."""
     plain = tmp_path / "plain-file"
     plain.write_text("not a program\n")
+    (tmp_path / "first").mkdir()
+    shutil.copy(plain, tmp_path / "first" / "sh")  # found first on PATH, not runnable
     env = {"PATH": "/usr/bin:/bin"}
     specs = [
         {"argv": ["no-such-program-here"], "env": env},
         {"argv": [str(plain)], "env": env},
         {"argv": ["true"], "env": {**env, "A=B": "c"}},
         {"argv": ["sh", "-c", "echo ran"], "env": env},
+        {"argv": ["sh", "-c", "echo ran"], "env": {"PATH": f"{tmp_path / 'first'}:/usr/bin"}},
     ]
     assert _spawn_each(forker_dir, tmp_path, specs) == [
         [127, "", "FileNotFoundError: [Errno 2] No such file or directory: 'no-such-program-here'"],
         [127, "", f"PermissionError: [Errno 13] Permission denied: '{plain}'"],
         [127, "", "ValueError: illegal environment variable name"],
         [0, "ran\n", ""],
+        [0, "ran\n", ""],  # the next one on PATH ran: the refusal before it is no failure
     ]
 
 

@@ -39,6 +39,17 @@
 #include <unistd.h>
 
 #define STACK_SIZE (256 * 1024)
+
+/* The raw credential calls: on 32-bit ABIs (ARM, i386) the plain numbers take 16-bit ids. */
+#ifdef SYS_setresuid32
+#define SYS_SETGROUPS SYS_setgroups32
+#define SYS_SETRESGID SYS_setresgid32
+#define SYS_SETRESUID SYS_setresuid32
+#else
+#define SYS_SETGROUPS SYS_setgroups
+#define SYS_SETRESGID SYS_setresgid
+#define SYS_SETRESUID SYS_setresuid
+#endif
 #define FDS 6 /* stdin, stdout, stderr, exec pipe, work directory, gate (or -1) */
 
 /* Where a child failed (``where``): before the exec, at exec path ``i >= 0``, or nowhere
@@ -110,14 +121,14 @@ static int child(void *arg) {
         }
     }
     if (r->has_ids) { /* raw calls: the C library's would signal every thread of the forker */
-        if (syscall(SYS_setgroups, 0, NULL) < 0 ||
-            syscall(SYS_setresgid, r->gid, r->gid, r->gid) < 0 ||
-            syscall(SYS_setresuid, r->uid, r->uid, r->uid) < 0)
+        if (syscall(SYS_SETGROUPS, 0, NULL) < 0 ||
+            syscall(SYS_SETRESGID, r->gid, r->gid, r->gid) < 0 ||
+            syscall(SYS_SETRESUID, r->uid, r->uid, r->uid) < 0)
             fail(r, AT_SETUP);
     }
     umask(022);
     for (Py_ssize_t i = 0; i < r->nlimits; i++)
-        if (setrlimit((__rlimit_resource_t)r->resources[i], &r->limits[i]) < 0)
+        if (setrlimit(r->resources[i], &r->limits[i]) < 0)
             fail(r, AT_SETUP);
     if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
         fail(r, AT_SETUP);

@@ -31,7 +31,6 @@ from shared.placement import (
     COST_WEIGHT,
     DEFAULT_CACHE_BYTES,
     LINK_CODES,
-    LINK_STATE_RISK,
     SAFETY,
     NodeTable,
     NodeView,
@@ -105,7 +104,6 @@ def demands(rng: random.Random) -> list[TaskDemand]:
 
 
 # -- the baseline: a plain loop over node dicts ------------------------------------
-_RISK = {LINK_CODES[s]: r for s, r in LINK_STATE_RISK.items()}
 
 
 def node_dicts(views: list[NodeView]) -> list[dict[str, Any]]:
@@ -134,6 +132,9 @@ def node_dicts(views: list[NodeView]) -> list[dict[str, Any]]:
             "wan": v.wan,
             "error": PRIOR_ERROR if v.error is None else v.error,
             "hash": node_hash(v.node_id),
+            "running": v.running,
+            "slots": v.slots or math.inf,
+            "transfer_j": v.transfer_j_per_mb,
         }
         for v in sorted(views, key=lambda v: v.node_id)
     ]
@@ -156,13 +157,21 @@ def plain_place(nodes: list[dict[str, Any]], d: TaskDemand, tie: int) -> dict[st
         rtt = n["rtt_s"]
         transfer = d.data_size_mb * 8.0 / n["bandwidth"] if d.data_size_mb > 0 else 0.0
         execute = d.work / n["speed"]
-        fixed = (rtt / 2 + (rtt if strong else 0.0)) + transfer + execute + rtt / 2
-        # placed work never shares a core: the backlog is ahead only without a free core
-        queue = n["backlog"] / (n["cpus"] * n["speed"]) if d.cpu > n["cpu_free"] else 0.0
+        back = rtt / 2 + (d.output_mb * 8.0 / n["bandwidth"] if d.output_mb > 0 else 0.0)
+        fixed = (rtt / 2 + (rtt if strong else 0.0)) + transfer + execute + back
+        # a running task holds at least a whole core: the backlog is ahead unless a core
+        # (of the unreserved ones and of those no running task holds) and a slot are free
+        need = max(d.cpu, 1.0)
+        busy = (
+            need > n["cpu_free"] or n["running"] + need > n["cpus"] or n["running"] + 1 > n["slots"]
+        )
+        drains = min(n["cpus"], n["slots"]) * n["speed"]
+        queue = n["backlog"] / drains if busy else 0.0
         finish = fixed + queue
         battery = n["battery"]
         drain = 1.0 if battery is None else 2.0 - min(max(battery, 0.0), 100.0) / 100.0
-        survive = math.exp(-n["partition_rate"] * fixed / 3600.0) * (1.0 - _RISK[n["link"]])
+        # a live link's grade adds no risk (its round trips are in the finish)
+        survive = math.exp(-n["partition_rate"] * min(fixed, 1e9) / 3600.0)
         util = max(n["load"], (n["cpus"] - n["cpu_free"] + d.cpu) / n["cpus"])
         cands.append(
             {
@@ -171,7 +180,8 @@ def plain_place(nodes: list[dict[str, Any]], d: TaskDemand, tie: int) -> dict[st
                 and n["memory_free"] >= d.memory_mb
                 and n["disk_free"] >= d.disk_mb,
                 "finish": finish,
-                "energy": n["power"] * execute * drain,
+                "energy": n["power"] * execute * drain
+                + (d.data_size_mb + d.output_mb) * n["transfer_j"],
                 "wan": d.data_size_mb + d.output_mb if n["wan"] else 0.0,
                 "util": min(max(util, 0.0), 1.0),
                 "risk": 1.0 - min(max(n["success"], 0.0), 1.0) * survive,
@@ -207,6 +217,7 @@ def plain_place(nodes: list[dict[str, Any]], d: TaskDemand, tie: int) -> dict[st
     best["memory_free"] -= d.memory_mb
     best["disk_free"] -= d.disk_mb
     best["backlog"] += d.work
+    best["running"] += 1
     return best
 
 

@@ -9,7 +9,13 @@ stopped, and never changes anything.
 The document (``DUMP_VERSION`` 1)::
 
     {"version": 1, "kind": "controller", "node_id": "controller",
-     "records": {task_id: TaskRecord.to_dict(), ...}}  # every task the controller knows
+     "records": {task_id: TaskRecord.to_dict(), ...},  # every task the controller knows
+     "presumed_lost": [{"task_id", "node_id", "epoch", "attempt", "ts_ms"}, ...]}
+
+``presumed_lost``: the attempts the controller marked ``lost`` when it re-placed their
+task off a node out of contact (its ``presumed_lost`` events, oldest first). The record
+may no longer show that mark (the node's own report, when it comes, outranks the
+inference: success wins), and a judge of "re-run only after a confirmed loss" needs it.
 """
 
 from __future__ import annotations
@@ -27,17 +33,33 @@ DUMP_VERSION = 1
 
 
 def read_store(path: Path) -> dict[str, Any]:
-    """``records`` of the controller's store at ``path``, opened read-only. Raises
-    ``FileNotFoundError`` when there is no store and ``sqlite3.Error`` when it cannot be
-    read (locked past the timeout, not a store)."""
+    """``records`` and ``presumed_lost`` of the controller's store at ``path``, opened
+    read-only. Raises ``FileNotFoundError`` when there is no store and ``sqlite3.Error``
+    when it cannot be read (locked past the timeout, not a store)."""
     if not path.exists():
         raise FileNotFoundError(path)
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
     try:
         rows = conn.execute("SELECT task_id, record FROM tasks").fetchall()
+        presumed = conn.execute(
+            "SELECT task_id, node_id, epoch, data, ts_ms FROM events"
+            " WHERE kind = 'presumed_lost' ORDER BY seq"
+        ).fetchall()
     finally:
         conn.close()
-    return {"records": {tid: json.loads(text) for tid, text in rows}}
+    return {
+        "records": {tid: json.loads(text) for tid, text in rows},
+        "presumed_lost": [
+            {
+                "task_id": tid,
+                "node_id": node,
+                "epoch": epoch,
+                "attempt": json.loads(data).get("attempt"),
+                "ts_ms": ts_ms,
+            }
+            for tid, node, epoch, data, ts_ms in presumed
+        ],
+    }
 
 
 def dump(cfg: ControllerConfig) -> dict[str, Any]:

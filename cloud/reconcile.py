@@ -50,6 +50,9 @@ from .uow import UnitOfWork
 
 __all__ = ["Reconciler"]
 
+#: Why a re-placement marks the old node's unfinished attempts ``lost``.
+_PRESUMED = "node partitioned; re-placed"
+
 
 class Reconciler:
     def __init__(
@@ -410,9 +413,10 @@ class Reconciler:
 
     def _fence_old(self, task_id: str, node_id: str) -> None:
         """The old node's attempts are presumed lost (its own report, if it comes,
-        outranks this inference) and it gets the superseding record (queued at the
-        broker until it returns; anti-entropy on reconnect sends it as well); the new
-        holder gets the losses its ``place`` predates."""
+        outranks this inference in the record, so a ``presumed_lost`` event keeps it)
+        and it gets the superseding record (queued at the broker until it returns;
+        anti-entropy on reconnect sends it as well); the new holder gets the losses its
+        ``place`` predates."""
         before = self.tasks.records[task_id]
         for dot, attempt in sorted(self.tasks.records[task_id].attempts.items()):
             if attempt.node == node_id and not attempt.status.terminal:
@@ -423,8 +427,16 @@ class Reconciler:
                         AttemptStatus.LOST,
                         writer=self.uow.node_id,
                         hlc=self.uow.hlc(),
-                        reason="node partitioned; re-placed",
+                        reason=_PRESUMED,
                     )
+                )
+                self.uow.event(
+                    "presumed_lost",
+                    _PRESUMED,
+                    task_id=task_id,
+                    node_id=node_id,
+                    epoch=attempt.epoch,
+                    attempt=f"{dot[0]}:{dot[1]}",
                 )
         forward(self.tasks, self.uow, task_id, before, skip=(node_id,))
         self._supersede(task_id, node_id)

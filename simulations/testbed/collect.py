@@ -184,14 +184,25 @@ def controller_config(run_dir: Path) -> Path:
 def collect_state(run_dir: Path, nodes: Iterable[str]) -> dict[str, Any]:
     """Ground truth of a quiescent run from the processes' dumps: ``controller`` (task
     id → summary, ``None`` if its dump failed), ``agents`` (node → task id → hash,
-    ``None`` if its dump failed) and ``losses`` (confirmed-loss events found in the
-    controller's records), plus any ``errors``."""
+    ``None`` if its dump failed) and ``losses`` (confirmed-loss events: attempts marked
+    ``lost`` in the controller's records, and its ``presumed_lost`` decisions, which a node's
+    later report of the same attempt outranks in the record), plus any ``errors``."""
     errors: list[str] = []
     failures = (OSError, sqlite3.Error, ValueError, KeyError, DumpError, subprocess.SubprocessError)
     controller: dict[str, dict[str, Any]] | None
+    presumed: list[dict[str, Any]] = []
     try:
         dumped = read_dump(controller_config(run_dir), "cloud-controller")
         controller = summarize_all(dumped["records"])
+        presumed = [
+            {
+                "task_id": p["task_id"],
+                "node": p["node_id"],
+                "dot": p["attempt"],
+                "wall": p["ts_ms"] / 1000.0,
+            }
+            for p in dumped.get("presumed_lost", ())
+        ]
     except failures as exc:
         controller = None
         errors.append(f"controller: {type(exc).__name__}: {exc}")
@@ -205,5 +216,6 @@ def collect_state(run_dir: Path, nodes: Iterable[str]) -> dict[str, Any]:
         except failures as exc:
             agents[node] = None
             errors.append(f"{node}: {type(exc).__name__}: {exc}")
-    losses = [loss for s in (controller or {}).values() for loss in s["losses"]]
+    # a loss the record shows, and the controller's inference the node's own report outranked
+    losses = [loss for s in (controller or {}).values() for loss in s["losses"]] + presumed
     return {"controller": controller, "agents": agents, "losses": losses, "errors": errors}

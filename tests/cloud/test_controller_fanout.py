@@ -73,6 +73,11 @@ def test_a_fenced_move_sends_the_new_holder_the_losses(h: Harness) -> None:
     h.await_msg(n2, "deltas", lost)
     n2.expect("place", lambda env: env.body.task_id == "s" and env.body.epoch == 2)
     h.await_msg(n1, "deltas", _carrying("s", lambda r: r.placement.epoch == 2))
+    # The inference has its event: the old node's own report, when it comes, outranks
+    # it in the record (success wins), and the event log still says what was decided.
+    (presumed,) = h.events(task_id="s", kind="presumed_lost")
+    assert (presumed["node_id"], presumed["epoch"]) == ("n1", 1)
+    assert presumed["data"]["attempt"].startswith("n1:")
 
 
 def test_a_hedges_old_node_hears_nothing_at_the_move_then_the_new_holders_result(

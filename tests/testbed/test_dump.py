@@ -20,6 +20,7 @@ from edge_agent.journal import Journal
 from shared.clocks import HybridClock
 from shared.crdt import content_hash, new_record
 from shared.model import parse_task_spec
+from simulations.testbed.collect import collect_state
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -95,6 +96,14 @@ def test_controller_dump_prints_every_record_while_the_store_is_open(tmp_path: P
             for tid, rec in recs.items()
         ]
     )
+    presumed = {"kind": "presumed_lost", "reason": "node partitioned; re-placed"}
+    store.append_events(
+        [
+            {**presumed, "ts_ms": 1_000, "task_id": "t-1", "node_id": "n1", "epoch": 1,
+             "data": {"attempt": "n1:3"}},
+            {"ts_ms": 1_001, "kind": "placed", "reason": "x", "task_id": "t-2", "data": {}},
+        ]
+    )  # fmt: skip
     code = "import sys; from cloud.cli import main; sys.exit(main(sys.argv[1:]))"
     proc = subprocess.run(
         [sys.executable, "-c", code, "dump", "--config", str(config)],
@@ -107,6 +116,10 @@ def test_controller_dump_prints_every_record_while_the_store_is_open(tmp_path: P
     doc = json.loads(proc.stdout)
     assert doc["kind"] == "controller" and doc["version"] == 1
     assert doc["records"] == recs
+    # what the controller inferred lost, which a node's later report outranks in the record
+    assert doc["presumed_lost"] == [
+        {"task_id": "t-1", "node_id": "n1", "epoch": 1, "attempt": "n1:3", "ts_ms": 1_000}
+    ]
     # the judge hashes each side's record itself: what the dump gives is the stored record
     assert {t: content_hash_of(r) for t, r in doc["records"].items()} == {
         t: content_hash_of(r) for t, r in recs.items()
@@ -125,3 +138,26 @@ def test_controller_dump_without_a_store_fails(
 ) -> None:
     assert controller_cli.main(["dump", "--config", str(controller_config(tmp_path))]) == 1
     assert "could not be read" in capsys.readouterr().err
+
+
+def test_the_testbed_takes_what_the_controller_presumed_lost_for_a_confirmed_loss(
+    tmp_path: Path,
+) -> None:
+    """A re-placement's ``lost`` mark is outranked in the record by the old node's own later
+    report (success wins); the testbed's collection still finds it, through the dump, as a
+    confirmed loss (what invariant 5 accepts a causal re-run after)."""
+    (tmp_path / "controller").mkdir()
+    controller_config(tmp_path / "controller")
+    store = Store(tmp_path / "controller" / "state" / "controller.db")
+    rec = record("t-1", "controller")
+    store.put_tasks([TaskRow("t-1", rec, "succeeded", None, 0, None, None, 50, "h", 1, 1)])
+    store.append_events(
+        [
+            {"ts_ms": 2_500, "kind": "presumed_lost", "reason": "node partitioned; re-placed",
+             "task_id": "t-1", "node_id": "n1", "epoch": 1, "data": {"attempt": "n1:3"}},
+        ]
+    )  # fmt: skip
+    store.close()
+    state = collect_state(tmp_path, [])
+    assert state["errors"] == []
+    assert state["losses"] == [{"task_id": "t-1", "node": "n1", "dot": "n1:3", "wall": 2.5}]

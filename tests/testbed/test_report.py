@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from cloud.store import Store, TaskRow
 from shared.clocks import Timestamp
 from shared.crdt import AttemptStatus, TaskRecord, new_record, place, set_status, start_attempt
 from simulations.testbed import cli, collect
@@ -52,6 +53,7 @@ def finished_record(tid: str, node: str, t: float, *, status: AttemptStatus) -> 
 
 
 def write_db(path: Path, table: str, records: dict[str, TaskRecord], outbox: int = 0) -> None:
+    """An agent's journal as its dump reads it (the tables it reads)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path)
     conn.execute(f"CREATE TABLE {table} (task_id TEXT PRIMARY KEY, record TEXT, status TEXT)")
@@ -82,7 +84,14 @@ def make_run(tmp: Path, *, diverge: bool = False, overlap: bool = False) -> Path
     for n in NODES:
         node = NodeSpec(n, "edge", {}, 2.0, 1024)
         AgentProcess.create(node, run / "agents" / n, broker_host="127.0.0.1", broker_port=1)
-    write_db(collect.controller_db(run), "tasks", recs)
+    store = Store(collect.controller_db(run))  # the controller's own store
+    store.put_tasks(
+        [
+            TaskRow(tid, rec.to_dict(), "succeeded", None, 0, None, None, 50, "h", 1, 1)
+            for tid, rec in recs.items()
+        ]
+    )
+    store.close()
     stale = finished_record("t1", "agent-1", T0 + 1, status=AttemptStatus.STARTED)
     write_db(
         collect.agent_journal(run, "agent-1"), "records", {"t1": stale if diverge else recs["t1"]}

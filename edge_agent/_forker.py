@@ -11,15 +11,19 @@ This process holds next to nothing, so its forks are cheap, and it makes each ch
 born in the attempt's cgroup (no move after birth). The child then does exactly what a child
 forked by the supervisor does (``_child.exec_child``). A raw ``clone3`` skips the C library's
 and the interpreter's fork bookkeeping, which is safe here: this process has one thread and
-holds no lock, and the child only makes system calls until it execs or exits.
+holds no lock, and the child only makes system calls until it execs or exits. Where the
+install compiled ``_spawnc.c`` (optional), that does the same without even copying this
+process: its child shares our memory until its exec (we wait meanwhile) and sends its own
+pid (:func:`_share`); this Python way stays for the requests it cannot pass.
 
 Protocol on a socket pair (``SOCK_SEQPACKET``): once started the forker says ``ready`` (until
 then the supervisor forks its tasks itself); the supervisor sends one request per task,
 ``marshal`` of ``(task, cgroup path or None)`` (``exec_child``'s arguments) with the child's
-descriptors attached (``SCM_RIGHTS``), and reads back the child's pid as text, or ``-errno``
-when none could be made. Anything going wrong (no forker, one that died, a refusal, no answer
-within 0.25 s) makes ``Forker.spawn`` answer ``None`` and ``_tasktree.spawn`` fork the
-supervisor as before; after a failure the forker is not used again (it is stopped).
+descriptors attached (``SCM_RIGHTS``), and reads back the child's pid as text (sent by the
+forker, or by a ``_spawnc`` child itself), or ``-errno`` when none could be made. Anything
+going wrong (no forker, one that died, a refusal, no answer within 0.25 s) makes
+``Forker.spawn`` answer ``None`` and ``_tasktree.spawn`` fork the supervisor as before; after a
+failure the forker is not used again (it is stopped).
 """
 
 from __future__ import annotations

@@ -50,7 +50,6 @@ __all__ = ["main"]
 _SYS_CLONE3 = 435  # the same number on every architecture (asm-generic, Linux 5.3)
 _CLONE_PARENT = 0x00008000
 _CLONE_INTO_CGROUP = 0x200000000  # Linux 5.7
-Fds = tuple[int, ...]
 _FDS = 6  # stdin, stdout, stderr, exec fd, work directory, gate (or one fewer)
 _MAX_REQUEST = 1 << 20
 _PR_SET_NAME = 15
@@ -115,6 +114,8 @@ def _make(
         except (ValueError, TypeError):
             pass  # what the compiled part cannot pass (a NUL, an "=" in a name): a Python
             # child raises it, as the task's spawn failure
+        except OSError as exc:  # no stack for a child (raised before any clone)
+            return -(exc.errno or errno.EINVAL)
     return _clone(task, fds, cgroup)
 
 
@@ -150,7 +151,7 @@ def _share(
     return None
 
 
-def _clone(task: tuple, fds: Fds, cgroup: str | None) -> int:
+def _clone(task: tuple, fds: tuple[int, ...], cgroup: str | None) -> int:
     """One child cloned from this process (a copy of its memory), born in ``cgroup`` when
     not ``None``: its pid, or ``-errno``. A kernel without ``CLONE_INTO_CGROUP`` (before 5.7)
     refuses: there is no attempt cgroup before 5.14 (``_cgroup.create``), so that is not

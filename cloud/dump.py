@@ -27,39 +27,48 @@ from typing import Any
 
 from .config import ControllerConfig
 
-__all__ = ["DUMP_VERSION", "dump", "read_store"]
+__all__ = ["DUMP_VERSION", "dump", "read_presumed_lost", "read_store"]
 
 DUMP_VERSION = 1
 
 
 def read_store(path: Path) -> dict[str, Any]:
-    """``records`` and ``presumed_lost`` of the controller's store at ``path``, opened
-    read-only. Raises ``FileNotFoundError`` when there is no store and ``sqlite3.Error``
-    when it cannot be read (locked past the timeout, not a store)."""
+    """``records`` of the controller's store at ``path``, opened read-only. Raises
+    ``FileNotFoundError`` when there is no store and ``sqlite3.Error`` when it cannot be
+    read (locked past the timeout, not a store)."""
+    rows = _query(path, "SELECT task_id, record FROM tasks")
+    return {"records": {tid: json.loads(text) for tid, text in rows}}
+
+
+def read_presumed_lost(path: Path) -> list[dict[str, Any]]:
+    """The dump's ``presumed_lost`` (see the module doc), as :func:`read_store` reads. Only
+    the dump asks for it: the testbed's live monitors poll ``read_store`` many times a
+    second."""
+    rows = _query(
+        path,
+        "SELECT task_id, node_id, epoch, data, ts_ms FROM events"
+        " WHERE kind = 'presumed_lost' ORDER BY seq",
+    )
+    return [
+        {
+            "task_id": tid,
+            "node_id": node,
+            "epoch": epoch,
+            "attempt": json.loads(data).get("attempt"),
+            "ts_ms": ts_ms,
+        }
+        for tid, node, epoch, data, ts_ms in rows
+    ]
+
+
+def _query(path: Path, sql: str) -> list[tuple[Any, ...]]:
     if not path.exists():
         raise FileNotFoundError(path)
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
     try:
-        rows = conn.execute("SELECT task_id, record FROM tasks").fetchall()
-        presumed = conn.execute(
-            "SELECT task_id, node_id, epoch, data, ts_ms FROM events"
-            " WHERE kind = 'presumed_lost' ORDER BY seq"
-        ).fetchall()
+        return conn.execute(sql).fetchall()
     finally:
         conn.close()
-    return {
-        "records": {tid: json.loads(text) for tid, text in rows},
-        "presumed_lost": [
-            {
-                "task_id": tid,
-                "node_id": node,
-                "epoch": epoch,
-                "attempt": json.loads(data).get("attempt"),
-                "ts_ms": ts_ms,
-            }
-            for tid, node, epoch, data, ts_ms in presumed
-        ],
-    }
 
 
 def dump(cfg: ControllerConfig) -> dict[str, Any]:
@@ -69,4 +78,5 @@ def dump(cfg: ControllerConfig) -> dict[str, Any]:
         "kind": "controller",
         "node_id": cfg.controller.node_id,
         **read_store(cfg.db_path),
+        "presumed_lost": read_presumed_lost(cfg.db_path),
     }

@@ -328,8 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
         "dump",
         parents=[common],
         help="print the controller's task records as JSON (read-only)",
-        description="Print one JSON document of every task record in the store "
-        "(cloud/dump.py), read-only: works while the controller runs or after it stopped.",
+        description="Print one JSON document of every task record in the store, and of the "
+        "attempts the controller presumed lost when it re-placed their task (cloud/dump.py), "
+        "read-only: works while the controller runs or after it stopped.",
     )
     p.set_defaults(func=_cmd_dump)
 

@@ -27,6 +27,7 @@ The machine is shared: every figure's note carries the load average when it was 
 
 from __future__ import annotations
 
+import compileall
 import contextlib
 import os
 import sqlite3
@@ -281,7 +282,19 @@ def _api(client: LocalClient, method: str, path: str, body: object | None = None
     return answer
 
 
+def _bytecode() -> None:
+    """Compile the agent's own modules, as a pip install does (deploy/install-common.sh: pip
+    compiles every module it installs). An editable checkout has no bytecode until a run
+    writes it, and never where ``PYTHONDONTWRITEBYTECODE`` is set: the agent then compiles
+    its modules at every start, and the compiler's leftovers added ~0.5 MB to the idle RSS
+    (29.84-29.90 MB against 29.38-29.41 from bytecode, three runs each) — the checkout
+    measured, not the product."""
+    for package in ("shared", "edge_agent"):
+        compileall.compile_dir(ROOT / package, quiet=1)
+
+
 def main() -> None:
+    _bytecode()
     with tempfile.TemporaryDirectory(prefix="bench-agent-") as tmp:
         work = Path(tmp)
         broker = MosquittoBroker(workdir=work / "mosquitto").start()

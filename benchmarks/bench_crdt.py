@@ -19,11 +19,15 @@ Figures (each beside its baseline, same run):
   code and a small result) over the wire bytes of the full record (what a
   full-state resync would send). Baseline: the same ratio in the canonical form
   (what went on the wire before the compact form).
+
+``BENCH_CRDT_RECORDS`` (default 2,000) sets the number of records and
+``BENCH_CRDT_MIN_S`` (default 1) the least seconds each rate is taken over.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -45,8 +49,8 @@ from shared.crdt import (
 from shared.crdt._canonical import canonical_json
 from shared.model import parse_task_spec
 
-N_RECORDS = 2_000
-MIN_SECONDS = 1.0
+N_RECORDS = int(os.environ.get("BENCH_CRDT_RECORDS", "2000"))
+MIN_SECONDS = float(os.environ.get("BENCH_CRDT_MIN_S", "1"))
 
 
 def _spec(i: int) -> dict[str, Any]:

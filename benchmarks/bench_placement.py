@@ -13,6 +13,11 @@ the allocation of its node (goals: >= 5,000 placements/s, peak memory growth
   difference may flip a genuine tie: the agreement is reported, and must be >= 99 %).
 
 Node attributes are random but seeded. Best of ``RUNS`` for the batch path.
+
+Environment (a smaller run, e.g. a smoke test; the defaults are the figures above):
+``BENCH_PLACEMENT_NODES`` (5,000), ``BENCH_PLACEMENT_TASKS`` (10,000),
+``BENCH_PLACEMENT_SHAPES`` (1,000), ``BENCH_PLACEMENT_BASELINE_TASKS`` (300) and
+``BENCH_PLACEMENT_RUNS`` (3).
 """
 
 from __future__ import annotations
@@ -41,11 +46,11 @@ from shared.placement import (
 )
 from shared.vocab import Level, LinkState, PlacementMode, Tier
 
-NODES = 5_000
-TASKS = 10_000
-SHAPES = 1_000
-BASELINE_TASKS = 300
-RUNS = 3
+NODES = int(os.environ.get("BENCH_PLACEMENT_NODES", "5000"))
+TASKS = int(os.environ.get("BENCH_PLACEMENT_TASKS", "10000"))
+SHAPES = int(os.environ.get("BENCH_PLACEMENT_SHAPES", "1000"))
+BASELINE_TASKS = int(os.environ.get("BENCH_PLACEMENT_BASELINE_TASKS", "300"))
+RUNS = int(os.environ.get("BENCH_PLACEMENT_RUNS", "3"))
 SEED = 20_26
 MODE = PlacementMode.ADAPTIVE
 
@@ -262,7 +267,7 @@ def main() -> None:
         "pessimistic)"
     )
     emit(
-        "placement throughput (place_batch, adaptive, 1,000 shapes)",
+        f"placement throughput (place_batch, adaptive, {SHAPES:,} shapes)",
         measured=best,
         unit="placements/s",
         goal=5_000,
@@ -271,7 +276,7 @@ def main() -> None:
         note=note,
     )
     emit(
-        "placement memory growth (1,000 shapes, 3 runs)",
+        f"placement memory growth ({SHAPES:,} shapes, {RUNS} runs)",
         measured=growth_mb,
         unit="MB",
         goal=100,

@@ -23,7 +23,10 @@ with the two design choices measured against their alternatives in the same run.
    (``place_predicted`` against ``place_batch`` task by task, as the simulator
    placed that mode before).
 
-``SIM_BENCH_QUICK=1`` shortens the big run to 120 simulated seconds (CI smoke).
+``SIM_BENCH_QUICK=1`` shortens the big run to 120 simulated seconds (CI smoke);
+``SIM_BENCH_DURATION_S`` sets its simulated seconds outright (over the quick run's),
+``SIM_BENCH_SLICE_S`` the slice's (default 30) and ``SIM_BENCH_LOOP_EVENTS`` the hold
+model's events (default 500,000; at least ``PENDING``): a smoke test's sizes.
 """
 
 from __future__ import annotations
@@ -43,8 +46,10 @@ SCENARIO = scenario_dir() / "pureedgesim-10k.toml"
 POLICY = parse_policy("hybrid_dynamic")
 ADAPTIVE = parse_policy("adaptive")
 PUREEDGESIM_S = 58.0
-SLICE_S = 30.0
-LOOP_EVENTS = 500_000
+SLICE_S = float(os.environ.get("SIM_BENCH_SLICE_S", "30"))
+LOOP_EVENTS = int(os.environ.get("SIM_BENCH_LOOP_EVENTS", "500000"))
+#: The big run's simulated seconds; unset: the scenario's own (120 with SIM_BENCH_QUICK=1).
+DURATION_S = os.environ.get("SIM_BENCH_DURATION_S")
 PENDING = 1_000
 #: Metrics two placers giving the same decisions must agree on.
 _SAME = ("generated", "succeeded", "latency_mean_s", "deadline_miss_rate", "energy_kj", "wan_mb")
@@ -91,7 +96,8 @@ def _full(full: Any, name: str, m: dict[str, Any], load: str, extra: str = "") -
 
 def main() -> None:
     quick = os.environ.get("SIM_BENCH_QUICK") == "1"
-    full = load(SCENARIO, params={"duration_s": 120} if quick else None)
+    duration = float(DURATION_S) if DURATION_S else 120 if quick else None
+    full = load(SCENARIO, params=None if duration is None else {"duration_s": duration})
     before = _load()
     m = simulate(full, POLICY).metrics
     _full(full, "hybrid_dynamic", m, f"{before} before, {_load()} after")

@@ -22,8 +22,9 @@ levels under ``hybrid_dynamic``: ``partitions-frequent``, and the held-out
 causes no more harm than ``causal``, and is strictly better than each fixed level
 on one of the two.
 
-Environment: ``SIM_GOALS_QUICK=1`` cuts every scenario to 60 simulated seconds and
-one seed (a smoke run; its figures are not the goals'); ``SIM_GOALS_ONLY`` a
+Environment: ``SIM_GOALS_QUICK=1`` cuts every scenario to ``SIM_GOALS_QUICK_S``
+(default 60) simulated seconds and one seed (a smoke run; its figures are not the
+goals'); ``SIM_GOALS_ONLY`` a
 comma-separated list of scenario names; ``SIM_GOALS_JOBS`` worker processes;
 ``SIM_GOALS_RUNS`` a JSON-lines file of finished runs: runs found there are not
 run again and new ones are appended (a long measurement survives an interruption).
@@ -67,6 +68,9 @@ HELDOUT = Path(__file__).resolve().parent / "heldout"
 CONSISTENCY = "hybrid_dynamic/adaptive"
 METRICS = ("deadline_miss_rate", "wan_mb", "energy_kj", "harm")
 
+#: A quick run's simulated seconds (``SIM_GOALS_QUICK=1``).
+QUICK_S = float(os.environ.get("SIM_GOALS_QUICK_S", "60"))
+
 #: The pseudo-policy under which a scenario's floors (``_floors``) are kept per seed.
 FLOORS = "floors"
 
@@ -75,7 +79,7 @@ Runs = dict[Key, dict[str, float]]
 
 
 def _one(path: str, policy: str, seed: int, quick: bool) -> tuple[Key, dict[str, float]]:
-    scenario = load(path, params={"duration_s": 60} if quick else None)
+    scenario = load(path, params={"duration_s": QUICK_S} if quick else None)
     if policy == FLOORS:
         return (scenario.name, FLOORS, seed), _floors(
             Simulation(scenario, parse_policy("cloud_only"), seed=seed)

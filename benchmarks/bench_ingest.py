@@ -28,6 +28,10 @@ per message (on fewer tasks, to bound the bench's time).
 The machine is shared: the note also gives the controller's own CPU time over the
 measured window (messages per controller CPU-second, which other load does not
 change much) and the load average, so a figure taken beside other work can be read.
+
+Environment (a smaller run, e.g. a smoke test; the defaults are the figure above):
+``BENCH_INGEST_TASKS_PER_NODE`` (500) and ``BENCH_INGEST_BASELINE_TASKS_PER_NODE`` (100),
+the tasks each node reports on in the measured run and in the baseline's.
 """
 
 from __future__ import annotations
@@ -68,8 +72,8 @@ from simulations.testbed.broker import MosquittoBroker
 
 ROOT = Path(__file__).resolve().parents[1]
 NODES = 20
-TASKS_PER_NODE = 500  # two messages each: 20,000 messages
-BASELINE_TASKS_PER_NODE = 100
+TASKS_PER_NODE = int(os.environ.get("BENCH_INGEST_TASKS_PER_NODE", "500"))  # 20,000 messages
+BASELINE_TASKS_PER_NODE = int(os.environ.get("BENCH_INGEST_BASELINE_TASKS_PER_NODE", "100"))
 INFLIGHT = 200  # unacknowledged PUBLISHes per node (the broker's Receive Maximum if lower)
 
 

@@ -21,6 +21,9 @@ reported with its ``n`` and figures but no goal.
 ``CONTINUUM_REALGAP_RUNS`` (default 4) sets the repeats; run alone, ``--runs`` does,
 and ``--from DIR...`` judges testbed runs already made (their plan gives scenario and
 seed; their ``loadavg.json`` the load, when this script made them).
+``CONTINUUM_REALGAP_SCENARIOS`` (default ``partition-basic,strong-vs-eventual``) names
+the scenarios, and ``CONTINUUM_REALGAP_DIR`` (default ``runs/bench``) where the testbed
+runs are kept: a smoke test runs one scenario once, in a directory of its own.
 """
 
 from __future__ import annotations
@@ -45,12 +48,18 @@ from simulations.testbed.metrics import summarize_run
 from simulations.testbed.report import load_run
 from simulations.testbed.scenario import load_scenario, scenario_dir
 
-SCENARIOS = ("partition-basic", "strong-vs-eventual")
+SCENARIOS = tuple(
+    os.environ.get("CONTINUUM_REALGAP_SCENARIOS", "partition-basic,strong-vs-eventual").split(",")
+)
 GAP = 0.15
 RUNS = int(os.environ.get("CONTINUUM_REALGAP_RUNS", "4"))
 CONTINUUM = Path(sys.executable).with_name("continuum")
 #: Where the testbed runs are kept (git-ignored ``runs/``), to read what a figure came from.
-RUNS_DIR = Path(__file__).resolve().parent.parent / "runs" / "bench"
+RUNS_DIR = Path(
+    os.environ.get(
+        "CONTINUUM_REALGAP_DIR", Path(__file__).resolve().parent.parent / "runs" / "bench"
+    )
+)
 LOADAVG = "loadavg.json"
 
 

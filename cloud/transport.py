@@ -25,6 +25,7 @@ import ssl
 import threading
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -97,6 +98,8 @@ class MqttTransport:
         client.reconnect_delay_set(min_delay=1, max_delay=10)
         client.on_socket_open = _no_delay
         client.on_connect = self._handle_connect
+        client.on_subscribe = self._handle_subscribe
+        self._subscribe_mid: int | None = None
         client.on_disconnect = self._handle_disconnect
         client.on_message = self._handle_message
         self.client = client
@@ -130,9 +133,35 @@ class MqttTransport:
         if getattr(reason_code, "is_failure", False):
             log.warning("broker refused connection: %s", reason_code)
             return
-        client.subscribe([(subscription(kind), 1) for kind in SUBSCRIBED_KINDS])
-        self.connected.set()
+        # Connected is not yet listening: a node's message published before the broker
+        # acknowledged our subscriptions finds no subscriber and is dropped. So the
+        # transport (and ``/readyz``) reports connected at the SUBACK (``_handle_subscribe``;
+        # paho calls it on this thread, after this callback returned).
+        _, self._subscribe_mid = client.subscribe(
+            [(subscription(kind), 1) for kind in SUBSCRIBED_KINDS]
+        )
         log.info("connected to broker %s:%s", self.cfg.host, self.cfg.port)
+
+    def _handle_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        mid: int,
+        reason_codes: list[Any],
+        properties: object,
+    ) -> None:
+        if mid != self._subscribe_mid:
+            return
+        refused = [
+            kind
+            for kind, code in zip(SUBSCRIBED_KINDS, reason_codes, strict=False)
+            if getattr(code, "is_failure", False)
+        ]
+        if refused:  # (an ACL that does not let the controller read the nodes' topics)
+            log.error("broker refused the controller's subscriptions to %s", ", ".join(refused))
+            return
+        self.connected.set()
+        log.info("subscribed to the nodes' topics")
         if self._on_connected is not None:
             self._loop.call_soon_threadsafe(self._on_connected, True)
 

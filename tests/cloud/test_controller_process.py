@@ -33,6 +33,18 @@ pytestmark = [pytest.mark.broker, pytest.mark.e2e]
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _listening(ready: dict[str, Any]) -> bool:
+    """``/readyz``: the broker acknowledged the controller's subscriptions. The ready file
+    means the API listens; a scripted node's one hello published before the SUBACK would
+    reach no subscriber (an agent's unanswered session reconnects and says hello again; the
+    script does not)."""
+    try:
+        with urllib.request.urlopen(f"{ready['api_url']}/readyz", timeout=10) as resp:
+            return bool(resp.status == 200)
+    except (urllib.error.URLError, OSError):  # 503 (an HTTPError) until then
+        return False
+
+
 class ControllerProc:
     def __init__(self, config: Path) -> None:
         self.config = config
@@ -49,11 +61,11 @@ class ControllerProc:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         log.close()
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while True:
             if self.ready_path.exists():
                 ready = json.loads(self.ready_path.read_text())
-                if ready["pid"] == self.proc.pid:
+                if ready["pid"] == self.proc.pid and _listening(ready):
                     return ready
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 log_text = (self.config.parent / "controller.log").read_text()

@@ -6,6 +6,7 @@ another thread still go out at once (acknowledged by the broker)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 
@@ -14,6 +15,7 @@ import pytest
 from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from cloud.config import BrokerConfig
 from cloud.mqtt_client import READ_AHEAD, Client
@@ -238,3 +240,56 @@ def test_packets_whole_in_the_buffer_and_cut_by_its_end_are_read_alike() -> None
         while client._packet_read() == MQTTErrorCode.MQTT_ERR_SUCCESS:
             pass
         assert seen == [(kind, body) for kind, body, _ in packets], cut
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_connected_means_subscribed(mosquitto: MosquittoBroker, protocol: str) -> None:
+    """The transport reports connected (the controller's ``/readyz``) at the broker's SUBACK,
+    not at the CONNACK: from then on a node's message reaches it (before, a hello published
+    between the two found no subscriber and was dropped)."""
+    loop = asyncio.new_event_loop()
+    got: list[tuple[str, bytes]] = []
+    cfg = BrokerConfig(port=mosquitto.port, protocol=protocol)
+    transport = MqttTransport(
+        cfg, client_id="ctl-ready", loop=loop, on_message=lambda t, p: got.append((t, p))
+    )
+    transport.start()
+    node = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="n1")
+    try:
+        assert transport.connected.wait(30)
+        _connected(node, mosquitto.port)
+        node.publish("continuum/v1/nodes/n1/hello", b"hi", qos=1).wait_for_publish(30)
+        deadline = time.monotonic() + 30
+        while not got and time.monotonic() < deadline:  # handed over on the asyncio loop
+            loop.run_until_complete(asyncio.sleep(0.01))
+        assert got == [("continuum/v1/nodes/n1/hello", b"hi")]
+    finally:
+        transport.stop()
+        node.disconnect()
+        node.loop_stop()
+        loop.close()
+
+
+def test_a_refused_subscription_is_not_ready(caplog: pytest.LogCaptureFixture) -> None:
+    """A SUBACK refusing a subscription (an ACL that does not let these credentials read
+    the nodes' topics; MQTT 5's 0x87) leaves the transport not connected, and says why.
+    (Mosquitto's ACL file grants such subscriptions and filters deliveries, so the SUBACK
+    is the broker's answer as paho hands it over.)"""
+    loop = asyncio.new_event_loop()
+    transport = MqttTransport(
+        BrokerConfig(port=1), client_id="ctl", loop=loop, on_message=lambda t, p: None
+    )
+    transport._subscribe_mid = 7
+    refused = ReasonCode(PacketTypes.SUBACK, identifier=0x87)
+    granted = ReasonCode(PacketTypes.SUBACK, identifier=1)
+    try:
+        with caplog.at_level(logging.ERROR, logger="cloud.transport"):
+            transport._handle_subscribe(transport.client, None, 7, [granted, refused] * 2, None)
+        assert not transport.connected.is_set()
+        assert "subscriptions to presence, up" in caplog.text
+        transport._handle_subscribe(transport.client, None, 6, [granted] * 4, None)  # not ours
+        assert not transport.connected.is_set()
+        transport._handle_subscribe(transport.client, None, 7, [granted] * 4, None)
+        assert transport.connected.is_set()
+    finally:
+        loop.close()

@@ -68,6 +68,7 @@ def _sim_goals_figures() -> set[Figure]:
                 )
             }
     out.add("sim goals: wan-100ms adaptive miss minus edge_only's")
+    out.add("sim goals: pureedgesim-10k adaptive deadline miss (goal ≤ 0.5 %)")
     return out
 
 

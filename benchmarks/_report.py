@@ -31,12 +31,14 @@ def emit(
     """Record one figure. ``direction`` says whether bigger is better; the goal is
     met when ``measured`` is on the right side of ``goal``. ``ratio`` is
     measured/baseline (for "higher") or baseline/measured (for "lower"), so a
-    ratio above 1 always means better than the baseline."""
+    ratio above 1 always means better than the baseline. No ratio where its divisor is 0
+    (an idle process measured at 0.00 % CPU over a short window): not a number to print."""
     ok: bool | None = None
     if goal is not None:
         ok = measured >= goal if direction == "higher" else measured <= goal
     ratio: float | None = None
-    if baseline:
+    divisor = baseline if direction == "higher" else measured
+    if baseline and divisor:
         ratio = measured / baseline if direction == "higher" else baseline / measured
     record = {
         "name": name,

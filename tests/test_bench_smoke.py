@@ -252,3 +252,17 @@ def test_a_benchmark_script_runs_and_reports_its_figures(
     names = {json.loads(line)["name"] for line in out.read_text().splitlines() if line.strip()}
     missing = [f for f in figures if not _reported(f, names)]
     assert not missing, (missing, sorted(names))
+
+
+def test_a_figure_of_zero_has_no_ratio_rather_than_a_crash(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """An idle process measured at 0.00 % CPU over a short window (bench_backlog in a fresh
+    clone's CI) divided its baseline by zero and ended the script."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    monkeypatch.setenv("CONTINUUM_BENCH_OUT", str(tmp_path / "figures.jsonl"))
+    from _report import emit
+
+    assert emit("idle", measured=0.0, unit="%", direction="lower", baseline=0.5)["ratio"] is None
+    assert emit("idle", measured=1.0, unit="%", direction="lower", baseline=0.5)["ratio"] == 0.5
+    assert emit("rate", measured=0.0, unit="/s", baseline=2.0)["ratio"] == 0.0

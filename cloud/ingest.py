@@ -32,7 +32,11 @@ from shared.crdt import (
     record_digest,
     visible_status,
 )
-from shared.decisions import lease_refusal, place_resend_due
+from shared.decisions import (
+    lease_refusal,
+    place_in_flight_s,
+    place_resend_due,
+)
 from shared.errors import ClockSkewError, RemoteProtocolError, SpecConflictError, ValidationError
 from shared.model import parse_task_spec
 from shared.protocol import (
@@ -455,10 +459,12 @@ class Ingest:
         # wrote itself (epoch 0 of a task it originated, ``shared.authz``) came with no
         # `place` to lose: it is queued there (behind a busy executor, say), and
         # re-sending it on every digest would cost the node a transaction per task.
-        # Nor is a controller's `place` sent on every digest: a task queued there looks
-        # the same as a lost one, so it is sent again at once after the node's reconnect,
-        # else after a backoff (``shared.decisions.place_resend_due``). The record is not
-        # queued with it: ``missing`` above sent it if the node lacks it.
+        # Nor is a controller's `place` sent on every digest: one the node holds no record
+        # of is lost once it cannot be in flight any more, but a task queued there with
+        # our record looks the same as a lost one, so that is sent again at once after the
+        # node's reconnect, else after a backoff (``shared.decisions.place_resend_due``).
+        # The record is not queued with it: ``missing`` above sent it if the node lacks it.
+        in_flight_s: float | None = None
         for task_id in sorted(t for t in self.tasks.active_on(node_id) if body.covers(t)):
             rec = self.tasks.records[task_id]
             meta = self.tasks.meta[task_id]
@@ -466,10 +472,19 @@ class Ingest:
             epoch = rec.placement.epoch
             if epoch == 0 and meta.origin == node_id:
                 continue
-            if (
-                entries.get(task_id) in (None, record_digest(rec))
-                and not any(a.epoch == epoch for a in rec.attempts.values())
-                and place_resend_due(meta.place_sent_at, meta.place_resends, now)
+            theirs = entries.get(task_id)
+            if theirs not in (None, record_digest(rec)) or any(
+                a.epoch == epoch for a in rec.attempts.values()
+            ):
+                continue
+            if theirs is None and in_flight_s is None:
+                in_flight_s = place_in_flight_s(entry.monitor.stats(now).rtt_p99_ms)
+            if place_resend_due(
+                meta.place_sent_at,
+                meta.place_resends,
+                now,
+                held=theirs is not None,
+                in_flight_s=in_flight_s,
             ):
                 meta.place_resends += 1
                 self.scheduler.send_place(task_id, now, record=False)

@@ -7,7 +7,12 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.decisions import PLACE_RESEND, place_resend_due
+from shared.decisions import (
+    PLACE_IN_FLIGHT_MIN_S,
+    PLACE_RESEND,
+    place_in_flight_s,
+    place_resend_due,
+)
 
 times = st.floats(min_value=0, max_value=1e9, allow_nan=False)
 resends = st.integers(min_value=0, max_value=10_000)
@@ -45,3 +50,22 @@ def test_once_due_it_stays_due(sent: float, n: int, a: float, b: float) -> None:
     early, late = sorted((a, b))
     if place_resend_due(sent, n, sent + early):
         assert place_resend_due(sent, n, sent + late)
+
+
+@given(sent=times, n=resends, dt=st.floats(min_value=0, max_value=1e6, allow_nan=False))
+def test_a_place_the_node_holds_no_record_of_is_due_once_it_cannot_be_in_flight(
+    sent: float, n: int, dt: float
+) -> None:
+    """No record of the task at the node: the ``place`` (which carries it) was lost, unless
+    the digest may have left before it arrived; no backoff either way."""
+    now = sent + dt
+    due = place_resend_due(sent, n, now, held=False, in_flight_s=2.5)
+    assert due == (now - sent > 2.5)
+    assert place_resend_due(sent, n, now, held=False) == (now - sent > PLACE_IN_FLIGHT_MIN_S)
+    assert place_resend_due(None, n, now, held=False)
+
+
+def test_in_flight_is_twice_the_p99_round_trip_at_least_the_floor() -> None:
+    assert place_in_flight_s(None) == PLACE_IN_FLIGHT_MIN_S
+    assert place_in_flight_s(20.0) == PLACE_IN_FLIGHT_MIN_S
+    assert place_in_flight_s(900.0) == 1.8

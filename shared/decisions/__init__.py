@@ -34,9 +34,10 @@ Attempts and leases (``_attempts``)
     cancel_requested=, status=)``: a request refused before the lease book is asked.
 
 Re-sending a placement (``_resend``)
-    ``place_resend_due(sent_at, resends, now)``: a digest that shows a task's record but no
-    attempt of its epoch brings the ``place`` again after ``PLACE_RESEND``'s backoff (at once
-    after the node's reconnect).
+    ``place_resend_due(sent_at, resends, now, held=, in_flight_s=)``: a digest that shows
+    a task's record but no attempt of its epoch brings the ``place`` again after
+    ``PLACE_RESEND``'s backoff (at once after the node's reconnect); one that names no
+    record of it, once the ``place`` cannot still be in flight (``place_in_flight_s``).
 
 System health (``_health``)
     ``assess_health([LinkSample(state, rtt_p99_ms)...]) -> HealthReport`` (health,
@@ -92,7 +93,12 @@ from shared.decisions._movement import (
     retry_move,
     trigger_move,
 )
-from shared.decisions._resend import PLACE_RESEND, place_resend_due
+from shared.decisions._resend import (
+    PLACE_IN_FLIGHT_MIN_S,
+    PLACE_RESEND,
+    place_in_flight_s,
+    place_resend_due,
+)
 from shared.decisions._triggers import (
     TRIGGERS,
     Trigger,
@@ -119,6 +125,7 @@ __all__ = [
     "DECLINED",
     "DOWN",
     "OVERLOAD_MOVES_PER_TICK",
+    "PLACE_IN_FLIGHT_MIN_S",
     "PLACE_RESEND",
     "TRIGGERS",
     "TRIGGER_COOLDOWN_S",
@@ -154,6 +161,7 @@ __all__ = [
     "movable",
     "overload",
     "partition_move",
+    "place_in_flight_s",
     "place_resend_due",
     "placement_level",
     "placement_order",

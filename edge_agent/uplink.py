@@ -19,6 +19,7 @@ from edge_agent.telemetry import Sampler, capacity, rounded, worth_reporting
 from edge_agent.transport import Transport
 from shared.autonomy import ContactClock
 from shared.crdt import TaskRecord
+from shared.decisions import place_not_taken
 from shared.errors import LocalProtocolError
 from shared.protocol import (
     PROTOCOL_VERSION,
@@ -272,7 +273,25 @@ class Uplink:
     def send_digest(self, entries: dict[str, str]) -> None:
         """Anti-entropy: a digest (every record after a (re)connect, those that may differ
         periodically: ``shared.crdt.Replica``), in parts under the message size bound (each
-        covers a range of ids: the controller answers each with what we lack there)."""
+        covers a range of ids: the controller answers each with what we lack there). A
+        record placing a task here under an epoch we never took up came without its
+        ``place``: left out, so the controller sends the ``place`` again
+        (``shared.decisions.place_not_taken``)."""
+        core = self.core
+        taken: dict[str, set[int]] = {}
+        for row in core.journal.queued():
+            taken.setdefault(row.task_id, set()).add(row.epoch)
+        for run in core.running.values():
+            taken.setdefault(run.task_id, set()).add(run.epoch)
+        lost = [
+            task_id
+            for task_id in entries
+            if (rec := core.replica.get(task_id)) is not None
+            and place_not_taken(rec, core.node, taken.get(task_id, ()))
+        ]
+        if lost:
+            left_out = set(lost)
+            entries = {t: d for t, d in entries.items() if t not in left_out}
         for part in digest_parts(entries):
             self.publish("up", "digest", part)
 

@@ -7,10 +7,13 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from shared.clocks import HybridClock
+from shared.crdt import merge, new_record, place, start_attempt
 from shared.decisions import (
     PLACE_IN_FLIGHT_MIN_S,
     PLACE_RESEND,
     place_in_flight_s,
+    place_not_taken,
     place_resend_due,
 )
 
@@ -69,3 +72,21 @@ def test_in_flight_is_twice_the_p99_round_trip_at_least_the_floor() -> None:
     assert place_in_flight_s(None) == PLACE_IN_FLIGHT_MIN_S
     assert place_in_flight_s(20.0) == PLACE_IN_FLIGHT_MIN_S
     assert place_in_flight_s(900.0) == 1.8
+
+
+def test_a_record_placing_the_task_here_under_an_epoch_never_taken_up_is_a_lost_place() -> None:
+    clock = HybridClock("cloud")
+    made = new_record("t1", {"id": "t1", "command": ["true"]}, writer="cloud", hlc=clock.now(1))
+    rec = merge(made, place(made, epoch=1, node="n1", level="causal", lease_s=None,
+                            writer="cloud", hlc=clock.now(2)))  # fmt: skip
+    assert place_not_taken(rec, "n1", ())
+    assert not place_not_taken(rec, "n1", {1})  # queued or running here
+    assert not place_not_taken(rec, "n2", ())  # placed elsewhere
+    assert not place_not_taken(made, "n1", ())  # not placed
+    _, started = start_attempt(rec, node="n1", epoch=1, writer="n1", hlc=clock.now(3))
+    assert not place_not_taken(merge(rec, started), "n1", ())  # an attempt of the epoch
+    _, earlier = start_attempt(rec, node="n1", epoch=0, writer="n1", hlc=clock.now(3))
+    assert place_not_taken(merge(rec, earlier), "n1", ())  # an older epoch's attempt only
+    local = merge(made, place(made, epoch=0, node="n1", level="causal", lease_s=None,
+                              writer="n1", hlc=clock.now(2)))  # fmt: skip
+    assert not place_not_taken(local, "n1", ())  # the node's own, never sent a place

@@ -37,7 +37,9 @@ Re-sending a placement (``_resend``)
     ``place_resend_due(sent_at, resends, now, held=, in_flight_s=)``: a digest that shows
     a task's record but no attempt of its epoch brings the ``place`` again after
     ``PLACE_RESEND``'s backoff (at once after the node's reconnect); one that names no
-    record of it, once the ``place`` cannot still be in flight (``place_in_flight_s``).
+    record of it, once the ``place`` cannot still be in flight (``place_in_flight_s``);
+    ``place_not_taken(rec, node, taken)``: a record a node leaves out of its digests (it
+    places the task there under an epoch the node never took up: its ``place`` was lost).
 
 System health (``_health``)
     ``assess_health([LinkSample(state, rtt_p99_ms)...]) -> HealthReport`` (health,
@@ -97,6 +99,7 @@ from shared.decisions._resend import (
     PLACE_IN_FLIGHT_MIN_S,
     PLACE_RESEND,
     place_in_flight_s,
+    place_not_taken,
     place_resend_due,
 )
 from shared.decisions._triggers import (
@@ -162,6 +165,7 @@ __all__ = [
     "overload",
     "partition_move",
     "place_in_flight_s",
+    "place_not_taken",
     "place_resend_due",
     "placement_level",
     "placement_order",

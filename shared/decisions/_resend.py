@@ -15,11 +15,16 @@ waited. The two ways a ``place`` is lost are not alike, and neither needs that:
   ``place`` may still be in flight (sent within ``in_flight_s``: the digest may have left
   the node before the ``place`` reached it), it is sent again at once — before, it waited
   out the backoff below, 30-40 s of a task's life on a lossy link;
-- once the node holds exactly our record (anti-entropy sends it on the digest that showed
-  it missing), a lost ``place`` and a task queued behind busy executors look alike: re-sent
-  on a digest after ``PLACE_RESEND``'s backoff since the last send (the placement itself
-  counts), 30 s doubling to at most 8 minutes. A task queued for an hour costs 8 re-sends
-  instead of one per period.
+- the record can reach the node without the ``place`` (the controller sends it first, in
+  a message of its own; anti-entropy sends it on a digest that showed it missing). The
+  node knows then what the controller cannot (a lost ``place`` and a task queued behind
+  busy executors show it the same record): its digest leaves out a record that places the
+  task on it at an epoch it never took up (``place_not_taken``), so the controller sees no
+  record and sends the ``place`` again as above;
+- a record the node holds exactly as ours, with no attempt of its epoch, is a queued task
+  (or an agent from before that rule): re-sent on a digest after ``PLACE_RESEND``'s backoff
+  since the last send (the placement itself counts), 30 s doubling to at most 8 minutes. A
+  task queued for an hour costs 8 re-sends instead of one per period.
 
 The agent recognises an epoch it queued or ran (``duplicate_placement``), so a re-send
 never runs anything twice; the backoff only bounds how long a lost ``place`` waits.
@@ -27,11 +32,19 @@ never runs anything twice; the backoff only bounds how long a lost ``place`` wai
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Final
 
+from shared.crdt import TaskRecord
 from shared.model import RetryPolicy, base_delay
 
-__all__ = ["PLACE_IN_FLIGHT_MIN_S", "PLACE_RESEND", "place_in_flight_s", "place_resend_due"]
+__all__ = [
+    "PLACE_IN_FLIGHT_MIN_S",
+    "PLACE_RESEND",
+    "place_in_flight_s",
+    "place_not_taken",
+    "place_resend_due",
+]
 
 #: Backoff between sends of one placement's ``place`` (no jitter: the digests that ask
 #: are already spread by the nodes' own periods).
@@ -72,3 +85,18 @@ def place_resend_due(
     if not held:
         return now - sent_at > (PLACE_IN_FLIGHT_MIN_S if in_flight_s is None else in_flight_s)
     return now - sent_at >= base_delay(PLACE_RESEND, resends + 1)
+
+
+def place_not_taken(rec: TaskRecord, node: str, taken: Collection[int]) -> bool:
+    """Whether ``rec`` places its task on ``node`` under a controller's epoch (> 0) that
+    ``node`` never took up: no attempt of that epoch by ``node`` in the record, and the
+    epoch not in ``taken`` (the epochs ``node`` holds queued or running for the task). Such a
+    record came without its ``place``; the node leaves it out of its digests so that the
+    controller sends the ``place`` again (the module's docstring)."""
+    placement = rec.placement
+    if placement is None or placement.node != node or placement.epoch <= 0:
+        return False
+    epoch = placement.epoch
+    if epoch in taken:
+        return False
+    return not any(a.node == node and a.epoch == epoch for a in rec.attempts.values())

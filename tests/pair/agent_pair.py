@@ -83,6 +83,9 @@ class AgentLink:
         self.up_open = True  # the controller hears the agent
         self.down_open = True  # the agent hears the controller
         self.published: list[tuple[str, Envelope]] = []  # (kind, envelope): all it sent
+        #: what the agent does not hear (``drop_down(topic, payload)`` -> True drops): a
+        #: message lost inside a live session
+        self.drop_down: Callable[[str, bytes], bool] | None = None
 
     # -- what the agent's uplink calls (edge_agent.transport.Transport's methods) ----
     def publish(self, topic_: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> bool:
@@ -107,7 +110,7 @@ class AgentLink:
 
     # -- what the bus calls --------------------------------------------------------
     def deliver(self, topic_: str, payload: bytes) -> None:
-        if self.down_open:
+        if self.down_open and not (self.drop_down and self.drop_down(topic_, payload)):
             self.pair.agent.on_message(topic_, payload)
 
     # -- what the test does --------------------------------------------------------

@@ -15,7 +15,7 @@ from agent_pair import AgentPair
 from memory_bus import MemoryHarness
 
 from shared.crdt import AttemptStatus, TaskRecord
-from shared.protocol import Digest
+from shared.protocol import Digest, decode
 
 
 def _gated(gate: Path, result: str) -> list[str]:
@@ -160,6 +160,42 @@ def test_a_digest_lacking_a_record_brings_the_whole_record(pair: AgentPair) -> N
     (rec,) = [r for r in resent if r.task_id == "t-ae"]
     assert rec.spec is not None  # the full record
     assert [a.status for a in rec.attempts.values()] == [AttemptStatus.SUCCEEDED]
+
+
+def test_a_place_lost_while_its_record_arrives_is_sent_again_at_a_digest(
+    tmp_path: Path, h: MemoryHarness
+) -> None:
+    """The controller sends a task's record, then its ``place``; only the ``place`` is lost
+    (a lossy link, the session up). The agent holds a record placing the task on it under
+    an epoch it never took up, which a queued task's copy at the controller cannot be told
+    from: its digest leaves the record out (``shared.decisions.place_not_taken``), and the
+    controller sends the ``place`` again at once, not after its 30 s backoff."""
+    pair = AgentPair(h, tmp_path, autonomy={"antientropy_s": 0.5})
+    lost: list[str] = []
+
+    def drop(topic_: str, payload: bytes) -> bool:
+        env = decode(payload)
+        if env.type == "place" and not lost:
+            lost.append(env.body.task_id)
+            return True
+        return False
+
+    try:
+        pair.connect()
+        pair.link.drop_down = drop
+        pair.submit(spec("t-lost", ["true"]))
+        pair.settle()
+        assert lost == ["t-lost"] and pair.task_status("t-lost") == "pending"  # the record
+        waited = 0.0
+        while pair.task_status("t-lost") == "pending":
+            assert waited < 10.0, "the place was not sent again within a third of the backoff"
+            pair.advance(0.5)  # both clocks: the agent's digests, the controller's in-flight
+            waited += 0.5
+        pair.run_until(lambda: pair.upstream("t-lost") == "succeeded", "success")
+        (attempt,) = pair.task("t-lost")["attempts"]
+        assert (attempt["node"], attempt["epoch"]) == ("edge-1", 1)
+    finally:
+        pair.close()
 
 
 def test_anti_entropy_repeats_while_connected(tmp_path: Path, h: MemoryHarness) -> None:

@@ -13,7 +13,8 @@ The document (``DUMP_VERSION`` 1)::
      "presumed_lost": [{"task_id", "node_id", "epoch", "attempt", "ts_ms"}, ...]}
 
 ``presumed_lost``: the attempts the controller marked ``lost`` when it re-placed their
-task off a node out of contact (its ``presumed_lost`` events, oldest first). The record
+task off a node out of contact (its ``presumed_lost`` events, oldest first; ``attempt`` is
+``null`` for a placement there of which no attempt was known: a start report lost). The record
 may no longer show that mark (the node's own report, when it comes, outranks the
 inference: success wins), and a judge of "re-run only after a confirmed loss" needs it.
 """

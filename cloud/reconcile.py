@@ -416,8 +416,17 @@ class Reconciler:
         outranks this inference in the record, so a ``presumed_lost`` event keeps it)
         and it gets the superseding record (queued at the broker until it returns;
         anti-entropy on reconnect sends it as well); the new holder gets the losses its
-        ``place`` predates."""
+        ``place`` predates. Called once the task has left ``node_id``: its placement there was
+        the epoch before the new one (each placement takes the next). One of which no
+        attempt is known here (its start report not heard before the node went out of
+        contact) is presumed lost all the same: the event names its epoch, no attempt."""
         before = self.tasks.records[task_id]
+        assert before.placement is not None
+        left = before.placement.epoch - 1
+        if left > 0 and not any(
+            a.node == node_id and a.epoch == left for a in before.attempts.values()
+        ):
+            self.uow.event("presumed_lost", _PRESUMED, task_id=task_id, node_id=node_id, epoch=left)
         for dot, attempt in sorted(self.tasks.records[task_id].attempts.items()):
             if attempt.node == node_id and not attempt.status.terminal:
                 self.tasks.apply(

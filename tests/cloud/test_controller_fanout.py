@@ -80,6 +80,21 @@ def test_a_fenced_move_sends_the_new_holder_the_losses(h: Harness) -> None:
     assert presumed["data"]["attempt"].startswith("n1:")
 
 
+def test_a_placement_never_reported_started_is_presumed_lost_when_moved(h: Harness) -> None:
+    """The node may have run it (its start report lost, or not sent before the node went
+    out of contact): moving the task off it presumes that run lost as well, and the event
+    log says so (the testbed's checker takes it as the loss that allows a causal re-run)."""
+    n1, _ = _placed_on_n1(h, "s", "eventual")  # running work: the node is pinged
+    h.controller.set_draining("n2", True)
+    h.controller.submit_task({**_task("u", "causal"), "max_disconnect_s": 30})
+    n1.expect("place", lambda env: env.body.task_id == "u")
+    h.controller.set_draining("n2", False)
+    _partition_n1_until_moved(h, n1, "u")
+    (presumed,) = h.events(task_id="u", kind="presumed_lost")
+    assert (presumed["node_id"], presumed["epoch"]) == ("n1", 1)
+    assert "attempt" not in presumed["data"]
+
+
 def test_a_hedges_old_node_hears_nothing_at_the_move_then_the_new_holders_result(
     h: Harness,
 ) -> None:

@@ -451,40 +451,29 @@ class Ingest:
         for part in digest_parts(ours, after=body.after, upto=body.upto):
             self.uow.queue(node_id, "digest", part)
         # A task placed here with no attempt of its epoch, of which the node holds no
-        # record or exactly ours (it got the record through anti-entropy, not the `place`:
-        # a lost session, a dropped message), may never have been queued there: send the
-        # `place` again. A node that has it queued or ran it recognises the epoch
-        # (``edge_agent.inbound``: ``duplicate_placement``); one whose copy differs holds
-        # something we lack (an attempt), sent to us on our digest. A placement the node
-        # wrote itself (epoch 0 of a task it originated, ``shared.authz``) came with no
-        # `place` to lose: it is queued there (behind a busy executor, say), and
-        # re-sending it on every digest would cost the node a transaction per task.
-        # Nor is a controller's `place` sent on every digest: one the node holds no record
-        # of is lost once it cannot be in flight any more, but a task queued there with
-        # our record looks the same as a lost one, so that is sent again at once after the
-        # node's reconnect, else after a backoff (``shared.decisions.place_resend_due``).
-        # The record is not queued with it: ``missing`` above sent it if the node lacks it.
-        in_flight_s: float | None = None
+        # record or exactly ours, may have lost its `place`: sent again when
+        # ``shared.decisions.place_resend_due`` says (its module says why and when; the
+        # node recognises an epoch it queued or ran). A copy that differs holds an attempt
+        # we lack; a placement the node wrote itself (epoch 0 of its own task) had no
+        # `place` to lose. ``missing`` above sent the record if the node lacks it.
+        in_flight_s = place_in_flight_s(entry.monitor.stats(now).rtt_p99_ms)
         for task_id in sorted(t for t in self.tasks.active_on(node_id) if body.covers(t)):
             rec = self.tasks.records[task_id]
             meta = self.tasks.meta[task_id]
             assert rec.placement is not None
             epoch = rec.placement.epoch
-            if epoch == 0 and meta.origin == node_id:
-                continue
             theirs = entries.get(task_id)
-            if theirs not in (None, record_digest(rec)) or any(
-                a.epoch == epoch for a in rec.attempts.values()
-            ):
-                continue
-            if theirs is None and in_flight_s is None:
-                in_flight_s = place_in_flight_s(entry.monitor.stats(now).rtt_p99_ms)
-            if place_resend_due(
-                meta.place_sent_at,
-                meta.place_resends,
-                now,
-                held=theirs is not None,
-                in_flight_s=in_flight_s,
+            if (
+                not (epoch == 0 and meta.origin == node_id)
+                and theirs in (None, record_digest(rec))
+                and not any(a.epoch == epoch for a in rec.attempts.values())
+                and place_resend_due(
+                    meta.place_sent_at,
+                    meta.place_resends,
+                    now,
+                    held=theirs is not None,
+                    in_flight_s=in_flight_s,
+                )
             ):
                 meta.place_resends += 1
                 self.scheduler.send_place(task_id, now, record=False)

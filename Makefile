@@ -16,7 +16,16 @@ $(STAMP): pyproject.toml edge_agent/_spawnc.c
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
-install: $(STAMP)
+# The simulator's per-task modules compiled with mypyc (simulations/build_native.py):
+# same results, about a third less CPU. Rebuilt when a source it depends on changes; where
+# it cannot be built the simulator runs interpreted (the stamp keeps a failed build from
+# being retried until a source changes).
+NATIVE := $(VENV)/.sim-native
+$(NATIVE): $(STAMP) simulations/native.py simulations/build_native.py $(wildcard simulations/sim/*.py) $(shell find shared -name "*.py")
+	$(PY) -m simulations.build_native --optional
+	touch $@
+
+install: $(STAMP) $(NATIVE)
 
 # Tests start a real broker; install it when absent and we may (root + apt-get).
 mosquitto:
@@ -28,14 +37,14 @@ mosquitto:
 		echo "mosquitto is not installed and cannot be installed here (not root); broker tests will be skipped"; \
 	fi
 
-test: $(STAMP) mosquitto
+test: $(STAMP) $(NATIVE) mosquitto
 	$(PY) -m pytest -q -n 3 --dist worksteal
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-bench: $(STAMP) mosquitto
+bench: $(STAMP) $(NATIVE) mosquitto
 	$(PY) benchmarks/run_all.py
 
 # The demo: partition-basic with 3 agents on Mosquitto, installed like `make test` does
@@ -56,4 +65,4 @@ soak: $(STAMP) mosquitto
 	$(PY) -m simulations.testbed.soak $(SOAK_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build *.egg-info edge_agent/*.so
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build *.egg-info edge_agent/*.so simulations/sim/_native

@@ -14,7 +14,10 @@ with the two design choices measured against their alternatives in the same run.
    ``SimPyLoop``: events/s, ratio heap / SimPy. Then the whole simulation on a
    30-second slice with each loop: the loop is a small part of a task's cost (about
    one loop event per task), so that ratio stays near 1.
-3. Placement: the same slice with the simulator's cached batch path
+3. The same slice run interpreted in a child process (``CONTINUUM_SIM_NATIVE=0``)
+   beside this process's build (compiled with mypyc by ``make install``,
+   ``simulations/native.py``): CPU seconds, ratio, and whether the results match.
+4. Placement: the same slice with the simulator's cached batch path
    (``sim.placer``: static half kept across ticks, rows caught up as resources
    move) and with ``shared.placement.place_batch`` called per tick and shape
    (which prepares each shape again per call): wall, ratio. Both give the same
@@ -31,13 +34,17 @@ model's events (default 500,000; at least ``PENDING``): a smoke test's sizes.
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import subprocess
+import sys
 import time
 from typing import Any
 
 from _report import emit
 
+from simulations import native
 from simulations.sim.loop import make_loop
 from simulations.sim.model import simulate
 from simulations.sim.scenario import load, parse_policy, scenario_dir
@@ -78,6 +85,30 @@ def _load() -> str:
     return "load average " + ", ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
+#: What a child process prints: the slice's metrics, run interpreted.
+_CHILD = """
+import json, sys
+from simulations import native
+from simulations.sim.model import simulate
+from simulations.sim.scenario import load, parse_policy, scenario_dir
+assert not native.active()
+part = load(scenario_dir() / "pureedgesim-10k.toml", params={"duration_s": float(sys.argv[1])})
+print(json.dumps(simulate(part, parse_policy(sys.argv[2])).metrics))
+"""
+
+
+def _interpreted(policy: str) -> dict[str, Any]:
+    """The slice's metrics from a child process running the simulator interpreted."""
+    env = {**os.environ, native.ENV: "0"}
+    args = [sys.executable, "-c", _CHILD, str(SLICE_S), policy]
+    done = subprocess.run(args, env=env, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def _build() -> str:
+    return "compiled (mypyc)" if native.active() else "interpreted (no matching build)"
+
+
 def _full(full: Any, name: str, m: dict[str, Any], load: str, extra: str = "") -> None:
     scale = full.duration_s / 600.0
     emit(
@@ -89,7 +120,7 @@ def _full(full: Any, name: str, m: dict[str, Any], load: str, extra: str = "") -
         direction="lower",
         baseline=PUREEDGESIM_S * scale,
         baseline_name="PureEdgeSim README, 4-core i7-8550U",
-        note=f"CPU {m['cpu_s']:.1f} s; {m['succeeded']:,.0f} succeeded, "
+        note=f"{_build()}; CPU {m['cpu_s']:.1f} s; {m['succeeded']:,.0f} succeeded, "
         f"miss {m['deadline_miss_rate']:.1%}, p95 {m['latency_p95_s']:.2f} s; {load}{extra}",
     )
 
@@ -147,6 +178,18 @@ def main() -> None:
         "hybrid_dynamic": (POLICY, heap),
         "adaptive": (ADAPTIVE, simulate(part, ADAPTIVE).metrics),
     }
+    for name, (_, here) in runs.items():
+        slow = _interpreted(name)
+        same = all(here[k] == slow[k] for k in _SAME)
+        emit(
+            f"sim: CPU, this process's build vs interpreted, {name} ({SLICE_S:g} s slice)",
+            measured=here["cpu_s"],
+            unit="s",
+            direction="lower",
+            baseline=slow["cpu_s"],
+            baseline_name="the same sources interpreted (CONTINUUM_SIM_NATIVE=0)",
+            note=f"{_build()}; same results: {same}",
+        )
     for name, (policy, cached) in runs.items():
         shared = simulate(part, policy, placer="shared").metrics
         same = all(cached[k] == shared[k] for k in _SAME)

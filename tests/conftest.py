@@ -15,6 +15,12 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+# The simulator's unit tests watch and replace methods of its objects, which a mypyc
+# build (``simulations.native``) makes read-only: the suite imports it interpreted
+# (same sources) unless told otherwise, and ``tests/sim/test_sim_native.py`` runs the
+# compiled build beside the interpreted one in child processes.
+os.environ.setdefault("CONTINUUM_SIM_NATIVE", "0")
+
 from simulations.testbed.broker import MosquittoBroker, find_mosquitto
 
 # Property tests run beside real processes and other workers (``make test`` runs with

@@ -147,6 +147,8 @@ CASES: dict[str, tuple[dict[str, str], set[Figure]]] = {
             "SIM_BENCH_DURATION_S": "5",
             "SIM_BENCH_SLICE_S": str(SIM_SLICE_S),
             "SIM_BENCH_LOOP_EVENTS": str(SIM_LOOP_EVENTS),
+            # the build `make bench` runs (the suite's own processes run interpreted)
+            "CONTINUUM_SIM_NATIVE": "1",
         },
         {
             *(
@@ -159,6 +161,10 @@ CASES: dict[str, tuple[dict[str, str], set[Figure]]] = {
             *(
                 f"sim: wall, cached batch placer vs shared place_batch per tick, {mode} "
                 f"({SIM_SLICE_S} s slice)"
+                for mode in ("hybrid_dynamic", "adaptive")
+            ),
+            *(
+                f"sim: CPU, this process's build vs interpreted, {mode} ({SIM_SLICE_S} s slice)"
                 for mode in ("hybrid_dynamic", "adaptive")
             ),
         },

@@ -28,6 +28,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from shared.errors import ValidationError
+from simulations import native
 from simulations.sim import report
 from simulations.sim.loop import LOOPS
 from simulations.sim.runner import parse_param, run_policies, sweep
@@ -148,6 +149,12 @@ def _finish(console: Console, results: list, out: Path, args: argparse.Namespace
             for metric in ("deadline_miss_rate", "harm", "wan_mb", "energy_kj"):
                 console.print(report.sweep_table(results, metric))
         console.print(f"wrote {', '.join(str(p) for p in paths)}")
+        console.print(
+            "simulator: compiled (mypyc)"
+            if native.active()
+            else "simulator: interpreted (`python -m simulations.build_native` compiles "
+            "it: same results, less CPU)"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -91,25 +91,25 @@ class PlainDevices:
         if br is None:
             br = self.breakers[task.dev] = Failover()
         edges = self.site_edges[task.site]
-        if br.down_since is not None:
-            self._probe(br, path, t)
-            if br.down_since is not None:
-                if br.route(min_level=task.lo, fallback=bool(edges)) is Route.AGENT:
-                    self._to_agent(task, t)
-                else:  # known out of reach: queued for it (strong-only, no agent)
-                    self.ag.to_controller(task, t)
-                return
+        # the probes may close the breaker: ``_probe`` says whether it is still open
+        if br.down_since is not None and self._probe(br, path, t):
+            if br.route(min_level=task.lo, fallback=bool(edges)) is Route.AGENT:
+                self._to_agent(task, t)
+            else:  # known out of reach: queued for it (strong-only, no agent)
+                self.ag.to_controller(task, t)
+            return
         rtt = 2 * path.lat
         fallback = edges and task.lo is not _STRONG and self._finite[task.tt]
-        fallback_s: float | None = 0.0
+        fallback_s = 0.0
         if fallback:
             # the fallback's expectation is asked for either way: the first device of a
             # site to ask fixes it for the others (``_expect`` caches it per site, kind and
             # edge; kept here per site and kind once asked)
             row = self._fallback[task.site]
-            fallback_s = row[task.tt]
-            if fallback_s is None:
-                fallback_s = row[task.tt] = self._fallback_s(task)
+            known = row[task.tt]
+            if known is None:
+                known = row[task.tt] = self._fallback_s(task)
+            fallback_s = known
         if not path.down:  # never cut: answered at once, so how long it would wait is moot
             br.observe_rtt(rtt)
             self.ag.to_controller(task, t)
@@ -151,11 +151,11 @@ class PlainDevices:
         else:
             ag.to_controller(task, now)
 
-    def _probe(self, br: Failover, path: Path, t: float) -> None:
+    def _probe(self, br: Failover, path: Path, t: float) -> bool:
         """The device's background probes up to ``t``, one every ``Failover.probe_s``
         from the failure: the first sent while the path is up closes the breaker once
         its answer is back (a round trip later, a sample; an answer still on its way by
-        ``t`` leaves it open for now)."""
+        ``t`` leaves it open for now). Returns whether it is still open."""
         rtt = 2 * path.lat
         is_up = self.ag.net.is_up
         while br.next_probe <= t:
@@ -164,8 +164,9 @@ class PlainDevices:
                 if p + rtt <= t:
                     br.observe_rtt(rtt)
                     br.reached(p + rtt)
-                return
+                return br.down_since is not None
             br.probe_sent(p)
+        return br.down_since is not None
 
     def _to_agent(self, task: Task, t: float, offset: int | None = None) -> None:
         """The submission goes to an agent: a computing device's own first (``_own``;
@@ -239,7 +240,7 @@ class PlainDevices:
             if not own:
                 part = ag.net.part[task.site][g]
                 bw = min(part.bw, ag.net.net.bw[task.dev])
-                bits = (sum(tt.input_kb) + sum(tt.output_kb)) / 2 * 8192.0
+                bits = (sum(tt.input_kb, 0.0) + sum(tt.output_kb, 0.0)) / 2 * 8192.0
                 transfers = 2 * (ag.net.net.lat[task.dev] + part.lat) + bits / bw
             est = self._expected[key] = (transfers, self._runs_on(g)[task.tt])
         return est
@@ -252,7 +253,9 @@ class PlainDevices:
         if runs is None:
             topo = self.ag.topo
             start, mips = topo.start_s[g], topo.mips[g]
-            runs = self._runs[g] = [start + sum(tt.compute_mi) / 2 / mips for tt in self.ag.types]
+            runs = self._runs[g] = [
+                start + sum(tt.compute_mi, 0.0) / 2 / mips for tt in self.ag.types
+            ]
         return runs
 
     def _offer(self, g: int, task: Task, t: float, offset: int, part: Path | None) -> bool:
@@ -328,7 +331,7 @@ class PlainDevices:
         topo = self.ag.topo
         cores = int(topo.cpus[g])
         seen = [r for r in running if r[2] <= t]
-        free = topo.cpu_free[g] + sum(r[3] for r in running if r[2] > t)
+        free = topo.cpu_free[g] + sum((r[3] for r in running if r[2] > t), 0.0)
         busy = min(len(seen), max(0, cores - int(free)))
         ends = sorted(r[1] for r in seen)[:busy]
         return [t] * (cores - busy) + ends

@@ -63,7 +63,7 @@ class PlacementInputs:
         self.learn = learn
         self.learner = LearnerState()
         ref_mips = sc.topology.edge.mips
-        self.runtime = [(sum(t.compute_mi) / 2) / ref_mips for t in self.types]
+        self.runtime = [(sum(t.compute_mi, 0.0) / 2) / ref_mips for t in self.types]
         self.work = self._works()
         #: ``template``'s demands, per (kind, level, exclusion)
         self._templates: dict[tuple[int, Level, frozenset[str]], TaskDemand] = {}
@@ -168,9 +168,9 @@ class PlacementInputs:
                 cpu=tt.cpu,
                 memory_mb=tt.memory_mb,
                 preferred_tiers=tuple(Tier(t) for t in tt.preferred_tiers),
-                labels=dict(label.split("=", 1) for label in tt.labels),
+                labels=tuple((k, v) for k, v in (label.split("=", 1) for label in tt.labels)),
                 max_latency_ms=tt.max_latency_ms,
-                data_size_mb=(sum(tt.input_kb) / 2) / 1024.0,
+                data_size_mb=(sum(tt.input_kb, 0.0) / 2) / 1024.0,
                 runtime_s=self.runtime[task.tt],
                 level=task.level,
                 exclude=task.exclude,
@@ -221,7 +221,7 @@ class PlacementInputs:
             level=template.level,
             exclude=template.exclude,
             work_s=self.work[task.tt],
-            output_mb=(sum(tt.output_kb) / 2) / 1024.0,
+            output_mb=(sum(tt.output_kb, 0.0) / 2) / 1024.0,
             idempotent=tt.idempotent,
         )
         self._predicted[key] = (template, demand)

@@ -69,16 +69,26 @@ class Path:
     are not a node's own (``Network.control_links``, kept once computed).
     ``ctl_tx``/``ctl_j``: a control message's transmission time and energy on it."""
 
-    __slots__ = ("bw", "control", "ctl_j", "ctl_tx", "down", "j_per_bit", "jit", "lat")
-    __slots__ += ("links", "wan")
+    __slots__ = (
+        "bw",
+        "control",
+        "ctl_j",
+        "ctl_tx",
+        "down",
+        "j_per_bit",
+        "jit",
+        "lat",
+        "links",
+        "wan",
+    )
 
     def __init__(self, links: tuple[int, ...], net: _Links) -> None:
         self.links = self.down = links
         self.control: tuple[int, ...] | None = None
-        self.lat = sum(net.lat[x] for x in links)
-        self.jit = sum(net.jit[x] for x in links)
+        self.lat = sum((net.lat[x] for x in links), 0.0)
+        self.jit = sum((net.jit[x] for x in links), 0.0)
         self.bw = min((net.bw[x] for x in links), default=_INF)
-        self.j_per_bit = sum(net.nj[x] for x in links) * 1e-9
+        self.j_per_bit = sum((net.nj[x] for x in links), 0.0) * 1e-9
         self.wan = any(net.wan[x] for x in links)
         # what ``deliver`` computes for ``bits=CONTROL_BITS``, computed once (same floats)
         self.ctl_tx = CONTROL_BITS / self.bw

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any
+from typing import Any, Final
 
 from shared.consistency import AdaptiveLevel
 from shared.vocab import Level, TaskStatus, Tier
@@ -33,11 +33,11 @@ class TaskState(IntEnum):
 class Outcome:
     """How an attempt ended (strings, as ``simulations.sim.ledger`` reads them)."""
 
-    OK = "ok"
-    FAIL = "fail"
-    LOST = "lost"
-    FENCED = "fenced"
-    REFUSED = "refused"
+    OK: Final = "ok"
+    FAIL: Final = "fail"
+    LOST: Final = "lost"
+    FENCED: Final = "fenced"
+    REFUSED: Final = "refused"
 
 
 @dataclass(frozen=True, slots=True)

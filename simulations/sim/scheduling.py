@@ -477,12 +477,12 @@ class Scheduler:
             else:  # the cached path: no decision, prediction or work to carry
                 state = self._cached(key, demand)
                 epochs = [t.epoch + 1 for t in batch]
-                chosen = place_many(table, state, [t.id for t in batch], epochs, seed=self.seed)
-                for i, row in enumerate(chosen):
+                rows_many = place_many(table, state, [t.id for t in batch], epochs, seed=self.seed)
+                for i, row in enumerate(rows_many):
                     task, g = batch[i], glist[row]
                     topo.take(g, cpu, memory, 0.0, False)
                     place(task, g, now, None)
-                placed = len(chosen)
+                placed = len(rows_many)
             if placed < len(batch):
                 q.extendleft(reversed(batch[placed:]))
                 return False

@@ -9,14 +9,14 @@ side) and about a third less CPU on the ``adaptive`` mode (docs/simulator.md).
 
 The contract:
 
-- ``python -m simulations.build_native`` compiles ``COMPILED`` into ``_native/``
-  beside this file, with a manifest naming the digest of the sources it was built from
+- ``python -m simulations.build_native`` compiles ``COMPILED`` into
+  ``simulations/sim/_native/``, with a manifest naming the digest of the sources it was built from
   (every ``.py`` of ``simulations/sim`` and ``shared``: mypyc reads the types of what a
   module imports). ``make install`` runs it; where it cannot (no C compiler, no mypyc),
   the simulator runs interpreted, same results, slower.
 - ``attach`` (called by the package's ``__init__``) puts ``_native/`` first on the
-  package's search path only when the manifest's digest and interpreter tag match the
-  sources now: an edited source is never shadowed by an older build (the run is
+  package's search path only when the manifest's digest (which includes the
+  interpreter's tag) matches the sources now: an edited source is never shadowed by an older build (the run is
   interpreted, with one warning, until the next build).
 - ``CONTINUUM_SIM_NATIVE=0`` runs interpreted whatever is built (the side-by-side test
   and bench use it).
@@ -39,9 +39,9 @@ __all__ = ["COMPILED", "ENV", "MANIFEST", "NATIVE_DIR", "active", "attach", "dig
 
 log = logging.getLogger(__name__)
 
-#: The simulator's modules on the per-task path (``scenario``, ``cli``, ``report`` and
-#: ``realgap*`` stay interpreted: setup and output, and ``scenario`` reads its
-#: dataclasses' annotations at run time).
+#: The simulator's modules on the per-task path (``scenario``, ``cli``, ``report``,
+#: ``runner`` and ``realgap*`` stay interpreted: setup and output, and ``scenario`` reads
+#: its dataclasses' annotations at run time).
 COMPILED = (
     "agent",
     "controller",

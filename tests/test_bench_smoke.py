@@ -163,10 +163,8 @@ CASES: dict[str, tuple[dict[str, str], set[Figure]]] = {
                 f"({SIM_SLICE_S} s slice)"
                 for mode in ("hybrid_dynamic", "adaptive")
             ),
-            *(
-                f"sim: CPU, this process's build vs interpreted, {mode} ({SIM_SLICE_S} s slice)"
-                for mode in ("hybrid_dynamic", "adaptive")
-            ),
+            "sim: pureedgesim-10k adaptive wall, this process's build vs interpreted "
+            "(5 s simulated)",
         },
     ),
     "bench_sim_goals.py": (

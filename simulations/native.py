@@ -16,8 +16,8 @@ The contract:
   the simulator runs interpreted, same results, slower.
 - ``attach`` (called by the package's ``__init__``) puts ``_native/`` first on the
   package's search path only when the manifest's digest (which includes the
-  interpreter's tag) matches the sources now: an edited source is never shadowed by an older build (the run is
-  interpreted, with one warning, until the next build).
+  interpreter's tag) matches the sources now: an edited source is never shadowed by an
+  older build (the run is interpreted, with one warning, until the next build).
 - ``CONTINUUM_SIM_NATIVE=0`` runs interpreted whatever is built (the side-by-side test
   and bench use it).
 

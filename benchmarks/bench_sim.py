@@ -193,7 +193,6 @@ def main() -> None:
         "hybrid_dynamic": (POLICY, heap),
         "adaptive": (ADAPTIVE, simulate(part, ADAPTIVE).metrics),
     }
-
     for name, (policy, cached) in runs.items():
         shared = simulate(part, policy, placer="shared").metrics
         same = all(cached[k] == shared[k] for k in _SAME)

@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml edge_agent/_spawnc.c
 	touch $@
 
 # The simulator's per-task modules compiled with mypyc (simulations/build_native.py):
-# same results, about a third less CPU. Rebuilt when a source it depends on changes; where
+# same results, about a sixth fewer instructions. Rebuilt when a source it depends on changes; where
 # it cannot be built the simulator runs interpreted (the stamp keeps a failed build from
 # being retried until a source changes).
 NATIVE := $(VENV)/.sim-native

@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m simulations.build_native",
         description="Compile the simulator's per-task modules with mypyc into "
-        "simulations/sim/_native/ (same results, about a third less CPU). The simulator "
+        "simulations/sim/_native/ (same results, about a sixth fewer instructions). The simulator "
         "uses the build only while it matches the sources; CONTINUUM_SIM_NATIVE=0 runs "
         "it interpreted anyway.",
     )

@@ -5,14 +5,14 @@ function above 6 % of the time, issue 14): what is left to win is the interprete
 cost per attribute read, call and float operation. mypyc compiles the modules as they
 are, from their type hints (classes become C structs, typed locals unboxed floats and
 ints), for the same results (``tests/sim/test_sim_native.py`` runs both side by
-side) and about a third less CPU on the ``adaptive`` mode (docs/simulator.md).
+side) and about a sixth fewer instructions on the ``adaptive`` mode (docs/simulator.md).
 
 The contract:
 
 - ``python -m simulations.build_native`` compiles ``COMPILED`` into
-  ``simulations/sim/_native/``, with a manifest naming the digest of the sources it was built from
-  (every ``.py`` of ``simulations/sim`` and ``shared``: mypyc reads the types of what a
-  module imports). ``make install`` runs it; where it cannot (no C compiler, no mypyc),
+  ``simulations/sim/_native/``, with a manifest naming the digest of the sources it was
+  built from (every ``.py`` of ``simulations/sim`` and ``shared``: mypyc reads the types
+  of what a module imports). ``make install`` runs it; where it cannot (no C compiler, no mypyc),
   the simulator runs interpreted, same results, slower.
 - ``attach`` (called by the package's ``__init__``) puts ``_native/`` first on the
   package's search path only when the manifest's digest (which includes the
@@ -35,7 +35,7 @@ import sys
 from collections.abc import MutableSequence
 from pathlib import Path
 
-__all__ = ["COMPILED", "ENV", "MANIFEST", "NATIVE_DIR", "active", "attach", "digest"]
+__all__ = ["COMPILED", "ENV", "MANIFEST", "NATIVE_DIR", "active", "attach", "built", "digest"]
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +87,14 @@ def digest() -> str:
     return h.hexdigest()
 
 
-def _manifest() -> dict[str, object] | None:
+def built() -> bool | None:
+    """Whether the build in ``NATIVE_DIR`` was made from the sources as they are now
+    (``None``: there is no build, or no readable manifest)."""
     try:
         data = json.loads((NATIVE_DIR / MANIFEST).read_text())
     except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) else None
+    return isinstance(data, dict) and data.get("digest") == digest()
 
 
 def attach(path: MutableSequence[str]) -> bool:
@@ -101,10 +103,10 @@ def attach(path: MutableSequence[str]) -> bool:
     _state["active"] = False
     if os.environ.get(ENV, "1") == "0":
         return False
-    manifest = _manifest()
-    if manifest is None:
+    matches = built()
+    if matches is None:
         return False
-    if manifest.get("digest") != digest():
+    if not matches:
         log.warning(
             "the simulator runs interpreted: its compiled build (%s) is older than the "
             "sources; `make install` or `python -m simulations.build_native` rebuilds it",

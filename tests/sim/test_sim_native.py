@@ -23,16 +23,8 @@ from simulations import native
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _built() -> bool:
-    try:
-        manifest = json.loads((native.NATIVE_DIR / native.MANIFEST).read_text())
-    except (OSError, ValueError):
-        return False
-    return manifest.get("digest") == native.digest()
-
-
 def _require_build() -> None:
-    if _built():
+    if native.built():
         return
     reason = (
         "no compiled simulator matching these sources: `make install` builds it "

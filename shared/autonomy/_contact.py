@@ -34,13 +34,16 @@ class ContactClock:
     def __init__(self, start: float = -math.inf) -> None:
         self.heard_at = start
         self._sent: dict[Hashable, float] = {}
+        #: first send times of keys already answered: a duplicate of that answer may still
+        #: come, after the same key is sent again
+        self._answered: dict[Hashable, float] = {}
 
     def sent(self, key: Hashable, now: float) -> None:
         """A message the controller answers by ``key`` was sent at ``now``. A resend keeps
-        the first time: the answer may be to the first copy."""
-        self._sent.setdefault(key, now)
-        while len(self._sent) > _REMEMBER:
-            del self._sent[next(iter(self._sent))]
+        the first time: the answer may be to the first copy, even one already answered
+        (a duplicated answer is indistinguishable from the answer to the resend)."""
+        self._sent.setdefault(key, self._answered.get(key, now))
+        _bound(self._sent)
 
     def answered(self, key: Hashable) -> bool:
         """The answer to ``key`` arrived: the controller heard the node no earlier than the
@@ -49,9 +52,20 @@ class ContactClock:
         sent = self._sent.pop(key, None)
         if sent is None:
             return False
+        self._answered[key] = sent
+        _bound(self._answered)
         self.heard_at = max(self.heard_at, sent)
         return True
 
     def out_of_contact_s(self, now: float) -> float:
         """Seconds since the controller last certainly heard the node (``inf``: never)."""
         return max(0.0, now - self.heard_at)
+
+
+def _bound(times: dict[Hashable, float]) -> None:
+    """Forget the oldest entries past ``_REMEMBER``. For unanswered sends the safe side (see
+    ``_REMEMBER``); for answered ones it re-opens the duplicate case only for a key sent
+    again after 256 later answers (the agent's keys do not recur: heartbeat ids are unique,
+    batches are keyed by increasing outbox sequence numbers)."""
+    while len(times) > _REMEMBER:
+        del times[next(iter(times))]
